@@ -1,0 +1,56 @@
+# chatsite: the two commands a newcomer needs are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+
+# Tests run against the real PostgreSQL and Redis (these defaults are this machine's services).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run serve test venv migrate clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# A secret key for local runs, made once and kept out of git; production sets SECRET_KEY itself.
+var/secret_key:
+	mkdir -p var
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+# run: install, migrate, collect static files and serve on http://$(HOST):$(PORT).
+# Without DATABASE_URL / REDIS_URL: a SQLite file and the in-memory layer (one node).
+run: $(VENV)/.installed var/secret_key
+	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(PY) manage.py migrate --noinput && \
+	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
+	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
+
+# serve: like run, for one node of several (SERVER_ID, PORT, DATABASE_URL, REDIS_URL set by you);
+# it skips migrate so that only one node migrates.
+serve: $(VENV)/.installed var/secret_key
+	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
+	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
+
+migrate: $(VENV)/.installed var/secret_key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py migrate --noinput
+
+# test: the whole suite against PostgreSQL and Redis (both must be running).
+test: $(VENV)/.installed-dev
+	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" \
+	SECRET_KEY=test-only-secret-key DEBUG=0 SERVER_ID=test-node \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) staticfiles var db.sqlite3

@@ -1,0 +1,37 @@
+"""ASGI entry point: HTTP through Django, WebSockets through the room consumer.
+
+Run by daphne: ``daphne -b 127.0.0.1 -p 8000 chatsite.asgi:application`` (see Procfile).
+"""
+
+import logging
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+# Django must be set up before the consumers (and their models) are imported.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from rooms.auth import OriginValidator, TokenAuthMiddleware  # noqa: E402
+from rooms.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginValidator(
+            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)
+
+if not settings.REDIS_URL:
+    logging.getLogger("chatsite").warning(
+        "REDIS_URL is not set: node %s uses the in-memory channel layer, so cross-node delivery "
+        "is OFF (members connected to other nodes will not get this node's messages live). "
+        "Set REDIS_URL to run more than one node.",
+        settings.SERVER_ID,
+    )

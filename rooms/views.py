@@ -1,0 +1,155 @@
+"""Pages (server-rendered) and the health endpoint."""
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db import connection
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse, reverse_lazy
+from django.views.decorators.cache import never_cache
+from django.views.generic import CreateView, DetailView, FormView, ListView
+
+from . import selectors, services
+from .forms import RoomCreateForm, SignupForm
+from .models import Room
+from .serializers import MessageSerializer
+
+logger = logging.getLogger(__name__)
+
+HISTORY_ON_PAGE = 50  # messages rendered into the room page before live ones arrive
+
+
+class RoomListView(LoginRequiredMixin, ListView):
+    """``GET /``: every room, with the create form."""
+
+    template_name = "rooms/room_list.html"
+    context_object_name = "rooms"
+
+    def get_queryset(self):
+        return selectors.rooms_list()
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx.setdefault("form", RoomCreateForm())
+        return ctx
+
+
+class RoomCreateView(LoginRequiredMixin, CreateView):
+    """``POST /rooms/new/``: create a room through ``services.room_create``, then open it."""
+
+    form_class = RoomCreateForm
+    template_name = "rooms/room_list.html"
+
+    def get(self, request, *args, **kwargs):
+        return redirect("rooms:list")
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx["rooms"] = selectors.rooms_list()
+        return ctx
+
+    def form_valid(self, form):
+        room = services.room_create(
+            name=form.cleaned_data["name"],
+            slug=form.cleaned_data["slug"],
+            description=form.cleaned_data["description"],
+            created_by=self.request.user,
+        )
+        return redirect("rooms:detail", slug=room.slug)
+
+
+class RoomDetailView(LoginRequiredMixin, DetailView):
+    """``GET /rooms/<slug>/``: the last 50 messages from the database, then live ones over
+    ``/ws/rooms/<slug>/`` (``static/rooms/room.js``)."""
+
+    template_name = "rooms/room_detail.html"
+    context_object_name = "room"
+
+    def get_object(self, queryset=None):
+        room = selectors.room_get(slug=self.kwargs["slug"])
+        if room is None:
+            raise Http404("No such room.")
+        return room
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        history = selectors.room_history(room=self.object, limit=HISTORY_ON_PAGE)
+        ctx["history"] = MessageSerializer(history, many=True).data
+        ctx["room_config"] = {
+            "slug": self.object.slug,
+            "ws_path": f"/ws/rooms/{self.object.slug}/",
+            "user": {"id": self.request.user.pk, "username": self.request.user.get_username()},
+            "history": ctx["history"],
+        }
+        return ctx
+
+
+class SignupView(FormView):
+    """``/accounts/signup/``: create an account and sign in."""
+
+    template_name = "registration/signup.html"
+    form_class = SignupForm
+    success_url = reverse_lazy("rooms:list")
+
+    def form_valid(self, form):
+        user = form.save()
+        login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return super().form_valid(form)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any failure means "not ok"; the reason goes to the log
+        logger.warning("health: database check failed: %s", exc)
+        return "unavailable"
+    return "ok"
+
+
+_redis_client = None
+
+
+def _check_redis() -> str:
+    global _redis_client
+    import redis
+
+    try:
+        if _redis_client is None:
+            _redis_client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1
+            )
+        _redis_client.ping()
+    except Exception as exc:
+        logger.warning("health: redis check failed: %s", exc)
+        return "unavailable"
+    return "ok"
+
+
+@never_cache
+def healthz(request):
+    """``GET /healthz``, for the load balancer's health check; no sign-in needed.
+
+    200 ``{"status": "ok", "server_id": str, "database": "ok", "channel_layer": "redis" |
+    "in-memory", "redis": "ok"}`` (``redis`` only with ``REDIS_URL``). 503 with
+    ``"status": "unavailable"``, the failing part set to ``"unavailable"`` and ``"failing"``
+    listing them when the database or Redis cannot be reached (1 s Redis timeouts; the database
+    check waits at most the pool timeout).
+    """
+    body = {
+        "status": "ok",
+        "server_id": settings.SERVER_ID,
+        "database": _check_database(),
+        "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
+    }
+    if settings.REDIS_URL:
+        body["redis"] = _check_redis()
+    failing = [part for part in ("database", "redis") if body.get(part, "ok") != "ok"]
+    if failing:
+        body["status"] = "unavailable"
+        body["failing"] = failing
+    return JsonResponse(body, status=503 if failing else 200)

@@ -1,0 +1,127 @@
+"""Fixtures. Tests run against the real PostgreSQL and Redis named by DATABASE_URL / REDIS_URL
+(``make test`` sets both); nothing here mocks either."""
+
+import os
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from chatsite.asgi import application
+from tests import factories
+
+ORIGIN = b"http://127.0.0.1"
+
+
+def pytest_configure(config):
+    # A channel-layer prefix of this run's own, so parallel runs on one Redis never cross.
+    layer = settings.CHANNEL_LAYERS["default"]
+    if "CONFIG" in layer:
+        layer["CONFIG"]["prefix"] = f"{layer['CONFIG'].get('prefix', 'chatsite')}-test-{os.getpid()}"
+    channel_layers.backends.clear()
+    # Password hashing at production strength costs ~0.25 s per user; tests make hundreds.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def user(db):
+    return factories.make_user("alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return factories.make_user("bob")
+
+
+@pytest.fixture
+def room(db, user):
+    return factories.make_room(created_by=user, slug="lobby", name="Lobby")
+
+
+class Connection:
+    """A ``WebsocketCommunicator`` that decodes frames; always ``await close()`` it."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.communicator = communicator
+        self.connected = False
+        self.subprotocol = None
+
+    async def connect(self, timeout: float = 3):
+        self.connected, self.subprotocol = await self.communicator.connect(timeout=timeout)
+        return self.connected
+
+    async def receive(self, timeout: float = 3) -> dict:
+        return await self.communicator.receive_json_from(timeout=timeout)
+
+    async def receive_type(self, frame_type: str, timeout: float = 3) -> dict:
+        """The next frame, which must be of ``frame_type``."""
+        frame = await self.receive(timeout=timeout)
+        assert frame["type"] == frame_type, frame
+        return frame
+
+    async def send(self, frame: dict) -> None:
+        await self.communicator.send_json_to(frame)
+
+    async def send_text(self, text: str) -> None:
+        # send_to() refuses an empty string, which a real client can send: put the frame directly.
+        await self.communicator.send_input({"type": "websocket.receive", "text": text})
+
+    async def nothing_more(self, timeout: float = 0.2) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def close_code(self, timeout: float = 3) -> int:
+        """The close code of a socket the server closes."""
+        output = await self.communicator.receive_output(timeout=timeout)
+        assert output["type"] == "websocket.close", output
+        return output.get("code")
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+def ws():
+    """``conn = await ws(path, user=..., token=..., origin=...)`` makes a socket through
+    ``chatsite.asgi.application`` (routing, Origin check and auth included). Sockets are closed
+    at teardown."""
+    opened = []
+
+    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=()):
+        hdrs = list(headers)
+        if origin is not None:
+            hdrs.append((b"origin", origin))
+        if user is not None:
+            key = await database_sync_to_async(factories.session_key_for)(user)
+            cookie = f"{settings.SESSION_COOKIE_NAME}={key}"
+        if cookie is not None:
+            hdrs.append((b"cookie", cookie.encode()))
+        if token is not None:
+            hdrs.append((b"authorization", f"Token {token}".encode()))
+        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs))
+        opened.append(conn)
+        return conn
+
+    yield open_socket
+    # Teardown is sync; communicators stopped by the test already. Leftover ones are closed by
+    # the async helper below where a test forgot.
+    for conn in opened:
+        future = conn.communicator.future
+        if future is not None and not future.done():
+            future.cancel()
+
+
+@pytest.fixture
+async def joined(ws, room, user):
+    """An open socket of ``user`` in ``room`` with its hello read."""
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    yield conn
+    await conn.close()
+
+
+def new_client_msg_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,363 @@
+"""The room consumer through ``chatsite.asgi.application`` (routing, Origin check, auth), on the
+real Redis channel layer and PostgreSQL."""
+
+import asyncio
+import logging
+import os
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from rooms.models import Message
+from tests import factories
+from tests.conftest import new_client_msg_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def send_and_collect(conn, body, client_msg_id=None):
+    """Send a message and read both the ack and the sender's own copy (in either order)."""
+    client_msg_id = client_msg_id or new_client_msg_id()
+    await conn.send({"type": "message.send", "body": body, "client_msg_id": client_msg_id})
+    frames = {}
+    while len(frames) < 2:
+        frame = await conn.receive()
+        assert frame["type"] in ("ack", "message"), frame
+        assert frame["type"] not in frames, frame
+        frames[frame["type"]] = frame
+    return frames["ack"], frames["message"]
+
+
+async def assert_send_works(conn, body="still here"):
+    ack, message = await send_and_collect(conn, body)
+    assert message["message"]["body"] == body
+    assert message["message"]["seq"] == ack["seq"]
+
+
+@database_sync_to_async
+def stored(room):
+    return list(Message.objects.filter(room=room).order_by("seq").values_list("seq", "body", "server_id"))
+
+
+# --- the frame contract --------------------------------------------------------------------------
+
+
+async def test_hello_names_node_room_and_last_seq(ws, room, user):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    hello = await conn.receive()
+    assert hello == {"type": "hello", "server_id": "test-node", "room": "lobby", "last_seq": 0}
+    await assert_send_works(conn)
+    await conn.close()
+
+    again = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await again.connect()
+    assert (await again.receive())["last_seq"] == 1
+    await again.close()
+
+
+async def test_send_is_acked_stored_and_broadcast_in_the_one_message_shape(joined, room, user):
+    ack, frame = await send_and_collect(joined, "hello world", "c-1")
+    assert set(ack) == {"type", "client_msg_id", "id", "seq"}
+    assert ack["client_msg_id"] == "c-1" and ack["seq"] == 1
+    message = frame["message"]
+    assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "server_id"}
+    assert message["id"] == ack["id"]
+    assert message["room"] == "lobby"
+    assert message["author"] == {"id": user.pk, "username": "alice"}
+    assert message["server_id"] == "test-node"
+    assert message["created_at"].endswith("Z")
+    assert await stored(room) == [(1, "hello world", "test-node")]
+
+
+async def test_every_member_gets_the_message_and_only_the_sender_gets_the_ack(ws, room, user, other_user):
+    alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (alice, bob):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    ack, _ = await send_and_collect(alice, "hi bob")
+    got = await bob.receive_type("message")
+    assert got["message"]["seq"] == ack["seq"] and got["message"]["body"] == "hi bob"
+    assert await bob.nothing_more()
+    await alice.close()
+    await bob.close()
+
+
+async def test_members_of_other_rooms_get_nothing(ws, room, user, other_user):
+    other_room = await database_sync_to_async(factories.make_room)(created_by=other_user, slug="elsewhere")
+    alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    bob = await ws(f"/ws/rooms/{other_room.slug}/", user=other_user)
+    for conn in (alice, bob):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    await assert_send_works(alice)
+    assert await bob.nothing_more(0.3)
+    await alice.close()
+    await bob.close()
+
+
+async def test_retry_with_same_client_msg_id_is_stored_once_and_gets_the_same_ack(joined, room):
+    first_ack, _ = await send_and_collect(joined, "once", "retry-1")
+    await joined.send({"type": "message.send", "body": "once", "client_msg_id": "retry-1"})
+    second_ack = await joined.receive_type("ack")
+    assert second_ack == first_ack
+    assert await joined.nothing_more(0.3)  # no second broadcast
+    assert await stored(room) == [(1, "once", "test-node")]
+
+
+async def test_html_body_round_trips_as_text(joined, room):
+    body = '<b>bold</b><script>alert("x")</script><img src=x onerror=alert(1)>'
+    _, frame = await send_and_collect(joined, body)
+    assert frame["message"]["body"] == body
+    assert (await stored(room))[0][1] == body
+
+
+async def test_body_of_4000_characters_is_accepted(joined, room):
+    body = "é" * 4000
+    _, frame = await send_and_collect(joined, body)
+    assert frame["message"]["body"] == body
+
+
+# --- bad input: an error frame with a code, the socket stays open ---------------------------------
+
+BAD_FRAMES = [
+    # (text sent, expected code)
+    ("{bad json", "invalid_json"),
+    ("hello", "invalid_json"),
+    ("", "invalid_json"),
+    ("null", "not_object"),
+    ("[]", "not_object"),
+    ("42", "not_object"),
+    ('{"type": 123}', "invalid_field"),
+    ('{"body": "no type"}', "missing_field"),
+    ('{"type": "message.delete"}', "unknown_type"),
+    ('{"type": "message.send"}', "missing_field"),
+    ('{"type": "message.send", "client_msg_id": "m1"}', "missing_field"),
+    ('{"type": "message.send", "body": "x"}', "missing_field"),
+    ('{"type": "message.send", "body": 5, "client_msg_id": "m1"}', "invalid_field"),
+    ('{"type": "message.send", "body": null, "client_msg_id": "m1"}', "invalid_field"),
+    ('{"type": "message.send", "body": ["x"], "client_msg_id": "m1"}', "invalid_field"),
+    ('{"type": "message.send", "body": "x", "client_msg_id": 7}', "invalid_field"),
+    ('{"type": "message.send", "body": "x", "client_msg_id": ""}', "invalid_field"),
+    ('{"type": "message.send", "body": "x", "client_msg_id": "%s"}' % ("k" * 65), "invalid_field"),
+    ('{"type": "message.send", "body": "", "client_msg_id": "m1"}', "empty_body"),
+    ('{"type": "message.send", "body": "  \\n\\t ", "client_msg_id": "m1"}', "empty_body"),
+    ('{"type": "message.send", "body": "%s", "client_msg_id": "m1"}' % ("x" * 4001), "body_too_long"),
+    ('{"type": "message.send", "body": "a\\u0000b", "client_msg_id": "m1"}', "invalid_text"),
+    ('{"type": "message.send", "body": "\\ud83d", "client_msg_id": "m1"}', "invalid_text"),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), BAD_FRAMES, ids=[c for _, c in BAD_FRAMES])
+async def test_bad_frame_gets_error_code_and_next_send_works(joined, room, text, code):
+    await joined.send_text(text)
+    error = await joined.receive_type("error")
+    assert error["code"] == code
+    assert error["detail"]
+    assert await joined.nothing_more(0.05)
+    await assert_send_works(joined)
+    assert [seq for seq, *_ in await stored(room)] == [1]
+
+
+async def test_error_frame_names_the_client_msg_id_when_known(joined):
+    await joined.send({"type": "message.send", "body": "", "client_msg_id": "known-1"})
+    error = await joined.receive_type("error")
+    assert error["client_msg_id"] == "known-1" and error["field"] == "body"
+
+
+async def test_binary_frame_gets_error_and_socket_stays_open(joined, room):
+    await joined.communicator.send_to(bytes_data=b'{"type": "message.send"}')
+    assert (await joined.receive_type("error"))["code"] == "binary_frame"
+    await assert_send_works(joined)
+
+
+# --- who may connect ------------------------------------------------------------------------------
+
+
+async def test_anonymous_socket_is_closed_4401(ws, room):
+    conn = await ws(f"/ws/rooms/{room.slug}/")
+    assert await conn.connect()
+    assert await conn.close_code() == 4401
+
+
+async def test_unknown_room_is_closed_4404(ws, user, db):
+    conn = await ws("/ws/rooms/no-such-room/", user=user)
+    assert await conn.connect()
+    assert await conn.close_code() == 4404
+
+
+async def test_path_that_is_not_a_room_is_closed_4404(ws, user, db):
+    conn = await ws("/ws/elsewhere/", user=user)
+    assert await conn.connect()
+    assert await conn.close_code() == 4404
+
+
+async def test_api_token_authenticates_without_origin(ws, room, user):
+    key = await database_sync_to_async(factories.token_for)(user)
+    conn = await ws(f"/ws/rooms/{room.slug}/", token=key, origin=None)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    ack, frame = await send_and_collect(conn, "from a script")
+    assert frame["message"]["author"]["username"] == "alice"
+    await conn.close()
+
+
+async def test_wrong_token_is_4401_even_beside_a_valid_session_cookie(ws, room, user):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, token="0" * 40)
+    assert await conn.connect()
+    assert await conn.close_code() == 4401
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", None])
+async def test_cookie_socket_from_foreign_or_missing_origin_is_refused(ws, room, user, origin):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=origin)
+    assert not await conn.connect()
+
+
+# --- cases from ../shared/cases ---------------------------------------------------------------------
+
+
+async def test_BR16_who_is_connecting(ws, room, user, caplog):
+    """Valid session accepted; expired session, no cookie and an inactive user's session refused
+    with 4401; no event-loop errors logged."""
+    caplog.set_level(logging.WARNING)
+    member = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await member.connect()
+    await member.receive_type("hello")
+
+    expired_key = await database_sync_to_async(factories.session_key_for)(user, expiry=-1)
+    expired = await ws(f"/ws/rooms/{room.slug}/", cookie=f"{settings.SESSION_COOKIE_NAME}={expired_key}")
+    assert await expired.connect()
+    assert await expired.close_code() == 4401
+
+    no_cookie = await ws(f"/ws/rooms/{room.slug}/")
+    assert await no_cookie.connect()
+    assert await no_cookie.close_code() == 4401
+
+    inactive = await database_sync_to_async(factories.make_user)("mallory", is_active=False)
+    barred = await ws(f"/ws/rooms/{room.slug}/", user=inactive)
+    assert await barred.connect()
+    assert await barred.close_code() == 4401
+
+    await assert_send_works(member)  # the member is unaffected
+    await member.close()
+    for refused in (expired, no_cookie, barred):
+        await refused.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_BR19_no_orm_on_the_event_loop(ws, room, user, other_user, caplog):
+    """Connect (room lookup, auth), send (store, serialise with author) and receive run with
+    DJANGO_ALLOW_ASYNC_UNSAFE unset: no SynchronousOnlyOperation anywhere."""
+    assert "DJANGO_ALLOW_ASYNC_UNSAFE" not in os.environ
+    caplog.set_level(logging.DEBUG)
+    key = await database_sync_to_async(factories.token_for)(other_user)
+    alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    bob = await ws(f"/ws/rooms/{room.slug}/", token=key, origin=None)
+    for conn in (alice, bob):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    await assert_send_works(alice, "one")
+    assert (await bob.receive_type("message"))["message"]["author"]["username"] == "alice"
+    await alice.close()
+    await bob.close()
+    assert "SynchronousOnlyOperation" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_BR20_malformed_frames_each_get_a_code_and_the_next_message_goes_through(
+    ws, room, user, other_user, caplog
+):
+    caplog.set_level(logging.WARNING)
+    sender = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    watcher = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (sender, watcher):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    bad = ["{bad json", "hello", "", "null", "[]", '{"type": 123}', '{"type": "message.send"}']
+    for n, text in enumerate(bad, start=1):
+        await sender.send_text(text)
+        assert (await sender.receive_type("error"))["code"]
+        await assert_send_works(sender, f"valid {n}")
+        assert (await watcher.receive_type("message"))["message"]["body"] == f"valid {n}"
+    await sender.communicator.send_to(bytes_data=b"\x00\x01")
+    assert (await sender.receive_type("error"))["code"] == "binary_frame"
+    await assert_send_works(sender, "after binary")
+    assert (await watcher.receive_type("message"))["message"]["body"] == "after binary"
+    assert [seq for seq, *_ in await stored(room)] == list(range(1, len(bad) + 2))
+    # Warnings are rate-limited: far fewer log lines than bad frames.
+    warnings = [r for r in caplog.records if r.name == "rooms.consumers" and r.levelno == logging.WARNING]
+    assert len(warnings) <= len({"invalid_json", "not_object", "invalid_field", "missing_field", "binary_frame"})
+    await sender.close()
+    await watcher.close()
+
+
+UNICODE_BODIES = [
+    "emoji 😀🎉",
+    "ZWJ family 👨‍👩‍👧‍👦 and flag 🏳️‍🌈",
+    "right-to-left: שלום עולם and مرحبا",
+    "4-byte 𝄞 𠜎 𝕳",
+    "combining é vs é",
+    "한국어 메시지",
+]
+
+
+async def test_BR23_unicode_round_trips_and_lone_surrogate_is_refused_to_sender_only(
+    ws, room, user, other_user, client
+):
+    sender = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    watcher = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (sender, watcher):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    for body in UNICODE_BODIES:
+        _, frame = await send_and_collect(sender, body)
+        assert frame["message"]["body"] == body
+        assert (await watcher.receive_type("message"))["message"]["body"] == body
+
+    await sender.send_text('{"type": "message.send", "body": "\\ud83d", "client_msg_id": "lone"}')
+    assert (await sender.receive_type("error"))["code"] == "invalid_text"
+    assert await watcher.nothing_more(0.3)
+    await assert_send_works(sender, "after the surrogate")
+    await watcher.receive_type("message")
+
+    assert [body for _, body, _ in await stored(room)] == UNICODE_BODIES + ["after the surrogate"]
+    await database_sync_to_async(client.force_login)(user)
+    response = await database_sync_to_async(client.get)(f"/api/rooms/{room.slug}/messages/")
+    assert [m["body"] for m in response.json()["results"]] == UNICODE_BODIES + ["after the surrogate"]
+    await sender.close()
+    await watcher.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ws/rooms/caf\u00e9/", "/ws/rooms/%F0%9F%98%80/", "/ws/rooms/a%00b/", "/ws/rooms/\u05e9\u05dc\u05d5\u05dd/",
+     "/ws/rooms/" + "x" * 300 + "/", "/ws/rooms//"],
+)
+async def test_BR23_non_ascii_and_percent_encoded_room_urls_are_refused_cleanly(ws, user, room, path, caplog):
+    caplog.set_level(logging.WARNING)
+    conn = await ws(path, user=user)
+    assert await conn.connect()
+    assert await conn.close_code() == 4404
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # The worker is not wedged: a good socket still works.
+    good = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await good.connect()
+    await good.receive_type("hello")
+    await good.close()
+
+
+@pytest.mark.parametrize("run", range(50))
+async def test_BR26_two_members_one_message_fifty_times(ws, room, user, other_user, run):
+    alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (alice, bob):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    ack, own = await send_and_collect(alice, f"run {run}")
+    theirs = await bob.receive_type("message")
+    assert own == theirs
+    assert await stored(room) == [(1, f"run {run}", "test-node")]
+    await asyncio.gather(alice.close(), bob.close())
