@@ -58,7 +58,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
-        ordering = ["room", "seq"]
+        # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.
+        ordering = ["room_id", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
             models.UniqueConstraint(

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 
 from chatsite.asgi import application
 from tests import factories
@@ -24,6 +25,18 @@ def pytest_configure(config):
     channel_layers.backends.clear()
     # Password hashing at production strength costs ~0.25 s per user; tests make hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_pool(django_db_setup, django_db_blocker):
+    """Close this process's PostgreSQL pool before the test database is dropped (pooled
+    connections from consumer threads would otherwise keep it "accessed by other users")."""
+    yield
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            if getattr(conn, "pool", None) is not None:
+                conn.close_pool()
+
 
 
 @pytest.fixture

@@ -1,0 +1,192 @@
+"""Real daphne nodes for multi-node tests: each a separate process on a free loopback port,
+started with the product's own command and environment, stopped by PID."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import websockets
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url_for_tests() -> str:
+    """The URL of the database pytest-django set up for this run (``test_<name>``)."""
+    s = connection.settings_dict
+    auth = s["USER"] or ""
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@dataclass
+class Node:
+    server_id: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    env: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self, timeout: float = 3.0) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{self.http}/healthz", timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+
+def start_node(server_id: str, *, env: dict, log_dir: Path, port: int | None = None) -> Node:
+    port = port or free_port()
+    log_path = log_dir / f"{server_id}.log"
+    full_env = {**os.environ, **env, "SERVER_ID": server_id, "PORT": str(port)}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
+             "chatsite.asgi:application"],
+            cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return Node(server_id=server_id, port=port, process=process, log_path=log_path, env=full_env)
+
+
+def wait_healthy(node: Node, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"{node.server_id} exited {node.process.returncode}:\n{node.log()}")
+        try:
+            status, _ = node.health(timeout=1)
+            if status == 200:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{node.server_id} not healthy after {timeout}s:\n{node.log()}")
+
+
+@contextmanager
+def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra_env: dict | None = None):
+    """``count`` daphne nodes (``SERVER_ID`` node-1..node-N) sharing one database and, when
+    ``redis_url`` is not empty, one Redis; yields the list of ``Node``. Stops every node on exit."""
+    log_dir = Path(tempfile.mkdtemp(prefix="chatsite-nodes-"))
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_PREFIX": prefix,
+        "DEBUG": "0",
+        "SECRET_KEY": "multinode-test-secret",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        **(extra_env or {}),
+    }
+    nodes = [start_node(f"node-{i}", env=env, log_dir=log_dir) for i in range(1, count + 1)]
+    try:
+        for node in nodes:
+            wait_healthy(node)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+class Client:
+    """A token-authenticated WebSocket client of one node, reading frames in the background."""
+
+    def __init__(self, node: Node, room: str, token: str, name: str = ""):
+        self.node = node
+        self.room = room
+        self.token = token
+        self.name = name
+        self.hello: dict | None = None
+        self.frames: list[dict] = []
+        self.messages: list[dict] = []
+        self.acks: dict[str, dict] = {}
+        self._socket = None
+        self._reader = None
+        self._changed = asyncio.Event()
+
+    async def connect(self) -> "Client":
+        self._socket = await websockets.connect(
+            f"{self.node.ws}/ws/rooms/{self.room}/",
+            additional_headers={"Authorization": f"Token {self.token}"},
+            open_timeout=10,
+        )
+        self.hello = json.loads(await asyncio.wait_for(self._socket.recv(), 10))
+        assert self.hello["type"] == "hello", self.hello
+        self._reader = asyncio.ensure_future(self._read())
+        return self
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._socket:
+                frame = json.loads(raw)
+                self.frames.append(frame)
+                if frame["type"] == "message":
+                    self.messages.append(frame["message"])
+                elif frame["type"] == "ack":
+                    self.acks[frame["client_msg_id"]] = frame
+                self._changed.set()
+        except websockets.ConnectionClosed:
+            pass
+
+    async def send(self, body: str, client_msg_id: str) -> None:
+        await self._socket.send(
+            json.dumps({"type": "message.send", "body": body, "client_msg_id": client_msg_id})
+        )
+
+    async def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        """Wait until ``predicate(self)`` holds; False after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate(self):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return predicate(self)
+        return True
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
