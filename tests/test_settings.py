@@ -1,0 +1,73 @@
+"""Configuration from the environment, checked in fresh processes (settings load once)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SHOW = """
+import django, json
+from django.conf import settings
+django.setup()
+db = settings.DATABASES["default"]
+print(json.dumps({"layer": settings.CHANNEL_LAYERS["default"]["BACKEND"], "engine": db["ENGINE"],
+  "pool": "pool" in db.get("OPTIONS", {}), "conn_max_age": db["CONN_MAX_AGE"],
+  "server_id": settings.SERVER_ID, "debug": settings.DEBUG, "hosts": settings.ALLOWED_HOSTS}))
+"""
+
+
+def run(code, **env):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")}
+    clean.update({k: v for k, v in env.items() if v is not None})
+    clean["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
+    return subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def settings_with(**env):
+    proc = run(SHOW, **env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_defaults_are_one_node_sqlite_and_in_memory_layer():
+    shown = settings_with(SECRET_KEY="k")
+    assert shown["engine"] == "django.db.backends.sqlite3"
+    assert shown["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert shown["debug"] is False
+    assert shown["server_id"] == os.uname().nodename
+    assert "*" not in shown["hosts"]
+
+
+def test_redis_url_selects_the_pubsub_layer_and_database_url_postgres_with_a_pool():
+    shown = settings_with(SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0", SERVER_ID="node-7",
+                          DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite")
+    assert shown["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert shown["engine"] == "django.db.backends.postgresql"
+    assert shown["pool"] is True and shown["conn_max_age"] == 0
+    assert shown["server_id"] == "node-7"
+
+
+def test_secret_key_is_required_when_debug_is_off():
+    proc = run(SHOW)
+    assert proc.returncode != 0 and "ImproperlyConfigured: SECRET_KEY is not set" in proc.stderr
+    assert settings_with(DEBUG="1")["debug"] is True
+
+
+def test_wildcard_allowed_hosts_is_refused_outside_debug():
+    proc = run(SHOW, SECRET_KEY="k", ALLOWED_HOSTS="*")
+    assert proc.returncode != 0 and "ALLOWED_HOSTS may not contain '*'" in proc.stderr
+    assert settings_with(SECRET_KEY="k", ALLOWED_HOSTS="a.example,b.example")["hosts"] == ["a.example", "b.example"]
+
+
+def test_start_up_warns_once_when_cross_node_delivery_is_off():
+    code = "import chatsite.asgi"
+    without = run(code, SECRET_KEY="k", SERVER_ID="n1")
+    assert without.returncode == 0, without.stderr
+    assert without.stderr.count("cross-node delivery is OFF") == 1
+    with_redis = run(code, SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0")
+    assert with_redis.returncode == 0 and "cross-node delivery is OFF" not in with_redis.stderr

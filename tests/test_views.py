@@ -1,0 +1,104 @@
+"""Pages and /healthz, through Django's test client against the real database."""
+
+import pytest
+from django.urls import reverse
+
+from rooms import services, views
+from rooms.models import Room
+from tests import factories
+from tests.nodes import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_reports_node_database_and_layer(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok", "server_id": "test-node", "database": "ok", "channel_layer": "redis", "redis": "ok",
+    }
+
+
+def test_healthz_is_503_when_redis_cannot_be_reached(client, settings, monkeypatch):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setattr(views, "_redis_client", None)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["redis"] == "unavailable" and body["failing"] == ["redis"]
+    assert body["database"] == "ok"
+
+
+def test_pages_need_sign_in(client, room):
+    for url in (reverse("rooms:list"), reverse("rooms:detail", args=[room.slug])):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_sign_up_signs_in_and_shows_the_room_list(client):
+    response = client.post(
+        reverse("signup"),
+        {"username": "newbie", "password1": factories.PASSWORD, "password2": factories.PASSWORD},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert response.context["user"].username == "newbie"
+    assert response.redirect_chain[-1][0] == reverse("rooms:list")
+
+
+def test_sign_up_with_mismatched_passwords_shows_the_error(client):
+    response = client.post(reverse("signup"), {"username": "x", "password1": "a-long-pass-1", "password2": "other"})
+    assert response.status_code == 200 and response.context["form"].errors
+
+
+def test_log_in_and_log_out(client, user):
+    response = client.post(reverse("login"), {"username": "alice", "password": factories.PASSWORD})
+    assert response.status_code == 302
+    assert client.get(reverse("rooms:list")).status_code == 200
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("rooms:list")).status_code == 302
+
+
+def test_room_list_shows_rooms_and_the_node(client, user, room):
+    client.force_login(user)
+    response = client.get(reverse("rooms:list"))
+    content = response.content.decode()
+    assert "Lobby" in content and reverse("rooms:detail", args=["lobby"]) in content
+    assert "test-node" in content
+
+
+def test_create_room_from_the_form_opens_it(client, user):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Book Club", "slug": "", "description": "reading"})
+    assert response.status_code == 302 and response["Location"] == reverse("rooms:detail", args=["book-club"])
+    room = Room.objects.get(slug="book-club")
+    assert room.created_by == user and room.description == "reading"
+
+
+def test_create_room_with_a_taken_slug_shows_the_error(client, user, room):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Another lobby", "slug": "lobby"})
+    assert response.status_code == 200 and "slug" in response.context["form"].errors
+    response = client.post(reverse("rooms:create"), {"name": "Lobby", "slug": ""})
+    assert response.status_code == 200 and "slug" in response.context["form"].errors
+    assert Room.objects.count() == 1
+
+
+def test_room_page_shows_the_last_50_messages_escaped(client, user, room):
+    for i in range(55):
+        services.message_post(room=room, author=user, body=f"message number {i}", client_msg_id=f"c{i}")
+    services.message_post(room=room, author=user, body="<script>alert('x')</script>", client_msg_id="xss")
+    client.force_login(user)
+    response = client.get(reverse("rooms:detail", args=[room.slug]))
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert [m["seq"] for m in response.context["history"]] == list(range(7, 57))
+    assert "message number 5<" not in content and "message number 6" in content
+    assert "<script>alert('x')</script>" not in content
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in content
+    assert "/ws/rooms/lobby/" in content and "test-node" in content
+
+
+def test_unknown_room_page_is_404(client, user):
+    client.force_login(user)
+    assert client.get(reverse("rooms:detail", args=["nope"])).status_code == 404
