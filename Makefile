@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run serve test venv migrate clean
+.PHONY: run serve test venv migrate manage clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ serve: $(VENV)/.installed var/secret_key
 
 migrate: $(VENV)/.installed var/secret_key
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py migrate --noinput
+
+# manage: any manage.py command with this checkout's settings, e.g. make manage ARGS=createsuperuser
+manage: $(VENV)/.installed var/secret_key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py $(ARGS)
 
 # test: the whole suite against PostgreSQL and Redis (both must be running).
 test: $(VENV)/.installed-dev

@@ -5,6 +5,7 @@ import logging
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
@@ -52,12 +53,16 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
         return ctx
 
     def form_valid(self, form):
-        room = services.room_create(
-            name=form.cleaned_data["name"],
-            slug=form.cleaned_data["slug"],
-            description=form.cleaned_data["description"],
-            created_by=self.request.user,
-        )
+        try:
+            room = services.room_create(
+                name=form.cleaned_data["name"],
+                slug=form.cleaned_data["slug"],
+                description=form.cleaned_data["description"],
+                created_by=self.request.user,
+            )
+        except ValidationError as exc:  # e.g. the slug was taken a moment after the form checked
+            form.add_error(None, exc)
+            return self.form_invalid(form)
         return redirect("rooms:detail", slug=room.slug)
 
 
