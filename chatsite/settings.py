@@ -168,8 +168,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Before `collectstatic` has run (tests, a first `manage.py check`), fall back to plain names.
-WHITENOISE_MANIFEST_STRICT = False
+# Hashed names need `collectstatic` first: `make run`, `make serve`, the Procfile's release step
+# and the image run it.
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -23,6 +23,11 @@ def pytest_configure(config):
     if "CONFIG" in layer:
         layer["CONFIG"]["prefix"] = f"{layer['CONFIG'].get('prefix', 'chatsite')}-test-{os.getpid()}"
     channel_layers.backends.clear()
+    # Pages render without `collectstatic` having run (hashed names need its manifest).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     # Password hashing at production strength costs ~0.25 s per user; tests make hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
