@@ -1,31 +1,144 @@
-from django.contrib import admin
+"""Django admin for moderators (the ``Moderators`` group, made by migration 0002).
 
-from .models import Message, Room
+Every change goes through ``rooms.services``, so it has the same live effect as the API: an
+edited or deleted message changes on every open page on every node; a ban closes the member's
+sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete.
+"""
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from . import services
+from .models import Membership, Message, Room
+
+
+def _report(modeladmin, request, done: int, failed: list[str], verb: str) -> None:
+    if done:
+        modeladmin.message_user(request, f"{done} {verb}.", messages.SUCCESS)
+    for reason in failed:
+        modeladmin.message_user(request, reason, messages.ERROR)
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_by", "created_at", "last_seq"]
+    list_display = ["name", "slug", "is_private", "archived_at", "created_by", "created_at", "last_seq"]
+    list_filter = ["is_private", ("archived_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["name", "slug", "description"]
-    readonly_fields = ["created_at", "last_seq"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["id", "created_at", "last_seq", "archived_at"]
     prepopulated_fields = {"slug": ["name"]}
+    actions = ["archive_rooms"]
+
+    @admin.action(description="Archive selected rooms (close their sockets, keep history)", permissions=["change"])
+    def archive_rooms(self, request, queryset):
+        done, failed = 0, []
+        for room in queryset:
+            try:
+                services.room_archive(room=room, actor=request.user)
+                done += 1
+            except services.ServiceError as exc:
+                failed.append(f"{room}: {exc.detail}")
+        _report(self, request, done, failed, "room(s) archived")
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    """Read-only view of history: sending, editing and deleting go through ``rooms.services``
-    (which broadcast the change), never through a plain admin form save."""
+    """History with moderation: edit a body (broadcast as ``message.updated``) or soft-delete
+    (broadcast as ``message.deleted``)."""
 
-    list_display = ["room", "seq", "author", "short_body", "server_id", "created_at"]
-    list_filter = ["room", "server_id"]
+    list_display = ["room", "seq", "author", "short_body", "server_id", "created_at", "edited_at", "deleted_at"]
+    list_filter = ["room", "author", "created_at", ("deleted_at", admin.EmptyFieldListFilter), "server_id"]
     list_select_related = ["room", "author"]
     search_fields = ["body", "author__username"]
     date_hierarchy = "created_at"
-    readonly_fields = ["room", "seq", "author", "body", "client_msg_id", "server_id", "created_at"]
+    readonly_fields = [
+        "id", "room", "seq", "author", "client_msg_id", "server_id", "created_at", "edited_at",
+        "deleted_at", "deleted_by",
+    ]
+    fields = readonly_fields[:4] + ["body"] + readonly_fields[4:]
+    actions = ["soft_delete"]
 
     def has_add_permission(self, request):
         return False  # a message is sent by a member, through message_post, never typed in here
 
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # a hard delete would leave a gap in seq
+        return actions
+
     @admin.display(description="body")
     def short_body(self, obj):
-        return obj.body[:80]
+        return "(deleted)" if obj.deleted_at else obj.body[:80]
+
+    def save_model(self, request, obj, form, change):
+        if change and "body" in form.changed_data:
+            services.message_edit(message=obj, actor=request.user, body=obj.body)
+
+    def delete_model(self, request, obj):
+        services.message_delete(message=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for message in queryset:
+            services.message_delete(message=message, actor=request.user)
+
+    @admin.action(description="Soft-delete selected messages (removed from every open page)", permissions=["change"])
+    def soft_delete(self, request, queryset):
+        done, failed = 0, []
+        for message in queryset.select_related("room"):
+            try:
+                services.message_delete(message=message, actor=request.user)
+                done += 1
+            except services.ServiceError as exc:
+                failed.append(f"{message}: {exc.detail}")
+        _report(self, request, done, failed, "message(s) deleted")
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "room", "role", "joined_at", "muted_until", "banned_at"]
+    list_filter = ["room", "role", ("banned_at", admin.EmptyFieldListFilter), "joined_at"]
+    list_select_related = ["room", "user"]
+    search_fields = ["user__username", "room__name", "room__slug"]
+    date_hierarchy = "joined_at"
+    readonly_fields = ["id", "room", "user", "role", "joined_at", "muted_until", "banned_at"]
+    actions = ["mute_1h", "mute_24h", "unmute", "ban", "unban"]
+
+    def has_add_permission(self, request):
+        return False  # members join or are added through the site or the API
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _each(self, request, queryset, verb, fn, **kwargs):
+        done, failed = 0, []
+        for membership in queryset.select_related("room", "user"):
+            try:
+                fn(room=membership.room, actor=request.user, user=membership.user, **kwargs)
+                done += 1
+            except services.ServiceError as exc:
+                failed.append(f"{membership}: {exc.detail}")
+        _report(self, request, done, failed, verb)
+
+    @admin.action(description="Mute selected members for 1 hour", permissions=["change"])
+    def mute_1h(self, request, queryset):
+        self._each(request, queryset, "member(s) muted", services.member_mute, until=timezone.now() + timedelta(hours=1))
+
+    @admin.action(description="Mute selected members for 24 hours", permissions=["change"])
+    def mute_24h(self, request, queryset):
+        self._each(request, queryset, "member(s) muted", services.member_mute, until=timezone.now() + timedelta(hours=24))
+
+    @admin.action(description="Unmute selected members", permissions=["change"])
+    def unmute(self, request, queryset):
+        self._each(request, queryset, "member(s) unmuted", services.member_mute, until=None)
+
+    @admin.action(description="Ban selected members (closes their sockets on every node)", permissions=["change"])
+    def ban(self, request, queryset):
+        self._each(request, queryset, "member(s) banned", services.member_ban)
+
+    @admin.action(description="Lift the ban of selected members", permissions=["change"])
+    def unban(self, request, queryset):
+        self._each(request, queryset, "ban(s) lifted", services.member_unban)

@@ -1,21 +1,208 @@
-"""REST API (Django REST framework). Authentication: session (with CSRF on unsafe methods) or
-``Authorization: Token <key>``; anonymous requests get 401 or 403 with ``{"detail": str}``."""
+"""REST API (Django REST framework), documented by drf-spectacular at ``/api/schema/`` and
+``/api/docs/``.
 
-from django.http import Http404
-from rest_framework import serializers
+Authentication: session (browsers; CSRF token required on unsafe methods) or
+``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a body:
+``{"detail": str}`` (401, 403, 404, 409, 429 with ``Retry-After``) plus ``"code"`` for refusals
+by the rules (``muted``, ``banned``, ``archived``, ``forbidden``, ``conflict``), or field errors
+``{"field": [str, ...]}`` (400). A private room a user is not a member of answers 404 on every
+route, exactly as a room that does not exist.
+
+Writes go through ``rooms.services`` (the same functions the WebSocket consumer and the admin
+use), so a REST send, edit or delete reaches every live socket on every node exactly once.
+"""
+
+import logging
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from . import selectors
-from .serializers import MessageSerializer
+from . import selectors, services
+from .models import Membership, Message, Room
+from .serializers import (
+    MembershipSerializer,
+    MemberUpdateSerializer,
+    MessageCreateSerializer,
+    MessageEditSerializer,
+    MessageSerializer,
+    MuteSerializer,
+    MemberAddSerializer,
+    RoomCreateSerializer,
+    RoomSerializer,
+    RoomUpdateSerializer,
+)
+
+logger = logging.getLogger(__name__)
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 
 
+class ServiceRefused(exceptions.APIException):
+    """A ``services.ServiceError`` as an HTTP answer: its status, ``detail`` and ``code``."""
+
+    def __init__(self, error: services.ServiceError):
+        self.status_code = error.status
+        super().__init__(detail={"detail": error.detail, "code": error.code, **error.extra})
+
+
+def refused(error: services.ServiceError) -> exceptions.APIException:
+    if isinstance(error, services.NotFound):
+        return exceptions.NotFound(error.detail)
+    return ServiceRefused(error)
+
+
+class FailOpenScopedThrottle(ScopedRateThrottle):
+    """DRF's scoped throttle, counted in the shared cache (Redis with ``REDIS_URL``); when the
+    cache cannot be reached the request is let through and the error logged, so a Redis outage
+    does not take the API down with it."""
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            logger.warning("throttle cache unavailable; request allowed", exc_info=True)
+            return True
+
+
+def visible_room(request, slug: str) -> Room:
+    """The room if the caller may see it; 404 otherwise (private rooms included)."""
+    room = selectors.room_visible(slug=slug, user=request.user)
+    if room is None:
+        raise exceptions.NotFound("No such room.")
+    return room
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+class TokenView(APIView):
+    """``POST /api/auth/token/``: exchange username and password for the API token (the same
+    token on every call until revoked). ``DELETE``: revoke the caller's token; sockets opened with
+    it are closed with 4401 on every node."""
+
+    throttle_classes = [FailOpenScopedThrottle]
+    throttle_scope = "login"
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return []
+        return super().get_permissions()
+
+    def get_authenticators(self):
+        # Logging in needs no session, so no CSRF token either (the password is the proof).
+        if getattr(self, "request", None) is not None and self.request.method == "POST":
+            return []
+        return super().get_authenticators()
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
+
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField()}), 400: None},
+        auth=[],
+    )
+    def post(self, request):
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        return Response({"token": token.key})
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        services.token_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- rooms ----------------------------------------------------------------------------------------
+
+
+class RoomViewSet(viewsets.GenericViewSet):
+    """Rooms. Listing shows public rooms and the private rooms the caller belongs to."""
+
+    lookup_field = "slug"
+    lookup_value_regex = "[^/]+"
+    serializer_class = RoomSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.rooms_visible_to(self.request.user)
+
+    def get_object(self):
+        return visible_room(self.request, self.kwargs["slug"])
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.request.user.is_authenticated:
+            context["roles"] = dict(
+                Membership.objects.filter(user=self.request.user, banned_at__isnull=True).values_list(
+                    "room_id", "role"
+                )
+            )
+        return context
+
+    @extend_schema(responses=RoomSerializer(many=True))
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=RoomCreateSerializer, responses={201: RoomSerializer, 400: None})
+    def create(self, request):
+        data = RoomCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            room = services.room_create(created_by=request.user, **data.validated_data)
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError(exc.message_dict) from None
+        return Response(self.get_serializer(room).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: RoomSerializer, 404: None})
+    def retrieve(self, request, slug=None):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(request=RoomUpdateSerializer, responses={200: RoomSerializer, 400: None, 403: None, 404: None, 409: None})
+    def partial_update(self, request, slug=None):
+        room = self.get_object()
+        data = RoomUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        try:
+            room = services.room_update(room=room, actor=request.user, **data.validated_data)
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError(exc.message_dict) from None
+        return Response(self.get_serializer(room).data)
+
+    @extend_schema(
+        description="Archive the room: its history stays readable, it takes no new messages, and "
+        "open sockets get a `room.archived` frame and are closed with 4410.",
+        responses={204: None, 403: None, 404: None},
+    )
+    def destroy(self, request, slug=None):
+        try:
+            services.room_archive(room=self.get_object(), actor=request.user)
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
 class HistoryQuery(serializers.Serializer):
-    """Query of the history route: at most one of ``after_seq`` / ``before_seq`` (seq numbers,
-    ≥ 0), and ``limit`` (1..200, default 50)."""
+    """Query of the history route: at most one of ``after_seq`` / ``before_seq`` (seq numbers),
+    and ``limit`` (1..200, default 50)."""
 
     after_seq = serializers.IntegerField(required=False, min_value=0)
     before_seq = serializers.IntegerField(required=False, min_value=1)
@@ -29,23 +216,50 @@ class HistoryQuery(serializers.Serializer):
         return attrs
 
 
-class RoomMessagesView(APIView):
-    """``GET /api/rooms/<slug>/messages/``: a room's history, paged by ``seq`` (never by time).
+class HistoryPage(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
 
-    - no parameter: the newest ``limit`` messages;
-    - ``?after_seq=N``: the first ``limit`` messages with ``seq > N`` (catching up after a gap);
-    - ``?before_seq=N``: the ``limit`` messages just before ``seq N`` (scrolling back).
 
-    200 ``{"results": [message, ...] (oldest first, MessageSerializer shape), "has_more": bool}``;
-    ``has_more`` says whether more messages lie beyond the page in the direction of travel (after
-    the last for ``after_seq``, before the first otherwise). 400 with field errors for a bad
-    query; 404 ``{"detail": ...}`` for an unknown room.
-    """
+class MessageViewSet(viewsets.GenericViewSet):
+    """A room's messages: history, sending, editing and deleting."""
 
-    def get(self, request, slug: str):
-        room = selectors.room_get(slug=slug)
-        if room is None:
-            raise Http404("No such room.")
+    serializer_class = MessageSerializer
+    queryset = Message.objects.none()  # for the schema's path parameter type; see get_object
+    lookup_value_regex = "[0-9]+"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    throttle_scope = "send"
+
+    def get_throttles(self):
+        return [FailOpenScopedThrottle()] if self.action == "create" else []
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.room()  # 404 for an unknown or invisible room before any other answer
+
+    def room(self) -> Room:
+        if not hasattr(self, "_room"):
+            self._room = visible_room(self.request, self.kwargs["room_slug"])
+        return self._room
+
+    def get_object(self) -> Message:
+        return get_object_or_404(
+            Message.objects.select_related("author", "room"), room=self.room(), pk=self.kwargs["pk"]
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after_seq", OpenApiTypes.INT, description="Messages with seq > N, oldest first."),
+            OpenApiParameter("before_seq", OpenApiTypes.INT, description="The messages just before seq N."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1..200, default 50."),
+        ],
+        responses={200: HistoryPage, 400: None, 404: None},
+        description="History paged by seq, never by time: with no parameter the newest `limit` "
+        "messages; `has_more` says whether more lie beyond the page in the direction of travel "
+        "(after the last for `after_seq`, before the first otherwise). Oldest first.",
+    )
+    def list(self, request, room_slug=None):
+        room = self.room()
         query = HistoryQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data["limit"]
@@ -62,3 +276,159 @@ class RoomMessagesView(APIView):
             has_more = len(page) > limit
             page = page[-limit:] if page else page
         return Response({"results": MessageSerializer(page, many=True).data, "has_more": has_more})
+
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={201: MessageSerializer, 200: MessageSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
+        description="Store and broadcast a message, exactly as a WebSocket `message.send`. A retry "
+        "with the same `client_msg_id` answers 200 with the first message and stores nothing.",
+    )
+    def create(self, request, room_slug=None):
+        room = self.room()
+        data = MessageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = services.message_post(room=room, author=request.user, **data.validated_data)
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+        return Response(
+            MessageSerializer(result.message).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses={200: MessageSerializer, 404: None})
+    def retrieve(self, request, room_slug=None, pk=None):
+        return Response(MessageSerializer(self.get_object()).data)
+
+    @extend_schema(request=MessageEditSerializer, responses={200: MessageSerializer, 400: None, 403: None, 404: None, 409: None})
+    def partial_update(self, request, room_slug=None, pk=None):
+        message = self.get_object()
+        data = MessageEditSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            message = services.message_edit(message=message, actor=request.user, body=data.validated_data["body"])
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+        return Response(MessageSerializer(message).data)
+
+    @extend_schema(responses={204: None, 403: None, 404: None})
+    def destroy(self, request, room_slug=None, pk=None):
+        try:
+            services.message_delete(message=self.get_object(), actor=request.user)
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+class MemberViewSet(viewsets.GenericViewSet):
+    """A room's members. ``me`` stands for the caller's own username."""
+
+    serializer_class = MembershipSerializer
+    lookup_field = "username"
+    lookup_value_regex = "[^/]+"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.room()  # 404 for an unknown or invisible room before any other answer
+
+    def room(self) -> Room:
+        if not hasattr(self, "_room"):
+            self._room = visible_room(self.request, self.kwargs["room_slug"])
+        return self._room
+
+    def target_user(self):
+        username = self.kwargs["username"]
+        if username == "me":
+            return self.request.user
+        return get_object_or_404(get_user_model(), username=username)
+
+    def run(self, fn, **kwargs):
+        try:
+            return fn(room=self.room(), **kwargs)
+        except services.ServiceError as exc:
+            raise refused(exc) from None
+
+    @extend_schema(responses=MembershipSerializer(many=True))
+    def list(self, request, room_slug=None):
+        page = self.paginate_queryset(selectors.room_members(room=self.room()))
+        return self.get_paginated_response(MembershipSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=MemberAddSerializer,
+        responses={201: MembershipSerializer, 200: MembershipSerializer, 403: None, 404: None, 409: None},
+        description="Without `username`: join the (public) room yourself. With `username`: add "
+        "that user (owner or moderator; the way into a private room); only the owner adds moderators.",
+    )
+    def create(self, request, room_slug=None):
+        data = MemberAddSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        username = data.validated_data.get("username")
+        if not username:
+            membership = self.run(services.member_join, user=request.user)
+        else:
+            user = get_user_model().objects.filter(username=username).first()
+            if user is None:
+                raise exceptions.ValidationError({"username": ["No such user."]})
+            membership = self.run(
+                services.member_add, actor=request.user, user=user, role=data.validated_data["role"]
+            )
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: MembershipSerializer, 404: None})
+    def retrieve(self, request, room_slug=None, username=None):
+        membership = Membership.objects.select_related("user").filter(
+            room=self.room(), user=self.target_user()
+        ).first()
+        if membership is None:
+            raise exceptions.NotFound("No such member.")
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(request=MemberUpdateSerializer, responses={200: MembershipSerializer, 403: None, 404: None})
+    def partial_update(self, request, room_slug=None, username=None):
+        data = MemberUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = self.run(
+            services.member_set_role, actor=request.user, user=self.target_user(), role=data.validated_data["role"]
+        )
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(
+        responses={204: None, 403: None, 404: None, 409: None},
+        description="Leave the room (only for yourself: `me` or your username). Idempotent; your "
+        "open sockets in the room are closed with 4000.",
+    )
+    def destroy(self, request, room_slug=None, username=None):
+        if self.target_user().pk != request.user.pk:
+            raise exceptions.PermissionDenied("You can only remove yourself; moderators ban instead.")
+        self.run(services.member_leave, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        methods=["POST"], request=MuteSerializer, responses={200: MembershipSerializer, 403: None, 404: None}
+    )
+    @extend_schema(methods=["DELETE"], request=None, responses={200: MembershipSerializer, 403: None, 404: None})
+    @action(detail=True, methods=["post", "delete"])
+    def mute(self, request, room_slug=None, username=None):
+        """POST ``{"until": ISO 8601}`` or ``{"minutes": int}`` mutes; DELETE unmutes."""
+        until = None
+        if request.method == "POST":
+            data = MuteSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            until = data.validated_data["until"]
+        membership = self.run(services.member_mute, actor=request.user, user=self.target_user(), until=until)
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(methods=["POST"], request=None, responses={200: MembershipSerializer, 403: None, 404: None})
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None, 403: None, 404: None})
+    @action(detail=True, methods=["post", "delete"])
+    def ban(self, request, room_slug=None, username=None):
+        """POST bans (sockets closed with 4403 on every node); DELETE lifts the ban."""
+        if request.method == "POST":
+            membership = self.run(services.member_ban, actor=request.user, user=self.target_user())
+            return Response(MembershipSerializer(membership).data)
+        self.run(services.member_unban, actor=request.user, user=self.target_user())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,9 +1,22 @@
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
 from . import api
 
 app_name = "api"
 
+router = SimpleRouter()
+router.register("rooms", api.RoomViewSet, basename="room")
+
+room_router = SimpleRouter()
+room_router.register("messages", api.MessageViewSet, basename="message")
+room_router.register("members", api.MemberViewSet, basename="member")
+
 urlpatterns = [
-    path("rooms/<str:slug>/messages/", api.RoomMessagesView.as_view(), name="room-messages"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("auth/token/", api.TokenView.as_view(), name="token"),
+    path("", include(router.urls)),
+    path("rooms/<str:room_slug>/", include(room_router.urls)),
 ]

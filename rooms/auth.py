@@ -39,8 +39,9 @@ def _user_for_token(key: str):
 
 class TokenAuthMiddleware:
     """Sets ``scope["user"]`` from ``Authorization: Token <key>`` when that header is present
-    (anonymous when the key is unknown, malformed or its user inactive); otherwise leaves the
-    session user that ``AuthMiddlewareStack`` set. Must sit inside ``AuthMiddlewareStack``."""
+    (anonymous when the key is unknown, malformed or its user inactive) and ``scope["auth_token"]``
+    to the key it accepted; otherwise leaves the session user that ``AuthMiddlewareStack`` set.
+    Must sit inside ``AuthMiddlewareStack``."""
 
     def __init__(self, app):
         self.app = app
@@ -50,8 +51,11 @@ class TokenAuthMiddleware:
         if raw is not None:
             scheme, _, key = raw.decode("latin-1").strip().partition(" ")
             key = key.strip()
+            scope["auth_token"] = None
             if scheme.lower() == "token" and key and len(key) <= 40 and key.isalnum():
                 scope["user"] = await _user_for_token(key)
+                if scope["user"].is_authenticated:
+                    scope["auth_token"] = key
             else:
                 scope["user"] = AnonymousUser()
         return await self.app(scope, receive, send)

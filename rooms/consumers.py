@@ -32,9 +32,21 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
 same ``client_msg_id``), ``internal_error``.
 
-Close codes: 4401 not signed in (no session, an expired one, an inactive user, a wrong token);
-4404 no such room (or a path that is not a room). Both are sent right after accept, so browsers
-see the code.
+server → every member, when a message is edited or deleted::
+
+    {"type": "message.updated", "message": {...}}
+    {"type": "message.deleted", "id": int, "room": slug, "seq": int}
+
+server → every member, when the room is archived (the socket is then closed with 4410)::
+
+    {"type": "room.archived", "room": slug}
+
+More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
+
+Close codes (refusals are sent right after accept, so browsers see the code):
+4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
+wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
+are not a member of, or a path that is not a room); 4410 the room is archived.
 """
 
 import json
@@ -49,12 +61,24 @@ from psycopg_pool import PoolTimeout
 from . import events, selectors, services
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame
+from .services import ServiceError
 
 logger = logging.getLogger(__name__)
 bad_frame_log = RateLimitedLogger(logger, interval=10.0)
 
+CLOSE_LEFT = 4000
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_ARCHIVED = 4410
+
+# Service refusals that end the socket, and the close code they end it with.
+_CLOSING_ERRORS = {
+    "banned": CLOSE_BANNED,
+    "not_found": CLOSE_NOT_FOUND,
+    "archived": CLOSE_ARCHIVED,
+    "unauthenticated": CLOSE_UNAUTHENTICATED,
+}
 
 # DRF validation codes → our error codes, per field.
 _FIELD_CODES = {
@@ -67,13 +91,45 @@ _BODY_CODES = {"blank": "empty_body", "max_length": "body_too_long"}
 
 
 class FrameError(Exception):
-    """A client frame that cannot be processed; answered with an error frame, socket kept."""
+    """A client frame that cannot be processed; answered with an error frame. The socket is kept
+    unless ``close_code`` is set."""
 
-    def __init__(self, code: str, detail: str, **extra):
+    def __init__(self, code: str, detail: str, close_code: int | None = None, **extra):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.close_code = close_code
         self.extra = extra
+
+
+class TokenRevoked(ServiceError):
+    code, status = "unauthenticated", 401
+
+
+def _join(*, slug: str, user) -> tuple:
+    """Sync, one database hop: find the room, check ``user`` may be in it (joining a public
+    room as a member). Returns ``(room, None)`` or ``(None, close_code)``."""
+    room = selectors.room_get(slug=slug)
+    if room is None:
+        return None, CLOSE_NOT_FOUND
+    try:
+        if room.is_archived:
+            raise services.Archived("The room is archived.")
+        services.member_join(room=room, user=user)
+    except ServiceError as exc:
+        return None, _CLOSING_ERRORS.get(exc.code, CLOSE_NOT_FOUND)
+    return room, None
+
+
+def _post(*, room, user, token_key: str | None, body: str, client_msg_id: str):
+    """Sync, one database hop: re-check a token-authenticated socket's token (revoked tokens
+    stop working at the next send even if the revocation event was lost), then store."""
+    if token_key is not None:
+        from rest_framework.authtoken.models import Token
+
+        if not Token.objects.filter(key=token_key, user_id=user.pk).exists():
+            raise TokenRevoked("The API token of this socket was revoked.")
+    return services.message_post(room=room, author=user, body=body, client_msg_id=client_msg_id)
 
 
 class RoomConsumer(AsyncJsonWebsocketConsumer):
@@ -83,44 +139,62 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     room = None
     group = None
+    user_group = None
+    closing = False
 
     async def connect(self) -> None:
-        """Called on the handshake. Accepts signed-in users into an existing room and sends
-        ``hello``; otherwise accepts and closes at once with 4401 or 4404."""
+        """Called on the handshake. Accepts signed-in users into a room they may be in (joining a
+        public room as a member) and sends ``hello``; otherwise accepts and closes at once with
+        4401, 4403, 4404 or 4410."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.accept()
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        room = await database_sync_to_async(selectors.room_get)(slug=slug)
+        room, close_code = await database_sync_to_async(_join)(slug=slug, user=user)
         if room is None:
-            await self.accept()
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.refuse(close_code)
             return
         self.room = room
         self.group = events.room_group_name(room.pk)
+        self.user_group = events.user_group_name(user.pk)
         # Join the group before reading last_seq: every message with a higher seq then arrives live.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
         await self.accept()
         await self.send_json(
             {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
         )
 
+    async def refuse(self, close_code: int) -> None:
+        """Accept, then close with ``close_code`` (a refusal browsers can read)."""
+        self.closing = True
+        await self.accept()
+        await self.close(code=close_code)
+
+    async def end(self, close_code: int) -> None:
+        """Close an accepted socket with ``close_code``; frames after this are ignored."""
+        if not self.closing:
+            self.closing = True
+            await self.close(code=close_code)
+
     async def disconnect(self, code) -> None:
         """Called when the socket closes for any reason, also after a refused handshake.
-        Idempotent: leaves the group at most once."""
-        group, self.group = self.group, None
-        if group is not None:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        Idempotent: leaves each group at most once."""
+        self.closing = True
+        for attr in ("group", "user_group"):
+            group = getattr(self, attr)
+            setattr(self, attr, None)
+            if group is not None:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     # --- client → server ---------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """Called for every frame. Decodes and dispatches it; any bad frame is answered with an
         error frame and the socket stays open."""
-        if self.group is None:  # closing: refused at connect
+        if self.closing:  # refused at connect, or being closed
             return
         try:
             if text_data is None:
@@ -133,8 +207,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 raise FrameError("not_object", "A frame must be a JSON object with a \"type\".")
             await self.receive_json(content)
         except FrameError as exc:
-            bad_frame_log.warning(exc.code, "bad frame from user %s: %s", self.scope["user"].pk, exc.code)
+            if exc.close_code is None:
+                bad_frame_log.warning(exc.code, "bad frame from user %s: %s", self.scope["user"].pk, exc.code)
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            if exc.close_code is not None:
+                await self.end(exc.close_code)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         frame_type = content.get("type")
@@ -161,12 +238,17 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             code = codes.get(error.code, "invalid_field")
             raise FrameError(code, f"{field}: {error}", field=field, **extra)
         try:
-            result = await database_sync_to_async(services.message_post)(
+            result = await database_sync_to_async(_post)(
                 room=self.room,
-                author=self.scope["user"],
+                user=self.scope["user"],
+                token_key=self.scope.get("auth_token"),
                 body=frame.validated_data["body"],
                 client_msg_id=frame.validated_data["client_msg_id"],
             )
+        except ServiceError as exc:
+            raise FrameError(
+                exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), **extra, **exc.extra
+            ) from None
         except (DatabaseError, PoolTimeout):
             logger.exception("could not store a message in room %s", self.room.pk)
             raise FrameError(
@@ -184,7 +266,27 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def room_message(self, event: dict) -> None:
         """Called for each ``room.message`` layer event: forwards the ready-encoded frame."""
-        await self.send(text_data=event["text"])
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
+    room_message_updated = room_message
+    room_message_deleted = room_message
+
+    async def room_archived(self, event: dict) -> None:
+        """The room was archived: forward ``room.archived``, then close with 4410."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+            await self.end(CLOSE_ARCHIVED)
+
+    async def room_member_removed(self, event: dict) -> None:
+        """A member was banned (close 4403) or left (close 4000): ends this socket if it is theirs."""
+        if event["user_id"] == self.scope["user"].pk:
+            await self.end(CLOSE_BANNED if event["reason"] == "banned" else CLOSE_LEFT)
+
+    async def user_token_revoked(self, event: dict) -> None:
+        """This user's API token was revoked: a socket opened with it closes with 4401."""
+        if self.scope.get("auth_token") is not None:
+            await self.end(CLOSE_UNAUTHENTICATED)
 
     @classmethod
     async def encode_json(cls, content) -> str:

@@ -1,16 +1,26 @@
 """The only module that touches the channel layer: group names, event types, broadcasts.
 
-Layer events (msgpack on the wire, JSON primitives only):
+Groups: ``room.<room id>`` (every socket in a room) and ``user.<user id>`` (every socket of a
+user, any room). Layer events (msgpack on the wire, JSON primitives only):
 
-- ``room.message``: ``{"type": "room.message", "seq": int, "text": str}`` where ``text`` is the
+- ``room.message``: ``{"type": "room.message", "seq": int, "text": str}``; ``text`` is the
   ready-encoded ``message`` frame, so the JSON is built once per message, not once per member.
+- ``room.message_updated`` / ``room.message_deleted``: ``{"type": …, "seq": int, "text": str}``,
+  the ``message.updated`` / ``message.deleted`` frame.
+- ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
+- ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
+  "left"}``; that user's sockets in the room close with 4403 (banned) or 4000 (left).
+- ``user.token_revoked``: ``{"type": "user.token_revoked"}`` to ``user.<id>``; sockets opened
+  with a token close with 4401.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
-are the truth, and a failed broadcast never undoes a stored message.
+are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
+``broadcast_failures``.
 """
 
 import json
 import logging
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -18,12 +28,25 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 ROOM_MESSAGE = "room.message"
+ROOM_MESSAGE_UPDATED = "room.message_updated"
+ROOM_MESSAGE_DELETED = "room.message_deleted"
+ROOM_ARCHIVED = "room.archived"
+ROOM_MEMBER_REMOVED = "room.member_removed"
+USER_TOKEN_REVOKED = "user.token_revoked"
+
+_failures_lock = threading.Lock()
+broadcast_failures = 0  # layer errors since start, per process
 
 
 def room_group_name(room_id: int) -> str:
     """The channel-layer group of a room: ``"room.<id>"``. Built from the id, never from user text
     (group names allow only ASCII letters, digits, ``-``, ``_``, ``.``, under 100 characters)."""
     return f"room.{int(room_id)}"
+
+
+def user_group_name(user_id: int) -> str:
+    """The group of every socket of one user: ``"user.<id>"``."""
+    return f"user.{int(user_id)}"
 
 
 def message_frame(message_data: dict) -> dict:
@@ -36,18 +59,54 @@ def encode_frame(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
-    """Hand a stored message to the channel layer for every member of the room on every node.
-
-    Called from sync code after the message's transaction committed (``transaction.on_commit``
-    in ``rooms.services.message_post``): a consumer's database thread, a view's thread or a
-    management command. Returns True once the layer accepted it; on a layer error (Redis down)
-    logs it and returns False: the message stays stored and clients recover it by ``seq``.
-    """
-    event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
+def _group_send(group: str, event: dict) -> bool:
+    """Hand ``event`` to the layer from sync code (a consumer's database thread, a view's
+    thread, a management command, any thread). Returns False after logging a layer error."""
+    global broadcast_failures
     try:
-        async_to_sync(get_channel_layer().group_send)(room_group_name(room_id), event)
+        async_to_sync(get_channel_layer().group_send)(group, event)
     except Exception:
-        logger.exception("broadcast of room %s seq %s failed; the message is stored", room_id, seq)
+        with _failures_lock:
+            broadcast_failures += 1
+        logger.exception("broadcast of %s to %s failed; the change is stored", event["type"], group)
         return False
     return True
+
+
+def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
+    """Send a stored message to every member of the room on every node. Called from
+    ``transaction.on_commit`` in ``rooms.services.message_post``; returns whether the layer took
+    it (on a layer error the message stays stored and clients recover it by ``seq``)."""
+    event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
+    return _group_send(room_group_name(room_id), event)
+
+
+def broadcast_message_updated(*, room_id: int, message_data: dict) -> bool:
+    """``{"type": "message.updated", "message": {...}}`` to the room, after an edit."""
+    frame = {"type": "message.updated", "message": message_data}
+    event = {"type": ROOM_MESSAGE_UPDATED, "seq": message_data["seq"], "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event)
+
+
+def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, seq: int) -> bool:
+    """``{"type": "message.deleted", "id": int, "room": slug, "seq": int}`` to the room."""
+    frame = {"type": "message.deleted", "id": message_id, "room": room_slug, "seq": seq}
+    event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event)
+
+
+def broadcast_room_archived(*, room_id: int, room_slug: str) -> bool:
+    """``{"type": "room.archived", "room": slug}`` to the room; its sockets then close (4410)."""
+    frame = {"type": "room.archived", "room": room_slug}
+    return _group_send(room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)})
+
+
+def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool:
+    """Tell the room's sockets that ``user_id`` was banned or left: theirs close."""
+    event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason}
+    return _group_send(room_group_name(room_id), event)
+
+
+def broadcast_token_revoked(*, user_id: int) -> bool:
+    """Tell every socket of ``user_id`` that their API token was revoked."""
+    return _group_send(user_group_name(user_id), {"type": USER_TOKEN_REVOKED})

@@ -14,7 +14,7 @@ class RoomCreateForm(forms.ModelForm):
 
     class Meta:
         model = Room
-        fields = ["name", "slug", "description"]
+        fields = ["name", "slug", "description", "is_private"]
 
     def clean(self):
         cleaned = super().clean()

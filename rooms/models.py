@@ -29,6 +29,12 @@ class Room(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    is_private = models.BooleanField(
+        default=False, help_text="Private rooms are visible to their members only."
+    )
+    archived_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Archived: history kept, no new messages."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -36,13 +42,62 @@ class Room(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class Membership(models.Model):
+    """A user's place in a room: their ``role`` and any mute or ban.
+
+    Roles: ``owner`` (the creator; changes the room and roles), ``moderator`` (adds members to a
+    private room, mutes, bans, deletes others' messages), ``member``. A ban keeps the row with
+    ``banned_at`` set, so a banned user cannot simply join again. ``muted_until`` in the future
+    refuses that member's sends until then.
+    """
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MODERATOR = "moderator"
+        MEMBER = "member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(default=timezone.now, editable=False)
+    muted_until = models.DateTimeField(null=True, blank=True)
+    banned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["room_id", "joined_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_room_user_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room} ({self.role})"
+
+    @property
+    def is_banned(self) -> bool:
+        return self.banned_at is not None
+
+    def muted_now(self, now=None) -> bool:
+        return self.muted_until is not None and self.muted_until > (now or timezone.now())
+
+    @property
+    def can_moderate(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.MODERATOR) and not self.is_banned
+
 
 class Message(models.Model):
     """One stored chat message.
 
     ``seq`` is the room's sequence number: 1 for the first message of a room, then strictly
     increasing without gaps; unique per room by a database constraint, whose index also serves
-    reads by ``(room, seq)``. ``client_msg_id`` is chosen by the sender; the same author sending
+    reads by ``(room, seq)``. A deleted message keeps its row and seq (``deleted_at`` set) and
+    shows no body to anyone. ``client_msg_id`` is chosen by the sender; the same author sending
     the same ``client_msg_id`` to the same room again gets the stored message back instead of a
     second row. ``server_id`` names the node the message was sent through.
     """
@@ -56,6 +111,16 @@ class Message(models.Model):
     client_msg_id = models.CharField(max_length=CLIENT_MSG_ID_MAX_LENGTH)
     server_id = models.CharField(max_length=100, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    edited_at = models.DateTimeField(null=True, blank=True, editable=False)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
 
     class Meta:
         # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.

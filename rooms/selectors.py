@@ -2,9 +2,9 @@
 
 import re
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from .models import SLUG_MAX_LENGTH, Message, Room
+from .models import SLUG_MAX_LENGTH, Membership, Message, Room
 
 _SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
 
@@ -22,9 +22,31 @@ def room_last_seq(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
 
 
-def rooms_list() -> QuerySet[Room]:
-    """Every room, by name."""
-    return Room.objects.select_related("created_by").order_by("name")
+def rooms_visible_to(user) -> QuerySet[Room]:
+    """The rooms ``user`` may see, by name: every public room, and the private rooms they are a
+    (not banned) member of. Archived rooms included (their history stays readable)."""
+    member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True)
+    return (
+        Room.objects.filter(Q(is_private=False) | Q(Exists(member)))
+        .select_related("created_by")
+        .order_by("name")
+    )
+
+
+def room_visible(*, slug: str, user) -> Room | None:
+    """The room with this slug if ``user`` may see it, else None: a private room they are not
+    a member of (or are banned from) answers exactly as a room that does not exist."""
+    room = room_get(slug=slug)
+    if room is None or not room.is_private:
+        return room
+    if Membership.objects.filter(room=room, user_id=user.pk, banned_at__isnull=True).exists():
+        return room
+    return None
+
+
+def room_members(*, room: Room) -> QuerySet[Membership]:
+    """The room's members (banned ones included, flagged), owner first, then by join time."""
+    return Membership.objects.filter(room=room).select_related("user").order_by("joined_at")
 
 
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:

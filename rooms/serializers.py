@@ -5,12 +5,15 @@ room page's initial history and (later) REST history all use it::
 
     {"id": int, "room": str (slug), "seq": int,
      "author": {"id": int, "username": str},
-     "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str}
+     "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
+     "edited_at": str | null, "deleted": bool}
+
+A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true``.
 """
 
 from rest_framework import serializers
 
-from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Message
+from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room
 
 
 class AuthorSerializer(serializers.Serializer):
@@ -23,11 +26,21 @@ class MessageSerializer(serializers.ModelSerializer):
 
     room = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     author = AuthorSerializer(read_only=True)
+    deleted = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
-        fields = ["id", "room", "seq", "author", "body", "created_at", "server_id"]
+        fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted"]
         read_only_fields = fields
+
+    def get_deleted(self, message: Message) -> bool:
+        return message.deleted_at is not None
+
+    def to_representation(self, message: Message) -> dict:
+        data = super().to_representation(message)
+        if message.deleted_at is not None:
+            data["body"] = ""
+        return data
 
 
 class StrictCharField(serializers.CharField):
@@ -74,3 +87,107 @@ class MessageSendFrame(serializers.Serializer):
         if not value.strip():
             raise serializers.ValidationError("The message body is empty.", code="blank")
         return value
+
+
+MessageCreateSerializer = MessageSendFrame  # REST send body: the same fields and rules
+
+
+class MessageEditSerializer(serializers.Serializer):
+    """``PATCH`` of a message: the new ``body`` (same rules as sending)."""
+
+    body = StrictCharField(trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text])
+
+    def validate_body(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The message body is empty.", code="blank")
+        return value
+
+
+class RoomSerializer(serializers.ModelSerializer):
+    """A room as the API shows it. ``my_role``: the caller's role (``owner``, ``moderator``,
+    ``member``) or null when not a member; ``last_seq``: the newest message's seq."""
+
+    created_by = AuthorSerializer(read_only=True)
+    archived = serializers.SerializerMethodField()
+    my_role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Room
+        fields = [
+            "slug", "name", "description", "is_private", "archived", "archived_at",
+            "created_by", "created_at", "last_seq", "my_role",
+        ]
+        read_only_fields = fields
+
+    def get_archived(self, room: Room) -> bool:
+        return room.is_archived
+
+    def get_my_role(self, room: Room) -> str | None:
+        return self.context.get("roles", {}).get(room.pk)
+
+
+class RoomCreateSerializer(serializers.Serializer):
+    """``POST /api/rooms/``. ``slug`` may be omitted: it is then made from the name."""
+
+    name = serializers.CharField(max_length=100)
+    slug = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    is_private = serializers.BooleanField(required=False, default=False)
+
+
+class RoomUpdateSerializer(serializers.Serializer):
+    """``PATCH /api/rooms/<slug>/`` (owner or moderator). The slug never changes."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    is_private = serializers.BooleanField(required=False)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    """A member: ``{"user": {"id", "username"}, "role", "joined_at", "muted_until", "banned"}``."""
+
+    user = AuthorSerializer(read_only=True)
+    banned = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Membership
+        fields = ["user", "role", "joined_at", "muted_until", "banned"]
+        read_only_fields = fields
+
+    def get_banned(self, membership: Membership) -> bool:
+        return membership.is_banned
+
+
+class MemberAddSerializer(serializers.Serializer):
+    """``POST /api/rooms/<slug>/members/``: ``{}`` joins yourself; ``{"username", "role"}`` adds
+    someone (role ``member`` or ``moderator``)."""
+
+    username = serializers.CharField(required=False, allow_blank=True, max_length=150)
+    role = serializers.ChoiceField(
+        choices=[Membership.Role.MEMBER, Membership.Role.MODERATOR], default=Membership.Role.MEMBER
+    )
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    """``PATCH /api/rooms/<slug>/members/<username>/`` (owner): ``{"role": "moderator" | "member"}``."""
+
+    role = serializers.ChoiceField(choices=[Membership.Role.MEMBER, Membership.Role.MODERATOR])
+
+
+class MuteSerializer(serializers.Serializer):
+    """``{"until": ISO 8601 datetime in the future}`` or ``{"minutes": 1..525600}``."""
+
+    until = serializers.DateTimeField(required=False)
+    minutes = serializers.IntegerField(required=False, min_value=1, max_value=525600)
+
+    def validate(self, attrs):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        if ("until" in attrs) == ("minutes" in attrs):
+            raise serializers.ValidationError("Give either until or minutes.")
+        until = attrs.get("until") or timezone.now() + timedelta(minutes=attrs["minutes"])
+        if until <= timezone.now():
+            raise serializers.ValidationError({"until": ["Must be in the future."]})
+        return {"until": until}

@@ -1,19 +1,68 @@
-"""Writes. Every change to rooms and messages goes through a function here, so each way in
-(WebSocket consumer, pages, later REST and admin) stores and broadcasts the same way: inside one
-transaction, with the broadcast registered by ``transaction.on_commit`` (no row, no broadcast).
+"""Writes. Every change to rooms, memberships and messages goes through a function here, so each
+way in (WebSocket consumer, REST API, pages, Django admin, management commands) checks the same
+rules and broadcasts the same way: inside one transaction, with the broadcast registered by
+``transaction.on_commit`` (no row, no broadcast).
+
+Refusals raise a ``ServiceError`` subclass; each carries a ``code`` (the WebSocket error code and
+the REST ``code`` field) and an HTTP ``status``.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from . import events
-from .models import Message, Room
+from .models import Membership, Message, Room
 from .serializers import MessageSerializer
+
+Role = Membership.Role
+
+
+class ServiceError(Exception):
+    """A refused operation. ``code``: machine-readable; ``status``: the HTTP status to answer."""
+
+    code = "forbidden"
+    status = 403
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(ServiceError):
+    """The room or member does not exist *for this user* (a private room they are not in
+    answers exactly like a room that does not exist)."""
+
+    code, status = "not_found", 404
+
+
+class Forbidden(ServiceError):
+    code, status = "forbidden", 403
+
+
+class Banned(ServiceError):
+    code, status = "banned", 403
+
+
+class Muted(ServiceError):
+    """Sends refused until ``extra["until"]`` (ISO 8601)."""
+
+    code, status = "muted", 403
+
+
+class Archived(ServiceError):
+    code, status = "archived", 409
+
+
+class Conflict(ServiceError):
+    code, status = "conflict", 409
 
 
 @dataclass(frozen=True)
@@ -25,21 +74,69 @@ class PostResult:
     created: bool
 
 
+# --- permissions ----------------------------------------------------------------------------------
+
+
+def _membership(room: Room, user: AbstractBaseUser) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(room=room, user=user).first()
+
+
+MODERATOR_PERMISSIONS = ("rooms.change_message", "rooms.change_membership")
+
+
+def _may_moderate_site(user: AbstractBaseUser) -> bool:
+    """Site moderators (Django admin): active staff with the permissions the ``Moderators``
+    group grants, in every room."""
+    return bool(user.is_active and user.is_staff and user.has_perms(MODERATOR_PERMISSIONS))
+
+
+def _require_moderator(room: Room, actor: AbstractBaseUser) -> Membership | None:
+    membership = _membership(room, actor)
+    if membership is not None and membership.can_moderate:
+        return membership
+    if _may_moderate_site(actor):
+        return membership
+    raise Forbidden("Only the room's owner or a moderator may do this.")
+
+
+def room_access(*, room: Room, user: AbstractBaseUser) -> Membership | None:
+    """Check that ``user`` may read and join ``room``; returns their membership (None when a
+    public room's visitor has none yet). Raises ``NotFound`` for a private room they are not a
+    member of, ``Banned`` when banned (``NotFound`` in a private room, whose existence must not
+    leak)."""
+    membership = _membership(room, user)
+    if membership is not None and membership.is_banned:
+        if room.is_private:
+            raise NotFound("No such room.")
+        raise Banned("You are banned from this room.")
+    if room.is_private and membership is None:
+        raise NotFound("No such room.")
+    return membership
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
 def _next_seq(room_id: int) -> int:
     """Increment and return the room's ``last_seq`` in the caller's transaction.
 
     The UPDATE takes the room row's lock until commit, so concurrent senders to one room, on any
     node, get consecutive numbers; a rolled-back send also rolls back its number (no gap).
-    Raises ``Room.DoesNotExist`` when the room is gone.
+    Raises ``Archived`` for an archived room and ``Room.DoesNotExist`` when the room is gone.
     """
     table = connection.ops.quote_name(Room._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
+            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = %s AND archived_at IS NULL"
+            " RETURNING last_seq",
             [room_id],
         )
         row = cursor.fetchone()
     if row is None:
+        if Room.objects.filter(pk=room_id).exists():
+            raise Archived("The room is archived: it keeps its history but takes no new messages.")
         raise Room.DoesNotExist(f"room {room_id} does not exist")
     return row[0]
 
@@ -52,6 +149,18 @@ def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> M
     )
 
 
+def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
+    """Raises ``NotFound``, ``Banned`` or ``Muted`` when ``author`` may not send to ``room`` now;
+    returns their membership (None: a public room's visitor without one yet). Reads the
+    membership fresh from the database, so a ban or mute made on any node applies to the very
+    next send."""
+    membership = room_access(room=room, user=author)
+    if membership is not None and membership.muted_now():
+        until = membership.muted_until.isoformat().replace("+00:00", "Z")
+        raise Muted(f"You are muted in this room until {until}.", until=until)
+    return membership
+
+
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str
 ) -> PostResult:
@@ -60,11 +169,14 @@ def message_post(
     ``body`` and ``client_msg_id`` must already be validated (``MessageSendFrame``). The message
     gets the room's next ``seq`` and this node's ``SERVER_ID``. Idempotent: when ``author`` already
     sent ``client_msg_id`` to ``room``, returns that message with ``created=False`` and stores and
-    broadcasts nothing. Database errors (``django.db.DatabaseError``, ``psycopg_pool.PoolTimeout``)
-    propagate: then nothing was stored and nothing is broadcast.
+    broadcasts nothing (also when the author has been muted since). Raises ``Archived``,
+    ``NotFound``, ``Banned`` or ``Muted`` when the author may not send; database errors
+    (``django.db.DatabaseError``, ``psycopg_pool.PoolTimeout``) propagate: then nothing was
+    stored and nothing is broadcast.
     """
     try:
         with transaction.atomic():
+            membership = _check_may_send(room, author)
             seq = _next_seq(room.pk)
             message = Message.objects.create(
                 room=room,
@@ -74,6 +186,8 @@ def message_post(
                 seq=seq,
                 server_id=settings.SERVER_ID,
             )
+            if membership is None:  # a public room's visitor becomes a member by speaking
+                Membership.objects.get_or_create(room=room, user=author)
             data = MessageSerializer(message).data
             transaction.on_commit(
                 partial(events.broadcast_message, room_id=room.pk, seq=seq, message_data=data)
@@ -86,13 +200,76 @@ def message_post(
         if sent is None:
             raise
         return PostResult(message=sent, created=False)
+    except ServiceError:
+        sent = _find_sent(room=room, author=author, client_msg_id=client_msg_id)
+        if sent is None:
+            raise
+        return PostResult(message=sent, created=False)
     return PostResult(message=message, created=True)
 
 
+def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
+    """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
+    set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
+    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
+        if message.author_id != actor.pk and not _may_moderate_site(actor):
+            raise Forbidden("Only the author may edit a message.")
+        if message.deleted_at is not None:
+            raise Conflict("The message was deleted.")
+        if message.room.is_archived:
+            raise Archived("The room is archived.")
+        if not _may_moderate_site(actor):
+            room_access(room=message.room, user=actor)
+        message.body = body
+        message.edited_at = timezone.now()
+        message.save(update_fields=["body", "edited_at"])
+        message = Message.objects.select_related("author", "room").get(pk=message.pk)
+        data = MessageSerializer(message).data
+        transaction.on_commit(
+            partial(events.broadcast_message_updated, room_id=message.room_id, message_data=data)
+        )
+    return message
+
+
+def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
+    """Soft-delete a message: the row and its ``seq`` stay, the body is shown to no one. Allowed
+    to its author, the room's owner and moderators, and site moderators (admin). Broadcasts
+    ``message.deleted`` after commit; deleting a deleted message changes and broadcasts nothing.
+    Raises ``Forbidden`` for anyone else."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
+        if message.author_id != actor.pk:
+            _require_moderator(message.room, actor)
+        if message.deleted_at is None:
+            message.deleted_at = timezone.now()
+            message.deleted_by = actor if actor.is_authenticated else None
+            message.save(update_fields=["deleted_at", "deleted_by"])
+            transaction.on_commit(
+                partial(
+                    events.broadcast_message_deleted,
+                    room_id=message.room_id,
+                    room_slug=message.room.slug,
+                    message_id=message.pk,
+                    seq=message.seq,
+                )
+            )
+    return message
+
+
+# --- rooms ----------------------------------------------------------------------------------------
+
+
 def room_create(
-    *, name: str, created_by: AbstractBaseUser, slug: str = "", description: str = ""
+    *,
+    name: str,
+    created_by: AbstractBaseUser,
+    slug: str = "",
+    description: str = "",
+    is_private: bool = False,
 ) -> Room:
-    """Create a room. ``slug`` defaults to ``slugify(name)``. Raises
+    """Create a room, its creator as ``owner``. ``slug`` defaults to ``slugify(name)``. Raises
     ``django.core.exceptions.ValidationError`` (with field errors) when a field is invalid or
     the slug is taken."""
     room = Room(
@@ -100,7 +277,185 @@ def room_create(
         slug=slug or slugify(name)[:64],
         description=description,
         created_by=created_by,
+        is_private=is_private,
     )
     room.full_clean(exclude=["created_by"])
-    room.save()
+    with transaction.atomic():
+        room.save()
+        Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
     return room
+
+
+ROOM_EDITABLE_FIELDS = ("name", "description", "is_private")
+
+
+def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
+    """Change ``name``, ``description`` or ``is_private`` (owner or moderator). Raises
+    ``Forbidden`` otherwise and ``Archived`` for an archived room."""
+    _require_moderator(room, actor)
+    if room.is_archived:
+        raise Archived("The room is archived.")
+    unknown = set(fields) - set(ROOM_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(room, name, value)
+    room.full_clean(exclude=["created_by"])
+    room.save(update_fields=list(fields) or None)
+    return room
+
+
+def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
+    """Archive a room (owner or moderator): history kept, no new messages; every open socket in
+    it gets ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
+    _require_moderator(room, actor)
+    with transaction.atomic():
+        updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(
+            archived_at=timezone.now()
+        )
+        if updated:
+            transaction.on_commit(partial(events.broadcast_room_archived, room_id=room.pk, room_slug=room.slug))
+    room.refresh_from_db()
+    return room
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
+    """Join a public room (idempotent). Raises ``NotFound`` for a private room (members are added
+    by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room."""
+    if room.is_private:
+        membership = room_access(room=room, user=user)
+        return membership
+    if room.is_archived:
+        raise Archived("The room is archived.")
+    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    if membership.is_banned:
+        raise Banned("You are banned from this room.")
+    return membership
+
+
+def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
+    """Leave a room (idempotent: leaving twice is fine). The user's open sockets in the room are
+    closed with 4000 on every node. A banned member's row stays (so the ban holds). Raises
+    ``Conflict`` for the owner (a room keeps its owner)."""
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
+        if membership is None or membership.is_banned:
+            return
+        if membership.role == Role.OWNER:
+            raise Conflict("The owner cannot leave the room.")
+        membership.delete()
+        transaction.on_commit(
+            partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left")
+        )
+
+
+def member_add(
+    *, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str = Role.MEMBER
+) -> Membership:
+    """Add ``user`` to ``room`` (owner or moderator; the way into a private room). Only the owner
+    may add moderators. Raises ``Conflict`` when ``user`` is banned (unban first)."""
+    acting = _require_moderator(room, actor)
+    if role not in (Role.MEMBER, Role.MODERATOR):
+        raise Forbidden("Members can be added as member or moderator.")
+    if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may add moderators.")
+    membership, created = Membership.objects.get_or_create(room=room, user=user, defaults={"role": role})
+    if membership.is_banned:
+        raise Conflict("The user is banned from this room; unban them first.")
+    if not created and membership.role != role and membership.role != Role.OWNER:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def _is_owner_or_site(acting: Membership | None, actor: AbstractBaseUser) -> bool:
+    return (acting is not None and acting.role == Role.OWNER) or _may_moderate_site(actor)
+
+
+def _target(room: Room, user: AbstractBaseUser) -> Membership:
+    membership = Membership.objects.filter(room=room, user=user).first()
+    if membership is None:
+        raise NotFound("No such member.")
+    return membership
+
+
+def _check_may_act_on(acting: Membership | None, actor: AbstractBaseUser, target: Membership) -> None:
+    if target.role == Role.OWNER:
+        raise Forbidden("The owner cannot be muted, banned or removed.")
+    if target.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may act on a moderator.")
+    if target.user_id == actor.pk:
+        raise Forbidden("You cannot act on yourself.")
+
+
+def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str) -> Membership:
+    """Make a member a ``moderator`` or a ``member`` again (the owner only)."""
+    acting = _require_moderator(room, actor)
+    if not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may change roles.")
+    if role not in (Role.MEMBER, Role.MODERATOR):
+        raise Forbidden("The role must be member or moderator.")
+    target = _target(room, user)
+    _check_may_act_on(acting, actor, target)
+    target.role = role
+    target.save(update_fields=["role"])
+    return target
+
+
+def member_mute(
+    *, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, until: datetime | None
+) -> Membership:
+    """Mute a member until ``until`` (None: unmute). Their sends are refused with ``muted`` on
+    every node from the next send on. Owner or moderator; only the owner may mute a moderator."""
+    acting = _require_moderator(room, actor)
+    target = _target(room, user)
+    _check_may_act_on(acting, actor, target)
+    target.muted_until = until
+    target.save(update_fields=["muted_until"])
+    return target
+
+
+def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> Membership:
+    """Ban a user from a room: their sends are refused and their open sockets in it are closed
+    with 4403 on every node at once. Works on non-members of a public room too (the ban row
+    keeps them out). Owner or moderator; only the owner may ban a moderator. Idempotent."""
+    acting = _require_moderator(room, actor)
+    with transaction.atomic():
+        target, _ = Membership.objects.select_for_update().get_or_create(room=room, user=user)
+        _check_may_act_on(acting, actor, target)
+        if target.banned_at is None:
+            target.banned_at = timezone.now()
+            target.save(update_fields=["banned_at"])
+            transaction.on_commit(
+                partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="banned")
+            )
+    return target
+
+
+def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> None:
+    """Lift a ban: the user is no longer a member (they join a public room again, or are added
+    to a private one). Owner or moderator."""
+    acting = _require_moderator(room, actor)
+    target = _target(room, user)
+    _check_may_act_on(acting, actor, target)
+    if target.is_banned:
+        target.delete()
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+def token_revoke(*, user: AbstractBaseUser) -> bool:
+    """Delete ``user``'s API token. Sockets opened with it are closed with 4401 on every node
+    (a ``user.token_revoked`` event, and each send re-checks the token). Returns whether a token
+    existed."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        deleted, _ = Token.objects.filter(user=user).delete()
+        if deleted:
+            transaction.on_commit(partial(events.broadcast_token_revoked, user_id=user.pk))
+    return bool(deleted)

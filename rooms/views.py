@@ -15,7 +15,7 @@ from django.views.generic import CreateView, DetailView, FormView, ListView
 
 from . import selectors, services
 from .forms import RoomCreateForm, SignupForm
-from .models import Room
+from .models import Membership, Room
 from .serializers import MessageSerializer
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class RoomListView(LoginRequiredMixin, ListView):
     context_object_name = "rooms"
 
     def get_queryset(self):
-        return selectors.rooms_list()
+        return selectors.rooms_visible_to(self.request.user)
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
@@ -49,7 +49,7 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        ctx["rooms"] = selectors.rooms_list()
+        ctx["rooms"] = selectors.rooms_visible_to(self.request.user)
         return ctx
 
     def form_valid(self, form):
@@ -58,6 +58,7 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
                 name=form.cleaned_data["name"],
                 slug=form.cleaned_data["slug"],
                 description=form.cleaned_data["description"],
+                is_private=form.cleaned_data["is_private"],
                 created_by=self.request.user,
             )
         except ValidationError as exc:  # e.g. the slug was taken a moment after the form checked
@@ -74,7 +75,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
     context_object_name = "room"
 
     def get_object(self, queryset=None):
-        room = selectors.room_get(slug=self.kwargs["slug"])
+        room = selectors.room_visible(slug=self.kwargs["slug"], user=self.request.user)
         if room is None:
             raise Http404("No such room.")
         return room
@@ -83,11 +84,19 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         ctx = super().get_context_data(**kwargs)
         history = selectors.room_history(room=self.object, limit=HISTORY_ON_PAGE)
         ctx["history"] = MessageSerializer(history, many=True).data
+        membership = Membership.objects.filter(room=self.object, user_id=self.request.user.pk).first()
+        # The caller's place in the room: role (None until a public room's visitor joins; they
+        # join when the socket connects), and whether they may delete others' messages.
+        ctx["my_role"] = membership.role if membership is not None and not membership.is_banned else None
+        ctx["can_moderate"] = bool(membership is not None and membership.can_moderate)
         ctx["room_config"] = {
             "slug": self.object.slug,
             "ws_path": f"/ws/rooms/{self.object.slug}/",
             "user": {"id": self.request.user.pk, "username": self.request.user.get_username()},
             "history": ctx["history"],
+            "role": ctx["my_role"],
+            "can_moderate": ctx["can_moderate"],
+            "archived": self.object.is_archived,
         }
         return ctx
 

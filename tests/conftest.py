@@ -23,6 +23,8 @@ def pytest_configure(config):
     if "CONFIG" in layer:
         layer["CONFIG"]["prefix"] = f"{layer['CONFIG'].get('prefix', 'chatsite')}-test-{os.getpid()}"
     channel_layers.backends.clear()
+    # Throttle counters live in the (Redis) cache: keep this run's apart from earlier runs'.
+    settings.CACHES["default"]["KEY_PREFIX"] = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     # Pages render without `collectstatic` having run (hashed names need its manifest).
     settings.STORAGES = {
         **settings.STORAGES,

@@ -1,19 +1,36 @@
-"""The history route the room page uses to fill gaps (the full REST API comes with issue 3)."""
+"""The REST API through DRF's APIClient against the real database (and Redis-backed throttles)."""
+
+from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework.throttling import ScopedRateThrottle
 
 from rooms import services
+from rooms.models import Membership, Message, Room
 from tests import factories
 
 pytestmark = pytest.mark.django_db
 
+MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted"}
 
-@pytest.fixture
-def api(user):
+
+def client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+@pytest.fixture
+def api(user):
+    return client_for(user)
+
+
+@pytest.fixture
+def bob_api(other_user):
+    return client_for(other_user)
 
 
 @pytest.fixture
@@ -23,8 +40,135 @@ def history(room, user):
     return room
 
 
+@pytest.fixture
+def private_room(user):
+    return factories.make_room(created_by=user, slug="secret", name="Secret", is_private=True)
+
+
+@pytest.fixture
+def rates(monkeypatch):
+    """``rates(send=..., login=...)`` sets throttle rates for this test (DRF reads them at import)."""
+    def set_rates(**scoped):
+        monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, **scoped})
+    return set_rates
+
+
 def seqs(response):
     return [m["seq"] for m in response.data["results"]]
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+def test_token_for_username_and_password_then_revoke(user):
+    client = APIClient()
+    response = client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}, format="json")
+    assert response.status_code == 200
+    token = response.data["token"]
+    assert client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}).data["token"] == token
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/rooms/").status_code == 200
+    assert client.delete("/api/auth/token/").status_code == 204
+    assert client.get("/api/rooms/").status_code == 401
+
+
+def test_token_with_wrong_password_is_400_with_errors(user):
+    response = APIClient().post("/api/auth/token/", {"username": "alice", "password": "wrong"})
+    assert response.status_code == 400 and response.data["non_field_errors"]
+
+
+def test_logins_are_throttled_with_retry_after(user, rates):
+    rates(login="3/min")
+    client = APIClient(REMOTE_ADDR="10.9.8.7")
+    codes = [client.post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code for _ in range(4)]
+    assert codes == [400, 400, 400, 429]
+    response = client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD})
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0 and response.data["detail"]
+
+
+def test_anonymous_requests_are_refused(room):
+    client = APIClient()
+    assert client.get("/api/rooms/").status_code in (401, 403)
+    assert client.get("/api/rooms/lobby/messages/").status_code in (401, 403)
+
+
+def test_session_post_without_csrf_token_is_refused(user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.login(username="alice", password=factories.PASSWORD)
+    response = client.post("/api/rooms/", {"name": "Sneaky"}, format="json")
+    assert response.status_code == 403 and "CSRF" in response.data["detail"]
+    assert not Room.objects.filter(name="Sneaky").exists()
+
+
+# --- rooms ----------------------------------------------------------------------------------------
+
+
+def test_create_room_makes_the_caller_owner(api, user):
+    response = api.post("/api/rooms/", {"name": "Book Club", "description": "reading"}, format="json")
+    assert response.status_code == 201
+    assert response.data["slug"] == "book-club" and response.data["my_role"] == "owner"
+    assert Membership.objects.get(room__slug="book-club", user=user).role == "owner"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), [({}, "name"), ({"name": "x", "slug": "no spaces"}, "slug"), ({"name": "Lobby"}, "slug")]
+)
+def test_create_room_errors_are_400_with_field_errors(api, room, body, field):
+    response = api.post("/api/rooms/", body, format="json")
+    assert response.status_code == 400 and field in response.data
+
+
+def test_room_list_shows_public_rooms_and_my_private_ones(api, bob_api, room, private_room):
+    assert [r["slug"] for r in api.get("/api/rooms/").data["results"]] == ["lobby", "secret"]
+    assert [r["slug"] for r in bob_api.get("/api/rooms/").data["results"]] == ["lobby"]
+    assert bob_api.get("/api/rooms/", {"limit": 1, "offset": 0}).data["count"] == 1
+
+
+def test_only_owner_or_moderator_changes_a_room(api, bob_api, room, other_user, user):
+    assert bob_api.patch("/api/rooms/lobby/", {"name": "Mine now"}, format="json").status_code == 403
+    services.member_add(room=room, actor=user, user=other_user, role="moderator")
+    response = bob_api.patch("/api/rooms/lobby/", {"description": "moderated"}, format="json")
+    assert response.status_code == 200 and response.data["description"] == "moderated"
+    assert api.patch("/api/rooms/lobby/", {"name": ""}, format="json").status_code == 400
+
+
+def test_deleting_a_room_archives_it_and_keeps_history(api, bob_api, history):
+    assert bob_api.delete("/api/rooms/lobby/").status_code == 403
+    assert api.delete("/api/rooms/lobby/").status_code == 204
+    detail = api.get("/api/rooms/lobby/").data
+    assert detail["archived"] is True and detail["archived_at"]
+    assert len(api.get("/api/rooms/lobby/messages/").data["results"]) == 50
+    response = api.post("/api/rooms/lobby/messages/", {"body": "late", "client_msg_id": "x1"}, format="json")
+    assert response.status_code == 409 and response.data["code"] == "archived"
+    assert api.patch("/api/rooms/lobby/", {"name": "again"}, format="json").status_code == 409
+
+
+def test_private_room_is_invisible_on_every_route_to_a_non_member(bob_api, private_room, user):
+    message = services.message_post(room=private_room, author=user, body="secret", client_msg_id="s1").message
+    base = "/api/rooms/secret"
+    routes = [
+        ("get", f"{base}/"), ("patch", f"{base}/"), ("delete", f"{base}/"),
+        ("get", f"{base}/messages/"), ("post", f"{base}/messages/"),
+        ("get", f"{base}/messages/?after_seq=0"), ("get", f"{base}/messages/{message.pk}/"),
+        ("patch", f"{base}/messages/{message.pk}/"), ("delete", f"{base}/messages/{message.pk}/"),
+        ("get", f"{base}/members/"), ("post", f"{base}/members/"), ("get", f"{base}/members/alice/"),
+        ("patch", f"{base}/members/alice/"), ("delete", f"{base}/members/me/"),
+        ("post", f"{base}/members/alice/mute/"), ("delete", f"{base}/members/alice/mute/"),
+        ("post", f"{base}/members/alice/ban/"), ("delete", f"{base}/members/alice/ban/"),
+    ]
+    unknown = {
+        (m, u.replace("/secret/", "/no-such-room/")): getattr(bob_api, m)(u.replace("/secret/", "/no-such-room/"), {}, format="json").status_code
+        for m, u in routes
+    }
+    for method, url in routes:
+        response = getattr(bob_api, method)(url, {"body": "x", "client_msg_id": "y", "role": "member"}, format="json")
+        assert response.status_code == 404, (method, url, response.status_code)
+        assert unknown[(method, url.replace("/secret/", "/no-such-room/"))] == 404
+    assert "secret" not in [r["slug"] for r in bob_api.get("/api/rooms/").data["results"]]
+    assert Message.objects.get(pk=message.pk).deleted_at is None
+
+
+# --- messages -------------------------------------------------------------------------------------
 
 
 def test_newest_page_by_default(api, history):
@@ -51,16 +195,29 @@ def test_before_seq_pages_backward(api, history):
     assert seqs(response) == [55, 56, 57, 58, 59] and response.data["has_more"] is True
 
 
+def test_pages_join_exactly_even_when_every_message_has_the_same_timestamp(api, history):
+    Message.objects.update(created_at=timezone.now())
+    backward, before = [], None
+    while True:
+        query = {"limit": 7} | ({"before_seq": before} if before else {})
+        response = api.get("/api/rooms/lobby/messages/", query)
+        backward = seqs(response) + backward
+        if not response.data["has_more"]:
+            break
+        before = seqs(response)[0]
+    assert backward == list(range(1, 121))
+
+
 def test_messages_have_the_one_message_shape(api, history, user):
     message = api.get("/api/rooms/lobby/messages/", {"limit": 1}).data["results"][0]
     assert message["author"] == {"id": user.pk, "username": "alice"}
-    assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "server_id"}
+    assert set(message) == MESSAGE_FIELDS
 
 
 @pytest.mark.parametrize(
     "query", [{"limit": 0}, {"limit": 201}, {"after_seq": -1}, {"after_seq": "x"}, {"after_seq": 1, "before_seq": 5}]
 )
-def test_bad_query_is_400_with_errors(api, room, query):
+def test_bad_history_query_is_400_with_errors(api, room, query):
     response = api.get("/api/rooms/lobby/messages/", query)
     assert response.status_code == 400 and response.data
 
@@ -70,11 +227,139 @@ def test_unknown_room_is_404(api, db):
     assert response.status_code == 404 and "detail" in response.data
 
 
-def test_anonymous_is_refused(room):
-    assert APIClient().get("/api/rooms/lobby/messages/").status_code in (401, 403)
-
-
 def test_token_authenticates(room, user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {factories.token_for(user)}")
     assert client.get("/api/rooms/lobby/messages/").status_code == 200
+
+
+def test_send_over_rest_stores_once_and_a_retry_answers_the_first_message(api, room):
+    first = api.post("/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json")
+    assert first.status_code == 201 and set(first.data) == MESSAGE_FIELDS and first.data["seq"] == 1
+    again = api.post("/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json")
+    assert again.status_code == 200 and again.data == first.data
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"client_msg_id": "a"}, "body"), ({"body": "", "client_msg_id": "a"}, "body"),
+     ({"body": "x" * 4001, "client_msg_id": "a"}, "body"), ({"body": "x"}, "client_msg_id"),
+     ({"body": 5, "client_msg_id": "a"}, "body")],
+)
+def test_bad_send_is_400_with_field_errors(api, room, body, field):
+    response = api.post("/api/rooms/lobby/messages/", body, format="json")
+    assert response.status_code == 400 and field in response.data
+
+
+def test_sends_are_throttled_with_retry_after(api, room, rates):
+    rates(send="3/min")
+    codes = [
+        api.post("/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"t{i}"}, format="json").status_code
+        for i in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    response = api.post("/api/rooms/lobby/messages/", {"body": "more", "client_msg_id": "t9"}, format="json")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert Message.objects.count() == 3
+
+
+def test_author_edits_a_message_and_others_cannot(api, bob_api, room, user):
+    message = services.message_post(room=room, author=user, body="tpyo", client_msg_id="e1").message
+    assert bob_api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "mine"}, format="json").status_code == 403
+    response = api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "typo"}, format="json")
+    assert response.status_code == 200 and response.data["body"] == "typo" and response.data["edited_at"]
+    assert api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": ""}, format="json").status_code == 400
+
+
+def test_delete_is_soft_and_allowed_to_author_and_moderators_only(api, bob_api, room, user, other_user):
+    mine = services.message_post(room=room, author=user, body="oops", client_msg_id="d1").message
+    theirs = services.message_post(room=room, author=other_user, body="spam", client_msg_id="d2").message
+    assert bob_api.delete(f"/api/rooms/lobby/messages/{mine.pk}/").status_code == 403
+    assert api.delete(f"/api/rooms/lobby/messages/{mine.pk}/").status_code == 204
+    assert api.delete(f"/api/rooms/lobby/messages/{theirs.pk}/").status_code == 204  # the owner moderates
+    history = api.get("/api/rooms/lobby/messages/").data["results"]
+    assert [(m["seq"], m["body"], m["deleted"]) for m in history] == [(1, "", True), (2, "", True)]
+    assert api.patch(f"/api/rooms/lobby/messages/{mine.pk}/", {"body": "back"}, format="json").status_code == 409
+    assert Message.objects.count() == 2
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+def test_join_and_leave_a_public_room(bob_api, room):
+    response = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
+    assert response.status_code == 201 and response.data["role"] == "member"
+    names = [m["user"]["username"] for m in bob_api.get("/api/rooms/lobby/members/").data["results"]]
+    assert names == ["alice", "bob"]
+    assert bob_api.delete("/api/rooms/lobby/members/me/").status_code == 204
+    assert bob_api.delete("/api/rooms/lobby/members/me/").status_code == 204  # leaving twice is fine
+    assert bob_api.delete("/api/rooms/lobby/members/alice/").status_code == 403
+
+
+def test_owner_cannot_leave(api, room):
+    response = api.delete("/api/rooms/lobby/members/me/")
+    assert response.status_code == 409 and response.data["code"] == "conflict"
+
+
+def test_owner_adds_members_to_a_private_room(api, bob_api, private_room, other_user):
+    assert bob_api.post("/api/rooms/secret/members/", {}, format="json").status_code == 404
+    response = api.post("/api/rooms/secret/members/", {"username": "bob"}, format="json")
+    assert response.status_code == 201 and response.data["user"]["username"] == "bob"
+    assert bob_api.get("/api/rooms/secret/").status_code == 200
+    assert bob_api.post("/api/rooms/secret/members/", {"username": "alice"}, format="json").status_code == 403
+    assert api.post("/api/rooms/secret/members/", {"username": "nobody"}, format="json").status_code == 400
+
+
+def test_roles_moderators_and_who_may_act_on_whom(api, room, user, other_user):
+    carol = factories.make_user("carol")
+    services.member_join(room=room, user=carol)
+    services.member_join(room=room, user=other_user)
+    assert api.patch("/api/rooms/lobby/members/bob/", {"role": "moderator"}, format="json").data["role"] == "moderator"
+    bob_api, carol_api = client_for(other_user), client_for(carol)
+    assert bob_api.patch("/api/rooms/lobby/members/carol/", {"role": "moderator"}, format="json").status_code == 403
+    assert bob_api.post("/api/rooms/lobby/members/alice/ban/").status_code == 403  # never the owner
+    assert carol_api.post("/api/rooms/lobby/members/bob/mute/", {"minutes": 5}, format="json").status_code == 403
+    assert bob_api.post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
+    assert api.patch("/api/rooms/lobby/members/bob/", {"role": "owner"}, format="json").status_code == 400
+
+
+def test_mute_refuses_sends_until_it_ends(api, bob_api, room, other_user):
+    services.member_join(room=room, user=other_user)
+    until = (timezone.now() + timedelta(minutes=10)).isoformat()
+    assert api.post("/api/rooms/lobby/members/bob/mute/", {"until": until}, format="json").status_code == 200
+    response = bob_api.post("/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json")
+    assert response.status_code == 403 and response.data["code"] == "muted" and response.data["until"]
+    past = (timezone.now() - timedelta(minutes=1)).isoformat()
+    assert api.post("/api/rooms/lobby/members/bob/mute/", {"until": past}, format="json").status_code == 400
+    assert api.delete("/api/rooms/lobby/members/bob/mute/").status_code == 200
+    assert bob_api.post("/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json").status_code == 201
+
+
+def test_ban_refuses_sends_and_rejoining_until_lifted(api, bob_api, room, other_user):
+    services.member_join(room=room, user=other_user)
+    response = api.post("/api/rooms/lobby/members/bob/ban/")
+    assert response.status_code == 200 and response.data["banned"] is True
+    send = bob_api.post("/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "b1"}, format="json")
+    assert send.status_code == 403 and send.data["code"] == "banned"
+    assert bob_api.post("/api/rooms/lobby/members/", {}, format="json").status_code == 403
+    assert api.delete("/api/rooms/lobby/members/bob/ban/").status_code == 204
+    assert bob_api.post("/api/rooms/lobby/members/", {}, format="json").status_code == 201
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def test_openapi_schema_validates_without_warnings(tmp_path):
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    text = out.read_text()
+    for path in ("/api/rooms/", "/api/rooms/{slug}/", "/api/rooms/{room_slug}/messages/",
+                 "/api/rooms/{room_slug}/messages/{id}/", "/api/rooms/{room_slug}/members/",
+                 "/api/rooms/{room_slug}/members/{username}/ban/", "/api/auth/token/"):
+        assert f"{path}:" in text, path
+
+
+def test_interactive_docs_are_served(api):
+    assert api.get("/api/docs/").status_code == 200
+    assert api.get("/api/schema/").status_code == 200
