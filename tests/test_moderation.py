@@ -1,0 +1,353 @@
+"""Live effects of REST, admin and service writes on open sockets (in-process, real Redis layer
+and PostgreSQL), and the cases BR-05, BR-06, BR-08 and BR-17."""
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from rooms import events, services
+from rooms.models import Message
+from tests import factories
+from tests.conftest import new_client_msg_id
+from tests.nodes import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOOP_ERRORS = ("Event loop is closed", "Task exception was never retrieved", "AsyncToSync in the same thread",
+               "SynchronousOnlyOperation")
+
+
+def sync(fn):
+    return database_sync_to_async(fn)
+
+
+async def open_member(ws, room, user):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    return conn
+
+
+def rest(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def moderators_group() -> Group:
+    """The group migration 0002 makes. Transactional tests empty every table afterwards, data
+    migrations' rows included, so it is made again here by the migration's own function."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("rooms.migrations.0002_moderators_group").create_group(apps, None)
+    return Group.objects.get(name="Moderators")
+
+
+def moderator_staff():
+    staff = factories.make_user("mod", is_staff=True)
+    staff.groups.add(moderators_group())
+    return staff
+
+
+@pytest.fixture
+def layer_mode(request, settings):
+    """Run a test on the Redis Pub/Sub layer (default) or the in-memory layer."""
+    mode = getattr(request, "param", "redis")
+    if mode == "in-memory":
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        channel_layers.backends.clear()
+    yield mode
+    channel_layers.backends.clear()
+
+
+# --- live effects -----------------------------------------------------------------------------------
+
+
+async def test_rest_send_reaches_sockets_once(ws, room, user, other_user):
+    watcher = await open_member(ws, room, other_user)
+    response = await sync(lambda: rest(user).post(
+        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"))()
+    assert response.status_code == 201
+    frame = await watcher.receive_type("message")
+    assert frame["message"] == response.data
+    await sync(lambda: rest(user).post(
+        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"))()
+    assert await watcher.nothing_more(0.3)
+    await watcher.close()
+
+
+async def test_edit_and_delete_reach_sockets(ws, room, user, other_user):
+    watcher = await open_member(ws, room, other_user)
+    message = (await sync(services.message_post)(room=room, author=user, body="tpyo", client_msg_id="e")).message
+    await watcher.receive_type("message")
+    await sync(services.message_edit)(message=message, actor=user, body="typo")
+    updated = await watcher.receive_type("message.updated")
+    assert updated["message"]["body"] == "typo" and updated["message"]["edited_at"]
+    await sync(services.message_delete)(message=message, actor=user)
+    deleted = await watcher.receive_type("message.deleted")
+    assert deleted == {"type": "message.deleted", "id": message.pk, "room": "lobby", "seq": message.seq}
+    await sync(services.message_delete)(message=message, actor=user)  # again: nothing more
+    assert await watcher.nothing_more(0.3)
+    await watcher.close()
+
+
+async def test_ban_closes_the_members_sockets_4403_and_others_stay(ws, room, user, other_user):
+    bob_tab1 = await open_member(ws, room, other_user)
+    bob_tab2 = await open_member(ws, room, other_user)
+    alice = await open_member(ws, room, user)
+    await sync(services.member_ban)(room=room, actor=user, user=other_user)
+    assert await bob_tab1.close_code() == 4403
+    assert await bob_tab2.close_code() == 4403
+    again = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await again.connect()
+    assert await again.close_code() == 4403
+    ack = await alice_sends(alice, "still here")
+    assert ack["seq"] == 1
+    await alice.close()
+
+
+async def alice_sends(conn, body):
+    await conn.send({"type": "message.send", "body": body, "client_msg_id": new_client_msg_id()})
+    frames = [await conn.receive(), await conn.receive()]
+    return next(f for f in frames if f["type"] == "ack")
+
+
+async def test_mute_answers_muted_with_until_and_socket_stays(ws, room, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    bob = await open_member(ws, room, other_user)
+    until = timezone.now() + timedelta(minutes=5)
+    await sync(services.member_mute)(room=room, actor=user, user=other_user, until=until)
+    await bob.send({"type": "message.send", "body": "hi", "client_msg_id": "m1"})
+    error = await bob.receive_type("error")
+    assert error["code"] == "muted" and error["until"].startswith(until.strftime("%Y-%m-%dT%H:%M")) and error["client_msg_id"] == "m1"
+    await sync(services.member_mute)(room=room, actor=user, user=other_user, until=None)
+    assert (await alice_sends(bob, "unmuted"))["seq"] == 1
+    await bob.close()
+
+
+async def test_archiving_tells_and_closes_every_socket_4410(ws, room, user, other_user):
+    bob = await open_member(ws, room, other_user)
+    await sync(services.room_archive)(room=room, actor=user)
+    assert await bob.receive_type("room.archived") == {"type": "room.archived", "room": "lobby"}
+    assert await bob.close_code() == 4410
+    late = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await late.connect()
+    assert await late.close_code() == 4410
+
+
+async def test_private_room_socket_is_4404_for_non_members(ws, user, other_user):
+    secret = await sync(factories.make_room)(created_by=user, slug="secret", is_private=True)
+    outsider = await ws("/ws/rooms/secret/", user=other_user)
+    assert await outsider.connect()
+    assert await outsider.close_code() == 4404
+    await sync(services.member_add)(room=secret, actor=user, user=other_user)
+    member = await open_member(ws, secret, other_user)
+    await member.close()
+
+
+# --- cases --------------------------------------------------------------------------------------
+
+
+async def test_BR05_broadcast_from_sync_code_exactly_once(ws, room, user, other_user, caplog):
+    """100 REST posts (sync view), a management command posting 50 and exiting, and a worker
+    thread posting 50: a member's socket gets each stored message once; no event-loop errors."""
+    caplog.set_level(logging.WARNING)
+    watcher = await open_member(ws, room, other_user)
+
+    def rest_posts():
+        client = rest(user)
+        for i in range(100):
+            assert client.post("/api/rooms/lobby/messages/", {"body": f"rest {i}", "client_msg_id": f"r{i}"},
+                               format="json").status_code == 201
+
+    await sync(rest_posts)()
+
+    env = {**os.environ, "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+           "DATABASE_URL": _test_database_url()}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "post_messages", "lobby", "alice", "from the command", "--count", "50",
+        cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "posted 50 message(s)" in out.decode()
+    assert not any(e in err.decode() for e in LOOP_ERRORS), err.decode()
+
+    def worker():
+        for i in range(50):
+            services.message_post(room=room, author=user, body=f"thread {i}", client_msg_id=f"t{i}")
+        from django.db import connections
+        connections.close_all()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    await asyncio.to_thread(thread.join, 60)
+
+    got = []
+    while len(got) < 200:
+        got.append((await watcher.receive_type("message", timeout=10))["message"]["seq"])
+    assert sorted(got) == list(range(1, 201))
+    assert await watcher.nothing_more(0.5)
+    assert await sync(Message.objects.count)() == 200
+    assert not any(e in caplog.text for e in LOOP_ERRORS), caplog.text
+    await watcher.close()
+
+
+def _test_database_url():
+    from tests.nodes import database_url_for_tests
+
+    return database_url_for_tests()
+
+
+def test_BR05_failed_broadcast_still_answers_201_and_is_logged_and_counted(room, user, settings, caplog):
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 1}]},
+    }}
+    channel_layers.backends.clear()
+    before = events.broadcast_failures
+    try:
+        response = rest(user).post("/api/rooms/lobby/messages/", {"body": "stored", "client_msg_id": "f1"}, format="json")
+    finally:
+        channel_layers.backends.clear()
+    assert response.status_code == 201
+    assert Message.objects.filter(body="stored").count() == 1
+    assert events.broadcast_failures == before + 1
+    assert "broadcast of room.message" in caplog.text and "failed" in caplog.text
+
+
+async def test_BR06_every_entry_point_broadcasts_exactly_once(ws, room, user, other_user, caplog):
+    """Consumer, REST create, admin edit, admin delete and async code: one frame each."""
+    caplog.set_level(logging.WARNING)
+    watcher = await open_member(ws, room, other_user)
+    sender = await open_member(ws, room, user)
+
+    await alice_sends(sender, "from the socket")
+    assert (await watcher.receive_type("message"))["message"]["body"] == "from the socket"
+
+    await sync(lambda: rest(user).post("/api/rooms/lobby/messages/", {"body": "from REST", "client_msg_id": "r"},
+                                       format="json"))()
+    assert (await watcher.receive_type("message"))["message"]["body"] == "from REST"
+    await sender.receive_type("message")
+
+    result = await sync(services.message_post)(room=room, author=user, body="from async code", client_msg_id="a")
+    assert (await watcher.receive_type("message"))["message"]["body"] == "from async code"
+    await sender.receive_type("message")
+
+    staff = await sync(moderator_staff)()
+    admin = Client()
+    await sync(admin.force_login)(staff)
+    url = f"/admin/rooms/message/{result.message.pk}/change/"
+    response = await sync(lambda: admin.post(url, {"body": "edited in admin"}))()
+    assert response.status_code == 302, response.content[:500]
+    assert (await watcher.receive_type("message.updated"))["message"]["body"] == "edited in admin"
+    await sender.receive_type("message.updated")
+
+    response = await sync(lambda: admin.post("/admin/rooms/message/", {
+        "action": "soft_delete", "_selected_action": [str(result.message.pk)]}))()
+    assert response.status_code == 302
+    assert (await watcher.receive_type("message.deleted"))["id"] == result.message.pk
+    await sender.receive_type("message.deleted")
+
+    assert await watcher.nothing_more(0.3)
+    assert not any(e in caplog.text for e in LOOP_ERRORS), caplog.text
+    assert await sync(Message.objects.filter(deleted_at__isnull=False).count)() == 1
+    await watcher.close()
+    await sender.close()
+
+
+def test_moderators_group_has_exactly_the_moderation_permissions(db):
+    perms = set(moderators_group().permissions.values_list("codename", flat=True))
+    assert perms == {"view_room", "view_message", "change_message", "view_membership", "change_membership"}
+
+
+def test_staff_outside_moderators_see_no_moderation_in_admin(db, room):
+    staff = factories.make_user("plainstaff", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/admin/rooms/message/").status_code == 403
+    assert "rooms" not in client.get("/admin/").content.decode().lower().split("site administration")[-1]
+
+
+@pytest.mark.parametrize("layer_mode", ["redis", "in-memory"], indirect=True)
+async def test_BR08_cleanup_is_idempotent(ws, room, user, other_user, layer_mode, caplog):
+    caplog.set_level(logging.WARNING)
+    # (a) refused before joining any group: disconnect still runs, without error.
+    refused = await ws("/ws/rooms/no-such-room/", user=user)
+    assert await refused.connect()
+    assert await refused.close_code() == 4404
+    await refused.close()
+    # (b) leave twice, then disconnect.
+    bob = await open_member(ws, room, other_user)
+    for _ in range(2):
+        await sync(services.member_leave)(room=room, user=other_user)
+    assert await bob.close_code() == 4000
+    await bob.close()
+    await bob.close()
+    # (c) one user in two tabs closes one: the other keeps receiving.
+    tab1 = await open_member(ws, room, other_user)
+    tab2 = await open_member(ws, room, other_user)
+    await tab1.close()
+    await sync(services.message_post)(room=room, author=user, body="still there?", client_msg_id="c")
+    assert (await tab2.receive_type("message"))["message"]["body"] == "still there?"
+    await tab2.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_BR17_token_auth_for_native_clients(ws, room, user, other_user):
+    key = await sync(factories.token_for)(user)
+    # (a) a valid token: accepted as that user.
+    conn = await ws(f"/ws/rooms/{room.slug}/", token=key, origin=None)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    assert (await alice_sends(conn, "token user"))["seq"] == 1
+    # (b) a wrong token: refused.
+    wrong = await ws(f"/ws/rooms/{room.slug}/", token="f" * 40, origin=None)
+    assert await wrong.connect()
+    assert await wrong.close_code() == 4401
+    # (c) revoked through the API while open: the socket is closed with 4401 at once.
+    response = await sync(lambda: APIClient(HTTP_AUTHORIZATION=f"Token {key}").delete("/api/auth/token/"))()
+    assert response.status_code == 204
+    assert await conn.close_code(timeout=2) == 4401
+    # (c') even when the revocation event is lost, the next send is refused and the socket closed.
+    key2 = await sync(factories.token_for)(user)
+    conn2 = await ws(f"/ws/rooms/{room.slug}/", token=key2, origin=None)
+    assert await conn2.connect()
+    await conn2.receive_type("hello")
+    await sync(Token.objects.filter(key=key2).delete)()  # no event
+    await conn2.send({"type": "message.send", "body": "after revoke", "client_msg_id": "x"})
+    assert (await conn2.receive_type("error"))["code"] == "unauthenticated"
+    assert await conn2.close_code() == 4401
+    # (d) a cookie of one user and a token of another: the token decides.
+    bob_key = await sync(factories.token_for)(other_user)
+    both = await ws(f"/ws/rooms/{room.slug}/", user=user, token=bob_key)
+    assert await both.connect()
+    await both.receive_type("hello")
+    await both.send({"type": "message.send", "body": "who am i", "client_msg_id": "w"})
+    frames = [await both.receive(), await both.receive()]
+    message = next(f for f in frames if f["type"] == "message")
+    assert message["message"]["author"]["username"] == "bob"
+    await both.close()
+    # A token in the URL is not a credential (tokens never go in URLs or access logs).
+    in_url = await ws(f"/ws/rooms/{room.slug}/?token={bob_key}")
+    assert await in_url.connect()
+    assert await in_url.close_code() == 4401
+    assert await sync(Message.objects.filter(body="after revoke").exists)() is False
