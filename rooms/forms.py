@@ -15,6 +15,7 @@ class RoomCreateForm(forms.ModelForm):
     class Meta:
         model = Room
         fields = ["name", "slug", "description", "is_private"]
+        labels = {"is_private": "Private room"}
 
     def clean(self):
         cleaned = super().clean()

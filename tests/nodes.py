@@ -138,6 +138,7 @@ class Client:
         self.frames: list[dict] = []
         self.messages: list[dict] = []
         self.acks: dict[str, dict] = {}
+        self.close_code: int | None = None
         self._socket = None
         self._reader = None
         self._changed = asyncio.Event()
@@ -165,6 +166,9 @@ class Client:
                 self._changed.set()
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self.close_code = self._socket.close_code
+            self._changed.set()
 
     async def send(self, body: str, client_msg_id: str) -> None:
         await self._socket.send(
@@ -190,3 +194,59 @@ class Client:
             await self._socket.close()
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 5)
+
+
+class Http:
+    """A small HTTP client for one node, with cookies (sessions, CSRF) and optional token."""
+
+    def __init__(self, node: Node, token: str | None = None):
+        import http.cookiejar
+
+        self.node = node
+        self.token = token
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
+        )
+
+    def _csrf(self) -> str | None:
+        return next((c.value for c in self.jar if c.name == "csrftoken"), None)
+
+    def request(self, method: str, path: str, *, json_body=None, form=None, timeout: float = 10.0):
+        """Returns ``(status, headers, body bytes)``; never raises for HTTP error statuses."""
+        import urllib.parse
+
+        headers = {"Referer": self.node.http + "/"}
+        data = None
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif form is not None:
+            form = {**form}
+            if self._csrf():
+                form.setdefault("csrfmiddlewaretoken", self._csrf())
+            data = urllib.parse.urlencode(form, doseq=True).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if method != "GET" and self._csrf():
+            headers["X-CSRFToken"] = self._csrf()
+        req = urllib.request.Request(self.node.http + path, data=data, method=method, headers=headers)
+        try:
+            with self.opener.open(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def login_admin(self, username: str, password: str) -> None:
+        self.request("GET", "/admin/login/")
+        status, headers, _ = self.request(
+            "POST", "/admin/login/?next=/admin/",
+            form={"username": username, "password": password, "next": "/admin/"},
+        )
+        assert status == 302, f"admin login failed: {status}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

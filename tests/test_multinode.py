@@ -3,6 +3,7 @@ With REDIS_URL (Redis Pub/Sub layer) every member gets every message whichever n
 with the in-memory layer only the sender's node's members do (a third of them)."""
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -11,9 +12,10 @@ from collections import Counter
 import pytest
 from channels.db import database_sync_to_async
 
+from rooms import services
 from rooms.models import Message
 from tests import factories
-from tests.nodes import Client, cluster, database_url_for_tests, free_port, start_node
+from tests.nodes import Client, Http, cluster, database_url_for_tests, free_port, start_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -192,3 +194,60 @@ def test_health_is_503_naming_the_part_that_cannot_be_reached(tmp_path, db):
     finally:
         bad_db.stop()
         bad_redis.stop()
+
+
+@pytest.fixture
+def moderation_setup(db):
+    """alice owns r0; bob is a member; mod is staff in the Moderators group; tokens for all."""
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    import_module("rooms.migrations.0002_moderators_group").create_group(apps, None)
+    alice, bob = factories.make_user("alice"), factories.make_user("bob")
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    mod = factories.make_user("mod", is_staff=True)
+    mod.groups.add(Group.objects.get(name="Moderators"))
+    # Nodes verify with the production hashers (tests hash with MD5 for speed).
+    hasher = PBKDF2PasswordHasher()
+    mod.password = hasher.encode(factories.PASSWORD, hasher.salt(), iterations=1000)
+    mod.save(update_fields=["password"])
+    room = factories.make_room(created_by=alice, slug="r0")
+    services.member_join(room=room, user=bob)
+    return room, {u.username: factories.token_for(u) for u in (alice, bob, mod)}
+
+
+async def test_rest_send_admin_delete_and_ban_reach_a_socket_on_another_node(redis_nodes, moderation_setup):
+    """Requests served by node-1; the member's socket is on node-2 (issue 3's cross-node proof)."""
+    room, tokens = moderation_setup
+    node1, node2 = redis_nodes[0], redis_nodes[1]
+    bob = await Client(node2, "r0", tokens["bob"]).connect()
+
+    # A REST send served by node-1.
+    status, _, body = await asyncio.to_thread(
+        Http(node1, tokens["alice"]).request, "POST", "/api/rooms/r0/messages/",
+        json_body={"body": "over REST on node-1", "client_msg_id": "x-1"})
+    assert status == 201, body
+    sent = json.loads(body)
+    assert sent["server_id"] == "node-1"
+    assert await bob.wait_for(lambda c: any(m["id"] == sent["id"] for m in c.messages))
+
+    # A soft delete through Django admin on node-1.
+    admin = Http(node1)
+    await asyncio.to_thread(admin.login_admin, "mod", factories.PASSWORD)
+    await asyncio.to_thread(admin.request, "GET", "/admin/rooms/message/")
+    status, _, _ = await asyncio.to_thread(
+        admin.request, "POST", "/admin/rooms/message/",
+        form={"action": "soft_delete", "_selected_action": [str(sent["id"])], "index": "0"})
+    assert status == 302
+    assert await bob.wait_for(
+        lambda c: any(f["type"] == "message.deleted" and f["id"] == sent["id"] for f in c.frames))
+
+    # A ban over REST on node-1 closes bob's socket on node-2 with 4403.
+    status, _, body = await asyncio.to_thread(
+        Http(node1, tokens["alice"]).request, "POST", "/api/rooms/r0/members/bob/ban/")
+    assert status == 200, body
+    assert await bob.wait_for(lambda c: c.close_code is not None, timeout=5)
+    assert bob.close_code == 4403

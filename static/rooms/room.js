@@ -7,8 +7,17 @@
  *   client → server  {"type":"message.send","body","client_msg_id"}
  *   server → sender  {"type":"ack","client_msg_id","id","seq"}                 once stored
  *   server → all     {"type":"message","message":{id,room,seq,author,body,created_at,server_id}}
- *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"]}
- *   close 4401: not signed in · 4404: no such room (neither is retried)
+ *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"][,"until"]}
+ *   server → all     {"type":"message.updated","message":{…, edited_at, deleted}}  after an edit
+ *   server → all     {"type":"message.deleted","id","room","seq"}              after a delete
+ *   server → all     {"type":"room.archived","room"}                           then close 4410
+ *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
+ *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
+ *
+ * Edits and deletes go through the REST API (PATCH / DELETE <history>/<id>/, session auth with
+ * the X-CSRFToken header); their result arrives for everyone as message.updated / message.deleted.
+ * Applying a message's state is idempotent and never goes back: deleted beats edited, a later
+ * edited_at beats an earlier one, so the HTTP answer and the live frame may come in any order.
  *
  * Guarantees kept here: messages are shown ordered by seq and at most once; every send stays in
  * the outbox until acked and is resent with the same client_msg_id after a reconnect; any gap in
@@ -27,8 +36,13 @@
   const BACKOFF_MAX_MS = 30000;
   const ACK_GRACE_MS = 1500; // after an ack, how long the live message may take before we fetch it
   const NEAR_BOTTOM_PX = 80;
+  const CLOSE_LEFT = 4000;
   const CLOSE_UNAUTHENTICATED = 4401;
+  const CLOSE_BANNED = 4403;
   const CLOSE_NOT_FOUND = 4404;
+  const CLOSE_ARCHIVED = 4410;
+  // Error codes that end the socket (the close follows), and how the page stops for them.
+  const STOP_ERROR_CODES = { archived: "archived", banned: "banned", not_found: "not-found" };
   // Error codes after which a resend of the same body cannot succeed.
   const RETRY_LATER_CODES = new Set(["unavailable"]);
   const RETRY_BY_HAND_CODES = new Set(["internal_error"]);
@@ -50,12 +64,17 @@
     input: document.getElementById("message-body"),
     formError: document.getElementById("form-error"),
     charCount: document.getElementById("char-count"),
+    banner: document.getElementById("room-banner"),
   };
 
   const state = {
     socket: null,
     helloReceived: false,
-    stopped: false, // after close 4401 / 4404: never reconnect
+    stopped: false, // after close 4000 / 4401 / 4403 / 4404 / 4410: no reconnect by itself
+    stopReason: null,
+    archived: Boolean(config.archived), // no new messages, no edits
+    banned: false,
+    everConnected: false, // a hello was received before (the next one is a reconnect)
     attempt: 0, // reconnect attempts since the last hello
     reconnectTimer: null,
     countdownTimer: null,
@@ -65,6 +84,7 @@
     catchUp: { running: false, again: false, retryTimer: null },
     outbox: new Map(), // client_msg_id → {id, body, el, status, retries, retryTimer}
     ackedAwaitingMessage: new Map(), // seq → outbox <li> whose ack came before the message
+    deletedAhead: new Set(), // seqs above lastSeq deleted before their message was shown
   };
 
   // --- small helpers -------------------------------------------------------------------------
@@ -112,6 +132,35 @@
     timeEl.title = fullDate.format(date);
   }
 
+  // "14:32" today, "3 Mar 2025, 14:32" otherwise, in the reader's time zone.
+  function formatLocal(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    const today = new Date().toDateString() === date.toDateString();
+    return (today ? timeOnly : dateAndTime).format(date);
+  }
+
+  // An ISO 8601 time as microseconds since the epoch (Date keeps only milliseconds, and the
+  // server omits ".000000"), so two edits in the same millisecond still compare in order.
+  function isoMicros(iso) {
+    const match = /^(.*?)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$/.exec(String(iso));
+    const ms = match ? Date.parse(match[1] + (match[3] || "Z")) : NaN;
+    if (Number.isNaN(ms)) return 1; // edited at an unreadable time: still newer than unedited
+    const micro = Number((match[2] || "").padEnd(6, "0").slice(0, 6));
+    return ms * 1000 + micro;
+  }
+
+  // How new a state of a message is: deleted beats any edit, a later edit an earlier one.
+  function versionOf(message) {
+    if (message.deleted) return Infinity;
+    return message.edited_at ? isoMicros(message.edited_at) : 0;
+  }
+
+  function versionOfElement(li) {
+    if (li.dataset.deleted) return Infinity;
+    return li.dataset.editedAt ? isoMicros(li.dataset.editedAt) : 0;
+  }
+
   // --- scrolling -----------------------------------------------------------------------------
 
   function isNearBottom() {
@@ -136,6 +185,8 @@
     const li = element("li", "message" + (isMine(message) ? " message--mine" : ""));
     li.dataset.seq = String(message.seq);
     li.id = "message-" + message.seq;
+    if (Number.isInteger(message.id)) li.dataset.id = String(message.id);
+    if (message.author && Number.isInteger(message.author.id)) li.dataset.authorId = String(message.author.id);
 
     const meta = element("div", "message__meta");
     const author = (message.author && message.author.username) || "unknown";
@@ -147,7 +198,53 @@
       element("span", "message__via", "via " + message.server_id)
     );
     li.append(meta, element("p", "message__body", message.body));
+    if (message.deleted) markDeleted(li);
+    else if (message.edited_at) markEdited(li, message.edited_at);
+    renderMessageActions(li);
     return li;
+  }
+
+  // "(edited)" after the time, with the edit's local time as its tooltip.
+  function markEdited(li, editedAt) {
+    li.dataset.editedAt = editedAt;
+    let mark = li.querySelector(".message__edited");
+    if (!mark) {
+      mark = element("span", "message__edited", "(edited)");
+      li.querySelector(".message__time").after(mark);
+    }
+    const date = new Date(editedAt);
+    mark.title = "edited " + (Number.isNaN(date.getTime()) ? editedAt : fullDate.format(date));
+  }
+
+  // The message keeps its place; its body is replaced by a muted "message deleted".
+  function markDeleted(li) {
+    li.dataset.deleted = "true";
+    delete li.dataset.editedAt;
+    li.classList.add("message--deleted");
+    const mark = li.querySelector(".message__edited");
+    if (mark) mark.remove();
+    closeEditor(li);
+    setMessageError(li, null);
+    const body = li.querySelector(".message__body");
+    body.classList.add("message__body--deleted");
+    body.textContent = "message deleted";
+    body.hidden = false;
+  }
+
+  // Shows `message` (a newer state of the shown <li>): an edit or a delete. Returns whether it
+  // changed anything; an older or equal state (a repeat, or one overtaken) changes nothing.
+  function applyMessageState(li, message) {
+    if (versionOf(message) <= versionOfElement(li)) return false;
+    keepingBottom(() => {
+      if (message.deleted) {
+        markDeleted(li);
+      } else {
+        li.querySelector(".message__body").textContent = message.body;
+        markEdited(li, message.edited_at);
+      }
+      renderMessageActions(li);
+    });
+    return true;
   }
 
   function insertInSeqOrder(li, seq) {
@@ -166,6 +263,7 @@
   function showMessage(message) {
     const seq = message.seq;
     if (state.shown.has(seq)) return;
+    if (state.deletedAhead.delete(seq) && !message.deleted) message = deletedVersion(message);
     const li = buildMessageElement(message);
     keepingBottom(() => {
       removeEmptyState();
@@ -192,6 +290,10 @@
     );
   }
 
+  function deletedVersion(message) {
+    return Object.assign({}, message, { body: "", deleted: true });
+  }
+
   // The page was rendered with the latest history: adopt those elements instead of redrawing.
   function adoptRenderedHistory() {
     for (const li of els.list.querySelectorAll("li[data-seq]")) {
@@ -200,6 +302,8 @@
       if (seq > state.lastSeq) state.lastSeq = seq;
       const time = li.querySelector("time");
       if (time) formatTime(time, time.getAttribute("datetime"));
+      if (li.dataset.editedAt && !li.dataset.deleted) markEdited(li, li.dataset.editedAt);
+      renderMessageActions(li);
     }
     for (const message of config.history || []) {
       if (isValidMessage(message)) showMessage(message);
@@ -207,16 +311,240 @@
     scrollToBottom();
   }
 
+  // --- editing and deleting (REST; the result comes back live for everyone) -------------------
+
+  function canModerate() {
+    return Boolean(config.can_moderate) || config.role === "owner" || config.role === "moderator";
+  }
+
+  // The small "Edit" / "Delete" controls of a shown message: Edit on your own, Delete on your own
+  // and, for the room's owner and moderators, on every message. None on a deleted message.
+  function renderMessageActions(li) {
+    const meta = li.querySelector(".message__meta");
+    let actions = meta.querySelector(".message__actions");
+    if (!actions) {
+      actions = element("span", "message__actions");
+      meta.append(actions);
+    }
+    actions.replaceChildren();
+    if (li.dataset.deleted || !li.dataset.id || state.banned) return;
+    const mine = Number(li.dataset.authorId) === config.user.id;
+    if (mine && !state.archived && !li.querySelector(".message__editor")) {
+      actions.append(actionButton("Edit", () => openEditor(li), "Edit this message"));
+    }
+    if (mine || canModerate()) {
+      const button = actionButton("Delete", () => deleteMessage(li), "Delete this message");
+      button.classList.add("link-button--danger");
+      actions.append(button);
+    }
+  }
+
+  function renderAllMessageActions() {
+    for (const li of state.shown.values()) {
+      if (state.archived || state.banned) closeEditor(li);
+      renderMessageActions(li);
+    }
+  }
+
+  function messageUrl(li) {
+    return `${urls.history}${encodeURIComponent(li.dataset.id)}/`; // <history> is .../messages/
+  }
+
+  function setMessageError(li, text) {
+    let error = li.querySelector(".message__error");
+    if (text === null) {
+      if (error) error.remove();
+      return;
+    }
+    if (!error) {
+      error = element("p", "message__error");
+      error.setAttribute("role", "alert");
+      li.append(error);
+    }
+    error.textContent = text;
+  }
+
+  function openEditor(li) {
+    if (li.querySelector(".message__editor") || li.dataset.deleted) return;
+    const body = li.querySelector(".message__body");
+    const form = element("form", "message__editor");
+    const textarea = element("textarea", "message__edit-input");
+    textarea.value = body.textContent;
+    textarea.rows = Math.min(8, Math.max(2, body.textContent.split("\n").length));
+    textarea.setAttribute("aria-label", "Edit message");
+    const save = element("button", "button button--small", "Save");
+    save.type = "submit";
+    const buttons = element("div", "message__editor-buttons");
+    buttons.append(save, actionButton("Cancel", () => closeEditor(li)));
+    form.append(textarea, buttons);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      saveEdit(li, form);
+    });
+    textarea.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        closeEditor(li);
+      } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    setMessageError(li, null);
+    body.hidden = true;
+    body.after(form);
+    renderMessageActions(li);
+    textarea.focus();
+    textarea.setSelectionRange(textarea.value.length, textarea.value.length);
+  }
+
+  function closeEditor(li) {
+    const form = li.querySelector(".message__editor");
+    if (!form) return;
+    const hadFocus = form.contains(document.activeElement);
+    form.remove();
+    li.querySelector(".message__body").hidden = false;
+    setMessageError(li, null);
+    renderMessageActions(li);
+    if (hadFocus) els.input.focus();
+  }
+
+  async function saveEdit(li, form) {
+    const textarea = form.querySelector("textarea");
+    const save = form.querySelector("button[type=submit]");
+    const body = textarea.value;
+    if (!body.trim()) {
+      setMessageError(li, "Write a message first (or delete it).");
+      return;
+    }
+    const count = characterCount(body);
+    if (count > BODY_MAX_LENGTH) {
+      setMessageError(li, `The message is ${count} characters long; the limit is ${BODY_MAX_LENGTH}.`);
+      return;
+    }
+    if (body === li.querySelector(".message__body").textContent) {
+      closeEditor(li); // nothing changed: nothing to send
+      return;
+    }
+    textarea.readOnly = true;
+    save.disabled = true;
+    setMessageError(li, null);
+    try {
+      const message = await apiRequest("PATCH", messageUrl(li), { body });
+      if (isValidMessage(message)) applyMessageState(li, message); // no-op if the frame was first
+      if (form.isConnected) closeEditor(li);
+    } catch (err) {
+      textarea.readOnly = false;
+      save.disabled = false;
+      if (li.isConnected && !li.dataset.deleted) setMessageError(li, err.message);
+    }
+  }
+
+  async function deleteMessage(li) {
+    const mine = Number(li.dataset.authorId) === config.user.id;
+    const question = mine ? "Delete your message?" : "Delete this message for everyone?";
+    if (!window.confirm(question + " Everyone will see “message deleted” in its place.")) return;
+    setMessageError(li, null);
+    try {
+      await apiRequest("DELETE", messageUrl(li));
+      applyMessageState(li, { deleted: true }); // no-op if message.deleted came first
+    } catch (err) {
+      if (!li.dataset.deleted) setMessageError(li, err.message);
+    }
+  }
+
+  // Django's CSRF token: the csrftoken cookie, or the {% csrf_token %} input of the page when
+  // the cookie cannot be read (CSRF_COOKIE_HTTPONLY, CSRF_USE_SESSIONS).
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (match) return decodeURIComponent(match[1]);
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  // A same-origin JSON request with the session and the CSRF token. Resolves with the answer's
+  // JSON (null for 204); rejects with an Error whose message is fit to show.
+  async function apiRequest(method, url, data) {
+    const headers = { Accept: "application/json", "X-CSRFToken": csrfToken() };
+    const options = { method, credentials: "same-origin", headers };
+    if (data !== undefined) {
+      headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(data);
+    }
+    if (typeof AbortSignal !== "undefined" && AbortSignal.timeout) {
+      options.signal = AbortSignal.timeout(HISTORY_TIMEOUT_MS);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      throw new Error("Could not reach the server; try again.");
+    }
+    let payload = null;
+    if (response.status !== 204) {
+      try {
+        payload = await response.json();
+      } catch (err) {
+        payload = null;
+      }
+    }
+    if (!response.ok) throw new Error(errorText(payload, response.status));
+    return payload;
+  }
+
+  // {"detail": str} (401, 403, 404, 409, 429) or field errors {"body": [str]} (400).
+  function errorText(payload, status) {
+    if (payload && typeof payload.detail === "string") return payload.detail;
+    if (payload && typeof payload === "object") {
+      for (const [field, errors] of Object.entries(payload)) {
+        const first = Array.isArray(errors) ? errors[0] : errors;
+        if (typeof first === "string") return field === "non_field_errors" ? first : `${field}: ${first}`;
+      }
+    }
+    return `The server answered ${status}; try again.`;
+  }
+
   // --- live messages and gap repair ----------------------------------------------------------
 
   function handleLiveMessage(message) {
     if (!isValidMessage(message) || state.shown.has(message.seq)) return;
     if (state.catchUp.running || message.seq > state.lastSeq + 1) {
-      state.buffered.set(message.seq, message);
+      const held = state.buffered.get(message.seq);
+      // an edit or delete may overtake the original message: hold the newest state
+      if (!held || versionOf(message) > versionOf(held)) state.buffered.set(message.seq, message);
       requestCatchUp();
       return;
     }
     showMessage(message);
+  }
+
+  // message.updated: the full current state of a message. Shown: update it in place. Not here
+  // yet (seq above lastSeq): it is a message we have not seen, so it goes the way of a live
+  // one. Older than the page's history, or a seq the history said does not exist: ignored.
+  function onMessageUpdated(message) {
+    if (!isValidMessage(message)) return;
+    const li = state.shown.get(message.seq);
+    if (li) applyMessageState(li, message);
+    else if (message.seq > state.lastSeq) handleLiveMessage(message);
+  }
+
+  // message.deleted {id, room, seq}: shown → "message deleted" in its place; held back → held
+  // as deleted; above lastSeq and unseen → remembered, so it is shown deleted when it comes.
+  function onMessageDeleted(frame) {
+    if (frame.room !== config.slug || !Number.isInteger(frame.seq)) return;
+    const seq = frame.seq;
+    const li = state.shown.get(seq);
+    if (li) {
+      applyMessageState(li, { deleted: true });
+      return;
+    }
+    if (seq <= state.lastSeq) return;
+    const held = state.buffered.get(seq);
+    if (held) {
+      state.buffered.set(seq, deletedVersion(held));
+    } else {
+      state.deletedAhead.add(seq);
+      requestCatchUp(); // the message exists and we have not seen it
+    }
   }
 
   // Shows buffered live messages that now follow lastSeq without a gap. With acceptGaps, shows
@@ -233,8 +561,9 @@
     }
   }
 
-  async function fetchHistoryPage(afterSeq) {
-    const url = `${urls.history}?after_seq=${afterSeq}&limit=${HISTORY_PAGE_SIZE}`;
+  async function fetchHistoryPage(afterSeq, beforeSeq) {
+    const where = beforeSeq === undefined ? `after_seq=${afterSeq}` : `before_seq=${beforeSeq}`;
+    const url = `${urls.history}?${where}&limit=${HISTORY_PAGE_SIZE}`;
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     if (typeof AbortSignal !== "undefined" && AbortSignal.timeout) {
       options.signal = AbortSignal.timeout(HISTORY_TIMEOUT_MS);
@@ -298,6 +627,21 @@
     catchUp().catch(() => {}); // catchUp handles its own errors; never an unhandled rejection
   }
 
+  // After a reconnect: edits and deletes made while we were away do not come again, so read the
+  // newest shown messages' current state once (best effort; newer states only, see above).
+  async function refreshShown() {
+    if (state.shown.size === 0) return;
+    try {
+      const page = await fetchHistoryPage(undefined, state.lastSeq + 1);
+      for (const message of page.results) {
+        const li = isValidMessage(message) ? state.shown.get(message.seq) : undefined;
+        if (li) applyMessageState(li, message);
+      }
+    } catch (err) {
+      // the next reconnect tries again; live edits keep coming meanwhile
+    }
+  }
+
   // Acked outbox entries whose seq is covered by history but was never shown (cannot happen
   // unless the message was removed) must not stay on screen forever.
   function forgetAckedBelowLastSeq() {
@@ -306,6 +650,9 @@
         li.remove();
         state.ackedAwaitingMessage.delete(seq);
       }
+    }
+    for (const seq of state.deletedAhead) {
+      if (seq <= state.lastSeq) state.deletedAhead.delete(seq);
     }
   }
 
@@ -348,9 +695,10 @@
     }
   }
 
-  function actionButton(label, onClick) {
+  function actionButton(label, onClick, accessibleName) {
     const button = element("button", "link-button", label);
     button.type = "button";
+    if (accessibleName) button.setAttribute("aria-label", accessibleName);
     button.addEventListener("click", onClick);
     return button;
   }
@@ -466,6 +814,24 @@
   function onErrorFrame(frame) {
     const text = `${frame.code}: ${frame.detail}`;
     const entry = frame.client_msg_id ? state.outbox.get(frame.client_msg_id) : null;
+    const stopReason = STOP_ERROR_CODES[frame.code];
+    if (stopReason) {
+      // the close follows; the text stays in the outbox, not sent (stop marks every entry)
+      stop(stopReason);
+      return;
+    }
+    if (frame.code === "muted") {
+      // Not stored; sending again cannot work before `until`: failed, with Edit / Discard.
+      if (entry) {
+        entry.retryByHand = false;
+        setEntryStatus(entry, "failed", "muted");
+        saveOutbox();
+      }
+      showFormError(
+        typeof frame.until === "string" ? `You are muted until ${formatLocal(frame.until)}.` : frame.detail
+      );
+      return;
+    }
     if (!entry) {
       showFormError(text);
       return;
@@ -535,6 +901,15 @@
       case "error":
         onErrorFrame(frame);
         break;
+      case "message.updated":
+        onMessageUpdated(frame.message);
+        break;
+      case "message.deleted":
+        onMessageDeleted(frame);
+        break;
+      case "room.archived":
+        if (frame.room === config.slug) stop("archived"); // the close 4410 follows
+        break;
       default:
         break; // unknown frame types are ignored, so the server can add some
     }
@@ -545,35 +920,73 @@
     state.attempt = 0;
     setStatus("connected", `connected to ${frame.server_id}`);
     if (frame.last_seq > state.lastSeq || state.buffered.size > 0) requestCatchUp();
+    if (state.everConnected) refreshShown();
+    state.everConnected = true;
     resendOutbox();
   }
 
   function onClose(event) {
     state.socket = null;
     state.helloReceived = false;
-    if (event.code === CLOSE_UNAUTHENTICATED) {
-      stop("signed-out");
-    } else if (event.code === CLOSE_NOT_FOUND) {
-      stop("not-found");
-    } else {
-      scheduleReconnect();
-    }
+    const reason = {
+      [CLOSE_LEFT]: "left",
+      [CLOSE_UNAUTHENTICATED]: "signed-out",
+      [CLOSE_BANNED]: "banned",
+      [CLOSE_NOT_FOUND]: "not-found",
+      [CLOSE_ARCHIVED]: "archived",
+    }[event.code];
+    if (reason) stop(reason);
+    else if (!state.stopped) scheduleReconnect();
   }
 
+  // Ends the connection for good (until a reload, or "Rejoin" after leaving). Sends that can
+  // never succeed here (banned, archived, no such room) stay in the outbox as not sent.
   function stop(reason) {
     state.stopped = true;
+    state.stopReason = reason;
     clearReconnectTimers();
     clearTimeout(state.catchUp.retryTimer);
     els.fieldset.disabled = true;
+    const rooms = element("a", "", "All rooms");
+    rooms.href = urls.rooms;
     if (reason === "signed-out") {
       const login = element("a", "", "Log in");
       login.href = `${urls.login}?next=${encodeURIComponent(location.pathname)}`;
       setStatus("stopped", "You are not signed in. ", login, " to keep chatting.");
+    } else if (reason === "left") {
+      setStatus("stopped", "You left this room (perhaps in another tab). ", actionButton("Rejoin", rejoin));
+    } else if (reason === "banned") {
+      state.banned = true;
+      setStatus("stopped", "You are banned from this room. ", rooms);
+    } else if (reason === "archived") {
+      state.archived = true;
+      els.banner.hidden = false;
+      els.input.placeholder = "This room is archived: no new messages";
+      setStatus("stopped", "archived");
     } else {
-      const rooms = element("a", "", "All rooms");
-      rooms.href = urls.rooms;
       setStatus("stopped", "This room does not exist (any more). ", rooms);
     }
+    if (reason === "banned" || reason === "archived" || reason === "not-found") {
+      const label = { banned: "banned", archived: "room archived", "not-found": "no such room" }[reason];
+      for (const entry of state.outbox.values()) {
+        if (entry.status === "failed") continue;
+        clearTimeout(entry.retryTimer);
+        entry.retryByHand = false;
+        setEntryStatus(entry, "failed", label);
+      }
+      saveOutbox();
+    }
+    renderAllMessageActions();
+  }
+
+  // After leaving (close 4000): connect again, which joins a public room again.
+  function rejoin() {
+    if (state.stopReason !== "left") return;
+    state.stopped = false;
+    state.stopReason = null;
+    state.attempt = 0;
+    els.fieldset.disabled = false;
+    connect();
   }
 
   // 1 s, 2 s, 4 s … capped at 30 s, each with ±20 % jitter so clients do not return in step.
@@ -701,6 +1114,10 @@
     els.input.addEventListener("keydown", onKeydown);
     els.input.addEventListener("input", onInput);
     window.addEventListener("online", reconnectIfWaiting);
+    if (state.archived) {
+      stop("archived"); // history only: no socket (it would be closed with 4410 at once)
+      return;
+    }
     els.fieldset.disabled = false;
     connect();
   }
