@@ -10,14 +10,14 @@ HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run serve test venv migrate manage clean
+.PHONY: run serve release test venv migrate manage cluster clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
+$(VENV)/.installed-dev: requirements-dev.txt requirements-cluster.txt requirements.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -36,15 +36,25 @@ run: $(VENV)/.installed var/secret_key
 	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
 	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
 
-# serve: like run, for one node of several (SERVER_ID, PORT, DATABASE_URL, REDIS_URL set by you);
-# it skips migrate so that only one node migrates.
+# serve: one node of several (SERVER_ID, PORT, DATABASE_URL, REDIS_URL set by you). It neither
+# migrates nor collects static files, so several nodes can start at once: run `make release` first.
 serve: $(VENV)/.installed var/secret_key
+	@test -f staticfiles/staticfiles.json || { echo "static files are not collected: run 'make release' first"; exit 1; }
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
-	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
 	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
+
+# release: once per deploy, from one place (the Procfile's release: line): migrate, collect static.
+release: $(VENV)/.installed var/secret_key
+	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(PY) manage.py migrate --noinput && \
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 migrate: $(VENV)/.installed var/secret_key
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py migrate --noinput
+
+# cluster: 3 nodes behind nginx on http://127.0.0.1:8080 (bin/cluster); Ctrl-C stops all.
+cluster: $(VENV)/.installed
+	bin/cluster
 
 # manage: any manage.py command with this checkout's settings, e.g. make manage ARGS=createsuperuser
 manage: $(VENV)/.installed var/secret_key

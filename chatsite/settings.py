@@ -138,7 +138,11 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # capacity: messages queued per socket before the layer drops (its default of 100 dropped
+    # live frames for a member whose consumer was busy sending during a burst).
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
 
 # --- Cache (throttle counters) -------------------------------------------------------------------
 if REDIS_URL:
@@ -172,6 +176,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only: the browsable HTML API is for development (DEBUG) and /api/docs/ documents it.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     # Counted in the cache below: with REDIS_URL, in Redis, so a limit holds across all nodes.
@@ -213,7 +220,7 @@ STORAGES = {
 # and the image run it.
 
 # --- Logging ----------------------------------------------------------------------------------
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")  # daphne's access log is its own: --access-log
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -222,7 +229,4 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "node"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.channels.server": {"level": env.str("ACCESS_LOG_LEVEL", default="WARNING")},
-    },
 }

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from rooms import views
@@ -8,6 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Log in and out only: accounts have no e-mail address, so no password reset by mail.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("rooms.urls")),
 ]

@@ -9,14 +9,21 @@ Who a socket belongs to:
 Precedence: when an ``Authorization`` header is present it alone decides, so a wrong or revoked
 token is anonymous (close 4401) even beside a valid session cookie.
 
-Origin: a socket that carries a cookie must come from a page of ours, so its ``Origin`` must
-match ``ALLOWED_HOSTS`` (channels' ``AllowedHostsOriginValidator``); a foreign or missing Origin
-is refused before accept (HTTP 403 at the handshake). A token client may omit Origin: a browser
-page cannot set that header on a WebSocket, so it cannot be used for cross-site hijacking.
+Origin: a socket that carries a cookie must come from a page of ours. Its ``Origin`` must be
+the same origin as the socket itself (scheme, host and port equal to the ``Host`` header's, as
+Django's CSRF check does), or be listed in ``CSRF_TRUSTED_ORIGINS``; and its host must be in
+``ALLOWED_HOSTS`` (channels' ``AllowedHostsOriginValidator``). A foreign, other-port, ``null`` or
+missing Origin is refused before accept (HTTP 403 at the handshake). A token client may omit
+Origin: a browser page cannot set that header on a WebSocket, so it cannot be used for
+cross-site hijacking.
 """
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
 from channels.db import database_sync_to_async
-from channels.security.websocket import AllowedHostsOriginValidator
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from django.contrib.auth.models import AnonymousUser
 
 
@@ -61,8 +68,42 @@ class TokenAuthMiddleware:
         return await self.app(scope, receive, send)
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _origin_netloc(netloc: str, scheme: str) -> str:
+    host, sep, port = netloc.lower().rpartition(":")
+    if sep and "]" not in port and port == _DEFAULT_PORTS.get(scheme):
+        return host
+    return netloc.lower()
+
+
+def trusted_origin(origin: bytes) -> bool:
+    """Whether ``origin`` is listed in ``CSRF_TRUSTED_ORIGINS`` (e.g. a site behind a proxy)."""
+    return origin.decode("latin-1") in settings.CSRF_TRUSTED_ORIGINS
+
+
+def same_origin(scope, origin: bytes) -> bool:
+    """Whether ``origin`` (the Origin header) is this socket's own origin: the scheme matching
+    ws/wss, and host and port equal to the ``Host`` header's (default ports ignored)."""
+    try:
+        parsed = urlsplit(origin.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return False
+    host = _header(scope, b"host")
+    if host is None:
+        return False
+    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
+    return parsed.scheme == scheme and _origin_netloc(parsed.netloc, scheme) == _origin_netloc(
+        host.decode("latin-1"), scheme
+    )
+
+
 class OriginValidator:
-    """``AllowedHostsOriginValidator``, except that a handshake with an ``Authorization`` header
+    """Refuses (HTTP 403 at the handshake) a socket whose Origin is not its own origin or whose
+    host is not allowed (see the module docstring); a handshake with an ``Authorization`` header
     and no ``Origin`` header passes (a native client). A present Origin is always checked."""
 
     def __init__(self, app):
@@ -70,6 +111,11 @@ class OriginValidator:
         self.checked = AllowedHostsOriginValidator(app)
 
     async def __call__(self, scope, receive, send):
-        if _header(scope, b"origin") is None and _header(scope, b"authorization") is not None:
+        origin = _header(scope, b"origin")
+        if origin is None and _header(scope, b"authorization") is not None:
             return await self.app(scope, receive, send)
+        if origin is not None and trusted_origin(origin):
+            return await self.app(scope, receive, send)
+        if origin is not None and not same_origin(scope, origin):
+            return await WebsocketDenier()(scope, receive, send)
         return await self.checked(scope, receive, send)

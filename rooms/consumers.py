@@ -60,7 +60,8 @@ from psycopg_pool import PoolTimeout
 
 from . import events, selectors, services
 from .logutil import RateLimitedLogger
-from .serializers import MessageSendFrame
+from .models import Room
+from .serializers import MessageSendFrame, is_valid_text
 from .services import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class FrameError(Exception):
         self.extra = extra
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 class TokenRevoked(ServiceError):
     code, status = "unauthenticated", 401
 
@@ -122,14 +127,23 @@ def _join(*, slug: str, user) -> tuple:
 
 
 def _post(*, room, user, token_key: str | None, body: str, client_msg_id: str):
-    """Sync, one database hop: re-check a token-authenticated socket's token (revoked tokens
-    stop working at the next send even if the revocation event was lost), then store."""
-    if token_key is not None:
-        from rest_framework.authtoken.models import Token
+    """Sync, one database hop: re-check that the socket's user is still active and, for a
+    token-authenticated socket, that its token still exists (a deactivation or revocation
+    applies at the next send even if its event was lost); then store. A room deleted since
+    connect answers ``not_found`` (close 4404)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
 
-        if not Token.objects.filter(key=token_key, user_id=user.pk).exists():
-            raise TokenRevoked("The API token of this socket was revoked.")
-    return services.message_post(room=room, author=user, body=body, client_msg_id=client_msg_id)
+    if token_key is not None:
+        still_valid = Token.objects.filter(key=token_key, user_id=user.pk, user__is_active=True).exists()
+    else:
+        still_valid = get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
+    if not still_valid:
+        raise TokenRevoked("The credentials of this socket are no longer valid.")
+    try:
+        return services.message_post(room=room, author=user, body=body, client_msg_id=client_msg_id)
+    except Room.DoesNotExist:
+        raise services.NotFound("The room no longer exists.") from None
 
 
 class RoomConsumer(AsyncJsonWebsocketConsumer):
@@ -200,7 +214,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             if text_data is None:
                 raise FrameError("binary_frame", "Binary frames are not supported; send JSON text.")
             try:
-                content = json.loads(text_data)
+                content = json.loads(text_data, parse_constant=_refuse_constant)
             except (ValueError, RecursionError):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(content, dict):
@@ -229,7 +243,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         room is fired by the service after commit, so a message that was not stored is never
         sent to anyone."""
         client_msg_id = content.get("client_msg_id")
-        extra = {"client_msg_id": client_msg_id} if isinstance(client_msg_id, str) else {}
+        # Echo the id only when it can be sent back (a lone surrogate cannot be encoded).
+        extra = {"client_msg_id": client_msg_id} if is_valid_text(client_msg_id) else {}
         frame = MessageSendFrame(data=content)
         if not frame.is_valid():
             field, errors = next(iter(frame.errors.items()))

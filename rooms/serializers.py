@@ -11,6 +11,8 @@ room page's initial history and (later) REST history all use it::
 A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true``.
 """
 
+import unicodedata
+
 from rest_framework import serializers
 
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room
@@ -52,6 +54,25 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+def validate_not_blank(value: str) -> str:
+    """Refuse a body with nothing visible: only whitespace and invisible format characters
+    (Unicode category Cf, e.g. a zero-width space). Code ``blank`` (the ``empty_body`` frame)."""
+    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in value):
+        raise serializers.ValidationError("The message body is empty.", code="blank")
+    return value
+
+
+def is_valid_text(value) -> bool:
+    """True for a str that UTF-8 can encode and PostgreSQL can store (no lone surrogate, no NUL)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_text(value: str) -> str:
     """Refuse text PostgreSQL cannot store or UTF-8 cannot encode.
 
@@ -80,12 +101,15 @@ class MessageSendFrame(serializers.Serializer):
         trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text]
     )
     client_msg_id = StrictCharField(
-        max_length=CLIENT_MSG_ID_MAX_LENGTH, validators=[validate_text]
+        trim_whitespace=False, max_length=CLIENT_MSG_ID_MAX_LENGTH, validators=[validate_text]
     )
 
     def validate_body(self, value: str) -> str:
+        return validate_not_blank(value)
+
+    def validate_client_msg_id(self, value: str) -> str:
         if not value.strip():
-            raise serializers.ValidationError("The message body is empty.", code="blank")
+            raise serializers.ValidationError("client_msg_id is blank.", code="blank")
         return value
 
 
@@ -98,9 +122,7 @@ class MessageEditSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text])
 
     def validate_body(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("The message body is empty.", code="blank")
-        return value
+        return validate_not_blank(value)
 
 
 class RoomSerializer(serializers.ModelSerializer):

@@ -161,6 +161,17 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     return membership
 
 
+def _check_same_send(sent: Message, body: str) -> None:
+    """A retry must carry the same body as the stored send (unless it was edited or deleted
+    since); a different body under a used ``client_msg_id`` is a client bug, refused with
+    ``Conflict`` rather than silently answered with the other message."""
+    if sent.body != body and sent.edited_at is None and sent.deleted_at is None:
+        raise Conflict(
+            "This client_msg_id was already used for a different message; use a new id.",
+            id=sent.pk, seq=sent.seq,
+        )
+
+
 def message_post(
     *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str
 ) -> PostResult:
@@ -199,11 +210,13 @@ def message_post(
         sent = _find_sent(room=room, author=author, client_msg_id=client_msg_id)
         if sent is None:
             raise
+        _check_same_send(sent, body)
         return PostResult(message=sent, created=False)
     except ServiceError:
         sent = _find_sent(room=room, author=author, client_msg_id=client_msg_id)
         if sent is None:
             raise
+        _check_same_send(sent, body)
         return PostResult(message=sent, created=False)
     return PostResult(message=message, created=True)
 

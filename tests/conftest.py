@@ -109,8 +109,10 @@ def ws():
     at teardown."""
     opened = []
 
-    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=()):
+    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=(), host=b"127.0.0.1"):
         hdrs = list(headers)
+        if host is not None:
+            hdrs.append((b"host", host))
         if origin is not None:
             hdrs.append((b"origin", origin))
         if user is not None:

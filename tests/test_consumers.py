@@ -147,6 +147,10 @@ BAD_FRAMES = [
     ('{"type": "message.send", "body": "%s", "client_msg_id": "m1"}' % ("x" * 4001), "body_too_long"),
     ('{"type": "message.send", "body": "a\\u0000b", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "\\ud83d", "client_msg_id": "m1"}', "invalid_text"),
+    ('{"type": "message.send", "body": "ok", "client_msg_id": "\\udc00"}', "invalid_text"),
+    ('{"type": "message.send", "body": "ok", "client_msg_id": "   "}', "invalid_field"),
+    ('{"type": "message.send", "body": "\\u200b\\u2060 ", "client_msg_id": "m1"}', "empty_body"),
+    ('{"type": "message.send", "body": NaN, "client_msg_id": "m1"}', "invalid_json"),
 ]
 
 
@@ -165,6 +169,35 @@ async def test_error_frame_names_the_client_msg_id_when_known(joined):
     await joined.send({"type": "message.send", "body": "", "client_msg_id": "known-1"})
     error = await joined.receive_type("error")
     assert error["client_msg_id"] == "known-1" and error["field"] == "body"
+
+
+async def test_client_msg_id_is_echoed_exactly_as_sent(joined):
+    ack, _ = await send_and_collect(joined, "padded", "  padded-id  ")
+    assert ack["client_msg_id"] == "  padded-id  "
+
+
+async def test_same_client_msg_id_with_another_body_is_a_conflict(joined, room):
+    await send_and_collect(joined, "first", "dup")
+    await joined.send({"type": "message.send", "body": "second", "client_msg_id": "dup"})
+    error = await joined.receive_type("error")
+    assert error["code"] == "conflict" and error["client_msg_id"] == "dup" and error["seq"] == 1
+    assert await stored(room) == [(1, "first", "test-node")]
+    await assert_send_works(joined)
+
+
+async def test_deactivated_users_socket_is_closed_at_its_next_send(joined, room, user):
+    await database_sync_to_async(type(user).objects.filter(pk=user.pk).update)(is_active=False)
+    await joined.send({"type": "message.send", "body": "still me?", "client_msg_id": "z"})
+    assert (await joined.receive_type("error"))["code"] == "unauthenticated"
+    assert await joined.close_code() == 4401
+    assert await stored(room) == []
+
+
+async def test_send_to_a_room_deleted_since_connect_closes_4404(joined, room):
+    await database_sync_to_async(room.delete)()
+    await joined.send({"type": "message.send", "body": "anyone?", "client_msg_id": "z"})
+    assert (await joined.receive_type("error"))["code"] == "not_found"
+    assert await joined.close_code() == 4404
 
 
 async def test_binary_frame_gets_error_and_socket_stays_open(joined, room):
@@ -210,10 +243,27 @@ async def test_wrong_token_is_4401_even_beside_a_valid_session_cookie(ws, room, 
     assert await conn.close_code() == 4401
 
 
-@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", None])
+@pytest.mark.parametrize(
+    "origin",
+    [b"http://evil.example", b"null", None, b"http://127.0.0.1:9999", b"https://127.0.0.1", b"http://127.0.0.1.evil.example"],
+)
 async def test_cookie_socket_from_foreign_or_missing_origin_is_refused(ws, room, user, origin):
     conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=origin)
     assert not await conn.connect()
+
+
+async def test_cookie_socket_from_own_origin_with_port_is_accepted(ws, room, user):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=b"http://127.0.0.1:8001", host=b"127.0.0.1:8001")
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    await conn.close()
+
+
+async def test_trusted_origin_is_accepted(ws, room, user, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com"]
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=b"https://chat.example.com", host=b"127.0.0.1")
+    assert await conn.connect()
+    await conn.close()
 
 
 # --- cases from ../shared/cases ---------------------------------------------------------------------
