@@ -73,10 +73,31 @@ class Node:
                 self.process.wait(timeout=timeout)
 
 
+_static_root: str | None = None
+
+
+def collected_static_root() -> str:
+    """Static files collected once per test run into a folder of its own (nodes render pages
+    with hashed names from its manifest; the checkout's staticfiles/ is never touched)."""
+    global _static_root
+    if _static_root is None:
+        root = tempfile.mkdtemp(prefix="chatsite-static-")
+        env = {**os.environ, "STATIC_ROOT": root, "SECRET_KEY": os.environ.get("SECRET_KEY") or "collect"}
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+            cwd=BASE_DIR, env=env, check=True, timeout=120,
+        )
+        _static_root = root
+    return _static_root
+
+
 def start_node(server_id: str, *, env: dict, log_dir: Path, port: int | None = None) -> Node:
     port = port or free_port()
     log_path = log_dir / f"{server_id}.log"
-    full_env = {**os.environ, **env, "SERVER_ID": server_id, "PORT": str(port)}
+    full_env = {
+        **os.environ, "STATIC_ROOT": collected_static_root(), **env,
+        "SERVER_ID": server_id, "PORT": str(port),
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
