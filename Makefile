@@ -34,14 +34,14 @@ run: $(VENV)/.installed var/secret_key
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
 	$(PY) manage.py migrate --noinput && \
 	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
-	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
+	exec $(PY) -m chatsite.serve --bind $(HOST) --port $(PORT)
 
 # serve: one node of several (SERVER_ID, PORT, DATABASE_URL, REDIS_URL set by you). It neither
 # migrates nor collects static files, so several nodes can start at once: run `make release` first.
 serve: $(VENV)/.installed var/secret_key
 	@test -f staticfiles/staticfiles.json || { echo "static files are not collected: run 'make release' first"; exit 1; }
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
-	exec $(VENV)/bin/daphne --bind $(HOST) --port $(PORT) chatsite.asgi:application
+	exec $(PY) -m chatsite.serve --bind $(HOST) --port $(PORT)
 
 # release: once per deploy, from one place (the Procfile's release: line): migrate, collect static.
 release: $(VENV)/.installed var/secret_key

@@ -140,8 +140,7 @@ def start_nodes(count: int, *, env: dict, log_dir: Path, product_dir: Path = REP
         full_env = {**os.environ, **env, "SERVER_ID": server_id, "PORT": str(port)}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
-                 "chatsite.asgi:application"],
+                [sys.executable, "-m", "chatsite.serve", "--bind", "127.0.0.1", "--port", str(port)],
                 cwd=product_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )

@@ -16,6 +16,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chatsite import redis_config  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
 from rooms.auth import OriginValidator, TokenAuthMiddleware  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
@@ -40,3 +41,7 @@ if not settings.REDIS_URL:
         "Set REDIS_URL to run more than one node.",
         settings.SERVER_ID,
     )
+
+# Reach Redis now (PING, short timeout): a wrong TLS or Sentinel configuration stops the node here
+# with a clear error, not at a user's first join (chatsite/redis_config.py).
+redis_config.startup_check(getattr(settings, "REDIS", None), settings.SERVER_ID)

@@ -15,11 +15,14 @@ Every variable is listed in README.md's configuration table. The ones that shape
 - ``DEBUG``: default off.
 """
 
+import ipaddress
 import socket
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from chatsite import redis_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -125,16 +128,17 @@ elif _db["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="")
+# REDIS_URL (one or several hosts, redis:// or rediss:// with REDIS_CA_FILE) or REDIS_SENTINELS
+# + REDIS_SENTINEL_MASTER: chatsite/redis_config.py reads them (ImproperlyConfigured when they
+# cannot work) and builds the layer's hosts, the cache and the health check from one place.
+REDIS = redis_config.from_env(env.ENVIRON)
+REDIS_URL = REDIS.url if REDIS else ""  # non-empty whenever Redis is on (Sentinel included)
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="chatsite")
-if REDIS_URL:
+if REDIS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2}],
-                "prefix": CHANNEL_LAYER_PREFIX,
-            },
+            "CONFIG": {"hosts": REDIS.channel_layer_hosts(), "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
 else:
@@ -145,15 +149,8 @@ else:
     }
 
 # --- Cache (throttle counters) -------------------------------------------------------------------
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": CHANNEL_LAYER_PREFIX,
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        }
-    }
+if REDIS:
+    CACHES = {"default": REDIS.cache(key_prefix=CHANNEL_LAYER_PREFIX)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -218,6 +215,18 @@ STORAGES = {
 }
 # Hashed names need `collectstatic` first: `make run`, `make serve`, the Procfile's release step
 # and the image run it.
+
+# --- Metrics (GET /metrics, rooms/metrics.py) ---------------------------------------------------
+# /metrics answers 404 unless the request sends "Authorization: Bearer <METRICS_TOKEN>" or comes
+# from an address in METRICS_ALLOW (comma-separated IPs/CIDRs). Both unset: nobody reads it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOW = []
+for _item in env.str("METRICS_ALLOW", default="").split(","):
+    if _item.strip():
+        try:
+            METRICS_ALLOW.append(ipaddress.ip_network(_item.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"METRICS_ALLOW: {_item.strip()!r} is not an IP address or network") from None
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")  # daphne's access log is its own: --access-log

@@ -6,6 +6,7 @@ from rooms import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),

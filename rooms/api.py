@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import metrics, selectors, services
 from .models import Membership, Message, Room
 from .serializers import (
     MembershipSerializer,
@@ -65,14 +65,18 @@ def refused(error: services.ServiceError) -> exceptions.APIException:
 class FailOpenScopedThrottle(ScopedRateThrottle):
     """DRF's scoped throttle, counted in the shared cache (Redis with ``REDIS_URL``); when the
     cache cannot be reached the request is let through and the error logged, so a Redis outage
-    does not take the API down with it."""
+    does not take the API down with it. Each refusal (429) is counted in
+    ``chatsite_rate_limited_total{scope}``."""
 
     def allow_request(self, request, view):
         try:
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
         except Exception:
             logger.warning("throttle cache unavailable; request allowed", exc_info=True)
             return True
+        if not allowed:
+            metrics.RATE_LIMITED.labels(scope=self.scope).inc()
+        return allowed
 
 
 def visible_room(request, slug: str) -> Room:

@@ -24,7 +24,10 @@ from django.conf import settings
 
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
+from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.contrib.auth.models import AnonymousUser
+
+from . import metrics
 
 
 def _header(scope, name: bytes) -> bytes | None:
@@ -101,14 +104,26 @@ def same_origin(scope, origin: bytes) -> bool:
     )
 
 
+class _CountedOriginValidator(ChannelsOriginValidator):
+    """channels' Origin check, counting each refusal in ``chatsite_ws_origin_refused_total``."""
+
+    def valid_origin(self, parsed_origin) -> bool:
+        if super().valid_origin(parsed_origin):
+            return True
+        metrics.ORIGIN_REFUSED.inc()
+        return False
+
+
 class OriginValidator:
     """Refuses (HTTP 403 at the handshake) a socket whose Origin is not its own origin or whose
     host is not allowed (see the module docstring); a handshake with an ``Authorization`` header
-    and no ``Origin`` header passes (a native client). A present Origin is always checked."""
+    and no ``Origin`` header passes (a native client). A present Origin is always checked. Each
+    refusal is counted in ``chatsite_ws_origin_refused_total``."""
 
     def __init__(self, app):
         self.app = app
-        self.checked = AllowedHostsOriginValidator(app)
+        # channels' AllowedHostsOriginValidator (its host list), counting refusals.
+        self.checked = _CountedOriginValidator(app, AllowedHostsOriginValidator(app).allowed_origins)
 
     async def __call__(self, scope, receive, send):
         origin = _header(scope, b"origin")
@@ -117,5 +132,6 @@ class OriginValidator:
         if origin is not None and trusted_origin(origin):
             return await self.app(scope, receive, send)
         if origin is not None and not same_origin(scope, origin):
+            metrics.ORIGIN_REFUSED.inc()
             return await WebsocketDenier()(scope, receive, send)
         return await self.checked(scope, receive, send)

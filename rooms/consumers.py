@@ -20,6 +20,19 @@ server → every member of the room on every node (``rooms.serializers.MessageSe
     {"type": "message", "message": {"id", "room", "seq", "author": {"id", "username"},
                                     "body", "created_at", "server_id"}}
 
+client → server, to catch up after a reconnect (or ``?after_seq=N`` on the socket URL)::
+
+    {"type": "resume", "after_seq": int}
+
+server → client: every stored message with a higher seq as ``message`` frames, in seq order, then
+``{"type": "resumed", "last_seq": int}``; live frames already replayed are not sent again. Over
+1,000 missing: ``{"type": "resync", "latest_seq": int}`` instead (reload through the REST history).
+
+client → server, to repair a gap; answered with up to 200 messages, oldest first::
+
+    {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
+    {"type": "history", "messages": [{...}, ...], "has_more": bool}
+
 server → client on bad input; the socket stays open (``client_msg_id`` when known, ``field``
 when one field is at fault)::
 
@@ -58,10 +71,10 @@ from django.conf import settings
 from django.db import DatabaseError
 from psycopg_pool import PoolTimeout
 
-from . import events, selectors, services
+from . import events, metrics, selectors, services
 from .logutil import RateLimitedLogger
 from .models import Room
-from .serializers import MessageSendFrame, is_valid_text
+from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
 from .services import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -101,6 +114,47 @@ class FrameError(Exception):
         self.detail = detail
         self.close_code = close_code
         self.extra = extra
+
+
+RESUME_MAX = 1000  # messages a resume replays; more means resync through the history API
+FETCH_MAX = 200  # messages per fetch frame (the history API's page limit)
+
+
+def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
+    value = content.get(name)
+    if value is None and not required:
+        return None
+    if name not in content:
+        raise FrameError("missing_field", f"{name} is required.", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FrameError("invalid_field", f"{name} must be a whole number >= 0.", field=name)
+    return value
+
+
+def _replay(*, room, after_seq: int) -> tuple[list[str] | None, int]:
+    """Sync, one database hop: the encoded ``message`` frames after ``after_seq`` and the seq
+    they reach; ``(None, latest_seq)`` when more than ``RESUME_MAX`` are missing."""
+    messages = selectors.room_messages_after(room=room, after_seq=after_seq, limit=RESUME_MAX + 1)
+    if len(messages) > RESUME_MAX:
+        return None, selectors.room_last_seq(room_id=room.pk)
+    data = MessageSerializer(messages, many=True).data
+    texts = [events.encode_frame(events.message_frame(m)) for m in data]
+    return texts, (messages[-1].seq if messages else after_seq)
+
+
+def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
+    qs = selectors.room_messages_after(room=room, after_seq=after_seq, limit=FETCH_MAX + 1, before_seq=before_seq)
+    return MessageSerializer(qs[:FETCH_MAX], many=True).data, len(qs) > FETCH_MAX
+
+
+def _query_after_seq(scope) -> int | None:
+    """``?after_seq=N`` on the socket URL: resume at connect (same as a ``resume`` frame)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after_seq")
+    if values and values[-1].isascii() and values[-1].isdigit():
+        return int(values[-1])
+    return None
 
 
 def _refuse_constant(name: str):
@@ -155,6 +209,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     group = None
     user_group = None
     closing = False
+    counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
 
     async def connect(self) -> None:
         """Called on the handshake. Accepts signed-in users into a room they may be in (joining a
@@ -177,9 +232,14 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
         await self.accept()
+        self.counted_open = True  # in chatsite_ws_open_sockets until disconnect
+        metrics.OPEN_SOCKETS.inc()
         await self.send_json(
             {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
         )
+        after_seq = _query_after_seq(self.scope)
+        if after_seq is not None:
+            await self.resume(after_seq)
 
     async def refuse(self, close_code: int) -> None:
         """Accept, then close with ``close_code`` (a refusal browsers can read)."""
@@ -197,6 +257,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         """Called when the socket closes for any reason, also after a refused handshake.
         Idempotent: leaves each group at most once."""
         self.closing = True
+        if self.counted_open:
+            self.counted_open = False
+            metrics.OPEN_SOCKETS.dec()
         for attr in ("group", "user_group"):
             group = getattr(self, attr)
             setattr(self, attr, None)
@@ -210,6 +273,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         error frame and the socket stays open."""
         if self.closing:  # refused at connect, or being closed
             return
+        frame_type = None  # for chatsite_ws_frames_received_total
         try:
             if text_data is None:
                 raise FrameError("binary_frame", "Binary frames are not supported; send JSON text.")
@@ -219,13 +283,17 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(content, dict):
                 raise FrameError("not_object", "A frame must be a JSON object with a \"type\".")
+            frame_type = content.get("type")
             await self.receive_json(content)
         except FrameError as exc:
+            metrics.frame_received(frame_type, exc.code)
             if exc.close_code is None:
                 bad_frame_log.warning(exc.code, "bad frame from user %s: %s", self.scope["user"].pk, exc.code)
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
             if exc.close_code is not None:
                 await self.end(exc.close_code)
+        else:
+            metrics.frame_received(frame_type)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         frame_type = content.get("type")
@@ -235,6 +303,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise FrameError("invalid_field", "\"type\" must be a string.", field="type")
         if frame_type == "message.send":
             await self.message_send(content)
+        elif frame_type == "resume":
+            await self.resume(_seq_field(content, "after_seq", required=True))
+        elif frame_type == "fetch":
+            await self.fetch(content)
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
 
@@ -277,20 +349,62 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             {"type": "ack", "client_msg_id": message.client_msg_id, "id": message.pk, "seq": message.seq}
         )
 
+    async def resume(self, after_seq: int) -> None:
+        """``resume``: replay every stored message with ``seq > after_seq`` as ``message``
+        frames in seq order, then ``{"type": "resumed", "last_seq": K}``; live frames the replay
+        already covered are dropped, so the client sees no gap and no duplicate at the seam.
+        More than ``RESUME_MAX`` (1,000) missing: ``{"type": "resync", "latest_seq": K}`` instead,
+        and the client reloads through the history API.
+
+        Why the seam is exact: the room's row lock makes messages commit in seq order, so the
+        replay's read sees exactly seqs 1..K, and every later one arrives live (the socket joined
+        the group before ``hello``)."""
+        texts, latest = await database_sync_to_async(_replay)(room=self.room, after_seq=after_seq)
+        if texts is None:
+            await self.send_json({"type": "resync", "latest_seq": latest})
+            return
+        self.replayed_upto = max(self.replayed_upto, latest)
+        for text in texts:
+            await self.send(text_data=text)
+        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(len(texts))
+        await self.send_json({"type": "resumed", "last_seq": latest})
+
+    async def fetch(self, content: dict) -> None:
+        """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,
+        answered with ``{"type": "history", "messages": [...], "has_more": bool}``: up to 200
+        stored messages with ``after_seq < seq < before_seq``, oldest first (gap repair without
+        the REST API)."""
+        after_seq = _seq_field(content, "after_seq", required=True)
+        before_seq = _seq_field(content, "before_seq", required=False)
+        messages, has_more = await database_sync_to_async(_fetch)(
+            room=self.room, after_seq=after_seq, before_seq=before_seq
+        )
+        await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
+
     # --- channel layer → client ----------------------------------------------------------------
 
+    replayed_upto = 0  # highest seq sent by a resume; live copies of those are dropped
+
     async def room_message(self, event: dict) -> None:
-        """Called for each ``room.message`` layer event: forwards the ready-encoded frame."""
+        """Called for each ``room.message`` layer event: forwards the ready-encoded frame,
+        unless a resume already sent that seq."""
+        if not self.closing and event["seq"] > self.replayed_upto:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    async def room_message_updated(self, event: dict) -> None:
+        """``message.updated`` / ``message.deleted``: a change of state, always forwarded."""
         if not self.closing:
             await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
 
-    room_message_updated = room_message
-    room_message_deleted = room_message
+    room_message_deleted = room_message_updated
 
     async def room_archived(self, event: dict) -> None:
         """The room was archived: forward ``room.archived``, then close with 4410."""
         if not self.closing:
             await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
             await self.end(CLOSE_ARCHIVED)
 
     async def room_member_removed(self, event: dict) -> None:
@@ -303,9 +417,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if self.scope.get("auth_token") is not None:
             await self.end(CLOSE_UNAUTHENTICATED)
 
+    async def user_notice(self, event: dict) -> None:
+        """A direct notice to this user (``events.broadcast_user_notice``): forwards the
+        ``{"type": "notice", "text": …}`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
     @classmethod
     async def encode_json(cls, content) -> str:
         return events.encode_frame(content)
+
+    async def send_json(self, content: dict, close: bool = False) -> None:
+        """Every frame built here (``hello``, ``ack``, ``error``, ...) goes out through this one
+        method, counted by its ``type`` in ``chatsite_ws_frames_sent_total``."""
+        await super().send_json(content, close=close)
+        metrics.FRAMES_SENT.labels(type=content["type"]).inc()
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -12,18 +12,23 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   "left"}``; that user's sockets in the room close with 4403 (banned) or 4000 (left).
 - ``user.token_revoked``: ``{"type": "user.token_revoked"}`` to ``user.<id>``; sockets opened
   with a token close with 4401.
+- ``user.notice``: ``{"type": "user.notice", "text": str}`` to ``user.<id>``; ``text`` is the
+  ``{"type": "notice", "text": …}`` frame, forwarded to every socket of that user.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
 are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
-``broadcast_failures``.
+``broadcast_failures`` (and ``chatsite_layer_errors_total``, ``rooms.metrics``).
 """
 
 import json
 import logging
 import threading
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from . import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 USER_TOKEN_REVOKED = "user.token_revoked"
+USER_NOTICE = "user.notice"
 
 _failures_lock = threading.Lock()
 broadcast_failures = 0  # layer errors since start, per process
@@ -59,17 +65,24 @@ def encode_frame(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def _group_send(group: str, event: dict) -> bool:
+def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     """Hand ``event`` to the layer from sync code (a consumer's database thread, a view's
-    thread, a management command, any thread). Returns False after logging a layer error."""
+    thread, a management command, any thread). Returns False after logging a layer error
+    (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``). ``started``: the
+    ``time.perf_counter()`` taken when the ``broadcast_*`` helper began (the commit, for an
+    ``on_commit`` callback); the time until the layer took the event is observed in
+    ``chatsite_fanout_latency_seconds``."""
     global broadcast_failures
     try:
         async_to_sync(get_channel_layer().group_send)(group, event)
     except Exception:
         with _failures_lock:
             broadcast_failures += 1
+        metrics.LAYER_ERRORS.labels(event=event["type"]).inc()
         logger.exception("broadcast of %s to %s failed; the change is stored", event["type"], group)
         return False
+    if started is not None:
+        metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(time.perf_counter() - started)
     return True
 
 
@@ -77,36 +90,49 @@ def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
     """Send a stored message to every member of the room on every node. Called from
     ``transaction.on_commit`` in ``rooms.services.message_post``; returns whether the layer took
     it (on a layer error the message stays stored and clients recover it by ``seq``)."""
+    started = time.perf_counter()
     event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
-    return _group_send(room_group_name(room_id), event)
+    return _group_send(room_group_name(room_id), event, started)
 
 
 def broadcast_message_updated(*, room_id: int, message_data: dict) -> bool:
     """``{"type": "message.updated", "message": {...}}`` to the room, after an edit."""
+    started = time.perf_counter()
     frame = {"type": "message.updated", "message": message_data}
     event = {"type": ROOM_MESSAGE_UPDATED, "seq": message_data["seq"], "text": encode_frame(frame)}
-    return _group_send(room_group_name(room_id), event)
+    return _group_send(room_group_name(room_id), event, started)
 
 
 def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, seq: int) -> bool:
     """``{"type": "message.deleted", "id": int, "room": slug, "seq": int}`` to the room."""
+    started = time.perf_counter()
     frame = {"type": "message.deleted", "id": message_id, "room": room_slug, "seq": seq}
     event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame)}
-    return _group_send(room_group_name(room_id), event)
+    return _group_send(room_group_name(room_id), event, started)
 
 
 def broadcast_room_archived(*, room_id: int, room_slug: str) -> bool:
     """``{"type": "room.archived", "room": slug}`` to the room; its sockets then close (4410)."""
+    started = time.perf_counter()
     frame = {"type": "room.archived", "room": room_slug}
-    return _group_send(room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)})
+    return _group_send(room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)}, started)
 
 
 def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool:
     """Tell the room's sockets that ``user_id`` was banned or left: theirs close."""
+    started = time.perf_counter()
     event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason}
-    return _group_send(room_group_name(room_id), event)
+    return _group_send(room_group_name(room_id), event, started)
 
 
 def broadcast_token_revoked(*, user_id: int) -> bool:
     """Tell every socket of ``user_id`` that their API token was revoked."""
-    return _group_send(user_group_name(user_id), {"type": USER_TOKEN_REVOKED})
+    started = time.perf_counter()
+    return _group_send(user_group_name(user_id), {"type": USER_TOKEN_REVOKED}, started)
+
+
+def broadcast_user_notice(user_id: int, text: str) -> bool:
+    """``{"type": "notice", "text": text}`` to every socket of ``user_id`` on every node (a direct
+    notice; not stored, so a user with no open socket never sees it)."""
+    frame = encode_frame({"type": "notice", "text": text})
+    return _group_send(user_group_name(user_id), {"type": USER_NOTICE, "text": frame}, time.perf_counter())

@@ -58,7 +58,12 @@ def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) 
     return list(reversed(qs.order_by("-seq")[:limit]))
 
 
-def room_messages_after(*, room: Room, after_seq: int, limit: int) -> list[Message]:
-    """Up to ``limit`` messages of ``room`` with ``seq > after_seq``, oldest first."""
+def room_messages_after(
+    *, room: Room, after_seq: int, limit: int, before_seq: int | None = None
+) -> list[Message]:
+    """Up to ``limit`` messages of ``room`` with ``seq > after_seq`` (and ``< before_seq`` when
+    given), oldest first."""
     qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
     return list(qs.order_by("seq")[:limit])

@@ -1,5 +1,6 @@
-"""Pages (server-rendered) and the health endpoint."""
+"""Pages (server-rendered), the health endpoint and ``/metrics``."""
 
+import hmac
 import logging
 
 from django.conf import settings
@@ -7,13 +8,18 @@ from django.contrib.auth import login
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
-from . import selectors, services
+from chatsite.proxy import parse_address
+
+from . import metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .forms import RoomCreateForm, SignupForm
 from .models import Membership, Room
 from .serializers import MessageSerializer
@@ -125,23 +131,30 @@ def _check_database() -> str:
     return "ok"
 
 
-_redis_client = None
+_redis_clients = None
 
 
-def _check_redis() -> str:
-    global _redis_client
-    import redis
+def _check_redis() -> tuple[str, str | None]:
+    """``("ok", None)``, or ``("unavailable", short reason)`` when a Redis the channel layer uses
+    (each shard, or the Sentinel master found through the sentinels, over TLS when configured)
+    does not answer PING within 1 s."""
+    global _redis_clients
+    from chatsite import redis_config
 
     try:
-        if _redis_client is None:
-            _redis_client = redis.Redis.from_url(
-                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1
-            )
-        _redis_client.ping()
-    except Exception as exc:
-        logger.warning("health: redis check failed: %s", exc)
-        return "unavailable"
-    return "ok"
+        if _redis_clients is None:
+            _redis_clients = settings.REDIS.sync_clients(timeout=1.0)
+        failures = redis_config.check(settings.REDIS, _redis_clients)
+    except Exception as exc:  # e.g. building the clients failed
+        failures = [("redis", exc)]
+    if not failures:
+        return "ok", None
+    reasons = []
+    for label, exc in failures:
+        reason = redis_config.describe_error(exc, settings.REDIS)[0]
+        logger.warning("health: redis check failed: %s: %s (%s)", label, reason, exc)
+        reasons.append(f"{label}: {reason}" if len(_redis_clients or ()) > 1 else reason)
+    return "unavailable", "; ".join(reasons)
 
 
 @never_cache
@@ -152,7 +165,8 @@ def healthz(request):
     "in-memory", "redis": "ok"}`` (``redis`` only with ``REDIS_URL``). 503 with
     ``"status": "unavailable"``, the failing part set to ``"unavailable"`` and ``"failing"``
     listing them when the database or Redis cannot be reached (1 s Redis timeouts; the database
-    check waits at most the pool timeout).
+    check waits at most the pool timeout), and for Redis ``"redis_error"``: a short reason such
+    as ``"certificate verify failed: …"``, ``"connection refused"`` or ``"unknown master name"``.
     """
     body = {
         "status": "ok",
@@ -161,9 +175,43 @@ def healthz(request):
         "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
     }
     if settings.REDIS_URL:
-        body["redis"] = _check_redis()
+        body["redis"], redis_error = _check_redis()
+        if redis_error:
+            body["redis_error"] = redis_error
     failing = [part for part in ("database", "redis") if body.get(part, "ok") != "ok"]
     if failing:
         body["status"] = "unavailable"
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)
+
+
+def metrics_allowed(request) -> bool:
+    """Whether ``request`` may read ``/metrics``: it sends ``Authorization: Bearer <token>``
+    equal to ``METRICS_TOKEN`` (compared in constant time), or its client address is in
+    ``METRICS_ALLOW``. The client address is ``REMOTE_ADDR``: behind a balancer listed in
+    ``TRUSTED_PROXIES`` that is the address it forwarded (``chatsite.proxy``), otherwise the peer."""
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+    if settings.METRICS_ALLOW:
+        address = parse_address(request.META.get("REMOTE_ADDR") or "")
+        if address is not None and any(address in network for network in settings.METRICS_ALLOW):
+            return True
+    return False
+
+
+@csrf_exempt  # the access check below decides, so any method gets 404 when refused
+@never_cache
+def metrics_view(request):
+    """``GET /metrics``: this node's Prometheus metrics (``rooms.metrics``) in the text
+    exposition format (OpenMetrics when the ``Accept`` header asks for it, as Prometheus does).
+    404, exactly like a path that does not exist, unless ``metrics_allowed(request)``; 405 for
+    another method then."""
+    if not metrics_allowed(request):
+        raise Http404("No such page.")
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(REGISTRY), content_type=content_type)

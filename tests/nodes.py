@@ -100,8 +100,7 @@ def start_node(server_id: str, *, env: dict, log_dir: Path, port: int | None = N
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
-             "chatsite.asgi:application"],
+            [sys.executable, "-m", "chatsite.serve", "--bind", "127.0.0.1", "--port", str(port)],
             cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )
     return Node(server_id=server_id, port=port, process=process, log_path=log_path, env=full_env)
@@ -271,3 +270,90 @@ class Http:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+class ResumingClient:
+    """A scripted client that keeps the delivery contract the way the room page does: it
+    connects to the next node of ``nodes`` whenever its socket ends, resumes after the highest
+    contiguous seq it holds, keeps messages by seq (so ``bodies()`` is the history it shows) and
+    counts what went wrong: ``duplicates`` (a seq received again) and ``out_of_order`` (a live
+    seq below one already shown). Stopped by ``stop()``; every wait is bounded."""
+
+    def __init__(self, nodes: list, room: str, token: str):
+        self.nodes = nodes
+        self.room = room
+        self.token = token
+        self.by_seq: dict[int, dict] = {}
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.connects = 0
+        self.close_codes: list[int | None] = []
+        self.resync = False
+        self._socket = None
+        self._task = None
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    def contiguous(self) -> int:
+        seq = 0
+        while seq + 1 in self.by_seq:
+            seq += 1
+        return seq
+
+    def bodies(self) -> list[str]:
+        return [self.by_seq[s]["body"] for s in sorted(self.by_seq)]
+
+    async def _session(self, node) -> None:
+        after = self.contiguous()
+        self._socket = await websockets.connect(
+            f"{node.ws}/ws/rooms/{self.room}/?after_seq={after}",
+            additional_headers={"Authorization": f"Token {self.token}"}, open_timeout=10,
+        )
+        self.connects += 1
+        highest_live = after
+        async for raw in self._socket:
+            frame = json.loads(raw)
+            if frame["type"] == "hello":
+                self.connected.set()
+            elif frame["type"] == "message":
+                seq = frame["message"]["seq"]
+                if seq in self.by_seq:
+                    self.duplicates += 1
+                if seq < highest_live:
+                    self.out_of_order += 1
+                highest_live = max(highest_live, seq)
+                self.by_seq[seq] = frame["message"]
+            elif frame["type"] == "resync":
+                self.resync = True
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping and attempt < 200:
+            node = self.nodes[attempt % len(self.nodes)]
+            attempt += 1
+            try:
+                await self._session(node)
+            except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed, asyncio.TimeoutError):
+                pass
+            finally:
+                self.connected.clear()
+                if self._socket is not None:
+                    self.close_codes.append(self._socket.close_code)
+            if not self._stopping:
+                await asyncio.sleep(0.05 * min(attempt, 10))  # bounded backoff
+
+    def start(self) -> "ResumingClient":
+        self._task = asyncio.ensure_future(self.run())
+        return self
+
+    async def drop(self) -> None:
+        """Close the current socket from the client side (a reconnect follows)."""
+        if self._socket is not None:
+            await self._socket.close()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._socket is not None:
+            await self._socket.close()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 15)

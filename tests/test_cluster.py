@@ -131,7 +131,7 @@ def _shell_command(service: dict) -> str:
 def test_compose_has_three_app_nodes_with_their_own_server_id_and_the_procfile_web_command(compose):
     services = compose["services"]
     web = procfile(BASE_DIR / "Procfile")["web"]
-    nodes = {name: s for name, s in services.items() if "daphne" in str(s.get("command"))}
+    nodes = {name: s for name, s in services.items() if "chatsite.serve" in str(s.get("command"))}
     assert sorted(nodes) == ["node-1", "node-2", "node-3"]
     assert sorted(s["environment"]["SERVER_ID"] for s in nodes.values()) == ["node-1", "node-2", "node-3"]
     for name, service in nodes.items():
@@ -487,7 +487,7 @@ def test_bin_cluster_serves_round_robin_and_sigint_leaves_nothing_running(django
         # Its own session, as a terminal job would be; bin/cluster ends by exec-ing honcho.
         honcho = subprocess.Popen([str(BASE_DIR / "bin" / "cluster")], cwd=BASE_DIR, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    needles = [str(cluster_dir)] + [f"--port {p} " for p in node_ports]
+    needles = [str(cluster_dir)] + [f"--port {p}" for p in node_ports]
     try:
         # Every node answers first: nginx would otherwise mark a node still starting as failed
         # for 10 s (fail_timeout) and skip it.
@@ -507,7 +507,7 @@ def test_bin_cluster_serves_round_robin_and_sigint_leaves_nothing_running(django
         assert sorted(served[:3]) == ["node-1", "node-2", "node-3"] and served[3:] == served[:3], (
             served, log.read_text())
         running = _processes_matching(*needles)
-        assert len([c for _, c in running if "daphne" in c]) == 3, running
+        assert len([c for _, c in running if "chatsite.serve" in c]) == 3, running
         assert len([c for _, c in running if "nginx: master" in c]) == 1, running
         assert len([c for _, c in running if "nginx: worker" in c]) == 1, running
         honcho.send_signal(signal.SIGINT)  # Ctrl-C

@@ -411,3 +411,88 @@ async def test_BR26_two_members_one_message_fifty_times(ws, room, user, other_us
     assert own == theirs
     assert await stored(room) == [(1, f"run {run}", "test-node")]
     await asyncio.gather(alice.close(), bob.close())
+
+
+# --- resume and fetch -------------------------------------------------------------------------------
+
+
+async def post_many(room, user, n, start=0):
+    from rooms import services
+
+    for i in range(start, start + n):
+        await database_sync_to_async(services.message_post)(room=room, author=user, body=f"m{i}", client_msg_id=f"p{i}")
+
+
+async def test_resume_replays_what_was_missed_then_continues_live(ws, room, user, other_user):
+    await post_many(room, user, 5)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await bob.connect()
+    assert (await bob.receive_type("hello"))["last_seq"] == 5
+    await bob.send({"type": "resume", "after_seq": 2})
+    assert [(await bob.receive_type("message"))["message"]["seq"] for _ in range(3)] == [3, 4, 5]
+    assert await bob.receive() == {"type": "resumed", "last_seq": 5}
+    await post_many(room, user, 1, start=5)
+    assert (await bob.receive_type("message"))["message"]["seq"] == 6
+    assert await bob.nothing_more()
+    await bob.close()
+
+
+async def test_resume_by_query_parameter(ws, room, user, other_user):
+    await post_many(room, user, 3)
+    bob = await ws(f"/ws/rooms/{room.slug}/?after_seq=1", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    assert [(await bob.receive_type("message"))["message"]["seq"] for _ in range(2)] == [2, 3]
+    assert (await bob.receive_type("resumed"))["last_seq"] == 3
+    await bob.close()
+
+
+async def test_live_frames_covered_by_the_replay_are_not_sent_twice(ws, room, user, other_user):
+    """Messages sent while the resume runs reach the client exactly once, in order."""
+    await post_many(room, user, 20)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    sender = asyncio.ensure_future(post_many(room, user, 20, start=20))
+    await bob.send({"type": "resume", "after_seq": 0})
+    await sender
+    seqs = []
+    while len(seqs) < 40:
+        frame = await bob.receive()
+        if frame["type"] == "message":
+            seqs.append(frame["message"]["seq"])
+        else:
+            assert frame["type"] == "resumed"
+    assert await bob.nothing_more(0.3)
+    assert seqs == list(range(1, 41))
+    await bob.close()
+
+
+async def test_resume_over_the_bound_answers_resync(ws, room, user, other_user, monkeypatch):
+    from rooms import consumers
+
+    monkeypatch.setattr(consumers, "RESUME_MAX", 3)
+    await post_many(room, user, 5)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    await bob.send({"type": "resume", "after_seq": 0})
+    assert await bob.receive() == {"type": "resync", "latest_seq": 5}
+    await bob.send({"type": "resume", "after_seq": 3})
+    assert [(await bob.receive_type("message"))["message"]["seq"] for _ in range(2)] == [4, 5]
+    await bob.close()
+
+
+async def test_fetch_answers_a_range_as_history(ws, room, user, other_user):
+    await post_many(room, user, 6)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    await bob.send({"type": "fetch", "after_seq": 1, "before_seq": 5})
+    history = await bob.receive_type("history")
+    assert [m["seq"] for m in history["messages"]] == [2, 3, 4] and history["has_more"] is False
+    for bad, code in (({"type": "fetch"}, "missing_field"), ({"type": "fetch", "after_seq": -1}, "invalid_field"),
+                      ({"type": "resume", "after_seq": "3"}, "invalid_field")):
+        await bob.send(bad)
+        assert (await bob.receive_type("error"))["code"] == code
+    await bob.close()

@@ -1,0 +1,99 @@
+"""``python -m chatsite.serve``: one chatsite node, served by daphne with the WebSocket settings
+the delivery contract relies on, and a graceful stop.
+
+What it adds to ``daphne chatsite.asgi:application`` (which still works, without these):
+
+- Keepalive: daphne pings every socket idle for ``WS_PING_INTERVAL`` seconds (default 20, below
+  the 60 s idle timeout of nginx and of AWS load balancers) and drops a peer that has not
+  answered within ``WS_PING_TIMEOUT`` (default 30), so a dead peer leaves its room within 50 s.
+- Frame size: a message over ``WS_MAX_MESSAGE_BYTES`` (default 65,536) is refused as it arrives,
+  with close code 1009 (message too big) instead of a dropped TCP connection.
+- Socket lifetime: unlimited by default (daphne's own default closes every socket after a day);
+  ``WS_MAX_LIFETIME`` seconds sets a limit, after which daphne closes the socket and the client
+  resumes. ``HTTP_TIMEOUT`` (seconds, default none) limits plain HTTP requests only.
+- Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
+  socket with 1012 (service restart) so clients resume on another node at once, waits
+  ``SHUTDOWN_GRACE`` seconds (default 1) for the close frames to go out, then exits.
+
+Usage: ``python -m chatsite.serve [--bind 127.0.0.1] [--port 8000]`` (``PORT`` and ``HOST`` from
+the environment are the defaults).
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+logger = logging.getLogger("chatsite.serve")
+
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: "Service Restart"
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m chatsite.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bind", default=os.environ.get("HOST", "127.0.0.1"), help="address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000), help="port (default 8000)")
+    parser.add_argument("--access-log", action="store_true", help="print daphne's access log to stdout")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    from daphne.access import AccessLogGenerator
+    from daphne.server import Server  # installs Twisted's asyncio reactor: before anything else
+    from twisted.internet import defer, reactor
+
+    from chatsite.asgi import application
+
+    max_bytes = int(_env_float("WS_MAX_MESSAGE_BYTES", 65536))
+    grace = _env_float("SHUTDOWN_GRACE", 1.0)
+    server = Server(
+        application=application,
+        endpoints=[f"tcp:port={args.port}:interface={args.bind}"],
+        ping_interval=_env_float("WS_PING_INTERVAL", 20),
+        ping_timeout=_env_float("WS_PING_TIMEOUT", 30),
+        websocket_timeout=_env_float("WS_MAX_LIFETIME", -1),
+        http_timeout=_env_float("HTTP_TIMEOUT", 0) or None,
+        websocket_max_message_size=max_bytes,
+        websocket_max_frame_size=max_bytes,
+        action_logger=AccessLogGenerator(sys.stdout) if args.access_log else None,
+        server_name="chatsite",
+    )
+
+    def refuse_oversize_with_a_close_frame():
+        # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
+        # off, the client gets close code 1009.
+        server.ws_factory.setProtocolOptions(failByDrop=False)
+
+    def graceful_stop():
+        """Runs first in the reactor's "before shutdown" phase (before daphne cancels the
+        application instances): stop listening, close every open socket with 1012, wait
+        ``grace`` seconds for the close frames to go out."""
+        from daphne.ws_protocol import WebSocketProtocol
+
+        for listener in server.listeners:
+            listener.addCallback(lambda port: port.stopListening())
+        sockets = [
+            p for p in list(getattr(server, "connections", {}))
+            if isinstance(p, WebSocketProtocol) and p.state == WebSocketProtocol.STATE_OPEN
+        ]
+        for protocol in sockets:
+            # sendClose() accepts only 1000 and 3000-4999 as application codes; 1012 is a
+            # protocol-level code (RFC 6455 registry), sent with the frame-level call.
+            protocol.sendCloseFrame(code=CLOSE_SERVICE_RESTART, isReply=False)
+        logger.info("shutting down: closing %d socket(s) with %d", len(sockets), CLOSE_SERVICE_RESTART)
+        done = defer.Deferred()
+        reactor.callLater(grace if sockets else 0, done.callback, None)
+        return done
+
+    reactor.callWhenRunning(refuse_oversize_with_a_close_frame)
+    reactor.addSystemEventTrigger("before", "shutdown", graceful_stop)
+    logger.info("chatsite node listening on http://%s:%s", args.bind, args.port)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

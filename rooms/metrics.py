@@ -1,0 +1,134 @@
+"""Prometheus metrics of this node, served at ``/metrics`` (``rooms.views.metrics``).
+
+Every metric object lives here; the instrumented modules only increment them. They are
+registered in ``prometheus_client``'s default registry at import, once per process: daphne runs
+one process per node, so each node exposes its own counts (no multiprocess mode; Prometheus
+scrapes every node and sums). Counters start at 0 when a node starts.
+
+``/metrics`` answers 404 unless the request carries ``Authorization: Bearer <METRICS_TOKEN>`` or
+comes from an address in ``METRICS_ALLOW`` (see ``rooms.views.metrics`` and README.md).
+
+Names, units and labels (counters are exposed with the ``_total`` suffix):
+
+- ``chatsite_ws_open_sockets`` (gauge, sockets): room sockets accepted into a room and not yet
+  disconnected. Refused handshakes (4401, 4403, 4404, 4410) are not counted.
+- ``chatsite_ws_frames_received_total{type, error}`` (counter, frames): client frames, counted
+  once each when handled. ``type``: ``message.send`` (and the other client frame types in
+  ``CLIENT_FRAME_TYPES``), or ``other`` for every other frame (an unknown or missing ``type``, not
+  JSON, not an object, binary); the client's own ``type`` text is never a label value. ``error``: empty for a frame handled without error, else the error code
+  sent back (``invalid_json``, ``body_too_long``, ``muted``, ``unavailable``, ...).
+- ``chatsite_ws_frames_sent_total{type}`` (counter, frames): frames sent to clients, by frame
+  ``type``: ``hello``, ``ack``, ``error``, ``message``, ``message.updated``,
+  ``message.deleted``, ``room.archived``, and any other type the consumer sends. Live frames
+  count once per socket they are delivered to.
+- ``chatsite_messages_stored_total`` (counter, messages): new messages committed by this node
+  (``rooms.services.message_post``; a retry that stores nothing is not counted).
+- ``chatsite_fanout_latency_seconds{event}`` (histogram, seconds): from the commit (the start of
+  the ``on_commit`` callback) to the broadcast handed to the channel layer (``group_send``
+  returned), per layer ``event`` (``room.message``, ``room.message_updated``, ...). Only
+  broadcasts the layer took are observed.
+- ``chatsite_layer_errors_total{event}`` (counter, errors): broadcasts the channel layer refused
+  (the change stays stored; clients recover it by ``seq``). Mirrors
+  ``rooms.events.broadcast_failures``, per layer ``event``.
+- ``chatsite_rate_limited_total{scope}`` (counter, requests): REST requests answered 429, by
+  throttle ``scope`` (``send``, ``login``).
+- ``chatsite_ws_origin_refused_total`` (counter, handshakes): WebSocket handshakes refused with
+  HTTP 403 for their ``Origin`` (foreign, missing without a token, or a host not allowed).
+- ``chatsite_node_info{server_id}`` (gauge, always 1): this node's ``SERVER_ID``.
+
+Plus ``prometheus_client``'s default process and Python collectors (``process_*``,
+``python_*``).
+"""
+
+from django.conf import settings
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No ``*_created`` series beside each counter and histogram (Prometheus does not need them).
+disable_created_metrics()
+
+OPEN_SOCKETS = Gauge(
+    "chatsite_ws_open_sockets",
+    "Room WebSockets accepted into a room and not yet disconnected.",
+)
+
+FRAMES_RECEIVED = Counter(
+    "chatsite_ws_frames_received",
+    "Client frames handled, by type (message.send, ... or other) and error code (empty: none).",
+    ["type", "error"],
+)
+
+FRAMES_SENT = Counter(
+    "chatsite_ws_frames_sent",
+    "Frames sent to clients, by frame type; live frames once per receiving socket.",
+    ["type"],
+)
+
+MESSAGES_STORED = Counter(
+    "chatsite_messages_stored",
+    "New messages committed by this node.",
+)
+
+# 0.1 ms .. 1 s: handing a broadcast to Redis takes well under a millisecond when all is well;
+# the upper buckets catch a busy event loop or a slow Redis.
+FANOUT_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+
+FANOUT_LATENCY = Histogram(
+    "chatsite_fanout_latency_seconds",
+    "Seconds from commit (on_commit callback start) to the broadcast handed to the channel layer.",
+    ["event"],
+    buckets=FANOUT_BUCKETS,
+)
+
+LAYER_ERRORS = Counter(
+    "chatsite_layer_errors",
+    "Broadcasts the channel layer refused (the change stays stored), by layer event type.",
+    ["event"],
+)
+
+RATE_LIMITED = Counter(
+    "chatsite_rate_limited",
+    "REST requests refused with 429, by throttle scope.",
+    ["scope"],
+)
+
+ORIGIN_REFUSED = Counter(
+    "chatsite_ws_origin_refused",
+    "WebSocket handshakes refused (HTTP 403) for their Origin.",
+)
+
+NODE_INFO = Gauge(
+    "chatsite_node_info",
+    "This node's SERVER_ID (value always 1).",
+    ["server_id"],
+)
+NODE_INFO.labels(server_id=settings.SERVER_ID).set(1)
+
+
+class _SentByEvent(dict):
+    """Layer event type → the ``chatsite_ws_frames_sent_total`` child of the frame it carries
+    (bound once, so the per-delivery path is one lookup and one increment)."""
+
+    def __missing__(self, event_type: str):
+        return FRAMES_SENT.labels(type="other")
+
+
+SENT_BY_EVENT = _SentByEvent({
+    "room.message": FRAMES_SENT.labels(type="message"),
+    "room.message_updated": FRAMES_SENT.labels(type="message.updated"),
+    "room.message_deleted": FRAMES_SENT.labels(type="message.deleted"),
+    "room.archived": FRAMES_SENT.labels(type="room.archived"),
+})
+
+
+# The client frame types counted under their own name; any other ``type`` counts as ``other``
+# (a label value never comes from client text). Add a new client frame type here.
+CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch"})
+
+
+def frame_received(frame_type, error: str = "") -> None:
+    """Count one handled client frame: ``frame_type`` as the client sent it (any JSON value, or
+    None when there was none), ``error`` the error code answered (empty: none)."""
+    label = frame_type if isinstance(frame_type, str) and frame_type in CLIENT_FRAME_TYPES else "other"
+    FRAMES_RECEIVED.labels(type=label, error=error).inc()
