@@ -18,7 +18,7 @@ from django.conf import settings  # noqa: E402
 
 from chatsite import redis_config  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
-from rooms.auth import OriginValidator, TokenAuthMiddleware  # noqa: E402
+from rooms.auth import OriginValidator, TokenAuthMiddleware, UnavailableGuard  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 # Outermost: the client address and scheme from X-Forwarded-* headers, believed only from the
@@ -28,7 +28,9 @@ application = TrustedProxyMiddleware(
         {
             "http": django_asgi_app,
             "websocket": OriginValidator(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                UnavailableGuard(
+                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             ),
         }
     )

@@ -112,13 +112,14 @@ _db["CONN_MAX_AGE"] = 0
 if _db["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_POOL", default=True):
         _db.setdefault("OPTIONS", {})["pool"] = {
-            # psycopg_pool arguments. timeout: seconds to wait for a free connection before
-            # PoolTimeout (answered as "unavailable"), so a send never hangs on a dead database.
+            # psycopg_pool arguments. timeout: seconds to wait for a connection before PoolTimeout
+            # (answered as "unavailable"), so a send is answered within 2 s when the database
+            # is unreachable (issue 4's bound) instead of hanging.
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
         }
-    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
     _db.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default="") or None
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so two writers wait for each other instead of
@@ -145,7 +146,12 @@ else:
     # capacity: messages queued per socket before the layer drops (its default of 100 dropped
     # live frames for a member whose consumer was busy sending during a burst).
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # group_expiry: the layer's default (1 day) would leave a socket open longer than
+            # that deaf to its room; membership ends at disconnect instead.
+            "CONFIG": {"capacity": 1000, "group_expiry": 10 * 365 * 86400},
+        }
     }
 
 # --- Cache (throttle counters) -------------------------------------------------------------------

@@ -18,11 +18,14 @@ Origin: a browser page cannot set that header on a WebSocket, so it cannot be us
 cross-site hijacking.
 """
 
+import logging
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from channels.db import database_sync_to_async
+
+logger = logging.getLogger(__name__)
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from django.contrib.auth.models import AnonymousUser
@@ -135,3 +138,34 @@ class OriginValidator:
             metrics.ORIGIN_REFUSED.inc()
             return await WebsocketDenier()(scope, receive, send)
         return await self.checked(scope, receive, send)
+
+
+class UnavailableGuard:
+    """Wraps the authentication middleware: when the session or token lookup cannot reach the
+    database, the socket is accepted and closed with 4503 (try again later) instead of failing
+    the handshake with a server error."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        from django.db import DatabaseError
+        from psycopg_pool import PoolTimeout
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            return await self.app(scope, receive, tracking_send)
+        except (DatabaseError, PoolTimeout):
+            if started:
+                raise
+            logger.warning("refusing a socket: the database cannot be reached for authentication")
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": 4503})

@@ -59,7 +59,8 @@ More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_fo
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
 wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
-are not a member of, or a path that is not a room); 4410 the room is archived.
+are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
+cannot reach its database or Redis right now (reconnect with backoff, to any node).
 """
 
 import json
@@ -70,6 +71,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.db import DatabaseError
 from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisError
 
 from . import events, metrics, selectors, services
 from .logutil import RateLimitedLogger
@@ -79,12 +81,17 @@ from .services import ServiceError
 
 logger = logging.getLogger(__name__)
 bad_frame_log = RateLimitedLogger(logger, interval=10.0)
+unavailable_log = RateLimitedLogger(logger, interval=10.0)
 
 CLOSE_LEFT = 4000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ARCHIVED = 4410
+CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
+
+# What "the database or Redis cannot be reached" looks like from here.
+UNAVAILABLE_ERRORS = (DatabaseError, PoolTimeout, RedisError, OSError)
 
 # Service refusals that end the socket, and the close code they end it with.
 _CLOSING_ERRORS = {
@@ -220,17 +227,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        room, close_code = await database_sync_to_async(_join)(slug=slug, user=user)
-        if room is None:
-            await self.refuse(close_code)
+        try:
+            room, close_code = await database_sync_to_async(_join)(slug=slug, user=user)
+            if room is None:
+                await self.refuse(close_code)
+                return
+            self.room = room
+            self.group = events.room_group_name(room.pk)
+            self.user_group = events.user_group_name(user.pk)
+            # Join the group before reading last_seq: every later message then arrives live.
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.channel_layer.group_add(self.user_group, self.channel_name)
+            last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
+            await self.refuse(CLOSE_UNAVAILABLE)
             return
-        self.room = room
-        self.group = events.room_group_name(room.pk)
-        self.user_group = events.user_group_name(user.pk)
-        # Join the group before reading last_seq: every message with a higher seq then arrives live.
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
-        last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
         await self.accept()
         self.counted_open = True  # in chatsite_ws_open_sockets until disconnect
         metrics.OPEN_SOCKETS.inc()
@@ -264,7 +276,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             group = getattr(self, attr)
             setattr(self, attr, None)
             if group is not None:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except UNAVAILABLE_ERRORS:  # Redis gone: the subscription went with it
+                    pass
 
     # --- client → server ---------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ class RateLimitedLogger:
             self._last[key] = now
             return self._suppressed.pop(key, 0)
 
-    def log(self, level: int, key: str, msg: str, *args) -> bool:
+    def log(self, level: int, key: str, msg: str, *args, **kwargs) -> bool:
         """Log ``msg % args`` at ``level`` unless ``key`` was logged within ``interval``.
         Returns whether it was logged."""
         suppressed = self._allow(key)
@@ -35,8 +35,8 @@ class RateLimitedLogger:
         if suppressed:
             msg += " (%d similar suppressed)"
             args = (*args, suppressed)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, **kwargs)
         return True
 
-    def warning(self, key: str, msg: str, *args) -> bool:
-        return self.log(logging.WARNING, key, msg, *args)
+    def warning(self, key: str, msg: str, *args, **kwargs) -> bool:
+        return self.log(logging.WARNING, key, msg, *args, **kwargs)

@@ -134,6 +134,7 @@ def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra
         "SECRET_KEY": "multinode-test-secret",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_POOL_MAX_SIZE": "4",
+        "THROTTLE_SEND_RATE": "100000/min",  # tests drive REST sends faster than a person
         **(extra_env or {}),
     }
     nodes = [start_node(f"node-{i}", env=env, log_dir=log_dir) for i in range(1, count + 1)]
@@ -287,6 +288,7 @@ class ResumingClient:
         self.duplicates = 0
         self.out_of_order = 0
         self.connects = 0
+        self.gap_fetches = 0
         self.close_codes: list[int | None] = []
         self.resync = False
         self._socket = None
@@ -311,6 +313,7 @@ class ResumingClient:
         )
         self.connects += 1
         highest_live = after
+        fetching = False
         async for raw in self._socket:
             frame = json.loads(raw)
             if frame["type"] == "hello":
@@ -323,6 +326,15 @@ class ResumingClient:
                     self.out_of_order += 1
                 highest_live = max(highest_live, seq)
                 self.by_seq[seq] = frame["message"]
+                if seq > self.contiguous() + 1 and not fetching:  # a gap: repair it
+                    fetching = True
+                    self.gap_fetches += 1
+                    await self._socket.send(json.dumps(
+                        {"type": "fetch", "after_seq": self.contiguous(), "before_seq": seq}))
+            elif frame["type"] == "history":
+                fetching = False
+                for message in frame["messages"]:
+                    self.by_seq.setdefault(message["seq"], message)
             elif frame["type"] == "resync":
                 self.resync = True
 
@@ -357,3 +369,68 @@ class ResumingClient:
             await self._socket.close()
         if self._task is not None:
             await asyncio.wait_for(self._task, 15)
+
+
+class TcpProxy:
+    """A TCP forwarder on a free loopback port to ``target`` (host, port), run in a thread of
+    its own. ``cut()`` drops every connection and refuses new ones (the target looks
+    unreachable); ``restore()`` accepts again. Used to take PostgreSQL away from one node
+    without touching the shared server."""
+
+    def __init__(self, target: tuple[str, int]):
+        import threading
+
+        self.target = target
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._writers: set = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.restore()
+
+    def _call(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer):
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers |= {client_writer, upstream_writer}
+        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+        self._writers -= {client_writer, upstream_writer}
+
+    async def _start(self):
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self):
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self._call(self._start())
+
+    def cut(self) -> None:
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
