@@ -11,6 +11,11 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
 - Socket lifetime: unlimited by default (daphne's own default closes every socket after a day);
   ``WS_MAX_LIFETIME`` seconds sets a limit, after which daphne closes the socket and the client
   resumes. ``HTTP_TIMEOUT`` (seconds, default none) limits plain HTTP requests only.
+- Slow clients: a socket whose unsent output exceeds ``WS_SLOW_CLIENT_BYTES`` (default 1 MiB)
+  (Twisted's buffer plus the kernel's socket queue) is closed with 4008 (too slow: reconnect and
+  resume), checked every second, so one member that stops reading cannot make the node buffer
+  without bound; it resumes with nothing missing. A client that does not read even the close
+  frame is dropped after the close handshake's timeout (it sees 1006).
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
   socket with 1012 (service restart) so clients resume on another node at once, waits
   ``SHUTDOWN_GRACE`` seconds (default 1) for the close frames to go out, then exits.
@@ -21,13 +26,29 @@ the environment are the defaults).
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
+import struct
 import sys
+import termios
 
 logger = logging.getLogger("chatsite.serve")
 
 CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: "Service Restart"
+CLOSE_TOO_SLOW = 4008  # ours: the client did not read its frames fast enough; resume
+
+
+def pending_bytes(transport) -> int:
+    """Bytes waiting for a peer that has not taken them: Twisted's write buffer plus the kernel's
+    unsent socket queue (``SIOCOUTQ``; on loopback the kernel alone holds megabytes)."""
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    buffered += getattr(transport, "_tempDataLen", 0)
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(transport.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, AttributeError, ValueError):
+        queued = 0
+    return buffered + queued
 
 
 def _env_float(name: str, default: float) -> float:
@@ -89,6 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         reactor.callLater(grace if sockets else 0, done.callback, None)
         return done
 
+    slow_limit = int(_env_float("WS_SLOW_CLIENT_BYTES", 1024 * 1024))
+
+    def close_slow_clients():
+        from daphne.ws_protocol import WebSocketProtocol
+
+        for protocol in list(getattr(server, "connections", {})):
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
+                pending = pending_bytes(protocol.transport)
+                if pending > slow_limit:
+                    logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
+                    protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
+        reactor.callLater(1, close_slow_clients)
+
+    reactor.callWhenRunning(close_slow_clients)
     reactor.callWhenRunning(refuse_oversize_with_a_close_frame)
     reactor.addSystemEventTrigger("before", "shutdown", graceful_stop)
     logger.info("chatsite node listening on http://%s:%s", args.bind, args.port)

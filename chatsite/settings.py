@@ -190,6 +190,9 @@ REST_FRAMEWORK = {
         "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
     },
 }
+# WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
+WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
     "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "

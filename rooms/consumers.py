@@ -43,7 +43,8 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``client_msg_id``), ``unknown_type``, ``empty_body`` (empty or only whitespace),
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
-same ``client_msg_id``), ``internal_error``.
+same ``client_msg_id``), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
+with ``retry_after`` in seconds; not stored), ``internal_error``.
 
 server → every member, when a message is edited or deleted::
 
@@ -73,7 +74,7 @@ from django.db import DatabaseError
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
-from . import events, metrics, selectors, services
+from . import events, metrics, ratelimit, selectors, services
 from .logutil import RateLimitedLogger
 from .models import Room
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -168,6 +169,12 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+class RateLimited(ServiceError):
+    """Over ``WS_SEND_RATE``: ``{"type": "error", "code": "rate_limited", "retry_after": s}``."""
+
+    code, status = "rate_limited", 429
+
+
 class TokenRevoked(ServiceError):
     code, status = "unauthenticated", 401
 
@@ -195,6 +202,9 @@ def _post(*, room, user, token_key: str | None, body: str, client_msg_id: str):
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
+    retry_after = ratelimit.hit(f"ws-send:{user.pk}", settings.WS_SEND_RATE)
+    if retry_after is not None:
+        raise RateLimited(f"Too many messages; wait {retry_after:.1f} s.", retry_after=retry_after)
     if token_key is not None:
         still_valid = Token.objects.filter(key=token_key, user_id=user.pk, user__is_active=True).exists()
     else:

@@ -134,7 +134,8 @@ def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra
         "SECRET_KEY": "multinode-test-secret",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_POOL_MAX_SIZE": "4",
-        "THROTTLE_SEND_RATE": "100000/min",  # tests drive REST sends faster than a person
+        "THROTTLE_SEND_RATE": "100000/min",  # tests drive sends faster than a person
+        "WS_SEND_RATE": "0",
         **(extra_env or {}),
     }
     nodes = [start_node(f"node-{i}", env=env, log_dir=log_dir) for i in range(1, count + 1)]

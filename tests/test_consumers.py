@@ -496,3 +496,24 @@ async def test_fetch_answers_a_range_as_history(ws, room, user, other_user):
         await bob.send(bad)
         assert (await bob.receive_type("error"))["code"] == code
     await bob.close()
+
+
+async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, room, user, other_user, settings):
+    settings.WS_SEND_RATE = "3/m"
+    sender = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    watcher = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (sender, watcher):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    for i in range(3):
+        await send_and_collect(sender, f"ok {i}")
+    await sender.send({"type": "message.send", "body": "one too many", "client_msg_id": "flood"})
+    error = await sender.receive_type("error")
+    assert error["code"] == "rate_limited" and 0 < error["retry_after"] <= 60 and error["client_msg_id"] == "flood"
+    assert [(await watcher.receive_type("message"))["message"]["body"] for _ in range(3)] == ["ok 0", "ok 1", "ok 2"]
+    assert await watcher.nothing_more(0.2)
+    # Another member is not limited by the flooder.
+    await send_and_collect(watcher, "not me")
+    assert [seq for seq, *_ in await stored(room)] == [1, 2, 3, 4]
+    await sender.close()
+    await watcher.close()

@@ -82,7 +82,7 @@ def node_env(db):
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
         "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": "faults-test-secret",
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
-        "THROTTLE_SEND_RATE": "100000/min",
+        "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
     }
 
 
@@ -305,14 +305,18 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
         proxy.close()
 
 
-async def test_node_killed_mid_stream_its_clients_resume_elsewhere_and_others_see_no_gap(people, node_env):
+async def test_BR04b_node_killed_mid_stream_its_clients_resume_elsewhere_and_others_see_no_gap(people, node_env):
+    """One of 3 nodes SIGKILLed while its members are in the room's group, then 100 more
+    messages: its client reconnects to another node and ends with the full history; clients on
+    the other nodes see no interruption (the Pub/Sub layer keeps no membership in Redis that a
+    dead node could leave behind)."""
     room, tokens = await database_sync_to_async(people)(4)
     with cluster(3, redis_url=node_env["REDIS_URL"], database_url=node_env["DATABASE_URL"],
                  prefix=node_env["CHANNEL_LAYER_PREFIX"]) as nodes:
         readers = [ResumingClient(nodes[i:] + nodes[:i], "r0", tokens[i]).start() for i in range(3)]
         for reader in readers:
             await asyncio.wait_for(reader.connected.wait(), 10)
-        sending = asyncio.ensure_future(rest_sender(nodes[1], tokens[3], 80, 20, "k"))
+        sending = asyncio.ensure_future(rest_sender(nodes[1], tokens[3], 130, 20, "k"))
         await asyncio.sleep(1.5)
         nodes[0].process.kill()  # SIGKILL: no goodbye
         killed_at = time.monotonic()
@@ -327,7 +331,7 @@ async def test_node_killed_mid_stream_its_clients_resume_elsewhere_and_others_se
         for reader in readers:
             await reader.stop()
         report("node SIGKILL", sent, stored, readers, recovery=recovery)
-        assert sent == 80 and len(stored) == 80
+        assert sent == 130 and len(stored) == 130
         for reader in readers:
             assert reader.bodies() == stored and reader.duplicates == 0
         assert readers[0].connects == 2
@@ -392,3 +396,73 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
     finally:
         redis_proc.kill()
         redis_proc.wait(5)
+
+
+async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and_resumes_with_nothing_missing(
+    people, node_env, tmp_path
+):
+    """300 messages of 3,000 characters go to a room while one member reads nothing (its TCP
+    receive window is tiny): the fast member gets all 300; the slow one is closed with 4008
+    (too slow) once 64 KiB wait for it, then resumes and ends with the stored history; the
+    node's memory stays bounded."""
+    import psutil
+    import websockets
+
+    room, tokens = await database_sync_to_async(people)(3)
+    node = start_node("node-1", env={**node_env, "WS_SLOW_CLIENT_BYTES": "65536"}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        fast = await Client(node, "r0", tokens[0]).connect()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", node.port))
+        slow = await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
+                                        additional_headers={"Authorization": f"Token {tokens[1]}"})
+        hello = await slow.recv()
+        rss_before = psutil.Process(node.process.pid).memory_info().rss
+        talker = await Client(node, "r0", tokens[2]).connect()
+        body = "x" * 3000
+        for i in range(300):
+            await talker.send(f"{i} {body}", f"big-{i}")
+        assert await talker.wait_for(lambda c: len(c.acks) == 300, timeout=60)
+        assert await fast.wait_for(lambda c: len(c.messages) == 300, timeout=30)
+        await asyncio.sleep(2.5)  # the node checks every second
+        rss_after = psutil.Process(node.process.pid).memory_info().rss
+
+        # The slow member reads now: what it was sent, then (if closed) the close code.
+        got = {}
+        try:
+            async for raw_frame in slow:
+                frame = __import__("json").loads(raw_frame)
+                if frame["type"] == "message":
+                    got[frame["message"]["seq"]] = frame["message"]["body"]
+                if len(got) == 300:
+                    break
+        except websockets.ConnectionClosed:
+            pass
+        closed_with = slow.close_code
+        await slow.close()
+        if len(got) < 300:  # closed for being slow: resume after the last seq it holds
+            # 4008 when the close frame got through, 1006 when the member did not read even that
+            # before the close handshake's timeout dropped the connection.
+            assert closed_with in (4008, 1006), closed_with
+            assert "closing a slow client" in node.log()
+            last = max(s for s in range(len(got) + 1) if all(k in got for k in range(1, s + 1)))
+            reader = ResumingClient([node], "r0", tokens[1])
+            reader.by_seq = {k: {"seq": k, "body": v} for k, v in got.items() if k <= last}
+            reader.start()
+            deadline = time.monotonic() + 20
+            while len(reader.by_seq) < 300 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await reader.stop()
+            got = {k: v["body"] for k, v in reader.by_seq.items()}
+        stored = await stored_bodies(room)
+        assert [got[k] for k in sorted(got)] == stored and len(stored) == 300
+        grew = (rss_after - rss_before) / 2**20
+        print(f"FAULT slow member: closed with {closed_with}; 300 stored, fast member 300, slow member "
+              f"{len(got)} after resume; node RSS grew {grew:.1f} MiB")
+        assert grew < 64
+        await fast.close()
+        await talker.close()
+    finally:
+        node.stop()

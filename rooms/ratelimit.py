@@ -1,0 +1,49 @@
+"""Per-user rate limits shared by every node: fixed-window counters in the Django cache (Redis
+with ``REDIS_URL``; per process with the in-memory default)."""
+
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int] | None:
+    """``"20/s"`` → ``(20, 1)``; ``"100/min"`` → ``(100, 60)``; ``""`` or ``"0"`` → None (off).
+    Raises ``ValueError`` for anything else."""
+    if not rate or rate.strip() in ("0", "off"):
+        return None
+    count, _, period = rate.partition("/")
+    seconds = _PERIODS.get(period.strip()[:1].lower())
+    if not count.strip().isdigit() or seconds is None:
+        raise ValueError(f"rate {rate!r} is not like '20/s' or '100/min'")
+    return int(count), seconds
+
+
+def hit(key: str, rate: str) -> float | None:
+    """Count one event for ``key``; None when it is within ``rate``, else the seconds until the
+    window ends (``retry_after``). When the cache cannot be reached the event is allowed and
+    the error logged: a Redis outage must not stop people talking."""
+    parsed = parse_rate(rate)
+    if parsed is None:
+        return None
+    limit, window = parsed
+    now = time.time()
+    bucket = int(now // window)
+    cache_key = f"rl:{key}:{window}:{bucket}"
+    try:
+        count = 1 if cache.add(cache_key, 1, timeout=window + 1) else cache.incr(cache_key)
+    except Exception:
+        logger.warning("rate limit cache unavailable; %s allowed", key, exc_info=True)
+        return None
+    if count > limit:
+        return round((bucket + 1) * window - now, 3)
+    return None
+
+
+def ws_send_rate() -> str:
+    return settings.WS_SEND_RATE
