@@ -48,6 +48,16 @@ if "*" in ALLOWED_HOSTS and not DEBUG:
     )
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# HTTPS=1 when browsers reach the site over TLS (usually ended at the load balancer, which sends
+# X-Forwarded-Proto and is listed in TRUSTED_PROXIES): secure cookies, redirect to https, HSTS.
+# /healthz stays reachable over plain HTTP for the balancer's health check.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+
 SERVER_ID = env.str("SERVER_ID", default="") or socket.gethostname()
 
 INSTALLED_APPS = [
@@ -185,6 +195,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     # Counted in the cache below: with REDIS_URL, in Redis, so a limit holds across all nodes.
+    # Client address for throttles: REMOTE_ADDR only, which chatsite/proxy.py has already set from
+    # a trusted balancer's X-Forwarded-For. (DRF's default would believe any X-Forwarded-For.)
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "send": env.str("THROTTLE_SEND_RATE", default="120/min"),
         "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),

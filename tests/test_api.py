@@ -363,3 +363,13 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
 def test_interactive_docs_are_served(api):
     assert api.get("/api/docs/").status_code == 200
     assert api.get("/api/schema/").status_code == 200
+
+
+def test_BR14_a_forged_forwarded_for_does_not_bypass_the_login_limit(user, rates):
+    rates(login="2/min")
+    codes = [
+        APIClient(REMOTE_ADDR="10.20.30.40", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}")
+        .post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code
+        for i in range(3)
+    ]
+    assert codes == [400, 400, 429]

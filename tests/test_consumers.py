@@ -517,3 +517,39 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, r
     assert [seq for seq, *_ in await stored(room)] == [1, 2, 3, 4]
     await sender.close()
     await watcher.close()
+
+
+async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, caplog, settings):
+    """Bad frames, refusals, limits and conflicts are logged without the text people wrote."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rooms import services
+
+    caplog.set_level(logging.DEBUG)
+    marker = "PRIVATE-WORDS-7f3a"
+    settings.WS_SEND_RATE = "4/m"
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    await send_and_collect(conn, f"{marker} stored", "k1")
+    for frame in (
+        '{"type": "message.send", "body": "' + marker + '" , "client_msg_id": 5}',
+        '{"type": "message.send", "body": "' + marker + '\\ud83d", "client_msg_id": "k2"}',
+        '{"type": "message.send", "body": "' + marker + ' changed", "client_msg_id": "k1"}',
+        '{"type": "message.send", "body": "' + marker + 'x' * 4001 + '", "client_msg_id": "k3"}',
+        "{" + marker,
+    ):
+        await conn.send_text(frame)
+        await conn.receive_type("error")
+    await database_sync_to_async(services.member_mute)(
+        room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=1))
+    await conn.send({"type": "message.send", "body": f"{marker} muted", "client_msg_id": "k4"})
+    assert (await conn.receive_type("error"))["code"] == "muted"
+    for i in range(3):
+        await conn.send({"type": "message.send", "body": f"{marker} flood", "client_msg_id": f"f{i}"})
+        await conn.receive_type("error")
+    await conn.close()
+    assert caplog.records, "nothing was logged at all"
+    assert marker not in caplog.text

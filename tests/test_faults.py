@@ -466,3 +466,40 @@ async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and
         await talker.close()
     finally:
         node.stop()
+
+
+async def test_BR09_consumer_and_rest_views_in_one_process_each_send_200_interleaved(people, node_env, tmp_path):
+    """One node: 200 sends over its WebSocket (daphne's loop) interleaved with 200 REST posts
+    (sync views broadcasting through async_to_sync), 5 receivers: no cross-loop error, each
+    receiver gets each message exactly once, ids unique."""
+    room, tokens = await database_sync_to_async(people)(7)
+    node = start_node("node-1", env=node_env, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        receivers = [await Client(node, "r0", tokens[i]).connect() for i in range(5)]
+        ws_sender = await Client(node, "r0", tokens[5]).connect()
+
+        async def over_the_socket():
+            for i in range(200):
+                await ws_sender.send(f"ws {i}", f"ws-{i}")
+                await asyncio.sleep(0.005)
+
+        results = await asyncio.gather(over_the_socket(), rest_sender(node, tokens[6], 200, 200, "rest"))
+        assert results[1] == 200
+        assert await ws_sender.wait_for(lambda c: len(c.acks) == 200, timeout=30)
+        for receiver in receivers:
+            assert await receiver.wait_for(lambda c: len(c.messages) >= 400, timeout=30)
+        await asyncio.sleep(0.5)
+        stored = await stored_bodies(room)
+        assert len(stored) == 400
+        for receiver in receivers:
+            ids = [m["id"] for m in receiver.messages]
+            assert len(ids) == 400 and len(set(ids)) == 400
+            assert sorted(m["body"] for m in receiver.messages) == sorted(stored)
+        log = node.log()
+        for bad in ("RuntimeError", "Event loop is closed", "AsyncToSync in the same thread", "Traceback"):
+            assert bad not in log, log
+        for client in receivers + [ws_sender]:
+            await client.close()
+    finally:
+        node.stop()

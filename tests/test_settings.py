@@ -71,3 +71,16 @@ def test_start_up_warns_once_when_cross_node_delivery_is_off():
     assert without.stderr.count("cross-node delivery is OFF") == 1
     with_redis = run(code, SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0")
     assert with_redis.returncode == 0 and "cross-node delivery is OFF" not in with_redis.stderr
+
+
+def test_check_deploy_has_no_warning_under_production_settings():
+    import secrets
+
+    proc = run(
+        "from django.core.management import execute_from_command_line; "
+        "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+        SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="chat.example.com", HTTPS="1",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite", REDIS_URL="redis://127.0.0.1:6379/0",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no issues" in proc.stdout
