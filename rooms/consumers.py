@@ -204,6 +204,7 @@ def _post(*, room, user, token_key: str | None, body: str, client_msg_id: str):
 
     retry_after = ratelimit.hit(f"ws-send:{user.pk}", settings.WS_SEND_RATE)
     if retry_after is not None:
+        metrics.RATE_LIMITED.labels(scope="ws_send").inc()
         raise RateLimited(f"Too many messages; wait {retry_after:.1f} s.", retry_after=retry_after)
     if token_key is not None:
         still_valid = Token.objects.filter(key=token_key, user_id=user.pk, user__is_active=True).exists()

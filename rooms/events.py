@@ -89,8 +89,11 @@ def _group_send(group: str, event: dict, started: float | None = None) -> bool:
 def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
     """Send a stored message to every member of the room on every node. Called from
     ``transaction.on_commit`` in ``rooms.services.message_post``; returns whether the layer took
-    it (on a layer error the message stays stored and clients recover it by ``seq``)."""
+    it (on a layer error the message stays stored and clients recover it by ``seq``). Counts the
+    message in ``chatsite_messages_stored_total`` (this callback runs once per committed new
+    message)."""
     started = time.perf_counter()
+    metrics.MESSAGES_STORED.inc()
     event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
     return _group_send(room_group_name(room_id), event, started)
 

@@ -21,8 +21,10 @@ Names, units and labels (counters are exposed with the ``_total`` suffix):
   ``type``: ``hello``, ``ack``, ``error``, ``message``, ``message.updated``,
   ``message.deleted``, ``room.archived``, and any other type the consumer sends. Live frames
   count once per socket they are delivered to.
-- ``chatsite_messages_stored_total`` (counter, messages): new messages committed by this node
-  (``rooms.services.message_post``; a retry that stores nothing is not counted).
+- ``chatsite_messages_stored_total`` (counter, messages): new messages committed by this node,
+  counted when their commit runs ``rooms.events.broadcast_message`` (the one ``on_commit``
+  callback ``rooms.services.message_post`` registers per new message; a retry that stores
+  nothing is not counted, a failed broadcast is).
 - ``chatsite_fanout_latency_seconds{event}`` (histogram, seconds): from the commit (the start of
   the ``on_commit`` callback) to the broadcast handed to the channel layer (``group_send``
   returned), per layer ``event`` (``room.message``, ``room.message_updated``, ...). Only

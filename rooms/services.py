@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import events, metrics
+from . import events
 from .models import Membership, Message, Room
 from .serializers import MessageSerializer
 
@@ -200,7 +200,6 @@ def message_post(
             if membership is None:  # a public room's visitor becomes a member by speaking
                 Membership.objects.get_or_create(room=room, user=author)
             data = MessageSerializer(message).data
-            transaction.on_commit(metrics.MESSAGES_STORED.inc)
             transaction.on_commit(
                 partial(events.broadcast_message, room_id=room.pk, seq=seq, message_data=data)
             )
