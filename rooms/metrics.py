@@ -91,7 +91,8 @@ LAYER_ERRORS = Counter(
 
 RATE_LIMITED = Counter(
     "chatsite_rate_limited",
-    "REST requests refused with 429, by throttle scope.",
+    "Requests refused for their rate, by scope: REST throttles (send, login) answered 429, and "
+    "WebSocket sends (ws_send) answered rate_limited.",
     ["scope"],
 )
 
