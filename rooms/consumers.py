@@ -61,7 +61,9 @@ Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
 wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
 are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
-cannot reach its database or Redis right now (reconnect with backoff, to any node).
+cannot reach its database or Redis right now (reconnect with backoff, to any node). Sent by
+``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
+slow (resume), 1009 a frame over 64 KiB.
 """
 
 import json

@@ -11,8 +11,14 @@
  *   server → all     {"type":"message.updated","message":{…, edited_at, deleted}}  after an edit
  *   server → all     {"type":"message.deleted","id","room","seq"}              after a delete
  *   server → all     {"type":"room.archived","room"}                           then close 4410
+ *   server → client  {"type":"resumed","last_seq"}      after the replay asked by ?after_seq=N
+ *   server → client  {"type":"resync","latest_seq"}     instead, when over 1,000 are missing
+ *   server → client  {"type":"history","messages","has_more"}  answer to a fetch frame (unused)
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
+ *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
+ *   4008: too slow a reader · 4503: the node cannot reach its database or Redis · anything
+ *   else (1006 …): reconnect with backoff. Error rate_limited: resend after retry_after s.
  *
  * Edits and deletes go through the REST API (PATCH / DELETE <history>/<id>/, session auth with
  * the X-CSRFToken header); their result arrives for everyone as message.updated / message.deleted.
@@ -20,8 +26,10 @@
  * edited_at beats an earlier one, so the HTTP answer and the live frame may come in any order.
  *
  * Guarantees kept here: messages are shown ordered by seq and at most once; every send stays in
- * the outbox until acked and is resent with the same client_msg_id after a reconnect; any gap in
- * seq (missed while offline, or dropped by the at-most-once channel layer) is filled from
+ * the outbox until acked and is resent with the same client_msg_id after a reconnect; every
+ * socket resumes with ?after_seq=<lastSeq> (the server replays what was missed, then "resumed";
+ * "resync" when too much is missing, and the page reads the history API instead); any gap seen in
+ * live frames (dropped by the at-most-once channel layer) is filled from
  * GET <history>?after_seq=N before later live messages are shown.
  */
 (function () {
@@ -41,11 +49,19 @@
   const CLOSE_BANNED = 4403;
   const CLOSE_NOT_FOUND = 4404;
   const CLOSE_ARCHIVED = 4410;
+  const CLOSE_SERVICE_RESTART = 1012; // the node is shutting down: reconnect at once
+  const CLOSE_TOO_SLOW = 4008; // we read too slowly: reconnect with backoff (and resume)
+  const CLOSE_UNAVAILABLE = 4503; // the node cannot reach its database or Redis: backoff
+  const RETRY_CLOSE_LABELS = {
+    [CLOSE_TOO_SLOW]: "connection too slow",
+    [CLOSE_UNAVAILABLE]: "server unavailable",
+  };
   // Error codes that end the socket (the close follows), and how the page stops for them.
   const STOP_ERROR_CODES = { archived: "archived", banned: "banned", not_found: "not-found" };
   // Error codes after which a resend of the same body cannot succeed.
   const RETRY_LATER_CODES = new Set(["unavailable"]);
   const RETRY_BY_HAND_CODES = new Set(["internal_error"]);
+  const MIN_RATE_LIMIT_WAIT_MS = 100; // rate_limited: resend after retry_after, never sooner
 
   const config = JSON.parse(document.getElementById("room-config").textContent);
   const chat = document.querySelector(".chat");
@@ -70,6 +86,7 @@
   const state = {
     socket: null,
     helloReceived: false,
+    resuming: false, // the socket asked for a replay (?after_seq) and "resumed" has not come yet
     stopped: false, // after close 4000 / 4401 / 4403 / 4404 / 4410: no reconnect by itself
     stopReason: null,
     archived: Boolean(config.archived), // no new messages, no edits
@@ -511,7 +528,7 @@
       const held = state.buffered.get(message.seq);
       // an edit or delete may overtake the original message: hold the newest state
       if (!held || versionOf(message) > versionOf(held)) state.buffered.set(message.seq, message);
-      requestCatchUp();
+      if (!state.resuming) requestCatchUp(); // while resuming, the replay fills the gap
       return;
     }
     showMessage(message);
@@ -836,6 +853,16 @@
       showFormError(text);
       return;
     }
+    if (frame.code === "rate_limited") {
+      // Not stored: we sent too fast. Keep it and resend with the same id after retry_after.
+      const seconds = Number(frame.retry_after);
+      const wait = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : backoffDelay(entry.retries + 1);
+      setEntryStatus(entry, "retrying", "rate limited");
+      clearTimeout(entry.retryTimer);
+      entry.retryTimer = setTimeout(() => sendEntry(entry), Math.max(MIN_RATE_LIMIT_WAIT_MS, wait));
+      showFormError(`Sending too fast; retrying in ${Math.max(1, Math.ceil(wait / 1000))} s.`, true);
+      return;
+    }
     if (RETRY_LATER_CODES.has(frame.code)) {
       // Not stored: keep it, resend with the same id after a pause (and after any reconnect).
       entry.retries += 1;
@@ -852,9 +879,11 @@
 
   // --- connection ----------------------------------------------------------------------------
 
+  // Every socket resumes after the last seq shown (shown seqs have no gap below it): the server
+  // replays what came since, then says "resumed", so nothing is missed while we were away.
   function socketUrl() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    return scheme + location.host + config.ws_path;
+    return `${scheme}${location.host}${config.ws_path}?after_seq=${state.lastSeq}`;
   }
 
   function connect() {
@@ -865,6 +894,7 @@
     const socket = new WebSocket(socketUrl());
     state.socket = socket;
     state.helloReceived = false;
+    state.resuming = true;
     socket.addEventListener("message", (event) => {
       if (socket === state.socket) onFrame(event.data);
     });
@@ -910,6 +940,14 @@
       case "room.archived":
         if (frame.room === config.slug) stop("archived"); // the close 4410 follows
         break;
+      case "resumed":
+        onResumed();
+        break;
+      case "resync":
+        onResync();
+        break;
+      case "history":
+        break; // answers a fetch frame, which this page does not send (gaps go through REST)
       default:
         break; // unknown frame types are ignored, so the server can add some
     }
@@ -919,15 +957,31 @@
     state.helloReceived = true;
     state.attempt = 0;
     setStatus("connected", `connected to ${frame.server_id}`);
-    if (frame.last_seq > state.lastSeq || state.buffered.size > 0) requestCatchUp();
+    // Missed messages come as the replay that follows (then "resumed"); held-back live ones
+    // still need the history API.
+    if (state.buffered.size > 0) requestCatchUp();
     if (state.everConnected) refreshShown();
     state.everConnected = true;
     resendOutbox();
   }
 
+  // The replay asked with ?after_seq is complete: anything still missing goes through REST.
+  function onResumed() {
+    state.resuming = false;
+    flushBuffered(false);
+    if (state.buffered.size > 0) requestCatchUp();
+  }
+
+  // Over 1,000 messages were missed: the server replayed none; read them from the history API.
+  function onResync() {
+    state.resuming = false;
+    requestCatchUp();
+  }
+
   function onClose(event) {
     state.socket = null;
     state.helloReceived = false;
+    state.resuming = false;
     const reason = {
       [CLOSE_LEFT]: "left",
       [CLOSE_UNAUTHENTICATED]: "signed-out",
@@ -936,7 +990,13 @@
       [CLOSE_ARCHIVED]: "archived",
     }[event.code];
     if (reason) stop(reason);
-    else if (!state.stopped) scheduleReconnect();
+    else if (state.stopped) return;
+    else if (event.code === CLOSE_SERVICE_RESTART && state.attempt === 0) {
+      // Node restarting: the same URL reaches another node through the balancer. Once only:
+      // if that fails too, the next close waits with backoff as usual.
+      state.attempt += 1;
+      connect();
+    } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);
   }
 
   // Ends the connection for good (until a reload, or "Rejoin" after leaving). Sends that can
@@ -996,7 +1056,7 @@
     return Math.min(BACKOFF_MAX_MS, Math.round(jittered));
   }
 
-  function scheduleReconnect() {
+  function scheduleReconnect(why) {
     if (state.stopped) return;
     clearReconnectTimers();
     state.attempt += 1;
@@ -1007,7 +1067,7 @@
     const countdown = element("span");
     const showCountdown = () => {
       const seconds = Math.max(1, Math.ceil((reconnectAt - Date.now()) / 1000));
-      countdown.textContent = `reconnecting in ${seconds} s…`;
+      countdown.textContent = `${why ? why + ": " : ""}reconnecting in ${seconds} s…`;
     };
     showCountdown();
     setStatus("waiting", countdown, " ", actionButton("Reconnect now", connect));

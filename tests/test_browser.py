@@ -1,0 +1,410 @@
+"""The room page (static/rooms/room.js) in a real browser: Debian's Chromium driven by Playwright
+for Python, against real daphne nodes behind the real nginx balancer (tests/test_cluster.py's
+``balanced_cluster``), PostgreSQL and Redis.
+
+- Two users in two browser contexts, each on a different node, then both through the balancer:
+  a message typed by one shows for the other within 1 s; one in another room shows for no one.
+- Outbox and resume: the page's node is SIGKILLed, a message typed meanwhile stays "sending…",
+  others post over REST on another node; the node comes back on its port and the page resumes
+  (``?after_seq=``), shows every message once in seq order and delivers its own once. Then
+  through the balancer, SIGTERM (close 1012): the page reconnects at once to another node.
+- Gap repair: a message stored whose broadcast reached no node, then a live one: the page reads
+  the gap from the history API and shows both in order.
+- Rate limit: a burst over ``WS_SEND_RATE`` is answered ``rate_limited``; the page keeps those
+  sends in its outbox and resends them after ``retry_after``: each stored once.
+
+Playwright's sync API keeps an asyncio loop running in this thread while a browser is open, and
+Django refuses ORM calls from such a thread, so every database call here goes through ``orm()``
+(a worker thread), and each test opens and closes its own browser (about 1 s) before pytest-django
+flushes the database. Screenshots are saved under each test's ``tmp_path``.
+"""
+
+import json
+import os
+import signal
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+
+from tests import factories
+from tests.nodes import Http, database_url_for_tests, start_node, wait_healthy
+from tests.test_cluster import balanced_cluster, needs_nginx
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LATENCY_LIMIT_MS = 1000
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"{CHROMIUM} is missing (Debian's package: `apt-get install chromium`; .ci/run installs it)",
+    ),
+    needs_nginx,
+    pytest.mark.multinode,
+    pytest.mark.django_db(transaction=True),
+]
+
+# Every WebSocket the page opens records its opens and close codes (the page's own code is not
+# changed: the class only listens).
+RECORD_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      const entry = { url: String(args[0]), openedAt: null, closedAt: null, code: null };
+      window.__sockets.push(entry);
+      this.addEventListener("open", () => { entry.openedAt = Date.now(); });
+      this.addEventListener("close", (e) => { entry.closedAt = Date.now(); entry.code = e.code; });
+    }
+  };
+})();
+"""
+
+
+def orm(fn, *args, **kwargs):
+    """Run ``fn`` (ORM work) in a worker thread and return its result (see the module doc)."""
+    def call():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup, django_db_blocker):
+    """nginx in front of 3 nodes: ``(balancer base URL, nodes)``. A test may replace a node in
+    ``nodes`` (same port); the list's nodes are the ones stopped at the end."""
+    with django_db_blocker.unblock():
+        database_url = database_url_for_tests()
+    with balanced_cluster(database_url, os.environ["REDIS_URL"]) as (port, nodes, _nginx):
+        yield f"http://127.0.0.1:{port}", nodes
+
+
+@pytest.fixture
+def browser(transactional_db):
+    """Debian's Chromium, headless; closed before the database is flushed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def make_people(*names: str, rooms: dict[str, str]) -> dict:
+    """Users ``names`` (PBKDF2 hashes with few iterations: nodes verify with the production
+    hashers) and public rooms ``{slug: owner}`` that every user joined; their API tokens."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    from rooms import services
+
+    hasher = PBKDF2PasswordHasher()
+    users = {}
+    for name in names:
+        user = factories.make_user(name)
+        user.password = hasher.encode(factories.PASSWORD, hasher.salt(), iterations=1000)
+        user.save(update_fields=["password"])
+        users[name] = user
+    for slug, owner in rooms.items():
+        room = factories.make_room(created_by=users[owner], slug=slug)
+        for user in users.values():
+            services.member_join(room=room, user=user)
+    return {name: factories.token_for(user) for name, user in users.items()}
+
+
+def stored(slug: str) -> list[tuple[int, str]]:
+    from rooms.models import Message
+
+    return list(Message.objects.filter(room__slug=slug).order_by("seq").values_list("seq", "body"))
+
+
+def post(node, token: str, slug: str, body: str) -> dict:
+    status, _, answer = Http(node, token).request(
+        "POST", f"/api/rooms/{slug}/messages/", json_body={"body": body, "client_msg_id": uuid.uuid4().hex})
+    assert status == 201, answer
+    return json.loads(answer)
+
+
+def open_room(context, base: str, slug: str, username: str | None = None):
+    """A page of ``context`` on ``base``'s room ``slug``, through the login page when
+    ``username`` is given; returns it once its socket said hello."""
+    page = context.new_page()
+    if username is None:
+        page.goto(f"{base}/rooms/{slug}/")
+    else:
+        page.goto(f"{base}/accounts/login/?next=/rooms/{slug}/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", factories.PASSWORD)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+    assert page.url == f"{base}/rooms/{slug}/", page.url
+    connected_to(page)
+    return page
+
+
+def connected_to(page, *, other_than: str | None = None, timeout: float = 15_000) -> str:
+    """The node named by the page's status line once it says "connected to …" (and, with
+    ``other_than``, names another node)."""
+    page.wait_for_function(
+        """(other) => {
+          const status = document.getElementById("connection-status");
+          const text = status.textContent.trim();
+          return status.classList.contains("status--connected") && text !== "connected to " + other;
+        }""",
+        arg=other_than or "", timeout=timeout)
+    return page.locator("#connection-status .status__text").inner_text().removeprefix("connected to ")
+
+
+def shown(page) -> list[tuple[int, str]]:
+    """``(seq, body)`` of every message in the page's list, in page order."""
+    rows = page.eval_on_selector_all(
+        "#message-list li[data-seq]",
+        "items => items.map(li => [Number(li.dataset.seq), li.querySelector('.message__body').textContent])")
+    return [tuple(row) for row in rows]
+
+
+def wait_shown(page, body: str, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        """(body) => [...document.querySelectorAll("#message-list .message__body")]
+                       .some((el) => el.textContent === body)""",
+        arg=body, timeout=timeout)
+
+
+def typed_latency_ms(sender, receiver, body: str) -> int:
+    """Types ``body`` into ``sender`` (Enter) and returns the milliseconds from the key press to
+    the message showing in ``receiver``'s list, both read from the browser's clock."""
+    receiver.evaluate(
+        """(body) => {
+          window.__seenAt = null;
+          const list = document.getElementById("message-list");
+          const seen = () => [...list.querySelectorAll(".message__body")].some((el) => el.textContent === body);
+          const observer = new MutationObserver(() => {
+            if (seen()) { window.__seenAt = Date.now(); observer.disconnect(); }
+          });
+          observer.observe(list, { childList: true, subtree: true, characterData: true });
+        }""", body)
+    sender.evaluate(
+        """() => document.getElementById("message-body").addEventListener("keydown", (e) => {
+          if (e.key === "Enter") window.__sentAt = Date.now();
+        }, { capture: true, once: true })""")
+    sender.fill("#message-body", body)
+    sender.press("#message-body", "Enter")
+    receiver.wait_for_function("() => window.__seenAt !== null", timeout=10_000)
+    return receiver.evaluate("() => window.__seenAt") - sender.evaluate("() => window.__sentAt")
+
+
+def screenshot(page, tmp_path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_a_second(
+        stack, browser, tmp_path):
+    balancer, nodes = stack
+    tokens = orm(make_people, "alice", "bob", "carol", rooms={"r1": "alice", "r2": "carol"})
+    alice_ctx, bob_ctx = browser.new_context(), browser.new_context()
+    try:
+        # Straight to two nodes, each user through that node's login page.
+        alice = open_room(alice_ctx, nodes[0].http, "r1", username="alice")
+        bob = open_room(bob_ctx, nodes[1].http, "r1", username="bob")
+        assert (connected_to(alice), connected_to(bob)) == ("node-1", "node-2")
+        there = typed_latency_ms(alice, bob, "hello bob, from node-1")
+        back = typed_latency_ms(bob, alice, "hello alice, from node-2")
+        print(f"\nlatency node-1 → node-2: {there} ms; node-2 → node-1: {back} ms")
+        assert there < LATENCY_LIMIT_MS and back < LATENCY_LIMIT_MS
+
+        # A message in another room (sent on the third node) shows for no one here; a message
+        # in this room sent after it shows for both, so the other would have come by then.
+        post(nodes[2], tokens["carol"], "r2", "only for r2")
+        post(nodes[2], tokens["carol"], "r1", "carol in r1, after r2")
+        for page in (alice, bob):
+            wait_shown(page, "carol in r1, after r2")
+            assert [b for _, b in shown(page)] == [
+                "hello bob, from node-1", "hello alice, from node-2", "carol in r1, after r2"]
+            assert "only for r2" not in page.content()
+        screenshot(alice, tmp_path, "node1-alice")
+        screenshot(bob, tmp_path, "node2-bob")
+
+        # Both through the balancer (the session cookie is per host, so no new log-in); bob's
+        # page is reloaded until its socket is on another node than alice's.
+        alice.goto(f"{balancer}/rooms/r1/")
+        bob.goto(f"{balancer}/rooms/r1/")
+        alice_node, bob_node = connected_to(alice), connected_to(bob)
+        for _ in range(6):
+            if bob_node != alice_node:
+                break
+            bob.reload()
+            bob_node = connected_to(bob)
+        assert bob_node != alice_node
+        there = typed_latency_ms(alice, bob, "through nginx, from alice")
+        back = typed_latency_ms(bob, alice, "through nginx, from bob")
+        print(f"latency through the balancer {alice_node} → {bob_node}: {there} ms; back: {back} ms")
+        assert there < LATENCY_LIMIT_MS and back < LATENCY_LIMIT_MS
+        expected = orm(stored, "r1")
+        assert [b for _, b in expected][-2:] == ["through nginx, from alice", "through nginx, from bob"]
+        for page in (alice, bob):
+            assert shown(page) == expected
+        screenshot(alice, tmp_path, f"balancer-alice-{alice_node}")
+        screenshot(bob, tmp_path, f"balancer-bob-{bob_node}")
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()
+
+
+def test_gap_repair_fetches_a_message_whose_broadcast_was_lost(stack, browser, tmp_path):
+    _, nodes = stack
+    tokens = orm(make_people, "alice", "bob", rooms={"gap": "alice"})
+    context = browser.new_context()
+    history_reads = []
+    context.on("request", lambda r: history_reads.append(r.url) if "/messages/?after_seq=" in r.url else None)
+    try:
+        page = open_room(context, nodes[0].http, "gap", username="alice")
+        post(nodes[1], tokens["bob"], "gap", "before the gap")
+        wait_shown(page, "before the gap")
+
+        # Stored through the service by this test process, whose channel layer has a prefix of
+        # its own (conftest.py): its broadcast reaches no node, as a lost Pub/Sub message would.
+        def store_unbroadcast():
+            from django.contrib.auth import get_user_model
+
+            from rooms import services
+            from rooms.models import Room
+
+            return services.message_post(
+                room=Room.objects.get(slug="gap"), author=get_user_model().objects.get(username="bob"),
+                body="stored, never broadcast", client_msg_id=uuid.uuid4().hex).message.seq
+
+        assert orm(store_unbroadcast) == 2
+        time.sleep(0.5)
+        assert [b for _, b in shown(page)] == ["before the gap"]  # nothing came live
+        assert history_reads == []
+
+        post(nodes[1], tokens["bob"], "gap", "live, after the gap")
+        wait_shown(page, "live, after the gap")
+        assert shown(page) == orm(stored, "gap") == [
+            (1, "before the gap"), (2, "stored, never broadcast"), (3, "live, after the gap")]
+        assert any("after_seq=1" in url for url in history_reads), history_reads
+        screenshot(page, tmp_path, "gap-repaired")
+    finally:
+        context.close()
+
+
+def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(stack, browser, tmp_path):
+    balancer, nodes = stack
+    tokens = orm(make_people, "alice", "bob", rooms={"out": "alice"})
+    context = browser.new_context()
+    context.add_init_script(RECORD_SOCKETS)
+    history_reads = []
+    context.on("request", lambda r: history_reads.append(r.url) if "/messages/?after_seq=" in r.url else None)
+    try:
+        # --- SIGKILL: the page's node dies; it comes back on the same port. ---
+        node_a, node_b = nodes[0], nodes[1]
+        page = open_room(context, node_a.http, "out", username="alice")
+        post(node_b, tokens["bob"], "out", "bob 1")
+        wait_shown(page, "bob 1")
+        node_a.process.kill()
+        node_a.process.wait(10)
+        killed_at = time.time()
+        page.wait_for_selector("#connection-status.status--waiting", timeout=5_000)
+        page.fill("#message-body", "typed while node-1 is down")
+        page.press("#message-body", "Enter")
+        pending = page.locator("#outbox li[data-status=sending]")
+        assert pending.count() == 1 and "sending…" in pending.inner_text()
+        for n in (2, 3, 4):
+            post(node_b, tokens["bob"], "out", f"bob {n}")  # stored while the page is away
+        time.sleep(0.3)
+        assert page.locator("#outbox li[data-status=sending]").count() == 1
+        screenshot(page, tmp_path, "outbox-while-node-down")
+
+        node_a.log_path.rename(node_a.log_path.with_suffix(".killed.log"))
+        restarted = start_node(node_a.server_id, env=node_a.env, log_dir=node_a.log_path.parent, port=node_a.port)
+        nodes[nodes.index(node_a)] = restarted
+        wait_healthy(restarted)
+        healthy_at = time.time()
+        assert connected_to(page) == "node-1"
+        connected_at = time.time()
+        page.wait_for_selector("#outbox li", state="detached", timeout=10_000)
+        wait_shown(page, "typed while node-1 is down")
+        expected = orm(stored, "out")
+        assert [b for _, b in expected] == ["bob 1", "bob 2", "bob 3", "bob 4", "typed while node-1 is down"]
+        assert shown(page) == expected  # each once, in seq order; its own send stored once
+        assert history_reads == []  # the missed messages came by the resume, not the REST API
+        sockets = page.evaluate("() => window.__sockets")
+        assert sockets[-1]["url"].endswith("/ws/rooms/out/?after_seq=1"), sockets[-1]
+        print(f"\nSIGKILL: node-1 back (healthy) {healthy_at - killed_at:.2f} s after the kill; page connected"
+              f" {connected_at - healthy_at:.2f} s later (backoff), {connected_at - killed_at:.2f} s in all;"
+              f" {len(sockets) - 1} reconnect attempts")
+        screenshot(page, tmp_path, "resumed-after-node-restart")
+
+        # --- SIGTERM through the balancer: close 1012, reconnect at once to another node. ---
+        page.goto(f"{balancer}/rooms/out/")
+        before = connected_to(page)
+        doomed = next(n for n in nodes if n.server_id == before)
+        opened_before = len(page.evaluate("() => window.__sockets"))
+        stop_at = time.time()
+        doomed.process.send_signal(signal.SIGTERM)
+        now_on = connected_to(page, other_than=before, timeout=10_000)
+        reconnect_s = time.time() - stop_at
+        sockets = page.evaluate("() => window.__sockets")[opened_before - 1:]
+        assert sockets[0]["code"] == 1012, sockets
+        assert len(sockets) == 2, sockets  # one new socket, opened without a backoff wait
+        in_browser_ms = sockets[1]["openedAt"] - sockets[0]["closedAt"]
+        print(f"SIGTERM {before}: page on {now_on} {reconnect_s:.2f} s after the signal"
+              f" (close 1012 → new socket open: {in_browser_ms} ms in the browser)")
+        assert in_browser_ms < 500
+        doomed.process.wait(10)
+        post(nodes[(nodes.index(doomed) + 1) % 3], tokens["bob"], "out", "bob after 1012")
+        wait_shown(page, "bob after 1012")
+        expected = orm(stored, "out")
+        assert len(expected) == 6 and shown(page) == expected
+        screenshot(page, tmp_path, f"after-1012-on-{now_on}")
+    finally:
+        context.close()
+
+
+def test_rate_limited_sends_stay_in_the_outbox_and_go_out_after_retry_after(stack, browser, tmp_path):
+    _, nodes = stack
+    orm(make_people, "alice", rooms={"busy": "alice"})
+    strict = start_node("node-strict", env={**nodes[0].env, "WS_SEND_RATE": "2/s"},
+                        log_dir=nodes[0].log_path.parent)
+    context = browser.new_context()
+    try:
+        wait_healthy(strict)
+        page = open_room(context, strict.http, "busy", username="alice")
+        page.evaluate(
+            """() => {
+              window.__labels = new Set();
+              new MutationObserver(() => {
+                for (const el of document.querySelectorAll("#outbox .message__state")) window.__labels.add(el.textContent);
+              }).observe(document.getElementById("outbox"), { childList: true, subtree: true, characterData: true });
+              const input = document.getElementById("message-body");
+              for (let i = 1; i <= 5; i++) {  // five sends in one go: over 2 per second
+                input.value = `burst ${i}`;
+                document.getElementById("send-form").requestSubmit();
+              }
+            }""")
+        page.wait_for_selector("#outbox li", state="detached", timeout=10_000)
+        labels = page.evaluate("() => [...window.__labels]")
+        assert "not stored yet, retrying… (rate limited)" in labels, labels
+        expected = orm(stored, "busy")
+        assert sorted(b for _, b in expected) == [f"burst {i}" for i in range(1, 6)]  # each once
+        wait_shown(page, expected[-1][1])
+        assert shown(page) == expected
+        screenshot(page, tmp_path, "rate-limited-burst-delivered")
+    finally:
+        context.close()
+        strict.stop()
