@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import sys
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -62,6 +61,11 @@ class RedisConfig:
     master_name: str = ""
     master_kwargs: dict = field(default_factory=dict)
     sentinel_kwargs: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # without passwords (settings may be printed)
+        where = (f"sentinels={self.sentinels} master={self.master_name!r}" if self.mode == "sentinel"
+                 else f"hosts={[_label(u) for u in self.urls]}")
+        return f"<RedisConfig {self.mode} {where} tls={self.tls}>"
 
     # --- what settings.py puts in CHANNEL_LAYERS and CACHES --------------------------------
 
@@ -160,11 +164,12 @@ def from_env(environ=None) -> RedisConfig | None:
 
     urls = [u.strip() for u in url_value.split(",") if u.strip()]
     for url in urls:
-        scheme = urlsplit(url).scheme
+        scheme = urlsplit(url).scheme if "://" in url else ""
         if scheme not in SCHEMES:
+            what = f"unknown scheme {scheme + '://'!r}" if scheme else f"{_label(url)!r} is not a URL"
             raise ImproperlyConfigured(
-                f"REDIS_URL: unknown scheme {scheme + '://' if scheme else 'in ' + _label(url)!r}; "
-                "use redis:// (plain), rediss:// (TLS) or unix:// (a socket path). For Sentinel set "
+                f"REDIS_URL: {what}; use redis://host:6379/0 (plain), rediss://host:6380/0 (TLS) or "
+                "unix:///path/redis.sock, comma-separated for several hosts. For Sentinel set "
                 "REDIS_SENTINELS and REDIS_SENTINEL_MASTER."
             )
     schemes = {urlsplit(u).scheme for u in urls}
@@ -394,7 +399,6 @@ def startup_check(config: RedisConfig | None, server_id: str = "", timeout: floa
             hint = (" Set REDIS_CA_FILE to the PEM bundle of the CA that signed the Redis certificate."
                     if reason.startswith("certificate verify failed") else "")
             logger.critical("node %s cannot start: %s.%s", server_id, message, hint)
-            print(f"chatsite: node {server_id} cannot start: {message}.{hint}", file=sys.stderr, flush=True)
             raise SystemExit(1)
         logger.error("node %s starts without Redis: %s (/healthz answers 503 until it is reachable)",
                      server_id, message)

@@ -131,7 +131,7 @@ def _check_database() -> str:
     return "ok"
 
 
-_redis_clients = None
+_redis_clients: tuple | None = None  # (the settings.REDIS they were made for, [(label, client)])
 
 
 def _check_redis() -> tuple[str, str | None]:
@@ -141,19 +141,22 @@ def _check_redis() -> tuple[str, str | None]:
     global _redis_clients
     from chatsite import redis_config
 
+    config = settings.REDIS
+    clients = []
     try:
-        if _redis_clients is None:
-            _redis_clients = settings.REDIS.sync_clients(timeout=1.0)
-        failures = redis_config.check(settings.REDIS, _redis_clients)
+        if _redis_clients is None or _redis_clients[0] is not config:
+            _redis_clients = (config, config.sync_clients(timeout=1.0))
+        clients = _redis_clients[1]
+        failures = redis_config.check(config, clients)
     except Exception as exc:  # e.g. building the clients failed
         failures = [("redis", exc)]
     if not failures:
         return "ok", None
     reasons = []
     for label, exc in failures:
-        reason = redis_config.describe_error(exc, settings.REDIS)[0]
-        logger.warning("health: redis check failed: %s: %s (%s)", label, reason, exc)
-        reasons.append(f"{label}: {reason}" if len(_redis_clients or ()) > 1 else reason)
+        reason = redis_config.describe_error(exc, config)[0]
+        logger.warning("health: redis check failed: %s: %s (%s)", label, reason, str(exc)[:300])
+        reasons.append(f"{label}: {reason}" if len(clients) > 1 else reason)
     return "unavailable", "; ".join(reasons)
 
 

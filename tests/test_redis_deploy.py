@@ -26,7 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from chatsite import redis_config
-from rooms import events, views
+from rooms import events
 from rooms.models import Message
 from tests import factories
 from tests.nodes import Client, cluster, database_url_for_tests, free_port, start_node
@@ -357,7 +357,7 @@ async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_hist
                 sent.append(body)
                 await sender.send(body, f"id-{k}")
                 k += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)  # 10/s: within WS_SEND_RATE's default (20/s)
 
         stop = asyncio.Event()
         sending = asyncio.ensure_future(traffic(stop))
@@ -412,15 +412,11 @@ def test_br24_wrong_sentinel_configuration_is_reported_by_healthz(pki, sentinel_
     ]
     for env, status, reason, is_config in cases:
         config = redis_config.from_env(env)
-        views._redis_clients = None
-        try:
-            with override_settings(REDIS=config, REDIS_URL=config.url):
-                response = client.get("/healthz")
-        finally:
-            views._redis_clients = None
+        with override_settings(REDIS=config, REDIS_URL=config.url):
+            response = client.get("/healthz")
         body = response.json()
         assert response.status_code == status, body
-        assert body.get("redis_error", "").startswith(reason or ""), body
+        assert (reason or "") in body.get("redis_error", ""), body
         if reason:
             _, exc = redis_config.check(config)[0]
             assert redis_config.describe_error(exc, config)[1] is is_config
@@ -483,7 +479,7 @@ async def test_br11_two_redis_hosts_shard_the_layer_and_50_users_on_2_nodes_each
     ({"REDIS_URL": "redis://a:6379/0,redis://b:6379/0", "REDIS_SENTINELS": "b:26379",
       "REDIS_SENTINEL_MASTER": "m"}, "a mix of Sentinel and plain hosts cannot work"),
     ({"REDIS_URL": "http://a:6379/0"}, "unknown scheme 'http://'"),
-    ({"REDIS_URL": "a:6379"}, "unknown scheme"),
+    ({"REDIS_URL": "a:6379"}, "'a:6379' is not a URL"),
     ({"REDIS_URL": "redis://a/0,rediss://b/0"}, "different schemes"),
     ({"REDIS_URL": "redis://a/0,redis://a/0"}, "the same host twice"),
     ({"REDIS_URL": "rediss://a/0", "REDIS_CA_FILE": "/nonexistent.pem"}, "cannot be read"),

@@ -3,7 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from rooms import services, views
+from chatsite import redis_config
+from rooms import services
 from rooms.models import Room
 from tests import factories
 from tests.nodes import free_port
@@ -19,13 +20,14 @@ def test_healthz_reports_node_database_and_layer(client):
     }
 
 
-def test_healthz_is_503_when_redis_cannot_be_reached(client, settings, monkeypatch):
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    monkeypatch.setattr(views, "_redis_client", None)
+def test_healthz_is_503_when_redis_cannot_be_reached(client, settings):
+    settings.REDIS = redis_config.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    settings.REDIS_URL = settings.REDIS.url
     response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and body["redis"] == "unavailable" and body["failing"] == ["redis"]
+    assert body["redis_error"] == "connection refused"
     assert body["database"] == "ok"
 
 
