@@ -14,11 +14,18 @@ from . import services
 from .models import Membership, Message, Room
 
 
-def _report(modeladmin, request, done: int, failed: list[str], verb: str) -> None:
+def _apply(modeladmin, request, items, verb: str, action) -> None:
+    """Run ``action(item)`` (a service call) on each item and tell the moderator how many
+    succeeded and why any was refused (``ServiceError``)."""
+    done = 0
+    for item in items:
+        try:
+            action(item)
+            done += 1
+        except services.ServiceError as exc:
+            modeladmin.message_user(request, f"{item}: {exc.detail}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{done} {verb}.", messages.SUCCESS)
-    for reason in failed:
-        modeladmin.message_user(request, reason, messages.ERROR)
 
 
 @admin.register(Room)
@@ -33,14 +40,8 @@ class RoomAdmin(admin.ModelAdmin):
 
     @admin.action(description="Archive selected rooms (close their sockets, keep history)", permissions=["change"])
     def archive_rooms(self, request, queryset):
-        done, failed = 0, []
-        for room in queryset:
-            try:
-                services.room_archive(room=room, actor=request.user)
-                done += 1
-            except services.ServiceError as exc:
-                failed.append(f"{room}: {exc.detail}")
-        _report(self, request, done, failed, "room(s) archived")
+        _apply(self, request, queryset, "room(s) archived",
+               lambda room: services.room_archive(room=room, actor=request.user))
 
 
 @admin.register(Message)
@@ -85,14 +86,8 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Soft-delete selected messages (removed from every open page)", permissions=["change"])
     def soft_delete(self, request, queryset):
-        done, failed = 0, []
-        for message in queryset.select_related("room"):
-            try:
-                services.message_delete(message=message, actor=request.user)
-                done += 1
-            except services.ServiceError as exc:
-                failed.append(f"{message}: {exc.detail}")
-        _report(self, request, done, failed, "message(s) deleted")
+        _apply(self, request, queryset.select_related("room"), "message(s) deleted",
+               lambda message: services.message_delete(message=message, actor=request.user))
 
 
 @admin.register(Membership)
@@ -114,14 +109,8 @@ class MembershipAdmin(admin.ModelAdmin):
         return actions
 
     def _each(self, request, queryset, verb, fn, **kwargs):
-        done, failed = 0, []
-        for membership in queryset.select_related("room", "user"):
-            try:
-                fn(room=membership.room, actor=request.user, user=membership.user, **kwargs)
-                done += 1
-            except services.ServiceError as exc:
-                failed.append(f"{membership}: {exc.detail}")
-        _report(self, request, done, failed, verb)
+        _apply(self, request, queryset.select_related("room", "user"), verb,
+               lambda m: fn(room=m.room, actor=request.user, user=m.user, **kwargs))
 
     @admin.action(description="Mute selected members for 1 hour", permissions=["change"])
     def mute_1h(self, request, queryset):

@@ -26,6 +26,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import metrics, selectors, services
 from .models import Membership, Message, Room
@@ -56,10 +57,17 @@ class ServiceRefused(exceptions.APIException):
         super().__init__(detail={"detail": error.detail, "code": error.code, **error.extra})
 
 
-def refused(error: services.ServiceError) -> exceptions.APIException:
-    if isinstance(error, services.NotFound):
-        return exceptions.NotFound(error.detail)
-    return ServiceRefused(error)
+def exception_handler(exc, context):
+    """DRF's handler, plus: a ``services.ServiceError`` answers with its status, ``detail`` and
+    ``code`` (``NotFound`` as a plain 404), and Django's ``ValidationError`` from a service as a
+    400 with field errors. Views call services directly; refusals need no code of their own."""
+    if isinstance(exc, services.NotFound):
+        exc = exceptions.NotFound(exc.detail)
+    elif isinstance(exc, services.ServiceError):
+        exc = ServiceRefused(exc)
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(getattr(exc, "message_dict", None) or exc.messages)
+    return drf_exception_handler(exc, context)
 
 
 class FailOpenScopedThrottle(ScopedRateThrottle):
@@ -165,10 +173,7 @@ class RoomViewSet(viewsets.GenericViewSet):
     def create(self, request):
         data = RoomCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            room = services.room_create(created_by=request.user, **data.validated_data)
-        except DjangoValidationError as exc:
-            raise exceptions.ValidationError(exc.message_dict) from None
+        room = services.room_create(created_by=request.user, **data.validated_data)
         return Response(self.get_serializer(room).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: RoomSerializer, 404: None})
@@ -180,12 +185,7 @@ class RoomViewSet(viewsets.GenericViewSet):
         room = self.get_object()
         data = RoomUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        try:
-            room = services.room_update(room=room, actor=request.user, **data.validated_data)
-        except services.ServiceError as exc:
-            raise refused(exc) from None
-        except DjangoValidationError as exc:
-            raise exceptions.ValidationError(exc.message_dict) from None
+        room = services.room_update(room=room, actor=request.user, **data.validated_data)
         return Response(self.get_serializer(room).data)
 
     @extend_schema(
@@ -194,10 +194,7 @@ class RoomViewSet(viewsets.GenericViewSet):
         responses={204: None, 403: None, 404: None},
     )
     def destroy(self, request, slug=None):
-        try:
-            services.room_archive(room=self.get_object(), actor=request.user)
-        except services.ServiceError as exc:
-            raise refused(exc) from None
+        services.room_archive(room=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -291,10 +288,7 @@ class MessageViewSet(viewsets.GenericViewSet):
         room = self.room()
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            result = services.message_post(room=room, author=request.user, **data.validated_data)
-        except services.ServiceError as exc:
-            raise refused(exc) from None
+        result = services.message_post(room=room, author=request.user, **data.validated_data)
         return Response(
             MessageSerializer(result.message).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
@@ -309,18 +303,12 @@ class MessageViewSet(viewsets.GenericViewSet):
         message = self.get_object()
         data = MessageEditSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            message = services.message_edit(message=message, actor=request.user, body=data.validated_data["body"])
-        except services.ServiceError as exc:
-            raise refused(exc) from None
+        message = services.message_edit(message=message, actor=request.user, body=data.validated_data["body"])
         return Response(MessageSerializer(message).data)
 
     @extend_schema(responses={204: None, 403: None, 404: None})
     def destroy(self, request, room_slug=None, pk=None):
-        try:
-            services.message_delete(message=self.get_object(), actor=request.user)
-        except services.ServiceError as exc:
-            raise refused(exc) from None
+        services.message_delete(message=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -351,10 +339,7 @@ class MemberViewSet(viewsets.GenericViewSet):
         return get_object_or_404(get_user_model(), username=username)
 
     def run(self, fn, **kwargs):
-        try:
-            return fn(room=self.room(), **kwargs)
-        except services.ServiceError as exc:
-            raise refused(exc) from None
+        return fn(room=self.room(), **kwargs)
 
     @extend_schema(responses=MembershipSerializer(many=True))
     def list(self, request, room_slug=None):
