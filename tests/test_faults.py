@@ -503,3 +503,38 @@ async def test_BR09_consumer_and_rest_views_in_one_process_each_send_200_interle
             await client.close()
     finally:
         node.stop()
+
+
+async def test_invalid_utf8_text_frame_is_refused_to_its_sender_only(people, node_env, tmp_path):
+    """A text frame that is not UTF-8 ends that sender's socket with 1007 (invalid payload, RFC
+    6455); the other members' sockets carry on."""
+    import struct
+
+    room, tokens = await database_sync_to_async(people)(2)
+    node = start_node("node-1", env=node_env, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        other = await Client(node, "r0", tokens[1]).connect()
+        sock = await asyncio.to_thread(_raw_websocket, node, tokens[0])
+        payload, mask = b"\xff\xfe\xfd", os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        sock.settimeout(5)
+        data = b""
+        while True:  # skip the hello frame; find the close frame (opcode 0x8)
+            chunk = await asyncio.to_thread(sock.recv, 4096)
+            if not chunk:
+                break
+            data += chunk
+            at = data.find(b"\x88")
+            if at >= 0 and len(data) >= at + 4:
+                break
+        at = data.find(b"\x88")
+        assert at >= 0, data
+        assert struct.unpack("!H", data[at + 2:at + 4])[0] == 1007
+        sock.close()
+        await other.send("unaffected", "u-1")
+        assert await other.wait_for(lambda c: "u-1" in c.acks and c.messages)
+        await other.close()
+    finally:
+        node.stop()
