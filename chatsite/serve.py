@@ -95,8 +95,11 @@ def main(argv: list[str] | None = None) -> None:
         ``grace`` seconds for the close frames to go out."""
         from daphne.ws_protocol import WebSocketProtocol
 
-        for listener in server.listeners:
-            listener.addCallback(lambda port: port.stopListening())
+        from twisted.internet.tcp import Port
+
+        for reader in list(reactor.getReaders()):  # daphne keeps no handle on its listening ports
+            if isinstance(reader, Port):
+                reader.stopListening()
         sockets = [
             p for p in list(getattr(server, "connections", {}))
             if isinstance(p, WebSocketProtocol) and p.state == WebSocketProtocol.STATE_OPEN

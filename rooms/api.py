@@ -49,12 +49,11 @@ HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 
 
-class ServiceRefused(exceptions.APIException):
-    """A ``services.ServiceError`` as an HTTP answer: its status, ``detail`` and ``code``."""
+def not_found(request, *args, **kwargs):
+    """Any other path under ``/api/``: 404 with a JSON body, like every other API error."""
+    from django.http import JsonResponse
 
-    def __init__(self, error: services.ServiceError):
-        self.status_code = error.status
-        super().__init__(detail={"detail": error.detail, "code": error.code, **error.extra})
+    return JsonResponse({"detail": "Not found."}, status=404)
 
 
 def exception_handler(exc, context):
@@ -64,7 +63,8 @@ def exception_handler(exc, context):
     if isinstance(exc, services.NotFound):
         exc = exceptions.NotFound(exc.detail)
     elif isinstance(exc, services.ServiceError):
-        exc = ServiceRefused(exc)
+        # Built here, not as an APIException, so numbers in ``extra`` (id, seq) stay numbers.
+        return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status)
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(getattr(exc, "message_dict", None) or exc.messages)
     return drf_exception_handler(exc, context)

@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -19,4 +19,5 @@ urlpatterns = [
     path("auth/token/", api.TokenView.as_view(), name="token"),
     path("", include(router.urls)),
     path("rooms/<str:room_slug>/", include(room_router.urls)),
+    re_path(r"", api.not_found),
 ]

@@ -126,6 +126,7 @@ class FrameError(Exception):
         self.extra = extra
 
 
+SEQ_MAX = 2**63 - 1  # PostgreSQL bigint
 RESUME_MAX = 1000  # messages a resume replays; more means resync through the history API
 FETCH_MAX = 200  # messages per fetch frame (the history API's page limit)
 
@@ -136,20 +137,23 @@ def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
         return None
     if name not in content:
         raise FrameError("missing_field", f"{name} is required.", field=name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FrameError("invalid_field", f"{name} must be a whole number >= 0.", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MAX:
+        raise FrameError("invalid_field", f"{name} must be a whole number from 0 to {SEQ_MAX}.", field=name)
     return value
 
 
 def _replay(*, room, after_seq: int) -> tuple[list[str] | None, int]:
     """Sync, one database hop: the encoded ``message`` frames after ``after_seq`` and the seq
     they reach; ``(None, latest_seq)`` when more than ``RESUME_MAX`` are missing."""
+    # Read before the replay: every seq up to it is committed (commits follow seq order), so it
+    # is a safe seam even when the client claims more than the room has.
+    last_seq = selectors.room_last_seq(room_id=room.pk)
     messages = selectors.room_messages_after(room=room, after_seq=after_seq, limit=RESUME_MAX + 1)
     if len(messages) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
     data = MessageSerializer(messages, many=True).data
     texts = [events.encode_frame(events.message_frame(m)) for m in data]
-    return texts, (messages[-1].seq if messages else after_seq)
+    return texts, (messages[-1].seq if messages else last_seq)
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
@@ -158,13 +162,16 @@ def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict],
 
 
 def _query_after_seq(scope) -> int | None:
-    """``?after_seq=N`` on the socket URL: resume at connect (same as a ``resume`` frame)."""
+    """``?after_seq=N`` on the socket URL: resume at connect (same as a ``resume`` frame).
+    None when absent; raises ``FrameError`` (``invalid_field``) when not a whole number."""
     from urllib.parse import parse_qs
 
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after_seq")
-    if values and values[-1].isascii() and values[-1].isdigit():
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get("after_seq")
+    if not values:
+        return None
+    if values[-1].isascii() and values[-1].isdigit() and int(values[-1]) <= SEQ_MAX:
         return int(values[-1])
-    return None
+    raise FrameError("invalid_field", f"after_seq must be a whole number from 0 to {SEQ_MAX}.", field="after_seq")
 
 
 def _refuse_constant(name: str):
@@ -262,7 +269,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(
             {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
         )
-        after_seq = _query_after_seq(self.scope)
+        try:
+            after_seq = _query_after_seq(self.scope)
+        except FrameError as exc:
+            await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            return
         if after_seq is not None:
             await self.resume(after_seq)
 

@@ -22,7 +22,7 @@ class RoomCreateForm(forms.ModelForm):
         if not cleaned.get("slug") and cleaned.get("name"):
             slug = slugify(cleaned["name"])[:64]
             if not slug:
-                self.add_error("slug", "Choose a slug: the name has no letters or digits to make one from.")
+                self.add_error("slug", "Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _).")
             elif Room.objects.filter(slug=slug).exists():
                 self.add_error("slug", f"A room with the slug {slug!r} exists; choose another.")
             cleaned["slug"] = slug

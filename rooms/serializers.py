@@ -13,7 +13,9 @@ A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted":
 
 import unicodedata
 
+from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room
 
@@ -46,7 +48,16 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of turning them into text."""
+    """A CharField that refuses numbers and booleans instead of turning them into text. Text
+    rules (NUL, lone surrogates) come from ``validate_text`` alone, one error each, so DRF's own
+    two validators for them are left out."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators
+            if not isinstance(v, (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator))
+        ]
 
     def to_internal_value(self, data):
         if not isinstance(data, str):

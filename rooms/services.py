@@ -13,6 +13,7 @@ from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -285,9 +286,14 @@ def room_create(
     """Create a room, its creator as ``owner``. ``slug`` defaults to ``slugify(name)``. Raises
     ``django.core.exceptions.ValidationError`` (with field errors) when a field is invalid or
     the slug is taken."""
+    slug = slug or slugify(name)[:64]
+    if not slug:
+        raise ValidationError(
+            {"slug": ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]}
+        )
     room = Room(
         name=name,
-        slug=slug or slugify(name)[:64],
+        slug=slug,
         description=description,
         created_by=created_by,
         is_private=is_private,

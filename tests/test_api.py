@@ -373,3 +373,26 @@ def test_BR14_a_forged_forwarded_for_does_not_bypass_the_login_limit(user, rates
         for i in range(3)
     ]
     assert codes == [400, 400, 429]
+
+
+def test_refusal_bodies_keep_numbers_as_numbers(api, room):
+    api.post("/api/rooms/lobby/messages/", {"body": "first", "client_msg_id": "dup"}, format="json")
+    response = api.post("/api/rooms/lobby/messages/", {"body": "second", "client_msg_id": "dup"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict" and response.json()["seq"] == 1
+
+
+def test_text_errors_are_reported_once(api, room):
+    response = api.post("/api/rooms/lobby/messages/", {"body": "a\u0000b", "client_msg_id": "n"}, format="json")
+    assert response.status_code == 400 and len(response.data["body"]) == 1
+
+
+def test_a_name_without_a_possible_slug_asks_for_one(api, db):
+    response = api.post("/api/rooms/", {"name": "日本語"}, format="json")
+    assert response.status_code == 400 and "Choose a slug" in response.data["slug"][0]
+    assert api.post("/api/rooms/", {"name": "日本語", "slug": "nihongo"}, format="json").status_code == 201
+
+
+def test_unknown_api_paths_answer_json_404(api, room):
+    response = api.get("/api/rooms/lobby/messages/abc/")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}

@@ -553,3 +553,20 @@ async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, c
     await conn.close()
     assert caplog.records, "nothing was logged at all"
     assert marker not in caplog.text
+
+
+async def test_resume_beyond_the_room_answers_the_real_last_seq_and_bad_query_is_an_error(ws, room, user, other_user):
+    await post_many(room, user, 2)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    await bob.send({"type": "resume", "after_seq": 10**6})
+    assert await bob.receive() == {"type": "resumed", "last_seq": 2}
+    await bob.send({"type": "resume", "after_seq": 10**30})
+    assert (await bob.receive_type("error"))["code"] == "invalid_field"
+    await bob.close()
+    odd = await ws(f"/ws/rooms/{room.slug}/?after_seq=abc", user=other_user)
+    assert await odd.connect()
+    await odd.receive_type("hello")
+    assert (await odd.receive_type("error"))["field"] == "after_seq"
+    await odd.close()

@@ -98,6 +98,9 @@ async def test_sigterm_closes_sockets_1012_and_clients_resume_on_another_node(pe
         await asyncio.sleep(1)
         stopped_at = time.monotonic()
         a.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)  # within SHUTDOWN_GRACE: the node no longer accepts
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", a.port), timeout=2).close()
         await asyncio.to_thread(a.process.wait, 15)
         exit_seconds = time.monotonic() - stopped_at
         sent = await sending

@@ -104,3 +104,21 @@ def test_room_page_shows_the_last_50_messages_escaped(client, user, room):
 def test_unknown_room_page_is_404(client, user):
     client.force_login(user)
     assert client.get(reverse("rooms:detail", args=["nope"])).status_code == 404
+
+
+def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, monkeypatch):
+    from django.contrib.auth.forms import UserCreationForm
+
+    from tests import factories as f
+
+    original = UserCreationForm.save
+
+    def save_after_someone_else(self, *args, **kwargs):
+        f.make_user(self.cleaned_data["username"])  # the race: another node saved it first
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(UserCreationForm, "save", save_after_someone_else)
+    response = client.post(
+        reverse("signup"), {"username": "racer", "password1": f.PASSWORD, "password2": f.PASSWORD}
+    )
+    assert response.status_code == 200 and "username" in response.context["form"].errors
