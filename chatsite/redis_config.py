@@ -129,6 +129,22 @@ class RedisConfig:
                 for url in self.urls]
 
 
+def async_client(config: "RedisConfig", timeout: float = CONNECT_TIMEOUT):
+    """A ``redis.asyncio`` client on the first host (or the Sentinel master) for stores other
+    than the layer (presence), with ``timeout`` seconds to connect and for each reply. Bound to
+    the event loop that first uses it."""
+    import redis.asyncio as aioredis
+    import redis.asyncio.sentinel
+
+    kwargs = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if config.mode == "sentinel":
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            config.sentinels, sentinel_kwargs={**config.sentinel_kwargs, **kwargs})
+        return sentinel.master_for(config.master_name, **config.master_kwargs, **kwargs)
+    url = config.urls[0]
+    return aioredis.Redis.from_url(url, **config._url_tls_kwargs(url), **kwargs)
+
+
 class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
     """Django's RedisCache builds its pool with ``pool_class.from_url(LOCATION, **OPTIONS)``;
     this one ignores the URL and asks the sentinels in ``OPTIONS["sentinel"]`` for the master."""

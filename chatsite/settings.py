@@ -204,6 +204,11 @@ REST_FRAMEWORK = {
         "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
     },
 }
+# Presence (rooms/presence.py): a connection expires PRESENCE_TTL seconds after its node's last
+# heartbeat, sent every PRESENCE_HEARTBEAT seconds; a dead node's users go offline within both.
+PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
+PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
+
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 

@@ -28,7 +28,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import metrics, selectors, services
+from . import metrics, presence, selectors, services
 from .models import Membership, Message, Room
 from .serializers import (
     MembershipSerializer,
@@ -47,6 +47,12 @@ logger = logging.getLogger(__name__)
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
+
+
+class AuthorListField(serializers.ListField):
+    """``[{"id": int, "username": str}, ...]`` (for the schema)."""
+
+    child = serializers.DictField()
 
 
 def not_found(request, *args, **kwargs):
@@ -187,6 +193,15 @@ class RoomViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         room = services.room_update(room=room, actor=request.user, **data.validated_data)
         return Response(self.get_serializer(room).data)
+
+    @extend_schema(
+        responses={200: inline_serializer("Presence", {"online": AuthorListField()}), 404: None},
+        description="Who is online in the room now, across all nodes (a user with two tabs once).",
+    )
+    @action(detail=True, methods=["get"])
+    def presence(self, request, slug=None):
+        room = self.get_object()
+        return Response({"online": presence.store().online_now(room.pk)})
 
     @extend_schema(
         description="Archive the room: its history stays readable, it takes no new messages, and "

@@ -28,6 +28,17 @@ server → client: every stored message with a higher seq as ``message`` frames,
 ``{"type": "resumed", "last_seq": int}``; live frames already replayed are not sent again. Over
 1,000 missing: ``{"type": "resync", "latest_seq": int}`` instead (reload through the REST history).
 
+server → client after ``hello``, the room's online members (a user with two tabs once), then
+changes from any node::
+
+    {"type": "presence", "online": [{"id": int, "username": str}, ...]}
+    {"type": "presence.diff", "joins": [{...}], "leaves": [{...}]}
+
+client → server, relayed to the others as ``{"type": "typing", "user": {"id", "username"}}``,
+never stored, at most one every 2 s per socket::
+
+    {"type": "typing"}
+
 client → server, to repair a gap; answered with up to 200 messages, oldest first::
 
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
@@ -68,6 +79,7 @@ slow (resume), 1009 a frame over 64 KiB.
 
 import json
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -76,7 +88,7 @@ from django.db import DatabaseError
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 
-from . import events, metrics, ratelimit, selectors, services
+from . import events, metrics, presence, ratelimit, selectors, services
 from .logutil import RateLimitedLogger
 from .models import Room
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -127,6 +139,7 @@ class FrameError(Exception):
 
 
 SEQ_MAX = 2**63 - 1  # PostgreSQL bigint
+TYPING_INTERVAL = 2.0  # seconds between relayed typing hints of one socket
 RESUME_MAX = 1000  # messages a resume replays; more means resync through the history API
 FETCH_MAX = 200  # messages per fetch frame (the history API's page limit)
 
@@ -276,6 +289,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         if after_seq is not None:
             await self.resume(after_seq)
+        await self.presence_join()
 
     async def refuse(self, close_code: int) -> None:
         """Accept, then close with ``close_code`` (a refusal browsers can read)."""
@@ -296,6 +310,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if self.counted_open:
             self.counted_open = False
             metrics.OPEN_SOCKETS.dec()
+        if self.present:
+            self.present = False
+            await self.presence_leave()
         for attr in ("group", "user_group"):
             group = getattr(self, attr)
             setattr(self, attr, None)
@@ -346,6 +363,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.resume(_seq_field(content, "after_seq", required=True))
         elif frame_type == "fetch":
             await self.fetch(content)
+        elif frame_type == "typing":
+            await self.typing()
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
 
@@ -421,6 +440,68 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
 
     # --- channel layer → client ----------------------------------------------------------------
+
+    # --- presence and typing -----------------------------------------------------------------
+
+    present = False  # in the presence store (rooms.presence) until disconnect
+    last_typing = 0.0
+
+    def _me(self) -> dict:
+        user = self.scope["user"]
+        return {"id": user.pk, "username": user.get_username()}
+
+    async def presence_join(self) -> None:
+        """After ``hello``: record this socket in the presence store, tell the room if its user
+        just came online (``presence.diff``), and send the socket the whole list:
+        ``{"type": "presence", "online": [{"id", "username"}, ...]}``. Best effort: without
+        Redis the chat goes on with no presence frames."""
+        me = self._me()
+        store = presence.store()
+        try:
+            came_online = await store.join(self.room.pk, me["id"], me["username"], self.channel_name)
+            self.present = True
+            presence.heartbeat_for_loop().add(self.channel_name, self.room.pk, me["id"])
+            if came_online:
+                await events.presence_changed(room_id=self.room.pk, joins=[me], leaves=[], origin=self.channel_name)
+            online = await store.online(self.room.pk)
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
+            return
+        await self.send_json({"type": "presence", "online": online})
+
+    async def presence_leave(self) -> None:
+        me = self._me()
+        presence.heartbeat_for_loop().discard(self.channel_name)
+        try:
+            if await presence.store().leave(self.room.pk, me["id"], self.channel_name):
+                await events.presence_changed(room_id=self.room.pk, joins=[], leaves=[me])
+        except UNAVAILABLE_ERRORS:  # the heartbeat of other nodes expires it within the TTL
+            unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
+
+    async def typing(self) -> None:
+        """``{"type": "typing"}``: relayed to the room's other members as ``{"type": "typing",
+        "user": {"id", "username"}}``, never stored; at most one every ``TYPING_INTERVAL``
+        seconds per socket (2 s; more are dropped without an answer)."""
+        now = time.monotonic()
+        if now - self.last_typing < TYPING_INTERVAL:
+            return
+        self.last_typing = now
+        try:
+            await events.typing(room_id=self.room.pk, user=self._me())
+        except UNAVAILABLE_ERRORS:
+            pass  # a lost typing hint harms no one
+
+    async def room_presence(self, event: dict) -> None:
+        """``presence.diff`` from any node: forwarded (not this socket's own join)."""
+        if not self.closing and event.get("origin") != self.channel_name:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    async def room_typing(self, event: dict) -> None:
+        """Someone is typing: forwarded to every socket but that user's own."""
+        if not self.closing and event["user_id"] != self.scope["user"].pk:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
 
     replayed_upto = 0  # highest seq sent by a resume; live copies of those are dropped
 

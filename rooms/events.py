@@ -10,6 +10,9 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
   "left"}``; that user's sockets in the room close with 4403 (banned) or 4000 (left).
+- ``room.presence``: ``{"type": "room.presence", "text": str}``, a ``presence.diff`` frame.
+- ``room.typing``: ``{"type": "room.typing", "user_id": int, "text": str}``; forwarded to every
+  socket but that user's own.
 - ``user.token_revoked``: ``{"type": "user.token_revoked"}`` to ``user.<id>``; sockets opened
   with a token close with 4401.
 - ``user.notice``: ``{"type": "user.notice", "text": str}`` to ``user.<id>``; ``text`` is the
@@ -38,6 +41,8 @@ ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 USER_TOKEN_REVOKED = "user.token_revoked"
+ROOM_PRESENCE = "room.presence"
+ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
 
 _failures_lock = threading.Lock()
@@ -126,6 +131,26 @@ def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool
     started = time.perf_counter()
     event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason}
     return _group_send(room_group_name(room_id), event, started)
+
+
+async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict], origin: str = "") -> None:
+    """From async code (the consumer, the presence heartbeat): tell the room's sockets who came
+    online and who went offline: ``{"type": "presence.diff", "joins": [{"id", "username"}],
+    "leaves": [{"id", "username"}]}``, except to the socket ``origin`` (the channel whose join
+    it is: that socket gets the whole list instead). Layer errors propagate (best effort)."""
+    frame = {"type": "presence.diff", "joins": joins, "leaves": leaves}
+    await get_channel_layer().group_send(
+        room_group_name(room_id), {"type": ROOM_PRESENCE, "origin": origin, "text": encode_frame(frame)}
+    )
+
+
+async def typing(*, room_id: int, user: dict) -> None:
+    """From the consumer: ``{"type": "typing", "user": {"id", "username"}}`` to the room's other
+    members' sockets (never stored)."""
+    frame = {"type": "typing", "user": user}
+    await get_channel_layer().group_send(
+        room_group_name(room_id), {"type": ROOM_TYPING, "user_id": user["id"], "text": encode_frame(frame)}
+    )
 
 
 def broadcast_token_revoked(*, user_id: int) -> bool:

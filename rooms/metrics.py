@@ -122,12 +122,14 @@ SENT_BY_EVENT = _SentByEvent({
     "room.message_updated": FRAMES_SENT.labels(type="message.updated"),
     "room.message_deleted": FRAMES_SENT.labels(type="message.deleted"),
     "room.archived": FRAMES_SENT.labels(type="room.archived"),
+    "room.presence": FRAMES_SENT.labels(type="presence.diff"),
+    "room.typing": FRAMES_SENT.labels(type="typing"),
 })
 
 
 # The client frame types counted under their own name; any other ``type`` counts as ``other``
 # (a label value never comes from client text). Add a new client frame type here.
-CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch"})
+CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing"})
 
 
 def frame_received(frame_type, error: str = "") -> None:

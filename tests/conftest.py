@@ -1,6 +1,8 @@
 """Fixtures. Tests run against the real PostgreSQL and Redis named by DATABASE_URL / REDIS_URL
 (``make test`` sets both); nothing here mocks either."""
 
+import asyncio
+import json
 import os
 import uuid
 
@@ -23,8 +25,10 @@ def pytest_configure(config):
     if "CONFIG" in layer:
         layer["CONFIG"]["prefix"] = f"{layer['CONFIG'].get('prefix', 'chatsite')}-test-{os.getpid()}"
     channel_layers.backends.clear()
-    # Throttle counters live in the (Redis) cache: keep this run's apart from earlier runs'.
-    settings.CACHES["default"]["KEY_PREFIX"] = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    # Throttle counters and presence live in Redis too: keep this run's apart from earlier runs'.
+    run_prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    settings.CACHES["default"]["KEY_PREFIX"] = run_prefix
+    settings.CHANNEL_LAYER_PREFIX = run_prefix
     # Pages render without `collectstatic` having run (hashed names need its manifest).
     settings.STORAGES = {
         **settings.STORAGES,
@@ -64,17 +68,25 @@ def room(db, user):
 class Connection:
     """A ``WebsocketCommunicator`` that decodes frames; always ``await close()`` it."""
 
-    def __init__(self, communicator: WebsocketCommunicator):
+    PRESENCE_TYPES = frozenset({"presence", "presence.diff"})
+
+    def __init__(self, communicator: WebsocketCommunicator, keep_presence: bool = False):
         self.communicator = communicator
         self.connected = False
         self.subprotocol = None
+        # Presence frames come and go with every socket of the room; tests of other things
+        # skip them (tests/test_presence.py keeps them).
+        self.keep_presence = keep_presence
 
     async def connect(self, timeout: float = 3):
         self.connected, self.subprotocol = await self.communicator.connect(timeout=timeout)
         return self.connected
 
     async def receive(self, timeout: float = 3) -> dict:
-        return await self.communicator.receive_json_from(timeout=timeout)
+        while True:
+            frame = await self.communicator.receive_json_from(timeout=timeout)
+            if self.keep_presence or frame.get("type") not in self.PRESENCE_TYPES:
+                return frame
 
     async def receive_type(self, frame_type: str, timeout: float = 3) -> dict:
         """The next frame, which must be of ``frame_type``."""
@@ -90,13 +102,30 @@ class Connection:
         await self.communicator.send_input({"type": "websocket.receive", "text": text})
 
     async def nothing_more(self, timeout: float = 0.2) -> bool:
-        return await self.communicator.receive_nothing(timeout=timeout)
+        """No frame (other than skipped presence frames) arrives within ``timeout`` seconds.
+        (A timed-out receive would cancel the application, so this waits with receive_nothing.)"""
+        if self.keep_presence:
+            return await self.communicator.receive_nothing(timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if await self.communicator.receive_nothing(timeout=max(0.01, deadline - loop.time())):
+                return True
+            output = await self.communicator.receive_output(timeout=1)
+            if output["type"] != "websocket.send" or self.keep_presence:
+                return False
+            if json.loads(output.get("text") or "{}").get("type") not in self.PRESENCE_TYPES:
+                return False
 
     async def close_code(self, timeout: float = 3) -> int:
-        """The close code of a socket the server closes."""
-        output = await self.communicator.receive_output(timeout=timeout)
-        assert output["type"] == "websocket.close", output
-        return output.get("code")
+        """The close code of a socket the server closes (skipped presence frames before it)."""
+        while True:
+            output = await self.communicator.receive_output(timeout=timeout)
+            if output["type"] == "websocket.send" and not self.keep_presence:
+                if json.loads(output.get("text") or "{}").get("type") in self.PRESENCE_TYPES:
+                    continue
+            assert output["type"] == "websocket.close", output
+            return output.get("code")
 
     async def close(self) -> None:
         await self.communicator.disconnect()
@@ -109,7 +138,8 @@ def ws():
     at teardown."""
     opened = []
 
-    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=(), host=b"127.0.0.1"):
+    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=(), host=b"127.0.0.1",
+                          keep_presence=False):
         hdrs = list(headers)
         if host is not None:
             hdrs.append((b"host", host))
@@ -122,7 +152,7 @@ def ws():
             hdrs.append((b"cookie", cookie.encode()))
         if token is not None:
             hdrs.append((b"authorization", f"Token {token}".encode()))
-        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs))
+        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs), keep_presence=keep_presence)
         opened.append(conn)
         return conn
 

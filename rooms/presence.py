@@ -1,0 +1,256 @@
+"""Who is online in a room, across all nodes.
+
+Channel-layer groups cannot be listed, so presence has its own store: with Redis, two sorted
+sets per room (every node sees the same), without it a dict in this process (one node).
+
+- ``<prefix>:presence:<room id>:users``: member ``user id``, score = when that user's newest
+  connection expires (Unix seconds). Online = score in the future; a user with two tabs is one
+  member, so counts once.
+- ``<prefix>:presence:<room id>:u:<user id>``: that user's connections (``conn`` = the socket's
+  channel name), score = expiry.
+- ``<prefix>:presence:<room id>:names``: user id → username, for the online list.
+
+Each connection expires ``PRESENCE_TTL`` seconds (default 30) after its last heartbeat; every
+node refreshes its own connections every ``PRESENCE_HEARTBEAT`` seconds (default 10) and sweeps
+the rooms it has members in, announcing users whose last connection expired. So a node that dies
+takes its users offline within TTL + heartbeat (40 s by default) without any call from it; each
+expired user is announced once, by whichever node removed it (the removal is one Lua script).
+
+The async functions are called by ``rooms.consumers.RoomConsumer``; ``online_now`` (sync) by the
+REST view. Every function raises ``redis.exceptions.RedisError`` / ``OSError`` when Redis cannot be
+reached; callers treat presence as best effort (chat goes on without it).
+"""
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Lua scripts: each runs atomically in Redis, so concurrent nodes agree on joins and leaves.
+_JOIN = """
+local users, conns, names = KEYS[1], KEYS[2], KEYS[3]
+local uid, conn, exp, now, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local was = redis.call('ZSCORE', users, uid)
+redis.call('ZADD', conns, exp, conn)
+redis.call('ZADD', users, 'GT', exp, uid)
+redis.call('HSET', names, uid, name)
+if (not was) or tonumber(was) <= now then return 1 else return 0 end
+"""
+_LEAVE = """
+local users, conns = KEYS[1], KEYS[2]
+local uid, conn, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('ZREM', conns, conn)
+redis.call('ZREMRANGEBYSCORE', conns, '-inf', now)
+if redis.call('ZCARD', conns) == 0 then
+  redis.call('DEL', conns)
+  return redis.call('ZREM', users, uid)
+end
+return 0
+"""
+_SWEEP = """
+local users, now = KEYS[1], tonumber(ARGV[1])
+local expired = redis.call('ZRANGEBYSCORE', users, '-inf', now)
+local gone = {}
+for _, uid in ipairs(expired) do
+  if redis.call('ZREM', users, uid) == 1 then table.insert(gone, uid) end
+end
+return gone
+"""
+
+
+def ttl() -> float:
+    return float(getattr(settings, "PRESENCE_TTL", 30))
+
+
+def heartbeat() -> float:
+    return float(getattr(settings, "PRESENCE_HEARTBEAT", 10))
+
+
+def _keys(room_id: int, user_id: int | None = None) -> tuple[str, ...]:
+    base = f"{settings.CHANNEL_LAYER_PREFIX}:presence:{int(room_id)}"
+    conns = f"{base}:u:{int(user_id)}" if user_id is not None else None
+    return f"{base}:users", conns, f"{base}:names"
+
+
+class RedisStore:
+    """Presence in Redis (``settings.REDIS``: the same host or Sentinel master as the cache)."""
+
+    def __init__(self):
+        self._clients = {}  # event loop → redis.asyncio client (a client is bound to its loop)
+
+    def _client(self):
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            from chatsite.redis_config import async_client
+
+            client = self._clients[loop] = async_client(settings.REDIS)
+        return client
+
+    async def join(self, room_id: int, user_id: int, username: str, conn: str) -> bool:
+        users, conns, names = _keys(room_id, user_id)
+        now = time.time()
+        return bool(await self._client().eval(_JOIN, 3, users, conns, names, user_id, conn, now + ttl(), now, username))
+
+    async def leave(self, room_id: int, user_id: int, conn: str) -> bool:
+        users, conns, _ = _keys(room_id, user_id)
+        return bool(await self._client().eval(_LEAVE, 2, users, conns, user_id, conn, time.time()))
+
+    async def refresh(self, entries: list[tuple[int, int, str]]) -> None:
+        exp = time.time() + ttl()
+        async with self._client().pipeline(transaction=False) as pipe:
+            for room_id, user_id, conn in entries:
+                users, conns, _ = _keys(room_id, user_id)
+                pipe.zadd(conns, {conn: exp})
+                pipe.zadd(users, {str(user_id): exp}, gt=True)
+            await pipe.execute()
+
+    async def sweep(self, room_id: int) -> list[int]:
+        users, _, _ = _keys(room_id)
+        gone = await self._client().eval(_SWEEP, 1, users, time.time())
+        return [int(uid) for uid in gone]
+
+    async def online(self, room_id: int) -> list[dict]:
+        users, _, names = _keys(room_id)
+        ids = await self._client().zrangebyscore(users, time.time(), "+inf")
+        return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
+
+    async def named(self, room_id: int, ids: list[int]) -> list[dict]:
+        _, _, names = _keys(room_id)
+        return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
+
+    def online_now(self, room_id: int) -> list[dict]:
+        """Sync, for views: the online list, read with a short-lived client."""
+        users, _, names = _keys(room_id)
+        _, client = settings.REDIS.sync_clients(timeout=2)[0]
+        try:
+            ids = client.zrangebyscore(users, time.time(), "+inf")
+            return _with_names(ids, client.hmget(names, ids) if ids else [])
+        finally:
+            client.close()
+
+
+class MemoryStore:
+    """Presence in this process (the in-memory layer: one node)."""
+
+    def __init__(self):
+        self.conns: dict[tuple[int, int], dict[str, float]] = {}  # (room, user) → conn → expiry
+        self.names: dict[int, str] = {}
+
+    def _live(self, room_id: int, user_id: int, now: float) -> dict[str, float]:
+        conns = self.conns.get((room_id, user_id), {})
+        for conn in [c for c, exp in conns.items() if exp <= now]:
+            del conns[conn]
+        return conns
+
+    async def join(self, room_id, user_id, username, conn) -> bool:
+        now = time.time()
+        conns = self._live(room_id, user_id, now)
+        was_online = bool(conns)
+        self.conns.setdefault((room_id, user_id), conns)[conn] = now + ttl()
+        self.names[user_id] = username
+        return not was_online
+
+    async def leave(self, room_id, user_id, conn) -> bool:
+        conns = self._live(room_id, user_id, time.time())
+        if conns.pop(conn, None) is None:
+            return False
+        if not conns:
+            self.conns.pop((room_id, user_id), None)
+            return True
+        return False
+
+    async def refresh(self, entries) -> None:
+        exp = time.time() + ttl()
+        for room_id, user_id, conn in entries:
+            self.conns.setdefault((room_id, user_id), {})[conn] = exp
+
+    async def sweep(self, room_id) -> list[int]:
+        now, gone = time.time(), []
+        for (r, user_id) in [k for k in self.conns if k[0] == room_id]:
+            if not self._live(r, user_id, now):
+                del self.conns[(r, user_id)]
+                gone.append(user_id)
+        return gone
+
+    async def online(self, room_id) -> list[dict]:
+        return self.online_now(room_id)
+
+    async def named(self, room_id, ids) -> list[dict]:
+        return _with_names(ids, [self.names.get(u, "") for u in ids])
+
+    def online_now(self, room_id) -> list[dict]:
+        now = time.time()
+        ids = [u for (r, u) in list(self.conns) if r == room_id and self._live(r, u, now)]
+        return sorted(({"id": u, "username": self.names.get(u, "")} for u in ids), key=lambda m: m["username"])
+
+
+def _with_names(ids, names) -> list[dict]:
+    members = [
+        {"id": int(uid), "username": (name.decode() if isinstance(name, bytes) else name) or ""}
+        for uid, name in zip(ids, names)
+    ]
+    return sorted(members, key=lambda m: m["username"])
+
+
+_store = None
+
+
+def store():
+    """The presence store of this process: Redis when ``settings.REDIS`` is set, else memory."""
+    global _store
+    if _store is None:
+        _store = RedisStore() if getattr(settings, "REDIS", None) else MemoryStore()
+    return _store
+
+
+# --- the heartbeat: one task per process for all of its sockets ------------------------------------
+
+
+class Heartbeat:
+    """Keeps this process's connections alive in the store and sweeps the rooms it has members
+    in, announcing users whose last connection expired (a dead node's users)."""
+
+    def __init__(self):
+        self.entries: dict[str, tuple[int, int]] = {}  # conn → (room id, user id)
+        self.task = None
+
+    def add(self, conn: str, room_id: int, user_id: int) -> None:
+        self.entries[conn] = (room_id, user_id)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, conn: str) -> None:
+        self.entries.pop(conn, None)
+
+    async def _run(self) -> None:
+        from . import events
+
+        while self.entries:
+            await asyncio.sleep(heartbeat())
+            entries = [(room_id, user_id, conn) for conn, (room_id, user_id) in list(self.entries.items())]
+            if not entries:
+                break
+            try:
+                await store().refresh(entries)
+                for room_id in {room_id for room_id, _, _ in entries}:
+                    gone = await store().sweep(room_id)
+                    if gone:
+                        leaves = await store().named(room_id, gone)
+                        await events.presence_changed(room_id=room_id, joins=[], leaves=leaves)
+            except Exception:
+                logger.warning("presence heartbeat failed; retrying in %s s", heartbeat(), exc_info=True)
+
+
+_heartbeats = {}
+
+
+def heartbeat_for_loop() -> Heartbeat:
+    loop = asyncio.get_running_loop()
+    beat = _heartbeats.get(loop)
+    if beat is None:
+        beat = _heartbeats[loop] = Heartbeat()
+    return beat

@@ -1,0 +1,131 @@
+"""Presence and typing: in-process through chatsite.asgi (real Redis store and layer), and a dead
+node's users going offline on real processes."""
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from rest_framework.test import APIClient
+
+from tests import factories
+from tests.nodes import Client, cluster, database_url_for_tests
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def member(ws, room, user):
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, keep_presence=True)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    return conn
+
+
+async def next_of(conn, frame_type, timeout=3):
+    """The next frame of ``frame_type``, skipping presence frames of other types."""
+    while True:
+        frame = await conn.receive(timeout=timeout)
+        if frame["type"] == frame_type:
+            return frame
+        assert frame["type"] in ("presence", "presence.diff"), frame
+
+
+async def drain(conn) -> list[dict]:
+    frames = []
+    while not await conn.communicator.receive_nothing(timeout=0.2):
+        frames.append(await conn.receive())
+    return frames
+
+
+def names(users):
+    return sorted(u["username"] for u in users)
+
+
+async def test_online_list_on_join_and_diffs_count_a_user_with_two_tabs_once(ws, room, user, other_user):
+    alice = await member(ws, room, user)
+    assert names((await next_of(alice, "presence"))["online"]) == ["alice"]
+    bob1 = await member(ws, room, other_user)
+    assert names((await next_of(bob1, "presence"))["online"]) == ["alice", "bob"]
+    diff = await next_of(alice, "presence.diff")
+    assert names(diff["joins"]) == ["bob"] and diff["leaves"] == []
+
+    bob2 = await member(ws, room, other_user)  # a second tab: nobody new came online
+    assert names((await next_of(bob2, "presence"))["online"]) == ["alice", "bob"]
+    assert await alice.nothing_more(0.3)
+    await bob1.close()  # one tab closed: bob is still online
+    assert await alice.nothing_more(0.3)
+    response = await database_sync_to_async(lambda: _api(user).get("/api/rooms/lobby/presence/"))()
+    assert response.status_code == 200 and names(response.data["online"]) == ["alice", "bob"]
+
+    await bob2.close()  # the last tab: bob goes offline
+    diff = await next_of(alice, "presence.diff")
+    assert diff["joins"] == [] and names(diff["leaves"]) == ["bob"]
+    response = await database_sync_to_async(lambda: _api(user).get("/api/rooms/lobby/presence/"))()
+    assert names(response.data["online"]) == ["alice"]
+    await alice.close()
+
+
+def _api(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+async def test_typing_is_relayed_to_others_only_never_stored_and_rate_limited(ws, room, user, other_user):
+    from rooms.models import Message
+
+    alice = await member(ws, room, user)
+    bob = await member(ws, room, other_user)
+    await alice.send({"type": "typing"})
+    typing = await next_of(bob, "typing")
+    assert typing == {"type": "typing", "user": {"id": user.pk, "username": "alice"}}
+    await alice.send({"type": "typing"})  # within 2 s: dropped
+    await asyncio.sleep(0.3)
+    assert [f for f in await drain(bob) if f["type"] == "typing"] == []
+    assert [f for f in await drain(alice) if f["type"] == "typing"] == []  # never echoed to the typist
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    await alice.close()
+    await bob.close()
+
+
+async def test_presence_of_a_private_room_is_404_for_outsiders(user, other_user):
+    await database_sync_to_async(factories.make_room)(created_by=user, slug="secret", is_private=True)
+    response = await database_sync_to_async(lambda: _api(other_user).get("/api/rooms/secret/presence/"))()
+    assert response.status_code == 404
+
+
+@pytest.mark.multinode
+async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_from_it(db):
+    def setup():
+        owner = factories.make_user("owner")
+        factories.make_room(created_by=owner, slug="r0")
+        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob")]
+
+    tokens = await database_sync_to_async(setup)()
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    extra = {"PRESENCE_TTL": "2", "PRESENCE_HEARTBEAT": "0.5"}
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
+                 prefix=prefix, extra_env=extra) as nodes:
+        alice = await Client(nodes[0], "r0", tokens[0]).connect()
+        bob = await Client(nodes[1], "r0", tokens[1]).connect()
+
+        def online_names(c):
+            online = set()
+            for f in c.frames:
+                if f["type"] == "presence":
+                    online = {u["username"] for u in f["online"]}
+                elif f["type"] == "presence.diff":
+                    online |= {u["username"] for u in f["joins"]}
+                    online -= {u["username"] for u in f["leaves"]}
+            return online
+
+        assert await bob.wait_for(lambda c: online_names(c) == {"alice", "bob"})
+        nodes[0].process.kill()  # SIGKILL: no goodbye from node-1
+        killed = time.monotonic()
+        assert await bob.wait_for(lambda c: online_names(c) == {"bob"}, timeout=10)
+        offline_after = time.monotonic() - killed
+        print(f"PRESENCE dead node: alice offline for bob after {offline_after:.2f} s (TTL 2 s, heartbeat 0.5 s)")
+        assert offline_after < 2 + 0.5 + 2
+        await bob.close()
