@@ -105,6 +105,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_ARCHIVED = 4410
 CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
 
+try:  # what daphne (autobahn) raises when sending on a socket the peer has just closed
+    from autobahn.exception import Disconnected as _PEER_GONE
+except ImportError:  # another ASGI server
+    _PEER_GONE = ()
+
 # What "the database or Redis cannot be reached" looks like from here.
 UNAVAILABLE_ERRORS = (DatabaseError, PoolTimeout, RedisError, OSError)
 
@@ -286,10 +291,19 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             after_seq = _query_after_seq(self.scope)
         except FrameError as exc:
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
-            return
+            after_seq = None
         if after_seq is not None:
             await self.resume(after_seq)
         await self.presence_join()
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        """Send a frame, unless the peer has just gone: a frame (a presence change, a message)
+        can meet a socket the client closed a moment before its disconnect reaches us; that
+        frame is dropped instead of failing the consumer (the client resumes by seq)."""
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except _PEER_GONE:
+            self.closing = True
 
     async def refuse(self, close_code: int) -> None:
         """Accept, then close with ``close_code`` (a refusal browsers can read)."""

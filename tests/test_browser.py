@@ -4,6 +4,9 @@ for Python, against real daphne nodes behind the real nginx balancer (tests/test
 
 - Two users in two browser contexts, each on a different node, then both through the balancer:
   a message typed by one shows for the other within 1 s; one in another room shows for no one.
+  Both pages list both users as online (a second tab of one user, on a narrow screen, lists
+  them once); typing in one page shows "… is typing…" on the other within 1 s, and their
+  message ends it; a closed tab drops its user from the other page's list (a leave diff).
 - Outbox and resume: the page's node is SIGKILLed, a message typed meanwhile stays "sending…",
   others post over REST on another node; the node comes back on its port and the page resumes
   (``?after_seq=``), shows every message once in seq order and delivers its own once. Then
@@ -206,6 +209,52 @@ def typed_latency_ms(sender, receiver, body: str) -> int:
     return receiver.evaluate("() => window.__seenAt") - sender.evaluate("() => window.__sentAt")
 
 
+def online(page) -> list[str]:
+    """The page's "Online" list: usernames in page order, yours as "name (you)"."""
+    return page.eval_on_selector_all(
+        "#presence-list .presence__member",
+        """items => items.map(li => li.querySelector(".presence__name").textContent
+                                   + (li.querySelector(".presence__you") ? " (you)" : ""))""")
+
+
+def wait_online(page, expected: list[str], timeout: float = 5_000) -> float:
+    """Waits until the page's live (not greyed) online list is ``expected`` and its heading says
+    "Online (N)"; returns the seconds waited."""
+    started = time.monotonic()
+    page.wait_for_function(
+        """(expected) => {
+          const names = [...document.querySelectorAll("#presence-list .presence__member")].map(
+            (li) => li.querySelector(".presence__name").textContent + (li.querySelector(".presence__you") ? " (you)" : ""));
+          return !document.getElementById("presence").classList.contains("presence--stale")
+            && JSON.stringify(names) === JSON.stringify(expected);
+        }""", arg=expected, timeout=timeout)
+    waited = time.monotonic() - started
+    summary = page.locator("#presence-details summary").inner_text()
+    assert summary.startswith(f"Online ({len(expected)})"), (summary, online(page))
+    return waited
+
+
+def typing_latency_ms(typist, watcher, hint: str) -> int:
+    """Presses a key in ``typist``'s composer and returns the milliseconds from the key press to
+    ``watcher``'s typing line reading ``hint``, both read from the browser's clock."""
+    watcher.evaluate(
+        """(hint) => {
+          window.__hintAt = null;
+          const line = document.getElementById("typing-hint");
+          const check = () => { if (line.textContent === hint) { window.__hintAt = Date.now(); observer.disconnect(); } };
+          const observer = new MutationObserver(check);
+          observer.observe(line, { childList: true, subtree: true, characterData: true });
+          check();
+        }""", hint)
+    typist.evaluate(
+        """() => document.getElementById("message-body").addEventListener("keydown", () => {
+          window.__keyAt = Date.now();
+        }, { capture: true, once: true })""")
+    typist.press("#message-body", "h")
+    watcher.wait_for_function("() => window.__hintAt !== null", timeout=5_000)
+    return watcher.evaluate("() => window.__hintAt") - typist.evaluate("() => window.__keyAt")
+
+
 def screenshot(page, tmp_path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -222,7 +271,34 @@ def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_
         alice = open_room(alice_ctx, nodes[0].http, "r1", username="alice")
         bob = open_room(bob_ctx, nodes[1].http, "r1", username="bob")
         assert (connected_to(alice), connected_to(bob)) == ("node-1", "node-2")
+
+        # Presence: each page lists both (from its presence frame or a join diff from the other
+        # node), and itself as "(you)".
+        wait_online(alice, ["alice (you)", "bob"])
+        wait_online(bob, ["alice", "bob (you)"])
+        # Typing on node-1 shows on node-2 (never on the typist's own page); her message ends it.
+        typing_ms = typing_latency_ms(alice, bob, "alice is typing…")
+        typing_back_ms = typing_latency_ms(bob, alice, "bob is typing…")
+        print(f"\ntyping hint node-1 → node-2: {typing_ms} ms; node-2 → node-1: {typing_back_ms} ms")
+        assert typing_ms < LATENCY_LIMIT_MS and typing_back_ms < LATENCY_LIMIT_MS
+        assert alice.inner_text("#typing-hint") == "bob is typing…"
+        assert bob.inner_text("#typing-hint") == "alice is typing…"
+        screenshot(bob, tmp_path, "node2-bob-sees-alice-typing")
+        alice.fill("#message-body", "")  # her "h": the message below replaces it
+        bob.fill("#message-body", "")
+        bob.evaluate(
+            """() => {
+              window.__hintEndedAt = null;
+              const line = document.getElementById("typing-hint");
+              new MutationObserver((_, observer) => {
+                if (line.textContent === "") { window.__hintEndedAt = Date.now(); observer.disconnect(); }
+              }).observe(line, { childList: true, subtree: true, characterData: true });
+            }""")
         there = typed_latency_ms(alice, bob, "hello bob, from node-1")
+        # The hint ended with her message (same frame), not 4 s after her last typing frame.
+        assert bob.inner_text("#typing-hint") == ""
+        ended_at, seen_at = bob.evaluate("() => [window.__hintEndedAt, window.__seenAt]")
+        assert ended_at is not None and abs(seen_at - ended_at) < 100, (ended_at, seen_at)
         back = typed_latency_ms(bob, alice, "hello alice, from node-2")
         print(f"\nlatency node-1 → node-2: {there} ms; node-2 → node-1: {back} ms")
         assert there < LATENCY_LIMIT_MS and back < LATENCY_LIMIT_MS
@@ -258,8 +334,32 @@ def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_
         assert [b for _, b in expected][-2:] == ["through nginx, from alice", "through nginx, from bob"]
         for page in (alice, bob):
             assert shown(page) == expected
+        wait_online(alice, ["alice (you)", "bob"])
+        wait_online(bob, ["alice", "bob (you)"])
         screenshot(alice, tmp_path, f"balancer-alice-{alice_node}")
         screenshot(bob, tmp_path, f"balancer-bob-{bob_node}")
+
+        # A second tab of alice's, phone-sized: she is still listed once, everywhere.
+        phone = alice_ctx.new_page()
+        phone.set_viewport_size({"width": 390, "height": 760})
+        phone.goto(f"{balancer}/rooms/r1/")
+        connected_to(phone)
+        wait_online(phone, ["alice (you)", "bob"])
+        wait_online(bob, ["alice", "bob (you)"])
+        assert phone.locator("#presence-list").is_hidden()  # collapsed to "Online (2)" there
+        screenshot(phone, tmp_path, "narrow-alice-second-tab")
+        phone.click("#presence-details summary")
+        assert phone.locator("#presence-list").is_visible()
+        screenshot(phone, tmp_path, "narrow-alice-second-tab-list-open")
+        phone.close()
+
+        # Bob closes his tab: his socket's close is a leave, so alice's page drops him at once
+        # (her own second tab's close above did not drop her: she still has this one).
+        bob.close()
+        dropped_s = wait_online(alice, ["alice (you)"])
+        print(f"bob's tab closed: gone from alice's list (on {alice_node}) after {dropped_s * 1000:.0f} ms")
+        assert dropped_s < 2
+        screenshot(alice, tmp_path, "alice-after-bob-closed-his-tab")
     finally:
         alice_ctx.close()
         bob_ctx.close()

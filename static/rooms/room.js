@@ -14,6 +14,10 @@
  *   server → client  {"type":"resumed","last_seq"}      after the replay asked by ?after_seq=N
  *   server → client  {"type":"resync","latest_seq"}     instead, when over 1,000 are missing
  *   server → client  {"type":"history","messages","has_more"}  answer to a fetch frame (unused)
+ *   server → client  {"type":"presence","online":[{id,username},…]}   after hello: who is online
+ *   server → all     {"type":"presence.diff","joins":[…],"leaves":[…]} later changes, any node
+ *   client → server  {"type":"typing"}                 while composing; at most one every 2 s
+ *   server → others  {"type":"typing","user":{id,username}}   never to the typist's own sockets
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
  *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
@@ -31,6 +35,12 @@
  * "resync" when too much is missing, and the page reads the history API instead); any gap seen in
  * live frames (dropped by the at-most-once channel layer) is filled from
  * GET <history>?after_seq=N before later live messages are shown.
+ *
+ * Who is here: the "Online (N)" list is the set (by user id) of the last presence frame of the
+ * current socket, with the presence.diff frames after it applied (idempotent: a join of someone
+ * listed or a leave of someone absent changes nothing); greyed while there is no live socket,
+ * emptied when the page stops. Typing hints last TYPING_SHOW_MS after a user's last typing frame
+ * and end at once when a message of theirs arrives or they go offline.
  */
 (function () {
   "use strict";
@@ -62,6 +72,11 @@
   const RETRY_LATER_CODES = new Set(["unavailable"]);
   const RETRY_BY_HAND_CODES = new Set(["internal_error"]);
   const MIN_RATE_LIMIT_WAIT_MS = 100; // rate_limited: resend after retry_after, never sooner
+  // The server relays one typing frame per socket every 2 s and drops the rest; a little over 2 s
+  // here, so network jitter does not make it drop one of ours (and the others' hint flicker).
+  const TYPING_SEND_INTERVAL_MS = 2100;
+  const TYPING_SHOW_MS = 4000; // a typing hint lasts this long after the user's last typing frame
+  const NARROW_SCREEN = "(max-width: 760px)"; // as in style.css: the online list starts collapsed
 
   const config = JSON.parse(document.getElementById("room-config").textContent);
   const chat = document.querySelector(".chat");
@@ -81,6 +96,12 @@
     formError: document.getElementById("form-error"),
     charCount: document.getElementById("char-count"),
     banner: document.getElementById("room-banner"),
+    presence: document.getElementById("presence"),
+    presenceDetails: document.getElementById("presence-details"),
+    presenceCount: document.getElementById("presence-count"),
+    presenceNote: document.getElementById("presence-note"),
+    presenceList: document.getElementById("presence-list"),
+    typingHint: document.getElementById("typing-hint"),
   };
 
   const state = {
@@ -102,6 +123,11 @@
     outbox: new Map(), // client_msg_id → {id, body, el, status, retries, retryTimer}
     ackedAwaitingMessage: new Map(), // seq → outbox <li> whose ack came before the message
     deletedAhead: new Set(), // seqs above lastSeq deleted before their message was shown
+    online: new Map(), // user id → username: who is online in the room
+    presenceLive: false, // `online` comes from this socket's presence frame (diffs apply to it)
+    typists: new Map(), // user id → {username, timer}: whose typing frame came in the last 4 s
+    typingSentAt: 0, // Date.now() of our last typing frame
+    typingText: "", // the composer's text when we last looked (typing is sent on a change only)
   };
 
   // --- small helpers -------------------------------------------------------------------------
@@ -877,6 +903,116 @@
     showFormError(text);
   }
 
+  // --- who is online, who is typing ----------------------------------------------------------
+
+  function isUser(user) {
+    return user !== null && typeof user === "object" && Number.isInteger(user.id) && typeof user.username === "string";
+  }
+
+  function displayName(user) {
+    return user.username || `user ${user.id}`;
+  }
+
+  // {"type":"presence","online":[…]}: the whole list (after every hello): replaces ours.
+  function onPresence(frame) {
+    if (!Array.isArray(frame.online)) return;
+    state.online.clear();
+    for (const user of frame.online) {
+      if (isUser(user)) state.online.set(user.id, displayName(user));
+    }
+    state.presenceLive = true;
+    renderPresence();
+  }
+
+  // {"type":"presence.diff","joins":[…],"leaves":[…]}: applied to the list of this socket's
+  // presence frame (before it, or without one, there is nothing up to date to apply it to).
+  function onPresenceDiff(frame) {
+    if (!state.presenceLive) return;
+    for (const user of Array.isArray(frame.joins) ? frame.joins : []) {
+      if (isUser(user)) state.online.set(user.id, displayName(user));
+    }
+    for (const user of Array.isArray(frame.leaves) ? frame.leaves : []) {
+      if (!isUser(user)) continue;
+      state.online.delete(user.id);
+      stopTyping(user.id);
+    }
+    renderPresence();
+  }
+
+  // No live socket (or no presence from it): the list is greyed (`note` says why), or emptied
+  // when the page stops for good; typing hints end (their end would not reach us).
+  function presenceNotLive(note, clear) {
+    state.presenceLive = false;
+    if (clear) state.online.clear();
+    els.presenceNote.textContent = ` · ${note}`;
+    clearTyping();
+    renderPresence();
+  }
+
+  function renderPresence() {
+    const members = Array.from(state.online, ([id, username]) => ({ id, username }));
+    members.sort((a, b) => a.username.localeCompare(b.username) || a.id - b.id);
+    els.presenceList.replaceChildren(
+      ...members.map((member) => {
+        const li = element("li", "presence__member");
+        li.dataset.userId = String(member.id);
+        li.append(element("span", "presence__name", member.username));
+        if (member.id === config.user.id) li.append(element("span", "presence__you", "(you)"));
+        return li;
+      })
+    );
+    els.presenceCount.textContent = String(members.length);
+    els.presence.classList.toggle("presence--stale", !state.presenceLive);
+  }
+
+  // {"type":"typing","user":{…}}: someone else is composing; shown for TYPING_SHOW_MS.
+  function onTyping(frame) {
+    const user = frame.user;
+    if (!isUser(user) || user.id === config.user.id) return; // the server never sends our own
+    const typist = state.typists.get(user.id);
+    if (typist) clearTimeout(typist.timer);
+    state.typists.set(user.id, {
+      username: displayName(user),
+      timer: setTimeout(() => stopTyping(user.id), TYPING_SHOW_MS),
+    });
+    renderTyping();
+  }
+
+  function stopTyping(userId) {
+    const typist = state.typists.get(userId);
+    if (!typist) return;
+    clearTimeout(typist.timer);
+    state.typists.delete(userId);
+    renderTyping();
+  }
+
+  function clearTyping() {
+    for (const typist of state.typists.values()) clearTimeout(typist.timer);
+    state.typists.clear();
+    renderTyping();
+  }
+
+  function renderTyping() {
+    const names = Array.from(state.typists.values(), (typist) => typist.username);
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = `${names.length} people are typing…`;
+    els.typingHint.textContent = text;
+  }
+
+  // The composer's text changed: tell the room we are typing, at most once every 2 s, and only
+  // for a non-empty text on a connected socket (sendFrame sends nothing before hello).
+  function noteTyping() {
+    const text = els.input.value;
+    if (text === state.typingText) return;
+    state.typingText = text;
+    if (!text.trim() || state.stopped) return;
+    const now = Date.now();
+    if (now - state.typingSentAt < TYPING_SEND_INTERVAL_MS) return;
+    if (sendFrame({ type: "typing" })) state.typingSentAt = now;
+  }
+
   // --- connection ----------------------------------------------------------------------------
 
   // Every socket resumes after the last seq shown (shown seqs have no gap below it): the server
@@ -891,6 +1027,7 @@
     clearReconnectTimers();
     if (state.socket) state.socket.close(); // a stale one; its events are ignored from now on
     setStatus("connecting", "connecting…");
+    presenceNotLive("not connected", false);
     const socket = new WebSocket(socketUrl());
     state.socket = socket;
     state.helloReceived = false;
@@ -923,6 +1060,8 @@
         onHello(frame);
         break;
       case "message":
+        // their message is here: they are no longer typing it
+        if (frame.message && frame.message.author) stopTyping(frame.message.author.id);
         handleLiveMessage(frame.message);
         break;
       case "ack":
@@ -948,6 +1087,15 @@
         break;
       case "history":
         break; // answers a fetch frame, which this page does not send (gaps go through REST)
+      case "presence":
+        onPresence(frame);
+        break;
+      case "presence.diff":
+        onPresenceDiff(frame);
+        break;
+      case "typing":
+        onTyping(frame);
+        break;
       default:
         break; // unknown frame types are ignored, so the server can add some
     }
@@ -957,6 +1105,7 @@
     state.helloReceived = true;
     state.attempt = 0;
     setStatus("connected", `connected to ${frame.server_id}`);
+    if (!state.presenceLive) els.presenceNote.textContent = " · not known yet"; // until presence
     // Missed messages come as the replay that follows (then "resumed"); held-back live ones
     // still need the history API.
     if (state.buffered.size > 0) requestCatchUp();
@@ -982,6 +1131,7 @@
     state.socket = null;
     state.helloReceived = false;
     state.resuming = false;
+    presenceNotLive("not connected", false);
     const reason = {
       [CLOSE_LEFT]: "left",
       [CLOSE_UNAUTHENTICATED]: "signed-out",
@@ -1005,6 +1155,7 @@
     state.stopped = true;
     state.stopReason = reason;
     clearReconnectTimers();
+    presenceNotLive("not connected", true);
     clearTimeout(state.catchUp.retryTimer);
     els.fieldset.disabled = true;
     const rooms = element("a", "", "All rooms");
@@ -1159,6 +1310,7 @@
   function onInput() {
     autoGrow();
     updateCharCount();
+    noteTyping();
     if (!els.formError.hidden && !els.formError.classList.contains("composer__error--notice")) {
       clearFormError();
     }
@@ -1167,6 +1319,8 @@
   // --- start ---------------------------------------------------------------------------------
 
   function init() {
+    if (window.matchMedia && window.matchMedia(NARROW_SCREEN).matches) els.presenceDetails.open = false;
+    renderPresence();
     adoptRenderedHistory();
     restoreOutbox();
     scrollToBottom();
