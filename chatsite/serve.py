@@ -16,6 +16,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   resume), checked every second, so one member that stops reading cannot make the node buffer
   without bound; it resumes with nothing missing. A client that does not read even the close
   frame is dropped after the close handshake's timeout (it sees 1006).
+- Backlog in the scope: each socket's scope carries ``"chatsite.backlog"``, a callable giving
+  the bytes waiting for its client, so the consumer drops typing hints first for a slow client.
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
   socket with 1012 (service restart) so clients resume on another node at once, waits
   ``SHUTDOWN_GRACE`` seconds (default 1) for the close frames to go out, then exits.
@@ -37,6 +39,7 @@ logger = logging.getLogger("chatsite.serve")
 
 CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: "Service Restart"
 CLOSE_TOO_SLOW = 4008  # ours: the client did not read its frames fast enough; resume
+BACKLOG_SCOPE_KEY = "chatsite.backlog"  # scope entry: () -> bytes waiting for this socket's client
 
 
 def pending_bytes(transport) -> int:
@@ -71,7 +74,14 @@ def main(argv: list[str] | None = None) -> None:
 
     max_bytes = int(_env_float("WS_MAX_MESSAGE_BYTES", 65536))
     grace = _env_float("SHUTDOWN_GRACE", 1.0)
-    server = Server(
+    class ChatsiteServer(Server):
+        def create_application(self, protocol, scope):
+            # The consumer may ask how far behind its client is (to drop typing hints first).
+            if scope.get("type") == "websocket":
+                scope[BACKLOG_SCOPE_KEY] = lambda: pending_bytes(protocol.transport)
+            return super().create_application(protocol, scope)
+
+    server = ChatsiteServer(
         application=application,
         endpoints=[f"tcp:port={args.port}:interface={args.bind}"],
         ping_interval=_env_float("WS_PING_INTERVAL", 20),

@@ -145,6 +145,7 @@ class FrameError(Exception):
 
 SEQ_MAX = 2**63 - 1  # PostgreSQL bigint
 TYPING_INTERVAL = 2.0  # seconds between relayed typing hints of one socket
+TYPING_DROP_BYTES = 64 * 1024  # a client with more unread than this gets no typing hints
 RESUME_MAX = 1000  # messages a resume replays; more means resync through the history API
 FETCH_MAX = 200  # messages per fetch frame (the history API's page limit)
 
@@ -511,9 +512,16 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=event["text"])
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
+    def backed_up(self) -> bool:
+        """Whether this socket's client has more than ``TYPING_DROP_BYTES`` unread (known under
+        ``python -m chatsite.serve``, which puts a backlog callable in the scope)."""
+        backlog = self.scope.get("chatsite.backlog")
+        return backlog is not None and backlog() > TYPING_DROP_BYTES
+
     async def room_typing(self, event: dict) -> None:
-        """Someone is typing: forwarded to every socket but that user's own."""
-        if not self.closing and event["user_id"] != self.scope["user"].pk:
+        """Someone is typing: forwarded to every socket but that user's own, and not to a client
+        that is behind on reading (typing hints are the first thing dropped for a slow client)."""
+        if not self.closing and event["user_id"] != self.scope["user"].pk and not self.backed_up():
             await self.send(text_data=event["text"])
             metrics.SENT_BY_EVENT[event["type"]].inc()
 

@@ -541,3 +541,43 @@ async def test_invalid_utf8_text_frame_is_refused_to_its_sender_only(people, nod
         await other.close()
     finally:
         node.stop()
+
+
+async def test_typing_hints_are_dropped_first_for_a_client_that_is_behind(people, node_env, tmp_path):
+    """A member that has not read 64 KiB of messages gets those messages but no typing hint;
+    a member that keeps up gets the hint."""
+    import json as _json
+
+    room, tokens = await database_sync_to_async(people)(3)
+    node = start_node("node-1", env={**node_env, "WS_SLOW_CLIENT_BYTES": str(64 * 2**20)}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        fast = await Client(node, "r0", tokens[0]).connect()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", node.port))
+        import websockets
+
+        slow = await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
+                                        additional_headers={"Authorization": f"Token {tokens[1]}"})
+        talker = await Client(node, "r0", tokens[2]).connect()
+        for i in range(150):
+            await talker.send(f"{i} " + "y" * 3000, f"fill-{i}")
+        assert await talker.wait_for(lambda c: len(c.acks) == 150, timeout=60)
+        assert await fast.wait_for(lambda c: len(c.messages) == 150, timeout=30)
+        await talker._socket.send(_json.dumps({"type": "typing"}))
+        assert await fast.wait_for(lambda c: any(f["type"] == "typing" for f in c.frames), timeout=5)
+        await asyncio.sleep(0.5)
+        seen = []
+        try:
+            while True:
+                frame = _json.loads(await asyncio.wait_for(slow.recv(), 3))
+                seen.append(frame["type"])
+        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            pass
+        assert seen.count("message") == 150 and "typing" not in seen, seen[-5:]
+        await slow.close()
+        for c in (fast, talker):
+            await c.close()
+    finally:
+        node.stop()
