@@ -390,6 +390,13 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         client_msg_id = content.get("client_msg_id")
         # Echo the id only when it can be sent back (a lone surrogate cannot be encoded).
         extra = {"client_msg_id": client_msg_id} if is_valid_text(client_msg_id) else {}
+        if self.send_window is None:
+            self.send_window = ratelimit.LocalWindow(settings.WS_SEND_RATE)
+        retry_after = self.send_window.hit()
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_send").inc()
+            raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
+                             retry_after=retry_after, **extra)
         frame = MessageSendFrame(data=content)
         if not frame.is_valid():
             field, errors = next(iter(frame.errors.items()))
@@ -459,6 +466,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     # --- presence and typing -----------------------------------------------------------------
 
     present = False  # in the presence store (rooms.presence) until disconnect
+    send_window = None  # this socket's own count against WS_SEND_RATE (rooms.ratelimit)
     last_typing = 0.0
 
     def _me(self) -> dict:

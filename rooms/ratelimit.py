@@ -45,5 +45,26 @@ def hit(key: str, rate: str) -> float | None:
     return None
 
 
-def ws_send_rate() -> str:
-    return settings.WS_SEND_RATE
+class LocalWindow:
+    """The same fixed-window limit, counted in this process for one socket: a flooding socket is
+    answered at once, without a hop to the database thread or to Redis, so it cannot slow the
+    other members (the shared counter in ``hit`` still catches a user spread over many nodes)."""
+
+    def __init__(self, rate: str):
+        self.parsed = parse_rate(rate)
+        self.bucket = None
+        self.count = 0
+
+    def hit(self) -> float | None:
+        """Count one event; None when within the rate, else seconds until the window ends."""
+        if self.parsed is None:
+            return None
+        limit, window = self.parsed
+        now = time.time()
+        bucket = int(now // window)
+        if bucket != self.bucket:
+            self.bucket, self.count = bucket, 0
+        self.count += 1
+        if self.count > limit:
+            return round((bucket + 1) * window - now, 3)
+        return None

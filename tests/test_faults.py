@@ -581,3 +581,54 @@ async def test_typing_hints_are_dropped_first_for_a_client_that_is_behind(people
             await c.close()
     finally:
         node.stop()
+
+
+async def test_a_flooding_client_is_rate_limited_and_others_keep_their_latency(people, node_env, tmp_path):
+    """One member floods 600 sends as fast as it can (WS_SEND_RATE 20/s): it gets rate_limited
+    answers, and two other members' round trips stay what they were. Prints p50/p99 (ms) without
+    and with the flood; speed is a figure here, not an assertion (see bench/ for budgets)."""
+    import statistics
+
+    room, tokens = await database_sync_to_async(people)(3)
+    node = start_node("node-1", env={**node_env, "WS_SEND_RATE": "20/s"}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        a = await Client(node, "r0", tokens[0]).connect()
+        b = await Client(node, "r0", tokens[1]).connect()
+        flooder = await Client(node, "r0", tokens[2]).connect()
+
+        async def round_trips(tag, n=30):
+            times = []
+            for i in range(n):
+                started = time.monotonic()
+                await a.send(f"{tag} {i}", f"{tag}-{i}")
+                assert await b.wait_for(lambda c, i=i: any(m["body"] == f"{tag} {i}" for m in c.messages), timeout=10)
+                times.append((time.monotonic() - started) * 1000)
+                await asyncio.sleep(0.06)  # below a's own 20/s
+            return times
+
+        quiet = await round_trips("quiet")
+
+        async def flood():
+            for i in range(600):
+                await flooder.send("flood", f"flood-{i}")
+
+        flooding = asyncio.ensure_future(flood())
+        busy = await round_trips("busy")
+        await flooding
+        await flooder.wait_for(lambda c: len(c.acks) + sum(f["type"] == "error" for f in c.frames) >= 600, timeout=30)
+        limited = sum(1 for f in flooder.frames if f["type"] == "error" and f["code"] == "rate_limited")
+        stored_flood = await database_sync_to_async(Message.objects.filter(room=room, body="flood").count)()
+
+        def p(values, q):
+            return statistics.quantiles(values, n=100)[q - 1]
+
+        print(f"FAULT flood: {limited} of 600 flood sends rate_limited, {stored_flood} stored; other members' "
+              f"round trip p50/p99 {p(quiet, 50):.1f}/{p(quiet, 99):.1f} ms quiet, "
+              f"{p(busy, 50):.1f}/{p(busy, 99):.1f} ms during the flood")
+        assert limited >= 500 and limited + stored_flood == 600
+        assert len(a.acks) == 60 and len([m for m in b.messages if m["body"] != "flood"]) == 60
+        for c in (a, b, flooder):
+            await c.close()
+    finally:
+        node.stop()

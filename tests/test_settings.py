@@ -84,3 +84,17 @@ def test_check_deploy_has_no_warning_under_production_settings():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no issues" in proc.stdout
+
+
+def test_membership_never_silently_expires():
+    """Sockets that stay open for days keep receiving: the in-memory layer's groups do not expire
+    after its default day, the Redis Pub/Sub layer keeps none in Redis to expire, and the node
+    sets no socket lifetime unless WS_MAX_LIFETIME asks for one."""
+    code = (
+        "import django, json; from django.conf import settings; django.setup(); "
+        "print(json.dumps(settings.CHANNEL_LAYERS['default'].get('CONFIG', {})))"
+    )
+    proc = run(code, SECRET_KEY="k")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["group_expiry"] >= 365 * 86400
+    source = (BASE_DIR / "chatsite" / "serve.py").read_text()
+    assert 'websocket_timeout=_env_float("WS_MAX_LIFETIME", -1)' in source
