@@ -237,7 +237,21 @@ class HistoryPage(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
-class MessageViewSet(viewsets.GenericViewSet):
+class RoomScoped:
+    """For viewsets under ``/api/rooms/<room_slug>/``: the room is resolved first, so an unknown
+    or invisible room answers 404 before any other check (400, 403) can hint at it."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.room()  # 404 for an unknown or invisible room before any other answer
+
+    def room(self) -> Room:
+        if not hasattr(self, "_room"):
+            self._room = visible_room(self.request, self.kwargs["room_slug"])
+        return self._room
+
+
+class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     """A room's messages: history, sending, editing and deleting."""
 
     serializer_class = MessageSerializer
@@ -249,14 +263,6 @@ class MessageViewSet(viewsets.GenericViewSet):
     def get_throttles(self):
         return [FailOpenScopedThrottle()] if self.action == "create" else []
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        self.room()  # 404 for an unknown or invisible room before any other answer
-
-    def room(self) -> Room:
-        if not hasattr(self, "_room"):
-            self._room = visible_room(self.request, self.kwargs["room_slug"])
-        return self._room
 
     def get_object(self) -> Message:
         return get_object_or_404(
@@ -330,7 +336,7 @@ class MessageViewSet(viewsets.GenericViewSet):
 # --- members --------------------------------------------------------------------------------------
 
 
-class MemberViewSet(viewsets.GenericViewSet):
+class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     """A room's members. ``me`` stands for the caller's own username."""
 
     serializer_class = MembershipSerializer
@@ -338,14 +344,6 @@ class MemberViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[^/]+"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        self.room()  # 404 for an unknown or invisible room before any other answer
-
-    def room(self) -> Room:
-        if not hasattr(self, "_room"):
-            self._room = visible_room(self.request, self.kwargs["room_slug"])
-        return self._room
 
     def target_user(self):
         username = self.kwargs["username"]

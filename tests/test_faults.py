@@ -44,6 +44,17 @@ async def stored_bodies(room) -> list[str]:
     )()
 
 
+async def settle_histories(room, readers, timeout: float = 10.0) -> list[str]:
+    """Wait (bounded) until every reader holds the stored history, stop them, return it."""
+    stored = await stored_bodies(room)
+    deadline = time.monotonic() + timeout
+    while any(r.bodies() != stored for r in readers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for reader in readers:
+        await reader.stop()
+    return stored
+
+
 def report(name, sent, stored, clients, recovery=None):
     lines = [f"FAULT {name}: sent {sent}, stored {len(stored)}"]
     for i, c in enumerate(clients):
@@ -137,11 +148,7 @@ async def test_reconnecting_20_times_at_50_messages_per_second_loses_nothing(peo
             await asyncio.wait_for(reader.connected.wait(), 10)
         await sending
         assert await sender.wait_for(lambda c: len(c.acks) == 250, timeout=20)
-        stored = await stored_bodies(room)
-        deadline = time.monotonic() + 10
-        while reader.bodies() != stored and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await reader.stop()
+        stored = await settle_histories(room, [reader])
         await sender.close()
         report("reconnect x20", 250, stored, [reader])
         assert reader.connects >= 21
@@ -243,11 +250,7 @@ async def test_BR03_forced_close_by_socket_lifetime_loses_and_repeats_nothing(pe
         reader = ResumingClient(nodes, "r0", tokens[0]).start()
         await asyncio.wait_for(reader.connected.wait(), 10)
         sent = await rest_sender(nodes[1], tokens[1], 60, 10, "lifetime")
-        stored = await stored_bodies(room)
-        deadline = time.monotonic() + 10
-        while reader.bodies() != stored and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await reader.stop()
+        stored = await settle_histories(room, [reader])
         report("socket lifetime", sent, stored, [reader])
         print("  close codes", reader.close_codes)
         assert reader.connects >= 3 and set(reader.close_codes[:-1]) <= {1000}
@@ -327,12 +330,7 @@ async def test_BR04b_node_killed_mid_stream_its_clients_resume_elsewhere_and_oth
             await asyncio.sleep(0.02)
         recovery = time.monotonic() - killed_at
         sent = await sending
-        stored = await stored_bodies(room)
-        deadline = time.monotonic() + 10
-        while any(r.bodies() != stored for r in readers) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for reader in readers:
-            await reader.stop()
+        stored = await settle_histories(room, readers)
         report("node SIGKILL", sent, stored, readers, recovery=recovery)
         assert sent == 130 and len(stored) == 130
         for reader in readers:
