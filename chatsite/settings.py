@@ -208,6 +208,7 @@ REST_FRAMEWORK = {
 # heartbeat, sent every PRESENCE_HEARTBEAT seconds; a dead node's users go offline within both.
 PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
 PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
+PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node collects changes per diff
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")

@@ -23,12 +23,15 @@ are the truth, and a failed broadcast never undoes a stored change: it is logged
 ``broadcast_failures`` (and ``chatsite_layer_errors_total``, ``rooms.metrics``).
 """
 
+import asyncio
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics
@@ -70,21 +73,76 @@ def encode_frame(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
+def _calling_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop whose ``sync_to_async`` / ``database_sync_to_async`` thread this is
+    (a consumer's database call, a view under ASGI), or None (a management command, a plain
+    thread, a test without a loop)."""
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    if loop is None or getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    if loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+# One lock per event loop: the layer gets this node's events in the order they were committed
+# (Redis Pub/Sub keeps the order of one publisher's publishes, not of concurrent ones).
+_publish_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_pending: set = set()  # handed-over publishes not finished yet (strong references)
+
+
+def _failed(group: str, event: dict) -> None:
+    global broadcast_failures
+    with _failures_lock:
+        broadcast_failures += 1
+    metrics.LAYER_ERRORS.labels(event=event["type"]).inc()
+    logger.exception("broadcast of %s to %s failed; the change is stored", event["type"], group)
+
+
+async def _publish_in_order(layer, group: str, event: dict, started: float | None) -> None:
+    loop = asyncio.get_running_loop()
+    lock = _publish_locks.get(loop)
+    if lock is None:
+        lock = _publish_locks[loop] = asyncio.Lock()
+    async with lock:
+        try:
+            await layer.group_send(group, event)
+        except Exception:
+            _failed(group, event)
+            return
+    if started is not None:
+        metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(time.perf_counter() - started)
+
+
 def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     """Hand ``event`` to the layer from sync code (a consumer's database thread, a view's
-    thread, a management command, any thread). Returns False after logging a layer error
-    (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``). ``started``: the
-    ``time.perf_counter()`` taken when the ``broadcast_*`` helper began (the commit, for an
-    ``on_commit`` callback); the time until the layer took the event is observed in
-    ``chatsite_fanout_latency_seconds``."""
-    global broadcast_failures
+    thread, a management command, any thread). ``started``: the ``time.perf_counter()`` taken
+    when the ``broadcast_*`` helper began (the commit, for an ``on_commit`` callback); the time
+    until the layer took the event is observed in ``chatsite_fanout_latency_seconds``.
+
+    Called from a ``sync_to_async`` thread of a running server (every consumer's
+    ``database_sync_to_async`` call shares one such thread per process), the publish is queued
+    on the server's event loop in commit order and this returns True at once: the thread is not
+    held while the loop gets to it (it used to wait, and every other socket's database call
+    waited behind it). A layer error there is logged and counted as below. Elsewhere (management
+    commands, plain threads) it waits for the layer and returns False after logging a layer
+    error (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``)."""
+    layer = get_channel_layer()
+    loop = _calling_loop()
+    if loop is not None:
+        try:
+            future = asyncio.run_coroutine_threadsafe(_publish_in_order(layer, group, event, started), loop)
+        except RuntimeError:  # the loop closed meanwhile: publish from here instead
+            pass
+        else:
+            _pending.add(future)
+            future.add_done_callback(_pending.discard)
+            return True
     try:
-        async_to_sync(get_channel_layer().group_send)(group, event)
+        async_to_sync(layer.group_send)(group, event)
     except Exception:
-        with _failures_lock:
-            broadcast_failures += 1
-        metrics.LAYER_ERRORS.labels(event=event["type"]).inc()
-        logger.exception("broadcast of %s to %s failed; the change is stored", event["type"], group)
+        _failed(group, event)
         return False
     if started is not None:
         metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(time.perf_counter() - started)
@@ -96,7 +154,7 @@ def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
     ``transaction.on_commit`` in ``rooms.services.message_post``; returns whether the layer took
     it (on a layer error the message stays stored and clients recover it by ``seq``). Counts the
     message in ``chatsite_messages_stored_total`` (this callback runs once per committed new
-    message)."""
+    message). From a server's thread it returns once the publish is queued (see ``_group_send``)."""
     started = time.perf_counter()
     metrics.MESSAGES_STORED.inc()
     event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
@@ -133,14 +191,14 @@ def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool
     return _group_send(room_group_name(room_id), event, started)
 
 
-async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict], origin: str = "") -> None:
+async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict]) -> None:
     """From async code (the consumer, the presence heartbeat): tell the room's sockets who came
     online and who went offline: ``{"type": "presence.diff", "joins": [{"id", "username"}],
-    "leaves": [{"id", "username"}]}``, except to the socket ``origin`` (the channel whose join
-    it is: that socket gets the whole list instead). Layer errors propagate (best effort)."""
+    "leaves": [{"id", "username"}]}`` (one batch of ``rooms.presence.announce``). Layer errors
+    propagate (presence is best effort)."""
     frame = {"type": "presence.diff", "joins": joins, "leaves": leaves}
     await get_channel_layer().group_send(
-        room_group_name(room_id), {"type": ROOM_PRESENCE, "origin": origin, "text": encode_frame(frame)}
+        room_group_name(room_id), {"type": ROOM_PRESENCE, "text": encode_frame(frame)}
     )
 
 

@@ -47,6 +47,33 @@ class MessageSerializer(serializers.ModelSerializer):
         return data
 
 
+_DATETIME = serializers.DateTimeField(read_only=True)  # the same representation as the ModelSerializer's
+
+
+def _datetime(value):
+    return None if value is None else _DATETIME.to_representation(value)
+
+
+def message_data(message: Message) -> dict:
+    """``MessageSerializer(message).data`` as a plain dict (the same keys, order and values, so
+    the same JSON text), built without DRF's per-field machinery: the hot path for every stored
+    message's broadcast. Needs ``room`` and ``author`` loaded. ``MessageSerializer`` stays the
+    shape's definition (REST, history, the schema)."""
+    deleted = message.deleted_at is not None
+    author = message.author
+    return {
+        "id": message.pk,
+        "room": message.room.slug,
+        "seq": message.seq,
+        "author": {"id": author.pk, "username": author.username},
+        "body": "" if deleted else message.body,
+        "created_at": _datetime(message.created_at),
+        "server_id": message.server_id,
+        "edited_at": _datetime(message.edited_at),
+        "deleted": deleted,
+    }
+
+
 class StrictCharField(serializers.CharField):
     """A CharField that refuses numbers and booleans instead of turning them into text. Text
     rules (NUL, lone surrogates) come from ``validate_text`` alone, one error each, so DRF's own

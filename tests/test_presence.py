@@ -43,28 +43,62 @@ def names(users):
     return sorted(u["username"] for u in users)
 
 
+async def sees_online(conn, expected: set[str], timeout: float = 5) -> bool:
+    """Apply the presence frames ``conn`` receives until its online set is ``expected``."""
+    if not hasattr(conn, "online"):
+        conn.online = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while set(conn.online.values()) != expected:
+        remaining = deadline - loop.time()
+        if remaining <= 0 or await conn.communicator.receive_nothing(timeout=min(remaining, 0.2)):
+            if loop.time() >= deadline:
+                return False
+            continue
+        frame = await conn.receive()
+        if frame["type"] == "presence":
+            conn.online = {u["id"]: u["username"] for u in frame["online"]}
+        elif frame["type"] == "presence.diff":
+            conn.diffs = getattr(conn, "diffs", 0) + 1
+            conn.online.update({u["id"]: u["username"] for u in frame["joins"]})
+            for u in frame["leaves"]:
+                conn.online.pop(u["id"], None)
+    return True
+
+
 async def test_online_list_on_join_and_diffs_count_a_user_with_two_tabs_once(ws, room, user, other_user):
     alice = await member(ws, room, user)
-    assert names((await next_of(alice, "presence"))["online"]) == ["alice"]
+    assert await sees_online(alice, {"alice"})
     bob1 = await member(ws, room, other_user)
-    assert names((await next_of(bob1, "presence"))["online"]) == ["alice", "bob"]
-    diff = await next_of(alice, "presence.diff")
-    assert names(diff["joins"]) == ["bob"] and diff["leaves"] == []
+    assert await sees_online(bob1, {"alice", "bob"})
+    assert await sees_online(alice, {"alice", "bob"})
 
     bob2 = await member(ws, room, other_user)  # a second tab: nobody new came online
-    assert names((await next_of(bob2, "presence"))["online"]) == ["alice", "bob"]
-    assert await alice.nothing_more(0.3)
+    assert await sees_online(bob2, {"alice", "bob"})
     await bob1.close()  # one tab closed: bob is still online
-    assert await alice.nothing_more(0.3)
+    await asyncio.sleep(1.5)  # past one presence batch
+    assert await sees_online(alice, {"alice", "bob"}, timeout=0.5)
     response = await database_sync_to_async(lambda: _api(user).get("/api/rooms/lobby/presence/"))()
     assert response.status_code == 200 and names(response.data["online"]) == ["alice", "bob"]
 
     await bob2.close()  # the last tab: bob goes offline
-    diff = await next_of(alice, "presence.diff")
-    assert diff["joins"] == [] and names(diff["leaves"]) == ["bob"]
+    assert await sees_online(alice, {"alice"})
     response = await database_sync_to_async(lambda: _api(user).get("/api/rooms/lobby/presence/"))()
     assert names(response.data["online"]) == ["alice"]
     await alice.close()
+
+
+async def test_a_join_storm_is_announced_in_batches_not_one_diff_per_join(ws, room, user, settings):
+    """Ten members joining within one batch reach an earlier member as one or two diffs."""
+    watcher = await member(ws, room, user)
+    assert await sees_online(watcher, {"alice"})
+    others = [await database_sync_to_async(factories.make_user)(f"m{i}") for i in range(10)]
+    conns = [await member(ws, room, u) for u in others]
+    assert await sees_online(watcher, {"alice"} | {f"m{i}" for i in range(10)})
+    assert watcher.diffs <= 3, watcher.diffs  # one per batch, not one per join
+    for conn in conns:
+        await conn.close()
+    await watcher.close()
 
 
 def _api(user):
@@ -126,6 +160,7 @@ async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_
         killed = time.monotonic()
         assert await bob.wait_for(lambda c: online_names(c) == {"bob"}, timeout=10)
         offline_after = time.monotonic() - killed
-        print(f"PRESENCE dead node: alice offline for bob after {offline_after:.2f} s (TTL 2 s, heartbeat 0.5 s)")
-        assert offline_after < 2 + 0.5 + 2
+        print(f"PRESENCE dead node: alice offline for bob after {offline_after:.2f} s "
+              "(TTL 2 s, heartbeat 0.5 s, batch 1 s)")
+        assert offline_after < 2 + 0.5 + 1 + 1.5  # TTL + heartbeat + one presence batch + slack
         await bob.close()
