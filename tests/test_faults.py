@@ -174,6 +174,18 @@ async def test_oversize_frame_is_closed_1009_and_others_are_unaffected(people, n
         node.stop()
 
 
+async def unread_client(node, token: str):
+    """A websockets client that reads only when asked, over a socket with a 4 KiB receive
+    buffer: what it does not read stays queued at the node (a member that stopped reading)."""
+    import websockets
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", node.port))
+    return await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
+                                    additional_headers={"Authorization": f"Token {token}"})
+
+
 def _raw_websocket(node, token: str) -> socket.socket:
     """A WebSocket handshake by hand, after which the peer never reads or answers a ping (a
     client whose network was cut without a FIN)."""
@@ -414,11 +426,7 @@ async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and
     try:
         await asyncio.to_thread(wait_healthy, node)
         fast = await Client(node, "r0", tokens[0]).connect()
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", node.port))
-        slow = await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
-                                        additional_headers={"Authorization": f"Token {tokens[1]}"})
+        slow = await unread_client(node, tokens[1])
         hello = await slow.recv()
         rss_before = psutil.Process(node.process.pid).memory_info().rss
         talker = await Client(node, "r0", tokens[2]).connect()
@@ -551,13 +559,9 @@ async def test_typing_hints_are_dropped_first_for_a_client_that_is_behind(people
     try:
         await asyncio.to_thread(wait_healthy, node)
         fast = await Client(node, "r0", tokens[0]).connect()
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", node.port))
         import websockets
 
-        slow = await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
-                                        additional_headers={"Authorization": f"Token {tokens[1]}"})
+        slow = await unread_client(node, tokens[1])
         talker = await Client(node, "r0", tokens[2]).connect()
         for i in range(150):
             await talker.send(f"{i} " + "y" * 3000, f"fill-{i}")
