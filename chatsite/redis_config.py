@@ -145,6 +145,26 @@ def async_client(config: "RedisConfig", timeout: float = CONNECT_TIMEOUT):
     return aioredis.Redis.from_url(url, **config._url_tls_kwargs(url), **kwargs)
 
 
+_loop_clients: dict = {}  # event loop -> redis.asyncio client
+
+
+def loop_client():
+    """This event loop's ``async_client(settings.REDIS)``, made on first use (a redis.asyncio
+    client is bound to the loop that made it). Clients of closed loops (finished tests) are
+    dropped. Call only when ``settings.REDIS`` is set."""
+    import asyncio
+
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    client = _loop_clients.get(loop)
+    if client is None:
+        for other in [other for other in _loop_clients if other.is_closed()]:
+            _loop_clients.pop(other, None)
+        client = _loop_clients[loop] = async_client(settings.REDIS)
+    return client
+
+
 class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
     """Django's RedisCache builds its pool with ``pool_class.from_url(LOCATION, **OPTIONS)``;
     this one ignores the URL and asks the sentinels in ``OPTIONS["sentinel"]`` for the master."""

@@ -86,12 +86,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
+import psycopg
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
+from rest_framework.exceptions import ValidationError
 
 from . import events, metrics, presence, ratelimit, selectors, services
 from .logutil import RateLimitedLogger
-from .models import Room
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
 from .services import ServiceError
 
@@ -112,7 +113,7 @@ except ImportError:  # another ASGI server
     _PEER_GONE = ()
 
 # What "the database or Redis cannot be reached" looks like from here.
-UNAVAILABLE_ERRORS = (DatabaseError, PoolTimeout, RedisError, OSError)
+UNAVAILABLE_ERRORS = (DatabaseError, psycopg.Error, PoolTimeout, RedisError, OSError)
 
 # Service refusals that end the socket, and the close code they end it with.
 _CLOSING_ERRORS = {
@@ -130,6 +131,11 @@ _FIELD_CODES = {
     "invalid_text": "invalid_text",
 }
 _BODY_CODES = {"blank": "empty_body", "max_length": "body_too_long"}
+
+# One MessageSendFrame for every frame: its bound fields are built once instead of per frame
+# (DRF deep-copies the declared fields per instance). ``run_validation`` keeps no state, and the
+# event loop runs one frame's validation at a time.
+_SEND_FRAME = MessageSendFrame()
 
 
 class FrameError(Exception):
@@ -198,16 +204,6 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-class RateLimited(ServiceError):
-    """Over ``WS_SEND_RATE``: ``{"type": "error", "code": "rate_limited", "retry_after": s}``."""
-
-    code, status = "rate_limited", 429
-
-
-class TokenRevoked(ServiceError):
-    code, status = "unauthenticated", 401
-
-
 def _join(*, slug: str, user) -> tuple:
     """Sync, one database hop: find the room, check ``user`` may be in it (joining a public
     room as a member). Returns ``(room, None)`` or ``(None, close_code)``."""
@@ -223,33 +219,9 @@ def _join(*, slug: str, user) -> tuple:
     return room, None
 
 
-def _post(*, room, user, token_key: str | None, body: str, client_msg_id: str):
-    """Sync, one database hop: re-check that the socket's user is still active and, for a
-    token-authenticated socket, that its token still exists (a deactivation or revocation
-    applies at the next send even if its event was lost); then store. A room deleted since
-    connect answers ``not_found`` (close 4404)."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    retry_after = ratelimit.hit(f"ws-send:{user.pk}", settings.WS_SEND_RATE)
-    if retry_after is not None:
-        metrics.RATE_LIMITED.labels(scope="ws_send").inc()
-        raise RateLimited(f"Too many messages; wait {retry_after:.1f} s.", retry_after=retry_after)
-    if token_key is not None:
-        still_valid = Token.objects.filter(key=token_key, user_id=user.pk, user__is_active=True).exists()
-    else:
-        still_valid = get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
-    if not still_valid:
-        raise TokenRevoked("The credentials of this socket are no longer valid.")
-    try:
-        return services.message_post(room=room, author=user, body=body, client_msg_id=client_msg_id)
-    except Room.DoesNotExist:
-        raise services.NotFound("The room no longer exists.") from None
-
-
 class RoomConsumer(AsyncJsonWebsocketConsumer):
     """A member's socket in one room. Joins the room's channel-layer group on connect and leaves
-    it on disconnect; sends are stored through ``services.message_post`` (one database hop per
+    it on disconnect; sends are stored through ``services.message_post_async`` (one statement from
     frame) and reach every node through the layer after commit."""
 
     room = None
@@ -400,13 +372,14 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         client_msg_id = content.get("client_msg_id")
         # Echo the id only when it can be sent back (a lone surrogate cannot be encoded).
         extra = {"client_msg_id": client_msg_id} if is_valid_text(client_msg_id) else {}
-        frame = MessageSendFrame(data=content)
-        if not frame.is_valid():
-            field, errors = next(iter(frame.errors.items()))
+        try:
+            validated = _SEND_FRAME.run_validation(content)
+        except ValidationError as exc:
+            field, errors = next(iter(exc.detail.items()))
             error = errors[0]
             codes = dict(_FIELD_CODES, **_BODY_CODES) if field == "body" else _FIELD_CODES
             code = codes.get(error.code, "invalid_field")
-            raise FrameError(code, f"{field}: {error}", field=field, **extra)
+            raise FrameError(code, f"{field}: {error}", field=field, **extra) from None
         if self.send_window is None:
             self.send_window = ratelimit.LocalWindow(settings.WS_SEND_RATE)
         retry_after = self.send_window.hit()
@@ -414,19 +387,25 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.RATE_LIMITED.labels(scope="ws_send").inc()
             raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
                              retry_after=retry_after, **extra)
+        user = self.scope["user"]
+        retry_after = await ratelimit.ahit(f"ws-send:{user.pk}", settings.WS_SEND_RATE)
+        if retry_after is not None:  # the user's sends over all nodes (this socket's came first)
+            metrics.RATE_LIMITED.labels(scope="ws_send").inc()
+            raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
+                             retry_after=retry_after, **extra)
         try:
-            result = await database_sync_to_async(_post)(
+            result = await services.message_post_async(
                 room=self.room,
-                user=self.scope["user"],
+                author=user,
                 token_key=self.scope.get("auth_token"),
-                body=frame.validated_data["body"],
-                client_msg_id=frame.validated_data["client_msg_id"],
+                body=validated["body"],
+                client_msg_id=validated["client_msg_id"],
             )
         except ServiceError as exc:
             raise FrameError(
                 exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), **extra, **exc.extra
             ) from None
-        except (DatabaseError, PoolTimeout):
+        except (DatabaseError, psycopg.Error, PoolTimeout):
             logger.exception("could not store a message in room %s", self.room.pk)
             raise FrameError(
                 "unavailable", "The message could not be stored; send it again.", **extra

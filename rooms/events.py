@@ -121,7 +121,9 @@ def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     when the ``broadcast_*`` helper began (the commit, for an ``on_commit`` callback); the time
     until the layer took the event is observed in ``chatsite_fanout_latency_seconds``.
 
-    Called from a ``sync_to_async`` thread of a running server (every consumer's
+    Called on an event loop's own thread (``rooms.services.message_post_async``), the publish
+    is queued as a task on that loop, in order, and this returns True at once. Called from a
+    ``sync_to_async`` thread of a running server (every consumer's
     ``database_sync_to_async`` call shares one such thread per process), the publish is queued
     on the server's event loop in commit order and this returns True at once: the thread is not
     held while the loop gets to it (it used to wait, and every other socket's database call
@@ -129,6 +131,15 @@ def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     commands, plain threads) it waits for the layer and returns False after logging a layer
     error (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``)."""
     layer = get_channel_layer()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:  # on the loop itself (``message_post_async``): queue it in order
+        task = running.create_task(_publish_in_order(layer, group, event, started))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+        return True
     loop = _calling_loop()
     if loop is not None:
         try:

@@ -78,17 +78,10 @@ def _keys(room_id: int, user_id: int | None = None) -> tuple[str, ...]:
 class RedisStore:
     """Presence in Redis (``settings.REDIS``: the same host or Sentinel master as the cache)."""
 
-    def __init__(self):
-        self._clients = {}  # event loop → redis.asyncio client (a client is bound to its loop)
-
     def _client(self):
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            from chatsite.redis_config import async_client
+        from chatsite.redis_config import loop_client
 
-            client = self._clients[loop] = async_client(settings.REDIS)
-        return client
+        return loop_client()
 
     async def join(self, room_id: int, user_id: int, username: str, conn: str) -> bool:
         users, conns, names = _keys(room_id, user_id)

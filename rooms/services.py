@@ -7,17 +7,27 @@ Refusals raise a ``ServiceError`` subclass; each carries a ``code`` (the WebSock
 the REST ``code`` field) and an HTTP ``status``.
 """
 
+import asyncio
+import functools
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+import psycopg
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+
+from rest_framework.authtoken.models import Token
+
+from chatsite import async_db
 
 from . import events
 from .models import Membership, Message, Room
@@ -174,22 +184,35 @@ def _check_same_send(sent: Message, body: str) -> None:
         )
 
 
-def _post_sql() -> str:
+@functools.cache
+def _post_sql(credentials: str = "") -> str:
     """One statement that checks the author may send, takes the room's next ``seq``, stores the
     message and makes a public room's visitor a member: PostgreSQL's data-modifying CTEs. No row
-    back means "not this way" (refused, archived, no such room): ``message_post`` then takes the
-    step-by-step path, which says why."""
-    room_t = connection.ops.quote_name(Room._meta.db_table)
-    member_t = connection.ops.quote_name(Membership._meta.db_table)
-    message_t = connection.ops.quote_name(Message._meta.db_table)
+    back means "not this way" (refused, archived, no such room, and with ``credentials`` also
+    an inactive user or a revoked token): the callers then take the step-by-step path, which
+    says why.
+
+    ``credentials``: ``""`` (no check: the caller checked), ``"user"`` (the author is still
+    active) or ``"token"`` (that, and the API token ``%(token)s`` is still the author's)."""
+    quote = connections["default"].ops.quote_name
+    room_t, member_t, message_t = (quote(m._meta.db_table) for m in (Room, Membership, Message))
+    who, may = "", ""
+    if credentials:
+        user_t = quote(get_user_model()._meta.db_table)
+        token_check = ""
+        if credentials == "token":
+            token_t = quote(Token._meta.db_table)
+            token_check = f"AND EXISTS (SELECT 1 FROM {token_t} WHERE key = %(token)s AND user_id = %(user)s)"
+        who = f"who AS (SELECT 1 FROM {user_t} WHERE id = %(user)s AND is_active {token_check}), "
+        may = "AND EXISTS (SELECT 1 FROM who)"
     return f"""
-        WITH m AS (
+        WITH {who}m AS (
             SELECT banned_at, muted_until FROM {member_t} WHERE room_id = %(room)s AND user_id = %(user)s
         ), s AS (
             UPDATE {room_t} SET last_seq = last_seq + 1
             WHERE id = %(room)s AND archived_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM m WHERE banned_at IS NOT NULL OR muted_until > %(now)s)
-              AND (NOT is_private OR EXISTS (SELECT 1 FROM m))
+              AND (NOT is_private OR EXISTS (SELECT 1 FROM m)) {may}
             RETURNING last_seq
         ), msg AS (
             INSERT INTO {message_t}
@@ -294,6 +317,83 @@ def message_post(
             raise
         _check_same_send(sent, body)
         return PostResult(message=sent, created=False)
+    return PostResult(message=message, created=True)
+
+
+class Unauthenticated(ServiceError):
+    """The sender's account was deactivated or the API token of their socket revoked."""
+
+    code, status = "unauthenticated", 401
+
+
+def credentials_valid(*, user: AbstractBaseUser, token_key: str | None) -> bool:
+    """Whether ``user`` is still active and, for a token-authenticated socket, ``token_key`` is
+    still theirs (one query)."""
+    if token_key is not None:
+        return Token.objects.filter(key=token_key, user_id=user.pk, user__is_active=True).exists()
+    return get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
+
+
+def _message_post_checked(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
+                          client_msg_id: str) -> PostResult:
+    if not credentials_valid(user=author, token_key=token_key):
+        raise Unauthenticated("The credentials of this socket are no longer valid.")
+    try:
+        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id)
+    except Room.DoesNotExist:
+        raise NotFound("The room no longer exists.") from None
+
+
+# Sends of one room on this node go through the statement one at a time (the room's row lock in
+# PostgreSQL orders them anyway), so their broadcasts are queued in seq order.
+_room_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakValueDictionary()
+
+
+async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
+                             client_msg_id: str) -> PostResult:
+    """``message_post`` for a member's socket, from the event loop: re-checks the socket's
+    credentials (``token_key``: the API token it was opened with, or None for a session) and
+    stores the message in one PostgreSQL statement sent from the loop's own pool
+    (``chatsite.async_db``), with no hop to the database thread; the broadcast is queued on the
+    loop right after the statement commits, in ``seq`` order for this node.
+
+    Anything that is not a plain allowed send (a retry of a stored ``client_msg_id``, a refusal,
+    SQLite) takes ``message_post`` on the database thread, which answers it: the same
+    ``PostResult`` and the same errors, plus ``Unauthenticated`` when the account was
+    deactivated or the token revoked, and ``NotFound`` when the room was deleted. Database
+    errors propagate (``psycopg.Error``, ``psycopg_pool.PoolTimeout``, or Django's
+    ``DatabaseError`` from the fallback): then nothing was stored and nothing is broadcast."""
+    from channels.db import database_sync_to_async
+
+    fallback = partial(database_sync_to_async(_message_post_checked), room=room, author=author,
+                       token_key=token_key, body=body, client_msg_id=client_msg_id)
+    if not async_db.available():
+        return await fallback()
+    now = timezone.now()
+    params = {
+        "room": room.pk, "user": author.pk, "token": token_key, "body": body,
+        "client_msg_id": client_msg_id, "server_id": settings.SERVER_ID, "now": now, "role": Role.MEMBER,
+    }
+    sql = _post_sql("token" if token_key is not None else "user")
+    key = (id(asyncio.get_running_loop()), room.pk)
+    lock = _room_locks.get(key)
+    if lock is None:
+        lock = _room_locks[key] = asyncio.Lock()
+    async with lock:
+        try:
+            async with async_db.connection() as conn:
+                cursor = await conn.execute(sql, params)
+                row = await cursor.fetchone()
+        except psycopg.IntegrityError:  # a retry of a stored client_msg_id: the fallback answers it
+            row = None
+        if row is None:
+            return await fallback()
+        message = Message(
+            id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
+            server_id=settings.SERVER_ID, created_at=now,
+        )
+        message._state.adding = False
+        events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=message_data(message))
     return PostResult(message=message, created=True)
 
 

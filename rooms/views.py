@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView
 from prometheus_client import REGISTRY
+from psycopg_pool import PoolTimeout
 from prometheus_client.exposition import choose_encoder
 
 from chatsite.proxy import parse_address
@@ -126,14 +127,23 @@ class SignupView(FormView):
 
 
 def _check_database() -> str:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except Exception as exc:  # any failure means "not ok"; the reason goes to the log
-        logger.warning("health: database check failed: %s", exc)
-        return "unavailable"
-    return "ok"
+    """``"ok"`` when ``SELECT 1`` answers, else ``"unavailable"`` (the reason goes to the log).
+    A pooled connection broken by an outage that has since ended fails once and is discarded;
+    the check then tries once more on a fresh connection (not after a pool timeout, which
+    already waited ``DATABASE_POOL_TIMEOUT`` seconds)."""
+    for attempt in (1, 2):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+            return "ok"
+        except Exception as exc:  # any failure means "not ok"
+            failure = exc
+            if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):
+                break
+            connection.close()  # a broken connection leaves the pool
+    logger.warning("health: database check failed: %s", failure)
+    return "unavailable"
 
 
 _redis_clients: tuple | None = None  # (the settings.REDIS they were made for, [(label, client)])

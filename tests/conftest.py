@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 
+from chatsite import async_db
 from chatsite.asgi import application
 from tests import factories
 
@@ -132,7 +133,7 @@ class Connection:
 
 
 @pytest.fixture
-def ws():
+async def ws():
     """``conn = await ws(path, user=..., token=..., origin=...)`` makes a socket through
     ``chatsite.asgi.application`` (routing, Origin check and auth included). Sockets are closed
     at teardown."""
@@ -163,6 +164,7 @@ def ws():
         future = conn.communicator.future
         if future is not None and not future.done():
             future.cancel()
+    await async_db.aclose()  # this test's loop's pool (message_post_async)
 
 
 @pytest.fixture

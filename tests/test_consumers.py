@@ -519,6 +519,45 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, r
     await watcher.close()
 
 
+async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, room, user, settings):
+    """Each socket's own window lets its sends through; the shared counter (Redis, the one
+    every node uses) refuses the user's fourth send of the minute on the second socket."""
+    settings.WS_SEND_RATE = "3/m"
+    first = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    second = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    for conn in (first, second):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    await send_and_collect(first, "one")
+    await send_and_collect(first, "two")
+    async def reply(frame):  # the ack or error, past the room's message frames
+        await second.send(frame)
+        while (got := await second.receive())["type"] == "message":
+            pass
+        return got
+
+    assert (await reply({"type": "message.send", "body": "three", "client_msg_id": "s-3"}))["seq"] == 3
+    error = await reply({"type": "message.send", "body": "four", "client_msg_id": "s-4"})
+    assert error["code"] == "rate_limited" and error["client_msg_id"] == "s-4"
+    assert [body for _, body, _ in await stored(room)] == ["one", "two", "three"]
+    await first.close()
+    await second.close()
+
+
+async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_thread(joined, room, monkeypatch):
+    """The usual send is one statement from the loop's own pool; only refusals and retries go
+    to the step-by-step path on the database thread."""
+    from rooms import services
+
+    def no_thread_hop(**kwargs):
+        raise AssertionError("the fallback path was taken")
+
+    monkeypatch.setattr(services, "_message_post_checked", no_thread_hop)
+    ack, frame = await send_and_collect(joined, "straight through", "loop-1")
+    assert frame["message"]["seq"] == ack["seq"] == 1
+    assert await stored(room) == [(1, "straight through", "test-node")]
+
+
 async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, caplog, settings):
     """Bad frames, refusals, limits and conflicts are logged without the text people wrote."""
     from datetime import timedelta
