@@ -12,13 +12,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Django must be set up before the consumers (and their models) are imported.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatsite import redis_config  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
-from rooms.auth import OriginValidator, TokenAuthMiddleware, UnavailableGuard  # noqa: E402
+from rooms.auth import OriginValidator, TokenAuthMiddleware, UnavailableGuard, WebSocketAuthStack  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 # Outermost: the client address and scheme from X-Forwarded-* headers, believed only from the
@@ -29,7 +28,7 @@ application = TrustedProxyMiddleware(
             "http": django_asgi_app,
             "websocket": OriginValidator(
                 UnavailableGuard(
-                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                    WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
                 )
             ),
         }

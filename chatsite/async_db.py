@@ -20,7 +20,6 @@ the test suite, closed by ``aclose()``).
 """
 
 import asyncio
-import contextlib
 
 from django.conf import settings
 
@@ -61,7 +60,12 @@ def _pool_options() -> dict:
     }
 
 
-async def _pool():
+async def pool():
+    """This event loop's ``psycopg_pool.AsyncConnectionPool`` (opened on first use). Use as
+    ``async with (await pool()).connection() as conn:`` for a ``psycopg.AsyncConnection`` in
+    autocommit; that raises ``psycopg_pool.PoolTimeout`` when no connection is free within the
+    pool timeout (1.5 s by default: the database is down or every connection is busy), and
+    statements raise ``psycopg.Error`` subclasses."""
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
@@ -74,17 +78,6 @@ async def _pool():
         _pools[loop] = pool
         await pool.open(wait=False)
     return pool
-
-
-@contextlib.asynccontextmanager
-async def connection():
-    """``async with connection() as conn:`` a ``psycopg.AsyncConnection`` in autocommit from this
-    loop's pool. Raises ``psycopg_pool.PoolTimeout`` when none is free within the pool timeout
-    (1.5 s by default: the database is down or every connection is busy) and ``psycopg.Error``
-    subclasses from the statement itself."""
-    pool = await _pool()
-    async with pool.connection() as conn:
-        yield conn
 
 
 async def aclose() -> None:

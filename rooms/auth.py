@@ -2,7 +2,8 @@
 
 Who a socket belongs to:
 
-- Browsers: Django's session cookie (``channels.auth.AuthMiddlewareStack``).
+- Browsers: Django's session cookie (``WebSocketAuthStack``: channels' ``AuthMiddlewareStack``
+  without the per-frame session wrapper).
 - Scripts and native clients: the header ``Authorization: Token <key>`` with a DRF token
   (``rest_framework.authtoken``; ``python manage.py drf_create_token <username>`` makes one).
 
@@ -21,16 +22,17 @@ cross-site hijacking.
 import logging
 from urllib.parse import urlsplit
 
-from django.conf import settings
-
+from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
-
-logger = logging.getLogger(__name__)
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
+from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from . import metrics
+
+logger = logging.getLogger(__name__)
 
 
 def _header(scope, name: bytes) -> bytes | None:
@@ -50,11 +52,28 @@ def _user_for_token(key: str):
     return token.user
 
 
+class WebSocketSessionMiddleware(SessionMiddleware):
+    """Channels' ``SessionMiddleware`` for sockets, without its wrapper around ``send``: that
+    wrapper only saves a modified session on HTTP responses, yet it runs (reading the session
+    twice) for every frame a socket is sent. Consumers here never change the session."""
+
+    async def __call__(self, scope, receive, send):
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send)
+
+
+def WebSocketAuthStack(inner):
+    """``channels.auth.AuthMiddlewareStack`` with ``WebSocketSessionMiddleware``: the session
+    cookie's user in ``scope["user"]``."""
+    return CookieMiddleware(WebSocketSessionMiddleware(AuthMiddleware(inner)))
+
+
 class TokenAuthMiddleware:
     """Sets ``scope["user"]`` from ``Authorization: Token <key>`` when that header is present
     (anonymous when the key is unknown, malformed or its user inactive) and ``scope["auth_token"]``
-    to the key it accepted; otherwise leaves the session user that ``AuthMiddlewareStack`` set.
-    Must sit inside ``AuthMiddlewareStack``."""
+    to the key it accepted; otherwise leaves the session user that ``WebSocketAuthStack`` set.
+    Must sit inside ``WebSocketAuthStack``."""
 
     def __init__(self, app):
         self.app = app

@@ -86,6 +86,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils.functional import LazyObject
 import psycopg
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
@@ -244,6 +245,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         public room as a member) and sends ``hello``; otherwise accepts and closes at once with
         4401, 4403, 4404 or 4410."""
         user = self.scope.get("user")
+        if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
+            user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return

@@ -365,8 +365,10 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     ``DatabaseError`` from the fallback): then nothing was stored and nothing is broadcast."""
     from channels.db import database_sync_to_async
 
-    fallback = partial(database_sync_to_async(_message_post_checked), room=room, author=author,
-                       token_key=token_key, body=body, client_msg_id=client_msg_id)
+    async def fallback() -> PostResult:
+        return await database_sync_to_async(_message_post_checked)(
+            room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id)
+
     if not async_db.available():
         return await fallback()
     now = timezone.now()
@@ -381,7 +383,7 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         lock = _room_locks[key] = asyncio.Lock()
     async with lock:
         try:
-            async with async_db.connection() as conn:
+            async with (await async_db.pool()).connection() as conn:
                 cursor = await conn.execute(sql, params)
                 row = await cursor.fetchone()
         except psycopg.IntegrityError:  # a retry of a stored client_msg_id: the fallback answers it
