@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SHOW = """
@@ -98,3 +100,24 @@ def test_membership_never_silently_expires():
     assert json.loads(proc.stdout.strip().splitlines()[-1])["group_expiry"] >= 365 * 86400
     source = (BASE_DIR / "chatsite" / "serve.py").read_text()
     assert 'websocket_timeout=_env_float("WS_MAX_LIFETIME", -1)' in source
+
+
+def test_nodes_run_on_uvloop_unless_event_loop_says_asyncio():
+    import asyncio
+
+    import uvloop
+
+    from chatsite.serve import use_event_loop
+
+    before = asyncio.get_event_loop_policy()
+    try:
+        assert use_event_loop("asyncio") == "asyncio"
+        assert asyncio.get_event_loop_policy() is before
+        assert use_event_loop("uvloop") == "uvloop"
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, uvloop.Loop)
+        loop.close()
+        with pytest.raises(ValueError, match="EVENT_LOOP"):
+            use_event_loop("trio")
+    finally:
+        asyncio.set_event_loop_policy(before)
