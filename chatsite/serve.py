@@ -7,7 +7,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   the 60 s idle timeout of nginx and of AWS load balancers) and drops a peer that has not
   answered within ``WS_PING_TIMEOUT`` (default 30), so a dead peer leaves its room within 50 s.
 - Frame size: a message over ``WS_MAX_MESSAGE_BYTES`` (default 65,536) is refused as it arrives,
-  with close code 1009 (message too big) instead of a dropped TCP connection.
+  with close code 1009 (message too big) instead of a dropped TCP connection. The limit is the
+  clients' only: the server's own frames may be larger (``client_limit_only``).
 - Socket lifetime: unlimited by default (daphne's own default closes every socket after a day);
   ``WS_MAX_LIFETIME`` seconds sets a limit, after which daphne closes the socket and the client
   resumes. ``HTTP_TIMEOUT`` (seconds, default none) limits plain HTTP requests only.
@@ -54,6 +55,27 @@ def pending_bytes(transport) -> int:
     except (OSError, AttributeError, ValueError):
         queued = 0
     return buffered + queued
+
+
+def client_limit_only(protocol_class):
+    """A subclass of daphne's WebSocket protocol whose ``WS_MAX_MESSAGE_BYTES`` limits only what
+    clients send. autobahn applies ``maxMessagePayloadSize`` to outgoing messages too: a frame
+    of ours over the limit (the ``presence`` list of a room with about 1,500 members online, a
+    ``history`` page of long messages) raised ``PayloadExceededError`` in the consumer, which
+    daphne answered by closing the socket with 1011 (measured: 1,092 of 3,000 sockets in one
+    room, bench/RESULTS.md, fourth pass). The server's own frames are bounded by their own
+    rules (``FETCH_MAX`` messages of at most 4,000 characters, one entry per member)."""
+
+    class ClientLimitOnly(protocol_class):
+        def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False):
+            limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+            try:
+                return super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            finally:
+                self.maxMessagePayloadSize = limit
+
+    ClientLimitOnly.__name__ = ClientLimitOnly.__qualname__ = f"ClientLimitOnly{protocol_class.__name__}"
+    return ClientLimitOnly
 
 
 def use_event_loop(name: str) -> str:
@@ -122,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
         # off, the client gets close code 1009.
         server.ws_factory.setProtocolOptions(failByDrop=False)
+        server.ws_factory.protocol = client_limit_only(server.ws_factory.protocol)
 
     def graceful_stop():
         """Runs first in the reactor's "before shutdown" phase (before daphne cancels the

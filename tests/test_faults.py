@@ -7,6 +7,7 @@ with ``pytest -s``), the figures the issue's closing note asks for.
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -170,6 +171,32 @@ async def test_oversize_frame_is_closed_1009_and_others_are_unaffected(people, n
         assert await other.wait_for(lambda c: "ok-1" in c.acks and c.messages)
         await other.close()
         assert await stored_bodies(room) == ["still fine"]
+    finally:
+        node.stop()
+
+
+async def test_the_frame_limit_is_the_clients_only_server_frames_may_be_larger(people, node_env, tmp_path):
+    """WS_MAX_MESSAGE_BYTES (here 2,000) refuses client frames over it with 1009, but a server
+    frame over it (a history page of long messages; in a big room, the presence list) is sent:
+    before, autobahn refused it in the consumer and daphne closed the socket with 1011."""
+    room, tokens = await database_sync_to_async(people)(2)
+    node = start_node("node-1", env={**node_env, "WS_MAX_MESSAGE_BYTES": "2000"}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        writer = await Client(node, "r0", tokens[0]).connect()
+        for i in range(3):
+            await writer.send(f"{i}" + "x" * 1_500, f"long-{i}")
+        assert await writer.wait_for(lambda c: len(c.acks) == 3)
+        reader = await Client(node, "r0", tokens[1]).connect()
+        await reader._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+        assert await reader.wait_for(lambda c: any(f["type"] == "history" for f in c.frames))
+        page = next(f for f in reader.frames if f["type"] == "history")
+        assert [m["seq"] for m in page["messages"]] == [1, 2, 3]
+        assert len(json.dumps(page)) > 4_500 and reader.close_code is None
+        await reader._socket.send(json.dumps({"type": "message.send", "body": "y" * 2_500, "client_msg_id": "big"}))
+        assert await reader.wait_for(lambda c: c.close_code is not None, timeout=5)
+        assert reader.close_code == 1009
+        await writer.close()
     finally:
         node.stop()
 
