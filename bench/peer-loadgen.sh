@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Drive this checkout with the reference peers' Node load generator (../shared/peers/loadgen.js,
+# --proto chatsite), for same-generator figures beside the peers (bench/RESULTS.md, fourth pass).
+#
+#   bench/peer-loadgen.sh RATE [RATE ...]     e.g. bench/peer-loadgen.sh 6 8 10
+#
+# Starts 3 nodes (python -m chatsite.serve, the environment python -m bench gives them) on
+# 127.0.0.1:8711-8713, runs the 50-rooms-of-20 shape (1,000 clients, 50 senders, 5 s per rate)
+# once per RATE (messages per second per sender), prints one line per rate, stops the nodes.
+# Each rate starts from an empty message table in the bench database: the generator's
+# client_msg_ids restart at every run, and a reused id with another body is (rightly) refused.
+# Needs: PostgreSQL and Redis on 127.0.0.1, `make venv`, Node, and the peers set up once with
+# ../shared/peers/setup.sh (its modules in /tmp/peer/lg; PEER_ROOT changes that).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS=${PEERS:-../shared/peers}
+PEER_ROOT=${PEER_ROOT:-/tmp/peer}
+DB=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chatsite_bench}
+OUT=$(mktemp -d /tmp/peer-loadgen.XXXXXX)
+[ $# -gt 0 ] || { echo "usage: $0 RATE [RATE ...]" >&2; exit 2; }
+[ -d "$PEER_ROOT/lg/node_modules" ] || { echo "run $PEERS/setup.sh first" >&2; exit 2; }
+
+env DATABASE_URL="$DB" REDIS_URL= DEBUG=0 SECRET_KEY=prepare-only DJANGO_SETTINGS_MODULE=chatsite.settings \
+  .venv/bin/python -m bench.prepare --users 1000 --rooms 50 > "$OUT/prepare.json"
+.venv/bin/python -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['tokens'], open(sys.argv[2], 'w'))" \
+  "$OUT/prepare.json" "$OUT/tokens.json"
+
+export DATABASE_URL="$DB" REDIS_URL=redis://127.0.0.1:6379/0 CHANNEL_LAYER_PREFIX="peer-loadgen-$$" DEBUG=0 \
+  SECRET_KEY="peer-loadgen-$$" ALLOWED_HOSTS=127.0.0.1,localhost LOG_LEVEL=WARNING \
+  DJANGO_SETTINGS_MODULE=chatsite.settings WS_SEND_RATE=100/s
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+for i in 1 2 3; do
+  SERVER_ID=node-$i .venv/bin/python -m chatsite.serve --port 871$i > "$OUT/node-$i.log" 2>&1 &
+  PIDS+=($!)
+done
+for i in 1 2 3; do
+  for _ in $(seq 100); do curl -sf "127.0.0.1:871$i/healthz" > /dev/null && break; sleep 0.2; done
+done
+
+# One unreported warm-up run at 2 msg/s per sender (pools fill, statements get prepared), as
+# python -m bench ramp's first steps do.
+for rate in warmup "$@"; do
+  psql -q "$DB" -c "TRUNCATE rooms_message"
+  NODE_PATH="$PEER_ROOT/lg/node_modules" timeout 300 node "$PEERS/loadgen.js" --proto chatsite \
+    --urls ws://127.0.0.1:8711,ws://127.0.0.1:8712,ws://127.0.0.1:8713 --tokens "$OUT/tokens.json" \
+    --clients 1000 --rooms 50 --senders 50 --rate "${rate/warmup/2}" --duration 5 --drain-ms 10000 --hard-timeout-s 240 \
+    --pids "node1=${PIDS[0]},node2=${PIDS[1]},node3=${PIDS[2]}" --json "$OUT/rate-$rate.json" \
+    --label "chatsite-rate$rate" > "$OUT/rate-$rate.log" 2>&1
+  [ "$rate" = warmup ] && continue
+  .venv/bin/python - "$OUT/rate-$rate.json" "$rate" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cpu = r["cpu_send_phase"]
+nodes = sum(v for k, v in cpu.items() if k.startswith("node"))
+ok = r["delivery_rate_pct"] >= 99.9 and r["lat_p99_ms"] < 100
+errors = {k: v for k, v in r["errors"].items() if v}
+print(f"rate {sys.argv[2]}/s/sender: delivered {r['delivery_rate_pct']}% ({r['actual_deliveries']} of "
+      f"{r['expected_deliveries']}), {r['delivered_msgs_per_s']} deliveries/s, p50 {r['lat_p50_ms']} "
+      f"p99 {r['lat_p99_ms']} ms, nodes {nodes:.0f}% of a core ({1e4 * nodes / r['delivered_msgs_per_s']:.0f} "
+      f"us/delivery), generator {cpu['loadgen_pct']}%, errors {errors or 'none'}: {'pass' if ok else 'FAIL'}")
+PY
+done
+echo "JSON and node logs: $OUT"
