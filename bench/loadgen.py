@@ -24,7 +24,6 @@ import asyncio
 import json
 import math
 import multiprocessing
-import os
 import signal
 import time
 from collections import defaultdict

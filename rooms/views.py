@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
-from django.urls import reverse, reverse_lazy
+from django.urls import reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView
@@ -22,7 +22,7 @@ from chatsite.proxy import parse_address
 
 from . import metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .forms import RoomCreateForm, SignupForm
-from .models import Membership, Room
+from .models import Membership
 from .serializers import MessageSerializer
 
 logger = logging.getLogger(__name__)

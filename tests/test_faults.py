@@ -18,7 +18,7 @@ import pytest
 import redis
 from channels.db import database_sync_to_async
 
-from rooms.models import Message, Room
+from rooms.models import Message
 from tests import factories
 from tests.nodes import Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, start_node, wait_healthy
 
