@@ -106,7 +106,8 @@ def main(argv=None) -> int:
         scn = scn.with_overrides(nodes=len(urls))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_base = args.out / f"{scn.name}-{stamp}"
-    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{scn.name}-", dir=args.out if args.out.exists() else None))
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{scn.name}-", dir=args.out))
     progress = not args.no_progress and sys.stderr.isatty()
     started = time.time()
     log(f"bench {scn.name}: {scn.description}")
