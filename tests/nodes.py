@@ -313,6 +313,9 @@ class ResumingClient:
             additional_headers={"Authorization": f"Token {self.token}"}, open_timeout=10,
         )
         self.connects += 1
+        if self._stopping:  # stop() came while this socket was opening: it closed the old one
+            await self._socket.close()
+            return
         highest_live = after
         fetching = False
         async for raw in self._socket:
