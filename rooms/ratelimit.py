@@ -31,18 +31,29 @@ def hit(key: str, rate: str) -> float | None:
     parsed = parse_rate(rate)
     if parsed is None:
         return None
-    limit, window = parsed
-    now = time.time()
-    bucket = int(now // window)
-    cache_key = f"rl:{key}:{window}:{bucket}"
+    window = _Window(key, *parsed)
     try:
-        count = 1 if cache.add(cache_key, 1, timeout=window + 1) else cache.incr(cache_key)
+        count = 1 if cache.add(window.key, 1, timeout=window.seconds + 1) else cache.incr(window.key)
     except Exception:
         logger.warning("rate limit cache unavailable; %s allowed", key, exc_info=True)
         return None
-    if count > limit:
-        return round((bucket + 1) * window - now, 3)
-    return None
+    return window.retry_after(count)
+
+
+class _Window:
+    """The current fixed window of ``seconds`` for ``key``: its cache key, and the answer for an
+    event counted ``count``-th in it (None within ``limit``, else seconds until it ends)."""
+
+    def __init__(self, key: str, limit: int, seconds: int):
+        self.limit, self.seconds = limit, seconds
+        self.now = time.time()
+        self.bucket = int(self.now // seconds)
+        self.key = f"rl:{key}:{seconds}:{self.bucket}"
+
+    def retry_after(self, count: int) -> float | None:
+        if count > self.limit:
+            return round((self.bucket + 1) * self.seconds - self.now, 3)
+        return None
 
 
 async def ahit(key: str, rate: str) -> float | None:
@@ -57,27 +68,23 @@ async def ahit(key: str, rate: str) -> float | None:
         return hit(key, rate)
     from chatsite.redis_config import loop_client
 
-    limit, window = parsed
-    now = time.time()
-    bucket = int(now // window)
-    cache_key = cache.make_key(f"rl:{key}:{window}:{bucket}")
+    window = _Window(key, *parsed)
+    cache_key = cache.make_key(window.key)
     try:
         async with loop_client().pipeline(transaction=False) as pipe:
-            pipe.set(cache_key, 0, ex=window + 1, nx=True)
+            pipe.set(cache_key, 0, ex=window.seconds + 1, nx=True)
             pipe.incr(cache_key)
             _, count = await pipe.execute()
     except Exception:
         logger.warning("rate limit store unavailable; %s allowed", key, exc_info=True)
         return None
-    if count > limit:
-        return round((bucket + 1) * window - now, 3)
-    return None
+    return window.retry_after(count)
 
 
 class LocalWindow:
     """The same fixed-window limit, counted in this process for one socket: a flooding socket is
     answered at once, without a hop to the database thread or to Redis, so it cannot slow the
-    other members (the shared counter in ``hit`` still catches a user spread over many nodes)."""
+    other members (the shared counter in ``hit`` / ``ahit`` still catches a user spread over many nodes)."""
 
     def __init__(self, rate: str):
         self.parsed = parse_rate(rate)
@@ -88,12 +95,8 @@ class LocalWindow:
         """Count one event; None when within the rate, else seconds until the window ends."""
         if self.parsed is None:
             return None
-        limit, window = self.parsed
-        now = time.time()
-        bucket = int(now // window)
-        if bucket != self.bucket:
-            self.bucket, self.count = bucket, 0
+        window = _Window("socket", *self.parsed)
+        if window.bucket != self.bucket:
+            self.bucket, self.count = window.bucket, 0
         self.count += 1
-        if self.count > limit:
-            return round((bucket + 1) * window - now, 3)
-        return None
+        return window.retry_after(self.count)
