@@ -1,6 +1,7 @@
 """Per-user rate limits shared by every node: fixed-window counters in the Django cache (Redis
 with ``REDIS_URL``; per process with the in-memory default)."""
 
+import asyncio
 import logging
 import time
 
@@ -10,6 +11,14 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# ``ahit`` waits at most SHARED_TIMEOUT seconds for Redis; after a failure it counts nothing
+# shared for SHARED_PAUSE seconds (each socket's own window still applies). So a Redis outage or
+# failover costs a node one short wait per pause, not a wait on every send: a Sentinel failover
+# test once saw sends queue for 21 s behind the client's own retries and back-off.
+SHARED_TIMEOUT = 0.5
+SHARED_PAUSE = 1.0
+_shared_paused_until = 0.0
 
 
 def parse_rate(rate: str) -> tuple[int, int] | None:
@@ -60,7 +69,9 @@ async def ahit(key: str, rate: str) -> float | None:
     """``hit`` for async code (a consumer), without a thread hop: with Redis (``settings.REDIS``)
     one pipelined round trip from the event loop (``SET NX EX`` then ``INCR`` on the same key
     ``hit`` uses); without it, the in-process cache as ``hit``. Same answer: None when within
-    ``rate``, else seconds until the window ends; a Redis error allows the event (logged)."""
+    ``rate``, else seconds until the window ends. Redis failing or not answering within
+    ``SHARED_TIMEOUT`` allows the event (logged) and pauses the shared count for
+    ``SHARED_PAUSE`` seconds."""
     parsed = parse_rate(rate)
     if parsed is None:
         return None
@@ -68,15 +79,20 @@ async def ahit(key: str, rate: str) -> float | None:
         return hit(key, rate)
     from chatsite.redis_config import loop_client
 
+    global _shared_paused_until
+    if time.monotonic() < _shared_paused_until:
+        return None
     window = _Window(key, *parsed)
     cache_key = cache.make_key(window.key)
     try:
-        async with loop_client().pipeline(transaction=False) as pipe:
-            pipe.set(cache_key, 0, ex=window.seconds + 1, nx=True)
-            pipe.incr(cache_key)
-            _, count = await pipe.execute()
+        async with asyncio.timeout(SHARED_TIMEOUT):
+            async with loop_client().pipeline(transaction=False) as pipe:
+                pipe.set(cache_key, 0, ex=window.seconds + 1, nx=True)
+                pipe.incr(cache_key)
+                _, count = await pipe.execute()
     except Exception:
-        logger.warning("rate limit store unavailable; %s allowed", key, exc_info=True)
+        _shared_paused_until = time.monotonic() + SHARED_PAUSE
+        logger.warning("rate limit store unavailable; sends allowed for %.0f s", SHARED_PAUSE, exc_info=True)
         return None
     return window.retry_after(count)
 

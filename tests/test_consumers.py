@@ -544,6 +544,33 @@ async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, ro
     await second.close()
 
 
+async def test_a_silent_redis_costs_the_shared_rate_limit_one_short_wait_not_one_per_send(settings, monkeypatch):
+    """A Redis that accepts connections and never answers (a failover, a hung host): the shared
+    counter allows the send after SHARED_TIMEOUT, then counts nothing shared for SHARED_PAUSE, so
+    the sends after it do not wait at all."""
+    import socket
+    import time
+
+    from chatsite import redis_config
+    from rooms import ratelimit
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        settings.REDIS = redis_config.from_env({"REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"})
+        monkeypatch.setattr(ratelimit, "_shared_paused_until", 0.0)
+        started = time.monotonic()
+        assert await ratelimit.ahit("ws-send:1", "1/m") is None
+        assert ratelimit.SHARED_TIMEOUT <= time.monotonic() - started < ratelimit.SHARED_TIMEOUT + 0.5
+        started = time.monotonic()
+        for _ in range(5):
+            assert await ratelimit.ahit("ws-send:1", "1/m") is None
+        assert time.monotonic() - started < 0.1
+    finally:
+        silent.close()
+
+
 async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_thread(joined, room, monkeypatch):
     """The usual send is one statement from the loop's own pool; only refusals and retries go
     to the step-by-step path on the database thread."""
