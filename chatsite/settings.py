@@ -148,7 +148,8 @@ CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="chatsite")
 if REDIS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis's RedisPubSubChannelLayer, delivering into consumers directly
+            "BACKEND": "chatsite.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": REDIS.channel_layer_hosts(), "prefix": CHANNEL_LAYER_PREFIX},
         }
     }

@@ -209,6 +209,10 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every frame (``json.loads`` with an argument builds a new one per call).
+_JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def _join(*, slug: str, user) -> tuple:
     """Sync, one database hop: find the room, check ``user`` may be in it (joining a public
     room as a member). Returns ``(room, None)`` or ``(None, close_code)``."""
@@ -224,7 +228,7 @@ def _join(*, slug: str, user) -> tuple:
     return room, None
 
 
-async def dispatch_in_order(sources, dispatch) -> None:
+async def dispatch_in_order(sources, dispatch, *, attach=None) -> None:
     """Await events from every callable in ``sources`` (the socket's ``receive`` and the channel
     layer's ``receive`` for this consumer's channel) and ``await dispatch(event)`` for each, one
     at a time, in the order they arrived: the job of channels' ``await_many_dispatch``, without its
@@ -235,9 +239,15 @@ async def dispatch_in_order(sources, dispatch) -> None:
     loop was about 12 % of a node's CPU samples; replacing it took node CPU per delivery from 222
     to 201 µs (means of 4 alternating runs). An exception from a source or from ``dispatch``
     (``StopConsumer`` at disconnect included) ends the loop and is raised; the source tasks are
-    cancelled first, so the layer's ``receive`` cleans up its channel as it does under channels."""
+    cancelled first, so the layer's ``receive`` cleans up its channel as it does under channels.
+
+    ``attach``, when given, is called once with a function ``push(event)`` that puts an event
+    straight into the inbox (``chatsite.layers``: the channel layer delivers there directly,
+    without a task wake-up per event)."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
+    if attach is not None:
+        attach(lambda event: inbox.put_nowait((event, None)))
 
     async def pump(source):
         try:
@@ -279,17 +289,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` (the channel layer's channel, ``base_send``), with
-        ``dispatch_in_order`` in place of ``await_many_dispatch``."""
+        ``dispatch_in_order`` in place of ``await_many_dispatch``, and the layer's events
+        delivered straight into its inbox when the layer can (``chatsite.layers``)."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         sources = [receive]
+        attach = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
+            if hasattr(self.channel_layer, "attach"):  # chatsite.layers: events without a hop
+                attach = functools.partial(self.channel_layer.attach, self.channel_name)
         self.base_send = send
         try:
-            await dispatch_in_order(sources, self.dispatch)
+            await dispatch_in_order(sources, self.dispatch, attach=attach)
         except StopConsumer:
             pass
 
@@ -396,7 +410,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             if text_data is None:
                 raise FrameError("binary_frame", "Binary frames are not supported; send JSON text.")
             try:
-                content = json.loads(text_data, parse_constant=_refuse_constant)
+                content = _JSON_DECODER.decode(text_data)
             except (ValueError, RecursionError):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(content, dict):

@@ -48,7 +48,7 @@ def test_defaults_are_one_node_sqlite_and_in_memory_layer():
 def test_redis_url_selects_the_pubsub_layer_and_database_url_postgres_with_a_pool():
     shown = settings_with(SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0", SERVER_ID="node-7",
                           DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite")
-    assert shown["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert shown["layer"] == "chatsite.layers.RedisPubSubChannelLayer"
     assert shown["engine"] == "django.db.backends.postgresql"
     assert shown["pool"] is True and shown["conn_max_age"] == 0
     assert shown["server_id"] == "node-7"

@@ -1,0 +1,106 @@
+"""The channel layer chatsite runs on: channels-redis's ``RedisPubSubChannelLayer`` with one
+addition, direct delivery into a consumer's inbox.
+
+channels-redis's Pub/Sub layer gives each consumer channel an ``asyncio.Queue``. Each node reads
+a group message once from Redis and puts the same msgpack bytes into the queue of every member
+channel on that node; every consumer then has a task waiting in ``receive()`` that wakes, decodes
+the bytes and hands the event on. In a room of 20 that is 20 task wake-ups and 20 decodes per
+message per node.
+
+``attach(channel, sink)`` lets a consumer take its channel's events as they arrive instead:
+``sink(event)`` is called, synchronously, in the node's Pub/Sub read, with the event already
+decoded, and decoded once per node however many members it has (the members share the one
+dict: handlers must not change it). Order is kept: events reach the sink in the order Redis
+delivered them, as they would reach the queue. Everything else (``group_add``, ``group_send``,
+the clean-up when ``receive`` is cancelled at disconnect, sharding, Sentinel) is channels-redis's
+own, unchanged. A channel with no sink attached behaves exactly as under channels-redis.
+
+Measured under ``python -m bench seed-50rooms`` (bench/RESULTS.md, fifth pass): see there.
+
+Configuration: ``CHANNEL_LAYERS["default"]["BACKEND"] = "chatsite.layers.RedisPubSubChannelLayer"``
+with channels-redis's own ``CONFIG``. Depends on channels-redis 4.3's internals (the loop layer's
+``channels`` dict of queues, fed with ``put_nowait(bytes)``); ``requirements.txt`` pins that
+version and ``tests/test_layers.py`` fails if they change.
+"""
+
+import asyncio
+import logging
+
+from channels_redis import pubsub
+
+logger = logging.getLogger(__name__)
+
+
+class _ChannelQueue(asyncio.Queue):
+    """A consumer channel's queue. Until a sink is attached, an ``asyncio.Queue`` of msgpack
+    bytes, as in channels-redis. Once attached, ``put_nowait(data)`` decodes ``data`` (once per
+    message per node, see ``RedisPubSubLoopLayer.decode``) and calls ``sink(event)``; whatever
+    was queued before is handed over first, in order."""
+
+    sink = None
+
+    def __init__(self, layer):
+        super().__init__()
+        self._layer = layer
+
+    def put_nowait(self, data) -> None:
+        if self.sink is None:
+            super().put_nowait(data)
+            return
+        try:
+            event = self._layer.decode(data)
+        except Exception:  # one bad message must not cost the node's other members theirs
+            logger.exception("dropping a channel-layer message that cannot be decoded")
+            return
+        self.sink(event)
+
+    def attach(self, sink) -> None:
+        while not self.empty():
+            sink(self._layer.decode(self.get_nowait()))
+        self.sink = sink
+
+
+class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
+    """channels-redis's per-event-loop Pub/Sub layer with ``_ChannelQueue`` queues."""
+
+    _last = (None, None)  # (bytes, event): the last message decoded on this loop
+
+    async def _subscribe_to_channel(self, channel):
+        self.channels[channel] = _ChannelQueue(self)
+        await self._get_shard(channel).subscribe(channel)
+
+    def decode(self, data: bytes) -> dict:
+        """The event in ``data``, decoded once: a group message's bytes are the same object for
+        every member channel on this node (channels-redis's ``_receive_message`` loop)."""
+        last_data, event = self._last
+        if data is not last_data:
+            event = self.channel_layer.deserialize(data)
+            self._last = (data, event)
+        return event
+
+    def attach(self, channel: str, sink) -> bool:
+        """Deliver ``channel``'s events to ``sink(event)`` from now on (see the module's
+        docstring). Returns False, changing nothing, when ``channel`` is not this loop's."""
+        queue = self.channels.get(channel)
+        if not isinstance(queue, _ChannelQueue):
+            return False
+        queue.attach(sink)
+        return True
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """channels-redis's ``RedisPubSubChannelLayer``, whose per-loop layers are
+    ``RedisPubSubLoopLayer`` above: same configuration, plus ``attach``."""
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = self._layers[loop] = RedisPubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            pubsub._wrap_close(self, loop)
+            return layer
+
+    def attach(self, channel: str, sink) -> bool:
+        """``RedisPubSubLoopLayer.attach`` on the running loop's layer."""
+        return self._get_layer().attach(channel, sink)

@@ -1,0 +1,87 @@
+"""chatsite.layers on the real Redis: direct delivery into a consumer's inbox, with
+channels-redis's own behaviour kept for everything else."""
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from chatsite.layers import RedisPubSubChannelLayer
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def layer():
+    layer = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=f"chatsite-test-layers-{uuid.uuid4().hex[:8]}")
+    yield layer
+    await layer.flush()
+
+
+async def _wait_for(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_attached_channels_get_group_events_in_order_decoded_once_per_node(layer):
+    a, b = await layer.new_channel(), await layer.new_channel()
+    got_a, got_b = [], []
+    assert layer.attach(a, got_a.append) and layer.attach(b, got_b.append)
+    for channel in (a, b):
+        await layer.group_add("room.1", channel)
+    for n in range(20):
+        await layer.group_send("room.1", {"type": "room.message", "seq": n})
+    await _wait_for(lambda: len(got_a) == 20 and len(got_b) == 20)
+    assert [e["seq"] for e in got_a] == list(range(20))
+    assert [e["seq"] for e in got_b] == list(range(20))
+    # one decode per message on this node: both members were handed the same event
+    assert all(x is y for x, y in zip(got_a, got_b))
+
+
+async def test_events_queued_before_attach_are_handed_over_first(layer):
+    channel = await layer.new_channel()
+    await layer.group_add("room.2", channel)
+    await layer.group_send("room.2", {"type": "room.message", "seq": 1})
+    await layer.send(channel, {"type": "direct", "seq": 2})
+    loop_layer = layer._get_layer()
+    await _wait_for(lambda: loop_layer.channels[channel].qsize() == 2)
+    got = []
+    layer.attach(channel, got.append)
+    await layer.group_send("room.2", {"type": "room.message", "seq": 3})
+    await _wait_for(lambda: len(got) == 3)
+    assert [e["seq"] for e in got] == [1, 2, 3]
+
+
+async def test_a_channel_without_a_sink_still_receives_as_under_channels_redis(layer):
+    channel = await layer.new_channel()
+    await layer.group_add("room.3", channel)
+    await layer.group_send("room.3", {"type": "room.message", "text": "hi"})
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "room.message", "text": "hi"}
+    assert layer.attach("chatsite-test-layers.specific.nobody", print) is False
+
+
+async def test_cancelling_receive_still_unsubscribes_an_attached_channel(layer):
+    channel = await layer.new_channel()
+    layer.attach(channel, lambda event: None)
+    receiving = asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(0.05)
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    loop_layer = layer._get_layer()
+    assert channel not in loop_layer.channels
+    assert channel not in loop_layer._shards[0]._subscribed_to
+
+
+async def test_an_undecodable_message_is_dropped_for_that_channel_only(layer):
+    channel = await layer.new_channel()
+    got = []
+    layer.attach(channel, got.append)
+    loop_layer = layer._get_layer()
+    loop_layer.channels[channel].put_nowait(b"\xc1 not msgpack")  # what the shard's reader does
+    await layer.send(channel, {"type": "direct", "seq": 1})
+    await _wait_for(lambda: len(got) == 1)
+    assert got == [{"type": "direct", "seq": 1}]
