@@ -19,6 +19,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   frame is dropped after the close handshake's timeout (it sees 1006).
 - Backlog in the scope: each socket's scope carries ``"chatsite.backlog"``, a callable giving
   the bytes waiting for its client, so the consumer drops typing hints first for a slow client.
+- Writes: a frame goes to the socket at once when nothing waits before it (``direct_writes``),
+  instead of through Twisted's writability callback.
 - Event loop: uvloop's (``EVENT_LOOP=uvloop``, the default) or the standard library's
   (``EVENT_LOOP=asyncio``) under Twisted's asyncio reactor; see ``use_event_loop``.
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
@@ -76,6 +78,48 @@ def client_limit_only(protocol_class):
 
     ClientLimitOnly.__name__ = ClientLimitOnly.__qualname__ = f"ClientLimitOnly{protocol_class.__name__}"
     return ClientLimitOnly
+
+
+def _nothing_buffered(transport) -> bool:
+    """Whether ``transport`` is a plain TCP connection (no TLS) that is open and has nothing
+    waiting in Twisted's write buffer: a frame written to its socket now keeps the byte order."""
+    try:
+        return (
+            not transport.TLS and transport.connected and not transport.disconnecting
+            and not transport._writeDisconnected and transport._tempDataLen == 0
+            and len(transport.dataBuffer) == transport.offset
+        )
+    except AttributeError:  # another transport: leave it to Twisted
+        return False
+
+
+def direct_writes(protocol_class):
+    """A subclass of daphne's WebSocket protocol that writes each frame to the socket at once when
+    nothing is waiting before it, instead of buffering it and registering the socket for a
+    writability callback (Twisted's ``write``: ``add_writer``, a loop iteration, ``send``, then
+    ``remove_writer``; two ``epoll_ctl`` system calls and a callback per frame). What the kernel
+    does not take at once goes to Twisted's buffer as before, so slow clients, back-pressure and
+    ``pending_bytes`` are unchanged; TLS transports and frames sent while closing take Twisted's
+    path. Measured: bench/RESULTS.md, fifth pass."""
+
+    class DirectWrites(protocol_class):
+        def sendData(self, data, sync=False, chopsize=None):
+            transport = self.transport
+            if (sync or chopsize or self.send_queue or self.state != self.STATE_OPEN or self.logOctets
+                    or not _nothing_buffered(transport)):
+                return super().sendData(data, sync, chopsize)
+            try:
+                sent = transport.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:  # the connection is gone: Twisted's own path reports it
+                return super().sendData(data, sync, chopsize)
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+            if sent < len(data):
+                transport.write(data[sent:])
+
+    DirectWrites.__name__ = DirectWrites.__qualname__ = f"DirectWrites{protocol_class.__name__}"
+    return DirectWrites
 
 
 def use_event_loop(name: str) -> str:
@@ -144,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
         # off, the client gets close code 1009.
         server.ws_factory.setProtocolOptions(failByDrop=False)
-        server.ws_factory.protocol = client_limit_only(server.ws_factory.protocol)
+        server.ws_factory.protocol = direct_writes(client_limit_only(server.ws_factory.protocol))
 
     def graceful_stop():
         """Runs first in the reactor's "before shutdown" phase (before daphne cancels the

@@ -438,6 +438,38 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
         redis_proc.wait(5)
 
 
+async def test_frames_written_at_once_and_frames_buffered_behind_a_full_socket_keep_their_order(
+    people, node_env, tmp_path
+):
+    """chatsite.serve writes a frame to the socket at once when nothing waits before it, and
+    leaves the rest to Twisted's buffer. A member that reads nothing while 400 frames of 12 KB go
+    out (4.8 MB: the kernel's socket buffer fills, frames are cut mid-way and buffered) then reads them all: every one
+    arrives, whole, in seq order."""
+    import websockets
+
+    room, tokens = await database_sync_to_async(people)(2)
+    node = start_node("node-1", env={**node_env, "WS_SLOW_CLIENT_BYTES": str(64 * 2**20)}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        slow = await unread_client(node, tokens[1])
+        await slow.recv()  # hello
+        talker = await Client(node, "r0", tokens[0]).connect()
+        for i in range(400):
+            await talker.send(f"{i} {'€' * 3990}", f"order-{i}")
+        assert await talker.wait_for(lambda c: len(c.acks) == 400, timeout=60)
+        seqs = []
+        while len(seqs) < 400:
+            frame = json.loads(await asyncio.wait_for(slow.recv(), 10))
+            if frame["type"] == "message":
+                assert frame["message"]["body"] == f"{len(seqs)} {'€' * 3990}"
+                seqs.append(frame["message"]["seq"])
+        assert seqs == list(range(1, 401))
+        await slow.close()
+        await talker.close()
+    finally:
+        node.stop()
+
+
 async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and_resumes_with_nothing_missing(
     people, node_env, tmp_path
 ):
