@@ -21,6 +21,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   the bytes waiting for its client, so the consumer drops typing hints first for a slow client.
 - Writes: a frame goes to the socket at once when nothing waits before it (``direct_writes``),
   instead of through Twisted's writability callback.
+- Send now: each socket's scope carries ``"chatsite.send_text"``, a callable sending a text frame
+  at once, which the consumer uses for live messages while it is idle (``send_text_now``).
 - Event loop: uvloop's (``EVENT_LOOP=uvloop``, the default) or the standard library's
   (``EVENT_LOOP=asyncio``) under Twisted's asyncio reactor; see ``use_event_loop``.
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
@@ -34,6 +36,7 @@ the environment are the defaults).
 import argparse
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import struct
@@ -45,6 +48,7 @@ logger = logging.getLogger("chatsite.serve")
 CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: "Service Restart"
 CLOSE_TOO_SLOW = 4008  # ours: the client did not read its frames fast enough; resume
 BACKLOG_SCOPE_KEY = "chatsite.backlog"  # scope entry: () -> bytes waiting for this socket's client
+SEND_TEXT_SCOPE_KEY = "chatsite.send_text"  # scope entry: (text) -> bool, a text frame sent now
 
 
 def pending_bytes(transport) -> int:
@@ -169,7 +173,19 @@ def main(argv: list[str] | None = None) -> None:
             # The consumer may ask how far behind its client is (to drop typing hints first).
             if scope.get("type") == "websocket":
                 scope[BACKLOG_SCOPE_KEY] = lambda: pending_bytes(protocol.transport)
+                scope[SEND_TEXT_SCOPE_KEY] = functools.partial(self.send_text_now, protocol)
             return super().create_application(protocol, scope)
+
+        def send_text_now(self, protocol, text: str) -> bool:
+            """Send ``text`` as a text frame on an open socket, synchronously (what daphne's
+            ``handle_reply`` coroutine does for ``websocket.send``, without a coroutine per
+            frame). Returns False, sending nothing, when the socket is not open. Raises
+            autobahn's ``Disconnected`` if the peer has just gone."""
+            connection = self.connections.get(protocol)
+            if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
+                return False
+            protocol.sendMessage(text.encode("utf-8"), False)
+            return True
 
     server = ChatsiteServer(
         application=application,

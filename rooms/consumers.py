@@ -155,6 +155,9 @@ class FrameError(Exception):
         self.extra = extra
 
 
+# Scope entry from ``python -m chatsite.serve``: ``(text: str) -> bool``, sending a text frame now.
+SEND_TEXT_SCOPE_KEY = "chatsite.send_text"
+
 SEQ_MAX = 2**63 - 1  # PostgreSQL bigint
 TYPING_INTERVAL = 2.0  # seconds between relayed typing hints of one socket
 TYPING_DROP_BYTES = 64 * 1024  # a client with more unread than this gets no typing hints
@@ -228,7 +231,7 @@ def _join(*, slug: str, user) -> tuple:
     return room, None
 
 
-async def dispatch_in_order(sources, dispatch, *, attach=None) -> None:
+async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None) -> None:
     """Await events from every callable in ``sources`` (the socket's ``receive`` and the channel
     layer's ``receive`` for this consumer's channel) and ``await dispatch(event)`` for each, one
     at a time, in the order they arrived: the job of channels' ``await_many_dispatch``, without its
@@ -243,11 +246,23 @@ async def dispatch_in_order(sources, dispatch, *, attach=None) -> None:
 
     ``attach``, when given, is called once with a function ``push(event)`` that puts an event
     straight into the inbox (``chatsite.layers``: the channel layer delivers there directly,
-    without a task wake-up per event)."""
+    without a task wake-up per event).
+
+    ``deliver_now``, when given, is a synchronous ``deliver_now(event) -> bool`` that ``push``
+    calls first while the consumer is idle (no event being dispatched, none waiting): True means
+    it handled the event, False sends it through the inbox as usual. Order is kept, because an
+    event is handled at once only when nothing came before it that is not yet done."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
+    busy = True  # an event is being dispatched, or the loop has stopped
+
+    def push(event) -> None:
+        if not busy and inbox.empty() and deliver_now(event):
+            return
+        inbox.put_nowait((event, None))
+
     if attach is not None:
-        attach(lambda event: inbox.put_nowait((event, None)))
+        attach(push if deliver_now is not None else lambda event: inbox.put_nowait((event, None)))
 
     async def pump(source):
         try:
@@ -261,11 +276,14 @@ async def dispatch_in_order(sources, dispatch, *, attach=None) -> None:
     pumps = [loop.create_task(pump(source)) for source in sources]
     try:
         while True:
+            busy = False
             event, error = await inbox.get()
+            busy = True
             if error is not None:
                 raise error
             await dispatch(event)
     finally:
+        busy = True
         for task in pumps:
             task.cancel()
         for task in pumps:
@@ -302,8 +320,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             if hasattr(self.channel_layer, "attach"):  # chatsite.layers: events without a hop
                 attach = functools.partial(self.channel_layer.attach, self.channel_name)
         self.base_send = send
+        self.send_text_now = scope.get(SEND_TEXT_SCOPE_KEY)
         try:
-            await dispatch_in_order(sources, self.dispatch, attach=attach)
+            await dispatch_in_order(sources, self.dispatch, attach=attach,
+                                    deliver_now=self.deliver_now if self.send_text_now else None)
         except StopConsumer:
             pass
 
@@ -609,6 +629,30 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if not self.closing and event["seq"] > self.replayed_upto:
             await self.send(text_data=event["text"])
             metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    def deliver_now(self, event: dict) -> bool:
+        """A ``room.message`` event for an idle consumer, handled at once in the node's Pub/Sub
+        read (``dispatch_in_order``'s ``deliver_now``): the same as ``room_message``, with the
+        frame written by ``chatsite.serve``'s synchronous ``send_text_now`` instead of through
+        channels' ``send`` and daphne's reply coroutine. Returns False for any other event, and
+        when the socket is not open, so the usual path handles it.
+
+        Measured: bench/RESULTS.md, fifth pass."""
+        if event.get("type") != events.ROOM_MESSAGE:
+            return False
+        if self.closing or event["seq"] <= self.replayed_upto:
+            return True
+        try:
+            if not self.send_text_now(event["text"]):
+                return False
+        except _PEER_GONE:
+            self.closing = True
+            return True
+        except Exception:  # never into the node's Pub/Sub reader, which serves every member
+            logger.exception("could not send a message frame; the client repairs the gap by seq")
+            return True
+        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()
+        return True
 
     async def room_message_updated(self, event: dict) -> None:
         """``message.updated`` / ``message.deleted``: a change of state, always forwarded."""

@@ -85,3 +85,47 @@ async def test_an_undecodable_message_is_dropped_for_that_channel_only(layer):
     await layer.send(channel, {"type": "direct", "seq": 1})
     await _wait_for(lambda: len(got) == 1)
     assert got == [{"type": "direct", "seq": 1}]
+
+
+async def test_dispatch_in_order_hands_events_to_deliver_now_only_while_idle_and_keeps_order():
+    """``rooms.consumers.dispatch_in_order``: a pushed event goes to ``deliver_now`` only when
+    nothing is being dispatched or waiting; otherwise (and when ``deliver_now`` declines) it
+    goes through the inbox, after what came before it."""
+    from rooms.consumers import dispatch_in_order
+
+    order, pushes = [], []
+    release = asyncio.Event()
+    socket_events: asyncio.Queue = asyncio.Queue()
+
+    async def dispatch(event):
+        order.append(("dispatched", event["n"]))
+        if event.get("slow"):
+            await release.wait()  # busy: pushes now must wait in the inbox
+        if event.get("stop"):
+            raise asyncio.CancelledError
+
+    def deliver_now(event):
+        if event.get("decline"):
+            return False
+        order.append(("now", event["n"]))
+        return True
+
+    running = asyncio.create_task(dispatch_in_order(
+        [socket_events.get], dispatch, attach=pushes.append, deliver_now=deliver_now))
+    await asyncio.sleep(0.01)
+    push = pushes[0]
+    push({"n": 1})                      # idle: handled at once
+    push({"n": 2, "decline": True})     # declined: through the inbox
+    await asyncio.sleep(0.01)
+    socket_events.put_nowait({"n": 3, "slow": True})
+    await asyncio.sleep(0.01)
+    push({"n": 4})                      # busy with 3: queued behind it
+    push({"n": 5})
+    release.set()
+    await asyncio.sleep(0.01)
+    push({"n": 6})                      # idle again
+    socket_events.put_nowait({"n": 7, "stop": True})
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert order == [("now", 1), ("dispatched", 2), ("dispatched", 3), ("dispatched", 4),
+                     ("dispatched", 5), ("now", 6), ("dispatched", 7)]
