@@ -176,15 +176,23 @@ def main(argv: list[str] | None = None) -> None:
                 scope[SEND_TEXT_SCOPE_KEY] = functools.partial(self.send_text_now, protocol)
             return super().create_application(protocol, scope)
 
+        _prepared = (None, None)  # (text, autobahn PreparedMessage): the last frame framed
+
         def send_text_now(self, protocol, text: str) -> bool:
             """Send ``text`` as a text frame on an open socket, synchronously (what daphne's
             ``handle_reply`` coroutine does for ``websocket.send``, without a coroutine per
-            frame). Returns False, sending nothing, when the socket is not open. Raises
-            autobahn's ``Disconnected`` if the peer has just gone."""
+            frame). A text sent to many sockets in a row (a room's members on this node get the
+            same ``str``) is encoded and framed once (autobahn's ``prepareMessage``). Returns
+            False, sending nothing, when the socket is not open. Raises autobahn's
+            ``Disconnected`` if the peer has just gone."""
             connection = self.connections.get(protocol)
             if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
                 return False
-            protocol.sendMessage(text.encode("utf-8"), False)
+            last_text, prepared = self._prepared
+            if text is not last_text:
+                prepared = self.ws_factory.prepareMessage(text.encode("utf-8"), isBinary=False)
+                self._prepared = (text, prepared)
+            protocol.sendPreparedMessage(prepared)
             return True
 
     server = ChatsiteServer(
