@@ -486,21 +486,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.RATE_LIMITED.labels(scope="ws_send").inc()
             raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
                              retry_after=retry_after, **extra)
-        user = self.scope["user"]
-        retry_after = await ratelimit.ahit(f"ws-send:{user.pk}", settings.WS_SEND_RATE)
-        if retry_after is not None:  # the user's sends over all nodes (this socket's came first)
-            metrics.RATE_LIMITED.labels(scope="ws_send").inc()
-            raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
-                             retry_after=retry_after, **extra)
         try:
             result = await services.message_post_async(
                 room=self.room,
-                author=user,
+                author=self.scope["user"],
                 token_key=self.scope.get("auth_token"),
                 body=validated["body"],
                 client_msg_id=validated["client_msg_id"],
+                send_rate=settings.WS_SEND_RATE,  # the user's sends over all nodes and sockets
             )
         except ServiceError as exc:
+            if exc.code == "rate_limited":
+                metrics.RATE_LIMITED.labels(scope="ws_send").inc()
             raise FrameError(
                 exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), **extra, **exc.extra
             ) from None

@@ -135,3 +135,23 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room.slug}#{self.seq}"
+
+
+class SendWindow(models.Model):
+    """A user's WebSocket sends counted in the current fixed window of ``WS_SEND_RATE``, over
+    every node: the window is ``period`` seconds long and the ``bucket``-th since the Unix epoch
+    (``floor(unix time / period)``); ``count`` sends were tried in it (refused ones included).
+
+    Only ``rooms.services.message_post_async`` writes it, inside the statement that stores the
+    message (``_post_sql``): counting costs no extra round trip, and the count commits or rolls
+    back with the send. One row per user who has sent over a socket."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    period = models.PositiveIntegerField()
+    bucket = models.BigIntegerField()
+    count = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.count} in {self.period} s window {self.bucket}"

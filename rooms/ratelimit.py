@@ -40,7 +40,7 @@ def hit(key: str, rate: str) -> float | None:
     parsed = parse_rate(rate)
     if parsed is None:
         return None
-    window = _Window(key, *parsed)
+    window = Window(key, *parsed)
     try:
         count = 1 if cache.add(window.key, 1, timeout=window.seconds + 1) else cache.incr(window.key)
     except Exception:
@@ -49,9 +49,10 @@ def hit(key: str, rate: str) -> float | None:
     return window.retry_after(count)
 
 
-class _Window:
-    """The current fixed window of ``seconds`` for ``key``: its cache key, and the answer for an
-    event counted ``count``-th in it (None within ``limit``, else seconds until it ends)."""
+class Window:
+    """The current fixed window of ``seconds`` for ``key``: its number since the Unix epoch
+    (``bucket``), its cache key, and the answer for an event counted ``count``-th in it (None
+    within ``limit``, else seconds until it ends)."""
 
     def __init__(self, key: str, limit: int, seconds: int):
         self.limit, self.seconds = limit, seconds
@@ -82,7 +83,7 @@ async def ahit(key: str, rate: str) -> float | None:
     global _shared_paused_until
     if time.monotonic() < _shared_paused_until:
         return None
-    window = _Window(key, *parsed)
+    window = Window(key, *parsed)
     cache_key = cache.make_key(window.key)
     try:
         async with asyncio.timeout(SHARED_TIMEOUT):
@@ -111,7 +112,7 @@ class LocalWindow:
         """Count one event; None when within the rate, else seconds until the window ends."""
         if self.parsed is None:
             return None
-        window = _Window("socket", *self.parsed)
+        window = Window("socket", *self.parsed)
         if window.bucket != self.bucket:
             self.bucket, self.count = window.bucket, 0
         self.count += 1

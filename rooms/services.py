@@ -30,7 +30,7 @@ from rest_framework.authtoken.models import Token
 from chatsite import async_db
 
 from . import events
-from .models import Membership, Message, Room
+from .models import Membership, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
 Role = Membership.Role
@@ -67,6 +67,16 @@ class Muted(ServiceError):
     """Sends refused until ``extra["until"]`` (ISO 8601)."""
 
     code, status = "muted", 403
+
+
+class RateLimited(ServiceError):
+    """Over ``WS_SEND_RATE``: nothing stored. ``extra["retry_after"]``: seconds until the window
+    ends."""
+
+    code, status = "rate_limited", 429
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"Too many messages; wait {retry_after:.1f} s.", retry_after=retry_after)
 
 
 class Archived(ServiceError):
@@ -185,7 +195,7 @@ def _check_same_send(sent: Message, body: str) -> None:
 
 
 @functools.cache
-def _post_sql(credentials: str = "") -> str:
+def _post_sql(credentials: str = "", limited: bool = False) -> str:
     """One statement that checks the author may send, takes the room's next ``seq``, stores the
     message and makes a public room's visitor a member: PostgreSQL's data-modifying CTEs. No row
     back means "not this way" (refused, archived, no such room, and with ``credentials`` also
@@ -193,18 +203,35 @@ def _post_sql(credentials: str = "") -> str:
     says why.
 
     ``credentials``: ``""`` (no check: the caller checked), ``"user"`` (the author is still
-    active) or ``"token"`` (that, and the API token ``%(token)s`` is still the author's)."""
+    active) or ``"token"`` (that, and the API token ``%(token)s`` is still the author's).
+
+    ``limited``: also count the send in the author's ``SendWindow`` (window ``%(period)s``
+    seconds long, number ``%(bucket)s``) and store nothing past ``%(limit)s`` sends in it. The
+    statement then always answers one row, ``(id, seq, count)``, with id and seq NULL when
+    nothing was stored. The user's window row is locked before the room's row, in every send."""
     quote = connections["default"].ops.quote_name
     room_t, member_t, message_t = (quote(m._meta.db_table) for m in (Room, Membership, Message))
     who, may = "", ""
+    if limited:
+        window_t = quote(SendWindow._meta.db_table)
+        who = f"""rl AS (
+            INSERT INTO {window_t} AS w (user_id, period, bucket, count)
+            VALUES (%(user)s, %(period)s, %(bucket)s, 1)
+            ON CONFLICT (user_id) DO UPDATE SET
+                count = CASE WHEN w.period = EXCLUDED.period AND w.bucket = EXCLUDED.bucket
+                             THEN w.count + 1 ELSE 1 END,
+                period = EXCLUDED.period, bucket = EXCLUDED.bucket
+            RETURNING count
+        ), """
+        may = "AND (SELECT count FROM rl) <= %(limit)s"
     if credentials:
         user_t = quote(get_user_model()._meta.db_table)
         token_check = ""
         if credentials == "token":
             token_t = quote(Token._meta.db_table)
             token_check = f"AND EXISTS (SELECT 1 FROM {token_t} WHERE key = %(token)s AND user_id = %(user)s)"
-        who = f"who AS (SELECT 1 FROM {user_t} WHERE id = %(user)s AND is_active {token_check}), "
-        may = "AND EXISTS (SELECT 1 FROM who)"
+        who += f"who AS (SELECT 1 FROM {user_t} WHERE id = %(user)s AND is_active {token_check}), "
+        may += " AND EXISTS (SELECT 1 FROM who)"
     return f"""
         WITH {who}m AS (
             SELECT banned_at, muted_until FROM {member_t} WHERE room_id = %(room)s AND user_id = %(user)s
@@ -228,7 +255,8 @@ def _post_sql(credentials: str = "") -> str:
             WHERE NOT EXISTS (SELECT 1 FROM m)
             ON CONFLICT (room_id, user_id) DO NOTHING
         )
-        SELECT id, seq FROM msg
+        {"SELECT (SELECT id FROM msg), (SELECT seq FROM msg), (SELECT count FROM rl)" if limited else
+         "SELECT id, seq FROM msg"}
     """
 
 
@@ -346,7 +374,7 @@ _room_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakVa
 
 
 async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                             client_msg_id: str) -> PostResult:
+                             client_msg_id: str, send_rate: str | None = None) -> PostResult:
     """``message_post`` for a member's socket, from the event loop: re-checks the socket's
     credentials (``token_key``: the API token it was opened with, or None for a session) and
     stores the message in one PostgreSQL statement sent from the loop's own pool
@@ -358,21 +386,38 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     ``PostResult`` and the same errors, plus ``Unauthenticated`` when the account was
     deactivated or the token revoked, and ``NotFound`` when the room was deleted. Database
     errors propagate (``psycopg.Error``, ``psycopg_pool.PoolTimeout``, or Django's
-    ``DatabaseError`` from the fallback): then nothing was stored and nothing is broadcast."""
+    ``DatabaseError`` from the fallback): then nothing was stored and nothing is broadcast.
+
+    ``send_rate`` (``WS_SEND_RATE``, e.g. ``"20/s"``; None or ``"0"``: no limit) limits the
+    author's sends over every node and socket: counted in the same statement (``SendWindow``),
+    or with SQLite in the Django cache (``ratelimit.ahit``). Over it: ``RateLimited``, nothing
+    stored. Attempts count, refused ones included; a retry of a stored ``client_msg_id`` does
+    not (its statement rolls back)."""
     from channels.db import database_sync_to_async
+
+    from . import ratelimit
 
     async def fallback() -> PostResult:
         return await database_sync_to_async(_message_post_checked)(
             room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id)
 
+    limit = ratelimit.parse_rate(send_rate) if send_rate else None
     if not async_db.available():
+        if limit is not None:
+            retry_after = await ratelimit.ahit(f"ws-send:{author.pk}", send_rate)
+            if retry_after is not None:
+                raise RateLimited(retry_after)
         return await fallback()
     now = timezone.now()
     params = {
         "room": room.pk, "user": author.pk, "token": token_key, "body": body,
         "client_msg_id": client_msg_id, "server_id": settings.SERVER_ID, "now": now, "role": Role.MEMBER,
     }
-    sql = _post_sql("token" if token_key is not None else "user")
+    window = None
+    if limit is not None:
+        window = ratelimit.Window(f"ws-send:{author.pk}", *limit)
+        params.update(period=window.seconds, bucket=window.bucket, limit=window.limit)
+    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None)
     key = (id(asyncio.get_running_loop()), room.pk)
     lock = _room_locks.get(key)
     if lock is None:
@@ -383,6 +428,11 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                 cursor = await conn.execute(sql, params)
                 row = await cursor.fetchone()
         except psycopg.IntegrityError:  # a retry of a stored client_msg_id: the fallback answers it
+            row = None
+        if window is not None and row is not None and row[0] is None:  # counted, not stored
+            retry_after = window.retry_after(row[2])
+            if retry_after is not None:
+                raise RateLimited(retry_after)
             row = None
         if row is None:
             return await fallback()

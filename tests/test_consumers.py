@@ -520,8 +520,8 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, r
 
 
 async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, room, user, settings):
-    """Each socket's own window lets its sends through; the shared counter (Redis, the one
-    every node uses) refuses the user's fourth send of the minute on the second socket."""
+    """Each socket's own window lets its sends through; the shared counter (in PostgreSQL, the
+    one every node uses) refuses the user's fourth send of the minute on the second socket."""
     settings.WS_SEND_RATE = "3/m"
     first = await ws(f"/ws/rooms/{room.slug}/", user=user)
     second = await ws(f"/ws/rooms/{room.slug}/", user=user)
@@ -583,6 +583,38 @@ async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_t
     ack, frame = await send_and_collect(joined, "straight through", "loop-1")
     assert frame["message"]["seq"] == ack["seq"] == 1
     assert await stored(room) == [(1, "straight through", "test-node")]
+
+
+async def test_the_send_limit_is_counted_in_the_send_statement_without_a_redis_round_trip(
+        ws, room, user, settings, monkeypatch):
+    """With PostgreSQL the per-user limit is counted by the statement that stores the message
+    (``SendWindow``): no Redis call, a refused send stores nothing, and a retry of a stored
+    ``client_msg_id`` is answered with its ack without counting. (Each socket's own window
+    counts the retry; the limit here is reached on a second socket.)"""
+    from rooms import ratelimit
+    from rooms.models import SendWindow
+
+    async def no_redis(*args, **kwargs):
+        raise AssertionError("the Redis counter was used")
+
+    monkeypatch.setattr(ratelimit, "ahit", no_redis)
+    settings.WS_SEND_RATE = "2/m"
+    first, second = await ws(f"/ws/rooms/{room.slug}/", user=user), await ws(f"/ws/rooms/{room.slug}/", user=user)
+    for conn in (first, second):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    ack, _ = await send_and_collect(first, "one", "c-1")
+    await first.send({"type": "message.send", "body": "one", "client_msg_id": "c-1"})  # a retry
+    assert (await first.receive_type("ack"))["seq"] == ack["seq"]
+    await send_and_collect(second, "two", "c-2")
+    await second.send({"type": "message.send", "body": "three", "client_msg_id": "c-3"})
+    error = await second.receive_type("error")
+    assert error["code"] == "rate_limited" and 0 < error["retry_after"] <= 60
+    assert [body for _, body, _ in await stored(room)] == ["one", "two"]
+    window = await SendWindow.objects.aget(user=user)
+    assert (window.period, window.count) == (60, 3)  # one, two, three; not the retry
+    await first.close()
+    await second.close()
 
 
 async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, caplog, settings):
