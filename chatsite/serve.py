@@ -148,7 +148,7 @@ def use_event_loop(name: str) -> str:
     return name
 
 
-GC_THRESHOLDS = (50_000, 20, 100)  # allocations before a young collection; collections per older one
+GC_THRESHOLDS = (10_000, 10, 100)  # allocations before a young collection; collections per older one
 
 
 def tune_gc() -> None:
@@ -158,14 +158,17 @@ def tune_gc() -> None:
       120,000 here) move to a generation no collection scans; they live as long as the process
       anyway. A full collection then scans only what came after (measured here: 37 ms for the
       start-up heap alone).
-    - ``gc.set_threshold(*GC_THRESHOLDS)``: a young collection after 50,000 net allocations
-      instead of 700, so a burst of messages (each builds and drops a few hundred objects,
-      mostly freed by reference counting) pays for far fewer collections.
+    - ``gc.set_threshold(*GC_THRESHOLDS)``: a young collection after 10,000 net allocations
+      instead of 700, and a full one after 100 middle ones instead of 10, so a burst of
+      messages (each builds and drops a few hundred objects, mostly freed by reference
+      counting) pays for far fewer collections. 10,000, not more: a young collection scans
+      what accumulated, and at 50,000 one took 17-44 ms here.
 
     Why: collections stop the event loop, and every socket of the node with it. Under
     ``python -m bench seed-50rooms --rate 8`` a node's loop stalled 114-173 ms in each full
-    collection and 4-20 ms in young ones, which set the p99 latency (bench/RESULTS.md, fifth
-    pass). Cyclic garbage is still collected; only the start-up objects are exempt."""
+    collection, which set the p99 latency; with these settings no full collection ran while
+    messages were sent (bench/RESULTS.md, fifth pass). Cyclic garbage is still collected; only
+    the start-up objects are exempt."""
     import gc
 
     gc.collect()
