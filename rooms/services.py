@@ -391,8 +391,8 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     ``send_rate`` (``WS_SEND_RATE``, e.g. ``"20/s"``; None or ``"0"``: no limit) limits the
     author's sends over every node and socket: counted in the same statement (``SendWindow``),
     or with SQLite in the Django cache (``ratelimit.ahit``). Over it: ``RateLimited``, nothing
-    stored. Attempts count, refused ones included; a retry of a stored ``client_msg_id`` does
-    not (its statement rolls back)."""
+    stored. Attempts count, refused ones included; a retry of a stored ``client_msg_id`` is not
+    added (its statement rolls back), though the consumer's per-socket window counts it."""
     from channels.db import database_sync_to_async
 
     from . import ratelimit
