@@ -22,10 +22,41 @@ import psutil
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (client sockets' own ports)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 for a server about to start, below the kernel's ephemeral
+    range, and not handed out before by this process.
+
+    Below the ephemeral range because a client that polls a port whose server has not started
+    yet can be given that very port as its own source port, and then connects to itself and
+    reads back its own request (TCP self-connect; seen once in a fresh-clone run:
+    ``BadStatusLine: GET /healthz HTTP/1.1``). Raises ``OSError`` when none is found in 500
+    tries."""
+    low = _ephemeral_low()
+    first = 10000 if low > 11000 else 1024
+    for _ in range(500):
+        port = secrets.randbelow(low - first) + first
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free port between {first} and {low}")
 
 
 def check_loopback(url: str) -> str:

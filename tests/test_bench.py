@@ -21,6 +21,18 @@ from tests.nodes import database_url_for_tests
 # --- the tool's own logic -----------------------------------------------------------------------
 
 
+def test_free_ports_are_below_the_ephemeral_range_bindable_and_never_repeated():
+    """A server port from the ephemeral range can be a polling client's own source port (the
+    client then connects to itself); free_port stays below that range."""
+    import socket
+
+    low = cluster._ephemeral_low()
+    ports = [cluster.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and all(1024 <= p < low for p in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))
+
+
 def test_percentile_is_nearest_rank():
     values = list(range(1, 101))  # 1..100
     assert stats.percentile(values, 50) == 50
