@@ -29,7 +29,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db
 
-from . import events
+from . import events, ratelimit
 from .models import Membership, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
@@ -394,8 +394,6 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     stored. Attempts count, refused ones included; a retry of a stored ``client_msg_id`` is not
     added (its statement rolls back), though the consumer's per-socket window counts it."""
     from channels.db import database_sync_to_async
-
-    from . import ratelimit
 
     async def fallback() -> PostResult:
         return await database_sync_to_async(_message_post_checked)(
