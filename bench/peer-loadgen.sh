@@ -5,7 +5,7 @@
 #   bench/peer-loadgen.sh RATE [RATE ...]     e.g. bench/peer-loadgen.sh 6 8 10
 #
 # Starts 3 nodes (python -m chatsite.serve, the environment python -m bench gives them) on
-# 127.0.0.1:8711-8713, runs the 50-rooms-of-20 shape (1,000 clients, 50 senders, 5 s per rate)
+# 127.0.0.1:8711-8713, runs the 50-rooms-of-20 shape (1,000 clients, 50 senders, DURATION seconds per rate, default 5: run_throughput.py's own default is 10)
 # once per RATE (messages per second per sender), prints one line per rate, stops the nodes.
 # Each rate starts from an empty message table in the bench database: the generator's
 # client_msg_ids restart at every run, and a reused id with another body is (rightly) refused.
@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS=${PEERS:-../shared/peers}
 PEER_ROOT=${PEER_ROOT:-/tmp/peer}
+DURATION=${DURATION:-5}
 DB=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chatsite_bench}
 OUT=$(mktemp -d /tmp/peer-loadgen.XXXXXX)
 [ $# -gt 0 ] || { echo "usage: $0 RATE [RATE ...]" >&2; exit 2; }
@@ -44,7 +45,7 @@ for rate in warmup "$@"; do
   psql -q "$DB" -c "TRUNCATE rooms_message"
   NODE_PATH="$PEER_ROOT/lg/node_modules" timeout 300 node "$PEERS/loadgen.js" --proto chatsite \
     --urls ws://127.0.0.1:8711,ws://127.0.0.1:8712,ws://127.0.0.1:8713 --tokens "$OUT/tokens.json" \
-    --clients 1000 --rooms 50 --senders 50 --rate "${rate/warmup/2}" --duration 5 --drain-ms 10000 --hard-timeout-s 240 \
+    --clients 1000 --rooms 50 --senders 50 --rate "${rate/warmup/2}" --duration "$DURATION" --drain-ms 10000 --hard-timeout-s 240 \
     --pids "node1=${PIDS[0]},node2=${PIDS[1]},node3=${PIDS[2]}" --json "$OUT/rate-$rate.json" \
     --label "chatsite-rate$rate" > "$OUT/rate-$rate.log" 2>&1
   [ "$rate" = warmup ] && continue
