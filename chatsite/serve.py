@@ -24,6 +24,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
 - Send now: each socket's scope carries ``"chatsite.send_text"``, a callable sending a text frame
   at once, which the consumer uses for live messages while it is idle (``send_text_now``).
 - Garbage collection tuned for short stalls (``tune_gc``).
+- Status lines: a 429 reads ``429 Too Many Requests``, not Twisted's ``429 Unknown Status``
+  (``reason_phrases``).
 - Event loop: uvloop's (``EVENT_LOOP=uvloop``, the default) or the standard library's
   (``EVENT_LOOP=asyncio``) under Twisted's asyncio reactor; see ``use_event_loop``.
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
@@ -176,6 +178,21 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def reason_phrases() -> None:
+    """Adds the HTTP statuses Twisted has no reason phrase for (429 Too Many Requests, 422, 423,
+    428, 431, 451, 511, ...) to its table, ``twisted.web.http.RESPONSES``, from the standard
+    library's ``http.HTTPStatus``. daphne sets each response's status without a phrase, so
+    Twisted answered a throttled request with the status line ``HTTP/1.1 429 Unknown Status``,
+    which curl, proxies and logs show. The phrase is informative only (RFC 9110, section 15);
+    codes Twisted already names keep its phrase."""
+    from http import HTTPStatus
+
+    from twisted.web import http
+
+    for status in HTTPStatus:
+        http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
+
+
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
@@ -194,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import defer, reactor
 
     from chatsite.asgi import application
+
+    reason_phrases()
 
     max_bytes = int(_env_float("WS_MAX_MESSAGE_BYTES", 65536))
     grace = _env_float("SHUTDOWN_GRACE", 1.0)

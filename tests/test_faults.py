@@ -279,6 +279,30 @@ async def test_BR12_http_timeout_applies_to_http_only(people, node_env, tmp_path
         node.stop()
 
 
+def test_a_throttled_request_answers_429_too_many_requests_not_unknown_status(people, node_env, tmp_path):
+    import http.client
+
+    room, tokens = people(1)
+    node = start_node("node-1", env={**node_env, "THROTTLE_SEND_RATE": "1/min"}, log_dir=tmp_path)
+    try:
+        wait_healthy(node)
+        lines = []
+        for i in range(2):  # the second send is over the 1/min limit
+            connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+            try:
+                connection.request(
+                    "POST", "/api/rooms/r0/messages/", body=json.dumps({"body": f"m{i}", "client_msg_id": f"m-{i}"}),
+                    headers={"Authorization": f"Token {tokens[0]}", "Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                lines.append((response.status, response.reason))
+            finally:
+                connection.close()
+        assert lines == [(201, "Created"), (429, "Too Many Requests")]
+    finally:
+        node.stop()
+
+
 async def test_BR03_forced_close_by_socket_lifetime_loses_and_repeats_nothing(people, node_env, tmp_path):
     """daphne closes every socket after WS_MAX_LIFETIME (1 s here, checked every 2 s) with code
     1000; the client reconnects with
