@@ -67,7 +67,11 @@ class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
 
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = _ChannelQueue(self)
-        await self._get_shard(channel).subscribe(channel)
+        try:
+            await self._get_shard(channel).subscribe(channel)
+        except BaseException:  # Redis unreachable: the channel does not exist (no queue left behind)
+            self.channels.pop(channel, None)
+            raise
 
     def decode(self, data: bytes) -> dict:
         """The event in ``data``, decoded once: a group message's bytes are the same object for

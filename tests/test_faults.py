@@ -462,6 +462,51 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
         redis_proc.wait(5)
 
 
+async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_with_a_500(people, node_env, tmp_path):
+    """The node's Redis (our own redis-server) is killed: a new socket is accepted and closed with
+    4503 (reconnect with backoff), as README's close codes say, instead of a handshake refused
+    with HTTP 500; once Redis is back a new socket joins without restarting the node."""
+    import subprocess
+
+    import websockets
+
+    from tests.nodes import free_port
+
+    room, tokens = await database_sync_to_async(people)(2)
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(tmp_path)]
+    redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        first = await Client(node, "r0", tokens[0]).connect()
+        redis_proc.kill()
+        redis_proc.wait(5)
+        codes = []
+        for _ in range(3):  # each attempt is refused the same way; the node keeps serving
+            async with websockets.connect(f"{node.ws}/ws/rooms/r0/", open_timeout=10,
+                                          additional_headers={"Authorization": f"Token {tokens[1]}"}) as socket:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(socket.recv(), 10)
+                codes.append(socket.close_code)
+        assert codes == [4503, 4503, 4503]
+        redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        second, deadline = None, time.monotonic() + 15
+        while second is None and time.monotonic() < deadline:
+            try:
+                second = await Client(node, "r0", tokens[1]).connect()
+            except (websockets.ConnectionClosed, AssertionError, OSError):
+                await asyncio.sleep(0.3)
+        assert second is not None and second.hello["last_seq"] == 0
+        await first.close()
+        await second.close()
+    finally:
+        node.stop()
+        redis_proc.kill()
+        redis_proc.wait(5)
+
+
 async def test_frames_written_at_once_and_frames_buffered_behind_a_full_socket_keep_their_order(
     people, node_env, tmp_path
 ):

@@ -129,3 +129,18 @@ async def test_dispatch_in_order_hands_events_to_deliver_now_only_while_idle_and
         await running
     assert order == [("now", 1), ("dispatched", 2), ("dispatched", 3), ("dispatched", 4),
                      ("dispatched", 5), ("now", 6), ("dispatched", 7)]
+
+
+async def test_a_channel_that_cannot_be_subscribed_is_not_kept():
+    """Redis unreachable: ``new_channel`` raises (the consumer refuses its socket with 4503) and
+    leaves no queue behind, so refused attempts do not pile up in the node's memory."""
+    import redis
+
+    from bench.cluster import free_port
+
+    layer = RedisPubSubChannelLayer(hosts=[f"redis://127.0.0.1:{free_port()}/0"], prefix="chatsite-test-down")
+    for _ in range(3):
+        with pytest.raises((redis.ConnectionError, OSError)):
+            await layer.new_channel()
+    assert layer._get_layer().channels == {}
+    await layer.flush()
