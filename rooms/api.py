@@ -3,8 +3,9 @@
 
 Authentication: session (browsers; CSRF token required on unsafe methods) or
 ``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a body:
-``{"detail": str}`` (401, 403, 404, 409, 429 with ``Retry-After``) plus ``"code"`` for refusals
-by the rules (``muted``, ``banned``, ``archived``, ``forbidden``, ``conflict``), or field errors
+``{"detail": str}`` (401, 403, 404, 409, 413, 429 with ``Retry-After``) plus ``"code"`` for
+refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``, ``conflict``,
+``too_large``), or field errors
 ``{"field": [str, ...]}`` (400). A private room a user is not a member of answers 404 on every
 route, exactly as a room that does not exist.
 
@@ -15,7 +16,7 @@ use), so a REST send, edit or delete reaches every live socket on every node exa
 import logging
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.exceptions import RequestDataTooBig, ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -65,7 +66,14 @@ def not_found(request, *args, **kwargs):
 def exception_handler(exc, context):
     """DRF's handler, plus: a ``services.ServiceError`` answers with its status, ``detail`` and
     ``code`` (``NotFound`` as a plain 404), and Django's ``ValidationError`` from a service as a
-    400 with field errors. Views call services directly; refusals need no code of their own."""
+    400 with field errors. Views call services directly; refusals need no code of their own.
+
+    A request body over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB, Django's default;
+    a message body is at most 4,000 characters) answers 413 ``{"detail": str, "code":
+    "too_large"}`` instead of Django's HTML "Bad Request (400)" page and a logged traceback."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response({"detail": "The request body is too large.", "code": "too_large"},
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, services.NotFound):
         exc = exceptions.NotFound(exc.detail)
     elif isinstance(exc, services.ServiceError):

@@ -1,5 +1,6 @@
 """The REST API through DRF's APIClient against the real database (and Redis-backed throttles)."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -250,6 +251,15 @@ def test_send_over_rest_stores_once_and_a_retry_answers_the_first_message(api, r
 def test_bad_send_is_400_with_field_errors(api, room, body, field):
     response = api.post("/api/rooms/lobby/messages/", body, format="json")
     assert response.status_code == 400 and field in response.data
+
+
+def test_a_body_over_the_upload_limit_is_413_json_and_nothing_is_stored(api, room, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = json.dumps({"body": "x" * 20_000, "client_msg_id": "big"})
+    response = api.generic("POST", "/api/rooms/lobby/messages/", body, content_type="application/json")
+    assert response.status_code == 413 and response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {"detail": "The request body is too large.", "code": "too_large"}
+    assert not Message.objects.filter(room=room).exists()
 
 
 def test_sends_are_throttled_with_retry_after(api, room, rates):
