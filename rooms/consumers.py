@@ -51,7 +51,8 @@ when one field is at fault)::
 
 Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame``, ``not_object``
 (JSON that is not an object), ``missing_field``, ``invalid_field`` (wrong type, or a too-long
-``client_msg_id``), ``unknown_type``, ``empty_body`` (empty or only whitespace),
+``client_msg_id``), ``unknown_type``, ``empty_body`` (nothing visible:
+``serializers.validate_not_blank``),
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
 same ``client_msg_id``), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;

@@ -11,9 +11,8 @@ room page's initial history and (later) REST history all use it::
 A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true``.
 """
 
-import unicodedata
-
 from django.core.validators import ProhibitNullCharactersValidator
+import regex
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -92,10 +91,23 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# Characters that show nothing on their own. From Unicode's character properties (the ``regex``
+# module's tables): White_Space; Default_Ignorable_Code_Point (DerivedCoreProperties.txt: zero
+# width and joiner characters, soft hyphen, the Hangul fillers U+115F, U+1160, U+3164 and
+# U+FFA0, the combining grapheme joiner U+034F, variation selectors, tags); format (Cf) and
+# control (Cc) characters. Plus two graphic characters fonts draw blank and that are used as
+# "invisible text" for that reason: U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL
+# NULL NOTEHEAD.
+_NOTHING_VISIBLE = regex.compile(r"[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u2800\U0001D159]*")
+
+
 def validate_not_blank(value: str) -> str:
-    """Refuse a body with nothing visible: only whitespace and invisible format characters
-    (Unicode category Cf, e.g. a zero-width space). Code ``blank`` (the ``empty_body`` frame)."""
-    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in value):
+    """Refuse a body with nothing visible: empty, or only characters that show nothing on their
+    own (``_NOTHING_VISIBLE``: whitespace, zero-width and other default-ignorable characters
+    such as U+200B or the Hangul filler U+3164, format and control characters, U+2800 and
+    U+1D159). A body with anything visible besides them is kept exactly as sent. Raises
+    ``ValidationError`` with code ``blank`` (the ``empty_body`` frame, a REST 400)."""
+    if _NOTHING_VISIBLE.fullmatch(value):
         raise serializers.ValidationError("The message body is empty.", code="blank")
     return value
 

@@ -253,6 +253,23 @@ def test_bad_send_is_400_with_field_errors(api, room, body, field):
     assert response.status_code == 400 and field in response.data
 
 
+INVISIBLE = ["\u3164", "\uffa0", "\u115f", "\u1160", "\u034f", "\u2800", "\U0001d159", "\u200b", "\u00ad",
+             "\u2060", "\ufeff", "\ufe0f", "\U000e0041", "\u180e", "\u3000", "\x07"]
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+def test_a_body_with_nothing_visible_is_refused_as_empty(api, room, char):
+    response = api.post("/api/rooms/lobby/messages/", {"body": f"{char} {char}{char}", "client_msg_id": "a"}, format="json")
+    assert response.status_code == 400 and response.data["body"][0].code == "blank"
+    assert not Message.objects.filter(room=room).exists()
+
+
+@pytest.mark.parametrize("body", ["\u3164hi", "a\u200b", "\u0301", "\U0001f600", "\u2800\u2801", "\u05e9\u05dc\u05d5\u05dd"])
+def test_a_body_with_something_visible_is_stored_exactly(api, room, body):
+    response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "a"}, format="json")
+    assert response.status_code == 201 and Message.objects.get(room=room).body == body
+
+
 def test_a_body_over_the_upload_limit_is_413_json_and_nothing_is_stored(api, room, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
     body = json.dumps({"body": "x" * 20_000, "client_msg_id": "big"})
