@@ -413,7 +413,7 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     )
     def destroy(self, request, room_slug=None, username=None):
         if self.target_user().pk != request.user.pk:
-            raise exceptions.PermissionDenied("You can only remove yourself; moderators ban instead.")
+            raise services.Forbidden("You can only remove yourself; moderators ban instead.")
         self.run(services.member_leave, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

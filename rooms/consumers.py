@@ -502,7 +502,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         retry_after = self.send_window.hit()
         if retry_after is not None:
             metrics.RATE_LIMITED.labels(scope="ws_send").inc()
-            raise FrameError("rate_limited", f"Too many messages; wait {retry_after:.1f} s.",
+            raise FrameError("rate_limited", services.RateLimited(retry_after).detail,
                              retry_after=retry_after, **extra)
         try:
             result = await services.message_post_async(

@@ -9,6 +9,7 @@ the REST ``code`` field) and an HTTP ``status``.
 
 import asyncio
 import functools
+import math
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,12 +72,14 @@ class Muted(ServiceError):
 
 class RateLimited(ServiceError):
     """Over ``WS_SEND_RATE``: nothing stored. ``extra["retry_after"]``: seconds until the window
-    ends."""
+    ends; the detail text rounds it up to a tenth of a second (0.019 reads "wait 0.1 s", not
+    "wait 0.0 s")."""
 
     code, status = "rate_limited", 429
 
     def __init__(self, retry_after: float):
-        super().__init__(f"Too many messages; wait {retry_after:.1f} s.", retry_after=retry_after)
+        wait = math.ceil(round(retry_after * 10, 6)) / 10  # round: 0.3 * 10 is 3.0000000000000004
+        super().__init__(f"Too many messages; wait {wait:.1f} s.", retry_after=retry_after)
 
 
 class Archived(ServiceError):

@@ -3,6 +3,7 @@ real Redis channel layer and PostgreSQL."""
 
 import asyncio
 import logging
+import math
 import os
 
 import pytest
@@ -511,6 +512,8 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, r
     await sender.send({"type": "message.send", "body": "one too many", "client_msg_id": "flood"})
     error = await sender.receive_type("error")
     assert error["code"] == "rate_limited" and 0 < error["retry_after"] <= 60 and error["client_msg_id"] == "flood"
+    # the text rounds the wait up to a tenth of a second: never "wait 0.0 s"
+    assert error["detail"] == f"Too many messages; wait {math.ceil(round(error['retry_after'] * 10, 6)) / 10:.1f} s."
     assert [(await watcher.receive_type("message"))["message"]["body"] for _ in range(3)] == ["ok 0", "ok 1", "ok 2"]
     assert await watcher.nothing_more(0.2)
     # Another member is not limited by the flooder.

@@ -115,3 +115,9 @@ def test_room_create_makes_slug_from_name_and_refuses_a_taken_slug(user):
     with pytest.raises(ValidationError) as exc:
         services.room_create(name="Other", slug="cafe-talk", created_by=user)
     assert "slug" in exc.value.message_dict
+
+
+@pytest.mark.parametrize(("retry_after", "text"), [(0.019, "0.1"), (0.1, "0.1"), (0.3, "0.3"), (0.101, "0.2"), (2.5, "2.5")])
+def test_a_rate_limit_refusal_rounds_its_wait_up(retry_after, text):
+    refusal = services.RateLimited(retry_after)
+    assert refusal.detail == f"Too many messages; wait {text} s." and refusal.extra == {"retry_after": retry_after}
