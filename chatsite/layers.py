@@ -15,6 +15,14 @@ delivered them, as they would reach the queue. Everything else (``group_add``, `
 the clean-up when ``receive`` is cancelled at disconnect, sharding, Sentinel) is channels-redis's
 own, unchanged. A channel with no sink attached behaves exactly as under channels-redis.
 
+The receive loop of each Redis shard also watches its subscriber connection
+(``RedisShardConnection``): a connection that has been silent for twice its
+``health_check_interval`` (the configured PINGs got no PONG: Redis moved or hung, or the network
+dropped the connection without a reset) is closed, and redis-py reconnects and subscribes again
+to every channel and group of the node. Without this, such a node never delivered anything live
+from other nodes again, even after its health check (whose connections time out and reconnect)
+was green again (tests/test_faults.py).
+
 Measured under ``python -m bench seed-50rooms`` (bench/RESULTS.md, fifth pass): see there.
 
 Configuration: ``CHANNEL_LAYERS["default"]["BACKEND"] = "chatsite.layers.RedisPubSubChannelLayer"``
@@ -60,10 +68,65 @@ class _ChannelQueue(asyncio.Queue):
         self.sink = sink
 
 
+class RedisShardConnection(pubsub.RedisSingleShardConnection):
+    """channels-redis's connection to one Redis shard (a publishing client and one Pub/Sub
+    subscriber connection), whose receive loop also closes a subscriber connection that went
+    silent, so that redis-py reconnects and subscribes again.
+
+    Silent means: nothing read for more than twice the connection's ``health_check_interval``
+    (seconds; ``redis_config.HEALTH_CHECK_INTERVAL``). redis-py sends a PING on an idle
+    subscriber connection once per interval and any reply counts, so a live connection is never
+    silent that long; a dead one is closed between two and about three intervals after its last
+    reply. Without ``health_check_interval`` nothing changes."""
+
+    _closed_at = 0.0  # loop time at which _close_if_silent last closed the connection
+
+    async def _do_receiving(self):
+        # channels-redis 4.3's loop, plus _close_if_silent.
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    if message is None:
+                        await self._close_if_silent()
+                    else:
+                        self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+                raise
+            except BaseException:
+                logger.exception("Unexpected exception in receive task")
+                await asyncio.sleep(1)
+
+    async def _close_if_silent(self) -> bool:
+        """Close the subscriber connection if it has been silent too long (see the class);
+        returns whether it did. The next read reconnects and subscribes again."""
+        connection = self._pubsub.connection
+        interval = getattr(connection, "health_check_interval", 0)
+        if not interval or connection.next_health_check < 0 or not connection.is_connected:
+            return False
+        # redis-py sets next_health_check to (last reply + interval) on every reply it reads; a
+        # connection closed here gets a full allowance again before its first reply.
+        now = asyncio.get_running_loop().time()
+        silent_for = now - max(connection.next_health_check - interval, self._closed_at)
+        if silent_for <= 2 * interval:
+            return False
+        logger.warning("Redis subscriber connection silent for %.1f s: reconnecting", silent_for)
+        self._closed_at = now
+        await connection.disconnect(nowait=True)
+        return True
+
+
 class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
-    """channels-redis's per-event-loop Pub/Sub layer with ``_ChannelQueue`` queues."""
+    """channels-redis's per-event-loop Pub/Sub layer with ``_ChannelQueue`` queues and
+    ``RedisShardConnection`` shards."""
 
     _last = (None, None)  # (bytes, event): the last message decoded on this loop
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [RedisShardConnection(shard.host, self) for shard in self._shards]
 
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = _ChannelQueue(self)

@@ -43,6 +43,13 @@ logger = logging.getLogger("chatsite.redis")
 
 SCHEMES = ("redis", "rediss", "unix")
 CONNECT_TIMEOUT = 2  # seconds, for every connection the layer and the cache open
+# Seconds a command on the channel layer's connections (a PUBLISH, a SUBSCRIBE) may wait for its
+# reply before it fails and is retried on a new connection: a Redis that moved or hangs cannot
+# hold a node's publishing (and, behind channels-redis's per-shard lock, its new sockets) forever.
+COMMAND_TIMEOUT = 5
+# Seconds between redis-py's PINGs on an idle layer connection; a subscriber connection silent
+# for twice this long is reconnected (chatsite.layers.RedisShardConnection).
+HEALTH_CHECK_INTERVAL = 5
 
 
 @dataclass
@@ -80,7 +87,8 @@ class RedisConfig:
         # One command (a PUBLISH, the subscriber's read) may retry on a fresh connection: after a
         # failover the old connection is dead and the retry reaches the new master.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 3)
-        common = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_keepalive": True, "retry": retry}
+        common = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": COMMAND_TIMEOUT,
+                  "health_check_interval": HEALTH_CHECK_INTERVAL, "socket_keepalive": True, "retry": retry}
         if self.mode == "sentinel":
             return [{
                 "sentinels": list(self.sentinels),

@@ -373,8 +373,10 @@ class ResumingClient:
 class TcpProxy:
     """A TCP forwarder on a free loopback port to ``target`` (host, port), run in a thread of
     its own. ``cut()`` drops every connection and refuses new ones (the target looks
-    unreachable); ``restore()`` accepts again. Used to take PostgreSQL away from one node
-    without touching the shared server."""
+    unreachable); ``restore()`` accepts again. ``blackhole()`` keeps every open connection open
+    but from then on discards what either side sends on it, while new connections work (the
+    target moved or hung and nothing reset the old connections). Used to take PostgreSQL or
+    Redis away from one node without touching the shared server."""
 
     def __init__(self, target: tuple[str, int]):
         import threading
@@ -384,6 +386,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._writers: set = set()
+        self._open: list[dict] = []  # per connection: {"swallow": bool}
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self.restore()
@@ -391,9 +394,11 @@ class TcpProxy:
     def _call(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _pipe(self, reader, writer):
+    async def _pipe(self, reader, writer, state):
         try:
             while data := await reader.read(65536):
+                if state["swallow"]:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):
@@ -408,8 +413,12 @@ class TcpProxy:
             client_writer.close()
             return
         self._writers |= {client_writer, upstream_writer}
-        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+        state = {"swallow": False}
+        self._open.append(state)
+        await asyncio.gather(self._pipe(client_reader, upstream_writer, state),
+                             self._pipe(upstream_reader, client_writer, state))
         self._writers -= {client_writer, upstream_writer}
+        self._open.remove(state)
 
     async def _start(self):
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -425,6 +434,15 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._call(self._start())
+
+    def blackhole(self) -> int:
+        """Discard all traffic on the connections open now; returns how many there are."""
+        async def swallow():
+            for state in self._open:
+                state["swallow"] = True
+            return len(self._open)
+
+        return self._call(swallow())
 
     def cut(self) -> None:
         self._call(self._stop())

@@ -507,6 +507,58 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
         redis_proc.wait(5)
 
 
+async def test_a_node_whose_redis_connections_went_silent_reconnects_and_delivers_live_again(people, node_env, tmp_path):
+    """node-1 reaches Redis through a TCP proxy, which then silently discards all traffic on the
+    connections open at that moment (Redis moved or hung, and nothing reset the connections)
+    while new connections get through. node-1 notices its silent subscriber connection and
+    subscribes again on a new one: messages sent on node-2 reach node-1's member live again
+    within seconds, and a message sent on node-1 reaches node-2 (its publish times out and is
+    retried on a new connection), and /healthz answers 200 again. Before, node-1 never
+    delivered anything live from other nodes again."""
+    from urllib.parse import urlsplit
+
+    room, tokens = await database_sync_to_async(people)(2)
+    shared = urlsplit(node_env["REDIS_URL"])
+    proxy = TcpProxy((shared.hostname, shared.port or 6379))
+    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}{shared.path}"},
+                      log_dir=tmp_path)
+    other = start_node("node-2", env=node_env, log_dir=tmp_path)
+    try:
+        await asyncio.gather(asyncio.to_thread(wait_healthy, node), asyncio.to_thread(wait_healthy, other))
+        reader = await Client(node, "r0", tokens[0]).connect()
+        sender = await Client(other, "r0", tokens[1]).connect()
+        await sender.send("before", "b-1")
+        assert await reader.wait_for(lambda c: len(c.messages) == 1)
+
+        assert proxy.blackhole() > 0
+        silenced, resumed, i = time.monotonic(), None, 0
+        while resumed is None and time.monotonic() - silenced < 30:
+            i += 1
+            await sender.send(f"during {i}", f"d-{i}")
+            if await reader.wait_for(lambda c: any(m["body"] == f"during {i}" for m in c.messages), timeout=0.5):
+                resumed = time.monotonic() - silenced
+        assert resumed is not None, node.log()[-2000:]
+
+        started = time.monotonic()
+        await reader.send("from node-1", "n1-1")
+        assert await reader.wait_for(lambda c: "n1-1" in c.acks)
+        assert await sender.wait_for(lambda c: any(m["body"] == "from node-1" for m in c.messages), timeout=20)
+        published_after = time.monotonic() - started
+        print(f"FAULT redis silent: live delivery to node-1 back {resumed:.1f} s after its connections went "
+              f"silent; node-1's next publish arrived after {published_after:.1f} s")
+        assert "silent for" in node.log()
+        health, deadline = None, time.monotonic() + 15
+        while health != 200 and time.monotonic() < deadline:  # its own connection recovers too
+            health = (await asyncio.to_thread(node.health, 5))[0]
+        assert health == 200
+        await reader.close()
+        await sender.close()
+    finally:
+        node.stop()
+        other.stop()
+        proxy.close()
+
+
 async def test_frames_written_at_once_and_frames_buffered_behind_a_full_socket_keep_their_order(
     people, node_env, tmp_path
 ):

@@ -144,3 +144,42 @@ async def test_a_channel_that_cannot_be_subscribed_is_not_kept():
             await layer.new_channel()
     assert layer._get_layer().channels == {}
     await layer.flush()
+
+
+async def test_a_silent_subscriber_connection_is_reconnected_and_subscribed_again():
+    """The subscriber's connection goes silent (a TCP proxy starts discarding its traffic; new
+    connections get through): within about two health-check intervals the shard closes it,
+    redis-py reconnects and subscribes again, and group messages arrive again."""
+    from urllib.parse import urlsplit
+
+    from tests.nodes import TcpProxy
+
+    shared = urlsplit(REDIS_URL)
+    proxy = TcpProxy((shared.hostname, shared.port or 6379))
+    prefix = f"chatsite-test-silent-{uuid.uuid4().hex[:8]}"
+    host = {"address": f"redis://127.0.0.1:{proxy.port}{shared.path}", "health_check_interval": 1, "socket_timeout": 1}
+    layer = RedisPubSubChannelLayer(hosts=[host], prefix=prefix)
+    direct = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=prefix)  # another node, on Redis itself
+    try:
+        channel = await layer.new_channel()
+        got = []
+        assert layer.attach(channel, got.append)
+        await layer.group_add("room.9", channel)
+        await direct.group_send("room.9", {"type": "room.message", "n": 0})
+        await _wait_for(lambda: len(got) == 1)
+
+        assert proxy.blackhole() > 0
+        started, n = asyncio.get_running_loop().time(), 0
+        while asyncio.get_running_loop().time() - started < 10:
+            n += 1
+            await direct.group_send("room.9", {"type": "room.message", "n": n})
+            await asyncio.sleep(0.2)
+            if got[-1]["n"] == n:
+                break
+        assert got[-1]["n"] == n, "no message arrived after the connection went silent"
+        assert asyncio.get_running_loop().time() - started < 5  # 2 intervals, plus a little
+        assert len(got) < n + 1  # what was sent into the silent connection was lost, as expected
+    finally:
+        await layer.flush()
+        await direct.flush()
+        proxy.close()
