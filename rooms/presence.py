@@ -115,6 +115,15 @@ class RedisStore:
         _, _, names = _keys(room_id)
         return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
 
+    async def online_among(self, room_id: int, ids: list[int]) -> set[int]:
+        """Which of ``ids`` are online in ``room_id`` now (one ``ZMSCORE``)."""
+        if not ids:
+            return set()
+        users, _, _ = _keys(room_id)
+        now = time.time()
+        scores = await self._client().zmscore(users, ids)
+        return {uid for uid, score in zip(ids, scores) if score is not None and score > now}
+
     def online_now(self, room_id: int) -> list[dict]:
         """Sync, for views: the online list, read with a short-lived client."""
         users, _, names = _keys(room_id)
@@ -175,6 +184,10 @@ class MemoryStore:
     async def named(self, room_id, ids) -> list[dict]:
         return _with_names(ids, [self.names.get(u, "") for u in ids])
 
+    async def online_among(self, room_id, ids) -> set[int]:
+        now = time.time()
+        return {u for u in ids if self._live(room_id, u, now)}
+
     def online_now(self, room_id) -> list[dict]:
         now = time.time()
         ids = [u for (r, u) in list(self.conns) if r == room_id and self._live(r, u, now)]
@@ -208,7 +221,15 @@ class Announcer:
     per room every ``PRESENCE_BATCH`` seconds (default 1): 1,000 members joining within a second
     cost one diff per socket, not 1,000. A leave and a join of one user within a batch cancel
     out (a page reload does not flicker). Diffs are idempotent set changes; a socket may see its
-    own user among the joins."""
+    own user among the joins.
+
+    Before a batch goes out, its changes are checked against the store (one ``ZMSCORE`` per
+    room): a leave of a user who is online again and a join of a user who is gone again are
+    dropped. Each node batches on its own timer, so a reload that lands on another node puts the
+    leave in one node's batch and the join in the other's, and the two diffs can arrive in
+    either order; unchecked, the leave blinked the user offline or, arriving after the join,
+    left them shown offline while connected. If the store cannot be read, the batch goes out
+    unchecked."""
 
     def __init__(self):
         self.pending: dict[int, dict[str, dict[int, dict]]] = {}  # room → joins/leaves → id → user
@@ -232,11 +253,17 @@ class Announcer:
             await asyncio.sleep(batch())
             pending, self.pending = self.pending, {}
             for room_id, changes in pending.items():
-                if changes["joins"] or changes["leaves"]:
+                joins, leaves = changes["joins"], changes["leaves"]
+                try:
+                    online = await store().online_among(room_id, [*joins, *leaves])
+                    joins = {uid: u for uid, u in joins.items() if uid in online}
+                    leaves = {uid: u for uid, u in leaves.items() if uid not in online}
+                except Exception:  # the store is out of reach: send the batch as it is
+                    logger.warning("presence batch for room %s not checked", room_id, exc_info=True)
+                if joins or leaves:
                     try:
                         await events.presence_changed(
-                            room_id=room_id, joins=list(changes["joins"].values()),
-                            leaves=list(changes["leaves"].values()))
+                            room_id=room_id, joins=list(joins.values()), leaves=list(leaves.values()))
                     except Exception:
                         logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
 

@@ -164,3 +164,45 @@ async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_
               "(TTL 2 s, heartbeat 0.5 s, batch 1 s)")
         assert offline_after < 2 + 0.5 + 1 + 1.5  # TTL + heartbeat + one presence batch + slack
         await bob.close()
+
+
+async def test_a_reload_onto_another_node_never_shows_the_user_offline(db):
+    """bob reloads: his socket on node-1 closes and a new one opens on node-2 while node-2 is
+    already batching another join (carol's). node-2's diff (joins carol and bob) goes out before
+    node-1's (leaves bob). Each batch is checked against the store before it is sent, so
+    node-1's leave is dropped: alice never sees bob leave and ends seeing him online. Before,
+    the late leave left bob shown offline while connected."""
+    def setup():
+        owner = factories.make_user("owner")
+        factories.make_room(created_by=owner, slug="r0")
+        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob", "carol")]
+
+    alice_token, bob_token, carol_token = await database_sync_to_async(setup)()
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
+                 prefix=prefix) as nodes:
+        alice = await Client(nodes[1], "r0", alice_token).connect()
+        bob = await Client(nodes[0], "r0", bob_token).connect()
+
+        def online_names(c):
+            online = set()
+            for f in c.frames:
+                if f["type"] == "presence":
+                    online = {u["username"] for u in f["online"]}
+                elif f["type"] == "presence.diff":
+                    online |= {u["username"] for u in f["joins"]}
+                    online -= {u["username"] for u in f["leaves"]}
+            return online
+
+        assert await alice.wait_for(lambda c: online_names(c) == {"alice", "bob"})
+        await asyncio.sleep(1.5)  # every batch so far has gone out
+        carol = await Client(nodes[1], "r0", carol_token).connect()  # node-2's batch timer starts
+        await asyncio.sleep(0.3)
+        await bob.close()  # node-1: bob's last connection, a leave in node-1's next batch
+        await asyncio.sleep(0.1)
+        bob = await Client(nodes[1], "r0", bob_token).connect()  # the reload, on node-2
+        await asyncio.sleep(2.5)  # both nodes' batches have gone out
+        leaves = [u["username"] for f in alice.frames if f["type"] == "presence.diff" for u in f["leaves"]]
+        assert leaves == [] and online_names(alice) == {"alice", "bob", "carol"}, alice.frames
+        for client in (alice, bob, carol):
+            await client.close()
