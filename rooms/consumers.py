@@ -24,8 +24,9 @@ client → server, to catch up after a reconnect (or ``?after_seq=N`` on the soc
 
     {"type": "resume", "after_seq": int}
 
-server → client: every stored message with a higher seq as ``message`` frames, in seq order, then
-``{"type": "resumed", "last_seq": int}``; live frames already replayed are not sent again. Over
+server → client: the stored messages with a higher seq, up to the ``last_seq`` of ``hello`` (up to
+the room's last seq for ``?after_seq``), as ``message`` frames in seq order, then
+``{"type": "resumed", "last_seq": int}``; nothing is sent twice (``RoomConsumer.resume``). Over
 1,000 missing: ``{"type": "resync", "latest_seq": int}`` instead (reload through the REST history).
 
 server → client after ``hello``, the room's online members (a user with two tabs once), then
@@ -177,18 +178,22 @@ def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
     return value
 
 
-def _replay(*, room, after_seq: int) -> tuple[list[str] | None, int]:
-    """Sync, one database hop: the encoded ``message`` frames after ``after_seq`` and the seq
-    they reach; ``(None, latest_seq)`` when more than ``RESUME_MAX`` are missing."""
+def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tuple[int, str]] | None, int]:
+    """Sync, one database hop: ``(seq, encoded message frame)`` for the messages after
+    ``after_seq`` (up to ``upto`` when given) and the seq they reach; ``(None, latest_seq)`` when
+    more than ``RESUME_MAX`` are missing."""
     # Read before the replay: every seq up to it is committed (commits follow seq order), so it
     # is a safe seam even when the client claims more than the room has.
     last_seq = selectors.room_last_seq(room_id=room.pk)
-    messages = selectors.room_messages_after(room=room, after_seq=after_seq, limit=RESUME_MAX + 1)
+    if upto is not None:
+        last_seq = min(last_seq, upto)
+    messages = selectors.room_messages_after(room=room, after_seq=after_seq, limit=RESUME_MAX + 1,
+                                             before_seq=last_seq + 1)
     if len(messages) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
     data = MessageSerializer(messages, many=True).data
-    texts = [events.encode_frame(events.message_frame(m)) for m in data]
-    return texts, (messages[-1].seq if messages else last_seq)
+    frames = [(m["seq"], events.encode_frame(events.message_frame(m))) for m in data]
+    return frames, (messages[-1].seq if messages else last_seq)
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
@@ -384,6 +389,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         self.counted_open = True  # in chatsite_ws_open_sockets until disconnect
         metrics.OPEN_SOCKETS.inc()
+        self.hello_seq = last_seq
         await self.send_json(
             {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
         )
@@ -474,7 +480,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
-            await self.resume(_seq_field(content, "after_seq", required=True))
+            await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
         elif frame_type == "fetch":
             await self.fetch(content)
         elif frame_type == "typing":
@@ -532,24 +538,31 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             {"type": "ack", "client_msg_id": message.client_msg_id, "id": message.pk, "seq": message.seq}
         )
 
-    async def resume(self, after_seq: int) -> None:
-        """``resume``: replay every stored message with ``seq > after_seq`` as ``message``
-        frames in seq order, then ``{"type": "resumed", "last_seq": K}``; live frames the replay
-        already covered are dropped, so the client sees no gap and no duplicate at the seam.
-        More than ``RESUME_MAX`` (1,000) missing: ``{"type": "resync", "latest_seq": K}`` instead,
-        and the client reloads through the history API.
+    async def resume(self, after_seq: int, upto: int | None = None) -> None:
+        """``resume``: replay the stored messages with ``after_seq < seq <= K`` as ``message``
+        frames in seq order, then ``{"type": "resumed", "last_seq": K}``; every message after K
+        arrives live. K is the room's last seq now (``?after_seq=N`` at connect, ``upto`` None),
+        or the ``last_seq`` of this socket's ``hello`` (the ``resume`` frame: ``upto``), because
+        the messages after that one may already have reached the client live before its frame.
+        Frames are never sent twice: live copies of replayed seqs are dropped, and replayed seqs
+        that already went out live are skipped. More than ``RESUME_MAX`` (1,000) missing:
+        ``{"type": "resync", "latest_seq": K}`` instead, and the client reloads through the
+        history API.
 
         Why the seam is exact: the room's row lock makes messages commit in seq order, so the
         replay's read sees exactly seqs 1..K, and every later one arrives live (the socket joined
         the group before ``hello``)."""
-        texts, latest = await database_sync_to_async(_replay)(room=self.room, after_seq=after_seq)
-        if texts is None:
+        frames, latest = await database_sync_to_async(_replay)(room=self.room, after_seq=after_seq, upto=upto)
+        if frames is None:
             await self.send_json({"type": "resync", "latest_seq": latest})
             return
         self.replayed_upto = max(self.replayed_upto, latest)
-        for text in texts:
-            await self.send(text_data=text)
-        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(len(texts))
+        sent = 0
+        for seq, text in frames:
+            if seq not in self.live_seqs:
+                await self.send(text_data=text)
+                sent += 1
+        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(sent)
         await self.send_json({"type": "resumed", "last_seq": latest})
 
     async def fetch(self, content: dict) -> None:
@@ -637,12 +650,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     replayed_upto = 0  # highest seq sent by a resume; live copies of those are dropped
+    hello_seq = None  # the last_seq this socket's hello gave
+    live_seqs = frozenset()  # seqs up to hello_seq that reached this socket live (a handful at most)
+
+    def _sent_live(self, seq: int) -> None:
+        """Note a live message sent: one of seq <= hello_seq (committed while this socket was
+        joining) must not be replayed again by a ``resume`` frame."""
+        if self.hello_seq is not None and seq <= self.hello_seq:
+            self.live_seqs = self.live_seqs | {seq}
 
     async def room_message(self, event: dict) -> None:
         """Called for each ``room.message`` layer event: forwards the ready-encoded frame,
         unless a resume already sent that seq."""
         if not self.closing and event["seq"] > self.replayed_upto:
             await self.send(text_data=event["text"])
+            self._sent_live(event["seq"])
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     def deliver_now(self, event: dict) -> bool:
@@ -666,6 +688,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         except Exception:  # never into the node's Pub/Sub reader, which serves every member
             logger.exception("could not send a message frame; the client repairs the gap by seq")
             return True
+        self._sent_live(event["seq"])
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()
         return True
 

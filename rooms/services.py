@@ -13,7 +13,7 @@ import math
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 import psycopg
@@ -449,7 +449,12 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
     """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
     set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
-    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room."""
+    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room.
+
+    Edits of one message are serialised by its row lock, and each gets an ``edited_at`` later
+    than the one before (by 1 µs if this node's clock is behind the last editor's), so a client
+    that keeps the ``message.updated`` with the latest ``edited_at`` ends with the stored body,
+    whatever order the frames of racing edits on several nodes arrive in."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
         if message.author_id != actor.pk and not _may_moderate_site(actor):
@@ -461,7 +466,10 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
         if not _may_moderate_site(actor):
             room_access(room=message.room, user=actor)
         message.body = body
-        message.edited_at = timezone.now()
+        edited_at = timezone.now()
+        if message.edited_at is not None and edited_at <= message.edited_at:
+            edited_at = message.edited_at + timedelta(microseconds=1)
+        message.edited_at = edited_at
         message.save(update_fields=["body", "edited_at"])
         message = Message.objects.select_related("author", "room").get(pk=message.pk)
         data = MessageSerializer(message).data

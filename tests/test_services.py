@@ -121,3 +121,17 @@ def test_room_create_makes_slug_from_name_and_refuses_a_taken_slug(user):
 def test_a_rate_limit_refusal_rounds_its_wait_up(retry_after, text):
     refusal = services.RateLimited(retry_after)
     assert refusal.detail == f"Too many messages; wait {text} s." and refusal.extra == {"retry_after": retry_after}
+
+
+def test_each_edit_gets_a_later_edited_at_even_when_this_nodes_clock_is_behind(room, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    message = post(room, user, "v1").message
+    ahead = timezone.now() + timedelta(seconds=5)  # the last edit came from a node whose clock is ahead
+    Message.objects.filter(pk=message.pk).update(body="v2", edited_at=ahead)
+    edited = services.message_edit(message=message, actor=user, body="v3")
+    assert edited.edited_at == ahead + timedelta(microseconds=1)
+    again = services.message_edit(message=edited, actor=user, body="v4")
+    assert again.edited_at > edited.edited_at and Message.objects.get(pk=message.pk).body == "v4"
