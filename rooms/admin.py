@@ -7,6 +7,7 @@ sockets everywhere. Messages are never hard-deleted here: "delete" is a soft del
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
@@ -38,10 +39,29 @@ class RoomAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     actions = ["archive_rooms"]
 
-    @admin.action(description="Archive selected rooms (close their sockets, keep history)", permissions=["change"])
+    def has_archive_permission(self, request) -> bool:
+        """Site moderators (the ``Moderators`` group, which may only view rooms here, not edit
+        them) and superusers may archive: the same rule ``services.room_archive`` applies."""
+        return services.is_site_moderator(request.user)
+
+    @admin.action(description="Archive selected rooms (close their sockets, keep history)", permissions=["archive"])
     def archive_rooms(self, request, queryset):
         _apply(self, request, queryset, "room(s) archived",
                lambda room: services.room_archive(room=room, actor=request.user))
+
+
+class MessageAdminForm(forms.ModelForm):
+    """Refuses, as a form error, an edit ``services.message_edit`` would refuse: the message
+    was deleted or its room archived since the page was opened."""
+
+    def clean(self):
+        cleaned = super().clean()
+        current = Message.objects.select_related("room").get(pk=self.instance.pk)
+        if current.deleted_at is not None:
+            raise forms.ValidationError("The message was deleted; it can no longer be edited.")
+        if current.room.is_archived:
+            raise forms.ValidationError("The room is archived; its messages can no longer be edited.")
+        return cleaned
 
 
 @admin.register(Message)
@@ -52,7 +72,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ["room", "seq", "author", "short_body", "server_id", "created_at", "edited_at", "deleted_at"]
     list_filter = ["room", "author", "created_at", ("deleted_at", admin.EmptyFieldListFilter), "server_id"]
     list_select_related = ["room", "author"]
-    search_fields = ["body", "author__username"]
+    search_fields = ["body", "author__username", "room__slug", "room__name"]
     date_hierarchy = "created_at"
     readonly_fields = [
         "id", "room", "seq", "author", "client_msg_id", "server_id", "created_at", "edited_at",
@@ -60,6 +80,13 @@ class MessageAdmin(admin.ModelAdmin):
     ]
     fields = readonly_fields[:4] + ["body"] + readonly_fields[4:]
     actions = ["soft_delete"]
+    form = MessageAdminForm
+
+    def get_readonly_fields(self, request, obj=None):
+        """The body too, once the message is deleted or its room archived (no edit is possible)."""
+        if obj is not None and (obj.deleted_at is not None or obj.room.is_archived):
+            return [*self.readonly_fields, "body"]
+        return self.readonly_fields
 
     def has_add_permission(self, request):
         return False  # a message is sent by a member, through message_post, never typed in here
@@ -75,7 +102,10 @@ class MessageAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change and "body" in form.changed_data:
-            services.message_edit(message=obj, actor=request.user, body=obj.body)
+            try:
+                services.message_edit(message=obj, actor=request.user, body=obj.body)
+            except services.ServiceError as exc:  # deleted or archived since the form's check
+                self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
 
     def delete_model(self, request, obj):
         services.message_delete(message=obj, actor=request.user)

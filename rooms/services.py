@@ -111,7 +111,7 @@ def _membership(room: Room, user: AbstractBaseUser) -> Membership | None:
 MODERATOR_PERMISSIONS = ("rooms.change_message", "rooms.change_membership")
 
 
-def _may_moderate_site(user: AbstractBaseUser) -> bool:
+def is_site_moderator(user: AbstractBaseUser) -> bool:
     """Site moderators (Django admin): active staff with the permissions the ``Moderators``
     group grants, in every room."""
     return bool(user.is_active and user.is_staff and user.has_perms(MODERATOR_PERMISSIONS))
@@ -121,7 +121,7 @@ def _require_moderator(room: Room, actor: AbstractBaseUser) -> Membership | None
     membership = _membership(room, actor)
     if membership is not None and membership.can_moderate:
         return membership
-    if _may_moderate_site(actor):
+    if is_site_moderator(actor):
         return membership
     raise Forbidden("Only the room's owner or a moderator may do this.")
 
@@ -457,13 +457,13 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     whatever order the frames of racing edits on several nodes arrive in."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        if message.author_id != actor.pk and not _may_moderate_site(actor):
+        if message.author_id != actor.pk and not is_site_moderator(actor):
             raise Forbidden("Only the author may edit a message.")
         if message.deleted_at is not None:
             raise Conflict("The message was deleted.")
         if message.room.is_archived:
             raise Archived("The room is archived.")
-        if not _may_moderate_site(actor):
+        if not is_site_moderator(actor):
             room_access(room=message.room, user=actor)
         message.body = body
         edited_at = timezone.now()
@@ -623,7 +623,7 @@ def member_add(
 
 
 def _is_owner_or_site(acting: Membership | None, actor: AbstractBaseUser) -> bool:
-    return (acting is not None and acting.role == Role.OWNER) or _may_moderate_site(actor)
+    return (acting is not None and acting.role == Role.OWNER) or is_site_moderator(actor)
 
 
 def _target(room: Room, user: AbstractBaseUser) -> Membership:

@@ -351,3 +351,29 @@ async def test_BR17_token_auth_for_native_clients(ws, room, user, other_user):
     assert await in_url.connect()
     assert await in_url.close_code() == 4401
     assert await sync(Message.objects.filter(body="after revoke").exists)() is False
+
+
+def test_a_moderator_archives_a_room_in_admin(db, room):
+    client = Client()
+    client.force_login(moderator_staff())
+    response = client.post("/admin/rooms/room/", {"action": "archive_rooms", "_selected_action": [str(room.pk)]})
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert room.is_archived
+
+
+@pytest.mark.parametrize("state", ["deleted", "archived"])
+def test_editing_a_deleted_or_archived_message_in_admin_is_a_form_error_not_a_500(db, room, user, state):
+    message = services.message_post(room=room, author=user, body="original", client_msg_id="x").message
+    staff = moderator_staff()
+    if state == "deleted":
+        services.message_delete(message=message, actor=staff)
+    else:
+        services.room_archive(room=room, actor=staff)
+    before = Message.objects.get(pk=message.pk)
+    client = Client()
+    client.force_login(staff)
+    response = client.post(f"/admin/rooms/message/{message.pk}/change/", {"body": "changed"})
+    assert response.status_code == 200 and b"can no longer be edited" in response.content
+    after = Message.objects.get(pk=message.pk)
+    assert (after.body, after.edited_at) == (before.body, before.edited_at)
