@@ -319,12 +319,12 @@ def _port_closed(port: int) -> bool:
 
 
 @contextmanager
-def balanced_cluster(database_url: str, redis_url: str):
-    """nginx (rendered like bin/cluster's, on a free port) in front of 3 daphne nodes that trust
-    127.0.0.1; yields ``(port, nodes, nginx_process)`` and stops them all."""
+def balanced_cluster(database_url: str, redis_url: str, count: int = 3, extra_env: dict | None = None):
+    """nginx (rendered like bin/cluster's, on a free port) in front of ``count`` daphne nodes that
+    trust 127.0.0.1; yields ``(port, nodes, nginx_process)`` and stops them all."""
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    extra = {"TRUSTED_PROXIES": "127.0.0.1", "LOG_LEVEL": "DEBUG"}
-    with cluster(3, redis_url=redis_url, database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
+    extra = {"TRUSTED_PROXIES": "127.0.0.1", "LOG_LEVEL": "DEBUG", **(extra_env or {})}
+    with cluster(count, redis_url=redis_url, database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
         where = run_dir()
         port = free_port()
         conf = render_local(where, f"127.0.0.1:{port}", [f"127.0.0.1:{n.port}" for n in nodes])
@@ -429,14 +429,34 @@ def test_br_14_nodes_see_the_forwarded_client_only_from_the_trusted_balancer(bal
     assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=http"
     path = f"/probe-{uuid.uuid4().hex}/"
     _, served_by, _ = _get(port, path, source=UNTRUSTED_CLIENT,
-                           headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"})
+                           headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "ftp"})
     assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=http"
+    # "https" from in front of the balancer (a TLS terminator) passes through; a client that
+    # claims it over plain HTTP only makes its own cookies Secure. The address stays its own.
+    path = f"/probe-{uuid.uuid4().hex}/"
+    _, served_by, _ = _get(port, path, source=UNTRUSTED_CLIENT,
+                           headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"})
+    assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=https"
     # Straight to a node from an untrusted peer: its headers are ignored.
     path = f"/probe-{uuid.uuid4().hex}/"
     status, served_by, _ = _get(nodes[0].port, path, source=UNTRUSTED_CLIENT,
                                 headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"})
     assert status == 404 and served_by == "node-1"
     assert _seen_by_node(nodes, "node-1", path) == f"client={UNTRUSTED_CLIENT} scheme=http"
+
+
+@needs_nginx
+@pytest.mark.multinode
+def test_https_nodes_behind_the_balancer_with_tls_ended_in_front_of_it_serve_pages(django_db_setup, django_db_blocker):
+    """HTTPS=1 nodes behind the shipped balancer, TLS ended in front of it (X-Forwarded-Proto:
+    https): pages are served, not redirected to https for ever; plain HTTP is redirected."""
+    with django_db_blocker.unblock():
+        database_url = database_url_for_tests()
+    with balanced_cluster(database_url, os.environ["REDIS_URL"], count=1, extra_env={"HTTPS": "1"}) as (port, _, _):
+        status, _, _ = _get(port, "/accounts/login/", headers={"X-Forwarded-Proto": "https"})
+        assert status == 200
+        status, _, _ = _get(port, "/accounts/login/")
+        assert status == 301
 
 
 @needs_nginx
