@@ -86,6 +86,12 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         while True:
             try:
                 if self._pubsub and self._pubsub.subscribed:
+                    connection = self._pubsub.connection
+                    if connection is not None and not connection.is_connected:
+                        # Reconnect as the pool does: with Sentinel, at the current master. Left to
+                        # get_message, redis-py's health-check PING would reconnect first, at the
+                        # connection's old address (a dead master after a failover), for ever.
+                        await connection.connect()
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
                     if message is None:
                         await self._close_if_silent()

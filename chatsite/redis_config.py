@@ -48,7 +48,8 @@ CONNECT_TIMEOUT = 2  # seconds, for every connection the layer and the cache ope
 # hold a node's publishing (and, behind channels-redis's per-shard lock, its new sockets) forever.
 COMMAND_TIMEOUT = 5
 # Seconds between redis-py's PINGs on an idle layer connection; a subscriber connection silent
-# for twice this long is reconnected (chatsite.layers.RedisShardConnection).
+# for twice this long is reconnected (chatsite.layers.RedisShardConnection). The default;
+# REDIS_HEALTH_CHECK_INTERVAL overrides it.
 HEALTH_CHECK_INTERVAL = 5
 
 
@@ -68,6 +69,7 @@ class RedisConfig:
     master_name: str = ""
     master_kwargs: dict = field(default_factory=dict)
     sentinel_kwargs: dict = field(default_factory=dict)
+    health_check_interval: float = HEALTH_CHECK_INTERVAL  # seconds (REDIS_HEALTH_CHECK_INTERVAL)
 
     def __repr__(self) -> str:  # without passwords (settings may be printed)
         where = (f"sentinels={self.sentinels} master={self.master_name!r}" if self.mode == "sentinel"
@@ -88,7 +90,7 @@ class RedisConfig:
         # failover the old connection is dead and the retry reaches the new master.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 3)
         common = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": COMMAND_TIMEOUT,
-                  "health_check_interval": HEALTH_CHECK_INTERVAL, "socket_keepalive": True, "retry": retry}
+                  "health_check_interval": self.health_check_interval, "socket_keepalive": True, "retry": retry}
         if self.mode == "sentinel":
             return [{
                 "sentinels": list(self.sentinels),
@@ -196,8 +198,24 @@ class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
 def from_env(environ=None) -> RedisConfig | None:
     """The Redis configuration in ``environ`` (default ``os.environ``), or None when neither
     ``REDIS_URL`` nor ``REDIS_SENTINELS`` is set (in-memory layer, one node). Raises
-    ``ImproperlyConfigured`` with what to change when the configuration cannot work."""
+    ``ImproperlyConfigured`` with what to change when the configuration cannot work.
+    ``REDIS_HEALTH_CHECK_INTERVAL`` (seconds, default ``HEALTH_CHECK_INTERVAL``) sets the layer
+    connections' health-check interval."""
     environ = os.environ if environ is None else environ
+    config = _from_env(environ)
+    if config is not None:
+        value = (environ.get("REDIS_HEALTH_CHECK_INTERVAL") or "").strip()
+        try:
+            interval = float(value) if value else HEALTH_CHECK_INTERVAL
+        except ValueError:
+            interval = -1
+        if not interval > 0:
+            raise ImproperlyConfigured(f"REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds above 0, not {value!r}.")
+        config.health_check_interval = interval
+    return config
+
+
+def _from_env(environ) -> RedisConfig | None:
     get = lambda name: (environ.get(name) or "").strip()  # noqa: E731
     url_value, sentinels_value = get("REDIS_URL"), get("REDIS_SENTINELS")
     if not url_value and not sentinels_value:

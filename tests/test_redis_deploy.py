@@ -338,7 +338,10 @@ async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_hist
     master, replica, sentinels = sentinel_setup
     members = await database_sync_to_async(room_members)(2)
     tokens = [t for _, t in members]
-    env = _sentinel_env(sentinels, REDIS_CA_FILE=pki["ours"]["ca"])
+    # A health-check interval (1 s) shorter than the failover (1.3-2.4 s here): the subscriber's
+    # first health-check PING after the master died used to reconnect to the dead master's
+    # address for ever, instead of asking the sentinels (chatsite.layers).
+    env = _sentinel_env(sentinels, REDIS_CA_FILE=pki["ours"]["ca"], REDIS_HEALTH_CHECK_INTERVAL="1")
     wrong_tls = sync_to_async(_start_fails)("no-ca", _node_env(database_url, **{**env, "REDIS_CA_FILE": ""}))
     with cluster(2, redis_url="", database_url=database_url, prefix=_prefix(), extra_env=env) as nodes:
         log, seconds = await wrong_tls  # started beside the cluster: without the CA, no start
@@ -489,6 +492,8 @@ async def test_br11_two_redis_hosts_shard_the_layer_and_50_users_on_2_nodes_each
     ({"REDIS_SENTINELS": "a", "REDIS_SENTINEL_MASTER": "m"}, "is not host:port"),
     ({"REDIS_URL": "redis://a/0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS is not"),
     ({"REDIS_URL": "rediss://a/0", "REDIS_CLIENT_CERT": "CA"}, "go together"),
+    ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "0"}, "above 0"),
+    ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "soon"}, "above 0"),
 ])
 def test_br11_a_configuration_that_cannot_work_is_refused_when_settings_load(env, message, pki):
     env = {k: (pki["ours"]["ca"] if v == "CA" else v) for k, v in env.items()}
@@ -515,6 +520,9 @@ def test_the_layer_cache_and_health_check_get_the_same_tls_and_sentinel_settings
     assert (host["ssl"], host["ssl_ca_certs"], host["password"], host["db"]) == (True, ca, "pw", 2)
     assert host["sentinel_kwargs"]["ssl"] and host["sentinel_kwargs"]["password"] == "spw"
     assert sentinel.cache("p")["OPTIONS"]["pool_class"] == "chatsite.redis_config.SentinelCachePool"
+    assert host["health_check_interval"] == 5 and host["socket_timeout"] == 5
+    quick = redis_config.from_env({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "1.5"})
+    assert quick.channel_layer_hosts()[0]["health_check_interval"] == 1.5
     assert sentinel.url == "rediss://m/2"
     off = redis_config.from_env({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": "m",
                                  "REDIS_URL": "rediss://m/0", "REDIS_SENTINEL_TLS": "0"})
