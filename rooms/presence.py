@@ -219,30 +219,29 @@ def store():
 class Announcer:
     """Collects this process's presence changes per room and sends them as one ``presence.diff``
     per room every ``PRESENCE_BATCH`` seconds (default 1): 1,000 members joining within a second
-    cost one diff per socket, not 1,000. A leave and a join of one user within a batch cancel
-    out (a page reload does not flicker). Diffs are idempotent set changes; a socket may see its
-    own user among the joins.
+    cost one diff per socket, not 1,000. Diffs are idempotent set changes; a socket may see its
+    own user among the joins, and a user it already shows.
 
-    Before a batch goes out, its changes are checked against the store (one ``ZMSCORE`` per
-    room): a leave of a user who is online again and a join of a user who is gone again are
-    dropped. Each node batches on its own timer, so a reload that lands on another node puts the
-    leave in one node's batch and the join in the other's, and the two diffs can arrive in
-    either order; unchecked, the leave blinked the user offline or, arriving after the join,
-    left them shown offline while connected. If the store cannot be read, the batch goes out
-    unchecked."""
+    A batch says where each user it touched stands when it goes out, read from the store (one
+    ``ZMSCORE`` per room): online, among the joins; gone, among the leaves; whatever the changes
+    that put them in the batch were. Each node batches on its own timer, so one user's changes
+    (a reload that lands on another node, a tab opened on one node and closed before that node's
+    batch) are spread over the batches of several nodes, which arrive in any order. Announcing
+    the changes themselves made such a user blink offline, or stay shown offline while connected,
+    or (with leave and join cancelling out within one batch) stay shown online after they had
+    gone; announcing the state, each node's last batch for a user says the truth. If the store
+    cannot be read, each user's last change goes out instead."""
 
     def __init__(self):
-        self.pending: dict[int, dict[str, dict[int, dict]]] = {}  # room → joins/leaves → id → user
+        self.pending: dict[int, dict[int, tuple[dict, bool]]] = {}  # room → user id → (user, joined)
         self.task = None
 
     def add(self, room_id: int, *, joins=(), leaves=()) -> None:
-        changes = self.pending.setdefault(room_id, {"joins": {}, "leaves": {}})
+        changes = self.pending.setdefault(room_id, {})
         for user in joins:
-            if changes["leaves"].pop(user["id"], None) is None:
-                changes["joins"][user["id"]] = user
+            changes[user["id"]] = (user, True)
         for user in leaves:
-            if changes["joins"].pop(user["id"], None) is None:
-                changes["leaves"][user["id"]] = user
+            changes[user["id"]] = (user, False)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -253,17 +252,17 @@ class Announcer:
             await asyncio.sleep(batch())
             pending, self.pending = self.pending, {}
             for room_id, changes in pending.items():
-                joins, leaves = changes["joins"], changes["leaves"]
                 try:
-                    online = await store().online_among(room_id, [*joins, *leaves])
-                    joins = {uid: u for uid, u in joins.items() if uid in online}
-                    leaves = {uid: u for uid, u in leaves.items() if uid not in online}
-                except Exception:  # the store is out of reach: send the batch as it is
+                    online = await store().online_among(room_id, list(changes))
+                    states = [(user, uid in online) for uid, (user, _) in changes.items()]
+                except Exception:  # the store is out of reach: each user's last change
                     logger.warning("presence batch for room %s not checked", room_id, exc_info=True)
+                    states = list(changes.values())
+                joins = [user for user, is_online in states if is_online]
+                leaves = [user for user, is_online in states if not is_online]
                 if joins or leaves:
                     try:
-                        await events.presence_changed(
-                            room_id=room_id, joins=list(joins.values()), leaves=list(leaves.values()))
+                        await events.presence_changed(room_id=room_id, joins=joins, leaves=leaves)
                     except Exception:
                         logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
 

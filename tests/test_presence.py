@@ -206,3 +206,42 @@ async def test_a_reload_onto_another_node_never_shows_the_user_offline(db):
         assert leaves == [] and online_names(alice) == {"alice", "bob", "carol"}, alice.frames
         for client in (alice, bob, carol):
             await client.close()
+
+
+async def test_a_tab_opened_on_another_node_and_closed_before_its_batch_leaves_the_user_offline(db):
+    """alice closes her socket on node-1, opens one on node-2 and closes it again after node-1's
+    batch went out but before node-2's (PRESENCE_BATCH 2 s, so each step has 0.3 s or more to
+    spare). bob ends seeing alice offline. Before, node-1's batch dropped her leave (she was
+    online on node-2 then) and node-2's join and leave cancelled out: she stayed shown online."""
+    def setup():
+        owner = factories.make_user("owner")
+        factories.make_room(created_by=owner, slug="r0")
+        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob")]
+
+    alice_token, bob_token = await database_sync_to_async(setup)()
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
+                 prefix=prefix, extra_env={"PRESENCE_BATCH": "2"}) as nodes:
+        alice = await Client(nodes[0], "r0", alice_token).connect()
+        bob = await Client(nodes[1], "r0", bob_token).connect()
+
+        def online_names(c):
+            online = set()
+            for f in c.frames:
+                if f["type"] == "presence":
+                    online = {u["username"] for u in f["online"]}
+                elif f["type"] == "presence.diff":
+                    online |= {u["username"] for u in f["joins"]}
+                    online -= {u["username"] for u in f["leaves"]}
+            return online
+
+        assert await bob.wait_for(lambda c: online_names(c) == {"alice", "bob"}, timeout=6)
+        await asyncio.sleep(2.5)  # every batch so far has gone out
+        started = time.monotonic()
+        await alice.close()  # t = 0: a leave in node-1's batch, which goes out at t = 2
+        await asyncio.sleep(0.6)
+        alice = await Client(nodes[1], "r0", alice_token).connect()  # t = 0.6: node-2's batch, out at 2.6
+        await asyncio.sleep(max(0.0, 2.3 - (time.monotonic() - started)))
+        await alice.close()  # t = 2.3: between the two batches
+        assert await bob.wait_for(lambda c: online_names(c) == {"bob"}, timeout=5), bob.frames[-4:]
+        await bob.close()
