@@ -52,7 +52,18 @@ class RoomAdmin(admin.ModelAdmin):
 
 class MessageAdminForm(forms.ModelForm):
     """Refuses, as a form error, an edit ``services.message_edit`` would refuse: the message
-    was deleted or its room archived since the page was opened."""
+    was deleted or its room archived since the page was opened. A new body must pass the same
+    rules as over the API (``MessageEditSerializer``: nothing visible, too long, NUL or a lone
+    surrogate are refused)."""
+
+    def clean_body(self):
+        from .serializers import MessageEditSerializer
+
+        body = self.cleaned_data["body"]
+        check = MessageEditSerializer(data={"body": body})
+        if not check.is_valid():
+            raise forms.ValidationError([str(e) for e in check.errors.get("body", check.errors)])
+        return body
 
     def clean(self):
         cleaned = super().clean()

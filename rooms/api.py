@@ -16,7 +16,8 @@ use), so a REST send, edit or delete reaches every live socket on every node exa
 import logging
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import RequestDataTooBig, ValidationError as DjangoValidationError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -70,10 +71,15 @@ def exception_handler(exc, context):
 
     A request body over Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB, Django's default;
     a message body is at most 4,000 characters) answers 413 ``{"detail": str, "code":
-    "too_large"}`` instead of Django's HTML "Bad Request (400)" page and a logged traceback."""
+    "too_large"}`` instead of Django's HTML "Bad Request (400)" page and a logged traceback; a
+    form body with more fields or files than Django takes (``DATA_UPLOAD_MAX_NUMBER_FIELDS``,
+    1,000; ``DATA_UPLOAD_MAX_NUMBER_FILES``, 100) answers 400 ``"code": "too_many_fields"``."""
     if isinstance(exc, RequestDataTooBig):
         return Response({"detail": "The request body is too large.", "code": "too_large"},
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return Response({"detail": "The request has too many fields.", "code": "too_many_fields"},
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.NotFound):
         exc = exceptions.NotFound(exc.detail)
     elif isinstance(exc, services.ServiceError):

@@ -95,10 +95,15 @@ class StrictCharField(serializers.CharField):
 # module's tables): White_Space; Default_Ignorable_Code_Point (DerivedCoreProperties.txt: zero
 # width and joiner characters, soft hyphen, the Hangul fillers U+115F, U+1160, U+3164 and
 # U+FFA0, the combining grapheme joiner U+034F, variation selectors, tags); format (Cf) and
-# control (Cc) characters. Plus two graphic characters fonts draw blank and that are used as
-# "invisible text" for that reason: U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL
-# NULL NOTEHEAD.
-_NOTHING_VISIBLE = regex.compile(r"[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u2800\U0001D159]*")
+# control (Cc) characters, except the format characters that do show a sign
+# (Prepended_Concatenation_Mark: U+0600-0605, U+06DD ARABIC END OF AYAH, U+070F, U+08E2, U+110BD,
+# U+110CD). Plus two graphic characters fonts draw blank and that are used as "invisible text"
+# for that reason: U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL NULL NOTEHEAD.
+_NOTHING_VISIBLE = regex.compile(
+    r"[[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u2800\U0001D159]"
+    r"--\p{Prepended_Concatenation_Mark}]*",
+    regex.V1,
+)
 
 
 def validate_not_blank(value: str) -> str:

@@ -264,7 +264,8 @@ def test_a_body_with_nothing_visible_is_refused_as_empty(api, room, char):
     assert not Message.objects.filter(room=room).exists()
 
 
-@pytest.mark.parametrize("body", ["\u3164hi", "a\u200b", "\u0301", "\U0001f600", "\u2800\u2801", "\u05e9\u05dc\u05d5\u05dd"])
+@pytest.mark.parametrize("body", ["\u3164hi", "a\u200b", "\u0301", "\U0001f600", "\u2800\u2801", "\u05e9\u05dc\u05d5\u05dd",
+                                  "\u06dd", "\u0600", "\U000110bd"])
 def test_a_body_with_something_visible_is_stored_exactly(api, room, body):
     response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "a"}, format="json")
     assert response.status_code == 201 and Message.objects.get(room=room).body == body
@@ -276,6 +277,15 @@ def test_a_body_over_the_upload_limit_is_413_json_and_nothing_is_stored(api, roo
     response = api.generic("POST", "/api/rooms/lobby/messages/", body, content_type="application/json")
     assert response.status_code == 413 and response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {"detail": "The request body is too large.", "code": "too_large"}
+    assert not Message.objects.filter(room=room).exists()
+
+
+def test_a_form_body_with_too_many_fields_is_400_json(api, room):
+    body = "&".join(f"f{i}=x" for i in range(1100)) + "&body=hi&client_msg_id=many"
+    response = api.generic("POST", "/api/rooms/lobby/messages/", body,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert json.loads(response.content)["code"] == "too_many_fields"
     assert not Message.objects.filter(room=room).exists()
 
 

@@ -377,3 +377,13 @@ def test_editing_a_deleted_or_archived_message_in_admin_is_a_form_error_not_a_50
     assert response.status_code == 200 and b"can no longer be edited" in response.content
     after = Message.objects.get(pk=message.pk)
     assert (after.body, after.edited_at) == (before.body, before.edited_at)
+
+
+@pytest.mark.parametrize("body", ["\u200b", "\u3164", "\u2800\u2800", "\x07"])
+def test_an_admin_edit_to_a_body_with_nothing_visible_is_refused_as_over_the_api(db, room, user, body):
+    message = services.message_post(room=room, author=user, body="original", client_msg_id="x").message
+    client = Client()
+    client.force_login(moderator_staff())
+    response = client.post(f"/admin/rooms/message/{message.pk}/change/", {"body": body})
+    assert response.status_code == 200 and b"The message body is empty." in response.content
+    assert Message.objects.get(pk=message.pk).body == "original"
