@@ -120,7 +120,11 @@ except ImportError:  # another ASGI server
     _PEER_GONE = ()
 
 # What "the database or Redis cannot be reached" looks like from here.
-UNAVAILABLE_ERRORS = (DatabaseError, psycopg.Error, PoolTimeout, RedisError, OSError)
+UNAVAILABLE_ERRORS = (DatabaseError, psycopg.Error, PoolTimeout, RedisError, OSError)  # OSError: TimeoutError too
+# Seconds the channel-layer steps of a handshake (subscribing the socket's channel, joining its
+# groups) may take together: under daphne's 5 s handshake timeout, so that a Redis that hangs
+# gets the socket a 4503 close rather than a handshake dropped without an answer (1006).
+LAYER_JOIN_TIMEOUT = 2.0
 
 # Service refusals that end the socket, and the close code they end it with.
 _CLOSING_ERRORS = {
@@ -331,7 +335,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         attach = None
         if self.channel_layer is not None:
             try:
-                self.channel_name = await self.channel_layer.new_channel()
+                self.channel_name = await asyncio.wait_for(self.channel_layer.new_channel(), LAYER_JOIN_TIMEOUT)
             except UNAVAILABLE_ERRORS:
                 # The Pub/Sub layer subscribes a new channel in Redis: without Redis there is no
                 # channel, so refuse as connect() does when Redis fails there, not with a 500.
@@ -379,8 +383,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.group = events.room_group_name(room.pk)
             self.user_group = events.user_group_name(user.pk)
             # Join the group before reading last_seq: every later message then arrives live.
-            await self.channel_layer.group_add(self.group, self.channel_name)
-            await self.channel_layer.group_add(self.user_group, self.channel_name)
+            await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
             last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
@@ -401,6 +404,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if after_seq is not None:
             await self.resume(after_seq)
         await self.presence_join()
+
+    async def _join_groups(self) -> None:
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
         """Send a frame, unless the peer has just gone: a frame (a presence change, a message)

@@ -507,6 +507,55 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
         redis_proc.wait(5)
 
 
+async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_handshake_timeout(people, node_env, tmp_path):
+    """The node's Redis (our own redis-server) is paused with SIGSTOP, so it answers nothing,
+    while a message's publish waits on it (holding channels-redis's per-shard lock, which a new
+    socket's subscribe needs). A new socket is closed with 4503 within about 2 s, instead of its
+    handshake being dropped unanswered after daphne's 5 s timeout; the sent message is stored;
+    once Redis runs again, new sockets join."""
+    import subprocess
+
+    import websockets
+
+    from tests.nodes import free_port
+
+    room, tokens = await database_sync_to_async(people)(2)
+    port = free_port()
+    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        first = await Client(node, "r0", tokens[0]).connect()
+        redis_proc.send_signal(signal.SIGSTOP)
+        try:
+            await first.send("while Redis hangs", "h-1")  # stored; its publish then waits on Redis
+            assert await first.wait_for(lambda c: "h-1" in c.acks)
+            started = time.monotonic()
+            async with websockets.connect(f"{node.ws}/ws/rooms/r0/", open_timeout=10,
+                                          additional_headers={"Authorization": f"Token {tokens[1]}"}) as socket:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(socket.recv(), 10)
+                assert socket.close_code == 4503
+            assert time.monotonic() - started < 4.5
+        finally:
+            redis_proc.send_signal(signal.SIGCONT)
+        second, deadline = None, time.monotonic() + 20
+        while second is None and time.monotonic() < deadline:
+            try:
+                second = await Client(node, "r0", tokens[1]).connect()
+            except (websockets.ConnectionClosed, AssertionError, OSError, asyncio.TimeoutError):
+                await asyncio.sleep(0.3)
+        assert second is not None
+        await first.close()
+        await second.close()
+    finally:
+        node.stop()
+        redis_proc.kill()
+        redis_proc.wait(5)
+
+
 async def test_a_node_whose_redis_connections_went_silent_reconnects_and_delivers_live_again(people, node_env, tmp_path):
     """node-1 reaches Redis through a TCP proxy, which then silently discards all traffic on the
     connections open at that moment (Redis moved or hung, and nothing reset the connections)
