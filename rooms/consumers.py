@@ -619,8 +619,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         me = self._me()
         presence.heartbeat_for_loop().discard(self.channel_name)
         try:
-            if await presence.store().leave(self.room.pk, me["id"], self.channel_name):
-                presence.announce(self.room.pk, leaves=[me])
+            await presence.store().leave(self.room.pk, me["id"], self.channel_name)
+            # Announced even when the store had no record of this connection (emptied by a Redis
+            # restart until the next heartbeat): the batch says whether the user is still online
+            # (another tab) or gone, so announcing every close is safe.
+            presence.announce(self.room.pk, leaves=[me])
         except UNAVAILABLE_ERRORS:  # the heartbeat of other nodes expires it within the TTL
             unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
 

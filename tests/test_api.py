@@ -431,6 +431,10 @@ def test_a_name_without_a_possible_slug_asks_for_one(api, db):
     assert api.post("/api/rooms/", {"name": "日本語", "slug": "nihongo"}, format="json").status_code == 201
 
 
-def test_unknown_api_paths_answer_json_404(api, room):
+def test_unknown_api_paths_answer_json_404(api, room, user):
     response = api.get("/api/rooms/lobby/messages/abc/")
     assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    strict = APIClient(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {factories.token_for(user)}")
+    for method in ("post", "patch", "delete"):  # any method: no CSRF page first
+        response = getattr(strict, method)("/api/messages/1/", {"body": "x"}, format="json")
+        assert response.status_code == 404 and response.json() == {"detail": "Not found."}

@@ -245,3 +245,19 @@ async def test_a_tab_opened_on_another_node_and_closed_before_its_batch_leaves_t
         await alice.close()  # t = 2.3: between the two batches
         assert await bob.wait_for(lambda c: online_names(c) == {"bob"}, timeout=5), bob.frames[-4:]
         await bob.close()
+
+
+async def test_a_close_the_store_had_lost_track_of_is_still_announced(ws, room, user, other_user):
+    """Redis restarted empty: the store has no record of bob's connection until the next
+    heartbeat. bob closes his only socket: alice still sees him leave."""
+    from rooms import presence
+
+    alice = await member(ws, room, user)
+    bob = await member(ws, room, other_user)
+    assert await sees_online(alice, {"alice", "bob"})
+    users, conns, _ = presence._keys(room.pk, other_user.pk)
+    client = await database_sync_to_async(lambda: __import__("redis").Redis.from_url(os.environ["REDIS_URL"]))()
+    await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns)))  # bob's, as after a restart
+    await bob.close()
+    assert await sees_online(alice, {"alice"})
+    await alice.close()
