@@ -603,10 +603,12 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         Redis the chat goes on with no presence frames."""
         me = self._me()
         store = presence.store()
+        # In the heartbeat first: if the store cannot be reached now, the next refresh records
+        # this socket and announces its user (Heartbeat), and disconnect still announces the leave.
+        presence.heartbeat_for_loop().add(self.channel_name, self.room.pk, me["id"], me["username"])
+        self.present = True
         try:
             came_online = await store.join(self.room.pk, me["id"], me["username"], self.channel_name)
-            self.present = True
-            presence.heartbeat_for_loop().add(self.channel_name, self.room.pk, me["id"])
             if came_online:
                 presence.announce(self.room.pk, joins=[me])
             online = await store.online(self.room.pk)

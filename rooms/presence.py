@@ -50,6 +50,20 @@ if redis.call('ZCARD', conns) == 0 then
 end
 return 0
 """
+_REFRESH = """
+local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
+local back = {}
+for i = 1, #KEYS, 3 do
+  local users, conns, names = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+  local uid, conn, name = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local was = redis.call('ZSCORE', users, uid)
+  redis.call('ZADD', conns, exp, conn)
+  redis.call('ZADD', users, 'GT', exp, uid)
+  if name ~= '' then redis.call('HSET', names, uid, name) end
+  if (not was) or tonumber(was) <= now then table.insert(back, (i - 1) / 3) end
+end
+return back
+"""
 _SWEEP = """
 local users, now = KEYS[1], tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', users, '-inf', now)
@@ -92,14 +106,18 @@ class RedisStore:
         users, conns, _ = _keys(room_id, user_id)
         return bool(await self._client().eval(_LEAVE, 2, users, conns, user_id, conn, time.time()))
 
-    async def refresh(self, entries: list[tuple[int, int, str]]) -> None:
-        exp = time.time() + ttl()
-        async with self._client().pipeline(transaction=False) as pipe:
-            for room_id, user_id, conn in entries:
-                users, conns, _ = _keys(room_id, user_id)
-                pipe.zadd(conns, {conn: exp})
-                pipe.zadd(users, {str(user_id): exp}, gt=True)
-            await pipe.execute()
+    async def refresh(self, entries: list[tuple[int, int, str, str]]) -> list[int]:
+        """Extend ``(room id, user id, conn, username)`` connections by the TTL (one script);
+        returns the indexes of the entries whose user was not online before: the store had lost
+        them (a Redis restarted empty, a TTL run out while this node was stalled)."""
+        if not entries:
+            return []
+        now = time.time()
+        keys, args = [], [now, now + ttl()]
+        for room_id, user_id, conn, username in entries:
+            keys.extend(_keys(room_id, user_id))
+            args.extend([user_id, conn, username])
+        return [int(i) for i in await self._client().eval(_REFRESH, len(keys), *keys, *args)]
 
     async def sweep(self, room_id: int) -> list[int]:
         users, _, _ = _keys(room_id)
@@ -165,10 +183,16 @@ class MemoryStore:
             return True
         return False
 
-    async def refresh(self, entries) -> None:
-        exp = time.time() + ttl()
-        for room_id, user_id, conn in entries:
-            self.conns.setdefault((room_id, user_id), {})[conn] = exp
+    async def refresh(self, entries) -> list[int]:
+        now = time.time()
+        back = []
+        for i, (room_id, user_id, conn, username) in enumerate(entries):
+            if not self._live(room_id, user_id, now):
+                back.append(i)
+            self.conns.setdefault((room_id, user_id), {})[conn] = now + ttl()
+            if username:
+                self.names[user_id] = username
+        return back
 
     async def sweep(self, room_id) -> list[int]:
         now, gone = time.time(), []
@@ -288,14 +312,16 @@ def announce(room_id: int, *, joins=(), leaves=()) -> None:
 
 class Heartbeat:
     """Keeps this process's connections alive in the store and sweeps the rooms it has members
-    in, announcing users whose last connection expired (a dead node's users)."""
+    in, announcing users whose last connection expired (a dead node's users) and users the
+    store had lost and this refresh put back (a Redis restarted empty): after one heartbeat
+    everyone sees everyone online again."""
 
     def __init__(self):
-        self.entries: dict[str, tuple[int, int]] = {}  # conn → (room id, user id)
+        self.entries: dict[str, tuple[int, int, str]] = {}  # conn → (room id, user id, username)
         self.task = None
 
-    def add(self, conn: str, room_id: int, user_id: int) -> None:
-        self.entries[conn] = (room_id, user_id)
+    def add(self, conn: str, room_id: int, user_id: int, username: str = "") -> None:
+        self.entries[conn] = (room_id, user_id, username)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -305,17 +331,25 @@ class Heartbeat:
     async def _run(self) -> None:
         while self.entries:
             await asyncio.sleep(heartbeat())
-            entries = [(room_id, user_id, conn) for conn, (room_id, user_id) in list(self.entries.items())]
-            if not entries:
+            if not self.entries:
                 break
             try:
-                await store().refresh(entries)
-                for room_id in {room_id for room_id, _, _ in entries}:
-                    gone = await store().sweep(room_id)
-                    if gone:
-                        announce(room_id, leaves=await store().named(room_id, gone))
+                await self.beat()
             except Exception:
                 logger.warning("presence heartbeat failed; retrying in %s s", heartbeat(), exc_info=True)
+
+    async def beat(self) -> None:
+        """One heartbeat: refresh this process's connections (announcing users the store had
+        lost), then sweep their rooms (announcing users whose last connection expired). Store
+        errors propagate."""
+        entries = [(room_id, user_id, conn, name) for conn, (room_id, user_id, name) in list(self.entries.items())]
+        for i in await store().refresh(entries):
+            room_id, user_id, _, name = entries[i]
+            announce(room_id, joins=[{"id": user_id, "username": name}])
+        for room_id in {room_id for room_id, _, _, _ in entries}:
+            gone = await store().sweep(room_id)
+            if gone:
+                announce(room_id, leaves=await store().named(room_id, gone))
 
 
 _heartbeats = {}

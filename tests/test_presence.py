@@ -261,3 +261,25 @@ async def test_a_close_the_store_had_lost_track_of_is_still_announced(ws, room, 
     await bob.close()
     assert await sees_online(alice, {"alice"})
     await alice.close()
+
+
+async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(ws, room, user, other_user, settings):
+    """Redis restarted empty (bob's presence entries gone). bob closes one of his two tabs: the
+    batch reads him as gone and alice sees him leave; the next heartbeat puts his other tab back
+    in the store and announces him, so alice ends seeing him online."""
+    from rooms import presence
+
+    settings.PRESENCE_HEARTBEAT = 3600  # no heartbeat on its own: the test runs one below
+    alice = await member(ws, room, user)
+    bob1 = await member(ws, room, other_user)
+    bob2 = await member(ws, room, other_user)
+    assert await sees_online(alice, {"alice", "bob"})
+    users, conns, names = presence._keys(room.pk, other_user.pk)
+    client = await database_sync_to_async(lambda: __import__("redis").Redis.from_url(os.environ["REDIS_URL"]))()
+    await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns), client.hdel(names, other_user.pk)))
+    await bob1.close()
+    assert await sees_online(alice, {"alice"})  # the store says so, for now
+    await presence.heartbeat_for_loop().beat()
+    assert await sees_online(alice, {"alice", "bob"})  # the heartbeat put bob back
+    await bob2.close()
+    await alice.close()
