@@ -80,6 +80,31 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     reply. Without ``health_check_interval`` nothing changes."""
 
     _closed_at = 0.0  # loop time at which _close_if_silent last closed the connection
+    RECENT_MESSAGES = 4096  # room.message events remembered per shard, to drop repeats
+
+    def __init__(self, host, channel_layer):
+        super().__init__(host, channel_layer)
+        self._recent: dict[tuple, None] = {}  # (group channel, seq), oldest first
+
+    def _receive_message(self, message):
+        """channels-redis's, minus repeats of a ``room.message`` (same group, same ``seq``)
+        among the last ``RECENT_MESSAGES`` this shard received. A PUBLISH that timed out on a
+        hung Redis is retried on a new connection, and when Redis had taken the first one after
+        all, every member got the message twice (seen with SIGSTOP for 5.6 s)."""
+        if message is not None and isinstance(message.get("data"), bytes):
+            try:
+                event = self.channel_layer.decode(message["data"])
+            except Exception:
+                event = None  # delivered as it is; the channel's queue deals with it
+            if isinstance(event, dict) and event.get("type") == "room.message" and "seq" in event:
+                key = (message["channel"], event["seq"])
+                recent = self._recent
+                if key in recent:
+                    return
+                recent[key] = None
+                if len(recent) > self.RECENT_MESSAGES:
+                    del recent[next(iter(recent))]
+        super()._receive_message(message)
 
     async def _do_receiving(self):
         # channels-redis 4.3's loop, plus _close_if_silent.

@@ -189,3 +189,25 @@ async def test_a_silent_subscriber_connection_is_reconnected_and_subscribed_agai
         await layer.flush()
         await direct.flush()
         proxy.close()
+
+
+async def test_a_room_message_published_twice_reaches_a_node_once(layer):
+    """A PUBLISH retried after a timeout can reach Redis twice: the node passes each group's
+    room.message seq on once; other seqs, the same seq in another group, and other event types
+    go through."""
+    channel = await layer.new_channel()
+    got = []
+    assert layer.attach(channel, got.append)
+    for group in ("room.5", "room.6"):
+        await layer.group_add(group, channel)
+    events = [("room.5", {"type": "room.message", "seq": 1, "text": "a"}),
+              ("room.5", {"type": "room.message", "seq": 1, "text": "a"}),  # the repeat
+              ("room.6", {"type": "room.message", "seq": 1, "text": "b"}),
+              ("room.5", {"type": "room.presence", "text": "p"}),
+              ("room.5", {"type": "room.presence", "text": "p"}),
+              ("room.5", {"type": "room.message", "seq": 2, "text": "c"})]
+    for group, event in events:
+        await layer.group_send(group, event)
+    await _wait_for(lambda: len(got) >= 5)
+    await asyncio.sleep(0.2)
+    assert [e["text"] for e in got] == ["a", "b", "p", "p", "c"]
