@@ -15,13 +15,20 @@ delivered them, as they would reach the queue. Everything else (``group_add``, `
 the clean-up when ``receive`` is cancelled at disconnect, sharding, Sentinel) is channels-redis's
 own, unchanged. A channel with no sink attached behaves exactly as under channels-redis.
 
-The receive loop of each Redis shard also watches its subscriber connection
-(``RedisShardConnection``): a connection that has been silent for twice its
-``health_check_interval`` (the configured PINGs got no PONG: Redis moved or hung, or the network
-dropped the connection without a reset) is closed, and redis-py reconnects and subscribes again
-to every channel and group of the node. Without this, such a node never delivered anything live
-from other nodes again, even after its health check (whose connections time out and reconnect)
-was green again (tests/test_faults.py).
+Each Redis shard's receive loop is ours too (``RedisShardConnection``), channels-redis's plus
+three things:
+
+- a subscriber connection that has been silent for twice its ``health_check_interval`` (the
+  configured PINGs got no PONG: Redis moved or hung, or the network dropped the connection
+  without a reset) is closed, and redis-py reconnects and subscribes again to every channel and
+  group of the node. Without this, such a node never delivered anything live from other nodes
+  again, even after its health check (whose connections time out and reconnect) was green again
+  (tests/test_faults.py);
+- a dropped subscriber connection is reconnected the way the pool connects (with Sentinel, at
+  the current master), before redis-py's health-check PING would reconnect it at its old address
+  (tests/test_redis_deploy.py, BR-24);
+- a ``room.message`` the shard already passed on (same group, same seq: a PUBLISH retried after
+  a timeout) is dropped (tests/test_layers.py).
 
 Measured under ``python -m bench seed-50rooms`` (bench/RESULTS.md, fifth pass): see there.
 
@@ -107,7 +114,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         super()._receive_message(message)
 
     async def _do_receiving(self):
-        # channels-redis 4.3's loop, plus _close_if_silent.
+        # channels-redis 4.3's loop, plus the Sentinel-aware reconnect and _close_if_silent.
         while True:
             try:
                 if self._pubsub and self._pubsub.subscribed:
