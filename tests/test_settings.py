@@ -121,3 +121,23 @@ def test_nodes_run_on_uvloop_unless_event_loop_says_asyncio():
             use_event_loop("trio")
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def manage(*args, **env):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")}
+    clean.update(env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=clean,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_makemigrations_check_runs_on_a_fresh_checkout_without_any_setting():
+    proc = manage("makemigrations", "--check", "--dry-run")
+    assert proc.returncode == 0 and "No changes detected" in proc.stdout, proc.stderr
+
+
+def test_other_commands_without_a_secret_key_say_so_not_models_arent_loaded():
+    proc = manage("migrate")
+    assert proc.returncode != 0 and "ImproperlyConfigured: SECRET_KEY is not set" in proc.stderr
+    assert "AppRegistryNotReady" not in proc.stderr
+    assert manage("help").returncode == 0
