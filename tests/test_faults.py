@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import uuid
 
@@ -20,7 +21,8 @@ from channels.db import database_sync_to_async
 
 from rooms.models import Message
 from tests import factories
-from tests.nodes import Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, start_node, wait_healthy
+from tests.nodes import (Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
+                         start_node, wait_healthy)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -403,20 +405,45 @@ async def test_BR04b_node_killed_mid_stream_its_clients_resume_elsewhere_and_oth
         assert readers[1].gap_fetches == 0 and readers[2].gap_fetches == 0
 
 
+class PrivateRedis:
+    """Our own redis-server for one test: a free port, no persistence, stopped by its PID
+    (the shared Redis is never touched)."""
+
+    def __init__(self, folder):
+        self.port, self.folder, self.proc = free_port(), folder, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+async def connect_when_possible(node, token: str, timeout: float) -> Client | None:
+    """A client of ``node`` in r0 as soon as one gets its ``hello`` (None after ``timeout`` s)."""
+    import websockets
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return await Client(node, "r0", token).connect()
+        except (websockets.ConnectionClosed, AssertionError, OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.3)
+    return None
+
+
 async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_resumes(people, node_env, tmp_path):
     """Our own redis-server under 3 nodes is killed and started again, empty, on the same port,
     while a room gets 20 msg/s: every send is stored, live delivery comes back without any node
     restart, and every client ends with the stored history (gaps repaired by fetch)."""
-    import subprocess
-
-    from tests.nodes import free_port
-
     room, tokens = await database_sync_to_async(people)(4)
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(tmp_path)]
-    redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    redis_url = f"redis://127.0.0.1:{port}/0"
+    private = PrivateRedis(tmp_path)
+    redis_url = private.url
     client = redis.Redis.from_url(redis_url)
     try:
         for _ in range(50):
@@ -432,10 +459,9 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
                 await asyncio.wait_for(reader.connected.wait(), 10)
             sending = asyncio.ensure_future(rest_sender(nodes[0], tokens[3], 200, 20, "r"))
             await asyncio.sleep(2)
-            redis_proc.kill()
-            redis_proc.wait(5)
+            private.kill()
             await asyncio.sleep(2)
-            redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            private.start()
             back_at = time.monotonic()
             # Live delivery is back when a message sent now reaches every reader live.
             before = [len(r.by_seq) for r in readers]
@@ -458,31 +484,22 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
             for reader in readers:
                 assert reader.bodies() == stored and reader.duplicates == 0
     finally:
-        redis_proc.kill()
-        redis_proc.wait(5)
+        private.kill()
 
 
 async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_with_a_500(people, node_env, tmp_path):
     """The node's Redis (our own redis-server) is killed: a new socket is accepted and closed with
     4503 (reconnect with backoff), as README's close codes say, instead of a handshake refused
     with HTTP 500; once Redis is back a new socket joins without restarting the node."""
-    import subprocess
-
     import websockets
 
-    from tests.nodes import free_port
-
     room, tokens = await database_sync_to_async(people)(2)
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(tmp_path)]
-    redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, log_dir=tmp_path)
+    private = PrivateRedis(tmp_path)
+    node = start_node("node-1", env={**node_env, "REDIS_URL": private.url}, log_dir=tmp_path)
     try:
         await asyncio.to_thread(wait_healthy, node)
         first = await Client(node, "r0", tokens[0]).connect()
-        redis_proc.kill()
-        redis_proc.wait(5)
+        private.kill()
         codes = []
         for _ in range(3):  # each attempt is refused the same way; the node keeps serving
             async with websockets.connect(f"{node.ws}/ws/rooms/r0/", open_timeout=10,
@@ -491,20 +508,14 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
                     await asyncio.wait_for(socket.recv(), 10)
                 codes.append(socket.close_code)
         assert codes == [4503, 4503, 4503]
-        redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        second, deadline = None, time.monotonic() + 15
-        while second is None and time.monotonic() < deadline:
-            try:
-                second = await Client(node, "r0", tokens[1]).connect()
-            except (websockets.ConnectionClosed, AssertionError, OSError):
-                await asyncio.sleep(0.3)
+        private.start()
+        second = await connect_when_possible(node, tokens[1], timeout=15)
         assert second is not None and second.hello["last_seq"] == 0
         await first.close()
         await second.close()
     finally:
         node.stop()
-        redis_proc.kill()
-        redis_proc.wait(5)
+        private.kill()
 
 
 async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_handshake_timeout(people, node_env, tmp_path):
@@ -513,22 +524,15 @@ async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_hands
     socket's subscribe needs). A new socket is closed with 4503 within about 2 s, instead of its
     handshake being dropped unanswered after daphne's 5 s timeout; the sent message is stored;
     once Redis runs again, new sockets join."""
-    import subprocess
-
     import websockets
 
-    from tests.nodes import free_port
-
     room, tokens = await database_sync_to_async(people)(2)
-    port = free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(tmp_path)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, log_dir=tmp_path)
+    private = PrivateRedis(tmp_path)
+    node = start_node("node-1", env={**node_env, "REDIS_URL": private.url}, log_dir=tmp_path)
     try:
         await asyncio.to_thread(wait_healthy, node)
         first = await Client(node, "r0", tokens[0]).connect()
-        redis_proc.send_signal(signal.SIGSTOP)
+        private.proc.send_signal(signal.SIGSTOP)
         try:
             await first.send("while Redis hangs", "h-1")  # stored; its publish then waits on Redis
             assert await first.wait_for(lambda c: "h-1" in c.acks)
@@ -540,20 +544,14 @@ async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_hands
                 assert socket.close_code == 4503
             assert time.monotonic() - started < 4.5
         finally:
-            redis_proc.send_signal(signal.SIGCONT)
-        second, deadline = None, time.monotonic() + 20
-        while second is None and time.monotonic() < deadline:
-            try:
-                second = await Client(node, "r0", tokens[1]).connect()
-            except (websockets.ConnectionClosed, AssertionError, OSError, asyncio.TimeoutError):
-                await asyncio.sleep(0.3)
+            private.proc.send_signal(signal.SIGCONT)
+        second = await connect_when_possible(node, tokens[1], timeout=20)
         assert second is not None
         await first.close()
         await second.close()
     finally:
         node.stop()
-        redis_proc.kill()
-        redis_proc.wait(5)
+        private.kill()
 
 
 async def test_a_node_whose_redis_connections_went_silent_reconnects_and_delivers_live_again(people, node_env, tmp_path):

@@ -5,8 +5,10 @@ import asyncio
 import os
 import time
 import uuid
+from contextlib import asynccontextmanager
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
@@ -41,6 +43,38 @@ async def drain(conn) -> list[dict]:
 
 def names(users):
     return sorted(u["username"] for u in users)
+
+
+async def room_r0_tokens(*usernames) -> list[str]:
+    """The room r0 and an API token for each of ``usernames``."""
+    def make():
+        owner = factories.make_user("owner")
+        factories.make_room(created_by=owner, slug="r0")
+        return [factories.token_for(factories.make_user(n)) for n in usernames]
+
+    return await database_sync_to_async(make)()
+
+
+@asynccontextmanager
+async def two_nodes(**extra_env):
+    """Two real nodes on the shared Redis, with a prefix of their own."""
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    database_url = await database_sync_to_async(database_url_for_tests)()
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix,
+                 extra_env=extra_env) as nodes:
+        yield nodes
+
+
+def online_names(client) -> set[str]:
+    """The online set a real client's presence frames add up to."""
+    online = set()
+    for f in client.frames:
+        if f["type"] == "presence":
+            online = {u["username"] for u in f["online"]}
+        elif f["type"] == "presence.diff":
+            online |= {u["username"] for u in f["joins"]}
+            online -= {u["username"] for u in f["leaves"]}
+    return online
 
 
 async def sees_online(conn, expected: set[str], timeout: float = 5) -> bool:
@@ -132,28 +166,10 @@ async def test_presence_of_a_private_room_is_404_for_outsiders(user, other_user)
 
 @pytest.mark.multinode
 async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_from_it(db):
-    def setup():
-        owner = factories.make_user("owner")
-        factories.make_room(created_by=owner, slug="r0")
-        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob")]
-
-    tokens = await database_sync_to_async(setup)()
-    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    extra = {"PRESENCE_TTL": "2", "PRESENCE_HEARTBEAT": "0.5"}
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
-                 prefix=prefix, extra_env=extra) as nodes:
+    tokens = await room_r0_tokens("alice", "bob")
+    async with two_nodes(PRESENCE_TTL="2", PRESENCE_HEARTBEAT="0.5") as nodes:
         alice = await Client(nodes[0], "r0", tokens[0]).connect()
         bob = await Client(nodes[1], "r0", tokens[1]).connect()
-
-        def online_names(c):
-            online = set()
-            for f in c.frames:
-                if f["type"] == "presence":
-                    online = {u["username"] for u in f["online"]}
-                elif f["type"] == "presence.diff":
-                    online |= {u["username"] for u in f["joins"]}
-                    online -= {u["username"] for u in f["leaves"]}
-            return online
 
         assert await bob.wait_for(lambda c: online_names(c) == {"alice", "bob"})
         nodes[0].process.kill()  # SIGKILL: no goodbye from node-1
@@ -172,27 +188,10 @@ async def test_a_reload_onto_another_node_never_shows_the_user_offline(db):
     node-1's (leaves bob). Each batch is checked against the store before it is sent, so
     node-1's leave is dropped: alice never sees bob leave and ends seeing him online. Before,
     the late leave left bob shown offline while connected."""
-    def setup():
-        owner = factories.make_user("owner")
-        factories.make_room(created_by=owner, slug="r0")
-        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob", "carol")]
-
-    alice_token, bob_token, carol_token = await database_sync_to_async(setup)()
-    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
-                 prefix=prefix) as nodes:
+    alice_token, bob_token, carol_token = await room_r0_tokens("alice", "bob", "carol")
+    async with two_nodes() as nodes:
         alice = await Client(nodes[1], "r0", alice_token).connect()
         bob = await Client(nodes[0], "r0", bob_token).connect()
-
-        def online_names(c):
-            online = set()
-            for f in c.frames:
-                if f["type"] == "presence":
-                    online = {u["username"] for u in f["online"]}
-                elif f["type"] == "presence.diff":
-                    online |= {u["username"] for u in f["joins"]}
-                    online -= {u["username"] for u in f["leaves"]}
-            return online
 
         assert await alice.wait_for(lambda c: online_names(c) == {"alice", "bob"})
         await asyncio.sleep(1.5)  # every batch so far has gone out
@@ -213,27 +212,10 @@ async def test_a_tab_opened_on_another_node_and_closed_before_its_batch_leaves_t
     batch went out but before node-2's (PRESENCE_BATCH 2 s, so each step has 0.3 s or more to
     spare). bob ends seeing alice offline. Before, node-1's batch dropped her leave (she was
     online on node-2 then) and node-2's join and leave cancelled out: she stayed shown online."""
-    def setup():
-        owner = factories.make_user("owner")
-        factories.make_room(created_by=owner, slug="r0")
-        return [factories.token_for(factories.make_user(n)) for n in ("alice", "bob")]
-
-    alice_token, bob_token = await database_sync_to_async(setup)()
-    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=await database_sync_to_async(database_url_for_tests)(),
-                 prefix=prefix, extra_env={"PRESENCE_BATCH": "2"}) as nodes:
+    alice_token, bob_token = await room_r0_tokens("alice", "bob")
+    async with two_nodes(PRESENCE_BATCH="2") as nodes:
         alice = await Client(nodes[0], "r0", alice_token).connect()
         bob = await Client(nodes[1], "r0", bob_token).connect()
-
-        def online_names(c):
-            online = set()
-            for f in c.frames:
-                if f["type"] == "presence":
-                    online = {u["username"] for u in f["online"]}
-                elif f["type"] == "presence.diff":
-                    online |= {u["username"] for u in f["joins"]}
-                    online -= {u["username"] for u in f["leaves"]}
-            return online
 
         assert await bob.wait_for(lambda c: online_names(c) == {"alice", "bob"}, timeout=6)
         await asyncio.sleep(2.5)  # every batch so far has gone out
@@ -256,7 +238,7 @@ async def test_a_close_the_store_had_lost_track_of_is_still_announced(ws, room, 
     bob = await member(ws, room, other_user)
     assert await sees_online(alice, {"alice", "bob"})
     users, conns, _ = presence._keys(room.pk, other_user.pk)
-    client = await database_sync_to_async(lambda: __import__("redis").Redis.from_url(os.environ["REDIS_URL"]))()
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
     await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns)))  # bob's, as after a restart
     await bob.close()
     assert await sees_online(alice, {"alice"})
@@ -275,7 +257,7 @@ async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(ws
     bob2 = await member(ws, room, other_user)
     assert await sees_online(alice, {"alice", "bob"})
     users, conns, names = presence._keys(room.pk, other_user.pk)
-    client = await database_sync_to_async(lambda: __import__("redis").Redis.from_url(os.environ["REDIS_URL"]))()
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
     await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns), client.hdel(names, other_user.pk)))
     await bob1.close()
     assert await sees_online(alice, {"alice"})  # the store says so, for now
