@@ -159,6 +159,16 @@ class OriginValidator:
         return await self.checked(scope, receive, send)
 
 
+async def refuse_unstarted(receive, send, close_code: int) -> None:
+    """Refuse a socket no consumer could be started for: answer its ``websocket.connect`` with
+    an accept and a close with ``close_code`` (a code browsers can read; a refused handshake
+    shows them only 1006)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": close_code})
+
+
 class UnavailableGuard:
     """Wraps the authentication middleware: when the session or token lookup cannot reach the
     database, the socket is accepted and closed with 4503 (try again later) instead of failing
@@ -184,7 +194,4 @@ class UnavailableGuard:
             if started:
                 raise
             logger.warning("refusing a socket: the database cannot be reached for authentication")
-            message = await receive()
-            if message["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": 4503})
+            await refuse_unstarted(receive, send, 4503)

@@ -99,6 +99,7 @@ from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
 from . import events, metrics, presence, ratelimit, selectors, services
+from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
 from .services import ServiceError
@@ -303,16 +304,6 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
                 pass
 
 
-async def _refuse_unstarted(receive, send, close_code: int) -> None:
-    """Refuse a socket no consumer could be started for: answer its ``websocket.connect`` with
-    an accept and a close with ``close_code`` (a code browsers can read; a refused handshake
-    shows them only 1006)."""
-    message = await receive()
-    if message["type"] == "websocket.connect":
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": close_code})
-
-
 class RoomConsumer(AsyncJsonWebsocketConsumer):
     """A member's socket in one room. Joins the room's channel-layer group on connect and leaves
     it on disconnect; a ``message.send`` is stored by ``services.message_post_async`` (one
@@ -340,7 +331,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 # The Pub/Sub layer subscribes a new channel in Redis: without Redis there is no
                 # channel, so refuse as connect() does when Redis fails there, not with a 500.
                 unavailable_log.warning("connect", "refusing a socket: Redis unreachable", exc_info=True)
-                await _refuse_unstarted(receive, send, CLOSE_UNAVAILABLE)
+                await refuse_unstarted(receive, send, CLOSE_UNAVAILABLE)
                 return
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
