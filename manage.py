@@ -11,6 +11,8 @@ Two additions to Django's own:
   "SECRET_KEY is not set …"). Django's ``execute_from_command_line`` swallows a settings error
   and goes on without setting up the apps, so the command failed later with an unrelated
   ``AppRegistryNotReady: Models aren't loaded yet``.
+- Commands other than ``runserver`` run without a statement time limit
+  (``DATABASE_STATEMENT_TIMEOUT`` defaults to 0 for them), so a long migration is not cancelled.
 """
 import os
 import sys
@@ -22,6 +24,8 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     if len(sys.argv) > 1 and sys.argv[1] in OFFLINE_COMMANDS and not os.environ.get("DEBUG"):
         os.environ.setdefault("SECRET_KEY", "manage-py-offline-command-signs-nothing")
+    if len(sys.argv) > 1 and sys.argv[1] != "runserver":
+        os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "0")
     from django.conf import settings
     from django.core.management import execute_from_command_line
 

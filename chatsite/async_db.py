@@ -17,11 +17,22 @@ is one transaction.
 
 A pool belongs to the event loop that opened it (one per process in a server; one per test in
 the test suite, closed by ``aclose()``).
+
+Faults (``chatsite.dbconn``): every round trip of a pooled connection waits at most
+``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s, and ``fetchone`` keeps a whole statement (pool wait and
+one retry included) within that budget, retrying once on a fresh connection when the one it was
+given turned out dead (PostgreSQL restarted, backends terminated).
 """
 
 import asyncio
+import contextlib
+import time
+
+import psycopg
 
 from django.conf import settings
+
+from chatsite import dbconn
 
 # libpq connection parameters Django passes through from OPTIONS (the rest are Django's own).
 _NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "client_encoding"}
@@ -74,10 +85,56 @@ async def pool():
         for other in [other for other in _pools if other.is_closed()]:
             _pools.pop(other, None)  # a finished test's loop: its sockets went with it
         pool = AsyncConnectionPool(kwargs=_conninfo_kwargs(), open=False, name="chatsite-async",
-                                   **_pool_options())
+                                   connection_class=dbconn.AsyncConnection, **_pool_options())
         _pools[loop] = pool
         await pool.open(wait=False)
     return pool
+
+
+@contextlib.contextmanager
+def deadline():
+    """Within this block every database wait of the current task (and of the sync calls it makes
+    through ``database_sync_to_async``, which copy its context) ends by one deadline, the budget
+    of ``dbconn.client_timeout()`` seconds from now; yields the deadline (``time.monotonic()``),
+    or None when there is no limit. Nested blocks keep the outer deadline."""
+    limit = dbconn.client_timeout()
+    outer = dbconn._deadline.get()
+    if outer is not None or limit is None:
+        yield outer
+        return
+    token = dbconn._deadline.set(time.monotonic() + limit)
+    try:
+        yield dbconn._deadline.get()
+    finally:
+        dbconn._deadline.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left before the current ``deadline()`` (None: no deadline)."""
+    at = dbconn._deadline.get()
+    return None if at is None else max(at - time.monotonic(), 0.0)
+
+
+async def fetchone(sql: str, params: dict):
+    """Run one statement that is safe to run twice (its effect is idempotent, such as a send
+    keyed by ``client_msg_id``) on a pooled connection and return its first row. Within a
+    ``deadline()``: the pool wait is cut to the time left, and when the connection turns out dead
+    (``dbconn.connection_lost``) the statement is sent once more on a fresh one (the pool has been
+    drained). Raises ``psycopg.Error`` / ``psycopg_pool.PoolTimeout``; an error raised by the
+    retry carries ``chatsite_retried = True`` (the first attempt's outcome is unknown)."""
+    timeout = _pool_options()["timeout"]
+    for attempt in (1, 2):
+        left = remaining()
+        try:
+            async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
+                cursor = await conn.execute(sql, params)
+                return await cursor.fetchone()
+        except psycopg.Error as exc:
+            if attempt == 2:
+                exc.chatsite_retried = True
+                raise
+            if not dbconn.connection_lost(exc) or (remaining() is not None and remaining() < 0.05):
+                raise
 
 
 async def aclose() -> None:

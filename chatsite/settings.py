@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its process_exception sees a view's database outage first: 503, not a 500 page.
+    "rooms.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -119,6 +121,8 @@ _db = DATABASES["default"]
 # Under ASGI every request and every consumer's database_sync_to_async call may land on another
 # thread, so persistent per-thread connections would leak; Django's pool reuses connections instead.
 _db["CONN_MAX_AGE"] = 0
+# Seconds; 0: no limit (manage.py commands but runserver default to 0: a long migration runs).
+DATABASE_STATEMENT_TIMEOUT = env.float("DATABASE_STATEMENT_TIMEOUT", default=1.5)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_POOL", default=True):
         _db.setdefault("OPTIONS", {})["pool"] = {
@@ -130,6 +134,14 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
         }
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
+    # Every statement has a time limit (DATABASE_STATEMENT_TIMEOUT): the pools' connections
+    # (chatsite/dbconn.py) set PostgreSQL's statement_timeout to it and give up on a round trip
+    # not answered within it + 0.25 s, so a hung or silently unreachable server is answered
+    # "unavailable" within 2 s instead of holding the node's one ORM thread.
+    if isinstance(_db["OPTIONS"].get("pool"), dict):
+        from chatsite.dbconn import Connection as _BoundedConnection
+
+        _db["OPTIONS"]["pool"]["connection_class"] = _BoundedConnection
     _db.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default="") or None
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so two writers wait for each other instead of

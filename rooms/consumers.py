@@ -56,7 +56,9 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``serializers.validate_not_blank``),
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
-same ``client_msg_id``), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
+same ``client_msg_id``; also a ``fetch``, ``resume`` or ``?after_seq`` that could not read the
+database, with ``"frame": "fetch"`` or ``"resume"``: ask again. The database is given
+``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s, so a hung one is answered within 2 s by default), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
 with ``retry_after`` in seconds; not stored), ``internal_error``.
 
 server → every member, when a message is edited or deleted::
@@ -91,12 +93,14 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import Error as DjangoDatabaseError
 from django.utils.functional import LazyObject
 import psycopg
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
+
+from chatsite import dbconn
 
 from . import events, metrics, presence, ratelimit, selectors, services
 from .auth import refuse_unstarted
@@ -120,8 +124,12 @@ try:  # what daphne (autobahn) raises when sending on a socket the peer has just
 except ImportError:  # another ASGI server
     _PEER_GONE = ()
 
-# What "the database or Redis cannot be reached" looks like from here.
-UNAVAILABLE_ERRORS = (DatabaseError, psycopg.Error, PoolTimeout, RedisError, OSError)  # OSError: TimeoutError too
+# What "the database cannot be reached" looks like from here: Django's errors (its Error, not
+# DatabaseError: InterfaceError "connection already closed" is not a DatabaseError), psycopg's
+# from the event loop's pool, and TimeoutError.
+DATABASE_ERRORS = (DjangoDatabaseError, psycopg.Error, PoolTimeout, TimeoutError)
+# ... and "the database or Redis cannot be reached".
+UNAVAILABLE_ERRORS = DATABASE_ERRORS + (RedisError, OSError)  # OSError: TimeoutError too
 # Seconds the channel-layer steps of a handshake (subscribing the socket's channel, joining its
 # groups) may take together: under daphne's 5 s handshake timeout, so that a Redis that hangs
 # gets the socket a 4503 close rather than a handshake dropped without an answer (1006).
@@ -366,7 +374,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
-            room, close_code = await database_sync_to_async(_join)(slug=slug, user=user)
+            room, close_code = await self.db(_join, slug=slug, user=user)
             if room is None:
                 await self.refuse(close_code)
                 return
@@ -375,7 +383,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.user_group = events.user_group_name(user.pk)
             # Join the group before reading last_seq: every later message then arrives live.
             await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.pk)
+            last_seq = await self.db(selectors.room_last_seq, room_id=room.pk)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
             await self.refuse(CLOSE_UNAVAILABLE)
@@ -393,7 +401,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
             after_seq = None
         if after_seq is not None:
-            await self.resume(after_seq)
+            try:
+                await self.resume(after_seq)
+            except FrameError as exc:  # unavailable: the socket stays; the client sends resume
+                await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
         await self.presence_join()
 
     async def _join_groups(self) -> None:
@@ -523,8 +534,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise FrameError(
                 exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), **extra, **exc.extra
             ) from None
-        except (DatabaseError, psycopg.Error, PoolTimeout):
-            logger.exception("could not store a message in room %s", self.room.pk)
+        except DATABASE_ERRORS:
+            unavailable_log.warning("send", "could not store a message in room %s", self.room.pk, exc_info=True)
             raise FrameError(
                 "unavailable", "The message could not be stored; send it again.", **extra
             ) from None
@@ -550,7 +561,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         Why the seam is exact: the room's row lock makes messages commit in seq order, so the
         replay's read sees exactly seqs 1..K, and every later one arrives live (the socket joined
         the group before ``hello``)."""
-        frames, latest = await database_sync_to_async(_replay)(room=self.room, after_seq=after_seq, upto=upto)
+        frames, latest = await self.db_read("resume", _replay, room=self.room, after_seq=after_seq, upto=upto)
         if frames is None:
             await self.send_json({"type": "resync", "latest_seq": latest})
             return
@@ -570,10 +581,34 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         the REST API)."""
         after_seq = _seq_field(content, "after_seq", required=True)
         before_seq = _seq_field(content, "before_seq", required=False)
-        messages, has_more = await database_sync_to_async(_fetch)(
-            room=self.room, after_seq=after_seq, before_seq=before_seq
+        messages, has_more = await self.db_read(
+            "fetch", _fetch, room=self.room, after_seq=after_seq, before_seq=before_seq
         )
         await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
+
+    async def db(self, fn, /, **kwargs):
+        """``fn(**kwargs)`` on the database thread (one hop), sent once more at once when the
+        pooled connection it got turned out dead (PostgreSQL restarted, backends terminated:
+        ``dbconn.connection_lost``; the pool has been drained, so the second hop gets a fresh
+        connection). Only for reads and idempotent writes (``member_join``)."""
+        call = database_sync_to_async(fn)
+        try:
+            return await call(**kwargs)
+        except DATABASE_ERRORS as exc:
+            if not dbconn.connection_lost(exc):
+                raise
+        return await call(**kwargs)
+
+    async def db_read(self, frame: str, fn, /, **kwargs):
+        """``db`` for a ``fetch`` or ``resume``: the database unreachable, hung or failing is a
+        ``FrameError`` ``unavailable`` (with ``"frame": frame``; the socket stays open and the
+        client asks again), not an exception that would end the socket with 1011."""
+        try:
+            return await self.db(fn, **kwargs)
+        except DATABASE_ERRORS:
+            unavailable_log.warning(frame, "%s: database unavailable in room %s", frame, self.room.pk, exc_info=True)
+            raise FrameError("unavailable", "The messages could not be read now; ask again.",
+                             frame=frame) from None
 
     # --- channel layer → client ----------------------------------------------------------------
 

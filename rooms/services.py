@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -389,7 +390,14 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     ``PostResult`` and the same errors, plus ``Unauthenticated`` when the account was
     deactivated or the token revoked, and ``NotFound`` when the room was deleted. Database
     errors propagate (``psycopg.Error``, ``psycopg_pool.PoolTimeout``, or Django's
-    ``DatabaseError`` from the fallback): then nothing was stored and nothing is broadcast.
+    ``DatabaseError`` from the fallback): then nothing was broadcast, and the message may or may
+    not be stored; the client sends it again with the same ``client_msg_id``, which stores it
+    once (and broadcasts it then if an attempt that failed here had stored it).
+
+    Time limit: the whole step (waiting behind this room's earlier sends, the pool, the
+    statement, and one retry on a fresh connection when the first turned out dead after a
+    PostgreSQL restart) ends within ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s
+    (``async_db.deadline``); past it a ``psycopg`` error or ``PoolTimeout`` is raised.
 
     ``send_rate`` (``WS_SEND_RATE``, e.g. ``"20/s"``; None or ``"0"``: no limit) limits the
     author's sends over every node and socket: counted in the same statement (``SendWindow``),
@@ -423,27 +431,70 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     lock = _room_locks.get(key)
     if lock is None:
         lock = _room_locks[key] = asyncio.Lock()
-    async with lock:
+    unsure_key = (room.pk, author.pk, client_msg_id)
+    with async_db.deadline():
+        try:  # the budget covers the wait behind this room's other sends too
+            await asyncio.wait_for(lock.acquire(), async_db.remaining())
+        except asyncio.TimeoutError:
+            raise PoolTimeout("this room's earlier sends are still waiting for the database") from None
         try:
-            async with (await async_db.pool()).connection() as conn:
-                cursor = await conn.execute(sql, params)
-                row = await cursor.fetchone()
-        except psycopg.IntegrityError:  # a retry of a stored client_msg_id: the fallback answers it
-            row = None
-        if window is not None and row is not None and row[0] is None:  # counted, not stored
-            retry_after = window.retry_after(row[2])
-            if retry_after is not None:
-                raise RateLimited(retry_after)
-            row = None
-        if row is None:
-            return await fallback()
-        message = Message(
-            id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
-            server_id=settings.SERVER_ID, created_at=now,
-        )
-        message._state.adding = False
-        events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=message_data(message))
+            unsure = False
+            try:
+                row = await async_db.fetchone(sql, params)
+            except psycopg.IntegrityError as exc:  # a retry of a stored client_msg_id: the fallback answers it
+                row, unsure = None, getattr(exc, "chatsite_retried", False)
+            except PoolTimeout:
+                raise  # never sent
+            except psycopg.Error:
+                _unsure_sends.add(unsure_key)  # it may have committed after we gave up on it
+                raise
+            if window is not None and row is not None and row[0] is None:  # counted, not stored
+                retry_after = window.retry_after(row[2])
+                if retry_after is not None:
+                    raise RateLimited(retry_after)
+                row = None
+            if row is None:
+                result = await fallback()
+                if not result.created and (unsure or _unsure_sends.pop(unsure_key)):
+                    # Stored by an attempt whose answer was lost (the connection died or went
+                    # silent after the statement was sent): it was never broadcast.
+                    events.broadcast_message(room_id=room.pk, seq=result.message.seq,
+                                             message_data=message_data(result.message))
+                return result
+            _unsure_sends.pop(unsure_key)
+            message = Message(
+                id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
+                server_id=settings.SERVER_ID, created_at=now,
+            )
+            message._state.adding = False
+            events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=message_data(message))
+        finally:
+            lock.release()
     return PostResult(message=message, created=True)
+
+
+class _UnsureSends:
+    """Sends of this node whose statement failed after it was sent (``(room, author,
+    client_msg_id)``, the latest 10,000): when the client's retry finds one stored, it was
+    stored but never broadcast, and the retry broadcasts it."""
+
+    def __init__(self, size: int = 10_000):
+        from collections import OrderedDict
+
+        self.size = size
+        self.keys: "OrderedDict[tuple, None]" = OrderedDict()
+
+    def add(self, key: tuple) -> None:
+        self.keys[key] = None
+        self.keys.move_to_end(key)
+        while len(self.keys) > self.size:
+            self.keys.popitem(last=False)
+
+    def pop(self, key: tuple) -> bool:
+        return self.keys.pop(key, 0) is None
+
+
+_unsure_sends = _UnsureSends()
 
 
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:

@@ -272,7 +272,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class ResumingClient:
     """A scripted client that keeps the delivery contract the way the room page does: it
     connects to the next node of ``nodes`` whenever its socket ends, resumes after the highest
-    contiguous seq it holds, keeps messages by seq (so ``bodies()`` is the history it shows) and
+    contiguous seq it holds, keeps messages by seq (so ``bodies()`` is the history it shows),
+    asks again when a fetch or resume is answered with an error frame (``unavailable``), and
     counts what went wrong: ``duplicates`` (a seq received again) and ``out_of_order`` (a live
     seq below one already shown). Stopped by ``stop()``; every wait is bounded."""
 
@@ -287,6 +288,7 @@ class ResumingClient:
         self.gap_fetches = 0
         self.close_codes: list[int | None] = []
         self.resync = False
+        self.errors: list[dict] = []  # error frames (e.g. "unavailable" for a fetch or resume)
         self._socket = None
         self._task = None
         self._stopping = False
@@ -336,6 +338,12 @@ class ResumingClient:
                     self.by_seq.setdefault(message["seq"], message)
             elif frame["type"] == "resync":
                 self.resync = True
+            elif frame["type"] == "error":
+                self.errors.append(frame)
+                if frame.get("frame") == "fetch":  # not read now (database unavailable): ask
+                    fetching = False               # again at the next live message
+                elif frame.get("frame") == "resume":  # reconnect, resuming again (with backoff)
+                    await self._socket.close()
 
     async def run(self) -> None:
         attempt = 0
@@ -451,3 +459,90 @@ class TcpProxy:
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own for fault tests: ``initdb`` under /tmp (as the
+    ``postgres`` user when run as root), served on a free loopback port by a ``postgres``
+    process we start and stop by its PID, so it can be restarted or have its backends
+    terminated without touching the shared server. ``url(name)`` is a DATABASE_URL for it."""
+
+    def __init__(self):
+        import glob
+        import shutil
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+        self.bin = Path(bins[-1]) if bins else Path(shutil.which("postgres") or "postgres").parent
+        self.folder = Path(tempfile.mkdtemp(prefix="chatsite-pg-", dir="/tmp"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.proc = None
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.folder, self.user, self.user)
+        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                        "--no-sync", "-E", "UTF8", "--locale", "C"],
+                       user=self.user, check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.start()
+
+    def url(self, name: str = "postgres", port: int | None = None) -> str:
+        return f"postgres://postgres@127.0.0.1:{port or self.port}/{name}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server on its port and wait until it accepts connections."""
+        import psycopg
+
+        log = open(self.folder / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=100"],
+            user=self.user, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"private PostgreSQL did not start:\n{self.log()[-2000:]}")
+                time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> None:
+        """Stop the server by its PID (SIGINT: PostgreSQL's fast shutdown, which ends every
+        session as a restart does)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def execute(self, sql: str, dbname: str = "postgres") -> list:
+        import psycopg
+
+        with psycopg.connect(self.url(dbname), autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
+    def terminate_backends(self, dbname: str) -> int:
+        """``pg_terminate_backend`` every client session of ``dbname``; returns how many."""
+        rows = self.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        return rows[0][0]
+
+    def log(self) -> str:
+        return (self.folder / "postgres.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
