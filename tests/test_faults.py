@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
@@ -21,7 +22,7 @@ from channels.db import database_sync_to_async
 
 from rooms.models import Message
 from tests import factories
-from tests.nodes import (Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
+from tests.nodes import (BASE_DIR, Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
                          start_node, wait_healthy)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
@@ -861,3 +862,273 @@ async def test_a_flooding_client_is_rate_limited_and_others_keep_their_latency(p
             await c.close()
     finally:
         node.stop()
+
+
+# --- PostgreSQL faults on a private cluster ---------------------------------------------------
+
+_SEED = """
+import json
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+from rooms import services
+call_command("migrate", verbosity=0)
+User = get_user_model()
+owner = User.objects.create(username="pg-owner")
+for slug in ("pg-restart", "pg-terminate", "pg-blackhole"):
+    services.room_create(name=slug, slug=slug, description="", created_by=owner, is_private=False)
+from tests.factories import session_key_for
+users = [User.objects.create(username=f"pg-{i}") for i in range(6)]
+print(json.dumps({"tokens": [Token.objects.create(user=u).key for u in users], "session": session_key_for(users[5])}))
+"""
+
+
+@pytest.fixture(scope="module")
+def private_pg(tmp_path_factory):
+    """A PostgreSQL cluster of this module's own (``tests.nodes.PrivatePostgres``), migrated, with
+    the rooms pg-restart, pg-terminate and pg-blackhole and six users' API tokens, behind a
+    ``TcpProxy``; two daphne nodes use it through the proxy. Made once for the tests below, so
+    the suite runs initdb once; each test has a room of its own."""
+    from types import SimpleNamespace
+
+    from tests.nodes import PrivatePostgres
+
+    pg = PrivatePostgres()
+    proxy = None
+    nodes = []
+    try:
+        pg.execute("CREATE DATABASE chatsite")
+        seeded = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", _SEED], cwd=BASE_DIR, capture_output=True, text=True,
+            env={**os.environ, "DATABASE_URL": pg.url("chatsite"), "SECRET_KEY": "pg-faults"}, timeout=120)
+        assert seeded.returncode == 0, seeded.stderr
+        seed = json.loads(seeded.stdout.strip().splitlines()[-1])
+        proxy = TcpProxy(("127.0.0.1", pg.port))
+        env = {
+            "DATABASE_URL": pg.url("chatsite", proxy.port), "REDIS_URL": os.environ["REDIS_URL"],
+            "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": "pg-faults-secret",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
+            "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
+        }
+        log_dir = tmp_path_factory.mktemp("pg-nodes")
+        nodes = [start_node(f"pg-node-{i}", env=env, log_dir=log_dir) for i in (1, 2)]
+        for node in nodes:
+            wait_healthy(node)
+        yield SimpleNamespace(pg=pg, proxy=proxy, tokens=seed["tokens"], session=seed["session"], nodes=nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+        if proxy is not None:
+            proxy.close()
+        pg.close()
+
+
+class OutboxSender:
+    """Sends ``count`` messages at about ``rate`` per second over one socket, the way the room
+    page's outbox does: a message answered with ``unavailable`` (or not at all within 5 s) is
+    sent again with the same ``client_msg_id`` until acked, and a closed socket is reopened.
+    Records every answer: ``answers`` as (sent at, seconds to the answer, "ack" | "unavailable"
+    | other code | "none"), ``close_codes``, and ``acked`` client_msg_ids."""
+
+    def __init__(self, node, room: str, token: str, tag: str):
+        self.node, self.room, self.token, self.tag = node, room, token, tag
+        self.answers: list[tuple[float, float, str]] = []
+        self.close_codes: list[int | None] = []
+        self.acked: set[str] = set()
+        self.sent: list[str] = []
+        self.client = None
+
+    async def _open(self) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.client = await Client(self.node, self.room, self.token).connect()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+    async def _send_until_acked(self, body: str, cid: str, give_up_at: float) -> None:
+        while time.monotonic() < give_up_at:
+            if self.client.close_code is not None:
+                self.close_codes.append(self.client.close_code)
+                await self._open()
+            seen = len(self.client.frames)
+            sent_at = time.monotonic()
+            try:
+                await self.client.send(body, cid)
+            except Exception:  # the socket went away under us: reopen and send again
+                await asyncio.sleep(0.1)
+                continue
+
+            def answered(c):
+                return cid in c.acks or c.close_code is not None or any(
+                    f["type"] == "error" and f.get("client_msg_id") == cid for f in c.frames[seen:])
+
+            await self.client.wait_for(answered, timeout=5)
+            took = time.monotonic() - sent_at
+            if cid in self.client.acks:
+                self.answers.append((sent_at, took, "ack"))
+                self.acked.add(cid)
+                return
+            error = next((f for f in self.client.frames[seen:]
+                          if f["type"] == "error" and f.get("client_msg_id") == cid), None)
+            self.answers.append((sent_at, took, error["code"] if error else "none"))
+            await asyncio.sleep(0.2)
+
+    async def run(self, count: int, rate: float) -> None:
+        await self._open()
+        for i in range(count):
+            cid = f"{self.tag}-{i}"
+            self.sent.append(cid)
+            await self._send_until_acked(f"{self.tag} {i}", cid, time.monotonic() + 30)
+            await asyncio.sleep(1 / rate)
+        await self.client.close()
+        if self.client.close_code not in (None, 1000):
+            self.close_codes.append(self.client.close_code)
+
+
+def _stored(pg, room: str) -> list[tuple[str, str]]:
+    return pg.execute(
+        "SELECT m.client_msg_id, m.body FROM rooms_message m JOIN rooms_room r ON r.id = m.room_id "
+        f"WHERE r.slug = '{room}' ORDER BY m.seq", dbname="chatsite")
+
+
+async def _probe_fetch(client) -> tuple[float, dict, int | None]:
+    """One ``fetch`` on an open socket: (seconds to the answer, the answer, close code)."""
+    seen = len(client.frames)
+    started = time.monotonic()
+    await client._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+    await client.wait_for(lambda c: any(f["type"] in ("history", "error") for f in c.frames[seen:]), timeout=10)
+    took = time.monotonic() - started
+    answer = next((f for f in client.frames[seen:] if f["type"] in ("history", "error")), {"type": "none"})
+    await asyncio.sleep(0.3)
+    code = client.close_code
+    await client.close()
+    return took, answer, code
+
+
+def _get_page(node, path: str, session: str) -> tuple[int, dict, bytes]:
+    """A page as a signed-in browser asks for it (session cookie, Accept: text/html)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(node.http + path, headers={"Cookie": f"sessionid={session}",
+                                                                "Accept": "text/html,*/*;q=0.8"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+async def _pg_fault(private_pg, room: str, name: str, fault, *, heal=None, hold: float = 0.0):
+    """Two senders (one per node, 10 msg/s each, retrying like the outbox) and two resuming
+    readers in ``room`` while ``fault()`` happens (then ``heal()`` after ``hold`` s); every send
+    ends acked, nothing acked is missing from the database, no socket is closed with 1011, and
+    every reader ends with the stored history. Prints the figures; returns them."""
+    nodes, tokens, pg = private_pg.nodes, private_pg.tokens, private_pg.pg
+    readers = [ResumingClient(nodes, room, tokens[0]).start(), ResumingClient(nodes[::-1], room, tokens[1]).start()]
+    for reader in readers:
+        await asyncio.wait_for(reader.connected.wait(), 10)
+    senders = [OutboxSender(nodes[0], room, tokens[2], f"{name}-a"), OutboxSender(nodes[1], room, tokens[3], f"{name}-b")]
+    probing = [await Client(node, room, tokens[4]).connect() for node in nodes]
+    sending = asyncio.gather(*(s.run(60, 10) for s in senders))
+    await asyncio.sleep(1.5)
+    fault_at = time.monotonic()
+    await asyncio.to_thread(fault)
+    probes = await asyncio.gather(*(_probe_fetch(client) for client in probing))
+    if heal is not None:
+        await asyncio.sleep(max(0.0, hold - (time.monotonic() - fault_at)))
+        await asyncio.to_thread(heal)
+    await asyncio.wait_for(sending, 90)
+    stored = await asyncio.to_thread(_stored, pg, room)
+    stored_ids = [cid for cid, _ in stored]
+    bodies = [body for _, body in stored]
+    deadline = time.monotonic() + 15
+    while any(r.bodies() != bodies for r in readers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for reader in readers:
+        await reader.stop()
+
+    answers = [a for s in senders for a in s.answers]
+    after = [a for a in answers if a[0] + a[1] >= fault_at]
+    unavailable = sorted(a[0] + a[1] - fault_at for a in after if a[2] == "unavailable")
+    sent = [cid for s in senders for cid in s.sent]
+    acked = set().union(*(s.acked for s in senders))
+    closes = [c for s in senders for c in s.close_codes] + [c for r in readers for c in r.close_codes]
+    figures = {
+        "sent": len(sent), "stored": len(stored_ids), "lost": len(set(sent) - acked),
+        "acked_missing": len(acked - set(stored_ids)), "duplicates": len(stored_ids) - len(set(stored_ids)),
+        "closed_1011": closes.count(1011), "unavailable": len(unavailable),
+        "first_unavailable": unavailable[0] if unavailable else None,
+        "slowest_answer": max((a[1] for a in after), default=0.0),
+        "unanswered": sum(1 for a in answers if a[2] == "none"),
+        "other_errors": sorted({a[2] for a in answers} - {"ack", "unavailable", "none"}),
+        "probes": [(round(t, 2), a["type"], a.get("code"), c) for t, a, c in probes],
+        "readers_match": [r.bodies() == bodies for r in readers],
+    }
+    first = f"{figures['first_unavailable']:.2f} s" if unavailable else "never (no send failed)"
+    print(f"FAULT postgresql {name}: sent {figures['sent']}, stored {figures['stored']}, lost {figures['lost']}, "
+          f"acked-but-missing {figures['acked_missing']}, closed 1011: {figures['closed_1011']}; "
+          f"unavailable answers {figures['unavailable']} (first {first} after the fault), "
+          f"slowest answer {figures['slowest_answer']:.2f} s, unanswered {figures['unanswered']}; "
+          f"fetch during the fault: {figures['probes']}; readers hold the stored history: {figures['readers_match']}")
+    assert figures["lost"] == 0 and figures["acked_missing"] == 0 and figures["duplicates"] == 0
+    assert figures["closed_1011"] == 0, closes
+    assert figures["unanswered"] == 0 and not figures["other_errors"], answers
+    assert all(figures["readers_match"]), [len(r.bodies()) for r in readers]
+    for took, answer, code in probes:  # answered (history, or an error frame), the socket kept
+        assert answer["type"] == "history" or answer.get("code") == "unavailable", answer
+        assert code is None
+    return figures
+
+
+async def test_postgresql_restarted_sends_are_answered_and_stored_once_nothing_closed_1011(private_pg):
+    """Our own PostgreSQL is stopped (fast shutdown: every session ended) for 2 s and started
+    again while two nodes take 20 sends a second: during the outage sends are answered
+    ``unavailable`` within about 2 s, a fetch is answered with an ``unavailable`` error frame on an
+    open socket, REST answers 503 JSON with Retry-After and a page 503 (no HTML 500); after it,
+    the dead pooled connections are replaced without a failed send, every retried send is stored
+    once and every reader holds the stored history."""
+    pg, node = private_pg.pg, private_pg.nodes[0]
+    rest = {}
+
+    def outage():
+        pg.stop()
+        http = Http(node, private_pg.tokens[5])
+        rest["api"] = http.request("GET", "/api/rooms/pg-restart/messages/", timeout=10)
+        rest["page"] = _get_page(node, "/", private_pg.session)
+
+    figures = await _pg_fault(private_pg, "pg-restart", "restart", outage, heal=pg.start, hold=2.5)
+    status, headers, body = rest["api"]
+    assert status == 503 and json.loads(body)["code"] == "unavailable" and headers.get("Retry-After"), body[:300]
+    assert rest["page"][0] == 503 and rest["page"][1].get("Retry-After"), rest["page"][2][:300]
+    assert rest["page"][1]["Content-Type"].startswith("text/html")
+    print(f"  REST during the outage: {status} {body[:120]!r}; page {rest['page'][0]}")
+    assert figures["unavailable"] > 0 and figures["slowest_answer"] < 5
+
+
+async def test_postgresql_backends_terminated_sends_retry_on_fresh_connections_none_fail(private_pg):
+    """Every session of the nodes' database is ended with pg_terminate_backend while two nodes
+    take 20 sends a second: each node's pooled connections are dead; the first statement to
+    meet one drains the pool and is sent again on a fresh connection, so sends are answered
+    (no 1011, nothing lost or stored twice) and fetches answer history."""
+    pg = private_pg.pg
+    terminated = []
+    figures = await _pg_fault(private_pg, "pg-terminate", "terminate",
+                              lambda: terminated.append(pg.terminate_backends("chatsite")))
+    print(f"  sessions terminated: {terminated[0]}")
+    assert terminated[0] > 0
+    assert figures["slowest_answer"] < 5
+
+
+async def test_postgresql_connections_blackholed_answered_unavailable_within_2s_then_recover(private_pg):
+    """The nodes' open connections to PostgreSQL go silent (``TcpProxy.blackhole``: bytes
+    swallowed, nothing reset; new connections still work): a statement on a silent connection
+    is given up after DATABASE_STATEMENT_TIMEOUT + 0.25 s (1.75 s), that pool is drained, and the
+    send is answered ``unavailable`` (its retry is stored once) or a fetch an error frame; then
+    everything goes on over new connections. Before, sends got no answer for 25-45 s."""
+    figures = await _pg_fault(private_pg, "pg-blackhole", "blackhole", private_pg.proxy.blackhole)
+    assert figures["slowest_answer"] < 2.5
