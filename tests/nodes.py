@@ -402,10 +402,10 @@ class TcpProxy:
     def _call(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _pipe(self, reader, writer, state):
+    async def _pipe(self, reader, writer, state, key):
         try:
             while data := await reader.read(65536):
-                if state["swallow"]:
+                if state[key]:
                     continue
                 writer.write(data)
                 await writer.drain()
@@ -421,10 +421,10 @@ class TcpProxy:
             client_writer.close()
             return
         self._writers |= {client_writer, upstream_writer}
-        state = {"swallow": False}
+        state = {"requests": False, "replies": False}  # swallowed from now on
         self._open.append(state)
-        await asyncio.gather(self._pipe(client_reader, upstream_writer, state),
-                             self._pipe(upstream_reader, client_writer, state))
+        await asyncio.gather(self._pipe(client_reader, upstream_writer, state, "requests"),
+                             self._pipe(upstream_reader, client_writer, state, "replies"))
         self._writers -= {client_writer, upstream_writer}
         self._open.remove(state)
 
@@ -443,11 +443,14 @@ class TcpProxy:
     def restore(self) -> None:
         self._call(self._start())
 
-    def blackhole(self) -> int:
-        """Discard all traffic on the connections open now; returns how many there are."""
+    def blackhole(self, replies_only: bool = False) -> int:
+        """Discard all traffic on the connections open now (with ``replies_only``, only what the
+        target sends: requests still arrive and take effect, their answers are lost); returns
+        how many connections there are."""
         async def swallow():
             for state in self._open:
-                state["swallow"] = True
+                state["replies"] = True
+                state["requests"] = state["requests"] or not replies_only
             return len(self._open)
 
         return self._call(swallow())

@@ -875,7 +875,7 @@ from rooms import services
 call_command("migrate", verbosity=0)
 User = get_user_model()
 owner = User.objects.create(username="pg-owner")
-for slug in ("pg-restart", "pg-terminate", "pg-blackhole"):
+for slug in ("pg-restart", "pg-terminate", "pg-blackhole", "pg-lost-answer"):
     services.room_create(name=slug, slug=slug, description="", created_by=owner, is_private=False)
 from tests.factories import session_key_for
 users = [User.objects.create(username=f"pg-{i}") for i in range(6)]
@@ -886,7 +886,8 @@ print(json.dumps({"tokens": [Token.objects.create(user=u).key for u in users], "
 @pytest.fixture(scope="module")
 def private_pg(tmp_path_factory):
     """A PostgreSQL cluster of this module's own (``tests.nodes.PrivatePostgres``), migrated, with
-    the rooms pg-restart, pg-terminate and pg-blackhole and six users' API tokens, behind a
+    the rooms pg-restart, pg-terminate, pg-blackhole and pg-lost-answer, six users' API tokens
+    and a session of the sixth, behind a
     ``TcpProxy``; two daphne nodes use it through the proxy. Made once for the tests below, so
     the suite runs initdb once; each test has a room of its own."""
     from types import SimpleNamespace
@@ -1132,3 +1133,31 @@ async def test_postgresql_connections_blackholed_answered_unavailable_within_2s_
     everything goes on over new connections. Before, sends got no answer for 25-45 s."""
     figures = await _pg_fault(private_pg, "pg-blackhole", "blackhole", private_pg.proxy.blackhole)
     assert figures["slowest_answer"] < 2.5
+
+
+async def test_a_send_stored_but_whose_answer_was_lost_is_broadcast_by_its_retry(private_pg):
+    """PostgreSQL's answers stop reaching the nodes (``blackhole(replies_only=True)``: the
+    statement arrives and commits, its answer is lost): the send is answered ``unavailable``
+    after 1.75 s; the client's retry with the same ``client_msg_id`` finds it stored and is
+    acked, and because the node knows that attempt's outcome was unknown, the retry broadcasts
+    it: a member on the other node gets it live, with no later message to reveal the gap."""
+    nodes, tokens, pg = private_pg.nodes, private_pg.tokens, private_pg.pg
+    reader = ResumingClient([nodes[1]], "pg-lost-answer", tokens[0]).start()
+    await asyncio.wait_for(reader.connected.wait(), 10)
+    sender = OutboxSender(nodes[0], "pg-lost-answer", tokens[2], "lost")
+    await sender._open()
+    await sender._send_until_acked("before", "lost-0", time.monotonic() + 10)
+    assert await asyncio.to_thread(private_pg.proxy.blackhole, True) > 0
+    await sender._send_until_acked("answer lost", "lost-1", time.monotonic() + 30)
+    stored = await asyncio.to_thread(_stored, pg, "pg-lost-answer")
+    deadline = time.monotonic() + 10
+    while len(reader.by_seq) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await reader.stop()
+    await sender.client.close()
+    codes = [code for _, _, code in sender.answers]
+    print(f"FAULT postgresql answers lost: answers to the send {[(code, round(took, 2)) for _, took, code in sender.answers[1:]]}; "
+          f"stored {[cid for cid, _ in stored]}; live at the other node: {reader.bodies()}")
+    assert codes[0] == "ack" and "unavailable" in codes[1:] and codes[-1] == "ack"
+    assert stored == [("lost-0", "before"), ("lost-1", "answer lost")]
+    assert reader.bodies() == ["before", "answer lost"] and reader.gap_fetches == 0 and reader.duplicates == 0
