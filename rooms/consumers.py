@@ -134,6 +134,9 @@ UNAVAILABLE_ERRORS = DATABASE_ERRORS + (RedisError, OSError)  # OSError: Timeout
 # groups) may take together: under daphne's 5 s handshake timeout, so that a Redis that hangs
 # gets the socket a 4503 close rather than a handshake dropped without an answer (1006).
 LAYER_JOIN_TIMEOUT = 2.0
+# Seconds a database hop of a socket (connect, fetch, resume) may take beyond one statement's
+# client-side limit (chatsite.dbconn.client_timeout) before it is answered as unavailable.
+DB_HOP_MARGIN = 0.25
 
 # Service refusals that end the socket, and the close code they end it with.
 _CLOSING_ERRORS = {
@@ -590,14 +593,24 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         """``fn(**kwargs)`` on the database thread (one hop), sent once more at once when the
         pooled connection it got turned out dead (PostgreSQL restarted, backends terminated:
         ``dbconn.connection_lost``; the pool has been drained, so the second hop gets a fresh
-        connection). Only for reads and idempotent writes (``member_join``)."""
+        connection). Only for reads and idempotent writes (``member_join``).
+
+        The whole of it is given ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s (2 s by default), then
+        raises ``TimeoutError``: a hop still queued behind others on the node's one database
+        thread (a hung database makes each take up to the statement limit) is dropped from the
+        queue instead of adding to the wait of every socket behind it."""
         call = database_sync_to_async(fn)
-        try:
+
+        async def once_or_twice():
+            try:
+                return await call(**kwargs)
+            except DATABASE_ERRORS as exc:
+                if not dbconn.connection_lost(exc):
+                    raise
             return await call(**kwargs)
-        except DATABASE_ERRORS as exc:
-            if not dbconn.connection_lost(exc):
-                raise
-        return await call(**kwargs)
+
+        limit = dbconn.client_timeout()
+        return await asyncio.wait_for(once_or_twice(), None if limit is None else limit + DB_HOP_MARGIN)
 
     async def db_read(self, frame: str, fn, /, **kwargs):
         """``db`` for a ``fetch`` or ``resume``: the database unreachable, hung or failing is a

@@ -875,7 +875,7 @@ from rooms import services
 call_command("migrate", verbosity=0)
 User = get_user_model()
 owner = User.objects.create(username="pg-owner")
-for slug in ("pg-restart", "pg-terminate", "pg-blackhole", "pg-lost-answer"):
+for slug in ("pg-restart", "pg-terminate", "pg-blackhole", "pg-lost-answer", "pg-hung"):
     services.room_create(name=slug, slug=slug, description="", created_by=owner, is_private=False)
 from tests.factories import session_key_for
 users = [User.objects.create(username=f"pg-{i}") for i in range(6)]
@@ -886,7 +886,7 @@ print(json.dumps({"tokens": [Token.objects.create(user=u).key for u in users], "
 @pytest.fixture(scope="module")
 def private_pg(tmp_path_factory):
     """A PostgreSQL cluster of this module's own (``tests.nodes.PrivatePostgres``), migrated, with
-    the rooms pg-restart, pg-terminate, pg-blackhole and pg-lost-answer, six users' API tokens
+    the rooms pg-restart, pg-terminate, pg-blackhole, pg-lost-answer and pg-hung, six users' API tokens
     and a session of the sixth, behind a
     ``TcpProxy``; two daphne nodes use it through the proxy. Made once for the tests below, so
     the suite runs initdb once; each test has a room of its own."""
@@ -1133,6 +1133,40 @@ async def test_postgresql_connections_blackholed_answered_unavailable_within_2s_
     everything goes on over new connections. Before, sends got no answer for 25-45 s."""
     figures = await _pg_fault(private_pg, "pg-blackhole", "blackhole", private_pg.proxy.blackhole)
     assert figures["slowest_answer"] < 2.5
+
+
+async def test_postgresql_hung_sends_and_fetches_answered_unavailable_within_2s_on_both_paths(private_pg):
+    """Every PostgreSQL process is stopped (SIGSTOP) for 4 s: open connections and new ones get
+    no answer at all. Sends (the event loop's pool) and fetches (Django's ORM on the node's one
+    database thread) are answered ``unavailable`` within about 2 s all along, not after the
+    thread's queue of hung hops; after SIGCONT every retried send is stored once."""
+    import psutil
+
+    processes = []
+
+    def hang():
+        postmaster = psutil.Process(private_pg.pg.proc.pid)
+        postmaster.suspend()  # first: no new backend from now on
+        processes.append(postmaster)
+        for process in postmaster.children(recursive=True):
+            try:
+                process.suspend()
+                processes.append(process)
+            except psutil.NoSuchProcess:
+                pass
+
+    def resume():
+        while processes:
+            try:
+                processes.pop().resume()
+            except psutil.NoSuchProcess:
+                pass
+
+    try:
+        figures = await _pg_fault(private_pg, "pg-hung", "hung", hang, heal=resume, hold=4)
+    finally:
+        resume()
+    assert figures["unavailable"] > 0 and figures["slowest_answer"] < 2.5
 
 
 async def test_a_send_stored_but_whose_answer_was_lost_is_broadcast_by_its_retry(private_pg):
