@@ -325,8 +325,9 @@ async def test_BR03_forced_close_by_socket_lifetime_loses_and_repeats_nothing(pe
 
 async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(people, node_env, tmp_path):
     """PostgreSQL cut off from one node (a TCP proxy in between is cut): a send gets an
-    `unavailable` error frame within 2 s and nothing is broadcast; /healthz is 503; once the
-    database is back the next send works without restarting the node."""
+    `unavailable` error frame within 2 s and nothing is broadcast; a fetch gets an `unavailable`
+    error frame on a socket that stays open; the REST API answers 503 JSON with Retry-After;
+    /healthz is 503; once the database is back the next send works without restarting the node."""
     from django.db import connection
 
     room, tokens = await database_sync_to_async(people)(2)
@@ -353,8 +354,15 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
         assert answered_after < 2.0
         status, body = await asyncio.to_thread(node.health, 5)
         assert status == 503 and body["failing"] == ["database"]
+        seen = len(sender.frames)  # a fetch: an error frame, and the socket stays open
+        await sender._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+        assert await sender.wait_for(lambda c: any(f["type"] == "error" for f in c.frames[seen:]), timeout=5)
+        assert next(f for f in sender.frames[seen:] if f["type"] == "error")["frame"] == "fetch"
+        status, headers, raw = await asyncio.to_thread(  # REST: 503 JSON with Retry-After
+            Http(node, tokens[0]).request, "GET", "/api/rooms/r0/messages/")
+        assert status == 503 and json.loads(raw)["code"] == "unavailable" and int(headers["Retry-After"]) > 0
         await asyncio.sleep(0.5)
-        assert len(watcher.messages) == 1  # nothing broadcast
+        assert len(watcher.messages) == 1 and sender.close_code is None  # nothing broadcast
 
         proxy.restore()
         recovered, started = None, time.monotonic()
