@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Django's command-line utility for administrative tasks.
 
-Two additions to Django's own:
+Additions to Django's own:
 
 - The migration commands that only read the code (``makemigrations``, ``showmigrations``,
   ``sqlmigrate``, ``squashmigrations``) run without ``SECRET_KEY`` and ``DEBUG``: they sign

@@ -7,7 +7,7 @@
  *   client → server  {"type":"message.send","body","client_msg_id"}
  *   server → sender  {"type":"ack","client_msg_id","id","seq"}                 once stored
  *   server → all     {"type":"message","message":{id,room,seq,author,body,created_at,server_id}}
- *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"][,"until"]}
+ *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"][,"until"][,"frame"]}
  *   server → all     {"type":"message.updated","message":{…, edited_at, deleted}}  after an edit
  *   server → all     {"type":"message.deleted","id","room","seq"}              after a delete
  *   server → all     {"type":"room.archived","room"}                           then close 4410
@@ -873,6 +873,12 @@
       showFormError(
         typeof frame.until === "string" ? `You are muted until ${formatLocal(frame.until)}.` : frame.detail
       );
+      return;
+    }
+    if (frame.frame === "resume") {
+      // The replay asked with ?after_seq could not be read now (database unavailable): no
+      // "resumed" will come, so reconnect with backoff, which asks for the replay again.
+      if (state.socket) state.socket.close();
       return;
     }
     if (!entry) {
