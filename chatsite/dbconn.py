@@ -27,6 +27,7 @@ import logging
 import time
 
 import psycopg
+from django.conf import settings
 from psycopg import errors as pg_errors
 from psycopg.pq import ConnStatus
 
@@ -46,8 +47,6 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("chatsi
 def client_timeout() -> float | None:
     """Seconds one round trip may wait: ``DATABASE_STATEMENT_TIMEOUT`` + ``CLIENT_MARGIN``, or
     None (no limit) when ``DATABASE_STATEMENT_TIMEOUT`` is 0."""
-    from django.conf import settings
-
     statement = getattr(settings, "DATABASE_STATEMENT_TIMEOUT", 0) or 0
     return statement + CLIENT_MARGIN if statement > 0 else None
 
@@ -63,8 +62,6 @@ def _timeout(given: float | None) -> float | None:
 
 def _with_statement_timeout(kwargs: dict) -> dict:
     """Connection parameters plus ``-c statement_timeout=<ms>`` in libpq's ``options``."""
-    from django.conf import settings
-
     statement = getattr(settings, "DATABASE_STATEMENT_TIMEOUT", 0) or 0
     if statement > 0:
         setting = f"-c statement_timeout={int(statement * 1000)}"

@@ -55,11 +55,12 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``client_msg_id``), ``unknown_type``, ``empty_body`` (nothing visible:
 ``serializers.validate_not_blank``),
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
-``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
-same ``client_msg_id``; also a ``fetch``, ``resume`` or ``?after_seq`` that could not read the
-database, with ``"frame": "fetch"`` or ``"resume"``: ask again. The database is given
-``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s, so a hung one is answered within 2 s by default), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
-with ``retry_after`` in seconds; not stored), ``internal_error``.
+``unavailable`` (the database could not be used: a send was not broadcast, send it again with
+the same ``client_msg_id``, which stores it once; a ``fetch``, ``resume`` or ``?after_seq`` has
+``"frame": "fetch"`` or ``"resume"``, ask again; the socket stays open. A hung database is
+answered within ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s, 2 s by default), ``rate_limited`` (over
+``WS_SEND_RATE``, per user across all nodes; with ``retry_after`` in seconds; not stored),
+``internal_error``.
 
 server → every member, when a message is edited or deleted::
 
