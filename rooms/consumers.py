@@ -135,7 +135,7 @@ UNAVAILABLE_ERRORS = DATABASE_ERRORS + (RedisError, OSError)  # OSError: Timeout
 # groups) may take together: under daphne's 5 s handshake timeout, so that a Redis that hangs
 # gets the socket a 4503 close rather than a handshake dropped without an answer (1006).
 LAYER_JOIN_TIMEOUT = 2.0
-# Seconds a database hop of a socket (connect, fetch, resume) may take beyond one statement's
+# Seconds a database hop of a socket (fetch, resume) may take beyond one statement's
 # client-side limit (chatsite.dbconn.client_timeout) before it is answered as unavailable.
 DB_HOP_MARGIN = 0.25
 
@@ -378,7 +378,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
-            room, close_code = await self.db(_join, slug=slug, user=user)
+            room, close_code = await self.db(_join, slug=slug, user=user, bounded=False)
             if room is None:
                 await self.refuse(close_code)
                 return
@@ -387,7 +387,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.user_group = events.user_group_name(user.pk)
             # Join the group before reading last_seq: every later message then arrives live.
             await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            last_seq = await self.db(selectors.room_last_seq, room_id=room.pk)
+            last_seq = await self.db(selectors.room_last_seq, room_id=room.pk, bounded=False)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
             await self.refuse(CLOSE_UNAVAILABLE)
@@ -590,16 +590,19 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
 
-    async def db(self, fn, /, **kwargs):
+    async def db(self, fn, /, *, bounded: bool = True, **kwargs):
         """``fn(**kwargs)`` on the database thread (one hop), sent once more at once when the
         pooled connection it got turned out dead (PostgreSQL restarted, backends terminated:
         ``dbconn.connection_lost``; the pool has been drained, so the second hop gets a fresh
         connection). Only for reads and idempotent writes (``member_join``).
 
-        The whole of it is given ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s (2 s by default), then
-        raises ``TimeoutError``: a hop still queued behind others on the node's one database
-        thread (a hung database makes each take up to the statement limit) is dropped from the
-        queue instead of adding to the wait of every socket behind it."""
+        ``bounded``: the whole of it is given ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s (2 s by
+        default), then raises ``TimeoutError``: a hop still queued behind others on the node's
+        one database thread (a hung database makes each take up to the statement limit) is
+        dropped from the queue instead of adding to the wait of every socket behind it. Not for
+        the handshake's hops (``bounded=False``): a connect storm may queue them for longer on
+        a healthy database, and daphne's handshake timeout bounds them; each statement is still
+        bounded by ``chatsite.dbconn``."""
         call = database_sync_to_async(fn)
 
         async def once_or_twice():
@@ -610,7 +613,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                     raise
             return await call(**kwargs)
 
-        limit = dbconn.client_timeout()
+        limit = dbconn.client_timeout() if bounded else None
         return await asyncio.wait_for(once_or_twice(), None if limit is None else limit + DB_HOP_MARGIN)
 
     async def db_read(self, frame: str, fn, /, **kwargs):
