@@ -81,6 +81,16 @@ def connection_lost(exc: BaseException | None) -> bool:
     return False
 
 
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) is a round trip given up after ``client_timeout()``."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if getattr(exc, "chatsite_timed_out", False):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def _drain_needed(conn) -> object | None:
     """The pool ``conn`` came from, if it should be drained now (see the module docstring)."""
     pool = getattr(conn, "_pool", None)

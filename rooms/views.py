@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from psycopg_pool import PoolTimeout
 from prometheus_client.exposition import choose_encoder
 
+from chatsite import dbconn
 from chatsite.proxy import parse_address
 
 from . import metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
@@ -130,7 +131,8 @@ def _check_database() -> str:
     """``"ok"`` when ``SELECT 1`` answers, else ``"unavailable"`` (the reason goes to the log).
     A pooled connection broken by an outage that has since ended fails once and is discarded;
     the check then tries once more on a fresh connection (not after a pool timeout, which
-    already waited ``DATABASE_POOL_TIMEOUT`` seconds)."""
+    already waited ``DATABASE_POOL_TIMEOUT`` seconds, nor after a statement given up on a silent
+    connection, which waited ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s)."""
     for attempt in (1, 2):
         try:
             with connection.cursor() as cursor:
@@ -139,7 +141,7 @@ def _check_database() -> str:
             return "ok"
         except Exception as exc:  # any failure means "not ok"
             failure = exc
-            if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):
+            if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout) or dbconn.timed_out(exc):
                 break
             connection.close()  # a broken connection leaves the pool
     logger.warning("health: database check failed: %s", failure)
