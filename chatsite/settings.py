@@ -142,6 +142,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         from chatsite.dbconn import Connection as _BoundedConnection
 
         _db["OPTIONS"]["pool"]["connection_class"] = _BoundedConnection
+    elif DATABASE_STATEMENT_TIMEOUT > 0:  # DATABASE_POOL=0: PostgreSQL's own limit only
+        _options = f"-c statement_timeout={int(DATABASE_STATEMENT_TIMEOUT * 1000)}"
+        _db["OPTIONS"]["options"] = " ".join(filter(None, [_db["OPTIONS"].get("options"), _options]))
     _db.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default="") or None
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so two writers wait for each other instead of
