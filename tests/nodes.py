@@ -340,10 +340,10 @@ class ResumingClient:
                 self.resync = True
             elif frame["type"] == "error":
                 self.errors.append(frame)
-                if frame.get("frame") == "fetch":  # not read now (database unavailable): ask
-                    fetching = False               # again at the next live message
-                elif frame.get("frame") == "resume":  # reconnect, resuming again (with backoff)
-                    await self._socket.close()
+                if frame["code"] == "unavailable" and frame.get("frame") == "fetch":
+                    fetching = False  # not read now: ask again at the next live message
+                elif frame["code"] == "unavailable" and frame.get("frame") == "resume":
+                    await self._socket.close()  # reconnect (with backoff), resuming again
 
     async def run(self) -> None:
         attempt = 0

@@ -875,7 +875,7 @@
       );
       return;
     }
-    if (frame.frame === "resume") {
+    if (frame.code === "unavailable" && frame.frame === "resume") {
       // The replay asked with ?after_seq could not be read now (database unavailable): no
       // "resumed" will come, so reconnect with backoff, which asks for the replay again.
       if (state.socket) state.socket.close();
