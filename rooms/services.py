@@ -433,16 +433,20 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         lock = _room_locks[key] = asyncio.Lock()
     unsure_key = (room.pk, author.pk, client_msg_id)
     with async_db.deadline():
-        try:  # the budget covers the wait behind this room's other sends too
-            await asyncio.wait_for(lock.acquire(), async_db.remaining())
-        except asyncio.TimeoutError:
-            raise PoolTimeout("this room's earlier sends are still waiting for the database") from None
+        if lock.locked():  # the budget covers the wait behind this room's other sends too
+            try:
+                await asyncio.wait_for(lock.acquire(), async_db.remaining())
+            except asyncio.TimeoutError:
+                raise PoolTimeout("this room's earlier sends are still waiting for the database") from None
+        else:
+            await lock.acquire()
         try:
-            unsure = False
             try:
                 row = await async_db.fetchone(sql, params)
             except psycopg.IntegrityError as exc:  # a retry of a stored client_msg_id: the fallback answers it
-                row, unsure = None, getattr(exc, "chatsite_retried", False)
+                row = None
+                if getattr(exc, "chatsite_retried", False):  # stored by this call's first attempt?
+                    _unsure_sends.add(unsure_key)
             except PoolTimeout:
                 raise  # never sent
             except psycopg.Error:
@@ -455,7 +459,7 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                 row = None
             if row is None:
                 result = await fallback()
-                if not result.created and (unsure or _unsure_sends.pop(unsure_key)):
+                if not result.created and _unsure_sends.pop(unsure_key):
                     # Stored by an attempt whose answer was lost (the connection died or went
                     # silent after the statement was sent): it was never broadcast.
                     events.broadcast_message(room_id=room.pk, seq=result.message.seq,
