@@ -23,13 +23,14 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.contrib.auth import get_user_model
+from django.db import Error as DjangoDatabaseError
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from rest_framework.authtoken.models import Token
 
-from chatsite import async_db
+from chatsite import async_db, dbconn
 
 from . import events, ratelimit
 from .models import Membership, Message, Room, SendWindow
@@ -407,8 +408,14 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     from channels.db import database_sync_to_async
 
     async def fallback() -> PostResult:
-        return await database_sync_to_async(_message_post_checked)(
-            room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id)
+        call = database_sync_to_async(_message_post_checked)
+        kwargs = dict(room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id)
+        try:
+            return await call(**kwargs)
+        except DjangoDatabaseError as exc:  # idempotent: once more when its connection was dead
+            if not dbconn.connection_lost(exc):
+                raise
+        return await call(**kwargs)
 
     limit = ratelimit.parse_rate(send_rate) if send_rate else None
     if not async_db.available():
