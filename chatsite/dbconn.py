@@ -5,8 +5,9 @@ Why a client-side limit: PostgreSQL's own ``statement_timeout`` (``DATABASE_STAT
 set on every connection made here) ends a slow statement, but it cannot answer
 when the server is gone silent (hung, or the connection silently dropped on the way: a NAT or a
 balancer that forgot it). TCP keepalive and ``tcp_user_timeout`` do not help either while
-something on the path still acknowledges the bytes (measured with ``tests.nodes.TcpProxy``'s
-blackhole: a send waited for ever). So every round trip a connection makes (a statement, a
+something on the path still acknowledges the bytes (measured through ``tests.nodes.TcpProxy``'s
+blackhole with keepalives every second and ``tcp_user_timeout=1000``: a ``SELECT 1`` was still
+waiting after 8 s; bench/RESULTS.md). So every round trip a connection makes (a statement, a
 commit, a rollback, the pool's reset) waits at most ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s
 (``client_timeout``); past that the connection is closed (its protocol state is unknown) and
 ``psycopg.OperationalError`` is raised, which callers answer as ``unavailable``. Under daphne this
