@@ -89,7 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so its process_exception sees a view's database outage first: 503, not a 500 page.
-    "rooms.middleware.DatabaseUnavailableMiddleware",
+    "rooms.outage.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import metrics, presence, selectors, services
-from .middleware import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage
+from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
     MembershipSerializer,
@@ -79,11 +79,10 @@ def exception_handler(exc, context):
     1,000; ``DATA_UPLOAD_MAX_NUMBER_FILES``, 100) answers 400 ``"code": "too_many_fields"``.
 
     A database outage (unreachable, hung past ``DATABASE_STATEMENT_TIMEOUT``, connection lost:
-    ``rooms.middleware.is_database_outage``) answers 503 ``{"detail": str, "code":
+    ``rooms.outage.is_database_outage``) answers 503 ``{"detail": str, "code":
     "unavailable"}`` with ``Retry-After`` (seconds), not Django's HTML 500 page."""
     if is_database_outage(exc):
-        logger.warning("%s %s: database unavailable: %s", context["request"].method,
-                       context["request"].path, str(exc).strip()[:300])
+        log_outage(context["request"], exc)
         return Response({"detail": UNAVAILABLE_DETAIL, "code": "unavailable"},
                         status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER)})
     if isinstance(exc, RequestDataTooBig):
