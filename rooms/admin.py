@@ -52,7 +52,8 @@ class RoomAdmin(admin.ModelAdmin):
 
 class MessageAdminForm(forms.ModelForm):
     """Refuses, as a form error, an edit ``services.message_edit`` would refuse: the message
-    was deleted or its room archived since the page was opened. A new body must pass the same
+    was deleted or its room archived since the page was opened, or the editor is not a site
+    moderator and not its author, or is muted or banned in its room. A new body must pass the same
     rules as over the API (``MessageEditSerializer``: nothing visible, too long, NUL or a lone
     surrogate are refused)."""
 
@@ -65,6 +66,8 @@ class MessageAdminForm(forms.ModelForm):
             raise forms.ValidationError([str(e) for e in check.errors.get("body", check.errors)])
         return body
 
+    actor = None  # the signed-in user, set by ``MessageAdmin.get_form``
+
     def clean(self):
         cleaned = super().clean()
         current = Message.objects.select_related("room").get(pk=self.instance.pk)
@@ -72,6 +75,11 @@ class MessageAdminForm(forms.ModelForm):
             raise forms.ValidationError("The message was deleted; it can no longer be edited.")
         if current.room.is_archived:
             raise forms.ValidationError("The room is archived; its messages can no longer be edited.")
+        if self.actor is not None and "body" in self.changed_data:
+            try:  # the service's own rule: the author, while they may send; or a site moderator
+                services._check_may_edit(current, self.actor)
+            except services.ServiceError as exc:
+                raise forms.ValidationError(exc.detail, code=exc.code) from None
         return cleaned
 
 
@@ -92,6 +100,11 @@ class MessageAdmin(admin.ModelAdmin):
     fields = readonly_fields[:4] + ["body"] + readonly_fields[4:]
     actions = ["soft_delete"]
     form = MessageAdminForm
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user
+        return form
 
     def get_readonly_fields(self, request, obj=None):
         """The body too, once the message is deleted or its room archived (no edit is possible)."""
@@ -119,11 +132,12 @@ class MessageAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
 
     def delete_model(self, request, obj):
-        services.message_delete(message=obj, actor=request.user)
+        _apply(self, request, [obj], "message(s) deleted",
+               lambda message: services.message_delete(message=message, actor=request.user))
 
     def delete_queryset(self, request, queryset):
-        for message in queryset:
-            services.message_delete(message=message, actor=request.user)
+        _apply(self, request, queryset.select_related("room"), "message(s) deleted",
+               lambda message: services.message_delete(message=message, actor=request.user))
 
     @admin.action(description="Soft-delete selected messages (removed from every open page)", permissions=["change"])
     def soft_delete(self, request, queryset):

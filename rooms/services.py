@@ -10,6 +10,8 @@ the REST ``code`` field) and an HTTP ``status``.
 import asyncio
 import functools
 import math
+import secrets
+import string
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from rest_framework.authtoken.models import Token
 from chatsite import async_db
 
 from . import events, ratelimit
-from .models import Membership, Message, Room, SendWindow
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
 Role = Membership.Role
@@ -181,9 +183,13 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     next send."""
     membership = room_access(room=room, user=author)
     if membership is not None and membership.muted_now():
-        until = membership.muted_until.isoformat().replace("+00:00", "Z")
+        until = _iso(membership.muted_until)
         raise Muted(f"You are muted in this room until {until}.", until=until)
     return membership
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _check_same_send(sent: Message, body: str) -> None:
@@ -446,10 +452,29 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     return PostResult(message=message, created=True)
 
 
+def _check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
+    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room:
+    raises ``Forbidden``, ``Conflict``, ``Archived``, ``NotFound``, ``Banned`` or ``Muted``.
+    Site moderators may edit any message; anyone else only their own, and only while they
+    may send to the room (an edit puts new text in front of the room, as a send does)."""
+    site = is_site_moderator(actor)
+    if message.author_id != actor.pk and not site:
+        raise Forbidden("Only the author may edit a message.")
+    if message.deleted_at is not None:
+        raise Conflict("The message was deleted.")
+    if message.room.is_archived:
+        raise Archived("The room is archived.")
+    if not site:
+        _check_may_send(message.room, actor)
+
+
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
     """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
     set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
-    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room.
+    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room. An author
+    edits under the rule of sending: ``Muted`` (with ``until``) while muted, ``Banned`` when
+    banned from a public room, ``NotFound`` for a private room they are no longer in (or are
+    banned from). A refused edit changes and broadcasts nothing.
 
     Edits of one message are serialised by its row lock, and each gets an ``edited_at`` later
     than the one before (by 1 µs if this node's clock is behind the last editor's), so a client
@@ -457,14 +482,7 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     whatever order the frames of racing edits on several nodes arrive in."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        if message.author_id != actor.pk and not is_site_moderator(actor):
-            raise Forbidden("Only the author may edit a message.")
-        if message.deleted_at is not None:
-            raise Conflict("The message was deleted.")
-        if message.room.is_archived:
-            raise Archived("The room is archived.")
-        if not is_site_moderator(actor):
-            room_access(room=message.room, user=actor)
+        _check_may_edit(message, actor)
         message.body = body
         edited_at = timezone.now()
         if message.edited_at is not None and edited_at <= message.edited_at:
@@ -479,15 +497,38 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     return message
 
 
+def _check_may_delete(message: Message, actor: AbstractBaseUser) -> None:
+    """Who may delete ``message`` (the moderation hierarchy, ``_check_may_act_on``'s rule on
+    the author's role in the room):
+
+    - a site moderator: any message (content moderation site-wide, the owner's included);
+    - its author: while they may read the room (muted authors may: deleting adds no text;
+      ``Banned`` in a public room, ``NotFound`` in a private room they are not in);
+    - the room's owner: any message in it; a room moderator: members' messages, not a fellow
+      moderator's or the owner's (``Forbidden``)."""
+    if is_site_moderator(actor):
+        return
+    if message.author_id == actor.pk:
+        room_access(room=message.room, user=actor)
+        return
+    acting = _require_moderator(message.room, actor)
+    author = Membership.objects.filter(room=message.room, user_id=message.author_id).first()
+    if author is not None and author.role == Role.OWNER:
+        raise Forbidden("Only the owner or a site moderator may delete the owner's messages.")
+    if author is not None and author.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may delete a moderator's messages.")
+
+
 def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
-    """Soft-delete a message: the row and its ``seq`` stay, the body is shown to no one. Allowed
-    to its author, the room's owner and moderators, and site moderators (admin). Broadcasts
-    ``message.deleted`` after commit; deleting a deleted message changes and broadcasts nothing.
-    Raises ``Forbidden`` for anyone else."""
+    """Soft-delete a message: the row and its ``seq`` stay, the body is shown to no one (site
+    moderators still read it in Django admin). Allowed to its author (muted included; not when
+    banned), the room's owner, room moderators for members' messages, and site moderators
+    (``_check_may_delete``). Broadcasts ``message.deleted`` after commit; deleting a deleted
+    message changes and broadcasts nothing. Raises ``Forbidden`` for anyone else, ``Banned`` /
+    ``NotFound`` for a banned or removed author; a refusal changes nothing."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        if message.author_id != actor.pk:
-            _require_moderator(message.room, actor)
+        _check_may_delete(message, actor)
         if message.deleted_at is None:
             message.deleted_at = timezone.now()
             message.deleted_by = actor if actor.is_authenticated else None
@@ -507,6 +548,17 @@ def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
 # --- rooms ----------------------------------------------------------------------------------------
 
 
+PRIVATE_SLUG_TOKEN_LENGTH = 12  # [a-z0-9]: 36**12, about 2**62 slugs to try per name
+
+
+def _private_slug(name: str) -> str:
+    """An unguessable slug for a private room made without one: the name's slug (if any) and
+    12 random lower-case letters and digits, e.g. ``book-club-k3j9x2m4qz7p``."""
+    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(PRIVATE_SLUG_TOKEN_LENGTH))
+    base = slugify(name)[: SLUG_MAX_LENGTH - PRIVATE_SLUG_TOKEN_LENGTH - 1].strip("-_")
+    return f"{base}-{token}" if base else token
+
+
 def room_create(
     *,
     name: str,
@@ -515,10 +567,16 @@ def room_create(
     description: str = "",
     is_private: bool = False,
 ) -> Room:
-    """Create a room, its creator as ``owner``. ``slug`` defaults to ``slugify(name)``. Raises
-    ``django.core.exceptions.ValidationError`` (with field errors) when a field is invalid or
-    the slug is taken."""
-    slug = slug or slugify(name)[:64]
+    """Create a room, its creator as ``owner``. Without ``slug``: a public room's is
+    ``slugify(name)``; a private room's is unguessable (``_private_slug``), so nobody can learn
+    that a private room exists by trying to create one with the same slug. Raises
+    ``django.core.exceptions.ValidationError`` with field errors when a field is invalid
+    (``Room.clean``: the text rules of names and descriptions), and the one ``slug`` error
+    ``SLUG_UNAVAILABLE`` whenever the slug is taken by any room, visible to the caller or not,
+    or reserved: the answer never says whether, or which, room holds it."""
+    if not slug and is_private:
+        slug = _private_slug(name)
+    slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
     if not slug:
         raise ValidationError(
             {"slug": ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]}
@@ -531,9 +589,14 @@ def room_create(
         is_private=is_private,
     )
     room.full_clean(exclude=["created_by"])
-    with transaction.atomic():
-        room.save()
-        Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+    try:
+        with transaction.atomic():
+            room.save()
+            Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+    except IntegrityError:  # the same slug saved by a concurrent create after full_clean's check
+        if Room.objects.filter(slug=slug).exists():
+            raise ValidationError({"slug": [SLUG_UNAVAILABLE]}) from None
+        raise
     return room
 
 
@@ -590,13 +653,18 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
 def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
     """Leave a room (idempotent: leaving twice is fine). The user's open sockets in the room are
     closed with 4000 on every node. A banned member's row stays (so the ban holds). Raises
-    ``Conflict`` for the owner (a room keeps its owner)."""
+    ``Conflict`` for the owner (a room keeps its owner), and ``Muted`` (with ``until``) for a
+    muted member of a public room: they could join again at once, and the mute, kept on the
+    membership, would be gone (a private room's member is only let back in by a moderator)."""
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
         if membership is None or membership.is_banned:
             return
         if membership.role == Role.OWNER:
             raise Conflict("The owner cannot leave the room.")
+        if not room.is_private and membership.muted_now():
+            until = _iso(membership.muted_until)
+            raise Muted(f"You are muted in this room until {until}; you can leave once it ends.", until=until)
         membership.delete()
         transaction.on_commit(
             partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left")
@@ -606,17 +674,27 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
 def member_add(
     *, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str = Role.MEMBER
 ) -> Membership:
-    """Add ``user`` to ``room`` (owner or moderator; the way into a private room). Only the owner
-    may add moderators. Raises ``Conflict`` when ``user`` is banned (unban first)."""
+    """Add ``user`` to ``room`` as ``role`` (owner or moderator; the way into a private room).
+    Only the owner (or a site moderator) adds moderators. For someone already a member, a
+    different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
+    moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
+    ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing."""
     acting = _require_moderator(room, actor)
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("Members can be added as member or moderator.")
     if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may add moderators.")
-    membership, created = Membership.objects.get_or_create(room=room, user=user, defaults={"role": role})
-    if membership.is_banned:
-        raise Conflict("The user is banned from this room; unban them first.")
-    if not created and membership.role != role and membership.role != Role.OWNER:
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
+        if membership is None:
+            return Membership.objects.create(room=room, user=user, role=role)
+        if membership.is_banned:
+            raise Conflict("The user is banned from this room; unban them first.")
+        if membership.role == role:
+            return membership
+        _check_may_act_on(acting, actor, membership)
+        if not _is_owner_or_site(acting, actor):
+            raise Forbidden("Only the owner may change roles.")
         membership.role = role
         membership.save(update_fields=["role"])
     return membership
@@ -634,8 +712,12 @@ def _target(room: Room, user: AbstractBaseUser) -> Membership:
 
 
 def _check_may_act_on(acting: Membership | None, actor: AbstractBaseUser, target: Membership) -> None:
+    """The moderation hierarchy, for every action on a member (role change, mute, unmute, ban,
+    unban; ``_check_may_delete`` applies it to their messages): nobody acts on the owner, not
+    even a site moderator (site staff archive the room instead); only the owner or a site
+    moderator acts on a moderator; nobody acts on themselves. Raises ``Forbidden``."""
     if target.role == Role.OWNER:
-        raise Forbidden("The owner cannot be muted, banned or removed.")
+        raise Forbidden("The owner cannot be muted, banned, removed or have their role changed.")
     if target.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may act on a moderator.")
     if target.user_id == actor.pk:
