@@ -577,10 +577,6 @@ def room_create(
     if not slug and is_private:
         slug = _private_slug(name)
     slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
-    if not slug:
-        raise ValidationError(
-            {"slug": ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]}
-        )
     room = Room(
         name=name,
         slug=slug,
@@ -588,7 +584,15 @@ def room_create(
         created_by=created_by,
         is_private=is_private,
     )
-    room.full_clean(exclude=["created_by"])
+    try:
+        room.full_clean(exclude=["created_by"] if slug else ["created_by", "slug"])
+        errors = {}
+    except ValidationError as exc:
+        errors = exc.message_dict
+    if not slug and "name" not in errors:  # a wrong name is the error to fix first
+        errors["slug"] = ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]
+    if errors:
+        raise ValidationError(errors)
     try:
         with transaction.atomic():
             room.save()
