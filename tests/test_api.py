@@ -588,3 +588,20 @@ def test_room_names_and_descriptions_with_control_or_only_invisible_characters_a
     response = api.patch("/api/rooms/lobby/", {k: v for k, v in body.items() if k != "slug"}, format="json")
     assert response.status_code == 400 and field in response.data
     assert Room.objects.get(slug="lobby").name == "Lobby"
+
+
+def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_missing_one(bob_api, private_room, user):
+    message = services.message_post(room=private_room, author=user, body="secret", client_msg_id="s1").message
+    routes = [
+        ("get", "/"), ("patch", "/"), ("delete", "/"), ("get", "/presence/"), ("get", "/messages/"),
+        ("post", "/messages/"), ("get", f"/messages/{message.pk}/"), ("patch", f"/messages/{message.pk}/"),
+        ("delete", f"/messages/{message.pk}/"), ("get", "/members/"), ("post", "/members/"),
+        ("get", "/members/alice/"), ("patch", "/members/alice/"), ("delete", "/members/me/"),
+        ("post", "/members/alice/mute/"), ("post", "/members/alice/ban/"), ("delete", "/members/alice/ban/"),
+    ]
+    body = {"body": "x", "client_msg_id": "y", "role": "member", "username": "alice", "minutes": 5, "name": "n"}
+    for method, tail in routes:
+        hidden = getattr(bob_api, method)(f"/api/rooms/secret{tail}", body, format="json")
+        missing = getattr(bob_api, method)(f"/api/rooms/secreu{tail}", body, format="json")
+        assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (
+            404, b'{"detail":"No such room."}'), (method, tail, hidden.content)

@@ -122,3 +122,53 @@ def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, m
         reverse("signup"), {"username": "racer", "password1": f.PASSWORD, "password2": f.PASSWORD}
     )
     assert response.status_code == 200 and "username" in response.context["form"].errors
+
+
+def test_the_create_form_answers_a_slug_held_by_an_invisible_private_room_as_any_unavailable_slug(client, user, other_user, room):
+    from rooms import services as s
+
+    s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
+    client.force_login(user)
+    count = Room.objects.count()
+    answers = []
+    for data in ({"name": "Mine", "slug": "hidden"}, {"name": "Mine", "slug": "lobby"}, {"name": "Mine", "slug": "new"},
+                 {"name": "Hidden", "slug": ""}, {"name": "Lobby", "slug": ""}):
+        response = client.post(reverse("rooms:create"), data)
+        answers.append((response.status_code, dict(response.context["form"].errors)))
+    assert answers == [(200, {"slug": ["This slug is not available; choose another."]})] * 5
+    assert Room.objects.count() == count
+
+
+def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(client, user, other_user):
+    import re
+
+    from rooms import services as s
+
+    s.room_create(name="Plans", slug="plans", created_by=other_user, is_private=True)  # the name's slug is taken
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Plans", "slug": "", "is_private": "on"})
+    assert response.status_code == 302
+    slug = response["Location"].rstrip("/").rsplit("/", 1)[-1]
+    assert re.fullmatch(r"plans-[a-z0-9]{12}", slug) and Room.objects.get(slug=slug).is_private
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"name": "\u200b"}, "name"), ({"name": "\u3164\u3164"}, "name"), ({"name": "ding\x07"}, "name"),
+     ({"name": "Fine", "description": "\u2800"}, "description"), ({"name": "Fine", "description": "x\x1b[2J"}, "description")],
+)
+def test_the_create_form_refuses_names_and_descriptions_with_control_or_only_invisible_characters(client, user, data, field):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"slug": "fine", **data})
+    assert response.status_code == 200 and list(response.context["form"].errors) == [field]
+    assert not Room.objects.exists()
+
+
+def test_the_room_page_of_an_invisible_private_room_is_the_page_of_a_missing_room(client, user, other_user):
+    from rooms import services as s
+
+    s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
+    client.force_login(user)
+    hidden, missing = client.get("/rooms/hidden/"), client.get("/rooms/hiddem/")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.content.replace(b"hidden", b"hiddem") == missing.content
