@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from chatsite import redis_config
 from rooms import services
-from rooms.models import Room
+from rooms.models import Message, Room
 from tests import factories
 from tests.nodes import free_port
 
@@ -172,3 +172,25 @@ def test_the_room_page_of_an_invisible_private_room_is_the_page_of_a_missing_roo
     hidden, missing = client.get("/rooms/hidden/"), client.get("/rooms/hiddem/")
     assert hidden.status_code == missing.status_code == 404
     assert hidden.content.replace(b"hidden", b"hiddem") == missing.content
+
+
+def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(client, user, other_user, room):
+    """The room page edits and deletes through the REST API with the session and its CSRF token."""
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from rooms import services as s
+
+    message = s.message_post(room=room, author=other_user, body="old", client_msg_id="o").message
+    s.member_mute(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    page = Client(enforce_csrf_checks=True)
+    page.force_login(other_user)
+    assert page.get(reverse("rooms:detail", args=["lobby"])).status_code == 200
+    headers = {"X-CSRFToken": page.cookies["csrftoken"].value}
+    url = f"/api/rooms/lobby/messages/{message.pk}/"
+    response = page.patch(url, {"body": "new"}, content_type="application/json", headers=headers)
+    assert response.status_code == 403 and response.json()["code"] == "muted" and response.json()["until"]
+    assert Message.objects.get(pk=message.pk).body == "old"
+    assert page.delete(url, headers=headers).status_code == 204  # deleting their own: allowed
