@@ -608,9 +608,13 @@ ROOM_EDITABLE_FIELDS = ("name", "description", "is_private")
 
 
 def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
-    """Change ``name``, ``description`` or ``is_private`` (owner or moderator). Raises
-    ``Forbidden`` otherwise and ``Archived`` for an archived room."""
-    _require_moderator(room, actor)
+    """Change ``name`` or ``description`` (owner or moderator) or ``is_private`` (the owner or a
+    site moderator: making a private room public would show its history to everyone, and a
+    moderator may not overrule the owner). Raises ``Forbidden`` otherwise and ``Archived`` for
+    an archived room."""
+    acting = _require_moderator(room, actor)
+    if "is_private" in fields and fields["is_private"] != room.is_private and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may make the room private or public.")
     if room.is_archived:
         raise Archived("The room is archived.")
     unknown = set(fields) - set(ROOM_EDITABLE_FIELDS)
@@ -624,9 +628,11 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
 
 
 def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
-    """Archive a room (owner or moderator): history kept, no new messages; every open socket in
-    it gets ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
-    _require_moderator(room, actor)
+    """Archive a room (the owner or a site moderator; there is no way back, so not a room
+    moderator): history kept, no new messages; every open socket in it gets
+    ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
+    if not _is_owner_or_site(_require_moderator(room, actor), actor):
+        raise Forbidden("Only the owner may archive the room.")
     with transaction.atomic():
         updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(
             archived_at=timezone.now()
@@ -709,7 +715,9 @@ def _is_owner_or_site(acting: Membership | None, actor: AbstractBaseUser) -> boo
 
 
 def _target(room: Room, user: AbstractBaseUser) -> Membership:
-    membership = Membership.objects.filter(room=room, user=user).first()
+    """``user``'s membership of ``room``, locked until the caller's transaction ends (a role
+    change racing the action cannot slip between its check and its write)."""
+    membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
     if membership is None:
         raise NotFound("No such member.")
     return membership
@@ -735,10 +743,11 @@ def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUs
         raise Forbidden("Only the owner may change roles.")
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("The role must be member or moderator.")
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    target.role = role
-    target.save(update_fields=["role"])
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        target.role = role
+        target.save(update_fields=["role"])
     return target
 
 
@@ -748,10 +757,11 @@ def member_mute(
     """Mute a member until ``until`` (None: unmute). Their sends are refused with ``muted`` on
     every node from the next send on. Owner or moderator; only the owner may mute a moderator."""
     acting = _require_moderator(room, actor)
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    target.muted_until = until
-    target.save(update_fields=["muted_until"])
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        target.muted_until = until
+        target.save(update_fields=["muted_until"])
     return target
 
 
@@ -776,10 +786,11 @@ def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser)
     """Lift a ban: the user is no longer a member (they join a public room again, or are added
     to a private one). Owner or moderator."""
     acting = _require_moderator(room, actor)
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    if target.is_banned:
-        target.delete()
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        if target.is_banned:
+            target.delete()
 
 
 # --- tokens ---------------------------------------------------------------------------------------

@@ -605,3 +605,16 @@ def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_m
         missing = getattr(bob_api, method)(f"/api/rooms/secreu{tail}", body, format="json")
         assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (
             404, b'{"detail":"No such room."}'), (method, tail, hidden.content)
+
+
+def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(api, private_room, other_user):
+    services.member_add(room=private_room, actor=private_room.created_by, user=other_user, role="moderator")
+    bob_api = client_for(other_user)
+    before = _rows()
+    response = bob_api.patch("/api/rooms/secret/", {"is_private": False}, format="json")
+    assert response.status_code == 403 and response.data["code"] == "forbidden"
+    response = bob_api.delete("/api/rooms/secret/")
+    assert response.status_code == 403 and response.data["code"] == "forbidden"
+    assert _rows() == before
+    assert bob_api.patch("/api/rooms/secret/", {"name": "Renamed"}, format="json").status_code == 200
+    assert api.patch("/api/rooms/secret/", {"is_private": False}, format="json").data["is_private"] is False

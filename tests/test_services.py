@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, transaction
 
 from rooms import events, services
-from rooms.models import Message, Room
+from rooms.models import Membership, Message, Room
 from rooms.serializers import MessageSerializer
 from tests import factories
 
@@ -203,7 +203,7 @@ def test_a_moderator_cannot_act_on_a_fellow_moderator_in_any_way_and_nothing_cha
         for name, call in _actions_on(room, bob, carol, ranks["said"]["carol"]).items():
             _refused(call)
     assert callbacks == []
-    assert services._target(room, carol).role == "moderator"
+    assert Membership.objects.get(room=room, user=carol).role == "moderator"
 
 
 @pytest.mark.django_db
@@ -223,7 +223,7 @@ def test_nobody_acts_on_the_owner_not_even_a_site_moderator(room, ranks, django_
                     continue  # the owner's own message; a site moderator's content moderation
                 _refused(call)
     assert callbacks == []
-    assert services._target(room, ranks["alice"]).role == "owner"
+    assert Membership.objects.get(room=room, user=ranks["alice"]).role == "owner"
 
 
 @pytest.mark.django_db
@@ -389,3 +389,14 @@ def test_room_names_and_descriptions_follow_the_body_text_rules(user, room, fiel
 def test_room_descriptions_keep_lines_and_names_keep_visible_text(user):
     room = services.room_create(name="Café ☕ \u200d", slug="cafe", description="line one\n\tline two", created_by=user)
     assert room.description == "line one\n\tline two" and room.name == "Café ☕ \u200d"
+
+
+@pytest.mark.django_db
+def test_only_the_owner_or_a_site_moderator_makes_a_room_public_or_private_or_archives_it(room, ranks):
+    bob = ranks["bob"]
+    _refused(lambda: services.room_update(room=room, actor=bob, is_private=True))
+    _refused(lambda: services.room_archive(room=room, actor=bob))
+    assert services.room_update(room=room, actor=bob, description="moderated", is_private=False).description == "moderated"
+    assert services.room_update(room=room, actor=ranks["alice"], is_private=True).is_private
+    assert services.room_update(room=room, actor=_site_moderator(), is_private=False).is_private is False
+    assert services.room_archive(room=room, actor=ranks["alice"]).is_archived
