@@ -530,3 +530,21 @@ def get_user_model_superuser():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_superuser("root", password=factories.PASSWORD)
+
+
+async def test_a_muted_member_keeps_reading_the_room_live_and_its_history_over_the_socket(ws, room, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    bob = await open_member(ws, room, other_user)
+    await sync(services.member_mute)(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    await sync(services.message_post)(room=room, author=user, body="while you are muted", client_msg_id="w")
+    assert (await bob.receive_type("message"))["message"]["body"] == "while you are muted"
+    await bob.send({"type": "fetch", "after_seq": 0})
+    history = await bob.receive_type("history")
+    assert [m["body"] for m in history["messages"]] == ["while you are muted"]
+    await bob.send({"type": "message.send", "body": "let me talk", "client_msg_id": "t"})
+    assert (await bob.receive_type("error"))["code"] == "muted"
+    assert await bob.nothing_more(0.3)
+    await bob.close()

@@ -194,3 +194,20 @@ def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(c
     assert response.status_code == 403 and response.json()["code"] == "muted" and response.json()["until"]
     assert Message.objects.get(pk=message.pk).body == "old"
     assert page.delete(url, headers=headers).status_code == 204  # deleting their own: allowed
+
+
+def test_a_banned_user_still_reads_a_public_rooms_page(client, user, other_user, room):
+    services.message_post(room=room, author=user, body="public words", client_msg_id="p")
+    services.member_ban(room=room, actor=user, user=other_user)
+    client.force_login(other_user)
+    response = client.get(reverse("rooms:detail", args=["lobby"]))
+    assert response.status_code == 200 and [m["body"] for m in response.context["history"]] == ["public words"]
+    assert response.context["my_role"] is None and response.context["can_moderate"] is False
+
+
+def test_a_banned_user_of_a_private_room_gets_the_missing_room_page(client, user, other_user):
+    secret = services.room_create(name="Secret", slug="secret", is_private=True, created_by=user)
+    services.member_add(room=secret, actor=user, user=other_user)
+    services.member_ban(room=secret, actor=user, user=other_user)
+    client.force_login(other_user)
+    assert client.get("/rooms/secret/").status_code == 404
