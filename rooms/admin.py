@@ -77,7 +77,7 @@ class MessageAdminForm(forms.ModelForm):
             raise forms.ValidationError("The room is archived; its messages can no longer be edited.")
         if self.actor is not None and "body" in self.changed_data:
             try:  # the service's own rule: the author, while they may send; or a site moderator
-                services._check_may_edit(current, self.actor)
+                services.check_may_edit(current, self.actor)
             except services.ServiceError as exc:
                 raise forms.ValidationError(exc.detail, code=exc.code) from None
         return cleaned

@@ -52,7 +52,7 @@ class Room(models.Model):
     def clean(self) -> None:
         """Called by ``full_clean`` (the services, the create-room page's and admin's forms):
         a name and a description follow the rules of message bodies (``rooms.text``): no NUL or
-        lone surrogate, no control character (a description may hold line feeds and tabs), not
+        lone surrogate, no control character (a description may hold line breaks and tabs), not
         only invisible characters. A reserved slug answers ``SLUG_UNAVAILABLE``."""
         errors = {}
         name_errors = label_errors(self.name, what="name")

@@ -452,8 +452,9 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     return PostResult(message=message, created=True)
 
 
-def _check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
-    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room:
+def check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
+    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room
+    (also called by the admin's edit form, to refuse as a form error):
     raises ``Forbidden``, ``Conflict``, ``Archived``, ``NotFound``, ``Banned`` or ``Muted``.
     Site moderators may edit any message; anyone else only their own, and only while they
     may send to the room (an edit puts new text in front of the room, as a send does)."""
@@ -482,7 +483,7 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     whatever order the frames of racing edits on several nodes arrive in."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        _check_may_edit(message, actor)
+        check_may_edit(message, actor)
         message.body = body
         edited_at = timezone.now()
         if message.edited_at is not None and edited_at <= message.edited_at:

@@ -19,10 +19,10 @@ NOTHING_VISIBLE = regex.compile(
     regex.V1,
 )
 
-# Control characters (Cc: C0, DEL, C1), and the same without line feed and tab, which a
-# multi-line description may hold.
+# Control characters (Cc: C0, DEL, C1), and the same without line feed, carriage return (a
+# browser's textarea sends CR LF) and tab, which a multi-line description may hold.
 _CONTROL = regex.compile(r"\p{Cc}")
-_CONTROL_BUT_LINES = regex.compile(r"[\p{Cc}--[\n\t]]", regex.V1)
+_CONTROL_BUT_LINES = regex.compile(r"[\p{Cc}--[\n\r\t]]", regex.V1)
 
 
 def has_visible(value: str) -> bool:
@@ -43,7 +43,7 @@ def is_valid_text(value) -> bool:
 
 def label_errors(value: str, *, what: str, lines: bool = False) -> list[str]:
     """The errors of a name-like text (a room's name; with ``lines``, its description, where
-    line feeds and tabs are allowed): NUL or a lone surrogate, a control character, nothing
+    line breaks and tabs are allowed): NUL or a lone surrogate, a control character, nothing
     visible. Empty list: fine. An empty ``value`` is left to the field's own ``blank`` rule."""
     if not isinstance(value, str):
         return []

@@ -211,3 +211,9 @@ def test_a_banned_user_of_a_private_room_gets_the_missing_room_page(client, user
     services.member_ban(room=secret, actor=user, user=other_user)
     client.force_login(other_user)
     assert client.get("/rooms/secret/").status_code == 404
+
+
+def test_a_multi_line_description_from_the_pages_textarea_is_kept(client, user):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"})
+    assert response.status_code == 302 and Room.objects.get(slug="notes").description == "one\r\ntwo\tthree"
