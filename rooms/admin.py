@@ -2,7 +2,10 @@
 
 Every change goes through ``rooms.services``, so it has the same live effect as the API: an
 edited or deleted message changes on every open page on every node; a ban closes the member's
-sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete.
+sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete. The services
+apply the moderation hierarchy here too: nobody acts on a room's owner; staff who are not site
+moderators act as their role in the room allows (a room moderator not on a fellow moderator),
+edit only their own messages and not while muted; each refusal is shown and changes nothing.
 """
 
 from datetime import timedelta
