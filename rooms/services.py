@@ -696,9 +696,11 @@ def member_add(
     if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may add moderators.")
     with transaction.atomic():
-        membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
-        if membership is None:
-            return Membership.objects.create(room=room, user=user, role=role)
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            room=room, user=user, defaults={"role": role}
+        )
+        if created:
+            return membership
         if membership.is_banned:
             raise Conflict("The user is banned from this room; unban them first.")
         if membership.role == role:
