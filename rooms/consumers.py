@@ -98,7 +98,7 @@ from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
-from . import events, metrics, presence, ratelimit, selectors, services
+from . import events, limits, metrics, presence, ratelimit, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -113,6 +113,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ARCHIVED = 4410
+CLOSE_TOO_MANY_SOCKETS = 4429  # over WS_MAX_SOCKETS_PER_USER (rooms.limits): retry with backoff
 CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
 
 try:  # what daphne (autobahn) raises when sending on a socket the peer has just closed
@@ -315,6 +316,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     user_group = None
     closing = False
     counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
+    socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` (the channel layer's channel, ``base_send``), with
@@ -364,6 +366,12 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
+        # Before any database work: a user over the socket cap costs one Redis script, no more.
+        self.socket_slot = await limits.admit_socket(user.pk, self)
+        if self.socket_slot is None:
+            metrics.RATE_LIMITED.labels(scope="ws_sockets").inc()
+            await self.refuse(CLOSE_TOO_MANY_SOCKETS)
+            return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
             room, close_code = await database_sync_to_async(_join)(slug=slug, user=user)
@@ -393,7 +401,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
             after_seq = None
         if after_seq is not None:
-            await self.resume(after_seq)
+            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
+                await self.resume(after_seq)
         await self.presence_join()
 
     async def _join_groups(self) -> None:
@@ -425,6 +434,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         """Called when the socket closes for any reason, also after a refused handshake.
         Idempotent: leaves each group at most once."""
         self.closing = True
+        if self.socket_slot is not None:
+            await self.socket_slot.release()  # idempotent
         if self.counted_open:
             self.counted_open = False
             metrics.OPEN_SOCKETS.dec()
@@ -478,13 +489,29 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
-            await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
+            async with self.read_turn():
+                await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
         elif frame_type == "fetch":
-            await self.fetch(content)
+            async with self.read_turn():
+                await self.fetch(content)
         elif frame_type == "typing":
-            await self.typing()
+            if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
+                await self.typing()
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
+
+    def read_turn(self):
+        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user on
+        this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
+        is read; the socket stays open), else the user's turn on the database thread
+        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
+        user_id = self.scope["user"].pk
+        retry_after = limits.read_hit(user_id)
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
+            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
+                             retry_after=retry_after)
+        return limits.read_turn(user_id)
 
     async def message_send(self, content: dict) -> None:
         """``message.send``: validate, store (assigns ``seq``), then ack. The broadcast to the
