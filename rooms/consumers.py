@@ -36,7 +36,8 @@ changes from any node::
     {"type": "presence.diff", "joins": [{...}], "leaves": [{...}]}
 
 client → server, relayed to the others as ``{"type": "typing", "user": {"id", "username"}}``,
-never stored, at most one every 2 s per socket::
+never stored, at most one every 2 s per socket and per user in a room (over all of the user's
+sockets on a node; ``rooms.limits``)::
 
     {"type": "typing"}
 
@@ -44,6 +45,11 @@ client → server, to repair a gap; answered with up to 200 messages, oldest fir
 
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
     {"type": "history", "messages": [{...}, ...], "has_more": bool}
+
+Read frames (``fetch``, ``resume``) are limited per user over all of their sockets on a node
+(``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``; over it, error ``rate_limited`` with
+``retry_after``, nothing read, the socket kept), and at most ``WS_READS_IN_FLIGHT`` (2) of the
+user's reads run at once (further ones wait their turn; a socket's frames are handled in order).
 
 server → client on bad input; the socket stays open (``client_msg_id`` when known, ``field``
 when one field is at fault)::
@@ -57,7 +63,8 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
 same ``client_msg_id``), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
-with ``retry_after`` in seconds; not stored), ``internal_error``.
+with ``retry_after`` in seconds; not stored; or a ``fetch`` / ``resume`` over ``WS_READ_RATE``:
+nothing read), ``internal_error``.
 
 server → every member, when a message is edited or deleted::
 
@@ -73,7 +80,9 @@ More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_fo
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
 wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
-are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
+are not a member of, or a path that is not a room); 4410 the room is archived; 4429 too many
+sockets: the user already has ``WS_MAX_SOCKETS_PER_USER`` (32) open over all nodes (checked
+first; their open sockets are kept, the newest is refused: reconnect with backoff); 4503 the node
 cannot reach its database or Redis right now (reconnect with backoff, to any node). Sent by
 ``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
 slow (resume), 1009 a frame over 64 KiB.
@@ -357,9 +366,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        """Called on the handshake. Accepts signed-in users into a room they may be in (joining a
-        public room as a member) and sends ``hello``; otherwise accepts and closes at once with
-        4401, 4403, 4404 or 4410."""
+        """Called on the handshake. Accepts signed-in users under their socket cap into a room they
+        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
+        closes at once with 4401, 4429, 4403, 4404 or 4410."""
         user = self.scope.get("user")
         if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
             user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
