@@ -43,8 +43,9 @@ socket's channel name, score: its expiry, Unix seconds), checked and added to by
 each node refreshes its own sockets every ``PRESENCE_HEARTBEAT`` seconds and a socket expires
 ``PRESENCE_TTL`` seconds after its node's last refresh. So a killed node's sockets stop counting
 within the TTL; a closed socket frees its slot at once (``Slot.release``, from ``disconnect``).
-Redis failing or not answering within ``ratelimit.SHARED_TIMEOUT`` admits the socket (logged):
-the cap must not stop people talking (and the heartbeat records the socket when Redis is back).
+Redis failing or not answering within ``ratelimit.SHARED_TIMEOUT`` admits the socket (logged),
+and so do the next ``ratelimit.SHARED_PAUSE`` seconds without asking: the cap must not stop
+people talking (the heartbeat records the sockets when Redis is back).
 Without Redis (one node) the sockets are counted in this process.
 """
 
@@ -232,10 +233,25 @@ def _client():
     return loop_client()
 
 
+_paused_until = 0.0  # after a Redis failure: admit without asking Redis until then
+
+
 async def _redis_admit(user_id: int, conn: str, cap: int) -> bool:
+    """Whether the user's count over all nodes has room for ``conn`` (then it is counted).
+    Redis failing or slow: True (logged), and True without asking for ``SHARED_PAUSE`` s."""
+    global _paused_until
+    if time.monotonic() < _paused_until:
+        return True
     now = time.time()
-    async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
-        return bool(await _client().eval(_ADMIT, 1, _key(user_id), conn, now, now + presence.ttl(), cap, _key_ttl()))
+    try:
+        async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
+            return bool(await _client().eval(_ADMIT, 1, _key(user_id), conn, now, now + presence.ttl(), cap,
+                                             _key_ttl()))
+    except Exception:
+        _paused_until = time.monotonic() + ratelimit.SHARED_PAUSE
+        logger.warning("socket count store unavailable; sockets admitted for %.0f s", ratelimit.SHARED_PAUSE,
+                       exc_info=True)
+        return True
 
 
 async def _redis_refresh(entries: list[tuple[int, str]]) -> None:
@@ -285,11 +301,7 @@ async def admit_socket(user_id: int, consumer) -> Slot | None:
     state = node.user(user_id)
     if cap > 0:
         if settings.REDIS:
-            try:
-                admitted = await _redis_admit(user_id, conn, cap)
-            except Exception:
-                admitted = True
-                logger.warning("socket count store unavailable; a socket of user %s admitted", user_id, exc_info=True)
+            admitted = await _redis_admit(user_id, conn, cap)
         else:
             admitted = len(state.conns) < cap
         if not admitted:
