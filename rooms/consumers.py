@@ -46,10 +46,12 @@ client → server, to repair a gap; answered with up to 200 messages, oldest fir
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
     {"type": "history", "messages": [{...}, ...], "has_more": bool}
 
-Read frames (``fetch``, ``resume``) are limited per user over all of their sockets on a node
-(``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``; over it, error ``rate_limited`` with
+Read frames (``fetch``, ``resume``) are limited per user over all of their sockets
+(``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``, decided on each node without a Redis
+round trip, shared between nodes in batches; over it, error ``rate_limited`` with
 ``retry_after``, nothing read, the socket kept), and at most ``WS_READS_IN_FLIGHT`` (2) of the
-user's reads run at once (further ones wait their turn; a socket's frames are handled in order).
+user's reads run at once on a node (further ones wait their turn; a socket's frames are handled
+in order).
 
 server → client on bad input; the socket stays open (``client_msg_id`` when known, ``field``
 when one field is at fault)::

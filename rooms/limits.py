@@ -6,15 +6,18 @@ on that node. 16 sockets of one user sending ``fetch`` as fast as they could sta
 a node for seconds. This module bounds what one user can put in that queue, and how many sockets
 one user can hold. Called by ``rooms.consumers.RoomConsumer``.
 
-**Read frames** (``fetch``, ``resume``), per user over all of that user's sockets on this node,
-counted in this process (no Redis command per frame; the harm is per node, the database thread
-of one process, and a shared count would cost the round trip per frame this limit saves):
+**Read frames** (``fetch``, ``resume``), per user over all of that user's sockets:
 
 - ``WS_READ_RATE`` (default ``10/s``, fixed windows like ``WS_SEND_RATE``; ``0`` turns it off):
   ``read_hit``. Over it the frame is answered ``{"type": "error", "code": "rate_limited",
-  "retry_after": seconds, "detail": ...}``, nothing is read and the socket stays open. Attempts
-  count, refused ones included. Across nodes a user can read at most nodes × the rate (and is
-  bounded by the socket cap below).
+  "retry_after": seconds, "detail": ...}``, nothing is read and the socket stays open. Each node
+  decides in its own memory, at once (no Redis command in a frame's path: the harm is per node,
+  the database thread of one process, and a round trip per frame is what the limit saves). On a
+  node, attempts count, refused ones included. Across nodes (with Redis), each node adds the
+  reads it allowed to a shared counter in batches (``_ReadWindow``: one ``INCRBY`` per
+  ``read_batch()`` allowed reads, from a background task, none for refused ones) and counts the
+  other nodes' total it learns in return: a user spread over N nodes is held to the rate plus at
+  most N batches per window.
 - ``WS_READS_IN_FLIGHT`` (default 2; ``0`` no bound): ``read_turn``, at most this many of the
   user's reads on the database thread at once; a further read waits its turn (queued, not
   refused: a user whose tabs all resume at once after a node restart gets every answer, one
@@ -78,13 +81,73 @@ def max_sockets() -> int:
     return int(getattr(settings, "WS_MAX_SOCKETS_PER_USER", 32))
 
 
+def read_batch(limit: int) -> int:
+    """Allowed reads a node counts before adding them to the shared count (a quarter of the
+    limit, at least 2): the shared count costs at most one command per that many reads."""
+    return max(2, limit // 4)
+
+
+class _ReadWindow:
+    """One user's read count on this node in the current fixed window of ``WS_READ_RATE``, plus
+    the other nodes' count as last learnt from Redis (``others``). ``hit`` never waits: it counts
+    the frame here, answers from ``local + others``, and every ``read_batch`` allowed reads starts
+    one background ``INCRBY`` of them on the shared key, whose answer updates ``others``."""
+
+    def __init__(self, rate: str):
+        self.parsed = ratelimit.parse_rate(rate)
+        self.bucket = None
+        self.local = 0  # frames counted here in this window (refused ones included)
+        self.unsynced = 0  # allowed here and not yet added to the shared count
+        self.synced = 0  # allowed here and added to the shared count
+        self.others = 0  # the other nodes' allowed reads in this window, as last learnt
+        self.task = None
+
+    def hit(self, user_id: int) -> float | None:
+        """Count one read frame; None when within the rate, else seconds until the window ends."""
+        if self.parsed is None:
+            return None
+        window = ratelimit.Window(f"read:{int(user_id)}", *self.parsed)
+        if window.bucket != self.bucket:
+            self.bucket, self.local, self.unsynced, self.synced, self.others = window.bucket, 0, 0, 0, 0
+        self.local += 1
+        retry_after = window.retry_after(self.local + self.others)
+        if retry_after is None and settings.REDIS:
+            self.unsynced += 1
+            if self.unsynced >= read_batch(window.limit) and (self.task is None or self.task.done()):
+                self.task = asyncio.get_running_loop().create_task(self._sync(window))
+        return retry_after
+
+    async def _sync(self, window) -> None:
+        global _reads_paused_until
+        if time.monotonic() < _reads_paused_until:
+            return
+        count, self.unsynced = self.unsynced, 0
+        key = f"{settings.CHANNEL_LAYER_PREFIX}:{window.key}"
+        try:
+            async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
+                async with _client().pipeline(transaction=False) as pipe:
+                    pipe.incrby(key, count)
+                    pipe.expire(key, window.seconds + 1)
+                    total, _ = await pipe.execute()
+        except Exception:  # the shared count misses these; this node's own still holds
+            _reads_paused_until = time.monotonic() + ratelimit.SHARED_PAUSE
+            logger.warning("shared read count unavailable for %.0f s", ratelimit.SHARED_PAUSE, exc_info=True)
+            return
+        if self.bucket == window.bucket:
+            self.synced += count
+            self.others = max(self.others, int(total) - self.synced)
+
+
+_reads_paused_until = 0.0  # after a Redis failure: no shared read count until then
+
+
 class _User:
     """One user's state on this node: their admitted sockets (conn → the consumer, weakly), the
     read window, the read gate and the last relayed typing hint per room."""
 
     def __init__(self):
         self.conns: dict[str, weakref.ref] = {}
-        self.reads = ratelimit.LocalWindow(read_rate())
+        self.reads = _ReadWindow(read_rate())
         limit = reads_in_flight()
         self.gate = asyncio.Semaphore(limit) if limit > 0 else None
         self.reading = 0  # reads holding or waiting for the gate
@@ -160,7 +223,7 @@ def _node() -> _Node:
 def read_hit(user_id: int) -> float | None:
     """Count one read frame of ``user_id`` against ``WS_READ_RATE`` on this node: None when
     within it, else the seconds until the window ends (``retry_after``)."""
-    return _node().user(user_id).reads.hit()
+    return _node().user(user_id).reads.hit(user_id)
 
 
 @asynccontextmanager

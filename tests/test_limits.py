@@ -191,7 +191,7 @@ async def _join_and_fetch(node, token: str) -> tuple[float, float]:
 async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_another_users_join_and_fetch_stay_prompt(
     node_env, tmp_path
 ):
-    """16 sockets of one user send ``fetch`` (200 messages each) 100 times a second each, for
+    """16 sockets of one user send ``fetch`` (200 messages each) 50 times a second each, for
     4 s. They are answered ``rate_limited`` (with ``retry_after``) beyond WS_READ_RATE and keep
     their sockets; the histories they get stay within the rate; meanwhile another user's joins
     and fetches on the same node are answered promptly. Prints p50/max (ms) quiet and during
@@ -229,7 +229,7 @@ async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_anothe
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 await socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)  # 50/s a socket, 800/s in all: 80 times the rate
 
         readers = [asyncio.ensure_future(read(s)) for s in sockets]
         flood_started = time.monotonic()
@@ -331,6 +331,51 @@ async def test_sockets_per_user_are_capped_across_nodes_the_newest_closed_4429_a
         assert await first_frame(two, alice) == (None, 4429)  # 3 open on node-2: full again
     finally:
         for socket in opened:
+            await socket.close()
+        one.stop()
+        two.stop()
+
+
+@pytest.mark.multinode
+async def test_reads_are_counted_across_nodes_in_batches_without_a_redis_command_per_frame(node_env, tmp_path):
+    """WS_READ_RATE 40 an hour over two nodes: after 30 reads on node-1, node-2 answers only
+    what is left of the shared 40 plus at most one batch (10) it had not added yet; each node
+    counted alone would have answered all 30 there."""
+    _, alice, _ = await database_sync_to_async(_seed_room)(1)
+    env = {**node_env, "WS_READ_RATE": "40/h"}
+    one = start_node("node-1", env=env, log_dir=tmp_path)
+    two = start_node("node-2", env=env, log_dir=tmp_path)
+    sockets = []
+
+    async def reads(socket, n):
+        answered = refused = 0
+        for _ in range(n):
+            await socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+            while True:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                if frame["type"] == "history":
+                    answered += 1
+                    break
+                if frame["type"] == "error":
+                    assert frame["code"] == "rate_limited", frame
+                    refused += 1
+                    break
+        return answered, refused
+
+    try:
+        await asyncio.to_thread(wait_healthy, one)
+        await asyncio.to_thread(wait_healthy, two)
+        for node in (one, two):
+            socket, hello = await _first_frame(node, alice)
+            assert socket is not None, hello
+            sockets.append(socket)
+        assert await reads(sockets[0], 30) == (30, 0)
+        await asyncio.sleep(0.5)  # node-1's last batch reaches Redis
+        answered, refused = await reads(sockets[1], 30)
+        print(f"LIMITS shared reads: 30 answered on node-1, then {answered} of 30 on node-2 (limit 40, batch 10)")
+        assert 10 <= answered <= 20 and answered + refused == 30
+    finally:
+        for socket in sockets:
             await socket.close()
         one.stop()
         two.stop()
