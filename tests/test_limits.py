@@ -76,6 +76,32 @@ async def test_typing_from_several_sockets_of_one_user_is_relayed_once_per_inter
         await conn.close()
 
 
+async def test_a_socket_over_the_cap_is_closed_4429_and_a_refused_or_closed_socket_frees_its_slot(
+    ws, room, user, other_user, settings
+):
+    """WS_MAX_SOCKETS_PER_USER=2 (counted in Redis): a socket refused for another reason (4404)
+    after admission gives its slot back, a third open socket is closed 4429 (the open ones stay),
+    another user is admitted, and closing one lets the next in."""
+    settings.WS_MAX_SOCKETS_PER_USER = 2
+    missing = await ws("/ws/rooms/no-such-room/", user=user)
+    assert await missing.connect()
+    assert await missing.close_code() == 4404
+    await missing.close()
+    first = await joined_socket(ws, room, user)
+    second = await joined_socket(ws, room, user)
+    third = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await third.connect()
+    assert await third.close_code() == 4429
+    await third.close()
+    bob = await joined_socket(ws, room, other_user)
+    await first.send({"type": "message.send", "body": "kept", "client_msg_id": "k1"})
+    assert (await first.receive_type("ack"))["seq"] == 1
+    await second.close()
+    again = await joined_socket(ws, room, user)
+    for conn in (first, again, bob):
+        await conn.close()
+
+
 class _Consumer:
     """Stands for a consumer in the slot registry (held weakly)."""
 
