@@ -192,15 +192,18 @@ async def _first_frame(node, token: str) -> tuple[object, dict | int]:
 
 
 async def _next_of(socket, frame_type: str, timeout: float = 10.0) -> dict:
+    """The next frame of ``frame_type`` (others skipped; an error frame fails the test)."""
     deadline = time.monotonic() + timeout
     while True:
         frame = json.loads(await asyncio.wait_for(socket.recv(), max(0.01, deadline - time.monotonic())))
+        assert frame["type"] != "error" or frame_type == "error", frame
         if frame["type"] == frame_type:
             return frame
 
 
 async def _join_and_fetch(node, token: str) -> tuple[float, float]:
-    """Another user's join (socket opened → hello) and one fetch of 200 messages, in ms."""
+    """Another user's join (socket opened → hello) and one fetch of 200 messages, in ms; then
+    a pause, so that this user stays well within WS_READ_RATE (10/s) themselves."""
     started = time.monotonic()
     socket, hello = await _first_frame(node, token)
     assert socket is not None, hello
@@ -210,6 +213,7 @@ async def _join_and_fetch(node, token: str) -> tuple[float, float]:
     fetched = time.monotonic()
     assert len(history["messages"]) == 200
     await socket.close()
+    await asyncio.sleep(0.2)
     return (joined - started) * 1000, (fetched - joined) * 1000
 
 
