@@ -512,8 +512,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
 
     def read_turn(self):
-        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user on
-        this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
+        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user,
+        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
         is read; the socket stays open), else the user's turn on the database thread
         (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
         user_id = self.scope["user"].pk
