@@ -213,6 +213,12 @@ PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node coll
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
+# One user's share of a node (rooms/limits.py): read frames (fetch, resume) per user ("0" off;
+# decided on each node, shared between nodes in batches), that user's reads on a node's database
+# thread at once, and open room sockets per user across all nodes (over it: close 4429; "0" off).
+WS_READ_RATE = env.str("WS_READ_RATE", default="10/s")
+WS_READS_IN_FLIGHT = env.int("WS_READS_IN_FLIGHT", default=2)
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",

@@ -36,7 +36,8 @@ changes from any node::
     {"type": "presence.diff", "joins": [{...}], "leaves": [{...}]}
 
 client → server, relayed to the others as ``{"type": "typing", "user": {"id", "username"}}``,
-never stored, at most one every 2 s per socket::
+never stored, at most one every 2 s per socket and per user in a room (over all of the user's
+sockets on a node; ``rooms.limits``)::
 
     {"type": "typing"}
 
@@ -44,6 +45,13 @@ client → server, to repair a gap; answered with up to 200 messages, oldest fir
 
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
     {"type": "history", "messages": [{...}, ...], "has_more": bool}
+
+Read frames (``fetch``, ``resume``) are limited per user over all of their sockets
+(``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``, decided on each node without a Redis
+round trip, shared between nodes in batches; over it, error ``rate_limited`` with
+``retry_after``, nothing read, the socket kept), and at most ``WS_READS_IN_FLIGHT`` (2) of the
+user's reads run at once on a node (further ones wait their turn; a socket's frames are handled
+in order).
 
 server → client on bad input; the socket stays open (``client_msg_id`` when known, ``field``
 when one field is at fault)::
@@ -57,7 +65,8 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 ``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
 ``unavailable`` (the message could not be stored: nothing was broadcast, send it again with the
 same ``client_msg_id``), ``rate_limited`` (over ``WS_SEND_RATE``, per user across all nodes;
-with ``retry_after`` in seconds; not stored), ``internal_error``.
+with ``retry_after`` in seconds; not stored; or a ``fetch`` / ``resume`` over ``WS_READ_RATE``:
+nothing read), ``internal_error``.
 
 server → every member, when a message is edited or deleted::
 
@@ -73,7 +82,9 @@ More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_fo
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
 wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
-are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
+are not a member of, or a path that is not a room); 4410 the room is archived; 4429 too many
+sockets: the user already has ``WS_MAX_SOCKETS_PER_USER`` (32) open over all nodes (checked
+first; their open sockets are kept, the newest is refused: reconnect with backoff); 4503 the node
 cannot reach its database or Redis right now (reconnect with backoff, to any node). Sent by
 ``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
 slow (resume), 1009 a frame over 64 KiB.
@@ -98,7 +109,7 @@ from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
-from . import events, metrics, presence, ratelimit, selectors, services
+from . import events, limits, metrics, presence, ratelimit, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -113,6 +124,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ARCHIVED = 4410
+CLOSE_TOO_MANY_SOCKETS = 4429  # over WS_MAX_SOCKETS_PER_USER (rooms.limits): retry with backoff
 CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
 
 try:  # what daphne (autobahn) raises when sending on a socket the peer has just closed
@@ -315,6 +327,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     user_group = None
     closing = False
     counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
+    socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` (the channel layer's channel, ``base_send``), with
@@ -355,14 +368,20 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        """Called on the handshake. Accepts signed-in users into a room they may be in (joining a
-        public room as a member) and sends ``hello``; otherwise accepts and closes at once with
-        4401, 4403, 4404 or 4410."""
+        """Called on the handshake. Accepts signed-in users under their socket cap into a room they
+        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
+        closes at once with 4401, 4429, 4403, 4404 or 4410."""
         user = self.scope.get("user")
         if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
             user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        # Before any database work: a user over the socket cap costs one Redis script, no more.
+        self.socket_slot = await limits.admit_socket(user.pk, self)
+        if self.socket_slot is None:
+            metrics.RATE_LIMITED.labels(scope="ws_sockets").inc()
+            await self.refuse(CLOSE_TOO_MANY_SOCKETS)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
@@ -393,7 +412,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
             after_seq = None
         if after_seq is not None:
-            await self.resume(after_seq)
+            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
+                await self.resume(after_seq)
         await self.presence_join()
 
     async def _join_groups(self) -> None:
@@ -425,6 +445,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         """Called when the socket closes for any reason, also after a refused handshake.
         Idempotent: leaves each group at most once."""
         self.closing = True
+        if self.socket_slot is not None:
+            await self.socket_slot.release()  # idempotent
         if self.counted_open:
             self.counted_open = False
             metrics.OPEN_SOCKETS.dec()
@@ -478,13 +500,29 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
-            await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
+            async with self.read_turn():
+                await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
         elif frame_type == "fetch":
-            await self.fetch(content)
+            async with self.read_turn():
+                await self.fetch(content)
         elif frame_type == "typing":
-            await self.typing()
+            if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
+                await self.typing()
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
+
+    def read_turn(self):
+        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user,
+        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
+        is read; the socket stays open), else the user's turn on the database thread
+        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
+        user_id = self.scope["user"].pk
+        retry_after = limits.read_hit(user_id)
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
+            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
+                             retry_after=retry_after)
+        return limits.read_turn(user_id)
 
     async def message_send(self, content: dict) -> None:
         """``message.send``: validate, store (assigns ``seq``), then ack. The broadcast to the

@@ -92,7 +92,8 @@ LAYER_ERRORS = Counter(
 RATE_LIMITED = Counter(
     "chatsite_rate_limited",
     "Requests refused for their rate, by scope: REST throttles (send, login) answered 429, and "
-    "WebSocket sends (ws_send) answered rate_limited.",
+    "WebSocket sends (ws_send) and reads (ws_read) answered rate_limited, and sockets over "
+    "the per-user cap (ws_sockets) closed 4429.",
     ["scope"],
 )
 
