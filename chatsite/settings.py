@@ -10,7 +10,8 @@ Every variable is listed in README.md's configuration table. The ones that shape
   means ``InMemoryChannelLayer`` and *no cross-node delivery* (``chatsite.asgi`` logs a warning).
 - ``SERVER_ID``: the name of this node, shown in pages, ``hello`` frames, every message it
   stores and ``/healthz``. Default: the host name.
-- ``SECRET_KEY``: required unless ``DEBUG`` is on (``ImproperlyConfigured`` at start-up).
+- ``SECRET_KEY``: required unless ``DEBUG`` is on, and refused when it is a placeholder or
+  shorter than 50 characters (``ImproperlyConfigured`` at start-up).
 - ``ALLOWED_HOSTS``: comma-separated; ``*`` is refused unless ``DEBUG`` is on.
 - ``DEBUG``: default off.
 """
@@ -30,15 +31,41 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
+# Outside DEBUG a SECRET_KEY must look random: Django's own rule (`check --deploy`, W009: at least
+# SECRET_KEY_MIN_LENGTH characters, 5 different ones, no "django-insecure-" prefix) and none of
+# the words placeholders are made of (docker/.env.example's "replace-with-a-long-random-string"),
+# so a copied example or a typed word stops start-up instead of signing sessions.
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_PLACEHOLDER_WORDS = (
+    "replace", "change-me", "changeme", "change_me", "placeholder", "example", "insecure",
+    "your-secret", "your_secret", "secret-key", "secret_key", "secretkey",
+)
+_MAKE_A_KEY = "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` may not sign a production site, or None when it may (see above). The message
+    never repeats the key."""
+    lowered = key.lower()
+    word = next((w for w in SECRET_KEY_PLACEHOLDER_WORDS if w in lowered), None)
+    if word is not None:
+        return f"SECRET_KEY is a placeholder (it contains {word!r})"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 5:
+        return (f"SECRET_KEY is too short or too plain ({len(key)} characters, {len(set(key))} "
+                f"different; at least {SECRET_KEY_MIN_LENGTH} and 5)")
+    return None
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set it in the environment (any long random string, e.g. "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), or set DEBUG=1 "
-            "for a development-only key."
+            f"SECRET_KEY is not set. Set it in the environment (a long random string, e.g. "
+            f"{_MAKE_A_KEY}), or set DEBUG=1 for a development-only key."
         )
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+elif not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(f"{_problem}. Set a random one, e.g. {_MAKE_A_KEY}.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 if "*" in ALLOWED_HOSTS and not DEBUG:
@@ -50,10 +77,11 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # HTTPS=1 when browsers reach the site over TLS (usually ended at the load balancer, which sends
 # X-Forwarded-Proto and is listed in TRUSTED_PROXIES): secure cookies, redirect to https, HSTS.
-# /healthz stays reachable over plain HTTP for the balancer's health check.
+# /healthz and /metrics stay reachable over plain HTTP: the balancer's health check and
+# Prometheus scrape each node directly, where no TLS is spoken (a redirect would reach nothing).
 HTTPS = env.bool("HTTPS", default=False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
