@@ -17,6 +17,7 @@ Every variable is listed in README.md's configuration table. The ones that shape
 """
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 
@@ -238,6 +239,22 @@ REST_FRAMEWORK = {
 PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
 PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
 PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node collects changes per diff
+
+# Log-in pages, the token route's accounts and sign-up, counted across all nodes
+# (rooms/login_throttle.py): attempts per client address, failed log-ins per account, sign-ups per
+# client address. "<n>/<period>" with an optional multiple ("10/15m"); "0" turns one off.
+def _window_rate(name: str, default: str) -> str:
+    value = env.str(name, default=default)
+    if value.strip().lower() not in ("", "0", "off"):
+        match = re.fullmatch(r"\s*\d+\s*/\s*(\d*)\s*[smhd][a-z]*\s*", value, re.IGNORECASE)
+        if match is None or match[1] in ("0", "00"):
+            raise ImproperlyConfigured(f"{name}: {value!r} is not like '20/min', '10/15m' or '0' (off)")
+    return value
+
+
+LOGIN_ADDRESS_RATE = _window_rate("LOGIN_ADDRESS_RATE", "20/min")
+LOGIN_ACCOUNT_RATE = _window_rate("LOGIN_ACCOUNT_RATE", "10/15m")
+SIGNUP_RATE = _window_rate("SIGNUP_RATE", "20/h")
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")

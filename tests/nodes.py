@@ -135,6 +135,9 @@ def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra
         "DATABASE_POOL_MAX_SIZE": "4",
         "THROTTLE_SEND_RATE": "100000/min",  # tests drive sends faster than a person
         "WS_SEND_RATE": "0",
+        # Tests log in and sign up from one address far more often than a person would.
+        "LOGIN_ADDRESS_RATE": "100000/min",
+        "SIGNUP_RATE": "100000/min",
         **(extra_env or {}),
     }
     nodes = [start_node(f"node-{i}", env=env, log_dir=log_dir) for i in range(1, count + 1)]
