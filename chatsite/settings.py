@@ -89,6 +89,35 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 
 SERVER_ID = env.str("SERVER_ID", default="") or socket.gethostname()
 
+# --- Browser hardening ------------------------------------------------------------------------
+# Content-Security-Policy (django-csp) on every page: scripts, styles, fonts and connections from
+# this origin only, so a script that got into a page (or an inline event handler) does not run.
+# Pages carry no inline script (data goes in json_script blocks, which are not executed);
+# rooms.middleware.ContentSecurityPolicyMiddleware adds the page's own WebSocket origin
+# (ws://host or wss://host) to connect-src, and lets the HTML under /api/ (Swagger UI at
+# /api/docs/, served from drf-spectacular-sidecar with its script as a file; DRF's browsable pages
+# in DEBUG) use the inline styles they are built with. No framing by anyone (frame-ancestors and
+# X-Frame-Options), no Referer to other sites, a window of our own (COOP), no camera and the like.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), fullscreen=(self)"
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -103,6 +132,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "rooms",
 ]
 
@@ -111,6 +141,10 @@ MIDDLEWARE = [
     "rooms.middleware.served_by_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: pages get a Content-Security-Policy and Permissions-Policy; static files
+    # (no documents) need neither.
+    "rooms.middleware.ContentSecurityPolicyMiddleware",
+    "rooms.middleware.permissions_policy_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
