@@ -58,7 +58,11 @@ def pages(user, room):
     """``{page type: (client, path)}``: every kind of page the site serves."""
     signed_in = Client()
     signed_in.force_login(user)
+    superuser = Client()
+    superuser.force_login(factories.make_user("root", is_staff=True, is_superuser=True))
     return {
+        "admin change form": (superuser, f"/admin/rooms/room/{room.pk}/change/"),
+        "admin list": (superuser, "/admin/rooms/message/"),
         "room list": (signed_in, reverse("rooms:list")),
         "room page": (signed_in, reverse("rooms:detail", args=[room.slug])),
         "log in": (Client(), reverse("login")),
@@ -96,6 +100,23 @@ def test_no_page_carries_an_inline_script_or_event_handler(pages):
     html = pages["room page"][0].get(pages["room page"][1]).content.decode()
     assert re.search(r'<script id="room-config" type="application/json">', html)
     assert re.search(r'<script src="[^"]*rooms/room\.js"></script>', html)
+
+
+def test_drf_browsable_pages_keep_scripts_to_files_and_may_use_inline_styles(user, room, monkeypatch):
+    """DRF's browsable API (served with DEBUG) under the same policy: its scripts are static
+    files, its inline styles allowed under /api/ only."""
+    from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+
+    from rooms import api
+
+    monkeypatch.setattr(api.RoomViewSet, "renderer_classes", [JSONRenderer, BrowsableAPIRenderer])
+    client = Client()
+    client.force_login(user)
+    response = client.get(reverse("api:room-list"), HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    csp = policy(response)
+    assert csp["script-src"] == ["'self'"] and "'unsafe-inline'" in csp["style-src"]
+    assert [f for f in InlineCode.of(response.content.decode()) if "<script>" in f] == []
 
 
 def test_the_templates_have_no_inline_script_or_event_handler():
