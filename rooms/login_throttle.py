@@ -10,7 +10,7 @@ turns a limit off. From the environment (README, Configuration):
 - ``LOGIN_ADDRESS_RATE`` (default ``20/min``): log-in attempts (every POST to a log-in page) per
   client address.
 - ``LOGIN_ACCOUNT_RATE`` (default ``10/15m``): failed log-ins per account (the username tried,
-  NFKC-normalised as Django stores usernames), on the pages and the token route together. Once an
+  stripped and NFKC-normalised as the log-in forms read it), on the pages and the token route together. Once an
   account is over it, its log-ins are refused from every address until the window ends, without
   checking the password (a guess then learns nothing). Only wrong passwords count, so others'
   failures lock the owner out for at most one window, never for good.
@@ -71,9 +71,10 @@ def client_key(request) -> str:
 
 
 def account_key(username: str) -> str:
-    """The cache key part for an account: a digest of the NFKC-normalised username (user text
-    never goes into a key as it is)."""
-    normal = unicodedata.normalize("NFKC", username)
+    """The cache key part for an account: a digest of the username as the log-in forms read it
+    (surrounding whitespace stripped, NFKC-normalised), so `` alice`` counts as ``alice``; user
+    text never goes into a key as it is."""
+    normal = unicodedata.normalize("NFKC", username.strip())
     return hashlib.sha256(normal.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -113,7 +114,7 @@ class AccountAttempt:
     def __init__(self, username: str):
         self.window: Window | None = None
         self.retry_after: float | None = None
-        if username:
+        if username.strip():
             self.retry_after, self.window = _count(f"login:acct:{account_key(username)}", settings.LOGIN_ACCOUNT_RATE)
 
     def release(self) -> None:

@@ -77,8 +77,8 @@ def test_a_mistyped_rate_stops_start_up():
 def test_wrong_passwords_over_the_account_limit_refuse_even_the_right_one_without_a_session(rates):
     user = factories.make_user("guessed-1")
     client, address = Client(), fresh_address()
-    for _ in range(3):
-        response = login(client, "guessed-1", WRONG, address=address)
+    for spelling in ("guessed-1", " guessed-1", "guessed-1\t"):  # the forms strip whitespace
+        response = login(client, spelling, WRONG, address=address)
         assert response.status_code == 200 and response.context["form"].errors
     before = rate_limited("login")
     for password in (WRONG, factories.PASSWORD):
