@@ -283,7 +283,7 @@ def _window_rate(name: str, default: str) -> str:
     value = env.str(name, default=default)
     if value.strip().lower() not in ("", "0", "off"):
         match = re.fullmatch(r"\s*\d+\s*/\s*(\d*)\s*[smhd][a-z]*\s*", value, re.IGNORECASE)
-        if match is None or match[1] in ("0", "00"):
+        if match is None or int(match[1] or 1) == 0:
             raise ImproperlyConfigured(f"{name}: {value!r} is not like '20/min', '10/15m' or '0' (off)")
     return value
 
