@@ -4,6 +4,7 @@ anywhere, connect-src names the page's own WebSocket origin, and no page carries
 script or event handler for it to block. tests/test_browser.py checks the same pages in Chromium.
 """
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -168,6 +169,6 @@ def test_https_setting_turns_on_hsts_secure_cookies_and_the_redirect():
     )
     on = run(code, SECRET_KEY=KEY, HTTPS="1")
     assert on.returncode == 0, on.stderr
-    hsts, secure_cookie, redirect, exempt = __import__("json").loads(on.stdout.strip().splitlines()[-1])
+    hsts, secure_cookie, redirect, exempt = json.loads(on.stdout.strip().splitlines()[-1])
     assert hsts >= 31536000 and secure_cookie and redirect
     assert any(re.match(p, "metrics") for p in exempt) and any(re.match(p, "healthz") for p in exempt)

@@ -8,6 +8,7 @@ out the last seconds of one so a count never straddles two windows.
 """
 
 import http.client
+import os
 import re
 import time
 import urllib.parse
@@ -223,7 +224,7 @@ def two_nodes(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     extra = {**NODE_RATES, "TRUSTED_PROXIES": "127.0.0.1", "METRICS_ALLOW": "127.0.0.1"}
-    with cluster(2, redis_url=__import__("os").environ["REDIS_URL"], database_url=database_url,
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url,
                  prefix=f"login-throttle-{uuid.uuid4().hex[:8]}", extra_env=extra) as nodes:
         yield nodes
         for node in nodes:
