@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -489,7 +490,8 @@ def test_https_nodes_behind_the_balancer_with_tls_ended_in_front_of_it_serve_pag
 def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain_http():
     """A node with docker/.env.example's HTTPS, ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS behind the
     shipped balancer config, reached over plain HTTP as README's recipe does: pages answer (a
-    sign-in redirect stays on http), nothing redirects to https."""
+    sign-in redirect stays on http), nothing redirects to https, and a browser can sign up (its
+    cookies are not Secure-only, so they come back over plain HTTP and pass the CSRF check)."""
     example = _env_file(BASE_DIR / "docker" / ".env.example")
     env = {k: example[k] for k in ("HTTPS", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")}
     with balanced_cluster(database_url_for_tests(), os.environ["REDIS_URL"], count=1, extra_env=env) as (port, _, _):
@@ -503,6 +505,28 @@ def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain
             conn.close()
         status, _, body = _get(port, "/accounts/login/")
         assert status == 200 and "Log in" in body
+
+        origin = f"http://127.0.0.1:{port}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/accounts/signup/")
+            page = conn.getresponse()
+            page.read()
+            cookie = next(c for c in page.headers.get_all("Set-Cookie") if c.startswith("csrftoken="))
+            assert "secure" not in cookie.lower(), cookie
+            token = cookie.split(";", 1)[0].split("=", 1)[1]
+            form = urllib.parse.urlencode({"username": f"compose-{uuid.uuid4().hex[:8]}", "csrfmiddlewaretoken": token,
+                                           "password1": factories.PASSWORD, "password2": factories.PASSWORD})
+            conn.request("POST", "/accounts/signup/", body=form, headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={token}",
+                "Origin": origin, "Referer": f"{origin}/accounts/signup/"})
+            signed_up = conn.getresponse()
+            signed_up.read()
+            assert signed_up.status == 302 and signed_up.getheader("Location") == "/", signed_up.status
+            session = next(c for c in signed_up.headers.get_all("Set-Cookie") if c.startswith("sessionid="))
+            assert "secure" not in session.lower(), session
+        finally:
+            conn.close()
 
 
 @needs_nginx
