@@ -13,6 +13,7 @@ Two additions to Django's own:
   ``AppRegistryNotReady: Models aren't loaded yet``.
 """
 import os
+import secrets
 import sys
 
 OFFLINE_COMMANDS = {"makemigrations", "showmigrations", "sqlmigrate", "squashmigrations"}
@@ -21,7 +22,7 @@ OFFLINE_COMMANDS = {"makemigrations", "showmigrations", "sqlmigrate", "squashmig
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     if len(sys.argv) > 1 and sys.argv[1] in OFFLINE_COMMANDS and not os.environ.get("DEBUG"):
-        os.environ.setdefault("SECRET_KEY", "manage-py-offline-command-signs-nothing")
+        os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     from django.conf import settings
     from django.core.management import execute_from_command_line
 

@@ -31,7 +31,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import metrics, presence, selectors, services
+from . import login_throttle, metrics, presence, selectors, services
 from .models import Membership, Message, Room
 from .serializers import (
     MembershipSerializer,
@@ -122,8 +122,11 @@ def visible_room(request, slug: str) -> Room:
 
 class TokenView(APIView):
     """``POST /api/auth/token/``: exchange username and password for the API token (the same
-    token on every call until revoked). ``DELETE``: revoke the caller's token; sockets opened with
-    it are closed with 4401 on every node."""
+    token on every call until revoked). Throttled per client address (``THROTTLE_LOGIN_RATE``) and,
+    with the log-in pages, per account (``LOGIN_ACCOUNT_RATE`` failed log-ins,
+    ``rooms.login_throttle``): over either, 429 with ``Retry-After`` and no password checked.
+    ``DELETE``: revoke the caller's token; sockets opened with it are closed with 4401 on every
+    node."""
 
     throttle_classes = [FailOpenScopedThrottle]
     throttle_scope = "login"
@@ -148,8 +151,18 @@ class TokenView(APIView):
         auth=[],
     )
     def post(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        username = data.get("username")
+        attempt = login_throttle.AccountAttempt(username if isinstance(username, str) else "")
+        if attempt.retry_after is not None:
+            login_throttle.refused("login")
+            raise exceptions.Throttled(wait=attempt.retry_after, detail="Too many failed log-ins for this account.")
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            if not (data.get("username") and data.get("password")):
+                attempt.release()  # no password was checked: not a guess
+            raise exceptions.ValidationError(serializer.errors)
+        attempt.release()
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
 

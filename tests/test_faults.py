@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 
 from rooms.models import Message
 from tests import factories
-from tests.nodes import (Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
+from tests.nodes import (TEST_SECRET_KEY, Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
                          start_node, wait_healthy)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
@@ -94,7 +94,7 @@ def node_env(db):
     """Environment for nodes started by a test itself."""
     return {
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": "faults-test-secret",
+        "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
         "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
     }

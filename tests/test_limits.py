@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from rooms import limits
 from rooms.models import Message, Room
 from tests import factories
-from tests.nodes import database_url_for_tests, start_node, wait_healthy
+from tests.nodes import TEST_SECRET_KEY, database_url_for_tests, start_node, wait_healthy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,7 +155,7 @@ def node_env(db):
     return {
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
         "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
-        "SECRET_KEY": "limits-test-secret", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_POOL_MAX_SIZE": "4", "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
     }
 
