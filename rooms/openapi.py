@@ -18,9 +18,12 @@ Which statuses each operation documents, besides the ones its view declares with
 - 403 on every authenticated unsafe method (a session request without its CSRF token);
 - 404 on every operation with a path parameter (unknown room, message or member; a private
   room one is not in answers the same);
-- 400, 413 and 415 on every operation that reads a body (field errors; over
-  ``DATA_UPLOAD_MAX_MEMORY_SIZE``; a media type the API does not read). Bodies are
-  documented as JSON only (``PARSER_WHITELIST`` in settings).
+- 400 on every operation: field errors of a body or query, or ``too_many_fields`` (a query
+  string, or form body, of over ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, 1,000, fields: any route);
+- 406 on every operation: an ``Accept`` header that JSON does not satisfy;
+- 413 and 415 on every operation that reads a body (over ``DATA_UPLOAD_MAX_MEMORY_SIZE``; a
+  media type the API does not read). Bodies are documented as JSON only (``PARSER_WHITELIST``
+  in settings).
 - 429 (``Retry-After``) on every throttled operation (those whose view has throttles);
 - 503 on every operation: the database (or another service the answer needs) is unavailable.
 """
@@ -33,12 +36,14 @@ from rest_framework import serializers
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
-    "400": "Invalid input: field errors, or an `Error` (`too_many_fields`).",
+    "400": "Invalid input: field errors, or an `Error` (`too_many_fields`: over 1,000 query or "
+    "form fields).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, ...), or a session "
     "request without its CSRF token.",
     "404": "No such room, message or member (a private room one is not in answers the same).",
     "409": "Conflicts with the current state (`code`: `archived`, `conflict`).",
+    "406": "The `Accept` header does not allow JSON.",
     "413": "The request body is over the upload limit (`code`: `too_large`).",
     "415": "A request body of a media type the API does not read (send JSON).",
     "429": "Too many requests (`Retry-After`: seconds to wait).",
@@ -69,7 +74,7 @@ class AutoSchema(SpectacularAutoSchema):
     module docstring) with their bodies and headers."""
 
     def _error_statuses(self) -> set[str]:
-        codes = {"503"}
+        codes = {"400", "406", "503"}
         authenticated = bool(self.get_auth())
         if authenticated:
             codes.add("401")
@@ -78,7 +83,7 @@ class AutoSchema(SpectacularAutoSchema):
         if "{" in self.path:
             codes.add("404")
         if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
-            codes.update(("400", "413", "415"))
+            codes.update(("413", "415"))
         try:
             throttled = bool(self.view.get_throttles())
         except Exception:  # a view whose throttles need a real request: look at the class

@@ -128,20 +128,26 @@ def node(db, tmp_path):
 
 @pytest.fixture
 def world(db):
-    """The fuzzer's user (owner of ``lobby`` and ``scratch``), another member, messages, and a
+    """Rooms seen from the fuzzer's user, each with messages of its own and of another member:
+    ``lobby`` (its owner), ``club`` (a plain member: moderation is refused), ``archive``
+    (archived: sends refused), ``scratch`` (its owner; free to archive), and ``hidden``, a
     private room of someone else's (which must answer 404 like a missing one)."""
-    owner = factories.make_user("fuzzer")
+    fuzzer = factories.make_user("fuzzer")
     other = factories.make_user("other")
     stranger = factories.make_user("stranger")
-    lobby = factories.make_room(created_by=owner, slug="lobby", description="fuzzed")
-    factories.make_room(created_by=owner, slug="scratch")
+    ids = []
+    for slug, owner, member in [("lobby", fuzzer, other), ("club", other, fuzzer), ("archive", fuzzer, other)]:
+        room = factories.make_room(created_by=owner, slug=slug, description="fuzzed")
+        services.member_join(room=room, user=member)
+        ids += [
+            services.message_post(room=room, author=author, body=f"{slug} {i}", client_msg_id=f"{slug}-{i}").message.pk
+            for i, author in enumerate([owner, member] * 2)
+        ]
+        if slug == "archive":
+            services.room_archive(room=room, actor=owner)
+    factories.make_room(created_by=fuzzer, slug="scratch")
     factories.make_room(created_by=stranger, slug="hidden", is_private=True)
-    services.member_join(room=lobby, user=other)
-    ids = [
-        services.message_post(room=lobby, author=author, body=f"m{i}", client_msg_id=f"c{i}").message.pk
-        for i, author in enumerate([owner, other] * 5)
-    ]
-    return {"token": factories.token_for(owner), "message_ids": ids}
+    return {"token": factories.token_for(fuzzer), "message_ids": ids}
 
 
 def fuzzer_config(tmp_path: Path, world: dict) -> Path:
@@ -151,9 +157,9 @@ def fuzzer_config(tmp_path: Path, world: dict) -> Path:
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
 [dictionaries.rooms]
-values = ["lobby", "hidden"]
+values = ["lobby", "club", "archive", "hidden"]
 [dictionaries.scratch]
-values = ["scratch"]
+values = ["scratch", "club", "hidden"]
 [dictionaries.users]
 values = ["me", "other", "fuzzer", "stranger"]
 [dictionaries.messages]
@@ -168,7 +174,8 @@ values = {json.dumps(world["message_ids"])}
     return config
 
 
-def run_schemathesis(schema: str, *args: str, config: Path | None = None, base_url: str | None = None):
+def run_schemathesis(schema: str, *args: str, cwd: Path, config: Path | None = None, base_url: str | None = None):
+    """``st run`` in a subprocess (its state, if any, stays in ``cwd``), bounded in time."""
     command = [sys.executable, "-m", "schemathesis.cli"]
     if config is not None:
         command += ["--config-file", str(config)]
@@ -179,7 +186,7 @@ def run_schemathesis(schema: str, *args: str, config: Path | None = None, base_u
     ]
     if base_url:
         command += ["--url", base_url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_TIMEOUT, cwd="/tmp")
+    return subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_TIMEOUT, cwd=cwd)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -194,7 +201,7 @@ def test_schemathesis_finds_no_answer_outside_the_schema_on_a_real_node(node, wo
         # with: after its first call the rest of the run would see only 401s. It is fuzzed
         # below on its own, with a token of its own.
         "--exclude-operation-id", "auth_token_destroy",
-        config=fuzzer_config(tmp_path, world),
+        config=fuzzer_config(tmp_path, world), cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}\n{node.log()[-5000:]}"
     assert "21 selected" in result.stdout, result.stdout[:2000]  # every other operation was fuzzed
@@ -205,6 +212,7 @@ def test_schemathesis_finds_no_answer_outside_the_schema_on_a_real_node(node, wo
         "--header", f"Authorization: Token {throwaway}",
         "--max-examples", "5",
         "--include-operation-id", "auth_token_destroy",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}\n{node.log()[-5000:]}"
     assert "1 selected" in result.stdout, result.stdout[:2000]
@@ -229,7 +237,7 @@ def test_a_response_that_drifts_from_the_schema_fails_the_fuzzer(node, world, tm
         "--max-examples", "5",
         "--include-operation-id", "rooms_messages_list",
         "--include-operation-id", "rooms_retrieve",
-        config=fuzzer_config(tmp_path, world), base_url=node.http,
+        config=fuzzer_config(tmp_path, world), base_url=node.http, cwd=tmp_path,
     )
     assert result.returncode != 0, result.stdout[-5000:]
     assert "ST108" in result.stdout and "ST103" in result.stdout, result.stdout[-5000:]
