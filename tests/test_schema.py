@@ -152,8 +152,9 @@ def world(db):
 
 def fuzzer_config(tmp_path: Path, world: dict) -> Path:
     """Path parameters drawn mostly (80 %) from real objects, so the fuzzer reaches the logic
-    behind the 404; the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` rather than
-    ``lobby``: archiving it (``DELETE``) must not make every later send to ``lobby`` a 409."""
+    behind the 404; the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` (and the
+    refusing ``club`` and ``hidden``), never ``lobby``: archiving ``lobby`` (``DELETE``) would
+    make every later send to it a 409."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
 [dictionaries.rooms]
@@ -182,7 +183,8 @@ def run_schemathesis(schema: str, *args: str, cwd: Path, config: Path | None = N
     command += [
         "run", schema, "--checks", CHECKS, "--seed", str(SEED), "--workers", "1",
         "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
-        "--request-timeout", "10", "--no-color", *args,
+        # Generous: the machine's 2 cores are shared; a slow answer is not what this checks.
+        "--request-timeout", "30", "--suppress-health-check", "too_slow", "--no-color", *args,
     ]
     if base_url:
         command += ["--url", base_url]
