@@ -6,8 +6,9 @@ Error bodies (``rooms.api.exception_handler``):
 - ``Error``: ``{"detail": str, "code": str?, ...}``. ``code`` is sent for refusals by the rules
   (``forbidden``, ``banned``, ``muted``, ``archived``, ``conflict``, ``rate_limited``,
   ``too_large``, ``too_many_fields``, ``unavailable``, ...) and may carry more fields
-  (``until`` for ``muted``, ``retry_after`` for ``rate_limited``); DRF's own refusals (401, 403
-  CSRF, 404, 415, 429) send ``detail`` alone.
+  (``until`` for ``muted``, ``retry_after`` for ``rate_limited``, ``id`` and ``seq`` for a
+  ``conflict`` over a reused ``client_msg_id``); DRF's own refusals (401, 403 CSRF, 404, 406,
+  415, 429) send ``detail`` alone.
 - ``ValidationError`` (400): field errors ``{"<field>" | "non_field_errors": [str, ...]}``, or an
   ``Error`` (``too_many_fields``).
 
@@ -53,10 +54,16 @@ ERROR_DESCRIPTIONS = {
 
 class ErrorSerializer(serializers.Serializer):
     """An error: ``detail`` always, ``code`` for refusals by the rules, and for some codes more
-    fields (``until`` for ``muted``, ``retry_after`` for ``rate_limited``)."""
+    fields (``until`` for ``muted``; ``retry_after`` for ``rate_limited``; ``id`` and ``seq``
+    of the stored message for a ``conflict`` over a reused ``client_msg_id``)."""
 
-    detail = serializers.CharField()
-    code = serializers.CharField(required=False)
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(required=False, help_text="For programs: `forbidden`, `banned`, "
+                                 "`muted`, `archived`, `conflict`, `rate_limited`, `too_large`, ...")
+    until = serializers.DateTimeField(required=False, help_text="`muted`: the end of the mute.")
+    retry_after = serializers.FloatField(required=False, help_text="`rate_limited`: seconds to wait.")
+    id = serializers.IntegerField(required=False, help_text="`conflict`: the stored message's id.")
+    seq = serializers.IntegerField(required=False, help_text="`conflict`: the stored message's seq.")
 
 
 def _validation_error_schema(error_ref: dict) -> dict:
