@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from openapi_spec_validator import validate
@@ -62,6 +63,8 @@ def test_the_schema_documents_the_history_shape_and_the_page_bounds(client):
     for path in ("/api/rooms/", "/api/rooms/{room_slug}/members/"):
         limit = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "limit")
         assert limit["schema"]["maximum"] == MAX_LIMIT
+    for path in ("/api/auth/token/", "/api/rooms/{room_slug}/messages/"):  # the throttled routes
+        assert "Retry-After" in schema["paths"][path]["post"]["responses"]["429"]["headers"]
 
 
 @pytest.mark.django_db
@@ -110,13 +113,15 @@ def test_every_error_body_the_handler_builds_has_a_documented_shape(client, erro
 
 @pytest.fixture
 def node(db, tmp_path):
-    """One daphne node on this test run's database, with the product's default rates (so 429
-    answers are met and must be documented)."""
+    """One daphne node on this test run's database. REST sends are limited to 30 a minute, so
+    the fuzzer meets 429 (which must be documented, with ``Retry-After``); log-ins get room
+    for the fuzzer's failed ones, so its real log-in is answered 200 and checked too (the
+    log-in limit's own 429 is tested in tests/test_api.py)."""
     env = {
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
         "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         "DEBUG": "0", "SECRET_KEY": "schema-test-secret", "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4",
+        "DATABASE_POOL_MAX_SIZE": "4", "THROTTLE_SEND_RATE": "30/min", "THROTTLE_LOGIN_RATE": "1000/min",
     }
     node = start_node("node-1", env=env, log_dir=tmp_path)
     try:
@@ -133,6 +138,11 @@ def world(db):
     (archived: sends refused), ``scratch`` (its owner; free to archive), and ``hidden``, a
     private room of someone else's (which must answer 404 like a missing one)."""
     fuzzer = factories.make_user("fuzzer")
+    # Hashed as the node hashes (tests hash with MD5, which the node does not take), so the
+    # fuzzer's log-ins with it succeed.
+    hasher = PBKDF2PasswordHasher()
+    fuzzer.password = hasher.encode(factories.PASSWORD, hasher.salt())
+    fuzzer.save(update_fields=["password"])
     other = factories.make_user("other")
     stranger = factories.make_user("stranger")
     ids = []
@@ -152,7 +162,8 @@ def world(db):
 
 def fuzzer_config(tmp_path: Path, world: dict) -> Path:
     """Path parameters drawn mostly (80 %) from real objects, so the fuzzer reaches the logic
-    behind the 404; the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` (and the
+    behind the 404, half the user names in bodies real ones (a member added), and most log-ins
+    real (answered 200 with a token); the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` (and the
     refusing ``club`` and ``hidden``), never ``lobby``: archiving ``lobby`` (``DELETE``) would
     make every later send to it a 409."""
     config = tmp_path / "schemathesis.toml"
@@ -165,12 +176,21 @@ values = ["scratch", "club", "hidden"]
 values = ["me", "other", "fuzzer", "stranger"]
 [dictionaries.messages]
 values = {json.dumps(world["message_ids"])}
+[dictionaries.logins]
+values = ["fuzzer"]
+[dictionaries.passwords]
+values = [{json.dumps(factories.PASSWORD)}]
 
 [parameters]
 "path.room_slug" = {{ dictionary = "rooms", probability = 0.8 }}
 "path.slug" = {{ dictionary = "scratch", probability = 0.8 }}
 "path.username" = {{ dictionary = "users", probability = 0.8 }}
 "path.id" = {{ dictionary = "messages", probability = 0.8 }}
+"body.username" = {{ dictionary = "users", probability = 0.5 }}
+
+[[operations]]
+include-operation-id = "auth_token_create"
+parameters = {{ "body.username" = {{ dictionary = "logins", probability = 0.6 }}, "body.password" = {{ dictionary = "passwords", probability = 0.6 }} }}
 """)
     return config
 
