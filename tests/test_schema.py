@@ -169,8 +169,9 @@ def world(db):
 
 def fuzzer_config(tmp_path: Path, world: dict) -> Path:
     """Path parameters drawn mostly (80 %) from real objects, so the fuzzer reaches the logic
-    behind the 404, half the user names in bodies real ones (a member added), and most log-ins
-    real (answered 200 with a token); the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` (and the
+    behind the 404, half the user names and slugs in bodies real ones (a member added; a room
+    created with a taken slug, a private room's among them), and most log-ins real (answered
+    200 with a token); the rest stay generated. ``rooms/{slug}/`` gets ``scratch`` (and the
     refusing ``club`` and ``hidden``), never ``lobby``: archiving ``lobby`` (``DELETE``) would
     make every later send to it a 409."""
     config = tmp_path / "schemathesis.toml"
@@ -194,6 +195,7 @@ values = [{json.dumps(factories.PASSWORD)}]
 "path.username" = {{ dictionary = "users", probability = 0.8 }}
 "path.id" = {{ dictionary = "messages", probability = 0.8 }}
 "body.username" = {{ dictionary = "users", probability = 0.5 }}
+"body.slug" = {{ dictionary = "rooms", probability = 0.5 }}
 
 [[operations]]
 include-operation-id = "auth_token_create"
