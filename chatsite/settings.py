@@ -218,8 +218,8 @@ WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    # The route in a code span: Markdown (Swagger UI) would take a bare <slug> for an HTML tag
-    # and show "/ws/rooms//".
+    # The route in a code span: Markdown (Swagger UI, ReDoc) takes a bare <slug> for an HTML tag
+    # and drops it ("/ws/rooms//").
     "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "
     "the WebSocket at `/ws/rooms/<slug>/` (see README.md); it is not part of this schema.",
     "VERSION": "1",

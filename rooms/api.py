@@ -3,7 +3,7 @@
 
 Authentication: session (browsers; CSRF token required on unsafe methods) or
 ``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a JSON
-body: ``{"detail": str}`` (401, 403, 404, 409, 413, 415, 429 with ``Retry-After``, 503) plus
+body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-After``, 503) plus
 ``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
 ``conflict``, ``rate_limited``, ``too_large``), or field errors ``{"field": [str, ...]}`` (400;
 errors of the whole input under ``non_field_errors``). Every status an operation answers is in
