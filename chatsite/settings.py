@@ -254,12 +254,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus every error status an operation answers (rooms/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "rooms.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "rooms.api.exception_handler",
     # JSON only: the browsable HTML API is for development (DEBUG) and /api/docs/ documents it.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # ?limit=&offset=, limit 1..200 (a larger one is taken as 200), default 50 (rooms/pagination.py).
+    "DEFAULT_PAGINATION_CLASS": "rooms.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     # Counted in the cache below: with REDIS_URL, in Redis, so a limit holds across all nodes.
     # Client address for throttles: REMOTE_ADDR only, which chatsite/proxy.py has already set from
@@ -303,14 +305,20 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
+    # The route in a code span: Markdown (Swagger UI, ReDoc) takes a bare <slug> for an HTML tag
+    # and drops it ("/ws/rooms//").
     "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "
-    "the WebSocket at /ws/rooms/<slug>/ (see README.md).",
+    "the WebSocket at `/ws/rooms/<slug>/` (see README.md); it is not part of this schema.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Request bodies are documented as JSON only: what the pages and clients send. (Form and
+    # multipart bodies are still read, but a malformed multipart POST is refused by the HTTP
+    # server itself, daphne's Twisted, with an empty 400 before the API sees it.)
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     "ENUM_NAME_OVERRIDES": {
         "MemberRoleEnum": "rooms.models.Membership.Role",
         "AssignableRoleEnum": [("member", "member"), ("moderator", "moderator")],
