@@ -71,12 +71,24 @@ server → every member, when the room is archived (the socket is then closed wi
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
-4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
-wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
-are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
-cannot reach its database or Redis right now (reconnect with backoff, to any node). Sent by
+4000 you left the room (or a moderator deleted your membership of a public room); 4401 not
+signed in (no session, an expired one, an inactive user, a wrong or revoked token); 4403 banned
+from the room; 4404 no such room (also a private room you are not a member of, or a path that is
+not a room; on an open socket: the room deleted, or made private, or your membership of a
+private room deleted); 4410 the room is archived; 4503 the node cannot reach its database or
+Redis right now (reconnect with backoff, to any node; also when such an error escapes a
+handler); 1011 an unexpected error escaped a handler (logged; reconnect with backoff). Sent by
 ``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
 slow (resume), 1009 a frame over 64 KiB.
+
+Access (``rooms.access``) is checked at connect, again once the socket is in its groups, with
+every ``fetch`` / ``resume`` / ``?after_seq`` in the same database hop as the read (refused: an
+error frame ``not_found``, ``banned`` or ``unauthenticated``, then the close code), on the
+access events of ``rooms.events``, and every ``ACCESS_RECHECK`` seconds per node. No live frame
+is sent once the socket is closing.
+
+Whatever ends the consumer (a disconnect, an exception, a cancellation), ``cleanup`` runs:
+presence, groups, the open-socket gauge, the access watch.
 """
 
 import asyncio

@@ -301,3 +301,38 @@ async def test_backstop_closes_a_socket_whose_access_ended_behind_the_services_b
         assert "Traceback" not in node.log(), node.log()
     finally:
         node.stop()
+
+
+# --- rooms.access itself ------------------------------------------------------------------------------
+
+
+def test_one_statement_gives_every_sockets_verdict(setup, django_assert_num_queries):
+    from django.utils import timezone
+
+    from rooms import access
+
+    secret, lobby, bob = setup["secret"], setup["lobby"], setup["bob_user"]
+    alice = User.objects.get(username="alice")
+    carol = factories.make_user("carol")
+    archived = factories.make_room(created_by=alice, slug="old")
+    Room.objects.filter(pk=archived.pk).update(archived_at=timezone.now())
+    Membership.objects.filter(room=lobby, user=bob).update(banned_at=timezone.now())
+    keys = [
+        (secret.pk, alice.pk, None),                 # owner: allowed
+        (secret.pk, bob.pk, setup["bob"]),           # member with his token: allowed
+        (secret.pk, bob.pk, "0" * 40),               # a token that is not his: unauthenticated
+        (secret.pk, carol.pk, None),                 # not a member of a private room: not_found
+        (lobby.pk, carol.pk, None),                  # public room, no membership: allowed
+        (lobby.pk, bob.pk, None),                    # banned
+        (archived.pk, alice.pk, None),               # archived: the socket ends, reads go on
+        (999_999, alice.pk, None),                   # no such room
+        (lobby.pk, 999_999, None),                   # no such user
+    ] * 20
+    with django_assert_num_queries(1):
+        found = access.verdicts(keys)
+    assert found[:9] == [None, None, "unauthenticated", "not_found", None, "banned", "archived",
+                         "not_found", "unauthenticated"]
+    assert found == found[:9] * 20
+    assert access.verdict(room_id=archived.pk, user_id=alice.pk, token_key=None, reading=True) is None
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    assert access.verdict(room_id=secret.pk, user_id=alice.pk, token_key=None) == "unauthenticated"
