@@ -69,7 +69,7 @@ def _sql() -> str:
         SELECT u.is_active IS TRUE,
                v.token IS NULL OR EXISTS (SELECT 1 FROM {token_t} t WHERE t.key = v.token AND t.user_id = v.user_id),
                r.id IS NOT NULL, r.is_private IS TRUE, r.archived_at IS NOT NULL,
-               m.id IS NOT NULL, m.banned_at IS NOT NULL
+               m.id IS NOT NULL, m.banned_at IS NOT NULL, COALESCE(r.last_seq, 0)
         FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) WITH ORDINALITY AS v(room_id, user_id, token, i)
         LEFT JOIN {user_t} u ON u.id = v.user_id
         LEFT JOIN {room_t} r ON r.id = v.room_id
@@ -82,6 +82,17 @@ def verdicts(keys: list[Key], *, reading: bool = False) -> list[str | None]:
     """Sync: the verdict for each ``(room id, user id, token key or None)``, in order. One
     statement on PostgreSQL whatever the number of keys; a few queries per key elsewhere (SQLite,
     development only). Database errors propagate."""
+    return [_verdict(*row[:7], reading=reading) for row in _rows(keys)]
+
+
+def verdict_and_last_seq(key: Key) -> tuple[str | None, int]:
+    """Sync, one statement: the verdict for one open socket (``reading=False``) and its room's
+    ``last_seq`` (0 when the room is gone), for the ``hello`` of a socket now in its groups."""
+    row = _rows([key])[0]
+    return _verdict(*row[:7], reading=False), row[7]
+
+
+def _rows(keys: list[Key]) -> list[tuple]:
     if not keys:
         return []
     if connection.vendor == "postgresql":
@@ -91,15 +102,15 @@ def verdicts(keys: list[Key], *, reading: bool = False) -> list[str | None]:
     else:
         rows = []
         for room_id, user_id, token in keys:
-            room = Room.objects.filter(pk=room_id).values("is_private", "archived_at").first()
+            room = Room.objects.filter(pk=room_id).values("is_private", "archived_at", "last_seq").first()
             member = Membership.objects.filter(room_id=room_id, user_id=user_id).values("banned_at").first()
             rows.append((
                 get_user_model().objects.filter(pk=user_id, is_active=True).exists(),
                 token is None or Token.objects.filter(key=token, user_id=user_id).exists(),
                 room is not None, bool(room and room["is_private"]), bool(room and room["archived_at"]),
-                member is not None, bool(member and member["banned_at"]),
+                member is not None, bool(member and member["banned_at"]), room["last_seq"] if room else 0,
             ))
-    return [_verdict(*row, reading=reading) for row in rows]
+    return rows
 
 
 def verdict(*, room_id: int, user_id: int, token_key: str | None, reading: bool = True) -> str | None:

@@ -228,14 +228,6 @@ def _read_checked(read, key: access.Key, **kwargs):
     return None, read(**kwargs)
 
 
-def _hello_seq(key: access.Key) -> tuple[str | None, int]:
-    """Sync, one hop, once the socket is in its groups: its access checked again (a change
-    committed between ``_join`` and the group join sent its event before this socket could hear
-    it) and the room's ``last_seq`` for ``hello``."""
-    return access.verdict(room_id=key[0], user_id=key[1], token_key=key[2], reading=False), \
-        selectors.room_last_seq(room_id=key[0])
-
-
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
     qs = selectors.room_messages_after(room=room, after_seq=after_seq, limit=FETCH_MAX + 1, before_seq=before_seq)
     return MessageSerializer(qs[:FETCH_MAX], many=True).data, len(qs) > FETCH_MAX
@@ -438,7 +430,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.user_group = events.user_group_name(user.pk)
             # Join the group before reading last_seq: every later message then arrives live.
             await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            refused, last_seq = await database_sync_to_async(_hello_seq)(self.access_key())
+            # One statement, once the socket is in its groups: its access checked again (a change
+            # committed between _join and the group join sent its event before this socket could
+            # hear it) and the room's last_seq for hello.
+            refused, last_seq = await database_sync_to_async(access.verdict_and_last_seq)(self.access_key())
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
             await self.refuse(CLOSE_UNAVAILABLE)

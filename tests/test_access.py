@@ -336,3 +336,45 @@ def test_one_statement_gives_every_sockets_verdict(setup, django_assert_num_quer
     assert access.verdict(room_id=archived.pk, user_id=alice.pk, token_key=None, reading=True) is None
     User.objects.filter(pk=alice.pk).update(is_active=False)
     assert access.verdict(room_id=secret.pk, user_id=alice.pk, token_key=None) == "unauthenticated"
+
+
+def test_services_broadcast_an_access_event_after_commit_only_when_access_can_end(setup):
+    """On the real layer: a change that can end someone's access is announced to the affected
+    group after commit; a change that cannot is not announced at all."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from rooms import events
+
+    secret, lobby, bob = setup["secret"], setup["lobby"], setup["bob_user"]
+    alice = User.objects.get(username="alice")
+    groups = [events.room_group_name(secret.pk), events.room_group_name(lobby.pk), events.user_group_name(bob.pk)]
+
+    async def scenario():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        for group in groups:
+            await layer.group_add(group, channel)
+        call = database_sync_to_async
+        await call(services.user_save)(user=bob)  # nothing changed
+        await call(services.room_update)(room=lobby, actor=alice, name="Lobby 2")  # still public
+        await call(services.room_update)(room=lobby, actor=alice, is_private=True)
+        await call(services.user_set_active)(user=bob, active=False)
+        await call(services.member_remove)(room=secret, actor=alice, user=bob)
+        received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+        for group in groups:
+            await layer.group_discard(group, channel)
+        return received
+
+    assert async_to_sync(scenario)() == [
+        {"type": "room.access_changed"},
+        {"type": "user.access_changed"},
+        {"type": "room.member_removed", "user_id": bob.pk, "reason": "removed"},
+    ]
+    assert not Membership.objects.filter(room=secret, user=bob).exists()
+    with pytest.raises(services.Forbidden):
+        services.member_remove(room=secret, actor=alice, user=alice)  # never the owner
+    with pytest.raises(services.Forbidden):
+        services.room_delete(room=secret, actor=bob)
