@@ -178,6 +178,8 @@ class FrameError(Exception):
         self.extra = extra
 
 
+_pending_closes: set = set()  # close tasks started outside a consumer's own task (strong references)
+
 # Scope entry from ``python -m chatsite.serve``: ``(text: str) -> bool``, sending a text frame now.
 SEND_TEXT_SCOPE_KEY = "chatsite.send_text"
 
@@ -782,7 +784,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.closing = True
             return True
         except Exception:  # never into the node's Pub/Sub reader, which serves every member
-            logger.exception("could not send a message frame; the client repairs the gap by seq")
+            # A socket that cannot be written to (uvloop: "unable to perform operation on
+            # <UVPoll closed=True>" once the client aborted) gets nothing more: it is closed with
+            # 1011 if it still can be, and cleaned up when its disconnect comes.
+            unexpected_log.log(logging.ERROR, "deliver", "could not send a message frame; closing the socket",
+                               exc_info=True)
+            if not self.closing:
+                task = asyncio.get_running_loop().create_task(self.close_after_error(CLOSE_INTERNAL_ERROR))
+                _pending_closes.add(task)
+                task.add_done_callback(_pending_closes.discard)
             return True
         self._sent_live(event["seq"])
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()

@@ -83,8 +83,11 @@ async def connect_when_possible(node, token: str, timeout: float = 15.0) -> Clie
             await asyncio.sleep(0.3)
 
 
-async def test_a_database_error_escaping_fetch_or_resume_closes_the_socket_and_cleans_up_every_time(
+async def test_a_database_failure_under_fetch_or_resume_closes_the_socket_and_cleans_up_every_time(
         people, node_env, tmp_path):
+    """The error escapes the handler (on this branch: closed 4503 by ``RoomConsumer.__call__``;
+    where the handler answers the outage itself with ``unavailable``, the client leaves): the
+    user is shown gone on another node and the node's open-socket gauge is back, twice in a row."""
     s = connection.settings_dict
     proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
     env = {**node_env, "DATABASE_URL": f"postgres://{s['USER']}@127.0.0.1:{proxy.port}/{s['NAME']}",
@@ -144,3 +147,24 @@ async def test_the_application_checker_survives_a_failing_check_and_still_reaps_
         assert node.process.poll() is None
     finally:
         node.stop()
+
+
+def test_a_consumer_may_close_with_1011_under_chatsite_serve():
+    """autobahn's ``sendClose`` refuses 1011 as an application code; ``server_close_codes`` sends
+    the protocol-level codes as a close frame and passes the others on."""
+    from chatsite.serve import server_close_codes
+
+    class Protocol:
+        sent = None
+
+        def serverClose(self, code=None):
+            self.sent = ("sendClose", code)
+
+        def sendCloseFrame(self, code=None, isReply=False):
+            self.sent = ("sendCloseFrame", code, isReply)
+
+    protocol = server_close_codes(Protocol)()
+    protocol.serverClose(1011)
+    assert protocol.sent == ("sendCloseFrame", 1011, False)
+    protocol.serverClose(4404)
+    assert protocol.sent == ("sendClose", 4404)
