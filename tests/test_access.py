@@ -191,12 +191,31 @@ async def test_admin_deleting_a_token_closes_sockets_opened_with_it_4401(nodes, 
     assert bob.close_code == 4401
 
 
-async def test_admin_deleting_a_room_closes_every_socket_in_it_4404(nodes, setup):
+async def test_admin_making_a_room_private_then_deleting_it_closes_sockets_4404(nodes, setup):
+    """The room's change form, then its delete page, in admin on node-1 (``services.room_save``,
+    ``room_delete``); sockets on both nodes. One test for both: a node caches content-type ids,
+    which the flush between transactional tests renews, and admin logs every change with one."""
     node1, node2 = nodes
+    carol = await database_sync_to_async(lambda: factories.token_for(factories.make_user("carol")))()
+    stranger = await Client(node2, "lobby", carol).connect()
     bob = await Client(node2, "lobby", setup["bob"]).connect()
     alice = await Client(node1, "lobby", setup["alice"]).connect()
+    await database_sync_to_async(  # carol's membership goes without an event: the room is public
+        lambda: Membership.objects.filter(room__slug="lobby", user__username="carol").delete())()
     admin = await admin_login(node1)
-    await admin_delete(admin, f"/admin/rooms/room/{setup['lobby'].pk}/delete/")
+    lobby = setup["lobby"]
+    path = f"/admin/rooms/room/{lobby.pk}/change/"
+    assert (await asyncio.to_thread(admin.request, "GET", path))[0] == 200
+    alice_pk = await database_sync_to_async(lambda: User.objects.get(username="alice").pk)()
+    status, _, body = await asyncio.to_thread(admin.request, "POST", path, form={
+        "slug": "lobby", "name": "lobby", "description": "", "created_by": str(alice_pk), "is_private": "on"})
+    assert status == 302, body[:2000]
+    await assert_gets_nothing_after_close(stranger, node1, setup["alice"], "lobby")
+    assert stranger.close_code == 4404
+    await asyncio.sleep(0.5)
+    assert bob.close_code is None and alice.close_code is None  # members stay
+
+    await admin_delete(admin, f"/admin/rooms/room/{lobby.pk}/delete/")
     assert await closed_with(bob) == 4404
     assert await closed_with(alice) == 4404
 
@@ -378,3 +397,4 @@ def test_services_broadcast_an_access_event_after_commit_only_when_access_can_en
         services.member_remove(room=secret, actor=alice, user=alice)  # never the owner
     with pytest.raises(services.Forbidden):
         services.room_delete(room=secret, actor=bob)
+
