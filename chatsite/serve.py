@@ -33,6 +33,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   connection on its own and always runs again a second later, so one failure (uvloop's
   "unable to perform operation on <UVPoll closed=True>" answering a dead socket) no longer
   stops it for good; failures are logged at most once a minute (``safe_application_checker``).
+  So do daphne's timeout checker (pings, dead peers: ``safe_timeout_checker``) and the
+  slow-client check.
   ``chatsite_server_connections`` (``/metrics``) counts the connections it tracks.
 - Close codes: a consumer may close a socket with 1011 (internal error), 1012 or 1013, which
   autobahn's ``sendClose`` refuses as application codes (``server_close_codes``).
@@ -243,6 +245,32 @@ def safe_application_checker(server, reactor, *, interval: float = 1.0, faults: 
     server.application_checker = checker
 
 
+def safe_timeout_checker(server, reactor, *, interval: float = 2.0) -> None:
+    """daphne's ``Server.timeout_checker`` (pings idle sockets, drops peers that do not answer,
+    enforces timeouts) with each connection checked on its own and the next run always
+    scheduled: an exception from one dead socket stopped it for good, and then no idle socket
+    was pinged and no dead peer dropped on the node. Failures are logged at most once a minute
+    and counted in ``chatsite_application_checker_errors_total``."""
+    from rooms import metrics
+    from rooms.logutil import RateLimitedLogger
+
+    log = RateLimitedLogger(logger, interval=60.0)
+
+    def checker() -> None:
+        try:
+            for protocol in list(server.connections.keys()):
+                try:
+                    protocol.check_timeouts()
+                except Exception as exc:
+                    metrics.APPLICATION_CHECKER_ERRORS.inc()
+                    log.log(logging.ERROR, "timeouts", "timeout checker: %s failed for %r", exc, protocol,
+                            exc_info=True)
+        finally:
+            reactor.callLater(interval, checker)
+
+    server.timeout_checker = checker
+
+
 def use_event_loop(name: str) -> str:
     """Choose the asyncio event loop daphne runs Twisted on, before daphne makes it: ``"uvloop"``
     (the default; uvloop's loop, written in C) or ``"asyncio"`` (the standard library's). Returns
@@ -405,15 +433,21 @@ def main(argv: list[str] | None = None) -> None:
     def close_slow_clients():
         from daphne.ws_protocol import WebSocketProtocol
 
-        for protocol in list(getattr(server, "connections", {})):
-            if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
-                pending = pending_bytes(protocol.transport)
-                if pending > slow_limit:
-                    logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
-                    protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
-        reactor.callLater(1, close_slow_clients)
+        try:
+            for protocol in list(getattr(server, "connections", {})):
+                try:
+                    if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
+                        pending = pending_bytes(protocol.transport)
+                        if pending > slow_limit:
+                            logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
+                            protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
+                except Exception:  # one dead socket must not stop the check of the others
+                    logger.warning("slow-client check failed for %r", protocol, exc_info=True)
+        finally:
+            reactor.callLater(1, close_slow_clients)
 
     safe_application_checker(server, reactor, faults=int(os.environ.get(FAULT_CHECKER_ENV) or 0))
+    safe_timeout_checker(server, reactor)
     from rooms import metrics
 
     metrics.SERVER_CONNECTIONS.set_function(lambda: len(getattr(server, "connections", {})))

@@ -458,6 +458,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             after_seq = None
         if after_seq is not None:
             await self.resume(after_seq)
+            if self.closing:  # its access ended meanwhile: refused, and never shown online
+                return
         await self.presence_join()
 
     async def _join_groups(self) -> None:

@@ -40,7 +40,7 @@ Names, units and labels (counters are exposed with the ``_total`` suffix):
   HTTP and WebSocket connections daphne tracks: open ones, and closed ones whose application
   its checker has not reaped yet (a value that only grows means the checker stopped).
 - ``chatsite_application_checker_errors_total`` (counter, checks): connection checks of that
-  checker that raised (logged; the checker reaps the connection and goes on).
+  checker, or of daphne's timeout checker, that raised (logged; the checker goes on).
 - ``chatsite_node_info{server_id}`` (gauge, always 1): this node's ``SERVER_ID``.
 
 Plus ``prometheus_client``'s default process and Python collectors (``process_*``,
@@ -113,7 +113,7 @@ SERVER_CONNECTIONS = Gauge(
 
 APPLICATION_CHECKER_ERRORS = Counter(
     "chatsite_application_checker_errors",
-    "Connection checks of the server's application checker that raised (the checker goes on).",
+    "Connection checks of the server's application or timeout checker that raised (it goes on).",
 )
 
 NODE_INFO = Gauge(
