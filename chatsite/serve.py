@@ -36,6 +36,11 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   So do daphne's timeout checker (pings, dead peers: ``safe_timeout_checker``) and the
   slow-client check.
   ``chatsite_server_connections`` (``/metrics``) counts the connections it tracks.
+- Sockets reset by their peer: uvloop closes the poll handle of a socket on which the kernel
+  reports an error (a client's RST); the next write to that socket failed with "unable to
+  perform operation on <UVPoll closed=True>" inside the consumer (or daphne's checker), and
+  Twisted never learnt that the connection had died. Such a connection is now aborted instead,
+  so its close reaches the consumer as usual (``drop_connections_with_dead_polls``).
 - Close codes: a consumer may close a socket with 1011 (internal error), 1012 or 1013, which
   autobahn's ``sendClose`` refuses as application codes (``server_close_codes``).
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
@@ -271,6 +276,48 @@ def safe_timeout_checker(server, reactor, *, interval: float = 2.0) -> None:
     server.timeout_checker = checker
 
 
+def drop_connections_with_dead_polls(reactor) -> None:
+    """Make Twisted's asyncio reactor abort a connection whose socket uvloop no longer polls,
+    instead of raising into whoever wrote to it.
+
+    uvloop closes a socket's poll handle when the kernel reports an error on it (``EPOLLERR``: the
+    client reset the connection, e.g. a tab killed while frames were on the way) but keeps the
+    closed handle under that file descriptor; when data arrived with the reset, Twisted reads it
+    and goes on thinking the connection is open. Its next write registers a writer, and uvloop
+    raises ``RuntimeError: unable to perform operation on <UVPoll closed=True>; the handler is
+    closed``: out of the consumer's ``send`` (which then ended without clean-up), or out of
+    daphne's application checker (which then stopped for good). The connection is never read
+    again either, so it stayed open, its file descriptor leaked and its user shown online.
+
+    Here ``addWriter`` / ``addReader`` meeting that error abort the connection (Twisted's
+    ``abortConnection``: the stale handle is released, the socket closed, and the close reaches
+    daphne and the consumer as a disconnect, which cleans up). Logged at most once a minute,
+    counted in ``chatsite_connections_aborted_total``."""
+    from rooms import metrics
+    from rooms.logutil import RateLimitedLogger
+
+    log = RateLimitedLogger(logger, interval=60.0)
+
+    def guarded(add):
+        def add_or_abort(selectable):
+            try:
+                return add(selectable)
+            except RuntimeError as exc:
+                if "handler is closed" not in str(exc):
+                    raise
+                abort = getattr(selectable, "abortConnection", None)
+                if abort is None:
+                    raise
+                metrics.CONNECTIONS_ABORTED.inc()
+                log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)
+                reactor.callLater(0, abort)
+
+        return add_or_abort
+
+    reactor.addWriter = guarded(reactor.addWriter)
+    reactor.addReader = guarded(reactor.addReader)
+
+
 def use_event_loop(name: str) -> str:
     """Choose the asyncio event loop daphne runs Twisted on, before daphne makes it: ``"uvloop"``
     (the default; uvloop's loop, written in C) or ``"asyncio"`` (the standard library's). Returns
@@ -446,6 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             reactor.callLater(1, close_slow_clients)
 
+    drop_connections_with_dead_polls(reactor)
     safe_application_checker(server, reactor, faults=int(os.environ.get(FAULT_CHECKER_ENV) or 0))
     safe_timeout_checker(server, reactor)
     from rooms import metrics

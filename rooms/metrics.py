@@ -41,6 +41,9 @@ Names, units and labels (counters are exposed with the ``_total`` suffix):
   its checker has not reaped yet (a value that only grows means the checker stopped).
 - ``chatsite_application_checker_errors_total`` (counter, checks): connection checks of that
   checker, or of daphne's timeout checker, that raised (logged; the checker goes on).
+- ``chatsite_connections_aborted_total`` (counter, connections): connections the node aborted
+  because the peer reset them and uvloop no longer polled their socket
+  (``chatsite.serve.drop_connections_with_dead_polls``); each is then cleaned up as a close.
 - ``chatsite_node_info{server_id}`` (gauge, always 1): this node's ``SERVER_ID``.
 
 Plus ``prometheus_client``'s default process and Python collectors (``process_*``,
@@ -114,6 +117,11 @@ SERVER_CONNECTIONS = Gauge(
 APPLICATION_CHECKER_ERRORS = Counter(
     "chatsite_application_checker_errors",
     "Connection checks of the server's application or timeout checker that raised (it goes on).",
+)
+
+CONNECTIONS_ABORTED = Counter(
+    "chatsite_connections_aborted",
+    "Connections aborted because their socket was reset by the peer and no longer polled.",
 )
 
 NODE_INFO = Gauge(

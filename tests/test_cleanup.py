@@ -35,7 +35,7 @@ def node_env(db):
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
         "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
         "SECRET_KEY": "cleanup-test-secret", "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "METRICS_TOKEN": METRICS_TOKEN, "PRESENCE_BATCH": "0.2",
+        "DATABASE_POOL_MAX_SIZE": "4", "METRICS_TOKEN": METRICS_TOKEN, "PRESENCE_BATCH": "0.2", "WS_SEND_RATE": "0",
     }
 
 
@@ -126,6 +126,53 @@ async def test_a_database_failure_under_fetch_or_resume_closes_the_socket_and_cl
         node.stop()
         other.stop()
         proxy.close()
+
+
+async def reset_after_fetch(node, token: str) -> None:
+    """A client that asks for history and resets the connection (RST) at once, as a killed tab
+    does: the node's reply meets a socket the peer has reset."""
+    import socket
+    import struct
+
+    client = await Client(node, "r0", token).connect()
+    transport = client._socket.transport
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client._reader.cancel()
+    await client._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+    transport.abort()
+
+
+async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_connection_behind(
+        people, node_env, tmp_path):
+    """The real aborted-write path (uvloop: "unable to perform operation on <UVPoll closed=True>"):
+    clients reset their connections while the node writes them a page of history. Before, the
+    error escaped the consumer (no clean-up: the user stayed online, the gauge high) and the
+    connection was never closed. Now each such connection is aborted, and every socket, user and
+    connection is cleaned up. Resets go on until the node has met the error at least once."""
+    node = start_node("node-1", env=node_env, log_dir=tmp_path)
+    try:
+        await asyncio.to_thread(wait_healthy, node)
+        carol = await Client(node, "r0", people["carol"]).connect()
+        for i in range(30):  # a page of history worth writing
+            await carol.send("h" * 3000, f"h-{i}")
+        assert await carol.wait_for(lambda c: len(c.acks) == 30)
+        resets = 0
+        while metric(node, "chatsite_connections_aborted_total") == 0 and resets < 3000:
+            await asyncio.gather(*[reset_after_fetch(node, people["bob"]) for _ in range(5)])
+            resets += 5
+        aborted = metric(node, "chatsite_connections_aborted_total")
+        print(f"CLEANUP reset: {resets} resets, {aborted:.0f} met a dead socket poll")
+        assert aborted >= 1, f"the aborted-write path was not reached in {resets} resets"
+        assert await eventually(lambda: metric(node, "chatsite_ws_open_sockets") == 1, timeout=15), \
+            metric(node, "chatsite_ws_open_sockets")
+        assert await eventually(lambda: online(node, people["carol"]) == ["carol"], timeout=15)
+        # Only carol's socket and the /metrics request itself are left.
+        assert await eventually(lambda: metric(node, "chatsite_server_connections") <= 2, timeout=15), \
+            metric(node, "chatsite_server_connections")
+        assert "Exception inside application" not in node.log() and "Traceback" not in node.log(), node.log()
+        await carol.close()
+    finally:
+        node.stop()
 
 
 async def test_the_application_checker_survives_a_failing_check_and_still_reaps_later_applications(
