@@ -308,9 +308,12 @@ def drop_connections_with_dead_polls(reactor) -> None:
                 abort = getattr(selectable, "abortConnection", None)
                 if abort is None:
                     raise
-                metrics.CONNECTIONS_ABORTED.inc()
-                log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)
-                reactor.callLater(0, abort)
+                if not getattr(selectable, "_aborting", False):  # once per connection
+                    metrics.CONNECTIONS_ABORTED.inc()
+                    log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)
+                # Releases uvloop's stale handle (stopReading) and closes the socket on the next
+                # loop turn; later writes to it are dropped.
+                abort()
 
         return add_or_abort
 

@@ -128,9 +128,10 @@ async def test_a_database_failure_under_fetch_or_resume_closes_the_socket_and_cl
         proxy.close()
 
 
-async def reset_after_fetch(node, token: str) -> None:
-    """A client that asks for history and resets the connection (RST) at once, as a killed tab
-    does: the node's reply meets a socket the peer has reset."""
+async def reset_after(node, token: str, frame: dict) -> None:
+    """A client that sends ``frame`` and resets the connection (RST) at once, as a killed tab
+    does: the node's next write (its reply, a live frame, a ping) meets a socket the peer has
+    reset."""
     import socket
     import struct
 
@@ -138,18 +139,22 @@ async def reset_after_fetch(node, token: str) -> None:
     transport = client._socket.transport
     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client._reader.cancel()
-    await client._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
+    await client._socket.send(json.dumps(frame))
     transport.abort()
 
 
+@pytest.mark.parametrize("frame", [{"type": "fetch", "after_seq": 0}, {"type": "typing"}],
+                         ids=["reply-at-once", "no-reply-until-a-ping"])
 async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_connection_behind(
-        people, node_env, tmp_path):
+        people, node_env, tmp_path, frame):
     """The real aborted-write path (uvloop: "unable to perform operation on <UVPoll closed=True>"):
     clients reset their connections while the node writes them a page of history. Before, the
     error escaped the consumer (no clean-up: the user stayed online, the gauge high) and the
     connection was never closed. Now each such connection is aborted, and every socket, user and
-    connection is cleaned up. Resets go on until the node has met the error at least once."""
-    node = start_node("node-1", env=node_env, log_dir=tmp_path)
+    connection is cleaned up. Resets go on until the node has met the error at least once. A
+    frame with no reply (``typing``) leaves the dead socket unwritten until the next ping
+    (``WS_PING_INTERVAL``, 1 s here)."""
+    node = start_node("node-1", env={**node_env, "WS_PING_INTERVAL": "1"}, log_dir=tmp_path)
     try:
         await asyncio.to_thread(wait_healthy, node)
         carol = await Client(node, "r0", people["carol"]).connect()
@@ -158,8 +163,10 @@ async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_conne
         assert await carol.wait_for(lambda c: len(c.acks) == 30)
         resets = 0
         while metric(node, "chatsite_connections_aborted_total") == 0 and resets < 3000:
-            await asyncio.gather(*[reset_after_fetch(node, people["bob"]) for _ in range(5)])
+            await asyncio.gather(*[reset_after(node, people["bob"], frame) for _ in range(5)])
             resets += 5
+            if frame["type"] == "typing":
+                await asyncio.sleep(0.5)  # the pings find them
         aborted = metric(node, "chatsite_connections_aborted_total")
         print(f"CLEANUP reset: {resets} resets, {aborted:.0f} met a dead socket poll")
         assert aborted >= 1, f"the aborted-write path was not reached in {resets} resets"
