@@ -18,7 +18,6 @@ import urllib.request
 import uuid
 
 import pytest
-from channels.db import database_sync_to_async
 from django.db import connection
 
 from tests import factories
