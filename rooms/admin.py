@@ -173,12 +173,6 @@ class MembershipAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
-    def has_delete_permission(self, request, obj=None):
-        """Never the owner's membership (``services.member_remove`` would refuse it)."""
-        if obj is not None and obj.role == Membership.Role.OWNER:
-            return False
-        return super().has_delete_permission(request, obj)
-
     def save_model(self, request, obj, form, change):
         """Every field is read-only here (mutes and bans are the actions above, each a service
         call): nothing is ever saved raw."""
