@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from rest_framework.authtoken import admin as token_admin
 from rest_framework.authtoken.models import TokenProxy
@@ -66,8 +67,8 @@ class RoomAdmin(admin.ModelAdmin):
         """``services.room_delete``: every socket in the room closes with 4404 on every node."""
         try:
             services.room_delete(room=obj, actor=request.user)
-        except services.ServiceError as exc:
-            self.message_user(request, f"Not deleted: {exc.detail}", messages.ERROR)
+        except services.ServiceError as exc:  # a 403 page, not "deleted successfully" beside it
+            raise PermissionDenied(exc.detail) from None
 
     def delete_queryset(self, request, queryset):
         _apply(self, request, queryset, "room(s) deleted",
@@ -182,8 +183,8 @@ class MembershipAdmin(admin.ModelAdmin):
         in a private room, 4000 in a public one)."""
         try:
             services.member_remove(room=obj.room, actor=request.user, user=obj.user)
-        except services.ServiceError as exc:
-            self.message_user(request, f"Not deleted: {exc.detail}", messages.ERROR)
+        except services.ServiceError as exc:  # the owner's: a 403 page, not "deleted successfully"
+            raise PermissionDenied(exc.detail) from None
 
     def delete_queryset(self, request, queryset):
         self._each(request, queryset, "membership(s) deleted", services.member_remove)

@@ -398,3 +398,15 @@ def test_services_broadcast_an_access_event_after_commit_only_when_access_can_en
     with pytest.raises(services.Forbidden):
         services.room_delete(room=secret, actor=bob)
 
+
+
+def test_admin_cannot_delete_the_owners_membership(setup):
+    """Refused with a 403 page (``services.member_remove``), not "deleted successfully"."""
+    from django.test import Client as PageClient
+
+    page = PageClient()
+    page.force_login(User.objects.get(username="root"))
+    owner = Membership.objects.get(room=setup["secret"], role=Membership.Role.OWNER)
+    response = page.post(f"/admin/rooms/membership/{owner.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert Membership.objects.filter(pk=owner.pk).exists()
