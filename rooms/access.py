@@ -43,8 +43,9 @@ Key = tuple[int, int, str | None]
 
 
 def recheck_interval() -> float:
-    """Seconds between two checks of every open socket of a node (``ACCESS_RECHECK``)."""
-    return float(getattr(settings, "ACCESS_RECHECK", 10))
+    """Seconds between two checks of every open socket of a node (``ACCESS_RECHECK``, at least
+    0.5: a node must not spend its database thread on nothing else)."""
+    return max(float(getattr(settings, "ACCESS_RECHECK", 10)), 0.5)
 
 
 def _verdict(active, token_ok, room_found, private, archived, member, banned, *, reading: bool) -> str | None:
