@@ -277,6 +277,9 @@ REST_FRAMEWORK = {
 PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
 PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
 PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node collects changes per diff
+# Seconds between two checks of every open socket's access on a node (rooms/access.py): the
+# bound for closing a socket whose access ended behind the services' back (a shell update).
+ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)
 
 # Log-in pages, the token route's accounts and sign-up, counted across all nodes
 # (rooms/login_throttle.py): attempts per client address, failed log-ins per account, sign-ups per

@@ -6,13 +6,23 @@ sockets everywhere. Messages are never hard-deleted here: "delete" is a soft del
 apply the moderation hierarchy here too: nobody acts on a room's owner; staff who are not site
 moderators act as their role in the room allows (a room moderator not on a fellow moderator),
 edit only their own messages and not while muted; each refusal is shown and changes nothing.
+
+So do the changes here that end someone's access to a room, on every node at once: a room made
+private or deleted (``services.room_save``, ``room_delete``), a membership deleted
+(``member_remove``), a user deactivated or deleted (``user_save``, ``user_delete``: the auth
+app's user admin is replaced by ``UserAdmin`` below), an API token deleted (``token_revoke``).
 """
 
 from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
+from rest_framework.authtoken import admin as token_admin
+from rest_framework.authtoken.models import TokenProxy
 
 from . import services
 from .models import Membership, Message, Room
@@ -51,6 +61,21 @@ class RoomAdmin(admin.ModelAdmin):
     def archive_rooms(self, request, queryset):
         _apply(self, request, queryset, "room(s) archived",
                lambda room: services.room_archive(room=room, actor=request.user))
+
+    def save_model(self, request, obj, form, change):
+        """``services.room_save``: made private, the room's sockets of non-members close (4404)."""
+        services.room_save(room=obj)
+
+    def delete_model(self, request, obj):
+        """``services.room_delete``: every socket in the room closes with 4404 on every node."""
+        try:
+            services.room_delete(room=obj, actor=request.user)
+        except services.ServiceError as exc:  # a 403 page, not "deleted successfully" beside it
+            raise PermissionDenied(exc.detail) from None
+
+    def delete_queryset(self, request, queryset):
+        _apply(self, request, queryset, "room(s) deleted",
+               lambda room: services.room_delete(room=room, actor=request.user))
 
 
 class MessageAdminForm(forms.ModelForm):
@@ -166,6 +191,21 @@ class MembershipAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def save_model(self, request, obj, form, change):
+        """Every field is read-only here (mutes and bans are the actions above, each a service
+        call): nothing is ever saved raw."""
+
+    def delete_model(self, request, obj):
+        """``services.member_remove``: the member's sockets in the room close on every node (4404
+        in a private room, 4000 in a public one)."""
+        try:
+            services.member_remove(room=obj.room, actor=request.user, user=obj.user)
+        except services.ServiceError as exc:  # the owner's: a 403 page, not "deleted successfully"
+            raise PermissionDenied(exc.detail) from None
+
+    def delete_queryset(self, request, queryset):
+        self._each(request, queryset, "membership(s) deleted", services.member_remove)
+
     def _each(self, request, queryset, verb, fn, **kwargs):
         _apply(self, request, queryset.select_related("room", "user"), verb,
                lambda m: fn(room=m.room, actor=request.user, user=m.user, **kwargs))
@@ -189,3 +229,41 @@ class MembershipAdmin(admin.ModelAdmin):
     @admin.action(description="Lift the ban of selected members", permissions=["change"])
     def unban(self, request, queryset):
         self._each(request, queryset, "ban(s) lifted", services.member_unban)
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(auth_admin.UserAdmin):
+    """Django's user admin, saving and deleting through ``rooms.services``: a user deactivated
+    here (or deleted) has every socket closed with 4401 on every node at once."""
+
+    def save_model(self, request, obj, form, change):
+        services.user_save(user=obj)
+
+    def delete_model(self, request, obj):
+        services.user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            services.user_delete(user=user)
+
+
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class TokenAdmin(token_admin.TokenAdmin):
+    """DRF's token admin, deleting through ``services.token_revoke``: sockets opened with the
+    token close with 4401 on every node."""
+
+    def delete_model(self, request, obj):
+        services.token_revoke(user=obj.user)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset.select_related("user"):
+            services.token_revoke(user=token.user)

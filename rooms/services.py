@@ -612,7 +612,8 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     """Change ``name`` or ``description`` (owner or moderator) or ``is_private`` (the owner or a
     site moderator: making a private room public would show its history to everyone, and a
     moderator may not overrule the owner). Raises ``Forbidden`` otherwise and ``Archived`` for
-    an archived room."""
+    an archived room. Made private, the room's sockets of non-members close with 4404 on every
+    node (``room_save``)."""
     acting = _require_moderator(room, actor)
     if "is_private" in fields and fields["is_private"] != room.is_private and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may make the room private or public.")
@@ -624,8 +625,7 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     for name, value in fields.items():
         setattr(room, name, value)
     room.full_clean(exclude=["created_by"])
-    room.save(update_fields=list(fields) or None)
-    return room
+    return room_save(room=room, update_fields=list(fields) or None)
 
 
 def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
@@ -810,3 +810,84 @@ def token_revoke(*, user: AbstractBaseUser) -> bool:
         if deleted:
             transaction.on_commit(partial(events.broadcast_token_revoked, user_id=user.pk))
     return bool(deleted)
+
+
+# --- ends of access -------------------------------------------------------------------------------
+# Every change that can end someone's access to a room broadcasts, on commit, an event on which
+# the affected sockets check their access again (``rooms.access``) and close: 4401, 4403, 4404.
+
+
+def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
+    """Save ``room`` (validated by the caller: ``room_update``, Django admin). When this makes a
+    public room private, ``room.access_changed`` is broadcast after commit: on every node the
+    sockets of users who are not members close with 4404, and their reads are refused."""
+    with transaction.atomic():
+        was_private = None
+        if room.pk is not None:
+            was_private = Room.objects.select_for_update().filter(pk=room.pk).values_list(
+                "is_private", flat=True).first()
+        room.save(update_fields=update_fields)
+        if room.is_private and was_private is False:
+            transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room.pk))
+    return room
+
+
+def room_delete(*, room: Room, actor: AbstractBaseUser) -> None:
+    """Delete a room with its history and memberships (Django admin: its owner or a site
+    moderator). Every open socket in it closes with 4404 on every node."""
+    acting = _membership(room, actor)
+    if not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner or a site moderator may delete a room.")
+    room_id = room.pk
+    with transaction.atomic():
+        room.delete()
+        transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room_id))
+
+
+def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> None:
+    """Delete ``user``'s membership of ``room`` (Django admin; owner, moderator or site moderator,
+    with the same rules as a ban: never the owner). Their open sockets in the room close on every
+    node: 4404 in a private room, 4000 in a public one (which they may join again). Deleting a
+    banned member's row lifts the ban, as ``member_unban`` does. Idempotent."""
+    acting = _require_moderator(room, actor)
+    with transaction.atomic():
+        target = Membership.objects.select_for_update().filter(room=room, user=user).first()
+        if target is None:
+            return
+        _check_may_act_on(acting, actor, target)
+        target.delete()
+        transaction.on_commit(
+            partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed")
+        )
+
+
+def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:
+    """Save ``user`` (Django admin's user form). When this deactivates them, every socket of
+    theirs closes with 4401 on every node and their reads are refused (``user.access_changed``
+    after commit)."""
+    with transaction.atomic():
+        was_active = None
+        if user.pk is not None:
+            was_active = type(user).objects.select_for_update().filter(pk=user.pk).values_list(
+                "is_active", flat=True).first()
+        user.save(update_fields=update_fields)
+        if was_active and not user.is_active:
+            transaction.on_commit(partial(events.broadcast_user_access_changed, user_id=user.pk))
+    return user
+
+
+def user_set_active(*, user: AbstractBaseUser, active: bool) -> AbstractBaseUser:
+    """Activate or deactivate ``user`` (``user_save``: deactivated, their sockets close with
+    4401 on every node)."""
+    user.is_active = active
+    return user_save(user=user, update_fields=["is_active"])
+
+
+def user_delete(*, user: AbstractBaseUser) -> None:
+    """Delete ``user`` (Django admin); every socket of theirs closes with 4401 on every node.
+    Raises ``django.db.models.ProtectedError`` when they have sent messages (deactivate them
+    instead: history keeps its authors)."""
+    user_id = user.pk
+    with transaction.atomic():
+        user.delete()
+        transaction.on_commit(partial(events.broadcast_user_access_changed, user_id=user_id))
