@@ -60,10 +60,11 @@ cluster: $(VENV)/.installed
 manage: $(VENV)/.installed var/secret_key
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py $(ARGS)
 
-# test: the whole suite against PostgreSQL and Redis (both must be running).
+# test: the whole suite against PostgreSQL and Redis (both must be running), with a fresh random
+# SECRET_KEY (the settings refuse short and placeholder keys when DEBUG is off).
 test: $(VENV)/.installed-dev
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" \
-	SECRET_KEY=test-only-secret-key DEBUG=0 SERVER_ID=test-node \
+	SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" DEBUG=0 SERVER_ID=test-node \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -15,6 +15,7 @@ Additions to Django's own:
   (``DATABASE_STATEMENT_TIMEOUT`` defaults to 0 for them), so a long migration is not cancelled.
 """
 import os
+import secrets
 import sys
 
 OFFLINE_COMMANDS = {"makemigrations", "showmigrations", "sqlmigrate", "squashmigrations"}
@@ -23,7 +24,7 @@ OFFLINE_COMMANDS = {"makemigrations", "showmigrations", "sqlmigrate", "squashmig
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     if len(sys.argv) > 1 and sys.argv[1] in OFFLINE_COMMANDS and not os.environ.get("DEBUG"):
-        os.environ.setdefault("SECRET_KEY", "manage-py-offline-command-signs-nothing")
+        os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     if len(sys.argv) > 1 and sys.argv[1] != "runserver":
         os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "0")
     from django.conf import settings

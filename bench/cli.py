@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def prepare(*, database_url: str, users: int, rooms: int, product_dir: Path, mig
     """Create/migrate the database and the users, tokens and rooms (``bench.prepare`` in a
     subprocess with the product's settings)."""
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "", "DEBUG": "0",
-           "SECRET_KEY": "bench-prepare-only", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+           "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_SETTINGS_MODULE": "chatsite.settings",
            "PYTHONPATH": os.pathsep.join([str(product_dir), str(cluster.REPO_DIR)])}
     cmd = [sys.executable, "-m", "bench.prepare", "--users", str(users), "--rooms", str(rooms)]
     if not migrate:

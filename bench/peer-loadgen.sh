@@ -18,16 +18,17 @@ PEER_ROOT=${PEER_ROOT:-/tmp/peer}
 DURATION=${DURATION:-5}
 DB=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chatsite_bench}
 OUT=$(mktemp -d /tmp/peer-loadgen.XXXXXX)
+KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')  # settings refuse short keys
 [ $# -gt 0 ] || { echo "usage: $0 RATE [RATE ...]" >&2; exit 2; }
 [ -d "$PEER_ROOT/lg/node_modules" ] || { echo "run $PEERS/setup.sh first" >&2; exit 2; }
 
-env DATABASE_URL="$DB" REDIS_URL= DEBUG=0 SECRET_KEY=prepare-only DJANGO_SETTINGS_MODULE=chatsite.settings \
+env DATABASE_URL="$DB" REDIS_URL= DEBUG=0 SECRET_KEY="$KEY" DJANGO_SETTINGS_MODULE=chatsite.settings \
   .venv/bin/python -m bench.prepare --users 1000 --rooms 50 > "$OUT/prepare.json"
 .venv/bin/python -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['tokens'], open(sys.argv[2], 'w'))" \
   "$OUT/prepare.json" "$OUT/tokens.json"
 
 export DATABASE_URL="$DB" REDIS_URL=redis://127.0.0.1:6379/0 CHANNEL_LAYER_PREFIX="peer-loadgen-$$" DEBUG=0 \
-  SECRET_KEY="peer-loadgen-$$" ALLOWED_HOSTS=127.0.0.1,localhost LOG_LEVEL=WARNING \
+  SECRET_KEY="$KEY" ALLOWED_HOSTS=127.0.0.1,localhost LOG_LEVEL=WARNING \
   DJANGO_SETTINGS_MODULE=chatsite.settings WS_SEND_RATE=100/s
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT

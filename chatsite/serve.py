@@ -28,6 +28,21 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   (``reason_phrases``).
 - Event loop: uvloop's (``EVENT_LOOP=uvloop``, the default) or the standard library's
   (``EVENT_LOOP=asyncio``) under Twisted's asyncio reactor; see ``use_event_loop``.
+- Housekeeping that survives: daphne's application checker (reaps finished application
+  instances, logs their exceptions, kills those that outlive their connection) checks each
+  connection on its own and always runs again a second later, so one failure (uvloop's
+  "unable to perform operation on <UVPoll closed=True>" answering a dead socket) no longer
+  stops it for good; failures are logged at most once a minute (``safe_application_checker``).
+  So do daphne's timeout checker (pings, dead peers: ``safe_timeout_checker``) and the
+  slow-client check.
+  ``chatsite_server_connections`` (``/metrics``) counts the connections it tracks.
+- Sockets reset by their peer: uvloop closes the poll handle of a socket on which the kernel
+  reports an error (a client's RST); the next write to that socket failed with "unable to
+  perform operation on <UVPoll closed=True>" inside the consumer (or daphne's checker), and
+  Twisted never learnt that the connection had died. Such a connection is now aborted instead,
+  so its close reaches the consumer as usual (``drop_connections_with_dead_polls``).
+- Close codes: a consumer may close a socket with 1011 (internal error), 1012 or 1013, which
+  autobahn's ``sendClose`` refuses as application codes (``server_close_codes``).
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
   socket with 1012 (service restart) so clients resume on another node at once, waits
   ``SHUTDOWN_GRACE`` seconds (default 1) for the close frames to go out, then exits.
@@ -127,6 +142,183 @@ def direct_writes(protocol_class):
 
     DirectWrites.__name__ = DirectWrites.__qualname__ = f"DirectWrites{protocol_class.__name__}"
     return DirectWrites
+
+
+# Protocol-level close codes (RFC 6455 registry) a consumer may send through ASGI's
+# ``websocket.close``: 1011 internal error, 1012 service restart, 1013 try again later.
+PROTOCOL_CLOSE_CODES = frozenset({1011, 1012, 1013})
+
+
+def server_close_codes(protocol_class):
+    """A subclass of daphne's WebSocket protocol whose ``serverClose`` (an ASGI
+    ``websocket.close``) also sends the codes of ``PROTOCOL_CLOSE_CODES``: autobahn's
+    ``sendClose`` accepts only 1000 and 3000-4999 and raised on 1011 inside daphne."""
+
+    class ServerCloseCodes(protocol_class):
+        def serverClose(self, code=None):
+            if code in PROTOCOL_CLOSE_CODES:
+                self.sendCloseFrame(code=code, isReply=False)
+            else:
+                super().serverClose(code)
+
+    ServerCloseCodes.__name__ = ServerCloseCodes.__qualname__ = f"ServerCloseCodes{protocol_class.__name__}"
+    return ServerCloseCodes
+
+
+# For tests only (tests/test_faults.py): the first N connection checks of the application checker
+# that find a finished application raise, as uvloop's error on an aborted socket did.
+FAULT_CHECKER_ENV = "CHATSITE_TEST_FAULT_APPLICATION_CHECKER"
+
+
+def safe_application_checker(server, reactor, *, interval: float = 1.0, faults: int = 0) -> None:
+    """daphne's ``Server.application_checker`` made to survive: each connection is checked on
+    its own (``check_one``: daphne's own steps for it), an exception from one is logged
+    (rate-limited, ``chatsite_application_checker_errors_total``) and the finished application
+    is reaped anyway (the connection is dropped if it is still up), and the checker always
+    runs again ``interval`` seconds later. daphne's checker stopped for good at the first
+    exception (seen: uvloop's "unable to perform operation on <UVPoll closed=True>" from
+    ``handle_exception`` writing the 1011 close frame to a socket the client had aborted); from
+    then on no dead application on the node was logged, reaped or killed. ``faults``: see
+    ``FAULT_CHECKER_ENV``."""
+    import time as _time
+    from asyncio import CancelledError
+
+    from rooms import metrics
+    from rooms.logutil import RateLimitedLogger
+
+    log = RateLimitedLogger(logger, interval=60.0)
+    injected = [faults]
+
+    def check_one(protocol, details) -> None:
+        disconnected = details.get("disconnected", None)
+        application_instance = details.get("application_instance", None)
+        if disconnected and _time.time() - disconnected > server.application_close_timeout:
+            if application_instance and not application_instance.done():
+                logger.warning("Application instance %r for connection %s took too long to shut down and was killed.",
+                               application_instance, repr(protocol))
+                application_instance.cancel()
+        if application_instance and application_instance.done():
+            if injected[0] > 0:
+                injected[0] -= 1
+                raise RuntimeError("unable to perform operation on <UVPoll closed=True> (injected for a test)")
+            try:
+                exception = application_instance.exception()
+            except CancelledError:
+                exception = None
+            if exception:
+                if isinstance(exception, KeyboardInterrupt):
+                    server.stop()
+                else:
+                    logger.error("Exception inside application: %s", exception, exc_info=exception)
+                    if not disconnected:
+                        protocol.handle_exception(exception)
+            del details["application_instance"]
+            application_instance = None
+        if not application_instance and disconnected:
+            del server.connections[protocol]
+
+    def reap(protocol, details) -> None:
+        """After a failed check: forget the finished application and drop the connection."""
+        instance = details.get("application_instance")
+        if instance is not None and instance.done():
+            del details["application_instance"]
+        if details.get("disconnected"):
+            if "application_instance" not in details:
+                server.connections.pop(protocol, None)
+        else:
+            try:
+                protocol.transport.abortConnection()
+            except Exception:
+                pass
+
+    def checker() -> None:
+        try:
+            for protocol, details in list(server.connections.items()):
+                try:
+                    check_one(protocol, details)
+                except Exception as exc:
+                    metrics.APPLICATION_CHECKER_ERRORS.inc()
+                    log.log(logging.ERROR, "check", "application checker: %s failed for %r; reaped", exc,
+                            protocol, exc_info=True)
+                    try:
+                        reap(protocol, details)
+                    except Exception:
+                        pass
+        finally:
+            reactor.callLater(interval, checker)
+
+    server.application_checker = checker
+
+
+def safe_timeout_checker(server, reactor, *, interval: float = 2.0) -> None:
+    """daphne's ``Server.timeout_checker`` (pings idle sockets, drops peers that do not answer,
+    enforces timeouts) with each connection checked on its own and the next run always
+    scheduled: an exception from one dead socket stopped it for good, and then no idle socket
+    was pinged and no dead peer dropped on the node. Failures are logged at most once a minute
+    and counted in ``chatsite_application_checker_errors_total``."""
+    from rooms import metrics
+    from rooms.logutil import RateLimitedLogger
+
+    log = RateLimitedLogger(logger, interval=60.0)
+
+    def checker() -> None:
+        try:
+            for protocol in list(server.connections.keys()):
+                try:
+                    protocol.check_timeouts()
+                except Exception as exc:
+                    metrics.APPLICATION_CHECKER_ERRORS.inc()
+                    log.log(logging.ERROR, "timeouts", "timeout checker: %s failed for %r", exc, protocol,
+                            exc_info=True)
+        finally:
+            reactor.callLater(interval, checker)
+
+    server.timeout_checker = checker
+
+
+def drop_connections_with_dead_polls(reactor) -> None:
+    """Make Twisted's asyncio reactor abort a connection whose socket uvloop no longer polls,
+    instead of raising into whoever wrote to it.
+
+    uvloop closes a socket's poll handle when the kernel reports an error on it (``EPOLLERR``: the
+    client reset the connection, e.g. a tab killed while frames were on the way) but keeps the
+    closed handle under that file descriptor; when data arrived with the reset, Twisted reads it
+    and goes on thinking the connection is open. Its next write registers a writer, and uvloop
+    raises ``RuntimeError: unable to perform operation on <UVPoll closed=True>; the handler is
+    closed``: out of the consumer's ``send`` (which then ended without clean-up), or out of
+    daphne's application checker (which then stopped for good). The connection is never read
+    again either, so it stayed open, its file descriptor leaked and its user shown online.
+
+    Here ``addWriter`` / ``addReader`` meeting that error abort the connection (Twisted's
+    ``abortConnection``: the stale handle is released, the socket closed, and the close reaches
+    daphne and the consumer as a disconnect, which cleans up). Logged at most once a minute,
+    counted in ``chatsite_connections_aborted_total``."""
+    from rooms import metrics
+    from rooms.logutil import RateLimitedLogger
+
+    log = RateLimitedLogger(logger, interval=60.0)
+
+    def guarded(add):
+        def add_or_abort(selectable):
+            try:
+                return add(selectable)
+            except RuntimeError as exc:
+                if "handler is closed" not in str(exc):
+                    raise
+                abort = getattr(selectable, "abortConnection", None)
+                if abort is None:
+                    raise
+                if not getattr(selectable, "_aborting", False):  # once per connection
+                    metrics.CONNECTIONS_ABORTED.inc()
+                    log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)
+                # Releases uvloop's stale handle (stopReading) and closes the socket on the next
+                # loop turn; later writes to it are dropped.
+                abort()
+
+        return add_or_abort
+
+    reactor.addWriter = guarded(reactor.addWriter)
+    reactor.addReader = guarded(reactor.addReader)
 
 
 def use_event_loop(name: str) -> str:
@@ -260,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
         # off, the client gets close code 1009.
         server.ws_factory.setProtocolOptions(failByDrop=False)
-        server.ws_factory.protocol = direct_writes(client_limit_only(server.ws_factory.protocol))
+        server.ws_factory.protocol = server_close_codes(direct_writes(client_limit_only(server.ws_factory.protocol)))
 
     def graceful_stop():
         """Runs first in the reactor's "before shutdown" phase (before daphne cancels the
@@ -291,14 +483,25 @@ def main(argv: list[str] | None = None) -> None:
     def close_slow_clients():
         from daphne.ws_protocol import WebSocketProtocol
 
-        for protocol in list(getattr(server, "connections", {})):
-            if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
-                pending = pending_bytes(protocol.transport)
-                if pending > slow_limit:
-                    logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
-                    protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
-        reactor.callLater(1, close_slow_clients)
+        try:
+            for protocol in list(getattr(server, "connections", {})):
+                try:
+                    if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
+                        pending = pending_bytes(protocol.transport)
+                        if pending > slow_limit:
+                            logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
+                            protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
+                except Exception:  # one dead socket must not stop the check of the others
+                    logger.warning("slow-client check failed for %r", protocol, exc_info=True)
+        finally:
+            reactor.callLater(1, close_slow_clients)
 
+    drop_connections_with_dead_polls(reactor)
+    safe_application_checker(server, reactor, faults=int(os.environ.get(FAULT_CHECKER_ENV) or 0))
+    safe_timeout_checker(server, reactor)
+    from rooms import metrics
+
+    metrics.SERVER_CONNECTIONS.set_function(lambda: len(getattr(server, "connections", {})))
     reactor.callWhenRunning(close_slow_clients)
     reactor.callWhenRunning(refuse_oversize_with_a_close_frame)
     reactor.addSystemEventTrigger("before", "shutdown", graceful_stop)

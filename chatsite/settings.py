@@ -10,12 +10,14 @@ Every variable is listed in README.md's configuration table. The ones that shape
   means ``InMemoryChannelLayer`` and *no cross-node delivery* (``chatsite.asgi`` logs a warning).
 - ``SERVER_ID``: the name of this node, shown in pages, ``hello`` frames, every message it
   stores and ``/healthz``. Default: the host name.
-- ``SECRET_KEY``: required unless ``DEBUG`` is on (``ImproperlyConfigured`` at start-up).
+- ``SECRET_KEY``: required unless ``DEBUG`` is on, and refused when it is a placeholder or
+  shorter than 50 characters (``ImproperlyConfigured`` at start-up).
 - ``ALLOWED_HOSTS``: comma-separated; ``*`` is refused unless ``DEBUG`` is on.
 - ``DEBUG``: default off.
 """
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 
@@ -30,15 +32,41 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
+# Outside DEBUG a SECRET_KEY must look random: Django's own rule (`check --deploy`, W009: at least
+# SECRET_KEY_MIN_LENGTH characters, 5 different ones, no "django-insecure-" prefix) and none of
+# the words placeholders are made of (docker/.env.example's "replace-with-a-long-random-string"),
+# so a copied example or a typed word stops start-up instead of signing sessions.
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_PLACEHOLDER_WORDS = (
+    "replace", "change-me", "changeme", "change_me", "placeholder", "example", "insecure",
+    "your-secret", "your_secret", "secret-key", "secret_key", "secretkey",
+)
+_MAKE_A_KEY = "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` may not sign a production site, or None when it may (see above). The message
+    never repeats the key."""
+    lowered = key.lower()
+    word = next((w for w in SECRET_KEY_PLACEHOLDER_WORDS if w in lowered), None)
+    if word is not None:
+        return f"SECRET_KEY is a placeholder (it contains {word!r})"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 5:
+        return (f"SECRET_KEY is too short or too plain ({len(key)} characters, {len(set(key))} "
+                f"different; at least {SECRET_KEY_MIN_LENGTH} and 5)")
+    return None
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set it in the environment (any long random string, e.g. "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), or set DEBUG=1 "
-            "for a development-only key."
+            f"SECRET_KEY is not set. Set it in the environment (a long random string, e.g. "
+            f"{_MAKE_A_KEY}), or set DEBUG=1 for a development-only key."
         )
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+elif not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(f"{_problem}. Set a random one, e.g. {_MAKE_A_KEY}.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 if "*" in ALLOWED_HOSTS and not DEBUG:
@@ -50,15 +78,47 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # HTTPS=1 when browsers reach the site over TLS (usually ended at the load balancer, which sends
 # X-Forwarded-Proto and is listed in TRUSTED_PROXIES): secure cookies, redirect to https, HSTS.
-# /healthz stays reachable over plain HTTP for the balancer's health check.
+# /healthz and /metrics stay reachable over plain HTTP: the balancer's health check and
+# Prometheus scrape each node directly, where no TLS is spoken (a redirect would reach nothing).
 HTTPS = env.bool("HTTPS", default=False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 
 SERVER_ID = env.str("SERVER_ID", default="") or socket.gethostname()
+
+# --- Browser hardening ------------------------------------------------------------------------
+# Content-Security-Policy (django-csp) on every page: scripts, styles, fonts and connections from
+# this origin only, so a script that got into a page (or an inline event handler) does not run.
+# Pages carry no inline script (data goes in json_script blocks, which are not executed);
+# rooms.middleware.ContentSecurityPolicyMiddleware adds the page's own WebSocket origin
+# (ws://host or wss://host) to connect-src, and lets the HTML under /api/ (Swagger UI at
+# /api/docs/, served from drf-spectacular-sidecar with its script as a file; DRF's browsable pages
+# in DEBUG) use the inline styles they are built with. No framing by anyone (frame-ancestors and
+# X-Frame-Options), no Referer to other sites, a window of our own (COOP), no camera and the like.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+PERMISSIONS_POLICY = env.str(
+    "PERMISSIONS_POLICY", default="camera=(), microphone=(), geolocation=(), payment=(), usb=(), fullscreen=(self)"
+)
 
 INSTALLED_APPS = [
     "daphne",
@@ -74,6 +134,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "rooms",
 ]
 
@@ -82,6 +143,10 @@ MIDDLEWARE = [
     "rooms.middleware.served_by_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: pages get a Content-Security-Policy and Permissions-Policy; static files
+    # (no documents) need neither.
+    "rooms.middleware.ContentSecurityPolicyMiddleware",
+    "rooms.middleware.permissions_policy_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -204,12 +269,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus every error status an operation answers (rooms/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "rooms.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "rooms.api.exception_handler",
     # JSON only: the browsable HTML API is for development (DEBUG) and /api/docs/ documents it.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # ?limit=&offset=, limit 1..200 (a larger one is taken as 200), default 50 (rooms/pagination.py).
+    "DEFAULT_PAGINATION_CLASS": "rooms.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     # Counted in the cache below: with REDIS_URL, in Redis, so a limit holds across all nodes.
     # Client address for throttles: REMOTE_ADDR only, which chatsite/proxy.py has already set from
@@ -225,20 +292,51 @@ REST_FRAMEWORK = {
 PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
 PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
 PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node collects changes per diff
+# Seconds between two checks of every open socket's access on a node (rooms/access.py): the
+# bound for closing a socket whose access ended behind the services' back (a shell update).
+ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)
+
+# Log-in pages, the token route's accounts and sign-up, counted across all nodes
+# (rooms/login_throttle.py): attempts per client address, failed log-ins per account, sign-ups per
+# client address. "<n>/<period>" with an optional multiple ("10/15m"); "0" turns one off.
+def _window_rate(name: str, default: str) -> str:
+    value = env.str(name, default=default)
+    if value.strip().lower() not in ("", "0", "off"):
+        match = re.fullmatch(r"\s*\d+\s*/\s*(\d*)\s*[smhd][a-z]*\s*", value, re.IGNORECASE)
+        if match is None or int(match[1] or 1) == 0:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not like '20/min', '10/15m' or '0' (off)")
+    return value
+
+
+LOGIN_ADDRESS_RATE = _window_rate("LOGIN_ADDRESS_RATE", "20/min")
+LOGIN_ACCOUNT_RATE = _window_rate("LOGIN_ACCOUNT_RATE", "10/15m")
+SIGNUP_RATE = _window_rate("SIGNUP_RATE", "20/h")
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
+# One user's share of a node (rooms/limits.py): read frames (fetch, resume) per user ("0" off;
+# decided on each node, shared between nodes in batches), that user's reads on a node's database
+# thread at once, and open room sockets per user across all nodes (over it: close 4429; "0" off).
+WS_READ_RATE = env.str("WS_READ_RATE", default="10/s")
+WS_READS_IN_FLIGHT = env.int("WS_READS_IN_FLIGHT", default=2)
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
+    # The route in a code span: Markdown (Swagger UI, ReDoc) takes a bare <slug> for an HTML tag
+    # and drops it ("/ws/rooms//").
     "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "
-    "the WebSocket at /ws/rooms/<slug>/ (see README.md).",
+    "the WebSocket at `/ws/rooms/<slug>/` (see README.md); it is not part of this schema.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Request bodies are documented as JSON only: what the pages and clients send. (Form and
+    # multipart bodies are still read, but a malformed multipart POST is refused by the HTTP
+    # server itself, daphne's Twisted, with an empty 400 before the API sees it.)
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     "ENUM_NAME_OVERRIDES": {
         "MemberRoleEnum": "rooms.models.Membership.Role",
         "AssignableRoleEnum": [("member", "member"), ("moderator", "moderator")],

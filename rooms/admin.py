@@ -2,14 +2,27 @@
 
 Every change goes through ``rooms.services``, so it has the same live effect as the API: an
 edited or deleted message changes on every open page on every node; a ban closes the member's
-sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete.
+sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete. The services
+apply the moderation hierarchy here too: nobody acts on a room's owner; staff who are not site
+moderators act as their role in the room allows (a room moderator not on a fellow moderator),
+edit only their own messages and not while muted; each refusal is shown and changes nothing.
+
+So do the changes here that end someone's access to a room, on every node at once: a room made
+private or deleted (``services.room_save``, ``room_delete``), a membership deleted
+(``member_remove``), a user deactivated or deleted (``user_save``, ``user_delete``: the auth
+app's user admin is replaced by ``UserAdmin`` below), an API token deleted (``token_revoke``).
 """
 
 from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
+from rest_framework.authtoken import admin as token_admin
+from rest_framework.authtoken.models import TokenProxy
 
 from . import services
 from .models import Membership, Message, Room
@@ -49,10 +62,26 @@ class RoomAdmin(admin.ModelAdmin):
         _apply(self, request, queryset, "room(s) archived",
                lambda room: services.room_archive(room=room, actor=request.user))
 
+    def save_model(self, request, obj, form, change):
+        """``services.room_save``: made private, the room's sockets of non-members close (4404)."""
+        services.room_save(room=obj)
+
+    def delete_model(self, request, obj):
+        """``services.room_delete``: every socket in the room closes with 4404 on every node."""
+        try:
+            services.room_delete(room=obj, actor=request.user)
+        except services.ServiceError as exc:  # a 403 page, not "deleted successfully" beside it
+            raise PermissionDenied(exc.detail) from None
+
+    def delete_queryset(self, request, queryset):
+        _apply(self, request, queryset, "room(s) deleted",
+               lambda room: services.room_delete(room=room, actor=request.user))
+
 
 class MessageAdminForm(forms.ModelForm):
     """Refuses, as a form error, an edit ``services.message_edit`` would refuse: the message
-    was deleted or its room archived since the page was opened. A new body must pass the same
+    was deleted or its room archived since the page was opened, or the editor is not a site
+    moderator and not its author, or is muted or banned in its room. A new body must pass the same
     rules as over the API (``MessageEditSerializer``: nothing visible, too long, NUL or a lone
     surrogate are refused)."""
 
@@ -65,6 +94,8 @@ class MessageAdminForm(forms.ModelForm):
             raise forms.ValidationError([str(e) for e in check.errors.get("body", check.errors)])
         return body
 
+    actor = None  # the signed-in user, set by ``MessageAdmin.get_form``
+
     def clean(self):
         cleaned = super().clean()
         current = Message.objects.select_related("room").get(pk=self.instance.pk)
@@ -72,6 +103,11 @@ class MessageAdminForm(forms.ModelForm):
             raise forms.ValidationError("The message was deleted; it can no longer be edited.")
         if current.room.is_archived:
             raise forms.ValidationError("The room is archived; its messages can no longer be edited.")
+        if self.actor is not None and "body" in self.changed_data:
+            try:  # the service's own rule: the author, while they may send; or a site moderator
+                services.check_may_edit(current, self.actor)
+            except services.ServiceError as exc:
+                raise forms.ValidationError(exc.detail, code=exc.code) from None
         return cleaned
 
 
@@ -92,6 +128,11 @@ class MessageAdmin(admin.ModelAdmin):
     fields = readonly_fields[:4] + ["body"] + readonly_fields[4:]
     actions = ["soft_delete"]
     form = MessageAdminForm
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.actor = request.user
+        return form
 
     def get_readonly_fields(self, request, obj=None):
         """The body too, once the message is deleted or its room archived (no edit is possible)."""
@@ -119,11 +160,12 @@ class MessageAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
 
     def delete_model(self, request, obj):
-        services.message_delete(message=obj, actor=request.user)
+        _apply(self, request, [obj], "message(s) deleted",
+               lambda message: services.message_delete(message=message, actor=request.user))
 
     def delete_queryset(self, request, queryset):
-        for message in queryset:
-            services.message_delete(message=message, actor=request.user)
+        _apply(self, request, queryset.select_related("room"), "message(s) deleted",
+               lambda message: services.message_delete(message=message, actor=request.user))
 
     @admin.action(description="Soft-delete selected messages (removed from every open page)", permissions=["change"])
     def soft_delete(self, request, queryset):
@@ -149,6 +191,21 @@ class MembershipAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def save_model(self, request, obj, form, change):
+        """Every field is read-only here (mutes and bans are the actions above, each a service
+        call): nothing is ever saved raw."""
+
+    def delete_model(self, request, obj):
+        """``services.member_remove``: the member's sockets in the room close on every node (4404
+        in a private room, 4000 in a public one)."""
+        try:
+            services.member_remove(room=obj.room, actor=request.user, user=obj.user)
+        except services.ServiceError as exc:  # the owner's: a 403 page, not "deleted successfully"
+            raise PermissionDenied(exc.detail) from None
+
+    def delete_queryset(self, request, queryset):
+        self._each(request, queryset, "membership(s) deleted", services.member_remove)
+
     def _each(self, request, queryset, verb, fn, **kwargs):
         _apply(self, request, queryset.select_related("room", "user"), verb,
                lambda m: fn(room=m.room, actor=request.user, user=m.user, **kwargs))
@@ -172,3 +229,41 @@ class MembershipAdmin(admin.ModelAdmin):
     @admin.action(description="Lift the ban of selected members", permissions=["change"])
     def unban(self, request, queryset):
         self._each(request, queryset, "ban(s) lifted", services.member_unban)
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(auth_admin.UserAdmin):
+    """Django's user admin, saving and deleting through ``rooms.services``: a user deactivated
+    here (or deleted) has every socket closed with 4401 on every node at once."""
+
+    def save_model(self, request, obj, form, change):
+        services.user_save(user=obj)
+
+    def delete_model(self, request, obj):
+        services.user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            services.user_delete(user=user)
+
+
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class TokenAdmin(token_admin.TokenAdmin):
+    """DRF's token admin, deleting through ``services.token_revoke``: sockets opened with the
+    token close with 4401 on every node."""
+
+    def delete_model(self, request, obj):
+        services.token_revoke(user=obj.user)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset.select_related("user"):
+            services.token_revoke(user=token.user)

@@ -2,26 +2,37 @@
 ``/api/docs/``.
 
 Authentication: session (browsers; CSRF token required on unsafe methods) or
-``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a body:
-``{"detail": str}`` (401, 403, 404, 409, 413, 429 with ``Retry-After``) plus ``"code"`` for
-refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``, ``conflict``,
-``too_large``), or field errors
-``{"field": [str, ...]}`` (400). A private room a user is not a member of answers 404 on every
-route, exactly as a room that does not exist.
+``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a JSON
+body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-After``, 503) plus
+``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
+``conflict``, ``rate_limited``, ``too_large``), or field errors ``{"field": [str, ...]}`` (400;
+errors of the whole input under ``non_field_errors``). Every status an operation answers is in
+the schema with its body (``rooms/openapi.py``); ``tests/test_schema.py`` fuzzes a real node
+against it. A private room a user is not a member of answers 404 on every route, exactly as a
+room that does not exist.
+
+Lists (rooms, members) are paged by ``?limit=&offset=``, ``limit`` at most 200
+(``rooms/pagination.py``); history is paged by ``seq`` (``HistoryQuery``).
 
 Writes go through ``rooms.services`` (the same functions the WebSocket consumer and the admin
 use), so a REST send, edit or delete reaches every live socket on every node exactly once.
 """
 
 import logging
+import math
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -31,10 +42,11 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import metrics, presence, selectors, services
+from . import login_throttle, metrics, presence, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
+    AuthorSerializer,
     MembershipSerializer,
     MemberUpdateSerializer,
     MessageCreateSerializer,
@@ -51,12 +63,7 @@ logger = logging.getLogger(__name__)
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
-
-
-class AuthorListField(serializers.ListField):
-    """``[{"id": int, "username": str}, ...]`` (for the schema)."""
-
-    child = serializers.DictField()
+SEQ_MAX = 2**63 - 1  # seq is a bigint; a larger number is refused (400), never sent to the database
 
 
 @csrf_exempt  # an unknown path answers 404 to any method, not a CSRF page
@@ -77,6 +84,9 @@ def exception_handler(exc, context):
     "too_large"}`` instead of Django's HTML "Bad Request (400)" page and a logged traceback; a
     form body with more fields or files than Django takes (``DATA_UPLOAD_MAX_NUMBER_FIELDS``,
     1,000; ``DATA_UPLOAD_MAX_NUMBER_FILES``, 100) answers 400 ``"code": "too_many_fields"``.
+    A ``rate_limited`` refusal (429) carries ``Retry-After`` (whole seconds, rounded up) like
+    DRF's throttles; a Django ``ValidationError`` without fields answers
+    ``{"non_field_errors": [...]}``, the shape of every other 400 with field errors.
 
     A database outage (unreachable, hung past ``DATABASE_STATEMENT_TIMEOUT``, connection lost:
     ``rooms.outage.is_database_outage``) answers 503 ``{"detail": str, "code":
@@ -95,9 +105,16 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(exc.detail)
     elif isinstance(exc, services.ServiceError):
         # Built here, not as an APIException, so numbers in ``extra`` (id, seq) stay numbers.
-        return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status)
+        headers = None
+        if isinstance(exc.extra.get("retry_after"), (int, float)):
+            headers = {"Retry-After": str(max(0, math.ceil(exc.extra["retry_after"])))}
+        return Response(
+            {"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status, headers=headers
+        )
     elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(getattr(exc, "message_dict", None) or exc.messages)
+        exc = exceptions.ValidationError(
+            getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
+        )
     return drf_exception_handler(exc, context)
 
 
@@ -131,8 +148,11 @@ def visible_room(request, slug: str) -> Room:
 
 class TokenView(APIView):
     """``POST /api/auth/token/``: exchange username and password for the API token (the same
-    token on every call until revoked). ``DELETE``: revoke the caller's token; sockets opened with
-    it are closed with 4401 on every node."""
+    token on every call until revoked). Throttled per client address (``THROTTLE_LOGIN_RATE``) and,
+    with the log-in pages, per account (``LOGIN_ACCOUNT_RATE`` failed log-ins,
+    ``rooms.login_throttle``): over either, 429 with ``Retry-After`` and no password checked.
+    ``DELETE``: revoke the caller's token; sockets opened with it are closed with 4401 on every
+    node."""
 
     throttle_classes = [FailOpenScopedThrottle]
     throttle_scope = "login"
@@ -157,8 +177,18 @@ class TokenView(APIView):
         auth=[],
     )
     def post(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        username = data.get("username")
+        attempt = login_throttle.AccountAttempt(username if isinstance(username, str) else "")
+        if attempt.retry_after is not None:
+            login_throttle.refused("login")
+            raise exceptions.Throttled(wait=attempt.retry_after, detail="Too many failed log-ins for this account.")
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            if not (data.get("username") and data.get("password")):
+                attempt.release()  # no password was checked: not a guess
+            raise exceptions.ValidationError(serializer.errors)
+        attempt.release()
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
 
@@ -220,7 +250,7 @@ class RoomViewSet(viewsets.GenericViewSet):
         return Response(self.get_serializer(room).data)
 
     @extend_schema(
-        responses={200: inline_serializer("Presence", {"online": AuthorListField()}), 404: None},
+        responses={200: inline_serializer("Presence", {"online": AuthorSerializer(many=True)}), 404: None},
         description="Who is online in the room now, across all nodes (a user with two tabs once).",
     )
     @action(detail=True, methods=["get"])
@@ -242,13 +272,19 @@ class RoomViewSet(viewsets.GenericViewSet):
 
 
 class HistoryQuery(serializers.Serializer):
-    """Query of the history route: at most one of ``after_seq`` / ``before_seq`` (seq numbers),
-    and ``limit`` (1..200, default 50)."""
+    """Query of the history route: at most one of ``after_seq`` / ``before_seq`` (seq numbers,
+    up to 2**63 - 1), and ``limit`` (1..200, default 50). Out of range: 400 with field errors.
+    (Also the route's query parameters in the schema.)"""
 
-    after_seq = serializers.IntegerField(required=False, min_value=0)
-    before_seq = serializers.IntegerField(required=False, min_value=1)
+    after_seq = serializers.IntegerField(
+        required=False, min_value=0, max_value=SEQ_MAX, help_text="Messages with seq > N, oldest first."
+    )
+    before_seq = serializers.IntegerField(
+        required=False, min_value=1, max_value=SEQ_MAX, help_text="The messages just before seq N."
+    )
     limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=HISTORY_MAX_LIMIT, default=HISTORY_DEFAULT_LIMIT
+        required=False, min_value=1, max_value=HISTORY_MAX_LIMIT, default=HISTORY_DEFAULT_LIMIT,
+        help_text="Page size, 1..200 (default 50).",
     )
 
     def validate(self, attrs):
@@ -257,7 +293,11 @@ class HistoryQuery(serializers.Serializer):
         return attrs
 
 
+@extend_schema_serializer(many=False)  # one page object, though answered by a list action
 class HistoryPage(serializers.Serializer):
+    """A page of history: ``{"results": [message, ...], "has_more": bool}`` (paged by seq, not
+    by offset: no ``count``, ``next`` or ``previous``)."""
+
     results = MessageSerializer(many=True)
     has_more = serializers.BooleanField()
 
@@ -276,6 +316,14 @@ class RoomScoped:
         return self._room
 
 
+MESSAGE_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The message's id.")
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[MESSAGE_ID]),
+    partial_update=extend_schema(parameters=[MESSAGE_ID]),
+    destroy=extend_schema(parameters=[MESSAGE_ID]),
+)
 class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     """A room's messages: history, sending, editing and deleting."""
 
@@ -284,6 +332,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     lookup_value_regex = "[0-9]+"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     throttle_scope = "send"
+    pagination_class = None  # history pages by seq (HistoryQuery, HistoryPage), not limit/offset
 
     def get_throttles(self):
         return [FailOpenScopedThrottle()] if self.action == "create" else []
@@ -295,11 +344,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         )
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("after_seq", OpenApiTypes.INT, description="Messages with seq > N, oldest first."),
-            OpenApiParameter("before_seq", OpenApiTypes.INT, description="The messages just before seq N."),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="1..200, default 50."),
-        ],
+        parameters=[HistoryQuery],
         responses={200: HistoryPage, 400: None, 404: None},
         description="History paged by seq, never by time: with no parameter the newest `limit` "
         "messages; `has_more` says whether more lie beyond the page in the direction of travel "

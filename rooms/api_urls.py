@@ -1,5 +1,5 @@
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from . import api
@@ -15,7 +15,9 @@ room_router.register("members", api.MemberViewSet, basename="member")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Swagger UI from drf-spectacular-sidecar's static files; its start-up script is served as a
+    # file too (``/api/docs/?script=``), as the Content-Security-Policy allows no inline script.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("auth/token/", api.TokenView.as_view(), name="token"),
     path("", include(router.urls)),
     path("rooms/<str:room_slug>/", include(room_router.urls)),

@@ -36,7 +36,8 @@ changes from any node::
     {"type": "presence.diff", "joins": [{...}], "leaves": [{...}]}
 
 client → server, relayed to the others as ``{"type": "typing", "user": {"id", "username"}}``,
-never stored, at most one every 2 s per socket::
+never stored, at most one every 2 s per socket and per user in a room (over all of the user's
+sockets on a node; ``rooms.limits``)::
 
     {"type": "typing"}
 
@@ -44,6 +45,13 @@ client → server, to repair a gap; answered with up to 200 messages, oldest fir
 
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
     {"type": "history", "messages": [{...}, ...], "has_more": bool}
+
+Read frames (``fetch``, ``resume``) are limited per user over all of their sockets
+(``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``, decided on each node without a Redis
+round trip, shared between nodes in batches; over it, error ``rate_limited`` with
+``retry_after``, nothing read, the socket kept), and at most ``WS_READS_IN_FLIGHT`` (2) of the
+user's reads run at once on a node (further ones wait their turn; a socket's frames are handled
+in order).
 
 server → client on bad input; the socket stays open (``client_msg_id`` when known, ``field``
 when one field is at fault)::
@@ -59,8 +67,8 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 the same ``client_msg_id``, which stores it once; a ``fetch``, ``resume`` or ``?after_seq`` has
 ``"frame": "fetch"`` or ``"resume"``, ask again; the socket stays open. A hung database is
 answered within ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s, 2 s by default), ``rate_limited`` (over
-``WS_SEND_RATE``, per user across all nodes; with ``retry_after`` in seconds; not stored),
-``internal_error``.
+``WS_SEND_RATE``, per user across all nodes; with ``retry_after`` in seconds; not stored; or a
+``fetch`` / ``resume`` over ``WS_READ_RATE``: nothing read), ``internal_error``.
 
 server → every member, when a message is edited or deleted::
 
@@ -74,12 +82,26 @@ server → every member, when the room is archived (the socket is then closed wi
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
-4000 you left the room; 4401 not signed in (no session, an expired one, an inactive user, a
-wrong or revoked token); 4403 banned from the room; 4404 no such room (also a private room you
-are not a member of, or a path that is not a room); 4410 the room is archived; 4503 the node
-cannot reach its database or Redis right now (reconnect with backoff, to any node). Sent by
+4000 you left the room (or a moderator deleted your membership of a public room); 4401 not
+signed in (no session, an expired one, an inactive user, a wrong or revoked token); 4403 banned
+from the room; 4404 no such room (also a private room you are not a member of, or a path that is
+not a room; on an open socket: the room deleted, or made private, or your membership of a
+private room deleted); 4410 the room is archived; 4429 too many sockets: the user already has
+``WS_MAX_SOCKETS_PER_USER`` (32) open over all nodes (checked first; their open sockets are kept,
+the newest is refused: reconnect with backoff); 4503 the node cannot reach its database or
+Redis right now (reconnect with backoff, to any node; also when such an error escapes a
+handler); 1011 an unexpected error escaped a handler (logged; reconnect with backoff). Sent by
 ``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
 slow (resume), 1009 a frame over 64 KiB.
+
+Access (``rooms.access``) is checked at connect, again once the socket is in its groups, with
+every ``fetch`` / ``resume`` / ``?after_seq`` in the same database hop as the read (refused: an
+error frame ``not_found``, ``banned`` or ``unauthenticated``, then the close code), on the
+access events of ``rooms.events``, and every ``ACCESS_RECHECK`` seconds per node. No live frame
+is sent once the socket is closing.
+
+Whatever ends the consumer (a disconnect, an exception, a cancellation), ``cleanup`` runs:
+presence, groups, the open-socket gauge, the access watch.
 """
 
 import asyncio
@@ -103,7 +125,7 @@ from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
 
-from . import events, metrics, presence, ratelimit, selectors, services
+from . import access, events, limits, metrics, presence, ratelimit, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -112,13 +134,16 @@ from .services import ServiceError
 logger = logging.getLogger(__name__)
 bad_frame_log = RateLimitedLogger(logger, interval=10.0)
 unavailable_log = RateLimitedLogger(logger, interval=10.0)
+unexpected_log = RateLimitedLogger(logger, interval=10.0)
 
 CLOSE_LEFT = 4000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ARCHIVED = 4410
+CLOSE_TOO_MANY_SOCKETS = 4429  # over WS_MAX_SOCKETS_PER_USER (rooms.limits): retry with backoff
 CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
+CLOSE_INTERNAL_ERROR = 1011  # a genuinely unexpected error in the consumer (logged): reconnect
 
 try:  # what daphne (autobahn) raises when sending on a socket the peer has just closed
     from autobahn.exception import Disconnected as _PEER_GONE
@@ -138,6 +163,8 @@ LAYER_JOIN_TIMEOUT = 2.0
 # Seconds a database hop of a socket (fetch, resume) may take beyond one statement's
 # client-side limit (chatsite.dbconn.client_timeout) before it is answered as unavailable.
 DB_HOP_MARGIN = 0.25
+# Seconds a socket's clean-up may wait for Redis (presence leave, leaving its groups).
+CLEANUP_TIMEOUT = 5.0
 
 # Service refusals that end the socket, and the close code they end it with.
 _CLOSING_ERRORS = {
@@ -173,6 +200,8 @@ class FrameError(Exception):
         self.close_code = close_code
         self.extra = extra
 
+
+_pending_closes: set = set()  # close tasks started outside a consumer's own task (strong references)
 
 # Scope entry from ``python -m chatsite.serve``: ``(text: str) -> bool``, sending a text frame now.
 SEND_TEXT_SCOPE_KEY = "chatsite.send_text"
@@ -211,6 +240,17 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     data = MessageSerializer(messages, many=True).data
     frames = [(m["seq"], events.encode_frame(events.message_frame(m))) for m in data]
     return frames, (messages[-1].seq if messages else last_seq)
+
+
+def _read_checked(read, key: access.Key, **kwargs):
+    """Sync, one database hop: the socket's access (``rooms.access``, ``reading=True``), then
+    ``read(**kwargs)`` when it is still allowed. Returns ``(verdict, None)`` when refused,
+    ``(None, result)`` otherwise, so no history reaches a socket whose access has ended, even if
+    the event that should have closed it was lost."""
+    refused = access.verdict(room_id=key[0], user_id=key[1], token_key=key[2], reading=True)
+    if refused is not None:
+        return refused, None
+    return None, read(**kwargs)
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
@@ -327,6 +367,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     user_group = None
     closing = False
     counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
+    socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` (the channel layer's channel, ``base_send``), with
@@ -351,10 +392,38 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 attach = functools.partial(self.channel_layer.attach, self.channel_name)
         self.base_send = send
         self.send_text_now = scope.get(SEND_TEXT_SCOPE_KEY)
+        # Every ending runs the clean-up: a disconnect (StopConsumer after disconnect()), an
+        # exception from a handler or from under it (the database or Redis gone mid-frame, a
+        # write to a socket aborted while messages were fanned out), a cancellation by the
+        # server. The exception is logged and answered with a close code here instead of
+        # escaping to daphne, whose handling of it could itself fail on the dead socket.
         try:
             await dispatch_in_order(sources, self.dispatch, attach=attach,
                                     deliver_now=self.deliver_now if self.send_text_now else None)
         except StopConsumer:
+            pass
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("escaped", "closing a socket with %d: the database or Redis failed under it",
+                                    CLOSE_UNAVAILABLE, exc_info=True)
+            await self.close_after_error(CLOSE_UNAVAILABLE)
+        except Exception:
+            unexpected_log.log(logging.ERROR, "escaped", "closing a socket with %d: unexpected error",
+                               CLOSE_INTERNAL_ERROR, exc_info=True)
+            await self.close_after_error(CLOSE_INTERNAL_ERROR)
+        finally:
+            await self.cleanup()
+
+    async def close_after_error(self, code: int) -> None:
+        """Close the socket with ``code`` after an error escaped a handler (a socket not yet
+        accepted is refused: accepted, then closed). A peer already gone is not an error."""
+        if self.closing and not self.counted_open:  # refused already, or cleaned up
+            return
+        self.closing = True
+        try:
+            if not self.counted_open:
+                await self.base_send({"type": "websocket.accept"})
+            await self.base_send({"type": "websocket.close", "code": code})
+        except Exception:  # the socket is gone already (aborted): nothing left to tell it
             pass
 
     async def dispatch(self, message: dict) -> None:
@@ -367,14 +436,20 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        """Called on the handshake. Accepts signed-in users into a room they may be in (joining a
-        public room as a member) and sends ``hello``; otherwise accepts and closes at once with
-        4401, 4403, 4404 or 4410."""
+        """Called on the handshake. Accepts signed-in users under their socket cap into a room they
+        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
+        closes at once with 4401, 4429, 4403, 4404 or 4410."""
         user = self.scope.get("user")
         if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
             user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        # Before any database work: a user over the socket cap costs one Redis script, no more.
+        self.socket_slot = await limits.admit_socket(user.pk, self)
+        if self.socket_slot is None:
+            metrics.RATE_LIMITED.labels(scope="ws_sockets").inc()
+            await self.refuse(CLOSE_TOO_MANY_SOCKETS)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
@@ -387,14 +462,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.user_group = events.user_group_name(user.pk)
             # Join the group before reading last_seq: every later message then arrives live.
             await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            last_seq = await self.db(selectors.room_last_seq, room_id=room.pk, bounded=False)
+            # One statement, once the socket is in its groups: its access checked again (a change
+            # committed between _join and the group join sent its event before this socket could
+            # hear it) and the room's last_seq for hello.
+            refused, last_seq = await self.db(
+                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
             await self.refuse(CLOSE_UNAVAILABLE)
             return
+        if refused is not None:
+            await self.refuse(_CLOSING_ERRORS[refused])
+            return
         await self.accept()
         self.counted_open = True  # in chatsite_ws_open_sockets until disconnect
         metrics.OPEN_SOCKETS.inc()
+        access.watch().register(self)  # the backstop check of every ACCESS_RECHECK seconds
         self.hello_seq = last_seq
         await self.send_json(
             {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
@@ -405,10 +488,13 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
             after_seq = None
         if after_seq is not None:
-            try:
-                await self.resume(after_seq)
-            except FrameError as exc:  # unavailable: the socket stays; the client sends resume
-                await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
+                try:
+                    await self.resume(after_seq)
+                except FrameError as exc:  # unavailable: the socket stays; the client sends resume
+                    await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            if self.closing:  # its access ended meanwhile: refused, and never shown online
+                return
         await self.presence_join()
 
     async def _join_groups(self) -> None:
@@ -437,15 +523,40 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=close_code)
 
     async def disconnect(self, code) -> None:
-        """Called when the socket closes for any reason, also after a refused handshake.
-        Idempotent: leaves each group at most once."""
+        """Called when the socket closes for any reason, also after a refused handshake."""
+        await self.cleanup()
+
+    async def cleanup(self) -> None:
+        """Undo what the socket set up: the open-socket gauge, the access watch, its slot under
+        ``WS_MAX_SOCKETS_PER_USER``, presence (its user announced gone if it was their last
+        socket) and the groups. Run by ``disconnect``
+        and again, whatever ended the consumer, by ``__call__``; idempotent (each step at most
+        once), never raises, and waits on Redis at most ``CLEANUP_TIMEOUT`` seconds (past that,
+        presence expires by TTL on the other nodes' sweeps)."""
         self.closing = True
         if self.counted_open:
             self.counted_open = False
             metrics.OPEN_SOCKETS.dec()
+        access.watch().discard(self)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._leave_everything()), CLEANUP_TIMEOUT)
+        except asyncio.TimeoutError:
+            unavailable_log.warning("cleanup", "socket clean-up took over %s s; presence expires by TTL",
+                                    CLEANUP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("socket clean-up failed")
+
+    async def _leave_everything(self) -> None:
+        if self.socket_slot is not None:
+            await self.socket_slot.release()  # idempotent, never raises
         if self.present:
             self.present = False
-            await self.presence_leave()
+            try:
+                await self.presence_leave()
+            except Exception:
+                logger.exception("presence leave failed; the user expires by TTL")
         for attr in ("group", "user_group"):
             group = getattr(self, attr)
             setattr(self, attr, None)
@@ -493,13 +604,29 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
-            await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
+            async with self.read_turn():
+                await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
         elif frame_type == "fetch":
-            await self.fetch(content)
+            async with self.read_turn():
+                await self.fetch(content)
         elif frame_type == "typing":
-            await self.typing()
+            if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
+                await self.typing()
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
+
+    def read_turn(self):
+        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user,
+        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
+        is read; the socket stays open), else the user's turn on the database thread
+        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
+        user_id = self.scope["user"].pk
+        retry_after = limits.read_hit(user_id)
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
+            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
+                             retry_after=retry_after)
+        return limits.read_turn(user_id)
 
     async def message_send(self, content: dict) -> None:
         """``message.send``: validate, store (assigns ``seq``), then ack. The broadcast to the
@@ -565,7 +692,13 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         Why the seam is exact: the room's row lock makes messages commit in seq order, so the
         replay's read sees exactly seqs 1..K, and every later one arrives live (the socket joined
         the group before ``hello``)."""
-        frames, latest = await self.db_read("resume", _replay, room=self.room, after_seq=after_seq, upto=upto)
+        refused, replay = await self.db_read(
+            "resume", functools.partial(_read_checked, _replay, self.access_key()),
+            room=self.room, after_seq=after_seq, upto=upto)
+        if refused is not None:
+            await self.access_lost(refused, answer=True)
+            return
+        frames, latest = replay
         if frames is None:
             await self.send_json({"type": "resync", "latest_seq": latest})
             return
@@ -585,9 +718,14 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         the REST API)."""
         after_seq = _seq_field(content, "after_seq", required=True)
         before_seq = _seq_field(content, "before_seq", required=False)
-        messages, has_more = await self.db_read(
-            "fetch", _fetch, room=self.room, after_seq=after_seq, before_seq=before_seq
+        refused, page = await self.db_read(
+            "fetch", functools.partial(_read_checked, _fetch, self.access_key()),
+            room=self.room, after_seq=after_seq, before_seq=before_seq
         )
+        if refused is not None:
+            await self.access_lost(refused, answer=True)
+            return
+        messages, has_more = page
         await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
 
     async def db(self, fn, /, *, bounded: bool = True, **kwargs):
@@ -741,7 +879,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.closing = True
             return True
         except Exception:  # never into the node's Pub/Sub reader, which serves every member
-            logger.exception("could not send a message frame; the client repairs the gap by seq")
+            # A socket that cannot be written to (uvloop: "unable to perform operation on
+            # <UVPoll closed=True>" once the client aborted) gets nothing more: it is closed with
+            # 1011 if it still can be, and cleaned up when its disconnect comes.
+            unexpected_log.log(logging.ERROR, "deliver", "could not send a message frame; closing the socket",
+                               exc_info=True)
+            if not self.closing:
+                task = asyncio.get_running_loop().create_task(self.close_after_error(CLOSE_INTERNAL_ERROR))
+                _pending_closes.add(task)
+                task.add_done_callback(_pending_closes.discard)
             return True
         self._sent_live(event["seq"])
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()
@@ -763,9 +909,59 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.end(CLOSE_ARCHIVED)
 
     async def room_member_removed(self, event: dict) -> None:
-        """A member was banned (close 4403) or left (close 4000): ends this socket if it is theirs."""
-        if event["user_id"] == self.scope["user"].pk:
+        """A member was banned (close 4403), left (close 4000) or had their membership deleted by
+        a moderator (``removed``: the code a fresh access check gives, 4404 in a private room,
+        else 4000): ends this socket if it is theirs."""
+        if event["user_id"] != self.scope["user"].pk or self.closing:
+            return
+        if event["reason"] == "removed":
+            await self.recheck_access(otherwise=CLOSE_LEFT)
+        else:
             await self.end(CLOSE_BANNED if event["reason"] == "banned" else CLOSE_LEFT)
+
+    async def room_access_changed(self, event: dict) -> None:
+        """``room.access_changed`` (the room was made private or deleted) and
+        ``user.access_changed`` (this user was deactivated or deleted): check this socket's
+        access again and close it if it has ended (4401, 4403, 4404)."""
+        if not self.closing:
+            await self.recheck_access()
+
+    user_access_changed = room_access_changed
+
+    def access_key(self) -> access.Key:
+        """What ``rooms.access`` checks for this socket: (room id, user id, API token or None)."""
+        return (self.room.pk, self.scope["user"].pk, self.scope.get("auth_token"))
+
+    async def recheck_access(self, otherwise: int | None = None) -> None:
+        """Check this socket's access now (one statement for all the sockets of this node doing
+        the same: ``access.Checker``) and close it if it has ended, else with ``otherwise`` when
+        given. When the database cannot tell, the socket is closed with 4503 (it reconnects
+        with backoff and is checked again at connect): an event said access may have ended."""
+        try:
+            refused = await access.checker().check(self.access_key())
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("recheck", "access recheck failed; closing the socket with %d",
+                                    CLOSE_UNAVAILABLE, exc_info=True)
+            await self.end(CLOSE_UNAVAILABLE)
+            return
+        if refused is not None:
+            await self.access_lost(refused)
+        elif otherwise is not None:
+            await self.end(otherwise)
+
+    async def access_lost(self, verdict: str, answer: bool = False) -> None:
+        """This socket's access ended (``verdict``: a ``rooms.access`` verdict): no frame of the
+        room is sent after this; the socket is closed with the verdict's code (4401, 4403, 4404,
+        4410). ``answer``: first send ``{"type": "error", "code": verdict}`` (a refused read)."""
+        if self.closing:
+            return
+        self.closing = True  # live frames stop now, before anything else goes out
+        if answer:
+            detail = {"not_found": "No such room.", "banned": "You are banned from this room.",
+                      "unauthenticated": "The credentials of this socket are no longer valid.",
+                      "archived": "The room is archived."}[verdict]
+            await self.send_json({"type": "error", "code": verdict, "detail": detail})
+        await self.close(code=_CLOSING_ERRORS[verdict])
 
     async def user_token_revoked(self, event: dict) -> None:
         """This user's API token was revoked: a socket opened with it closes with 4401."""

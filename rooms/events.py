@@ -9,12 +9,19 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   the ``message.updated`` / ``message.deleted`` frame.
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
-  "left"}``; that user's sockets in the room close with 4403 (banned) or 4000 (left).
+  "left" | "removed"}``; that user's sockets in the room close with 4403 (banned), 4000 (left),
+  or for ``removed`` (a membership deleted by a moderator in admin) with what a fresh access check
+  says (4404 in a private room), else 4000.
+- ``room.access_changed``: ``{"type": "room.access_changed"}`` (the room was made private or
+  deleted); every socket in the room checks its access again (``rooms.access``) and closes with
+  4404 (4401, 4403) if it has ended.
 - ``room.presence``: ``{"type": "room.presence", "text": str}``, a ``presence.diff`` frame.
 - ``room.typing``: ``{"type": "room.typing", "user_id": int, "text": str}``; forwarded to every
   socket but that user's own.
 - ``user.token_revoked``: ``{"type": "user.token_revoked"}`` to ``user.<id>``; sockets opened
   with a token close with 4401.
+- ``user.access_changed``: ``{"type": "user.access_changed"}`` to ``user.<id>`` (the user was
+  deactivated or deleted); every socket of the user checks its access again and closes (4401).
 - ``user.notice``: ``{"type": "user.notice", "text": str}`` to ``user.<id>``; ``text`` is the
   ``{"type": "notice", "text": …}`` frame, forwarded to every socket of that user.
 
@@ -44,6 +51,8 @@ ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 USER_TOKEN_REVOKED = "user.token_revoked"
+ROOM_ACCESS_CHANGED = "room.access_changed"
+USER_ACCESS_CHANGED = "user.access_changed"
 ROOM_PRESENCE = "room.presence"
 ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
@@ -200,6 +209,17 @@ def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool
     started = time.perf_counter()
     event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason}
     return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_room_access_changed(*, room_id: int) -> bool:
+    """Tell every socket in the room that access to it may have ended (made private, deleted):
+    each checks again (``rooms.access``) and closes if it has."""
+    return _group_send(room_group_name(room_id), {"type": ROOM_ACCESS_CHANGED}, time.perf_counter())
+
+
+def broadcast_user_access_changed(*, user_id: int) -> bool:
+    """Tell every socket of ``user_id`` that their access may have ended (deactivated, deleted)."""
+    return _group_send(user_group_name(user_id), {"type": USER_ACCESS_CHANGED}, time.perf_counter())
 
 
 async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict]) -> None:

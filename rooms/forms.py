@@ -2,14 +2,17 @@ from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.text import slugify
 
-from .models import Room
+from .models import SLUG_UNAVAILABLE, Room
 
 
 class RoomCreateForm(forms.ModelForm):
-    """The room list's create form. ``slug`` may be left empty: it is then made from the name."""
+    """The room list's create form. ``slug`` may be left empty: it is then made from the name
+    by ``services.room_create`` (unguessable for a private room). Names and descriptions follow
+    ``Room.clean``'s text rules; a taken or reserved slug answers ``SLUG_UNAVAILABLE``."""
 
     slug = forms.SlugField(
-        required=False, max_length=64, help_text="Letters, digits, - and _. Empty: made from the name."
+        required=False, max_length=64,
+        help_text="Letters, digits, - and _. Empty: made from the name (unguessable for a private room).",
     )
 
     class Meta:
@@ -19,14 +22,17 @@ class RoomCreateForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not cleaned.get("slug") and cleaned.get("name"):
+        if not cleaned.get("slug") and cleaned.get("name") and not cleaned.get("is_private"):
             slug = slugify(cleaned["name"])[:64]
             if not slug:
                 self.add_error("slug", "Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _).")
             elif Room.objects.filter(slug=slug).exists():
-                self.add_error("slug", f"A room with the slug {slug!r} exists; choose another.")
-            cleaned["slug"] = slug
+                self.add_error("slug", SLUG_UNAVAILABLE)
         return cleaned
+
+    def validate_unique(self):
+        if self.cleaned_data.get("slug"):  # empty: the service makes one
+            super().validate_unique()
 
 
 class SignupForm(UserCreationForm):

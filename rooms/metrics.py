@@ -32,10 +32,20 @@ Names, units and labels (counters are exposed with the ``_total`` suffix):
 - ``chatsite_layer_errors_total{event}`` (counter, errors): broadcasts the channel layer refused
   (the change stays stored; clients recover it by ``seq``). Mirrors
   ``rooms.events.broadcast_failures``, per layer ``event``.
-- ``chatsite_rate_limited_total{scope}`` (counter, requests): REST requests answered 429, by
-  throttle ``scope`` (``send``, ``login``).
+- ``chatsite_rate_limited_total{scope}`` (counter, requests): requests answered 429, by
+  throttle ``scope``: ``send`` (REST sends), ``login`` (the token route, the log-in pages and
+  the admin's log-in page; ``rooms.login_throttle``), ``signup`` (the sign-up page); and
+  ``ws_send`` (WebSocket sends answered ``rate_limited``).
 - ``chatsite_ws_origin_refused_total`` (counter, handshakes): WebSocket handshakes refused with
   HTTP 403 for their ``Origin`` (foreign, missing without a token, or a host not allowed).
+- ``chatsite_server_connections`` (gauge, connections): under ``python -m chatsite.serve``, the
+  HTTP and WebSocket connections daphne tracks: open ones, and closed ones whose application
+  its checker has not reaped yet (a value that only grows means the checker stopped).
+- ``chatsite_application_checker_errors_total`` (counter, checks): connection checks of that
+  checker, or of daphne's timeout checker, that raised (logged; the checker goes on).
+- ``chatsite_connections_aborted_total`` (counter, connections): connections the node aborted
+  because the peer reset them and uvloop no longer polled their socket
+  (``chatsite.serve.drop_connections_with_dead_polls``); each is then cleaned up as a close.
 - ``chatsite_node_info{server_id}`` (gauge, always 1): this node's ``SERVER_ID``.
 
 Plus ``prometheus_client``'s default process and Python collectors (``process_*``,
@@ -91,14 +101,30 @@ LAYER_ERRORS = Counter(
 
 RATE_LIMITED = Counter(
     "chatsite_rate_limited",
-    "Requests refused for their rate, by scope: REST throttles (send, login) answered 429, and "
-    "WebSocket sends (ws_send) answered rate_limited.",
+    "Requests refused for their rate, by scope: REST sends (send), log-ins (login: token route and "
+    "pages) and sign-ups (signup) answered 429, WebSocket sends (ws_send) and reads (ws_read) "
+    "answered rate_limited, and sockets over the per-user cap (ws_sockets) closed 4429.",
     ["scope"],
 )
 
 ORIGIN_REFUSED = Counter(
     "chatsite_ws_origin_refused",
     "WebSocket handshakes refused (HTTP 403) for their Origin.",
+)
+
+SERVER_CONNECTIONS = Gauge(
+    "chatsite_server_connections",
+    "HTTP and WebSocket connections the server tracks: open, or closed and not yet reaped.",
+)
+
+APPLICATION_CHECKER_ERRORS = Counter(
+    "chatsite_application_checker_errors",
+    "Connection checks of the server's application or timeout checker that raised (it goes on).",
+)
+
+CONNECTIONS_ABORTED = Counter(
+    "chatsite_connections_aborted",
+    "Connections aborted because their socket was reset by the peer and no longer polled.",
 )
 
 NODE_INFO = Gauge(

@@ -1,10 +1,17 @@
 """Rooms and their messages. Writes go through ``rooms.services``; reads through ``rooms.selectors``."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from .text import label_errors
+
 SLUG_MAX_LENGTH = 64
+# The one answer for a slug that cannot be had, whether a room the caller can see holds it, a
+# private room they cannot see, or it is reserved: it never confirms that a room exists.
+SLUG_UNAVAILABLE = "This slug is not available; choose another."
+RESERVED_SLUGS = frozenset({"new"})  # /rooms/new/ is the create-room page
 BODY_MAX_LENGTH = 4000  # characters (code points), the same limit for every way of sending
 CLIENT_MSG_ID_MAX_LENGTH = 64
 
@@ -41,6 +48,28 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Called by ``full_clean`` (the services, the create-room page's and admin's forms):
+        a name and a description follow the rules of message bodies (``rooms.text``): no NUL or
+        lone surrogate, no control character (a description may hold line breaks and tabs), not
+        only invisible characters. A reserved slug answers ``SLUG_UNAVAILABLE``."""
+        errors = {}
+        name_errors = label_errors(self.name, what="name")
+        if name_errors:
+            errors["name"] = name_errors
+        description_errors = label_errors(self.description, what="description", lines=True)
+        if description_errors:
+            errors["description"] = description_errors
+        if self._state.adding and self.slug in RESERVED_SLUGS:
+            errors["slug"] = [SLUG_UNAVAILABLE]
+        if errors:
+            raise ValidationError(errors)
+
+    def unique_error_message(self, model_class, unique_check):
+        if tuple(unique_check) == ("slug",):  # taken: the same words as any unavailable slug
+            return ValidationError(SLUG_UNAVAILABLE, code="unique")
+        return super().unique_error_message(model_class, unique_check)
 
     @property
     def is_archived(self) -> bool:

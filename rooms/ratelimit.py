@@ -61,8 +61,8 @@ class Window:
         self.key = f"rl:{key}:{seconds}:{self.bucket}"
 
     def retry_after(self, count: int) -> float | None:
-        if count > self.limit:
-            return round((self.bucket + 1) * self.seconds - self.now, 3)
+        if count > self.limit:  # never 0: rounded down near the window's end, it read "retry now"
+            return max(0.001, round((self.bucket + 1) * self.seconds - self.now, 3))
         return None
 
 

@@ -12,10 +12,10 @@ A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted":
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
-import regex
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room
 
 
@@ -91,19 +91,7 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-# Characters that show nothing on their own. From Unicode's character properties (the ``regex``
-# module's tables): White_Space; Default_Ignorable_Code_Point (DerivedCoreProperties.txt: zero
-# width and joiner characters, soft hyphen, the Hangul fillers U+115F, U+1160, U+3164 and
-# U+FFA0, the combining grapheme joiner U+034F, variation selectors, tags); format (Cf) and
-# control (Cc) characters, except the format characters that do show a sign
-# (Prepended_Concatenation_Mark: U+0600-0605, U+06DD ARABIC END OF AYAH, U+070F, U+08E2, U+110BD,
-# U+110CD). Plus two graphic characters fonts draw blank and that are used as "invisible text"
-# for that reason: U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL NULL NOTEHEAD.
-_NOTHING_VISIBLE = regex.compile(
-    r"[[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u2800\U0001D159]"
-    r"--\p{Prepended_Concatenation_Mark}]*",
-    regex.V1,
-)
+_NOTHING_VISIBLE = NOTHING_VISIBLE  # the rule lives in rooms.text, shared with room names
 
 
 def validate_not_blank(value: str) -> str:
@@ -115,17 +103,6 @@ def validate_not_blank(value: str) -> str:
     if _NOTHING_VISIBLE.fullmatch(value):
         raise serializers.ValidationError("The message body is empty.", code="blank")
     return value
-
-
-def is_valid_text(value) -> bool:
-    """True for a str that UTF-8 can encode and PostgreSQL can store (no lone surrogate, no NUL)."""
-    if not isinstance(value, str) or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def validate_text(value: str) -> str:
@@ -207,7 +184,7 @@ class RoomCreateSerializer(serializers.Serializer):
     """``POST /api/rooms/``. ``slug`` may be omitted: it is then made from the name."""
 
     name = serializers.CharField(max_length=100)
-    slug = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
+    slug = serializers.SlugField(max_length=64, required=False, allow_blank=True)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
     is_private = serializers.BooleanField(required=False, default=False)
 

@@ -10,6 +10,8 @@ the REST ``code`` field) and an HTTP ``status``.
 import asyncio
 import functools
 import math
+import secrets
+import string
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from rest_framework.authtoken.models import Token
 from chatsite import async_db, dbconn
 
 from . import events, ratelimit
-from .models import Membership, Message, Room, SendWindow
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
 Role = Membership.Role
@@ -183,9 +185,13 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     next send."""
     membership = room_access(room=room, user=author)
     if membership is not None and membership.muted_now():
-        until = membership.muted_until.isoformat().replace("+00:00", "Z")
+        until = _iso(membership.muted_until)
         raise Muted(f"You are muted in this room until {until}.", until=until)
     return membership
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _check_same_send(sent: Message, body: str) -> None:
@@ -508,10 +514,30 @@ class _UnsureSends:
 _unsure_sends = _UnsureSends()
 
 
+def check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
+    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room
+    (also called by the admin's edit form, to refuse as a form error):
+    raises ``Forbidden``, ``Conflict``, ``Archived``, ``NotFound``, ``Banned`` or ``Muted``.
+    Site moderators may edit any message; anyone else only their own, and only while they
+    may send to the room (an edit puts new text in front of the room, as a send does)."""
+    site = is_site_moderator(actor)
+    if message.author_id != actor.pk and not site:
+        raise Forbidden("Only the author may edit a message.")
+    if message.deleted_at is not None:
+        raise Conflict("The message was deleted.")
+    if message.room.is_archived:
+        raise Archived("The room is archived.")
+    if not site:
+        _check_may_send(message.room, actor)
+
+
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
     """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
     set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
-    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room.
+    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room. An author
+    edits under the rule of sending: ``Muted`` (with ``until``) while muted, ``Banned`` when
+    banned from a public room, ``NotFound`` for a private room they are no longer in (or are
+    banned from). A refused edit changes and broadcasts nothing.
 
     Edits of one message are serialised by its row lock, and each gets an ``edited_at`` later
     than the one before (by 1 µs if this node's clock is behind the last editor's), so a client
@@ -519,14 +545,7 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     whatever order the frames of racing edits on several nodes arrive in."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        if message.author_id != actor.pk and not is_site_moderator(actor):
-            raise Forbidden("Only the author may edit a message.")
-        if message.deleted_at is not None:
-            raise Conflict("The message was deleted.")
-        if message.room.is_archived:
-            raise Archived("The room is archived.")
-        if not is_site_moderator(actor):
-            room_access(room=message.room, user=actor)
+        check_may_edit(message, actor)
         message.body = body
         edited_at = timezone.now()
         if message.edited_at is not None and edited_at <= message.edited_at:
@@ -541,15 +560,38 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
     return message
 
 
+def _check_may_delete(message: Message, actor: AbstractBaseUser) -> None:
+    """Who may delete ``message`` (the moderation hierarchy, ``_check_may_act_on``'s rule on
+    the author's role in the room):
+
+    - a site moderator: any message (content moderation site-wide, the owner's included);
+    - its author: while they may read the room (muted authors may: deleting adds no text;
+      ``Banned`` in a public room, ``NotFound`` in a private room they are not in);
+    - the room's owner: any message in it; a room moderator: members' messages, not a fellow
+      moderator's or the owner's (``Forbidden``)."""
+    if is_site_moderator(actor):
+        return
+    if message.author_id == actor.pk:
+        room_access(room=message.room, user=actor)
+        return
+    acting = _require_moderator(message.room, actor)
+    author = Membership.objects.filter(room=message.room, user_id=message.author_id).first()
+    if author is not None and author.role == Role.OWNER:
+        raise Forbidden("Only the owner or a site moderator may delete the owner's messages.")
+    if author is not None and author.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may delete a moderator's messages.")
+
+
 def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
-    """Soft-delete a message: the row and its ``seq`` stay, the body is shown to no one. Allowed
-    to its author, the room's owner and moderators, and site moderators (admin). Broadcasts
-    ``message.deleted`` after commit; deleting a deleted message changes and broadcasts nothing.
-    Raises ``Forbidden`` for anyone else."""
+    """Soft-delete a message: the row and its ``seq`` stay, the body is shown to no one (site
+    moderators still read it in Django admin). Allowed to its author (muted included; not when
+    banned), the room's owner, room moderators for members' messages, and site moderators
+    (``_check_may_delete``). Broadcasts ``message.deleted`` after commit; deleting a deleted
+    message changes and broadcasts nothing. Raises ``Forbidden`` for anyone else, ``Banned`` /
+    ``NotFound`` for a banned or removed author; a refusal changes nothing."""
     with transaction.atomic():
         message = Message.objects.select_for_update().select_related("room").get(pk=message.pk)
-        if message.author_id != actor.pk:
-            _require_moderator(message.room, actor)
+        _check_may_delete(message, actor)
         if message.deleted_at is None:
             message.deleted_at = timezone.now()
             message.deleted_by = actor if actor.is_authenticated else None
@@ -569,6 +611,17 @@ def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
 # --- rooms ----------------------------------------------------------------------------------------
 
 
+PRIVATE_SLUG_TOKEN_LENGTH = 12  # [a-z0-9]: 36**12, about 2**62 slugs to try per name
+
+
+def _private_slug(name: str) -> str:
+    """An unguessable slug for a private room made without one: the name's slug (if any) and
+    12 random lower-case letters and digits, e.g. ``book-club-k3j9x2m4qz7p``."""
+    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(PRIVATE_SLUG_TOKEN_LENGTH))
+    base = slugify(name)[: SLUG_MAX_LENGTH - PRIVATE_SLUG_TOKEN_LENGTH - 1].strip("-_")
+    return f"{base}-{token}" if base else token
+
+
 def room_create(
     *,
     name: str,
@@ -577,14 +630,16 @@ def room_create(
     description: str = "",
     is_private: bool = False,
 ) -> Room:
-    """Create a room, its creator as ``owner``. ``slug`` defaults to ``slugify(name)``. Raises
-    ``django.core.exceptions.ValidationError`` (with field errors) when a field is invalid or
-    the slug is taken."""
-    slug = slug or slugify(name)[:64]
-    if not slug:
-        raise ValidationError(
-            {"slug": ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]}
-        )
+    """Create a room, its creator as ``owner``. Without ``slug``: a public room's is
+    ``slugify(name)``; a private room's is unguessable (``_private_slug``), so nobody can learn
+    that a private room exists by trying to create one with the same slug. Raises
+    ``django.core.exceptions.ValidationError`` with field errors when a field is invalid
+    (``Room.clean``: the text rules of names and descriptions), and the one ``slug`` error
+    ``SLUG_UNAVAILABLE`` whenever the slug is taken by any room, visible to the caller or not,
+    or reserved: the answer never says whether, or which, room holds it."""
+    if not slug and is_private:
+        slug = _private_slug(name)
+    slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
     room = Room(
         name=name,
         slug=slug,
@@ -592,10 +647,23 @@ def room_create(
         created_by=created_by,
         is_private=is_private,
     )
-    room.full_clean(exclude=["created_by"])
-    with transaction.atomic():
-        room.save()
-        Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+    try:
+        room.full_clean(exclude=["created_by"] if slug else ["created_by", "slug"])
+        errors = {}
+    except ValidationError as exc:
+        errors = exc.message_dict
+    if not slug and "name" not in errors:  # a wrong name is the error to fix first
+        errors["slug"] = ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            room.save()
+            Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+    except IntegrityError:  # the same slug saved by a concurrent create after full_clean's check
+        if Room.objects.filter(slug=slug).exists():
+            raise ValidationError({"slug": [SLUG_UNAVAILABLE]}) from None
+        raise
     return room
 
 
@@ -603,9 +671,14 @@ ROOM_EDITABLE_FIELDS = ("name", "description", "is_private")
 
 
 def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
-    """Change ``name``, ``description`` or ``is_private`` (owner or moderator). Raises
-    ``Forbidden`` otherwise and ``Archived`` for an archived room."""
-    _require_moderator(room, actor)
+    """Change ``name`` or ``description`` (owner or moderator) or ``is_private`` (the owner or a
+    site moderator: making a private room public would show its history to everyone, and a
+    moderator may not overrule the owner). Raises ``Forbidden`` otherwise and ``Archived`` for
+    an archived room. Made private, the room's sockets of non-members close with 4404 on every
+    node (``room_save``)."""
+    acting = _require_moderator(room, actor)
+    if "is_private" in fields and fields["is_private"] != room.is_private and not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner may make the room private or public.")
     if room.is_archived:
         raise Archived("The room is archived.")
     unknown = set(fields) - set(ROOM_EDITABLE_FIELDS)
@@ -614,14 +687,15 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     for name, value in fields.items():
         setattr(room, name, value)
     room.full_clean(exclude=["created_by"])
-    room.save(update_fields=list(fields) or None)
-    return room
+    return room_save(room=room, update_fields=list(fields) or None)
 
 
 def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
-    """Archive a room (owner or moderator): history kept, no new messages; every open socket in
-    it gets ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
-    _require_moderator(room, actor)
+    """Archive a room (the owner or a site moderator; there is no way back, so not a room
+    moderator): history kept, no new messages; every open socket in it gets
+    ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
+    if not _is_owner_or_site(_require_moderator(room, actor), actor):
+        raise Forbidden("Only the owner may archive the room.")
     with transaction.atomic():
         updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(
             archived_at=timezone.now()
@@ -652,13 +726,18 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
 def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
     """Leave a room (idempotent: leaving twice is fine). The user's open sockets in the room are
     closed with 4000 on every node. A banned member's row stays (so the ban holds). Raises
-    ``Conflict`` for the owner (a room keeps its owner)."""
+    ``Conflict`` for the owner (a room keeps its owner), and ``Muted`` (with ``until``) for a
+    muted member of a public room: they could join again at once, and the mute, kept on the
+    membership, would be gone (a private room's member is only let back in by a moderator)."""
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
         if membership is None or membership.is_banned:
             return
         if membership.role == Role.OWNER:
             raise Conflict("The owner cannot leave the room.")
+        if not room.is_private and membership.muted_now():
+            until = _iso(membership.muted_until)
+            raise Muted(f"You are muted in this room until {until}; you can leave once it ends.", until=until)
         membership.delete()
         transaction.on_commit(
             partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left")
@@ -668,17 +747,29 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
 def member_add(
     *, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str = Role.MEMBER
 ) -> Membership:
-    """Add ``user`` to ``room`` (owner or moderator; the way into a private room). Only the owner
-    may add moderators. Raises ``Conflict`` when ``user`` is banned (unban first)."""
+    """Add ``user`` to ``room`` as ``role`` (owner or moderator; the way into a private room).
+    Only the owner (or a site moderator) adds moderators. For someone already a member, a
+    different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
+    moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
+    ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing."""
     acting = _require_moderator(room, actor)
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("Members can be added as member or moderator.")
     if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may add moderators.")
-    membership, created = Membership.objects.get_or_create(room=room, user=user, defaults={"role": role})
-    if membership.is_banned:
-        raise Conflict("The user is banned from this room; unban them first.")
-    if not created and membership.role != role and membership.role != Role.OWNER:
+    with transaction.atomic():
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            room=room, user=user, defaults={"role": role}
+        )
+        if created:
+            return membership
+        if membership.is_banned:
+            raise Conflict("The user is banned from this room; unban them first.")
+        if membership.role == role:
+            return membership
+        _check_may_act_on(acting, actor, membership)
+        if not _is_owner_or_site(acting, actor):
+            raise Forbidden("Only the owner may change roles.")
         membership.role = role
         membership.save(update_fields=["role"])
     return membership
@@ -689,15 +780,21 @@ def _is_owner_or_site(acting: Membership | None, actor: AbstractBaseUser) -> boo
 
 
 def _target(room: Room, user: AbstractBaseUser) -> Membership:
-    membership = Membership.objects.filter(room=room, user=user).first()
+    """``user``'s membership of ``room``, locked until the caller's transaction ends (a role
+    change racing the action cannot slip between its check and its write)."""
+    membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
     if membership is None:
         raise NotFound("No such member.")
     return membership
 
 
 def _check_may_act_on(acting: Membership | None, actor: AbstractBaseUser, target: Membership) -> None:
+    """The moderation hierarchy, for every action on a member (role change, mute, unmute, ban,
+    unban; ``_check_may_delete`` applies it to their messages): nobody acts on the owner, not
+    even a site moderator (site staff archive the room instead); only the owner or a site
+    moderator acts on a moderator; nobody acts on themselves. Raises ``Forbidden``."""
     if target.role == Role.OWNER:
-        raise Forbidden("The owner cannot be muted, banned or removed.")
+        raise Forbidden("The owner cannot be muted, banned, removed or have their role changed.")
     if target.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may act on a moderator.")
     if target.user_id == actor.pk:
@@ -711,10 +808,11 @@ def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUs
         raise Forbidden("Only the owner may change roles.")
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("The role must be member or moderator.")
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    target.role = role
-    target.save(update_fields=["role"])
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        target.role = role
+        target.save(update_fields=["role"])
     return target
 
 
@@ -724,10 +822,11 @@ def member_mute(
     """Mute a member until ``until`` (None: unmute). Their sends are refused with ``muted`` on
     every node from the next send on. Owner or moderator; only the owner may mute a moderator."""
     acting = _require_moderator(room, actor)
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    target.muted_until = until
-    target.save(update_fields=["muted_until"])
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        target.muted_until = until
+        target.save(update_fields=["muted_until"])
     return target
 
 
@@ -752,10 +851,11 @@ def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser)
     """Lift a ban: the user is no longer a member (they join a public room again, or are added
     to a private one). Owner or moderator."""
     acting = _require_moderator(room, actor)
-    target = _target(room, user)
-    _check_may_act_on(acting, actor, target)
-    if target.is_banned:
-        target.delete()
+    with transaction.atomic():
+        target = _target(room, user)
+        _check_may_act_on(acting, actor, target)
+        if target.is_banned:
+            target.delete()
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -772,3 +872,84 @@ def token_revoke(*, user: AbstractBaseUser) -> bool:
         if deleted:
             transaction.on_commit(partial(events.broadcast_token_revoked, user_id=user.pk))
     return bool(deleted)
+
+
+# --- ends of access -------------------------------------------------------------------------------
+# Every change that can end someone's access to a room broadcasts, on commit, an event on which
+# the affected sockets check their access again (``rooms.access``) and close: 4401, 4403, 4404.
+
+
+def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
+    """Save ``room`` (validated by the caller: ``room_update``, Django admin). When this makes a
+    public room private, ``room.access_changed`` is broadcast after commit: on every node the
+    sockets of users who are not members close with 4404, and their reads are refused."""
+    with transaction.atomic():
+        was_private = None
+        if room.pk is not None:
+            was_private = Room.objects.select_for_update().filter(pk=room.pk).values_list(
+                "is_private", flat=True).first()
+        room.save(update_fields=update_fields)
+        if room.is_private and was_private is False:
+            transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room.pk))
+    return room
+
+
+def room_delete(*, room: Room, actor: AbstractBaseUser) -> None:
+    """Delete a room with its history and memberships (Django admin: its owner or a site
+    moderator). Every open socket in it closes with 4404 on every node."""
+    acting = _membership(room, actor)
+    if not _is_owner_or_site(acting, actor):
+        raise Forbidden("Only the owner or a site moderator may delete a room.")
+    room_id = room.pk
+    with transaction.atomic():
+        room.delete()
+        transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room_id))
+
+
+def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> None:
+    """Delete ``user``'s membership of ``room`` (Django admin; owner, moderator or site moderator,
+    with the same rules as a ban: never the owner). Their open sockets in the room close on every
+    node: 4404 in a private room, 4000 in a public one (which they may join again). Deleting a
+    banned member's row lifts the ban, as ``member_unban`` does. Idempotent."""
+    acting = _require_moderator(room, actor)
+    with transaction.atomic():
+        target = Membership.objects.select_for_update().filter(room=room, user=user).first()
+        if target is None:
+            return
+        _check_may_act_on(acting, actor, target)
+        target.delete()
+        transaction.on_commit(
+            partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed")
+        )
+
+
+def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:
+    """Save ``user`` (Django admin's user form). When this deactivates them, every socket of
+    theirs closes with 4401 on every node and their reads are refused (``user.access_changed``
+    after commit)."""
+    with transaction.atomic():
+        was_active = None
+        if user.pk is not None:
+            was_active = type(user).objects.select_for_update().filter(pk=user.pk).values_list(
+                "is_active", flat=True).first()
+        user.save(update_fields=update_fields)
+        if was_active and not user.is_active:
+            transaction.on_commit(partial(events.broadcast_user_access_changed, user_id=user.pk))
+    return user
+
+
+def user_set_active(*, user: AbstractBaseUser, active: bool) -> AbstractBaseUser:
+    """Activate or deactivate ``user`` (``user_save``: deactivated, their sockets close with
+    4401 on every node)."""
+    user.is_active = active
+    return user_save(user=user, update_fields=["is_active"])
+
+
+def user_delete(*, user: AbstractBaseUser) -> None:
+    """Delete ``user`` (Django admin); every socket of theirs closes with 4401 on every node.
+    Raises ``django.db.models.ProtectedError`` when they have sent messages (deactivate them
+    instead: history keeps its authors)."""
+    user_id = user.pk
+    with transaction.atomic():
+        user.delete()
+        transaction.on_commit(partial(events.broadcast_user_access_changed, user_id=user_id))

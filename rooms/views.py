@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .forms import RoomCreateForm, SignupForm
 from .models import Membership
 from .serializers import MessageSerializer
@@ -110,11 +110,23 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
 
 
 class SignupView(FormView):
-    """``/accounts/signup/``: create an account and sign in."""
+    """``/accounts/signup/``: create an account and sign in. Every POST counts against
+    ``SIGNUP_RATE`` per client address (``rooms.login_throttle``); over it, 429 with
+    ``Retry-After`` and the form showing the wait, and no account is made."""
 
     template_name = "registration/signup.html"
     form_class = SignupForm
     success_url = reverse_lazy("rooms:list")
+
+    def post(self, request, *args, **kwargs):
+        retry_after = login_throttle.address_hit("signup", request, settings.SIGNUP_RATE)
+        if retry_after is None:
+            return super().post(request, *args, **kwargs)
+        login_throttle.refused("signup")
+        form = self.get_form_class()(initial={"username": request.POST.get("username", "")})
+        message = f"Too many sign-ups from your network. Try again {login_throttle.wait_text(retry_after)}."
+        return login_throttle.refuse_with_form(self.render_to_response(self.get_context_data(form=form)),
+                                               form, message, retry_after)
 
     def form_valid(self, form):
         try:

@@ -4,6 +4,7 @@ started with the product's own command and environment, stopped by PID."""
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from django.db import connection
 from bench.cluster import free_port  # below the ephemeral range: a poll cannot connect to itself
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A key the settings accept outside DEBUG (50+ random characters), for every node a test starts.
+TEST_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def database_url_for_tests() -> str:
@@ -77,7 +81,7 @@ def collected_static_root() -> str:
     global _static_root
     if _static_root is None:
         root = tempfile.mkdtemp(prefix="chatsite-static-")
-        env = {**os.environ, "STATIC_ROOT": root, "SECRET_KEY": os.environ.get("SECRET_KEY") or "collect"}
+        env = {**os.environ, "STATIC_ROOT": root, "SECRET_KEY": TEST_SECRET_KEY}
         subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
             cwd=BASE_DIR, env=env, check=True, timeout=120,
@@ -126,11 +130,14 @@ def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra
         "REDIS_URL": redis_url,
         "CHANNEL_LAYER_PREFIX": prefix,
         "DEBUG": "0",
-        "SECRET_KEY": "multinode-test-secret",
+        "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_POOL_MAX_SIZE": "4",
         "THROTTLE_SEND_RATE": "100000/min",  # tests drive sends faster than a person
         "WS_SEND_RATE": "0",
+        # Tests log in and sign up from one address far more often than a person would.
+        "LOGIN_ADDRESS_RATE": "100000/min",
+        "SIGNUP_RATE": "100000/min",
         **(extra_env or {}),
     }
     nodes = [start_node(f"node-{i}", env=env, log_dir=log_dir) for i in range(1, count + 1)]

@@ -438,3 +438,183 @@ def test_unknown_api_paths_answer_json_404(api, room, user):
     for method in ("post", "patch", "delete"):  # any method: no CSRF page first
         response = getattr(strict, method)("/api/messages/1/", {"body": "x"}, format="json")
         assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+
+
+# --- moderation hierarchy and what muted or banned users may do ------------------------------------
+
+
+def _rows():
+    return (
+        list(Membership.objects.order_by("pk").values()),
+        list(Message.objects.order_by("pk").values()),
+        list(Room.objects.order_by("pk").values()),
+    )
+
+
+@pytest.fixture
+def moderators(room, user, other_user):
+    """lobby: alice owner, bob and carol moderators, dave member, each with a message."""
+    carol, dave = factories.make_user("carol"), factories.make_user("dave")
+    for member, role in ((other_user, "moderator"), (carol, "moderator"), (dave, "member")):
+        services.member_add(room=room, actor=user, user=member, role=role)
+    said = {
+        u.username: services.message_post(room=room, author=u, body=f"from {u.username}", client_msg_id="c").message
+        for u in (user, other_user, carol, dave)
+    }
+    return said
+
+
+def _moderation_requests(target, message_id):
+    base = "/api/rooms/lobby"
+    return [
+        ("post", f"{base}/members/", {"username": target, "role": "member"}),
+        ("post", f"{base}/members/", {"username": target, "role": "moderator"}),
+        ("patch", f"{base}/members/{target}/", {"role": "member"}),
+        ("post", f"{base}/members/{target}/mute/", {"minutes": 5}),
+        ("delete", f"{base}/members/{target}/mute/", None),
+        ("post", f"{base}/members/{target}/ban/", None),
+        ("delete", f"{base}/members/{target}/ban/", None),
+        ("delete", f"{base}/members/{target}/", None),
+        ("delete", f"{base}/messages/{message_id}/", None),
+    ]
+
+
+def test_a_moderator_cannot_demote_mute_ban_or_delete_for_a_fellow_moderator_over_rest(room, other_user, moderators):
+    bob_api = client_for(other_user)
+    before = _rows()
+    for method, url, body in _moderation_requests("carol", moderators["carol"].pk):
+        response = getattr(bob_api, method)(url, body, format="json")
+        assert response.status_code == 403 and response.data["code"] == "forbidden", (method, url, response.data)
+        assert _rows() == before, (method, url)
+
+
+def test_nobody_acts_on_the_owner_over_rest(room, other_user, moderators):
+    bob_api = client_for(other_user)
+    before = _rows()
+    for method, url, body in _moderation_requests("alice", moderators["alice"].pk):
+        response = getattr(bob_api, method)(url, body, format="json")
+        assert response.status_code == 403 and response.data["code"] == "forbidden", (method, url, response.data)
+        assert _rows() == before, (method, url)
+
+
+def test_the_owner_demotes_a_moderator_who_then_can_be_muted_by_one(api, room, other_user, moderators):
+    response = api.post("/api/rooms/lobby/members/", {"username": "carol", "role": "member"}, format="json")
+    assert response.status_code == 201 and response.data["role"] == "member"
+    assert client_for(other_user).post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
+    assert api.delete(f"/api/rooms/lobby/messages/{moderators['bob'].pk}/").status_code == 204
+
+
+def test_a_muted_author_cannot_edit_over_rest_and_gets_muted_with_until(api, bob_api, room, other_user):
+    message = services.message_post(room=room, author=other_user, body="old", client_msg_id="o").message
+    until = (timezone.now() + timedelta(minutes=10)).isoformat()
+    assert api.post("/api/rooms/lobby/members/bob/mute/", {"until": until}, format="json").status_code == 200
+    before = _rows()
+    response = bob_api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "new"}, format="json")
+    assert response.status_code == 403 and response.data["code"] == "muted" and response.data["until"]
+    assert _rows() == before
+
+
+def test_a_muted_user_reads_history_and_deletes_their_own_message_over_rest(api, bob_api, room, other_user):
+    message = services.message_post(room=room, author=other_user, body="regret", client_msg_id="r").message
+    assert api.post("/api/rooms/lobby/members/bob/mute/", {"minutes": 5}, format="json").status_code == 200
+    assert [m["body"] for m in bob_api.get("/api/rooms/lobby/messages/").data["results"]] == ["regret"]
+    assert bob_api.delete(f"/api/rooms/lobby/messages/{message.pk}/").status_code == 204
+    assert Message.objects.get(pk=message.pk).deleted_at is not None
+
+
+def test_a_muted_user_cannot_leave_a_public_room_to_shed_the_mute(api, bob_api, room, other_user):
+    services.member_join(room=room, user=other_user)
+    assert api.post("/api/rooms/lobby/members/bob/mute/", {"minutes": 5}, format="json").status_code == 200
+    before = _rows()
+    response = bob_api.delete("/api/rooms/lobby/members/me/")
+    assert response.status_code == 403 and response.data["code"] == "muted" and response.data["until"]
+    assert _rows() == before
+
+
+def test_a_banned_user_reads_a_public_rooms_history_but_cannot_edit_or_delete(api, bob_api, room, other_user):
+    message = services.message_post(room=room, author=other_user, body="mine", client_msg_id="m").message
+    assert api.post("/api/rooms/lobby/members/bob/ban/").status_code == 200
+    assert [m["body"] for m in bob_api.get("/api/rooms/lobby/messages/").data["results"]] == ["mine"]
+    before = _rows()
+    for method, body in (("patch", {"body": "changed"}), ("delete", None)):
+        response = getattr(bob_api, method)(f"/api/rooms/lobby/messages/{message.pk}/", body, format="json")
+        assert response.status_code == 403 and response.data["code"] == "banned"
+    assert _rows() == before
+
+
+def test_a_banned_user_of_a_private_room_gets_404_on_their_own_messages(api, bob_api, private_room, other_user):
+    services.member_add(room=private_room, actor=private_room.created_by, user=other_user)
+    message = services.message_post(room=private_room, author=other_user, body="mine", client_msg_id="m").message
+    assert api.post("/api/rooms/secret/members/bob/ban/").status_code == 200
+    for method, body in (("get", None), ("patch", {"body": "changed"}), ("delete", None)):
+        assert getattr(bob_api, method)(f"/api/rooms/secret/messages/{message.pk}/", body, format="json").status_code == 404
+    assert bob_api.get("/api/rooms/secret/messages/").status_code == 404
+
+
+# --- nothing reveals a private room ----------------------------------------------------------------
+
+
+def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavailable_slug(bob_api, room, private_room):
+    """bob cannot see ``secret``; ``lobby`` is visible to him, ``new`` is reserved: one answer."""
+    count = Room.objects.count()
+    answers = []
+    for body in ({"name": "Mine", "slug": "secret"}, {"name": "Mine", "slug": "lobby"}, {"name": "Mine", "slug": "new"},
+                 {"name": "Secret"}, {"name": "Lobby"}):
+        response = bob_api.post("/api/rooms/", body, format="json")
+        answers.append((response.status_code, response.content))
+    assert answers == [(400, b'{"slug":["This slug is not available; choose another."]}')] * 5
+    assert Room.objects.count() == count
+    assert bob_api.get("/api/rooms/secret/").status_code == bob_api.get("/api/rooms/nothing-here/").status_code == 404
+
+
+def test_a_private_room_made_without_a_slug_cannot_be_found_by_its_name(api, bob_api):
+    response = api.post("/api/rooms/", {"name": "Plans", "is_private": True}, format="json")
+    assert response.status_code == 201 and response.data["slug"].startswith("plans-") and len(response.data["slug"]) == 18
+    probe = bob_api.post("/api/rooms/", {"name": "Plans"}, format="json")  # the slug a name would give is free
+    assert probe.status_code == 201 and probe.data["slug"] == "plans"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"name": "\u200b\u200b"}, "name"), ({"name": "\u3164"}, "name"), ({"name": "bell\x07"}, "name"),
+     ({"name": "a\nb", "slug": "ab"}, "name"), ({"name": "ok", "description": "\u200b"}, "description"),
+     ({"name": "ok", "description": "esc\x1b[2J"}, "description")],
+)
+def test_room_names_and_descriptions_with_control_or_only_invisible_characters_are_400(api, room, body, field):
+    count = Room.objects.count()
+    response = api.post("/api/rooms/", body, format="json")
+    assert response.status_code == 400 and list(response.data) == [field], response.data
+    assert Room.objects.count() == count
+    response = api.patch("/api/rooms/lobby/", {k: v for k, v in body.items() if k != "slug"}, format="json")
+    assert response.status_code == 400 and field in response.data
+    assert Room.objects.get(slug="lobby").name == "Lobby"
+
+
+def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_missing_one(bob_api, private_room, user):
+    message = services.message_post(room=private_room, author=user, body="secret", client_msg_id="s1").message
+    routes = [
+        ("get", "/"), ("patch", "/"), ("delete", "/"), ("get", "/presence/"), ("get", "/messages/"),
+        ("post", "/messages/"), ("get", f"/messages/{message.pk}/"), ("patch", f"/messages/{message.pk}/"),
+        ("delete", f"/messages/{message.pk}/"), ("get", "/members/"), ("post", "/members/"),
+        ("get", "/members/alice/"), ("patch", "/members/alice/"), ("delete", "/members/me/"),
+        ("post", "/members/alice/mute/"), ("post", "/members/alice/ban/"), ("delete", "/members/alice/ban/"),
+    ]
+    body = {"body": "x", "client_msg_id": "y", "role": "member", "username": "alice", "minutes": 5, "name": "n"}
+    for method, tail in routes:
+        hidden = getattr(bob_api, method)(f"/api/rooms/secret{tail}", body, format="json")
+        missing = getattr(bob_api, method)(f"/api/rooms/secreu{tail}", body, format="json")
+        assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (
+            404, b'{"detail":"No such room."}'), (method, tail, hidden.content)
+
+
+def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(api, private_room, other_user):
+    services.member_add(room=private_room, actor=private_room.created_by, user=other_user, role="moderator")
+    bob_api = client_for(other_user)
+    before = _rows()
+    response = bob_api.patch("/api/rooms/secret/", {"is_private": False}, format="json")
+    assert response.status_code == 403 and response.data["code"] == "forbidden"
+    response = bob_api.delete("/api/rooms/secret/")
+    assert response.status_code == 403 and response.data["code"] == "forbidden"
+    assert _rows() == before
+    assert bob_api.patch("/api/rooms/secret/", {"name": "Renamed"}, format="json").status_code == 200
+    assert api.patch("/api/rooms/secret/", {"is_private": False}, format="json").data["is_private"] is False

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,6 +171,30 @@ def test_compose_release_balancer_redis_and_postgres(compose):
     example = (BASE_DIR / "docker" / ".env.example").read_text()
     needed = set(re.findall(r"(?<!\$)\$\{(\w+)", (BASE_DIR / "docker" / "compose.yaml").read_text()))
     assert needed and all(re.search(rf"^{v}=", example, re.M) for v in needed), needed
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of an env file (comments and blank lines skipped)."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#"))
+
+
+def test_compose_example_env_speaks_the_scheme_its_balancer_serves(compose):
+    """README's compose recipe as shipped: the balancer's published port is its ``listen`` in
+    docker/nginx.conf; without ``ssl`` there it serves plain HTTP, so HTTPS (redirect to https,
+    Secure cookies) must be off in the example env, and on only with a TLS listener."""
+    example = _env_file(BASE_DIR / "docker" / ".env.example")
+    published = [str(p) for p in compose["services"]["balancer"]["ports"]]
+    container_ports = {p.rsplit(":", 1)[1] for p in published}
+    listens = re.findall(r"^\s*listen\s+([^;]+);", (BASE_DIR / "docker" / "nginx.conf").read_text(), re.M)
+    listen_ports = {re.match(r"(?:\S+:)?(\d+)", l)[1]: "ssl" in l.split() for l in listens}
+    assert container_ports and container_ports <= set(listen_ports), (published, listens)
+    balancer_speaks_tls = any(listen_ports[p] for p in container_ports)
+    https = example["HTTPS"].strip().lower() in ("1", "true", "yes", "on")
+    assert https == balancer_speaks_tls, (example["HTTPS"], listens)
+    # Its hosts include the address README's recipe opens and the containers' health checks use.
+    assert "127.0.0.1" in example["ALLOWED_HOSTS"].split(",")
+    assert "http://127.0.0.1:8080" in (BASE_DIR / "docker" / "compose.yaml").read_text()
 
 
 def test_cluster_procfile_runs_the_procfile_web_command_per_node_and_nginx_in_the_foreground():
@@ -457,6 +482,51 @@ def test_https_nodes_behind_the_balancer_with_tls_ended_in_front_of_it_serve_pag
         assert status == 200
         status, _, _ = _get(port, "/accounts/login/")
         assert status == 301
+
+
+@needs_nginx
+@pytest.mark.multinode
+@pytest.mark.django_db(transaction=True)
+def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain_http():
+    """A node with docker/.env.example's HTTPS, ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS behind the
+    shipped balancer config, reached over plain HTTP as README's recipe does: pages answer (a
+    sign-in redirect stays on http), nothing redirects to https, and a browser can sign up (its
+    cookies are not Secure-only, so they come back over plain HTTP and pass the CSRF check)."""
+    example = _env_file(BASE_DIR / "docker" / ".env.example")
+    env = {k: example[k] for k in ("HTTPS", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")}
+    with balanced_cluster(database_url_for_tests(), os.environ["REDIS_URL"], count=1, extra_env=env) as (port, _, _):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 302 and not response.getheader("Location").startswith("https:")
+        finally:
+            conn.close()
+        status, _, body = _get(port, "/accounts/login/")
+        assert status == 200 and "Log in" in body
+
+        origin = f"http://127.0.0.1:{port}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/accounts/signup/")
+            page = conn.getresponse()
+            page.read()
+            cookie = next(c for c in page.headers.get_all("Set-Cookie") if c.startswith("csrftoken="))
+            assert "secure" not in cookie.lower(), cookie
+            token = cookie.split(";", 1)[0].split("=", 1)[1]
+            form = urllib.parse.urlencode({"username": f"compose-{uuid.uuid4().hex[:8]}", "csrfmiddlewaretoken": token,
+                                           "password1": factories.PASSWORD, "password2": factories.PASSWORD})
+            conn.request("POST", "/accounts/signup/", body=form, headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={token}",
+                "Origin": origin, "Referer": f"{origin}/accounts/signup/"})
+            signed_up = conn.getresponse()
+            signed_up.read()
+            assert signed_up.status == 302 and signed_up.getheader("Location") == "/", signed_up.status
+            session = next(c for c in signed_up.headers.get_all("Set-Cookie") if c.startswith("sessionid="))
+            assert "secure" not in session.lower(), session
+        finally:
+            conn.close()
 
 
 @needs_nginx

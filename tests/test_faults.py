@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 
 from rooms.models import Message
 from tests import factories
-from tests.nodes import (BASE_DIR, Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
+from tests.nodes import (BASE_DIR, TEST_SECRET_KEY, Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
                          start_node, wait_healthy)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
@@ -95,7 +95,7 @@ def node_env(db):
     """Environment for nodes started by a test itself."""
     return {
         "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": "faults-test-secret",
+        "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
         "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
     }
@@ -909,13 +909,13 @@ def private_pg(tmp_path_factory):
         pg.execute("CREATE DATABASE chatsite")
         seeded = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", _SEED], cwd=BASE_DIR, capture_output=True, text=True,
-            env={**os.environ, "DATABASE_URL": pg.url("chatsite"), "SECRET_KEY": "pg-faults"}, timeout=120)
+            env={**os.environ, "DATABASE_URL": pg.url("chatsite"), "SECRET_KEY": TEST_SECRET_KEY}, timeout=120)
         assert seeded.returncode == 0, seeded.stderr
         seed = json.loads(seeded.stdout.strip().splitlines()[-1])
         proxy = TcpProxy(("127.0.0.1", pg.port))
         env = {
             "DATABASE_URL": pg.url("chatsite", proxy.port), "REDIS_URL": os.environ["REDIS_URL"],
-            "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": "pg-faults-secret",
+            "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY,
             "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
             "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
         }

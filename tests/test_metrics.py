@@ -26,6 +26,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rooms import events, services
 from tests import factories
 from tests.conftest import new_client_msg_id
+from tests.nodes import TEST_SECRET_KEY
 from tests.nodes import Client as NodeClient
 from tests.nodes import cluster, database_url_for_tests, free_port
 from tests.test_consumers import send_and_collect
@@ -123,12 +124,12 @@ def test_metrics_token_and_allow_come_from_the_environment():
         "import django, json\nfrom django.conf import settings\ndjango.setup()\n"
         "print(json.dumps([settings.METRICS_TOKEN, [str(n) for n in settings.METRICS_ALLOW]]))"
     )
-    proc = run(show, SECRET_KEY="k", METRICS_TOKEN="t0k", METRICS_ALLOW=" 127.0.0.1, 10.0.0.0/8,,::1 ")
+    proc = run(show, SECRET_KEY=TEST_SECRET_KEY, METRICS_TOKEN="t0k", METRICS_ALLOW=" 127.0.0.1, 10.0.0.0/8,,::1 ")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == '["t0k", ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]]'
-    unset = run(show, SECRET_KEY="k", METRICS_TOKEN="", METRICS_ALLOW="")
+    unset = run(show, SECRET_KEY=TEST_SECRET_KEY, METRICS_TOKEN="", METRICS_ALLOW="")
     assert unset.stdout.strip().splitlines()[-1] == '["", []]'
-    bad = run(show, SECRET_KEY="k", METRICS_ALLOW="127.0.0.1,localhost")
+    bad = run(show, SECRET_KEY=TEST_SECRET_KEY, METRICS_ALLOW="127.0.0.1,localhost")
     assert bad.returncode != 0 and "METRICS_ALLOW: 'localhost'" in bad.stderr
 
 
@@ -345,3 +346,32 @@ async def test_a_daphne_node_serves_its_own_metrics_to_the_token_or_allowed_addr
     with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
         status, text = await asyncio.to_thread(_get, f"{nodes[0].http}/metrics")
         assert status == 200 and 'chatsite_node_info{server_id="node-1"} 1.0' in text
+
+
+@pytest.mark.multinode
+@pytest.mark.django_db(transaction=True)
+def test_an_https_node_serves_metrics_and_healthz_to_a_direct_plain_http_scrape():
+    """With HTTPS=1 pages redirect to https, but Prometheus and the balancer's health check talk
+    plain HTTP to the node itself (no TLS there): /metrics and /healthz answer, not 301."""
+    import http.client
+
+    def get(port: int, path: str, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.getheader("Location"), response.read().decode()
+        finally:
+            conn.close()
+
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    extra = {"HTTPS": "1", "METRICS_TOKEN": TOKEN}
+    with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url_for_tests(), prefix=prefix,
+                 extra_env=extra) as nodes:
+        port = nodes[0].port
+        status, _, text = get(port, "/metrics", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and 'chatsite_node_info{server_id="node-1"} 1.0' in text
+        assert get(port, "/metrics")[0] == 404  # still closed without the token
+        assert get(port, "/healthz")[0] == 200
+        status, location, _ = get(port, "/accounts/login/")
+        assert status == 301 and location.startswith("https://")

@@ -387,3 +387,164 @@ def test_an_admin_edit_to_a_body_with_nothing_visible_is_refused_as_over_the_api
     response = client.post(f"/admin/rooms/message/{message.pk}/change/", {"body": body})
     assert response.status_code == 200 and b"The message body is empty." in response.content
     assert Message.objects.get(pk=message.pk).body == "original"
+
+
+# --- the moderation hierarchy in admin ---------------------------------------------------------------
+
+
+def _rows():
+    from rooms.models import Membership, Room
+
+    return (
+        list(Membership.objects.order_by("pk").values()),
+        list(Message.objects.order_by("pk").values()),
+        list(Room.objects.order_by("pk").values()),
+    )
+
+
+def staff_with(username, *codenames):
+    """A staff user with only these permissions: in admin, but not a site moderator."""
+    from django.contrib.auth.models import Permission
+
+    moderators_group()  # makes the permissions too (transactional tests empty their table)
+    staff = factories.make_user(username, is_staff=True)
+    permissions = Permission.objects.filter(content_type__app_label="rooms", codename__in=codenames)
+    assert len(permissions) == len(codenames)
+    staff.user_permissions.add(*permissions)
+    return staff
+
+
+def admin_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_staff_room_moderator_cannot_mute_ban_or_unban_a_fellow_moderator_or_the_owner_in_admin(db, room, user):
+    from rooms.models import Membership
+
+    bob = staff_with("bob", "view_membership", "change_membership")
+    carol = factories.make_user("carol")
+    services.member_add(room=room, actor=user, user=bob, role="moderator")
+    services.member_add(room=room, actor=user, user=carol, role="moderator")
+    assert not services.is_site_moderator(bob)
+    client = admin_client(bob)
+    targets = [str(Membership.objects.get(room=room, user=u).pk) for u in (carol, user)]
+    before = _rows()
+    for action in ("mute_1h", "mute_24h", "unmute", "ban", "unban"):
+        response = client.post("/admin/rooms/membership/", {"action": action, "_selected_action": targets}, follow=True)
+        content = response.content.decode()
+        assert response.status_code == 200 and "Only the owner may act on a moderator." in content, action
+        assert "The owner cannot be muted" in content and "member(s)" not in content, action
+        assert _rows() == before, action
+
+
+def test_a_site_moderator_acts_on_moderators_but_not_on_the_owner_in_admin(db, room, user, other_user):
+    from rooms.models import Membership
+
+    services.member_add(room=room, actor=user, user=other_user, role="moderator")
+    client = admin_client(moderator_staff())
+    owner = str(Membership.objects.get(room=room, user=user).pk)
+    before = _rows()
+    response = client.post("/admin/rooms/membership/", {"action": "ban", "_selected_action": [owner]}, follow=True)
+    assert "The owner cannot be muted" in response.content.decode() and _rows() == before
+    moderator = str(Membership.objects.get(room=room, user=other_user).pk)
+    client.post("/admin/rooms/membership/", {"action": "mute_1h", "_selected_action": [moderator]})
+    assert Membership.objects.get(room=room, user=other_user).muted_now()
+
+
+def test_a_staff_room_moderator_cannot_soft_delete_the_owners_or_a_moderators_messages_in_admin(db, room, user):
+    bob = staff_with("bob", "view_message", "change_message")
+    carol = factories.make_user("carol")
+    services.member_add(room=room, actor=user, user=bob, role="moderator")
+    services.member_add(room=room, actor=user, user=carol, role="moderator")
+    ids = [str(services.message_post(room=room, author=u, body="x", client_msg_id="x").message.pk) for u in (user, carol)]
+    before = _rows()
+    response = admin_client(bob).post("/admin/rooms/message/", {"action": "soft_delete", "_selected_action": ids}, follow=True)
+    content = response.content.decode()
+    assert "delete the owner&#x27;s messages" in content and "delete a moderator&#x27;s messages" in content
+    assert _rows() == before
+
+
+def test_a_muted_staff_author_cannot_edit_their_message_in_admin(db, room, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    bob = staff_with("bob", "view_message", "change_message")
+    message = services.message_post(room=room, author=bob, body="before", client_msg_id="x").message
+    services.member_mute(room=room, actor=user, user=bob, until=timezone.now() + timedelta(minutes=5))
+    before = _rows()
+    response = admin_client(bob).post(f"/admin/rooms/message/{message.pk}/change/", {"body": "after"})
+    assert response.status_code == 200 and b"You are muted in this room until" in response.content
+    assert _rows() == before
+    services.member_mute(room=room, actor=user, user=bob, until=None)
+    response = admin_client(bob).post(f"/admin/rooms/message/{message.pk}/change/", {"body": "after"})
+    assert response.status_code == 302 and Message.objects.get(pk=message.pk).body == "after"
+
+
+def test_a_site_moderator_edits_a_muted_authors_message_in_admin(db, room, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    message = services.message_post(room=room, author=other_user, body="rude", client_msg_id="x").message
+    services.member_mute(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    response = admin_client(moderator_staff()).post(f"/admin/rooms/message/{message.pk}/change/", {"body": "[removed]"})
+    assert response.status_code == 302 and Message.objects.get(pk=message.pk).body == "[removed]"
+
+
+# --- rooms in admin: text rules, slugs, and nothing for non-staff --------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [("name", "\u200b"), ("name", "a\x07"), ("description", "\u3164\u3164")])
+def test_an_admin_edit_of_a_room_follows_the_name_and_description_rules(db, room, field, value):
+    superuser = get_user_model_superuser()
+    data = {"name": room.name, "slug": room.slug, "description": room.description, field: value}
+    before = _rows()
+    response = admin_client(superuser).post(f"/admin/rooms/room/{room.pk}/change/", data)
+    assert response.status_code == 200 and field in response.context["adminform"].form.errors
+    assert _rows() == before
+
+
+def test_adding_a_room_in_admin_over_a_taken_slug_answers_the_one_unavailable_text(db, room, user):
+    factories.make_room(created_by=user, slug="hidden", is_private=True)
+    response = admin_client(get_user_model_superuser()).post(
+        "/admin/rooms/room/add/", {"name": "Other", "slug": "hidden", "description": ""})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["slug"] == ["This slug is not available; choose another."]
+
+
+def test_the_admin_answers_a_non_staff_user_alike_for_a_private_room_and_a_missing_one(db, user, other_user):
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    client = admin_client(other_user)
+    answers = []
+    for pk in (secret.pk, secret.pk + 1000):
+        for path in (f"/admin/rooms/room/{pk}/change/", f"/admin/rooms/room/{pk}/history/"):
+            response = client.get(path)
+            answers.append((response.status_code, response["Location"].replace(str(pk), "ID")))
+    assert answers[:2] == answers[2:] and all(code == 302 for code, _ in answers)
+
+
+def get_user_model_superuser():
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("root", password=factories.PASSWORD)
+
+
+async def test_a_muted_member_keeps_reading_the_room_live_and_its_history_over_the_socket(ws, room, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    bob = await open_member(ws, room, other_user)
+    await sync(services.member_mute)(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    await sync(services.message_post)(room=room, author=user, body="while you are muted", client_msg_id="w")
+    assert (await bob.receive_type("message"))["message"]["body"] == "while you are muted"
+    await bob.send({"type": "fetch", "after_seq": 0})
+    history = await bob.receive_type("history")
+    assert [m["body"] for m in history["messages"]] == ["while you are muted"]
+    await bob.send({"type": "message.send", "body": "let me talk", "client_msg_id": "t"})
+    assert (await bob.receive_type("error"))["code"] == "muted"
+    assert await bob.nothing_more(0.3)
+    await bob.close()

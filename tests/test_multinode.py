@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from rooms import services
 from rooms.models import Message
 from tests import factories
-from tests.nodes import Client, Http, cluster, database_url_for_tests, free_port, start_node
+from tests.nodes import TEST_SECRET_KEY, Client, Http, cluster, database_url_for_tests, free_port, start_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -172,7 +172,7 @@ def test_health_reports_each_node(nodes_for, mode):
 def test_health_is_503_naming_the_part_that_cannot_be_reached(tmp_path, db):
     closed = f"127.0.0.1:{free_port()}"
     env = {
-        "DEBUG": "0", "SECRET_KEY": "x", "ALLOWED_HOSTS": "127.0.0.1", "CHANNEL_LAYER_PREFIX": "health-test",
+        "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1", "CHANNEL_LAYER_PREFIX": "health-test",
         "DATABASE_POOL_TIMEOUT": "1",
     }
     bad_db = start_node("bad-db", env={**env, "DATABASE_URL": f"postgres://postgres@{closed}/none",

@@ -29,7 +29,7 @@ from chatsite import redis_config
 from rooms import events
 from rooms.models import Message
 from tests import factories
-from tests.nodes import Client, cluster, database_url_for_tests, free_port, start_node
+from tests.nodes import TEST_SECRET_KEY, Client, cluster, database_url_for_tests, free_port, start_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -194,7 +194,7 @@ def _prefix() -> str:
 
 def _node_env(database_url: str, **env) -> dict:
     return {"DATABASE_URL": database_url, "CHANNEL_LAYER_PREFIX": _prefix(), "DEBUG": "0",
-            "SECRET_KEY": "redis-deploy-test-secret", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_POOL_MAX_SIZE": "4", "REDIS_URL": "", "REDIS_CA_FILE": "",
             "REDIS_SENTINELS": "", "REDIS_SENTINEL_MASTER": "", **env}
 

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, transaction
 
 from rooms import events, services
-from rooms.models import Message, Room
+from rooms.models import Membership, Message, Room
 from rooms.serializers import MessageSerializer
 from tests import factories
 
@@ -135,3 +135,268 @@ def test_each_edit_gets_a_later_edited_at_even_when_this_nodes_clock_is_behind(r
     assert edited.edited_at == ahead + timedelta(microseconds=1)
     again = services.message_edit(message=edited, actor=user, body="v4")
     assert again.edited_at > edited.edited_at and Message.objects.get(pk=message.pk).body == "v4"
+
+
+# --- the moderation hierarchy ---------------------------------------------------------------------
+
+
+def _state():
+    """Every row a moderation action could change, to show a refusal changed nothing."""
+    from rooms.models import Membership
+
+    return (
+        list(Membership.objects.order_by("pk").values()),
+        list(Message.objects.order_by("pk").values()),
+        list(Room.objects.order_by("pk").values()),
+    )
+
+
+def _refused(call, error=services.Forbidden):
+    """``call()`` raises ``error``, and no row changed and no broadcast was registered."""
+    before = _state()
+    with pytest.raises(error) as exc:
+        call()
+    assert _state() == before
+    return exc.value
+
+
+def _site_moderator():
+    from django.contrib.auth.models import Permission
+
+    staff = factories.make_user("sitemod", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["change_message", "change_membership"]))
+    return type(staff).objects.get(pk=staff.pk)  # permissions are cached per instance
+
+
+@pytest.fixture
+def ranks(room, user, other_user):
+    """lobby: alice owner, bob and carol moderators, dave member; one message from each."""
+    carol, dave = factories.make_user("carol"), factories.make_user("dave")
+    for member, role in ((other_user, "moderator"), (carol, "moderator"), (dave, "member")):
+        services.member_add(room=room, actor=user, user=member, role=role)
+    said = {u.username: post(room, u, f"from {u.username}").message for u in (user, other_user, carol, dave)}
+    return {"alice": user, "bob": other_user, "carol": carol, "dave": dave, "said": said}
+
+
+def _actions_on(room, actor, target, message):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    soon = timezone.now() + timedelta(hours=1)
+    return {
+        "demote through member_add": lambda: services.member_add(room=room, actor=actor, user=target, role="member"),
+        "promote through member_add": lambda: services.member_add(room=room, actor=actor, user=target, role="moderator"),
+        "set role": lambda: services.member_set_role(room=room, actor=actor, user=target, role="member"),
+        "mute": lambda: services.member_mute(room=room, actor=actor, user=target, until=soon),
+        "unmute": lambda: services.member_mute(room=room, actor=actor, user=target, until=None),
+        "ban": lambda: services.member_ban(room=room, actor=actor, user=target),
+        "unban": lambda: services.member_unban(room=room, actor=actor, user=target),
+        "delete their message": lambda: services.message_delete(message=message, actor=actor),
+    }
+
+
+@pytest.mark.django_db
+def test_a_moderator_cannot_act_on_a_fellow_moderator_in_any_way_and_nothing_changes(room, ranks, django_capture_on_commit_callbacks):
+    bob, carol = ranks["bob"], ranks["carol"]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        for name, call in _actions_on(room, bob, carol, ranks["said"]["carol"]).items():
+            _refused(call)
+    assert callbacks == []
+    assert Membership.objects.get(room=room, user=carol).role == "moderator"
+
+
+@pytest.mark.django_db
+def test_a_moderator_cannot_act_on_a_banned_moderator_either(room, ranks):
+    services.member_ban(room=room, actor=ranks["alice"], user=ranks["carol"])
+    _refused(lambda: services.member_unban(room=room, actor=ranks["bob"], user=ranks["carol"]))
+    services.member_unban(room=room, actor=ranks["alice"], user=ranks["carol"])
+
+
+@pytest.mark.django_db
+def test_nobody_acts_on_the_owner_not_even_a_site_moderator(room, ranks, django_capture_on_commit_callbacks):
+    staff = _site_moderator()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        for actor in (ranks["bob"], staff, ranks["alice"]):
+            for name, call in _actions_on(room, actor, ranks["alice"], ranks["said"]["alice"]).items():
+                if name == "delete their message" and actor is not ranks["bob"]:
+                    continue  # the owner's own message; a site moderator's content moderation
+                _refused(call)
+    assert callbacks == []
+    assert Membership.objects.get(room=room, user=ranks["alice"]).role == "owner"
+
+
+@pytest.mark.django_db
+def test_the_owner_and_a_site_moderator_act_on_moderators(room, ranks):
+    alice, bob, carol = ranks["alice"], ranks["bob"], ranks["carol"]
+    assert services.member_add(room=room, actor=alice, user=carol, role="member").role == "member"
+    services.member_set_role(room=room, actor=alice, user=carol, role="moderator")
+    services.message_delete(message=ranks["said"]["carol"], actor=alice)
+    staff = _site_moderator()
+    assert services.member_mute(room=room, actor=staff, user=bob, until=None).muted_until is None
+    assert services.member_ban(room=room, actor=staff, user=bob).is_banned
+    services.member_unban(room=room, actor=staff, user=bob)
+    services.message_delete(message=ranks["said"]["alice"], actor=staff)  # content moderation, site-wide
+    assert Message.objects.filter(deleted_at__isnull=False).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_moderator_still_acts_on_members_but_not_on_themselves(room, ranks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    bob, dave = ranks["bob"], ranks["dave"]
+    assert services.member_mute(room=room, actor=bob, user=dave, until=timezone.now() + timedelta(minutes=5)).muted_now()
+    services.message_delete(message=ranks["said"]["dave"], actor=bob)
+    assert services.member_ban(room=room, actor=bob, user=dave).is_banned
+    services.member_unban(room=room, actor=bob, user=dave)
+    _refused(lambda: services.member_add(room=room, actor=bob, user=bob, role="member"))
+    _refused(lambda: services.member_mute(room=room, actor=bob, user=bob, until=None))
+
+
+# --- what a muted or banned author may do with their own messages ---------------------------------
+
+
+def _mute(room, owner, member):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return services.member_mute(room=room, actor=owner, user=member, until=timezone.now() + timedelta(minutes=5))
+
+
+@pytest.mark.django_db
+def test_a_muted_author_cannot_edit_and_is_told_until_when(room, user, other_user, django_capture_on_commit_callbacks):
+    message = post(room, other_user, "old text").message
+    membership = _mute(room, user, other_user)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        error = _refused(lambda: services.message_edit(message=message, actor=other_user, body="new text"), services.Muted)
+    assert callbacks == [] and error.code == "muted"
+    assert error.extra["until"] == membership.muted_until.isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.django_db
+def test_a_banned_author_can_neither_edit_nor_delete(room, user, other_user):
+    message = post(room, other_user, "old text").message
+    services.member_ban(room=room, actor=user, user=other_user)
+    assert _refused(lambda: services.message_edit(message=message, actor=other_user, body="new"), services.Banned).code == "banned"
+    _refused(lambda: services.message_delete(message=message, actor=other_user), services.Banned)
+
+
+@pytest.mark.django_db
+def test_a_banned_author_in_a_private_room_is_answered_as_if_it_did_not_exist(user, other_user):
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    services.member_add(room=secret, actor=user, user=other_user)
+    message = post(secret, other_user, "old text").message
+    services.member_ban(room=secret, actor=user, user=other_user)
+    _refused(lambda: services.message_edit(message=message, actor=other_user, body="new"), services.NotFound)
+    _refused(lambda: services.message_delete(message=message, actor=other_user), services.NotFound)
+
+
+@pytest.mark.django_db
+def test_a_muted_author_may_delete_their_own_message(room, user, other_user):
+    message = post(room, other_user, "regret").message
+    _mute(room, user, other_user)
+    assert services.message_delete(message=message, actor=other_user).deleted_at is not None
+
+
+@pytest.mark.django_db
+def test_a_site_moderator_edits_a_muted_authors_message(room, user, other_user):
+    message = post(room, other_user, "rude").message
+    _mute(room, user, other_user)
+    assert services.message_edit(message=message, actor=_site_moderator(), body="[removed]").body == "[removed]"
+
+
+@pytest.mark.django_db
+def test_a_muted_member_cannot_shed_the_mute_by_leaving_a_public_room(room, user, other_user):
+    services.member_join(room=room, user=other_user)
+    _mute(room, user, other_user)
+    assert _refused(lambda: services.member_leave(room=room, user=other_user), services.Muted).extra["until"]
+    with pytest.raises(services.Muted):
+        post(room, other_user, "still muted")
+
+
+@pytest.mark.django_db
+def test_a_muted_member_may_leave_a_private_room(user, other_user):
+    from rooms.models import Membership
+
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    services.member_add(room=secret, actor=user, user=other_user)
+    _mute(secret, user, other_user)
+    services.member_leave(room=secret, user=other_user)
+    assert not Membership.objects.filter(room=secret, user=other_user).exists()
+
+
+# --- rooms: nothing reveals a private room; names follow the text rules --------------------------
+
+
+@pytest.mark.django_db
+def test_a_slug_taken_by_any_room_or_reserved_is_one_answer(user, other_user):
+    factories.make_room(created_by=user, slug="hidden", is_private=True)
+    factories.make_room(created_by=user, slug="shown")
+    answers = []
+    for slug in ("hidden", "shown", "new"):
+        with pytest.raises(ValidationError) as exc:
+            services.room_create(name="Mine", slug=slug, created_by=other_user)
+        answers.append(exc.value.message_dict)
+    assert answers == [{"slug": ["This slug is not available; choose another."]}] * 3
+
+
+@pytest.mark.django_db
+def test_a_private_room_made_without_a_slug_gets_an_unguessable_one(user):
+    import re
+
+    first = services.room_create(name="Team", created_by=user, is_private=True)
+    second = services.room_create(name="Team", created_by=user, is_private=True)
+    nameless = services.room_create(name="日本語", created_by=user, is_private=True)
+    assert re.fullmatch(r"team-[a-z0-9]{12}", first.slug) and re.fullmatch(r"team-[a-z0-9]{12}", second.slug)
+    assert first.slug != second.slug and re.fullmatch(r"[a-z0-9]{12}", nameless.slug)
+    long = services.room_create(name="x" * 100, created_by=user, is_private=True)
+    assert len(long.slug) == 64
+    assert services.room_create(name="Team", created_by=user).slug == "team"  # public: from the name
+
+
+@pytest.mark.django_db
+def test_a_slug_taken_by_a_concurrent_create_is_the_field_error_not_a_500(user, monkeypatch):
+    factories.make_room(created_by=user, slug="raced")
+    monkeypatch.setattr(Room, "validate_unique", lambda self, exclude=None: None)  # the other create won after the check
+    with pytest.raises(ValidationError) as exc:
+        services.room_create(name="Raced", slug="raced", created_by=user)
+    assert exc.value.message_dict == {"slug": ["This slug is not available; choose another."]}
+    assert Room.objects.filter(slug="raced").count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "\u200b"), ("name", "\u3164\u3164"), ("name", "\u2800"), ("name", "a\x07b"), ("name", "two\nlines"),
+     ("name", "nul\x00"), ("name", "\ud83d"), ("description", "\u200b \u200c"), ("description", "bell\x07"),
+     ("description", "esc\x1b[31m")],
+)
+def test_room_names_and_descriptions_follow_the_body_text_rules(user, room, field, value):
+    fields = {"name": "Fine", "description": "", field: value}
+    with pytest.raises(ValidationError) as exc:
+        services.room_create(slug="fine", created_by=user, **fields)
+    assert list(exc.value.message_dict) == [field]
+    before = _state()
+    with pytest.raises(ValidationError):
+        services.room_update(room=room, actor=user, **{field: value})
+    assert _state() == before
+
+
+@pytest.mark.django_db
+def test_room_descriptions_keep_lines_and_names_keep_visible_text(user):
+    room = services.room_create(name="Café ☕ \u200d", slug="cafe", description="line one\n\tline two", created_by=user)
+    assert room.description == "line one\n\tline two" and room.name == "Café ☕ \u200d"
+
+
+@pytest.mark.django_db
+def test_only_the_owner_or_a_site_moderator_makes_a_room_public_or_private_or_archives_it(room, ranks):
+    bob = ranks["bob"]
+    _refused(lambda: services.room_update(room=room, actor=bob, is_private=True))
+    _refused(lambda: services.room_archive(room=room, actor=bob))
+    assert services.room_update(room=room, actor=bob, description="moderated", is_private=False).description == "moderated"
+    assert services.room_update(room=room, actor=ranks["alice"], is_private=True).is_private
+    assert services.room_update(room=room, actor=_site_moderator(), is_private=False).is_private is False
+    assert services.room_archive(room=room, actor=ranks["alice"]).is_archived

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+KEY = secrets.token_urlsafe(50)  # a key the settings accept outside DEBUG
 
 SHOW = """
 import django, json
@@ -37,7 +39,7 @@ def settings_with(**env):
 
 
 def test_defaults_are_one_node_sqlite_and_in_memory_layer():
-    shown = settings_with(SECRET_KEY="k")
+    shown = settings_with(SECRET_KEY=KEY)
     assert shown["engine"] == "django.db.backends.sqlite3"
     assert shown["layer"] == "channels.layers.InMemoryChannelLayer"
     assert shown["debug"] is False
@@ -46,7 +48,7 @@ def test_defaults_are_one_node_sqlite_and_in_memory_layer():
 
 
 def test_redis_url_selects_the_pubsub_layer_and_database_url_postgres_with_a_pool():
-    shown = settings_with(SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0", SERVER_ID="node-7",
+    shown = settings_with(SECRET_KEY=KEY, REDIS_URL="redis://127.0.0.1:6379/0", SERVER_ID="node-7",
                           DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite")
     assert shown["layer"] == "chatsite.layers.RedisPubSubChannelLayer"
     assert shown["engine"] == "django.db.backends.postgresql"
@@ -60,18 +62,44 @@ def test_secret_key_is_required_when_debug_is_off():
     assert settings_with(DEBUG="1")["debug"] is True
 
 
+@pytest.mark.parametrize("key, says", [
+    ("replace-with-a-long-random-string", "a placeholder (it contains 'replace')"),  # docker/.env.example's
+    ("django-insecure-" + "x1y2z3" * 10, "a placeholder (it contains 'insecure')"),
+    ("Change-Me-" + secrets.token_urlsafe(50), "a placeholder (it contains 'change-me')"),
+    ("test-only-secret-key", "a placeholder (it contains 'secret-key')"),  # the Makefile's old key
+    ("multinode-test-secret", "too short"),
+    (secrets.token_urlsafe(30), "too short"),
+    ("ab" * 40, "too short or too plain (80 characters, 2 different"),
+])
+def test_placeholder_and_short_secret_keys_are_refused_when_debug_is_off(key, says):
+    proc = run(SHOW, SECRET_KEY=key)
+    assert proc.returncode != 0 and "ImproperlyConfigured: SECRET_KEY is " + says in proc.stderr, proc.stderr
+    assert key not in proc.stderr  # the message never repeats the key
+    assert settings_with(SECRET_KEY=key, DEBUG="1")["debug"] is True  # development may use any key
+
+
+def test_docker_env_example_secret_key_is_refused_until_replaced():
+    example = dict(
+        line.split("=", 1) for line in (BASE_DIR / "docker" / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    proc = run(SHOW, SECRET_KEY=example["SECRET_KEY"])
+    assert proc.returncode != 0 and "SECRET_KEY is a placeholder" in proc.stderr
+    assert settings_with(SECRET_KEY=KEY)["debug"] is False
+
+
 def test_wildcard_allowed_hosts_is_refused_outside_debug():
-    proc = run(SHOW, SECRET_KEY="k", ALLOWED_HOSTS="*")
+    proc = run(SHOW, SECRET_KEY=KEY, ALLOWED_HOSTS="*")
     assert proc.returncode != 0 and "ALLOWED_HOSTS may not contain '*'" in proc.stderr
-    assert settings_with(SECRET_KEY="k", ALLOWED_HOSTS="a.example,b.example")["hosts"] == ["a.example", "b.example"]
+    assert settings_with(SECRET_KEY=KEY, ALLOWED_HOSTS="a.example,b.example")["hosts"] == ["a.example", "b.example"]
 
 
 def test_start_up_warns_once_when_cross_node_delivery_is_off():
     code = "import chatsite.asgi"
-    without = run(code, SECRET_KEY="k", SERVER_ID="n1")
+    without = run(code, SECRET_KEY=KEY, SERVER_ID="n1")
     assert without.returncode == 0, without.stderr
     assert without.stderr.count("cross-node delivery is OFF") == 1
-    with_redis = run(code, SECRET_KEY="k", REDIS_URL="redis://127.0.0.1:6379/0")
+    with_redis = run(code, SECRET_KEY=KEY, REDIS_URL="redis://127.0.0.1:6379/0")
     assert with_redis.returncode == 0 and "cross-node delivery is OFF" not in with_redis.stderr
 
 
@@ -96,7 +124,7 @@ def test_membership_never_silently_expires():
         "import django, json; from django.conf import settings; django.setup(); "
         "print(json.dumps(settings.CHANNEL_LAYERS['default'].get('CONFIG', {})))"
     )
-    proc = run(code, SECRET_KEY="k")
+    proc = run(code, SECRET_KEY=KEY)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["group_expiry"] >= 365 * 86400
     source = (BASE_DIR / "chatsite" / "serve.py").read_text()
     assert 'websocket_timeout=_env_float("WS_MAX_LIFETIME", -1)' in source

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from chatsite import redis_config
 from rooms import services
-from rooms.models import Room
+from rooms.models import Message, Room
 from tests import factories
 from tests.nodes import free_port
 
@@ -122,3 +122,98 @@ def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, m
         reverse("signup"), {"username": "racer", "password1": f.PASSWORD, "password2": f.PASSWORD}
     )
     assert response.status_code == 200 and "username" in response.context["form"].errors
+
+
+def test_the_create_form_answers_a_slug_held_by_an_invisible_private_room_as_any_unavailable_slug(client, user, other_user, room):
+    from rooms import services as s
+
+    s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
+    client.force_login(user)
+    count = Room.objects.count()
+    answers = []
+    for data in ({"name": "Mine", "slug": "hidden"}, {"name": "Mine", "slug": "lobby"}, {"name": "Mine", "slug": "new"},
+                 {"name": "Hidden", "slug": ""}, {"name": "Lobby", "slug": ""}):
+        response = client.post(reverse("rooms:create"), data)
+        answers.append((response.status_code, dict(response.context["form"].errors)))
+    assert answers == [(200, {"slug": ["This slug is not available; choose another."]})] * 5
+    assert Room.objects.count() == count
+
+
+def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(client, user, other_user):
+    import re
+
+    from rooms import services as s
+
+    s.room_create(name="Plans", slug="plans", created_by=other_user, is_private=True)  # the name's slug is taken
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Plans", "slug": "", "is_private": "on"})
+    assert response.status_code == 302
+    slug = response["Location"].rstrip("/").rsplit("/", 1)[-1]
+    assert re.fullmatch(r"plans-[a-z0-9]{12}", slug) and Room.objects.get(slug=slug).is_private
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"name": "\u200b"}, "name"), ({"name": "\u3164\u3164"}, "name"), ({"name": "ding\x07"}, "name"),
+     ({"name": "Fine", "description": "\u2800"}, "description"), ({"name": "Fine", "description": "x\x1b[2J"}, "description")],
+)
+def test_the_create_form_refuses_names_and_descriptions_with_control_or_only_invisible_characters(client, user, data, field):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"slug": "fine", **data})
+    assert response.status_code == 200 and list(response.context["form"].errors) == [field]
+    assert not Room.objects.exists()
+
+
+def test_the_room_page_of_an_invisible_private_room_is_the_page_of_a_missing_room(client, user, other_user):
+    from rooms import services as s
+
+    s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
+    client.force_login(user)
+    hidden, missing = client.get("/rooms/hidden/"), client.get("/rooms/hiddem/")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.content.replace(b"hidden", b"hiddem") == missing.content
+
+
+def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(client, user, other_user, room):
+    """The room page edits and deletes through the REST API with the session and its CSRF token."""
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from rooms import services as s
+
+    message = s.message_post(room=room, author=other_user, body="old", client_msg_id="o").message
+    s.member_mute(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    page = Client(enforce_csrf_checks=True)
+    page.force_login(other_user)
+    assert page.get(reverse("rooms:detail", args=["lobby"])).status_code == 200
+    headers = {"X-CSRFToken": page.cookies["csrftoken"].value}
+    url = f"/api/rooms/lobby/messages/{message.pk}/"
+    response = page.patch(url, {"body": "new"}, content_type="application/json", headers=headers)
+    assert response.status_code == 403 and response.json()["code"] == "muted" and response.json()["until"]
+    assert Message.objects.get(pk=message.pk).body == "old"
+    assert page.delete(url, headers=headers).status_code == 204  # deleting their own: allowed
+
+
+def test_a_banned_user_still_reads_a_public_rooms_page(client, user, other_user, room):
+    services.message_post(room=room, author=user, body="public words", client_msg_id="p")
+    services.member_ban(room=room, actor=user, user=other_user)
+    client.force_login(other_user)
+    response = client.get(reverse("rooms:detail", args=["lobby"]))
+    assert response.status_code == 200 and [m["body"] for m in response.context["history"]] == ["public words"]
+    assert response.context["my_role"] is None and response.context["can_moderate"] is False
+
+
+def test_a_banned_user_of_a_private_room_gets_the_missing_room_page(client, user, other_user):
+    secret = services.room_create(name="Secret", slug="secret", is_private=True, created_by=user)
+    services.member_add(room=secret, actor=user, user=other_user)
+    services.member_ban(room=secret, actor=user, user=other_user)
+    client.force_login(other_user)
+    assert client.get("/rooms/secret/").status_code == 404
+
+
+def test_a_multi_line_description_from_the_pages_textarea_is_kept(client, user):
+    client.force_login(user)
+    response = client.post(reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"})
+    assert response.status_code == 302 and Room.objects.get(slug="notes").description == "one\r\ntwo\tthree"

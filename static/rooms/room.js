@@ -21,8 +21,10 @@
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
  *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
- *   4008: too slow a reader · 4503: the node cannot reach its database or Redis · anything
- *   else (1006 …): reconnect with backoff. Error rate_limited: resend after retry_after s.
+ *   4008: too slow a reader · 4429: this user has too many sockets open (other tabs) · 4503:
+ *   the node cannot reach its database or Redis · anything else (1006 …): reconnect with
+ *   backoff. Error rate_limited: resend after retry_after s. (The page sends no fetch or resume
+ *   frames, so the server's per-user read limit never answers it.)
  *
  * Edits and deletes go through the REST API (PATCH / DELETE <history>/<id>/, session auth with
  * the X-CSRFToken header); their result arrives for everyone as message.updated / message.deleted.
@@ -62,8 +64,10 @@
   const CLOSE_SERVICE_RESTART = 1012; // the node is shutting down: reconnect at once
   const CLOSE_TOO_SLOW = 4008; // we read too slowly: reconnect with backoff (and resume)
   const CLOSE_UNAVAILABLE = 4503; // the node cannot reach its database or Redis: backoff
+  const CLOSE_TOO_MANY_SOCKETS = 4429; // over the per-user socket cap: backoff until a slot frees
   const RETRY_CLOSE_LABELS = {
     [CLOSE_TOO_SLOW]: "connection too slow",
+    [CLOSE_TOO_MANY_SOCKETS]: "too many open tabs or connections",
     [CLOSE_UNAVAILABLE]: "server unavailable",
   };
   // Error codes that end the socket (the close follows), and how the page stops for them.

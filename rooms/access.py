@@ -1,0 +1,224 @@
+"""Who may still read a room: the check behind every read of an open socket.
+
+A socket is allowed in at the handshake (``rooms.consumers._join``); afterwards access can end in
+many ways: the user deactivated or deleted, their API token revoked, their membership deleted or
+banned, the room made private or deleted. Each is checked again, from the database, by:
+
+- every ``fetch`` and ``resume`` frame and ``?after_seq``, in the same database hop as the read
+  (``reading=True``), so history never goes to a socket whose access has ended, even when the
+  event below was lost;
+- the consumer's handler of an access event (``room.access_changed``, ``user.access_changed``,
+  ``room.member_removed`` reason ``removed``: ``rooms.events``), broadcast on commit by the
+  services that end access, on every node;
+- ``Watch``: every ``ACCESS_RECHECK`` seconds (default 10) each node checks all of its open
+  sockets in one statement, which catches changes made behind the services' back (a
+  ``User.objects.update(is_active=False)`` in a shell, a row deleted in psql): such a socket is
+  closed at the latest ``ACCESS_RECHECK`` seconds (plus one statement) after the change.
+
+Verdicts are ``rooms.services`` error codes, which the consumer maps to close codes:
+``None`` (still allowed), ``"unauthenticated"`` (4401: user inactive or gone, token revoked),
+``"not_found"`` (4404: the room is gone, or private and the user no longer a member),
+``"banned"`` (4403), ``"archived"`` (4410; only for open sockets, ``reading=False``: an
+archived room's history stays readable).
+"""
+
+import asyncio
+import logging
+import weakref
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from .logutil import RateLimitedLogger
+from .models import Membership, Room
+
+logger = logging.getLogger(__name__)
+watch_log = RateLimitedLogger(logger, interval=60.0)
+
+# (room id, user id, API token key or None for a session socket)
+Key = tuple[int, int, str | None]
+
+
+def recheck_interval() -> float:
+    """Seconds between two checks of every open socket of a node (``ACCESS_RECHECK``, at least
+    0.5: a node must not spend its database thread on nothing else)."""
+    return max(float(getattr(settings, "ACCESS_RECHECK", 10)), 0.5)
+
+
+def _verdict(active, token_ok, room_found, private, archived, member, banned, *, reading: bool) -> str | None:
+    if not active or not token_ok:
+        return "unauthenticated"
+    if not room_found:
+        return "not_found"
+    if banned:
+        return "banned"
+    if private and not member:
+        return "not_found"
+    if archived and not reading:
+        return "archived"
+    return None
+
+
+def _sql() -> str:
+    quote = connection.ops.quote_name
+    user_t, token_t = quote(get_user_model()._meta.db_table), quote(Token._meta.db_table)
+    room_t, member_t = quote(Room._meta.db_table), quote(Membership._meta.db_table)
+    return f"""
+        SELECT u.is_active IS TRUE,
+               v.token IS NULL OR EXISTS (SELECT 1 FROM {token_t} t WHERE t.key = v.token AND t.user_id = v.user_id),
+               r.id IS NOT NULL, r.is_private IS TRUE, r.archived_at IS NOT NULL,
+               m.id IS NOT NULL, m.banned_at IS NOT NULL, COALESCE(r.last_seq, 0)
+        FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) WITH ORDINALITY AS v(room_id, user_id, token, i)
+        LEFT JOIN {user_t} u ON u.id = v.user_id
+        LEFT JOIN {room_t} r ON r.id = v.room_id
+        LEFT JOIN {member_t} m ON m.room_id = v.room_id AND m.user_id = v.user_id
+        ORDER BY v.i
+    """
+
+
+def verdicts(keys: list[Key], *, reading: bool = False) -> list[str | None]:
+    """Sync: the verdict for each ``(room id, user id, token key or None)``, in order. One
+    statement on PostgreSQL whatever the number of keys; a few queries per key elsewhere (SQLite,
+    development only). Database errors propagate."""
+    return [_verdict(*row[:7], reading=reading) for row in _rows(keys)]
+
+
+def verdict_and_last_seq(key: Key) -> tuple[str | None, int]:
+    """Sync, one statement: the verdict for one open socket (``reading=False``) and its room's
+    ``last_seq`` (0 when the room is gone), for the ``hello`` of a socket now in its groups."""
+    row = _rows([key])[0]
+    return _verdict(*row[:7], reading=False), row[7]
+
+
+def _rows(keys: list[Key]) -> list[tuple]:
+    if not keys:
+        return []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(), [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]])
+            rows = cursor.fetchall()
+    else:
+        rows = []
+        for room_id, user_id, token in keys:
+            room = Room.objects.filter(pk=room_id).values("is_private", "archived_at", "last_seq").first()
+            member = Membership.objects.filter(room_id=room_id, user_id=user_id).values("banned_at").first()
+            rows.append((
+                get_user_model().objects.filter(pk=user_id, is_active=True).exists(),
+                token is None or Token.objects.filter(key=token, user_id=user_id).exists(),
+                room is not None, bool(room and room["is_private"]), bool(room and room["archived_at"]),
+                member is not None, bool(member and member["banned_at"]), room["last_seq"] if room else 0,
+            ))
+    return rows
+
+
+def verdict(*, room_id: int, user_id: int, token_key: str | None, reading: bool = True) -> str | None:
+    """Sync, one statement: the verdict for one socket (``reading``: for a read of its
+    history, where an archived room is still allowed)."""
+    return verdicts([(room_id, user_id, token_key)], reading=reading)[0]
+
+
+class Checker:
+    """Access checks of this process's sockets, batched: every check asked for while the event
+    loop runs one round (all sockets of a room on this node handling one ``room.access_changed``)
+    is answered by one statement on the database thread, not one per socket."""
+
+    def __init__(self):
+        self.pending: list[tuple[Key, asyncio.Future]] = []
+        self.task = None
+
+    async def check(self, key: Key) -> str | None:
+        """The verdict for ``key`` (``reading=False``); database errors are raised."""
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((key, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        await asyncio.sleep(0)  # the other sockets handling the same event join this batch
+        while self.pending:
+            batch, self.pending = self.pending, []
+            keys = list(dict.fromkeys(key for key, _ in batch))
+            try:
+                found = dict(zip(keys, await database_sync_to_async(verdicts)(keys)))
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for key, future in batch:
+                if not future.done():
+                    future.set_result(found[key])
+
+
+class Watch:
+    """The backstop: every ``recheck_interval()`` seconds, one statement checks every open
+    socket of this process (``register``ed by the consumer after ``hello``) and closes those whose
+    access ended (``consumer.access_lost(verdict)``). When the database cannot be reached the
+    sockets are left open (their reads are still checked) and the next round tries again."""
+
+    def __init__(self):
+        self.consumers: "weakref.WeakSet" = weakref.WeakSet()
+        self.task = None
+
+    def register(self, consumer) -> None:
+        self.consumers.add(consumer)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, consumer) -> None:
+        self.consumers.discard(consumer)
+
+    async def _run(self) -> None:
+        while self.consumers:
+            await asyncio.sleep(recheck_interval())
+            try:
+                await self.round()
+            except Exception:
+                watch_log.warning("round", "access recheck failed; sockets kept until the next round",
+                                  exc_info=True)
+
+    async def round(self) -> int:
+        """One check of every registered socket; returns how many were closed."""
+        consumers = [c for c in list(self.consumers) if not c.closing]
+        keys = [c.access_key() for c in consumers]
+        if not keys:
+            return 0
+        unique = list(dict.fromkeys(keys))
+        found = dict(zip(unique, await database_sync_to_async(verdicts)(unique)))
+        closed = 0
+        for consumer, key in zip(consumers, keys):
+            if found[key] is not None and not consumer.closing:
+                closed += 1
+                try:
+                    await consumer.access_lost(found[key])
+                except Exception:
+                    logger.exception("could not close a socket whose access ended")
+        return closed
+
+
+_checkers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_watches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def checker() -> Checker:
+    """This event loop's ``Checker``."""
+    loop = asyncio.get_running_loop()
+    found = _checkers.get(loop)
+    if found is None:
+        found = _checkers[loop] = Checker()
+    return found
+
+
+def watch() -> Watch:
+    """This event loop's ``Watch``."""
+    loop = asyncio.get_running_loop()
+    found = _watches.get(loop)
+    if found is None:
+        found = _watches[loop] = Watch()
+    return found

@@ -1,0 +1,56 @@
+"""Text rules shared by every way in: what counts as visible, and what PostgreSQL and UTF-8 can
+store. ``rooms.serializers`` applies them to message bodies (DRF errors, frame codes);
+``Room.clean`` to room names and descriptions (Django field errors, so REST, the create-room
+page and admin all refuse with the same texts)."""
+
+import regex
+
+# Characters that show nothing on their own. From Unicode's character properties (the ``regex``
+# module's tables): White_Space; Default_Ignorable_Code_Point (DerivedCoreProperties.txt: zero
+# width and joiner characters, soft hyphen, the Hangul fillers U+115F, U+1160, U+3164 and
+# U+FFA0, the combining grapheme joiner U+034F, variation selectors, tags); format (Cf) and
+# control (Cc) characters, except the format characters that do show a sign
+# (Prepended_Concatenation_Mark: U+0600-0605, U+06DD ARABIC END OF AYAH, U+070F, U+08E2, U+110BD,
+# U+110CD). Plus two graphic characters fonts draw blank and that are used as "invisible text"
+# for that reason: U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL NULL NOTEHEAD.
+NOTHING_VISIBLE = regex.compile(
+    r"[[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u2800\U0001D159]"
+    r"--\p{Prepended_Concatenation_Mark}]*",
+    regex.V1,
+)
+
+# Control characters (Cc: C0, DEL, C1), and the same without line feed, carriage return (a
+# browser's textarea sends CR LF) and tab, which a multi-line description may hold.
+_CONTROL = regex.compile(r"\p{Cc}")
+_CONTROL_BUT_LINES = regex.compile(r"[\p{Cc}--[\n\r\t]]", regex.V1)
+
+
+def has_visible(value: str) -> bool:
+    """Whether ``value`` has at least one character that shows something (``NOTHING_VISIBLE``)."""
+    return not NOTHING_VISIBLE.fullmatch(value)
+
+
+def is_valid_text(value) -> bool:
+    """True for a str that UTF-8 can encode and PostgreSQL can store (no lone surrogate, no NUL)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def label_errors(value: str, *, what: str, lines: bool = False) -> list[str]:
+    """The errors of a name-like text (a room's name; with ``lines``, its description, where
+    line breaks and tabs are allowed): NUL or a lone surrogate, a control character, nothing
+    visible. Empty list: fine. An empty ``value`` is left to the field's own ``blank`` rule."""
+    if not isinstance(value, str):
+        return []
+    if not is_valid_text(value):
+        return [f"The {what} may not contain NUL characters or lone surrogates."]
+    if (_CONTROL_BUT_LINES if lines else _CONTROL).search(value):
+        return [f"The {what} may not contain control characters."]
+    if value and not has_visible(value):
+        return [f"The {what} has nothing visible (only spaces or invisible characters)."]
+    return []
