@@ -42,10 +42,11 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import login_throttle, metrics, presence, selectors, services
+from . import dms, login_throttle, metrics, presence, selectors, services
 from .models import Membership, Message, Room
 from .serializers import (
     AuthorSerializer,
+    DmOpenSerializer,
     MembershipSerializer,
     MemberUpdateSerializer,
     MessageCreateSerializer,
@@ -56,6 +57,7 @@ from .serializers import (
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    UserSettingsSerializer,
 )
 
 logger = logging.getLogger(__name__)
@@ -214,6 +216,7 @@ class RoomViewSet(viewsets.GenericViewSet):
                     "room_id", "role"
                 )
             )
+            context["dm_with"] = dms.dm_partners(self.request.user)
         return context
 
     @extend_schema(responses=RoomSerializer(many=True))
@@ -257,6 +260,49 @@ class RoomViewSet(viewsets.GenericViewSet):
     def destroy(self, request, slug=None):
         services.room_archive(room=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- direct messages ------------------------------------------------------------------------------
+
+
+class DirectMessageView(APIView):
+    """``POST /api/dms/`` ``{"username": str}``: open the direct message with that user
+    (``rooms.dms.dm_open``): 201 with the room the first time, 200 with the same room on every
+    later call from either side. A DM is a private room of the two (``kind: "dm"``; ``dm_with``:
+    the other person): its messages, members, presence and socket are a room's routes."""
+
+    @extend_schema(
+        request=DmOpenSerializer,
+        responses={201: RoomSerializer, 200: RoomSerializer, 400: None, 403: None, 404: None},
+        description="Open the 1:1 conversation with `username`: 201 when this call made it (both "
+        "users' sockets get a `dm.created` frame), 200 with the same room afterwards, from either "
+        "side. 400 `dm_self` (yourself) or field errors; 403 `dms_off` (they take DMs only from "
+        "people who share a room with them; an existing DM is still returned); 404 `not_found` "
+        "(no active user of that name).",
+    )
+    def post(self, request):
+        data = DmOpenSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = dms.dm_open(user=request.user, username=data.validated_data["username"])
+        body = RoomSerializer(result.room, context={
+            "request": request, "roles": {result.room.pk: Membership.Role.MEMBER}}).data
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class MySettingsView(APIView):
+    """``GET`` / ``PATCH /api/me/settings/``: the caller's settings, ``{"dms_from": "anyone" |
+    "shared_rooms"}`` (who may start a new direct message with them)."""
+
+    @extend_schema(responses={200: UserSettingsSerializer})
+    def get(self, request):
+        return Response(UserSettingsSerializer(dms.user_settings_get(request.user)).data)
+
+    @extend_schema(request=UserSettingsSerializer, responses={200: UserSettingsSerializer, 400: None})
+    def patch(self, request):
+        data = UserSettingsSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        row = dms.user_settings_update(user=request.user, **data.validated_data)
+        return Response(UserSettingsSerializer(row).data)
 
 
 # --- messages -------------------------------------------------------------------------------------
