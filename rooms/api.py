@@ -5,7 +5,8 @@ Authentication: session (browsers; CSRF token required on unsafe methods) or
 ``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a JSON
 body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-After``, 503) plus
 ``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
-``conflict``, ``rate_limited``, ``too_large``), or field errors ``{"field": [str, ...]}`` (400;
+``conflict``, ``rate_limited``, ``too_large``, ``dms_off``; 400 ``dm_self`` and 404
+``not_found`` from ``POST /api/dms/``), or field errors ``{"field": [str, ...]}`` (400;
 errors of the whole input under ``non_field_errors``). Every status an operation answers is in
 the schema with its body (``rooms/openapi.py``); ``tests/test_schema.py`` fuzzes a real node
 against it. A private room a user is not a member of answers 404 on every route, exactly as a
