@@ -404,3 +404,12 @@ async def test_dm_created_reaches_the_other_users_open_sockets(ws):
     await database_sync_to_async(dms.dm_open)(user=bob, username="alice")  # exists: no frame
     assert await b.nothing_more(0.3)
     await b.close()
+
+
+def test_the_admin_shows_a_dm_read_only_and_lists_rooms_by_kind(client, user, other_user, dm):
+    staff = factories.make_user("root", is_superuser=True, is_staff=True)
+    client.force_login(staff)
+    page = client.get(f"/admin/rooms/room/{dm.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="is_private"' not in page.content and b'name="slug"' not in page.content
+    assert client.get("/admin/rooms/room/?kind__exact=dm").status_code == 200
