@@ -28,6 +28,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     extend_schema,
     extend_schema_serializer,
@@ -280,6 +281,21 @@ class DirectMessageView(APIView):
         "side. 400 `dm_self` (yourself) or field errors; 403 `dms_off` (they take DMs only from "
         "people who share a room with them; an existing DM is still returned); 404 `not_found` "
         "(no active user of that name).",
+        examples=[
+            OpenApiExample("Open a DM with bob", value={"username": "bob"}, request_only=True),
+            OpenApiExample(
+                "The DM, as alice sees it", response_only=True, status_codes=["201", "200"],
+                value={"slug": "dm-k3j9x2m4qz7p", "name": "bob", "description": "", "is_private": True,
+                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice"},
+                       "created_at": "2026-12-04T18:30:00Z", "last_seq": 0, "my_role": "member",
+                       "kind": "dm", "dm_with": {"id": 9, "username": "bob"}},
+            ),
+            OpenApiExample("Yourself", response_only=True, status_codes=["400"],
+                           value={"detail": "You cannot start a direct message with yourself.", "code": "dm_self"}),
+            OpenApiExample("They take DMs from people sharing a room only", response_only=True, status_codes=["403"],
+                           value={"detail": "bob takes direct messages only from people who share a room with them.",
+                                  "code": "dms_off"}),
+        ],
     )
     def post(self, request):
         data = DmOpenSerializer(data=request.data)
@@ -298,7 +314,10 @@ class MySettingsView(APIView):
     def get(self, request):
         return Response(UserSettingsSerializer(dms.user_settings_get(request.user)).data)
 
-    @extend_schema(request=UserSettingsSerializer, responses={200: UserSettingsSerializer, 400: None})
+    @extend_schema(
+        request=UserSettingsSerializer, responses={200: UserSettingsSerializer, 400: None},
+        examples=[OpenApiExample("Only people who share a room with me", value={"dms_from": "shared_rooms"})],
+    )
     def patch(self, request):
         data = UserSettingsSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)

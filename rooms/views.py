@@ -152,7 +152,12 @@ class ProfileView(LoginRequiredMixin, TemplateView):
             .filter(pk__in=Membership.objects.filter(user_id=person.pk, banned_at__isnull=True).values("room_id"))
             .order_by("name")
         )
-        ctx["dm"] = Room.objects.filter(dm_key=dms.dm_key(me.pk, person.pk)).first()
+        ctx["dm"] = None if ctx["is_me"] else Room.objects.filter(dm_key=dms.dm_key(me.pk, person.pk)).first()
+        # No button where opening would answer dms_off (the POST checks again regardless).
+        ctx["dms_closed"] = (
+            not ctx["is_me"] and ctx["dm"] is None
+            and dms.dms_from(person.pk) == dms.DmsFrom.SHARED_ROOMS and not dms.share_a_room(me.pk, person.pk)
+        )
         return ctx
 
 

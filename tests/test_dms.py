@@ -339,6 +339,8 @@ def test_the_room_list_form_opens_a_dm_by_username_and_shows_a_refusal(client, u
 def test_the_profile_button_shows_dms_off_and_makes_nothing(client, user, other_user):
     dms.user_settings_update(user=other_user, dms_from="shared_rooms")
     client.force_login(user)
+    profile = client.get("/u/bob/")
+    assert b'id="dms-closed"' in profile.content and b'id="send-dm"' not in profile.content
     page = client.post("/u/bob/message/", follow=True)
     assert page.request["PATH_INFO"] == "/u/bob/"
     assert b"share a room" in page.content
