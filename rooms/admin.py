@@ -44,13 +44,23 @@ def _apply(modeladmin, request, items, verb: str, action) -> None:
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "is_private", "archived_at", "created_by", "created_at", "last_seq"]
-    list_filter = ["is_private", ("archived_at", admin.EmptyFieldListFilter), "created_at"]
+    list_display = ["name", "slug", "kind", "is_private", "archived_at", "created_by", "created_at", "last_seq"]
+    list_filter = ["kind", "is_private", ("archived_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["name", "slug", "description"]
     date_hierarchy = "created_at"
-    readonly_fields = ["id", "created_at", "last_seq", "archived_at"]
+    readonly_fields = ["id", "created_at", "last_seq", "archived_at", "kind"]
     prepopulated_fields = {"slug": ["name"]}
     actions = ["archive_rooms"]
+
+    def get_readonly_fields(self, request, obj=None):
+        """A direct message (``rooms.dms``) is not edited here: it stays private, its name and
+        slug are its own (delete it instead)."""
+        if obj is not None and obj.is_dm:
+            return [*self.readonly_fields, "name", "slug", "description", "is_private", "created_by"]
+        return self.readonly_fields
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {} if obj is not None and obj.is_dm else self.prepopulated_fields
 
     def has_archive_permission(self, request) -> bool:
         """Site moderators (the ``Moderators`` group, which may only view rooms here, not edit

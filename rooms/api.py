@@ -5,7 +5,8 @@ Authentication: session (browsers; CSRF token required on unsafe methods) or
 ``Authorization: Token <key>`` (``POST /api/auth/token/`` gives one). Errors answer with a JSON
 body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-After``, 503) plus
 ``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
-``conflict``, ``rate_limited``, ``too_large``), or field errors ``{"field": [str, ...]}`` (400;
+``conflict``, ``rate_limited``, ``too_large``, ``dms_off``; 400 ``dm_self`` and 404
+``not_found`` from ``POST /api/dms/``), or field errors ``{"field": [str, ...]}`` (400;
 errors of the whole input under ``non_field_errors``). Every status an operation answers is in
 the schema with its body (``rooms/openapi.py``); ``tests/test_schema.py`` fuzzes a real node
 against it. A private room a user is not a member of answers 404 on every route, exactly as a
@@ -27,6 +28,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     extend_schema,
     extend_schema_serializer,
@@ -42,11 +44,12 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import login_throttle, metrics, presence, selectors, services
+from . import dms, login_throttle, metrics, presence, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
     AuthorSerializer,
+    DmOpenSerializer,
     MembershipSerializer,
     MemberUpdateSerializer,
     MessageCreateSerializer,
@@ -57,6 +60,7 @@ from .serializers import (
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    UserSettingsSerializer,
 )
 
 logger = logging.getLogger(__name__)
@@ -223,6 +227,7 @@ class RoomViewSet(viewsets.GenericViewSet):
                     "room_id", "role"
                 )
             )
+            context["dm_with"] = dms.dm_partners(self.request.user)
         return context
 
     @extend_schema(responses=RoomSerializer(many=True))
@@ -266,6 +271,67 @@ class RoomViewSet(viewsets.GenericViewSet):
     def destroy(self, request, slug=None):
         services.room_archive(room=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- direct messages ------------------------------------------------------------------------------
+
+
+class DirectMessageView(APIView):
+    """``POST /api/dms/`` ``{"username": str}``: open the direct message with that user
+    (``rooms.dms.dm_open``): 201 with the room the first time, 200 with the same room on every
+    later call from either side. A DM is a private room of the two (``kind: "dm"``; ``dm_with``:
+    the other person): its messages, members, presence and socket are a room's routes."""
+
+    @extend_schema(
+        request=DmOpenSerializer,
+        responses={201: RoomSerializer, 200: RoomSerializer, 400: None, 403: None, 404: None},
+        description="Open the 1:1 conversation with `username`: 201 when this call made it (both "
+        "users' sockets get a `dm.created` frame), 200 with the same room afterwards, from either "
+        "side. 400 `dm_self` (yourself) or field errors; 403 `dms_off` (they take DMs only from "
+        "people who share a room with them; an existing DM is still returned); 404 `not_found` "
+        "(no active user of that name).",
+        examples=[
+            OpenApiExample("Open a DM with bob", value={"username": "bob"}, request_only=True),
+            OpenApiExample(
+                "The DM, as alice sees it", response_only=True, status_codes=["201", "200"],
+                value={"slug": "dm-k3j9x2m4qz7p", "name": "bob", "description": "", "is_private": True,
+                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice"},
+                       "created_at": "2026-12-04T18:30:00Z", "last_seq": 0, "my_role": "member",
+                       "kind": "dm", "dm_with": {"id": 9, "username": "bob"}},
+            ),
+            OpenApiExample("Yourself", response_only=True, status_codes=["400"],
+                           value={"detail": "You cannot start a direct message with yourself.", "code": "dm_self"}),
+            OpenApiExample("They take DMs from people sharing a room only", response_only=True, status_codes=["403"],
+                           value={"detail": "bob takes direct messages only from people who share a room with them.",
+                                  "code": "dms_off"}),
+        ],
+    )
+    def post(self, request):
+        data = DmOpenSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = dms.dm_open(user=request.user, username=data.validated_data["username"])
+        body = RoomSerializer(result.room, context={
+            "request": request, "roles": {result.room.pk: Membership.Role.MEMBER}}).data
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class MySettingsView(APIView):
+    """``GET`` / ``PATCH /api/me/settings/``: the caller's settings, ``{"dms_from": "anyone" |
+    "shared_rooms"}`` (who may start a new direct message with them)."""
+
+    @extend_schema(responses={200: UserSettingsSerializer})
+    def get(self, request):
+        return Response(UserSettingsSerializer(dms.user_settings_get(request.user)).data)
+
+    @extend_schema(
+        request=UserSettingsSerializer, responses={200: UserSettingsSerializer, 400: None},
+        examples=[OpenApiExample("Only people who share a room with me", value={"dms_from": "shared_rooms"})],
+    )
+    def patch(self, request):
+        data = UserSettingsSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        row = dms.user_settings_update(user=request.user, **data.validated_data)
+        return Response(UserSettingsSerializer(row).data)
 
 
 # --- messages -------------------------------------------------------------------------------------

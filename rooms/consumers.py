@@ -79,6 +79,12 @@ server → every member, when the room is archived (the socket is then closed wi
 
     {"type": "room.archived", "room": slug}
 
+server → every socket of a user (any room), when a direct message with them is first opened
+(``rooms.dms``; ``room``: the REST room shape as that user sees it, ``dm_with`` the other
+person)::
+
+    {"type": "dm.created", "room": {"slug", "name", "kind": "dm", "dm_with": {"id", "username"}, ...}}
+
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
@@ -971,6 +977,12 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def user_notice(self, event: dict) -> None:
         """A direct notice to this user (``events.broadcast_user_notice``): forwards the
         ``{"type": "notice", "text": …}`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
+    async def user_dm_created(self, event: dict) -> None:
+        """A direct message with this user was opened (``events.broadcast_dm_created``): forwards
+        the ``{"type": "dm.created", "room": {...}}`` frame."""
         if not self.closing:
             await self.send(text_data=event["text"])
 

@@ -24,6 +24,9 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   deactivated or deleted); every socket of the user checks its access again and closes (4401).
 - ``user.notice``: ``{"type": "user.notice", "text": str}`` to ``user.<id>``; ``text`` is the
   ``{"type": "notice", "text": …}`` frame, forwarded to every socket of that user.
+- ``user.dm_created``: ``{"type": "user.dm_created", "text": str}`` to ``user.<id>`` of each of
+  a new direct message's two users; ``text`` is the ``{"type": "dm.created", "room": {...room
+  shape as that user sees it...}}`` frame, forwarded to every socket of that user.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
 are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
@@ -56,6 +59,7 @@ USER_ACCESS_CHANGED = "user.access_changed"
 ROOM_PRESENCE = "room.presence"
 ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
+USER_DM_CREATED = "user.dm_created"
 
 _failures_lock = threading.Lock()
 broadcast_failures = 0  # layer errors since start, per process
@@ -253,3 +257,11 @@ def broadcast_user_notice(user_id: int, text: str) -> bool:
     notice; not stored, so a user with no open socket never sees it)."""
     frame = encode_frame({"type": "notice", "text": text})
     return _group_send(user_group_name(user_id), {"type": USER_NOTICE, "text": frame}, time.perf_counter())
+
+
+def broadcast_dm_created(*, user_id: int, room_data: dict) -> bool:
+    """``{"type": "dm.created", "room": {...}}`` to every socket of ``user_id`` on every node: a
+    direct message with them was just made (``rooms.dms.dm_open``, after commit). ``room_data``
+    is the room shape as that user sees it (``dm_with`` the other person)."""
+    frame = encode_frame({"type": "dm.created", "room": room_data})
+    return _group_send(user_group_name(user_id), {"type": USER_DM_CREATED, "text": frame}, time.perf_counter())

@@ -37,3 +37,13 @@ class RoomCreateForm(forms.ModelForm):
 
 class SignupForm(UserCreationForm):
     """Sign-up: a username and a password typed twice (Django's password validators apply)."""
+
+
+class UserSettingsForm(forms.Form):
+    """The settings page: ``only_shared_rooms`` is ``UserSettings.dms_from == "shared_rooms"``."""
+
+    only_shared_rooms = forms.BooleanField(
+        required=False,
+        label="Only people who share a room with me can start a direct message with me",
+        help_text="Direct messages you already have keep working.",
+    )

@@ -19,6 +19,11 @@ CLIENT_MSG_ID_MAX_LENGTH = 64
 class Room(models.Model):
     """A chat room. ``last_seq`` is the highest ``Message.seq`` stored in it (0: none yet).
 
+    ``kind``: ``"room"`` (a group room) or ``"dm"`` (a direct message: a private room of exactly
+    two plain members, made only by ``rooms.dms.dm_open``). A DM's ``dm_key`` is
+    ``"<lower user id>:<higher user id>"``, unique, so the pair has one conversation however
+    many nodes open it at once; NULL for group rooms.
+
     ``last_seq`` is only changed by ``rooms.services.message_post``, which increments it in the
     same transaction that inserts the message, so the row lock on the room serialises senders
     of one room across every node.
@@ -43,11 +48,25 @@ class Room(models.Model):
         null=True, blank=True, editable=False, help_text="Archived: history kept, no new messages."
     )
 
+    class Kind(models.TextChoices):
+        ROOM = "room"
+        DM = "dm"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ROOM, editable=False)
+    dm_key = models.CharField(
+        max_length=41, null=True, blank=True, unique=True, editable=False,
+        help_text="A direct message's pair of user ids, lower first (one DM per pair).",
+    )
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_dm(self) -> bool:
+        return self.kind == self.Kind.DM
 
     def clean(self) -> None:
         """Called by ``full_clean`` (the services, the create-room page's and admin's forms):
@@ -184,3 +203,24 @@ class SendWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.count} in {self.period} s window {self.bucket}"
+
+
+class UserSettings(models.Model):
+    """A user's preferences; no row means the defaults. ``dms_from``: who may open a new direct
+    message with them: ``"anyone"`` (default) or ``"shared_rooms"`` (only users who share a group
+    room with them, both non-banned members). Written by ``rooms.dms.user_settings_update``."""
+
+    class DmsFrom(models.TextChoices):
+        ANYONE = "anyone"
+        SHARED_ROOMS = "shared_rooms"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="chat_settings"
+    )
+    dms_from = models.CharField(max_length=16, choices=DmsFrom.choices, default=DmsFrom.ANYONE)
+
+    class Meta:
+        verbose_name_plural = "user settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user_id}"

@@ -38,11 +38,11 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: field errors, or an `Error` (`too_many_fields`: over 1,000 query or "
-    "form fields).",
+    "form fields; `dm_self`: a direct message with yourself).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
-    "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, ...), or a session "
+    "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "
     "request without its CSRF token.",
-    "404": "No such room, message or member (a private room one is not in answers the same).",
+    "404": "No such room, message, member or user (a private room one is not in answers the same).",
     "409": "Conflicts with the current state (`code`: `archived`, `conflict`).",
     "406": "The `Accept` header does not allow JSON.",
     "413": "The request body is over the upload limit (`code`: `too_large`).",

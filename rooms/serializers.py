@@ -12,11 +12,12 @@ A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted":
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
-from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room
+from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
 
 
 class AuthorSerializer(serializers.Serializer):
@@ -159,19 +160,46 @@ class MessageEditSerializer(serializers.Serializer):
 
 class RoomSerializer(serializers.ModelSerializer):
     """A room as the API shows it. ``my_role``: the caller's role (``owner``, ``moderator``,
-    ``member``) or null when not a member; ``last_seq``: the newest message's seq."""
+    ``member``) or null when not a member; ``last_seq``: the newest message's seq.
+
+    ``kind``: ``"room"`` or ``"dm"`` (a direct message, ``rooms.dms``); ``dm_with``: for a DM
+    the other person ``{"id", "username"}`` from the reader's side, else null. A DM's ``name``
+    is the other person's username, as each side sees it. Context: ``roles`` ``{room id:
+    role}``, ``dm_with`` ``{room id: {"id", "username"}}`` (else looked up for the ``viewer`` or
+    the request's user)."""
 
     created_by = AuthorSerializer(read_only=True)
     archived = serializers.SerializerMethodField()
     my_role = serializers.SerializerMethodField()
+    dm_with = serializers.SerializerMethodField()
 
     class Meta:
         model = Room
         fields = [
             "slug", "name", "description", "is_private", "archived", "archived_at",
-            "created_by", "created_at", "last_seq", "my_role",
+            "created_by", "created_at", "last_seq", "my_role", "kind", "dm_with",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(AuthorSerializer(allow_null=True))
+    def get_dm_with(self, room: Room) -> dict | None:
+        if not room.is_dm:
+            return None
+        known = self.context.get("dm_with", {})
+        if room.pk in known:
+            return known[room.pk]
+        from .dms import dm_with
+
+        viewer = self.context.get("viewer")
+        if viewer is None and self.context.get("request") is not None:
+            viewer = self.context["request"].user
+        return None if viewer is None else dm_with(room, viewer)
+
+    def to_representation(self, room: Room) -> dict:
+        data = super().to_representation(room)
+        if data["dm_with"] is not None:
+            data["name"] = data["dm_with"]["username"]
+        return data
 
     def get_archived(self, room: Room) -> bool:
         return room.is_archived
@@ -195,6 +223,19 @@ class RoomUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     is_private = serializers.BooleanField(required=False)
+
+
+class DmOpenSerializer(serializers.Serializer):
+    """``POST /api/dms/``: ``{"username": str}``, the other person."""
+
+    username = StrictCharField(max_length=150, validators=[validate_text])
+
+
+class UserSettingsSerializer(serializers.Serializer):
+    """``GET`` / ``PATCH /api/me/settings/``: ``{"dms_from": "anyone" | "shared_rooms"}`` (who may
+    start a new direct message with you: anyone, or only people who share a room with you)."""
+
+    dms_from = serializers.ChoiceField(choices=UserSettings.DmsFrom.choices)
 
 
 class MembershipSerializer(serializers.ModelSerializer):

@@ -121,6 +121,15 @@ def is_site_moderator(user: AbstractBaseUser) -> bool:
     return bool(user.is_active and user.is_staff and user.has_perms(MODERATOR_PERMISSIONS))
 
 
+def _refuse_in_dm(room: Room, detail: str) -> None:
+    """A direct message (``rooms.dms``) stays a private room of its two plain members: no one
+    (a site moderator neither) adds, removes, mutes or bans a member, renames it, makes it
+    public or archives it. Raises ``Forbidden`` with ``detail`` for a DM; checked before
+    anything is changed."""
+    if room.kind == Room.Kind.DM:
+        raise Forbidden(detail)
+
+
 def _require_moderator(room: Room, actor: AbstractBaseUser) -> Membership | None:
     membership = _membership(room, actor)
     if membership is not None and membership.can_moderate:
@@ -675,7 +684,8 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     site moderator: making a private room public would show its history to everyone, and a
     moderator may not overrule the owner). Raises ``Forbidden`` otherwise and ``Archived`` for
     an archived room. Made private, the room's sockets of non-members close with 4404 on every
-    node (``room_save``)."""
+    node (``room_save``). A direct message cannot be changed (``Forbidden``)."""
+    _refuse_in_dm(room, "A direct message cannot be renamed, described or made public.")
     acting = _require_moderator(room, actor)
     if "is_private" in fields and fields["is_private"] != room.is_private and not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may make the room private or public.")
@@ -693,7 +703,9 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
 def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
     """Archive a room (the owner or a site moderator; there is no way back, so not a room
     moderator): history kept, no new messages; every open socket in it gets
-    ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent."""
+    ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent. Not a
+    direct message (``Forbidden``)."""
+    _refuse_in_dm(room, "A direct message cannot be archived.")
     if not _is_owner_or_site(_require_moderator(room, actor), actor):
         raise Forbidden("Only the owner may archive the room.")
     with transaction.atomic():
@@ -728,7 +740,9 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
     closed with 4000 on every node. A banned member's row stays (so the ban holds). Raises
     ``Conflict`` for the owner (a room keeps its owner), and ``Muted`` (with ``until``) for a
     muted member of a public room: they could join again at once, and the mute, kept on the
-    membership, would be gone (a private room's member is only let back in by a moderator)."""
+    membership, would be gone (a private room's member is only let back in by a moderator).
+    Nobody leaves a direct message (``Forbidden``: a left DM could never be joined again)."""
+    _refuse_in_dm(room, "You cannot leave a direct message.")
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
         if membership is None or membership.is_banned:
@@ -751,7 +765,9 @@ def member_add(
     Only the owner (or a site moderator) adds moderators. For someone already a member, a
     different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
     moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
-    ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing."""
+    ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing. A direct
+    message takes no third member (``Forbidden``)."""
+    _refuse_in_dm(room, "A direct message has exactly two members; start a group room to add more.")
     acting = _require_moderator(room, actor)
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("Members can be added as member or moderator.")
@@ -802,7 +818,8 @@ def _check_may_act_on(acting: Membership | None, actor: AbstractBaseUser, target
 
 
 def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str) -> Membership:
-    """Make a member a ``moderator`` or a ``member`` again (the owner only)."""
+    """Make a member a ``moderator`` or a ``member`` again (the owner only; not in a DM)."""
+    _refuse_in_dm(room, "Members of a direct message have no roles to change.")
     acting = _require_moderator(room, actor)
     if not _is_owner_or_site(acting, actor):
         raise Forbidden("Only the owner may change roles.")
@@ -820,7 +837,9 @@ def member_mute(
     *, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, until: datetime | None
 ) -> Membership:
     """Mute a member until ``until`` (None: unmute). Their sends are refused with ``muted`` on
-    every node from the next send on. Owner or moderator; only the owner may mute a moderator."""
+    every node from the next send on. Owner or moderator; only the owner may mute a moderator.
+    Not in a direct message (``Forbidden``)."""
+    _refuse_in_dm(room, "No one is muted in a direct message.")
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = _target(room, user)
@@ -833,7 +852,9 @@ def member_mute(
 def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> Membership:
     """Ban a user from a room: their sends are refused and their open sockets in it are closed
     with 4403 on every node at once. Works on non-members of a public room too (the ban row
-    keeps them out). Owner or moderator; only the owner may ban a moderator. Idempotent."""
+    keeps them out). Owner or moderator; only the owner may ban a moderator. Idempotent. Not in
+    a direct message (``Forbidden``)."""
+    _refuse_in_dm(room, "No one is banned from a direct message.")
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target, _ = Membership.objects.select_for_update().get_or_create(room=room, user=user)
@@ -849,7 +870,8 @@ def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -
 
 def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> None:
     """Lift a ban: the user is no longer a member (they join a public room again, or are added
-    to a private one). Owner or moderator."""
+    to a private one). Owner or moderator. Not in a direct message (``Forbidden``)."""
+    _refuse_in_dm(room, "No one is banned from a direct message.")
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = _target(room, user)
@@ -882,7 +904,10 @@ def token_revoke(*, user: AbstractBaseUser) -> bool:
 def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
     """Save ``room`` (validated by the caller: ``room_update``, Django admin). When this makes a
     public room private, ``room.access_changed`` is broadcast after commit: on every node the
-    sockets of users who are not members close with 4404, and their reads are refused."""
+    sockets of users who are not members close with 4404, and their reads are refused. A direct
+    message stays private (``Forbidden``)."""
+    if room.kind == Room.Kind.DM and not room.is_private:
+        raise Forbidden("A direct message cannot be made public.")
     with transaction.atomic():
         was_private = None
         if room.pk is not None:
@@ -910,7 +935,9 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
     """Delete ``user``'s membership of ``room`` (Django admin; owner, moderator or site moderator,
     with the same rules as a ban: never the owner). Their open sockets in the room close on every
     node: 4404 in a private room, 4000 in a public one (which they may join again). Deleting a
-    banned member's row lifts the ban, as ``member_unban`` does. Idempotent."""
+    banned member's row lifts the ban, as ``member_unban`` does. Idempotent. Not in a direct
+    message (``Forbidden``; delete the whole conversation instead)."""
+    _refuse_in_dm(room, "A member of a direct message cannot be removed; delete the conversation instead.")
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = Membership.objects.select_for_update().filter(room=room, user=user).first()

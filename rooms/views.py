@@ -4,16 +4,18 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.contrib.auth import login
+from django.contrib import messages as flash
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
+from django.views import View
 from django.urls import reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.generic import CreateView, DetailView, FormView, ListView
+from django.views.generic import CreateView, DetailView, FormView, ListView, TemplateView
 from prometheus_client import REGISTRY
 from psycopg_pool import PoolTimeout
 from prometheus_client.exposition import choose_encoder
@@ -21,9 +23,9 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
-from .forms import RoomCreateForm, SignupForm
-from .models import Membership
+from . import dms, login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from .forms import RoomCreateForm, SignupForm, UserSettingsForm
+from .models import Membership, Room
 from .serializers import MessageSerializer
 
 logger = logging.getLogger(__name__)
@@ -31,18 +33,29 @@ logger = logging.getLogger(__name__)
 HISTORY_ON_PAGE = 50  # messages rendered into the room page before live ones arrive
 
 
+def _direct_messages(user) -> list[dict]:
+    """The user's direct messages for the room list page: ``[{"room", "with"}]`` by the other
+    person's name."""
+    partners = dms.dm_partners(user)
+    rooms = Room.objects.filter(pk__in=partners).order_by("-last_seq")
+    found = [{"room": room, "with": partners[room.pk]} for room in rooms]
+    return sorted(found, key=lambda d: d["with"]["username"].lower())
+
+
 class RoomListView(LoginRequiredMixin, ListView):
-    """``GET /``: every room, with the create form."""
+    """``GET /``: every group room, the user's direct messages (by the other person's name),
+    the create form and a "message someone" form."""
 
     template_name = "rooms/room_list.html"
     context_object_name = "rooms"
 
     def get_queryset(self):
-        return selectors.rooms_visible_to(self.request.user)
+        return selectors.rooms_visible_to(self.request.user).filter(kind=Room.Kind.ROOM)
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         ctx.setdefault("form", RoomCreateForm())
+        ctx["direct_messages"] = _direct_messages(self.request.user)
         return ctx
 
 
@@ -57,7 +70,8 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        ctx["rooms"] = selectors.rooms_visible_to(self.request.user)
+        ctx["rooms"] = selectors.rooms_visible_to(self.request.user).filter(kind=Room.Kind.ROOM)
+        ctx["direct_messages"] = _direct_messages(self.request.user)
         return ctx
 
     def form_valid(self, form):
@@ -86,6 +100,9 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         room = selectors.room_visible(slug=self.kwargs["slug"], user=self.request.user)
         if room is None:
             raise Http404("No such room.")
+        self.dm_with = dms.dm_with(room, self.request.user)
+        if self.dm_with is not None:  # a DM is shown by the other person's name (never saved)
+            room.name = self.dm_with["username"]
         return room
 
     def get_context_data(self, **kwargs):
@@ -105,8 +122,83 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
             "archived": self.object.is_archived,
+            "kind": self.object.kind,
+            "dm_with": self.dm_with,
         }
         return ctx
+
+
+def _active_user_or_404(username: str):
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise Http404("No such user.")
+    return user
+
+
+class ProfileView(LoginRequiredMixin, TemplateView):
+    """``GET /u/<username>/``: a user's page: the group rooms you share, and a "Send a message"
+    button (``POST /u/<username>/message/``) that opens your direct message with them. 404 for
+    an unknown or inactive user."""
+
+    template_name = "rooms/profile.html"
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        person = _active_user_or_404(self.kwargs["username"])
+        me = self.request.user
+        ctx["person"] = person
+        ctx["is_me"] = person.pk == me.pk
+        ctx["shared_rooms"] = [] if ctx["is_me"] else list(
+            Room.objects.filter(kind=Room.Kind.ROOM, memberships__user_id=me.pk, memberships__banned_at__isnull=True)
+            .filter(pk__in=Membership.objects.filter(user_id=person.pk, banned_at__isnull=True).values("room_id"))
+            .order_by("name")
+        )
+        ctx["dm"] = None if ctx["is_me"] else Room.objects.filter(dm_key=dms.dm_key(me.pk, person.pk)).first()
+        # No button where opening would answer dms_off (the POST checks again regardless).
+        ctx["dms_closed"] = (
+            not ctx["is_me"] and ctx["dm"] is None
+            and dms.dms_from(person.pk) == dms.DmsFrom.SHARED_ROOMS and not dms.share_a_room(me.pk, person.pk)
+        )
+        return ctx
+
+
+class DmOpenView(LoginRequiredMixin, View):
+    """``POST /u/<username>/message/`` (the profile's button) or ``POST /dms/new/`` with a
+    ``username`` field (the room list's form): open the direct message (``dms.dm_open``) and go
+    to its room page. A refusal (yourself, unknown user, ``dms_off``) goes back with the reason
+    shown, and creates nothing. GET goes to the profile (or the room list)."""
+
+    def get(self, request, username=None):
+        return redirect("rooms:profile", username=username) if username else redirect("rooms:list")
+
+    def post(self, request, username=None):
+        name = username if username is not None else request.POST.get("username", "").strip()
+        try:
+            result = dms.dm_open(user=request.user, username=name)
+        except services.ServiceError as exc:
+            flash.error(request, exc.detail)
+            if username is not None and not isinstance(exc, dms.UserNotFound):
+                return redirect("rooms:profile", username=username)
+            return redirect("rooms:list")
+        return redirect("rooms:detail", slug=result.room.slug)
+
+
+class SettingsView(LoginRequiredMixin, FormView):
+    """``/settings/``: the user's settings (``UserSettings``): who may start a direct message
+    with them."""
+
+    template_name = "rooms/settings.html"
+    form_class = UserSettingsForm
+
+    def get_initial(self):
+        row = dms.user_settings_get(self.request.user)
+        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS}
+
+    def form_valid(self, form):
+        choice = dms.DmsFrom.SHARED_ROOMS if form.cleaned_data["only_shared_rooms"] else dms.DmsFrom.ANYONE
+        dms.user_settings_update(user=self.request.user, dms_from=choice)
+        flash.success(self.request, "Settings saved.")
+        return redirect("rooms:settings")
 
 
 class SignupView(FormView):
