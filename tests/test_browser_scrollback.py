@@ -36,9 +36,10 @@ pytestmark = [
 VIEWPORT = {"width": 1000, "height": 640}
 
 
-def store_history(slug: str, created: list[tuple[str, dt.datetime]]) -> None:
-    """Messages 1..len(created) of room ``slug`` by ``(username, created_at)``, stored in one go
-    with ``Room.last_seq`` moved to the last (as ``message_post`` would have left it)."""
+def store_history(slug: str, created: list[tuple[str, dt.datetime]], bodies: list[str] = ()) -> None:
+    """Messages 1..len(created) of room ``slug`` by ``(username, created_at)`` (bodies from
+    ``bodies``, else "message <seq>"), stored in one go with ``Room.last_seq`` moved to the last
+    (as ``message_post`` would have left it)."""
     from django.contrib.auth import get_user_model
 
     from rooms.models import Message, Room
@@ -46,7 +47,8 @@ def store_history(slug: str, created: list[tuple[str, dt.datetime]]) -> None:
     room = Room.objects.get(slug=slug)
     users = {u.username: u for u in get_user_model().objects.all()}
     Message.objects.bulk_create([
-        Message(room=room, author=users[name], seq=seq, body=f"message {seq}", client_msg_id=uuid.uuid4().hex,
+        Message(room=room, author=users[name], seq=seq, client_msg_id=uuid.uuid4().hex,
+                body=bodies[seq - 1] if seq <= len(bodies) else f"message {seq}",
                 server_id="past", created_at=at)
         for seq, (name, at) in enumerate(created, start=1)
     ])
@@ -228,7 +230,15 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
     if recent.date() != today:  # just after midnight: keep them on one day
         recent = dt.datetime.combine(today, dt.time(0, 0, 1), tzinfo=dt.timezone.utc)
     created += [("dd-bob" if i % 10 else "dd-cat", recent + dt.timedelta(seconds=i)) for i in range(40)]
-    orm(store_history, "days", created)
+    bodies = [
+        "Kick-off notes are in the wiki.", "Please add your questions there before Friday.",
+        "Thanks! Reading them now.",
+        "Deploy of the new balancer config went fine.", "Nothing in the error budget either.",
+        "Great, closing the ticket.", "שלום לכולם, הכל עובד אצלי", *[
+            "Morning! Standup in 10 minutes." if i % 10 == 0 else f"Checking item {i} of the release list"
+            for i in range(40)],
+    ]
+    orm(store_history, "days", created, bodies)
     context = new_context(browser)
     try:
         page = open_room(context, nodes[0].http, "days", username="dd-ann")
@@ -247,7 +257,13 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
         page.hover("#message-2 .message__body")
         assert page.locator("#message-2 .message__meta").bounding_box()["width"] > 1
         page.mouse.move(0, 0)
+        # README's docs/room-page.png: dividers, groups (one hovered), "Jump to latest".
+        page.set_viewport_size({"width": 1100, "height": 900})
+        page.evaluate("() => document.getElementById('message-4').scrollIntoView()")
+        page.hover("#message-11 .message__body")
         screenshot(page, tmp_path, "dividers-and-groups")
+        page.mouse.move(0, 0)
+        page.set_viewport_size(VIEWPORT)
 
         # Scrolled up: live messages do not pull the reader down; "Jump to latest (2 new)".
         page.evaluate("() => { document.getElementById('chat-log').scrollTop = 0; }")
@@ -270,7 +286,7 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
                                " return l.scrollHeight - l.scrollTop - l.clientHeight < 80; }", timeout=5_000)
         assert page.locator("#jump-latest").is_hidden()
         assert page_seqs(page) == list(range(1, 51))
-        screenshot(page, tmp_path, "room-page")
+        screenshot(page, tmp_path, "at-the-latest")
         assert page.evaluate("() => window.__csp") == []
     finally:
         context.close()

@@ -184,12 +184,13 @@
   const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const fullDate = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
 
+  // A message's time: "14:32" (its day is on the date divider above it), the full date and time
+  // as the tooltip.
   function formatTime(timeEl, iso) {
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return;
-    const today = new Date().toDateString() === date.toDateString();
     timeEl.dateTime = iso;
-    timeEl.textContent = (today ? timeOnly : dateAndTime).format(date);
+    timeEl.textContent = timeOnly.format(date);
     timeEl.title = fullDate.format(date);
   }
 
@@ -432,12 +433,19 @@
     if (state.batch === 0) decorate();
   }
 
+  const timelineItems = new WeakMap(); // <li> → its {seq, authorId, time} (they never change)
+
   function timelineItem(seq) {
     const li = state.shown.get(seq);
-    const time = li.querySelector(".message__time");
-    const iso = time ? time.getAttribute("datetime") : null;
-    const authorId = li.dataset.authorId ? Number(li.dataset.authorId) : null;
-    return { seq, authorId, time: iso ? Date.parse(iso) : NaN };
+    let item = timelineItems.get(li);
+    if (!item) {
+      const time = li.querySelector(".message__time");
+      const iso = time ? time.getAttribute("datetime") : null;
+      const authorId = li.dataset.authorId ? Number(li.dataset.authorId) : null;
+      item = { seq, authorId, time: iso ? Date.parse(iso) : NaN };
+      timelineItems.set(li, item);
+    }
+    return item;
   }
 
   function dividerElement(key, label, modifier) {
