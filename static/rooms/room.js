@@ -130,7 +130,9 @@
     lastSeq: 0, // highest seq shown
     shown: new Map(), // seq → <li> in the message list
     seqs: [], // the shown seqs, ascending (the list's order; dividers sit between them)
-    older: { hasMore: false, loading: false, failedAt: 0 }, // scroll-back below seqs[0]
+    // scroll-back below seqs[0]; `updates`: seq → newest edit/delete of a message not shown yet
+    // that came while a page was loading (the page may have been read before it)
+    older: { hasMore: false, loading: false, failedAt: 0, updates: new Map() },
     lastReadSeq: Number.isInteger(config.last_read_seq) ? config.last_read_seq : null,
     landing: false, // loading and scrolling to the first unread message (no bottom pinning)
     unseenBelow: 0, // others' messages that arrived while the reader was scrolled up
@@ -539,6 +541,10 @@
       older.loading = false;
       batched(() => {
         for (const message of messages) showMessage(message);
+        for (const [seq, update] of older.updates) {
+          const li = state.shown.get(seq);
+          if (li) applyMessageState(li, update); // newer states only
+        }
       }); // redraws the control above the list too, before the place is restored
       restoreAnchor(anchor);
       added = messages.length;
@@ -550,10 +556,20 @@
       showNotice("older", "Could not load older messages; scroll up or press the button to try again.");
     } finally {
       older.loading = false;
+      older.updates.clear();
       renderHistoryTop();
     }
     if (added && !state.landing) setTimeout(loadOlderIfNearTop, 0); // the view may still be short
     return added > 0;
+  }
+
+  // An edit or delete of a message below the shown ones: if an older page is on its way, it may
+  // have been read before the change, so the change is applied after the page is shown.
+  function noteOlderUpdate(message) {
+    const older = state.older;
+    if (!older.loading) return; // not loaded yet: the page that loads it will have this state
+    const held = older.updates.get(message.seq);
+    if (!held || versionOf(message) > versionOf(held)) older.updates.set(message.seq, message);
   }
 
   function loadOlderIfNearTop() {
@@ -830,6 +846,7 @@
     const li = state.shown.get(message.seq);
     if (li) applyMessageState(li, message);
     else if (message.seq > state.lastSeq) handleLiveMessage(message);
+    else noteOlderUpdate(message);
   }
 
   // message.deleted {id, room, seq}: shown → "message deleted" in its place; held back → held
@@ -842,7 +859,10 @@
       applyMessageState(li, { deleted: true });
       return;
     }
-    if (seq <= state.lastSeq) return;
+    if (seq <= state.lastSeq) {
+      noteOlderUpdate({ seq, deleted: true });
+      return;
+    }
     const held = state.buffered.get(seq);
     if (held) {
       state.buffered.set(seq, deletedVersion(held));
