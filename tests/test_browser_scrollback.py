@@ -175,7 +175,8 @@ def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_on
             before = page.evaluate("""(seq) => {
               const log = document.getElementById("chat-log");
               log.scrollTop = 0;  // the scroll event comes after this returns
-              return document.getElementById("message-" + seq).getBoundingClientRect().top - log.getBoundingClientRect().top;
+              const li = document.getElementById("message-" + seq);
+              return li.getBoundingClientRect().top - log.getBoundingClientRect().top;
             }""", first)
             if round_ == 1:  # the connection drops: the live one comes with the resume
                 page.evaluate("() => window.__ws.at(-1).close()")
@@ -183,8 +184,9 @@ def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_on
                 live.append(orm(store_unbroadcast, "long", "sb-bob", "never broadcast"))
             # Live messages from another user on another node, while the older page loads.
             live.append(post(nodes[1], tokens["sb-bob"], "long", f"live {round_}")["seq"])
-            page.wait_for_function("(first) => Number(document.querySelector('#message-list li[data-seq]').dataset.seq) < first",
-                                   arg=first, timeout=10_000)
+            page.wait_for_function(
+                "(first) => Number(document.querySelector('#message-list li[data-seq]').dataset.seq) < first",
+                arg=first, timeout=10_000)
             # The reader's place is kept: the message that was first in view has not moved.
             page.wait_for_timeout(50)
             after = offset_in_log(page, first)

@@ -38,6 +38,15 @@
  * live frames (dropped by the at-most-once channel layer) is filled from
  * GET <history>?after_seq=N before later live messages are shown.
  *
+ * Scroll-back (the section "scroll-back, date dividers, groups …" below; its pure logic is in
+ * static/rooms/timeline.js, loaded first as window.ChatTimeline): the shown seqs run without a
+ * gap from the oldest loaded to lastSeq; scrolling near the top (or "Load older messages")
+ * reads GET <history>?before_seq=<oldest>&limit=50 and prepends it, the first visible message
+ * kept in place. Date dividers, author groups and the "New messages" divider (before the first
+ * message of someone else after the config's optional last_read_seq, where the page opens) are
+ * recomputed from the list after each change. A live message moves the view only when it was at
+ * the bottom; otherwise "Jump to latest (N new)" shows.
+ *
  * Who is here: the "Online (N)" list is the set (by user id) of the last presence frame of the
  * current socket, with the presence.diff frames after it applied (idempotent: a join of someone
  * listed or a leave of someone absent changes nothing); greyed while there is no live socket,
