@@ -91,7 +91,11 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
 
 class RoomDetailView(LoginRequiredMixin, DetailView):
     """``GET /rooms/<slug>/``: the last 50 messages from the database, then live ones over
-    ``/ws/rooms/<slug>/`` (``static/rooms/room.js``)."""
+    ``/ws/rooms/<slug>/`` (``static/rooms/room.js``); older ones as the reader scrolls up.
+
+    ``room_config`` (json_script ``#room-config``): ``slug``, ``ws_path``, ``user`` {id,
+    username}, ``history`` (message shapes, oldest first), ``role``, ``can_moderate``,
+    ``archived``, and for a member with a read marker ``last_read_seq`` (int)."""
 
     template_name = "rooms/room_detail.html"
     context_object_name = "room"
@@ -125,6 +129,12 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "kind": self.object.kind,
             "dm_with": self.dm_with,
         }
+        # Where the reader left off (the member's read marker, once Membership has one): the page
+        # opens at the first unread message after it, with a "New messages" divider. Absent for
+        # a visitor (and until read state exists): the page opens at the latest message.
+        last_read_seq = getattr(membership, "last_read_seq", None)
+        if isinstance(last_read_seq, int) and ctx["my_role"] is not None:
+            ctx["room_config"]["last_read_seq"] = last_read_seq
         return ctx
 
 

@@ -38,6 +38,15 @@
  * live frames (dropped by the at-most-once channel layer) is filled from
  * GET <history>?after_seq=N before later live messages are shown.
  *
+ * Scroll-back (the section "scroll-back, date dividers, groups …" below; its pure logic is in
+ * static/rooms/timeline.js, loaded first as window.ChatTimeline): the shown seqs run without a
+ * gap from the oldest loaded to lastSeq; scrolling near the top (or "Load older messages")
+ * reads GET <history>?before_seq=<oldest>&limit=50 and prepends it, the first visible message
+ * kept in place. Date dividers, author groups and the "New messages" divider (before the first
+ * message of someone else after the config's optional last_read_seq, where the page opens) are
+ * recomputed from the list after each change. A live message moves the view only when it was at
+ * the bottom; otherwise "Jump to latest (N new)" shows.
+ *
  * Who is here: the "Online (N)" list is the set (by user id) of the last presence frame of the
  * current socket, with the presence.diff frames after it applied (idempotent: a join of someone
  * listed or a leave of someone absent changes nothing); greyed while there is no live socket,
@@ -47,6 +56,7 @@
 (function () {
   "use strict";
 
+  const Timeline = window.ChatTimeline; // static/rooms/timeline.js: the pure timeline logic
   const BODY_MAX_LENGTH = 4000; // characters (code points), as the server counts
   const CHAR_COUNT_FROM = 3500; // show the counter from this length on
   const HISTORY_PAGE_SIZE = 200;
@@ -106,6 +116,12 @@
     presenceNote: document.getElementById("presence-note"),
     presenceList: document.getElementById("presence-list"),
     typingHint: document.getElementById("typing-hint"),
+    loadOlder: document.getElementById("load-older"),
+    historyStart: document.getElementById("history-start"),
+    historyStatus: document.getElementById("history-status"),
+    jump: document.getElementById("jump-latest"),
+    jumpButton: document.getElementById("jump-latest-button"),
+    jumpCount: document.getElementById("jump-latest-count"),
   };
 
   const state = {
@@ -122,6 +138,15 @@
     countdownTimer: null,
     lastSeq: 0, // highest seq shown
     shown: new Map(), // seq → <li> in the message list
+    seqs: [], // the shown seqs, ascending (the list's order; dividers sit between them)
+    // scroll-back below seqs[0]; `updates`: seq → newest edit/delete of a message not shown yet
+    // that came while a page was loading (the page may have been read before it)
+    older: { hasMore: false, loading: false, failedAt: 0, updates: new Map() },
+    lastReadSeq: Number.isInteger(config.last_read_seq) ? config.last_read_seq : null,
+    landing: false, // loading and scrolling to the first unread message (no bottom pinning)
+    unseenBelow: 0, // others' messages that arrived while the reader was scrolled up
+    batch: 0, // >0: inside batched(): dividers and groups are redrawn once at its end
+    batchNearBottom: false, // the view was at the bottom when the outermost batch began
     buffered: new Map(), // seq → message, live messages held back until a gap is filled
     catchUp: { running: false, again: false, retryTimer: null },
     outbox: new Map(), // client_msg_id → {id, body, el, status, retries, retryTimer}
@@ -170,12 +195,13 @@
   const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const fullDate = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
 
+  // A message's time: "14:32" (its day is on the date divider above it), the full date and time
+  // as the tooltip.
   function formatTime(timeEl, iso) {
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return;
-    const today = new Date().toDateString() === date.toDateString();
     timeEl.dateTime = iso;
-    timeEl.textContent = (today ? timeOnly : dateAndTime).format(date);
+    timeEl.textContent = timeOnly.format(date);
     timeEl.title = fullDate.format(date);
   }
 
@@ -219,11 +245,13 @@
     els.log.scrollTop = els.log.scrollHeight;
   }
 
-  // Runs `change` (which adds to the log) and keeps the view pinned to the bottom if it was.
+  // Runs `change` (which adds to the log) and keeps the view pinned to the bottom if it was
+  // (never while the page is landing at the first unread message). Returns whether it was.
   function keepingBottom(change) {
-    const wasNearBottom = isNearBottom();
+    const wasNearBottom = !state.landing && isNearBottom();
     change();
     if (wasNearBottom) scrollToBottom();
+    return wasNearBottom;
   }
 
   // --- the message list ----------------------------------------------------------------------
@@ -294,11 +322,14 @@
     return true;
   }
 
+  // Right after the shown message before it (so before that one's dividers), or first.
   function insertInSeqOrder(li, seq) {
-    let before = els.list.lastElementChild;
-    while (before && Number(before.dataset.seq) > seq) before = before.previousElementSibling;
+    const index = Timeline.insertionIndex(state.seqs, seq);
+    if (index === -1) return; // cannot happen: showMessage checked `shown`
+    const before = index > 0 ? state.shown.get(state.seqs[index - 1]) : null;
     if (before) before.after(li);
     else els.list.prepend(li);
+    state.seqs.splice(index, 0, seq);
   }
 
   function removeEmptyState() {
@@ -312,13 +343,25 @@
     if (state.shown.has(seq)) return;
     if (state.deletedAhead.delete(seq) && !message.deleted) message = deletedVersion(message);
     const li = buildMessageElement(message);
-    keepingBottom(() => {
+    const newer = seq > state.lastSeq;
+    const insert = () => {
       removeEmptyState();
       insertInSeqOrder(li, seq);
-    });
-    state.shown.set(seq, li);
+      state.shown.set(seq, li);
+      listChanged();
+    };
+    let wasNearBottom;
+    if (state.batch > 0) {
+      insert(); // batched() keeps the bottom and redraws the dividers once, at its end
+      wasNearBottom = state.batchNearBottom;
+    } else {
+      wasNearBottom = keepingBottom(insert);
+    }
     state.buffered.delete(seq);
-    if (seq > state.lastSeq) state.lastSeq = seq;
+    if (newer) {
+      state.lastSeq = seq;
+      if (!wasNearBottom && !isMine(message)) countUnseenBelow();
+    }
 
     const pending = state.ackedAwaitingMessage.get(seq);
     if (pending) {
@@ -345,17 +388,257 @@
   function adoptRenderedHistory() {
     for (const li of els.list.querySelectorAll("li[data-seq]")) {
       const seq = Number(li.dataset.seq);
+      if (state.shown.has(seq)) continue;
       state.shown.set(seq, li);
+      state.seqs.splice(Timeline.insertionIndex(state.seqs, seq), 0, seq); // rendered in order
       if (seq > state.lastSeq) state.lastSeq = seq;
       const time = li.querySelector("time");
       if (time) formatTime(time, time.getAttribute("datetime"));
       if (li.dataset.editedAt && !li.dataset.deleted) markEdited(li, li.dataset.editedAt);
       renderMessageActions(li);
     }
-    for (const message of config.history || []) {
-      if (isValidMessage(message)) showMessage(message);
-    }
+    batched(() => {
+      for (const message of config.history || []) {
+        if (isValidMessage(message)) showMessage(message);
+      }
+    });
+    state.older.hasMore = state.seqs.length > 0 && state.seqs[0] > 1; // seqs start at 1
     scrollToBottom();
+  }
+
+  // --- scroll-back, date dividers, groups, "Jump to latest", first-unread landing -------------
+  //
+  // The list holds the shown messages in seq order (`state.seqs`), contiguous from seqs[0] to
+  // lastSeq: live frames, gap repair and resume extend it upward (above), scroll-back extends it
+  // downward with GET <history>?before_seq=seqs[0]. Every way in is showMessage, which shows a
+  // seq at most once and in its place, so any interleaving of these keeps the list in order.
+  // Dividers (<li class="divider">, no data-seq) and groups are recomputed from the list by
+  // Timeline.layout after each change (once per batch).
+
+  const OLDER_PAGE_SIZE = 50;
+  const LOAD_OLDER_WITHIN_PX = 400; // scrolled this close to the top: load the next older page
+  const OLDER_RETRY_MS = 5000; // after a failed load, scrolling does not retry sooner
+  const LANDING_MAX_PAGES = 10; // first unread further back than this: land at the oldest loaded
+  const LANDING_CONTEXT = 5; // read messages shown above the "New messages" divider
+  const dayFormat = new Intl.DateTimeFormat(undefined, {
+    weekday: "long", year: "numeric", month: "long", day: "numeric",
+  });
+  const dividers = new Map(); // "day:<key>" | "new" → <li class="divider">
+
+  // Runs `change` (several showMessage calls) with one redraw of dividers and groups at the end,
+  // keeping the view pinned to the bottom if it was.
+  function batched(change) {
+    if (state.batch > 0) return change();
+    state.batchNearBottom = !state.landing && isNearBottom();
+    state.batch += 1;
+    try {
+      return change();
+    } finally {
+      state.batch -= 1;
+      decorate();
+      if (state.batchNearBottom) scrollToBottom();
+    }
+  }
+
+  function listChanged() {
+    if (state.batch === 0) decorate();
+  }
+
+  const timelineItems = new WeakMap(); // <li> → its {seq, authorId, time} (they never change)
+
+  function timelineItem(seq) {
+    const li = state.shown.get(seq);
+    let item = timelineItems.get(li);
+    if (!item) {
+      const time = li.querySelector(".message__time");
+      const iso = time ? time.getAttribute("datetime") : null;
+      const authorId = li.dataset.authorId ? Number(li.dataset.authorId) : null;
+      item = { seq, authorId, time: iso ? Date.parse(iso) : NaN };
+      timelineItems.set(li, item);
+    }
+    return item;
+  }
+
+  function dividerElement(key, label, modifier) {
+    let li = dividers.get(key);
+    if (!li) {
+      li = element("li", `divider divider--${modifier}`);
+      li.dataset.divider = key;
+      li.append(element("span", "divider__label"));
+      dividers.set(key, li);
+    }
+    const text = li.firstChild;
+    if (text.textContent !== label) text.textContent = label;
+    return li;
+  }
+
+  // Puts each divider right before its message and marks where groups continue.
+  function decorate() {
+    const items = state.seqs.map(timelineItem);
+    const plan = Timeline.layout(items, {
+      format: (date) => dayFormat.format(date),
+      lastReadSeq: state.lastReadSeq,
+      myId: config.user.id,
+    });
+    const wanted = new Set();
+    for (const entry of plan) {
+      const li = state.shown.get(entry.seq);
+      li.classList.toggle("message--continued", !entry.groupStart);
+      let anchor = li;
+      if (entry.newDivider) {
+        const el = dividerElement("new", "New messages", "new");
+        wanted.add("new");
+        if (anchor.previousElementSibling !== el) anchor.before(el);
+        anchor = el;
+      }
+      if (entry.dayDivider !== null) {
+        const key = `day:${entry.day}`;
+        const el = dividerElement(key, entry.dayDivider, "day");
+        wanted.add(key);
+        if (anchor.previousElementSibling !== el) anchor.before(el);
+      }
+    }
+    for (const [key, el] of dividers) {
+      if (!wanted.has(key)) {
+        el.remove();
+        dividers.delete(key);
+      }
+    }
+    renderHistoryTop();
+  }
+
+  // The first message at least partly in view, and where it is: restored after older messages
+  // went in above it, so the reader's place does not move.
+  function captureAnchor() {
+    const top = els.log.getBoundingClientRect().top;
+    for (const seq of state.seqs) {
+      const li = state.shown.get(seq);
+      const rect = li.getBoundingClientRect();
+      if (rect.bottom > top) return { li, offset: rect.top - top };
+    }
+    return null;
+  }
+
+  function restoreAnchor(anchor) {
+    if (!anchor || !anchor.li.isConnected) return;
+    const offset = anchor.li.getBoundingClientRect().top - els.log.getBoundingClientRect().top;
+    els.log.scrollTop += offset - anchor.offset;
+  }
+
+  // The control above the list: "Load older messages" (for keyboards and screen readers; the
+  // same load runs by itself when scrolling near the top), "Loading…", or the room's start.
+  function renderHistoryTop() {
+    const older = state.older;
+    els.loadOlder.hidden = !older.hasMore;
+    els.loadOlder.disabled = older.loading;
+    els.loadOlder.textContent = older.loading ? "Loading older messages…" : "Load older messages";
+    els.historyStart.hidden = older.hasMore || state.seqs.length === 0;
+  }
+
+  // One page of messages before the oldest shown. Resolves with whether it added any.
+  async function loadOlder({ keepPlace = true } = {}) {
+    const older = state.older;
+    if (older.loading || !older.hasMore || state.seqs.length === 0) return false;
+    older.loading = true;
+    renderHistoryTop();
+    let added = 0;
+    try {
+      const page = await fetchHistoryPage(undefined, state.seqs[0], OLDER_PAGE_SIZE);
+      const messages = Timeline.mergeBySeq(state.seqs, page.results.filter(isValidMessage));
+      const anchor = keepPlace && !state.landing ? captureAnchor() : null;
+      older.hasMore = Boolean(page.has_more) && page.results.length > 0;
+      older.loading = false;
+      batched(() => {
+        for (const message of messages) showMessage(message);
+        for (const [seq, update] of older.updates) {
+          const li = state.shown.get(seq);
+          if (li) applyMessageState(li, update); // newer states only
+        }
+      }); // redraws the control above the list too, before the place is restored
+      restoreAnchor(anchor);
+      added = messages.length;
+      older.failedAt = 0;
+      els.historyStatus.textContent = added ? `${added} older messages loaded` : "";
+      clearNotice("older");
+    } catch (err) {
+      older.failedAt = Date.now();
+      showNotice("older", "Could not load older messages; scroll up or press the button to try again.");
+    } finally {
+      older.loading = false;
+      older.updates.clear();
+      renderHistoryTop();
+    }
+    if (added && !state.landing) setTimeout(loadOlderIfNearTop, 0); // the view may still be short
+    return added > 0;
+  }
+
+  // An edit or delete of a message below the shown ones: if an older page is on its way, it may
+  // have been read before the change, so the change is applied after the page is shown.
+  function noteOlderUpdate(message) {
+    const older = state.older;
+    if (!older.loading) return; // not loaded yet: the page that loads it will have this state
+    const held = older.updates.get(message.seq);
+    if (!held || versionOf(message) > versionOf(held)) older.updates.set(message.seq, message);
+  }
+
+  function loadOlderIfNearTop() {
+    const older = state.older;
+    if (state.landing || older.loading || !older.hasMore) return;
+    if (Date.now() - older.failedAt < OLDER_RETRY_MS) return;
+    if (els.log.scrollTop < LOAD_OLDER_WITHIN_PX) loadOlder().catch(() => {});
+  }
+
+  // "Jump to latest (N new)": shown while the reader is away from the bottom.
+  function countUnseenBelow() {
+    state.unseenBelow += 1;
+    renderJump();
+  }
+
+  function renderJump() {
+    const away = !isNearBottom();
+    if (!away) state.unseenBelow = 0;
+    els.jump.hidden = !away;
+    const count = state.unseenBelow;
+    els.jumpCount.textContent = count ? ` (${count} new)` : "";
+  }
+
+  function jumpToLatest() {
+    state.landing = false;
+    scrollToBottom();
+    state.unseenBelow = 0;
+    renderJump();
+    els.log.focus({ preventScroll: true });
+  }
+
+  function onLogScroll() {
+    renderJump();
+    loadOlderIfNearTop();
+  }
+
+  // Opening the room: with the config's last_read_seq below the newest message, load back to
+  // it (at most LANDING_MAX_PAGES pages), then show the "New messages" divider near the top of
+  // the view. Without it (or nothing unread) the page stays at the bottom, as before.
+  async function landAtFirstUnread() {
+    const lastRead = state.lastReadSeq;
+    if (lastRead === null || lastRead >= state.lastSeq || state.seqs.length === 0) return;
+    state.landing = true;
+    try {
+      for (let pages = 0; pages < LANDING_MAX_PAGES; pages++) {
+        if (state.seqs[0] <= Math.max(1, lastRead - LANDING_CONTEXT) || !state.older.hasMore) break;
+        if (!(await loadOlder({ keepPlace: false }))) break;
+      }
+    } catch (err) {
+      // the divider goes where it can; scrolling up loads the rest
+    }
+    const divider = dividers.get("new");
+    if (state.landing && divider) {
+      const logTop = els.log.getBoundingClientRect().top;
+      els.log.scrollTop += divider.getBoundingClientRect().top - logTop - 8;
+    } else if (state.landing) {
+      scrollToBottom(); // nothing unread from others
+    }
+    state.landing = false;
+    renderJump();
   }
 
   // --- editing and deleting (REST; the result comes back live for everyone) -------------------
@@ -572,6 +855,7 @@
     const li = state.shown.get(message.seq);
     if (li) applyMessageState(li, message);
     else if (message.seq > state.lastSeq) handleLiveMessage(message);
+    else noteOlderUpdate(message);
   }
 
   // message.deleted {id, room, seq}: shown → "message deleted" in its place; held back → held
@@ -584,7 +868,10 @@
       applyMessageState(li, { deleted: true });
       return;
     }
-    if (seq <= state.lastSeq) return;
+    if (seq <= state.lastSeq) {
+      noteOlderUpdate({ seq, deleted: true });
+      return;
+    }
     const held = state.buffered.get(seq);
     if (held) {
       state.buffered.set(seq, deletedVersion(held));
@@ -608,9 +895,9 @@
     }
   }
 
-  async function fetchHistoryPage(afterSeq, beforeSeq) {
+  async function fetchHistoryPage(afterSeq, beforeSeq, limit = HISTORY_PAGE_SIZE) {
     const where = beforeSeq === undefined ? `after_seq=${afterSeq}` : `before_seq=${beforeSeq}`;
-    const url = `${urls.history}?${where}&limit=${HISTORY_PAGE_SIZE}`;
+    const url = `${urls.history}?${where}&limit=${limit}`;
     const options = { credentials: "same-origin", headers: { Accept: "application/json" } };
     if (typeof AbortSignal !== "undefined" && AbortSignal.timeout) {
       options.signal = AbortSignal.timeout(HISTORY_TIMEOUT_MS);
@@ -627,12 +914,14 @@
     let added = 0;
     for (;;) {
       const page = await fetchHistoryPage(state.lastSeq);
-      for (const message of page.results) {
-        if (isValidMessage(message) && !state.shown.has(message.seq)) {
-          showMessage(message);
-          added += 1;
+      batched(() => {
+        for (const message of page.results) {
+          if (isValidMessage(message) && !state.shown.has(message.seq)) {
+            showMessage(message);
+            added += 1;
+          }
         }
-      }
+      });
       if (!page.has_more || page.results.length === 0) return added;
     }
   }
@@ -1334,6 +1623,13 @@
     adoptRenderedHistory();
     restoreOutbox();
     scrollToBottom();
+    renderHistoryTop();
+    els.loadOlder.addEventListener("click", () => loadOlder().catch(() => {}));
+    els.jumpButton.addEventListener("click", jumpToLatest);
+    els.log.addEventListener("scroll", onLogScroll, { passive: true });
+    setInterval(decorate, 60 * 1000); // "Today" becomes "Yesterday" at midnight
+    landAtFirstUnread().catch(() => {});
+    if (!state.landing) setTimeout(loadOlderIfNearTop, 0); // a short first page fills the view
     els.form.addEventListener("submit", onSubmit);
     els.input.addEventListener("keydown", onKeydown);
     els.input.addEventListener("input", onInput);
