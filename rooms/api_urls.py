@@ -19,6 +19,7 @@ urlpatterns = [
     # file too (``/api/docs/?script=``), as the Content-Security-Policy allows no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("auth/token/", api.TokenView.as_view(), name="token"),
+    path("mentions/", api.MentionsView.as_view(), name="mentions"),
     path("", include(router.urls)),
     path("rooms/<str:room_slug>/", include(room_router.urls)),
     re_path(r"", api.not_found),

@@ -24,6 +24,10 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   deactivated or deleted); every socket of the user checks its access again and closes (4401).
 - ``user.notice``: ``{"type": "user.notice", "text": str}`` to ``user.<id>``; ``text`` is the
   ``{"type": "notice", "text": …}`` frame, forwarded to every socket of that user.
+- ``user.read_updated``: ``{"type": "user.read_updated", "text": str}`` to ``user.<id>``; the
+  ``read.updated`` frame (``rooms.reads``), forwarded to every socket of that user.
+- ``user.mention``: ``{"type": "user.mention", "text": str}`` to ``user.<id>``; the ``mention``
+  frame (``rooms.mentions``), one event per mentioned user, forwarded to every socket of theirs.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
 are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
@@ -56,6 +60,8 @@ USER_ACCESS_CHANGED = "user.access_changed"
 ROOM_PRESENCE = "room.presence"
 ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
+USER_READ_UPDATED = "user.read_updated"
+USER_MENTION = "user.mention"
 
 _failures_lock = threading.Lock()
 broadcast_failures = 0  # layer errors since start, per process
@@ -253,3 +259,23 @@ def broadcast_user_notice(user_id: int, text: str) -> bool:
     notice; not stored, so a user with no open socket never sees it)."""
     frame = encode_frame({"type": "notice", "text": text})
     return _group_send(user_group_name(user_id), {"type": USER_NOTICE, "text": frame}, time.perf_counter())
+
+
+def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool:
+    """``{"type": "read.updated", "room": slug, "last_read_seq": int, "unread_count": int,
+    "mention_count": int}`` to every socket of ``user_id`` on every node, after a read report
+    moved their marker (``rooms.reads.read_report``, on commit)."""
+    frame = encode_frame({"type": "read.updated", "room": room_slug, **state})
+    return _group_send(user_group_name(user_id), {"type": USER_READ_UPDATED, "text": frame}, time.perf_counter())
+
+
+def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict) -> None:
+    """``{"type": "mention", "room": slug, "message": {...}}`` to every socket of each of
+    ``user_ids`` (members newly mentioned by ``@username``), one layer event per user; the frame
+    is encoded once. Called after the message's commit (``rooms.services``)."""
+    if not user_ids:
+        return
+    frame = encode_frame({"type": "mention", "room": room_slug, "message": message_data})
+    started = time.perf_counter()
+    for user_id in user_ids:
+        _group_send(user_group_name(user_id), {"type": USER_MENTION, "text": frame}, started)

@@ -150,6 +150,8 @@ SENT_BY_EVENT = _SentByEvent({
     "room.archived": FRAMES_SENT.labels(type="room.archived"),
     "room.presence": FRAMES_SENT.labels(type="presence.diff"),
     "room.typing": FRAMES_SENT.labels(type="typing"),
+    "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
+    "user.mention": FRAMES_SENT.labels(type="mention"),
 })
 
 

@@ -104,6 +104,9 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
             "archived": self.object.is_archived,
+            # Where the reader left off (rooms.reads; 0 before they first join): the page's
+            # "new messages" divider goes after this seq.
+            "last_read_seq": membership.last_read_seq if ctx["my_role"] is not None else 0,
         }
         return ctx
 
