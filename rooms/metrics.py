@@ -157,7 +157,7 @@ SENT_BY_EVENT = _SentByEvent({
 
 # The client frame types counted under their own name; any other ``type`` counts as ``other``
 # (a label value never comes from client text). Add a new client frame type here.
-CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing"})
+CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing", "read"})
 
 
 def frame_received(frame_type, error: str = "") -> None:
