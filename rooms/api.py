@@ -12,7 +12,9 @@ against it. A private room a user is not a member of answers 404 on every route,
 room that does not exist.
 
 Lists (rooms, members) are paged by ``?limit=&offset=``, ``limit`` at most 200
-(``rooms/pagination.py``); history is paged by ``seq`` (``HistoryQuery``).
+(``rooms/pagination.py``); history is paged by ``seq`` (``HistoryQuery``), a user's mentions by
+message id (``MentionsQuery``). Rooms carry the caller's read state (``rooms.reads``), read for
+a whole page in one query.
 
 Writes go through ``rooms.services`` (the same functions the WebSocket consumer and the admin
 use), so a REST send, edit or delete reaches every live socket on every node exactly once.

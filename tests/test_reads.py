@@ -323,3 +323,12 @@ async def test_a_read_report_on_node1_reaches_the_users_socket_on_node2_as_read_
     expected = {"type": "read.updated", "room": "r0", "last_read_seq": 3, "unread_count": 1, "mention_count": 0}
     assert await socket.wait_for(lambda c: expected in c.frames), socket.frames
     await socket.close()
+
+
+@pytest.mark.django_db
+def test_the_room_page_tells_its_script_where_the_reader_left_off(busy, other_user, client):
+    reads.read_report(room=busy, user=other_user, seq=3)
+    client.force_login(other_user)
+    assert client.get("/rooms/lobby/").context["room_config"]["last_read_seq"] == 3
+    client.force_login(factories.make_user("carol"))  # not a member yet: nothing read
+    assert client.get("/rooms/lobby/").context["room_config"]["last_read_seq"] == 0
