@@ -14,7 +14,7 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from rooms import events, reads, services
-from rooms.models import Membership, Message, Room
+from rooms.models import Membership, Message
 from tests import factories
 
 
