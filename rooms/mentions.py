@@ -68,6 +68,8 @@ def parse(body: str) -> Parsed:
         names.add(token)
         if stripped and stripped != token:
             names.add(stripped)
+    if not names and not room:  # e.g. only an address: the send keeps the plain statement
+        return NOTHING
     return Parsed(names=tuple(sorted(names)), room=room)
 
 

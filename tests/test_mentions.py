@@ -46,6 +46,11 @@ def test_mentions_are_parsed_at_username_boundaries(body, names, room):
     assert mentions.parse(body) == mentions.Parsed(names=names, room=room)
 
 
+def test_a_body_that_mentions_nobody_is_parsed_as_nothing_so_the_send_keeps_the_plain_statement():
+    assert mentions.parse("mail bob@example.com") is mentions.NOTHING
+    assert mentions.parse("hello") is mentions.NOTHING
+
+
 # --- storing --------------------------------------------------------------------------------------
 
 
