@@ -216,6 +216,10 @@ async def test_a_mention_sent_over_a_socket_reaches_the_mentioned_users_sockets_
     assert frame["message"]["mentions"] == [{"id": other_user.pk, "username": "bob"}]
     live = await carol_socket.receive_type("message")
     assert live["message"] == frame["message"]
+    stored = await database_sync_to_async(  # stored by the socket's one-statement send
+        lambda: (mentioned(Message.objects.get(pk=live["message"]["id"])),
+                 Message.objects.get(pk=live["message"]["id"]).mentions_room))()
+    assert stored == (["bob"], False)
     assert await carol_socket.nothing_more(0.2) and await bob.nothing_more(0.1)
     for conn in (alice, bob, carol_socket):
         await conn.close()
