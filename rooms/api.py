@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     extend_schema,
     extend_schema_serializer,
@@ -250,6 +251,11 @@ class RoomViewSet(viewsets.GenericViewSet):
         "When the marker moved, every socket of the caller on every node gets `read.updated`. "
         "Answers the read state after the report. 404 when the caller is not a member of the room "
         "(nothing is changed).",
+        examples=[
+            OpenApiExample("Read up to seq 42", value={"seq": 42}, request_only=True),
+            OpenApiExample("The read state after it", value={"last_read_seq": 42, "unread_count": 0,
+                                                               "mention_count": 0}, response_only=True),
+        ],
     )
     @action(detail=True, methods=["post"])
     def read(self, request, slug=None):
@@ -562,6 +568,14 @@ class MentionsView(APIView):
         "rooms the caller can read now (a private room they were removed from no longer shows its "
         "mentions); deleted messages are left out. `@room` is not listed here (it is the "
         "message's `mentions_room`).",
+        examples=[OpenApiExample("A page of one mention", response_only=True, value={
+            "results": [{"room": "lobby", "message": {
+                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice"},
+                "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
+                "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
+                "mentions_room": False}}],
+            "has_more": True,
+        })],
     )
     def get(self, request):
         query = MentionsQuery(data=request.query_params)
