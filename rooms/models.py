@@ -169,6 +169,11 @@ class Message(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="message_seq_positive"),
         ]
+        indexes = [
+            # A member's unread @room messages (rooms.reads), without reading every unread message.
+            models.Index(fields=["room", "seq"], condition=models.Q(mentions_room=True),
+                         name="message_mentions_room_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.room.slug}#{self.seq}"
@@ -178,16 +183,19 @@ class Mention(models.Model):
     """``user`` (a member of the message's room, not its author) is mentioned by ``@username`` in
     ``message``: stored with the message, in its transaction, and again at each edit
     (``rooms.mentions``). ``@room`` is not stored per member (``Message.mentions_room``). The
-    unique constraint's index, (user, message), serves a user's mentions newest first."""
+    unique constraint's index, (user, message), serves a user's mentions newest first; ``room``
+    (the message's, copied) and its index serve a member's unread mentions in one room."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="mention_set")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         ordering = ["-message_id"]
         constraints = [
             models.UniqueConstraint(fields=["user", "message"], name="mention_user_message_unique"),
         ]
+        indexes = [models.Index(fields=["user", "room", "message"], name="mention_user_room_idx")]
 
     def __str__(self) -> str:
         return f"@{self.user_id} in message {self.message_id}"

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import BigIntegerField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import BigIntegerField, Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 
 from . import events
@@ -64,7 +64,7 @@ def with_read_state(rooms: QuerySet[Room], user: AbstractBaseUser) -> QuerySet[R
     if not user.is_authenticated:
         zero = Value(0, output_field=BigIntegerField())
         return rooms.annotate(my_last_read_seq=zero, my_unread_count=zero, my_mention_count=zero)
-    member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True)
+    member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True).order_by()
     marker = Subquery(member.values("last_read_seq")[:1])
     # A non-member counts from the room's last seq: nothing is unread.
     rooms = rooms.annotate(
@@ -74,10 +74,17 @@ def with_read_state(rooms: QuerySet[Room], user: AbstractBaseUser) -> QuerySet[R
     unread = Message.objects.filter(
         room=OuterRef("pk"), seq__gt=OuterRef("read_marker"), deleted_at__isnull=True
     ).exclude(author_id=user.pk)
-    mentioned = unread.filter(
-        Q(mentions_room=True) | Exists(Mention.objects.filter(message=OuterRef("pk"), user_id=user.pk))
+    # Mentions counted from the sparse side: @room messages (a partial index) plus the member's
+    # Mention rows in the room whose message is not also an @room one (no message counted twice).
+    of_room = unread.filter(mentions_room=True)
+    of_me = Mention.objects.filter(
+        user_id=user.pk, room=OuterRef("pk"), message__seq__gt=OuterRef("read_marker"),
+        message__deleted_at__isnull=True, message__mentions_room=False,
     )
-    return rooms.annotate(my_unread_count=_count(unread), my_mention_count=_count(mentioned))
+    return rooms.annotate(
+        my_unread_count=_count(unread),
+        my_mention_count=_count(of_room) + _count(of_me),
+    )
 
 
 def read_state(*, room: Room, user: AbstractBaseUser) -> ReadState:

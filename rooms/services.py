@@ -257,7 +257,8 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
             WHERE mm.room_id = %(room)s AND mm.banned_at IS NULL AND mm.user_id <> %(user)s
               AND lower(u.username) = ANY(%(names)s)
         ), mi AS (
-            INSERT INTO {mention_t} (message_id, user_id) SELECT msg.id, targets.id FROM msg, targets
+            INSERT INTO {mention_t} (message_id, user_id, room_id) SELECT msg.id, targets.id, %(room)s
+            FROM msg, targets
         )"""
         answer = """, (SELECT json_agg(json_build_object('id', t.id, 'username', t.username) ORDER BY t.id)::text
                       FROM targets t WHERE EXISTS (SELECT 1 FROM msg))"""

@@ -143,6 +143,12 @@ def test_the_room_counts_unread_mentions_of_the_member_and_of_room(crowd, user, 
     assert reads.read_state(room=crowd, user=other_user) == reads.ReadState(0, 3, 2)
     reads.read_report(room=crowd, user=other_user, seq=1)
     assert reads.read_state(room=crowd, user=other_user) == reads.ReadState(1, 2, 1)
+    both = post(crowd, user, "@bob and @room: counted once")
+    assert reads.read_state(room=crowd, user=other_user) == reads.ReadState(1, 3, 2)
+    services.message_delete(message=both, actor=user)
+    assert reads.read_state(room=crowd, user=other_user) == reads.ReadState(1, 2, 1)
+    post(crowd, other_user, "@bob's own @room")  # moves bob's marker to 5: nothing unread
+    assert reads.read_state(room=crowd, user=other_user) == reads.ReadState(5, 0, 0)
 
 
 # --- GET /api/mentions/ ---------------------------------------------------------------------------
