@@ -13,7 +13,9 @@ against it. A private room a user is not a member of answers 404 on every route,
 room that does not exist.
 
 Lists (rooms, members) are paged by ``?limit=&offset=``, ``limit`` at most 200
-(``rooms/pagination.py``); history is paged by ``seq`` (``HistoryQuery``).
+(``rooms/pagination.py``); history is paged by ``seq`` (``HistoryQuery``), a user's mentions by
+message id (``MentionsQuery``). Rooms carry the caller's read state (``rooms.reads``), read for
+a whole page in one query.
 
 Writes go through ``rooms.services`` (the same functions the WebSocket consumer and the admin
 use), so a REST send, edit or delete reaches every live socket on every node exactly once.
@@ -44,7 +46,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import dms, login_throttle, metrics, presence, selectors, services
+from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
@@ -52,6 +54,9 @@ from .serializers import (
     DmOpenSerializer,
     MembershipSerializer,
     MemberUpdateSerializer,
+    MentionSerializer,
+    ReadReportSerializer,
+    ReadStateSerializer,
     MessageCreateSerializer,
     MessageEditSerializer,
     MessageSerializer,
@@ -214,10 +219,15 @@ class RoomViewSet(viewsets.GenericViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
-        return selectors.rooms_visible_to(self.request.user)
+        return reads.with_read_state(selectors.rooms_visible_to(self.request.user), self.request.user)
 
     def get_object(self):
         return visible_room(self.request, self.kwargs["slug"])
+
+    def with_read_state(self, room: Room) -> Room:
+        """``room`` again with the caller's read state (``reads.with_read_state``), in one query."""
+        return reads.with_read_state(Room.objects.filter(pk=room.pk), self.request.user).select_related(
+            "created_by").get()
 
     def get_serializer_context(self):
         context = super().get_serializer_context()
@@ -240,11 +250,33 @@ class RoomViewSet(viewsets.GenericViewSet):
         data = RoomCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         room = services.room_create(created_by=request.user, **data.validated_data)
-        return Response(self.get_serializer(room).data, status=status.HTTP_201_CREATED)
+        return Response(self.get_serializer(self.with_read_state(room)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: RoomSerializer, 404: None})
     def retrieve(self, request, slug=None):
-        return Response(self.get_serializer(self.get_object()).data)
+        return Response(self.get_serializer(self.with_read_state(self.get_object())).data)
+
+    @extend_schema(
+        request=ReadReportSerializer,
+        responses={200: ReadStateSerializer, 400: None, 404: None},
+        description="The caller has read the room up to `seq` (a page reports it debounced). Read "
+        "state never moves backward, and a `seq` beyond the room's `last_seq` is clamped to it. "
+        "When the marker moved, every socket of the caller on every node gets `read.updated`. "
+        "Answers the read state after the report. 404 when the caller is not a member of the room "
+        "(nothing is changed).",
+        examples=[
+            OpenApiExample("Read up to seq 42", value={"seq": 42}, request_only=True),
+            OpenApiExample("The read state after it", value={"last_read_seq": 42, "unread_count": 0,
+                                                               "mention_count": 0}, response_only=True),
+        ],
+    )
+    @action(detail=True, methods=["post"])
+    def read(self, request, slug=None):
+        room = self.get_object()
+        data = ReadReportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        state = reads.read_report(room=room, user=request.user, seq=data.validated_data["seq"])
+        return Response(ReadStateSerializer(state).data)
 
     @extend_schema(request=RoomUpdateSerializer, responses={200: RoomSerializer, 400: None, 403: None, 404: None, 409: None})
     def partial_update(self, request, slug=None):
@@ -252,7 +284,7 @@ class RoomViewSet(viewsets.GenericViewSet):
         data = RoomUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         room = services.room_update(room=room, actor=request.user, **data.validated_data)
-        return Response(self.get_serializer(room).data)
+        return Response(self.get_serializer(self.with_read_state(room)).data)
 
     @extend_schema(
         responses={200: inline_serializer("Presence", {"online": AuthorSerializer(many=True)}), 404: None},
@@ -570,3 +602,60 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
             return Response(MembershipSerializer(membership).data)
         self.run(services.member_unban, actor=request.user, user=self.target_user())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- mentions -------------------------------------------------------------------------------------
+
+
+class MentionsQuery(serializers.Serializer):
+    """Query of ``GET /api/mentions/``: ``before_id`` (a message id: the mentions in older
+    messages; the next page is ``?before_id=`` the last result's ``message.id``) and ``limit``
+    (1..200, default 50). Out of range: 400 with field errors."""
+
+    before_id = serializers.IntegerField(
+        required=False, min_value=1, max_value=SEQ_MAX,
+        help_text="Mentions in messages with an id below N (the last result's `message.id`).",
+    )
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=mentions.MENTIONS_MAX_LIMIT, default=mentions.MENTIONS_DEFAULT_LIMIT,
+        help_text="Page size, 1..200 (default 50).",
+    )
+
+
+@extend_schema_serializer(many=False)
+class MentionsPage(serializers.Serializer):
+    """A page of mentions, newest first: ``{"results": [{"room": slug, "message": {...}}, ...],
+    "has_more": bool}``."""
+
+    results = MentionSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class MentionsView(APIView):
+    """``GET /api/mentions/``: the messages that mention the caller by ``@username``."""
+
+    @extend_schema(
+        parameters=[MentionsQuery],
+        responses={200: MentionsPage, 400: None},
+        description="The caller's mentions by `@username`, newest first, paged by message id "
+        "(`?before_id=` the last result's `message.id`; `has_more`: older ones remain). Only in "
+        "rooms the caller can read now (a private room they were removed from no longer shows its "
+        "mentions); deleted messages are left out. `@room` is not listed here (it is the "
+        "message's `mentions_room`).",
+        examples=[OpenApiExample("A page of one mention", response_only=True, value={
+            "results": [{"room": "lobby", "message": {
+                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice"},
+                "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
+                "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
+                "mentions_room": False}}],
+            "has_more": True,
+        })],
+    )
+    def get(self, request):
+        query = MentionsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page, has_more = mentions.mentions_for(
+            user=request.user, before_id=query.validated_data.get("before_id"),
+            limit=query.validated_data["limit"],
+        )
+        return Response({"results": MentionSerializer(page, many=True).data, "has_more": has_more})

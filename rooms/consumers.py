@@ -46,7 +46,7 @@ client → server, to repair a gap; answered with up to 200 messages, oldest fir
     {"type": "fetch", "after_seq": int, "before_seq": int (optional)}
     {"type": "history", "messages": [{...}, ...], "has_more": bool}
 
-Read frames (``fetch``, ``resume``) are limited per user over all of their sockets
+Read frames (``fetch``, ``resume``, ``read``) are limited per user over all of their sockets
 (``rooms.limits``): ``WS_READ_RATE`` (default ``10/s``, decided on each node without a Redis
 round trip, shared between nodes in batches; over it, error ``rate_limited`` with
 ``retry_after``, nothing read, the socket kept), and at most ``WS_READS_IN_FLIGHT`` (2) of the
@@ -74,6 +74,23 @@ server → every member, when a message is edited or deleted::
 
     {"type": "message.updated", "message": {...}}
     {"type": "message.deleted", "id": int, "room": slug, "seq": int}
+
+client → server, the reader has seen the room up to ``seq`` (a page reports it debounced, not
+per frame; ``rooms.reads``): no answer, or an error frame (``missing_field``, ``invalid_field``,
+``not_found`` when not a member, ``rate_limited``: counted as a read frame, below)::
+
+    {"type": "read", "seq": int}
+
+server → every socket of the user on every node, when a read report moved their marker (never
+backward; clamped to the room's last seq), so their other tabs clear their badges; and to each
+member mentioned by ``@username`` in a message stored or edited (``rooms.mentions``)::
+
+    {"type": "read.updated", "room": slug, "last_read_seq": int, "unread_count": int,
+     "mention_count": int}
+    {"type": "mention", "room": slug, "message": {...}}
+
+Each socket of the user gets these once (a user with sockets in three rooms gets three copies,
+one on each: every room socket joins the user's group).
 
 server → every member, when the room is archived (the socket is then closed with 4410)::
 
@@ -131,7 +148,7 @@ from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
 
-from . import access, events, limits, metrics, presence, ratelimit, selectors, services
+from . import access, events, limits, metrics, presence, ratelimit, reads, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
@@ -615,6 +632,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         elif frame_type == "fetch":
             async with self.read_turn():
                 await self.fetch(content)
+        elif frame_type == "read":
+            seq = _seq_field(content, "seq", required=True)
+            async with self.read_turn():
+                await self.read_report(seq)
         elif frame_type == "typing":
             if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
                 await self.typing()
@@ -716,6 +737,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 sent += 1
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(sent)
         await self.send_json({"type": "resumed", "last_seq": latest})
+
+    async def read_report(self, seq: int) -> None:
+        """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
+        (``reads.read_report``: never backward, clamped to the room's last seq); every socket of
+        the user then gets ``read.updated`` through the layer, this one included. No answer of
+        its own; ``not_found`` (an error frame, the socket kept: access events close it) when
+        the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``) when the
+        database cannot be used (report again later)."""
+        try:
+            await self.db_read("read", reads.read_report, room=self.room, user=self.scope["user"], seq=seq)
+        except ServiceError as exc:
+            raise FrameError(exc.code, exc.detail) from None
 
     async def fetch(self, content: dict) -> None:
         """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,
@@ -985,6 +1018,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         the ``{"type": "dm.created", "room": {...}}`` frame."""
         if not self.closing:
             await self.send(text_data=event["text"])
+
+    async def user_read_updated(self, event: dict) -> None:
+        """``user.read_updated`` / ``user.mention`` (``events.broadcast_read_updated``,
+        ``events.broadcast_mention``): forwards the ``read.updated`` / ``mention`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    user_mention = user_read_updated
 
     @classmethod
     async def encode_json(cls, content) -> str:

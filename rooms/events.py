@@ -27,6 +27,10 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
 - ``user.dm_created``: ``{"type": "user.dm_created", "text": str}`` to ``user.<id>`` of each of
   a new direct message's two users; ``text`` is the ``{"type": "dm.created", "room": {...room
   shape as that user sees it...}}`` frame, forwarded to every socket of that user.
+- ``user.read_updated``: ``{"type": "user.read_updated", "text": str}`` to ``user.<id>``; the
+  ``read.updated`` frame (``rooms.reads``), forwarded to every socket of that user.
+- ``user.mention``: ``{"type": "user.mention", "text": str}`` to ``user.<id>``; the ``mention``
+  frame (``rooms.mentions``), one event per mentioned user, forwarded to every socket of theirs.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
 are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
@@ -60,6 +64,8 @@ ROOM_PRESENCE = "room.presence"
 ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
 USER_DM_CREATED = "user.dm_created"
+USER_READ_UPDATED = "user.read_updated"
+USER_MENTION = "user.mention"
 
 _failures_lock = threading.Lock()
 broadcast_failures = 0  # layer errors since start, per process
@@ -265,3 +271,23 @@ def broadcast_dm_created(*, user_id: int, room_data: dict) -> bool:
     is the room shape as that user sees it (``dm_with`` the other person)."""
     frame = encode_frame({"type": "dm.created", "room": room_data})
     return _group_send(user_group_name(user_id), {"type": USER_DM_CREATED, "text": frame}, time.perf_counter())
+
+
+def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool:
+    """``{"type": "read.updated", "room": slug, "last_read_seq": int, "unread_count": int,
+    "mention_count": int}`` to every socket of ``user_id`` on every node, after a read report
+    moved their marker (``rooms.reads.read_report``, on commit)."""
+    frame = encode_frame({"type": "read.updated", "room": room_slug, **state})
+    return _group_send(user_group_name(user_id), {"type": USER_READ_UPDATED, "text": frame}, time.perf_counter())
+
+
+def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict) -> None:
+    """``{"type": "mention", "room": slug, "message": {...}}`` to every socket of each of
+    ``user_ids`` (members newly mentioned by ``@username``), one layer event per user; the frame
+    is encoded once. Called after the message's commit (``rooms.services``)."""
+    if not user_ids:
+        return
+    frame = encode_frame({"type": "mention", "room": room_slug, "message": message_data})
+    started = time.perf_counter()
+    for user_id in user_ids:
+        _group_send(user_group_name(user_id), {"type": USER_MENTION, "text": frame}, started)

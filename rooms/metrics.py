@@ -150,12 +150,14 @@ SENT_BY_EVENT = _SentByEvent({
     "room.archived": FRAMES_SENT.labels(type="room.archived"),
     "room.presence": FRAMES_SENT.labels(type="presence.diff"),
     "room.typing": FRAMES_SENT.labels(type="typing"),
+    "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
+    "user.mention": FRAMES_SENT.labels(type="mention"),
 })
 
 
 # The client frame types counted under their own name; any other ``type`` counts as ``other``
 # (a label value never comes from client text). Add a new client frame type here.
-CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing"})
+CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing", "read"})
 
 
 def frame_received(frame_type, error: str = "") -> None:

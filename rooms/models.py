@@ -96,12 +96,16 @@ class Room(models.Model):
 
 
 class Membership(models.Model):
-    """A user's place in a room: their ``role`` and any mute or ban.
+    """A user's place in a room: their ``role``, any mute or ban, and their read marker.
 
     Roles: ``owner`` (the creator; changes the room and roles), ``moderator`` (adds members to a
     private room, mutes, bans, deletes others' messages), ``member``. A ban keeps the row with
     ``banned_at`` set, so a banned user cannot simply join again. ``muted_until`` in the future
     refuses that member's sends until then.
+
+    ``last_read_seq``: the highest seq the member has read in the room (``rooms.reads``); it only
+    moves forward, never past ``Room.last_seq``. Joining sets it to the room's ``last_seq`` (the
+    backlog before joining is not unread) and sending a message moves it to that message's seq.
     """
 
     class Role(models.TextChoices):
@@ -117,6 +121,8 @@ class Membership(models.Model):
     joined_at = models.DateTimeField(default=timezone.now, editable=False)
     muted_until = models.DateTimeField(null=True, blank=True)
     banned_at = models.DateTimeField(null=True, blank=True)
+    # db_default too: the one-statement send inserts memberships in SQL (rooms.services._post_sql).
+    last_read_seq = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["room_id", "joined_at"]
@@ -169,6 +175,8 @@ class Message(models.Model):
         editable=False,
         related_name="+",
     )
+    # The body has ``@room`` (every member is mentioned; ``rooms.mentions``): set when stored or edited.
+    mentions_room = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.
@@ -180,9 +188,36 @@ class Message(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="message_seq_positive"),
         ]
+        indexes = [
+            # A member's unread @room messages (rooms.reads), without reading every unread message.
+            models.Index(fields=["room", "seq"], condition=models.Q(mentions_room=True),
+                         name="message_mentions_room_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.room.slug}#{self.seq}"
+
+
+class Mention(models.Model):
+    """``user`` (a member of the message's room, not its author) is mentioned by ``@username`` in
+    ``message``: stored with the message, in its transaction, and again at each edit
+    (``rooms.mentions``). ``@room`` is not stored per member (``Message.mentions_room``). The
+    unique constraint's index, (user, message), serves a user's mentions newest first; ``room``
+    (the message's, copied) and its index serve a member's unread mentions in one room."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="mention_set")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        ordering = ["-message_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "message"], name="mention_user_message_unique"),
+        ]
+        indexes = [models.Index(fields=["user", "room", "message"], name="mention_user_room_idx")]
+
+    def __str__(self) -> str:
+        return f"@{self.user_id} in message {self.message_id}"
 
 
 class SendWindow(models.Model):

@@ -4,6 +4,7 @@ import re
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from .mentions import attach as attach_mentions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room
 
 _SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
@@ -51,19 +52,19 @@ def room_members(*, room: Room) -> QuerySet[Membership]:
 
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq < before_seq`` (all when None), the newest
-    ones, returned oldest first. Author and room are loaded for ``MessageSerializer``."""
+    ones, returned oldest first. Author, room and mentions are loaded for ``MessageSerializer``."""
     qs = Message.objects.filter(room=room).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return list(reversed(qs.order_by("-seq")[:limit]))
+    return attach_mentions(list(reversed(qs.order_by("-seq")[:limit])))
 
 
 def room_messages_after(
     *, room: Room, after_seq: int, limit: int, before_seq: int | None = None
 ) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq > after_seq`` (and ``< before_seq`` when
-    given), oldest first."""
+    given), oldest first, with author, room and mentions loaded."""
     qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return list(qs.order_by("seq")[:limit])
+    return attach_mentions(list(qs.order_by("seq")[:limit]))

@@ -6,9 +6,12 @@ room page's initial history and (later) REST history all use it::
     {"id": int, "room": str (slug), "seq": int,
      "author": {"id": int, "username": str},
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
-     "edited_at": str | null, "deleted": bool}
+     "edited_at": str | null, "deleted": bool,
+     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool}
 
-A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true``.
+A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true`` (and
+no mentions). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
+edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
@@ -16,6 +19,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from drf_spectacular.utils import extend_schema_field
+
+from . import mentions as mentions_module
 from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
 
@@ -31,14 +37,24 @@ class MessageSerializer(serializers.ModelSerializer):
     room = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     author = AuthorSerializer(read_only=True)
     deleted = serializers.SerializerMethodField()
+    mentions = serializers.SerializerMethodField()
+    mentions_room = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
-        fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted"]
+        fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
+                  "mentions", "mentions_room"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
         return message.deleted_at is not None
+
+    @extend_schema_field(AuthorSerializer(many=True))
+    def get_mentions(self, message: Message) -> list[dict]:
+        return mentions_module.mentions_of(message)
+
+    def get_mentions_room(self, message: Message) -> bool:
+        return message.mentions_room and message.deleted_at is None
 
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
@@ -71,6 +87,8 @@ def message_data(message: Message) -> dict:
         "server_id": message.server_id,
         "edited_at": _datetime(message.edited_at),
         "deleted": deleted,
+        "mentions": mentions_module.mentions_of(message),
+        "mentions_room": message.mentions_room and not deleted,
     }
 
 
@@ -166,18 +184,28 @@ class RoomSerializer(serializers.ModelSerializer):
     the other person ``{"id", "username"}`` from the reader's side, else null. A DM's ``name``
     is the other person's username, as each side sees it. Context: ``roles`` ``{room id:
     role}``, ``dm_with`` ``{room id: {"id", "username"}}`` (else looked up for the ``viewer`` or
-    the request's user)."""
+    the request's user).
+
+    The reader's read state (``rooms.reads``; 0 when not a member): ``last_read_seq``, the
+    highest seq they have read; ``unread_count``, messages after it that are not their own and
+    not deleted; ``mention_count``, those of them that mention the reader or ``@room``. Taken
+    from ``reads.with_read_state``'s annotations when the room was loaded with them (one query
+    for a whole list), else read for the one room (the ``viewer`` or the request's user)."""
 
     created_by = AuthorSerializer(read_only=True)
     archived = serializers.SerializerMethodField()
     my_role = serializers.SerializerMethodField()
     dm_with = serializers.SerializerMethodField()
+    last_read_seq = serializers.SerializerMethodField()
+    unread_count = serializers.SerializerMethodField()
+    mention_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Room
         fields = [
             "slug", "name", "description", "is_private", "archived", "archived_at",
             "created_by", "created_at", "last_seq", "my_role", "kind", "dm_with",
+            "last_read_seq", "unread_count", "mention_count",
         ]
         read_only_fields = fields
 
@@ -200,6 +228,30 @@ class RoomSerializer(serializers.ModelSerializer):
         if data["dm_with"] is not None:
             data["name"] = data["dm_with"]["username"]
         return data
+
+    def _read_state(self, room: Room):
+        state = getattr(room, "_read_state", None)
+        if state is None:
+            from .reads import NONE, ReadState, read_state
+
+            if hasattr(room, "my_unread_count"):
+                state = ReadState(room.my_last_read_seq, room.my_unread_count, room.my_mention_count)
+            else:
+                user = self.context.get("viewer")
+                if user is None:
+                    user = getattr(self.context.get("request"), "user", None)
+                state = read_state(room=room, user=user) if user is not None and user.is_authenticated else NONE
+            room._read_state = state
+        return state
+
+    def get_last_read_seq(self, room: Room) -> int:
+        return self._read_state(room).last_read_seq
+
+    def get_unread_count(self, room: Room) -> int:
+        return self._read_state(room).unread_count
+
+    def get_mention_count(self, room: Room) -> int:
+        return self._read_state(room).mention_count
 
     def get_archived(self, room: Room) -> bool:
         return room.is_archived
@@ -286,3 +338,30 @@ class MuteSerializer(serializers.Serializer):
         if until <= timezone.now():
             raise serializers.ValidationError({"until": ["Must be in the future."]})
         return {"until": until}
+
+
+class ReadReportSerializer(serializers.Serializer):
+    """``POST /api/rooms/<slug>/read/``: ``{"seq": int}``, the highest seq the reader has seen
+    (0..2**63 - 1; beyond the room's last seq it is clamped)."""
+
+    seq = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and isinstance(data.get("seq"), (bool, float)):
+            raise serializers.ValidationError({"seq": ["A whole number is required."]})
+        return super().to_internal_value(data)
+
+
+class ReadStateSerializer(serializers.Serializer):
+    """The caller's read state in a room: ``{"last_read_seq", "unread_count", "mention_count"}``."""
+
+    last_read_seq = serializers.IntegerField()
+    unread_count = serializers.IntegerField()
+    mention_count = serializers.IntegerField()
+
+
+class MentionSerializer(serializers.Serializer):
+    """One of the caller's mentions: ``{"room": slug, "message": {...message...}}``."""
+
+    room = serializers.CharField(source="room.slug")
+    message = MessageSerializer(source="*")

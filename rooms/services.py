@@ -9,6 +9,7 @@ the REST ``code`` field) and an HTTP ``status``.
 
 import asyncio
 import functools
+import json
 import math
 import secrets
 import string
@@ -34,8 +35,8 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import events, ratelimit
-from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Message, Room, SendWindow
+from . import events, mentions, ratelimit
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
 Role = Membership.Role
@@ -215,9 +216,11 @@ def _check_same_send(sent: Message, body: str) -> None:
 
 
 @functools.cache
-def _post_sql(credentials: str = "", limited: bool = False) -> str:
+def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = False) -> str:
     """One statement that checks the author may send, takes the room's next ``seq``, stores the
-    message and makes a public room's visitor a member: PostgreSQL's data-modifying CTEs. No row
+    message, moves the author's read marker to it (``rooms.reads``: your own message is read)
+    and makes a public room's visitor a member (marker at the message): PostgreSQL's
+    data-modifying CTEs. No row
     back means "not this way" (refused, archived, no such room, and with ``credentials`` also
     an inactive user or a revoked token): the callers then take the step-by-step path, which
     says why.
@@ -228,10 +231,16 @@ def _post_sql(credentials: str = "", limited: bool = False) -> str:
     ``limited``: also count the send in the author's ``SendWindow`` (window ``%(period)s``
     seconds long, number ``%(bucket)s``) and store nothing past ``%(limit)s`` sends in it. The
     statement then always answers one row, ``(id, seq, count)``, with id and seq NULL when
-    nothing was stored. The user's window row is locked before the room's row, in every send."""
+    nothing was stored. The user's window row is locked before the room's row, in every send.
+
+    ``mentioning`` (the body has ``@``: ``rooms.mentions.parse``): also store ``Message.
+    mentions_room`` (``%(mentions_room)s``) and a ``Mention`` row per (not banned) member other
+    than the author whose lower-cased username is in ``%(names)s``; the last column answered is
+    then those members as JSON text, ``[{"id", "username"}]`` by id, or NULL for none. Without
+    ``@`` none of this is in the statement."""
     quote = connections["default"].ops.quote_name
     room_t, member_t, message_t = (quote(m._meta.db_table) for m in (Room, Membership, Message))
-    who, may = "", ""
+    who, may, mentioned, answer = "", "", "", ""
     if limited:
         window_t = quote(SendWindow._meta.db_table)
         who = f"""rl AS (
@@ -252,6 +261,18 @@ def _post_sql(credentials: str = "", limited: bool = False) -> str:
             token_check = f"AND EXISTS (SELECT 1 FROM {token_t} WHERE key = %(token)s AND user_id = %(user)s)"
         who += f"who AS (SELECT 1 FROM {user_t} WHERE id = %(user)s AND is_active {token_check}), "
         may += " AND EXISTS (SELECT 1 FROM who)"
+    if mentioning:
+        user_t, mention_t = quote(get_user_model()._meta.db_table), quote(Mention._meta.db_table)
+        mentioned = f""", targets AS (
+            SELECT u.id, u.username FROM {member_t} mm JOIN {user_t} u ON u.id = mm.user_id
+            WHERE mm.room_id = %(room)s AND mm.banned_at IS NULL AND mm.user_id <> %(user)s
+              AND lower(u.username) = ANY(%(names)s)
+        ), mi AS (
+            INSERT INTO {mention_t} (message_id, user_id, room_id) SELECT msg.id, targets.id, %(room)s
+            FROM msg, targets
+        )"""
+        answer = """, (SELECT json_agg(json_build_object('id', t.id, 'username', t.username) ORDER BY t.id)::text
+                      FROM targets t WHERE EXISTS (SELECT 1 FROM msg))"""
     return f"""
         WITH {who}m AS (
             SELECT banned_at, muted_until FROM {member_t} WHERE room_id = %(room)s AND user_id = %(user)s
@@ -264,19 +285,23 @@ def _post_sql(credentials: str = "", limited: bool = False) -> str:
         ), msg AS (
             INSERT INTO {message_t}
                 (room_id, seq, author_id, body, client_msg_id, server_id, created_at,
-                 edited_at, deleted_at, deleted_by_id)
+                 edited_at, deleted_at, deleted_by_id, mentions_room)
             SELECT %(room)s, last_seq, %(user)s, %(body)s, %(client_msg_id)s, %(server_id)s, %(now)s,
-                   NULL, NULL, NULL
+                   NULL, NULL, NULL, {"%(mentions_room)s" if mentioning else "FALSE"}
             FROM s
             RETURNING id, seq
+        ), seen AS (
+            UPDATE {member_t} SET last_read_seq = msg.seq FROM msg
+            WHERE room_id = %(room)s AND user_id = %(user)s AND last_read_seq < msg.seq
         ), joined AS (
-            INSERT INTO {member_t} (room_id, user_id, role, joined_at, muted_until, banned_at)
-            SELECT %(room)s, %(user)s, %(role)s, %(now)s, NULL, NULL FROM msg
+            INSERT INTO {member_t} (room_id, user_id, role, joined_at, muted_until, banned_at, last_read_seq)
+            SELECT %(room)s, %(user)s, %(role)s, %(now)s, NULL, NULL, seq FROM msg
             WHERE NOT EXISTS (SELECT 1 FROM m)
             ON CONFLICT (room_id, user_id) DO NOTHING
-        )
+        ){mentioned}
         {"SELECT (SELECT id FROM msg), (SELECT seq FROM msg), (SELECT count FROM rl)" if limited else
-         "SELECT id, seq FROM msg"}
+         "SELECT (SELECT id FROM msg), (SELECT seq FROM msg)" if mentioning else
+         "SELECT id, seq FROM msg"}{answer}
     """
 
 
@@ -291,23 +316,52 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
         "room": room.pk, "user": author.pk, "body": body, "client_msg_id": client_msg_id,
         "server_id": settings.SERVER_ID, "now": now, "role": Role.MEMBER,
     }
+    parsed = mentions.parse(body)
+    mentioning = _mention_params(parsed, params)
     with transaction.atomic() if connection.in_atomic_block else _no_transaction():
         with connection.cursor() as cursor:
-            cursor.execute(_post_sql(), params)
+            cursor.execute(_post_sql(mentioning=mentioning), params)
             row = cursor.fetchone()
-        if row is None:
+        if row is None or row[0] is None:
             return None
-        message = Message(
-            id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
-            server_id=settings.SERVER_ID, created_at=now,
-        )
-        message._state.adding = False
+        message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
+                          client_msg_id=client_msg_id, now=now, parsed=parsed)
         message._state.db = connection.alias
         data = message_data(message)
         transaction.on_commit(
             partial(events.broadcast_message, room_id=room.pk, seq=message.seq, message_data=data)
         )
+        _notify_mentioned(message, data)
     return message
+
+
+def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
+    """Add the mention parameters of ``_post_sql`` for a body with ``@``; returns whether the
+    statement is the mentioning one (a body without ``@`` keeps the plain statement)."""
+    if parsed is mentions.NOTHING:
+        return False
+    params.update(mentions_room=parsed.room, names=list(parsed.names))
+    return True
+
+
+def _posted(row, *, mentioning: bool, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
+            now: datetime, parsed: "mentions.Parsed") -> Message:
+    """The ``Message`` stored by ``_post_sql``'s ``row`` (its mentions from the last column)."""
+    message = Message(
+        id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
+        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room,
+    )
+    message._state.adding = False
+    message.mention_list = json.loads(row[-1]) if mentioning and row[-1] else []
+    return message
+
+
+def _notify_mentioned(message: Message, data: dict) -> None:
+    """After commit: ``mention`` to each member ``message`` mentions by ``@username``."""
+    user_ids = [m["id"] for m in message.mention_list]
+    if user_ids:
+        transaction.on_commit(partial(
+            events.broadcast_mention, user_ids=user_ids, room_slug=message.room.slug, message_data=data))
 
 
 @contextmanager
@@ -336,6 +390,7 @@ def message_post(
         with transaction.atomic():
             membership = _check_may_send(room, author)
             seq = _next_seq(room.pk)
+            parsed = mentions.parse(body)
             message = Message.objects.create(
                 room=room,
                 author=author,
@@ -343,13 +398,18 @@ def message_post(
                 client_msg_id=client_msg_id,
                 seq=seq,
                 server_id=settings.SERVER_ID,
+                mentions_room=parsed.room,
             )
+            mentions.store(message=message, parsed=parsed)
             if membership is None:  # a public room's visitor becomes a member by speaking
-                Membership.objects.get_or_create(room=room, user=author)
+                Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+            # Your own message is read (rooms.reads).
+            Membership.objects.filter(room=room, user=author, last_read_seq__lt=seq).update(last_read_seq=seq)
             data = message_data(message)
             transaction.on_commit(
                 partial(events.broadcast_message, room_id=room.pk, seq=seq, message_data=data)
             )
+            _notify_mentioned(message, data)
     except (IntegrityError, ServiceError):
         # IntegrityError: the same client_msg_id was stored before (a retry), or by a concurrent
         # send that committed first: the unique constraint refused the row and the rollback took
@@ -448,7 +508,9 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     if limit is not None:
         window = ratelimit.Window(f"ws-send:{author.pk}", *limit)
         params.update(period=window.seconds, bucket=window.bucket, limit=window.limit)
-    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None)
+    parsed = mentions.parse(body)
+    mentioning = _mention_params(parsed, params)
+    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None, mentioning=mentioning)
     key = (id(asyncio.get_running_loop()), room.pk)
     lock = _room_locks.get(key)
     if lock is None:
@@ -479,6 +541,8 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                 if retry_after is not None:
                     raise RateLimited(retry_after)
                 row = None
+            if row is not None and row[0] is None:  # (mentioning) not stored
+                row = None
             if row is None:
                 result = await fallback()
                 if not result.created and _unsure_sends.pop(unsure_key):
@@ -488,12 +552,13 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                                              message_data=message_data(result.message))
                 return result
             _unsure_sends.pop(unsure_key)
-            message = Message(
-                id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
-                server_id=settings.SERVER_ID, created_at=now,
-            )
-            message._state.adding = False
-            events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=message_data(message))
+            message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
+                              client_msg_id=client_msg_id, now=now, parsed=parsed)
+            data = message_data(message)
+            events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=data)
+            if message.mention_list:
+                events.broadcast_mention(user_ids=[m["id"] for m in message.mention_list],
+                                         room_slug=room.slug, message_data=data)
         finally:
             lock.release()
     return PostResult(message=message, created=True)
@@ -560,12 +625,16 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
         if message.edited_at is not None and edited_at <= message.edited_at:
             edited_at = message.edited_at + timedelta(microseconds=1)
         message.edited_at = edited_at
-        message.save(update_fields=["body", "edited_at"])
+        newly_mentioned = mentions.store_edit(message=message)  # sets message.mentions_room
+        message.save(update_fields=["body", "edited_at", "mentions_room"])
         message = Message.objects.select_related("author", "room").get(pk=message.pk)
         data = MessageSerializer(message).data
         transaction.on_commit(
             partial(events.broadcast_message_updated, room_id=message.room_id, message_data=data)
         )
+        if newly_mentioned:
+            transaction.on_commit(partial(
+                events.broadcast_mention, user_ids=newly_mentioned, room_slug=message.room.slug, message_data=data))
     return message
 
 
@@ -729,10 +798,16 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
         return membership
     if room.is_archived:
         raise Archived("The room is archived.")
-    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
+    membership, _ = Membership.objects.get_or_create(
+        room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
     if membership.is_banned:
         raise Banned("You are banned from this room.")
     return membership
+
+
+def _last_seq(room: Room) -> int:
+    return Room.objects.filter(pk=room.pk).values_list("last_seq", flat=True).first() or 0
 
 
 def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
@@ -775,7 +850,7 @@ def member_add(
         raise Forbidden("Only the owner may add moderators.")
     with transaction.atomic():
         membership, created = Membership.objects.select_for_update().get_or_create(
-            room=room, user=user, defaults={"role": role}
+            room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
         )
         if created:
             return membership

@@ -129,12 +129,11 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "kind": self.object.kind,
             "dm_with": self.dm_with,
         }
-        # Where the reader left off (the member's read marker, once Membership has one): the page
-        # opens at the first unread message after it, with a "New messages" divider. Absent for
-        # a visitor (and until read state exists): the page opens at the latest message.
-        last_read_seq = getattr(membership, "last_read_seq", None)
-        if isinstance(last_read_seq, int) and ctx["my_role"] is not None:
-            ctx["room_config"]["last_read_seq"] = last_read_seq
+        # Where the member left off (rooms.reads): the page opens at the first unread message
+        # after it, with a "New messages" divider. Absent for a visitor who has not joined: the
+        # page opens at the latest message (0 would load the room back to its first message).
+        if ctx["my_role"] is not None:
+            ctx["room_config"]["last_read_seq"] = membership.last_read_seq
         return ctx
 
 

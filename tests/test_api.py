@@ -15,7 +15,8 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted"}
+MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
+                  "mentions", "mentions_room"}
 
 
 def client_for(user) -> APIClient:

@@ -1,0 +1,334 @@
+"""Read state (``rooms.reads``): the service, the REST route and room fields, the socket's
+``read`` frame and ``read.updated`` on the user's group, and across real nodes."""
+
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from rest_framework.test import APIClient
+
+from rooms import events, reads, services
+from rooms.models import Membership, Message
+from tests import factories
+
+
+def post(room, author, body, client_msg_id=None):
+    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body).message
+
+
+def marker(room, user) -> int:
+    return Membership.objects.get(room=room, user=user).last_read_seq
+
+
+@pytest.fixture
+def busy(room, user, other_user):
+    """``room`` (lobby) where bob joined first, then alice sent 5 messages (seq 1..5)."""
+    services.member_join(room=room, user=other_user)
+    for i in range(1, 6):
+        post(room, user, f"m{i}")
+    return room
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_read_report_moves_the_marker_forward_and_never_backward(busy, other_user):
+    assert reads.read_report(room=busy, user=other_user, seq=3) == reads.ReadState(3, 2, 0)
+    assert reads.read_report(room=busy, user=other_user, seq=1) == reads.ReadState(3, 2, 0)
+    assert reads.read_report(room=busy, user=other_user, seq=0) == reads.ReadState(3, 2, 0)
+    assert marker(busy, other_user) == 3
+    assert reads.read_report(room=busy, user=other_user, seq=5) == reads.ReadState(5, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_report_beyond_the_rooms_last_seq_is_clamped(busy, other_user):
+    assert reads.read_report(room=busy, user=other_user, seq=2**63 - 1).last_read_seq == 5
+    assert marker(busy, other_user) == 5
+    post(busy, busy.created_by, "m6")  # the next message is unread, not hidden by the report
+    assert reads.read_state(room=busy, user=other_user) == reads.ReadState(5, 1, 0)
+
+
+@pytest.mark.django_db
+def test_a_report_for_a_room_one_is_not_in_is_refused_and_changes_nothing(busy, user, other_user,
+                                                                           django_capture_on_commit_callbacks):
+    carol = factories.make_user("carol")
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    post(secret, user, "hidden")
+    services.member_ban(room=busy, actor=user, user=factories.make_user("dave"))
+    dave = Membership.objects.get(room=busy, user__username="dave")
+    before = list(Membership.objects.order_by("pk").values_list("pk", "last_read_seq"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        for room, who in ((busy, carol), (secret, other_user), (busy, dave.user)):
+            with pytest.raises(services.NotFound):
+                reads.read_report(room=room, user=who, seq=3)
+    assert callbacks == []
+    assert list(Membership.objects.order_by("pk").values_list("pk", "last_read_seq")) == before
+
+
+@pytest.mark.django_db
+def test_read_updated_is_registered_on_commit_only_when_the_marker_moved(busy, other_user,
+                                                                         django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        reads.read_report(room=busy, user=other_user, seq=4)
+        reads.read_report(room=busy, user=other_user, seq=2)  # backward: nothing moved
+        reads.read_report(room=busy, user=other_user, seq=4)  # the same: nothing moved
+    assert len(callbacks) == 1
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            reads.read_report(room=busy, user=other_user, seq=5)
+            raise RuntimeError("the outer transaction fails")
+    assert callbacks == [] and marker(busy, other_user) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_read_updated_reaches_the_users_group_after_commit_as_json(busy, other_user):
+    async def scenario():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(events.user_group_name(other_user.pk), channel)
+        state = await database_sync_to_async(reads.read_report)(room=busy, user=other_user, seq=2)
+        event = await asyncio.wait_for(layer.receive(channel), 5)
+        await layer.group_discard(events.user_group_name(other_user.pk), channel)
+        return state, event
+
+    state, event = async_to_sync(scenario)()
+    assert event["type"] == "user.read_updated"
+    assert json.loads(event["text"]) == {
+        "type": "read.updated", "room": "lobby", "last_read_seq": 2, "unread_count": 3, "mention_count": 0,
+    } and state == reads.ReadState(2, 3, 0)
+
+
+@pytest.mark.django_db
+def test_unread_counts_others_messages_after_the_marker_not_own_and_not_deleted(busy, user, other_user):
+    assert reads.read_state(room=busy, user=other_user) == reads.ReadState(0, 5, 0)
+    services.message_delete(message=Message.objects.get(room=busy, seq=5), actor=user)
+    post(busy, other_user, "bob's own")  # seq 6: also moves bob's marker to 6
+    assert reads.read_state(room=busy, user=other_user) == reads.ReadState(6, 0, 0)
+    post(busy, user, "m7")
+    assert reads.read_state(room=busy, user=other_user) == reads.ReadState(6, 1, 0)
+    assert reads.read_state(room=busy, user=user).unread_count == 0  # alice wrote all the others
+
+
+@pytest.mark.django_db
+def test_sending_moves_the_senders_marker_to_its_message_on_both_send_paths(busy, other_user, monkeypatch):
+    assert post(busy, other_user, "via one statement").seq == 6 and marker(busy, other_user) == 6
+    monkeypatch.setattr(services, "_post_in_one_statement", lambda **kwargs: None)  # the step-by-step path
+    assert post(busy, other_user, "step by step").seq == 7 and marker(busy, other_user) == 7
+
+
+@pytest.mark.django_db
+def test_a_new_member_starts_with_the_backlog_read(busy, user):
+    carol, dave, erin = (factories.make_user(n) for n in ("carol", "dave", "erin"))
+    services.member_join(room=busy, user=carol)
+    assert reads.read_state(room=busy, user=carol) == reads.ReadState(5, 0, 0)
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    post(secret, user, "before dave")
+    services.member_add(room=secret, actor=user, user=dave)
+    assert marker(secret, dave) == 1
+    post(busy, erin, "a visitor speaks")  # a public room's visitor becomes a member by speaking
+    assert marker(busy, erin) == 6
+
+
+@pytest.mark.django_db
+def test_a_non_member_visitor_of_a_public_room_has_nothing_unread(busy):
+    assert reads.read_state(room=busy, user=factories.make_user("carol")) == reads.NONE
+
+
+# --- REST -----------------------------------------------------------------------------------------
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_read_route_answers_the_read_state_after_the_report(busy, other_user):
+    api = client_for(other_user)
+    response = api.post("/api/rooms/lobby/read/", {"seq": 3}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"last_read_seq": 3, "unread_count": 2, "mention_count": 0}
+    response = api.post("/api/rooms/lobby/read/", {"seq": 99}, format="json")
+    assert response.json() == {"last_read_seq": 5, "unread_count": 0, "mention_count": 0}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body", [{}, {"seq": "x"}, {"seq": -1}, {"seq": True}, {"seq": 1.5}, {"seq": 2**63},
+                                  {"seq": None}, [3]])
+def test_a_bad_read_report_is_400_with_field_errors_and_changes_nothing(busy, other_user, body):
+    response = client_for(other_user).post("/api/rooms/lobby/read/", body, format="json")
+    assert response.status_code == 400 and response.json()
+    assert marker(busy, other_user) == 0
+
+
+@pytest.mark.django_db
+def test_a_read_report_for_a_room_one_is_not_in_is_404(busy, user):
+    carol = factories.make_user("carol")
+    factories.make_room(created_by=user, slug="secret", is_private=True)
+    api = client_for(carol)
+    for slug in ("lobby", "secret", "nowhere"):
+        response = api.post(f"/api/rooms/{slug}/read/", {"seq": 1}, format="json")
+        assert response.status_code == 404 and "detail" in response.json()
+    assert not Membership.objects.filter(user=carol).exists()
+    assert APIClient().post("/api/rooms/lobby/read/", {"seq": 1}, format="json").status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_room_list_and_detail_give_each_rooms_read_state(busy, user, other_user):
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    services.member_add(room=secret, actor=user, user=other_user)
+    post(secret, user, "hi @bob")
+    post(secret, user, "and @room")
+    reads.read_report(room=busy, user=other_user, seq=2)
+    api = client_for(other_user)
+    rooms = {r["slug"]: r for r in api.get("/api/rooms/").json()["results"]}
+    state = {slug: (r["last_read_seq"], r["unread_count"], r["mention_count"]) for slug, r in rooms.items()}
+    assert state == {"lobby": (2, 3, 0), "secret": (0, 2, 2)}
+    detail = api.get("/api/rooms/secret/").json()
+    assert (detail["last_read_seq"], detail["unread_count"], detail["mention_count"]) == (0, 2, 2)
+    visitor = client_for(factories.make_user("carol")).get("/api/rooms/lobby/").json()
+    assert (visitor["last_read_seq"], visitor["unread_count"], visitor["mention_count"]) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_the_room_list_reads_its_counts_in_a_fixed_number_of_queries(user, other_user, django_assert_max_num_queries):
+    api = client_for(other_user)
+
+    def rooms_with_messages(start, count):
+        for i in range(start, start + count):
+            room = factories.make_room(created_by=user, slug=f"r{i}")
+            services.member_join(room=room, user=other_user)
+            post(room, user, f"hello @bob {i}")
+
+    rooms_with_messages(0, 2)
+    with django_assert_max_num_queries(3):  # count, the page with its read state, the caller's roles
+        small = api.get("/api/rooms/").json()
+    rooms_with_messages(2, 10)
+    with django_assert_max_num_queries(3):
+        large = api.get("/api/rooms/").json()
+    assert len(small["results"]) == 2 and len(large["results"]) == 12
+    assert {(r["unread_count"], r["mention_count"]) for r in large["results"]} == {(1, 1)}
+
+
+# --- the socket -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_read_frame_is_answered_by_nothing_and_every_socket_of_the_user_gets_read_updated(
+        ws, room, user, other_user):
+    await database_sync_to_async(lambda: (services.member_join(room=room, user=other_user),
+                                          [post(room, user, f"m{i}") for i in range(3)]))()
+    elsewhere = await database_sync_to_async(factories.make_room)(created_by=other_user, slug="elsewhere")
+    bob_here = await ws("/ws/rooms/lobby/", user=other_user)
+    bob_there = await ws(f"/ws/rooms/{elsewhere.slug}/", user=other_user)
+    alice = await ws("/ws/rooms/lobby/", user=user)
+    for conn in (bob_here, bob_there, alice):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    await bob_here.send({"type": "read", "seq": 2})
+    expected = {"type": "read.updated", "room": "lobby", "last_read_seq": 2, "unread_count": 1, "mention_count": 0}
+    assert await bob_here.receive() == expected  # the layer's copy: no answer of its own
+    assert await bob_there.receive() == expected
+    await bob_here.send({"type": "read", "seq": 1})  # backward: nothing moves, nothing is sent
+    assert await bob_here.nothing_more(0.3) and await bob_there.nothing_more(0.1)
+    assert await alice.nothing_more(0.1)
+    assert await database_sync_to_async(marker)(room, other_user) == 2
+    for conn in (bob_here, bob_there, alice):
+        await conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("frame", "code"), [
+    ({"type": "read"}, "missing_field"),
+    ({"type": "read", "seq": "3"}, "invalid_field"),
+    ({"type": "read", "seq": True}, "invalid_field"),
+    ({"type": "read", "seq": -1}, "invalid_field"),
+    ({"type": "read", "seq": 2**63}, "invalid_field"),
+])
+async def test_a_bad_read_frame_gets_an_error_code_and_the_socket_stays_open(joined, frame, code):
+    await joined.send(frame)
+    error = await joined.receive_type("error")
+    assert error["code"] == code and error["field"] == "seq"
+    await joined.send({"type": "read", "seq": 0})
+    assert await joined.nothing_more(0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_read_frame_without_a_membership_is_not_found_and_changes_nothing(ws, room, other_user):
+    bob = await ws("/ws/rooms/lobby/", user=other_user)
+    assert await bob.connect()
+    await bob.receive_type("hello")
+    # The membership gone behind the socket's back (no event): the report itself is refused.
+    await database_sync_to_async(lambda: Membership.objects.filter(user=other_user).delete())()
+    await bob.send({"type": "read", "seq": 0})
+    assert (await bob.receive_type("error"))["code"] == "not_found"
+    assert not await database_sync_to_async(Membership.objects.filter(user=other_user).exists)()
+    await bob.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_sent_over_the_socket_is_read_by_its_sender(joined, room, user, other_user):
+    await database_sync_to_async(lambda: (services.member_join(room=room, user=other_user),
+                                          post(room, other_user, "unread by alice")))()
+    assert await database_sync_to_async(reads.read_state)(room=room, user=user) == reads.ReadState(0, 1, 0)
+    await joined.send({"type": "message.send", "body": "mine", "client_msg_id": "c-1"})
+    frames = {(await joined.receive())["type"] for _ in range(2)}
+    assert frames == {"ack", "message"}
+    assert await database_sync_to_async(reads.read_state)(room=room, user=user) == reads.ReadState(2, 0, 0)
+
+
+# --- real nodes -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes(django_db_setup, django_db_blocker):
+    from tests.nodes import cluster, database_url_for_tests
+
+    with django_db_blocker.unblock():
+        database_url = database_url_for_tests()
+    prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix) as nodes:
+        yield nodes
+        for node in nodes:
+            assert "Traceback" not in node.log(), node.log()
+
+
+@pytest.mark.multinode
+@pytest.mark.django_db(transaction=True)
+async def test_a_read_report_on_node1_reaches_the_users_socket_on_node2_as_read_updated(two_nodes):
+    from tests.nodes import Client, Http
+
+    def setup():
+        alice, bob = factories.make_user("alice"), factories.make_user("bob")
+        room = factories.make_room(created_by=alice, slug="r0")
+        services.member_join(room=room, user=bob)
+        for i in range(4):
+            post(room, alice, f"m{i}")
+        return factories.token_for(bob)
+
+    token = await database_sync_to_async(setup)()
+    node1, node2 = two_nodes
+    socket = await Client(node2, "r0", token).connect()
+    status, _, body = await asyncio.to_thread(
+        Http(node1, token).request, "POST", "/api/rooms/r0/read/", json_body={"seq": 3})
+    assert status == 200 and json.loads(body)["last_read_seq"] == 3
+    expected = {"type": "read.updated", "room": "r0", "last_read_seq": 3, "unread_count": 1, "mention_count": 0}
+    assert await socket.wait_for(lambda c: expected in c.frames), socket.frames
+    await socket.close()
+
+
+@pytest.mark.django_db
+def test_the_room_page_tells_its_script_where_the_reader_left_off(busy, other_user, client):
+    reads.read_report(room=busy, user=other_user, seq=3)
+    client.force_login(other_user)
+    assert client.get("/rooms/lobby/").context["room_config"]["last_read_seq"] == 3
+    client.force_login(factories.make_user("carol"))  # not a member yet: nothing read
+    assert client.get("/rooms/lobby/").context["room_config"]["last_read_seq"] == 0
