@@ -35,8 +35,8 @@ from django.db import connections
 from tests import factories
 from tests.nodes import Http, database_url_for_tests, start_node, wait_healthy
 from tests.test_cluster import balanced_cluster, needs_nginx
+from tests.tools import CHROMIUM, CHROMIUM_REASON, HAVE_CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,10 +44,7 @@ CHROMIUM_ARGS = [
 LATENCY_LIMIT_MS = 1000
 
 pytestmark = [
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"{CHROMIUM} is missing (Debian's package: `apt-get install chromium`; .ci/run installs it)",
-    ),
+    pytest.mark.skipif(not HAVE_CHROMIUM, reason=CHROMIUM_REASON),  # CHROMIUM=/path; tests/tools.py
     needs_nginx,
     pytest.mark.multinode,
     pytest.mark.django_db(transaction=True),

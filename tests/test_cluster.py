@@ -29,14 +29,9 @@ from channels.db import database_sync_to_async
 from chatsite.proxy import TrustedProxyMiddleware, parse_trusted_proxies
 from tests import factories
 from tests.nodes import BASE_DIR, Http, cluster, database_url_for_tests, free_port
+from tests.tools import NGINX, NGINX_REASON
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
-)
-needs_nginx = pytest.mark.skipif(
-    NGINX is None,
-    reason="nginx is not installed (Debian's package: `apt-get install nginx`; .ci/run installs it)",
-)
+needs_nginx = pytest.mark.skipif(NGINX is None, reason=NGINX_REASON)  # tests/tools.py: make test names it
 NGINX_CONF = [sys.executable, str(BASE_DIR / "bin" / "nginx-conf")]
 UNTRUSTED_CLIENT = "127.0.0.9"  # a loopback address of its own: the client, not the proxy
 FORGED = "203.0.113.7"
