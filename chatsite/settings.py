@@ -23,6 +23,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from chatsite import redis_config
+from chatsite import sentry as _sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 
 SERVER_ID = env.str("SERVER_ID", default="") or socket.gethostname()
+# Pages name the node ("page served by", "via node-3", "connected to node-2") to staff only;
+# SHOW_NODE_NAMES=1 shows them to everyone (a demo of the cluster). X-Served-By is always sent.
+SHOW_NODE_NAMES = env.bool("SHOW_NODE_NAMES", default=False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -86,6 +90,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatsite.logcontext.request_context_middleware",  # request id, user id for logs; X-Request-ID
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -266,12 +271,29 @@ for _item in env.str("METRICS_ALLOW", default="").split(","):
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")  # daphne's access log is its own: --access-log
+# LOG_FORMAT=json: one JSON object per line (python-json-logger) with server_id, request_id or
+# socket_id, user_id and room (chatsite/logcontext.py); "text" (default): one plain line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "chatsite.logcontext.ContextFilter"}},
     "formatters": {
         "node": {"format": f"%(asctime)s {SERVER_ID} %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "chatsite.logcontext.json_formatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "node"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "node"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Error tracking (chatsite/sentry.py) --------------------------------------------------------
+# SENTRY_DSN set: errors go to Sentry (sentry-sdk's Django integration), tagged with the node and
+# the request/socket, user and room. Unset: nothing is initialised.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENABLED = _sentry.init(
+    dsn=SENTRY_DSN, server_id=SERVER_ID, environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+    traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+)

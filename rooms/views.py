@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite.proxy import parse_address
 
 from . import metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm
 from .models import Membership
 from .serializers import MessageSerializer
@@ -104,6 +105,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
             "archived": self.object.is_archived,
+            "show_node_names": show_node_names(self.request),  # staff or SHOW_NODE_NAMES=1
         }
         return ctx
 

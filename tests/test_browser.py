@@ -156,16 +156,16 @@ def open_room(context, base: str, slug: str, username: str | None = None):
 
 
 def connected_to(page, *, other_than: str | None = None, timeout: float = 15_000) -> str:
-    """The node named by the page's status line once it says "connected to …" (and, with
-    ``other_than``, names another node)."""
+    """The node the page's socket is connected to, once its status line says "connected" (and,
+    with ``other_than``, to another node). Users who are not staff are not shown the node's
+    name: the status element keeps it in ``data-server-id``."""
     page.wait_for_function(
         """(other) => {
           const status = document.getElementById("connection-status");
-          const text = status.textContent.trim();
-          return status.classList.contains("status--connected") && text !== "connected to " + other;
+          return status.classList.contains("status--connected") && status.dataset.serverId !== other;
         }""",
         arg=other_than or "", timeout=timeout)
-    return page.locator("#connection-status .status__text").inner_text().removeprefix("connected to ")
+    return page.locator("#connection-status").get_attribute("data-server-id")
 
 
 def shown(page) -> list[tuple[int, str]]:

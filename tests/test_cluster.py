@@ -378,8 +378,8 @@ def test_six_page_loads_through_the_balancer_go_round_robin_to_all_three_nodes(b
     served = []
     for _ in range(6):
         status, served_by, page = _get(port, "/accounts/login/")
-        assert status == 200
-        assert f'page served by <span class="node">{served_by}</span>' in page
+        assert status == 200 and served_by
+        assert "page served by" not in page  # node names are for staff: the header says it
         served.append(served_by)
     assert sorted(served[:3]) == ["node-1", "node-2", "node-3"], served
     assert served[3:] == served[:3], served  # strict rotation, no stickiness
