@@ -227,8 +227,8 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "
-    "the WebSocket at /ws/rooms/<slug>/ (see README.md).",
+    # Markdown; the socket route /ws/rooms/{slug}/ and its frames (not REST, so not a path).
+    "DESCRIPTION": (BASE_DIR / "chatsite" / "api_description.md").read_text(),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

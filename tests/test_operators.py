@@ -212,3 +212,22 @@ def test_an_error_on_a_real_node_is_delivered_to_the_sentry_dsn():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- the socket route in the OpenAPI schema ---------------------------------------------------------
+
+def test_openapi_describes_the_socket_route_with_its_slug_and_frames_and_lists_no_ws_path(client):
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert not [p for p in schema["paths"] if p.startswith("/ws")]  # not REST: described, not a path
+    description = schema["info"]["description"]
+    assert "`/ws/rooms/{slug}/`" in description and "ws://HOST/ws/rooms/{slug}/" in description
+    for frame in ("hello", "message.send", "ack", "resume", "resumed", "fetch", "history", "error"):
+        assert f"`{frame}`" in description, frame
+    for code in ("4401", "4404", "4429", "4503", "1012"):
+        assert code in description
+    # Swagger UI renders the description as Markdown and drops anything that looks like an HTML
+    # tag: "/ws/rooms/<slug>/" showed as "/ws/rooms//". Outside code spans there is no "<".
+    outside_code = re.sub(r"`[^`]*`", "", description)
+    assert "<" not in outside_code, outside_code
