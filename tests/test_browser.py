@@ -505,3 +505,37 @@ def test_rate_limited_sends_stay_in_the_outbox_and_go_out_after_retry_after(stac
     finally:
         context.close()
         strict.stop()
+
+
+def test_node_names_show_to_staff_and_not_to_other_users_in_the_live_page(stack, browser, tmp_path):
+    """A staff user's page names its node ("connected to node-1", the footer, "via node-2" under a
+    message that came live); an ordinary user's page in the same room says "connected" and names
+    no node anywhere."""
+    _, nodes = stack
+    tokens = orm(make_people, "opsstaff", "plainuser", rooms={"names": "opsstaff"})
+
+    def make_staff():
+        from django.contrib.auth import get_user_model
+
+        get_user_model().objects.filter(username="opsstaff").update(is_staff=True)
+
+    orm(make_staff)
+    staff_ctx, user_ctx = browser.new_context(), browser.new_context()
+    try:
+        staff = open_room(staff_ctx, nodes[0].http, "names", username="opsstaff")
+        user = open_room(user_ctx, nodes[0].http, "names", username="plainuser")
+        assert connected_to(staff) == connected_to(user) == "node-1"
+        post(nodes[1], tokens["plainuser"], "names", "sent on the second node")
+        wait_shown(staff, "sent on the second node")
+        wait_shown(user, "sent on the second node")
+        assert staff.inner_text("#connection-status .status__text") == "connected to node-1"
+        assert staff.inner_text(".site-footer") == "page served by node-1"
+        assert staff.inner_text("#message-list .message__via") == "via node-2"
+        assert user.inner_text("#connection-status .status__text") == "connected"
+        assert user.locator(".site-footer").count() == 0 and user.locator(".message__via").count() == 0
+        assert "node-" not in user.inner_text("body")
+        screenshot(staff, tmp_path, "staff-sees-node-names")
+        screenshot(user, tmp_path, "user-sees-no-node-names")
+    finally:
+        staff_ctx.close()
+        user_ctx.close()
