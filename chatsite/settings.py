@@ -8,8 +8,9 @@ Every variable is listed in README.md's configuration table. The ones that shape
 - ``REDIS_URL``: set means channels-redis's ``RedisPubSubChannelLayer`` (Redis Pub/Sub carries
   room messages between nodes; a node subscribes only to the rooms it has members in); unset
   means ``InMemoryChannelLayer`` and *no cross-node delivery* (``chatsite.asgi`` logs a warning).
-- ``SERVER_ID``: the name of this node, shown in pages, ``hello`` frames, every message it
-  stores and ``/healthz``. Default: the host name.
+- ``SERVER_ID``: the name of this node, in ``hello`` frames, every message it stores,
+  ``/healthz``, ``X-Served-By`` and log lines; pages show it to staff (``SHOW_NODE_NAMES``).
+  Default: the host name.
 - ``SECRET_KEY``: required unless ``DEBUG`` is on (``ImproperlyConfigured`` at start-up).
 - ``ALLOWED_HOSTS``: comma-separated; ``*`` is refused unless ``DEBUG`` is on.
 - ``DEBUG``: default off.
