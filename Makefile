@@ -10,6 +10,11 @@ HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
+# The database and Redis of every target that touches the database (run, serve, release, migrate,
+# manage, cluster): var/cluster.env when it exists (`make cluster` writes it), a variable set in
+# the environment winning; each target says which it uses (bin/with-env).
+WITH_ENV := . bin/with-env && chatsite_describe_env &&
+
 .PHONY: run serve release test venv migrate manage cluster clean
 
 $(VENV)/.installed: requirements.txt
@@ -29,9 +34,9 @@ var/secret_key:
 	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
 # run: install, migrate, collect static files and serve on http://$(HOST):$(PORT).
-# Without DATABASE_URL / REDIS_URL: a SQLite file and the in-memory layer (one node).
+# Without DATABASE_URL / REDIS_URL (nor var/cluster.env): a SQLite file and the in-memory layer.
 run: $(VENV)/.installed var/secret_key
-	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(WITH_ENV) export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
 	$(PY) manage.py migrate --noinput && \
 	$(PY) manage.py collectstatic --noinput --verbosity 0 && \
 	exec $(PY) -m chatsite.serve --bind $(HOST) --port $(PORT)
@@ -40,25 +45,27 @@ run: $(VENV)/.installed var/secret_key
 # migrates nor collects static files, so several nodes can start at once: run `make release` first.
 serve: $(VENV)/.installed var/secret_key
 	@test -f staticfiles/staticfiles.json || { echo "static files are not collected: run 'make release' first"; exit 1; }
-	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(WITH_ENV) export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
 	exec $(PY) -m chatsite.serve --bind $(HOST) --port $(PORT)
 
 # release: once per deploy, from one place (the Procfile's release: line): migrate, collect static.
 release: $(VENV)/.installed var/secret_key
-	export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
+	$(WITH_ENV) export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" && \
 	$(PY) manage.py migrate --noinput && \
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 migrate: $(VENV)/.installed var/secret_key
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py migrate --noinput
+	$(WITH_ENV) SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py migrate --noinput
 
-# cluster: 3 nodes behind nginx on http://127.0.0.1:8080 (bin/cluster); Ctrl-C stops all.
+# cluster: 3 nodes behind nginx on http://127.0.0.1:8080 (bin/cluster); Ctrl-C stops all. It
+# writes var/cluster.env (its DATABASE_URL, REDIS_URL), which the targets above then load too.
 cluster: $(VENV)/.installed
 	bin/cluster
 
 # manage: any manage.py command with this checkout's settings, e.g. make manage ARGS=createsuperuser
+# (after `make cluster`: on the cluster's PostgreSQL, from var/cluster.env)
 manage: $(VENV)/.installed var/secret_key
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py $(ARGS)
+	$(WITH_ENV) SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py $(ARGS)
 
 # test: the whole suite against PostgreSQL and Redis (both must be running), with a fresh random
 # SECRET_KEY (the settings refuse short and placeholder keys when DEBUG is off).

@@ -27,6 +27,8 @@ import ipaddress
 import os
 from collections.abc import Iterable
 
+from chatsite.logcontext import valid_request_id
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -118,4 +120,9 @@ class TrustedProxyMiddleware:
                 scope["scheme"] = _SECURE[scope_type]
             elif protos and protos[-1] in ("http", "ws"):
                 scope["scheme"] = _PLAIN[scope_type]
+            # The balancer's request id, for the logs (chatsite/logcontext.py): only a trusted
+            # proxy's; anyone else's X-Request-ID is ignored and a new id is made.
+            ids = _header_values(scope, b"x-request-id")
+            if ids and valid_request_id(ids[-1].strip()):
+                scope["request_id"] = ids[-1].strip()
         return await self.app(scope, receive, send)

@@ -8,8 +8,9 @@ Every variable is listed in README.md's configuration table. The ones that shape
 - ``REDIS_URL``: set means channels-redis's ``RedisPubSubChannelLayer`` (Redis Pub/Sub carries
   room messages between nodes; a node subscribes only to the rooms it has members in); unset
   means ``InMemoryChannelLayer`` and *no cross-node delivery* (``chatsite.asgi`` logs a warning).
-- ``SERVER_ID``: the name of this node, shown in pages, ``hello`` frames, every message it
-  stores and ``/healthz``. Default: the host name.
+- ``SERVER_ID``: the name of this node, in ``hello`` frames, every message it stores,
+  ``/healthz``, ``X-Served-By`` and log lines; pages show it to staff (``SHOW_NODE_NAMES``).
+  Default: the host name.
 - ``SECRET_KEY``: required unless ``DEBUG`` is on, and refused when it is a placeholder or
   shorter than 50 characters (``ImproperlyConfigured`` at start-up).
 - ``ALLOWED_HOSTS``: comma-separated; ``*`` is refused unless ``DEBUG`` is on.
@@ -25,6 +26,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from chatsite import redis_config
+from chatsite import sentry as _sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,6 +90,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 
 SERVER_ID = env.str("SERVER_ID", default="") or socket.gethostname()
+# Pages name the node ("page served by", "via node-3", "connected to node-2") to staff only;
+# SHOW_NODE_NAMES=1 shows them to everyone (a demo of the cluster). X-Served-By is always sent.
+SHOW_NODE_NAMES = env.bool("SHOW_NODE_NAMES", default=False)
 
 # --- Browser hardening ------------------------------------------------------------------------
 # Content-Security-Policy (django-csp) on every page: scripts, styles, fonts and connections from
@@ -151,6 +156,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatsite.logcontext.request_context_middleware",  # request id, user id for logs; X-Request-ID
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so its process_exception sees a view's database outage first: 503, not a 500 page.
@@ -323,10 +329,8 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    # The route in a code span: Markdown (Swagger UI, ReDoc) takes a bare <slug> for an HTML tag
-    # and drops it ("/ws/rooms//").
-    "DESCRIPTION": "Rooms, members and message history of chatsite. Live messages travel over "
-    "the WebSocket at `/ws/rooms/<slug>/` (see README.md); it is not part of this schema.",
+    # Markdown; the socket route /ws/rooms/{slug}/ and its frames (not REST, so not a path).
+    "DESCRIPTION": (BASE_DIR / "chatsite" / "api_description.md").read_text(),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -373,12 +377,29 @@ for _item in env.str("METRICS_ALLOW", default="").split(","):
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")  # daphne's access log is its own: --access-log
+# LOG_FORMAT=json: one JSON object per line (python-json-logger) with server_id, request_id or
+# socket_id, user_id and room (chatsite/logcontext.py); "text" (default): one plain line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "chatsite.logcontext.ContextFilter"}},
     "formatters": {
         "node": {"format": f"%(asctime)s {SERVER_ID} %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "chatsite.logcontext.json_formatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "node"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "node"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Error tracking (chatsite/sentry.py) --------------------------------------------------------
+# SENTRY_DSN set: errors go to Sentry (sentry-sdk's Django integration), tagged with the node and
+# the request/socket, user and room. Unset: nothing is initialised.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENABLED = _sentry.init(
+    dsn=SENTRY_DSN, server_id=SERVER_ID, environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+    traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+)

@@ -1,7 +1,7 @@
 """HTTP middleware: which node answered, and the browser-hardening headers.
 
 ``served_by_middleware`` adds ``X-Served-By: <SERVER_ID>`` to every HTTP response, so that behind
-the load balancer ``curl -i`` shows which node served a request (pages show it in the footer).
+the load balancer ``curl -i`` shows which node served a request (pages name it to staff only).
 At ``DEBUG`` level (``LOG_LEVEL=DEBUG``) it also logs one line per request on the logger
 ``chatsite.request`` with the client address and scheme the app sees, i.e. after
 ``chatsite.proxy.TrustedProxyMiddleware`` applied a trusted proxy's ``X-Forwarded-*`` headers.

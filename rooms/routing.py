@@ -1,10 +1,13 @@
 from django.urls import re_path
 
+from chatsite.logcontext import SocketContext
+
 from . import consumers
 
 websocket_urlpatterns = [
     # Any text up to the next "/" reaches the consumer, which answers an unknown or malformed
     # slug with close 4404; every other path is closed with 4404 too, never an error.
-    re_path(r"^ws/rooms/(?P<slug>[^/]*)/$", consumers.RoomConsumer.as_asgi()),
+    # SocketContext: the socket's id, user and room on every log line of the consumer.
+    re_path(r"^ws/rooms/(?P<slug>[^/]*)/$", SocketContext(consumers.RoomConsumer.as_asgi())),
     re_path(r"", consumers.NotFoundConsumer.as_asgi()),
 ]

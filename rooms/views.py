@@ -24,6 +24,7 @@ from chatsite import dbconn
 from chatsite.proxy import parse_address
 
 from . import dms, login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
 from .serializers import MessageSerializer
@@ -128,6 +129,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "archived": self.object.is_archived,
             "kind": self.object.kind,
             "dm_with": self.dm_with,
+            "show_node_names": show_node_names(self.request),  # staff or SHOW_NODE_NAMES=1
         }
         # Where the member left off (rooms.reads): the page opens at the first unread message
         # after it, with a "New messages" divider. Absent for a visitor who has not joined: the

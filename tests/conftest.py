@@ -15,9 +15,44 @@ from django.db import connections
 
 from chatsite import async_db
 from chatsite.asgi import application
-from tests import factories
+from tests import factories, tools
 
 ORIGIN = b"http://127.0.0.1"
+
+
+# --- what this run cannot test, said loudly (tests/tools.py) -----------------------------------
+
+def _skipped_banner() -> list[str]:
+    groups = tools.skipped_groups()
+    if not groups:
+        return ["all test groups will run: nginx and Chromium found "
+                f"({tools.NGINX}, {tools.CHROMIUM})"]
+    lines = ["!" * 78, "SKIPPED in this run (a green result tests less than the suite):"]
+    lines += [f"  - {group}: {reason}" for group, reason in groups]
+    lines.append("!" * 78)
+    return lines
+
+
+def pytest_sessionstart(session):
+    # Written at the start whatever the verbosity (-q hides pytest's own header).
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    groups = tools.skipped_groups()
+    if reporter is not None:
+        for line in _skipped_banner():
+            reporter.write_line(line, red=bool(groups), bold=bool(groups))
+    if tools.CI and groups:
+        # CI never skips them: a missing tool fails the run before any test.
+        pytest.exit("CI=true and tests would be skipped:\n" + "\n".join(
+            f"  - {group}: {reason}" for group, reason in groups), returncode=3)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    groups = tools.skipped_groups()
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    if groups and skipped:
+        terminalreporter.write_sep("!", f"WARNING: {skipped} tests were skipped", red=True, bold=True)
+        for group, reason in groups:
+            terminalreporter.write_line(f"  - {group}: {reason}", red=True)
 
 
 def pytest_configure(config):

@@ -35,8 +35,8 @@ from django.db import connections
 from tests import factories
 from tests.nodes import Http, database_url_for_tests, start_node, wait_healthy
 from tests.test_cluster import balanced_cluster, needs_nginx
+from tests.tools import CHROMIUM, CHROMIUM_REASON, HAVE_CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,10 +44,7 @@ CHROMIUM_ARGS = [
 LATENCY_LIMIT_MS = 1000
 
 pytestmark = [
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"{CHROMIUM} is missing (Debian's package: `apt-get install chromium`; .ci/run installs it)",
-    ),
+    pytest.mark.skipif(not HAVE_CHROMIUM, reason=CHROMIUM_REASON),  # CHROMIUM=/path; tests/tools.py
     needs_nginx,
     pytest.mark.multinode,
     pytest.mark.django_db(transaction=True),
@@ -159,16 +156,16 @@ def open_room(context, base: str, slug: str, username: str | None = None):
 
 
 def connected_to(page, *, other_than: str | None = None, timeout: float = 15_000) -> str:
-    """The node named by the page's status line once it says "connected to …" (and, with
-    ``other_than``, names another node)."""
+    """The node the page's socket is connected to, once its status line says "connected" (and,
+    with ``other_than``, to another node). Users who are not staff are not shown the node's
+    name: the status element keeps it in ``data-server-id``."""
     page.wait_for_function(
         """(other) => {
           const status = document.getElementById("connection-status");
-          const text = status.textContent.trim();
-          return status.classList.contains("status--connected") && text !== "connected to " + other;
+          return status.classList.contains("status--connected") && status.dataset.serverId !== other;
         }""",
         arg=other_than or "", timeout=timeout)
-    return page.locator("#connection-status .status__text").inner_text().removeprefix("connected to ")
+    return page.locator("#connection-status").get_attribute("data-server-id")
 
 
 def shown(page) -> list[tuple[int, str]]:
@@ -589,3 +586,37 @@ def test_pages_run_under_their_content_security_policy_without_a_violation_and_c
     assert violations(ann)[0].startswith("script-src-elem blocked inline"), violations(ann)
     for context in contexts:
         context.close()
+
+
+def test_node_names_show_to_staff_and_not_to_other_users_in_the_live_page(stack, browser, tmp_path):
+    """A staff user's page names its node ("connected to node-1", the footer, "via node-2" under a
+    message that came live); an ordinary user's page in the same room says "connected" and names
+    no node anywhere."""
+    _, nodes = stack
+    tokens = orm(make_people, "opsstaff", "plainuser", rooms={"names": "opsstaff"})
+
+    def make_staff():
+        from django.contrib.auth import get_user_model
+
+        get_user_model().objects.filter(username="opsstaff").update(is_staff=True)
+
+    orm(make_staff)
+    staff_ctx, user_ctx = browser.new_context(), browser.new_context()
+    try:
+        staff = open_room(staff_ctx, nodes[0].http, "names", username="opsstaff")
+        user = open_room(user_ctx, nodes[0].http, "names", username="plainuser")
+        assert connected_to(staff) == connected_to(user) == "node-1"
+        post(nodes[1], tokens["plainuser"], "names", "sent on the second node")
+        wait_shown(staff, "sent on the second node")
+        wait_shown(user, "sent on the second node")
+        assert staff.inner_text("#connection-status .status__text") == "connected to node-1"
+        assert staff.inner_text(".site-footer") == "page served by node-1"
+        assert staff.inner_text("#message-list .message__via") == "via node-2"
+        assert user.inner_text("#connection-status .status__text") == "connected"
+        assert user.locator(".site-footer").count() == 0 and user.locator(".message__via").count() == 0
+        assert "node-" not in user.inner_text("body")
+        screenshot(staff, tmp_path, "staff-sees-node-names")
+        screenshot(user, tmp_path, "user-sees-no-node-names")
+    finally:
+        staff_ctx.close()
+        user_ctx.close()

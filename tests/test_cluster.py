@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import websockets
@@ -28,15 +29,10 @@ from channels.db import database_sync_to_async
 
 from chatsite.proxy import TrustedProxyMiddleware, parse_trusted_proxies
 from tests import factories
-from tests.nodes import BASE_DIR, cluster, database_url_for_tests, free_port
+from tests.nodes import BASE_DIR, Http, cluster, database_url_for_tests, free_port
+from tests.tools import NGINX, NGINX_REASON
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
-)
-needs_nginx = pytest.mark.skipif(
-    NGINX is None,
-    reason="nginx is not installed (Debian's package: `apt-get install nginx`; .ci/run installs it)",
-)
+needs_nginx = pytest.mark.skipif(NGINX is None, reason=NGINX_REASON)  # tests/tools.py: make test names it
 NGINX_CONF = [sys.executable, str(BASE_DIR / "bin" / "nginx-conf")]
 UNTRUSTED_CLIENT = "127.0.0.9"  # a loopback address of its own: the client, not the proxy
 FORGED = "203.0.113.7"
@@ -204,7 +200,10 @@ def test_cluster_procfile_runs_the_procfile_web_command_per_node_and_nginx_in_th
     for i in (1, 2, 3):
         expected = web.replace("0.0.0.0", "127.0.0.1").replace("${PORT:-8000}", f"${{NODE_PORT_{i}}}")
         assert cluster_procfile[f"node-{i}"] == f"SERVER_ID=node-{i} exec {expected}"
-    assert cluster_procfile["balancer"].startswith("exec nginx ")
+    # nginx starts only once every node answers /healthz: no 502 while the nodes start.
+    assert cluster_procfile["balancer"] == (
+        "exec python bin/wait-healthy 127.0.0.1:${NODE_PORT_1} 127.0.0.1:${NODE_PORT_2} "
+        "127.0.0.1:${NODE_PORT_3} -- nginx -e ${CLUSTER_DIR}/error.log -c ${CLUSTER_DIR}/nginx.conf")
     assert subprocess.run(["bash", "-n", str(BASE_DIR / "bin" / "cluster")]).returncode == 0
 
 
@@ -404,8 +403,8 @@ def test_six_page_loads_through_the_balancer_go_round_robin_to_all_three_nodes(b
     served = []
     for _ in range(6):
         status, served_by, page = _get(port, "/accounts/login/")
-        assert status == 200
-        assert f'page served by <span class="node">{served_by}</span>' in page
+        assert status == 200 and served_by
+        assert "page served by" not in page  # node names are for staff: the header says it
         served.append(served_by)
     assert sorted(served[:3]) == ["node-1", "node-2", "node-3"], served
     assert served[3:] == served[:3], served  # strict rotation, no stickiness
@@ -564,13 +563,18 @@ def _processes_matching(*needles: str) -> list[tuple[int, str]]:
 
 @needs_nginx
 @pytest.mark.multinode
-def test_bin_cluster_serves_round_robin_and_sigint_leaves_nothing_running(django_db_setup, django_db_blocker):
+@pytest.mark.django_db(transaction=True)
+def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sigint_leaves_nothing_running(
+        django_db_blocker):
+    """bin/cluster from its first second: the balancer refuses connections or answers 200, never
+    502 (nginx starts once every node answers /healthz). Then strict rotation; Ctrl-C stops all."""
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     balancer_port, node_ports = free_port(), [free_port() for _ in range(3)]
     cluster_dir = run_dir()
     env = {**os.environ, "DATABASE_URL": database_url, "BALANCER_PORT": str(balancer_port),
            "NODE_PORTS": " ".join(map(str, node_ports)), "CLUSTER_DIR": str(cluster_dir),
+           "CLUSTER_ENV": str(cluster_dir / "cluster.env"),
            "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
     log = cluster_dir / "cluster.log"
     with open(log, "wb") as out:
@@ -579,23 +583,39 @@ def test_bin_cluster_serves_round_robin_and_sigint_leaves_nothing_running(django
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     needles = [str(cluster_dir)] + [f"--port {p}" for p in node_ports]
     try:
-        # Every node answers first: nginx would otherwise mark a node still starting as failed
-        # for 10 s (fail_timeout) and skip it.
+        # README's curl loop, from the moment the cluster is started: every answer is a node's.
+        answers = []
         deadline = time.monotonic() + 120
-        waiting = set(node_ports)
-        while waiting and time.monotonic() < deadline and honcho.poll() is None:
-            for port in list(waiting):
-                try:
-                    if _get(port, "/healthz")[0] == 200:
-                        waiting.discard(port)
-                except OSError:
-                    pass
-            time.sleep(0.2)
-        assert honcho.poll() is None and not waiting, log.read_text()
-        _wait_port(balancer_port)  # a TCP connect only: no request reaches a node before it is up
+        while time.monotonic() < deadline and honcho.poll() is None:
+            try:
+                answers.append(_get(balancer_port, "/healthz")[:2])
+            except OSError:  # nginx not started yet: the port refuses
+                time.sleep(0.05)
+                continue
+            if len(answers) >= 6:
+                break
+        assert honcho.poll() is None and len(answers) >= 6, log.read_text()
+        assert all(status == 200 and node for status, node in answers), (answers, log.read_text())
         served = [_get(balancer_port, "/accounts/login/")[1] for _ in range(6)]
         assert sorted(served[:3]) == ["node-1", "node-2", "node-3"] and served[3:] == served[:3], (
             served, log.read_text())
+        # The one environment file: README's `make manage ARGS=createsuperuser` after `make
+        # cluster` (no DATABASE_URL of its own) writes into the cluster's database, says so, and
+        # that admin logs in through the balancer.
+        cluster_env = cluster_dir / "cluster.env"
+        assert f"export DATABASE_URL={database_url}\n" in cluster_env.read_text()
+        manage_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        manage_env["DJANGO_SUPERUSER_PASSWORD"] = "cluster-admin-password"
+        made = subprocess.run(
+            ["make", "--no-print-directory", "-o", ".venv/.installed", "manage",
+             "ARGS=createsuperuser --noinput --username clusteradmin --email admin@example.com"],
+            cwd=BASE_DIR, env=manage_env, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert f"chatsite: DATABASE_URL={database_url} (from {cluster_env})" in made.stderr, made.stderr
+        admin = Http(SimpleNamespace(http=f"http://127.0.0.1:{balancer_port}"))
+        admin.login_admin("clusteradmin", "cluster-admin-password")
+        status, _, body = admin.request("GET", "/admin/")
+        assert status == 200 and b"Site administration" in body, status
         running = _processes_matching(*needles)
         assert len([c for _, c in running if "chatsite.serve" in c]) == 3, running
         assert len([c for _, c in running if "nginx: master" in c]) == 1, running

@@ -61,12 +61,15 @@ def test_log_in_and_log_out(client, user):
     assert client.get(reverse("rooms:list")).status_code == 302
 
 
-def test_room_list_shows_rooms_and_the_node(client, user, room):
+def test_room_list_shows_rooms_and_the_node_to_staff_only(client, user, room):
     client.force_login(user)
     response = client.get(reverse("rooms:list"))
     content = response.content.decode()
     assert "Lobby" in content and reverse("rooms:detail", args=["lobby"]) in content
-    assert "test-node" in content
+    assert "test-node" not in content and response["X-Served-By"] == "test-node"
+    user.is_staff = True
+    user.save()
+    assert 'page served by <span class="node">test-node</span>' in client.get(reverse("rooms:list")).content.decode()
 
 
 def test_create_room_from_the_form_opens_it(client, user):

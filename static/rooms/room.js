@@ -270,8 +270,9 @@
     meta.append(
       element("span", "message__author", author),
       time,
-      element("span", "message__via", "via " + message.server_id)
     );
+    // Node names are for operators: staff (or SHOW_NODE_NAMES=1) see them, other users do not.
+    if (config.show_node_names) meta.append(element("span", "message__via", "via " + message.server_id));
     li.append(meta, element("p", "message__body", message.body));
     if (message.deleted) markDeleted(li);
     else if (message.edited_at) markEdited(li, message.edited_at);
@@ -1403,7 +1404,8 @@
   function onHello(frame) {
     state.helloReceived = true;
     state.attempt = 0;
-    setStatus("connected", `connected to ${frame.server_id}`);
+    els.status.dataset.serverId = frame.server_id || ""; // for operators' tools; shown to staff only
+    setStatus("connected", config.show_node_names ? `connected to ${frame.server_id}` : "connected");
     if (!state.presenceLive) els.presenceNote.textContent = " · not known yet"; // until presence
     // Missed messages come as the replay that follows (then "resumed"); held-back live ones
     // still need the history API.
