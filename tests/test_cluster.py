@@ -575,6 +575,9 @@ def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sig
     env = {**os.environ, "DATABASE_URL": database_url, "BALANCER_PORT": str(balancer_port),
            "NODE_PORTS": " ".join(map(str, node_ports)), "CLUSTER_DIR": str(cluster_dir),
            "CLUSTER_ENV": str(cluster_dir / "cluster.env"),
+           # Its static files in its own folder: the checkout's staticfiles/ is never written
+           # (a manifest left there from an older checkout breaks later runs' pages).
+           "STATIC_ROOT": str(cluster_dir / "static"),
            "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
     log = cluster_dir / "cluster.log"
     with open(log, "wb") as out:
