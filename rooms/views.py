@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, login_throttle, metrics, profiles, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -125,7 +125,8 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         ctx["room_config"] = {
             "slug": self.object.slug,
             "ws_path": f"/ws/rooms/{self.object.slug}/",
-            "user": {"id": self.request.user.pk, "username": self.request.user.get_username()},
+            "user": {"id": self.request.user.pk, "username": self.request.user.get_username(),
+                     "display_name": self.request.user.first_name},
             "history": ctx["history"],
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
@@ -208,19 +209,27 @@ class DmOpenView(LoginRequiredMixin, View):
 
 
 class SettingsView(LoginRequiredMixin, FormView):
-    """``/settings/``: the user's settings (``UserSettings``): who may start a direct message
-    with them."""
+    """``/settings/``: the user's profile (display name, e-mail address: ``rooms.profiles``) and
+    settings (``UserSettings``: who may start a direct message with them)."""
 
     template_name = "rooms/settings.html"
     form_class = UserSettingsForm
 
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "user": self.request.user}
+
     def get_initial(self):
         row = dms.user_settings_get(self.request.user)
-        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS}
+        user = self.request.user
+        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS,
+                "display_name": user.first_name, "email": user.email}
 
     def form_valid(self, form):
-        choice = dms.DmsFrom.SHARED_ROOMS if form.cleaned_data["only_shared_rooms"] else dms.DmsFrom.ANYONE
-        dms.user_settings_update(user=self.request.user, dms_from=choice)
+        data = form.cleaned_data
+        with transaction.atomic():
+            profiles.profile_update(user=self.request.user, display_name=data["display_name"], email=data["email"])
+            choice = dms.DmsFrom.SHARED_ROOMS if data["only_shared_rooms"] else dms.DmsFrom.ANYONE
+            dms.user_settings_update(user=self.request.user, dms_from=choice)
         flash.success(self.request, "Settings saved.")
         return redirect("rooms:settings")
 

@@ -19,6 +19,7 @@
  *   actions.js     edit and delete controls (REST); http.js: the REST requests
  *   presence.js    who is online and who is typing; composer.js: the send form;
  *   members.js     the members panel and room settings (REST), live member frames
+ *   avatar.js      pure: generated avatars (initials, colour); avatars.js draws them
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
  *
  * Frame contract (rooms/consumers.py):
@@ -74,6 +75,7 @@
 
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
+import "./avatars.js";
 import "./members.js";
 import "./sync.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
