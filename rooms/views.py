@@ -6,6 +6,7 @@ import logging
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -262,6 +263,30 @@ class SignupView(FormView):
             return self.form_invalid(form)
         login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """``/accounts/password/reset/``: Django's reset by mail (a link valid for
+    ``PASSWORD_RESET_TIMEOUT``, 3 days, and only until the password changes). The answer is the
+    same whether or not the address belongs to an account (no enumeration); only active users
+    with a usable password get a mail. Every POST counts against ``PASSWORD_RESET_RATE`` per
+    client address (``rooms.login_throttle``): over it, 429 with ``Retry-After``, no mail."""
+
+    def post(self, request, *args, **kwargs):
+        retry_after = login_throttle.address_hit("password_reset", request, settings.PASSWORD_RESET_RATE)
+        if retry_after is None:
+            return super().post(request, *args, **kwargs)
+        login_throttle.refused("password_reset")
+        form = self.get_form_class()(initial={"email": request.POST.get("email", "")})
+        message = f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
+        return login_throttle.refuse_with_form(self.render_to_response(self.get_context_data(form=form)),
+                                               form, message, retry_after)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """``/accounts/password/reset/<uidb64>/<token>/``: the new password, typed twice (Django's
+    validators apply). Every other session of the user ends with the old password (Django's
+    session auth hash); ``rooms.access`` then refuses their sockets."""
 
 
 def _check_database() -> str:
