@@ -32,6 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
     extend_schema_view,
@@ -529,9 +530,16 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(
         request=MemberAddSerializer,
-        responses={201: MembershipSerializer, 200: MembershipSerializer, 403: None, 404: None, 409: None},
+        responses={
+            201: OpenApiResponse(MembershipSerializer, description="A membership was made: you joined, or the user was added."),
+            200: OpenApiResponse(MembershipSerializer, description="Already a member: the membership as it is "
+                                 "(for `username`: with the `role` asked for, when that changed it)."),
+            403: None, 404: None, 409: None,
+        },
         description="Without `username`: join the (public) room yourself. With `username`: add "
-        "that user (owner or moderator; the way into a private room); only the owner adds moderators.",
+        "that user (owner or moderator; the way into a private room); only the owner adds moderators. "
+        "201 when this call made the membership; 200 with the membership when the user already was "
+        "a member (joining again changes nothing).",
     )
     def create(self, request, room_slug=None):
         data = MemberAddSerializer(data=request.data)
@@ -546,7 +554,9 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
             membership = self.run(
                 services.member_add, actor=request.user, user=user, role=data.validated_data["role"]
             )
-        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+        created = getattr(membership, "created", True)
+        return Response(MembershipSerializer(membership).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(responses={200: MembershipSerializer, 404: None})
     def retrieve(self, request, room_slug=None, username=None):

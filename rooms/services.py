@@ -792,17 +792,21 @@ def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
 
 def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     """Join a public room (idempotent). Raises ``NotFound`` for a private room (members are added
-    by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room."""
+    by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room.
+    The membership's ``created`` attribute says whether this call made it (False: already a
+    member; REST answers 201 or 200 on it)."""
     if room.is_private:
-        membership = room_access(room=room, user=user)
+        membership = room_access(room=room, user=user)  # a private room's non-member: NotFound
+        membership.created = False
         return membership
     if room.is_archived:
         raise Archived("The room is archived.")
     # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
-    membership, _ = Membership.objects.get_or_create(
+    membership, created = Membership.objects.get_or_create(
         room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
     if membership.is_banned:
         raise Banned("You are banned from this room.")
+    membership.created = created
     return membership
 
 
@@ -841,7 +845,8 @@ def member_add(
     different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
     moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
     ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing. A direct
-    message takes no third member (``Forbidden``)."""
+    message takes no third member (``Forbidden``). The membership's ``created`` attribute says
+    whether this call made it (REST: 201, else 200)."""
     _refuse_in_dm(room, "A direct message has exactly two members; start a group room to add more.")
     acting = _require_moderator(room, actor)
     if role not in (Role.MEMBER, Role.MODERATOR):
@@ -852,6 +857,7 @@ def member_add(
         membership, created = Membership.objects.select_for_update().get_or_create(
             room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
         )
+        membership.created = created
         if created:
             return membership
         if membership.is_banned:

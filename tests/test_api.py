@@ -619,3 +619,20 @@ def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(
     assert _rows() == before
     assert bob_api.patch("/api/rooms/secret/", {"name": "Renamed"}, format="json").status_code == 200
     assert api.patch("/api/rooms/secret/", {"is_private": False}, format="json").data["is_private"] is False
+
+
+def test_joining_again_answers_200_with_the_membership_first_join_201(bob_api, api, room, private_room, other_user):
+    first = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
+    assert first.status_code == 201 and first.data["role"] == "member"
+    again = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
+    assert again.status_code == 200 and again.data == first.data
+    assert Membership.objects.filter(room=room, user=other_user).count() == 1
+    # the owner "joining" their own room, and a member of a private room joining it: 200
+    assert api.post("/api/rooms/lobby/members/", {}, format="json").status_code == 200
+    assert api.post("/api/rooms/secret/members/", {}, format="json").status_code == 200
+    # adding someone: 201 the first time, 200 when they already are a member (same role)
+    assert api.post("/api/rooms/secret/members/", {"username": "bob"}, format="json").status_code == 201
+    again = api.post("/api/rooms/secret/members/", {"username": "bob"}, format="json")
+    assert again.status_code == 200 and again.data["role"] == "member"
+    promoted = api.post("/api/rooms/secret/members/", {"username": "bob", "role": "moderator"}, format="json")
+    assert promoted.status_code == 200 and promoted.data["role"] == "moderator"
