@@ -4,6 +4,9 @@ from django.urls import include, path
 
 from rooms import login_throttle, views
 
+# A path no view answers: under /api/ the API's JSON 404 body, elsewhere Django's page.
+handler404 = "rooms.views.page_not_found"
+
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),

@@ -350,3 +350,15 @@ def metrics_view(request):
         return HttpResponseNotAllowed(["GET", "HEAD"])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(REGISTRY), content_type=content_type)
+
+
+def page_not_found(request, exception=None):
+    """Django's ``handler404`` (``chatsite.urls``): under ``/api/`` the API's one JSON 404 body
+    (``rooms.api.NOT_FOUND_BODY``), elsewhere Django's own 404 page."""
+    if request.path.startswith("/api/"):
+        from .api import not_found
+
+        return not_found(request)
+    from django.views import defaults
+
+    return defaults.page_not_found(request, exception)
