@@ -589,29 +589,29 @@ _unsure_sends = _UnsureSends()
 
 
 def check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
-    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room
-    (also called by the admin's edit form, to refuse as a form error):
+    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room:
     raises ``Forbidden``, ``Conflict``, ``Archived``, ``NotFound``, ``Banned`` or ``Muted``.
-    Site moderators may edit any message; anyone else only their own, and only while they
-    may send to the room (an edit puts new text in front of the room, as a send does)."""
-    site = is_site_moderator(actor)
-    if message.author_id != actor.pk and not site:
-        raise Forbidden("Only the author may edit a message.")
+    Only its author edits a message, everywhere (REST, the room page, Django admin shows bodies
+    read-only), and only while they may send to the room (an edit puts new text in front of the
+    room, as a send does). Moderators, of the room or the site, delete; they never rewrite what
+    someone else wrote (``Forbidden``)."""
+    if message.author_id != actor.pk:
+        raise Forbidden("Only the author may edit a message; moderators delete instead.")
     if message.deleted_at is not None:
         raise Conflict("The message was deleted.")
     if message.room.is_archived:
         raise Archived("The room is archived.")
-    if not site:
-        _check_may_send(message.room, actor)
+    _check_may_send(message.room, actor)
 
 
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
-    """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
-    set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
-    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room. An author
-    edits under the rule of sending: ``Muted`` (with ``until``) while muted, ``Banned`` when
-    banned from a public room, ``NotFound`` for a private room they are no longer in (or are
-    banned from). A refused edit changes and broadcasts nothing.
+    """Replace a message's body (its author only; ``edited_at`` set) and broadcast
+    ``message.updated`` to the room after commit. Raises ``Forbidden`` for anyone else, room and
+    site moderators included (they delete: ``message_delete``), ``Conflict`` for a deleted
+    message, ``Archived`` in an archived room. The author edits under the rule of sending:
+    ``Muted`` (with ``until``) while muted, ``Banned`` when banned from a public room,
+    ``NotFound`` for a private room they are no longer in (or are banned from). A refused edit
+    changes and broadcasts nothing.
 
     Edits of one message are serialised by its row lock, and each gets an ``edited_at`` later
     than the one before (by 1 µs if this node's clock is behind the last editor's), so a client

@@ -302,10 +302,16 @@ def test_a_muted_author_may_delete_their_own_message(room, user, other_user):
 
 
 @pytest.mark.django_db
-def test_a_site_moderator_edits_a_muted_authors_message(room, user, other_user):
+def test_no_moderator_edits_someone_elses_message_they_delete_it(room, user, other_user, django_capture_on_commit_callbacks):
     message = post(room, other_user, "rude").message
     _mute(room, user, other_user)
-    assert services.message_edit(message=message, actor=_site_moderator(), body="[removed]").body == "[removed]"
+    site = _site_moderator()
+    for editor in (site, user):  # a site moderator, the room's owner
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            _refused(lambda: services.message_edit(message=message, actor=editor, body="[removed]"))
+        assert callbacks == []
+    assert Message.objects.get(pk=message.pk).body == "rude"
+    assert services.message_delete(message=message, actor=site).deleted_at is not None
 
 
 @pytest.mark.django_db
