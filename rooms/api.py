@@ -49,7 +49,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
-from .models import Membership, Message, Room
+from .models import SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Message, Room
 from .serializers import (
     AuthorSerializer,
     DmOpenSerializer,
@@ -133,9 +133,13 @@ def exception_handler(exc, context):
             {"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status, headers=headers
         )
     elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
-        )
+        fields = getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
+        if any(e.code == SLUG_UNAVAILABLE_CODE for e in getattr(exc, "error_dict", {}).get("slug", [])):
+            # A slug that cannot be had (taken in any case, by a room one may not see; reserved):
+            # the one answer, with a code, beside the field errors.
+            return Response({"detail": SLUG_UNAVAILABLE, "code": SLUG_UNAVAILABLE_CODE, **fields},
+                            status=status.HTTP_400_BAD_REQUEST)
+        exc = exceptions.ValidationError(fields)
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_404_NOT_FOUND:
         # Django's Http404 (get_object_or_404: "No Message matches the given query."), DRF's

@@ -38,7 +38,8 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: field errors, or an `Error` (`too_many_fields`: over 1,000 query or "
-    "form fields; `dm_self`: a direct message with yourself).",
+    "form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
+    "in any case, or reserved, with the `slug` field error beside it).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "
     "request without its CSRF token.",

@@ -36,7 +36,7 @@ from rest_framework.authtoken.models import Token
 from chatsite import async_db, dbconn
 
 from . import events, mentions, ratelimit
-from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
 Role = Membership.Role
@@ -713,8 +713,10 @@ def room_create(
     that a private room exists by trying to create one with the same slug. Raises
     ``django.core.exceptions.ValidationError`` with field errors when a field is invalid
     (``Room.clean``: the text rules of names and descriptions), and the one ``slug`` error
-    ``SLUG_UNAVAILABLE`` whenever the slug is taken by any room, visible to the caller or not,
-    or reserved: the answer never says whether, or which, room holds it."""
+    ``SLUG_UNAVAILABLE`` (code ``slug_unavailable``) whenever the slug is taken by any room in
+    any case (``General`` and ``general`` are one slug), visible to the caller or not, or
+    reserved (``new``, a ``dm-`` prefix, in any case): the answer never says whether, or which,
+    room holds it. The slug is kept as given (lookups by slug are exact)."""
     if not slug and is_private:
         slug = _private_slug(name)
     slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
@@ -729,7 +731,7 @@ def room_create(
         room.full_clean(exclude=["created_by"] if slug else ["created_by", "slug"])
         errors = {}
     except ValidationError as exc:
-        errors = exc.message_dict
+        errors = exc.error_dict  # ValidationErrors, with their codes (``slug_unavailable``)
     if not slug and "name" not in errors:  # a wrong name is the error to fix first
         errors["slug"] = ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]
     if errors:
@@ -738,9 +740,10 @@ def room_create(
         with transaction.atomic():
             room.save()
             Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
-    except IntegrityError:  # the same slug saved by a concurrent create after full_clean's check
-        if Room.objects.filter(slug=slug).exists():
-            raise ValidationError({"slug": [SLUG_UNAVAILABLE]}) from None
+    except IntegrityError:  # the same slug (in any case) saved by a concurrent create after the check
+        if Room.objects.filter(slug__iexact=slug).exists():
+            raise ValidationError(
+                {"slug": [ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)]}) from None
         raise
     return room
 

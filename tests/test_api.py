@@ -554,6 +554,9 @@ def test_a_banned_user_of_a_private_room_gets_404_on_their_own_messages(api, bob
 
 # --- nothing reveals a private room ----------------------------------------------------------------
 
+UNAVAILABLE_BODY = (b'{"detail":"This slug is not available; choose another.","code":"slug_unavailable",'
+                    b'"slug":["This slug is not available; choose another."]}')
+
 
 def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavailable_slug(bob_api, room, private_room):
     """bob cannot see ``secret``; ``lobby`` is visible to him, ``new`` is reserved: one answer."""
@@ -563,7 +566,7 @@ def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavail
                  {"name": "Secret"}, {"name": "Lobby"}):
         response = bob_api.post("/api/rooms/", body, format="json")
         answers.append((response.status_code, response.content))
-    assert answers == [(400, b'{"slug":["This slug is not available; choose another."]}')] * 5
+    assert answers == [(400, UNAVAILABLE_BODY)] * 5
     assert Room.objects.count() == count
     assert bob_api.get("/api/rooms/secret/").status_code == bob_api.get("/api/rooms/nothing-here/").status_code == 404
 
@@ -713,3 +716,31 @@ def test_djangos_404_handler_answers_json_under_api_and_a_page_elsewhere(rf):
     assert response.status_code == 404 and json.loads(response.content) == NOT_FOUND
     page = page_not_found(rf.get("/nowhere/"), Http404("x"))
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+# --- slugs are one regardless of case; dm- is reserved ---------------------------------------------
+
+
+def test_a_slug_differing_only_in_case_or_reserved_in_any_case_is_the_one_unavailable_answer(bob_api, room, private_room):
+    """``lobby`` is visible to bob, ``secret`` is a private room he cannot see: the same answer
+    for every case of either, for ``dm-`` in any case and ``NEW``; nothing is created."""
+    count = Room.objects.count()
+    answers = set()
+    for slug in ("LOBBY", "Lobby", "SECRET", "sEcReT", "dm-mine", "DM-mine", "Dm-x", "NEW", "New"):
+        response = bob_api.post("/api/rooms/", {"name": "Mine", "slug": slug}, format="json")
+        answers.add((response.status_code, response.content))
+        assert response.json()["code"] == "slug_unavailable", slug
+    assert answers == {(400, UNAVAILABLE_BODY)}
+    assert Room.objects.count() == count
+    assert bob_api.post("/api/rooms/", {"name": "Dmitri", "slug": "dmitri"}, format="json").status_code == 201
+
+
+def test_lookups_by_slug_are_exact(api, bob_api, room):
+    assert api.get("/api/rooms/lobby/").status_code == 200
+    for path in ("/api/rooms/LOBBY/", "/api/rooms/Lobby/messages/", "/api/rooms/LOBBY/members/"):
+        response = api.get(path)
+        assert response.status_code == 404 and response.json() == NOT_FOUND, path
+    mixed = api.post("/api/rooms/", {"name": "Big Room", "slug": "Big-Room"}, format="json")
+    assert mixed.status_code == 201 and mixed.data["slug"] == "Big-Room"  # kept as given
+    assert api.get("/api/rooms/Big-Room/").status_code == 200 and api.get("/api/rooms/big-room/").status_code == 404
+    assert bob_api.post("/api/rooms/", {"name": "Big room"}, format="json").json()["code"] == "slug_unavailable"

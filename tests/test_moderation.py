@@ -552,6 +552,27 @@ def test_adding_a_room_in_admin_over_a_taken_slug_answers_the_one_unavailable_te
     assert response.context["adminform"].form.errors["slug"] == ["This slug is not available; choose another."]
 
 
+def test_the_admin_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix_adding_or_changing(db, room, user):
+    from django.contrib.contenttypes.models import ContentType
+
+    # A transactional test before this one flushed the tables, content types included: the
+    # admin's log entry of the change saved below must not use a cached id from before that.
+    ContentType.objects.clear_cache()
+    client = admin_client(get_user_model_superuser())
+    for slug in ("LOBBY", "Lobby", "dm-x", "DM-x", "New"):
+        response = client.post("/admin/rooms/room/add/", {"name": "Other", "slug": slug, "description": ""})
+        assert response.status_code == 200, slug
+        assert response.context["adminform"].form.errors["slug"] == ["This slug is not available; choose another."]
+    other = factories.make_room(created_by=user, slug="other", name="Other")
+    before = _rows()
+    for slug in ("Lobby", "DM-other"):
+        response = client.post(f"/admin/rooms/room/{other.pk}/change/", {"name": "Other", "slug": slug, "description": ""})
+        assert response.status_code == 200 and "slug" in response.context["adminform"].form.errors, slug
+    assert _rows() == before
+    response = client.post(f"/admin/rooms/room/{other.pk}/change/", {"name": "Renamed", "slug": "other", "description": ""})
+    assert response.status_code == 302  # its own slug is not "taken"
+
+
 def test_the_admin_answers_a_non_staff_user_alike_for_a_private_room_and_a_missing_one(db, user, other_user):
     secret = factories.make_room(created_by=user, slug="secret", is_private=True)
     client = admin_client(other_user)

@@ -111,6 +111,8 @@ def fits(schema: dict, component: str, body) -> bool:
     (services.NotFound("No such room."), 404, "Error"),
     (DjangoValidationError("The slug is taken."), 400, "ValidationError"),
     (DjangoValidationError({"slug": ["The slug is taken."]}), 400, "ValidationError"),
+    (DjangoValidationError({"slug": [DjangoValidationError("Not available.", code="slug_unavailable")]}), 400,
+     "ValidationError"),
     (RequestDataTooBig(), 413, "Error"),
     (TooManyFieldsSent(), 400, "ValidationError"),
     (exceptions.Throttled(3), 429, "Error"),
