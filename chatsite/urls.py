@@ -16,9 +16,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
-    # Log in and out only: accounts have no e-mail address, so no password reset by mail.
+    # Log in and out, change the password: accounts have no e-mail address, so no password reset by mail.
     # Throttled per client address and per account (rooms/login_throttle.py).
     path("accounts/login/", login_throttle.throttled_login(auth_views.LoginView.as_view()), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Log-out and password change end sessions: their sockets close on every node (rooms.views).
+    path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("", include("rooms.urls")),
 ]

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.auth import admin as auth_admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
@@ -236,6 +237,21 @@ class UserAdmin(auth_admin.UserAdmin):
 
     def save_model(self, request, obj, form, change):
         services.user_save(user=obj)
+
+    def user_change_password(self, request, id, form_url=""):
+        """Django's set-password page (a new password, or password log-in turned off): once it
+        is saved, every session of the user is signed out and their sockets close with 4401 on
+        every node (``services.user_sessions_changed``); an admin setting their own password
+        stays signed in on this session (Django renews it: its sockets close with 4001 and
+        reconnect)."""
+        renewed = request.session.session_key
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:  # saved (a form error: 200)
+            user = self.get_object(request, unquote(id))
+            if user is not None:
+                services.user_sessions_changed(
+                    user=user, renewed_session_key=renewed if user.pk == request.user.pk else None)
+        return response
 
     def delete_model(self, request, obj):
         services.user_delete(user=obj)

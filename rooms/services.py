@@ -35,7 +35,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import events, mentions, ratelimit
+from . import access, events, mentions, ratelimit
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
@@ -1032,6 +1032,20 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
         transaction.on_commit(
             partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed")
         )
+
+
+def user_sessions_changed(*, user: AbstractBaseUser, renewed_session_key: str | None = None) -> None:
+    """Called after one of ``user``'s sessions ended (log-out: ``views.LogoutView``) or their
+    password changed (``views.PasswordChangeView``, admin's set-password form: ``admin.UserAdmin``),
+    once the change is committed: on every node, each of their session sockets checks its session
+    again and closes with 4401 if it ended or no longer matches the password (Django's session
+    auth hash), at once (``user.sessions_changed``). ``renewed_session_key``: the key, before
+    Django renewed it (``update_session_auth_hash``), of the session that changed the password:
+    it stays signed in, and its sockets close with 4001 to reconnect with the new cookie. A
+    change made another way (``manage.py changepassword``, a shell) is caught by the periodic
+    check within ``ACCESS_RECHECK`` seconds (``rooms.access``)."""
+    transaction.on_commit(partial(events.broadcast_user_sessions_changed, user_id=user.pk,
+                                  renewed=access.session_digest(renewed_session_key)))
 
 
 def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:

@@ -6,6 +6,7 @@ import logging
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -350,6 +351,35 @@ def metrics_view(request):
         return HttpResponseNotAllowed(["GET", "HEAD"])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(REGISTRY), content_type=content_type)
+
+
+class LogoutView(auth_views.LogoutView):
+    """``POST /accounts/logout/``: Django's log-out (the session is deleted), then the sockets
+    opened with that session close with 4401 on every node at once
+    (``services.user_sessions_changed``); the user's other sessions keep theirs."""
+
+    def post(self, request, *args, **kwargs):
+        user = request.user if request.user.is_authenticated else None
+        response = super().post(request, *args, **kwargs)
+        if user is not None:
+            services.user_sessions_changed(user=user)
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """``/accounts/password/``: Django's password change (old password, new one twice, the
+    password validators). The session making the change stays signed in
+    (``update_session_auth_hash``, which gives it a new key: its sockets close with 4001 and
+    reconnect at once); every other session of the user is signed out, and their sockets close
+    with 4401 on every node at once (``services.user_sessions_changed``)."""
+
+    success_url = reverse_lazy("password_change_done")
+
+    def form_valid(self, form):
+        renewed = self.request.session.session_key
+        response = super().form_valid(form)
+        services.user_sessions_changed(user=form.user, renewed_session_key=renewed)
+        return response
 
 
 def page_not_found(request, exception=None):

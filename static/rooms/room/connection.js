@@ -10,6 +10,7 @@ import {
   CLOSE_LEFT,
   CLOSE_NOT_FOUND,
   CLOSE_SERVICE_RESTART,
+  CLOSE_SESSION_RENEWED,
   CLOSE_UNAUTHENTICATED,
   config,
   els,
@@ -95,9 +96,10 @@ export function onClose(event) {
   }[event.code];
   if (reason) stop(reason);
   else if (state.stopped) return;
-  else if (event.code === CLOSE_SERVICE_RESTART && state.attempt === 0) {
-    // Node restarting: the same URL reaches another node through the balancer. Once only:
-    // if that fails too, the next close waits with backoff as usual.
+  else if ((event.code === CLOSE_SERVICE_RESTART || event.code === CLOSE_SESSION_RENEWED) && state.attempt === 0) {
+    // Node restarting: the same URL reaches another node through the balancer; or this
+    // session changed its password and the browser now holds its new cookie. Once only: if
+    // that fails too, the next close waits with backoff as usual.
     state.attempt += 1;
     connect();
   } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);

@@ -19,6 +19,7 @@ export const CLOSE_BANNED = 4403;
 export const CLOSE_NOT_FOUND = 4404;
 export const CLOSE_ARCHIVED = 4410;
 export const CLOSE_SERVICE_RESTART = 1012; // the node is shutting down: reconnect at once
+export const CLOSE_SESSION_RENEWED = 4001; // this session changed its password (new cookie): reconnect at once
 export const CLOSE_TOO_SLOW = 4008; // we read too slowly: reconnect with backoff (and resume)
 export const CLOSE_UNAVAILABLE = 4503; // the node cannot reach its database or Redis: backoff
 export const CLOSE_TOO_MANY_SOCKETS = 4429; // over the per-user socket cap: backoff until a slot frees
