@@ -106,7 +106,7 @@ More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_fo
 
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room (or a moderator deleted your membership of a public room); 4001 your
-session changed its password and has a new key: reconnect at once (the cookie is new); 4401 not
+session changed its password and has a new key: reconnect (with the new cookie); 4401 not
 signed in (no session, an expired one, an inactive user, a wrong or revoked token; on an open
 socket: its session logged out or deleted, or the user's password changed); 4403 banned
 from the room; 4404 no such room (also a private room you are not a member of, or a path that is
@@ -163,7 +163,7 @@ unavailable_log = RateLimitedLogger(logger, interval=10.0)
 unexpected_log = RateLimitedLogger(logger, interval=10.0)
 
 CLOSE_LEFT = 4000
-CLOSE_SESSION_RENEWED = 4001  # the session changed its password and got a new key: reconnect at once
+CLOSE_SESSION_RENEWED = 4001  # the session changed its password and got a new key: reconnect
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
@@ -990,7 +990,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         """``user.sessions_changed``: one of this user's sessions ended (log-out) or their
         password changed (``services.user_sessions_changed``). The socket of the session that
         changed the password (``renewed``: its digest; Django gave it a new key) closes with
-        4001, and the page reconnects at once with its new cookie; any other session socket of
+        4001, and the page reconnects with its new cookie; any other session socket of
         the user checks its session again and closes with 4401 if it ended or its auth hash no
         longer matches. Token sockets are not affected."""
         if self.closing or self.session_key is None:

@@ -238,8 +238,8 @@ def broadcast_user_sessions_changed(*, user_id: int, renewed: str | None = None)
     password changed: each session socket checks its session again (``rooms.access``) and
     closes with 4401 if it has ended or its auth hash no longer matches. ``renewed``: the
     ``rooms.access.session_digest`` of the session that changed the password (Django gave it a
-    new key, ``update_session_auth_hash``): its sockets close with 4001 and reconnect at once
-    with the new cookie. Session keys themselves never travel through the layer."""
+    new key, ``update_session_auth_hash``): its sockets close with 4001 and reconnect with the
+    new cookie. Session keys themselves never travel through the layer."""
     event = {"type": USER_SESSIONS_CHANGED, "renewed": renewed}
     return _group_send(user_group_name(user_id), event, time.perf_counter())
 

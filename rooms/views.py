@@ -370,7 +370,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     """``/accounts/password/``: Django's password change (old password, new one twice, the
     password validators). The session making the change stays signed in
     (``update_session_auth_hash``, which gives it a new key: its sockets close with 4001 and
-    reconnect at once); every other session of the user is signed out, and their sockets close
+    reconnect); every other session of the user is signed out, and their sockets close
     with 4401 on every node at once (``services.user_sessions_changed``)."""
 
     success_url = reverse_lazy("password_change_done")

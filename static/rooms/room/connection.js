@@ -74,6 +74,7 @@ export function onFrame(data) {
 export function onHello(frame) {
   state.helloReceived = true;
   state.attempt = 0;
+  state.sessionRenewedAt = null; // signed in with the renewed cookie: a later 4401 is a sign-out
   els.status.dataset.serverId = frame.server_id || ""; // for operators' tools; shown to staff only
   setStatus("connected", config.show_node_names ? `connected to ${frame.server_id}` : "connected");
   const reconnect = state.everConnected;
@@ -82,11 +83,23 @@ export function onHello(frame) {
   emit("hello", { frame, reconnect });
 }
 
+// After a 4001 (this session changed its password: Django renewed its cookie), the socket can
+// close before the page that changed it has received the new cookie, so a reconnect may still
+// carry the old one and be refused 4401: within this long after a 4001, that is retried with
+// backoff instead of stopping.
+const SESSION_RENEWAL_GRACE_MS = 15_000;
+
 export function onClose(event) {
   state.socket = null;
   state.helloReceived = false;
   state.resuming = false;
   emit("disconnected");
+  if (event.code === CLOSE_SESSION_RENEWED) state.sessionRenewedAt = Date.now();
+  const renewing = state.sessionRenewedAt !== null && Date.now() - state.sessionRenewedAt < SESSION_RENEWAL_GRACE_MS;
+  if (renewing && (event.code === CLOSE_SESSION_RENEWED || event.code === CLOSE_UNAUTHENTICATED)) {
+    if (!state.stopped) scheduleReconnect("session renewed");
+    return;
+  }
   const reason = {
     [CLOSE_LEFT]: "left",
     [CLOSE_UNAUTHENTICATED]: "signed-out",
@@ -96,10 +109,9 @@ export function onClose(event) {
   }[event.code];
   if (reason) stop(reason);
   else if (state.stopped) return;
-  else if ((event.code === CLOSE_SERVICE_RESTART || event.code === CLOSE_SESSION_RENEWED) && state.attempt === 0) {
-    // Node restarting: the same URL reaches another node through the balancer; or this
-    // session changed its password and the browser now holds its new cookie. Once only: if
-    // that fails too, the next close waits with backoff as usual.
+  else if (event.code === CLOSE_SERVICE_RESTART && state.attempt === 0) {
+    // Node restarting: the same URL reaches another node through the balancer. Once only:
+    // if that fails too, the next close waits with backoff as usual.
     state.attempt += 1;
     connect();
   } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);
