@@ -375,6 +375,24 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 
     success_url = reverse_lazy("password_change_done")
 
+    def post(self, request, *args, **kwargs):
+        """A wrong old password is a password guess: counted with the account's failed log-ins
+        (``LOGIN_ACCOUNT_RATE``, ``rooms.login_throttle``); over it, 429 with ``Retry-After`` and
+        the form saying why, no password checked, nothing changed."""
+        attempt = login_throttle.AccountAttempt(request.user.get_username())
+        if attempt.retry_after is not None:
+            login_throttle.refused("login")
+            form = self.get_form_class()(request.user)
+            message = (f"Too many wrong passwords for this account. Try again "
+                       f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked).")
+            return login_throttle.refuse_with_form(
+                self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after)
+        response = super().post(request, *args, **kwargs)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        if form is None or not form.has_error("old_password", "password_incorrect"):
+            attempt.release()  # changed, or refused for another reason: not a guess
+        return response
+
     def form_valid(self, form):
         renewed = self.request.session.session_key
         response = super().form_valid(form)
