@@ -233,3 +233,9 @@ def test_a_multi_line_description_from_the_pages_textarea_is_kept(client, user):
     client.force_login(user)
     response = client.post(reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"})
     assert response.status_code == 302 and Room.objects.get(slug="notes").description == "one\r\ntwo\tthree"
+
+
+def test_a_rooms_page_is_at_its_slug_exactly(client, user, room):
+    client.force_login(user)
+    assert client.get("/rooms/lobby/").status_code == 200
+    assert client.get("/rooms/LOBBY/").status_code == 404
