@@ -62,17 +62,25 @@ def session_digest(session_key: str | None) -> str | None:
     return hashlib.sha256(session_key.encode()).hexdigest() if session_key else None
 
 
-def _hash_matches(password: str | None, session_hash: str | None) -> bool:
-    """Whether ``session_hash`` (a session's ``_auth_user_hash``) is still the auth hash of a user
-    whose password (hash) is ``password``: Django's ``get_session_auth_hash``, under
-    ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS`` (as ``django.contrib.auth.get_user``)."""
+def _auth_hashes(password: str) -> list[str]:
+    """The session auth hashes a user whose password (hash) is ``password`` may have in a
+    session: Django's ``get_session_auth_hash`` under ``SECRET_KEY`` and each of
+    ``SECRET_KEY_FALLBACKS`` (as ``django.contrib.auth.get_user`` accepts them)."""
+    return [
+        salted_hmac(_AUTH_HASH_SALT, password, secret=secret, algorithm="sha256").hexdigest()
+        for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+    ]
+
+
+def _hash_matches(password: str | None, session_hash: str | None, memo: dict) -> bool:
+    """Whether ``session_hash`` (a session's ``_auth_user_hash``) is still an auth hash of a user
+    whose password (hash) is ``password``. ``memo``: the hashes per password within one check
+    (a user's sockets share them)."""
     if password is None or not session_hash:
         return False
-    for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())):
-        expected = salted_hmac(_AUTH_HASH_SALT, password, secret=secret, algorithm="sha256").hexdigest()
-        if constant_time_compare(session_hash, expected):
-            return True
-    return False
+    if password not in memo:
+        memo[password] = _auth_hashes(password)
+    return any(constant_time_compare(session_hash, expected) for expected in memo[password])
 
 
 def _full(key: tuple) -> Key:
@@ -129,10 +137,10 @@ def _sql() -> str:
     """
 
 
-def _judge(row: tuple, key: Key, *, reading: bool) -> str | None:
+def _judge(row: tuple, key: Key, *, reading: bool, memo: dict) -> str | None:
     """The verdict of one ``_rows`` row for ``key``: a session socket also needs its session
     (row 8) and its auth hash to match the user's password now (row 9)."""
-    session_ok = key[3] is None or (bool(row[8]) and _hash_matches(row[9], key[4]))
+    session_ok = key[3] is None or (bool(row[8]) and _hash_matches(row[9], key[4], memo))
     return _verdict(*row[:7], session_ok, reading=reading)
 
 
@@ -141,8 +149,8 @@ def verdicts(keys: list[Key], *, reading: bool = False) -> list[str | None]:
     is a socket without a session), in order. One statement on PostgreSQL whatever the number
     of keys; a few queries per key elsewhere (SQLite, development only). Database errors
     propagate."""
-    keys = [_full(key) for key in keys]
-    return [_judge(row, key, reading=reading) for row, key in zip(_rows(keys), keys)]
+    keys, memo = [_full(key) for key in keys], {}
+    return [_judge(row, key, reading=reading, memo=memo) for row, key in zip(_rows(keys), keys)]
 
 
 def verdict_and_last_seq(key: Key) -> tuple[str | None, int]:
@@ -150,7 +158,7 @@ def verdict_and_last_seq(key: Key) -> tuple[str | None, int]:
     ``last_seq`` (0 when the room is gone), for the ``hello`` of a socket now in its groups."""
     key = _full(key)
     row = _rows([key])[0]
-    return _judge(row, key, reading=False), row[7]
+    return _judge(row, key, reading=False, memo={}), row[7]
 
 
 def _rows(keys: list[Key]) -> list[tuple]:

@@ -246,3 +246,37 @@ def test_logout_and_password_change_broadcast_after_commit_and_name_sessions_by_
         response = client.post("/accounts/password/", {
             "old_password": "wrong", "new_password1": "x" + NEW_PASSWORD, "new_password2": "x" + NEW_PASSWORD})
     assert response.status_code == 200 and sent == []
+
+
+@pytest.mark.django_db
+def test_the_recheck_of_3000_session_sockets_is_one_statement_and_its_time_is_printed(setup, django_assert_num_queries):
+    """The backstop's round for 3,000 session sockets: one statement, plus one HMAC per socket
+    in Python. Prints the time next to the same round without sessions (no timed assertion)."""
+    import time
+    from datetime import timedelta
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.utils import timezone
+
+    from rooms.models import Room
+
+    bob = setup["bob_user"]
+    lobby = Room.objects.get(slug="lobby")
+    auth_hash = bob.get_session_auth_hash()
+    data = SessionStore().encode({SESSION_KEY: str(bob.pk), HASH_SESSION_KEY: auth_hash,
+                                  BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend"})
+    expire = timezone.now() + timedelta(days=1)
+    sessions = [Session(session_key=f"bench{i:027d}", session_data=data, expire_date=expire) for i in range(3000)]
+    Session.objects.bulk_create(sessions)
+    with_sessions = [(lobby.pk, bob.pk, None, s.session_key, auth_hash) for s in sessions]
+    without = [(lobby.pk, bob.pk, None)] * 3000
+    timings = {}
+    for name, keys in (("without sessions", without), ("with sessions", with_sessions)):
+        access.verdicts(keys)  # warm
+        started = time.perf_counter()
+        with django_assert_num_queries(1):
+            found = access.verdicts(keys)
+        timings[name] = (time.perf_counter() - started) * 1000
+        assert found == [None] * 3000
+    print("\naccess recheck of 3,000 sockets: " + ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items()))
