@@ -4,6 +4,9 @@ from django.urls import include, path
 
 from rooms import login_throttle, views
 
+# A path no view answers: under /api/ the API's JSON 404 body, elsewhere Django's page.
+handler404 = "rooms.views.page_not_found"
+
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
@@ -15,7 +18,10 @@ urlpatterns = [
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     # Throttled per client address and per account (rooms/login_throttle.py).
     path("accounts/login/", login_throttle.throttled_login(auth_views.LoginView.as_view()), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Log-out and password change end sessions: their sockets close on every node (rooms.views).
+    path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     # Password reset by a mailed link (EMAIL_URL; the address is set on the settings page), the
     # request throttled per client address (PASSWORD_RESET_RATE).
     path("accounts/password/reset/", views.PasswordResetView.as_view(), name="password_reset"),

@@ -1,11 +1,12 @@
 """Django admin for moderators (the ``Moderators`` group, made by migration 0002).
 
-Every change goes through ``rooms.services``, so it has the same live effect as the API: an
-edited or deleted message changes on every open page on every node; a ban closes the member's
-sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete. The services
-apply the moderation hierarchy here too: nobody acts on a room's owner; staff who are not site
-moderators act as their role in the room allows (a room moderator not on a fellow moderator),
-edit only their own messages and not while muted; each refusal is shown and changes nothing.
+Every change goes through ``rooms.services``, so it has the same live effect as the API: a
+deleted message disappears from every open page on every node; a ban closes the member's
+sockets everywhere. Messages are never hard-deleted here: "delete" is a soft delete, and never
+rewritten: a body is read-only here (only its author edits it, in the app), and a direct
+message's body is not shown at all. The services apply the moderation hierarchy here too:
+nobody acts on a room's owner; staff who are not site moderators act as their role in the room
+allows (a room moderator not on a fellow moderator); each refusal is shown and changes nothing.
 
 So do the changes here that end someone's access to a room, on every node at once: a room made
 private or deleted (``services.room_save``, ``room_delete``), a membership deleted
@@ -15,9 +16,9 @@ app's user admin is replaced by ``UserAdmin`` below), an API token deleted (``to
 
 from datetime import timedelta
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import admin as auth_admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
@@ -88,86 +89,69 @@ class RoomAdmin(admin.ModelAdmin):
                lambda room: services.room_delete(room=room, actor=request.user))
 
 
-class MessageAdminForm(forms.ModelForm):
-    """Refuses, as a form error, an edit ``services.message_edit`` would refuse: the message
-    was deleted or its room archived since the page was opened, or the editor is not a site
-    moderator and not its author, or is muted or banned in its room. A new body must pass the same
-    rules as over the API (``MessageEditSerializer``: nothing visible, too long, NUL or a lone
-    surrogate are refused)."""
-
-    def clean_body(self):
-        from .serializers import MessageEditSerializer
-
-        body = self.cleaned_data["body"]
-        check = MessageEditSerializer(data={"body": body})
-        if not check.is_valid():
-            raise forms.ValidationError([str(e) for e in check.errors.get("body", check.errors)])
-        return body
-
-    actor = None  # the signed-in user, set by ``MessageAdmin.get_form``
-
-    def clean(self):
-        cleaned = super().clean()
-        current = Message.objects.select_related("room").get(pk=self.instance.pk)
-        if current.deleted_at is not None:
-            raise forms.ValidationError("The message was deleted; it can no longer be edited.")
-        if current.room.is_archived:
-            raise forms.ValidationError("The room is archived; its messages can no longer be edited.")
-        if self.actor is not None and "body" in self.changed_data:
-            try:  # the service's own rule: the author, while they may send; or a site moderator
-                services.check_may_edit(current, self.actor)
-            except services.ServiceError as exc:
-                raise forms.ValidationError(exc.detail, code=exc.code) from None
-        return cleaned
+DM_BODY_HIDDEN = "(a direct message: not shown)"
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    """History with moderation: edit a body (broadcast as ``message.updated``) or soft-delete
-    (broadcast as ``message.deleted``)."""
+    """History with moderation: soft-delete (broadcast as ``message.deleted``), never rewrite.
+
+    A body is shown read-only and is edited by its author only, in the app (``services.
+    check_may_edit``): this admin has no change form for a message (a POST to one answers 403
+    and changes nothing), only the soft-delete action, which the services apply under the
+    moderation hierarchy. A direct message's body is not shown here to anyone, nor found by
+    the search: site moderators see that it exists (room, seq, author, times) and may delete
+    it, which is all the moderation rules let them do in a DM (``rooms.dms``)."""
 
     list_display = ["room", "seq", "author", "short_body", "server_id", "created_at", "edited_at", "deleted_at"]
     list_filter = ["room", "author", "created_at", ("deleted_at", admin.EmptyFieldListFilter), "server_id"]
     list_select_related = ["room", "author"]
-    search_fields = ["body", "author__username", "room__slug", "room__name"]
+    # The body is searched too, in group rooms only (get_search_results): not a DM's.
+    search_fields = ["author__username", "room__slug", "room__name"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "id", "room", "seq", "author", "client_msg_id", "server_id", "created_at", "edited_at",
+        "id", "room", "seq", "author", "shown_body", "client_msg_id", "server_id", "created_at", "edited_at",
         "deleted_at", "deleted_by",
     ]
-    fields = readonly_fields[:4] + ["body"] + readonly_fields[4:]
+    fields = readonly_fields
     actions = ["soft_delete"]
-    form = MessageAdminForm
-
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        form.actor = request.user
-        return form
-
-    def get_readonly_fields(self, request, obj=None):
-        """The body too, once the message is deleted or its room archived (no edit is possible)."""
-        if obj is not None and (obj.deleted_at is not None or obj.room.is_archived):
-            return [*self.readonly_fields, "body"]
-        return self.readonly_fields
 
     def has_add_permission(self, request):
         return False  # a message is sent by a member, through message_post, never typed in here
+
+    def has_change_permission(self, request, obj=None):
+        """The change permission (the ``Moderators`` group's) opens the list and its soft-delete
+        action; no message is ever changed through its form: the page is read-only, a POST 403."""
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # a hard delete would leave a gap in seq
         return actions
 
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term:  # bodies of group rooms' messages, never of a direct message
+            results = results | queryset.filter(room__kind=Room.Kind.ROOM, body__icontains=search_term)
+        return results, may_have_duplicates
+
+    @staticmethod
+    def _body(obj, limit: int | None = None) -> str:
+        if obj.deleted_at:
+            return "(deleted)"
+        if obj.room.is_dm:
+            return DM_BODY_HIDDEN
+        return obj.body[:limit] if limit else obj.body
+
     @admin.display(description="body")
     def short_body(self, obj):
-        return "(deleted)" if obj.deleted_at else obj.body[:80]
+        return self._body(obj, 80)
 
-    def save_model(self, request, obj, form, change):
-        if change and "body" in form.changed_data:
-            try:
-                services.message_edit(message=obj, actor=request.user, body=obj.body)
-            except services.ServiceError as exc:  # deleted or archived since the form's check
-                self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
+    @admin.display(description="body")
+    def shown_body(self, obj):
+        return self._body(obj)
 
     def delete_model(self, request, obj):
         _apply(self, request, [obj], "message(s) deleted",
@@ -253,6 +237,21 @@ class UserAdmin(auth_admin.UserAdmin):
 
     def save_model(self, request, obj, form, change):
         services.user_save(user=obj)
+
+    def user_change_password(self, request, id, form_url=""):
+        """Django's set-password page (a new password, or password log-in turned off): once it
+        is saved, every session of the user is signed out and their sockets close with 4401 on
+        every node (``services.user_sessions_changed``); an admin setting their own password
+        stays signed in on this session (Django renews it: its sockets close with 4001 and
+        reconnect)."""
+        renewed = request.session.session_key
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:  # saved (a form error: 200)
+            user = self.get_object(request, unquote(id))
+            if user is not None:
+                services.user_sessions_changed(
+                    user=user, renewed_session_key=renewed if user.pk == request.user.pk else None)
+        return response
 
     def delete_model(self, request, obj):
         services.user_delete(user=obj)

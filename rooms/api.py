@@ -32,6 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
     extend_schema_view,
@@ -48,7 +49,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
-from .models import Membership, Message, Room
+from .models import SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Message, Room
 from .serializers import (
     AuthorSerializer,
     DmOpenSerializer,
@@ -75,12 +76,19 @@ HISTORY_MAX_LIMIT = 200
 SEQ_MAX = 2**63 - 1  # seq is a bigint; a larger number is refused (400), never sent to the database
 
 
+# The one body of every REST 404: an unknown path, room, message, member or user, or a private
+# room one is not in. It names no model and no value, so it never says what exists.
+NOT_FOUND_BODY = {"detail": "Not found.", "code": "not_found"}
+
+
 @csrf_exempt  # an unknown path answers 404 to any method, not a CSRF page
 def not_found(request, *args, **kwargs):
-    """Any other path under ``/api/``: 404 with a JSON body, like every other API error."""
+    """Any other path under ``/api/``: 404 with the JSON body of every other API 404
+    (``NOT_FOUND_BODY``). Also Django's ``handler404`` for a path under ``/api/`` that no API
+    view answers (``chatsite.urls``)."""
     from django.http import JsonResponse
 
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return JsonResponse(NOT_FOUND_BODY, status=404)
 
 
 def exception_handler(exc, context):
@@ -97,6 +105,10 @@ def exception_handler(exc, context):
     DRF's throttles; a Django ``ValidationError`` without fields answers
     ``{"non_field_errors": [...]}``, the shape of every other 400 with field errors.
 
+    Every 404 answers ``NOT_FOUND_BODY``, ``{"detail": "Not found.", "code": "not_found"}``,
+    whatever was not found (a room, a private room one is not in, a message, a member, a user):
+    the body never names a model or says which part of the path was unknown.
+
     A database outage (unreachable, hung past ``DATABASE_STATEMENT_TIMEOUT``, connection lost:
     ``rooms.outage.is_database_outage``) answers 503 ``{"detail": str, "code":
     "unavailable"}`` with ``Retry-After`` (seconds), not Django's HTML 500 page."""
@@ -110,8 +122,8 @@ def exception_handler(exc, context):
     if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
         return Response({"detail": "The request has too many fields.", "code": "too_many_fields"},
                         status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, services.NotFound):
-        exc = exceptions.NotFound(exc.detail)
+    if isinstance(exc, services.ServiceError) and exc.status == 404:
+        exc = exceptions.NotFound()  # services.NotFound, dms.UserNotFound: the one 404 body below
     elif isinstance(exc, services.ServiceError):
         # Built here, not as an APIException, so numbers in ``extra`` (id, seq) stay numbers.
         headers = None
@@ -121,10 +133,19 @@ def exception_handler(exc, context):
             {"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status, headers=headers
         )
     elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
-        )
-    return drf_exception_handler(exc, context)
+        fields = getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
+        if any(e.code == SLUG_UNAVAILABLE_CODE for e in getattr(exc, "error_dict", {}).get("slug", [])):
+            # A slug that cannot be had (taken in any case, by a room one may not see; reserved):
+            # the one answer, with a code, beside the field errors.
+            return Response({"detail": SLUG_UNAVAILABLE, "code": SLUG_UNAVAILABLE_CODE, **fields},
+                            status=status.HTTP_400_BAD_REQUEST)
+        exc = exceptions.ValidationError(fields)
+    response = drf_exception_handler(exc, context)
+    if response is not None and response.status_code == status.HTTP_404_NOT_FOUND:
+        # Django's Http404 (get_object_or_404: "No Message matches the given query."), DRF's
+        # NotFound, a service's: one body that names no model.
+        response.data = dict(NOT_FOUND_BODY)
+    return response
 
 
 class FailOpenScopedThrottle(ScopedRateThrottle):
@@ -148,7 +169,7 @@ def visible_room(request, slug: str) -> Room:
     """The room if the caller may see it; 404 otherwise (private rooms included)."""
     room = selectors.room_visible(slug=slug, user=request.user)
     if room is None:
-        raise exceptions.NotFound("No such room.")
+        raise exceptions.NotFound()
     return room
 
 
@@ -529,9 +550,16 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(
         request=MemberAddSerializer,
-        responses={201: MembershipSerializer, 200: MembershipSerializer, 403: None, 404: None, 409: None},
+        responses={
+            201: OpenApiResponse(MembershipSerializer, description="A membership was made: you joined, or the user was added."),
+            200: OpenApiResponse(MembershipSerializer, description="Already a member: the membership as it is "
+                                 "(for `username`: with the `role` asked for, when that changed it)."),
+            403: None, 404: None, 409: None,
+        },
         description="Without `username`: join the (public) room yourself. With `username`: add "
-        "that user (owner or moderator; the way into a private room); only the owner adds moderators.",
+        "that user (owner or moderator; the way into a private room); only the owner adds moderators. "
+        "201 when this call made the membership; 200 with the membership when the user already was "
+        "a member (joining again changes nothing).",
     )
     def create(self, request, room_slug=None):
         data = MemberAddSerializer(data=request.data)
@@ -546,7 +574,9 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
             membership = self.run(
                 services.member_add, actor=request.user, user=user, role=data.validated_data["role"]
             )
-        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+        created = getattr(membership, "created", True)
+        return Response(MembershipSerializer(membership).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(responses={200: MembershipSerializer, 404: None})
     def retrieve(self, request, room_slug=None, username=None):
@@ -554,15 +584,16 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
             room=self.room(), user=self.target_user()
         ).first()
         if membership is None:
-            raise exceptions.NotFound("No such member.")
+            raise exceptions.NotFound()
         return Response(MembershipSerializer(membership).data)
 
     @extend_schema(request=MemberUpdateSerializer, responses={200: MembershipSerializer, 403: None, 404: None})
     def partial_update(self, request, room_slug=None, username=None):
+        user = self.target_user()  # an unknown user: 404 before the body's 400
         data = MemberUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = self.run(
-            services.member_set_role, actor=request.user, user=self.target_user(), role=data.validated_data["role"]
+            services.member_set_role, actor=request.user, user=user, role=data.validated_data["role"]
         )
         return Response(MembershipSerializer(membership).data)
 
@@ -589,12 +620,13 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     @action(detail=True, methods=["post", "delete"])
     def mute(self, request, room_slug=None, username=None):
         """POST ``{"until": ISO 8601}`` or ``{"minutes": int}`` mutes; DELETE unmutes."""
+        user = self.target_user()  # an unknown user: 404 before the body's 400
         until = None
         if request.method == "POST":
             data = MuteSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             until = data.validated_data["until"]
-        membership = self.run(services.member_mute, actor=request.user, user=self.target_user(), until=until)
+        membership = self.run(services.member_mute, actor=request.user, user=user, until=until)
         return Response(MembershipSerializer(membership).data)
 
     @extend_schema(methods=["POST"], request=None, responses={200: MembershipSerializer, 403: None, 404: None})

@@ -105,8 +105,10 @@ person)::
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
-4000 you left the room (or a moderator deleted your membership of a public room); 4401 not
-signed in (no session, an expired one, an inactive user, a wrong or revoked token); 4403 banned
+4000 you left the room (or a moderator deleted your membership of a public room); 4001 your
+session changed its password and has a new key: reconnect (with the new cookie); 4401 not
+signed in (no session, an expired one, an inactive user, a wrong or revoked token; on an open
+socket: its session logged out or deleted, or the user's password changed); 4403 banned
 from the room; 4404 no such room (also a private room you are not a member of, or a path that is
 not a room; on an open socket: the room deleted, or made private, or your membership of a
 private room deleted); 4410 the room is archived; 4429 too many sockets: the user already has
@@ -139,6 +141,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY
 from django.db import Error as DjangoDatabaseError
 from django.utils.functional import LazyObject
 import psycopg
@@ -160,6 +163,7 @@ unavailable_log = RateLimitedLogger(logger, interval=10.0)
 unexpected_log = RateLimitedLogger(logger, interval=10.0)
 
 CLOSE_LEFT = 4000
+CLOSE_SESSION_RENEWED = 4001  # the session changed its password and got a new key: reconnect
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BANNED = 4403
 CLOSE_NOT_FOUND = 4404
@@ -270,7 +274,7 @@ def _read_checked(read, key: access.Key, **kwargs):
     ``read(**kwargs)`` when it is still allowed. Returns ``(verdict, None)`` when refused,
     ``(None, result)`` otherwise, so no history reaches a socket whose access has ended, even if
     the event that should have closed it was lost."""
-    refused = access.verdict(room_id=key[0], user_id=key[1], token_key=key[2], reading=True)
+    refused = access.verdicts([key], reading=True)[0]
     if refused is not None:
         return refused, None
     return None, read(**kwargs)
@@ -390,6 +394,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     user_group = None
     closing = False
     counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
+    session_key = None  # a session socket's session (rooms.access checks it still exists) ...
+    session_hash = None  # ... and its auth hash (still the user's password's), else None
     socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -468,6 +474,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
+        if self.scope.get("auth_token") is None and self.scope.get("session") is not None:
+            await self._remember_session(self.scope["session"])
         # Before any database work: a user over the socket cap costs one Redis script, no more.
         self.socket_slot = await limits.admit_socket(user.pk, self)
         if self.socket_slot is None:
@@ -519,6 +527,17 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             if self.closing:  # its access ended meanwhile: refused, and never shown online
                 return
         await self.presence_join()
+
+    async def _remember_session(self, session) -> None:
+        """A session socket keeps its session's key and auth hash (``_auth_user_hash``, which
+        channels' ``get_user`` just verified against the user's password) for ``rooms.access``:
+        the socket lives while that session exists and the user's password is unchanged. The
+        session's data is already loaded by the user lookup; if not, it is read on a thread."""
+        if hasattr(session, "_session_cache"):
+            found = session.get(HASH_SESSION_KEY)
+        else:
+            found = await database_sync_to_async(session.get)(HASH_SESSION_KEY)
+        self.session_key, self.session_hash = session.session_key, found
 
     async def _join_groups(self) -> None:
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -983,9 +1002,25 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     user_access_changed = room_access_changed
 
+    async def user_sessions_changed(self, event: dict) -> None:
+        """``user.sessions_changed``: one of this user's sessions ended (log-out) or their
+        password changed (``services.user_sessions_changed``). The socket of the session that
+        changed the password (``renewed``: its digest; Django gave it a new key) closes with
+        4001, and the page reconnects with its new cookie; any other session socket of
+        the user checks its session again and closes with 4401 if it ended or its auth hash no
+        longer matches. Token sockets are not affected."""
+        if self.closing or self.session_key is None:
+            return
+        if event.get("renewed") is not None and event["renewed"] == access.session_digest(self.session_key):
+            await self.end(CLOSE_SESSION_RENEWED)
+        else:
+            await self.recheck_access()
+
     def access_key(self) -> access.Key:
-        """What ``rooms.access`` checks for this socket: (room id, user id, API token or None)."""
-        return (self.room.pk, self.scope["user"].pk, self.scope.get("auth_token"))
+        """What ``rooms.access`` checks for this socket: (room id, user id, API token or None,
+        session key or None, session auth hash or None)."""
+        return (self.room.pk, self.scope["user"].pk, self.scope.get("auth_token"), self.session_key,
+                self.session_hash)
 
     async def recheck_access(self, otherwise: int | None = None) -> None:
         """Check this socket's access now (one statement for all the sockets of this node doing

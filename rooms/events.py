@@ -69,6 +69,7 @@ ROOM_UPDATED = "room.updated"
 USER_TOKEN_REVOKED = "user.token_revoked"
 ROOM_ACCESS_CHANGED = "room.access_changed"
 USER_ACCESS_CHANGED = "user.access_changed"
+USER_SESSIONS_CHANGED = "user.sessions_changed"
 ROOM_PRESENCE = "room.presence"
 ROOM_TYPING = "room.typing"
 USER_NOTICE = "user.notice"
@@ -265,6 +266,17 @@ def broadcast_room_access_changed(*, room_id: int) -> bool:
 def broadcast_user_access_changed(*, user_id: int) -> bool:
     """Tell every socket of ``user_id`` that their access may have ended (deactivated, deleted)."""
     return _group_send(user_group_name(user_id), {"type": USER_ACCESS_CHANGED}, time.perf_counter())
+
+
+def broadcast_user_sessions_changed(*, user_id: int, renewed: str | None = None) -> bool:
+    """Tell every socket of ``user_id`` that one of their sessions ended (log-out) or their
+    password changed: each session socket checks its session again (``rooms.access``) and
+    closes with 4401 if it has ended or its auth hash no longer matches. ``renewed``: the
+    ``rooms.access.session_digest`` of the session that changed the password (Django gave it a
+    new key, ``update_session_auth_hash``): its sockets close with 4001 and reconnect with the
+    new cookie. Session keys themselves never travel through the layer."""
+    event = {"type": USER_SESSIONS_CHANGED, "renewed": renewed}
+    return _group_send(user_group_name(user_id), event, time.perf_counter())
 
 
 async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict]) -> None:

@@ -27,7 +27,7 @@ class RoomCreateForm(forms.ModelForm):
             slug = slugify(cleaned["name"])[:64]
             if not slug:
                 self.add_error("slug", "Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _).")
-            elif Room.objects.filter(slug=slug).exists():
+            elif Room.objects.filter(slug__iexact=slug).exists():
                 self.add_error("slug", SLUG_UNAVAILABLE)
         return cleaned
 

@@ -11,7 +11,7 @@ turns a limit off. From the environment (README, Configuration):
   client address.
 - ``LOGIN_ACCOUNT_RATE`` (default ``10/15m``): failed log-ins per account (the username tried,
   stripped and NFKC-normalised as the log-in forms read it), on the pages and the token route
-  together. Once an account is over it, its log-ins are refused from every address until the
+  together, and wrong old passwords on the password-change page (``views.PasswordChangeView``). Once an account is over it, its log-ins are refused from every address until the
   window ends, without checking the password (a guess then learns nothing). Only wrong
   passwords count, so others' failures lock the owner out for at most one window, never for
   good. Unknown usernames count the same way, so a refusal says nothing about who exists.

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .text import label_errors
@@ -11,7 +12,12 @@ SLUG_MAX_LENGTH = 64
 # The one answer for a slug that cannot be had, whether a room the caller can see holds it, a
 # private room they cannot see, or it is reserved: it never confirms that a room exists.
 SLUG_UNAVAILABLE = "This slug is not available; choose another."
-RESERVED_SLUGS = frozenset({"new"})  # /rooms/new/ is the create-room page
+SLUG_UNAVAILABLE_CODE = "slug_unavailable"  # the ValidationError's code; REST's "code"
+# Slugs are unique regardless of case ("General" and "general" are one slug), and these are
+# reserved in any case: "new" (/rooms/new/ is the create-room page) and, for group rooms, the
+# prefix "dm-" of direct messages' slugs (rooms.dms).
+RESERVED_SLUGS = frozenset({"new"})
+DM_SLUG_PREFIX = "dm-"
 BODY_MAX_LENGTH = 4000  # characters (code points), the same limit for every way of sending
 CLIENT_MSG_ID_MAX_LENGTH = 64
 
@@ -60,6 +66,12 @@ class Room(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Case-insensitive uniqueness; its index also serves lower(slug) lookups. Checked
+            # before saving by ``clean`` (a slug field error), so ``get_constraints`` leaves it out.
+            models.UniqueConstraint(Lower("slug"), name="room_slug_lower_unique",
+                                    violation_error_message=SLUG_UNAVAILABLE),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -72,7 +84,10 @@ class Room(models.Model):
         """Called by ``full_clean`` (the services, the create-room page's and admin's forms):
         a name and a description follow the rules of message bodies (``rooms.text``): no NUL or
         lone surrogate, no control character (a description may hold line breaks and tabs), not
-        only invisible characters. A reserved slug answers ``SLUG_UNAVAILABLE``."""
+        only invisible characters. A slug that is new (a room created, or its slug changed in
+        admin) answers ``SLUG_UNAVAILABLE`` (code ``slug_unavailable``) when it is reserved in any
+        case (``new``; ``dm-…`` for a group room) or another room's slug differs from it only in
+        case (the same slug exactly is ``validate_unique``'s, with the same answer)."""
         errors = {}
         name_errors = label_errors(self.name, what="name")
         if name_errors:
@@ -80,14 +95,39 @@ class Room(models.Model):
         description_errors = label_errors(self.description, what="description", lines=True)
         if description_errors:
             errors["description"] = description_errors
-        if self._state.adding and self.slug in RESERVED_SLUGS:
-            errors["slug"] = [SLUG_UNAVAILABLE]
+        if self.slug and self._slug_is_new() and self._slug_unavailable():
+            errors["slug"] = [ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)]
         if errors:
             raise ValidationError(errors)
 
+    def _slug_is_new(self) -> bool:
+        if self._state.adding or self.pk is None:
+            return True
+        return not Room.objects.filter(pk=self.pk, slug=self.slug).exists()
+
+    def _slug_unavailable(self) -> bool:
+        folded = self.slug.lower()
+        if folded in RESERVED_SLUGS:
+            return True
+        if self.kind != self.Kind.DM and folded.startswith(DM_SLUG_PREFIX):
+            return True
+        others = Room.objects.filter(slug__iexact=self.slug).exclude(slug=self.slug)
+        if self.pk is not None:
+            others = others.exclude(pk=self.pk)
+        return others.exists()
+
+    def get_constraints(self):
+        """The constraints ``full_clean`` validates: all but ``room_slug_lower_unique``, which
+        ``clean`` checks as an error of the ``slug`` field (the constraint's own would be a
+        non-field error)."""
+        return [
+            (model, [c for c in constraints if c.name != "room_slug_lower_unique"])
+            for model, constraints in super().get_constraints()
+        ]
+
     def unique_error_message(self, model_class, unique_check):
         if tuple(unique_check) == ("slug",):  # taken: the same words as any unavailable slug
-            return ValidationError(SLUG_UNAVAILABLE, code="unique")
+            return ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)
         return super().unique_error_message(model_class, unique_check)
 
     @property

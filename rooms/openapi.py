@@ -7,8 +7,8 @@ Error bodies (``rooms.api.exception_handler``):
   (``forbidden``, ``banned``, ``muted``, ``archived``, ``conflict``, ``rate_limited``,
   ``too_large``, ``too_many_fields``, ``unavailable``, ...) and may carry more fields
   (``until`` for ``muted``, ``retry_after`` for ``rate_limited``, ``id`` and ``seq`` for a
-  ``conflict`` over a reused ``client_msg_id``); DRF's own refusals (401, 403 CSRF, 404, 406,
-  415, 429) send ``detail`` alone.
+  ``conflict`` over a reused ``client_msg_id``); DRF's own refusals (401, 403 CSRF, 406,
+  415, 429) send ``detail`` alone; every 404 is ``{"detail": "Not found.", "code": "not_found"}``.
 - ``ValidationError`` (400): field errors ``{"<field>" | "non_field_errors": [str, ...]}``, or an
   ``Error`` (``too_many_fields``).
 
@@ -38,11 +38,13 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: field errors, or an `Error` (`too_many_fields`: over 1,000 query or "
-    "form fields; `dm_self`: a direct message with yourself).",
+    "form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
+    "in any case, or reserved, with the `slug` field error beside it).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "
     "request without its CSRF token.",
-    "404": "No such room, message, member or user (a private room one is not in answers the same).",
+    "404": "Not found: always `{\"detail\": \"Not found.\", \"code\": \"not_found\"}`, for a room, message, "
+    "member or user (a private room one is not in answers the same) or a path no route answers.",
     "409": "Conflicts with the current state (`code`: `archived`, `conflict`).",
     "406": "The `Accept` header does not allow JSON.",
     "413": "The request body is over the upload limit (`code`: `too_large`).",

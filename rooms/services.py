@@ -35,8 +35,8 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import events, mentions, ratelimit
-from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
+from . import access, events, mentions, ratelimit
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MembershipSerializer, MessageSerializer, message_data
 
 Role = Membership.Role
@@ -589,29 +589,29 @@ _unsure_sends = _UnsureSends()
 
 
 def check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
-    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room
-    (also called by the admin's edit form, to refuse as a form error):
+    """The checks of ``message_edit`` on a locked (or freshly read) ``message`` with its room:
     raises ``Forbidden``, ``Conflict``, ``Archived``, ``NotFound``, ``Banned`` or ``Muted``.
-    Site moderators may edit any message; anyone else only their own, and only while they
-    may send to the room (an edit puts new text in front of the room, as a send does)."""
-    site = is_site_moderator(actor)
-    if message.author_id != actor.pk and not site:
-        raise Forbidden("Only the author may edit a message.")
+    Only its author edits a message, everywhere (REST, the room page, Django admin shows bodies
+    read-only), and only while they may send to the room (an edit puts new text in front of the
+    room, as a send does). Moderators, of the room or the site, delete; they never rewrite what
+    someone else wrote (``Forbidden``)."""
+    if message.author_id != actor.pk:
+        raise Forbidden("Only the author may edit a message; moderators delete instead.")
     if message.deleted_at is not None:
         raise Conflict("The message was deleted.")
     if message.room.is_archived:
         raise Archived("The room is archived.")
-    if not site:
-        _check_may_send(message.room, actor)
+    _check_may_send(message.room, actor)
 
 
 def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Message:
-    """Replace a message's body (its author, or a site moderator in Django admin; ``edited_at``
-    set) and broadcast ``message.updated`` to the room after commit. Raises ``Forbidden`` for
-    anyone else, ``Conflict`` for a deleted message, ``Archived`` in an archived room. An author
-    edits under the rule of sending: ``Muted`` (with ``until``) while muted, ``Banned`` when
-    banned from a public room, ``NotFound`` for a private room they are no longer in (or are
-    banned from). A refused edit changes and broadcasts nothing.
+    """Replace a message's body (its author only; ``edited_at`` set) and broadcast
+    ``message.updated`` to the room after commit. Raises ``Forbidden`` for anyone else, room and
+    site moderators included (they delete: ``message_delete``), ``Conflict`` for a deleted
+    message, ``Archived`` in an archived room. The author edits under the rule of sending:
+    ``Muted`` (with ``until``) while muted, ``Banned`` when banned from a public room,
+    ``NotFound`` for a private room they are no longer in (or are banned from). A refused edit
+    changes and broadcasts nothing.
 
     Edits of one message are serialised by its row lock, and each gets an ``edited_at`` later
     than the one before (by 1 µs if this node's clock is behind the last editor's), so a client
@@ -713,8 +713,10 @@ def room_create(
     that a private room exists by trying to create one with the same slug. Raises
     ``django.core.exceptions.ValidationError`` with field errors when a field is invalid
     (``Room.clean``: the text rules of names and descriptions), and the one ``slug`` error
-    ``SLUG_UNAVAILABLE`` whenever the slug is taken by any room, visible to the caller or not,
-    or reserved: the answer never says whether, or which, room holds it."""
+    ``SLUG_UNAVAILABLE`` (code ``slug_unavailable``) whenever the slug is taken by any room in
+    any case (``General`` and ``general`` are one slug), visible to the caller or not, or
+    reserved (``new``, a ``dm-`` prefix, in any case): the answer never says whether, or which,
+    room holds it. The slug is kept as given (lookups by slug are exact)."""
     if not slug and is_private:
         slug = _private_slug(name)
     slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
@@ -729,7 +731,7 @@ def room_create(
         room.full_clean(exclude=["created_by"] if slug else ["created_by", "slug"])
         errors = {}
     except ValidationError as exc:
-        errors = exc.message_dict
+        errors = exc.error_dict  # ValidationErrors, with their codes (``slug_unavailable``)
     if not slug and "name" not in errors:  # a wrong name is the error to fix first
         errors["slug"] = ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]
     if errors:
@@ -738,9 +740,10 @@ def room_create(
         with transaction.atomic():
             room.save()
             Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
-    except IntegrityError:  # the same slug saved by a concurrent create after full_clean's check
-        if Room.objects.filter(slug=slug).exists():
-            raise ValidationError({"slug": [SLUG_UNAVAILABLE]}) from None
+    except IntegrityError:  # the same slug (in any case) saved by a concurrent create after the check
+        if Room.objects.filter(slug__iexact=slug).exists():
+            raise ValidationError(
+                {"slug": [ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)]}) from None
         raise
     return room
 
@@ -805,9 +808,12 @@ def _user_ref(user: AbstractBaseUser) -> dict:
 
 def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     """Join a public room (idempotent). Raises ``NotFound`` for a private room (members are added
-    by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room."""
+    by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room.
+    The membership's ``created`` attribute says whether this call made it (False: already a
+    member; REST answers 201 or 200 on it)."""
     if room.is_private:
-        membership = room_access(room=room, user=user)
+        membership = room_access(room=room, user=user)  # a private room's non-member: NotFound
+        membership.created = False
         return membership
     if room.is_archived:
         raise Archived("The room is archived.")
@@ -819,6 +825,7 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
             _announce_member(room, membership, user)
     if membership.is_banned:
         raise Banned("You are banned from this room.")
+    membership.created = created
     return membership
 
 
@@ -858,7 +865,8 @@ def member_add(
     different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
     moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
     ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing. A direct
-    message takes no third member (``Forbidden``)."""
+    message takes no third member (``Forbidden``). The membership's ``created`` attribute says
+    whether this call made it (REST: 201, else 200)."""
     _refuse_in_dm(room, "A direct message has exactly two members; start a group room to add more.")
     acting = _require_moderator(room, actor)
     if role not in (Role.MEMBER, Role.MODERATOR):
@@ -869,6 +877,7 @@ def member_add(
         membership, created = Membership.objects.select_for_update().get_or_create(
             room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
         )
+        membership.created = created
         if created:
             _announce_member(room, membership, user)
             return membership
@@ -1055,6 +1064,20 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
             events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed",
             room_slug=room.slug, user=_user_ref(user),
         ))
+
+
+def user_sessions_changed(*, user: AbstractBaseUser, renewed_session_key: str | None = None) -> None:
+    """Called after one of ``user``'s sessions ended (log-out: ``views.LogoutView``) or their
+    password changed (``views.PasswordChangeView``, admin's set-password form: ``admin.UserAdmin``),
+    once the change is committed: on every node, each of their session sockets checks its session
+    again and closes with 4401 if it ended or no longer matches the password (Django's session
+    auth hash), at once (``user.sessions_changed``). ``renewed_session_key``: the key, before
+    Django renewed it (``update_session_auth_hash``), of the session that changed the password:
+    it stays signed in, and its sockets close with 4001 to reconnect with the new cookie. A
+    change made another way (``manage.py changepassword``, a shell) is caught by the periodic
+    check within ``ACCESS_RECHECK`` seconds (``rooms.access``)."""
+    transaction.on_commit(partial(events.broadcast_user_sessions_changed, user_id=user.pk,
+                                  renewed=access.session_digest(renewed_session_key)))
 
 
 def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:

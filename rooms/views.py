@@ -285,8 +285,14 @@ class PasswordResetView(auth_views.PasswordResetView):
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """``/accounts/password/reset/<uidb64>/<token>/``: the new password, typed twice (Django's
-    validators apply). Every other session of the user ends with the old password (Django's
-    session auth hash); ``rooms.access`` then refuses their sockets."""
+    validators apply). Every session of the user ends with the old password (Django's session
+    auth hash), and their sockets close with 4401 on every node at once
+    (``services.user_sessions_changed``, as for a password change)."""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.user_sessions_changed(user=form.user)
+        return response
 
 
 def _check_database() -> str:
@@ -397,3 +403,62 @@ def metrics_view(request):
         return HttpResponseNotAllowed(["GET", "HEAD"])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(REGISTRY), content_type=content_type)
+
+
+class LogoutView(auth_views.LogoutView):
+    """``POST /accounts/logout/``: Django's log-out (the session is deleted), then the sockets
+    opened with that session close with 4401 on every node at once
+    (``services.user_sessions_changed``); the user's other sessions keep theirs."""
+
+    def post(self, request, *args, **kwargs):
+        user = request.user if request.user.is_authenticated else None
+        response = super().post(request, *args, **kwargs)
+        if user is not None:
+            services.user_sessions_changed(user=user)
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """``/accounts/password/``: Django's password change (old password, new one twice, the
+    password validators). The session making the change stays signed in
+    (``update_session_auth_hash``, which gives it a new key: its sockets close with 4001 and
+    reconnect); every other session of the user is signed out, and their sockets close
+    with 4401 on every node at once (``services.user_sessions_changed``)."""
+
+    success_url = reverse_lazy("password_change_done")
+
+    def post(self, request, *args, **kwargs):
+        """A wrong old password is a password guess: counted with the account's failed log-ins
+        (``LOGIN_ACCOUNT_RATE``, ``rooms.login_throttle``); over it, 429 with ``Retry-After`` and
+        the form saying why, no password checked, nothing changed."""
+        attempt = login_throttle.AccountAttempt(request.user.get_username())
+        if attempt.retry_after is not None:
+            login_throttle.refused("login")
+            form = self.get_form_class()(request.user)
+            message = (f"Too many wrong passwords for this account. Try again "
+                       f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked).")
+            return login_throttle.refuse_with_form(
+                self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after)
+        response = super().post(request, *args, **kwargs)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        if form is None or not form.has_error("old_password", "password_incorrect"):
+            attempt.release()  # changed, or refused for another reason: not a guess
+        return response
+
+    def form_valid(self, form):
+        renewed = self.request.session.session_key
+        response = super().form_valid(form)
+        services.user_sessions_changed(user=form.user, renewed_session_key=renewed)
+        return response
+
+
+def page_not_found(request, exception=None):
+    """Django's ``handler404`` (``chatsite.urls``): under ``/api/`` the API's one JSON 404 body
+    (``rooms.api.NOT_FOUND_BODY``), elsewhere Django's own 404 page."""
+    if request.path.startswith("/api/"):
+        from .api import not_found
+
+        return not_found(request)
+    from django.views import defaults
+
+    return defaults.page_not_found(request, exception)

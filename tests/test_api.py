@@ -434,11 +434,11 @@ def test_a_name_without_a_possible_slug_asks_for_one(api, db):
 
 def test_unknown_api_paths_answer_json_404(api, room, user):
     response = api.get("/api/rooms/lobby/messages/abc/")
-    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
     strict = APIClient(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {factories.token_for(user)}")
     for method in ("post", "patch", "delete"):  # any method: no CSRF page first
         response = getattr(strict, method)("/api/messages/1/", {"body": "x"}, format="json")
-        assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+        assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
 
 
 # --- moderation hierarchy and what muted or banned users may do ------------------------------------
@@ -500,7 +500,7 @@ def test_nobody_acts_on_the_owner_over_rest(room, other_user, moderators):
 
 def test_the_owner_demotes_a_moderator_who_then_can_be_muted_by_one(api, room, other_user, moderators):
     response = api.post("/api/rooms/lobby/members/", {"username": "carol", "role": "member"}, format="json")
-    assert response.status_code == 201 and response.data["role"] == "member"
+    assert response.status_code == 200 and response.data["role"] == "member"
     assert client_for(other_user).post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
     assert api.delete(f"/api/rooms/lobby/messages/{moderators['bob'].pk}/").status_code == 204
 
@@ -554,6 +554,9 @@ def test_a_banned_user_of_a_private_room_gets_404_on_their_own_messages(api, bob
 
 # --- nothing reveals a private room ----------------------------------------------------------------
 
+UNAVAILABLE_BODY = (b'{"detail":"This slug is not available; choose another.","code":"slug_unavailable",'
+                    b'"slug":["This slug is not available; choose another."]}')
+
 
 def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavailable_slug(bob_api, room, private_room):
     """bob cannot see ``secret``; ``lobby`` is visible to him, ``new`` is reserved: one answer."""
@@ -563,7 +566,7 @@ def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavail
                  {"name": "Secret"}, {"name": "Lobby"}):
         response = bob_api.post("/api/rooms/", body, format="json")
         answers.append((response.status_code, response.content))
-    assert answers == [(400, b'{"slug":["This slug is not available; choose another."]}')] * 5
+    assert answers == [(400, UNAVAILABLE_BODY)] * 5
     assert Room.objects.count() == count
     assert bob_api.get("/api/rooms/secret/").status_code == bob_api.get("/api/rooms/nothing-here/").status_code == 404
 
@@ -605,7 +608,7 @@ def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_m
         hidden = getattr(bob_api, method)(f"/api/rooms/secret{tail}", body, format="json")
         missing = getattr(bob_api, method)(f"/api/rooms/secreu{tail}", body, format="json")
         assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (
-            404, b'{"detail":"No such room."}'), (method, tail, hidden.content)
+            404, b'{"detail":"Not found.","code":"not_found"}'), (method, tail, hidden.content)
 
 
 def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(api, private_room, other_user):
@@ -619,3 +622,125 @@ def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(
     assert _rows() == before
     assert bob_api.patch("/api/rooms/secret/", {"name": "Renamed"}, format="json").status_code == 200
     assert api.patch("/api/rooms/secret/", {"is_private": False}, format="json").data["is_private"] is False
+
+
+def test_joining_again_answers_200_with_the_membership_first_join_201(bob_api, api, room, private_room, other_user):
+    first = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
+    assert first.status_code == 201 and first.data["role"] == "member"
+    again = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
+    assert again.status_code == 200 and again.data == first.data
+    assert Membership.objects.filter(room=room, user=other_user).count() == 1
+    # the owner "joining" their own room, and a member of a private room joining it: 200
+    assert api.post("/api/rooms/lobby/members/", {}, format="json").status_code == 200
+    assert api.post("/api/rooms/secret/members/", {}, format="json").status_code == 200
+    # adding someone: 201 the first time, 200 when they already are a member (same role)
+    assert api.post("/api/rooms/secret/members/", {"username": "bob"}, format="json").status_code == 201
+    again = api.post("/api/rooms/secret/members/", {"username": "bob"}, format="json")
+    assert again.status_code == 200 and again.data["role"] == "member"
+    promoted = api.post("/api/rooms/secret/members/", {"username": "bob", "role": "moderator"}, format="json")
+    assert promoted.status_code == 200 and promoted.data["role"] == "moderator"
+
+
+# --- every REST 404 is one JSON body that names no model ------------------------------------------
+
+NOT_FOUND = {"detail": "Not found.", "code": "not_found"}
+MODEL_WORDS = ("room", "message", "member", "user", "token", "matches the given query", "<!doctype", "<html")
+
+
+def _api_routes():
+    """Every named route of the REST API, read from the URLconf (``chatsite.urls`` →
+    ``rooms.api_urls``, routers included): ``(name, kwarg names, HTTP methods)``."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    def walk(patterns, namespace, inherited):
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                names = inherited | set(entry.pattern.regex.groupindex)
+                yield from walk(entry.url_patterns, entry.namespace or namespace, names)
+            elif isinstance(entry, URLPattern) and namespace == "api" and entry.name:
+                callback = entry.callback
+                if hasattr(callback, "actions"):  # a viewset's route: its method → action map
+                    methods = set(callback.actions)
+                else:
+                    view = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
+                    methods = {m for m in ("get", "post", "patch", "put", "delete") if view and hasattr(view, m)}
+                yield entry.name, inherited | set(entry.pattern.regex.groupindex), methods - {"options", "head"}
+
+    return list(walk(get_resolver().url_patterns, None, set()))
+
+
+def test_every_rest_route_answers_a_missing_id_with_one_json_404_naming_no_model(api, room, user):
+    from django.urls import reverse
+
+    routes = [r for r in _api_routes() if r[1]]
+    assert {"room-detail", "message-detail", "member-detail", "member-mute", "member-ban", "message-list"} <= {
+        name for name, _, _ in routes}, routes  # the walk found the routes with ids
+    missing = {"slug": "no-such-room", "room_slug": "no-such-room", "pk": "999999999", "username": "nobody-here"}
+    body = {"body": "x", "client_msg_id": "y", "role": "member", "minutes": 5, "name": "n", "seq": 1}
+    asked = 0
+    for name, kwargs, methods in routes:
+        variants = [{k: missing[k] for k in kwargs}]  # the room is missing
+        for inner in kwargs - {"slug", "room_slug"}:  # the room exists; the message or user does not
+            variants.append({k: (missing[k] if k == inner else "lobby" if k in ("slug", "room_slug") else
+                                 "me" if k == "username" else str(Message.objects.create(
+                                     room=room, author=user, seq=1000 + asked, body="b", client_msg_id=f"w{asked}").pk))
+                             for k in kwargs})
+        for values in variants:
+            path = reverse(f"api:{name}", kwargs=values)
+            for method in sorted(methods):
+                response = getattr(api, method)(path, body, format="json")
+                asked += 1
+                assert response.status_code == 404, (method, path, response.status_code, response.content[:200])
+                assert response["Content-Type"] == "application/json", (method, path)
+                assert response.json() == NOT_FOUND, (method, path, response.content)
+                assert not any(word in response.content.decode().lower() for word in MODEL_WORDS), (method, path)
+    assert asked >= 25
+    # a huge message id (beyond bigint) is a missing message too, not a server error
+    assert api.get(f"/api/rooms/lobby/messages/{2**70}/").json() == NOT_FOUND
+
+
+def test_unknown_api_paths_and_a_missing_dm_partner_answer_the_same_json_404(api, db):
+    for path in ("/api/nope/", "/api/rooms/lobby/messages/abc/", "/api/rooms/x/y/z/", "/api/v2/rooms/"):
+        response = api.get(path)
+        assert response.status_code == 404 and response.json() == NOT_FOUND, path
+    response = api.post("/api/dms/", {"username": "nobody-here"}, format="json")
+    assert response.status_code == 404 and response.json() == NOT_FOUND
+
+
+def test_djangos_404_handler_answers_json_under_api_and_a_page_elsewhere(rf):
+    from django.http import Http404
+
+    from rooms.views import page_not_found
+
+    response = page_not_found(rf.get("/api/whatever"), Http404("No Room matches the given query."))
+    assert response.status_code == 404 and json.loads(response.content) == NOT_FOUND
+    page = page_not_found(rf.get("/nowhere/"), Http404("x"))
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+# --- slugs are one regardless of case; dm- is reserved ---------------------------------------------
+
+
+def test_a_slug_differing_only_in_case_or_reserved_in_any_case_is_the_one_unavailable_answer(bob_api, room, private_room):
+    """``lobby`` is visible to bob, ``secret`` is a private room he cannot see: the same answer
+    for every case of either, for ``dm-`` in any case and ``NEW``; nothing is created."""
+    count = Room.objects.count()
+    answers = set()
+    for slug in ("LOBBY", "Lobby", "SECRET", "sEcReT", "dm-mine", "DM-mine", "Dm-x", "NEW", "New"):
+        response = bob_api.post("/api/rooms/", {"name": "Mine", "slug": slug}, format="json")
+        answers.add((response.status_code, response.content))
+        assert response.json()["code"] == "slug_unavailable", slug
+    assert answers == {(400, UNAVAILABLE_BODY)}
+    assert Room.objects.count() == count
+    assert bob_api.post("/api/rooms/", {"name": "Dmitri", "slug": "dmitri"}, format="json").status_code == 201
+
+
+def test_lookups_by_slug_are_exact(api, bob_api, room):
+    assert api.get("/api/rooms/lobby/").status_code == 200
+    for path in ("/api/rooms/LOBBY/", "/api/rooms/Lobby/messages/", "/api/rooms/LOBBY/members/"):
+        response = api.get(path)
+        assert response.status_code == 404 and response.json() == NOT_FOUND, path
+    mixed = api.post("/api/rooms/", {"name": "Big Room", "slug": "Big-Room"}, format="json")
+    assert mixed.status_code == 201 and mixed.data["slug"] == "Big-Room"  # kept as given
+    assert api.get("/api/rooms/Big-Room/").status_code == 200 and api.get("/api/rooms/big-room/").status_code == 404
+    assert bob_api.post("/api/rooms/", {"name": "Big room"}, format="json").json()["code"] == "slug_unavailable"

@@ -701,3 +701,15 @@ async def test_resume_beyond_the_room_answers_the_real_last_seq_and_bad_query_is
     await odd.receive_type("hello")
     assert (await odd.receive_type("error"))["field"] == "after_seq"
     await odd.close()
+
+
+async def test_a_rooms_socket_path_is_its_slug_exactly_another_case_is_no_room(ws, room, user):
+    for path in ("/ws/rooms/LOBBY/", "/ws/rooms/Lobby/"):
+        conn = await ws(path, user=user)
+        assert await conn.connect()
+        assert await conn.close_code() == 4404
+        await conn.close()
+    conn = await ws("/ws/rooms/lobby/", user=user)
+    assert await conn.connect()
+    assert (await conn.receive_type("hello"))["room"] == "lobby"
+    await conn.close()

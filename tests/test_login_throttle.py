@@ -295,3 +295,25 @@ def test_a_forged_x_forwarded_for_bypasses_neither_the_address_nor_the_sign_up_l
     assert "Too many sign-ups from your network" in page
     assert list(get_user_model().objects.filter(username__startswith="signer-node-")
                 .order_by("username").values_list("username", flat=True)) == ["signer-node-0", "signer-node-1"]
+
+
+def test_wrong_old_passwords_on_the_password_change_page_count_as_failed_log_ins(client, rates, db):
+    """Guessing the old password on ``/accounts/password/`` (from a session left open, say) is a
+    password guess: counted per account with the log-ins; over the limit, 429, nothing checked."""
+    user = factories.make_user("victim")
+    client.force_login(user)
+    new = "a new Passphrase 42!"
+    for _ in range(3):
+        response = client.post("/accounts/password/", {
+            "old_password": WRONG, "new_password1": new, "new_password2": new})
+        assert response.status_code == 200 and "old_password" in response.context["form"].errors
+    before = rate_limited("login")
+    response = client.post("/accounts/password/", {
+        "old_password": factories.PASSWORD, "new_password1": new, "new_password2": new})
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert "Too many wrong passwords" in response.content.decode()
+    user.refresh_from_db()
+    assert user.check_password(factories.PASSWORD)  # unchanged: the right one was not even checked
+    assert rate_limited("login") == before + 1
+    # the log-in page shares the count
+    assert login(Client(), "victim", factories.PASSWORD, address=fresh_address()).status_code == 429

@@ -76,6 +76,13 @@ def test_the_schema_documents_the_history_shape_and_the_page_bounds(client):
         assert "Retry-After" in schema["paths"][path]["post"]["responses"]["429"]["headers"]
 
 
+def test_the_schema_documents_joining_as_201_and_joining_again_as_200(client):
+    responses = served_schema(client)["paths"]["/api/rooms/{room_slug}/members/"]["post"]["responses"]
+    for code in ("200", "201"):
+        assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Membership"}
+    assert "Already a member" in responses["200"]["description"]
+
+
 @pytest.mark.django_db
 def test_a_huge_limit_is_clamped_to_the_largest_page_not_a_server_error(user):
     Room.objects.bulk_create(
@@ -104,6 +111,8 @@ def fits(schema: dict, component: str, body) -> bool:
     (services.NotFound("No such room."), 404, "Error"),
     (DjangoValidationError("The slug is taken."), 400, "ValidationError"),
     (DjangoValidationError({"slug": ["The slug is taken."]}), 400, "ValidationError"),
+    (DjangoValidationError({"slug": [DjangoValidationError("Not available.", code="slug_unavailable")]}), 400,
+     "ValidationError"),
     (RequestDataTooBig(), 413, "Error"),
     (TooManyFieldsSent(), 400, "ValidationError"),
     (exceptions.Throttled(3), 429, "Error"),

@@ -302,10 +302,16 @@ def test_a_muted_author_may_delete_their_own_message(room, user, other_user):
 
 
 @pytest.mark.django_db
-def test_a_site_moderator_edits_a_muted_authors_message(room, user, other_user):
+def test_no_moderator_edits_someone_elses_message_they_delete_it(room, user, other_user, django_capture_on_commit_callbacks):
     message = post(room, other_user, "rude").message
     _mute(room, user, other_user)
-    assert services.message_edit(message=message, actor=_site_moderator(), body="[removed]").body == "[removed]"
+    site = _site_moderator()
+    for editor in (site, user):  # a site moderator, the room's owner
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            _refused(lambda: services.message_edit(message=message, actor=editor, body="[removed]"))
+        assert callbacks == []
+    assert Message.objects.get(pk=message.pk).body == "rude"
+    assert services.message_delete(message=message, actor=site).deleted_at is not None
 
 
 @pytest.mark.django_db
@@ -400,3 +406,24 @@ def test_only_the_owner_or_a_site_moderator_makes_a_room_public_or_private_or_ar
     assert services.room_update(room=room, actor=ranks["alice"], is_private=True).is_private
     assert services.room_update(room=room, actor=_site_moderator(), is_private=False).is_private is False
     assert services.room_archive(room=room, actor=ranks["alice"]).is_archived
+
+
+# --- slugs are unique regardless of case ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_slugs_are_unique_regardless_of_case_and_dm_is_reserved_for_direct_messages(user, other_user):
+    factories.make_room(created_by=user, slug="General", is_private=True)
+    for slug in ("general", "GENERAL", "General", "dm-x", "DM-x", "dM-general", "NEW"):
+        with pytest.raises(ValidationError) as exc:
+            services.room_create(name="Mine", slug=slug, created_by=other_user)
+        assert exc.value.message_dict == {"slug": ["This slug is not available; choose another."]}, slug
+        assert [e.code for e in exc.value.error_dict["slug"]] == ["slug_unavailable"], slug
+    with pytest.raises(ValidationError):  # the slug made from the name, "general", is taken too
+        services.room_create(name="General", created_by=other_user)
+    assert services.room_create(name="Dmitri", created_by=other_user).slug == "dmitri"
+    # the database refuses it too, whatever writes it
+    from django.db import IntegrityError
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Room.objects.create(name="x", slug="GENERAL")

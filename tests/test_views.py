@@ -142,6 +142,19 @@ def test_the_create_form_answers_a_slug_held_by_an_invisible_private_room_as_any
     assert Room.objects.count() == count
 
 
+def test_the_create_form_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix(client, user, other_user, room):
+    from rooms import services as s
+
+    s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
+    client.force_login(user)
+    count = Room.objects.count()
+    for data in ({"name": "Mine", "slug": "HIDDEN"}, {"name": "Mine", "slug": "Lobby"}, {"name": "Mine", "slug": "DM-mine"},
+                 {"name": "LOBBY", "slug": ""}):
+        response = client.post(reverse("rooms:create"), data)
+        assert dict(response.context["form"].errors) == {"slug": ["This slug is not available; choose another."]}, data
+    assert Room.objects.count() == count
+
+
 def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(client, user, other_user):
     import re
 
@@ -220,3 +233,9 @@ def test_a_multi_line_description_from_the_pages_textarea_is_kept(client, user):
     client.force_login(user)
     response = client.post(reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"})
     assert response.status_code == 302 and Room.objects.get(slug="notes").description == "one\r\ntwo\tthree"
+
+
+def test_a_rooms_page_is_at_its_slug_exactly(client, user, room):
+    client.force_login(user)
+    assert client.get("/rooms/lobby/").status_code == 200
+    assert client.get("/rooms/LOBBY/").status_code == 404

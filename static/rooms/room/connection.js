@@ -10,6 +10,7 @@ import {
   CLOSE_LEFT,
   CLOSE_NOT_FOUND,
   CLOSE_SERVICE_RESTART,
+  CLOSE_SESSION_RENEWED,
   CLOSE_UNAUTHENTICATED,
   config,
   els,
@@ -73,6 +74,7 @@ export function onFrame(data) {
 export function onHello(frame) {
   state.helloReceived = true;
   state.attempt = 0;
+  state.sessionRenewedAt = null; // signed in with the renewed cookie: a later 4401 is a sign-out
   els.status.dataset.serverId = frame.server_id || ""; // for operators' tools; shown to staff only
   setStatus("connected", config.show_node_names ? `connected to ${frame.server_id}` : "connected");
   const reconnect = state.everConnected;
@@ -81,11 +83,23 @@ export function onHello(frame) {
   emit("hello", { frame, reconnect });
 }
 
+// After a 4001 (this session changed its password: Django renewed its cookie), the socket can
+// close before the page that changed it has received the new cookie, so a reconnect may still
+// carry the old one and be refused 4401: within this long after a 4001, that is retried with
+// backoff instead of stopping.
+const SESSION_RENEWAL_GRACE_MS = 15_000;
+
 export function onClose(event) {
   state.socket = null;
   state.helloReceived = false;
   state.resuming = false;
   emit("disconnected");
+  if (event.code === CLOSE_SESSION_RENEWED) state.sessionRenewedAt = Date.now();
+  const renewing = state.sessionRenewedAt !== null && Date.now() - state.sessionRenewedAt < SESSION_RENEWAL_GRACE_MS;
+  if (renewing && (event.code === CLOSE_SESSION_RENEWED || event.code === CLOSE_UNAUTHENTICATED)) {
+    if (!state.stopped) scheduleReconnect("session renewed");
+    return;
+  }
   const reason = {
     [CLOSE_LEFT]: "left",
     [CLOSE_UNAUTHENTICATED]: "signed-out",

@@ -19,6 +19,7 @@ export const CLOSE_BANNED = 4403;
 export const CLOSE_NOT_FOUND = 4404;
 export const CLOSE_ARCHIVED = 4410;
 export const CLOSE_SERVICE_RESTART = 1012; // the node is shutting down: reconnect at once
+export const CLOSE_SESSION_RENEWED = 4001; // this session changed its password (new cookie): reconnect (connection.js)
 export const CLOSE_TOO_SLOW = 4008; // we read too slowly: reconnect with backoff (and resume)
 export const CLOSE_UNAVAILABLE = 4503; // the node cannot reach its database or Redis: backoff
 export const CLOSE_TOO_MANY_SOCKETS = 4429; // over the per-user socket cap: backoff until a slot frees
@@ -75,6 +76,7 @@ export const state = {
   banned: false,
   everConnected: false, // a hello was received before (the next one is a reconnect)
   attempt: 0, // reconnect attempts since the last hello
+  sessionRenewedAt: null, // Date.now() of the last close 4001 (connection.js)
   reconnectTimer: null,
   countdownTimer: null,
   lastSeq: 0, // highest seq shown

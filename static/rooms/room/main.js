@@ -41,6 +41,8 @@
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
  *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
+ *   4001: this session changed its password: reconnect with backoff (a 4401 within 15 s after
+ *   it is retried too: the new cookie may not have arrived yet);
  *   4008: too slow a reader · 4429: this user has too many sockets open (other tabs) · 4503:
  *   the node cannot reach its database or Redis · anything else (1006 …): reconnect with
  *   backoff. Error rate_limited: resend after retry_after s. (The page sends no fetch or resume
