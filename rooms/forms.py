@@ -1,9 +1,8 @@
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
-from django.utils.text import slugify
 
 from . import profiles
-from .models import SLUG_UNAVAILABLE, Room
+from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Room, normalize_slug, slug_from_name
 
 
 class RoomCreateForm(forms.ModelForm):
@@ -12,8 +11,8 @@ class RoomCreateForm(forms.ModelForm):
     ``Room.clean``'s text rules; a taken or reserved slug answers ``SLUG_UNAVAILABLE``."""
 
     slug = forms.SlugField(
-        required=False, max_length=64,
-        help_text="Letters, digits, - and _. Empty: made from the name (unguessable for a private room).",
+        required=False, max_length=SLUG_MAX_LENGTH, allow_unicode=True,
+        help_text="Letters (any script), digits, - and _. Empty: made from the name (unguessable for a private room).",
     )
 
     class Meta:
@@ -23,10 +22,12 @@ class RoomCreateForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("slug"):
+            cleaned["slug"] = normalize_slug(cleaned["slug"])
         if not cleaned.get("slug") and cleaned.get("name") and not cleaned.get("is_private"):
-            slug = slugify(cleaned["name"])[:64]
+            slug = slug_from_name(cleaned["name"])
             if not slug:
-                self.add_error("slug", "Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _).")
+                self.add_error("slug", "Choose a slug: one cannot be made from this name (it has no letter or digit).")
             elif Room.objects.filter(slug__iexact=slug).exists():
                 self.add_error("slug", SLUG_UNAVAILABLE)
         return cleaned

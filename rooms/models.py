@@ -1,10 +1,13 @@
 """Rooms and their messages. Writes go through ``rooms.services``; reads through ``rooms.selectors``."""
 
+import unicodedata
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.text import slugify
 
 from .text import label_errors
 
@@ -18,6 +21,28 @@ SLUG_UNAVAILABLE_CODE = "slug_unavailable"  # the ValidationError's code; REST's
 # prefix "dm-" of direct messages' slugs (rooms.dms).
 RESERVED_SLUGS = frozenset({"new"})
 DM_SLUG_PREFIX = "dm-"
+
+
+def normalize_slug(slug: str) -> str:
+    """A slug as stored and compared: Unicode NFKC, so forms of one text that look alike are one
+    slug (a Hangul syllable and its decomposed jamo, full-width "Ａ" and "A"); with case folded by
+    the uniqueness rule above, "일반-대화방" in NFC and NFD, or "Ｇｅｎｅｒａｌ" and "general", are
+    one slug and the second answers ``SLUG_UNAVAILABLE``. Case is kept (lookups are exact)."""
+    return unicodedata.normalize("NFKC", slug or "")
+
+
+def slug_from_name(name: str) -> str:
+    """The slug made from a room's name when none is given, lower-cased and cut to
+    ``SLUG_MAX_LENGTH``: ASCII when folding accents loses no letter ("Café Talk" → "cafe-talk",
+    as Django's ``slugify``), else with the letters of any script kept ("일반 대화방" →
+    "일반-대화방", "Team 일반" → "team-일반", "Общий чат" → "общий-чат"); "" when the name has
+    no letter or digit."""
+    unicode_slug = slugify(name or "", allow_unicode=True)
+    folded = "".join(c for c in unicodedata.normalize("NFKD", unicode_slug) if not unicodedata.combining(c))
+    slug = folded if folded.isascii() else unicode_slug
+    return slug[:SLUG_MAX_LENGTH].strip("-_")
+
+
 BODY_MAX_LENGTH = 4000  # characters (code points), the same limit for every way of sending
 CLIENT_MSG_ID_MAX_LENGTH = 64
 
@@ -35,7 +60,8 @@ class Room(models.Model):
     of one room across every node.
     """
 
-    slug = models.SlugField(max_length=SLUG_MAX_LENGTH, unique=True)
+    # Letters of any script, digits, - and _ (a Korean room gets a Korean slug), NFKC.
+    slug = models.SlugField(max_length=SLUG_MAX_LENGTH, unique=True, allow_unicode=True)
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True, max_length=1000)
     created_by = models.ForeignKey(

@@ -5,15 +5,21 @@ import re
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from .mentions import attach as attach_mentions
-from .models import SLUG_MAX_LENGTH, Membership, Message, Room
+from .models import SLUG_MAX_LENGTH, Membership, Message, Room, normalize_slug
 
-_SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
+# Letters and digits of any script, "-" and "_" (Django's Unicode slug): nothing else from a URL
+# (a NUL, a slash, a control character) reaches the database.
+_SLUG_RE = re.compile(rf"[-\w]{{1,{SLUG_MAX_LENGTH}}}")
 
 
 def room_get(*, slug: str) -> Room | None:
-    """The room with this slug, or None when there is none or ``slug`` cannot be a slug (so text
-    such as non-ASCII or a NUL character from a URL never reaches the database)."""
-    if not isinstance(slug, str) or not _SLUG_RE.fullmatch(slug):
+    """The room with this slug (NFKC-normalised first, as stored: a URL with the decomposed
+    form of a Korean slug finds the room), or None when there is none or ``slug`` cannot be a
+    slug."""
+    if not isinstance(slug, str):
+        return None
+    slug = normalize_slug(slug)
+    if not _SLUG_RE.fullmatch(slug):
         return None
     return Room.objects.filter(slug=slug).first()
 

@@ -274,7 +274,11 @@ class RoomCreateSerializer(serializers.Serializer):
     """``POST /api/rooms/``. ``slug`` may be omitted: it is then made from the name."""
 
     name = serializers.CharField(max_length=100)
-    slug = serializers.SlugField(max_length=64, required=False, allow_blank=True)
+    slug = serializers.SlugField(
+        max_length=64, required=False, allow_blank=True, allow_unicode=True,
+        help_text="Letters of any script, digits, - and _ (NFKC-normalised; unique regardless of case). "
+        "Omitted: made from the name.",
+    )
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
     is_private = serializers.BooleanField(required=False, default=False)
 

@@ -29,14 +29,24 @@ from django.contrib.auth import get_user_model
 from django.db import Error as DjangoDatabaseError
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
 from . import access, events, mentions, ratelimit
-from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Mention, Message, Room, SendWindow
+from .models import (
+    SLUG_MAX_LENGTH,
+    SLUG_UNAVAILABLE,
+    SLUG_UNAVAILABLE_CODE,
+    Membership,
+    Mention,
+    Message,
+    Room,
+    SendWindow,
+    normalize_slug,
+    slug_from_name,
+)
 from .serializers import MembershipSerializer, MessageSerializer, message_data
 
 Role = Membership.Role
@@ -696,7 +706,7 @@ def _private_slug(name: str) -> str:
     """An unguessable slug for a private room made without one: the name's slug (if any) and
     12 random lower-case letters and digits, e.g. ``book-club-k3j9x2m4qz7p``."""
     token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(PRIVATE_SLUG_TOKEN_LENGTH))
-    base = slugify(name)[: SLUG_MAX_LENGTH - PRIVATE_SLUG_TOKEN_LENGTH - 1].strip("-_")
+    base = slug_from_name(name)[: SLUG_MAX_LENGTH - PRIVATE_SLUG_TOKEN_LENGTH - 1].strip("-_")
     return f"{base}-{token}" if base else token
 
 
@@ -709,7 +719,8 @@ def room_create(
     is_private: bool = False,
 ) -> Room:
     """Create a room, its creator as ``owner``. Without ``slug``: a public room's is
-    ``slugify(name)``; a private room's is unguessable (``_private_slug``), so nobody can learn
+    ``slug_from_name(name)`` (letters of any script kept: "일반 대화방" → "일반-대화방"), a given slug
+    NFKC-normalised (``normalize_slug``); a private room's is unguessable (``_private_slug``), so nobody can learn
     that a private room exists by trying to create one with the same slug. Raises
     ``django.core.exceptions.ValidationError`` with field errors when a field is invalid
     (``Room.clean``: the text rules of names and descriptions), and the one ``slug`` error
@@ -717,9 +728,10 @@ def room_create(
     any case (``General`` and ``general`` are one slug), visible to the caller or not, or
     reserved (``new``, a ``dm-`` prefix, in any case): the answer never says whether, or which,
     room holds it. The slug is kept as given (lookups by slug are exact)."""
+    slug = normalize_slug(slug)
     if not slug and is_private:
         slug = _private_slug(name)
-    slug = slug or slugify(name)[:SLUG_MAX_LENGTH]
+    slug = slug or slug_from_name(name)
     room = Room(
         name=name,
         slug=slug,
@@ -733,7 +745,7 @@ def room_create(
     except ValidationError as exc:
         errors = exc.error_dict  # ValidationErrors, with their codes (``slug_unavailable``)
     if not slug and "name" not in errors:  # a wrong name is the error to fix first
-        errors["slug"] = ["Choose a slug: one cannot be made from this name (slugs use ASCII letters, digits, - and _)."]
+        errors["slug"] = ["Choose a slug: one cannot be made from this name (it has no letter or digit)."]
     if errors:
         raise ValidationError(errors)
     try:

@@ -357,7 +357,9 @@ def test_a_private_room_made_without_a_slug_gets_an_unguessable_one(user):
     second = services.room_create(name="Team", created_by=user, is_private=True)
     nameless = services.room_create(name="日本語", created_by=user, is_private=True)
     assert re.fullmatch(r"team-[a-z0-9]{12}", first.slug) and re.fullmatch(r"team-[a-z0-9]{12}", second.slug)
-    assert first.slug != second.slug and re.fullmatch(r"[a-z0-9]{12}", nameless.slug)
+    assert first.slug != second.slug and re.fullmatch(r"日本語-[a-z0-9]{12}", nameless.slug)
+    symbols = services.room_create(name="!!!", created_by=user, is_private=True)
+    assert re.fullmatch(r"[a-z0-9]{12}", symbols.slug)
     long = services.room_create(name="x" * 100, created_by=user, is_private=True)
     assert len(long.slug) == 64
     assert services.room_create(name="Team", created_by=user).slug == "team"  # public: from the name
