@@ -154,6 +154,9 @@ class Message(models.Model):
     shows no body to anyone. ``client_msg_id`` is chosen by the sender; the same author sending
     the same ``client_msg_id`` to the same room again gets the stored message back instead of a
     second row. ``server_id`` names the node the message was sent through.
+
+    ``body`` (Markdown source) is the truth; ``body_html`` is its rendering by
+    ``rooms.formatting`` (sanitised), made once when stored and again at each edit.
     """
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
@@ -177,6 +180,8 @@ class Message(models.Model):
     )
     # The body has ``@room`` (every member is mentioned; ``rooms.mentions``): set when stored or edited.
     mentions_room = models.BooleanField(default=False, db_default=False, editable=False)
+    # The body rendered to safe HTML (``rooms.formatting.render``), when stored and at each edit.
+    body_html = models.TextField(default="", db_default="", blank=True, editable=False)
 
     class Meta:
         # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.

@@ -7,10 +7,13 @@ room page's initial history and (later) REST history all use it::
      "author": {"id": int, "username": str},
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
      "edited_at": str | null, "deleted": bool,
-     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool}
+     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool,
+     "body_html": str}
 
-A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true`` (and
-no mentions). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
+A deleted message keeps its place (id, seq) with ``"body": ""``, ``"body_html": ""`` and
+``"deleted": true`` (and no mentions). ``body_html``: the body rendered to sanitised HTML
+(``rooms.formatting``: a Markdown subset, links with ``rel="noopener noreferrer"
+target="_blank"``), made when the message was stored or last edited; ``body`` stays the source. ``mentions``: the room's members mentioned by ``@username``, stored at send (and
 edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
 """
 
@@ -43,7 +46,7 @@ class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room"]
+                  "mentions", "mentions_room", "body_html"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -59,7 +62,7 @@ class MessageSerializer(serializers.ModelSerializer):
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
         if message.deleted_at is not None:
-            data["body"] = ""
+            data["body"] = data["body_html"] = ""
         return data
 
 
@@ -89,6 +92,7 @@ def message_data(message: Message) -> dict:
         "deleted": deleted,
         "mentions": mentions_module.mentions_of(message),
         "mentions_room": message.mentions_room and not deleted,
+        "body_html": "" if deleted else message.body_html,
     }
 
 

@@ -35,7 +35,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import events, mentions, ratelimit
+from . import events, formatting, mentions, ratelimit
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
@@ -285,9 +285,9 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
         ), msg AS (
             INSERT INTO {message_t}
                 (room_id, seq, author_id, body, client_msg_id, server_id, created_at,
-                 edited_at, deleted_at, deleted_by_id, mentions_room)
+                 edited_at, deleted_at, deleted_by_id, mentions_room, body_html)
             SELECT %(room)s, last_seq, %(user)s, %(body)s, %(client_msg_id)s, %(server_id)s, %(now)s,
-                   NULL, NULL, NULL, {"%(mentions_room)s" if mentioning else "FALSE"}
+                   NULL, NULL, NULL, {"%(mentions_room)s" if mentioning else "FALSE"}, %(body_html)s
             FROM s
             RETURNING id, seq
         ), seen AS (
@@ -318,6 +318,7 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
     }
     parsed = mentions.parse(body)
     mentioning = _mention_params(parsed, params)
+    params["body_html"] = formatting.render(body, parsed)
     with transaction.atomic() if connection.in_atomic_block else _no_transaction():
         with connection.cursor() as cursor:
             cursor.execute(_post_sql(mentioning=mentioning), params)
@@ -325,7 +326,7 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
         if row is None or row[0] is None:
             return None
         message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
-                          client_msg_id=client_msg_id, now=now, parsed=parsed)
+                          client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
         message._state.db = connection.alias
         data = message_data(message)
         transaction.on_commit(
@@ -345,11 +346,11 @@ def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
 
 
 def _posted(row, *, mentioning: bool, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
-            now: datetime, parsed: "mentions.Parsed") -> Message:
+            now: datetime, parsed: "mentions.Parsed", body_html: str) -> Message:
     """The ``Message`` stored by ``_post_sql``'s ``row`` (its mentions from the last column)."""
     message = Message(
         id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
-        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room,
+        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room, body_html=body_html,
     )
     message._state.adding = False
     message.mention_list = json.loads(row[-1]) if mentioning and row[-1] else []
@@ -399,6 +400,7 @@ def message_post(
                 seq=seq,
                 server_id=settings.SERVER_ID,
                 mentions_room=parsed.room,
+                body_html=formatting.render(body, parsed),
             )
             mentions.store(message=message, parsed=parsed)
             if membership is None:  # a public room's visitor becomes a member by speaking
@@ -510,6 +512,7 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         params.update(period=window.seconds, bucket=window.bucket, limit=window.limit)
     parsed = mentions.parse(body)
     mentioning = _mention_params(parsed, params)
+    params["body_html"] = formatting.render(body, parsed)
     sql = _post_sql("token" if token_key is not None else "user", limited=window is not None, mentioning=mentioning)
     key = (id(asyncio.get_running_loop()), room.pk)
     lock = _room_locks.get(key)
@@ -553,7 +556,7 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                 return result
             _unsure_sends.pop(unsure_key)
             message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
-                              client_msg_id=client_msg_id, now=now, parsed=parsed)
+                              client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
             data = message_data(message)
             events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=data)
             if message.mention_list:
@@ -626,7 +629,8 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
             edited_at = message.edited_at + timedelta(microseconds=1)
         message.edited_at = edited_at
         newly_mentioned = mentions.store_edit(message=message)  # sets message.mentions_room
-        message.save(update_fields=["body", "edited_at", "mentions_room"])
+        message.body_html = formatting.render(body)
+        message.save(update_fields=["body", "edited_at", "mentions_room", "body_html"])
         message = Message.objects.select_related("author", "room").get(pk=message.pk)
         data = MessageSerializer(message).data
         transaction.on_commit(
