@@ -46,7 +46,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
+from . import dms, login_throttle, mentions, metrics, presence, reactions, reads, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
@@ -62,6 +62,8 @@ from .serializers import (
     MessageSerializer,
     MuteSerializer,
     MemberAddSerializer,
+    ReactionInputSerializer,
+    ReactionStateSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
@@ -433,7 +435,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     pagination_class = None  # history pages by seq (HistoryQuery, HistoryPage), not limit/offset
 
     def get_throttles(self):
-        return [FailOpenScopedThrottle()] if self.action == "create" else []
+        return [FailOpenScopedThrottle()] if self.action in ("create", "reactions") else []
 
 
     def get_object(self) -> Message:
@@ -485,7 +487,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(responses={200: MessageSerializer, 404: None})
     def retrieve(self, request, room_slug=None, pk=None):
-        return Response(MessageSerializer(self.get_object()).data)
+        return Response(MessageSerializer(selectors.attach([self.get_object()])[0]).data)
 
     @extend_schema(request=MessageEditSerializer, responses={200: MessageSerializer, 400: None, 403: None, 404: None, 409: None})
     def partial_update(self, request, room_slug=None, pk=None):
@@ -499,6 +501,59 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     def destroy(self, request, room_slug=None, pk=None):
         services.message_delete(message=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        methods=["POST"],
+        parameters=[MESSAGE_ID],
+        request=ReactionInputSerializer,
+        responses={201: ReactionStateSerializer, 200: ReactionStateSerializer, 400: None, 403: None, 404: None,
+                   409: None, 429: None},
+        description="Add your reaction (one emoji) to the message: 201 with the message's reactions "
+        "after it, and `reaction.updated` to the room's sockets on every node; 200 when you had it "
+        "already (counted once, nothing broadcast). 400 `invalid_emoji` for anything but one emoji; "
+        "403 `muted` (with `until`) or `banned`; 409 `archived` or `conflict` (a deleted message). "
+        "A public room's visitor becomes a member. Throttled with sends (`THROTTLE_SEND_RATE`).",
+        examples=[
+            OpenApiExample("React with a thumbs up", value={"emoji": "👍"}, request_only=True),
+            OpenApiExample("The message's reactions after it", response_only=True, status_codes=["201", "200"],
+                           value={"room": "lobby", "seq": 42, "reactions": [
+                               {"emoji": "👍", "count": 2, "users": [{"id": 7, "username": "alice"},
+                                                                    {"id": 9, "username": "bob"}]}]}),
+            OpenApiExample("Not one emoji", response_only=True, status_codes=["400"],
+                           value={"detail": "emoji must be a single emoji, e.g. \"👍\".", "code": "invalid_emoji"}),
+        ],
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        parameters=[MESSAGE_ID, OpenApiParameter("emoji", str, OpenApiParameter.QUERY, required=True,
+                                                 description="The emoji to take back, e.g. `%F0%9F%91%8D` (👍).")],
+        request=None,
+        responses={200: ReactionStateSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
+        description="Remove your reaction: 200 with the message's reactions after it (`reaction.updated` "
+        "live when you had it; removing one you do not have changes nothing). Allowed while muted.",
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="reactions")
+    def reactions(self, request, room_slug=None, pk=None):
+        """``POST`` / ``DELETE /api/rooms/<slug>/messages/<id>/reactions/`` (``rooms.reactions``)."""
+        message = self.get_object()
+        if request.method == "POST":
+            data = ReactionInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            raw = data.validated_data["emoji"]
+        else:
+            raw = request.query_params.get("emoji")
+        try:
+            emoji = reactions.normalize_emoji(raw)
+        except reactions.InvalidEmoji as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
+        if request.method == "POST":
+            result = reactions.reaction_add(message=message, user=request.user, emoji=emoji)
+            answer = status.HTTP_201_CREATED if result.changed else status.HTTP_200_OK
+        else:
+            result = reactions.reaction_remove(message=message, user=request.user, emoji=emoji)
+            answer = status.HTTP_200_OK
+        return Response({"room": result.message.room.slug, "seq": result.message.seq,
+                         "reactions": result.reactions}, status=answer)
 
 
 # --- members --------------------------------------------------------------------------------------

@@ -102,7 +102,19 @@ person)::
 
     {"type": "dm.created", "room": {"slug", "name", "kind": "dm", "dm_with": {"id", "username"}, ...}}
 
-More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
+client → server, a reaction to the message ``seq`` of this room (``rooms.reactions``; counted as
+a read frame), answered with ``reaction.ack``; every member on every node then gets
+``reaction.updated`` (when something changed)::
+
+    {"type": "reaction.add", "seq": int, "emoji": "👍"}
+    {"type": "reaction.remove", "seq": int, "emoji": "👍"}
+    {"type": "reaction.ack", "action": "add" | "remove", "seq": int, "emoji": str, "changed": bool,
+     "reactions": [...]}
+    {"type": "reaction.updated", "room": slug, "seq": int,
+     "reactions": [{"emoji": "👍", "count": 2, "users": [{"id", "username"}, ...]}, ...]}
+
+More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``,
+``invalid_emoji`` and ``message_not_found`` (reactions; the socket stays open).
 
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room (or a moderator deleted your membership of a public room); 4401 not
@@ -148,9 +160,10 @@ from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
 
-from . import access, events, limits, metrics, presence, ratelimit, reads, selectors, services
+from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
+from .models import Room
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
 from .services import ServiceError
 
@@ -274,6 +287,17 @@ def _read_checked(read, key: access.Key, **kwargs):
     if refused is not None:
         return refused, None
     return None, read(**kwargs)
+
+
+def _react_checked(*, room, user, token_key: str | None, seq: int, emoji: str, add: bool):
+    """Sync, one database hop: the socket's credentials (``Unauthenticated``), then the reaction
+    change (``rooms.reactions.reaction_by_seq``)."""
+    if not services.credentials_valid(user=user, token_key=token_key):
+        raise services.Unauthenticated("The credentials of this socket are no longer valid.")
+    try:
+        return reactions.reaction_by_seq(room=room, seq=seq, user=user, emoji=emoji, add=add)
+    except Room.DoesNotExist:
+        raise services.NotFound("The room no longer exists.") from None
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
@@ -636,6 +660,16 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             seq = _seq_field(content, "seq", required=True)
             async with self.read_turn():
                 await self.read_report(seq)
+        elif frame_type in ("reaction.add", "reaction.remove"):
+            seq = _seq_field(content, "seq", required=True)
+            if "emoji" not in content:
+                raise FrameError("missing_field", "emoji is required.", field="emoji", frame=frame_type)
+            try:
+                emoji = reactions.normalize_emoji(content["emoji"])
+            except reactions.InvalidEmoji as exc:
+                raise FrameError(exc.code, str(exc), field="emoji", frame=frame_type, seq=seq) from None
+            async with self.read_turn():
+                await self.react(frame_type, seq, emoji)
         elif frame_type == "typing":
             if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
                 await self.typing()
@@ -737,6 +771,35 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 sent += 1
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(sent)
         await self.send_json({"type": "resumed", "last_seq": latest})
+
+    async def react(self, frame_type: str, seq: int, emoji: str) -> None:
+        """``reaction.add`` / ``reaction.remove``: ``{"type": "reaction.add", "seq": int, "emoji":
+        "👍"}`` adds (removes) the user's reaction to the message ``seq`` of this room
+        (``rooms.reactions``: adding twice counts once, removing one you do not have is a
+        no-op), answered with::
+
+            {"type": "reaction.ack", "action": "add" | "remove", "seq": int, "emoji": str,
+             "changed": bool, "reactions": [...the message's reactions after it...]}
+
+        and, when it changed something, ``reaction.updated`` to every socket of the room on
+        every node (this one included). One database hop, counted as a read frame
+        (``WS_READ_RATE``, ``WS_READS_IN_FLIGHT``). Errors (with ``"frame"``, and ``seq``):
+        ``invalid_emoji``, ``message_not_found``, ``muted`` (adding), ``conflict`` (a deleted
+        message), ``unavailable``, ``rate_limited``; ``banned``, ``archived``, ``not_found`` and
+        ``unauthenticated`` are followed by the close code, as for a send."""
+        try:
+            result = await self.db(_react_checked, room=self.room, user=self.scope["user"],
+                                   token_key=self.scope.get("auth_token"), seq=seq, emoji=emoji,
+                                   add=frame_type == "reaction.add")
+        except ServiceError as exc:
+            raise FrameError(exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), frame=frame_type,
+                             seq=seq, **exc.extra) from None
+        except DATABASE_ERRORS:
+            unavailable_log.warning("react", "reaction: database unavailable in room %s", self.room.pk, exc_info=True)
+            raise FrameError("unavailable", "The reaction could not be stored; send it again.",
+                             frame=frame_type, seq=seq) from None
+        await self.send_json({"type": "reaction.ack", "action": frame_type.split(".", 1)[1], "seq": seq,
+                              "emoji": emoji, "changed": result.changed, "reactions": result.reactions})
 
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
@@ -939,6 +1002,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     room_message_deleted = room_message_updated
+    room_reaction_updated = room_message_updated  # reaction.updated: a change of state, always forwarded
 
     async def room_archived(self, event: dict) -> None:
         """The room was archived: forward ``room.archived``, then close with 4410."""

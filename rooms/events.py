@@ -7,6 +7,8 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   ready-encoded ``message`` frame, so the JSON is built once per message, not once per member.
 - ``room.message_updated`` / ``room.message_deleted``: ``{"type": …, "seq": int, "text": str}``,
   the ``message.updated`` / ``message.deleted`` frame.
+- ``room.reaction_updated``: ``{"type": "room.reaction_updated", "seq": int, "text": str}``, the
+  ``reaction.updated`` frame (``rooms.reactions``).
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
   "left" | "removed"}``; that user's sockets in the room close with 4403 (banned), 4000 (left),
@@ -56,6 +58,7 @@ ROOM_MESSAGE = "room.message"
 ROOM_MESSAGE_UPDATED = "room.message_updated"
 ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
+ROOM_REACTION_UPDATED = "room.reaction_updated"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 USER_TOKEN_REVOKED = "user.token_revoked"
 ROOM_ACCESS_CHANGED = "room.access_changed"
@@ -204,6 +207,16 @@ def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, 
     started = time.perf_counter()
     frame = {"type": "message.deleted", "id": message_id, "room": room_slug, "seq": seq}
     event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_reaction_updated(*, room_id: int, room_slug: str, seq: int, reactions: list[dict]) -> bool:
+    """``{"type": "reaction.updated", "room": slug, "seq": int, "reactions": [...]}`` to the
+    room, after a reaction was added or removed (``rooms.reactions``, on commit): the message's
+    whole reaction list after the change."""
+    started = time.perf_counter()
+    frame = {"type": "reaction.updated", "room": room_slug, "seq": seq, "reactions": reactions}
+    event = {"type": ROOM_REACTION_UPDATED, "seq": seq, "text": encode_frame(frame)}
     return _group_send(room_group_name(room_id), event, started)
 
 

@@ -14,6 +14,7 @@ SLUG_UNAVAILABLE = "This slug is not available; choose another."
 RESERVED_SLUGS = frozenset({"new"})  # /rooms/new/ is the create-room page
 BODY_MAX_LENGTH = 4000  # characters (code points), the same limit for every way of sending
 CLIENT_MSG_ID_MAX_LENGTH = 64
+REACTION_EMOJI_MAX_LENGTH = 32  # code points: the longest emoji ZWJ sequences are about 10
 
 
 class Room(models.Model):
@@ -223,6 +224,27 @@ class Mention(models.Model):
 
     def __str__(self) -> str:
         return f"@{self.user_id} in message {self.message_id}"
+
+
+class Reaction(models.Model):
+    """``user`` reacted to ``message`` with ``emoji`` (one emoji, fully qualified:
+    ``rooms.reactions.normalize_emoji``). Unique (message, user, emoji): a second add is the same
+    row; the constraint's index also serves a page's reactions by message. Written only by
+    ``rooms.reactions``."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=REACTION_EMOJI_MAX_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["message_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_message_user_emoji_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on message {self.message_id}"
 
 
 class SendWindow(models.Model):

@@ -5,6 +5,7 @@ import re
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from .mentions import attach as attach_mentions
+from .reactions import attach as attach_reactions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room
 
 _SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
@@ -50,21 +51,27 @@ def room_members(*, room: Room) -> QuerySet[Membership]:
     return Membership.objects.filter(room=room).select_related("user").order_by("joined_at")
 
 
+def attach(messages: list[Message]) -> list[Message]:
+    """Load what the message shape needs beyond the row for a whole list of messages, in a
+    fixed number of queries whatever its length: mentions (none without ``@``) and reactions."""
+    return attach_reactions(attach_mentions(messages))
+
+
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq < before_seq`` (all when None), the newest
-    ones, returned oldest first. Author, room and mentions are loaded for ``MessageSerializer``."""
+    ones, returned oldest first. Author, room, mentions and reactions are loaded for ``MessageSerializer``."""
     qs = Message.objects.filter(room=room).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(reversed(qs.order_by("-seq")[:limit])))
+    return attach(list(reversed(qs.order_by("-seq")[:limit])))
 
 
 def room_messages_after(
     *, room: Room, after_seq: int, limit: int, before_seq: int | None = None
 ) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq > after_seq`` (and ``< before_seq`` when
-    given), oldest first, with author, room and mentions loaded."""
+    given), oldest first, with author, room, mentions and reactions loaded."""
     qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(qs.order_by("seq")[:limit]))
+    return attach(list(qs.order_by("seq")[:limit]))

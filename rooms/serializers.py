@@ -8,12 +8,15 @@ room page's initial history and (later) REST history all use it::
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
      "edited_at": str | null, "deleted": bool,
      "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool,
-     "body_html": str}
+     "body_html": str,
+     "reactions": [{"emoji": str, "count": int, "users": [{"id": int, "username": str}, ...]}, ...]}
 
 A deleted message keeps its place (id, seq) with ``"body": ""``, ``"body_html": ""`` and
 ``"deleted": true`` (and no mentions). ``body_html``: the body rendered to sanitised HTML
 (``rooms.formatting``: a Markdown subset, links with ``rel="noopener noreferrer"
-target="_blank"``), made when the message was stored or last edited; ``body`` stays the source. ``mentions``: the room's members mentioned by ``@username``, stored at send (and
+target="_blank"``), made when the message was stored or last edited; ``body`` stays the source.
+``reactions`` (``rooms.reactions``): each emoji once, in the order first added, with how many
+reacted and who (the first 100); ``[]`` for none and for a deleted message. ``mentions``: the room's members mentioned by ``@username``, stored at send (and
 edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
 """
 
@@ -25,6 +28,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 
 from . import mentions as mentions_module
+from . import reactions as reactions_module
 from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
 
@@ -32,6 +36,15 @@ from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Messa
 class AuthorSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
+
+
+class ReactionSerializer(serializers.Serializer):
+    """One emoji's reactions on a message: ``{"emoji": "👍", "count": 2, "users": [{"id",
+    "username"}, ...]}`` (users in the order they reacted, the first 100)."""
+
+    emoji = serializers.CharField(read_only=True)
+    count = serializers.IntegerField(read_only=True)
+    users = AuthorSerializer(many=True, read_only=True)
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -42,11 +55,12 @@ class MessageSerializer(serializers.ModelSerializer):
     deleted = serializers.SerializerMethodField()
     mentions = serializers.SerializerMethodField()
     mentions_room = serializers.SerializerMethodField()
+    reactions = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room", "body_html"]
+                  "mentions", "mentions_room", "body_html", "reactions"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -55,6 +69,10 @@ class MessageSerializer(serializers.ModelSerializer):
     @extend_schema_field(AuthorSerializer(many=True))
     def get_mentions(self, message: Message) -> list[dict]:
         return mentions_module.mentions_of(message)
+
+    @extend_schema_field(ReactionSerializer(many=True))
+    def get_reactions(self, message: Message) -> list[dict]:
+        return reactions_module.reactions_of(message)
 
     def get_mentions_room(self, message: Message) -> bool:
         return message.mentions_room and message.deleted_at is None
@@ -93,6 +111,7 @@ def message_data(message: Message) -> dict:
         "mentions": mentions_module.mentions_of(message),
         "mentions_room": message.mentions_room and not deleted,
         "body_html": "" if deleted else message.body_html,
+        "reactions": reactions_module.reactions_of(message),
     }
 
 
@@ -342,6 +361,23 @@ class MuteSerializer(serializers.Serializer):
         if until <= timezone.now():
             raise serializers.ValidationError({"until": ["Must be in the future."]})
         return {"until": until}
+
+
+class ReactionInputSerializer(serializers.Serializer):
+    """``POST`` / ``DELETE /api/rooms/<slug>/messages/<id>/reactions/``: ``{"emoji": "👍"}`` (for
+    ``DELETE`` also ``?emoji=``): exactly one emoji (``rooms.reactions.normalize_emoji``), else
+    400 ``{"detail", "code": "invalid_emoji"}``."""
+
+    emoji = serializers.CharField(max_length=64, trim_whitespace=False)
+
+
+class ReactionStateSerializer(serializers.Serializer):
+    """The answer of a reaction change: ``{"room": slug, "seq": int, "reactions": [...]}``, the
+    message's whole reaction list after it (the ``reaction.updated`` frame's fields)."""
+
+    room = serializers.CharField()
+    seq = serializers.IntegerField()
+    reactions = ReactionSerializer(many=True)
 
 
 class ReadReportSerializer(serializers.Serializer):

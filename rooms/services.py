@@ -61,6 +61,13 @@ class NotFound(ServiceError):
     code, status = "not_found", 404
 
 
+class MessageNotFound(ServiceError):
+    """No message with that seq (or id) in the room: ``message_not_found`` (404; on a socket an
+    error frame that keeps it open, unlike ``not_found``, which means the room is gone)."""
+
+    code, status = "message_not_found", 404
+
+
 class Forbidden(ServiceError):
     code, status = "forbidden", 403
 
@@ -354,6 +361,7 @@ def _posted(row, *, mentioning: bool, room: Room, author: AbstractBaseUser, body
     )
     message._state.adding = False
     message.mention_list = json.loads(row[-1]) if mentioning and row[-1] else []
+    message.reaction_list = []  # a new message has none (no query for its shape)
     return message
 
 
@@ -403,6 +411,7 @@ def message_post(
                 body_html=formatting.render(body, parsed),
             )
             mentions.store(message=message, parsed=parsed)
+            message.reaction_list = []
             if membership is None:  # a public room's visitor becomes a member by speaking
                 Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
             # Your own message is read (rooms.reads).
