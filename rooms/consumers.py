@@ -6,9 +6,10 @@ server → client, on connect::
 
     {"type": "hello", "server_id": str, "room": slug, "last_seq": int}
 
-client → server::
+client → server (``reply_to``: optional, the seq of the message of this room it answers,
+``rooms.replies``; ``reply_not_found`` when there is none or it is deleted)::
 
-    {"type": "message.send", "body": str, "client_msg_id": str}
+    {"type": "message.send", "body": str, "client_msg_id": str, "reply_to": int | null}
 
 server → sender, once the message is committed (a retry of the same ``client_msg_id`` gets the
 same ack and stores nothing)::
@@ -113,8 +114,13 @@ a read frame), answered with ``reaction.ack``; every member on every node then g
     {"type": "reaction.updated", "room": slug, "seq": int,
      "reactions": [{"emoji": "👍", "count": 2, "users": [{"id", "username"}, ...]}, ...]}
 
+server → every member, when a message's reply count changed (a reply stored, or deleted)::
+
+    {"type": "thread.updated", "room": slug, "seq": int, "reply_count": int}
+
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``,
-``invalid_emoji`` and ``message_not_found`` (reactions; the socket stays open).
+``invalid_emoji`` and ``message_not_found`` (reactions), ``reply_not_found`` (a send's
+``reply_to``); the socket stays open.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room (or a moderator deleted your membership of a public room); 4401 not
@@ -719,6 +725,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 body=validated["body"],
                 client_msg_id=validated["client_msg_id"],
                 send_rate=settings.WS_SEND_RATE,  # the user's sends over all nodes and sockets
+                reply_to=validated.get("reply_to"),
             )
         except ServiceError as exc:
             if exc.code == "rate_limited":
@@ -1003,6 +1010,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     room_message_deleted = room_message_updated
     room_reaction_updated = room_message_updated  # reaction.updated: a change of state, always forwarded
+    room_thread_updated = room_message_updated  # thread.updated: likewise
 
     async def room_archived(self, event: dict) -> None:
         """The room was archived: forward ``room.archived``, then close with 4410."""

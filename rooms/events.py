@@ -9,6 +9,8 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   the ``message.updated`` / ``message.deleted`` frame.
 - ``room.reaction_updated``: ``{"type": "room.reaction_updated", "seq": int, "text": str}``, the
   ``reaction.updated`` frame (``rooms.reactions``).
+- ``room.thread_updated``: ``{"type": "room.thread_updated", "seq": int, "text": str}``, the
+  ``thread.updated`` frame (``rooms.replies``: a parent's reply count changed).
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
   "left" | "removed"}``; that user's sockets in the room close with 4403 (banned), 4000 (left),
@@ -59,6 +61,7 @@ ROOM_MESSAGE_UPDATED = "room.message_updated"
 ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
 ROOM_REACTION_UPDATED = "room.reaction_updated"
+ROOM_THREAD_UPDATED = "room.thread_updated"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 USER_TOKEN_REVOKED = "user.token_revoked"
 ROOM_ACCESS_CHANGED = "room.access_changed"
@@ -217,6 +220,16 @@ def broadcast_reaction_updated(*, room_id: int, room_slug: str, seq: int, reacti
     started = time.perf_counter()
     frame = {"type": "reaction.updated", "room": room_slug, "seq": seq, "reactions": reactions}
     event = {"type": ROOM_REACTION_UPDATED, "seq": seq, "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_thread_updated(*, room_id: int, room_slug: str, seq: int, reply_count: int) -> bool:
+    """``{"type": "thread.updated", "room": slug, "seq": int, "reply_count": int}`` to the room:
+    the message ``seq`` got a reply, or one of its replies was deleted (``rooms.replies``; on
+    commit, or at once from the event loop's send after its statement committed)."""
+    started = time.perf_counter()
+    frame = {"type": "thread.updated", "room": room_slug, "seq": seq, "reply_count": reply_count}
+    event = {"type": ROOM_THREAD_UPDATED, "seq": seq, "text": encode_frame(frame)}
     return _group_send(room_group_name(room_id), event, started)
 
 

@@ -161,7 +161,7 @@ def mentions_for(*, user: AbstractBaseUser, before_id: int | None = None,
         Mention.objects.filter(user_id=user.pk, message__deleted_at__isnull=True)
         .filter(Q(message__room__is_private=False) | Exists(membership.filter(banned_at__isnull=True)))
         .exclude(Exists(membership.filter(banned_at__isnull=False)))
-        .select_related("message__author", "message__room")
+        .select_related("message__author", "message__room", "message__reply_to__author")
         .order_by("-message_id")
     )
     if before_id is not None:

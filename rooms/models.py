@@ -183,6 +183,13 @@ class Message(models.Model):
     mentions_room = models.BooleanField(default=False, db_default=False, editable=False)
     # The body rendered to safe HTML (``rooms.formatting.render``), when stored and at each edit.
     body_html = models.TextField(default="", db_default="", blank=True, editable=False)
+    # A reply: the message it answers, in the same room (``rooms.replies``); set when stored, never changed.
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, editable=False, db_index=False,
+        related_name="replies",
+    )
+    # Replies to this message that are not deleted (kept by the send and delete paths, row locked).
+    reply_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.
@@ -198,6 +205,9 @@ class Message(models.Model):
             # A member's unread @room messages (rooms.reads), without reading every unread message.
             models.Index(fields=["room", "seq"], condition=models.Q(mentions_room=True),
                          name="message_mentions_room_idx"),
+            # A thread's replies in seq order (rooms.replies); only replies are in it.
+            models.Index(fields=["reply_to", "seq"], condition=models.Q(reply_to__isnull=False),
+                         name="message_reply_to_seq_idx"),
         ]
 
     def __str__(self) -> str:

@@ -8,6 +8,9 @@ from .mentions import attach as attach_mentions
 from .reactions import attach as attach_reactions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room
 
+# What the message shape reads beyond the row, joined in one query (``MessageSerializer``).
+MESSAGE_RELATED = ("author", "room", "reply_to__author")
+
 _SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
 
 
@@ -60,7 +63,7 @@ def attach(messages: list[Message]) -> list[Message]:
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq < before_seq`` (all when None), the newest
     ones, returned oldest first. Author, room, mentions and reactions are loaded for ``MessageSerializer``."""
-    qs = Message.objects.filter(room=room).select_related("author", "room")
+    qs = Message.objects.filter(room=room).select_related(*MESSAGE_RELATED)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
     return attach(list(reversed(qs.order_by("-seq")[:limit])))
@@ -71,7 +74,7 @@ def room_messages_after(
 ) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq > after_seq`` (and ``< before_seq`` when
     given), oldest first, with author, room, mentions and reactions loaded."""
-    qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
+    qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related(*MESSAGE_RELATED)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
     return attach(list(qs.order_by("seq")[:limit]))
