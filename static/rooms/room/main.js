@@ -19,10 +19,12 @@
  *   actions.js     edit and delete controls (REST); http.js: the REST requests
  *   presence.js    who is online and who is typing; composer.js: the send form;
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
+ *   reactions.js   emoji reactions: chips, picker, reaction.add / reaction.remove / reaction.updated
+ *   replies.js     replies: the quote of the parent (jumps to it), Reply, reply counts, thread panel
  *
  * Frame contract (rooms/consumers.py):
  *   server → client  {"type":"hello","server_id","room","last_seq"}            first frame
- *   client → server  {"type":"message.send","body","client_msg_id"}
+ *   client → server  {"type":"message.send","body","client_msg_id"[,"reply_to"]}
  *   server → sender  {"type":"ack","client_msg_id","id","seq"}                 once stored
  *   server → all     {"type":"message","message":{id,room,seq,author,body,created_at,server_id}}
  *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"][,"until"][,"frame"]}
@@ -74,6 +76,8 @@
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
 import "./sync.js";
+import "./reactions.js";
+import "./replies.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
 import { connect, reconnectIfWaiting, stop } from "./connection.js";
 import { els, NARROW_SCREEN, state } from "./context.js";
