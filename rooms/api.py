@@ -546,6 +546,21 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         description="The thread of a message: the message (`parent`) and its replies (messages whose "
         "`reply_to` is its seq), oldest first, paged by seq (`after_seq`: the last seq of the page "
         "before); deleted replies keep their place, as in history.",
+        examples=[OpenApiExample("A thread of one reply", response_only=True, value={
+            "parent": {"id": 1234, "room": "lobby", "seq": 41, "author": {"id": 7, "username": "alice"},
+                       "body": "lunch?", "created_at": "2026-12-05T07:59:00.000000Z", "server_id": "node-2",
+                       "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+                       "body_html": "<p>lunch?</p>", "reactions": [], "reply_to": None, "parent": None,
+                       "reply_count": 1},
+            "results": [{"id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
+                         "body": "yes!", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
+                         "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+                         "body_html": "<p>yes!</p>", "reactions": [{"emoji": "👍", "count": 1,
+                                                                   "users": [{"id": 7, "username": "alice"}]}],
+                         "reply_to": 41, "parent": {"seq": 41, "author": {"id": 7, "username": "alice"},
+                                                    "excerpt": "lunch?", "deleted": False},
+                         "reply_count": 0}],
+            "has_more": False})],
     )
     @action(detail=True, methods=["get"], url_path="replies")
     def replies(self, request, room_slug=None, pk=None):
