@@ -47,7 +47,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
+from . import dms, login_throttle, mentions, metrics, presence, reactions, reads, replies, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Message, Room
 from .serializers import (
@@ -63,6 +63,8 @@ from .serializers import (
     MessageSerializer,
     MuteSerializer,
     MemberAddSerializer,
+    ReactionInputSerializer,
+    ReactionStateSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
@@ -421,6 +423,26 @@ class HistoryPage(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class ThreadQuery(serializers.Serializer):
+    """Query of the thread route: ``after_seq`` (replies with a higher seq; default 0, the
+    first ones) and ``limit`` (1..200, default 50)."""
+
+    after_seq = serializers.IntegerField(required=False, default=0, min_value=0, max_value=SEQ_MAX,
+                                         help_text="Replies with seq > N, oldest first (next page: the last seq).")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=replies.THREAD_MAX_LIMIT,
+                                     default=replies.THREAD_DEFAULT_LIMIT, help_text="Page size, 1..200 (default 50).")
+
+
+@extend_schema_serializer(many=False)
+class ThreadPage(serializers.Serializer):
+    """A thread: ``{"parent": message, "results": [reply, ...], "has_more": bool}``, replies
+    oldest first, paged by seq."""
+
+    parent = MessageSerializer()
+    results = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
 class RoomScoped:
     """For viewsets under ``/api/rooms/<room_slug>/``: the room is resolved first, so an unknown
     or invisible room answers 404 before any other check (400, 403) can hint at it."""
@@ -454,12 +476,12 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     pagination_class = None  # history pages by seq (HistoryQuery, HistoryPage), not limit/offset
 
     def get_throttles(self):
-        return [FailOpenScopedThrottle()] if self.action == "create" else []
+        return [FailOpenScopedThrottle()] if self.action in ("create", "reactions") else []
 
 
     def get_object(self) -> Message:
         return get_object_or_404(
-            Message.objects.select_related("author", "room"), room=self.room(), pk=self.kwargs["pk"]
+            Message.objects.select_related(*selectors.MESSAGE_RELATED), room=self.room(), pk=self.kwargs["pk"]
         )
 
     @extend_schema(
@@ -492,7 +514,25 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         request=MessageCreateSerializer,
         responses={201: MessageSerializer, 200: MessageSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
         description="Store and broadcast a message, exactly as a WebSocket `message.send`. A retry "
-        "with the same `client_msg_id` answers 200 with the first message and stores nothing.",
+        "with the same `client_msg_id` answers 200 with the first message and stores nothing. "
+        "`reply_to`: the seq of the message of this room it answers (400 `reply_not_found` when "
+        "there is none or it is deleted); its `reply_count` goes up and `thread.updated` goes live.",
+        examples=[
+            OpenApiExample("A message", value={"body": "**hi** all, see https://example.com", "client_msg_id": "c-1"},
+                           request_only=True),
+            OpenApiExample("A reply to seq 41", value={"body": "agreed", "client_msg_id": "c-2", "reply_to": 41},
+                           request_only=True),
+            OpenApiExample("A stored reply", response_only=True, status_codes=["201"], value={
+                "id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
+                "body": "agreed", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
+                "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+                "body_html": "<p>agreed</p>", "reactions": [], "reply_to": 41,
+                "parent": {"seq": 41, "author": {"id": 7, "username": "alice"}, "excerpt": "**hi** all, see https://example.com",
+                           "deleted": False},
+                "reply_count": 0}),
+            OpenApiExample("No such message to reply to", response_only=True, status_codes=["400"],
+                           value={"detail": "No message 99 to reply to in this room.", "code": "reply_not_found"}),
+        ],
     )
     def create(self, request, room_slug=None):
         room = self.room()
@@ -506,7 +546,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(responses={200: MessageSerializer, 404: None})
     def retrieve(self, request, room_slug=None, pk=None):
-        return Response(MessageSerializer(self.get_object()).data)
+        return Response(MessageSerializer(selectors.attach([self.get_object()])[0]).data)
 
     @extend_schema(request=MessageEditSerializer, responses={200: MessageSerializer, 400: None, 403: None, 404: None, 409: None})
     def partial_update(self, request, room_slug=None, pk=None):
@@ -520,6 +560,93 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     def destroy(self, request, room_slug=None, pk=None):
         services.message_delete(message=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        parameters=[MESSAGE_ID, ThreadQuery],
+        responses={200: ThreadPage, 400: None, 404: None},
+        description="The thread of a message: the message (`parent`) and its replies (messages whose "
+        "`reply_to` is its seq), oldest first, paged by seq (`after_seq`: the last seq of the page "
+        "before); deleted replies keep their place, as in history.",
+        examples=[OpenApiExample("A thread of one reply", response_only=True, value={
+            "parent": {"id": 1234, "room": "lobby", "seq": 41, "author": {"id": 7, "username": "alice"},
+                       "body": "lunch?", "created_at": "2026-12-05T07:59:00.000000Z", "server_id": "node-2",
+                       "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+                       "body_html": "<p>lunch?</p>", "reactions": [], "reply_to": None, "parent": None,
+                       "reply_count": 1},
+            "results": [{"id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
+                         "body": "yes!", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
+                         "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+                         "body_html": "<p>yes!</p>", "reactions": [{"emoji": "👍", "count": 1,
+                                                                   "users": [{"id": 7, "username": "alice"}]}],
+                         "reply_to": 41, "parent": {"seq": 41, "author": {"id": 7, "username": "alice"},
+                                                    "excerpt": "lunch?", "deleted": False},
+                         "reply_count": 0}],
+            "has_more": False})],
+    )
+    @action(detail=True, methods=["get"], url_path="replies")
+    def replies(self, request, room_slug=None, pk=None):
+        """``GET /api/rooms/<slug>/messages/<id>/replies/`` (``rooms.replies.thread_replies``)."""
+        parent = self.get_object()
+        query = ThreadQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page, has_more = replies.thread_replies(parent=parent, after_seq=query.validated_data["after_seq"],
+                                                limit=query.validated_data["limit"])
+        selectors.attach([parent])
+        return Response({"parent": MessageSerializer(parent).data,
+                         "results": MessageSerializer(page, many=True).data, "has_more": has_more})
+
+    @extend_schema(
+        methods=["POST"],
+        parameters=[MESSAGE_ID],
+        request=ReactionInputSerializer,
+        responses={201: ReactionStateSerializer, 200: ReactionStateSerializer, 400: None, 403: None, 404: None,
+                   409: None, 429: None},
+        description="Add your reaction (one emoji) to the message: 201 with the message's reactions "
+        "after it, and `reaction.updated` to the room's sockets on every node; 200 when you had it "
+        "already (counted once, nothing broadcast). 400 `invalid_emoji` for anything but one emoji; "
+        "403 `muted` (with `until`) or `banned`; 409 `archived` or `conflict` (a deleted message). "
+        "A public room's visitor becomes a member. Throttled with sends (`THROTTLE_SEND_RATE`).",
+        examples=[
+            OpenApiExample("React with a thumbs up", value={"emoji": "👍"}, request_only=True),
+            OpenApiExample("The message's reactions after it", response_only=True, status_codes=["201", "200"],
+                           value={"room": "lobby", "seq": 42, "reactions": [
+                               {"emoji": "👍", "count": 2, "users": [{"id": 7, "username": "alice"},
+                                                                    {"id": 9, "username": "bob"}]}]}),
+            OpenApiExample("Not one emoji", response_only=True, status_codes=["400"],
+                           value={"detail": "emoji must be a single emoji, e.g. \"👍\".", "code": "invalid_emoji"}),
+        ],
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        parameters=[MESSAGE_ID, OpenApiParameter("emoji", str, OpenApiParameter.QUERY, required=True,
+                                                 description="The emoji to take back, e.g. `%F0%9F%91%8D` (👍).")],
+        request=None,
+        responses={200: ReactionStateSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
+        description="Remove your reaction: 200 with the message's reactions after it (`reaction.updated` "
+        "live when you had it; removing one you do not have changes nothing). Allowed while muted.",
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="reactions")
+    def reactions(self, request, room_slug=None, pk=None):
+        """``POST`` / ``DELETE /api/rooms/<slug>/messages/<id>/reactions/`` (``rooms.reactions``)."""
+        message = self.get_object()
+        if request.method == "POST":
+            data = ReactionInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            raw = data.validated_data["emoji"]
+        else:
+            raw = request.query_params.get("emoji")
+        try:
+            emoji = reactions.normalize_emoji(raw)
+        except reactions.InvalidEmoji as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
+        if request.method == "POST":
+            result = reactions.reaction_add(message=message, user=request.user, emoji=emoji)
+            answer = status.HTTP_201_CREATED if result.changed else status.HTTP_200_OK
+        else:
+            result = reactions.reaction_remove(message=message, user=request.user, emoji=emoji)
+            answer = status.HTTP_200_OK
+        return Response({"room": result.message.room.slug, "seq": result.message.seq,
+                         "reactions": result.reactions}, status=answer)
 
 
 # --- members --------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ server → client, on connect::
 
     {"type": "hello", "server_id": str, "room": slug, "last_seq": int}
 
-client → server::
+client → server (``reply_to``: optional, the seq of the message of this room it answers,
+``rooms.replies``; ``reply_not_found`` when there is none or it is deleted)::
 
-    {"type": "message.send", "body": str, "client_msg_id": str}
+    {"type": "message.send", "body": str, "client_msg_id": str, "reply_to": int | null}
 
 server → sender, once the message is committed (a retry of the same ``client_msg_id`` gets the
 same ack and stores nothing)::
@@ -102,7 +103,24 @@ person)::
 
     {"type": "dm.created", "room": {"slug", "name", "kind": "dm", "dm_with": {"id", "username"}, ...}}
 
-More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``.
+client → server, a reaction to the message ``seq`` of this room (``rooms.reactions``; counted as
+a read frame), answered with ``reaction.ack``; every member on every node then gets
+``reaction.updated`` (when something changed)::
+
+    {"type": "reaction.add", "seq": int, "emoji": "👍"}
+    {"type": "reaction.remove", "seq": int, "emoji": "👍"}
+    {"type": "reaction.ack", "action": "add" | "remove", "seq": int, "emoji": str, "changed": bool,
+     "reactions": [...]}
+    {"type": "reaction.updated", "room": slug, "seq": int,
+     "reactions": [{"emoji": "👍", "count": 2, "users": [{"id", "username"}, ...]}, ...]}
+
+server → every member, when a message's reply count changed (a reply stored, or deleted)::
+
+    {"type": "thread.updated", "room": slug, "seq": int, "reply_count": int}
+
+More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``,
+``invalid_emoji`` and ``message_not_found`` (reactions), ``reply_not_found`` (a send's
+``reply_to``); the socket stays open.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room (or a moderator deleted your membership of a public room); 4001 your
@@ -151,9 +169,10 @@ from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
 
-from . import access, events, limits, metrics, presence, ratelimit, reads, selectors, services
+from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
+from .models import Room
 from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
 from .services import ServiceError
 
@@ -278,6 +297,17 @@ def _read_checked(read, key: access.Key, **kwargs):
     if refused is not None:
         return refused, None
     return None, read(**kwargs)
+
+
+def _react_checked(*, room, user, token_key: str | None, seq: int, emoji: str, add: bool):
+    """Sync, one database hop: the socket's credentials (``Unauthenticated``), then the reaction
+    change (``rooms.reactions.reaction_by_seq``)."""
+    if not services.credentials_valid(user=user, token_key=token_key):
+        raise services.Unauthenticated("The credentials of this socket are no longer valid.")
+    try:
+        return reactions.reaction_by_seq(room=room, seq=seq, user=user, emoji=emoji, add=add)
+    except Room.DoesNotExist:
+        raise services.NotFound("The room no longer exists.") from None
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
@@ -655,6 +685,16 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             seq = _seq_field(content, "seq", required=True)
             async with self.read_turn():
                 await self.read_report(seq)
+        elif frame_type in ("reaction.add", "reaction.remove"):
+            seq = _seq_field(content, "seq", required=True)
+            if "emoji" not in content:
+                raise FrameError("missing_field", "emoji is required.", field="emoji", frame=frame_type)
+            try:
+                emoji = reactions.normalize_emoji(content["emoji"])
+            except reactions.InvalidEmoji as exc:
+                raise FrameError(exc.code, str(exc), field="emoji", frame=frame_type, seq=seq) from None
+            async with self.read_turn():
+                await self.react(frame_type, seq, emoji)
         elif frame_type == "typing":
             if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
                 await self.typing()
@@ -704,6 +744,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 body=validated["body"],
                 client_msg_id=validated["client_msg_id"],
                 send_rate=settings.WS_SEND_RATE,  # the user's sends over all nodes and sockets
+                reply_to=validated.get("reply_to"),
             )
         except ServiceError as exc:
             if exc.code == "rate_limited":
@@ -756,6 +797,35 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 sent += 1
         metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc(sent)
         await self.send_json({"type": "resumed", "last_seq": latest})
+
+    async def react(self, frame_type: str, seq: int, emoji: str) -> None:
+        """``reaction.add`` / ``reaction.remove``: ``{"type": "reaction.add", "seq": int, "emoji":
+        "👍"}`` adds (removes) the user's reaction to the message ``seq`` of this room
+        (``rooms.reactions``: adding twice counts once, removing one you do not have is a
+        no-op), answered with::
+
+            {"type": "reaction.ack", "action": "add" | "remove", "seq": int, "emoji": str,
+             "changed": bool, "reactions": [...the message's reactions after it...]}
+
+        and, when it changed something, ``reaction.updated`` to every socket of the room on
+        every node (this one included). One database hop, counted as a read frame
+        (``WS_READ_RATE``, ``WS_READS_IN_FLIGHT``). Errors (with ``"frame"``, and ``seq``):
+        ``invalid_emoji``, ``message_not_found``, ``muted`` (adding), ``conflict`` (a deleted
+        message), ``unavailable``, ``rate_limited``; ``banned``, ``archived``, ``not_found`` and
+        ``unauthenticated`` are followed by the close code, as for a send."""
+        try:
+            result = await self.db(_react_checked, room=self.room, user=self.scope["user"],
+                                   token_key=self.scope.get("auth_token"), seq=seq, emoji=emoji,
+                                   add=frame_type == "reaction.add")
+        except ServiceError as exc:
+            raise FrameError(exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), frame=frame_type,
+                             seq=seq, **exc.extra) from None
+        except DATABASE_ERRORS:
+            unavailable_log.warning("react", "reaction: database unavailable in room %s", self.room.pk, exc_info=True)
+            raise FrameError("unavailable", "The reaction could not be stored; send it again.",
+                             frame=frame_type, seq=seq) from None
+        await self.send_json({"type": "reaction.ack", "action": frame_type.split(".", 1)[1], "seq": seq,
+                              "emoji": emoji, "changed": result.changed, "reactions": result.reactions})
 
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
@@ -958,6 +1028,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     room_message_deleted = room_message_updated
+    room_reaction_updated = room_message_updated  # reaction.updated: a change of state, always forwarded
+    room_thread_updated = room_message_updated  # thread.updated: likewise
 
     async def room_archived(self, event: dict) -> None:
         """The room was archived: forward ``room.archived``, then close with 4410."""

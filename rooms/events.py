@@ -7,6 +7,10 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   ready-encoded ``message`` frame, so the JSON is built once per message, not once per member.
 - ``room.message_updated`` / ``room.message_deleted``: ``{"type": …, "seq": int, "text": str}``,
   the ``message.updated`` / ``message.deleted`` frame.
+- ``room.reaction_updated``: ``{"type": "room.reaction_updated", "seq": int, "text": str}``, the
+  ``reaction.updated`` frame (``rooms.reactions``).
+- ``room.thread_updated``: ``{"type": "room.thread_updated", "seq": int, "text": str}``, the
+  ``thread.updated`` frame (``rooms.replies``: a parent's reply count changed).
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
   "left" | "removed" | "unbanned", "text": str | None}``; that user's sockets in the room close
@@ -63,6 +67,8 @@ ROOM_MESSAGE = "room.message"
 ROOM_MESSAGE_UPDATED = "room.message_updated"
 ROOM_MESSAGE_DELETED = "room.message_deleted"
 ROOM_ARCHIVED = "room.archived"
+ROOM_REACTION_UPDATED = "room.reaction_updated"
+ROOM_THREAD_UPDATED = "room.thread_updated"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 ROOM_MEMBER_UPDATED = "room.member_updated"
 ROOM_UPDATED = "room.updated"
@@ -214,6 +220,26 @@ def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, 
     started = time.perf_counter()
     frame = {"type": "message.deleted", "id": message_id, "room": room_slug, "seq": seq}
     event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_reaction_updated(*, room_id: int, room_slug: str, seq: int, reactions: list[dict]) -> bool:
+    """``{"type": "reaction.updated", "room": slug, "seq": int, "reactions": [...]}`` to the
+    room, after a reaction was added or removed (``rooms.reactions``, on commit): the message's
+    whole reaction list after the change."""
+    started = time.perf_counter()
+    frame = {"type": "reaction.updated", "room": room_slug, "seq": seq, "reactions": reactions}
+    event = {"type": ROOM_REACTION_UPDATED, "seq": seq, "text": encode_frame(frame)}
+    return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_thread_updated(*, room_id: int, room_slug: str, seq: int, reply_count: int) -> bool:
+    """``{"type": "thread.updated", "room": slug, "seq": int, "reply_count": int}`` to the room:
+    the message ``seq`` got a reply, or one of its replies was deleted (``rooms.replies``; on
+    commit, or at once from the event loop's send after its statement committed)."""
+    started = time.perf_counter()
+    frame = {"type": "thread.updated", "room": room_slug, "seq": seq, "reply_count": reply_count}
+    event = {"type": ROOM_THREAD_UPDATED, "seq": seq, "text": encode_frame(frame)}
     return _group_send(room_group_name(room_id), event, started)
 
 

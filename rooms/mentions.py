@@ -154,17 +154,19 @@ def mentions_for(*, user: AbstractBaseUser, before_id: int | None = None,
     """``user``'s mentions (by ``@username`` only), newest first: up to ``limit`` messages with
     ``id < before_id`` (all when None), and whether there are more. Only in rooms the user can
     read now (authorised on the way out: a public room they are not banned from, a private room
-    they are a member of), deleted messages left out. Messages come with author, room and
-    mentions loaded."""
+    they are a member of), deleted messages left out. Messages come with author, room,
+    mentions and reactions loaded."""
     membership = Membership.objects.filter(room=OuterRef("message__room"), user_id=user.pk)
     qs = (
         Mention.objects.filter(user_id=user.pk, message__deleted_at__isnull=True)
         .filter(Q(message__room__is_private=False) | Exists(membership.filter(banned_at__isnull=True)))
         .exclude(Exists(membership.filter(banned_at__isnull=False)))
-        .select_related("message__author", "message__room")
+        .select_related("message__author", "message__room", "message__reply_to__author")
         .order_by("-message_id")
     )
     if before_id is not None:
         qs = qs.filter(message_id__lt=before_id)
+    from .reactions import attach as attach_reactions
+
     page = [mention.message for mention in qs[: limit + 1]]
-    return attach(page[:limit]), len(page) > limit
+    return attach_reactions(attach(page[:limit])), len(page) > limit

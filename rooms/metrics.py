@@ -147,6 +147,8 @@ SENT_BY_EVENT = _SentByEvent({
     "room.message": FRAMES_SENT.labels(type="message"),
     "room.message_updated": FRAMES_SENT.labels(type="message.updated"),
     "room.message_deleted": FRAMES_SENT.labels(type="message.deleted"),
+    "room.reaction_updated": FRAMES_SENT.labels(type="reaction.updated"),
+    "room.thread_updated": FRAMES_SENT.labels(type="thread.updated"),
     "room.archived": FRAMES_SENT.labels(type="room.archived"),
     "room.member_updated": FRAMES_SENT.labels(type="member.updated"),
     "room.member_removed": FRAMES_SENT.labels(type="member.removed"),
@@ -160,7 +162,7 @@ SENT_BY_EVENT = _SentByEvent({
 
 # The client frame types counted under their own name; any other ``type`` counts as ``other``
 # (a label value never comes from client text). Add a new client frame type here.
-CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing", "read"})
+CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing", "read", "reaction.add", "reaction.remove"})
 
 
 def frame_received(frame_type, error: str = "") -> None:

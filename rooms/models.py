@@ -45,6 +45,7 @@ def slug_from_name(name: str) -> str:
 
 BODY_MAX_LENGTH = 4000  # characters (code points), the same limit for every way of sending
 CLIENT_MSG_ID_MAX_LENGTH = 64
+REACTION_EMOJI_MAX_LENGTH = 32  # code points: the longest emoji ZWJ sequences are about 10
 
 
 class Room(models.Model):
@@ -220,6 +221,9 @@ class Message(models.Model):
     shows no body to anyone. ``client_msg_id`` is chosen by the sender; the same author sending
     the same ``client_msg_id`` to the same room again gets the stored message back instead of a
     second row. ``server_id`` names the node the message was sent through.
+
+    ``body`` (Markdown source) is the truth; ``body_html`` is its rendering by
+    ``rooms.formatting`` (sanitised), made once when stored and again at each edit.
     """
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
@@ -243,6 +247,15 @@ class Message(models.Model):
     )
     # The body has ``@room`` (every member is mentioned; ``rooms.mentions``): set when stored or edited.
     mentions_room = models.BooleanField(default=False, db_default=False, editable=False)
+    # The body rendered to safe HTML (``rooms.formatting.render``), when stored and at each edit.
+    body_html = models.TextField(default="", db_default="", blank=True, editable=False)
+    # A reply: the message it answers, in the same room (``rooms.replies``); set when stored, never changed.
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, editable=False, db_index=False,
+        related_name="replies",
+    )
+    # Replies to this message that are not deleted (kept by the send and delete paths, row locked).
+    reply_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         # room_id, not room: "room" would follow Room.Meta.ordering and join rooms_room by name.
@@ -258,6 +271,9 @@ class Message(models.Model):
             # A member's unread @room messages (rooms.reads), without reading every unread message.
             models.Index(fields=["room", "seq"], condition=models.Q(mentions_room=True),
                          name="message_mentions_room_idx"),
+            # A thread's replies in seq order (rooms.replies); only replies are in it.
+            models.Index(fields=["reply_to", "seq"], condition=models.Q(reply_to__isnull=False),
+                         name="message_reply_to_seq_idx"),
         ]
 
     def __str__(self) -> str:
@@ -284,6 +300,27 @@ class Mention(models.Model):
 
     def __str__(self) -> str:
         return f"@{self.user_id} in message {self.message_id}"
+
+
+class Reaction(models.Model):
+    """``user`` reacted to ``message`` with ``emoji`` (one emoji, fully qualified:
+    ``rooms.reactions.normalize_emoji``). Unique (message, user, emoji): a second add is the same
+    row; the constraint's index also serves a page's reactions by message. Written only by
+    ``rooms.reactions``."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=REACTION_EMOJI_MAX_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["message_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_message_user_emoji_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on message {self.message_id}"
 
 
 class SendWindow(models.Model):

@@ -6,6 +6,10 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from .mentions import attach as attach_mentions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room, normalize_slug
+from .reactions import attach as attach_reactions
+
+# What the message shape reads beyond the row, joined in one query (``MessageSerializer``).
+MESSAGE_RELATED = ("author", "room", "reply_to__author")
 
 # Letters and digits of any script, "-" and "_" (Django's Unicode slug): nothing else from a URL
 # (a NUL, a slash, a control character) reaches the database.
@@ -56,21 +60,27 @@ def room_members(*, room: Room) -> QuerySet[Membership]:
     return Membership.objects.filter(room=room).select_related("user").order_by("joined_at")
 
 
+def attach(messages: list[Message]) -> list[Message]:
+    """Load what the message shape needs beyond the row for a whole list of messages, in a
+    fixed number of queries whatever its length: mentions (none without ``@``) and reactions."""
+    return attach_reactions(attach_mentions(messages))
+
+
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq < before_seq`` (all when None), the newest
-    ones, returned oldest first. Author, room and mentions are loaded for ``MessageSerializer``."""
-    qs = Message.objects.filter(room=room).select_related("author", "room")
+    ones, returned oldest first. Author, room, mentions and reactions are loaded for ``MessageSerializer``."""
+    qs = Message.objects.filter(room=room).select_related(*MESSAGE_RELATED)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(reversed(qs.order_by("-seq")[:limit])))
+    return attach(list(reversed(qs.order_by("-seq")[:limit])))
 
 
 def room_messages_after(
     *, room: Room, after_seq: int, limit: int, before_seq: int | None = None
 ) -> list[Message]:
     """Up to ``limit`` messages of ``room`` with ``seq > after_seq`` (and ``< before_seq`` when
-    given), oldest first, with author, room and mentions loaded."""
-    qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
+    given), oldest first, with author, room, mentions and reactions loaded."""
+    qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related(*MESSAGE_RELATED)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(qs.order_by("seq")[:limit]))
+    return attach(list(qs.order_by("seq")[:limit]))

@@ -7,10 +7,20 @@ room page's initial history and (later) REST history all use it::
      "author": {"id": int, "username": str, "display_name": str},
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
      "edited_at": str | null, "deleted": bool,
-     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool}
+     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool,
+     "body_html": str,
+     "reactions": [{"emoji": str, "count": int, "users": [{"id": int, "username": str}, ...]}, ...],
+     "reply_to": int | null, "parent": {"seq", "author", "excerpt", "deleted"} | null,
+     "reply_count": int}
 
-A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true`` (and
-no mentions). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
+A deleted message keeps its place (id, seq) with ``"body": ""``, ``"body_html": ""`` and
+``"deleted": true`` (and no mentions). ``body_html``: the body rendered to sanitised HTML
+(``rooms.formatting``: a Markdown subset, links with ``rel="noopener noreferrer"
+target="_blank"``), made when the message was stored or last edited; ``body`` stays the source.
+``reactions`` (``rooms.reactions``): each emoji once, in the order first added, with how many
+reacted and who (the first 100); ``[]`` for none and for a deleted message. ``reply_to``,
+``parent`` and ``reply_count``: ``rooms.replies`` (the seq this message answers and a preview of
+that message; how many replies this one has). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
 edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
 """
 
@@ -22,6 +32,8 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 
 from . import mentions as mentions_module
+from . import reactions as reactions_module
+from . import replies as replies_module
 from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
 
@@ -41,6 +53,25 @@ class UserSerializer(AuthorSerializer):
     display_name = serializers.CharField(source="first_name", read_only=True)
 
 
+class ReactionSerializer(serializers.Serializer):
+    """One emoji's reactions on a message: ``{"emoji": "👍", "count": 2, "users": [{"id",
+    "username"}, ...]}`` (users in the order they reacted, the first 100)."""
+
+    emoji = serializers.CharField(read_only=True)
+    count = serializers.IntegerField(read_only=True)
+    users = AuthorSerializer(many=True, read_only=True)
+
+
+class ParentSerializer(serializers.Serializer):
+    """A reply's preview of the message it answers: ``{"seq", "author": {"id", "username"},
+    "excerpt": str (the start of its body source, "" once deleted), "deleted": bool}``."""
+
+    seq = serializers.IntegerField(read_only=True)
+    author = AuthorSerializer(read_only=True)
+    excerpt = serializers.CharField(read_only=True)
+    deleted = serializers.BooleanField(read_only=True)
+
+
 class MessageSerializer(serializers.ModelSerializer):
     """The message as every client sees it. Needs ``room`` and ``author`` loaded (select_related)."""
 
@@ -49,11 +80,14 @@ class MessageSerializer(serializers.ModelSerializer):
     deleted = serializers.SerializerMethodField()
     mentions = serializers.SerializerMethodField()
     mentions_room = serializers.SerializerMethodField()
+    reactions = serializers.SerializerMethodField()
+    reply_to = serializers.SerializerMethodField()
+    parent = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room"]
+                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -63,13 +97,24 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_mentions(self, message: Message) -> list[dict]:
         return mentions_module.mentions_of(message)
 
+    @extend_schema_field(ReactionSerializer(many=True))
+    def get_reactions(self, message: Message) -> list[dict]:
+        return reactions_module.reactions_of(message)
+
+    def get_reply_to(self, message: Message) -> int | None:
+        return replies_module.reply_to_seq(message)
+
+    @extend_schema_field(ParentSerializer(allow_null=True))
+    def get_parent(self, message: Message) -> dict | None:
+        return replies_module.parent_of(message)
+
     def get_mentions_room(self, message: Message) -> bool:
         return message.mentions_room and message.deleted_at is None
 
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
         if message.deleted_at is not None:
-            data["body"] = ""
+            data["body"] = data["body_html"] = ""
         return data
 
 
@@ -99,6 +144,11 @@ def message_data(message: Message) -> dict:
         "deleted": deleted,
         "mentions": mentions_module.mentions_of(message),
         "mentions_room": message.mentions_room and not deleted,
+        "body_html": "" if deleted else message.body_html,
+        "reactions": reactions_module.reactions_of(message),
+        "reply_to": replies_module.reply_to_seq(message),
+        "parent": replies_module.parent_of(message),
+        "reply_count": message.reply_count,
     }
 
 
@@ -151,11 +201,22 @@ def validate_text(value: str) -> str:
     return value
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that takes JSON whole numbers only (not ``"5"``, ``5.0`` or ``true``)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MessageSendFrame(serializers.Serializer):
-    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str}``.
+    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str, "reply_to": int}``.
 
     ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed).
     ``client_msg_id``: 1..64 characters chosen by the client, e.g. a UUID; a retry reuses it.
+    ``reply_to``: optional (absent or null: none), the seq of the message of the same room this
+    one answers (``rooms.replies``).
     """
 
     body = StrictCharField(
@@ -164,6 +225,8 @@ class MessageSendFrame(serializers.Serializer):
     client_msg_id = StrictCharField(
         trim_whitespace=False, max_length=CLIENT_MSG_ID_MAX_LENGTH, validators=[validate_text]
     )
+    reply_to = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1,
+                                  help_text="The seq of the message of this room it answers.")
 
     def validate_body(self, value: str) -> str:
         return validate_not_blank(value)
@@ -353,6 +416,23 @@ class MuteSerializer(serializers.Serializer):
         if until <= timezone.now():
             raise serializers.ValidationError({"until": ["Must be in the future."]})
         return {"until": until}
+
+
+class ReactionInputSerializer(serializers.Serializer):
+    """``POST`` / ``DELETE /api/rooms/<slug>/messages/<id>/reactions/``: ``{"emoji": "👍"}`` (for
+    ``DELETE`` also ``?emoji=``): exactly one emoji (``rooms.reactions.normalize_emoji``), else
+    400 ``{"detail", "code": "invalid_emoji"}``."""
+
+    emoji = serializers.CharField(max_length=64, trim_whitespace=False)
+
+
+class ReactionStateSerializer(serializers.Serializer):
+    """The answer of a reaction change: ``{"room": slug, "seq": int, "reactions": [...]}``, the
+    message's whole reaction list after it (the ``reaction.updated`` frame's fields)."""
+
+    room = serializers.CharField()
+    seq = serializers.IntegerField()
+    reactions = ReactionSerializer(many=True)
 
 
 class ReadReportSerializer(serializers.Serializer):

@@ -34,7 +34,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import access, events, mentions, ratelimit
+from . import access, events, formatting, mentions, ratelimit, replies
 from .models import (
     SLUG_MAX_LENGTH,
     SLUG_UNAVAILABLE,
@@ -69,6 +69,20 @@ class NotFound(ServiceError):
     answers exactly like a room that does not exist)."""
 
     code, status = "not_found", 404
+
+
+class MessageNotFound(ServiceError):
+    """No message with that seq (or id) in the room: ``message_not_found`` (404; on a socket an
+    error frame that keeps it open, unlike ``not_found``, which means the room is gone)."""
+
+    code, status = "message_not_found", 404
+
+
+class ReplyNotFound(ServiceError):
+    """``reply_to`` names no message of the room, or a deleted one: nothing stored
+    (``reply_not_found``, 400; on a socket an error frame that keeps it open)."""
+
+    code, status = "reply_not_found", 400
 
 
 class Forbidden(ServiceError):
@@ -192,7 +206,7 @@ def _next_seq(room_id: int) -> int:
 
 def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> Message | None:
     return (
-        Message.objects.select_related("author", "room")
+        Message.objects.select_related("author", "room", "reply_to__author")
         .filter(room=room, author=author, client_msg_id=client_msg_id)
         .first()
     )
@@ -225,8 +239,14 @@ def _check_same_send(sent: Message, body: str) -> None:
         )
 
 
+def _columns(*, limited: bool, mentioning: bool, replying: bool) -> list[str]:
+    """The names of ``_post_sql``'s answer columns, in order."""
+    return (["id", "seq"] + (["count"] if limited else []) + (["mentions"] if mentioning else [])
+            + (["reply_count", "parent"] if replying else []))
+
+
 @functools.cache
-def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = False) -> str:
+def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = False, replying: bool = False) -> str:
     """One statement that checks the author may send, takes the room's next ``seq``, stores the
     message, moves the author's read marker to it (``rooms.reads``: your own message is read)
     and makes a public room's visitor a member (marker at the message): PostgreSQL's
@@ -247,10 +267,16 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
     mentions_room`` (``%(mentions_room)s``) and a ``Mention`` row per (not banned) member other
     than the author whose lower-cased username is in ``%(names)s``; the last column answered is
     then those members as JSON text, ``[{"id", "username"}]`` by id, or NULL for none. Without
-    ``@`` none of this is in the statement."""
+    ``@`` none of this is in the statement.
+
+    ``replying`` (``reply_to`` given, ``rooms.replies``): the parent, the room's message
+    ``%(reply_to)s`` not deleted, is locked and must exist (else no row: the step-by-step path
+    says ``reply_not_found``); the message stores it as ``reply_to_id``, the parent's
+    ``reply_count`` goes up by one, and two more columns answer its new ``reply_count`` and the
+    ``parent`` preview as JSON text. The answer's columns: ``_columns``."""
     quote = connections["default"].ops.quote_name
     room_t, member_t, message_t = (quote(m._meta.db_table) for m in (Room, Membership, Message))
-    who, may, mentioned, answer = "", "", "", ""
+    who, may, mentioned, answer, replied = "", "", "", "", ""
     if limited:
         window_t = quote(SendWindow._meta.db_table)
         who = f"""rl AS (
@@ -271,6 +297,19 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
             token_check = f"AND EXISTS (SELECT 1 FROM {token_t} WHERE key = %(token)s AND user_id = %(user)s)"
         who += f"who AS (SELECT 1 FROM {user_t} WHERE id = %(user)s AND is_active {token_check}), "
         may += " AND EXISTS (SELECT 1 FROM who)"
+    if replying:
+        user_t = quote(get_user_model()._meta.db_table)
+        who += f"""p AS (
+            SELECT pm.id, pm.seq, pm.author_id, left(pm.body, {replies.EXCERPT_LENGTH}) AS excerpt
+            FROM {message_t} pm
+            WHERE pm.room_id = %(room)s AND pm.seq = %(reply_to)s AND pm.deleted_at IS NULL FOR UPDATE
+        ), """
+        may += " AND EXISTS (SELECT 1 FROM p)"
+        replied = f""", replied AS (
+            UPDATE {message_t} SET reply_count = reply_count + 1
+            WHERE id = (SELECT id FROM p) AND EXISTS (SELECT 1 FROM msg)
+            RETURNING reply_count
+        )"""
     if mentioning:
         user_t, mention_t = quote(get_user_model()._meta.db_table), quote(Mention._meta.db_table)
         mentioned = f""", targets AS (
@@ -283,6 +322,11 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
         )"""
         answer = """, (SELECT json_agg(json_build_object('id', t.id, 'username', t.username) ORDER BY t.id)::text
                       FROM targets t WHERE EXISTS (SELECT 1 FROM msg))"""
+    if replying:
+        answer += f""", (SELECT reply_count FROM replied), (SELECT json_build_object(
+                'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username),
+                'excerpt', p.excerpt, 'deleted', false)::text
+            FROM p JOIN {user_t} u ON u.id = p.author_id WHERE EXISTS (SELECT 1 FROM msg))"""
     return f"""
         WITH {who}m AS (
             SELECT banned_at, muted_until FROM {member_t} WHERE room_id = %(room)s AND user_id = %(user)s
@@ -295,9 +339,10 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
         ), msg AS (
             INSERT INTO {message_t}
                 (room_id, seq, author_id, body, client_msg_id, server_id, created_at,
-                 edited_at, deleted_at, deleted_by_id, mentions_room)
+                 edited_at, deleted_at, deleted_by_id, mentions_room, body_html, reply_to_id)
             SELECT %(room)s, last_seq, %(user)s, %(body)s, %(client_msg_id)s, %(server_id)s, %(now)s,
-                   NULL, NULL, NULL, {"%(mentions_room)s" if mentioning else "FALSE"}
+                   NULL, NULL, NULL, {"%(mentions_room)s" if mentioning else "FALSE"}, %(body_html)s,
+                   {"(SELECT id FROM p)" if replying else "NULL"}
             FROM s
             RETURNING id, seq
         ), seen AS (
@@ -308,14 +353,15 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
             SELECT %(room)s, %(user)s, %(role)s, %(now)s, NULL, NULL, seq FROM msg
             WHERE NOT EXISTS (SELECT 1 FROM m)
             ON CONFLICT (room_id, user_id) DO NOTHING
-        ){mentioned}
+        ){mentioned}{replied}
         {"SELECT (SELECT id FROM msg), (SELECT seq FROM msg), (SELECT count FROM rl)" if limited else
-         "SELECT (SELECT id FROM msg), (SELECT seq FROM msg)" if mentioning else
+         "SELECT (SELECT id FROM msg), (SELECT seq FROM msg)" if mentioning or replying else
          "SELECT id, seq FROM msg"}{answer}
     """
 
 
-def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str) -> Message | None:
+def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
+                           reply_to: int | None = None) -> Message | None:
     """The usual send in one database round trip (PostgreSQL): the stored message, with its
     broadcast registered on commit, or None when the send is not plainly allowed. Outside a
     transaction the statement is its own; inside one (a test, a caller's ``atomic``) it runs in
@@ -328,21 +374,37 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
     }
     parsed = mentions.parse(body)
     mentioning = _mention_params(parsed, params)
+    params["body_html"] = formatting.render(body, parsed)
+    replying = reply_to is not None
+    params["reply_to"] = reply_to
     with transaction.atomic() if connection.in_atomic_block else _no_transaction():
         with connection.cursor() as cursor:
-            cursor.execute(_post_sql(mentioning=mentioning), params)
+            cursor.execute(_post_sql(mentioning=mentioning, replying=replying), params)
             row = cursor.fetchone()
         if row is None or row[0] is None:
             return None
-        message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
-                          client_msg_id=client_msg_id, now=now, parsed=parsed)
+        message = _posted(dict(zip(_columns(limited=False, mentioning=mentioning, replying=replying), row)),
+                          room=room, author=author, body=body,
+                          client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
         message._state.db = connection.alias
         data = message_data(message)
         transaction.on_commit(
             partial(events.broadcast_message, room_id=room.pk, seq=message.seq, message_data=data)
         )
         _notify_mentioned(message, data)
+        _notify_thread(message)
     return message
+
+
+def _notify_thread(message: Message, *, now: bool = False) -> None:
+    """``thread.updated`` for the parent of a reply stored by ``_post_sql`` (after commit, or
+    at once from the event loop's send)."""
+    parent = getattr(message, "parent_preview", None)
+    if parent is None:
+        return
+    send = partial(events.broadcast_thread_updated, room_id=message.room.pk, room_slug=message.room.slug,
+                   seq=parent["seq"], reply_count=message.parent_reply_count)
+    send() if now else transaction.on_commit(send)
 
 
 def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
@@ -354,15 +416,20 @@ def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
     return True
 
 
-def _posted(row, *, mentioning: bool, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
-            now: datetime, parsed: "mentions.Parsed") -> Message:
-    """The ``Message`` stored by ``_post_sql``'s ``row`` (its mentions from the last column)."""
+def _posted(row: dict, *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
+            now: datetime, parsed: "mentions.Parsed", body_html: str) -> Message:
+    """The ``Message`` stored by ``_post_sql``, from its answer ``row`` by column name
+    (``_columns``): its mentions, and for a reply its parent's preview and new reply count."""
     message = Message(
-        id=row[0], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row[1],
-        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room,
+        id=row["id"], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row["seq"],
+        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room, body_html=body_html,
     )
     message._state.adding = False
-    message.mention_list = json.loads(row[-1]) if mentioning and row[-1] else []
+    message.mention_list = json.loads(row["mentions"]) if row.get("mentions") else []
+    if row.get("parent"):
+        message.parent_preview = json.loads(row["parent"])
+        message.parent_reply_count = row["reply_count"]
+    message.reaction_list = []  # a new message has none (no query for its shape)
     return message
 
 
@@ -380,25 +447,34 @@ def _no_transaction():
 
 
 def message_post(
-    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str
+    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str, reply_to: int | None = None
 ) -> PostResult:
     """Store a message in ``room`` and broadcast it to every member on every node after commit.
 
     ``body`` and ``client_msg_id`` must already be validated (``MessageSendFrame``). The message
     gets the room's next ``seq`` and this node's ``SERVER_ID``. Idempotent: when ``author`` already
     sent ``client_msg_id`` to ``room``, returns that message with ``created=False`` and stores and
-    broadcasts nothing (also when the author has been muted since). Raises ``Archived``,
-    ``NotFound``, ``Banned`` or ``Muted`` when the author may not send; database errors
+    broadcasts nothing (also when the author has been muted since). ``reply_to``: the seq of the
+    message of ``room`` this one answers (``rooms.replies``; ``ReplyNotFound`` when there is none
+    or it is deleted). Raises ``Archived``, ``NotFound``, ``Banned`` or ``Muted`` when the
+    author may not send; database errors
     (``django.db.DatabaseError``, ``psycopg_pool.PoolTimeout``) propagate: then nothing was
     stored and nothing is broadcast.
     """
     try:
         if connection.vendor == "postgresql" and author.is_authenticated:
-            message = _post_in_one_statement(room=room, author=author, body=body, client_msg_id=client_msg_id)
+            message = _post_in_one_statement(room=room, author=author, body=body, client_msg_id=client_msg_id,
+                                             reply_to=reply_to)
             if message is not None:
                 return PostResult(message=message, created=True)
         with transaction.atomic():
             membership = _check_may_send(room, author)
+            parent = None
+            if reply_to is not None:
+                parent = replies.find_parent(room_id=room.pk, seq=reply_to)
+                if parent is None or parent.deleted_at is not None:
+                    raise ReplyNotFound(f"No message {reply_to} to reply to in this room"
+                                        + (" (it was deleted)." if parent is not None else "."))
             seq = _next_seq(room.pk)
             parsed = mentions.parse(body)
             message = Message.objects.create(
@@ -409,8 +485,13 @@ def message_post(
                 seq=seq,
                 server_id=settings.SERVER_ID,
                 mentions_room=parsed.room,
+                body_html=formatting.render(body, parsed),
+                reply_to=parent,
             )
             mentions.store(message=message, parsed=parsed)
+            message.reaction_list = []
+            if parent is not None:
+                replies.count_reply(parent=parent, room_slug=room.slug)
             if membership is None:  # a public room's visitor becomes a member by speaking
                 Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
             # Your own message is read (rooms.reads).
@@ -449,11 +530,11 @@ def credentials_valid(*, user: AbstractBaseUser, token_key: str | None) -> bool:
 
 
 def _message_post_checked(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                          client_msg_id: str) -> PostResult:
+                          client_msg_id: str, reply_to: int | None = None) -> PostResult:
     if not credentials_valid(user=author, token_key=token_key):
         raise Unauthenticated("The credentials of this socket are no longer valid.")
     try:
-        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id)
+        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id, reply_to=reply_to)
     except Room.DoesNotExist:
         raise NotFound("The room no longer exists.") from None
 
@@ -464,7 +545,8 @@ _room_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakVa
 
 
 async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                             client_msg_id: str, send_rate: str | None = None) -> PostResult:
+                             client_msg_id: str, send_rate: str | None = None,
+                             reply_to: int | None = None) -> PostResult:
     """``message_post`` for a member's socket, from the event loop: re-checks the socket's
     credentials (``token_key``: the API token it was opened with, or None for a session) and
     stores the message in one PostgreSQL statement sent from the loop's own pool
@@ -494,7 +576,8 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
 
     async def fallback() -> PostResult:
         call = database_sync_to_async(_message_post_checked)
-        kwargs = dict(room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id)
+        kwargs = dict(room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id,
+                      reply_to=reply_to)
         try:
             return await call(**kwargs)
         except DjangoDatabaseError as exc:  # idempotent: once more when its connection was dead
@@ -520,7 +603,11 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         params.update(period=window.seconds, bucket=window.bucket, limit=window.limit)
     parsed = mentions.parse(body)
     mentioning = _mention_params(parsed, params)
-    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None, mentioning=mentioning)
+    params["body_html"] = formatting.render(body, parsed)
+    replying = reply_to is not None
+    params["reply_to"] = reply_to
+    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None, mentioning=mentioning,
+                    replying=replying)
     key = (id(asyncio.get_running_loop()), room.pk)
     lock = _room_locks.get(key)
     if lock is None:
@@ -562,10 +649,12 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                                              message_data=message_data(result.message))
                 return result
             _unsure_sends.pop(unsure_key)
-            message = _posted(row, mentioning=mentioning, room=room, author=author, body=body,
-                              client_msg_id=client_msg_id, now=now, parsed=parsed)
+            columns = _columns(limited=window is not None, mentioning=mentioning, replying=replying)
+            message = _posted(dict(zip(columns, row)), room=room, author=author, body=body,
+                              client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
             data = message_data(message)
             events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=data)
+            _notify_thread(message, now=True)
             if message.mention_list:
                 events.broadcast_mention(user_ids=[m["id"] for m in message.mention_list],
                                          room_slug=room.slug, message_data=data)
@@ -636,8 +725,9 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
             edited_at = message.edited_at + timedelta(microseconds=1)
         message.edited_at = edited_at
         newly_mentioned = mentions.store_edit(message=message)  # sets message.mentions_room
-        message.save(update_fields=["body", "edited_at", "mentions_room"])
-        message = Message.objects.select_related("author", "room").get(pk=message.pk)
+        message.body_html = formatting.render(body)
+        message.save(update_fields=["body", "edited_at", "mentions_room", "body_html"])
+        message = Message.objects.select_related("author", "room", "reply_to__author").get(pk=message.pk)
         data = MessageSerializer(message).data
         transaction.on_commit(
             partial(events.broadcast_message_updated, room_id=message.room_id, message_data=data)
@@ -684,6 +774,7 @@ def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
             message.deleted_at = timezone.now()
             message.deleted_by = actor if actor.is_authenticated else None
             message.save(update_fields=["deleted_at", "deleted_by"])
+            replies.uncount_reply(reply=message, room_slug=message.room.slug)
             transaction.on_commit(
                 partial(
                     events.broadcast_message_deleted,

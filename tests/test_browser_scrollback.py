@@ -348,7 +348,13 @@ def test_opening_a_room_with_last_read_seq_lands_at_the_first_unread_under_a_new
 
         # 124 is the reader's own: read up to 123, the divider goes before 125.
         open_with_last_read_seq(page, 123)
-        page.wait_for_selector(".divider--new", timeout=10_000)
+        # While the landing loads pages back to 123, the divider sits for a moment above the
+        # oldest message loaded so far: wait for the landing to end (the "Jump to latest" button)
+        # and for the divider's final place.
+        page.wait_for_function("() => document.getElementById('jump-latest').hidden === false", timeout=10_000)
+        page.wait_for_function("""() => { const d = document.querySelector('#message-list li.divider--new');
+            let next = d && d.nextElementSibling; while (next && !next.dataset.seq) next = next.nextElementSibling;
+            return Boolean(next) && next.dataset.seq === '125'; }""", timeout=10_000)
         assert ("New messages", 125) in dividers(page)
         assert in_view(page, 125)
 

@@ -7,7 +7,7 @@ import { BODY_MAX_LENGTH, config, els, state, urls } from "./context.js";
 import { actionButton, characterCount, element } from "./dom.js";
 import { registerMessagePart, when } from "./hooks.js";
 import { apiRequest } from "./http.js";
-import { applyMessageState, isValidMessage } from "./render.js";
+import { applyMessageState, bodySource, isValidMessage } from "./render.js";
 
 // --- editing and deleting (REST; the result comes back live for everyone) -------------------
 
@@ -67,8 +67,8 @@ export function openEditor(li) {
   const body = li.querySelector(".message__body");
   const form = element("form", "message__editor");
   const textarea = element("textarea", "message__edit-input");
-  textarea.value = body.textContent;
-  textarea.rows = Math.min(8, Math.max(2, body.textContent.split("\n").length));
+  textarea.value = bodySource(li); // the Markdown source, not the shown text
+  textarea.rows = Math.min(8, Math.max(2, textarea.value.split("\n").length));
   textarea.setAttribute("aria-label", "Edit message");
   const save = element("button", "button button--small", "Save");
   save.type = "submit";
@@ -119,7 +119,7 @@ export async function saveEdit(li, form) {
     setMessageError(li, `The message is ${count} characters long; the limit is ${BODY_MAX_LENGTH}.`);
     return;
   }
-  if (body === li.querySelector(".message__body").textContent) {
+  if (body === bodySource(li)) {
     closeEditor(li); // nothing changed: nothing to send
     return;
   }

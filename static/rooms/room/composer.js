@@ -3,9 +3,10 @@
  * counter near the limit, auto-growing text area, typing frames.
  */
 
-import { BODY_MAX_LENGTH, CHAR_COUNT_FROM, els } from "./context.js";
+import { BODY_MAX_LENGTH, CHAR_COUNT_FROM, els, state } from "./context.js";
 import { characterCount } from "./dom.js";
 import { enqueue } from "./outbox.js";
+import { clearReplyTarget } from "./replies.js";
 import { noteTyping } from "./presence.js";
 import { clearFormError, showFormError } from "./status.js";
 
@@ -33,7 +34,8 @@ export function onSubmit(event) {
     return;
   }
   clearFormError();
-  enqueue(body);
+  enqueue(body, state.replyTo ? state.replyTo.seq : null);
+  clearReplyTarget();
   els.input.value = "";
   autoGrow();
   updateCharCount();

@@ -100,4 +100,6 @@ export const state = {
   typists: new Map(), // user id → {username, timer}: whose typing frame came in the last 4 s
   typingSentAt: 0, // Date.now() of our last typing frame
   typingText: "", // the composer's text when we last looked (typing is sent on a change only)
+  replyTo: null, // {seq, author, excerpt}: the message the composer's next send answers (replies.js)
+  thread: null, // {id, seq}: the message whose thread panel is open (replies.js)
 };

@@ -15,6 +15,46 @@ export function element(tag, className, text) {
   return node;
 }
 
+// The server's body_html is sanitised there (nh3, an allow-list); it is parsed here in an inert
+// <template> (no script runs, nothing loads) and checked against the same allow-list again
+// before it enters the page: any other element is replaced by its text, any other attribute
+// dropped, and a link keeps its href only for http, https and mailto.
+const SAFE_TAGS = {
+  P: [], BR: [], STRONG: [], EM: [], S: [], DEL: [], CODE: [], PRE: [], BLOCKQUOTE: [], UL: [], LI: [],
+  OL: ["start"], A: ["href"], SPAN: ["class", "data-user"],
+};
+const SAFE_SCHEMES = new Set(["http:", "https:", "mailto:"]);
+
+export function setSafeHtml(target, html) {
+  const template = document.createElement("template");
+  template.innerHTML = html;
+  for (const node of Array.from(template.content.querySelectorAll("*"))) {
+    if (!node.isConnected && !template.content.contains(node)) continue; // inside a replaced node
+    const allowed = SAFE_TAGS[node.tagName];
+    if (!allowed) {
+      node.replaceWith(document.createTextNode(node.textContent));
+      continue;
+    }
+    for (const attr of Array.from(node.attributes)) {
+      if (!allowed.includes(attr.name)) node.removeAttribute(attr.name);
+    }
+    if (node.tagName === "A") {
+      let scheme = "";
+      try {
+        scheme = new URL(node.getAttribute("href") || "", "http://invalid.invalid/").protocol;
+      } catch (err) {
+        scheme = "";
+      }
+      if (!node.getAttribute("href") || !SAFE_SCHEMES.has(scheme) || !/^(https?:|mailto:)/i.test(node.getAttribute("href"))) {
+        node.removeAttribute("href");
+      }
+      node.setAttribute("rel", "noopener noreferrer");
+      node.setAttribute("target", "_blank");
+    }
+  }
+  target.replaceChildren(template.content);
+}
+
 export function newClientMsgId() {
   if (window.crypto && typeof window.crypto.randomUUID === "function") {
     return window.crypto.randomUUID(); // only in secure contexts (https, localhost)

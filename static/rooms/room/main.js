@@ -21,10 +21,12 @@
  *   members.js     the members panel and room settings (REST), live member frames
  *   avatar.js      pure: generated avatars (initials, colour); avatars.js draws them
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
+ *   reactions.js   emoji reactions: chips, picker, reaction.add / reaction.remove / reaction.updated
+ *   replies.js     replies: the quote of the parent (jumps to it), Reply, reply counts, thread panel
  *
  * Frame contract (rooms/consumers.py):
  *   server → client  {"type":"hello","server_id","room","last_seq"}            first frame
- *   client → server  {"type":"message.send","body","client_msg_id"}
+ *   client → server  {"type":"message.send","body","client_msg_id"[,"reply_to"]}
  *   server → sender  {"type":"ack","client_msg_id","id","seq"}                 once stored
  *   server → all     {"type":"message","message":{id,room,seq,author,body,created_at,server_id}}
  *   server → client  {"type":"error","code","detail"[,"client_msg_id"][,"field"][,"until"][,"frame"]}
@@ -80,6 +82,8 @@ import "./actions.js";
 import "./avatars.js";
 import "./members.js";
 import "./sync.js";
+import "./reactions.js";
+import "./replies.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
 import { connect, reconnectIfWaiting, stop } from "./connection.js";
 import { els, NARROW_SCREEN, state } from "./context.js";

@@ -60,7 +60,10 @@ export function errorPlan(frame, entry, random = Math.random) {
 export function savedOutbox(entries) {
   const unsent = [];
   for (const entry of entries) {
-    if (entry.status !== "failed") unsent.push({ id: entry.id, body: entry.body });
+    if (entry.status === "failed") continue;
+    const item = { id: entry.id, body: entry.body };
+    if (Number.isInteger(entry.replyTo)) item.replyTo = entry.replyTo; // a reply keeps its parent
+    unsent.push(item);
   }
   return unsent.length ? unsent : null;
 }

@@ -49,8 +49,9 @@ export function setEntryStatus(entry, status, reason) {
 
 
 
-export function addToOutbox(id, body) {
-  const entry = { id, body, el: null, status: "", retries: 0, retryTimer: null };
+export function addToOutbox(id, body, replyTo = null) {
+  const entry = { id, body, replyTo: Number.isInteger(replyTo) ? replyTo : null, el: null, status: "", retries: 0,
+                  retryTimer: null };
   entry.el = renderOutboxEntry(entry);
   state.outbox.set(entry.id, entry);
   setEntryStatus(entry, "sending");
@@ -58,8 +59,9 @@ export function addToOutbox(id, body) {
   return entry;
 }
 
-export function enqueue(body) {
-  const entry = addToOutbox(newClientMsgId(), body);
+// `replyTo`: the seq of the message this one answers (rooms/replies.py), or null.
+export function enqueue(body, replyTo = null) {
+  const entry = addToOutbox(newClientMsgId(), body, replyTo);
   saveOutbox();
   scrollToBottom();
   sendEntry(entry);
@@ -86,7 +88,7 @@ export function restoreOutbox() {
   } catch (err) {
     return; // storage disabled: nothing was saved
   }
-  for (const item of parseSavedOutbox(text)) addToOutbox(item.id, item.body);
+  for (const item of parseSavedOutbox(text)) addToOutbox(item.id, item.body, item.replyTo);
 }
 
 // Sends (or resends, with the same client_msg_id) once the socket said hello; otherwise the
@@ -94,7 +96,9 @@ export function restoreOutbox() {
 export function sendEntry(entry) {
   clearTimeout(entry.retryTimer);
   entry.retryTimer = null;
-  sendFrame({ type: "message.send", body: entry.body, client_msg_id: entry.id });
+  const frame = { type: "message.send", body: entry.body, client_msg_id: entry.id };
+  if (entry.replyTo !== null) frame.reply_to = entry.replyTo;
+  sendFrame(frame);
 }
 
 export function resendOutbox() {

@@ -7,7 +7,7 @@
 
 import { nameOf } from "./avatar.js";
 import { config, els, NEAR_BOTTOM_PX, state } from "./context.js";
-import { element, formatTime, fullDate, isMine, versionOfElement } from "./dom.js";
+import { element, formatTime, fullDate, isMine, setSafeHtml, versionOfElement } from "./dom.js";
 import { renderMessageParts } from "./hooks.js";
 import { fetchHistoryPage } from "./http.js";
 import { isNewer, versionOf } from "./seq.js";
@@ -36,6 +36,24 @@ export function keepingBottom(change) {
 
 // --- the message list ----------------------------------------------------------------------
 
+// A message's body source (Markdown, what an edit starts from), by its <li>; what is shown is
+// the server's sanitised body_html (dom.js's setSafeHtml checks it against an allow-list again).
+const bodySources = new WeakMap();
+
+export function bodySource(li) {
+  const known = bodySources.get(li);
+  return known !== undefined ? known : li.querySelector(".message__body").textContent;
+}
+
+// Fills a message's body element: body_html as HTML (sanitised by the server, allow-listed
+// again here), or the source as text when a message has no body_html.
+export function fillBody(bodyEl, li, message) {
+  bodySources.set(li, message.body);
+  bodyEl.classList.add("message__body--html");
+  if (typeof message.body_html === "string" && message.body_html) setSafeHtml(bodyEl, message.body_html);
+  else bodyEl.textContent = message.body;
+}
+
 export function buildMessageElement(message) {
   const li = element("li", "message" + (isMine(message) ? " message--mine" : ""));
   li.dataset.seq = String(message.seq);
@@ -54,7 +72,9 @@ export function buildMessageElement(message) {
   );
   // Node names are for operators: staff (or SHOW_NODE_NAMES=1) see them, other users do not.
   if (config.show_node_names) meta.append(element("span", "message__via", "via " + message.server_id));
-  li.append(meta, element("p", "message__body", message.body));
+  const body = element("div", "message__body");
+  fillBody(body, li, message);
+  li.append(meta, body);
   if (message.deleted) markDeleted(li);
   else if (message.edited_at) markEdited(li, message.edited_at);
   // hooks.js: the parts modules add (actions.js: Edit / Delete; features: reactions, …)
@@ -95,7 +115,7 @@ export function applyMessageState(li, message) {
     if (message.deleted) {
       markDeleted(li);
     } else {
-      li.querySelector(".message__body").textContent = message.body;
+      fillBody(li.querySelector(".message__body"), li, message);
       markEdited(li, message.edited_at);
     }
     renderMessageParts(li, message); // `message` may be only {deleted: true}
@@ -184,6 +204,7 @@ export function adoptRenderedHistory() {
       if (!isValidMessage(message)) continue;
       const rendered = adopted.get(message.seq);
       if (rendered) {
+        if (!message.deleted) bodySources.set(rendered, message.body); // the source, for editing
         renderMessageParts(rendered, message); // drawn by the server: add the parts
         adopted.delete(message.seq);
       } else {

@@ -1,0 +1,163 @@
+"""Message formatting: a message body (Markdown source, the stored truth) rendered to safe HTML.
+
+Rendered once, when the message is stored and again at each edit (``rooms.services``), into
+``Message.body_html``; every shape of a message (REST history, live frames, replay) carries it,
+so no client parses Markdown and every client shows the same thing. Measured cost and the
+reasons for rendering at store time: docs/protocol.md, "Formatting"; figures in
+bench/RESULTS.md (``python -m bench.render``).
+
+The subset (markdown-it-py's CommonMark parser, with most block rules turned off)::
+
+    **bold**  *italic* / _italic_  ~~strikethrough~~  `inline code`
+    ```fenced code``` (the info string is dropped)   > quotes (nested)
+    - lists / 1. lists   [text](https://link)   <https://autolink>   bare URLs (linkify-it)
+    a line break in the source is a line break (<br>)
+    @username / @room: <span class="mention" data-user="alice">@alice</span>
+
+Not in it: raw HTML (shown as the text typed), images (``![x](y)`` shows ``!`` and a link),
+headings (``# x`` stays a line of text: a chat line starting with ``#`` is far more often a
+channel name or a number than a title), horizontal rules, indented code blocks (four spaces of
+indentation stay text), tables, reference-style link definitions.
+
+Then the HTML is sanitised by nh3 (ammonia) with an allow-list: the tags above and no others;
+attributes ``href`` on links (http, https and mailto only; relative and any other scheme
+removed), ``start`` on ordered lists, ``class`` (``mention``, ``mention-room``) and
+``data-user`` on spans; every link gets ``rel="noopener noreferrer" target="_blank"``. So even a
+bug in the Markdown step cannot put a script, an event handler or an image in a page.
+
+A ``mention`` span is made for each ``@name`` the body mentions by ``rooms.mentions.parse``
+(``data-user``: the lower-cased name, ``room`` for ``@room``); the message's ``mentions`` field
+says which of them are members (a page highlights those). Not inside code or link text.
+
+Malformed Markdown renders as text: the parser never fails on any input (unclosed ``**``, a
+stray ``[``, 4,000 ``>``), and should anything raise, the body is shown escaped as one paragraph.
+"""
+
+import html
+import logging
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from . import mentions
+
+logger = logging.getLogger(__name__)
+
+# Bump when the output for the same source changes; a data migration then renders the stored
+# messages again (as 0006 did for every message stored before formatting existed).
+RENDER_VERSION = 1
+
+ALLOWED_TAGS = frozenset({
+    "p", "br", "strong", "em", "s", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a", "span",
+})
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": True, "breaks": True, "typographer": False})
+_md.enable(["strikethrough", "linkify"])
+_md.disable(["image", "heading", "lheading", "hr", "code", "reference", "html_block", "html_inline"])
+_md.linkify.set({"fuzzy_email": False})  # a@b.c stays text (``mailto:`` links by hand work)
+
+
+def _fence(renderer, tokens, idx, options, env) -> str:
+    """A fenced block without the info string's ``class="language-..."`` (no highlighter)."""
+    return f"<pre><code>{html.escape(tokens[idx].content, quote=False)}</code></pre>\n"
+
+
+def _mention(renderer, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    name = token.meta["name"]
+    css = "mention mention-room" if name == mentions.ROOM_MENTION else "mention"
+    return f'<span class="{css}" data-user="{html.escape(name)}">{html.escape(token.content, quote=False)}</span>'
+
+
+def _split_mentions(text: str, names: frozenset[str], room: bool) -> list[tuple[str, str | None]]:
+    """``text`` cut into ``(text, None)`` and ``(text "@alice", name "alice")`` pieces."""
+    pieces: list[tuple[str, str | None]] = []
+    at = 0
+    for match in mentions.MENTION_RE.finditer(text):
+        token = match.group(1)
+        lowered = token.lower()
+        name, shown = None, token
+        stripped = lowered.rstrip(mentions._TRAILING)
+        if room and mentions.ROOM_MENTION in (lowered, stripped):
+            name, shown = mentions.ROOM_MENTION, token[: len(stripped)]
+        elif stripped and stripped != lowered and stripped in names:  # "@alice." ends a sentence
+            name, shown = stripped, token[: len(stripped)]
+        elif lowered in names:
+            name = lowered
+        if name is None:
+            continue
+        start = match.start()
+        if start > at:
+            pieces.append((text[at:start], None))
+        pieces.append(("@" + shown, name))
+        at = start + 1 + len(shown)
+    if at < len(text):
+        pieces.append((text[at:], None))
+    return pieces
+
+
+def _mentions_rule(state) -> None:
+    """Core rule, after linkify: ``@name`` in plain text (not code, not a link's text) becomes a
+    ``mention`` token, for the names ``rooms.mentions.parse`` found (``env["mentions"]``)."""
+    parsed = state.env.get("mentions")
+    if not parsed or parsed is mentions.NOTHING:
+        return
+    names = frozenset(parsed.names)
+    for block in state.tokens:
+        if block.type != "inline" or not block.children or "@" not in block.content:
+            continue
+        children, in_link = [], 0
+        for child in block.children:
+            if child.type == "link_open":
+                in_link += 1
+            elif child.type == "link_close":
+                in_link -= 1
+            if child.type != "text" or in_link or "@" not in child.content:
+                children.append(child)
+                continue
+            for text, name in _split_mentions(child.content, names, parsed.room):
+                if name is None:
+                    piece = Token("text", "", 0)
+                else:
+                    piece = Token("mention", "span", 0, meta={"name": name})
+                piece.content = text
+                children.append(piece)
+        block.children = children
+
+
+_md.add_render_rule("fence", _fence)
+_md.add_render_rule("mention", _mention)
+_md.core.ruler.push("mentions", _mentions_rule)
+
+_cleaner = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS),
+    clean_content_tags={"script", "style"},
+    attributes={"*": set(), "a": {"href"}, "ol": {"start"}, "span": {"data-user"}},  # "*": no title, lang
+    allowed_classes={"span": {"mention", "mention-room"}},
+    url_schemes=set(URL_SCHEMES),
+    url_relative="deny",
+    link_rel="noopener noreferrer",
+    set_tag_attribute_values={"a": {"target": "_blank"}},
+    strip_comments=True,
+)
+
+
+def sanitize(fragment: str) -> str:
+    """``fragment`` with only the allow-listed tags, attributes and URL schemes (nh3)."""
+    return _cleaner.clean(fragment)
+
+
+def render(body: str, parsed: "mentions.Parsed | None" = None) -> str:
+    """The safe HTML of a message ``body`` (``parsed``: ``mentions.parse(body)`` when the caller
+    has it already). Pure (no database), about 20-60 µs for a chat-sized body (bench/RESULTS.md).
+    Never raises: should the renderer fail, the body is escaped into one paragraph."""
+    if parsed is None:
+        parsed = mentions.parse(body)
+    try:
+        rendered = _md.render(body, {"mentions": parsed})
+    except Exception:  # pragma: no cover - markdown-it-py renders any text; belt and braces
+        logger.exception("rendering a message body failed; shown as text")
+        rendered = "<p>" + html.escape(body).replace("\n", "<br>\n") + "</p>\n"
+    return sanitize(rendered).strip()

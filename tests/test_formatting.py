@@ -1,0 +1,182 @@
+"""Formatting (``rooms.formatting``): the Markdown subset, the sanitiser's allow-list against the
+usual XSS payloads, and ``body_html`` stored at send and edit on every path (REST, the socket's
+one-statement send, the step-by-step send) and carried by every shape of a message."""
+
+import re
+
+import pytest
+from channels.db import database_sync_to_async
+from rest_framework.test import APIClient
+
+from rooms import formatting, services
+from rooms.models import Message
+from rooms.serializers import MessageSerializer, message_data
+from tests import factories
+from tests.conftest import new_client_msg_id
+
+render = formatting.render
+
+LINK = 'target="_blank" rel="noopener noreferrer"'
+
+
+@pytest.mark.parametrize(("body", "html"), [
+    ("**bold**", "<p><strong>bold</strong></p>"),
+    ("*it* _it_", "<p><em>it</em> <em>it</em></p>"),
+    ("~~gone~~", "<p><s>gone</s></p>"),
+    ("`a < b`", "<p><code>a &lt; b</code></p>"),
+    ("```py\nx = 1 < 2\n```", "<pre><code>x = 1 &lt; 2\n</code></pre>"),
+    ("> quote\n> > nested", "<blockquote>\n<p>quote</p>\n<blockquote>\n<p>nested</p>\n</blockquote>\n</blockquote>"),
+    ("- a\n- b", "<ul>\n<li>a</li>\n<li>b</li>\n</ul>"),
+    ("3. c\n4. d", '<ol start="3">\n<li>c</li>\n<li>d</li>\n</ol>'),
+    ("[site](https://example.com/x)", f'<p><a href="https://example.com/x" {LINK}>site</a></p>'),
+    ("see https://example.com/a?b=1&c=2.", f'<p>see <a href="https://example.com/a?b=1&amp;c=2" {LINK}>https://example.com/a?b=1&amp;c=2</a>.</p>'),
+    ("<https://example.com>", f'<p><a href="https://example.com" {LINK}>https://example.com</a></p>'),
+    ("[mail](mailto:a@example.com)", f'<p><a href="mailto:a@example.com" {LINK}>mail</a></p>'),
+    ("line one\nline two", "<p>line one<br>\nline two</p>"),
+    ("# not a heading", "<p># not a heading</p>"),
+    ("    four spaces", "<p>four spaces</p>"),
+    ("a@example.com", "<p>a@example.com</p>"),
+])
+def test_the_markdown_subset_renders(body, html):
+    assert render(body) == html
+
+
+@pytest.mark.parametrize("body", [
+    "**unclosed", "*x **y", "[link](", "[a]: https://x.y", "```\nunclosed fence", "> " * 2000,
+    "~~~", "<", "`", "[](", "\\", "- \n- \n1.",
+])
+def test_malformed_markdown_renders_as_text_never_raises(body):
+    out = render(body)
+    assert isinstance(out, str)
+    assert "<script" not in out
+
+
+# The usual payloads: none may leave a script, an event handler, an image, an iframe, a style,
+# or a javascript:/data:/vbscript: URL in the HTML.
+XSS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    '<a href="javascript:alert(1)">x</a>',
+    "[x](javascript:alert(1))",
+    "[x](JaVaScRiPt:alert(1))",
+    "[x](  javascript:alert(1)  )",
+    "[x](java\tscript:alert(1))",
+    "[x](&#106;avascript:alert(1))",
+    "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "[x](vbscript:msgbox(1))",
+    "![x](https://example.com/x.png)",
+    "![x](javascript:alert(1))",
+    "<javascript:alert(1)>",
+    "```html\n<script>alert(1)</script><img src=x onerror=alert(1)>\n```",
+    "`<img src=x onerror=alert(1)>`",
+    "> <script>alert(1)</script>\n> > <img src=x onerror=alert(1)>",
+    '[x](https://example.com" onmouseover="alert(1))',
+    "[x](https://example.com 'title\" onclick=\"alert(1)')",
+    "<svg onload=alert(1)>",
+    "<iframe src=javascript:alert(1)>",
+    "<style>body{display:none}</style>",
+    "<a href=x>a</a><!-- comment -->",
+    "**<b onmouseover=alert(1)>bold</b>**",
+    "[click](https://example.com)<script>alert(1)</script>",
+    "@alice<script>alert(1)</script>",
+]
+
+
+def _tags(html: str) -> set[str]:
+    return {t.lower() for t in re.findall(r"<\s*([a-zA-Z0-9]+)", html)}
+
+
+@pytest.mark.parametrize("body", XSS)
+def test_xss_payloads_leave_no_script_handler_image_or_bad_url(body):
+    out = render(body)
+    assert _tags(out) <= formatting.ALLOWED_TAGS, out
+    assert not re.search(r"<[^>]*\son\w+\s*=", out, re.I), out  # no event handler attribute in a tag
+    for href in re.findall(r'<a [^>]*href="([^"]*)"', out):
+        assert href.split(":", 1)[0].lower() in formatting.URL_SCHEMES, out
+    assert "<script" not in out.lower() and "<img" not in out.lower(), out
+
+
+def test_sanitize_alone_refuses_what_markdown_would_never_make():
+    dirty = ('<p onclick="x()"><a href="javascript:alert(1)">a</a><img src=x onerror=y>'
+             '<span class="mention evil" data-user="bob" style="color:red">@bob</span><script>z()</script></p>')
+    clean = formatting.sanitize(dirty)
+    assert clean == (f'<p><a {LINK}>a</a><span class="mention" data-user="bob">@bob</span></p>')
+
+
+def test_mentions_become_spans_outside_code_and_links():
+    out = render("hi @Alice, @room! `@alice` [@alice](https://x.example) mail b@alice.example @nobody_here.",
+                 None)
+    assert '<span class="mention" data-user="alice">@Alice</span>,' in out
+    assert '<span class="mention mention-room" data-user="room">@room</span>!' in out
+    assert "<code>@alice</code>" in out
+    assert f'<a href="https://x.example" {LINK}>@alice</a>' in out
+    assert "b@alice.example" in out
+    # every parsed @name is marked (the message's "mentions" says which are members)
+    assert '<span class="mention" data-user="nobody_here">@nobody_here</span>.' in out
+
+
+# --- stored with the message ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_rest_send_stores_and_answers_body_html_and_an_edit_renders_again(room, user):
+    client = APIClient()
+    client.force_authenticate(user)
+    url = f"/api/rooms/{room.slug}/messages/"
+    sent = client.post(url, {"body": "**hi** <b>x</b>", "client_msg_id": "f-1"}, format="json")
+    assert sent.status_code == 201
+    assert sent.data["body"] == "**hi** <b>x</b>"
+    assert sent.data["body_html"] == "<p><strong>hi</strong> &lt;b&gt;x&lt;/b&gt;</p>"
+    assert Message.objects.get(pk=sent.data["id"]).body_html == sent.data["body_html"]
+    edited = client.patch(f"{url}{sent.data['id']}/", {"body": "~~hi~~"}, format="json")
+    assert edited.data["body_html"] == "<p><s>hi</s></p>"
+    history = client.get(url).data["results"]
+    assert history[-1]["body_html"] == "<p><s>hi</s></p>"
+    client.delete(f"{url}{sent.data['id']}/")
+    gone = client.get(url).data["results"][-1]
+    assert gone["deleted"] and gone["body"] == "" and gone["body_html"] == ""
+
+
+@pytest.mark.django_db
+def test_the_step_by_step_send_and_the_fast_path_store_the_same_html(room, user, other_user):
+    body = "hey @bob see https://example.com"
+    # a visitor's first message to a public room goes through the one statement; a retry
+    # of the same client_msg_id through the step-by-step path answers the stored one.
+    fast = services.message_post(room=room, author=user, body=body, client_msg_id="a").message
+    from django.db import connection
+    vendor = connection.vendor
+    try:
+        connection.vendor = "sqlite"  # force the step-by-step branch (message_post checks vendor)
+        slow = services.message_post(room=room, author=other_user, body=body, client_msg_id="b").message
+    finally:
+        connection.vendor = vendor
+    assert fast.body_html == slow.body_html == render(body)
+    assert Message.objects.get(pk=fast.pk).body_html == Message.objects.get(pk=slow.pk).body_html
+    assert message_data(fast)["body_html"] == MessageSerializer(fast).data["body_html"] == render(body)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_send_broadcasts_body_html(joined, room):
+    await joined.send({"type": "message.send", "body": "[x](javascript:alert(1)) *ok*",
+                       "client_msg_id": new_client_msg_id()})
+    frames = [await joined.receive(), await joined.receive()]
+    message = next(f for f in frames if f["type"] == "message")["message"]
+    assert message["body_html"] == "<p>[x](javascript:alert(1)) <em>ok</em></p>"
+    stored = await database_sync_to_async(lambda: Message.objects.get(pk=message["id"]).body_html)()
+    assert stored == message["body_html"]
+
+
+@pytest.mark.django_db
+def test_the_data_migration_renders_messages_stored_before_formatting(room, user):
+    from importlib import import_module
+
+    from django.apps import apps as global_apps
+
+    migration = import_module("rooms.migrations.0006_message_body_html")
+    kept = services.message_post(room=room, author=user, body="**old**", client_msg_id="m1").message
+    gone = services.message_post(room=room, author=user, body="secret", client_msg_id="m2").message
+    services.message_delete(message=gone, actor=user)
+    Message.objects.update(body_html="")
+    migration.render_stored_messages(global_apps, None)
+    assert Message.objects.get(pk=kept.pk).body_html == "<p><strong>old</strong></p>"
+    assert Message.objects.get(pk=gone.pk).body_html == ""

@@ -1,0 +1,184 @@
+"""Replies and threads (``rooms.replies``): ``reply_to`` on every send path (the one-statement
+send, the step-by-step send, the event loop's send), refusals, ``reply_count`` and
+``thread.updated``, the parent preview (a deleted parent shows as deleted), the thread route,
+and a fixed number of queries per history page."""
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from rooms import services
+from rooms.models import Message
+from tests import factories
+from tests.conftest import new_client_msg_id
+
+
+def post(room, author, body="hi", client_msg_id=None, reply_to=None):
+    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body,
+                                 reply_to=reply_to).message
+
+
+def api(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_a_reply_names_its_parent_and_counts_on_it(room, user, other_user, django_capture_on_commit_callbacks):
+    parent = post(room, user, "**the question**")
+    services.member_join(room=room, user=other_user)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        reply = post(room, other_user, "the answer", reply_to=parent.seq)
+    assert len(callbacks) == 2  # the message, then thread.updated
+    stored = Message.objects.get(pk=reply.pk)
+    assert stored.reply_to_id == parent.pk
+    assert Message.objects.get(pk=parent.pk).reply_count == 1
+    page = api(user).get(f"/api/rooms/{room.slug}/messages/").json()["results"]
+    assert page[0]["reply_to"] is None and page[0]["parent"] is None and page[0]["reply_count"] == 1
+    assert page[1]["reply_to"] == parent.seq and page[1]["reply_count"] == 0
+    assert page[1]["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+                                 "excerpt": "**the question**", "deleted": False}
+
+
+@pytest.mark.django_db
+def test_the_one_statement_send_stores_a_reply_in_its_statement(room, user, other_user):
+    parent = post(room, user, "q")
+    with CaptureQueriesContext(connection) as captured:
+        reply = services._post_in_one_statement(room=room, author=other_user, body="a", client_msg_id="a",
+                                                reply_to=parent.seq)
+    statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert reply is not None and len(statements) == 1  # the test's transaction adds a savepoint
+    assert reply.parent_preview == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+                                    "excerpt": "q", "deleted": False}
+    assert reply.parent_reply_count == 1 == Message.objects.get(pk=parent.pk).reply_count
+    assert services._post_in_one_statement(room=room, author=other_user, body="b", client_msg_id="b",
+                                           reply_to=999) is None
+
+
+@pytest.mark.django_db
+def test_the_step_by_step_send_stores_a_reply_the_same_way(room, user, other_user):
+    parent = post(room, user, "q")
+    vendor = connection.vendor
+    try:
+        connection.vendor = "sqlite"  # message_post's step-by-step branch, on the same PostgreSQL
+        reply = post(room, other_user, "a", reply_to=parent.seq)
+        with pytest.raises(services.ReplyNotFound):
+            post(room, other_user, "b", reply_to=99)
+    finally:
+        connection.vendor = vendor
+    assert Message.objects.get(pk=reply.pk).reply_to_id == parent.pk
+    assert Message.objects.get(pk=parent.pk).reply_count == 1
+    assert not Message.objects.filter(body="b").exists()
+
+
+@pytest.mark.django_db
+def test_a_reply_to_a_missing_deleted_or_other_rooms_seq_is_refused_and_stores_nothing(room, user):
+    elsewhere = factories.make_room(created_by=user, slug="elsewhere")
+    for _ in range(3):
+        post(elsewhere, user, f"there {_}")  # seqs 1..3 exist only in the other room
+    first = post(room, user, "first")
+    gone = post(room, user, "gone")
+    services.message_delete(message=gone, actor=user)
+    last_seq = type(room).objects.get(pk=room.pk).last_seq
+    for reply_to in (3, 999, gone.seq):
+        with pytest.raises(services.ReplyNotFound):
+            post(room, user, f"reply to {reply_to}", reply_to=reply_to)
+    response = api(user).post(f"/api/rooms/{room.slug}/messages/",
+                              {"body": "x", "client_msg_id": "x", "reply_to": 3}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "reply_not_found"
+    assert type(room).objects.get(pk=room.pk).last_seq == last_seq  # no seq taken
+    assert Message.objects.get(pk=first.pk).reply_count == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("reply_to", ["1", 1.0, True, 0, -1, 2**63, [1]])
+def test_rest_refuses_a_reply_to_that_is_not_a_seq(room, user, reply_to):
+    post(room, user, "first")
+    response = api(user).post(f"/api/rooms/{room.slug}/messages/",
+                              {"body": "x", "client_msg_id": "x", "reply_to": reply_to}, format="json")
+    assert response.status_code == 400 and "reply_to" in response.json()
+
+
+@pytest.mark.django_db
+def test_deleting_a_reply_counts_it_out_and_a_deleted_parent_shows_as_deleted(room, user, django_capture_on_commit_callbacks):
+    parent = post(room, user, "parent")
+    replies = [post(room, user, f"r{i}", reply_to=parent.seq) for i in range(2)]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        services.message_delete(message=replies[0], actor=user)
+    assert len(callbacks) == 2  # message.deleted and thread.updated
+    assert Message.objects.get(pk=parent.pk).reply_count == 1
+    services.message_delete(message=parent, actor=user)
+    shown = api(user).get(f"/api/rooms/{room.slug}/messages/{replies[1].pk}/").json()
+    assert shown["reply_to"] == parent.seq
+    assert shown["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+                               "excerpt": "", "deleted": True}
+
+
+@pytest.mark.django_db
+def test_the_thread_route_pages_replies_by_seq(room, user, other_user):
+    parent = post(room, user, "parent")
+    other = post(room, user, "unrelated")
+    ids = [post(room, user, f"r{i}", reply_to=parent.seq).seq for i in range(5)]
+    post(room, user, "reply to another", reply_to=other.seq)
+    url = f"/api/rooms/{room.slug}/messages/{parent.pk}/replies/"
+    first = api(user).get(url, {"limit": 3}).json()
+    assert first["parent"]["seq"] == parent.seq and first["parent"]["reply_count"] == 5
+    assert [m["seq"] for m in first["results"]] == ids[:3] and first["has_more"] is True
+    rest = api(user).get(url, {"limit": 3, "after_seq": ids[2]}).json()
+    assert [m["seq"] for m in rest["results"]] == ids[3:] and rest["has_more"] is False
+    assert api(user).get(url, {"limit": 0}).status_code == 400
+    private = factories.make_room(created_by=user, slug="secret", is_private=True)
+    hidden = post(private, user, "hidden")
+    assert api(other_user).get(f"/api/rooms/secret/messages/{hidden.pk}/replies/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_history_page_with_replies_takes_a_fixed_number_of_queries(room, user):
+    parent = post(room, user, "p0")
+    post(room, user, "r0", reply_to=parent.seq)
+
+    def queries():
+        with CaptureQueriesContext(connection) as captured:
+            assert api(user).get(f"/api/rooms/{room.slug}/messages/", {"limit": 200}).status_code == 200
+        return len(captured)
+
+    few = queries()
+    for i in range(1, 20):
+        p = post(room, user, f"p{i}", f"p{i}")
+        post(room, user, f"r{i}", f"r{i}", reply_to=p.seq)
+    assert queries() == few
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_reply_is_broadcast_with_its_parent_and_thread_updated(ws, room, user, other_user):
+    parent = await database_sync_to_async(post)(room, user, "question")
+    await database_sync_to_async(services.member_join)(room=room, user=other_user)
+    alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
+    for conn in (alice, bob):
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    await bob.send({"type": "message.send", "body": "answer", "client_msg_id": "r-1", "reply_to": parent.seq})
+    frames = [await bob.receive() for _ in range(3)]
+    assert {f["type"] for f in frames} == {"ack", "message", "thread.updated"}
+    message = next(f for f in frames if f["type"] == "message")["message"]
+    assert message["reply_to"] == parent.seq and message["parent"]["excerpt"] == "question"
+    seen_by_alice = [await alice.receive() for _ in range(2)]
+    assert {"type": "thread.updated", "room": "lobby", "seq": parent.seq, "reply_count": 1} in seen_by_alice
+    # refused: an error frame, the socket kept, nothing stored
+    await bob.send({"type": "message.send", "body": "lost", "client_msg_id": new_client_msg_id(), "reply_to": 77})
+    error = await bob.receive_type("error")
+    assert error["code"] == "reply_not_found"
+    await bob.send({"type": "message.send", "body": "x", "client_msg_id": new_client_msg_id(), "reply_to": "1"})
+    assert (await bob.receive_type("error"))["code"] == "invalid_field"
+    assert await alice.nothing_more()
+    count = await database_sync_to_async(lambda: Message.objects.get(pk=parent.pk).reply_count)()
+    assert count == 1
+    json.dumps(message)
+    await alice.close()
+    await bob.close()
