@@ -291,6 +291,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "send": env.str("THROTTLE_SEND_RATE", default="120/min"),
         "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
+        "search": env.str("THROTTLE_SEARCH_RATE", default="60/min"),
     },
 }
 # Presence (rooms/presence.py): a connection expires PRESENCE_TTL seconds after its node's last

@@ -46,7 +46,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import dms, login_throttle, mentions, metrics, presence, reads, selectors, services
+from . import dms, login_throttle, mentions, metrics, presence, reads, search, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import Membership, Message, Room
 from .serializers import (
@@ -65,6 +65,8 @@ from .serializers import (
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    SearchResultSerializer,
+    StrictCharField,
     UserSettingsSerializer,
 )
 
@@ -659,3 +661,88 @@ class MentionsView(APIView):
             limit=query.validated_data["limit"],
         )
         return Response({"results": MentionSerializer(page, many=True).data, "has_more": has_more})
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+class SearchQuery(serializers.Serializer):
+    """Query of ``GET /api/search/``. ``q`` is checked by ``rooms.search.parse_query`` (its
+    refusals are 400 ``{"detail", "code"}``); the others answer 400 with field errors."""
+
+    q = StrictCharField(
+        required=False, allow_blank=True, trim_whitespace=False,
+        help_text=f"The search: whitespace-separated terms, every one a case-insensitive substring "
+        f"of the body. {search.QUERY_MIN_LENGTH}..{search.QUERY_MAX_LENGTH} characters.",
+    )
+    room = serializers.CharField(required=False, help_text="A room's slug: search only that room.")
+    before = serializers.IntegerField(
+        required=False, min_value=1, max_value=SEQ_MAX,
+        help_text="Cursor: results older than this message id (the previous page's `next_before`).",
+    )
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=search.MAX_LIMIT, default=search.DEFAULT_LIMIT,
+        help_text=f"Page size, 1..{search.MAX_LIMIT} (default {search.DEFAULT_LIMIT}).",
+    )
+
+
+@extend_schema_serializer(many=False)
+class SearchPage(serializers.Serializer):
+    """A page of search results, newest first: ``{"results": [...], "has_more": bool,
+    "next_before": int | null}`` (``next_before``: the ``before`` of the next page)."""
+
+    results = SearchResultSerializer(many=True)
+    has_more = serializers.BooleanField()
+    next_before = serializers.IntegerField(allow_null=True)
+
+
+_SEARCH_EXAMPLE_MESSAGE = {
+    "id": 5120, "room": "general", "seq": 311, "author": {"id": 7, "username": "alice"},
+    "body": "일반대화방입니다: 대화 is open", "created_at": "2026-12-04T15:07:37.123456Z",
+    "server_id": "node-1", "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+}
+
+
+class SearchView(APIView):
+    """``GET /api/search/``: full-text search over the messages of the caller's rooms
+    (``rooms.search``)."""
+
+    throttle_classes = [FailOpenScopedThrottle]
+    throttle_scope = "search"
+
+    @extend_schema(
+        parameters=[SearchQuery],
+        responses={200: SearchPage, 400: None, 404: None, 429: None},
+        description="Messages whose current body contains every whitespace-separated term of `q` "
+        "(case-insensitive substrings, so Korean and Japanese words are found inside longer "
+        "words), newest first, in the rooms the caller is a member of (not banned), or in the "
+        "one room `room` names (a public room need not be joined; a private room one is not in, "
+        "or a room one is banned from, answers 404). Deleted messages and text an edit removed "
+        "are never found. Paged by message id: the next page is `?before=` the answer's "
+        "`next_before`. `highlights`: where the terms occur in the body, as `[start, end)` "
+        "ranges of Unicode code points: escape the body and mark those ranges. 400 "
+        "`{\"detail\", \"code\"}` with code `query_empty`, `query_too_short` (one "
+        "character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
+        "for `before` or `limit` out of range. Throttled per user (`THROTTLE_SEARCH_RATE`).",
+        examples=[
+            OpenApiExample("Search for 대화", request_only=True, value={"q": "대화"}),
+            OpenApiExample("A page of one result", response_only=True, value={
+                "results": [{"room": "general", "message": _SEARCH_EXAMPLE_MESSAGE,
+                             "highlights": [[2, 4], [11, 13]]}],
+                "has_more": True, "next_before": 5120,
+            }),
+        ],
+    )
+    def get(self, request):
+        query = SearchQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        room = search.readable_room(user=request.user, slug=data["room"]) if "room" in data else None
+        page = search.search_messages(
+            user=request.user, q=data.get("q"), room=room, before=data.get("before"), limit=data["limit"]
+        )
+        return Response({
+            "results": SearchResultSerializer(page.results, many=True).data,
+            "has_more": page.next_before is not None,
+            "next_before": page.next_before,
+        })

@@ -22,6 +22,7 @@ urlpatterns = [
     path("dms/", api.DirectMessageView.as_view(), name="dms"),
     path("me/settings/", api.MySettingsView.as_view(), name="my-settings"),
     path("mentions/", api.MentionsView.as_view(), name="mentions"),
+    path("search/", api.SearchView.as_view(), name="search"),
     path("", include(router.urls)),
     path("rooms/<str:room_slug>/", include(room_router.urls)),
     re_path(r"", api.not_found),

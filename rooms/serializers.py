@@ -365,3 +365,16 @@ class MentionSerializer(serializers.Serializer):
 
     room = serializers.CharField(source="room.slug")
     message = MessageSerializer(source="*")
+
+
+class SearchResultSerializer(serializers.Serializer):
+    """One search result (``rooms.search``): ``{"room": slug, "message": {...message...},
+    "highlights": [[start, end], ...]}``. ``highlights``: where the query's terms occur in
+    ``message.body``, as ranges of Unicode code points (end exclusive), sorted and not
+    overlapping; plain numbers, never HTML: a client escapes the body and marks the ranges."""
+
+    room = serializers.CharField(source="room.slug")
+    message = MessageSerializer(source="*")
+    highlights = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(min_value=0), min_length=2, max_length=2)
+    )

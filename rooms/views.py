@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, login_throttle, metrics, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -136,6 +136,68 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         # page opens at the latest message (0 would load the room back to its first message).
         if ctx["my_role"] is not None:
             ctx["room_config"]["last_read_seq"] = membership.last_read_seq
+        # ?seq=N (a search result's link, /rooms/<slug>/?seq=N#seq-N): the page loads history
+        # back to that message and scrolls to it, marked, instead of the first unread one.
+        land = self.request.GET.get("seq", "")
+        if land.isascii() and land.isdigit() and 1 <= int(land) <= self.object.last_seq:
+            ctx["room_config"]["land_seq"] = int(land)
+        return ctx
+
+
+class SearchView(LoginRequiredMixin, TemplateView):
+    """``GET /search/?q=&room=&before=&limit=``: the search box's results page (``rooms.search``,
+    the same search as ``GET /api/search/``), server-rendered: each result names its room and
+    author, shows its body escaped with the matches in ``<mark>``, and links to
+    ``/rooms/<slug>/?seq=N#seq-N`` (the room page opens there with the history around it).
+    "Older results" follows the cursor. No ``q``: the empty form. A refused query (too short,
+    too long) answers 400 with the reason on the page; ``room`` naming a room the user may not
+    read answers 404."""
+
+    template_name = "rooms/search.html"
+
+    def get(self, request, *args, **kwargs):
+        ctx = self.get_context_data(**kwargs)
+        return self.render_to_response(ctx, status=400 if ctx.get("error") else 200)
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        params = self.request.GET
+        q = params.get("q", "")
+        ctx["search_q"] = q
+        ctx["room"] = None
+        if params.get("room"):
+            try:
+                ctx["room"] = search.readable_room(user=self.request.user, slug=params["room"])
+            except services.NotFound:
+                raise Http404("No such room.") from None
+        if "q" not in params:
+            return ctx
+        before = params.get("before", "")
+        before = int(before) if before.isascii() and before.isdigit() and 0 < int(before) < search.ID_MAX else None
+        limit = params.get("limit", "")
+        limit = int(limit) if limit.isascii() and limit.isdigit() and limit != "0" else search.DEFAULT_LIMIT
+        try:
+            page = search.search_messages(user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit)
+        except search.QueryError as exc:
+            ctx["error"] = exc.detail
+            return ctx
+        ctx["results"] = [
+            {"message": m, "pieces": search.marked(m.body, m.highlights),
+             "dm_with": None} for m in page.results
+        ]
+        partners = dms.dm_partners(self.request.user) if any(m.room.is_dm for m in page.results) else {}
+        for result in ctx["results"]:
+            result["dm_with"] = partners.get(result["message"].room_id)
+        ctx["searched"] = True
+        if page.next_before is not None:
+            more = {"q": q, "before": page.next_before}
+            if ctx["room"] is not None:
+                more["room"] = ctx["room"].slug
+            if limit != search.DEFAULT_LIMIT:
+                more["limit"] = limit
+            from urllib.parse import urlencode
+
+            ctx["older_query"] = urlencode(more)
         return ctx
 
 
