@@ -136,7 +136,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         # page opens at the latest message (0 would load the room back to its first message).
         if ctx["my_role"] is not None:
             ctx["room_config"]["last_read_seq"] = membership.last_read_seq
-        # ?seq=N (a search result's link, /rooms/<slug>/?seq=N#seq-N): the page loads history
+        # ?seq=N (a search result's link, /rooms/<slug>/?seq=N#message-N): the page loads history
         # back to that message and scrolls to it, marked, instead of the first unread one.
         land = self.request.GET.get("seq", "")
         if land.isascii() and land.isdigit() and 1 <= int(land) <= self.object.last_seq:
@@ -148,7 +148,7 @@ class SearchView(LoginRequiredMixin, TemplateView):
     """``GET /search/?q=&room=&before=&limit=``: the search box's results page (``rooms.search``,
     the same search as ``GET /api/search/``), server-rendered: each result names its room and
     author, shows its body escaped with the matches in ``<mark>``, and links to
-    ``/rooms/<slug>/?seq=N#seq-N`` (the room page opens there with the history around it).
+    ``/rooms/<slug>/?seq=N#message-N`` (the room page opens there with the history around it).
     "Older results" follows the cursor. No ``q``: the empty form. A refused query (too short,
     too long) answers 400 with the reason on the page; ``room`` naming a room the user may not
     read answers 404."""

@@ -293,7 +293,7 @@ def test_the_results_page_marks_matches_in_escaped_text_and_links_to_the_seq(cli
     assert response.status_code == 200
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; 일반<mark>대화</mark>방 &lt;img" in html
-    assert f'href="/rooms/lobby/?seq={message.seq}#seq-{message.seq}"' in html
+    assert f'href="/rooms/lobby/?seq={message.seq}#message-{message.seq}"' in html
     assert 'value="대화"' in html  # the box keeps the query
 
 
