@@ -2,6 +2,7 @@
 
 import hmac
 import logging
+import math
 
 from django.conf import settings
 from django.contrib import messages as flash
@@ -151,11 +152,25 @@ class SearchView(LoginRequiredMixin, TemplateView):
     ``/rooms/<slug>/?seq=N#message-N`` (the room page opens there with the history around it).
     "Older results" follows the cursor. No ``q``: the empty form. A refused query (too short,
     too long) answers 400 with the reason on the page; ``room`` naming a room the user may not
-    read answers 404."""
+    read answers 404. Throttled per user like the API (``THROTTLE_SEARCH_RATE``, a window of its
+    own): over it, 429 with ``Retry-After`` and the wait on the page, nothing searched."""
 
     template_name = "rooms/search.html"
 
     def get(self, request, *args, **kwargs):
+        from . import ratelimit
+
+        retry_after = None
+        if "q" in request.GET:
+            rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["search"]
+            retry_after = ratelimit.hit(f"search-page:{request.user.pk}", rate)
+        if retry_after is not None:
+            ctx = super().get_context_data(**kwargs)
+            ctx.update(search_q=request.GET.get("q", ""), room=None,
+                       error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.")
+            response = self.render_to_response(ctx, status=429)
+            response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+            return response
         ctx = self.get_context_data(**kwargs)
         return self.render_to_response(ctx, status=400 if ctx.get("error") else 200)
 

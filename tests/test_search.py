@@ -226,6 +226,22 @@ def test_search_is_throttled_per_user_with_retry_after(api, room, monkeypatch):
     cache.clear()
 
 
+@pytest.mark.django_db
+def test_the_results_page_is_throttled_per_user_with_retry_after(client, user, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
+        **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "search": "1/min"}}
+    client.force_login(user)
+    assert client.get(reverse("rooms:search"), {"q": "ab"}).status_code == 200
+    assert client.get(reverse("rooms:search")).status_code == 200  # the empty form is not a search
+    response = client.get(reverse("rooms:search"), {"q": "ab"})
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "Too many searches" in response.content.decode()
+    cache.clear()
+
+
 # --- the SQL ---------------------------------------------------------------------------------------
 
 
