@@ -276,6 +276,11 @@ def measure(args) -> dict:
     return {"per_query": per_query, "found": found}
 
 
+def long_term(q: str) -> bool:
+    """Whether the query (a table row's, "  (page 2)" ignored) has a term the trigram index serves."""
+    return any(len(t) >= 3 for t in q.replace("  (page 2)", "").split())
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from .cluster import check_loopback
@@ -297,8 +302,23 @@ def main(argv=None) -> int:
         base = q.replace("  (page 2)", "")
         shown = result["found"].get(base, "") if q == base else "(next page)"
         print(f"| `{q}` | {shown} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | {max(values):.1f} |")
-    print(f"\nall {len(every)} searches: p50 {percentile(every, 50):.1f} ms, p95 {percentile(every, 95):.1f} ms, "
-          f"p99 {percentile(every, 99):.1f} ms, max {max(every):.1f} ms (mean {statistics.mean(every):.1f})")
+    print()
+    groups = {
+        "all": every,
+        "a term of 3+ characters (trigram index)": [
+            ms for q, values in result["per_query"].items() if long_term(q)
+            for ms in values],
+        "only terms of 1-2 characters (no trigram)": [
+            ms for q, values in result["per_query"].items() if not long_term(q)
+            for ms in values],
+    }
+    for label, values in groups.items():
+        if values:
+            print(f"{label}: {len(values)} searches, p50 {percentile(values, 50):.1f} ms, "
+                  f"p95 {percentile(values, 95):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
+                  f"max {max(values):.1f} ms (mean {statistics.mean(values):.1f})")
+    print(f"machine: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"(1, 5, 15 min) on {os.cpu_count()} CPUs")
     return 0
 
 

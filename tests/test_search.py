@@ -268,6 +268,8 @@ def test_the_page_is_one_statement_whose_text_condition_the_trigram_index_serves
     sql, params = search.page_sql(user=user, terms=["there", "hel"])
     assert sql.count('"rooms_message"."body" ILIKE %s') == 2 and '"rooms_message"."deleted_at" IS NULL' in sql
     assert "ANY(ARRAY(SELECT room_id" in sql
+    korean, _ = search.page_sql(user=user, terms=["대화", "OK"])
+    assert '"rooms_message"."body" LIKE %s AND "rooms_message"."body" ILIKE %s' in korean
     alone = Message.objects.filter(deleted_at__isnull=True).filter(search._match(["there"])).values("pk")
     alone_sql, alone_params = alone.query.get_compiler(using="default").as_sql()
     with connection.cursor() as cur:
