@@ -371,3 +371,29 @@ def test_the_search_bench_loads_a_tiny_data_set_into_its_own_database_and_prints
 
         with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+# --- the schema ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_the_search_route_its_page_shape_refusals_and_an_example(api, client, room, user):
+    from tests.test_schema import fits, served_schema
+
+    post(room, user, "schema 대화 example")
+    schema = served_schema(client)
+    route = schema["paths"]["/api/search/"]["get"]
+    assert {p["name"] for p in route["parameters"]} == {"q", "room", "before", "limit"}
+    assert {"200", "400", "401", "404", "429"} <= set(route["responses"])
+    assert "Retry-After" in route["responses"]["429"]["headers"]
+    assert "query_too_short" in route["description"] and "highlights" in route["description"]
+    ok = route["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/SearchPage"}
+    example = next(iter(ok["examples"].values()))["value"]
+    real = api.get(URL, {"q": "대화"}).json()
+    # (jsonschema does not read OpenAPI's "nullable", so a message is compared by its keys;
+    # Schemathesis checks real answers against the schema in tests/test_schema.py.)
+    assert set(example) == set(real) == set(schema["components"]["schemas"]["SearchPage"]["properties"])
+    assert set(example["results"][0]) == set(real["results"][0]) == {"room", "message", "highlights"}
+    assert set(example["results"][0]["message"]) == set(real["results"][0]["message"])
+    assert fits(schema, "Error", api.get(URL, {"q": "x"}).json())
