@@ -378,3 +378,23 @@ class SearchResultSerializer(serializers.Serializer):
     highlights = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(min_value=0), min_length=2, max_length=2)
     )
+
+
+class AttachmentSerializer(serializers.Serializer):
+    """An attachment as every client sees it (``rooms.attachments.attachment_data``): ``{"id",
+    "name", "size" (bytes), "content_type", "url", "thumbnail_url" (null unless an image),
+    "width", "height" (pixels; null unless an image)}``."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    content_type = serializers.CharField()
+    url = serializers.CharField()
+    thumbnail_url = serializers.CharField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+
+    def to_representation(self, attachment) -> dict:
+        from .attachments import attachment_data
+
+        return attachment_data(attachment)

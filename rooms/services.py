@@ -200,6 +200,14 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     return membership
 
 
+def check_may_upload(*, room: Room, user: AbstractBaseUser) -> None:
+    """The rules of sending, for an upload into ``room`` (``rooms.attachments``): ``NotFound``,
+    ``Banned``, ``Muted`` as ``message_post``, ``Archived`` for an archived room."""
+    _check_may_send(room, user)
+    if room.is_archived:
+        raise Archived("The room is archived: it keeps its history but takes no new messages.")
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
