@@ -653,7 +653,7 @@ class MentionsView(APIView):
                 "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice"},
                 "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
-                "mentions_room": False}}],
+                "mentions_room": False, "attachments": []}}],
             "has_more": True,
         })],
     )
@@ -704,6 +704,7 @@ _SEARCH_EXAMPLE_MESSAGE = {
     "id": 5120, "room": "general", "seq": 311, "author": {"id": 7, "username": "alice"},
     "body": "일반대화방입니다: 대화 is open", "created_at": "2026-12-04T15:07:37.123456Z",
     "server_id": "node-1", "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+    "attachments": [],
 }
 
 
@@ -824,7 +825,7 @@ class AttachmentDownloadView(APIView):
     (``rooms.attachments.attachment_readable``; else 404). ``<name>`` is the attachment's name
     (any other text answers the same file: it only names the download)."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): _BINARY, 404: None},
+    @extend_schema(responses={(200, "*/*"): _BINARY, 404: None},
                    description="The file: images inline with their type, anything else with "
                    "`Content-Disposition: attachment`; always `X-Content-Type-Options: nosniff` and a "
                    "sandboxing `Content-Security-Policy`. 404 unless the caller may read the room "
@@ -838,6 +839,6 @@ class AttachmentThumbnailView(APIView):
     """``GET /api/attachments/<id>/thumbnail/``: an image attachment's thumbnail (JPEG or PNG,
     at most 400 pixels a side), under the download's rule."""
 
-    @extend_schema(responses={(200, "image/jpeg"): _BINARY, 404: None})
+    @extend_schema(responses={(200, "image/*"): _BINARY, 404: None})
     def get(self, request, attachment_id=None):
         return _file_response(request, attachment_id, thumbnail=True)

@@ -226,7 +226,8 @@ def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFil
 
 
 def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int]) -> list[Attachment]:
-    """Inside the sending transaction: give ``message`` the attachments ``ids`` (in that order),
+    """Inside the sending transaction: give ``message`` the attachments ``ids`` (shown by id, as
+    history loads them),
     each ``user``'s own unsent upload in the message's room; else ``InvalidAttachment`` (the
     caller's transaction rolls back: no message)."""
     ids = list(dict.fromkeys(ids))
@@ -242,7 +243,7 @@ def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int
         raise InvalidAttachment("An attachment is not one of your unsent uploads in this room.",
                                 ids=[i for i in ids if i not in found])
     Attachment.objects.filter(pk__in=ids).update(message=message)
-    claimed = [found[i] for i in ids]
+    claimed = [found[i] for i in sorted(ids)]
     for attachment in claimed:
         attachment.message = message
     message.attachment_list = claimed

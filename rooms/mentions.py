@@ -166,5 +166,7 @@ def mentions_for(*, user: AbstractBaseUser, before_id: int | None = None,
     )
     if before_id is not None:
         qs = qs.filter(message_id__lt=before_id)
+    from .attachments import attach as attach_attachments
+
     page = [mention.message for mention in qs[: limit + 1]]
-    return attach(page[:limit]), len(page) > limit
+    return attach_attachments(attach(page[:limit])), len(page) > limit

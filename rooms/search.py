@@ -31,7 +31,8 @@ only whitespace), ``query_too_long`` (over ``QUERY_MAX_LENGTH``, 200 characters)
 
 **The SQL, and why** (EXPLAIN ANALYZE on ``python -m bench search``'s 1,000,000 messages in
 1,000 rooms, one user in 20 of them; figures in bench/RESULTS.md). One statement per page
-(``page_sql``; a second one only for the mentions of found bodies with ``@``)::
+(``page_sql``; then one loads the page's attachments, and one the mentions of found bodies
+with ``@``)::
 
     SELECT message.*, author.*, room.* FROM rooms_message JOIN auth_user JOIN rooms_room
     WHERE room_id = ANY(ARRAY(SELECT room_id FROM rooms_membership
@@ -215,13 +216,16 @@ def highlights(body: str, terms: list[str]) -> list[list[int]]:
 
 def search_messages(*, user: AbstractBaseUser, q: str | None, room: Room | None = None,
                     before: int | None = None, limit: int = DEFAULT_LIMIT) -> SearchPage:
-    """A page of ``user``'s search for ``q`` (see the module docstring): one SQL statement, plus
-    one for mentions when a found body has ``@``. Raises ``QueryError``. ``room``: from
-    ``readable_room`` (the caller checks it); ``before``: a message id; ``limit``: 1..50."""
+    """A page of ``user``'s search for ``q`` (see the module docstring): one SQL statement finds
+    the page; one more loads the page's attachments, and one its mentions when a found body has
+    ``@``. Raises ``QueryError``. ``room``: from ``readable_room`` (the caller checks it);
+    ``before``: a message id; ``limit``: 1..50."""
     terms = parse_query(q)
     limit = max(1, min(int(limit), MAX_LIMIT))
     found = list(_queryset(user=user, terms=terms, room=room, before=before, limit=limit))
-    page = attach_mentions(found[:limit])
+    from .attachments import attach as attach_attachments
+
+    page = attach_attachments(attach_mentions(found[:limit]))
     for message in page:
         message.highlights = highlights(message.body, terms)
     return SearchPage(results=page, next_before=page[-1].pk if len(found) > limit else None)

@@ -7,6 +7,13 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from .mentions import attach as attach_mentions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room
 
+def _loaded(messages: list[Message]) -> list[Message]:
+    """Mentions and attachments of a page of messages, one query each."""
+    from .attachments import attach as attach_attachments
+
+    return attach_attachments(attach_mentions(messages))
+
+
 _SLUG_RE = re.compile(rf"[-a-zA-Z0-9_]{{1,{SLUG_MAX_LENGTH}}}")
 
 
@@ -56,7 +63,7 @@ def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) 
     qs = Message.objects.filter(room=room).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(reversed(qs.order_by("-seq")[:limit])))
+    return _loaded(list(reversed(qs.order_by("-seq")[:limit])))
 
 
 def room_messages_after(
@@ -67,4 +74,4 @@ def room_messages_after(
     qs = Message.objects.filter(room=room, seq__gt=after_seq).select_related("author", "room")
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
-    return attach_mentions(list(qs.order_by("seq")[:limit]))
+    return _loaded(list(qs.order_by("seq")[:limit]))

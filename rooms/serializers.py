@@ -7,11 +7,14 @@ room page's initial history and (later) REST history all use it::
      "author": {"id": int, "username": str},
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
      "edited_at": str | null, "deleted": bool,
-     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool}
+     "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool,
+     "attachments": [{"id", "name", "size", "content_type", "url", "thumbnail_url", "width",
+                      "height"}, ...]}
 
 A deleted message keeps its place (id, seq) with ``"body": ""`` and ``"deleted": true`` (and
 no mentions). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
-edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
+edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``. ``attachments``: the
+files sent with it (``rooms.attachments``; none for a deleted message).
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
@@ -31,6 +34,21 @@ class AuthorSerializer(serializers.Serializer):
     username = serializers.CharField(read_only=True)
 
 
+class AttachmentShape(serializers.Serializer):
+    """An attachment in a message (``rooms.attachments.attachment_data``): sizes in bytes,
+    ``width`` / ``height`` in pixels (null unless an image), ``thumbnail_url`` null unless an
+    image."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    content_type = serializers.CharField()
+    url = serializers.CharField()
+    thumbnail_url = serializers.CharField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+
+
 class MessageSerializer(serializers.ModelSerializer):
     """The message as every client sees it. Needs ``room`` and ``author`` loaded (select_related)."""
 
@@ -39,11 +57,12 @@ class MessageSerializer(serializers.ModelSerializer):
     deleted = serializers.SerializerMethodField()
     mentions = serializers.SerializerMethodField()
     mentions_room = serializers.SerializerMethodField()
+    attachments = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room"]
+                  "mentions", "mentions_room", "attachments"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -56,11 +75,26 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_mentions_room(self, message: Message) -> bool:
         return message.mentions_room and message.deleted_at is None
 
+    @extend_schema_field(AttachmentShape(many=True))
+    def get_attachments(self, message: Message) -> list[dict]:
+        return _attachments_of(message)
+
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
         if message.deleted_at is not None:
             data["body"] = ""
         return data
+
+
+def _attachments_of(message: Message) -> list[dict]:
+    """``rooms.attachments.attachments_of`` (imported late: it imports the services, which import
+    this module); no query when the message has them loaded or is a plain one-statement send."""
+    loaded = getattr(message, "attachment_list", None)
+    if loaded is not None and not loaded:
+        return []
+    from .attachments import attachments_of
+
+    return attachments_of(message)
 
 
 _DATETIME = serializers.DateTimeField(read_only=True)  # the same representation as the ModelSerializer's
@@ -89,6 +123,7 @@ def message_data(message: Message) -> dict:
         "deleted": deleted,
         "mentions": mentions_module.mentions_of(message),
         "mentions_room": message.mentions_room and not deleted,
+        "attachments": _attachments_of(message),
     }
 
 
@@ -141,12 +176,34 @@ def validate_text(value: str) -> str:
     return value
 
 
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                      "maxItems": 10})
+class AttachmentIdsField(serializers.Field):
+    """A list of at most 10 attachment ids (whole numbers 1..2**63-1, not booleans); one error
+    message for the field, whatever is wrong (the shape of every other field error)."""
+
+    def to_internal_value(self, data):
+        if (not isinstance(data, list) or len(data) > 10
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)):
+            raise serializers.ValidationError("A list of at most 10 attachment ids.", code="invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class MessageSendFrame(serializers.Serializer):
-    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str}``.
+    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str, "attachments"?:
+    [int, ...]}``.
 
     ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed).
     ``client_msg_id``: 1..64 characters chosen by the client, e.g. a UUID; a retry reuses it.
+    ``attachments``: up to 10 ids of the sender's unsent uploads in the room (``rooms.attachments``).
     """
+
+    attachments = AttachmentIdsField(
+        required=False, help_text="Ids of your unsent uploads in this room (POST .../attachments/), at most 10.",
+    )
 
     body = StrictCharField(
         trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text]
@@ -380,19 +437,8 @@ class SearchResultSerializer(serializers.Serializer):
     )
 
 
-class AttachmentSerializer(serializers.Serializer):
-    """An attachment as every client sees it (``rooms.attachments.attachment_data``): ``{"id",
-    "name", "size" (bytes), "content_type", "url", "thumbnail_url" (null unless an image),
-    "width", "height" (pixels; null unless an image)}``."""
-
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    size = serializers.IntegerField(min_value=0)
-    content_type = serializers.CharField()
-    url = serializers.CharField()
-    thumbnail_url = serializers.CharField(allow_null=True)
-    width = serializers.IntegerField(allow_null=True)
-    height = serializers.IntegerField(allow_null=True)
+class AttachmentSerializer(AttachmentShape):
+    """An uploaded attachment (the answer to an upload): the shape a message carries."""
 
     def to_representation(self, attachment) -> dict:
         from .attachments import attachment_data

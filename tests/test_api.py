@@ -16,7 +16,7 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room"}
+                  "mentions", "mentions_room", "attachments"}
 
 
 def client_for(user) -> APIClient:

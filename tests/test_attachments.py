@@ -179,3 +179,67 @@ def test_sniffing_reads_the_content_not_the_name():
     assert attachments.sniff(b"hi <script>x</script>") is None
     assert attachments.sniff(b"\x00\x01binary") is None
     assert attachments.sniff(b"\xc3\x28 invalid utf-8") is None
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_rest_message_carries_its_uploads_in_the_message_shape_and_history(api, room, user):
+    photo = upload(api, "lobby", "beach.jpg", jpeg_with_gps(), "image/jpeg").json()
+    notes = upload(api, "lobby", "notes.txt", b"notes\n", "text/plain").json()
+    response = api.post("/api/rooms/lobby/messages/", {"body": "two files", "client_msg_id": "a-1",
+                                                       "attachments": [notes["id"], photo["id"]]}, format="json")
+    assert response.status_code == 201, response.content
+    assert [a["id"] for a in response.json()["attachments"]] == [photo["id"], notes["id"]]  # by id
+    assert response.json()["attachments"][0] == photo
+    history = api.get("/api/rooms/lobby/messages/").json()["results"]
+    assert history[-1]["attachments"] == response.json()["attachments"]
+    # A retry with the same client_msg_id answers the stored message; a new message cannot reuse them.
+    again = api.post("/api/rooms/lobby/messages/", {"body": "two files", "client_msg_id": "a-1",
+                                                    "attachments": [notes["id"], photo["id"]]}, format="json")
+    assert again.status_code == 200 and again.json()["id"] == response.json()["id"]
+    reuse = api.post("/api/rooms/lobby/messages/", {"body": "again", "client_msg_id": "a-2",
+                                                    "attachments": [photo["id"]]}, format="json")
+    assert reuse.status_code == 400 and reuse.json()["code"] == "invalid_attachment"
+
+
+@pytest.mark.django_db
+def test_a_message_with_someone_elses_or_another_rooms_upload_is_refused_and_not_stored(api, room, user, other_user):
+    from rooms.models import Message
+
+    services.member_join(room=room, user=other_user)
+    bob = client_for(other_user)
+    bobs = upload(bob, "lobby", "b.txt", b"bob's", "text/plain").json()
+    factories.make_room(created_by=user, slug="other")
+    elsewhere = upload(api, "other", "o.txt", b"other room", "text/plain").json()
+    for ids in ([bobs["id"]], [elsewhere["id"]], [999999], list(range(1, 12))):
+        response = api.post("/api/rooms/lobby/messages/", {"body": "x", "client_msg_id": f"x-{ids[0]}-{len(ids)}",
+                                                           "attachments": ids}, format="json")
+        assert response.status_code == 400, (ids, response.content)
+    assert not Message.objects.filter(room=room).exists()
+    from rooms.models import Room
+
+    assert Room.objects.get(pk=room.pk).last_seq == 0  # no seq used up either
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_send_carries_attachments_and_refuses_a_foreign_one_with_an_error_frame(joined, user, room):
+    from channels.db import database_sync_to_async
+
+    from tests.conftest import new_client_msg_id
+
+    def make(name):
+        return attachments.attachment_upload(room=room, user=user, upload=SimpleUploadedFile(name, b"text body"))
+
+    mine = await database_sync_to_async(make)("a.txt")
+    await joined.send({"type": "message.send", "body": "with file", "client_msg_id": new_client_msg_id(),
+                       "attachments": [mine.pk]})
+    frames = [await joined.receive(), await joined.receive()]
+    message = next(f for f in frames if f["type"] == "message")
+    assert [a["name"] for a in message["message"]["attachments"]] == ["a.txt"]
+    await joined.send({"type": "message.send", "body": "again", "client_msg_id": new_client_msg_id(),
+                       "attachments": [mine.pk]})
+    error = await joined.receive_type("error")
+    assert error["code"] == "invalid_attachment"
+    assert await joined.nothing_more()

@@ -281,7 +281,8 @@ def test_the_page_is_one_statement_whose_text_condition_the_trigram_index_serves
 
     with CaptureQueriesContext(connection) as queries:
         search.search_messages(user=user, q="there")
-    assert len(queries) == 1, [q["sql"] for q in queries]
+    assert len(queries) == 2, [q["sql"] for q in queries]  # the page, then its attachments
+    assert "ILIKE" in queries[0]["sql"] and "rooms_attachment" in queries[1]["sql"]
 
 
 def test_highlights_merge_overlaps_and_keep_code_point_offsets():
