@@ -48,8 +48,8 @@ export function setEntryStatus(entry, status, reason) {
 
 
 
-export function addToOutbox(id, body) {
-  const entry = { id, body, el: null, status: "", retries: 0, retryTimer: null };
+export function addToOutbox(id, body, attachments = []) {
+  const entry = { id, body, attachments, el: null, status: "", retries: 0, retryTimer: null };
   entry.el = renderOutboxEntry(entry);
   state.outbox.set(entry.id, entry);
   setEntryStatus(entry, "sending");
@@ -57,8 +57,8 @@ export function addToOutbox(id, body) {
   return entry;
 }
 
-export function enqueue(body) {
-  const entry = addToOutbox(newClientMsgId(), body);
+export function enqueue(body, attachments = []) {
+  const entry = addToOutbox(newClientMsgId(), body, attachments);
   saveOutbox();
   scrollToBottom();
   sendEntry(entry);
@@ -93,7 +93,9 @@ export function restoreOutbox() {
 export function sendEntry(entry) {
   clearTimeout(entry.retryTimer);
   entry.retryTimer = null;
-  sendFrame({ type: "message.send", body: entry.body, client_msg_id: entry.id });
+  const frame = { type: "message.send", body: entry.body, client_msg_id: entry.id };
+  if (entry.attachments && entry.attachments.length) frame.attachments = entry.attachments; // attachments.js
+  sendFrame(frame);
 }
 
 export function resendOutbox() {
