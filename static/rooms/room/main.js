@@ -18,6 +18,7 @@
  *   timeline.js    pure: merge by seq, dividers and groups (tests/js/ test the pure modules)
  *   actions.js     edit and delete controls (REST); http.js: the REST requests
  *   presence.js    who is online and who is typing; composer.js: the send form;
+ *   members.js     the members panel and room settings (REST), live member frames
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
  *
  * Frame contract (rooms/consumers.py):
@@ -74,6 +75,7 @@
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
 import "./attachments.js";
+import "./members.js";
 import "./sync.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
 import { connect, reconnectIfWaiting, stop } from "./connection.js";
