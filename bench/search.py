@@ -41,24 +41,9 @@ QUERIES = [
     "대화", "회의", "배포", "일반대화방", "서버 점검", "커피", "점심 메뉴", "프로젝트 일정",
 ]
 
-ENGLISH = """the be to of and a in that have I it for not on with he as you do at this but his by
-from they we say her she or an will my one all would there their what so up out if about who get
-which go me when make can like time no just him know take people into year your good some could
-them see other than then now look only come its over think also back after use two how our work
-first well way even new want because any these give day most us meeting notes deploy release
-database migration lunch coffee server build test review merge branch issue bug fix ticket
-customer support design meeting standup sprint plan roadmap deadline launch dashboard metrics
-alert incident outage latency cache queue worker cluster node redis postgres index query search
-upload file image photo link thread reply reaction emoji channel room message chat team project
-schedule calendar week friday monday tomorrow today yesterday morning afternoon evening please
-thanks sorry great nice cool sure yes okay agreed done ready blocked waiting working shipping
-kubernetes docker terraform grafana prometheus python django javascript react typescript""".split()
+ENGLISH = ["the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on", "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say", "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so", "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like", "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some", "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over", "think", "also", "back", "after", "use", "two", "how", "our", "work", "first", "well", "way", "even", "new", "want", "because", "any", "these", "give", "day", "most", "us", "meeting", "notes", "deploy", "release", "database", "migration", "lunch", "coffee", "server", "build", "test", "review", "merge", "branch", "issue", "bug", "fix", "ticket", "customer", "support", "design", "meeting", "standup", "sprint", "plan", "roadmap", "deadline", "launch", "dashboard", "metrics", "alert", "incident", "outage", "latency", "cache", "queue", "worker", "cluster", "node", "redis", "postgres", "index", "query", "search", "upload", "file", "image", "photo", "link", "thread", "reply", "reaction", "emoji", "channel", "room", "message", "chat", "team", "project", "schedule", "calendar", "week", "friday", "monday", "tomorrow", "today", "yesterday", "morning", "afternoon", "evening", "please", "thanks", "sorry", "great", "nice", "cool", "sure", "yes", "okay", "agreed", "done", "ready", "blocked", "waiting", "working", "shipping", "kubernetes", "docker", "terraform", "grafana", "prometheus", "python", "django", "javascript", "react", "typescript"]
 
-KOREAN = """대화 회의 배포 서버 점검 커피 점심 메뉴 프로젝트 일정 오늘 내일 어제 문서 검색 사진 파일
-데이터베이스 마이그레이션 고객 지원 디자인 스프린트 계획 출시 장애 지연 캐시 작업 클러스터 노드
-링크 스레드 답장 반응 채널 방 메시지 팀 주간 금요일 월요일 아침 오후 저녁 감사 확인 완료 준비
-대기 리뷰 병합 브랜치 이슈 버그 수정 테스트 빌드 알림 지표 대시보드 로그 보안 권한 계정 비밀번호
-일반대화방 공지사항 회의실 휴가 출장 보고서 예산 계약 견적 발표 자료 교육 채용 면접""".split()
+KOREAN = ["대화", "회의", "배포", "서버", "점검", "커피", "점심", "메뉴", "프로젝트", "일정", "오늘", "내일", "어제", "문서", "검색", "사진", "파일", "데이터베이스", "마이그레이션", "고객", "지원", "디자인", "스프린트", "계획", "출시", "장애", "지연", "캐시", "작업", "클러스터", "노드", "링크", "스레드", "답장", "반응", "채널", "방", "메시지", "팀", "주간", "금요일", "월요일", "아침", "오후", "저녁", "감사", "확인", "완료", "준비", "대기", "리뷰", "병합", "브랜치", "이슈", "버그", "수정", "테스트", "빌드", "알림", "지표", "대시보드", "로그", "보안", "권한", "계정", "비밀번호", "일반대화방", "공지사항", "회의실", "휴가", "출장", "보고서", "예산", "계약", "견적", "발표", "자료", "교육", "채용", "면접"]
 PARTICLES = ["", "", "", "은", "는", "이", "가", "을", "를", "에", "에서", "도", "입니다", "이에요", "으로", "와", "과", "의"]
 
 
@@ -170,7 +155,7 @@ def load(args) -> None:
 
     rng = random.Random(args.seed)
     started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     span = dt.timedelta(days=365)
     with connection.cursor() as django_cursor:
         cur = django_cursor.cursor  # psycopg's own cursor: COPY

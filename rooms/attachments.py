@@ -63,7 +63,7 @@ THUMBNAIL_SIZE = (400, 400)
 NAME_MAX = 200
 
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
-ALLOWED = {**{t: f for t, f in IMAGE_TYPES.items()}, "application/pdf": None, "application/zip": None,
+ALLOWED = {**IMAGE_TYPES, "application/pdf": None, "application/zip": None,
            "text/plain": None}
 EXTENSION_OF = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
                 "application/pdf": ".pdf", "application/zip": ".zip", "text/plain": ".txt"}

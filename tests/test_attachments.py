@@ -97,7 +97,7 @@ def test_an_image_is_stored_without_exif_upright_with_a_thumbnail_and_downloads_
 def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_message_is_deleted(user, other_user):
     attic = factories.make_room(created_by=user, slug="attic", is_private=True)
     owner = client_for(user)
-    body = upload(owner, "attic", "notes.txt", "plain notes\n".encode(), "text/plain").json()
+    body = upload(owner, "attic", "notes.txt", b"plain notes\n", "text/plain").json()
     message = services.message_post(room=attic, author=user, body="notes", client_msg_id="n1").message
     attachments.attachments_claim(message=message, user=user, ids=[body["id"]])
     assert owner.get(body["url"]).status_code == 200
@@ -149,7 +149,7 @@ def test_content_that_is_not_an_allowed_type_or_not_what_its_name_says_answers_4
 
 @pytest.mark.django_db
 def test_uploads_follow_the_rules_of_sending(user, other_user, room):
-    attic = factories.make_room(created_by=user, slug="attic", is_private=True)
+    factories.make_room(created_by=user, slug="attic", is_private=True)
     bob = client_for(other_user)
     assert upload(bob, "attic", "a.txt", b"hello").status_code == 404
     services.member_join(room=room, user=other_user)

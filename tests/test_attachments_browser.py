@@ -9,7 +9,13 @@ import io
 import pytest
 
 from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser, connected_to, make_people, open_room, orm, screenshot, stack,
+    browser,
+    connected_to,
+    make_people,
+    open_room,
+    orm,
+    screenshot,
+    stack,
 )
 from tests.test_browser import pytestmark as browser_marks
 from tests.test_browser_scrollback import new_context

@@ -213,9 +213,8 @@ def test_a_cursor_or_limit_out_of_range_answers_400_with_field_errors(api, room,
 
 @pytest.mark.django_db
 def test_search_is_throttled_per_user_with_retry_after(api, room, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
-
     from django.core.cache import cache
+    from rest_framework.throttling import ScopedRateThrottle
 
     cache.clear()
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "search": "2/min"})

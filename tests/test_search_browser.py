@@ -9,7 +9,13 @@ import datetime as dt
 import pytest
 
 from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser, connected_to, make_people, open_room, orm, screenshot, stack,
+    browser,
+    connected_to,
+    make_people,
+    open_room,
+    orm,
+    screenshot,
+    stack,
 )
 from tests.test_browser import pytestmark as browser_marks
 from tests.test_browser_scrollback import in_view, log_state, new_context, page_seqs, store_history
@@ -37,7 +43,7 @@ def private_room_with(slug: str, owner: str, body: str) -> None:
 def test_the_header_search_finds_a_korean_word_and_its_link_opens_the_room_at_that_message(stack, browser, tmp_path):
     _base, nodes = stack
     orm(make_people, "sq-ann", "sq-bob", rooms={"archive": "sq-ann"})
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     bodies = [f"message {seq}" for seq in range(1, 401)]
     bodies[36] = f"여기는 일반대화방입니다 {PAYLOAD}"  # seq 37: 363 messages back from the newest
     orm(store_history, "archive", [("sq-ann", start + dt.timedelta(seconds=60 * seq)) for seq in range(1, 401)],
