@@ -87,7 +87,12 @@ def git_rev(path: Path) -> str | None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["search"]:  # not a delivery scenario: search over a million stored messages
+        from . import search
+
+        return search.main(argv[1:])
+    args = parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     scn = SCENARIOS[args.scenario].with_overrides(
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
         log("interrupted: every process this run started has been stopped")
         return 130
     doc = {
-        "scenario": scn.as_dict(), "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "scenario": scn.as_dict(), "command": "python -m bench " + " ".join(argv),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "product_rev": git_rev(args.product_dir), "elapsed_s": round(time.time() - started, 1),
         "node_logs": str(log_dir),

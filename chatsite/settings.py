@@ -291,6 +291,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "send": env.str("THROTTLE_SEND_RATE", default="120/min"),
         "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
+        "search": env.str("THROTTLE_SEARCH_RATE", default="60/min"),
+        "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/min"),
     },
 }
 # Presence (rooms/presence.py): a connection expires PRESENCE_TTL seconds after its node's last
@@ -372,6 +374,28 @@ STORAGES = {
 }
 # Hashed names need `collectstatic` first: `make run`, `make serve`, the Procfile's release step
 # and the image run it.
+
+# --- Uploads (rooms/attachments.py) ---------------------------------------------------------------
+# Stored through Django's storage API: files under MEDIA_ROOT by default (never served from a
+# public URL: downloads go through GET /api/attachments/<id>/<name>, which checks the room), or
+# an S3-compatible bucket through django-storages when AWS_STORAGE_BUCKET_NAME is set (needs
+# boto3: pip install -r requirements-s3.txt). Several nodes need one shared store (S3, or a
+# MEDIA_ROOT on shared storage).
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": AWS_STORAGE_BUCKET_NAME,
+        "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,  # MinIO, R2, ...
+        "region_name": env.str("S3_REGION_NAME", default="") or None,
+        "location": env.str("S3_PREFIX", default=""),
+        # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment, read by boto3.
+        "default_acl": None, "file_overwrite": False, "querystring_auth": True,
+    }}
+else:
+    STORAGES["default"] = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                           "OPTIONS": {"location": str(MEDIA_ROOT)}}
 
 # --- Metrics (GET /metrics, rooms/metrics.py) ---------------------------------------------------
 # /metrics answers 404 unless the request sends "Authorization: Bearer <METRICS_TOKEN>" or comes

@@ -29,7 +29,9 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooMany
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiResponse,
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
@@ -42,15 +44,17 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import dms, login_throttle, mentions, metrics, presence, reactions, reads, replies, selectors, services
+from . import attachments, dms, login_throttle, mentions, metrics, presence, reactions, reads, replies, search, selectors, services
 from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .models import SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Message, Room
 from .serializers import (
+    AttachmentSerializer,
     AuthorSerializer,
     DmOpenSerializer,
     MembershipSerializer,
@@ -68,6 +72,8 @@ from .serializers import (
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    SearchResultSerializer,
+    StrictCharField,
     UserSettingsSerializer,
 )
 
@@ -811,7 +817,7 @@ class MentionsView(APIView):
                 "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                 "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
-                "mentions_room": False}}],
+                "mentions_room": False, "attachments": []}}],
             "has_more": True,
         })],
     )
@@ -823,3 +829,180 @@ class MentionsView(APIView):
             limit=query.validated_data["limit"],
         )
         return Response({"results": MentionSerializer(page, many=True).data, "has_more": has_more})
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+class SearchQuery(serializers.Serializer):
+    """Query of ``GET /api/search/``. ``q`` is checked by ``rooms.search.parse_query`` (its
+    refusals are 400 ``{"detail", "code"}``); the others answer 400 with field errors."""
+
+    q = StrictCharField(
+        required=False, allow_blank=True, trim_whitespace=False,
+        help_text=f"The search: whitespace-separated terms, every one a case-insensitive substring "
+        f"of the body. {search.QUERY_MIN_LENGTH}..{search.QUERY_MAX_LENGTH} characters.",
+    )
+    room = serializers.CharField(required=False, help_text="A room's slug: search only that room.")
+    before = serializers.IntegerField(
+        required=False, min_value=1, max_value=SEQ_MAX,
+        help_text="Cursor: results older than this message id (the previous page's `next_before`).",
+    )
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=search.MAX_LIMIT, default=search.DEFAULT_LIMIT,
+        help_text=f"Page size, 1..{search.MAX_LIMIT} (default {search.DEFAULT_LIMIT}).",
+    )
+
+
+@extend_schema_serializer(many=False)
+class SearchPage(serializers.Serializer):
+    """A page of search results, newest first: ``{"results": [...], "has_more": bool,
+    "next_before": int | null}`` (``next_before``: the ``before`` of the next page)."""
+
+    results = SearchResultSerializer(many=True)
+    has_more = serializers.BooleanField()
+    next_before = serializers.IntegerField(allow_null=True)
+
+
+_SEARCH_EXAMPLE_MESSAGE = {
+    "id": 5120, "room": "general", "seq": 311, "author": {"id": 7, "username": "alice"},
+    "body": "일반대화방입니다: 대화 is open", "created_at": "2026-12-04T15:07:37.123456Z",
+    "server_id": "node-1", "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+    "attachments": [],
+}
+
+
+class SearchView(APIView):
+    """``GET /api/search/``: full-text search over the messages of the caller's rooms
+    (``rooms.search``)."""
+
+    throttle_classes = [FailOpenScopedThrottle]
+    throttle_scope = "search"
+
+    @extend_schema(
+        parameters=[SearchQuery],
+        responses={200: SearchPage, 400: None, 404: None, 429: None},
+        description="Messages whose current body contains every whitespace-separated term of `q` "
+        "(case-insensitive substrings, so Korean and Japanese words are found inside longer "
+        "words), newest first, in the rooms the caller is a member of (not banned), or in the "
+        "one room `room` names (a public room need not be joined; a private room one is not in, "
+        "or a room one is banned from, answers 404). Deleted messages and text an edit removed "
+        "are never found. Paged by message id: the next page is `?before=` the answer's "
+        "`next_before`. `highlights`: where the terms occur in the body, as `[start, end)` "
+        "ranges of Unicode code points: escape the body and mark those ranges. 400 "
+        "`{\"detail\", \"code\"}` with code `query_empty`, `query_too_short` (one "
+        "character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
+        "for `before` or `limit` out of range. Throttled per user (`THROTTLE_SEARCH_RATE`).",
+        examples=[
+            OpenApiExample("Search for 대화", request_only=True, value={"q": "대화"}),
+            OpenApiExample("A page of one result", response_only=True, value={
+                "results": [{"room": "general", "message": _SEARCH_EXAMPLE_MESSAGE,
+                             "highlights": [[2, 4], [11, 13]]}],
+                "has_more": True, "next_before": 5120,
+            }),
+        ],
+    )
+    def get(self, request):
+        query = SearchQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        room = search.readable_room(user=request.user, slug=data["room"]) if "room" in data else None
+        page = search.search_messages(
+            user=request.user, q=data.get("q"), room=room, before=data.get("before"), limit=data["limit"]
+        )
+        return Response({
+            "results": SearchResultSerializer(page.results, many=True).data,
+            "has_more": page.next_before is not None,
+            "next_before": page.next_before,
+        })
+
+
+# --- attachments ----------------------------------------------------------------------------------
+
+
+class AttachmentUploadView(APIView):
+    """``POST /api/rooms/<slug>/attachments/`` (multipart, field ``file``): upload a file into the
+    room (``rooms.attachments.attachment_upload``); send it with a message's ``attachments``."""
+
+    parser_classes = [MultiPartParser]
+    throttle_classes = [FailOpenScopedThrottle]
+    throttle_scope = "upload"
+
+    @extend_schema(
+        request={"multipart/form-data": inline_serializer("AttachmentUpload", {"file": serializers.FileField()})},
+        responses={201: AttachmentSerializer, 400: None, 403: None, 404: None, 409: None, 413: None, 415: None,
+                   429: None},
+        description="Upload one file (multipart field `file`) into the room, under the rules of "
+        "sending (403 `muted` / `banned`, 409 `archived`). Answers the attachment; it is shown to "
+        "nobody until a message carries it (`attachments: [id]` in `message.send` or the REST "
+        "post). 413 `too_large` over `ATTACHMENT_MAX_BYTES` (10 MB); 415 `unsupported_type` "
+        "unless the *content* is PNG, JPEG, GIF, WebP, PDF, ZIP or plain text agreeing with the "
+        "name's extension (never HTML or SVG). Images are stored without EXIF and get a "
+        "thumbnail. Throttled per user (`THROTTLE_UPLOAD_RATE`).",
+        examples=[OpenApiExample("An uploaded photo", response_only=True, status_codes=["201"], value={
+            "id": 31, "name": "beach.jpg", "size": 482113, "content_type": "image/jpeg",
+            "url": "/api/attachments/31/beach.jpg", "thumbnail_url": "/api/attachments/31/thumbnail/",
+            "width": 1600, "height": 1200})],
+    )
+    def post(self, request, room_slug=None):
+        room = visible_room(request, room_slug)
+        limit = attachments.max_bytes()
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > limit + 64 * 1024:  # before reading the body
+            raise attachments.TooLarge(f"A file is at most {limit // (1024 * 1024)} MB.", max_bytes=limit)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise exceptions.ValidationError({"file": ["Send the file in the multipart field `file`."]})
+        attachment = attachments.attachment_upload(room=room, user=request.user, upload=upload)
+        return Response(AttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
+
+
+def _file_response(request, attachment_id: int, *, thumbnail: bool):
+    from django.http import FileResponse
+    from django.core.files.storage import default_storage
+
+    attachment = attachments.attachment_readable(user=request.user, attachment_id=attachment_id)
+    if thumbnail and not attachment.thumbnail:
+        raise services.NotFound("No such attachment.")
+    image = attachment.content_type in attachments.IMAGE_TYPES
+    if thumbnail:
+        content_type = "image/png" if attachment.thumbnail.endswith(".png") else "image/jpeg"
+        response = FileResponse(default_storage.open(attachment.thumbnail), content_type=content_type)
+    else:
+        content_type = attachment.content_type + ("; charset=utf-8" if attachment.content_type == "text/plain" else "")
+        response = FileResponse(default_storage.open(attachment.file), content_type=content_type,
+                                as_attachment=not image, filename=attachment.name)
+        if image:  # shown inline in the page; saved under its name
+            response.headers["Content-Disposition"] = response.headers.get(
+                "Content-Disposition", "").replace("attachment", "inline") or "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+_BINARY = OpenApiResponse(response=OpenApiTypes.BINARY, description="The file.")
+
+
+class AttachmentDownloadView(APIView):
+    """``GET /api/attachments/<id>/<name>``: the file, if the caller may read its room now
+    (``rooms.attachments.attachment_readable``; else 404). ``<name>`` is the attachment's name
+    (any other text answers the same file: it only names the download)."""
+
+    @extend_schema(responses={(200, "*/*"): _BINARY, 404: None},
+                   description="The file: images inline with their type, anything else with "
+                   "`Content-Disposition: attachment`; always `X-Content-Type-Options: nosniff` and a "
+                   "sandboxing `Content-Security-Policy`. 404 unless the caller may read the room "
+                   "now (private: a member; banned: never), the message is not deleted, and an "
+                   "unsent upload is the caller's own.")
+    def get(self, request, attachment_id=None, name=None):
+        return _file_response(request, attachment_id, thumbnail=False)
+
+
+class AttachmentThumbnailView(APIView):
+    """``GET /api/attachments/<id>/thumbnail/``: an image attachment's thumbnail (JPEG or PNG,
+    at most 400 pixels a side), under the download's rule."""
+
+    @extend_schema(responses={(200, "image/*"): _BINARY, 404: None})
+    def get(self, request, attachment_id=None):
+        return _file_response(request, attachment_id, thumbnail=True)

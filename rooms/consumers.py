@@ -743,6 +743,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 token_key=self.scope.get("auth_token"),
                 body=validated["body"],
                 client_msg_id=validated["client_msg_id"],
+                attachments=validated.get("attachments") or (),
                 send_rate=settings.WS_SEND_RATE,  # the user's sends over all nodes and sockets
                 reply_to=validated.get("reply_to"),
             )

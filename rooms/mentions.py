@@ -166,7 +166,8 @@ def mentions_for(*, user: AbstractBaseUser, before_id: int | None = None,
     )
     if before_id is not None:
         qs = qs.filter(message_id__lt=before_id)
+    from .attachments import attach as attach_attachments
     from .reactions import attach as attach_reactions
 
     page = [mention.message for mention in qs[: limit + 1]]
-    return attach_reactions(attach(page[:limit])), len(page) > limit
+    return attach_attachments(attach_reactions(attach(page[:limit]))), len(page) > limit

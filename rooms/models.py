@@ -362,3 +362,32 @@ class UserSettings(models.Model):
 
     def __str__(self) -> str:
         return f"settings of {self.user_id}"
+
+
+class Attachment(models.Model):
+    """A file uploaded into a room (``rooms.attachments``): stored through Django's default
+    storage under ``file`` (a random name, never the uploader's), with ``name`` (the uploader's
+    file name, cleaned, shown and used for downloads), ``size`` (bytes), ``content_type`` (read
+    from the content, not the name) and, for images, ``width`` / ``height`` (pixels) and a
+    ``thumbnail`` (storage name, or empty). ``message`` is NULL until the uploader sends a
+    message carrying it (once: an attachment belongs to one message)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="attachments")
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, null=True, blank=True, related_name="attachment_set"
+    )
+    file = models.CharField(max_length=255)
+    thumbnail = models.CharField(max_length=255, blank=True)
+    name = models.CharField(max_length=200)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.content_type}, {self.size} bytes)"

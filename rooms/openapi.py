@@ -110,7 +110,9 @@ class AutoSchema(SpectacularAutoSchema):
         declared = self.get_response_serializers()
         if not isinstance(declared, dict):
             declared = self._default_success(declared)
-        declared = {str(code): value for code, value in declared.items()}
+        # (status, media type) keys: a body of another type than JSON (a file download).
+        media = {str(code[0]): code[1] for code in declared if isinstance(code, tuple)}
+        declared = {str(code[0] if isinstance(code, tuple) else code): value for code, value in declared.items()}
         for code in self._error_statuses():
             declared.setdefault(code, None)
 
@@ -121,7 +123,11 @@ class AutoSchema(SpectacularAutoSchema):
                 description = ERROR_DESCRIPTIONS.get(code, "")
                 schema = self._validation_error() if code == "400" else error_ref
                 serializer = OpenApiResponse(schema, description=description)
-            responses[code] = self._get_response_for_code(serializer, code, direction=direction)
+            if code in media:
+                responses[code] = self._get_response_for_code(serializer, code, media_types=[media[code]],
+                                                              direction=direction)
+            else:
+                responses[code] = self._get_response_for_code(serializer, code, direction=direction)
             if code in self._HEADERS:
                 responses[code].setdefault("headers", {}).update(self._HEADERS[code])
         return responses

@@ -62,8 +62,11 @@ def room_members(*, room: Room) -> QuerySet[Membership]:
 
 def attach(messages: list[Message]) -> list[Message]:
     """Load what the message shape needs beyond the row for a whole list of messages, in a
-    fixed number of queries whatever its length: mentions (none without ``@``) and reactions."""
-    return attach_reactions(attach_mentions(messages))
+    fixed number of queries whatever its length: mentions (none without ``@``), reactions and
+    attachments."""
+    from .attachments import attach as attach_attachments
+
+    return attach_attachments(attach_reactions(attach_mentions(messages)))
 
 
 def room_history(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[Message]:

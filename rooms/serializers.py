@@ -11,7 +11,9 @@ room page's initial history and (later) REST history all use it::
      "body_html": str,
      "reactions": [{"emoji": str, "count": int, "users": [{"id": int, "username": str}, ...]}, ...],
      "reply_to": int | null, "parent": {"seq", "author", "excerpt", "deleted"} | null,
-     "reply_count": int}
+     "reply_count": int,
+     "attachments": [{"id", "name", "size", "content_type", "url", "thumbnail_url", "width",
+                      "height"}, ...]}
 
 A deleted message keeps its place (id, seq) with ``"body": ""``, ``"body_html": ""`` and
 ``"deleted": true`` (and no mentions). ``body_html``: the body rendered to sanitised HTML
@@ -21,7 +23,8 @@ target="_blank"``), made when the message was stored or last edited; ``body`` st
 reacted and who (the first 100); ``[]`` for none and for a deleted message. ``reply_to``,
 ``parent`` and ``reply_count``: ``rooms.replies`` (the seq this message answers and a preview of
 that message; how many replies this one has). ``mentions``: the room's members mentioned by ``@username``, stored at send (and
-edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``.
+edit) time (``rooms.mentions``); ``mentions_room``: the body has ``@room``. ``attachments``: the
+files sent with it (``rooms.attachments``; none for a deleted message).
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
@@ -72,6 +75,21 @@ class ParentSerializer(serializers.Serializer):
     deleted = serializers.BooleanField(read_only=True)
 
 
+class AttachmentShape(serializers.Serializer):
+    """An attachment in a message (``rooms.attachments.attachment_data``): sizes in bytes,
+    ``width`` / ``height`` in pixels (null unless an image), ``thumbnail_url`` null unless an
+    image."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    content_type = serializers.CharField()
+    url = serializers.CharField()
+    thumbnail_url = serializers.CharField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+
+
 class MessageSerializer(serializers.ModelSerializer):
     """The message as every client sees it. Needs ``room`` and ``author`` loaded (select_related)."""
 
@@ -83,11 +101,13 @@ class MessageSerializer(serializers.ModelSerializer):
     reactions = serializers.SerializerMethodField()
     reply_to = serializers.SerializerMethodField()
     parent = serializers.SerializerMethodField()
+    attachments = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count"]
+                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
+                  "attachments"]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -111,11 +131,26 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_mentions_room(self, message: Message) -> bool:
         return message.mentions_room and message.deleted_at is None
 
+    @extend_schema_field(AttachmentShape(many=True))
+    def get_attachments(self, message: Message) -> list[dict]:
+        return _attachments_of(message)
+
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
         if message.deleted_at is not None:
             data["body"] = data["body_html"] = ""
         return data
+
+
+def _attachments_of(message: Message) -> list[dict]:
+    """``rooms.attachments.attachments_of`` (imported late: it imports the services, which import
+    this module); no query when the message has them loaded or is a plain one-statement send."""
+    loaded = getattr(message, "attachment_list", None)
+    if loaded is not None and not loaded:
+        return []
+    from .attachments import attachments_of
+
+    return attachments_of(message)
 
 
 _DATETIME = serializers.DateTimeField(read_only=True)  # the same representation as the ModelSerializer's
@@ -149,6 +184,7 @@ def message_data(message: Message) -> dict:
         "reply_to": replies_module.reply_to_seq(message),
         "parent": replies_module.parent_of(message),
         "reply_count": message.reply_count,
+        "attachments": _attachments_of(message),
     }
 
 
@@ -210,14 +246,36 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                      "maxItems": 10})
+class AttachmentIdsField(serializers.Field):
+    """A list of at most 10 attachment ids (whole numbers 1..2**63-1, not booleans); one error
+    message for the field, whatever is wrong (the shape of every other field error)."""
+
+    def to_internal_value(self, data):
+        if (not isinstance(data, list) or len(data) > 10
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)):
+            raise serializers.ValidationError("A list of at most 10 attachment ids.", code="invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class MessageSendFrame(serializers.Serializer):
-    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str, "reply_to": int}``.
+    """Input of ``{"type": "message.send", "body": str, "client_msg_id": str, "reply_to"?: int,
+    "attachments"?: [int, ...]}``.
 
     ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed).
     ``client_msg_id``: 1..64 characters chosen by the client, e.g. a UUID; a retry reuses it.
     ``reply_to``: optional (absent or null: none), the seq of the message of the same room this
     one answers (``rooms.replies``).
+    ``attachments``: up to 10 ids of the sender's unsent uploads in the room (``rooms.attachments``).
     """
+
+    attachments = AttachmentIdsField(
+        required=False, help_text="Ids of your unsent uploads in this room (POST .../attachments/), at most 10.",
+    )
 
     body = StrictCharField(
         trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text]
@@ -460,3 +518,25 @@ class MentionSerializer(serializers.Serializer):
 
     room = serializers.CharField(source="room.slug")
     message = MessageSerializer(source="*")
+
+
+class SearchResultSerializer(serializers.Serializer):
+    """One search result (``rooms.search``): ``{"room": slug, "message": {...message...},
+    "highlights": [[start, end], ...]}``. ``highlights``: where the query's terms occur in
+    ``message.body``, as ranges of Unicode code points (end exclusive), sorted and not
+    overlapping; plain numbers, never HTML: a client escapes the body and marks the ranges."""
+
+    room = serializers.CharField(source="room.slug")
+    message = MessageSerializer(source="*")
+    highlights = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(min_value=0), min_length=2, max_length=2)
+    )
+
+
+class AttachmentSerializer(AttachmentShape):
+    """An uploaded attachment (the answer to an upload): the shape a message carries."""
+
+    def to_representation(self, attachment) -> dict:
+        from .attachments import attachment_data
+
+        return attachment_data(attachment)

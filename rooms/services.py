@@ -224,6 +224,14 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     return membership
 
 
+def check_may_upload(*, room: Room, user: AbstractBaseUser) -> None:
+    """The rules of sending, for an upload into ``room`` (``rooms.attachments``): ``NotFound``,
+    ``Banned``, ``Muted`` as ``message_post``, ``Archived`` for an archived room."""
+    _check_may_send(room, user)
+    if room.is_archived:
+        raise Archived("The room is archived: it keeps its history but takes no new messages.")
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -430,6 +438,7 @@ def _posted(row: dict, *, room: Room, author: AbstractBaseUser, body: str, clien
         message.parent_preview = json.loads(row["parent"])
         message.parent_reply_count = row["reply_count"]
     message.reaction_list = []  # a new message has none (no query for its shape)
+    message.attachment_list = []  # a send with attachments never takes the one statement
     return message
 
 
@@ -447,7 +456,8 @@ def _no_transaction():
 
 
 def message_post(
-    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str, reply_to: int | None = None
+    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str, reply_to: int | None = None,
+    attachments: list[int] | tuple = (),
 ) -> PostResult:
     """Store a message in ``room`` and broadcast it to every member on every node after commit.
 
@@ -460,9 +470,13 @@ def message_post(
     author may not send; database errors
     (``django.db.DatabaseError``, ``psycopg_pool.PoolTimeout``) propagate: then nothing was
     stored and nothing is broadcast.
+
+    ``attachments``: ids of the author's unsent uploads in ``room`` (``rooms.attachments``), given
+    to the message in its transaction; one that is not raises ``InvalidAttachment`` and nothing is
+    stored (a retry of a stored ``client_msg_id`` answers the stored message, as always).
     """
     try:
-        if connection.vendor == "postgresql" and author.is_authenticated:
+        if connection.vendor == "postgresql" and author.is_authenticated and not attachments:
             message = _post_in_one_statement(room=room, author=author, body=body, client_msg_id=client_msg_id,
                                              reply_to=reply_to)
             if message is not None:
@@ -492,6 +506,12 @@ def message_post(
             message.reaction_list = []
             if parent is not None:
                 replies.count_reply(parent=parent, room_slug=room.slug)
+            if attachments:
+                from .attachments import attachments_claim
+
+                attachments_claim(message=message, user=author, ids=list(attachments))
+            else:
+                message.attachment_list = []
             if membership is None:  # a public room's visitor becomes a member by speaking
                 Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
             # Your own message is read (rooms.reads).
@@ -530,11 +550,13 @@ def credentials_valid(*, user: AbstractBaseUser, token_key: str | None) -> bool:
 
 
 def _message_post_checked(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                          client_msg_id: str, reply_to: int | None = None) -> PostResult:
+                          client_msg_id: str, reply_to: int | None = None,
+                          attachments: list[int] | tuple = ()) -> PostResult:
     if not credentials_valid(user=author, token_key=token_key):
         raise Unauthenticated("The credentials of this socket are no longer valid.")
     try:
-        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id, reply_to=reply_to)
+        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id, reply_to=reply_to,
+                            attachments=attachments)
     except Room.DoesNotExist:
         raise NotFound("The room no longer exists.") from None
 
@@ -546,7 +568,8 @@ _room_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakVa
 
 async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
                              client_msg_id: str, send_rate: str | None = None,
-                             reply_to: int | None = None) -> PostResult:
+                             reply_to: int | None = None,
+                             attachments: list[int] | tuple = ()) -> PostResult:
     """``message_post`` for a member's socket, from the event loop: re-checks the socket's
     credentials (``token_key``: the API token it was opened with, or None for a session) and
     stores the message in one PostgreSQL statement sent from the loop's own pool
@@ -571,13 +594,16 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     author's sends over every node and socket: counted in the same statement (``SendWindow``),
     or with SQLite in the Django cache (``ratelimit.ahit``). Over it: ``RateLimited``, nothing
     stored. Attempts count, refused ones included; a retry of a stored ``client_msg_id`` is not
-    added (its statement rolls back), though the consumer's per-socket window counts it."""
+    added (its statement rolls back), though the consumer's per-socket window counts it.
+
+    A send with ``attachments`` takes ``message_post`` on the database thread (the attachments are
+    claimed in its transaction), its rate counted in the Django cache as with SQLite."""
     from channels.db import database_sync_to_async
 
     async def fallback() -> PostResult:
         call = database_sync_to_async(_message_post_checked)
         kwargs = dict(room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id,
-                      reply_to=reply_to)
+                      reply_to=reply_to, attachments=attachments)
         try:
             return await call(**kwargs)
         except DjangoDatabaseError as exc:  # idempotent: once more when its connection was dead
@@ -586,7 +612,7 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         return await call(**kwargs)
 
     limit = ratelimit.parse_rate(send_rate) if send_rate else None
-    if not async_db.available():
+    if not async_db.available() or attachments:
         if limit is not None:
             retry_after = await ratelimit.ahit(f"ws-send:{author.pk}", send_rate)
             if retry_after is not None:

@@ -12,4 +12,5 @@ urlpatterns = [
     path("u/<str:username>/message/", views.DmOpenView.as_view(), name="dm-open"),
     path("dms/new/", views.DmOpenView.as_view(), name="dm-new"),
     path("settings/", views.SettingsView.as_view(), name="settings"),
+    path("search/", views.SearchView.as_view(), name="search"),
 ]

@@ -2,6 +2,7 @@
 
 import hmac
 import logging
+import math
 
 from django.conf import settings
 from django.contrib import messages as flash
@@ -24,7 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, profiles, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, login_throttle, metrics, profiles, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -151,6 +152,82 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         # page opens at the latest message (0 would load the room back to its first message).
         if ctx["my_role"] is not None:
             ctx["room_config"]["last_read_seq"] = membership.last_read_seq
+        # ?seq=N (a search result's link, /rooms/<slug>/?seq=N#message-N): the page loads history
+        # back to that message and scrolls to it, marked, instead of the first unread one.
+        land = self.request.GET.get("seq", "")
+        if land.isascii() and land.isdigit() and 1 <= int(land) <= self.object.last_seq:
+            ctx["room_config"]["land_seq"] = int(land)
+        return ctx
+
+
+class SearchView(LoginRequiredMixin, TemplateView):
+    """``GET /search/?q=&room=&before=&limit=``: the search box's results page (``rooms.search``,
+    the same search as ``GET /api/search/``), server-rendered: each result names its room and
+    author, shows its body escaped with the matches in ``<mark>``, and links to
+    ``/rooms/<slug>/?seq=N#message-N`` (the room page opens there with the history around it).
+    "Older results" follows the cursor. No ``q``: the empty form. A refused query (too short,
+    too long) answers 400 with the reason on the page; ``room`` naming a room the user may not
+    read answers 404. Throttled per user like the API (``THROTTLE_SEARCH_RATE``, a window of its
+    own): over it, 429 with ``Retry-After`` and the wait on the page, nothing searched."""
+
+    template_name = "rooms/search.html"
+
+    def get(self, request, *args, **kwargs):
+        from . import ratelimit
+
+        retry_after = None
+        if "q" in request.GET:
+            rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["search"]
+            retry_after = ratelimit.hit(f"search-page:{request.user.pk}", rate)
+        if retry_after is not None:
+            ctx = super().get_context_data(**kwargs)
+            ctx.update(search_q=request.GET.get("q", ""), room=None,
+                       error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.")
+            response = self.render_to_response(ctx, status=429)
+            response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+            return response
+        ctx = self.get_context_data(**kwargs)
+        return self.render_to_response(ctx, status=400 if ctx.get("error") else 200)
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        params = self.request.GET
+        q = params.get("q", "")
+        ctx["search_q"] = q
+        ctx["room"] = None
+        if params.get("room"):
+            try:
+                ctx["room"] = search.readable_room(user=self.request.user, slug=params["room"])
+            except services.NotFound:
+                raise Http404("No such room.") from None
+        if "q" not in params:
+            return ctx
+        before = params.get("before", "")
+        before = int(before) if before.isascii() and before.isdigit() and 0 < int(before) < search.ID_MAX else None
+        limit = params.get("limit", "")
+        limit = int(limit) if limit.isascii() and limit.isdigit() and limit != "0" else search.DEFAULT_LIMIT
+        try:
+            page = search.search_messages(user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit)
+        except search.QueryError as exc:
+            ctx["error"] = exc.detail
+            return ctx
+        ctx["results"] = [
+            {"message": m, "pieces": search.marked(m.body, m.highlights),
+             "dm_with": None} for m in page.results
+        ]
+        partners = dms.dm_partners(self.request.user) if any(m.room.is_dm for m in page.results) else {}
+        for result in ctx["results"]:
+            result["dm_with"] = partners.get(result["message"].room_id)
+        ctx["searched"] = True
+        if page.next_before is not None:
+            more = {"q": q, "before": page.next_before}
+            if ctx["room"] is not None:
+                more["room"] = ctx["room"].slug
+            if limit != search.DEFAULT_LIMIT:
+                more["limit"] = limit
+            from urllib.parse import urlencode
+
+            ctx["older_query"] = urlencode(more)
         return ctx
 
 

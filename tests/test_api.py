@@ -16,7 +16,8 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count"}
+                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
+                  "attachments"}
 
 
 def client_for(user) -> APIClient:

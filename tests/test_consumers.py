@@ -64,7 +64,8 @@ async def test_send_is_acked_stored_and_broadcast_in_the_one_message_shape(joine
     assert ack["client_msg_id"] == "c-1" and ack["seq"] == 1
     message = frame["message"]
     assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                            "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count"}
+                            "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
+                            "attachments"}
     assert message["id"] == ack["id"]
     assert message["room"] == "lobby"
     assert message["author"] == {"id": user.pk, "username": "alice", "display_name": ""}

@@ -245,10 +245,15 @@ def test_schemathesis_finds_no_answer_outside_the_schema_on_a_real_node(node, wo
         # with: after its first call the rest of the run would see only 401s. It is fuzzed
         # below on its own, with a token of its own.
         "--exclude-operation-id", "auth_token_destroy",
+        # The multipart upload: a malformed multipart body is refused by daphne's Twisted with an
+        # empty 400 (no Content-Type) before Django sees it, which no schema can document beside
+        # the route's JSON 400s; its answers (201, 400, 404, 413, 415) are tested in
+        # tests/test_attachments.py.
+        "--exclude-operation-id", "rooms_attachments_create",
         config=fuzzer_config(tmp_path, world), cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}\n{node.log()[-5000:]}"
-    assert f"{total - 1} selected / {total} total" in result.stdout, result.stdout[:2000]  # all the others
+    assert f"{total - 2} selected / {total} total" in result.stdout, result.stdout[:2000]  # all the others
 
     throwaway = factories.token_for(factories.make_user("throwaway"))
     result = run_schemathesis(

@@ -42,11 +42,17 @@ test("what survives a reload: the sends not failed, and only well-formed ones co
   const saved = O.savedOutbox(entries);
   assert.deepEqual(saved, [{ id: "a", body: "one" }, { id: "c", body: "three" }]);
   assert.equal(O.savedOutbox([{ id: "b", body: "two", status: "failed" }]), null);
-  assert.deepEqual(O.parseSavedOutbox(JSON.stringify(saved)), saved);
+  assert.deepEqual(O.parseSavedOutbox(JSON.stringify(saved)), saved.map((item) => ({ ...item, attachments: [] })));
+  // a send with attachments keeps their ids across a reload (attachments.js)
+  const withFiles = O.savedOutbox([{ id: "f", body: "file", status: "sending", attachments: [4, 5] }]);
+  assert.deepEqual(withFiles, [{ id: "f", body: "file", attachments: [4, 5] }]);
+  assert.deepEqual(O.parseSavedOutbox(JSON.stringify(withFiles))[0].attachments, [4, 5]);
+  assert.deepEqual(O.parseSavedOutbox('[{"id": "g", "body": "x", "attachments": [1, "2", null]}]')[0].attachments, [1]);
   assert.deepEqual(O.parseSavedOutbox(null), []);
   assert.deepEqual(O.parseSavedOutbox("{not json"), []);
   assert.deepEqual(O.parseSavedOutbox('{"id": "a"}'), []);
-  assert.deepEqual(O.parseSavedOutbox('[{"id": 1, "body": "x"}, null, {"id": "d", "body": "ok"}]'), [{ id: "d", body: "ok" }]);
+  assert.deepEqual(O.parseSavedOutbox('[{"id": 1, "body": "x"}, null, {"id": "d", "body": "ok"}]'),
+    [{ id: "d", body: "ok", attachments: [] }]);
 });
 
 test("status labels", () => {

@@ -1,8 +1,10 @@
 /*
  * chatsite room page: the send form: Enter sends (Shift+Enter for a new line), a character
- * counter near the limit, auto-growing text area, typing frames.
+ * counter near the limit, auto-growing text area, typing frames; the uploaded files
+ * (attachments.js) go with the message.
  */
 
+import { clearPending, pendingIds, pendingNames, uploadsInFlight } from "./attachments.js";
 import { BODY_MAX_LENGTH, CHAR_COUNT_FROM, els, state } from "./context.js";
 import { characterCount } from "./dom.js";
 import { enqueue } from "./outbox.js";
@@ -23,7 +25,13 @@ export function autoGrow() {
 
 export function onSubmit(event) {
   event.preventDefault();
-  const body = els.input.value;
+  if (uploadsInFlight()) {
+    showFormError("Wait until the files are uploaded.");
+    return;
+  }
+  const attachments = pendingIds();
+  let body = els.input.value;
+  if (!body.trim() && attachments.length) body = pendingNames().join("\n"); // a file alone: its name says it
   if (!body.trim()) {
     showFormError("Write a message first.");
     return;
@@ -34,8 +42,9 @@ export function onSubmit(event) {
     return;
   }
   clearFormError();
-  enqueue(body, state.replyTo ? state.replyTo.seq : null);
+  enqueue(body, { replyTo: state.replyTo ? state.replyTo.seq : null, attachments });
   clearReplyTarget();
+  clearPending();
   els.input.value = "";
   autoGrow();
   updateCharCount();

@@ -79,6 +79,7 @@
 
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
+import "./attachments.js";
 import "./avatars.js";
 import "./members.js";
 import "./sync.js";
@@ -86,7 +87,7 @@ import "./reactions.js";
 import "./replies.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
 import { connect, reconnectIfWaiting, stop } from "./connection.js";
-import { els, NARROW_SCREEN, state } from "./context.js";
+import { config, els, NARROW_SCREEN, state } from "./context.js";
 import { restoreOutbox } from "./outbox.js";
 import { renderPresence } from "./presence.js";
 import {
@@ -94,6 +95,7 @@ import {
   decorate,
   jumpToLatest,
   landAtFirstUnread,
+  landAtSeq,
   loadOlder,
   loadOlderIfNearTop,
   onLogScroll,
@@ -114,7 +116,8 @@ export function init() {
   els.jumpButton.addEventListener("click", jumpToLatest);
   els.log.addEventListener("scroll", onLogScroll, { passive: true });
   setInterval(decorate, 60 * 1000); // "Today" becomes "Yesterday" at midnight
-  landAtFirstUnread().catch(() => {});
+  // A search result's link (?seq=N) opens at that message; otherwise at the first unread one.
+  (Number.isInteger(config.land_seq) ? landAtSeq(config.land_seq) : landAtFirstUnread()).catch(() => {});
   if (!state.landing) setTimeout(loadOlderIfNearTop, 0); // a short first page fills the view
   els.form.addEventListener("submit", onSubmit);
   els.input.addEventListener("keydown", onKeydown);

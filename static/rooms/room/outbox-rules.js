@@ -63,6 +63,7 @@ export function savedOutbox(entries) {
     if (entry.status === "failed") continue;
     const item = { id: entry.id, body: entry.body };
     if (Number.isInteger(entry.replyTo)) item.replyTo = entry.replyTo; // a reply keeps its parent
+    if (Array.isArray(entry.attachments) && entry.attachments.length) item.attachments = entry.attachments.slice();
     unsent.push(item);
   }
   return unsent.length ? unsent : null;
@@ -76,5 +77,10 @@ export function parseSavedOutbox(text) {
     return [];
   }
   if (!Array.isArray(saved)) return [];
-  return saved.filter((item) => item && typeof item.id === "string" && typeof item.body === "string");
+  return saved
+    .filter((item) => item && typeof item.id === "string" && typeof item.body === "string")
+    .map((item) => {
+      const attachments = Array.isArray(item.attachments) ? item.attachments.filter(Number.isInteger) : [];
+      return { ...item, attachments };
+    });
 }

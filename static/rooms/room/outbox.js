@@ -49,9 +49,11 @@ export function setEntryStatus(entry, status, reason) {
 
 
 
-export function addToOutbox(id, body, replyTo = null) {
-  const entry = { id, body, replyTo: Number.isInteger(replyTo) ? replyTo : null, el: null, status: "", retries: 0,
-                  retryTimer: null };
+// `replyTo`: the seq of the message this one answers (rooms/replies.py), or null; `attachments`:
+// ids of uploads sent with it (attachments.js).
+export function addToOutbox(id, body, { replyTo = null, attachments = [] } = {}) {
+  const entry = { id, body, replyTo: Number.isInteger(replyTo) ? replyTo : null, attachments, el: null, status: "",
+                  retries: 0, retryTimer: null };
   entry.el = renderOutboxEntry(entry);
   state.outbox.set(entry.id, entry);
   setEntryStatus(entry, "sending");
@@ -59,9 +61,8 @@ export function addToOutbox(id, body, replyTo = null) {
   return entry;
 }
 
-// `replyTo`: the seq of the message this one answers (rooms/replies.py), or null.
-export function enqueue(body, replyTo = null) {
-  const entry = addToOutbox(newClientMsgId(), body, replyTo);
+export function enqueue(body, { replyTo = null, attachments = [] } = {}) {
+  const entry = addToOutbox(newClientMsgId(), body, { replyTo, attachments });
   saveOutbox();
   scrollToBottom();
   sendEntry(entry);
@@ -88,7 +89,9 @@ export function restoreOutbox() {
   } catch (err) {
     return; // storage disabled: nothing was saved
   }
-  for (const item of parseSavedOutbox(text)) addToOutbox(item.id, item.body, item.replyTo);
+  for (const item of parseSavedOutbox(text)) {
+    addToOutbox(item.id, item.body, { replyTo: item.replyTo, attachments: item.attachments });
+  }
 }
 
 // Sends (or resends, with the same client_msg_id) once the socket said hello; otherwise the
@@ -98,6 +101,7 @@ export function sendEntry(entry) {
   entry.retryTimer = null;
   const frame = { type: "message.send", body: entry.body, client_msg_id: entry.id };
   if (entry.replyTo !== null) frame.reply_to = entry.replyTo;
+  if (entry.attachments && entry.attachments.length) frame.attachments = entry.attachments; // attachments.js
   sendFrame(frame);
 }
 

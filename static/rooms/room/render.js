@@ -231,6 +231,8 @@ export const LOAD_OLDER_WITHIN_PX = 400; // scrolled this close to the top: load
 export const OLDER_RETRY_MS = 5000; // after a failed load, scrolling does not retry sooner
 export const LANDING_MAX_PAGES = 10; // first unread further back than this: land at the oldest loaded
 export const LANDING_CONTEXT = 5; // read messages shown above the "New messages" divider
+export const SEQ_LANDING_PAGE_SIZE = 200; // landing at a search result: pages of the API's largest size
+export const SEQ_LANDING_MAX_PAGES = 25; // … up to 5,000 messages back; further: the oldest loaded
 export const dayFormat = new Intl.DateTimeFormat(undefined, {
   weekday: "long", year: "numeric", month: "long", day: "numeric",
 });
@@ -347,14 +349,14 @@ export function renderHistoryTop() {
 }
 
 // One page of messages before the oldest shown. Resolves with whether it added any.
-export async function loadOlder({ keepPlace = true } = {}) {
+export async function loadOlder({ keepPlace = true, limit = OLDER_PAGE_SIZE } = {}) {
   const older = state.older;
   if (older.loading || !older.hasMore || state.seqs.length === 0) return false;
   older.loading = true;
   renderHistoryTop();
   let added = 0;
   try {
-    const page = await fetchHistoryPage(undefined, state.seqs[0], OLDER_PAGE_SIZE);
+    const page = await fetchHistoryPage(undefined, state.seqs[0], limit);
     const messages = Timeline.mergeBySeq(state.seqs, page.results.filter(isValidMessage));
     const anchor = keepPlace && !state.landing ? captureAnchor() : null;
     older.hasMore = Boolean(page.has_more) && page.results.length > 0;
@@ -447,6 +449,36 @@ export async function landAtFirstUnread() {
     els.log.scrollTop += divider.getBoundingClientRect().top - logTop - 8;
   } else if (state.landing) {
     scrollToBottom(); // nothing unread from others
+  }
+  state.landing = false;
+  renderJump();
+}
+
+// Opening the room at a message (?seq=N, a search result's link; the config's land_seq): load
+// back to it and a few before it (pages of SEQ_LANDING_PAGE_SIZE, at most SEQ_LANDING_MAX_PAGES),
+// then scroll it to the middle of the view and mark it (class message--landed). The list stays
+// contiguous down to the newest message, as everywhere else. A message further back than the
+// pages allow, or deleted since: the view stays at the oldest loaded, with a notice.
+export async function landAtSeq(seq) {
+  if (!Number.isInteger(seq) || seq < 1 || state.seqs.length === 0) return;
+  state.landing = true;
+  try {
+    for (let pages = 0; pages < SEQ_LANDING_MAX_PAGES; pages++) {
+      if (state.seqs[0] <= Math.max(1, seq - LANDING_CONTEXT) || !state.older.hasMore) break;
+      if (!(await loadOlder({ keepPlace: false, limit: SEQ_LANDING_PAGE_SIZE }))) break;
+    }
+  } catch (err) {
+    // land where we can; scrolling up loads the rest
+  }
+  const li = state.shown.get(seq);
+  if (state.landing && li) {
+    li.classList.add("message--landed");
+    const logRect = els.log.getBoundingClientRect();
+    const rect = li.getBoundingClientRect();
+    els.log.scrollTop += rect.top - logRect.top - Math.max(8, (logRect.height - rect.height) / 2);
+  } else if (state.landing) {
+    els.log.scrollTop = 0;
+    showNotice("landing", "That message is further back than the page loaded; scroll up to load older messages.");
   }
   state.landing = false;
   renderJump();
