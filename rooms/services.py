@@ -402,7 +402,9 @@ def message_post(
             )
             mentions.store(message=message, parsed=parsed)
             if membership is None:  # a public room's visitor becomes a member by speaking
-                Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+                _, joined = Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+                if joined:
+                    transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[author.pk]))
             # Your own message is read (rooms.reads).
             Membership.objects.filter(room=room, user=author, last_read_seq__lt=seq).update(last_read_seq=seq)
             data = message_data(message)
@@ -681,6 +683,7 @@ def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
                     room_slug=message.room.slug,
                     message_id=message.pk,
                     seq=message.seq,
+                    author_id=message.author_id,
                 )
             )
     return message
@@ -738,6 +741,7 @@ def room_create(
         with transaction.atomic():
             room.save()
             Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[created_by.pk]))
     except IntegrityError:  # the same slug saved by a concurrent create after full_clean's check
         if Room.objects.filter(slug=slug).exists():
             raise ValidationError({"slug": [SLUG_UNAVAILABLE]}) from None
@@ -799,8 +803,11 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     if room.is_archived:
         raise Archived("The room is archived.")
     # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
-    membership, _ = Membership.objects.get_or_create(
-        room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
+        if created:  # their user sockets list the room (rooms.user_consumer)
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
     if membership.is_banned:
         raise Banned("You are banned from this room.")
     return membership
@@ -853,6 +860,7 @@ def member_add(
             room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
         )
         if created:
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
             return membership
         if membership.is_banned:
             raise Conflict("The user is banned from this room; unban them first.")
