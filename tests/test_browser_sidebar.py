@@ -86,7 +86,7 @@ def test_a_message_on_node_1_raises_the_badge_on_node_2_and_reading_on_node_3_cl
     post(nodes[0], tokens["bob"], "random", "bob's own message")  # own: nothing unread
     post(nodes[0], tokens["alice"], "random", "after bob")
     wait_badges(listing, "random", (1, 0))
-    assert listing.title.startswith("(3) ")
+    assert listing.title().startswith("(3) ")
     screenshot(listing, tmp_path, "sidebar-badges")
 
     # bob's second tab, the room page on node-3, reads lobby: the first tab's badges clear
