@@ -358,7 +358,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # WhiteNoise's compressed manifest storage, rewriting ES module imports to hashed names too.
+    "staticfiles": {"BACKEND": "chatsite.staticfiles.ManifestStaticFilesStorage"},
 }
 # Hashed names need `collectstatic` first: `make run`, `make serve`, the Procfile's release step
 # and the image run it.

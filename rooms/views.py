@@ -92,7 +92,7 @@ class RoomCreateView(LoginRequiredMixin, CreateView):
 
 class RoomDetailView(LoginRequiredMixin, DetailView):
     """``GET /rooms/<slug>/``: the last 50 messages from the database, then live ones over
-    ``/ws/rooms/<slug>/`` (``static/rooms/room.js``); older ones as the reader scrolls up.
+    ``/ws/rooms/<slug>/`` (``static/rooms/room/main.js``); older ones as the reader scrolls up.
 
     ``room_config`` (json_script ``#room-config``): ``slug``, ``ws_path``, ``user`` {id,
     username}, ``history`` (message shapes, oldest first), ``role``, ``can_moderate``,

@@ -622,3 +622,61 @@ def test_node_names_show_to_staff_and_not_to_other_users_in_the_live_page(stack,
     finally:
         staff_ctx.close()
         user_ctx.close()
+
+
+def test_edit_and_delete_from_the_page_on_node1_show_live_on_node2_with_controls_per_role(stack, browser, tmp_path):
+    """The room page's Edit and Delete controls (static/rooms/room/actions.js, drawn through
+    hooks.js's message parts): the author edits her message on node-1 and the other member's
+    page on node-2 shows the new text and "(edited)"; he sees neither control on her message,
+    and both on his own; her delete shows "message deleted" on both pages, without controls.
+    A message already on the page when it loads (drawn by the server) gets its controls too."""
+    _, nodes = stack
+    tokens = orm(make_people, "ed-ann", "ed-bob", rooms={"edits": "ed-ann"})
+    live = [node for node in nodes if node.process.poll() is None]
+    post(live[0], tokens["ed-ann"], "edits", "drawn by the server")
+    ann_ctx, bob_ctx = browser.new_context(), browser.new_context()
+    errors = []
+    for context in (ann_ctx, bob_ctx):
+        context.on("weberror", lambda e: errors.append(str(e.error)))
+    try:
+        ann = open_room(ann_ctx, live[0].http, "edits", username="ed-ann")
+        bob = open_room(bob_ctx, live[1].http, "edits", username="ed-bob")
+        first = ann.locator("#message-list li[data-seq]", has_text="drawn by the server")
+        assert first.locator(".message__actions button").all_inner_texts() == ["Edit", "Delete"]
+
+        ann.fill("#message-body", "typo hree")
+        ann.press("#message-body", "Enter")
+        wait_shown(bob, "typo hree")
+        bob.fill("#message-body", "bob's own")
+        bob.press("#message-body", "Enter")
+        wait_shown(bob, "bob's own")
+        on_bob = bob.locator("#message-list li[data-seq]", has_text="typo hree")
+        assert on_bob.locator(".message__actions button").count() == 0
+        own = bob.locator("#message-list li[data-seq]", has_text="bob's own")
+        assert own.locator(".message__actions button").all_inner_texts() == ["Edit", "Delete"]
+
+        mine = ann.locator("#message-list li[data-seq]", has_text="typo hree")
+        mine.hover()  # a continued message shows its time and controls on hover or focus
+        mine.locator("button", has_text="Edit").click()
+        mine.locator("textarea.message__edit-input").fill("typo here")
+        mine.locator("textarea.message__edit-input").press("Enter")
+        wait_shown(bob, "typo here")
+        on_bob = bob.locator("#message-list li[data-seq]", has_text="typo here")
+        on_bob.locator(".message__edited").wait_for(timeout=5_000)
+        assert mine.locator(".message__editor").count() == 0
+
+        ann.once("dialog", lambda dialog: dialog.accept())
+        edited = ann.locator("#message-list li[data-seq]", has_text="typo here")
+        edited.hover()
+        edited.locator("button", has_text="Delete").click()
+        bob.wait_for_selector("#message-list li.message--deleted", timeout=10_000)
+        ann.wait_for_selector("#message-list li.message--deleted", timeout=10_000)
+        for page in (ann, bob):
+            gone = page.locator("#message-list li.message--deleted")
+            assert gone.locator(".message__body").inner_text() == "message deleted"
+            assert gone.locator(".message__actions button").count() == 0
+        assert errors == []
+        screenshot(bob, tmp_path, "edit-delete-on-node2")
+    finally:
+        ann_ctx.close()
+        bob_ctx.close()

@@ -97,10 +97,11 @@ def test_no_page_carries_an_inline_script_or_event_handler(pages):
     for kind, (client, path) in pages.items():
         html = client.get(path).content.decode()
         assert InlineCode.of(html) == [], kind
-    # The room page's data is a json_script block, read by room.js; its code is a file.
+    # The room page's data is a json_script block, read by static/rooms/room/context.js.
     html = pages["room page"][0].get(pages["room page"][1]).content.decode()
     assert re.search(r'<script id="room-config" type="application/json">', html)
-    assert re.search(r'<script src="[^"]*rooms/room(\.[0-9a-f]+)?\.js"></script>', html)  # hashed or not
+    # its code is ES modules from a file (static/rooms/room/main.js, hashed or not)
+    assert re.search(r'<script type="module" src="[^"]*rooms/room/main(\.[0-9a-f]+)?\.js"></script>', html)
 
 
 def test_drf_browsable_pages_keep_scripts_to_files_and_may_use_inline_styles(user, room, monkeypatch):

@@ -34,7 +34,8 @@ def test_the_room_page_config_carries_the_members_last_read_seq_and_the_scroll_b
     assert [m["seq"] for m in room_config(response)["history"]] == [1, 2, 3]
     for control in ('id="load-older"', 'id="history-start"', 'id="jump-latest-button"'):
         assert control in content
-    assert content.index("rooms/timeline") < content.index("rooms/room.")  # the logic before the page
+    # one module script; it imports the rest (static/rooms/room/, tests/test_static_modules.py)
+    assert content.count("<script type=\"module\"") == 1 and "rooms/room/main" in content
 
 
 def test_a_visitor_of_a_public_room_gets_no_last_read_seq(client, other_user, room, monkeypatch):

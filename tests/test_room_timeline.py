@@ -1,6 +1,9 @@
-"""The room page's pure timeline logic (static/rooms/timeline.js: merge by seq, date dividers,
-groups, the "New messages" divider) under Node's test runner (tests/js/timeline.test.js), in a
-time zone with a daylight-saving change. Skipped without ``node``."""
+"""The room page's pure modules under Node's own test runner (``node --test tests/js/``), in
+time zones with and without a daylight-saving change: static/rooms/room/timeline.js (merge by
+seq, date dividers, groups, the "New messages" divider; tests/js/timeline.test.mjs),
+seq.js (which live seq is shown, held or dropped, catch-up, message versions, backoff;
+tests/js/seq.test.mjs) and outbox-rules.js (what an error frame does to a send, the outbox
+across reloads; tests/js/outbox.test.mjs). Skipped without ``node``."""
 
 import os
 import shutil
@@ -15,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(NODE is None, reason="node is missing (Debian's package: `apt-get install nodejs`)")
 @pytest.mark.parametrize("tz", ["Europe/Berlin", "UTC", "Pacific/Auckland"])
-def test_timeline_logic_merges_by_seq_and_places_dividers_and_groups(tz):
+def test_room_page_pure_modules_pass_their_node_tests(tz):
     result = subprocess.run(
         [NODE, "--test", str(ROOT / "tests" / "js")],
         env={**os.environ, "TZ": tz}, capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -1,10 +1,8 @@
-// The room page's pure timeline logic (static/rooms/timeline.js) under Node's test runner:
+// The room page's pure timeline logic (static/rooms/room/timeline.js) under Node's test runner:
 // `node --test tests/js/` (tests/test_room_timeline.py runs it in pytest, with TZ set).
-"use strict";
-
-const test = require("node:test");
-const assert = require("node:assert/strict");
-const T = require("../../static/rooms/timeline.js");
+import test from "node:test";
+import assert from "node:assert/strict";
+import * as T from "../../static/rooms/room/timeline.js";
 
 const MIN = 60 * 1000;
 

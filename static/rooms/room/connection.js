@@ -1,0 +1,182 @@
+/*
+ * chatsite room page: the socket: connect with ?after_seq=<lastSeq> (resume), hello / resumed /
+ * resync, close codes, reconnect with backoff, stop; send(frame) for every module; frames go to
+ * hooks.js handlers.
+ */
+
+import {
+  CLOSE_ARCHIVED,
+  CLOSE_BANNED,
+  CLOSE_LEFT,
+  CLOSE_NOT_FOUND,
+  CLOSE_SERVICE_RESTART,
+  CLOSE_UNAUTHENTICATED,
+  config,
+  els,
+  RETRY_CLOSE_LABELS,
+  state,
+  urls,
+} from "./context.js";
+import { actionButton, element } from "./dom.js";
+import { dispatch, emit, on } from "./hooks.js";
+import { backoffDelay } from "./seq.js";
+import { setStatus } from "./status.js";
+
+// --- connection ----------------------------------------------------------------------------
+
+// Every socket resumes after the last seq shown (shown seqs have no gap below it): the server
+// replays what came since, then says "resumed", so nothing is missed while we were away.
+export function socketUrl() {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  return `${scheme}${location.host}${config.ws_path}?after_seq=${state.lastSeq}`;
+}
+
+export function connect() {
+  if (state.stopped) return;
+  clearReconnectTimers();
+  if (state.socket) state.socket.close(); // a stale one; its events are ignored from now on
+  setStatus("connecting", "connecting…");
+  emit("connecting");
+  const socket = new WebSocket(socketUrl());
+  state.socket = socket;
+  state.helloReceived = false;
+  state.resuming = true;
+  socket.addEventListener("message", (event) => {
+    if (socket === state.socket) onFrame(event.data);
+  });
+  socket.addEventListener("close", (event) => {
+    if (socket === state.socket) onClose(event);
+  });
+}
+
+// Sends `frame` (an object, sent as JSON) on the live socket; false (nothing sent) before the
+// socket said hello or while there is none. Exported as `send` too, the extension point.
+export function sendFrame(frame) {
+  const socket = state.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN || !state.helloReceived) return false;
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+export function onFrame(data) {
+  let frame;
+  try {
+    frame = JSON.parse(data);
+  } catch (err) {
+    return; // not ours to fix; the server only sends JSON
+  }
+  if (!frame || typeof frame !== "object") return;
+  if (typeof frame.type !== "string") return;
+  dispatch(frame); // hooks.js: the handlers each module registered with on(type, …)
+}
+
+export function onHello(frame) {
+  state.helloReceived = true;
+  state.attempt = 0;
+  els.status.dataset.serverId = frame.server_id || ""; // for operators' tools; shown to staff only
+  setStatus("connected", config.show_node_names ? `connected to ${frame.server_id}` : "connected");
+  const reconnect = state.everConnected;
+  state.everConnected = true;
+  // presence.js notes "not known yet", sync.js repairs gaps, outbox.js resends what is unacked
+  emit("hello", { frame, reconnect });
+}
+
+export function onClose(event) {
+  state.socket = null;
+  state.helloReceived = false;
+  state.resuming = false;
+  emit("disconnected");
+  const reason = {
+    [CLOSE_LEFT]: "left",
+    [CLOSE_UNAUTHENTICATED]: "signed-out",
+    [CLOSE_BANNED]: "banned",
+    [CLOSE_NOT_FOUND]: "not-found",
+    [CLOSE_ARCHIVED]: "archived",
+  }[event.code];
+  if (reason) stop(reason);
+  else if (state.stopped) return;
+  else if (event.code === CLOSE_SERVICE_RESTART && state.attempt === 0) {
+    // Node restarting: the same URL reaches another node through the balancer. Once only:
+    // if that fails too, the next close waits with backoff as usual.
+    state.attempt += 1;
+    connect();
+  } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);
+}
+
+// Ends the connection for good (until a reload, or "Rejoin" after leaving). Sends that can
+// never succeed here (banned, archived, no such room) stay in the outbox as not sent.
+export function stop(reason) {
+  state.stopped = true;
+  state.stopReason = reason;
+  clearReconnectTimers();
+  clearTimeout(state.catchUp.retryTimer);
+  els.fieldset.disabled = true;
+  const rooms = element("a", "", "All rooms");
+  rooms.href = urls.rooms;
+  if (reason === "signed-out") {
+    const login = element("a", "", "Log in");
+    login.href = `${urls.login}?next=${encodeURIComponent(location.pathname)}`;
+    setStatus("stopped", "You are not signed in. ", login, " to keep chatting.");
+  } else if (reason === "left") {
+    setStatus("stopped", "You left this room (perhaps in another tab). ", actionButton("Rejoin", rejoin));
+  } else if (reason === "banned") {
+    state.banned = true;
+    setStatus("stopped", "You are banned from this room. ", rooms);
+  } else if (reason === "archived") {
+    state.archived = true;
+    els.banner.hidden = false;
+    els.input.placeholder = "This room is archived: no new messages";
+    setStatus("stopped", "archived");
+  } else {
+    setStatus("stopped", "This room does not exist (any more). ", rooms);
+  }
+  // presence.js empties the list, outbox.js fails what cannot be sent, actions.js hides controls
+  emit("stopped", { reason });
+}
+
+// After leaving (close 4000): connect again, which joins a public room again.
+export function rejoin() {
+  if (state.stopReason !== "left") return;
+  state.stopped = false;
+  state.stopReason = null;
+  state.attempt = 0;
+  els.fieldset.disabled = false;
+  connect();
+}
+
+export function scheduleReconnect(why) {
+  if (state.stopped) return;
+  clearReconnectTimers();
+  state.attempt += 1;
+  const delay = backoffDelay(state.attempt);
+  const reconnectAt = Date.now() + delay;
+  state.reconnectTimer = setTimeout(connect, delay);
+
+  const countdown = element("span");
+  const showCountdown = () => {
+    const seconds = Math.max(1, Math.ceil((reconnectAt - Date.now()) / 1000));
+    countdown.textContent = `${why ? why + ": " : ""}reconnecting in ${seconds} s…`;
+  };
+  showCountdown();
+  setStatus("waiting", countdown, " ", actionButton("Reconnect now", connect));
+  state.countdownTimer = setInterval(showCountdown, 1000);
+}
+
+export function clearReconnectTimers() {
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.countdownTimer);
+  state.reconnectTimer = null;
+  state.countdownTimer = null;
+}
+
+export function reconnectIfWaiting() {
+  if (state.reconnectTimer !== null) connect();
+}
+
+export { sendFrame as send };
+
+on("hello", onHello);
+on("room.archived", (frame) => {
+  if (frame.room === config.slug) stop("archived"); // the close 4410 follows
+});
+// "history" answers a fetch frame, which this page does not send (gaps go through REST).
