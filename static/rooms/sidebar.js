@@ -1,8 +1,9 @@
 /*
  * chatsite sidebar: every room and direct message of the signed-in user, with unread and
  * mention badges kept live over one WebSocket per page (/ws/user/, rooms/user_consumer.py),
- * whichever node serves it. Included on every signed-in page by templates/base.html. No
- * dependencies; a classic script.
+ * whichever node serves it. Included on every signed-in page by templates/base.html as an ES
+ * module (<script type="module">; it imports nothing, and the room page's modules do not import
+ * it: the two pages' scripts meet only through the server). No dependencies.
  *
  * Frame contract (docs/protocol.md, "Sidebar and unread state"):
  *   server → client {"type":"sidebar","server_id","rooms":[{slug,name,kind,dm_with,last_seq,
@@ -27,11 +28,10 @@
  * mention while this tab is hidden shows a notification; tabs of one browser share its tag, so
  * the browser shows it once.
  */
-(function () {
-  "use strict";
+const aside = document.getElementById("sidebar");
+if (aside && "WebSocket" in window) start(aside);
 
-  const aside = document.getElementById("sidebar");
-  if (!aside || !("WebSocket" in window)) return;
+function start(aside) {
 
   const me = Number(aside.dataset.userId);
   const roomPrefix = aside.dataset.roomPrefix || "/rooms/";
@@ -286,4 +286,4 @@
 
   render();
   connect();
-})();
+}
