@@ -151,3 +151,62 @@ def test_the_sidebar_reconnects_to_another_node_and_shows_the_fresh_counts(stack
         nodes[nodes.index(node)] = restarted
         wait_healthy(restarted)
     context.close()
+
+
+# A tab that says it is hidden (document.hidden, visibilityState), and a Notification class that
+# records what the page shows instead of showing it.
+HIDDEN_TAB = """
+(() => {
+  Object.defineProperty(document, "hidden", { get: () => true });
+  Object.defineProperty(document, "visibilityState", { get: () => "hidden" });
+})();
+"""
+RECORD_NOTIFICATIONS = """
+(() => {
+  window.__notifications = [];
+  class Recorded {
+    constructor(title, options) { window.__notifications.push({ title, ...(options || {}) }); }
+    close() {}
+    static get permission() { return "granted"; }
+    static requestPermission() { return Promise.resolve("granted"); }
+  }
+  window.Notification = Recorded;
+})();
+"""
+
+
+def test_mentions_are_highlighted_notified_in_a_hidden_tab_and_another_tab_moves_the_divider(stack, browser, tmp_path):
+    """bob's tab A (hidden, node-1) shows the room with a "New messages" divider and reports no
+    read; a mention of bob is highlighted there and, opted in, notified; his tab B (visible,
+    node-3) reads the room: tab A's divider goes and its sidebar badge clears."""
+    base, nodes = stack
+    tokens = orm(make_people, "gina", "hank", rooms={"team": "gina"})
+    for body in ("one", "two"):
+        post(nodes[1], tokens["gina"], "team", body)
+    context = browser.new_context()
+    sign_in(context, nodes[0].http, "hank").close()  # the session cookie for both tabs
+    tab_a = context.new_page()
+    tab_a.add_init_script(HIDDEN_TAB)
+    tab_a.add_init_script(RECORD_NOTIFICATIONS)
+    tab_a.goto(f"{nodes[0].http}/rooms/team/")
+    connected_to(tab_a)
+    wait_live(tab_a)
+    assert tab_a.locator("li.divider--new").count() == 1
+    tab_a.click("#notify-optin")
+    tab_a.wait_for_function("() => document.getElementById('notify-optin').getAttribute('aria-pressed') === 'true'")
+
+    post(nodes[1], tokens["gina"], "team", "@hank please look")
+    tab_a.wait_for_function("() => !!document.querySelector('#message-list li[data-seq=\"3\"].message--mention')")
+    assert tab_a.locator("#message-list li[data-seq='2'].message--mention").count() == 0
+    wait_badges(tab_a, "team", (3, 1))
+    tab_a.wait_for_function("() => window.__notifications.length === 1")
+    note = tab_a.evaluate("() => window.__notifications[0]")
+    assert note["title"] == "gina mentioned you in #team" and note["body"] == "@hank please look", note
+    screenshot(tab_a, tmp_path, "mention-highlighted")
+
+    tab_b = context.new_page()  # visible, on node-3: it reads the room
+    tab_b.goto(f"{nodes[2].http}/rooms/team/")
+    connected_to(tab_b)
+    tab_a.wait_for_function("() => document.querySelectorAll('li.divider--new').length === 0", timeout=15_000)
+    wait_badges(tab_a, "team", (0, 0), timeout=15_000)
+    context.close()
