@@ -317,7 +317,7 @@ def _join(*, slug: str, user) -> tuple:
     return room, None
 
 
-async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None) -> None:
+async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None, expose=None) -> None:
     """Await events from every callable in ``sources`` (the socket's ``receive`` and the channel
     layer's ``receive`` for this consumer's channel) and ``await dispatch(event)`` for each, one
     at a time, in the order they arrived: the job of channels' ``await_many_dispatch``, without its
@@ -337,7 +337,10 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
     ``deliver_now``, when given, is a synchronous ``deliver_now(event) -> bool`` that ``push``
     calls first while the consumer is idle (no event being dispatched, none waiting): True means
     it handled the event, False sends it through the inbox as usual. Order is kept, because an
-    event is handled at once only when nothing came before it that is not yet done."""
+    event is handled at once only when nothing came before it that is not yet done.
+
+    ``expose``, when given, is called once with a function ``enqueue(event)`` that puts an event
+    of the consumer's own at the end of the inbox (a timer's work, done in order with the rest)."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
     busy = True  # an event is being dispatched, or the loop has stopped
@@ -349,6 +352,8 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
 
     if attach is not None:
         attach(push if deliver_now is not None else lambda event: inbox.put_nowait((event, None)))
+    if expose is not None:
+        expose(lambda event: inbox.put_nowait((event, None)))
 
     async def pump(source):
         try:
@@ -422,8 +427,8 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         # server. The exception is logged and answered with a close code here instead of
         # escaping to daphne, whose handling of it could itself fail on the dead socket.
         try:
-            await dispatch_in_order(sources, self.dispatch, attach=attach,
-                                    deliver_now=self.deliver_now if self.send_text_now and self.deliver_now else None)
+            await dispatch_in_order(sources, self.dispatch, attach=attach, deliver_now=self.fast_path(),
+                                    expose=self.expose_inbox)
         except StopConsumer:
             pass
         except UNAVAILABLE_ERRORS:
@@ -633,6 +638,15 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
 
     deliver_now = None  # a subclass's synchronous fast path for layer events (``dispatch_in_order``)
+    enqueue = None  # puts an event of this consumer's own at the end of its inbox (``dispatch_in_order``)
+
+    def fast_path(self):
+        """The ``deliver_now`` that ``dispatch_in_order`` may call: the subclass's, when it can
+        write frames synchronously (``chatsite.serve``'s ``send_text_now``)."""
+        return self.deliver_now if self.send_text_now and self.deliver_now else None
+
+    def expose_inbox(self, enqueue) -> None:
+        self.enqueue = enqueue
     open_gauge = metrics.OPEN_SOCKETS  # the gauge this kind of socket is counted in while open
 
     async def admit(self):

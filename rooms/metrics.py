@@ -158,7 +158,6 @@ SENT_BY_EVENT = _SentByEvent({
     "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
     "user.mention": FRAMES_SENT.labels(type="mention"),
     "user.dm_created": FRAMES_SENT.labels(type="dm.created"),
-    "room.activity": FRAMES_SENT.labels(type="room.activity"),
 })
 
 

@@ -6,9 +6,11 @@ How (measured in bench/RESULTS.md, "Sidebar"): the socket joins the user's group
 the room sockets are in). A message then costs what it cost before: one PUBLISH to the room's
 group, received once by each node that has a member socket, room or user (the Pub/Sub layer's
 group_send is one Redis command per group, not per member: ``channels_redis.pubsub``); no
-database write or Redis command per member. Each node turns it into a light frame per user
-socket. The alternative, a per-member ``room.activity`` sent to every member's user group,
-would cost one PUBLISH per member (1,000 in a room of 1,000).
+database write or Redis command per member. On each node, each user socket adds the event to
+a per-room tally (a dict update, in the node's Pub/Sub read while the socket is idle:
+``deliver_now``) and sends one ``room.activity`` per room at most every ``ACTIVITY_BATCH``
+seconds. The alternative, a per-member event sent to every member's user group, would cost one
+PUBLISH per member (1,000 in a room of 1,000).
 
 Frames are JSON text. server → client, on connect and again whenever the set of rooms changes::
 
@@ -18,10 +20,15 @@ Frames are JSON text. server → client, on connect and again whenever the set o
 
 then live, from any node::
 
-    {"type": "room.activity", "room": slug, "seq": int, "author_id": int}
-        a message was stored in one of the rooms (the client bumps ``unread_count`` unless
-        ``author_id`` is the user, and ``last_seq``; a seq not above the room's ``last_seq`` in
-        the snapshot is already counted in it: ignore it)
+    {"type": "room.activity", "room": slug, "last_seq": int, "unread_added": int,
+     "read_seq": int (only when the user's own message moved their marker)}
+        messages were stored in one of the rooms: at most one frame per room every
+        ``ACTIVITY_BATCH`` seconds (0.25), counting the messages since the last frame or
+        snapshot (never one the snapshot counted). The client sets ``last_seq``; with
+        ``read_seq`` (the user wrote a message there: everything up to it is read) it sets
+        ``last_read_seq`` to it and ``unread_count`` to 0 first; then it adds ``unread_added``
+        (messages of others, after ``read_seq`` if given). Pending activity is always sent
+        before any other frame, so a ``read.updated`` that follows replaces what it counted.
     {"type": "message.deleted", "id": int, "room": slug, "seq": int, "author_id": int}
         (an unread message of someone else deleted: one less unread; a mention it held is
         corrected by the next snapshot)
@@ -62,7 +69,7 @@ from django.conf import settings
 
 from . import access, events, metrics, services
 from .consumers import (
-    _CLOSING_ERRORS, _PEER_GONE, CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, LAYER_JOIN_TIMEOUT,
+    _CLOSING_ERRORS, CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, LAYER_JOIN_TIMEOUT,
     UNAVAILABLE_ERRORS, FrameError, SocketConsumer, unavailable_log,
 )
 from .models import Membership
@@ -71,6 +78,8 @@ from .sidebar import Sidebar, sidebar_for
 logger = logging.getLogger(__name__)
 
 NO_ROOM = 0  # the room id of the user-only access key: no room has it, so its verdict is "not_found"
+ACTIVITY_BATCH = 0.25  # seconds: a user socket sends at most one room.activity per room this often
+FLUSH = "sidebar.flush"  # the socket's own event: send the pending activity (``UserConsumer.enqueue``)
 
 
 def _room_ids(*, user, token_key: str | None) -> list[int] | None:
@@ -86,8 +95,10 @@ class UserConsumer(SocketConsumer):
 
     open_gauge = metrics.USER_SOCKETS
     rooms: dict = {}  # room id → slug: the rooms whose events are forwarded (the last sidebar's)
-    slugs: frozenset = frozenset()
+    known_seq: dict = {}  # slug → highest seq counted (the snapshot's last_seq, then activity)
     room_groups: dict = {}  # room id → group name, joined
+    pending: dict = {}  # slug → [last_seq, unread_added, read_seq]: activity not sent yet
+    flush_handle = None  # the timer that enqueues the next flush
 
     async def connect(self) -> None:
         """Called on the handshake: accepts a signed-in user under their socket cap, joins their
@@ -133,8 +144,11 @@ class UserConsumer(SocketConsumer):
         return joined
 
     async def send_sidebar(self, snapshot: Sidebar) -> None:
+        """Send ``sidebar``: the state from here on. Pending activity is dropped (every event
+        received so far was committed before the snapshot was read, so it counts it)."""
+        self.pending = {}
         self.rooms = snapshot.room_ids
-        self.slugs = frozenset(snapshot.room_ids.values())
+        self.known_seq = {room["slug"]: room["last_seq"] for room in snapshot.rooms}
         await self.send_json({"type": "sidebar", "server_id": settings.SERVER_ID, "rooms": snapshot.rooms})
 
     async def refresh(self) -> None:
@@ -144,7 +158,7 @@ class UserConsumer(SocketConsumer):
         reconnects and gets a fresh snapshot)."""
         if self.closing:
             return
-        self.rooms, self.slugs = {}, frozenset()  # until the new sidebar: forward nothing of any room
+        self.rooms, self.known_seq, self.pending = {}, {}, {}  # until the new sidebar: nothing of any room
         user = self.scope["user"]
         try:
             snapshot = await self.db(sidebar_for, user=user)
@@ -178,47 +192,83 @@ class UserConsumer(SocketConsumer):
 
     # --- channel layer → client ----------------------------------------------------------------
 
-    def _activity(self, event: dict) -> str | None:
-        """The ``room.activity`` frame for a ``room.message`` event of one of this socket's
-        rooms, or None (not one of them now, or an event without the sidebar's fields)."""
+    def note_message(self, event: dict) -> None:
+        """Count a ``room.message`` event of one of this socket's rooms into the pending
+        activity (ignored: another room, a seq already counted, an event without the sidebar's
+        fields), and make sure a flush follows within ``ACTIVITY_BATCH`` seconds."""
         slug = event.get("room")
-        if slug not in self.slugs or self.closing:
-            return None
-        return events.encode_frame({"type": "room.activity", "room": slug, "seq": event["seq"],
-                                    "author_id": event.get("author_id")})
+        known = self.known_seq.get(slug)
+        seq = event["seq"]
+        if known is None or seq <= known or self.closing:
+            return
+        self.known_seq[slug] = seq
+        entry = self.pending.get(slug)
+        if entry is None:
+            entry = self.pending[slug] = [seq, 0, 0]
+        entry[0] = max(entry[0], seq)
+        if event.get("author_id") == self.scope["user"].pk:
+            entry[1], entry[2] = 0, seq  # the user's own message: their marker is there now
+        else:
+            entry[1] += 1
+        if self.flush_handle is None and self.enqueue is not None:
+            self.flush_handle = asyncio.get_running_loop().call_later(ACTIVITY_BATCH, self.enqueue, {"type": FLUSH})
 
     async def room_message(self, event: dict) -> None:
-        text = self._activity(event)
-        if text is not None:
-            await self.send(text_data=text)
-            metrics.SENT_BY_EVENT["room.activity"].inc()
+        self.note_message(event)
+        if self.enqueue is None:  # no inbox of our own to time a flush with: send at once
+            await self.flush_activity()
 
     def deliver_now(self, event: dict) -> bool:
-        """The fast path of ``dispatch_in_order`` (under ``chatsite.serve``, while this socket is
-        idle): a room's typing and presence events are dropped here without waking the socket's
-        loop, and a ``room.message`` becomes its ``room.activity`` frame written at once."""
+        """The fast path of ``dispatch_in_order`` (while this socket is idle, in the node's
+        Pub/Sub read): a ``room.message`` is counted without waking the socket's loop, and a
+        room's typing, presence and edit events are dropped there. Other events take the usual
+        path."""
         kind = event.get("type")
-        if kind in (events.ROOM_TYPING, events.ROOM_PRESENCE, events.ROOM_MESSAGE_UPDATED):
+        if kind == events.ROOM_MESSAGE:
+            self.note_message(event)
             return True
-        if kind != events.ROOM_MESSAGE:
-            return False
-        text = self._activity(event)
-        if text is None:
-            return True
-        try:
-            if not self.send_text_now(text):
-                return False
-        except _PEER_GONE:
-            self.closing = True
-            return True
-        except Exception:  # never into the node's Pub/Sub reader
-            logger.exception("could not send a room.activity frame")
-            return False
-        metrics.SENT_BY_EVENT["room.activity"].inc()
-        return True
+        return kind in (events.ROOM_TYPING, events.ROOM_PRESENCE, events.ROOM_MESSAGE_UPDATED)
+
+    def fast_path(self):
+        return self.deliver_now  # it writes nothing: no need of chatsite.serve's send_text_now
+
+    async def sidebar_flush(self, event: dict) -> None:
+        self.flush_handle = None
+        await self.flush_activity()
+
+    async def flush_activity(self) -> None:
+        """Send the pending ``room.activity`` frames (one per room), before any other frame."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, {}
+        if self.closing:
+            return
+        for slug, (last_seq, unread_added, read_seq) in pending.items():
+            frame = {"type": "room.activity", "room": slug, "last_seq": last_seq, "unread_added": unread_added}
+            if read_seq:
+                frame["read_seq"] = read_seq
+            await super().send_json(frame)
+
+    async def send_json(self, content: dict, close: bool = False) -> None:
+        """Every frame but ``sidebar`` goes after the pending activity (so that the client applies
+        a ``read.updated`` after the messages it counts)."""
+        if content.get("type") != "sidebar":
+            await self.flush_activity()
+        await super().send_json(content, close=close)
+
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        if text_data is not None and self.pending:
+            await self.flush_activity()
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def cleanup(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        await super().cleanup()
 
     async def room_message_deleted(self, event: dict) -> None:
-        if event.get("room") in self.slugs and not self.closing:
+        if event.get("room") in self.known_seq and not self.closing:
             frame = json.loads(event["text"])
             frame["author_id"] = event.get("author_id")
             await self.send_json(frame)

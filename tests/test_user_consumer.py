@@ -112,11 +112,52 @@ async def test_a_message_in_a_room_of_the_user_comes_as_room_activity_and_nothin
     conn, _ = await open_user_socket(ws, other_user)
     await apost(setup["elsewhere"], setup["dave"], "not for bob")
     await apost(setup["lobby"], user, "four")
-    assert await conn.receive() == {"type": "room.activity", "room": "lobby", "seq": 4, "author_id": user.pk}
+    assert await conn.receive() == {"type": "room.activity", "room": "lobby", "last_seq": 4, "unread_added": 1}
     await apost(setup["dm"], setup["carol"], "psst")
-    assert await conn.receive() == {"type": "room.activity", "room": setup["dm"].slug, "seq": 1,
-                                    "author_id": setup["carol"].pk}
+    assert await conn.receive() == {"type": "room.activity", "room": setup["dm"].slug, "last_seq": 1,
+                                    "unread_added": 1}
     assert await conn.nothing_more()
+    await conn.close()
+
+
+async def applied_activity(conn, room: str, upto: int) -> tuple[int, int, int]:
+    """Reads ``room.activity`` frames of ``room`` until one reaches ``upto`` and applies them as
+    the sidebar does: ``(unread added since the last read_seq, last read_seq or 0, frames)``."""
+    unread, read_seq, frames = 0, 0, 0
+    while True:
+        frame = await conn.receive_type("room.activity")
+        assert frame["room"] == room
+        frames += 1
+        if frame.get("read_seq"):
+            unread, read_seq = 0, frame["read_seq"]
+        unread += frame["unread_added"]
+        if frame["last_seq"] == upto:
+            return unread, read_seq, frames
+
+
+async def test_activity_counts_each_message_once_and_the_users_own_message_says_where_they_read(
+        ws, setup, user, other_user):
+    conn, _ = await open_user_socket(ws, other_user)
+    for body in ("a", "b", "c"):
+        await apost(setup["lobby"], user, body)
+    unread, read_seq, frames = await applied_activity(conn, "lobby", 6)
+    assert (unread, read_seq) == (3, 0) and frames <= 3  # one frame per 0.25 s at most
+    await apost(setup["lobby"], user, "d")
+    await apost(setup["lobby"], other_user, "bob's own")  # seq 8: bob has read up to it
+    await apost(setup["lobby"], user, "e")
+    assert (await applied_activity(conn, "lobby", 9))[:2] == (1, 8)
+    assert await conn.nothing_more()
+    await conn.close()
+
+
+async def test_pending_activity_goes_out_before_a_read_updated(ws, setup, user, other_user):
+    """The client adds activity, then replaces its counts with read.updated's."""
+    conn, _ = await open_user_socket(ws, other_user)
+    await apost(setup["lobby"], user, "four")
+    await database_sync_to_async(reads.read_report)(room=setup["lobby"], user=other_user, seq=4)
+    assert (await conn.receive())["type"] == "room.activity"
+    assert await conn.receive() == {"type": "read.updated", "room": "lobby", "last_read_seq": 4,
+                                    "unread_count": 0, "mention_count": 0}
     await conn.close()
 
 
@@ -126,8 +167,10 @@ async def test_read_updated_mention_and_deleted_reach_the_user_socket(ws, setup,
     assert await conn.receive() == {"type": "read.updated", "room": "lobby", "last_read_seq": 2,
                                     "unread_count": 1, "mention_count": 1}
     await apost(setup["lobby"], user, "again @bob")
-    assert (await conn.receive_type("room.activity"))["seq"] == 4
-    mention = await conn.receive_type("mention")
+    # two layer events on two Redis channels (the room's, the user's): either may come first
+    frames = {f["type"]: f for f in [await conn.receive(), await conn.receive()]}
+    assert frames["room.activity"]["last_seq"] == 4 and frames["room.activity"]["unread_added"] == 1
+    mention = frames["mention"]
     assert mention["room"] == "lobby" and mention["message"]["seq"] == 4
     message = await database_sync_to_async(Message.objects.get)(room=setup["lobby"], seq=4)
     await database_sync_to_async(services.message_delete)(message=message, actor=user)
@@ -239,7 +282,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays(ws, setup, user,
     await conn.communicator.send_input({"type": "websocket.receive", "bytes": b"\x00"})
     assert (await conn.receive_type("error"))["code"] == "binary_frame"
     await apost(setup["lobby"], user, "still live")
-    assert (await conn.receive_type("room.activity"))["seq"] == 4
+    assert (await conn.receive_type("room.activity"))["last_seq"] == 4
     await conn.close()
 
 
@@ -258,6 +301,6 @@ async def test_two_user_sockets_of_one_user_each_get_every_frame(ws, setup, user
     b, _ = await open_user_socket(ws, other_user)
     await apost(setup["lobby"], user, "four")
     for conn in (a, b):
-        assert (await conn.receive_type("room.activity"))["seq"] == 4
+        assert (await conn.receive_type("room.activity"))["last_seq"] == 4
         await conn.close()
     await asyncio.sleep(0)

@@ -9,7 +9,9 @@
  *   server → client {"type":"sidebar","server_id","rooms":[{slug,name,kind,dm_with,last_seq,
  *                    last_read_seq,unread_count,mention_count}]}   first frame, and after any
  *                    change of the user's rooms: replaces the whole state
- *   server → client {"type":"room.activity","room","seq","author_id"}   a message was stored
+ *   server → client {"type":"room.activity","room","last_seq","unread_added"[,"read_seq"]}
+ *                    messages were stored (at most one frame per room every 0.25 s); with
+ *                    read_seq the user's own message moved their marker there first
  *   server → client {"type":"message.deleted","id","room","seq","author_id"}
  *   server → client {"type":"read.updated","room","last_read_seq","unread_count","mention_count"}
  *   server → client {"type":"mention","room","message":{…}}
@@ -19,9 +21,9 @@
  *   snapshot: the state is counts, not a log, so nothing is resumed.
  *
  * Counting rules (the server's, rooms/reads.py): unread = messages after last_read_seq that are
- * not the user's own and not deleted. An activity with a seq not above the room's last_seq is
- * already in the snapshot and ignored; read.updated never moves last_read_seq backward; a
- * mention is counted once per seq.
+ * not the user's own and not deleted. The server counts each message once, after the snapshot
+ * (room.activity's unread_added); read.updated never moves last_read_seq backward and replaces
+ * the counts; a mention is counted once per seq.
  *
  * Mention notifications (the Notification API): off until the user clicks "Notify me of
  * mentions" (permission is asked on that click only; the choice is kept in localStorage). Then a
@@ -138,9 +140,17 @@ function start(aside) {
     },
     "room.activity": function (frame) {
       const room = rooms.get(frame.room);
-      if (!room || frame.seq <= room.last_seq) return;
-      room.last_seq = frame.seq;
-      if (frame.author_id !== me && frame.seq > room.last_read_seq) room.unread_count += 1;
+      if (!room) return;
+      if (frame.read_seq && frame.read_seq > room.last_read_seq) {
+        // the user wrote there (another tab or device): everything up to it is read
+        room.last_read_seq = frame.read_seq;
+        room.unread_count = 0;
+        const seen = mentionSeqs.get(frame.room);
+        if (seen) for (const seq of seen) if (seq <= frame.read_seq) seen.delete(seq);
+        room.mention_count = seen ? seen.size : 0;
+      }
+      room.unread_count += frame.unread_added || 0;
+      if (frame.last_seq > room.last_seq) room.last_seq = frame.last_seq;
       render();
     },
     "message.deleted": function (frame) {
