@@ -164,7 +164,7 @@ class Run:
                 frame = json.loads(raw)
                 if frame.get("type") == "room.activity":
                     self.activity_frames += 1
-                    self.activity_unread += frame.get("unread_added", 0)
+                    self.activity_unread += sum(e.get("unread_added", 0) for e in frame.get("rooms", ()))
         except Exception:  # noqa: BLE001
             pass
 
@@ -217,6 +217,17 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
     await run.connect()
     connect_s = time.monotonic() - t0
     await asyncio.sleep(2)  # connects settle (presence, sidebars)
+    # The same sockets idle for as long as the sending will take: the background (heartbeats,
+    # presence, the access watch), subtracted from the sending window's figures below.
+    idle_cpu0 = sum(n.cpu_seconds() or 0 for n in nodes)
+    idle_pg0, idle_r0, idle_t0 = pg_counters(args.database_url), redis.commands(), time.monotonic()
+    await asyncio.sleep(args.duration + READ_DEBOUNCE + 0.5)
+    idle_s = time.monotonic() - idle_t0
+    idle_pg1, idle_r1 = pg_counters(args.database_url), redis.commands()
+    idle = {"cpu": (sum(n.cpu_seconds() or 0 for n in nodes) - idle_cpu0) / idle_s,
+            "tx": (idle_pg1["transactions"] - idle_pg0["transactions"]) / idle_s,
+            "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
+            "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s}
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
     lg0 = psutil.Process().cpu_times()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
@@ -233,6 +244,7 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         await asyncio.sleep(0.1)
     window = time.monotonic() - started
     await asyncio.sleep(READ_DEBOUNCE + 0.5)  # the last read reports and activity batches
+    measured_s = time.monotonic() - started
     cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
     lg1 = psutil.Process().cpu_times()
     pg1, r1 = pg_counters(args.database_url), redis.commands()
@@ -249,6 +261,11 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         "deliveries_per_s": round(run.deliveries / window), "window_s": round(window, 2),
         "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
         "node_cpu_us_per_message": round(cpu / stored * 1e6) if stored else None,
+        "net_node_cpu_us_per_message": round((cpu - idle["cpu"] * measured_s) / stored * 1e6),
+        "net_db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"] - idle["tx"] * measured_s) / stored, 2),
+        "net_db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"] - idle["rows"] * measured_s) / stored, 2),
+        "net_redis_commands_per_message": round((sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2),
+        "idle_per_s": {k: round(v, 3) for k, v in idle.items()},
         "node_cpu_us_per_delivery": round(cpu / run.deliveries * 1e6) if run.deliveries else None,
         "db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"]) / stored, 2),
         "db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"]) / stored, 2),
@@ -266,12 +283,16 @@ def table(results: list[dict]) -> str:
         ("delivered", lambda r: f"{r['delivered_pct']} % ({r['delivered']:,} of {r['expected']:,})"),
         ("deliveries/s (room sockets)", lambda r: f"{r['deliveries_per_s']:,}"),
         ("latency p50 / p99 (ms)", lambda r: f"{r['p50_ms']} / {r['p99_ms']}"),
-        ("node CPU per message (µs)", lambda r: f"{r['node_cpu_us_per_message']:,}"),
+        ("node CPU per message (µs), idle subtracted", lambda r: f"{r['net_node_cpu_us_per_message']:,}"),
+        ("node CPU per message (µs), raw", lambda r: f"{r['node_cpu_us_per_message']:,}"),
         ("node CPU per delivery (µs)", lambda r: f"{r['node_cpu_us_per_delivery']}"),
-        ("DB transactions per message", lambda r: f"{r['db_transactions_per_message']}"),
-        ("DB rows written per message", lambda r: f"{r['db_rows_written_per_message']}"),
+        ("DB transactions per message, idle subtracted (raw)",
+         lambda r: f"{r['net_db_transactions_per_message']} ({r['db_transactions_per_message']})"),
+        ("DB rows written per message, idle subtracted (raw)",
+         lambda r: f"{r['net_db_rows_written_per_message']} ({r['db_rows_written_per_message']})"),
         ("read reports per message", lambda r: f"{r['reads_per_message']}"),
-        ("Redis commands per message", lambda r: f"{r['redis_commands_per_message']}"),
+        ("Redis commands per message, idle subtracted (raw)",
+         lambda r: f"{r['net_redis_commands_per_message']} ({r['redis_commands_per_message']})"),
         ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
         ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
         ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),

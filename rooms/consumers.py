@@ -861,14 +861,18 @@ class RoomConsumer(SocketConsumer):
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
         (``reads.read_report``: never backward, clamped to the room's last seq); every socket of
-        the user then gets ``read.updated`` through the layer, this one included. No answer of
-        its own; ``not_found`` (an error frame, the socket kept: access events close it) when
+        the user then gets ``read.updated`` through the layer, this one included (one statement
+        from the event loop: ``reads.read_report_async``). No answer of its own; ``not_found`` (an error frame, the socket kept: access events close it) when
         the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``) when the
         database cannot be used (report again later)."""
         try:
-            await self.db_read("read", reads.read_report, room=self.room, user=self.scope["user"], seq=seq)
+            await reads.read_report_async(room=self.room, user=self.scope["user"], seq=seq)
         except ServiceError as exc:
             raise FrameError(exc.code, exc.detail) from None
+        except DATABASE_ERRORS:
+            unavailable_log.warning("read", "read: database unavailable in room %s", self.room.pk, exc_info=True)
+            raise FrameError("unavailable", "The read could not be stored now; report it again.",
+                             frame="read") from None
 
     async def fetch(self, content: dict) -> None:
         """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,

@@ -8,8 +8,8 @@ group, received once by each node that has a member socket, room or user (the Pu
 group_send is one Redis command per group, not per member: ``channels_redis.pubsub``); no
 database write or Redis command per member. On each node, each user socket adds the event to
 a per-room tally (a dict update, in the node's Pub/Sub read while the socket is idle:
-``deliver_now``) and sends one ``room.activity`` per room at most every ``ACTIVITY_BATCH``
-seconds. The alternative, a per-member event sent to every member's user group, would cost one
+``deliver_now``) and sends one ``room.activity`` frame for all its rooms at most every
+``ACTIVITY_BATCH`` seconds. The alternative, a per-member event sent to every member's user group, would cost one
 PUBLISH per member (1,000 in a room of 1,000).
 
 Frames are JSON text. server → client, on connect and again whenever the set of rooms changes::
@@ -20,11 +20,11 @@ Frames are JSON text. server → client, on connect and again whenever the set o
 
 then live, from any node::
 
-    {"type": "room.activity", "room": slug, "last_seq": int, "unread_added": int,
-     "read_seq": int (only when the user's own message moved their marker)}
-        messages were stored in one of the rooms: at most one frame per room every
-        ``ACTIVITY_BATCH`` seconds (0.25), counting the messages since the last frame or
-        snapshot (never one the snapshot counted). The client sets ``last_seq``; with
+    {"type": "room.activity", "rooms": [{"room": slug, "last_seq": int, "unread_added": int,
+     "read_seq": int (only when the user's own message moved their marker)}, ...]}
+        messages were stored in the rooms listed: at most one frame every ``ACTIVITY_BATCH``
+        seconds (1), one entry per room, counting the messages since the last frame or
+        snapshot (never one the snapshot counted). For each entry: the client sets ``last_seq``; with
         ``read_seq`` (the user wrote a message there: everything up to it is read) it sets
         ``last_read_seq`` to it and ``unread_count`` to 0 first; then it adds ``unread_added``
         (messages of others, after ``read_seq`` if given). Pending activity is always sent
@@ -78,7 +78,7 @@ from .sidebar import Sidebar, sidebar_for
 logger = logging.getLogger(__name__)
 
 NO_ROOM = 0  # the room id of the user-only access key: no room has it, so its verdict is "not_found"
-ACTIVITY_BATCH = 0.25  # seconds: a user socket sends at most one room.activity per room this often
+ACTIVITY_BATCH = 1.0  # seconds: a user socket sends at most one room.activity frame this often
 FLUSH = "sidebar.flush"  # the socket's own event: send the pending activity (``UserConsumer.enqueue``)
 
 
@@ -237,17 +237,19 @@ class UserConsumer(SocketConsumer):
         await self.flush_activity()
 
     async def flush_activity(self) -> None:
-        """Send the pending ``room.activity`` frames (one per room), before any other frame."""
+        """Send the pending activity as one ``room.activity`` frame, before any other frame."""
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
         if self.closing:
             return
+        rooms = []
         for slug, (last_seq, unread_added, read_seq) in pending.items():
-            frame = {"type": "room.activity", "room": slug, "last_seq": last_seq, "unread_added": unread_added}
+            entry = {"room": slug, "last_seq": last_seq, "unread_added": unread_added}
             if read_seq:
-                frame["read_seq"] = read_seq
-            await super().send_json(frame)
+                entry["read_seq"] = read_seq
+            rooms.append(entry)
+        await super().send_json({"type": "room.activity", "rooms": rooms})
 
     async def send_json(self, content: dict, close: bool = False) -> None:
         """Every frame but ``sidebar`` goes after the pending activity (so that the client applies

@@ -9,9 +9,9 @@
  *   server → client {"type":"sidebar","server_id","rooms":[{slug,name,kind,dm_with,last_seq,
  *                    last_read_seq,unread_count,mention_count}]}   first frame, and after any
  *                    change of the user's rooms: replaces the whole state
- *   server → client {"type":"room.activity","room","last_seq","unread_added"[,"read_seq"]}
- *                    messages were stored (at most one frame per room every 0.25 s); with
- *                    read_seq the user's own message moved their marker there first
+ *   server → client {"type":"room.activity","rooms":[{room,last_seq,unread_added[,read_seq]}]}
+ *                    messages were stored (at most one frame a second, one entry per room);
+ *                    with read_seq the user's own message moved their marker there first
  *   server → client {"type":"message.deleted","id","room","seq","author_id"}
  *   server → client {"type":"read.updated","room","last_read_seq","unread_count","mention_count"}
  *   server → client {"type":"mention","room","message":{…}}
@@ -139,18 +139,20 @@ function start(aside) {
       render();
     },
     "room.activity": function (frame) {
-      const room = rooms.get(frame.room);
-      if (!room) return;
-      if (frame.read_seq && frame.read_seq > room.last_read_seq) {
-        // the user wrote there (another tab or device): everything up to it is read
-        room.last_read_seq = frame.read_seq;
-        room.unread_count = 0;
-        const seen = mentionSeqs.get(frame.room);
-        if (seen) for (const seq of seen) if (seq <= frame.read_seq) seen.delete(seq);
-        room.mention_count = seen ? seen.size : 0;
+      for (const entry of frame.rooms || []) {
+        const room = rooms.get(entry.room);
+        if (!room) continue;
+        if (entry.read_seq && entry.read_seq > room.last_read_seq) {
+          // the user wrote there (another tab or device): everything up to it is read
+          room.last_read_seq = entry.read_seq;
+          room.unread_count = 0;
+          const seen = mentionSeqs.get(entry.room);
+          if (seen) for (const seq of seen) if (seq <= entry.read_seq) seen.delete(seq);
+          room.mention_count = seen ? seen.size : 0;
+        }
+        room.unread_count += entry.unread_added || 0;
+        if (entry.last_seq > room.last_seq) room.last_seq = entry.last_seq;
       }
-      room.unread_count += frame.unread_added || 0;
-      if (frame.last_seq > room.last_seq) room.last_seq = frame.last_seq;
       render();
     },
     "message.deleted": function (frame) {
