@@ -118,6 +118,9 @@ class UserConsumer(SocketConsumer):
                 return
             await asyncio.wait_for(self.join_rooms(ids), LAYER_JOIN_TIMEOUT)
             snapshot = await self.db(sidebar_for, user=user, bounded=False)
+            # the groups match the sidebar (an archived room's is left; a room joined meanwhile
+            # is joined, and its user.rooms_changed, heard from the start, brings a fresh count)
+            await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("connect", "refusing a user socket: database or Redis unreachable", exc_info=True)
             await self.refuse(CLOSE_UNAVAILABLE)
