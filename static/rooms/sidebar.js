@@ -83,17 +83,21 @@ function start(aside) {
       a.setAttribute("aria-current", "page");
       li.classList.add("sidebar__item--current");
     }
-    if (room.unread_count > 0) li.classList.add("sidebar__item--unread");
+    // The room this visible page shows has no badges (its page reports what is read, a few
+    // seconds late in a busy room); they come back when the tab is hidden.
+    const watching = room.slug === current && !document.hidden;
+    const unread = watching ? 0 : room.unread_count;
+    const mentions = watching ? 0 : room.mention_count;
+    if (unread > 0) li.classList.add("sidebar__item--unread");
     const name = document.createElement("span");
     name.className = "sidebar__name";
     name.textContent = room.kind === "dm" ? room.name : "#\u2009" + room.name;
     a.appendChild(name);
-    if (room.mention_count > 0) {
-      a.appendChild(badge("sidebar__mentions", "@" + room.mention_count,
-        room.mention_count + (room.mention_count === 1 ? " mention" : " mentions")));
+    if (mentions > 0) {
+      a.appendChild(badge("sidebar__mentions", "@" + mentions, mentions + (mentions === 1 ? " mention" : " mentions")));
     }
-    if (room.unread_count > 0) {
-      a.appendChild(badge("sidebar__unread", String(room.unread_count), room.unread_count + " unread"));
+    if (unread > 0) {
+      a.appendChild(badge("sidebar__unread", String(unread), unread + " unread"));
     }
     li.appendChild(a);
     return li;
@@ -233,7 +237,10 @@ function start(aside) {
     }
   }
   window.addEventListener("online", soon);
-  document.addEventListener("visibilitychange", function () { if (!document.hidden) soon(); });
+  document.addEventListener("visibilitychange", function () {
+    render(); // the current room's badges show only while the tab is hidden
+    if (!document.hidden) soon();
+  });
 
   // --- notifications -----------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
  * chatsite room page: read state and mentions (docs/protocol.md, "Sidebar and unread state").
  *
  * - Read reports: {"type":"read","seq":N} on the room socket, for the newest message actually in
- *   view (some of it on screen), only while the tab is visible, debounced READ_DEBOUNCE_MS after
- *   the last scroll, new message, return to the tab or (re)connect; never for a seq already
- *   reported or already read (the server keeps the marker from moving backward anyway).
+ *   view (some of it on screen), only while the tab is visible, debounced: READ_DEBOUNCE_MS
+ *   after the last scroll, new message, return to the tab or (re)connect, and at the latest
+ *   READ_MAX_WAIT_MS after the first of them (a busy room is reported every 5 s, not at each
+ *   message: each report is a database write and a read.updated to every socket of the user);
+ *   never for a seq already reported or already read (the server keeps the marker from moving
+ *   backward anyway).
  * - read.updated for this room (the server's answer to any tab's report, through the user's
  *   group): one that goes beyond what this tab reported came from another tab or device, so the
  *   "New messages" divider moves to it (and goes once nothing unread is left); this tab's own
@@ -21,6 +24,7 @@ import { send } from "./connection.js";
 import { decorate } from "./render.js";
 
 export const READ_DEBOUNCE_MS = 1000;
+export const READ_MAX_WAIT_MS = 5000;
 const SEEN_PX = 16; // this much of a message on screen counts as seen (all of a shorter one)
 
 const me = config.user.id;
@@ -28,6 +32,7 @@ const reads = {
   reported: 0, // highest seq this tab reported
   marker: Number.isInteger(config.last_read_seq) ? config.last_read_seq : 0, // the server's, as known
   timer: null,
+  firstAt: 0, // Date.now() of the first event the pending report waits for
 };
 
 // The newest shown message some of which is in the log's view, or 0.
@@ -44,6 +49,7 @@ export function newestSeqInView() {
 
 function report() {
   reads.timer = null;
+  reads.firstAt = 0;
   if (document.hidden || !config.user || state.stopped) return;
   const seq = newestSeqInView();
   if (seq <= Math.max(reads.reported, reads.marker)) return;
@@ -51,8 +57,11 @@ function report() {
 }
 
 export function scheduleReport() {
-  if (reads.timer !== null || document.hidden) return;
-  reads.timer = setTimeout(report, READ_DEBOUNCE_MS);
+  if (document.hidden) return;
+  const now = Date.now();
+  if (reads.timer !== null) clearTimeout(reads.timer);
+  else reads.firstAt = now;
+  reads.timer = setTimeout(report, Math.max(0, Math.min(READ_DEBOUNCE_MS, reads.firstAt + READ_MAX_WAIT_MS - now)));
 }
 
 on("read.updated", (frame) => {
