@@ -104,8 +104,8 @@ class Client:
 
 
 class Run:
-    def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, tag: str):
-        self.nodes, self.pages, self.tag = nodes, pages, tag
+    def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, tag: str, reads: bool = True):
+        self.nodes, self.pages, self.tag, self.reads = nodes, pages, tag, reads
         self.clients = [Client(i, nodes[i % len(nodes)], rooms[i % len(rooms)], tokens[i]) for i in range(clients)]
         self.latencies: list[float] = []
         self.deliveries = 0
@@ -175,7 +175,7 @@ class Run:
     def saw_message(self, c: Client) -> None:
         """The page's read debounce: READ_DEBOUNCE after the newest message, READ_MAX_WAIT at the
         latest after the first one not yet reported."""
-        if not self.pages:
+        if not self.pages or not self.reads:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -225,7 +225,8 @@ class Run:
 
 async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
     tag = secrets.token_hex(4)
-    run = Run(nodes, data["tokens"], data["rooms"], clients=args.clients, pages=pages, tag=tag)
+    run = Run(nodes, data["tokens"], data["rooms"], clients=args.clients, pages=pages, tag=tag,
+              reads=not args.no_reads)
     t0 = time.monotonic()
     await run.connect()
     connect_s = time.monotonic() - t0
@@ -269,7 +270,7 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
     return {
-        "shape": "pages" if pages else "rooms", "rate": rate, "stored": stored, "expected": expected,
+        "shape": "pages" if pages else "rooms", "rate": rate, "reads": run.reads, "stored": stored, "expected": expected,
         "delivered": run.deliveries, "delivered_pct": round(100 * run.deliveries / expected, 2) if expected else None,
         "deliveries_per_s": round(run.deliveries / window), "window_s": round(window, 2),
         "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
@@ -311,7 +312,8 @@ def table(results: list[dict]) -> str:
         ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),
         ("errors", lambda r: ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"),
     ]
-    head = "| measure | " + " | ".join(f"{r['shape']} @ {r['rate']:g}/s" for r in results) + " |"
+    head = "| measure | " + " | ".join(f"{r['shape']} @ {r['rate']:g}/s" + ("" if r.get("reads", True) else " (no reads)")
+                                      for r in results) + " |"
     lines = [head, "|---|" + "---|" * len(results)]
     for name, fn in rows:
         lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
@@ -330,7 +332,7 @@ async def main_async(args) -> list[dict]:
         cluster.wait_healthy(nodes)
         results = []
         for rate in args.rates:
-            for pages in (False, True):  # alternating, in one sitting
+            for pages in [shape == "pages" for shape in args.shapes.split(",")]:  # alternating, in one sitting
                 log(f"phase {'pages' if pages else 'rooms'} at {rate:g} msg/s per sender")
                 result = await phase(nodes, data, args, redis, pages=pages, rate=rate)
                 log(json.dumps(result))
@@ -360,6 +362,8 @@ def main(argv=None) -> int:
     p.add_argument("--rooms", type=int, default=50)
     p.add_argument("--rooms-each", type=int, default=10)
     p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--no-reads", action="store_true", help="page-like clients send no read reports")
+    p.add_argument("--shapes", default="rooms,pages", help="which shapes to run, in order, at each rate")
     p.add_argument("--database-url", default=os.environ.get("BENCH_SIDEBAR_DATABASE_URL", DEFAULT_DATABASE_URL))
     p.add_argument("--out", type=Path, default=OUT_DIR)
     args = p.parse_args(argv)
