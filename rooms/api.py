@@ -568,13 +568,18 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(
         responses={204: None, 403: None, 404: None, 409: None},
-        description="Leave the room (only for yourself: `me` or your username). Idempotent; your "
-        "open sockets in the room are closed with 4000.",
+        description="Leave the room (`me` or your username; idempotent; your open sockets in the "
+        "room are closed with 4000), or, as the owner or a moderator, remove a member (not the "
+        "owner; only the owner removes a moderator): their sockets in the room close on every node "
+        "(4404 in a private room, 4000 in a public one, which they may join again; a ban keeps "
+        "them out). Everyone else in the room gets `member.removed`.",
     )
     def destroy(self, request, room_slug=None, username=None):
-        if self.target_user().pk != request.user.pk:
-            raise services.Forbidden("You can only remove yourself; moderators ban instead.")
-        self.run(services.member_leave, user=request.user)
+        target = self.target_user()
+        if target.pk != request.user.pk:
+            self.run(services.member_remove, actor=request.user, user=target)
+        else:
+            self.run(services.member_leave, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(

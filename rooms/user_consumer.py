@@ -36,6 +36,7 @@ then live, from any node::
      "mention_count": int}
     {"type": "mention", "room": slug, "message": {...}}
     {"type": "dm.created", "room": {...}}          (followed by a fresh ``sidebar``)
+    {"type": "room.updated", "room": {"slug", "name", "description", "is_private"}}  (renamed)
     {"type": "notice", "text": str}
 
 Rooms enter the sidebar on ``user.rooms_changed`` (a join, an add, a room made, a DM opened:
@@ -230,7 +231,8 @@ class UserConsumer(SocketConsumer):
         if kind == events.ROOM_MESSAGE:
             self.note_message(event)
             return True
-        return kind in (events.ROOM_TYPING, events.ROOM_PRESENCE, events.ROOM_MESSAGE_UPDATED)
+        return kind in (events.ROOM_TYPING, events.ROOM_PRESENCE, events.ROOM_MESSAGE_UPDATED,
+                        events.ROOM_MEMBER_UPDATED)
 
     def fast_path(self):
         return self.deliver_now  # it writes nothing: no need of chatsite.serve's send_text_now
@@ -281,6 +283,29 @@ class UserConsumer(SocketConsumer):
     async def room_message_updated(self, event: dict) -> None:
         """Edits change no count (a mention an edit adds comes as ``mention``)."""
 
+    async def room_member_updated(self, event: dict) -> None:
+        """A member joined, was added, muted, promoted or banned: the room page's, not the
+        sidebar's (this user's own ban comes as ``room.member_removed``)."""
+
+    async def room_updated(self, event: dict) -> None:
+        """The room was renamed, described or its privacy changed: ``room.updated`` forwarded
+        (the sidebar shows the new name)."""
+        if not self.closing and self.room_slug_known(event):
+            await self.send(text_data=event["text"])
+
+    def room_slug_known(self, event: dict) -> bool:
+        try:
+            return json.loads(event["text"])["room"]["slug"] in self.known_seq
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    async def dispatch(self, message: dict) -> None:
+        """As ``SocketConsumer.dispatch``; an event of a room group this socket has no handler
+        for (one a later version of the room socket added) is ignored, not an error."""
+        if message.get("type", "").startswith("room.") and not hasattr(self, message["type"].replace(".", "_")):
+            return
+        await super().dispatch(message)
+
     async def room_presence(self, event: dict) -> None:
         """Presence is the room page's, not the sidebar's."""
 
@@ -293,7 +318,7 @@ class UserConsumer(SocketConsumer):
     async def room_member_removed(self, event: dict) -> None:
         """Someone left, was removed or banned: when it is this user, the room leaves the
         sidebar (and its group)."""
-        if event["user_id"] == self.scope["user"].pk:
+        if event["user_id"] == self.scope["user"].pk and event["reason"] != "unbanned":
             await self.refresh()
 
     async def room_access_changed(self, event: dict) -> None:

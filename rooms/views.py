@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.views import View
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView, TemplateView
@@ -96,7 +96,10 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
 
     ``room_config`` (json_script ``#room-config``): ``slug``, ``ws_path``, ``user`` {id,
     username}, ``history`` (message shapes, oldest first), ``role``, ``can_moderate``,
-    ``archived``, and for a member with a read marker ``last_read_seq`` (int)."""
+    ``archived``, ``kind``, ``dm_with``, ``show_node_names``, ``is_private``, ``site_moderator``
+    (bool), ``muted_until`` (ISO 8601 while the caller is muted, else null), ``urls`` {``room``,
+    ``members``: the REST routes; ``rooms_page``}, and for a member with a read marker
+    ``last_read_seq`` (int)."""
 
     template_name = "rooms/room_detail.html"
     context_object_name = "room"
@@ -130,6 +133,16 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             "kind": self.object.kind,
             "dm_with": self.dm_with,
             "show_node_names": show_node_names(self.request),  # staff or SHOW_NODE_NAMES=1
+            # The members panel (static/rooms/room/members.js) acts through the REST routes.
+            "is_private": self.object.is_private,
+            "site_moderator": services.is_site_moderator(self.request.user),
+            "muted_until": (membership.muted_until.isoformat()
+                            if membership is not None and membership.muted_now() else None),
+            "urls": {
+                "room": reverse("api:room-detail", args=[self.object.slug]),
+                "members": reverse("api:member-list", args=[self.object.slug]),
+                "rooms_page": reverse("rooms:list"),
+            },
         }
         # Where the member left off (rooms.reads): the page opens at the first unread message
         # after it, with a "New messages" divider. Absent for a visitor who has not joined: the

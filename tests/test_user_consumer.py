@@ -306,3 +306,16 @@ async def test_two_user_sockets_of_one_user_each_get_every_frame(ws, setup, user
         assert (await conn.receive_type("room.activity"))["rooms"][0]["last_seq"] == 4
         await conn.close()
     await asyncio.sleep(0)
+
+
+async def test_a_rename_reaches_the_sidebar_and_member_changes_of_others_do_not(ws, setup, user, other_user):
+    conn, _ = await open_user_socket(ws, other_user)
+    lobby = setup["lobby"]
+    await database_sync_to_async(services.member_join)(room=lobby, user=setup["dave"])  # member.updated: ignored
+    await database_sync_to_async(services.room_update)(room=lobby, actor=user, name="Hall")
+    frame = await conn.receive_type("room.updated")
+    assert frame["room"]["slug"] == "lobby" and frame["room"]["name"] == "Hall"
+    assert await conn.nothing_more()
+    await database_sync_to_async(services.member_leave)(room=lobby, user=setup["dave"])  # member.removed of dave
+    assert await conn.nothing_more()
+    await conn.close()

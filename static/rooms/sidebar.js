@@ -16,6 +16,7 @@
  *   server → client {"type":"read.updated","room","last_read_seq","unread_count","mention_count"}
  *   server → client {"type":"mention","room","message":{…}}
  *   server → client {"type":"dm.created","room":{…}}   (a sidebar frame follows)
+ *   server → client {"type":"room.updated","room":{slug,name,description,is_private}}  renamed
  *   close 4401: signed out (stop) · 1012: node restarting (reconnect at once) · anything else
  *   (4429, 4503, 1006, 1011 …): reconnect with backoff. Every (re)connect starts with a fresh
  *   snapshot: the state is counts, not a log, so nothing is resumed.
@@ -175,6 +176,12 @@ function start(aside) {
       room.mention_count = frame.mention_count;
       const seen = mentionSeqs.get(frame.room);
       if (seen) for (const seq of seen) if (seq <= frame.last_read_seq) seen.delete(seq);
+      render();
+    },
+    "room.updated": function (frame) {
+      const room = frame.room && rooms.get(frame.room.slug);
+      if (!room || room.kind === "dm" || typeof frame.room.name !== "string") return;
+      room.name = frame.room.name;
       render();
     },
     "mention": function (frame) {

@@ -20,6 +20,7 @@
  *   presence.js    who is online and who is typing; composer.js: the send form;
  *   reads.js       read reports (debounced, visible tab, newest message in view), read.updated
  *                  from other tabs moves the "New messages" divider, mentions highlighted
+ *   members.js     the members panel and room settings (REST), live member frames
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
  *
  * Frame contract (rooms/consumers.py):
@@ -80,6 +81,7 @@
 
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
+import "./members.js";
 import "./sync.js";
 import "./reads.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
