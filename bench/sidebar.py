@@ -137,7 +137,7 @@ class Run:
                                                   compression=None, ping_interval=None, max_size=2**22)
                         assert json.loads(await c.user_ws.recv())["type"] == "sidebar"
                         c.tasks.append(asyncio.ensure_future(self.read_user(c)))
-                except Exception as exc:  # noqa: BLE001 - counted
+                except Exception as exc:
                     self.error(f"connect {type(exc).__name__}")
 
         await asyncio.gather(*(one(c) for c in self.clients))
@@ -159,7 +159,7 @@ class Run:
                         self.latencies.append(time.monotonic() - body["t"])
                 elif frame.get("type") == "error":
                     self.error(f"error {frame.get('code')}")
-        except Exception:  # noqa: BLE001 - the socket closed
+        except Exception:
             pass
 
     async def read_user(self, c: Client) -> None:
@@ -169,7 +169,7 @@ class Run:
                 if frame.get("type") == "room.activity":
                     self.activity_frames += 1
                     self.activity_unread += sum(e.get("unread_added", 0) for e in frame.get("rooms", ()))
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     def saw_message(self, c: Client) -> None:
@@ -219,7 +219,7 @@ class Run:
                 if ws is not None:
                     try:
                         await ws.close()
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         pass
 
 
@@ -371,7 +371,7 @@ def main(argv=None) -> int:
     results = asyncio.run(main_async(args))
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"sidebar-{stamp}.json"
     path.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                 "machine": machine(), "results": results}, indent=2))

@@ -70,8 +70,14 @@ from django.conf import settings
 
 from . import access, events, metrics, services
 from .consumers import (
-    _CLOSING_ERRORS, CLOSE_UNAUTHENTICATED, CLOSE_UNAVAILABLE, LAYER_JOIN_TIMEOUT,
-    UNAVAILABLE_ERRORS, FrameError, SocketConsumer, unavailable_log,
+    _CLOSING_ERRORS,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNAVAILABLE,
+    LAYER_JOIN_TIMEOUT,
+    UNAVAILABLE_ERRORS,
+    FrameError,
+    SocketConsumer,
+    unavailable_log,
 )
 from .models import Membership
 from .sidebar import Sidebar, sidebar_for

@@ -12,12 +12,17 @@ Redis:
   the fresh snapshot.
 """
 
-import pytest
 
 from tests import factories
 from tests.nodes import Http, start_node, wait_healthy
 from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser, connected_to, make_people, orm, post, screenshot, stack,
+    browser,
+    connected_to,
+    make_people,
+    orm,
+    post,
+    screenshot,
+    stack,
 )
 from tests.test_browser import pytestmark as browser_marks
 
