@@ -35,7 +35,7 @@ def ensure_database(url: str) -> bool:
         return True
 
 
-def make_data(*, users: int, rooms: int) -> dict:
+def make_data(*, users: int, rooms: int, rooms_each: int = 1) -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
@@ -65,6 +65,15 @@ def make_data(*, users: int, rooms: int) -> dict:
     for slug in slugs:
         if slug not in present:
             services.room_create(name=f"bench {slug}", slug=slug, created_by=owner)
+    if rooms_each > 1:  # user i is a member of rooms i % R .. (i % R + rooms_each - 1) % R
+        from rooms.models import Membership
+
+        room_ids = dict(Room.objects.filter(slug__in=slugs).values_list("slug", "pk"))
+        Membership.objects.bulk_create(
+            [Membership(room_id=room_ids[slugs[(i + k) % rooms]], user_id=by_name[name], role=Membership.Role.MEMBER)
+             for i, name in enumerate(names) for k in range(min(rooms_each, rooms))],
+            batch_size=2000, ignore_conflicts=True,
+        )
     return {"tokens": [keys[by_name[n]] for n in names], "rooms": slugs}
 
 
@@ -72,6 +81,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--rooms", type=int, required=True)
+    parser.add_argument("--rooms-each", type=int, default=1, help="rooms each user is a member of")
     parser.add_argument("--no-migrate", action="store_true")
     args = parser.parse_args(argv)
     url = os.environ.get("DATABASE_URL", "")
@@ -86,7 +96,7 @@ def main(argv=None) -> int:
     django.setup()
     if not args.no_migrate:
         call_command("migrate", interactive=False, verbosity=0, stdout=sys.stderr)
-    data = make_data(users=args.users, rooms=args.rooms)
+    data = make_data(users=args.users, rooms=args.rooms, rooms_each=args.rooms_each)
     data["database_created"] = created
     json.dump(data, sys.stdout)
     return 0

@@ -240,9 +240,10 @@ class Checker:
 
 class Watch:
     """The backstop: every ``recheck_interval()`` seconds, one statement checks every open
-    socket of this process (``register``ed by the consumer after ``hello``) and closes those whose
-    access ended (``consumer.access_lost(verdict)``). When the database cannot be reached the
-    sockets are left open (their reads are still checked) and the next round tries again."""
+    socket of this process (``register``ed by the consumer once accepted) and closes those whose
+    access ended (``consumer.access_checked(verdicts)``; a user socket drops the rooms it lost).
+    When the database cannot be reached the sockets are left open (their reads are still
+    checked) and the next round tries again."""
 
     def __init__(self):
         self.consumers: "weakref.WeakSet" = weakref.WeakSet()
@@ -266,21 +267,24 @@ class Watch:
                                   exc_info=True)
 
     async def round(self) -> int:
-        """One check of every registered socket; returns how many were closed."""
+        """One check of every registered socket; returns how many were closed. A socket gives
+        its keys (``consumer.access_keys()``: one for a room socket, one per room and one for
+        the user alone for a user socket) and is handed their verdicts in order
+        (``consumer.access_checked(verdicts) -> bool``, True when it closed)."""
         consumers = [c for c in list(self.consumers) if not c.closing]
-        keys = [c.access_key() for c in consumers]
-        if not keys:
+        keyed = [(c, c.access_keys()) for c in consumers]
+        unique = list(dict.fromkeys(key for _, keys in keyed for key in keys))
+        if not unique:
             return 0
-        unique = list(dict.fromkeys(keys))
         found = dict(zip(unique, await database_sync_to_async(verdicts)(unique)))
         closed = 0
-        for consumer, key in zip(consumers, keys):
-            if found[key] is not None and not consumer.closing:
-                closed += 1
-                try:
-                    await consumer.access_lost(found[key])
-                except Exception:
-                    logger.exception("could not close a socket whose access ended")
+        for consumer, keys in keyed:
+            if consumer.closing or all(found[key] is None for key in keys):
+                continue
+            try:
+                closed += bool(await consumer.access_checked([found[key] for key in keys]))
+            except Exception:
+                logger.exception("could not close a socket whose access ended")
         return closed
 
 

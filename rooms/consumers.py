@@ -351,7 +351,7 @@ def _join(*, slug: str, user) -> tuple:
     return room, None
 
 
-async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None) -> None:
+async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None, expose=None) -> None:
     """Await events from every callable in ``sources`` (the socket's ``receive`` and the channel
     layer's ``receive`` for this consumer's channel) and ``await dispatch(event)`` for each, one
     at a time, in the order they arrived: the job of channels' ``await_many_dispatch``, without its
@@ -371,7 +371,10 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
     ``deliver_now``, when given, is a synchronous ``deliver_now(event) -> bool`` that ``push``
     calls first while the consumer is idle (no event being dispatched, none waiting): True means
     it handled the event, False sends it through the inbox as usual. Order is kept, because an
-    event is handled at once only when nothing came before it that is not yet done."""
+    event is handled at once only when nothing came before it that is not yet done.
+
+    ``expose``, when given, is called once with a function ``enqueue(event)`` that puts an event
+    of the consumer's own at the end of the inbox (a timer's work, done in order with the rest)."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
     busy = True  # an event is being dispatched, or the loop has stopped
@@ -383,6 +386,8 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
 
     if attach is not None:
         attach(push if deliver_now is not None else lambda event: inbox.put_nowait((event, None)))
+    if expose is not None:
+        expose(lambda event: inbox.put_nowait((event, None)))
 
     async def pump(source):
         try:
@@ -413,17 +418,18 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None)
                 pass
 
 
-class RoomConsumer(AsyncJsonWebsocketConsumer):
-    """A member's socket in one room. Joins the room's channel-layer group on connect and leaves
-    it on disconnect; a ``message.send`` is stored by ``services.message_post_async`` (one
-    PostgreSQL statement from the event loop) and reaches every node through the layer after
-    commit."""
+class SocketConsumer(AsyncJsonWebsocketConsumer):
+    """What every socket of a signed-in user shares (``RoomConsumer``, ``rooms.user_consumer.
+    UserConsumer``): the dispatch loop and its clean-up on every ending, admission (4401, the
+    per-user socket cap 4429), refusals and ends, safe frame decoding with error frames, the
+    bounded database hop, the open-socket gauge and the access watch, the user's group events
+    (``read.updated``, ``mention``, ``dm.created``, notices, token revocation) and the frame
+    counters. Subclasses define ``connect``, ``receive_json``, ``pop_groups`` and the access
+    checks (``access_keys`` / ``access_checked`` for the watch, ``recheck_access``)."""
 
-    room = None
-    group = None
     user_group = None
     closing = False
-    counted_open = False  # counted in metrics.OPEN_SOCKETS (accepted into the room)
+    counted_open = False  # counted in open_gauge (accepted)
     session_key = None  # a session socket's session (rooms.access checks it still exists) ...
     session_hash = None  # ... and its auth hash (still the user's password's), else None
     socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
@@ -457,8 +463,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         # server. The exception is logged and answered with a close code here instead of
         # escaping to daphne, whose handling of it could itself fail on the dead socket.
         try:
-            await dispatch_in_order(sources, self.dispatch, attach=attach,
-                                    deliver_now=self.deliver_now if self.send_text_now else None)
+            await dispatch_in_order(sources, self.dispatch, attach=attach, deliver_now=self.fast_path(),
+                                    expose=self.expose_inbox)
         except StopConsumer:
             pass
         except UNAVAILABLE_ERRORS:
@@ -494,70 +500,6 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def connect(self) -> None:
-        """Called on the handshake. Accepts signed-in users under their socket cap into a room they
-        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
-        closes at once with 4401, 4429, 4403, 4404 or 4410."""
-        user = self.scope.get("user")
-        if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
-            user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if self.scope.get("auth_token") is None and self.scope.get("session") is not None:
-            await self._remember_session(self.scope["session"])
-        # Before any database work: a user over the socket cap costs one Redis script, no more.
-        self.socket_slot = await limits.admit_socket(user.pk, self)
-        if self.socket_slot is None:
-            metrics.RATE_LIMITED.labels(scope="ws_sockets").inc()
-            await self.refuse(CLOSE_TOO_MANY_SOCKETS)
-            return
-        slug = self.scope["url_route"]["kwargs"]["slug"]
-        try:
-            room, close_code = await self.db(_join, slug=slug, user=user, bounded=False)
-            if room is None:
-                await self.refuse(close_code)
-                return
-            self.room = room
-            self.group = events.room_group_name(room.pk)
-            self.user_group = events.user_group_name(user.pk)
-            # Join the group before reading last_seq: every later message then arrives live.
-            await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            # One statement, once the socket is in its groups: its access checked again (a change
-            # committed between _join and the group join sent its event before this socket could
-            # hear it) and the room's last_seq for hello.
-            refused, last_seq = await self.db(
-                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False)
-        except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
-            await self.refuse(CLOSE_UNAVAILABLE)
-            return
-        if refused is not None:
-            await self.refuse(_CLOSING_ERRORS[refused])
-            return
-        await self.accept()
-        self.counted_open = True  # in chatsite_ws_open_sockets until disconnect
-        metrics.OPEN_SOCKETS.inc()
-        access.watch().register(self)  # the backstop check of every ACCESS_RECHECK seconds
-        self.hello_seq = last_seq
-        await self.send_json(
-            {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
-        )
-        try:
-            after_seq = _query_after_seq(self.scope)
-        except FrameError as exc:
-            await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
-            after_seq = None
-        if after_seq is not None:
-            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
-                try:
-                    await self.resume(after_seq)
-                except FrameError as exc:  # unavailable: the socket stays; the client sends resume
-                    await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
-            if self.closing:  # its access ended meanwhile: refused, and never shown online
-                return
-        await self.presence_join()
-
     async def _remember_session(self, session) -> None:
         """A session socket keeps its session's key and auth hash (``_auth_user_hash``, which
         channels' ``get_user`` just verified against the user's password) for ``rooms.access``:
@@ -569,9 +511,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             found = await database_sync_to_async(session.get)(HASH_SESSION_KEY)
         self.session_key, self.session_hash = session.session_key, found
 
-    async def _join_groups(self) -> None:
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
+    def credentials(self) -> tuple[str | None, str | None, str | None]:
+        """This socket's part of an ``access.Key`` after room and user: (API token or None,
+        session key or None, session auth hash or None)."""
+        return self.scope.get("auth_token"), self.session_key, self.session_hash
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
         """Send a frame, unless the peer has just gone: a frame (a presence change, a message)
@@ -600,15 +543,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def cleanup(self) -> None:
         """Undo what the socket set up: the open-socket gauge, the access watch, its slot under
-        ``WS_MAX_SOCKETS_PER_USER``, presence (its user announced gone if it was their last
-        socket) and the groups. Run by ``disconnect``
+        ``WS_MAX_SOCKETS_PER_USER``, presence (``leave_presence``: a room socket's user announced gone if it was their last
+        socket) and the groups (``pop_groups``). Run by ``disconnect``
         and again, whatever ended the consumer, by ``__call__``; idempotent (each step at most
         once), never raises, and waits on Redis at most ``CLEANUP_TIMEOUT`` seconds (past that,
         presence expires by TTL on the other nodes' sweeps)."""
         self.closing = True
         if self.counted_open:
             self.counted_open = False
-            metrics.OPEN_SOCKETS.dec()
+            self.open_gauge.dec()
         access.watch().discard(self)
         try:
             await asyncio.wait_for(asyncio.shield(self._leave_everything()), CLEANUP_TIMEOUT)
@@ -623,20 +566,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def _leave_everything(self) -> None:
         if self.socket_slot is not None:
             await self.socket_slot.release()  # idempotent, never raises
-        if self.present:
-            self.present = False
+        await self.leave_presence()
+        for group in self.pop_groups():
             try:
-                await self.presence_leave()
-            except Exception:
-                logger.exception("presence leave failed; the user expires by TTL")
-        for attr in ("group", "user_group"):
-            group = getattr(self, attr)
-            setattr(self, attr, None)
-            if group is not None:
-                try:
-                    await self.channel_layer.group_discard(group, self.channel_name)
-                except UNAVAILABLE_ERRORS:  # Redis gone: the subscription went with it
-                    pass
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except UNAVAILABLE_ERRORS:  # Redis gone: the subscription went with it
+                pass
+
+    async def leave_presence(self) -> None:
+        """Clean-up step before the groups are left (the room socket's presence); never raises."""
+
+    def pop_groups(self) -> list[str]:
+        """The groups this socket is in, forgotten (each left at most once)."""
+        groups = [self.user_group] if self.user_group is not None else []
+        self.user_group = None
+        return groups
 
     # --- client → server ---------------------------------------------------------------------
 
@@ -666,6 +610,214 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 await self.end(exc.close_code)
         else:
             metrics.frame_received(frame_type)
+
+    def read_turn(self):
+        """For a read frame (``fetch``, ``resume``, ``read``): count it against ``WS_READ_RATE`` (per user,
+        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
+        is read; the socket stays open), else the user's turn on the database thread
+        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
+        user_id = self.scope["user"].pk
+        retry_after = limits.read_hit(user_id)
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
+            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
+                             retry_after=retry_after)
+        return limits.read_turn(user_id)
+
+    async def db(self, fn, /, *, bounded: bool = True, **kwargs):
+        """``fn(**kwargs)`` on the database thread (one hop), sent once more at once when the
+        pooled connection it got turned out dead (PostgreSQL restarted, backends terminated:
+        ``dbconn.connection_lost``; the pool has been drained, so the second hop gets a fresh
+        connection). Only for reads and idempotent writes (``member_join``).
+
+        ``bounded``: the whole of it is given ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s (2 s by
+        default), then raises ``TimeoutError``: a hop still queued behind others on the node's
+        one database thread (a hung database makes each take up to the statement limit) is
+        dropped from the queue instead of adding to the wait of every socket behind it. Not for
+        the handshake's hops (``bounded=False``): a connect storm may queue them for longer on
+        a healthy database, and daphne's handshake timeout bounds them; each statement is still
+        bounded by ``chatsite.dbconn``."""
+        call = database_sync_to_async(fn)
+
+        async def once_or_twice():
+            try:
+                return await call(**kwargs)
+            except DATABASE_ERRORS as exc:
+                if not dbconn.connection_lost(exc):
+                    raise
+            return await call(**kwargs)
+
+        limit = dbconn.client_timeout() if bounded else None
+        return await asyncio.wait_for(once_or_twice(), None if limit is None else limit + DB_HOP_MARGIN)
+
+    async def user_token_revoked(self, event: dict) -> None:
+        """This user's API token was revoked: a socket opened with it closes with 4401."""
+        if self.scope.get("auth_token") is not None:
+            await self.end(CLOSE_UNAUTHENTICATED)
+
+    async def user_notice(self, event: dict) -> None:
+        """A direct notice to this user (``events.broadcast_user_notice``): forwards the
+        ``{"type": "notice", "text": …}`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
+    async def user_dm_created(self, event: dict) -> None:
+        """A direct message with this user was opened (``events.broadcast_dm_created``): forwards
+        the ``{"type": "dm.created", "room": {...}}`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
+    async def user_read_updated(self, event: dict) -> None:
+        """``user.read_updated`` / ``user.mention`` (``events.broadcast_read_updated``,
+        ``events.broadcast_mention``): forwards the ``read.updated`` / ``mention`` frame."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    user_mention = user_read_updated
+
+    @classmethod
+    async def encode_json(cls, content) -> str:
+        return events.encode_frame(content)
+
+    async def send_json(self, content: dict, close: bool = False) -> None:
+        """Every frame built here (``hello``, ``ack``, ``error``, ...) goes out through this one
+        method, counted by its ``type`` in ``chatsite_ws_frames_sent_total``."""
+        await super().send_json(content, close=close)
+        metrics.FRAMES_SENT.labels(type=content["type"]).inc()
+
+
+
+
+    deliver_now = None  # a subclass's synchronous fast path for layer events (``dispatch_in_order``)
+    enqueue = None  # puts an event of this consumer's own at the end of its inbox (``dispatch_in_order``)
+
+    def fast_path(self):
+        """The ``deliver_now`` that ``dispatch_in_order`` may call: the subclass's, when it can
+        write frames synchronously (``chatsite.serve``'s ``send_text_now``)."""
+        return self.deliver_now if self.send_text_now and self.deliver_now else None
+
+    def expose_inbox(self, enqueue) -> None:
+        self.enqueue = enqueue
+    open_gauge = metrics.OPEN_SOCKETS  # the gauge this kind of socket is counted in while open
+
+    async def admit(self):
+        """The start of every ``connect``: the signed-in user, with this socket's slot under
+        ``WS_MAX_SOCKETS_PER_USER`` taken (``rooms.limits``, one Redis script, before any
+        database work); or None after refusing the socket with 4401 (not signed in) or 4429
+        (too many sockets)."""
+        user = self.scope.get("user")
+        if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
+            user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
+        if user is None or not user.is_authenticated:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return None
+        if self.scope.get("auth_token") is None and self.scope.get("session") is not None:
+            await self._remember_session(self.scope["session"])
+        self.socket_slot = await limits.admit_socket(user.pk, self)
+        if self.socket_slot is None:
+            metrics.RATE_LIMITED.labels(scope="ws_sockets").inc()
+            await self.refuse(CLOSE_TOO_MANY_SOCKETS)
+            return None
+        return user
+
+    async def accept_counted(self) -> None:
+        """Accept the socket: counted in ``open_gauge`` until clean-up, and checked by the
+        access watch (``rooms.access.Watch``) every ``ACCESS_RECHECK`` seconds."""
+        await self.accept()
+        self.counted_open = True
+        self.open_gauge.inc()
+        access.watch().register(self)
+
+    async def user_access_changed(self, event: dict) -> None:
+        """``user.access_changed`` (this user was deactivated or deleted): check this socket's
+        access again and close it if it has ended (4401)."""
+        if not self.closing:
+            await self.recheck_access()
+
+    async def user_sessions_changed(self, event: dict) -> None:
+        """``user.sessions_changed``: one of this user's sessions ended (log-out) or their
+        password changed (``services.user_sessions_changed``). The socket of the session that
+        changed the password (``renewed``: its digest; Django gave it a new key) closes with
+        4001, and the page reconnects with its new cookie; any other session socket of
+        the user checks its session again and closes with 4401 if it ended or its auth hash no
+        longer matches. Token sockets are not affected."""
+        if self.closing or self.session_key is None:
+            return
+        if event.get("renewed") is not None and event["renewed"] == access.session_digest(self.session_key):
+            await self.end(CLOSE_SESSION_RENEWED)
+        else:
+            await self.recheck_access()
+
+    async def user_rooms_changed(self, event: dict) -> None:
+        """``user.rooms_changed``: for the user socket (``rooms.user_consumer``); ignored here."""
+
+    def _me(self) -> dict:
+        user = self.scope["user"]
+        return {"id": user.pk, "username": user.get_username()}
+
+
+class RoomConsumer(SocketConsumer):
+    """A member's socket in one room. Joins the room's channel-layer group on connect and leaves
+    it on disconnect; a ``message.send`` is stored by ``services.message_post_async`` (one
+    PostgreSQL statement from the event loop) and reaches every node through the layer after
+    commit."""
+
+    room = None
+    group = None
+    async def connect(self) -> None:
+        """Called on the handshake. Accepts signed-in users under their socket cap into a room they
+        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
+        closes at once with 4401, 4429, 4403, 4404 or 4410."""
+        user = await self.admit()
+        if user is None:
+            return
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        try:
+            room, close_code = await self.db(_join, slug=slug, user=user, bounded=False)
+            if room is None:
+                await self.refuse(close_code)
+                return
+            self.room = room
+            self.group = events.room_group_name(room.pk)
+            self.user_group = events.user_group_name(user.pk)
+            # Join the group before reading last_seq: every later message then arrives live.
+            await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
+            # One statement, once the socket is in its groups: its access checked again (a change
+            # committed between _join and the group join sent its event before this socket could
+            # hear it) and the room's last_seq for hello.
+            refused, last_seq = await self.db(
+                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False)
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
+            await self.refuse(CLOSE_UNAVAILABLE)
+            return
+        if refused is not None:
+            await self.refuse(_CLOSING_ERRORS[refused])
+            return
+        await self.accept_counted()  # gauge and access watch until clean-up
+        self.hello_seq = last_seq
+        await self.send_json(
+            {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
+        )
+        try:
+            after_seq = _query_after_seq(self.scope)
+        except FrameError as exc:
+            await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            after_seq = None
+        if after_seq is not None:
+            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
+                try:
+                    await self.resume(after_seq)
+                except FrameError as exc:  # unavailable: the socket stays; the client sends resume
+                    await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+            if self.closing:  # its access ended meanwhile: refused, and never shown online
+                return
+        await self.presence_join()
+
+    async def _join_groups(self) -> None:
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         frame_type = content.get("type")
@@ -700,19 +852,6 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 await self.typing()
         else:
             raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
-
-    def read_turn(self):
-        """For a read frame (``fetch``, ``resume``): count it against ``WS_READ_RATE`` (per user,
-        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
-        is read; the socket stays open), else the user's turn on the database thread
-        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
-        user_id = self.scope["user"].pk
-        retry_after = limits.read_hit(user_id)
-        if retry_after is not None:
-            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
-            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
-                             retry_after=retry_after)
-        return limits.read_turn(user_id)
 
     async def message_send(self, content: dict) -> None:
         """``message.send``: validate, store (assigns ``seq``), then ack. The broadcast to the
@@ -831,14 +970,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
         (``reads.read_report``: never backward, clamped to the room's last seq); every socket of
-        the user then gets ``read.updated`` through the layer, this one included. No answer of
-        its own; ``not_found`` (an error frame, the socket kept: access events close it) when
+        the user then gets ``read.updated`` through the layer, this one included (one statement
+        from the event loop: ``reads.read_report_async``). No answer of its own; ``not_found`` (an error frame, the socket kept: access events close it) when
         the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``) when the
         database cannot be used (report again later)."""
         try:
-            await self.db_read("read", reads.read_report, room=self.room, user=self.scope["user"], seq=seq)
+            await reads.read_report_async(room=self.room, user=self.scope["user"], seq=seq)
         except ServiceError as exc:
             raise FrameError(exc.code, exc.detail) from None
+        except DATABASE_ERRORS:
+            unavailable_log.warning("read", "read: database unavailable in room %s", self.room.pk, exc_info=True)
+            raise FrameError("unavailable", "The read could not be stored now; report it again.",
+                             frame="read") from None
 
     async def fetch(self, content: dict) -> None:
         """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,
@@ -856,32 +999,6 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         messages, has_more = page
         await self.send_json({"type": "history", "messages": messages, "has_more": has_more})
-
-    async def db(self, fn, /, *, bounded: bool = True, **kwargs):
-        """``fn(**kwargs)`` on the database thread (one hop), sent once more at once when the
-        pooled connection it got turned out dead (PostgreSQL restarted, backends terminated:
-        ``dbconn.connection_lost``; the pool has been drained, so the second hop gets a fresh
-        connection). Only for reads and idempotent writes (``member_join``).
-
-        ``bounded``: the whole of it is given ``DATABASE_STATEMENT_TIMEOUT`` + 0.5 s (2 s by
-        default), then raises ``TimeoutError``: a hop still queued behind others on the node's
-        one database thread (a hung database makes each take up to the statement limit) is
-        dropped from the queue instead of adding to the wait of every socket behind it. Not for
-        the handshake's hops (``bounded=False``): a connect storm may queue them for longer on
-        a healthy database, and daphne's handshake timeout bounds them; each statement is still
-        bounded by ``chatsite.dbconn``."""
-        call = database_sync_to_async(fn)
-
-        async def once_or_twice():
-            try:
-                return await call(**kwargs)
-            except DATABASE_ERRORS as exc:
-                if not dbconn.connection_lost(exc):
-                    raise
-            return await call(**kwargs)
-
-        limit = dbconn.client_timeout() if bounded else None
-        return await asyncio.wait_for(once_or_twice(), None if limit is None else limit + DB_HOP_MARGIN)
 
     async def db_read(self, frame: str, fn, /, **kwargs):
         """``db`` for a ``fetch`` or ``resume``: the database unreachable, hung or failing is a
@@ -901,10 +1018,6 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     present = False  # in the presence store (rooms.presence) until disconnect
     send_window = None  # this socket's own count against WS_SEND_RATE (rooms.ratelimit)
     last_typing = 0.0
-
-    def _me(self) -> dict:
-        user = self.scope["user"]
-        return {"id": user.pk, "username": user.get_username()}
 
     async def presence_join(self) -> None:
         """After ``hello``: record this socket in the presence store, tell the room if its user
@@ -1075,25 +1188,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     user_access_changed = room_access_changed
 
-    async def user_sessions_changed(self, event: dict) -> None:
-        """``user.sessions_changed``: one of this user's sessions ended (log-out) or their
-        password changed (``services.user_sessions_changed``). The socket of the session that
-        changed the password (``renewed``: its digest; Django gave it a new key) closes with
-        4001, and the page reconnects with its new cookie; any other session socket of
-        the user checks its session again and closes with 4401 if it ended or its auth hash no
-        longer matches. Token sockets are not affected."""
-        if self.closing or self.session_key is None:
-            return
-        if event.get("renewed") is not None and event["renewed"] == access.session_digest(self.session_key):
-            await self.end(CLOSE_SESSION_RENEWED)
-        else:
-            await self.recheck_access()
-
     def access_key(self) -> access.Key:
         """What ``rooms.access`` checks for this socket: (room id, user id, API token or None,
         session key or None, session auth hash or None)."""
-        return (self.room.pk, self.scope["user"].pk, self.scope.get("auth_token"), self.session_key,
-                self.session_hash)
+        return (self.room.pk, self.scope["user"].pk, *self.credentials())
 
     async def recheck_access(self, otherwise: int | None = None) -> None:
         """Check this socket's access now (one statement for all the sockets of this node doing
@@ -1126,41 +1224,31 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": verdict, "detail": detail})
         await self.close(code=_CLOSING_ERRORS[verdict])
 
-    async def user_token_revoked(self, event: dict) -> None:
-        """This user's API token was revoked: a socket opened with it closes with 4401."""
-        if self.scope.get("auth_token") is not None:
-            await self.end(CLOSE_UNAUTHENTICATED)
 
-    async def user_notice(self, event: dict) -> None:
-        """A direct notice to this user (``events.broadcast_user_notice``): forwards the
-        ``{"type": "notice", "text": …}`` frame."""
-        if not self.closing:
-            await self.send(text_data=event["text"])
+    async def leave_presence(self) -> None:
+        if self.present:
+            self.present = False
+            try:
+                await self.presence_leave()
+            except Exception:
+                logger.exception("presence leave failed; the user expires by TTL")
 
-    async def user_dm_created(self, event: dict) -> None:
-        """A direct message with this user was opened (``events.broadcast_dm_created``): forwards
-        the ``{"type": "dm.created", "room": {...}}`` frame."""
-        if not self.closing:
-            await self.send(text_data=event["text"])
+    def pop_groups(self) -> list[str]:
+        groups = [g for g in (self.group, self.user_group) if g is not None]
+        self.group = self.user_group = None
+        return groups
 
-    async def user_read_updated(self, event: dict) -> None:
-        """``user.read_updated`` / ``user.mention`` (``events.broadcast_read_updated``,
-        ``events.broadcast_mention``): forwards the ``read.updated`` / ``mention`` frame."""
-        if not self.closing:
-            await self.send(text_data=event["text"])
-            metrics.SENT_BY_EVENT[event["type"]].inc()
+    def access_keys(self) -> list[access.Key]:
+        """What the access watch checks for this socket (``rooms.access.Watch``)."""
+        return [self.access_key()]
 
-    user_mention = user_read_updated
-
-    @classmethod
-    async def encode_json(cls, content) -> str:
-        return events.encode_frame(content)
-
-    async def send_json(self, content: dict, close: bool = False) -> None:
-        """Every frame built here (``hello``, ``ack``, ``error``, ...) goes out through this one
-        method, counted by its ``type`` in ``chatsite_ws_frames_sent_total``."""
-        await super().send_json(content, close=close)
-        metrics.FRAMES_SENT.labels(type=content["type"]).inc()
+    async def access_checked(self, verdicts: list[str | None]) -> bool:
+        """The watch's verdicts for ``access_keys()``: closes the socket when refused; returns
+        whether it did."""
+        if verdicts[0] is not None and not self.closing:
+            await self.access_lost(verdicts[0])
+            return True
+        return False
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -137,6 +137,7 @@ def dm_open(*, user: AbstractBaseUser, username: str) -> DmResult:
 def _broadcast_created(room: Room, a: AbstractBaseUser, b: AbstractBaseUser) -> None:
     for viewer, other in ((a, b), (b, a)):
         events.broadcast_dm_created(user_id=viewer.pk, room_data=room_data(room, viewer=viewer, other=other))
+    events.broadcast_rooms_changed(user_ids=[a.pk, b.pk])
 
 
 def room_data(room: Room, *, viewer: AbstractBaseUser, other: AbstractBaseUser) -> dict:

@@ -3,10 +3,13 @@
 Groups: ``room.<room id>`` (every socket in a room) and ``user.<user id>`` (every socket of a
 user, any room). Layer events (msgpack on the wire, JSON primitives only):
 
-- ``room.message``: ``{"type": "room.message", "seq": int, "text": str}``; ``text`` is the
-  ready-encoded ``message`` frame, so the JSON is built once per message, not once per member.
+- ``room.message``: ``{"type": "room.message", "seq": int, "text": str, "room": slug,
+  "author_id": int}``; ``text`` is the ready-encoded ``message`` frame, so the JSON is built once
+  per message, not once per member; ``room`` and ``author_id`` are for the user sockets in the
+  group (``rooms.user_consumer``), which send a light ``room.activity`` frame instead.
 - ``room.message_updated`` / ``room.message_deleted``: ``{"type": …, "seq": int, "text": str}``,
-  the ``message.updated`` / ``message.deleted`` frame.
+  the ``message.updated`` / ``message.deleted`` frame (``room.message_deleted`` events also carry
+  ``"room": slug`` and ``"author_id": int`` when known, for the user sockets' sidebar).
 - ``room.reaction_updated``: ``{"type": "room.reaction_updated", "seq": int, "text": str}``, the
   ``reaction.updated`` frame (``rooms.reactions``).
 - ``room.thread_updated``: ``{"type": "room.thread_updated", "seq": int, "text": str}``, the
@@ -42,6 +45,12 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   ``read.updated`` frame (``rooms.reads``), forwarded to every socket of that user.
 - ``user.mention``: ``{"type": "user.mention", "text": str}`` to ``user.<id>``; the ``mention``
   frame (``rooms.mentions``), one event per mentioned user, forwarded to every socket of theirs.
+- ``user.rooms_changed``: ``{"type": "user.rooms_changed"}`` to ``user.<id>``: the user's set of
+  rooms grew (joined or added to a room, a room created, a DM opened); their user sockets
+  (``rooms.user_consumer``) read it again, join the new rooms' groups and send a fresh
+  ``sidebar`` frame. Rooms lost reach user sockets through the room's own events
+  (``room.member_removed``, ``room.access_changed``, ``room.archived``), since a user socket is
+  in the group of each of its user's rooms. Room sockets ignore it.
 
 The layer is at-most-once (Redis Pub/Sub, InMemoryChannelLayer alike): PostgreSQL and ``seq``
 are the truth, and a failed broadcast never undoes a stored change: it is logged and counted in
@@ -82,6 +91,7 @@ USER_NOTICE = "user.notice"
 USER_DM_CREATED = "user.dm_created"
 USER_READ_UPDATED = "user.read_updated"
 USER_MENTION = "user.mention"
+USER_ROOMS_CHANGED = "user.rooms_changed"
 
 _failures_lock = threading.Lock()
 broadcast_failures = 0  # layer errors since start, per process
@@ -203,7 +213,8 @@ def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
     message). From a server's thread it returns once the publish is queued (see ``_group_send``)."""
     started = time.perf_counter()
     metrics.MESSAGES_STORED.inc()
-    event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data))}
+    event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data)),
+             "room": message_data["room"], "author_id": message_data["author"]["id"]}
     return _group_send(room_group_name(room_id), event, started)
 
 
@@ -215,11 +226,15 @@ def broadcast_message_updated(*, room_id: int, message_data: dict) -> bool:
     return _group_send(room_group_name(room_id), event, started)
 
 
-def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, seq: int) -> bool:
-    """``{"type": "message.deleted", "id": int, "room": slug, "seq": int}`` to the room."""
+def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, seq: int,
+                              author_id: int | None = None) -> bool:
+    """``{"type": "message.deleted", "id": int, "room": slug, "seq": int}`` to the room
+    (``author_id``, when given, rides on the layer event for the user sockets' sidebar)."""
     started = time.perf_counter()
     frame = {"type": "message.deleted", "id": message_id, "room": room_slug, "seq": seq}
-    event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame)}
+    event = {"type": ROOM_MESSAGE_DELETED, "seq": seq, "text": encode_frame(frame), "room": room_slug}
+    if author_id is not None:
+        event["author_id"] = author_id
     return _group_send(room_group_name(room_id), event, started)
 
 
@@ -364,3 +379,12 @@ def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict
     started = time.perf_counter()
     for user_id in user_ids:
         _group_send(user_group_name(user_id), {"type": USER_MENTION, "text": frame}, started)
+
+
+def broadcast_rooms_changed(*, user_ids) -> None:
+    """``user.rooms_changed`` to the group of each of ``user_ids``: their set of rooms grew (a
+    join, an add, a room created, a DM opened); their user sockets send a fresh ``sidebar``.
+    Called after commit by ``rooms.services`` and ``rooms.dms``."""
+    started = time.perf_counter()
+    for user_id in dict.fromkeys(user_ids):
+        _group_send(user_group_name(user_id), {"type": USER_ROOMS_CHANGED}, started)

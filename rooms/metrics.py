@@ -63,6 +63,11 @@ OPEN_SOCKETS = Gauge(
     "Room WebSockets accepted into a room and not yet disconnected.",
 )
 
+USER_SOCKETS = Gauge(
+    "chatsite_ws_open_user_sockets",
+    "User WebSockets (/ws/user/, the sidebar) accepted and not yet disconnected.",
+)
+
 FRAMES_RECEIVED = Counter(
     "chatsite_ws_frames_received",
     "Client frames handled, by type (message.send, ... or other) and error code (empty: none).",
@@ -157,6 +162,7 @@ SENT_BY_EVENT = _SentByEvent({
     "room.typing": FRAMES_SENT.labels(type="typing"),
     "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
     "user.mention": FRAMES_SENT.labels(type="mention"),
+    "user.dm_created": FRAMES_SENT.labels(type="dm.created"),
 })
 
 

@@ -23,9 +23,10 @@ write per member for every message.
 """
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 
@@ -121,4 +122,65 @@ def read_report(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
             transaction.on_commit(
                 lambda: events.broadcast_read_updated(user_id=user.pk, room_slug=room.slug, state=state.as_dict())
             )
+    return state
+
+
+@lru_cache(maxsize=1)
+def _report_sql() -> str:
+    """``read_report`` in one statement (PostgreSQL): the marker moved forward (clamped to the
+    room's last seq) and the read state after it, as ``(moved, last_read_seq, unread_count,
+    mention_count)``; ``last_read_seq`` NULL when the user is not a (not banned) member."""
+    quote = connection.ops.quote_name
+    room_t, member_t = quote(Room._meta.db_table), quote(Membership._meta.db_table)
+    message_t, mention_t = quote(Message._meta.db_table), quote(Mention._meta.db_table)
+    return f"""
+        WITH target AS (
+            SELECT LEAST(%(seq)s::bigint, r.last_seq) AS seq FROM {room_t} r WHERE r.id = %(room)s
+        ), moved AS (
+            UPDATE {member_t} m SET last_read_seq = (SELECT seq FROM target)
+            WHERE m.room_id = %(room)s AND m.user_id = %(user)s AND m.banned_at IS NULL
+              AND m.last_read_seq < (SELECT seq FROM target)
+            RETURNING m.last_read_seq
+        ), marker AS (
+            SELECT COALESCE(
+                (SELECT last_read_seq FROM moved),
+                (SELECT m.last_read_seq FROM {member_t} m
+                 WHERE m.room_id = %(room)s AND m.user_id = %(user)s AND m.banned_at IS NULL)
+            ) AS seq
+        )
+        SELECT EXISTS (SELECT 1 FROM moved), (SELECT seq FROM marker),
+            (SELECT count(*) FROM {message_t} msg
+             WHERE msg.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker)
+               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM %(user)s),
+            (SELECT count(*) FROM {message_t} msg
+             WHERE msg.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker) AND msg.mentions_room
+               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM %(user)s)
+          + (SELECT count(*) FROM {mention_t} mn JOIN {message_t} msg ON msg.id = mn.message_id
+             WHERE mn.user_id = %(user)s AND mn.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker)
+               AND msg.deleted_at IS NULL AND NOT msg.mentions_room)
+    """
+
+
+async def read_report_async(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
+    """``read_report`` for a socket's ``read`` frame, from the event loop: one statement on the
+    loop's own pool (``chatsite.async_db``, no hop to the node's database thread; measured in
+    bench/RESULTS.md, "Sidebar"), then ``read.updated`` broadcast when the marker moved. The same
+    rules and answers; ``services.NotFound`` for a non-member. Without PostgreSQL: ``read_report``
+    on the database thread. Database errors propagate (``psycopg.Error``, ``PoolTimeout``);
+    the whole step ends within ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s (``async_db.deadline``)."""
+    from channels.db import database_sync_to_async
+
+    from chatsite import async_db
+
+    from .services import NotFound
+
+    if not async_db.available():
+        return await database_sync_to_async(read_report)(room=room, user=user, seq=seq)
+    with async_db.deadline():
+        row = await async_db.fetchone(_report_sql(), {"room": room.pk, "user": user.pk, "seq": seq})
+    if row is None or row[1] is None:
+        raise NotFound("You are not a member of this room.")
+    state = ReadState(int(row[1]), int(row[2]), int(row[3]))
+    if row[0]:
+        events.broadcast_read_updated(user_id=user.pk, room_slug=room.slug, state=state.as_dict())
     return state

@@ -513,7 +513,9 @@ def message_post(
             else:
                 message.attachment_list = []
             if membership is None:  # a public room's visitor becomes a member by speaking
-                Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+                _, joined = Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+                if joined:
+                    transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[author.pk]))
             # Your own message is read (rooms.reads).
             Membership.objects.filter(room=room, user=author, last_read_seq__lt=seq).update(last_read_seq=seq)
             data = message_data(message)
@@ -808,6 +810,7 @@ def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
                     room_slug=message.room.slug,
                     message_id=message.pk,
                     seq=message.seq,
+                    author_id=message.author_id,
                 )
             )
     return message
@@ -869,6 +872,7 @@ def room_create(
         with transaction.atomic():
             room.save()
             Membership.objects.create(room=room, user=created_by, role=Role.OWNER)
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[created_by.pk]))
     except IntegrityError:  # the same slug (in any case) saved by a concurrent create after the check
         if Room.objects.filter(slug__iexact=slug).exists():
             raise ValidationError(
@@ -952,6 +956,8 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
             room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
         if created:
             _announce_member(room, membership, user)
+            # their user sockets list the room (rooms.user_consumer)
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
     if membership.is_banned:
         raise Banned("You are banned from this room.")
     membership.created = created
@@ -1009,6 +1015,7 @@ def member_add(
         membership.created = created
         if created:
             _announce_member(room, membership, user)
+            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
             return membership
         if membership.is_banned:
             raise Conflict("The user is banned from this room; unban them first.")

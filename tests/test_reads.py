@@ -332,3 +332,38 @@ def test_the_room_page_tells_its_script_where_the_reader_left_off(busy, other_us
     assert client.get("/rooms/lobby/").context["room_config"]["last_read_seq"] == 3
     client.force_login(factories.make_user("carol"))  # not a member yet: opens at the latest
     assert "last_read_seq" not in client.get("/rooms/lobby/").context["room_config"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_sockets_one_statement_report_answers_as_the_service(room, user, other_user):
+    """``reads.read_report_async`` (the ``read`` frame's one statement from the event loop) gives
+    the service's state in every case: unread others' messages, own ones, deleted ones, @room
+    and @username mentions counted once, a report beyond the last seq clamped, backward
+    refused, a non-member refused."""
+    from chatsite import async_db
+
+    carol = await database_sync_to_async(factories.make_user)("carol")
+
+    def world():
+        services.member_join(room=room, user=other_user)
+        services.member_join(room=room, user=carol)
+        for body in ("one", "@bob hi", "@room all", "@bob @room both", "two"):
+            post(room, user, body)
+        post(room, other_user, "bob's own")  # seq 6: bob's marker moves there
+        post(room, user, "three @bob")
+        post(room, user, "@room again")
+        services.message_delete(message=Message.objects.get(room=room, seq=8), actor=user)
+        post(room, carol, "four")
+
+    await database_sync_to_async(world)()
+    try:
+        for who, seq in ((carol, 2), (carol, 4), (carol, 2**63 - 1), (other_user, 3), (other_user, 7)):
+            state = await reads.read_report_async(room=room, user=who, seq=seq)
+            assert state == await database_sync_to_async(reads.read_state)(room=room, user=who), (who, seq)
+        assert await database_sync_to_async(marker)(room, carol) == 9
+        assert (await reads.read_report_async(room=room, user=other_user, seq=1)).last_read_seq == 7
+        dave = await database_sync_to_async(factories.make_user)("dave")
+        with pytest.raises(services.NotFound):
+            await reads.read_report_async(room=room, user=dave, seq=3)
+    finally:
+        await async_db.aclose()

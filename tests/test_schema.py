@@ -72,6 +72,7 @@ def test_the_schema_documents_the_history_shape_and_the_page_bounds(client):
         assert limit["schema"]["maximum"] == MAX_LIMIT
     # In a code span: bare, Swagger UI's Markdown dropped <slug> as a tag and showed /ws/rooms//.
     assert "`/ws/rooms/{slug}/`" in schema["info"]["description"]
+    assert "`/ws/user/`" in schema["info"]["description"]  # the sidebar's socket
     for path in ("/api/auth/token/", "/api/rooms/{room_slug}/messages/"):  # the throttled routes
         assert "Retry-After" in schema["paths"][path]["post"]["responses"]["429"]["headers"]
 

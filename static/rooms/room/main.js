@@ -18,6 +18,8 @@
  *   timeline.js    pure: merge by seq, dividers and groups (tests/js/ test the pure modules)
  *   actions.js     edit and delete controls (REST); http.js: the REST requests
  *   presence.js    who is online and who is typing; composer.js: the send form;
+ *   reads.js       read reports (debounced, visible tab, newest message in view), read.updated
+ *                  from other tabs moves the "New messages" divider, mentions highlighted
  *   members.js     the members panel and room settings (REST), live member frames
  *   avatar.js      pure: generated avatars (initials, colour); avatars.js draws them
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
@@ -40,6 +42,11 @@
  *   server → all     {"type":"presence.diff","joins":[…],"leaves":[…]} later changes, any node
  *   client → server  {"type":"typing"}                 while composing; at most one every 2 s
  *   server → others  {"type":"typing","user":{id,username}}   never to the typist's own sockets
+ *   client → server  {"type":"read","seq"}             the reader has seen up to seq (reads.js)
+ *   server → client  {"type":"read.updated","room","last_read_seq","unread_count","mention_count"}
+ *                    any of the user's tabs moved their marker (every room of theirs: filter by room)
+ *   server → client  {"type":"mention","room","message"} · {"type":"dm.created","room"}  (the
+ *                    sidebar's, static/rooms/sidebar.js: ignored here)
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
  *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
@@ -85,6 +92,7 @@ import "./members.js";
 import "./sync.js";
 import "./reactions.js";
 import "./replies.js";
+import "./reads.js";
 import { onInput, onKeydown, onSubmit } from "./composer.js";
 import { connect, reconnectIfWaiting, stop } from "./connection.js";
 import { config, els, NARROW_SCREEN, state } from "./context.js";

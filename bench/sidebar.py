@@ -1,0 +1,383 @@
+"""The cost of the live sidebar and of read state (issue 12): the 50-rooms-of-20 shape, twice in
+one sitting on the same nodes, database and Redis:
+
+- ``rooms``: every client holds one room socket (the shape of ``python -m bench ramp``);
+- ``pages``: every client behaves like the page: its room socket, plus a user socket
+  (``/ws/user/``, the sidebar) in the 10 rooms it is a member of, and a ``read`` report for the
+  newest message it received, debounced as the page does (1 s after the newest message, 5 s at
+  the latest after the first one not reported).
+
+Each phase sends at each of ``--rates`` (messages per second per sender, one sender per room)
+for ``--duration`` seconds and reports, per stored message: µs of node CPU (the sum of the
+nodes' user + system time over the phase, divided by the messages), PostgreSQL transactions
+and rows written (``pg_stat_database`` of the bench's own database: each autocommit statement is
+one transaction), Redis commands (``INFO commandstats`` of a redis-server of its own, so no other
+client is counted; background work such as heartbeats included), and the delivery figures.
+
+    .venv/bin/python -m bench.sidebar [--rates 1,2,4] [--duration 8] [--clients 1000 --rooms 50
+        --rooms-each 10 --nodes 3] [--database-url postgres://postgres@127.0.0.1:5432/chatsite_bench_sidebar]
+
+Prints a Markdown table (bench/RESULTS.md, "Sidebar") and writes the JSON to bench/out/.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from . import cluster
+from .cli import OUT_DIR, machine
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/chatsite_bench_sidebar"
+READ_DEBOUNCE = 1.0  # seconds after the last new message, as static/rooms/room/reads.js ...
+READ_MAX_WAIT = 5.0  # ... and at the latest this long after the first one
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class PrivateRedis:
+    """A redis-server of this run's own (free port, no persistence), so its command counts are
+    this run's only."""
+
+    def __init__(self, folder: Path):
+        self.port = cluster.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def commands(self) -> dict[str, int]:
+        return {name.removeprefix("cmdstat_"): v["calls"] for name, v in self.client.info("commandstats").items()}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def pg_counters(database_url: str) -> dict[str, int]:
+    import environ
+    import psycopg
+
+    cfg = environ.Env.db_url_config(database_url)
+    with psycopg.connect(host=cfg.get("HOST") or "127.0.0.1", port=cfg.get("PORT") or 5432,
+                         user=cfg.get("USER") or None, dbname="postgres", autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
+            "WHERE datname = %s", [cfg["NAME"]]).fetchone()
+    return {"transactions": row[0], "rows_written": row[1]}
+
+
+class Client:
+    def __init__(self, index: int, node, room: str, token: str):
+        self.index, self.node, self.room, self.token = index, node, room, token
+        self.room_ws = self.user_ws = None
+        self.newest = 0
+        self.reported = 0
+        self.tasks = []
+        self.timer = None
+        self.first_at = 0.0
+
+
+class Run:
+    def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, tag: str, reads: bool = True):
+        self.nodes, self.pages, self.tag, self.reads = nodes, pages, tag, reads
+        self.clients = [Client(i, nodes[i % len(nodes)], rooms[i % len(rooms)], tokens[i]) for i in range(clients)]
+        self.latencies: list[float] = []
+        self.deliveries = 0
+        self.activity_frames = 0
+        self.activity_unread = 0
+        self.reads_sent = 0
+        self.errors: dict[str, int] = {}
+        self.sending = False
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    async def connect(self) -> None:
+        from websockets.asyncio.client import connect
+
+        sem = asyncio.Semaphore(50)
+
+        async def one(c: Client):
+            headers = {"Authorization": f"Token {c.token}"}
+            async with sem:
+                try:
+                    c.room_ws = await connect(f"{c.node.url}/ws/rooms/{c.room}/", additional_headers=headers,
+                                              compression=None, ping_interval=None, max_size=2**22)
+                    assert json.loads(await c.room_ws.recv())["type"] == "hello"
+                    c.tasks.append(asyncio.ensure_future(self.read_room(c)))
+                    if self.pages:
+                        other = self.nodes[(c.index + 1) % len(self.nodes)]  # another node than the room page's
+                        c.user_ws = await connect(f"{other.url}/ws/user/", additional_headers=headers,
+                                                  compression=None, ping_interval=None, max_size=2**22)
+                        assert json.loads(await c.user_ws.recv())["type"] == "sidebar"
+                        c.tasks.append(asyncio.ensure_future(self.read_user(c)))
+                except Exception as exc:
+                    self.error(f"connect {type(exc).__name__}")
+
+        await asyncio.gather(*(one(c) for c in self.clients))
+
+    async def read_room(self, c: Client) -> None:
+        try:
+            async for raw in c.room_ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "message":
+                    m = frame["message"]
+                    c.newest = max(c.newest, m["seq"])
+                    self.saw_message(c)
+                    try:
+                        body = json.loads(m["body"])
+                    except ValueError:
+                        continue
+                    if isinstance(body, dict) and body.get("b") == self.tag:
+                        self.deliveries += 1
+                        self.latencies.append(time.monotonic() - body["t"])
+                elif frame.get("type") == "error":
+                    self.error(f"error {frame.get('code')}")
+        except Exception:
+            pass
+
+    async def read_user(self, c: Client) -> None:
+        try:
+            async for raw in c.user_ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "room.activity":
+                    self.activity_frames += 1
+                    self.activity_unread += sum(e.get("unread_added", 0) for e in frame.get("rooms", ()))
+        except Exception:
+            pass
+
+    def saw_message(self, c: Client) -> None:
+        """The page's read debounce: READ_DEBOUNCE after the newest message, READ_MAX_WAIT at the
+        latest after the first one not yet reported."""
+        if not self.pages or not self.reads:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if c.timer is not None:
+            c.timer.cancel()
+        else:
+            c.first_at = now
+        c.timer = loop.call_later(max(0.0, min(READ_DEBOUNCE, c.first_at + READ_MAX_WAIT - now)), self.report, c)
+
+    def report(self, c: Client) -> None:
+        c.timer = None
+        if c.newest > c.reported:
+            c.reported = c.newest
+            self.reads_sent += 1
+            c.tasks.append(asyncio.ensure_future(c.room_ws.send(json.dumps({"type": "read", "seq": c.newest}))))
+
+    async def send(self, senders: int, rate: float, duration: float) -> int:
+        """Sender j (client j) sends ``rate`` messages a second for ``duration`` seconds."""
+        count = int(rate * duration)
+
+        async def sender(c: Client):
+            start = time.monotonic() + (c.index % senders) / senders / rate
+            for k in range(count):
+                delay = start + k / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                body = json.dumps({"b": self.tag, "t": time.monotonic(), "k": k})
+                await c.room_ws.send(json.dumps({"type": "message.send", "body": body,
+                                                 "client_msg_id": f"{self.tag}-{c.index}-{k}"}))
+
+        await asyncio.gather(*(sender(c) for c in self.clients[:senders] if c.room_ws is not None))
+        return count * senders
+
+    async def close(self) -> None:
+        for c in self.clients:
+            if c.timer is not None:
+                c.timer.cancel()
+            for t in c.tasks:
+                t.cancel()
+            for ws in (c.room_ws, c.user_ws):
+                if ws is not None:
+                    try:
+                        await ws.close()
+                    except Exception:
+                        pass
+
+
+async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
+    tag = secrets.token_hex(4)
+    run = Run(nodes, data["tokens"], data["rooms"], clients=args.clients, pages=pages, tag=tag,
+              reads=not args.no_reads)
+    t0 = time.monotonic()
+    await run.connect()
+    connect_s = time.monotonic() - t0
+    await asyncio.sleep(2)  # connects settle (presence, sidebars)
+    # The same sockets idle for as long as the sending will take: the background (heartbeats,
+    # presence, the access watch), subtracted from the sending window's figures below.
+    idle_cpu0 = sum(n.cpu_seconds() or 0 for n in nodes)
+    idle_pg0, idle_r0, idle_t0 = pg_counters(args.database_url), redis.commands(), time.monotonic()
+    await asyncio.sleep(args.duration + READ_DEBOUNCE + 0.5)
+    idle_s = time.monotonic() - idle_t0
+    idle_pg1, idle_r1 = pg_counters(args.database_url), redis.commands()
+    idle = {"cpu": (sum(n.cpu_seconds() or 0 for n in nodes) - idle_cpu0) / idle_s,
+            "tx": (idle_pg1["transactions"] - idle_pg0["transactions"]) / idle_s,
+            "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
+            "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s}
+    cpu0 = [n.cpu_seconds() or 0 for n in nodes]
+    lg0 = psutil.Process().cpu_times()
+    pg0, r0 = pg_counters(args.database_url), redis.commands()
+    started = time.monotonic()
+    stored = await run.send(args.rooms, rate, args.duration)
+    expected = stored * (args.clients // args.rooms)
+    deadline = time.monotonic() + 10
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline and run.deliveries < expected:
+        if run.deliveries != last:
+            last, quiet_since = run.deliveries, time.monotonic()
+        elif time.monotonic() - quiet_since > 1.5:
+            break
+        await asyncio.sleep(0.1)
+    window = time.monotonic() - started
+    await asyncio.sleep(READ_DEBOUNCE + 0.5)  # the last read reports and activity batches
+    measured_s = time.monotonic() - started
+    cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
+    lg1 = psutil.Process().cpu_times()
+    pg1, r1 = pg_counters(args.database_url), redis.commands()
+    await run.close()
+    redis_by_cmd = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
+    lat = sorted(run.latencies)
+
+    def pct(p):
+        return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
+
+    return {
+        "shape": "pages" if pages else "rooms", "rate": rate, "reads": run.reads, "stored": stored, "expected": expected,
+        "delivered": run.deliveries, "delivered_pct": round(100 * run.deliveries / expected, 2) if expected else None,
+        "deliveries_per_s": round(run.deliveries / window), "window_s": round(window, 2),
+        "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
+        "node_cpu_us_per_message": round(cpu / stored * 1e6) if stored else None,
+        "net_node_cpu_us_per_message": round((cpu - idle["cpu"] * measured_s) / stored * 1e6),
+        "net_db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"] - idle["tx"] * measured_s) / stored, 2),
+        "net_db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"] - idle["rows"] * measured_s) / stored, 2),
+        "net_redis_commands_per_message": round((sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2),
+        "idle_per_s": {k: round(v, 3) for k, v in idle.items()},
+        "node_cpu_us_per_delivery": round(cpu / run.deliveries * 1e6) if run.deliveries else None,
+        "db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"]) / stored, 2),
+        "db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"]) / stored, 2),
+        "redis_commands_per_message": round(sum(redis_by_cmd.values()) / stored, 2),
+        "redis_by_command_per_message": {k: round(v / stored, 2) for k, v in sorted(redis_by_cmd.items(), key=lambda kv: -kv[1]) if v},
+        "reads_sent": run.reads_sent, "reads_per_message": round(run.reads_sent / stored, 2),
+        "activity_frames": run.activity_frames, "activity_unread": run.activity_unread,
+        "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
+        "connect_s": round(connect_s, 1), "errors": run.errors, "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        ("delivered", lambda r: f"{r['delivered_pct']} % ({r['delivered']:,} of {r['expected']:,})"),
+        ("deliveries/s (room sockets)", lambda r: f"{r['deliveries_per_s']:,}"),
+        ("latency p50 / p99 (ms)", lambda r: f"{r['p50_ms']} / {r['p99_ms']}"),
+        ("node CPU per message (µs), idle subtracted", lambda r: f"{r['net_node_cpu_us_per_message']:,}"),
+        ("node CPU per message (µs), raw", lambda r: f"{r['node_cpu_us_per_message']:,}"),
+        ("node CPU per delivery (µs)", lambda r: f"{r['node_cpu_us_per_delivery']}"),
+        ("DB transactions per message, idle subtracted (raw)",
+         lambda r: f"{r['net_db_transactions_per_message']} ({r['db_transactions_per_message']})"),
+        ("DB rows written per message, idle subtracted (raw)",
+         lambda r: f"{r['net_db_rows_written_per_message']} ({r['db_rows_written_per_message']})"),
+        ("read reports per message", lambda r: f"{r['reads_per_message']}"),
+        ("Redis commands per message, idle subtracted (raw)",
+         lambda r: f"{r['net_redis_commands_per_message']} ({r['redis_commands_per_message']})"),
+        ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
+        ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
+        ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),
+        ("errors", lambda r: ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"),
+    ]
+    head = "| measure | " + " | ".join(f"{r['shape']} @ {r['rate']:g}/s" + ("" if r.get("reads", True) else " (no reads)")
+                                      for r in results) + " |"
+    lines = [head, "|---|" + "---|" * len(results)]
+    for name, fn in rows:
+        lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
+    return "\n".join(lines)
+
+
+async def main_async(args) -> list[dict]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-sidebar-"))
+    redis = PrivateRedis(folder)
+    nodes = []
+    try:
+        log(f"preparing {args.clients} users in {args.rooms} rooms, {args.rooms_each} rooms each")
+        data = prepare_with_memberships(args)
+        env = cluster.node_env(database_url=args.database_url, redis_url=redis.url, prefix=f"bench-{secrets.token_hex(3)}")
+        nodes = cluster.start_nodes(args.nodes, env=env, log_dir=folder / "logs")
+        cluster.wait_healthy(nodes)
+        results = []
+        for rate in args.rates:
+            for pages in [shape == "pages" for shape in args.shapes.split(",")]:  # alternating, in one sitting
+                log(f"phase {'pages' if pages else 'rooms'} at {rate:g} msg/s per sender")
+                result = await phase(nodes, data, args, redis, pages=pages, rate=rate)
+                log(json.dumps(result))
+                results.append(result)
+        return results
+    finally:
+        cluster.stop_nodes(nodes)
+        redis.stop()
+
+
+def prepare_with_memberships(args) -> dict:
+    env = {**os.environ, "DATABASE_URL": args.database_url, "REDIS_URL": "", "DEBUG": "0",
+           "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_SETTINGS_MODULE": "chatsite.settings"}
+    r = subprocess.run([sys.executable, "-m", "bench.prepare", "--users", str(args.clients), "--rooms", str(args.rooms),
+                        "--rooms-each", str(args.rooms_each)], cwd=cluster.REPO_DIR, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-3000:])
+    return json.loads(r.stdout)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.sidebar", description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="1,2,4", help="messages per second per sender, comma-separated")
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--rooms", type=int, default=50)
+    p.add_argument("--rooms-each", type=int, default=10)
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--no-reads", action="store_true", help="page-like clients send no read reports")
+    p.add_argument("--shapes", default="rooms,pages", help="which shapes to run, in order, at each rate")
+    p.add_argument("--database-url", default=os.environ.get("BENCH_SIDEBAR_DATABASE_URL", DEFAULT_DATABASE_URL))
+    p.add_argument("--out", type=Path, default=OUT_DIR)
+    args = p.parse_args(argv)
+    args.rates = [float(x) for x in args.rates.split(",")]
+    results = asyncio.run(main_async(args))
+    print(table(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"sidebar-{stamp}.json"
+    path.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                "machine": machine(), "results": results}, indent=2))
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+/*
+ * chatsite room page: read state and mentions (docs/protocol.md, "Sidebar and unread state").
+ *
+ * - Read reports: {"type":"read","seq":N} on the room socket, for the newest message actually in
+ *   view (some of it on screen), only while the tab is visible, debounced: READ_DEBOUNCE_MS
+ *   after the last scroll, new message, return to the tab or (re)connect, and at the latest
+ *   READ_MAX_WAIT_MS after the first of them (a busy room is reported every 5 s, not at each
+ *   message: each report is a database write and a read.updated to every socket of the user);
+ *   never for a seq already reported or already read (the server keeps the marker from moving
+ *   backward anyway).
+ * - read.updated for this room (the server's answer to any tab's report, through the user's
+ *   group): one that goes beyond what this tab reported came from another tab or device, so the
+ *   "New messages" divider moves to it (and goes once nothing unread is left); this tab's own
+ *   reports leave the divider where the reader found it.
+ * - A message that mentions the reader (@username, or @room) by someone else is highlighted
+ *   (class message--mention), as stored and after each edit; a deleted one is not.
+ * Mention notifications for a hidden tab are the sidebar's (static/rooms/sidebar.js), on every
+ * page.
+ */
+
+import { config, els, state } from "./context.js";
+import { on, registerMessagePart, when } from "./hooks.js";
+import { send } from "./connection.js";
+import { decorate } from "./render.js";
+
+export const READ_DEBOUNCE_MS = 1000;
+export const READ_MAX_WAIT_MS = 5000;
+const SEEN_PX = 16; // this much of a message on screen counts as seen (all of a shorter one)
+
+const me = config.user.id;
+const reads = {
+  reported: 0, // highest seq this tab reported
+  marker: Number.isInteger(config.last_read_seq) ? config.last_read_seq : 0, // the server's, as known
+  timer: null,
+  firstAt: 0, // Date.now() of the first event the pending report waits for
+};
+
+// The newest shown message some of which is in the log's view, or 0.
+export function newestSeqInView() {
+  const view = els.log.getBoundingClientRect();
+  for (let i = state.seqs.length - 1; i >= 0; i--) {
+    const li = state.shown.get(state.seqs[i]);
+    const rect = li.getBoundingClientRect();
+    if (rect.top >= view.bottom - Math.min(SEEN_PX, rect.height)) continue; // below the view
+    return rect.bottom > view.top ? state.seqs[i] : 0;
+  }
+  return 0;
+}
+
+function report() {
+  reads.timer = null;
+  reads.firstAt = 0;
+  if (document.hidden || !config.user || state.stopped) return;
+  const seq = newestSeqInView();
+  if (seq <= Math.max(reads.reported, reads.marker)) return;
+  if (send({ type: "read", seq })) reads.reported = seq; // not live yet: the next hello reports
+}
+
+export function scheduleReport() {
+  if (document.hidden) return;
+  const now = Date.now();
+  if (reads.timer !== null) clearTimeout(reads.timer);
+  else reads.firstAt = now;
+  reads.timer = setTimeout(report, Math.max(0, Math.min(READ_DEBOUNCE_MS, reads.firstAt + READ_MAX_WAIT_MS - now)));
+}
+
+on("read.updated", (frame) => {
+  if (frame.room !== config.slug || !Number.isInteger(frame.last_read_seq)) return;
+  if (frame.last_read_seq > reads.marker) reads.marker = frame.last_read_seq;
+  if (frame.last_read_seq > reads.reported && frame.last_read_seq > (state.lastReadSeq || 0)) {
+    state.lastReadSeq = frame.last_read_seq; // read elsewhere: the divider follows
+    decorate();
+  }
+});
+
+on("message", scheduleReport);
+when("hello", scheduleReport);
+els.log.addEventListener("scroll", scheduleReport, { passive: true });
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) scheduleReport();
+});
+window.addEventListener("focus", scheduleReport);
+
+export function mentionsMe(message) {
+  if (!message || message.deleted || !message.author || message.author.id === me) return false;
+  if (message.mentions_room) return true;
+  return Array.isArray(message.mentions) && message.mentions.some((m) => m && m.id === me);
+}
+
+registerMessagePart((li, message) => {
+  if (message.deleted) {
+    li.classList.remove("message--mention");
+  } else if ("mentions" in message || "mentions_room" in message) {
+    li.classList.toggle("message--mention", mentionsMe(message));
+  }
+});
