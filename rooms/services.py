@@ -35,7 +35,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import events, formatting, mentions, ratelimit, replies
+from . import events, formatting, mentions, ratelimit, reactions, replies
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
 from .serializers import MessageSerializer, message_data
 
@@ -195,11 +195,17 @@ def _next_seq(room_id: int) -> int:
 
 
 def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> Message | None:
-    return (
+    """The message ``author`` already sent to ``room`` with ``client_msg_id``, loaded for its
+    wire shape here (mentions and reactions too), so that ``message_data`` of it makes no query:
+    ``message_post_async`` builds the broadcast of a retried send on the event loop."""
+    message = (
         Message.objects.select_related("author", "room", "reply_to__author")
         .filter(room=room, author=author, client_msg_id=client_msg_id)
         .first()
     )
+    if message is not None:
+        reactions.attach(mentions.attach([message]))
+    return message
 
 
 def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:

@@ -301,3 +301,16 @@ async def test_a_reaction_on_node1_reaches_node2_live_and_is_in_history(two_node
         f["type"] == "reaction.updated" and len(f["reactions"]) == 2 for f in c.frames)), reactor.frames
     await watcher.close()
     await reactor.close()
+
+
+@pytest.mark.django_db
+def test_a_retried_send_is_found_with_its_reactions_loaded_so_its_broadcast_makes_no_query(
+        room, user, django_assert_num_queries):
+    from rooms.serializers import message_data
+
+    message = post(room, user, "sent once", "c-1")
+    reactions.reaction_add(message=message, user=user, emoji=THUMBS)
+    found = services._find_sent(room=room, author=user, client_msg_id="c-1")
+    with django_assert_num_queries(0):  # message_post_async builds it on the event loop
+        data = message_data(found)
+    assert data["reactions"][0]["emoji"] == THUMBS
