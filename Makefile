@@ -15,7 +15,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # the environment winning; each target says which it uses (bin/with-env).
 WITH_ENV := . bin/with-env && chatsite_describe_env &&
 
-.PHONY: run serve release test venv migrate manage cluster clean
+.PHONY: run serve release test lint format venv migrate manage cluster clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,16 @@ test: $(VENV)/.installed-dev
 	DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" \
 	SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" DEBUG=0 SERVER_ID=test-node \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# lint: ruff's checks and its formatter's check on the Python code (pyproject.toml); .ci/run runs
+# it before the tests. format: the fixes ruff can make by itself, then the formatter.
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) staticfiles var db.sqlite3

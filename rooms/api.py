@@ -329,7 +329,7 @@ class DirectMessageView(APIView):
             OpenApiExample(
                 "The DM, as alice sees it", response_only=True, status_codes=["201", "200"],
                 value={"slug": "dm-k3j9x2m4qz7p", "name": "bob", "description": "", "is_private": True,
-                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice"},
+                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                        "created_at": "2026-12-04T18:30:00Z", "last_seq": 0, "my_role": "member",
                        "kind": "dm", "dm_with": {"id": 9, "username": "bob"}},
             ),
@@ -695,13 +695,18 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(
         responses={204: None, 403: None, 404: None, 409: None},
-        description="Leave the room (only for yourself: `me` or your username). Idempotent; your "
-        "open sockets in the room are closed with 4000.",
+        description="Leave the room (`me` or your username; idempotent; your open sockets in the "
+        "room are closed with 4000), or, as the owner or a moderator, remove a member (not the "
+        "owner; only the owner removes a moderator): their sockets in the room close on every node "
+        "(4404 in a private room, 4000 in a public one, which they may join again; a ban keeps "
+        "them out). Everyone else in the room gets `member.removed`.",
     )
     def destroy(self, request, room_slug=None, username=None):
-        if self.target_user().pk != request.user.pk:
-            raise services.Forbidden("You can only remove yourself; moderators ban instead.")
-        self.run(services.member_leave, user=request.user)
+        target = self.target_user()
+        if target.pk != request.user.pk:
+            self.run(services.member_remove, actor=request.user, user=target)
+        else:
+            self.run(services.member_leave, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -771,7 +776,7 @@ class MentionsView(APIView):
         "message's `mentions_room`).",
         examples=[OpenApiExample("A page of one mention", response_only=True, value={
             "results": [{"room": "lobby", "message": {
-                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice"},
+                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                 "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
                 "mentions_room": False}}],

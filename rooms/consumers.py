@@ -18,7 +18,7 @@ same ack and stores nothing)::
 
 server → every member of the room on every node (``rooms.serializers.MessageSerializer``)::
 
-    {"type": "message", "message": {"id", "room", "seq", "author": {"id", "username"},
+    {"type": "message", "message": {"id", "room", "seq", "author": {"id", "username", "display_name"},
                                     "body", "created_at", "server_id"}}
 
 client → server, to catch up after a reconnect (or ``?after_seq=N`` on the socket URL)::
@@ -1019,11 +1019,27 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
             await self.end(CLOSE_ARCHIVED)
 
+    async def room_member_updated(self, event: dict) -> None:
+        """``member.updated`` / ``room.updated``: a member's or the room's new state, forwarded."""
+        if not self.closing:
+            await self.send(text_data=event["text"])
+            metrics.SENT_BY_EVENT[event["type"]].inc()
+
+    room_updated = room_member_updated
+
     async def room_member_removed(self, event: dict) -> None:
         """A member was banned (close 4403), left (close 4000) or had their membership deleted by
         a moderator (``removed``: the code a fresh access check gives, 4404 in a private room,
-        else 4000): ends this socket if it is theirs."""
-        if event["user_id"] != self.scope["user"].pk or self.closing:
+        else 4000): ends this socket if it is theirs; other sockets get the ``member.removed``
+        frame when the event carries one."""
+        if self.closing:
+            return
+        if event["user_id"] != self.scope["user"].pk:
+            if event.get("text"):
+                await self.send(text_data=event["text"])
+                metrics.SENT_BY_EVENT[event["type"]].inc()
+            return
+        if event["reason"] == "unbanned":
             return
         if event["reason"] == "removed":
             await self.recheck_access(otherwise=CLOSE_LEFT)

@@ -13,9 +13,16 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   ``thread.updated`` frame (``rooms.replies``: a parent's reply count changed).
 - ``room.archived``: ``{"type": "room.archived", "text": str}``; sockets forward it, close 4410.
 - ``room.member_removed``: ``{"type": "room.member_removed", "user_id": int, "reason": "banned" |
-  "left" | "removed"}``; that user's sockets in the room close with 4403 (banned), 4000 (left),
-  or for ``removed`` (a membership deleted by a moderator in admin) with what a fresh access check
-  says (4404 in a private room), else 4000.
+  "left" | "removed" | "unbanned", "text": str | None}``; that user's sockets in the room close
+  with 4403 (banned), 4000 (left), or for ``removed`` (a membership deleted by a moderator) with
+  what a fresh access check says (4404 in a private room), else 4000 (``unbanned`` closes
+  nothing: the user had no socket there). ``text``, when set, is the ``member.removed`` frame,
+  forwarded to every other socket in the room.
+- ``room.member_updated``: ``{"type": "room.member_updated", "text": str}``; the
+  ``member.updated`` frame (a member joined or was added, their role, mute or ban changed),
+  forwarded to every socket in the room.
+- ``room.updated``: ``{"type": "room.updated", "text": str}``; the ``room.updated`` frame (the
+  room's name, description or privacy changed), forwarded to every socket in the room.
 - ``room.access_changed``: ``{"type": "room.access_changed"}`` (the room was made private or
   deleted); every socket in the room checks its access again (``rooms.access``) and closes with
   4404 (4401, 4403) if it has ended.
@@ -63,6 +70,8 @@ ROOM_ARCHIVED = "room.archived"
 ROOM_REACTION_UPDATED = "room.reaction_updated"
 ROOM_THREAD_UPDATED = "room.thread_updated"
 ROOM_MEMBER_REMOVED = "room.member_removed"
+ROOM_MEMBER_UPDATED = "room.member_updated"
+ROOM_UPDATED = "room.updated"
 USER_TOKEN_REVOKED = "user.token_revoked"
 ROOM_ACCESS_CHANGED = "room.access_changed"
 USER_ACCESS_CHANGED = "user.access_changed"
@@ -240,11 +249,37 @@ def broadcast_room_archived(*, room_id: int, room_slug: str) -> bool:
     return _group_send(room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)}, started)
 
 
-def broadcast_member_removed(*, room_id: int, user_id: int, reason: str) -> bool:
-    """Tell the room's sockets that ``user_id`` was banned or left: theirs close."""
+def broadcast_member_removed(
+    *, room_id: int, user_id: int, reason: str, room_slug: str | None = None, user: dict | None = None
+) -> bool:
+    """Tell the room's sockets that ``user_id`` was banned, left, was removed or unbanned: theirs
+    close (not for ``unbanned``). With ``room_slug`` and ``user`` (``{"id", "username"}``) the
+    others get ``{"type": "member.removed", "room": slug, "user": {...}, "reason": reason}``
+    (``left``, ``removed``, ``unbanned``: the row is gone from the member list; a ban is a
+    ``member.updated`` with ``"banned": true`` instead)."""
     started = time.perf_counter()
-    event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason}
+    text = None
+    if room_slug is not None and user is not None:
+        text = encode_frame({"type": "member.removed", "room": room_slug, "user": user, "reason": reason})
+    event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason, "text": text}
     return _group_send(room_group_name(room_id), event, started)
+
+
+def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> bool:
+    """``{"type": "member.updated", "room": slug, "member": {...}}`` to the room: ``member`` is
+    the member shape of ``GET /api/rooms/<slug>/members/`` (``rooms.serializers.MembershipSerializer``),
+    after a join or an add, a role change, a mute or unmute, or a ban."""
+    started = time.perf_counter()
+    frame = {"type": "member.updated", "room": room_slug, "member": member}
+    return _group_send(room_group_name(room_id), {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}, started)
+
+
+def broadcast_room_updated(*, room_id: int, room: dict) -> bool:
+    """``{"type": "room.updated", "room": {"slug", "name", "description", "is_private"}}`` to the
+    room, after ``rooms.services.room_update`` changed any of them."""
+    started = time.perf_counter()
+    frame = {"type": "room.updated", "room": room}
+    return _group_send(room_group_name(room_id), {"type": ROOM_UPDATED, "text": encode_frame(frame)}, started)
 
 
 def broadcast_room_access_changed(*, room_id: int) -> bool:

@@ -37,7 +37,7 @@ from chatsite import async_db, dbconn
 
 from . import events, formatting, mentions, ratelimit, reactions, replies
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Membership, Mention, Message, Room, SendWindow
-from .serializers import MessageSerializer, message_data
+from .serializers import MembershipSerializer, MessageSerializer, message_data
 
 Role = Membership.Role
 
@@ -320,7 +320,8 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
                       FROM targets t WHERE EXISTS (SELECT 1 FROM msg))"""
     if replying:
         answer += f""", (SELECT reply_count FROM replied), (SELECT json_build_object(
-                'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username),
+                'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username,
+                                                          'display_name', u.first_name),
                 'excerpt', p.excerpt, 'deleted', false)::text
             FROM p JOIN {user_t} u ON u.id = p.author_id WHERE EXISTS (SELECT 1 FROM msg))"""
     return f"""
@@ -887,6 +888,19 @@ def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
 # --- members --------------------------------------------------------------------------------------
 
 
+def _announce_member(room: Room, membership: Membership, user: AbstractBaseUser) -> None:
+    """On commit, the member's new state to everyone in the room, on every node
+    (``member.updated``, ``events.broadcast_member_updated``); serialised now, inside the
+    caller's transaction, so the frame is the state this write made."""
+    membership.user = user  # the caller's user object: no query for the member shape
+    data = MembershipSerializer(membership).data
+    transaction.on_commit(partial(events.broadcast_member_updated, room_id=room.pk, room_slug=room.slug, member=data))
+
+
+def _user_ref(user: AbstractBaseUser) -> dict:
+    return {"id": user.pk, "username": user.get_username()}
+
+
 def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     """Join a public room (idempotent). Raises ``NotFound`` for a private room (members are added
     by its owner or moderators), ``Banned`` when banned, ``Archived`` for an archived room."""
@@ -896,8 +910,11 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     if room.is_archived:
         raise Archived("The room is archived.")
     # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
-    membership, _ = Membership.objects.get_or_create(
-        room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
+        if created:
+            _announce_member(room, membership, user)
     if membership.is_banned:
         raise Banned("You are banned from this room.")
     return membership
@@ -925,9 +942,10 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
             until = _iso(membership.muted_until)
             raise Muted(f"You are muted in this room until {until}; you can leave once it ends.", until=until)
         membership.delete()
-        transaction.on_commit(
-            partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left")
-        )
+        transaction.on_commit(partial(
+            events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left",
+            room_slug=room.slug, user=_user_ref(user),
+        ))
 
 
 def member_add(
@@ -950,6 +968,7 @@ def member_add(
             room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
         )
         if created:
+            _announce_member(room, membership, user)
             return membership
         if membership.is_banned:
             raise Conflict("The user is banned from this room; unban them first.")
@@ -960,6 +979,7 @@ def member_add(
             raise Forbidden("Only the owner may change roles.")
         membership.role = role
         membership.save(update_fields=["role"])
+        _announce_member(room, membership, user)
     return membership
 
 
@@ -1002,6 +1022,7 @@ def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUs
         _check_may_act_on(acting, actor, target)
         target.role = role
         target.save(update_fields=["role"])
+        _announce_member(room, target, user)
     return target
 
 
@@ -1018,6 +1039,7 @@ def member_mute(
         _check_may_act_on(acting, actor, target)
         target.muted_until = until
         target.save(update_fields=["muted_until"])
+        _announce_member(room, target, user)
     return target
 
 
@@ -1034,6 +1056,7 @@ def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -
         if target.banned_at is None:
             target.banned_at = timezone.now()
             target.save(update_fields=["banned_at"])
+            _announce_member(room, target, user)
             transaction.on_commit(
                 partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="banned")
             )
@@ -1050,6 +1073,10 @@ def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser)
         _check_may_act_on(acting, actor, target)
         if target.is_banned:
             target.delete()
+            transaction.on_commit(partial(
+                events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="unbanned",
+                room_slug=room.slug, user=_user_ref(user),
+            ))
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -1077,7 +1104,8 @@ def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
     """Save ``room`` (validated by the caller: ``room_update``, Django admin). When this makes a
     public room private, ``room.access_changed`` is broadcast after commit: on every node the
     sockets of users who are not members close with 4404, and their reads are refused. A direct
-    message stays private (``Forbidden``)."""
+    message stays private (``Forbidden``). Every save of an existing room sends ``room.updated``
+    (its slug, name, description and privacy) to the room's sockets on every node."""
     if room.kind == Room.Kind.DM and not room.is_private:
         raise Forbidden("A direct message cannot be made public.")
     with transaction.atomic():
@@ -1088,6 +1116,10 @@ def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
         room.save(update_fields=update_fields)
         if room.is_private and was_private is False:
             transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room.pk))
+        if was_private is not None:  # an existing room: pages on every node show the new state
+            shape = {"slug": room.slug, "name": room.name, "description": room.description,
+                     "is_private": room.is_private}
+            transaction.on_commit(partial(events.broadcast_room_updated, room_id=room.pk, room=shape))
     return room
 
 
@@ -1117,9 +1149,10 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
             return
         _check_may_act_on(acting, actor, target)
         target.delete()
-        transaction.on_commit(
-            partial(events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed")
-        )
+        transaction.on_commit(partial(
+            events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed",
+            room_slug=room.slug, user=_user_ref(user),
+        ))
 
 
 def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:

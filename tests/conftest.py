@@ -105,14 +105,18 @@ class Connection:
     """A ``WebsocketCommunicator`` that decodes frames; always ``await close()`` it."""
 
     PRESENCE_TYPES = frozenset({"presence", "presence.diff"})
+    MEMBER_TYPES = frozenset({"member.updated", "member.removed", "room.updated"})
 
-    def __init__(self, communicator: WebsocketCommunicator, keep_presence: bool = False):
+    def __init__(self, communicator: WebsocketCommunicator, keep_presence: bool = False, keep_members: bool = False):
         self.communicator = communicator
         self.connected = False
         self.subprotocol = None
-        # Presence frames come and go with every socket of the room; tests of other things
-        # skip them (tests/test_presence.py keeps them).
+        # Presence frames come and go with every socket of the room, member frames with every
+        # first join; tests of other things skip them (tests/test_presence.py keeps presence,
+        # tests/test_members_live.py the member frames).
         self.keep_presence = keep_presence
+        self.skipped = (frozenset() if keep_presence else self.PRESENCE_TYPES) | (
+            frozenset() if keep_members else self.MEMBER_TYPES)
 
     async def connect(self, timeout: float = 3):
         self.connected, self.subprotocol = await self.communicator.connect(timeout=timeout)
@@ -121,7 +125,7 @@ class Connection:
     async def receive(self, timeout: float = 3) -> dict:
         while True:
             frame = await self.communicator.receive_json_from(timeout=timeout)
-            if self.keep_presence or frame.get("type") not in self.PRESENCE_TYPES:
+            if frame.get("type") not in self.skipped:
                 return frame
 
     async def receive_type(self, frame_type: str, timeout: float = 3) -> dict:
@@ -140,7 +144,7 @@ class Connection:
     async def nothing_more(self, timeout: float = 0.2) -> bool:
         """No frame (other than skipped presence frames) arrives within ``timeout`` seconds.
         (A timed-out receive would cancel the application, so this waits with receive_nothing.)"""
-        if self.keep_presence:
+        if not self.skipped:
             return await self.communicator.receive_nothing(timeout=timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -148,17 +152,17 @@ class Connection:
             if await self.communicator.receive_nothing(timeout=max(0.01, deadline - loop.time())):
                 return True
             output = await self.communicator.receive_output(timeout=1)
-            if output["type"] != "websocket.send" or self.keep_presence:
+            if output["type"] != "websocket.send":
                 return False
-            if json.loads(output.get("text") or "{}").get("type") not in self.PRESENCE_TYPES:
+            if json.loads(output.get("text") or "{}").get("type") not in self.skipped:
                 return False
 
     async def close_code(self, timeout: float = 3) -> int:
         """The close code of a socket the server closes (skipped presence frames before it)."""
         while True:
             output = await self.communicator.receive_output(timeout=timeout)
-            if output["type"] == "websocket.send" and not self.keep_presence:
-                if json.loads(output.get("text") or "{}").get("type") in self.PRESENCE_TYPES:
+            if output["type"] == "websocket.send":
+                if json.loads(output.get("text") or "{}").get("type") in self.skipped:
                     continue
             assert output["type"] == "websocket.close", output
             return output.get("code")
@@ -175,7 +179,7 @@ async def ws():
     opened = []
 
     async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=(), host=b"127.0.0.1",
-                          keep_presence=False):
+                          keep_presence=False, keep_members=False):
         hdrs = list(headers)
         if host is not None:
             hdrs.append((b"host", host))
@@ -188,7 +192,8 @@ async def ws():
             hdrs.append((b"cookie", cookie.encode()))
         if token is not None:
             hdrs.append((b"authorization", f"Token {token}".encode()))
-        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs), keep_presence=keep_presence)
+        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs), keep_presence=keep_presence,
+                          keep_members=keep_members)
         opened.append(conn)
         return conn
 

@@ -1,4 +1,4 @@
-"""The room page (static/rooms/room.js) in a real browser: Debian's Chromium driven by Playwright
+"""The room page (static/rooms/room/, ES modules) in a real browser: Debian's Chromium driven by Playwright
 for Python, against real daphne nodes behind the real nginx balancer (tests/test_cluster.py's
 ``balanced_cluster``), PostgreSQL and Redis.
 

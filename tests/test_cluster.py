@@ -364,6 +364,38 @@ def balanced_cluster(database_url: str, redis_url: str, count: int = 3, extra_en
             shutil.rmtree(where, ignore_errors=True)
 
 
+@needs_nginx
+def test_balancer_with_no_node_answering_sends_json_503_with_retry_after_not_nginx_html():
+    """Every node down (the upstream port refuses connections): nginx answers the clients' JSON
+    contract, 503 ``{"detail", "code": "unavailable"}`` with Retry-After, for pages, the API and
+    the socket route alike, never its own HTML 502 page."""
+    where = run_dir()
+    port, dead = free_port(), free_port()  # nothing listens on `dead`
+    conf = render_local(where, f"127.0.0.1:{port}", [f"127.0.0.1:{dead}"])
+    with open(where / "nginx.out", "wb") as out:
+        nginx = subprocess.Popen([NGINX, "-e", str(where / "error.log"), "-c", str(conf)],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port)
+        for path in ("/", "/api/rooms/", "/rooms/general/", "/ws/rooms/general/"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read().decode()
+                assert response.status == 503, (path, response.status, body)
+                assert response.getheader("Content-Type") == "application/json", path
+                assert response.getheader("Retry-After") == "5", path
+                assert json.loads(body)["code"] == "unavailable", body
+                assert "<html" not in body.lower()
+            finally:
+                conn.close()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def _get(port: int, path: str, *, source: str = "127.0.0.1", headers: dict | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
     try:

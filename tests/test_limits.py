@@ -250,7 +250,7 @@ async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_anothe
                     elif frame["type"] == "error" and frame["code"] == "rate_limited":
                         counts["rate_limited"] += 1
                         retry_afters.append(frame["retry_after"])
-                    elif frame["type"] not in ("presence", "presence.diff"):
+                    elif frame["type"] not in ("presence", "presence.diff", "member.updated", "member.removed"):
                         counts["other"] += 1
             except websockets.ConnectionClosed:
                 pass

@@ -18,6 +18,8 @@
  *   timeline.js    pure: merge by seq, dividers and groups (tests/js/ test the pure modules)
  *   actions.js     edit and delete controls (REST); http.js: the REST requests
  *   presence.js    who is online and who is typing; composer.js: the send form;
+ *   members.js     the members panel and room settings (REST), live member frames
+ *   avatar.js      pure: generated avatars (initials, colour); avatars.js draws them
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
  *   reactions.js   emoji reactions: chips, picker, reaction.add / reaction.remove / reaction.updated
  *   replies.js     replies: the quote of the parent (jumps to it), Reply, reply counts, thread panel
@@ -75,6 +77,8 @@
 
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
+import "./avatars.js";
+import "./members.js";
 import "./sync.js";
 import "./reactions.js";
 import "./replies.js";

@@ -1,0 +1,396 @@
+/*
+ * chatsite room page: the members panel and the room's settings, run from the page through the
+ * same REST routes as any client (docs/rest.md), so every rule and every broadcast is the
+ * server's: an owner or moderator adds someone (the way into a private room), mutes for a
+ * duration, unmutes, bans, unbans, removes, and the owner promotes and demotes moderators; an
+ * owner or moderator renames and describes the room, the owner makes it private or public and
+ * archives it; a member leaves. A refusal is shown as the server's `detail` and changes nothing.
+ *
+ * Live, from the room socket (docs/protocol.md): member.updated {room, member} upserts a row
+ * (a member shape of GET <members>), member.removed {room, user, reason} drops it, room.updated
+ * {room: {slug, name, description, is_private}} redraws the header and the settings. The
+ * reader's own row drives the page: a mute disables the composer until it ends ("You are muted
+ * until …"), a role change shows or hides the moderation controls at once. After a reconnect
+ * the list is read again (changes made while away do not come as frames).
+ *
+ * The list is read page by page (GET <members>?limit=100, "Show more members"), once the panel
+ * is first opened or a frame needs it; shown owner first, then moderators, members, banned.
+ */
+
+import { renderAllMessageActions } from "./actions.js";
+import { nameOf } from "./avatar.js";
+import { avatarElement } from "./avatars.js";
+import { config, els, state } from "./context.js";
+import { actionButton, element, formatLocal } from "./dom.js";
+import { on, when } from "./hooks.js";
+import { apiRequest } from "./http.js";
+import { clearNotice, showNotice } from "./status.js";
+
+const PAGE_SIZE = 100;
+// Mute durations offered, in minutes (the REST route takes any {"minutes"} or {"until"}).
+const MUTE_CHOICES = [
+  [10, "10 minutes"],
+  [60, "1 hour"],
+  [8 * 60, "8 hours"],
+  [24 * 60, "1 day"],
+  [7 * 24 * 60, "1 week"],
+];
+const ROLE_ORDER = { owner: 0, moderator: 1, member: 2 };
+
+const panel = {
+  root: document.getElementById("members"),
+  count: document.getElementById("members-count"),
+  list: document.getElementById("members-list"),
+  more: document.getElementById("members-more"),
+  status: document.getElementById("members-status"),
+  inviteForm: document.getElementById("invite-form"),
+  inviteInput: document.getElementById("invite-username"),
+  settings: document.getElementById("room-settings"),
+  settingsForm: document.getElementById("room-settings-form"),
+  nameInput: document.getElementById("room-name"),
+  descriptionInput: document.getElementById("room-description"),
+  privateLabel: document.getElementById("room-private-label"),
+  privateInput: document.getElementById("room-private"),
+  archive: document.getElementById("archive-room"),
+  leave: document.getElementById("leave-room"),
+  heading: document.getElementById("room-name-text"),
+  description: document.getElementById("room-description-text"),
+  privateBadge: document.getElementById("room-private-badge"),
+  roleBadge: document.getElementById("my-role-badge"),
+};
+
+const members = {
+  byId: new Map(), // user id → member shape
+  next: null, // URL of the next page, null when all are read
+  loaded: false,
+  loading: null, // the running first read (a Promise)
+  total: null, // the server's count
+  mutedUntil: config.muted_until ? new Date(config.muted_until) : null,
+  muteTimer: null,
+};
+
+function isModerator() {
+  return config.role === "owner" || config.role === "moderator" || Boolean(config.site_moderator);
+}
+
+function isOwnerOrSite() {
+  return config.role === "owner" || Boolean(config.site_moderator);
+}
+
+// The moderation hierarchy, as rooms.services._check_may_act_on keeps it (the server decides;
+// this only hides controls that would be refused): nobody acts on the owner or on themselves,
+// only the owner (or a site moderator) acts on a moderator.
+function mayActOn(member) {
+  if (!isModerator() || state.archived) return false;
+  if (member.role === "owner" || member.user.id === config.user.id) return false;
+  return member.role !== "moderator" || isOwnerOrSite();
+}
+
+function memberUrl(username, suffix = "") {
+  return `${config.urls.members}${encodeURIComponent(username)}/${suffix}`;
+}
+
+function setStatus(text, isError = false) {
+  panel.status.textContent = text || "";
+  panel.status.classList.toggle("members__status--error", Boolean(isError));
+}
+
+// --- reading the list --------------------------------------------------------------------------
+
+async function readPage(url) {
+  const page = await apiRequest("GET", url);
+  for (const member of page.results || []) members.byId.set(member.user.id, member);
+  members.next = page.next || null;
+  if (Number.isInteger(page.count)) members.total = page.count;
+}
+
+function loadMembers() {
+  if (members.loading) return members.loading;
+  members.loading = (async () => {
+    try {
+      members.byId.clear();
+      await readPage(`${config.urls.members}?limit=${PAGE_SIZE}`);
+      members.loaded = true;
+      setStatus("");
+    } catch (err) {
+      setStatus(err.message, true);
+    } finally {
+      members.loading = null;
+      render();
+    }
+  })();
+  return members.loading;
+}
+
+async function loadMore() {
+  if (!members.next) return;
+  panel.more.disabled = true;
+  try {
+    await readPage(members.next);
+  } catch (err) {
+    setStatus(err.message, true);
+  } finally {
+    panel.more.disabled = false;
+    render();
+  }
+}
+
+// --- drawing -----------------------------------------------------------------------------------
+
+function sortedMembers() {
+  return Array.from(members.byId.values()).sort((a, b) =>
+    Number(a.banned) - Number(b.banned) ||
+    (ROLE_ORDER[a.role] ?? 3) - (ROLE_ORDER[b.role] ?? 3) ||
+    a.user.username.localeCompare(b.user.username));
+}
+
+function notesOf(member) {
+  if (member.banned) return "banned";
+  if (member.muted_until && new Date(member.muted_until) > new Date()) {
+    return `muted until ${formatLocal(member.muted_until)}`;
+  }
+  return "";
+}
+
+function memberElement(member) {
+  const li = element("li", "member" + (member.banned ? " member--banned" : ""));
+  li.dataset.userId = String(member.user.id);
+  const name = element("span", "member__name");
+  name.append(avatarElement(member.user), nameOf(member.user));
+  if (member.user.display_name) name.append(" ", element("span", "member__username", `@${member.user.username}`));
+  if (member.role !== "member") name.append(element("span", "member__role", member.role));
+  if (member.user.id === config.user.id) name.append(" ", element("span", "presence__you", "(you)"));
+  li.append(name);
+  if (mayActOn(member)) {
+    const menu = element("details", "member__menu");
+    const summary = element("summary", "", "⋯");
+    summary.setAttribute("aria-label", `Actions for ${member.user.username}`);
+    menu.append(summary, actionsFor(member));
+    li.append(menu);
+  } else {
+    li.append(element("span"));
+  }
+  li.append(element("span", "member__notes", notesOf(member)));
+  return li;
+}
+
+function actionsFor(member) {
+  const box = element("div", "member__actions");
+  const who = member.user.username;
+  if (member.banned) {
+    box.append(actionButton("Unban", () => act("DELETE", memberUrl(who, "ban/"), `${who} may come back.`)));
+    return box;
+  }
+  if (isOwnerOrSite()) {
+    if (member.role === "member") {
+      box.append(actionButton("Make moderator",
+        () => act("PATCH", memberUrl(who), `${who} is now a moderator.`, { role: "moderator" })));
+    } else if (member.role === "moderator") {
+      box.append(actionButton("Make member",
+        () => act("PATCH", memberUrl(who), `${who} is no longer a moderator.`, { role: "member" })));
+    }
+  }
+  const muted = member.muted_until && new Date(member.muted_until) > new Date();
+  if (muted) {
+    box.append(actionButton("Unmute", () => act("DELETE", memberUrl(who, "mute/"), `${who} may send again.`)));
+  } else {
+    const select = element("select");
+    select.setAttribute("aria-label", `Mute ${who} for`);
+    select.append(new Option("Mute for…", ""));
+    for (const [minutes, label] of MUTE_CHOICES) select.append(new Option(label, String(minutes)));
+    select.addEventListener("change", () => {
+      const minutes = Number(select.value);
+      if (!minutes) return;
+      act("POST", memberUrl(who, "mute/"), `${who} is muted.`, { minutes });
+    });
+    box.append(select);
+  }
+  const remove = actionButton("Remove", () => {
+    if (window.confirm(`Remove ${who} from #${config.slug}?`)) {
+      act("DELETE", memberUrl(who), `${who} was removed.`);
+    }
+  });
+  const ban = actionButton("Ban", () => {
+    if (window.confirm(`Ban ${who} from #${config.slug}? They are removed and cannot come back until unbanned.`)) {
+      act("POST", memberUrl(who, "ban/"), `${who} is banned.`);
+    }
+  });
+  remove.classList.add("link-button--danger");
+  ban.classList.add("link-button--danger");
+  box.append(remove, ban);
+  return box;
+}
+
+function render() {
+  const open = new Set(
+    Array.from(panel.list.querySelectorAll(".member__menu[open]"), (d) => d.closest("li").dataset.userId));
+  panel.list.replaceChildren(...sortedMembers().map((member) => {
+    const li = memberElement(member);
+    const menu = li.querySelector(".member__menu");
+    if (menu && open.has(li.dataset.userId)) menu.open = true;
+    return li;
+  }));
+  const shown = members.total ?? members.byId.size;
+  panel.count.textContent = members.loaded ? ` (${shown})` : "";
+  panel.more.hidden = !members.next;
+  renderControls();
+}
+
+// What the reader may do here, from their role (which may change live).
+function renderControls() {
+  panel.inviteForm.hidden = !isModerator() || state.archived;
+  panel.settings.hidden = !isModerator() || state.archived;
+  panel.privateLabel.hidden = !isOwnerOrSite();
+  panel.archive.hidden = !isOwnerOrSite() || state.archived;
+  panel.leave.hidden = config.role === null || config.role === "owner" || state.stopped;
+  const shownRole = config.role === "owner" || config.role === "moderator" ? config.role : "";
+  panel.roleBadge.textContent = shownRole;
+  panel.roleBadge.hidden = !shownRole;
+}
+
+// --- acting ------------------------------------------------------------------------------------
+
+async function act(method, url, done, body) {
+  setStatus("…");
+  try {
+    const member = await apiRequest(method, url, body);
+    if (member && member.user) upsert(member); // the frame may come first or after: same state
+    setStatus(done);
+  } catch (err) {
+    setStatus(err.message, true);
+    render(); // a refused change changes nothing: redraw what the server has
+  }
+}
+
+async function onInvite(event) {
+  event.preventDefault();
+  const username = panel.inviteInput.value.trim();
+  if (!username) return;
+  setStatus("…");
+  try {
+    const member = await apiRequest("POST", config.urls.members, { username });
+    upsert(member);
+    panel.inviteInput.value = "";
+    setStatus(`${member.user.username} is a member of #${config.slug}.`);
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+async function onSaveSettings(event) {
+  event.preventDefault();
+  const body = { name: panel.nameInput.value, description: panel.descriptionInput.value };
+  if (isOwnerOrSite()) body.is_private = panel.privateInput.checked;
+  setStatus("…");
+  try {
+    const room = await apiRequest("PATCH", config.urls.room, body);
+    applyRoom(room);
+    setStatus("Room settings saved.");
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+async function onArchive() {
+  if (!window.confirm(`Archive #${config.slug}? Its history stays readable; nobody can send to it again.`)) return;
+  try {
+    await apiRequest("DELETE", config.urls.room);
+    setStatus("The room is archived."); // room.archived and the close 4410 follow on every page
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+async function onLeave() {
+  const note = config.is_private ? " It is private: only a moderator can add you again." : "";
+  if (!window.confirm(`Leave #${config.slug}?${note}`)) return;
+  try {
+    await apiRequest("DELETE", memberUrl("me"));
+    window.location.assign(config.urls.rooms_page);
+  } catch (err) {
+    setStatus(err.message, true);
+    panel.root.open = true;
+  }
+}
+
+// --- live frames -------------------------------------------------------------------------------
+
+function upsert(member) {
+  if (!members.byId.has(member.user.id) && members.total !== null) members.total += 1;
+  members.byId.set(member.user.id, member);
+  if (member.user.id === config.user.id) applyOwn(member);
+  if (members.loaded) render();
+  else renderControls();
+}
+
+// The reader's own membership changed: role and mute take effect on this page at once.
+function applyOwn(member) {
+  const role = member.banned ? null : member.role;
+  if (role !== config.role) {
+    config.role = role;
+    config.can_moderate = role === "owner" || role === "moderator";
+    renderAllMessageActions(); // Delete on others' messages follows the role
+  }
+  members.mutedUntil = member.muted_until ? new Date(member.muted_until) : null;
+  applyMute();
+}
+
+// While muted: the composer is disabled with the time it ends (the server refuses sends anyway).
+function applyMute() {
+  clearTimeout(members.muteTimer);
+  const until = members.mutedUntil;
+  const muted = until !== null && until > new Date();
+  if (muted) {
+    els.fieldset.disabled = true;
+    els.input.placeholder = `You are muted until ${formatLocal(until.toISOString())}`;
+    showNotice("muted", `You are muted in this room until ${formatLocal(until.toISOString())}.`);
+    // setTimeout's limit is about 24.8 days; a longer mute is checked again then
+    members.muteTimer = setTimeout(applyMute, Math.min(until - new Date() + 500, 2 ** 31 - 1));
+  } else {
+    clearNotice("muted");
+    if (els.input.placeholder.startsWith("You are muted")) els.input.placeholder = "Write a message…";
+    if (!state.stopped && state.helloReceived) els.fieldset.disabled = false;
+  }
+}
+
+function applyRoom(room) {
+  if (!room || room.slug !== config.slug) return;
+  panel.heading.textContent = room.name;
+  document.title = `${room.name} · chatsite`; // base.html's title
+  panel.description.textContent = room.description || "";
+  panel.description.hidden = !room.description;
+  panel.privateBadge.hidden = !room.is_private;
+  config.is_private = Boolean(room.is_private);
+  if (document.activeElement !== panel.nameInput) panel.nameInput.value = room.name;
+  if (document.activeElement !== panel.descriptionInput) panel.descriptionInput.value = room.description || "";
+  panel.privateInput.checked = Boolean(room.is_private);
+}
+
+if (panel.root) {
+  on("member.updated", (frame) => {
+    if (frame.room === config.slug && frame.member && frame.member.user) upsert(frame.member);
+  });
+  on("member.removed", (frame) => {
+    if (frame.room !== config.slug || !frame.user) return;
+    members.byId.delete(frame.user.id);
+    if (members.total !== null) members.total = Math.max(0, members.total - 1);
+    if (members.loaded) render();
+  });
+  on("room.updated", (frame) => applyRoom(frame.room));
+  when("hello", ({ reconnect }) => {
+    applyMute();
+    if (reconnect && members.loaded) loadMembers(); // changes made while away
+    renderControls();
+  });
+  when("stopped", renderControls);
+
+  panel.root.addEventListener("toggle", () => {
+    if (panel.root.open && !members.loaded) loadMembers();
+  });
+  panel.more.addEventListener("click", loadMore);
+  panel.inviteForm.addEventListener("submit", onInvite);
+  panel.settingsForm.addEventListener("submit", onSaveSettings);
+  panel.archive.addEventListener("click", onArchive);
+  panel.leave.addEventListener("click", onLeave);
+  renderControls();
+}
