@@ -99,11 +99,9 @@ def test_the_broadcast_waits_for_the_commit_and_a_rollback_sends_nothing(room, u
     from django.db import transaction
 
     message = post(room, user)
-    with django_capture_on_commit_callbacks() as callbacks:
-        with pytest.raises(RuntimeError):
-            with transaction.atomic():
-                reactions.reaction_add(message=message, user=user, emoji=THUMBS)
-                raise RuntimeError("rolled back")
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        reactions.reaction_add(message=message, user=user, emoji=THUMBS)
+        raise RuntimeError("rolled back")
     assert callbacks == [] and not Reaction.objects.exists()
 
 
