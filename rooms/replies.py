@@ -19,7 +19,8 @@ reply itself arrives as a usual ``message`` frame carrying ``reply_to`` and ``pa
 The message shape (``rooms.serializers``) carries::
 
     "reply_to": int | null          (the parent's seq)
-    "parent": {"seq": int, "author": {"id", "username"}, "excerpt": str, "deleted": bool} | null
+    "parent": {"seq": int, "author": {"id", "username", "display_name"}, "excerpt": str,
+               "deleted": bool} | null
     "reply_count": int
 
 ``excerpt`` is the start of the parent's body source (``EXCERPT_LENGTH`` characters; ""
@@ -44,7 +45,8 @@ def preview(parent: Message) -> dict:
     deleted = parent.deleted_at is not None
     return {
         "seq": parent.seq,
-        "author": {"id": parent.author_id, "username": parent.author.username},
+        "author": {"id": parent.author_id, "username": parent.author.username,
+                   "display_name": parent.author.first_name},
         "excerpt": "" if deleted else parent.body[:EXCERPT_LENGTH],
         "deleted": deleted,
     }

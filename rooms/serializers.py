@@ -66,11 +66,12 @@ class ReactionSerializer(serializers.Serializer):
 
 
 class ParentSerializer(serializers.Serializer):
-    """A reply's preview of the message it answers: ``{"seq", "author": {"id", "username"},
-    "excerpt": str (the start of its body source, "" once deleted), "deleted": bool}``."""
+    """A reply's preview of the message it answers: ``{"seq", "author": {"id", "username",
+    "display_name"}, "excerpt": str (the start of its body source, "" once deleted), "deleted":
+    bool}``."""
 
     seq = serializers.IntegerField(read_only=True)
-    author = AuthorSerializer(read_only=True)
+    author = UserSerializer(read_only=True)
     excerpt = serializers.CharField(read_only=True)
     deleted = serializers.BooleanField(read_only=True)
 

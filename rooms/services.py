@@ -34,7 +34,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import access, events, formatting, mentions, ratelimit, replies
+from . import access, events, formatting, mentions, ratelimit, reactions, replies
 from .models import (
     SLUG_MAX_LENGTH,
     SLUG_UNAVAILABLE,
@@ -205,11 +205,17 @@ def _next_seq(room_id: int) -> int:
 
 
 def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> Message | None:
-    return (
+    """The message ``author`` already sent to ``room`` with ``client_msg_id``, loaded for its
+    wire shape here (mentions and reactions too), so that ``message_data`` of it makes no query:
+    ``message_post_async`` builds the broadcast of a retried send on the event loop."""
+    message = (
         Message.objects.select_related("author", "room", "reply_to__author")
         .filter(room=room, author=author, client_msg_id=client_msg_id)
         .first()
     )
+    if message is not None:
+        reactions.attach(mentions.attach([message]))
+    return message
 
 
 def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
@@ -332,7 +338,8 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
                       FROM targets t WHERE EXISTS (SELECT 1 FROM msg))"""
     if replying:
         answer += f""", (SELECT reply_count FROM replied), (SELECT json_build_object(
-                'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username),
+                'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username,
+                                                          'display_name', u.first_name),
                 'excerpt', p.excerpt, 'deleted', false)::text
             FROM p JOIN {user_t} u ON u.id = p.author_id WHERE EXISTS (SELECT 1 FROM msg))"""
     return f"""

@@ -10,11 +10,11 @@ from tests.test_browser import (  # noqa: F401 (fixtures)
     open_room,
     orm,
     post,
+    pytestmark,
     screenshot,
     stack,
     wait_shown,
 )
-from tests.test_browser import pytestmark  # noqa: F401 (Chromium, nginx, real nodes, transactional db)
 
 # Each payload would set window.__xss (or open a dialog) if it ran.
 XSS_BODIES = [
@@ -72,8 +72,8 @@ def test_xss_payloads_in_bodies_and_links_neither_run_nor_inject_elements(stack,
         _checked(page, dialogs)
         for body in XSS_BODIES[5:]:  # live, through another node
             post(live[0], tokens["x-ann"], "xss", body)
-        page.wait_for_function("() => document.querySelectorAll('#message-list li[data-seq]').length >= %d"
-                               % len(XSS_BODIES), timeout=10_000)
+        page.wait_for_function(f"() => document.querySelectorAll('#message-list li[data-seq]').length >= {len(XSS_BODIES)}",
+                               timeout=10_000)
         # the payloads show as text; Markdown as formatting; the one real link is a link
         text = page.locator("#message-list").inner_text()
         assert "<script>window.__xss = 1; alert(1)</script>" in text

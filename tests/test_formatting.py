@@ -11,7 +11,6 @@ from rest_framework.test import APIClient
 from rooms import formatting, services
 from rooms.models import Message
 from rooms.serializers import MessageSerializer, message_data
-from tests import factories
 from tests.conftest import new_client_msg_id
 
 render = formatting.render

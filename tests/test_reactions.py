@@ -99,11 +99,9 @@ def test_the_broadcast_waits_for_the_commit_and_a_rollback_sends_nothing(room, u
     from django.db import transaction
 
     message = post(room, user)
-    with django_capture_on_commit_callbacks() as callbacks:
-        with pytest.raises(RuntimeError):
-            with transaction.atomic():
-                reactions.reaction_add(message=message, user=user, emoji=THUMBS)
-                raise RuntimeError("rolled back")
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        reactions.reaction_add(message=message, user=user, emoji=THUMBS)
+        raise RuntimeError("rolled back")
     assert callbacks == [] and not Reaction.objects.exists()
 
 
@@ -301,3 +299,16 @@ async def test_a_reaction_on_node1_reaches_node2_live_and_is_in_history(two_node
         f["type"] == "reaction.updated" and len(f["reactions"]) == 2 for f in c.frames)), reactor.frames
     await watcher.close()
     await reactor.close()
+
+
+@pytest.mark.django_db
+def test_a_retried_send_is_found_with_its_reactions_loaded_so_its_broadcast_makes_no_query(
+        room, user, django_assert_num_queries):
+    from rooms.serializers import message_data
+
+    message = post(room, user, "sent once", "c-1")
+    reactions.reaction_add(message=message, user=user, emoji=THUMBS)
+    found = services._find_sent(room=room, author=user, client_msg_id="c-1")
+    with django_assert_num_queries(0):  # message_post_async builds it on the event loop
+        data = message_data(found)
+    assert data["reactions"][0]["emoji"] == THUMBS

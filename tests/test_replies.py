@@ -41,7 +41,7 @@ def test_a_reply_names_its_parent_and_counts_on_it(room, user, other_user, djang
     page = api(user).get(f"/api/rooms/{room.slug}/messages/").json()["results"]
     assert page[0]["reply_to"] is None and page[0]["parent"] is None and page[0]["reply_count"] == 1
     assert page[1]["reply_to"] == parent.seq and page[1]["reply_count"] == 0
-    assert page[1]["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+    assert page[1]["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
                                  "excerpt": "**the question**", "deleted": False}
 
 
@@ -53,7 +53,7 @@ def test_the_one_statement_send_stores_a_reply_in_its_statement(room, user, othe
                                                 reply_to=parent.seq)
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert reply is not None and len(statements) == 1  # the test's transaction adds a savepoint
-    assert reply.parent_preview == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+    assert reply.parent_preview == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
                                     "excerpt": "q", "deleted": False}
     assert reply.parent_reply_count == 1 == Message.objects.get(pk=parent.pk).reply_count
     assert services._post_in_one_statement(room=room, author=other_user, body="b", client_msg_id="b",
@@ -115,7 +115,7 @@ def test_deleting_a_reply_counts_it_out_and_a_deleted_parent_shows_as_deleted(ro
     services.message_delete(message=parent, actor=user)
     shown = api(user).get(f"/api/rooms/{room.slug}/messages/{replies[1].pk}/").json()
     assert shown["reply_to"] == parent.seq
-    assert shown["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice"},
+    assert shown["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
                                "excerpt": "", "deleted": True}
 
 

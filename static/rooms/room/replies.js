@@ -24,8 +24,12 @@ const HIGHLIGHT_MS = 2000;
 
 // --- the quote of a reply's parent -----------------------------------------------------------
 
+function nameOf(user) {
+  return (user && (user.display_name || user.username)) || "unknown";
+}
+
 function quoteText(parent) {
-  const author = (parent.author && parent.author.username) || "unknown";
+  const author = nameOf(parent.author);
   return parent.deleted ? `${author}: message deleted` : `${author}: ${parent.excerpt}`;
 }
 
@@ -169,7 +173,7 @@ function threadItem(message) {
   const item = element("li", "thread__item" + (message.deleted ? " thread__item--deleted" : ""));
   const meta = element("div", "message__meta");
   meta.append(
-    element("span", "message__author", (message.author && message.author.username) || "unknown"),
+    element("span", "message__author", nameOf(message.author)),
     element("span", "message__time", formatLocal(message.created_at)),
   );
   const body = element("div", "message__body message__body--html");
