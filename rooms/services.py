@@ -181,11 +181,18 @@ def _next_seq(room_id: int) -> int:
 
 
 def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> Message | None:
-    return (
+    """The stored send, with its attachments loaded (its shape may be built on the event loop,
+    ``message_post_async``, where no query may run)."""
+    sent = (
         Message.objects.select_related("author", "room")
         .filter(room=room, author=author, client_msg_id=client_msg_id)
         .first()
     )
+    if sent is not None:
+        from .attachments import attach
+
+        attach([sent])
+    return sent
 
 
 def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
