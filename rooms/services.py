@@ -206,15 +206,18 @@ def _next_seq(room_id: int) -> int:
 
 def _find_sent(*, room: Room, author: AbstractBaseUser, client_msg_id: str) -> Message | None:
     """The message ``author`` already sent to ``room`` with ``client_msg_id``, loaded for its
-    wire shape here (mentions and reactions too), so that ``message_data`` of it makes no query:
-    ``message_post_async`` builds the broadcast of a retried send on the event loop."""
+    wire shape here (mentions, reactions and attachments too), so that ``message_data`` of it
+    makes no query: ``message_post_async`` builds the broadcast of a retried send on the event
+    loop, where no query may run."""
+    from .attachments import attach as attach_attachments
+
     message = (
         Message.objects.select_related("author", "room", "reply_to__author")
         .filter(room=room, author=author, client_msg_id=client_msg_id)
         .first()
     )
     if message is not None:
-        reactions.attach(mentions.attach([message]))
+        attach_attachments(reactions.attach(mentions.attach([message])))
     return message
 
 

@@ -243,3 +243,20 @@ async def test_a_socket_send_carries_attachments_and_refuses_a_foreign_one_with_
     error = await joined.receive_type("error")
     assert error["code"] == "invalid_attachment"
     assert await joined.nothing_more()
+
+
+@pytest.mark.django_db
+def test_a_retry_answers_a_message_whose_shape_needs_no_query(user, room):
+    """The socket's send path builds the retried message's shape on the event loop, where no
+    query may run (a query there answered internal_error in the PostgreSQL fault tests)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rooms.serializers import message_data
+
+    services.message_post(room=room, author=user, body="once", client_msg_id="r-1")
+    again = services.message_post(room=room, author=user, body="once", client_msg_id="r-1")
+    assert not again.created
+    with CaptureQueriesContext(connection) as queries:
+        assert message_data(again.message)["attachments"] == []
+    assert len(queries) == 0
