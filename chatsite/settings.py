@@ -317,6 +317,15 @@ def _window_rate(name: str, default: str) -> str:
 LOGIN_ADDRESS_RATE = _window_rate("LOGIN_ADDRESS_RATE", "20/min")
 LOGIN_ACCOUNT_RATE = _window_rate("LOGIN_ACCOUNT_RATE", "10/15m")
 SIGNUP_RATE = _window_rate("SIGNUP_RATE", "20/h")
+# Password-reset requests per client address (each may send a mail): rooms.views.PasswordResetView.
+PASSWORD_RESET_RATE = _window_rate("PASSWORD_RESET_RATE", "5/h")
+
+# --- E-mail (password reset links) --------------------------------------------------------------
+# EMAIL_URL: smtp://user:password@host:587 (smtp+tls://…, smtp+ssl://… for TLS; django-environ's
+# email_url), or consolemail:// (the default: mails are written to the node's standard output,
+# so a reset link can be read from its log on a machine without a mail server).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite <noreply@localhost>")
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")

@@ -13,9 +13,16 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
-    # Log in and out only: accounts have no e-mail address, so no password reset by mail.
     # Throttled per client address and per account (rooms/login_throttle.py).
     path("accounts/login/", login_throttle.throttled_login(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Password reset by a mailed link (EMAIL_URL; the address is set on the settings page), the
+    # request throttled per client address (PASSWORD_RESET_RATE).
+    path("accounts/password/reset/", views.PasswordResetView.as_view(), name="password_reset"),
+    path("accounts/password/reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("accounts/password/reset/<uidb64>/<token>/", views.PasswordResetConfirmView.as_view(),
+         name="password_reset_confirm"),
+    path("accounts/password/reset/complete/", auth_views.PasswordResetCompleteView.as_view(),
+         name="password_reset_complete"),
     path("", include("rooms.urls")),
 ]

@@ -327,7 +327,7 @@ class DirectMessageView(APIView):
             OpenApiExample(
                 "The DM, as alice sees it", response_only=True, status_codes=["201", "200"],
                 value={"slug": "dm-k3j9x2m4qz7p", "name": "bob", "description": "", "is_private": True,
-                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice"},
+                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                        "created_at": "2026-12-04T18:30:00Z", "last_seq": 0, "my_role": "member",
                        "kind": "dm", "dm_with": {"id": 9, "username": "bob"}},
             ),
@@ -649,7 +649,7 @@ class MentionsView(APIView):
         "message's `mentions_room`).",
         examples=[OpenApiExample("A page of one mention", response_only=True, value={
             "results": [{"room": "lobby", "message": {
-                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice"},
+                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                 "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
                 "mentions_room": False}}],

@@ -17,7 +17,7 @@ same ack and stores nothing)::
 
 server → every member of the room on every node (``rooms.serializers.MessageSerializer``)::
 
-    {"type": "message", "message": {"id", "room", "seq", "author": {"id", "username"},
+    {"type": "message", "message": {"id", "room", "seq", "author": {"id", "username", "display_name"},
                                     "body", "created_at", "server_id"}}
 
 client → server, to catch up after a reconnect (or ``?after_seq=N`` on the socket URL)::

@@ -2,6 +2,7 @@ from django import forms
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.text import slugify
 
+from . import profiles
 from .models import SLUG_UNAVAILABLE, Room
 
 
@@ -40,10 +41,30 @@ class SignupForm(UserCreationForm):
 
 
 class UserSettingsForm(forms.Form):
-    """The settings page: ``only_shared_rooms`` is ``UserSettings.dms_from == "shared_rooms"``."""
+    """The settings page: the profile (``display_name``, ``email``: ``rooms.profiles``) and
+    ``only_shared_rooms`` (``UserSettings.dms_from == "shared_rooms"``). Needs ``user`` (the
+    e-mail address must not be another account's)."""
 
+    display_name = forms.CharField(
+        required=False, max_length=profiles.DISPLAY_NAME_MAX_LENGTH, label="Display name",
+        help_text="Shown beside your messages instead of your username (which stays your @mention).",
+    )
+    email = forms.EmailField(
+        required=False, label="E-mail address",
+        help_text="Only used to send you a link when you forget your password.",
+    )
     only_shared_rooms = forms.BooleanField(
         required=False,
         label="Only people who share a room with me can start a direct message with me",
         help_text="Direct messages you already have keep working.",
     )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_display_name(self):
+        return profiles.clean_display_name(self.cleaned_data["display_name"])
+
+    def clean_email(self):
+        return profiles.clean_email(self.cleaned_data["email"], user=self.user)

@@ -34,7 +34,7 @@ Names, units and labels (counters are exposed with the ``_total`` suffix):
   ``rooms.events.broadcast_failures``, per layer ``event``.
 - ``chatsite_rate_limited_total{scope}`` (counter, requests): requests answered 429, by
   throttle ``scope``: ``send`` (REST sends), ``login`` (the token route, the log-in pages and
-  the admin's log-in page; ``rooms.login_throttle``), ``signup`` (the sign-up page); and
+  the admin's log-in page; ``rooms.login_throttle``), ``signup`` (the sign-up page), ``password_reset`` (the reset request page); and
   ``ws_send`` (WebSocket sends answered ``rate_limited``).
 - ``chatsite_ws_origin_refused_total`` (counter, handshakes): WebSocket handshakes refused with
   HTTP 403 for their ``Origin`` (foreign, missing without a token, or a host not allowed).
@@ -107,7 +107,7 @@ LAYER_ERRORS = Counter(
 RATE_LIMITED = Counter(
     "chatsite_rate_limited",
     "Requests refused for their rate, by scope: REST sends (send), log-ins (login: token route and "
-    "pages) and sign-ups (signup) answered 429, WebSocket sends (ws_send) and reads (ws_read) "
+    "pages), sign-ups (signup) and password-reset requests (password_reset) answered 429, WebSocket sends (ws_send) and reads (ws_read) "
     "answered rate_limited, and sockets over the per-user cap (ws_sockets) closed 4429.",
     ["scope"],
 )

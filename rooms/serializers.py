@@ -4,7 +4,7 @@
 room page's initial history and (later) REST history all use it::
 
     {"id": int, "room": str (slug), "seq": int,
-     "author": {"id": int, "username": str},
+     "author": {"id": int, "username": str, "display_name": str},
      "body": str, "created_at": str (ISO 8601, UTC, "...Z"), "server_id": str,
      "edited_at": str | null, "deleted": bool,
      "mentions": [{"id": int, "username": str}, ...], "mentions_room": bool}
@@ -27,15 +27,25 @@ from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Messa
 
 
 class AuthorSerializer(serializers.Serializer):
+    """A light user reference: ``{"id", "username"}`` (presence, typing, mentions, ``dm_with``)."""
+
     id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
+
+
+class UserSerializer(AuthorSerializer):
+    """A user as shown beside their words: ``{"id", "username", "display_name"}``, the author of
+    a message, a member, a room's creator. ``display_name`` is the name the user chose on the
+    settings page (``rooms.profiles``; "" when none: show the username)."""
+
+    display_name = serializers.CharField(source="first_name", read_only=True)
 
 
 class MessageSerializer(serializers.ModelSerializer):
     """The message as every client sees it. Needs ``room`` and ``author`` loaded (select_related)."""
 
     room = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    author = AuthorSerializer(read_only=True)
+    author = UserSerializer(read_only=True)
     deleted = serializers.SerializerMethodField()
     mentions = serializers.SerializerMethodField()
     mentions_room = serializers.SerializerMethodField()
@@ -81,7 +91,7 @@ def message_data(message: Message) -> dict:
         "id": message.pk,
         "room": message.room.slug,
         "seq": message.seq,
-        "author": {"id": author.pk, "username": author.username},
+        "author": {"id": author.pk, "username": author.username, "display_name": author.first_name},
         "body": "" if deleted else message.body,
         "created_at": _datetime(message.created_at),
         "server_id": message.server_id,
@@ -192,7 +202,7 @@ class RoomSerializer(serializers.ModelSerializer):
     from ``reads.with_read_state``'s annotations when the room was loaded with them (one query
     for a whole list), else read for the one room (the ``viewer`` or the request's user)."""
 
-    created_by = AuthorSerializer(read_only=True)
+    created_by = UserSerializer(read_only=True)
     archived = serializers.SerializerMethodField()
     my_role = serializers.SerializerMethodField()
     dm_with = serializers.SerializerMethodField()
@@ -291,9 +301,10 @@ class UserSettingsSerializer(serializers.Serializer):
 
 
 class MembershipSerializer(serializers.ModelSerializer):
-    """A member: ``{"user": {"id", "username"}, "role", "joined_at", "muted_until", "banned"}``."""
+    """A member: ``{"user": {"id", "username", "display_name"}, "role", "joined_at", "muted_until",
+    "banned"}``."""
 
-    user = AuthorSerializer(read_only=True)
+    user = UserSerializer(read_only=True)
     banned = serializers.SerializerMethodField()
 
     class Meta:

@@ -6,6 +6,7 @@ import logging
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -23,7 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, login_throttle, metrics, profiles, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -125,7 +126,8 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         ctx["room_config"] = {
             "slug": self.object.slug,
             "ws_path": f"/ws/rooms/{self.object.slug}/",
-            "user": {"id": self.request.user.pk, "username": self.request.user.get_username()},
+            "user": {"id": self.request.user.pk, "username": self.request.user.get_username(),
+                     "display_name": self.request.user.first_name},
             "history": ctx["history"],
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
@@ -208,19 +210,27 @@ class DmOpenView(LoginRequiredMixin, View):
 
 
 class SettingsView(LoginRequiredMixin, FormView):
-    """``/settings/``: the user's settings (``UserSettings``): who may start a direct message
-    with them."""
+    """``/settings/``: the user's profile (display name, e-mail address: ``rooms.profiles``) and
+    settings (``UserSettings``: who may start a direct message with them)."""
 
     template_name = "rooms/settings.html"
     form_class = UserSettingsForm
 
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "user": self.request.user}
+
     def get_initial(self):
         row = dms.user_settings_get(self.request.user)
-        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS}
+        user = self.request.user
+        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS,
+                "display_name": user.first_name, "email": user.email}
 
     def form_valid(self, form):
-        choice = dms.DmsFrom.SHARED_ROOMS if form.cleaned_data["only_shared_rooms"] else dms.DmsFrom.ANYONE
-        dms.user_settings_update(user=self.request.user, dms_from=choice)
+        data = form.cleaned_data
+        with transaction.atomic():
+            profiles.profile_update(user=self.request.user, display_name=data["display_name"], email=data["email"])
+            choice = dms.DmsFrom.SHARED_ROOMS if data["only_shared_rooms"] else dms.DmsFrom.ANYONE
+            dms.user_settings_update(user=self.request.user, dms_from=choice)
         flash.success(self.request, "Settings saved.")
         return redirect("rooms:settings")
 
@@ -253,6 +263,30 @@ class SignupView(FormView):
             return self.form_invalid(form)
         login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """``/accounts/password/reset/``: Django's reset by mail (a link valid for
+    ``PASSWORD_RESET_TIMEOUT``, 3 days, and only until the password changes). The answer is the
+    same whether or not the address belongs to an account (no enumeration); only active users
+    with a usable password get a mail. Every POST counts against ``PASSWORD_RESET_RATE`` per
+    client address (``rooms.login_throttle``): over it, 429 with ``Retry-After``, no mail."""
+
+    def post(self, request, *args, **kwargs):
+        retry_after = login_throttle.address_hit("password_reset", request, settings.PASSWORD_RESET_RATE)
+        if retry_after is None:
+            return super().post(request, *args, **kwargs)
+        login_throttle.refused("password_reset")
+        form = self.get_form_class()(initial={"email": request.POST.get("email", "")})
+        message = f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
+        return login_throttle.refuse_with_form(self.render_to_response(self.get_context_data(form=form)),
+                                               form, message, retry_after)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """``/accounts/password/reset/<uidb64>/<token>/``: the new password, typed twice (Django's
+    validators apply). Every other session of the user ends with the old password (Django's
+    session auth hash); ``rooms.access`` then refuses their sockets."""
 
 
 def _check_database() -> str:

@@ -212,7 +212,7 @@ def test_pages_join_exactly_even_when_every_message_has_the_same_timestamp(api, 
 
 def test_messages_have_the_one_message_shape(api, history, user):
     message = api.get("/api/rooms/lobby/messages/", {"limit": 1}).data["results"][0]
-    assert message["author"] == {"id": user.pk, "username": "alice"}
+    assert message["author"] == {"id": user.pk, "username": "alice", "display_name": ""}
     assert set(message) == MESSAGE_FIELDS
 
 

@@ -151,9 +151,47 @@ def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_nod
             member.locator("#leave-room").click()
         assert member.url == f"{node2.http}/", member.url  # the room list
         owner.wait_for_function(
-            "() => ![...document.querySelectorAll('#members-list .member__name')].some(n => n.textContent.startsWith('pm-member'))",
+            "() => ![...document.querySelectorAll('#members-list .member__name')].some(n => n.textContent.includes('pm-member'))",
             timeout=5_000)
         assert not orm(is_member, "pm-hall", "pm-member")
     finally:
         owner_ctx.close()
         member_ctx.close()
+
+
+def set_display_name(username: str, name: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    from rooms import profiles
+
+    profiles.profile_update(user=get_user_model().objects.get(username=username), display_name=name)
+
+
+def test_display_names_and_generated_avatars_show_on_messages_drawn_by_the_server_and_live(stack, browser, tmp_path):
+    """A display name set in the profile shows as the author of messages (with @username as
+    the tooltip), on messages the server drew and on a live one from another node, each with
+    the avatar made of its initials; the members panel shows it with the @username."""
+    _, nodes = stack
+    tokens = orm(make_people, "dn-ann", "dn-bob", rooms={"dn-room": "dn-ann"})
+    orm(set_display_name, "dn-ann", "Ann Lee")
+    node1, node2 = live_nodes(nodes)[:2]
+    from tests.test_browser import post
+
+    post(node2, tokens["dn-ann"], "dn-room", "drawn by the server")
+    context = browser.new_context()
+    try:
+        page = open_room(context, node1.http, "dn-room", username="dn-bob")
+        post(node2, tokens["dn-ann"], "dn-room", "arrived live")
+        wait_shown(page, "arrived live")
+        for body in ("drawn by the server", "arrived live"):
+            li = page.locator("#message-list li[data-seq]", has_text=body)
+            assert li.locator(".message__author").text_content() == "Ann Lee"
+            assert li.locator(".message__author").get_attribute("title") == "@dn-ann"
+            assert li.locator(".avatar").text_content() == "AL"
+        open_members(page)
+        row = member_row(page, "Ann Lee")
+        assert row.locator(".member__username").text_content() == "@dn-ann"
+        assert row.locator(".avatar").text_content() == "AL"
+        screenshot(page, tmp_path, "display-names")
+    finally:
+        context.close()

@@ -67,7 +67,7 @@ async def test_send_is_acked_stored_and_broadcast_in_the_one_message_shape(joine
                             "mentions", "mentions_room"}
     assert message["id"] == ack["id"]
     assert message["room"] == "lobby"
-    assert message["author"] == {"id": user.pk, "username": "alice"}
+    assert message["author"] == {"id": user.pk, "username": "alice", "display_name": ""}
     assert message["server_id"] == "test-node"
     assert message["created_at"].endswith("Z")
     assert await stored(room) == [(1, "hello world", "test-node")]

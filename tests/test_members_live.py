@@ -45,7 +45,7 @@ async def test_a_member_added_through_rest_is_announced_to_the_room_with_the_mem
     frame = await owner.receive_type("member.updated")
     assert frame["room"] == "backstage"
     assert frame["member"] == response.data  # the member shape of GET .../members/
-    assert frame["member"]["user"] == {"id": other_user.pk, "username": other_user.username}
+    assert frame["member"]["user"] == {"id": other_user.pk, "username": other_user.username, "display_name": ""}
     # the same add again changes nothing and says nothing
     again = await sync(lambda: rest(user).post(
         "/api/rooms/backstage/members/", {"username": other_user.username}, format="json"))()

@@ -21,6 +21,7 @@
  *   reads.js       read reports (debounced, visible tab, newest message in view), read.updated
  *                  from other tabs moves the "New messages" divider, mentions highlighted
  *   members.js     the members panel and room settings (REST), live member frames
+ *   avatar.js      pure: generated avatars (initials, colour); avatars.js draws them
  *   status.js      the status line and notices; dom.js: small DOM and time helpers
  *
  * Frame contract (rooms/consumers.py):
@@ -81,6 +82,7 @@
 
 // Modules that only register handlers (hooks.js) are imported for that effect.
 import "./actions.js";
+import "./avatars.js";
 import "./members.js";
 import "./sync.js";
 import "./reads.js";

@@ -18,6 +18,8 @@
  */
 
 import { renderAllMessageActions } from "./actions.js";
+import { nameOf } from "./avatar.js";
+import { avatarElement } from "./avatars.js";
 import { config, els, state } from "./context.js";
 import { actionButton, element, formatLocal } from "./dom.js";
 import { on, when } from "./hooks.js";
@@ -153,7 +155,9 @@ function notesOf(member) {
 function memberElement(member) {
   const li = element("li", "member" + (member.banned ? " member--banned" : ""));
   li.dataset.userId = String(member.user.id);
-  const name = element("span", "member__name", member.user.username);
+  const name = element("span", "member__name");
+  name.append(avatarElement(member.user), nameOf(member.user));
+  if (member.user.display_name) name.append(" ", element("span", "member__username", `@${member.user.username}`));
   if (member.role !== "member") name.append(element("span", "member__role", member.role));
   if (member.user.id === config.user.id) name.append(" ", element("span", "presence__you", "(you)"));
   li.append(name);

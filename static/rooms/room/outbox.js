@@ -4,6 +4,7 @@
  * outbox-rules.js.
  */
 
+import { nameOf } from "./avatar.js";
 import { sendFrame, stop } from "./connection.js";
 import { ACK_GRACE_MS, config, els, state } from "./context.js";
 import { actionButton, element, formatLocal, newClientMsgId } from "./dom.js";

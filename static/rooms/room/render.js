@@ -5,6 +5,7 @@
  * "Jump to latest" and the landing at the first unread message.
  */
 
+import { nameOf } from "./avatar.js";
 import { config, els, NEAR_BOTTOM_PX, state } from "./context.js";
 import { element, formatTime, fullDate, isMine, versionOfElement } from "./dom.js";
 import { renderMessageParts } from "./hooks.js";
@@ -43,11 +44,12 @@ export function buildMessageElement(message) {
   if (message.author && Number.isInteger(message.author.id)) li.dataset.authorId = String(message.author.id);
 
   const meta = element("div", "message__meta");
-  const author = (message.author && message.author.username) || "unknown";
+  const author = element("span", "message__author", nameOf(message.author)); // display name, else username
+  if (message.author && message.author.username) author.title = `@${message.author.username}`;
   const time = element("time", "message__time");
   formatTime(time, message.created_at);
   meta.append(
-    element("span", "message__author", author),
+    author,
     time,
   );
   // Node names are for operators: staff (or SHOW_NODE_NAMES=1) see them, other users do not.
