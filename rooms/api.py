@@ -89,6 +89,22 @@ SEQ_MAX = 2**63 - 1  # seq is a bigint; a larger number is refused (400), never 
 NOT_FOUND_BODY = {"detail": "Not found.", "code": "not_found"}
 
 
+def _example_message(**fields) -> dict:
+    """A message shape for the schema's examples: ``fields`` over every field's plain default,
+    so each example carries the whole shape (tests/test_schema.py checks examples against it)."""
+    shape = {
+        "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": ""},
+        "body": "hi all", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
+        "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
+        "body_html": "", "reactions": [], "reply_to": None, "parent": None, "reply_count": 0, "attachments": [],
+    }
+    shape.update(fields)
+    shape["author"] = {"display_name": "", **shape["author"]}
+    if not shape["body_html"] and shape["body"]:
+        shape["body_html"] = f"<p>{shape['body']}</p>"
+    return shape
+
+
 @csrf_exempt  # an unknown path answers 404 to any method, not a CSRF page
 def not_found(request, *args, **kwargs):
     """Any other path under ``/api/``: 404 with the JSON body of every other API 404
@@ -528,14 +544,14 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
                            request_only=True),
             OpenApiExample("A reply to seq 41", value={"body": "agreed", "client_msg_id": "c-2", "reply_to": 41},
                            request_only=True),
-            OpenApiExample("A stored reply", response_only=True, status_codes=["201"], value={
+            OpenApiExample("A stored reply", response_only=True, status_codes=["201"], value=_example_message(**{
                 "id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
                 "body": "agreed", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
                 "body_html": "<p>agreed</p>", "reactions": [], "reply_to": 41,
                 "parent": {"seq": 41, "author": {"id": 7, "username": "alice"}, "excerpt": "**hi** all, see https://example.com",
                            "deleted": False},
-                "reply_count": 0}),
+                "reply_count": 0})),
             OpenApiExample("No such message to reply to", response_only=True, status_codes=["400"],
                            value={"detail": "No message 99 to reply to in this room.", "code": "reply_not_found"}),
         ],
@@ -574,19 +590,19 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         "`reply_to` is its seq), oldest first, paged by seq (`after_seq`: the last seq of the page "
         "before); deleted replies keep their place, as in history.",
         examples=[OpenApiExample("A thread of one reply", response_only=True, value={
-            "parent": {"id": 1234, "room": "lobby", "seq": 41, "author": {"id": 7, "username": "alice"},
+            "parent": _example_message(**{"id": 1234, "room": "lobby", "seq": 41, "author": {"id": 7, "username": "alice"},
                        "body": "lunch?", "created_at": "2026-12-05T07:59:00.000000Z", "server_id": "node-2",
                        "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
                        "body_html": "<p>lunch?</p>", "reactions": [], "reply_to": None, "parent": None,
-                       "reply_count": 1},
-            "results": [{"id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
+                       "reply_count": 1}),
+            "results": [_example_message(**{"id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
                          "body": "yes!", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
                          "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
                          "body_html": "<p>yes!</p>", "reactions": [{"emoji": "👍", "count": 1,
                                                                    "users": [{"id": 7, "username": "alice"}]}],
                          "reply_to": 41, "parent": {"seq": 41, "author": {"id": 7, "username": "alice"},
                                                     "excerpt": "lunch?", "deleted": False},
-                         "reply_count": 0}],
+                         "reply_count": 0})],
             "has_more": False})],
     )
     @action(detail=True, methods=["get"], url_path="replies")
@@ -813,11 +829,11 @@ class MentionsView(APIView):
         "mentions); deleted messages are left out. `@room` is not listed here (it is the "
         "message's `mentions_room`).",
         examples=[OpenApiExample("A page of one mention", response_only=True, value={
-            "results": [{"room": "lobby", "message": {
+            "results": [{"room": "lobby", "message": _example_message(**{
                 "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
                 "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
                 "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
-                "mentions_room": False, "attachments": []}}],
+                "mentions_room": False, "attachments": []})}],
             "has_more": True,
         })],
     )
@@ -864,12 +880,12 @@ class SearchPage(serializers.Serializer):
     next_before = serializers.IntegerField(allow_null=True)
 
 
-_SEARCH_EXAMPLE_MESSAGE = {
+_SEARCH_EXAMPLE_MESSAGE = _example_message(**{
     "id": 5120, "room": "general", "seq": 311, "author": {"id": 7, "username": "alice"},
     "body": "일반대화방입니다: 대화 is open", "created_at": "2026-12-04T15:07:37.123456Z",
     "server_id": "node-1", "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
     "attachments": [],
-}
+})
 
 
 class SearchView(APIView):

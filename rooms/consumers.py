@@ -344,6 +344,9 @@ def _join(*, slug: str, user) -> tuple:
         return None, CLOSE_NOT_FOUND
     try:
         if room.is_archived:
+            # Seen first as everywhere else: a private room one is not in is no room (4404),
+            # archived or not; only those who may read it learn it is archived (4410).
+            services.room_access(room=room, user=user)
             raise services.Archived("The room is archived.")
         services.member_join(room=room, user=user)
     except ServiceError as exc:

@@ -51,7 +51,7 @@ class UserSettingsForm(forms.Form):
         help_text="Shown beside your messages instead of your username (which stays your @mention).",
     )
     email = forms.EmailField(
-        required=False, label="E-mail address",
+        required=False, max_length=254, label="E-mail address",  # Django's User.email
         help_text="Only used to send you a link when you forget your password.",
     )
     only_shared_rooms = forms.BooleanField(
@@ -65,7 +65,7 @@ class UserSettingsForm(forms.Form):
         self.user = user
 
     def clean_display_name(self):
-        return profiles.clean_display_name(self.cleaned_data["display_name"])
+        return profiles.clean_display_name(self.cleaned_data["display_name"], user=self.user)
 
     def clean_email(self):
         return profiles.clean_email(self.cleaned_data["email"], user=self.user)

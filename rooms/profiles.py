@@ -25,16 +25,20 @@ from .text import label_errors
 DISPLAY_NAME_MAX_LENGTH = 64
 
 
-def clean_display_name(value: str) -> str:
+def clean_display_name(value: str, *, user: AbstractBaseUser | None = None) -> str:
     """The display name as stored: surrounding spaces removed. Raises ``ValidationError`` (code
-    ``invalid``) for control characters or a name of invisible characters only, and (code
-    ``max_length``) beyond ``DISPLAY_NAME_MAX_LENGTH``."""
+    ``invalid``) for control or text-direction characters or a name of invisible characters
+    only, (``max_length``) beyond ``DISPLAY_NAME_MAX_LENGTH``, and (``impersonation``) for
+    another user's username in any case (``user``: the one choosing it)."""
     value = (value or "").strip()
     if len(value) > DISPLAY_NAME_MAX_LENGTH:
         raise ValidationError(f"At most {DISPLAY_NAME_MAX_LENGTH} characters.", code="max_length")
     errors = label_errors(value, what="display name")
     if errors:
         raise ValidationError(errors[0], code="invalid")
+    if value and user is not None and get_user_model().objects.filter(
+            username__iexact=value).exclude(pk=user.pk).exists():
+        raise ValidationError("That is another user's username; choose a name that is yours.", code="impersonation")
     return value
 
 
@@ -58,7 +62,7 @@ def profile_update(*, user: AbstractBaseUser, display_name: str | None = None, e
     ``ValidationError`` otherwise, and nothing changes). Returns the user."""
     fields = []
     if display_name is not None:
-        user.first_name = clean_display_name(display_name)
+        user.first_name = clean_display_name(display_name, user=user)
         fields.append("first_name")
     if email is not None:
         user.email = clean_email(email, user=user)

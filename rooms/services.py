@@ -1009,11 +1009,14 @@ def member_add(
     Only the owner (or a site moderator) adds moderators. For someone already a member, a
     different ``role`` is a role change, under ``member_set_role``'s rule: the owner's or a site
     moderator's, never on the owner (``Forbidden``); the same role changes nothing. Raises
-    ``Conflict`` when ``user`` is banned (unban first). A refusal changes nothing. A direct
+    ``Conflict`` when ``user`` is banned (unban first), ``Archived`` for an archived room (no one
+    joins it any more). A refusal changes nothing. A direct
     message takes no third member (``Forbidden``). The membership's ``created`` attribute says
     whether this call made it (REST: 201, else 200)."""
     _refuse_in_dm(room, "A direct message has exactly two members; start a group room to add more.")
     acting = _require_moderator(room, actor)
+    if room.is_archived:
+        raise Archived("The room is archived: no one joins it any more.")
     if role not in (Role.MEMBER, Role.MODERATOR):
         raise Forbidden("Members can be added as member or moderator.")
     if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):

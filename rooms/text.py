@@ -23,6 +23,9 @@ NOTHING_VISIBLE = regex.compile(
 # browser's textarea sends CR LF) and tab, which a multi-line description may hold.
 _CONTROL = regex.compile(r"\p{Cc}")
 _CONTROL_BUT_LINES = regex.compile(r"[\p{Cc}--[\n\r\t]]", regex.V1)
+# Bidirectional embedding, override and isolate controls (U+202A-202E, U+2066-2069): in a name
+# they reverse or reorder the text after them ("alice" shown as "ecila"), a spoofing tool.
+_BIDI_CONTROLS = regex.compile(r"[\u202A-\u202E\u2066-\u2069]")
 
 
 def has_visible(value: str) -> bool:
@@ -51,6 +54,8 @@ def label_errors(value: str, *, what: str, lines: bool = False) -> list[str]:
         return [f"The {what} may not contain NUL characters or lone surrogates."]
     if (_CONTROL_BUT_LINES if lines else _CONTROL).search(value):
         return [f"The {what} may not contain control characters."]
+    if _BIDI_CONTROLS.search(value):
+        return [f"The {what} may not contain text-direction controls (U+202A-202E, U+2066-2069)."]
     if value and not has_visible(value):
         return [f"The {what} has nothing visible (only spaces or invisible characters)."]
     return []

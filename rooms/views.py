@@ -364,11 +364,15 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """``/accounts/password/reset/<uidb64>/<token>/``: the new password, typed twice (Django's
     validators apply). Every session of the user ends with the old password (Django's session
     auth hash), and their sockets close with 4401 on every node at once
-    (``services.user_sessions_changed``, as for a password change)."""
+    (``services.user_sessions_changed``, as for a password change); their API token is revoked
+    too (``services.token_revoke``: token sockets close with 4401), since whoever knew the old
+    password may have made it."""
 
     def form_valid(self, form):
         response = super().form_valid(form)
         services.user_sessions_changed(user=form.user)
+        # The password may have been known to someone else: their API token ends too.
+        services.token_revoke(user=form.user)
         return response
 
 

@@ -679,14 +679,15 @@ def test_every_rest_route_answers_a_missing_id_with_one_json_404_naming_no_model
     routes = [r for r in _api_routes() if r[1]]
     assert {"room-detail", "message-detail", "member-detail", "member-mute", "member-ban", "message-list"} <= {
         name for name, _, _ in routes}, routes  # the walk found the routes with ids
-    missing = {"slug": "no-such-room", "room_slug": "no-such-room", "pk": "999999999", "username": "nobody-here"}
+    missing = {"slug": "no-such-room", "room_slug": "no-such-room", "pk": "999999999", "username": "nobody-here",
+               "attachment_id": "999999999", "name": "nothing.txt"}
     body = {"body": "x", "client_msg_id": "y", "role": "member", "minutes": 5, "name": "n", "seq": 1}
     asked = 0
     for name, kwargs, methods in routes:
         variants = [{k: missing[k] for k in kwargs}]  # the room is missing
         for inner in kwargs - {"slug", "room_slug"}:  # the room exists; the message or user does not
             variants.append({k: (missing[k] if k == inner else "lobby" if k in ("slug", "room_slug") else
-                                 "me" if k == "username" else str(Message.objects.create(
+                                 "me" if k == "username" else "x.txt" if k == "name" else str(Message.objects.create(
                                      room=room, author=user, seq=1000 + asked, body="b", client_msg_id=f"w{asked}").pk))
                              for k in kwargs})
         for values in variants:

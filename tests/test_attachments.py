@@ -104,8 +104,8 @@ def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_messag
     stranger = client_for(other_user)
     for url in (body["url"], f"/api/attachments/{body['id']}/other-name.txt"):
         response = stranger.get(url)
-        assert response.status_code == 404 and response.json() == {"detail": "No such attachment."}
-    assert stranger.get("/api/attachments/999999/x.txt").json() == {"detail": "No such attachment."}
+        assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
+    assert stranger.get("/api/attachments/999999/x.txt").json() == {"detail": "Not found.", "code": "not_found"}
     services.message_delete(message=message, actor=user)
     assert owner.get(body["url"]).status_code == 404
     assert APIClient().get(body["url"]).status_code == 401

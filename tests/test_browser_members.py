@@ -195,3 +195,25 @@ def test_display_names_and_generated_avatars_show_on_messages_drawn_by_the_serve
         screenshot(page, tmp_path, "display-names")
     finally:
         context.close()
+
+
+def public_room(slug: str, owner: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    factories.make_room(created_by=get_user_model().objects.get(username=owner), slug=slug)
+
+
+def test_a_visitor_who_joins_by_opening_a_public_room_can_leave_it_without_a_reload(stack, browser):
+    """Opening a public room's page makes the visitor a member as the socket connects, before
+    that socket could hear its own member.updated: the page reads the membership and offers
+    "Leave room" at once."""
+    _, nodes = stack
+    orm(make_people, "lv-ann", "lv-bob", rooms={})
+    orm(public_room, "lv-hall", "lv-ann")
+    context = browser.new_context()
+    try:
+        page = open_room(context, live_nodes(nodes)[0].http, "lv-hall", username="lv-bob")
+        page.wait_for_selector("#leave-room", state="visible", timeout=5_000)
+        assert orm(is_member, "lv-hall", "lv-bob")
+    finally:
+        context.close()

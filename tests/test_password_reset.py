@@ -11,6 +11,8 @@ import pytest
 from django.core import mail
 from django.test import Client
 
+from tests import factories
+
 pytestmark = pytest.mark.django_db
 
 LINK = re.compile(r"https?://[^/\s]+(/accounts/password/reset/[^/\s]+/[^/\s]+/)")
@@ -30,6 +32,7 @@ def test_the_mailed_link_sets_a_new_password_once_and_ends_other_sessions(user):
     elsewhere = Client()
     elsewhere.force_login(user)
     assert elsewhere.get("/settings/").status_code == 200
+    token = factories.token_for(user)
 
     response = ask("ALICE@example.org")  # Django matches the address without regard to case
     assert response.status_code == 302 and response["Location"] == "/accounts/password/reset/sent/"
@@ -46,6 +49,10 @@ def test_the_mailed_link_sets_a_new_password_once_and_ends_other_sessions(user):
     assert user.check_password("a fresh Passw0rd!")
     # the old session is signed out (its session auth hash no longer matches)
     assert elsewhere.get("/settings/").status_code == 302
+    # the API token made with the old password is revoked
+    from rest_framework.authtoken.models import Token
+
+    assert not Token.objects.filter(key=token).exists()
     # the link works once
     again = Client().get(path, follow=True)
     assert b"This link does not work" in again.content

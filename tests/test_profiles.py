@@ -87,3 +87,18 @@ async def test_a_live_message_carries_its_authors_display_name(ws, room, user, o
     assert frame["message"]["author"] == {"id": user.pk, "username": user.username, "display_name": "김민수"}
     await watcher.close()
     await sender.close()
+
+
+def test_a_display_name_may_not_be_another_users_username_nor_turn_text_around(user, other_user):
+    for bad, why in ((other_user.username.upper(), "choose a name that is yours"),
+                     ("\u202eecila", "text-direction")):
+        response = settings_post(user, display_name=bad)
+        assert response.status_code == 200 and why in response.content.decode(), bad
+    user.refresh_from_db()
+    assert user.first_name == ""
+    assert settings_post(user, display_name=user.username).status_code == 302  # one's own is fine
+
+
+def test_an_overlong_email_address_is_a_form_error_not_a_server_error(user):
+    response = settings_post(user, email="a" * 300 + "@example.com")
+    assert response.status_code == 200 and "254" in response.content.decode()

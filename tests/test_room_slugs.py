@@ -92,3 +92,25 @@ async def test_the_socket_of_a_korean_room_connects_by_its_slug(ws, user):
     hello = await conn.receive_type("hello")
     assert hello["room"] == "일반-대화방"
     await conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_archived_private_room_is_no_room_for_a_non_member_socket(ws, user, other_user):
+    """A socket of someone not in an archived private room closes 4404, as for a room that does
+    not exist (4410 would tell them it exists); its member still gets 4410."""
+    from channels.db import database_sync_to_async
+
+    from rooms import services
+
+    def make():
+        room = factories.make_room(created_by=user, slug="vault", name="Vault", is_private=True)
+        services.room_archive(room=room, actor=user)
+
+    await database_sync_to_async(make)()
+    for who, code in ((other_user, 4404), (user, 4410)):
+        conn = await ws("/ws/rooms/vault/?after_seq=0", user=who)
+        assert await conn.connect()
+        assert await conn.close_code() == code
+    nowhere = await ws("/ws/rooms/no-such-vault/", user=other_user)
+    assert await nowhere.connect()
+    assert await nowhere.close_code() == 4404

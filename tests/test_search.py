@@ -125,8 +125,8 @@ def test_a_private_rooms_messages_never_reach_a_non_member(api, bob_api, rooms_o
         "marmalade in the hall", "marmalade in the plaza", "marmalade in the attic", "marmalade in the lobby"]
     assert found(bob_api.get(URL, {"q": "marmalade"})) == ["marmalade in the lobby"]
     response = bob_api.get(URL, {"q": "marmalade", "room": "attic"})
-    assert response.status_code == 404 and response.json() == {"detail": "No such room."}
-    assert bob_api.get(URL, {"q": "marmalade", "room": "no-such-room"}).json() == {"detail": "No such room."}
+    assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
+    assert bob_api.get(URL, {"q": "marmalade", "room": "no-such-room"}).json() == {"detail": "Not found.", "code": "not_found"}
 
 
 @pytest.mark.django_db

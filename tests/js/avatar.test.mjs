@@ -13,6 +13,9 @@ test("initials: two words give two letters, one word one, from the display name 
   assert.equal(initialsOf("E\u0301lodie"), "E\u0301"); // a combining accent stays with its letter
   assert.equal(initialsOf("👩‍💻 dev"), "👩‍💻D");
   assert.equal(initialsOf(""), "?");
+  assert.equal(initialsOf("<img src=x>"), "IS"); // punctuation is not a letter
+  assert.equal(initialsOf("(Bob)"), "B");
+  assert.equal(initialsOf("!!!"), "?");
   assert.deepEqual(avatarOf({ id: 7, username: "alice", display_name: "Alice Kim" }).initials, "AK");
   assert.deepEqual(avatarOf({ id: 7, username: "alice", display_name: "" }).initials, "A");
   assert.equal(nameOf({ id: 7, username: "alice", display_name: " " }), "alice");

@@ -20,7 +20,10 @@ function graphemes(text) {
 }
 
 export function initialsOf(name) {
-  const words = String(name || "").trim().split(/[\s._\-]+/u).filter(Boolean);
+  // words start at their first letter or digit: "<img" gives "I", "(Bob)" gives "B"
+  const words = String(name || "").trim().split(/[\s._\-]+/u)
+    .map((word) => word.replace(/^[^\p{L}\p{N}\p{Extended_Pictographic}]+/u, ""))
+    .filter(Boolean);
   if (words.length === 0) return "?";
   const letters = words.slice(0, 2).map((word) => graphemes(word)[0]);
   return letters.join("").toLocaleUpperCase();

@@ -178,7 +178,8 @@ function actionsFor(member) {
   const box = element("div", "member__actions");
   const who = member.user.username;
   if (member.banned) {
-    box.append(actionButton("Unban", () => act("DELETE", memberUrl(who, "ban/"), `${who} may come back.`)));
+    const back = config.is_private ? `add ${who} again to let them back in` : `${who} may join again`;
+    box.append(actionButton("Unban", () => act("DELETE", memberUrl(who, "ban/"), `${who} is no longer banned: ${back}.`)));
     return box;
   }
   if (isOwnerOrSite()) {
@@ -242,7 +243,9 @@ function renderControls() {
   panel.settings.hidden = !isModerator() || state.archived;
   panel.privateLabel.hidden = !isOwnerOrSite();
   panel.archive.hidden = !isOwnerOrSite() || state.archived;
-  panel.leave.hidden = config.role === null || config.role === "owner" || state.stopped;
+  // a muted member of a public room cannot leave until the mute ends (it would shed the mute)
+  const mutedHere = !config.is_private && members.mutedUntil !== null && members.mutedUntil > new Date();
+  panel.leave.hidden = config.role === null || config.role === "owner" || state.stopped || mutedHere;
   const shownRole = config.role === "owner" || config.role === "moderator" ? config.role : "";
   panel.roleBadge.textContent = shownRole;
   panel.roleBadge.hidden = !shownRole;
@@ -353,6 +356,15 @@ function applyMute() {
   }
 }
 
+async function readOwnMembership() {
+  try {
+    const member = await apiRequest("GET", memberUrl("me"));
+    if (member && member.user) upsert(member);
+  } catch (err) {
+    // not a member (yet): nothing to show
+  }
+}
+
 function applyRoom(room) {
   if (!room || room.slug !== config.slug) return;
   panel.heading.textContent = room.name;
@@ -380,6 +392,9 @@ if (panel.root) {
   when("hello", ({ reconnect }) => {
     applyMute();
     if (reconnect && members.loaded) loadMembers(); // changes made while away
+    // A visitor of a public room joined as this socket connected, before it could hear its
+    // own member.updated: read the membership once.
+    if (config.role === null) readOwnMembership();
     renderControls();
   });
   when("stopped", renderControls);
