@@ -14,6 +14,7 @@ Additions to Django's own:
 - Commands other than ``runserver`` run without a statement time limit
   (``DATABASE_STATEMENT_TIMEOUT`` defaults to 0 for them), so a long migration is not cancelled.
 """
+
 import os
 import secrets
 import sys

@@ -27,13 +27,26 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def prepare(*, database_url: str, users: int, rooms: int, product_dir: Path, migrate: bool = True,
-            timeout: float = 300) -> dict:
+def prepare(
+    *,
+    database_url: str,
+    users: int,
+    rooms: int,
+    product_dir: Path,
+    migrate: bool = True,
+    timeout: float = 300,
+) -> dict:
     """Create/migrate the database and the users, tokens and rooms (``bench.prepare`` in a
     subprocess with the product's settings)."""
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "", "DEBUG": "0",
-           "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-           "PYTHONPATH": os.pathsep.join([str(product_dir), str(cluster.REPO_DIR)])}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "PYTHONPATH": os.pathsep.join([str(product_dir), str(cluster.REPO_DIR)]),
+    }
     cmd = [sys.executable, "-m", "bench.prepare", "--users", str(users), "--rooms", str(rooms)]
     if not migrate:
         cmd.append("--no-migrate")
@@ -44,7 +57,9 @@ def prepare(*, database_url: str, users: int, rooms: int, product_dir: Path, mig
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark chatsite on real daphne nodes.")
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark chatsite on real daphne nodes."
+    )
     p.add_argument("scenario", choices=sorted(SCENARIOS), help="named scenario (see bench/README.md)")
     p.add_argument("--modes", help="comma-separated: redis,memory (default: the scenario's)")
     p.add_argument("--nodes", type=int, help="daphne nodes to start")
@@ -60,11 +75,19 @@ def parse_args(argv):
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     p.add_argument("--urls", help="target running nodes instead of starting them: ws://127.0.0.1:8001,...")
     p.add_argument("--pids", help="with --urls: node-1=PID,node-2=PID to measure their CPU and RSS")
-    p.add_argument("--product-dir", type=Path, default=cluster.REPO_DIR,
-                   help="checkout whose chatsite the nodes run (default: this one)")
+    p.add_argument(
+        "--product-dir",
+        type=Path,
+        default=cluster.REPO_DIR,
+        help="checkout whose chatsite the nodes run (default: this one)",
+    )
     p.add_argument("--lg-procs", type=int, help="load-generator processes (default 1, 2 above 200 clients)")
-    p.add_argument("--drain", type=float, default=10.0, help="max seconds to wait for deliveries after sending")
-    p.add_argument("--quiet", type=float, default=1.5, help="end a phase after this many seconds with no new delivery")
+    p.add_argument(
+        "--drain", type=float, default=10.0, help="max seconds to wait for deliveries after sending"
+    )
+    p.add_argument(
+        "--quiet", type=float, default=1.5, help="end a phase after this many seconds with no new delivery"
+    )
     p.add_argument("--out", type=Path, default=OUT_DIR, help="directory for JSON, PNG and node logs")
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off without a TTY)")
@@ -72,15 +95,23 @@ def parse_args(argv):
 
 
 def machine() -> dict:
-    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def git_rev(path: Path) -> str | None:
     try:
-        r = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True,
-                           text=True, timeout=5)
+        r = subprocess.run(
+            ["git", "-C", str(path), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -96,15 +127,21 @@ def main(argv=None) -> int:
     # SIGTERM ends the run like Ctrl-C: the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     scn = SCENARIOS[args.scenario].with_overrides(
-        nodes=args.nodes, clients=args.clients, rooms=args.rooms, senders=args.senders, rate=args.rate,
-        duration=args.duration, payload_bytes=args.payload_bytes, ramp_stop_after=args.ramp_stop_after,
+        nodes=args.nodes,
+        clients=args.clients,
+        rooms=args.rooms,
+        senders=args.senders,
+        rate=args.rate,
+        duration=args.duration,
+        payload_bytes=args.payload_bytes,
+        ramp_stop_after=args.ramp_stop_after,
         modes=tuple(args.modes.split(",")) if args.modes else None,
         ramp_rates=tuple(float(x) for x in args.ramp_rates.split(",")) if args.ramp_rates else None,
     )
     for u in (args.database_url, args.redis_url):
         cluster.check_loopback(u)
     urls = [u for u in (args.urls or "").split(",") if u]
-    pids = dict((k, int(v)) for k, v in (x.split("=") for x in args.pids.split(","))) if args.pids else None
+    pids = {k: int(v) for k, v in (x.split("=") for x in args.pids.split(","))} if args.pids else None
     if urls and len(scn.modes) > 1:
         log("with --urls the nodes' layer is theirs: give one --modes (redis or memory) to label it")
         return 2
@@ -117,25 +154,44 @@ def main(argv=None) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     started = time.time()
     log(f"bench {scn.name}: {scn.description}")
-    log(f"  nodes {scn.nodes}, clients {scn.clients}, rooms {scn.rooms}, senders {scn.senders}, "
-        f"rate {scn.rate if not scn.is_ramp else list(scn.ramp_rates)} msg/s/sender, {scn.duration} s, modes {list(scn.modes)}")
+    log(
+        f"  nodes {scn.nodes}, clients {scn.clients}, rooms {scn.rooms}, senders {scn.senders}, "
+        f"rate {scn.rate if not scn.is_ramp else list(scn.ramp_rates)} msg/s/sender, {scn.duration} s, modes {list(scn.modes)}"
+    )
     try:
-        data = prepare(database_url=args.database_url, users=scn.clients, rooms=scn.rooms, product_dir=args.product_dir)
+        data = prepare(
+            database_url=args.database_url, users=scn.clients, rooms=scn.rooms, product_dir=args.product_dir
+        )
         log(f"  database {args.database_url}: {scn.clients} users with tokens, {scn.rooms} rooms ready")
         runs = {}
         for mode in scn.modes:
             runs[mode] = runner.run_mode(
-                scn, mode, tokens=data["tokens"], rooms=data["rooms"], database_url=args.database_url,
-                redis_url=args.redis_url, log_dir=log_dir, urls=urls or None, pids=pids,
-                product_dir=args.product_dir, lg_procs=args.lg_procs, progress=progress,
-                quiet_s=args.quiet, drain_s=args.drain, log=log)
+                scn,
+                mode,
+                tokens=data["tokens"],
+                rooms=data["rooms"],
+                database_url=args.database_url,
+                redis_url=args.redis_url,
+                log_dir=log_dir,
+                urls=urls or None,
+                pids=pids,
+                product_dir=args.product_dir,
+                lg_procs=args.lg_procs,
+                progress=progress,
+                quiet_s=args.quiet,
+                drain_s=args.drain,
+                log=log,
+            )
     except KeyboardInterrupt:
         log("interrupted: every process this run started has been stopped")
         return 130
     doc = {
-        "scenario": scn.as_dict(), "command": "python -m bench " + " ".join(argv),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-        "product_rev": git_rev(args.product_dir), "elapsed_s": round(time.time() - started, 1),
+        "scenario": scn.as_dict(),
+        "command": "python -m bench " + " ".join(argv),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "product_rev": git_rev(args.product_dir),
+        "elapsed_s": round(time.time() - started, 1),
         "node_logs": str(log_dir),
         "runs": {m: {k: v for k, v in r.items() if k != "latencies"} for m, r in runs.items()},
     }
@@ -144,7 +200,9 @@ def main(argv=None) -> int:
         for mode, run in runs.items():
             passing = [s for s in run["steps"] if s.get("passed")]
             best = max(passing, key=lambda s: s["rate"]) if passing else None
-            doc["runs"][mode]["best"] = best and {k: best[k] for k in ("rate", "deliveries_per_s", "latency_ms")}
+            doc["runs"][mode]["best"] = best and {
+                k: best[k] for k in ("rate", "deliveries_per_s", "latency_ms")
+            }
             print(f"## {scn.name}: {stats.MODE_TITLES.get(mode, mode)}\n")
             print(stats.render_ramp(run["steps"], best))
     else:

@@ -175,11 +175,22 @@ def start_nodes(count: int, *, env: dict, log_dir: Path, product_dir: Path = REP
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "chatsite.serve", "--bind", "127.0.0.1", "--port", str(port)],
-                cwd=product_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=product_dir,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-        nodes.append(Node(server_id=server_id, url=f"ws://127.0.0.1:{port}", pid=process.pid,
-                          process=process, log_path=log_path))
+        nodes.append(
+            Node(
+                server_id=server_id,
+                url=f"ws://127.0.0.1:{port}",
+                pid=process.pid,
+                process=process,
+                log_path=log_path,
+            )
+        )
     return nodes
 
 
@@ -199,7 +210,9 @@ def wait_healthy(nodes: list[Node], timeout: float = 60.0) -> None:
                 pass
         if pending:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{pending[0].server_id} not healthy after {timeout}s:\n{pending[0].log_tail()}")
+                raise RuntimeError(
+                    f"{pending[0].server_id} not healthy after {timeout}s:\n{pending[0].log_tail()}"
+                )
             time.sleep(0.1)
 
 

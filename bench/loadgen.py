@@ -93,8 +93,11 @@ class Worker:
                     ws = await connect(
                         c.url + WS_PATH.format(room=c.room),
                         additional_headers={"Authorization": f"Token {c.token}"},
-                        compression=None, open_timeout=timeout, close_timeout=2,
-                        max_size=2**20, ping_interval=None,
+                        compression=None,
+                        open_timeout=timeout,
+                        close_timeout=2,
+                        max_size=2**20,
+                        ping_interval=None,
                     )
                     try:
                         hello = json.loads(await ws.recv())
@@ -115,7 +118,7 @@ class Worker:
             except OSError as exc:
                 self.error("connect_error", f"client {c.index}: {exc}")
                 return
-            except Exception as exc:  # noqa: BLE001 - any handshake failure is one connect error
+            except Exception as exc:
                 self.error("connect_error", f"client {c.index}: {type(exc).__name__} {exc}")
                 return
             c.connect_ms = (time.monotonic() - t0) * 1000
@@ -163,7 +166,7 @@ class Worker:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
             self.error("closed_during_run", f"client {c.index} code {code}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.error("reader_error", f"{type(exc).__name__}: {exc}")
 
     # --- a phase ----------------------------------------------------------------------------
@@ -180,12 +183,21 @@ class Worker:
                 break
             if due > now:
                 await asyncio.sleep(due - now)
-            body = json.dumps({"b": self.tag, "p": self.phase, "s": c.index, "k": k, "t": time.monotonic(), "x": pad},
-                              separators=(",", ":"))
+            body = json.dumps(
+                {"b": self.tag, "p": self.phase, "s": c.index, "k": k, "t": time.monotonic(), "x": pad},
+                separators=(",", ":"),
+            )
             try:
-                await c.ws.send(json.dumps({"type": "message.send", "body": body,
-                                            "client_msg_id": f"{self.tag}-{self.phase}-{c.index}-{k}"}))
-            except Exception as exc:  # noqa: BLE001 - a closed socket is one send error
+                await c.ws.send(
+                    json.dumps(
+                        {
+                            "type": "message.send",
+                            "body": body,
+                            "client_msg_id": f"{self.tag}-{self.phase}-{c.index}-{k}",
+                        }
+                    )
+                )
+            except Exception as exc:
                 self.error("send_error", f"client {c.index}: {type(exc).__name__}")
                 break
             self.sent[c.index] += 1
@@ -205,7 +217,10 @@ class Worker:
         senders = [self.by_index[i] for i in plan["senders"] if i in self.by_index and self.by_index[i].ws]
         n_all = max(1, plan["n_senders"])
         interval = 1.0 / plan["rate"]
-        tasks = [asyncio.ensure_future(self.send_loop(c, plan, (c.index % n_all) * interval / n_all)) for c in senders]
+        tasks = [
+            asyncio.ensure_future(self.send_loop(c, plan, (c.index % n_all) * interval / n_all))
+            for c in senders
+        ]
         sending = asyncio.ensure_future(asyncio.gather(*tasks)) if tasks else None
         sent_reported = False
         cmd_task = asyncio.ensure_future(recv_cmd())
@@ -226,11 +241,17 @@ class Worker:
             self.conn.send(("sent", dict(self.sent)))
         delays = sorted(self.loop_delays)
         result = {
-            "sent": dict(self.sent), "acks": self.acks, "received": self.received,
-            "latencies": self.latencies, "matrix": {r: dict(row) for r, row in self.matrix.items()},
-            "first_recv": self.first_recv, "last_recv": self.last_recv,
-            "errors": dict(self.errors), "error_samples": list(self.error_samples),
-            "loop_delay_p99_ms": stats.percentile(delays, 99), "loop_delay_max_ms": delays[-1] if delays else None,
+            "sent": dict(self.sent),
+            "acks": self.acks,
+            "received": self.received,
+            "latencies": self.latencies,
+            "matrix": {r: dict(row) for r, row in self.matrix.items()},
+            "first_recv": self.first_recv,
+            "last_recv": self.last_recv,
+            "errors": dict(self.errors),
+            "error_samples": list(self.error_samples),
+            "loop_delay_p99_ms": stats.percentile(delays, 99),
+            "loop_delay_max_ms": delays[-1] if delays else None,
         }
         self.conn.send(("result", result))
         return await cmd_task  # normally ("stop",) already; the one pending recv is never lost
@@ -250,11 +271,17 @@ class Worker:
         while not connecting.done():  # bounded: each connect has its own timeout
             await asyncio.wait({connecting}, timeout=0.3)
             self.conn.send(("connecting", sum(1 for c in self.clients if c.ws is not None)))
-        self.conn.send(("connected", {
-            "nodes": {c.index: c.node for c in self.clients if c.ws},
-            "connect_ms": [c.connect_ms for c in self.clients if c.ws],
-            "errors": dict(self.errors), "error_samples": list(self.error_samples),
-        }))
+        self.conn.send(
+            (
+                "connected",
+                {
+                    "nodes": {c.index: c.node for c in self.clients if c.ws},
+                    "connect_ms": [c.connect_ms for c in self.clients if c.ws],
+                    "errors": dict(self.errors),
+                    "error_samples": list(self.error_samples),
+                },
+            )
+        )
         self.errors = defaultdict(int)
         cmd = await recv_cmd()
         while cmd[0] == "phase":
@@ -265,7 +292,7 @@ class Worker:
             if c.ws is not None:
                 try:
                     await asyncio.wait_for(c.ws.close(), 2)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
         for c in self.clients:
             if c.reader is not None and not c.reader.done():
@@ -286,8 +313,15 @@ def worker_main(conn, cfg: dict) -> None:
 class LoadGenerator:
     """The parent's side: starts the worker processes and runs phases on them."""
 
-    def __init__(self, *, clients: list[tuple[int, str, str, str]], procs: int, tag: str,
-                 connect_concurrency: int = 50, connect_timeout: float = 10.0):
+    def __init__(
+        self,
+        *,
+        clients: list[tuple[int, str, str, str]],
+        procs: int,
+        tag: str,
+        connect_concurrency: int = 50,
+        connect_timeout: float = 10.0,
+    ):
         procs = max(1, min(procs, len(clients) or 1))
         ctx = multiprocessing.get_context("spawn")
         self.procs = []
@@ -295,8 +329,12 @@ class LoadGenerator:
         per_proc_conc = max(1, math.ceil(connect_concurrency / procs))
         for w in range(procs):
             parent, child = ctx.Pipe()
-            cfg = {"clients": [c for c in clients if c[0] % procs == w], "tag": tag,
-                   "connect_concurrency": per_proc_conc, "connect_timeout": connect_timeout}
+            cfg = {
+                "clients": [c for c in clients if c[0] % procs == w],
+                "tag": tag,
+                "connect_concurrency": per_proc_conc,
+                "connect_timeout": connect_timeout,
+            }
             p = ctx.Process(target=worker_main, args=(child, cfg), name=f"bench-loadgen-{w}", daemon=True)
             p.start()
             child.close()
@@ -354,12 +392,16 @@ class LoadGenerator:
         for info in infos:
             nodes.update({int(k): v for k, v in info["nodes"].items()})
             connect_ms.extend(info["connect_ms"])
-        return {"nodes": nodes, "connect_ms": connect_ms,
-                "errors": stats.merge_counts(i["errors"] for i in infos),
-                "error_samples": [s for i in infos for s in i["error_samples"]][:10]}
+        return {
+            "nodes": nodes,
+            "connect_ms": connect_ms,
+            "errors": stats.merge_counts(i["errors"] for i in infos),
+            "error_samples": [s for i in infos for s in i["error_samples"]][:10],
+        }
 
-    def run_phase(self, plan: dict, *, expected_for_sent, quiet_s: float, drain_s: float,
-                  on_progress=None, on_tick=None) -> list:
+    def run_phase(
+        self, plan: dict, *, expected_for_sent, quiet_s: float, drain_s: float, on_progress=None, on_tick=None
+    ) -> list:
         """Run one send phase; returns the workers' results. Ends when every expected delivery
         and ack arrived, when nothing arrived for ``quiet_s`` after sending ended, or ``drain_s``
         after sending ended; never later than the plan's hard deadline."""

@@ -25,9 +25,15 @@ def ensure_database(url: str) -> bool:
     cfg = environ.Env.db_url_config(url)
     if cfg["ENGINE"] != "django.db.backends.postgresql":
         return False
-    params = {"host": cfg.get("HOST") or "127.0.0.1", "port": cfg.get("PORT") or 5432,
-              "user": cfg.get("USER") or None, "password": cfg.get("PASSWORD") or None,
-              "dbname": "postgres", "connect_timeout": 5, "autocommit": True}
+    params = {
+        "host": cfg.get("HOST") or "127.0.0.1",
+        "port": cfg.get("PORT") or 5432,
+        "user": cfg.get("USER") or None,
+        "password": cfg.get("PASSWORD") or None,
+        "dbname": "postgres",
+        "connect_timeout": 5,
+        "autocommit": True,
+    }
     with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]]).fetchone():
             return False
@@ -70,9 +76,17 @@ def make_data(*, users: int, rooms: int, rooms_each: int = 1) -> dict:
 
         room_ids = dict(Room.objects.filter(slug__in=slugs).values_list("slug", "pk"))
         Membership.objects.bulk_create(
-            [Membership(room_id=room_ids[slugs[(i + k) % rooms]], user_id=by_name[name], role=Membership.Role.MEMBER)
-             for i, name in enumerate(names) for k in range(min(rooms_each, rooms))],
-            batch_size=2000, ignore_conflicts=True,
+            [
+                Membership(
+                    room_id=room_ids[slugs[(i + k) % rooms]],
+                    user_id=by_name[name],
+                    role=Membership.Role.MEMBER,
+                )
+                for i, name in enumerate(names)
+                for k in range(min(rooms_each, rooms))
+            ],
+            batch_size=2000,
+            ignore_conflicts=True,
         )
     return {"tokens": [keys[by_name[n]] for n in names], "rooms": slugs}
 

@@ -16,7 +16,9 @@ BODIES = {
     "bold, code, link": "**ship it** after `make test` passes, see https://example.com/pr/42 for details",
     "@mention + URL": "@alice can you check https://example.com/issue/7 and ping @room?",
     "quote + list, 6 lines": "> the build is red\n\n- migrations\n- the *flaky* test\n- ~~docs~~\n1. fix",
-    "fenced code, 10 lines": "```\n" + "\n".join(f"line {i} = value({i}) < {i + 1}" for i in range(10)) + "\n```",
+    "fenced code, 10 lines": "```\n"
+    + "\n".join(f"line {i} = value({i}) < {i + 1}" for i in range(10))
+    + "\n```",
     "4,000 chars of prose": ("lorem ipsum dolor sit amet, " * 150)[:4000],
     "XSS payload": "<script>alert(1)</script>[x](javascript:alert(1))<img src=x onerror=alert(1)>",
 }
@@ -33,7 +35,9 @@ def main(argv: list[str]) -> int:
 
     n = int(argv[0]) if argv else 2000
     rounds = int(argv[1]) if len(argv) > 1 else 5
-    print(f"rooms.formatting.render, µs per body ({rounds} rounds of {n}; median of round means, worst round)")
+    print(
+        f"rooms.formatting.render, µs per body ({rounds} rounds of {n}; median of round means, worst round)"
+    )
     print(f"{'body':<26} {'median':>8} {'worst':>8}  {'html chars':>10}")
     for name, body in BODIES.items():
         for _ in range(200):  # warm up
@@ -44,7 +48,9 @@ def main(argv: list[str]) -> int:
             for _ in range(n):
                 formatting.render(body)
             means.append((time.perf_counter() - start) / n * 1e6)
-        print(f"{name:<26} {statistics.median(means):8.1f} {max(means):8.1f}  {len(formatting.render(body)):10d}")
+        print(
+            f"{name:<26} {statistics.median(means):8.1f} {max(means):8.1f}  {len(formatting.render(body)):10d}"
+        )
     return 0
 
 

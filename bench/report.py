@@ -29,15 +29,30 @@ def write_chart(path: Path, runs: dict, *, title: str, ramp: bool = False) -> No
         for mode, run in runs.items():
             steps = run["steps"]
             x = [s["rate"] for s in steps]
-            ax1.plot(x, [s["deliveries_per_s"] or 0 for s in steps], "o-", color=COLORS.get(mode),
-                     label=f"{MODE_TITLES.get(mode, mode)} deliveries/s")
-            ax1.plot(x, [s["offered_sends_per_s"] * (s["expected"] / max(1, s["sent"])) for s in steps], "k:",
-                     label="offered deliveries/s")
-            ax2.plot(x, [s["latency_ms"]["p99"] or 0 for s in steps], "o-", color=COLORS.get(mode), label="p99")
-            ax2.plot(x, [s["latency_ms"]["p50"] or 0 for s in steps], "s--", color=COLORS.get(mode), label="p50")
+            ax1.plot(
+                x,
+                [s["deliveries_per_s"] or 0 for s in steps],
+                "o-",
+                color=COLORS.get(mode),
+                label=f"{MODE_TITLES.get(mode, mode)} deliveries/s",
+            )
+            ax1.plot(
+                x,
+                [s["offered_sends_per_s"] * (s["expected"] / max(1, s["sent"])) for s in steps],
+                "k:",
+                label="offered deliveries/s",
+            )
+            ax2.plot(
+                x, [s["latency_ms"]["p99"] or 0 for s in steps], "o-", color=COLORS.get(mode), label="p99"
+            )
+            ax2.plot(
+                x, [s["latency_ms"]["p50"] or 0 for s in steps], "s--", color=COLORS.get(mode), label="p50"
+            )
             for s in steps:
                 if not s.get("passed"):
-                    ax1.annotate(f"{s['delivery_rate_pct']}%", (s["rate"], s["deliveries_per_s"] or 0), fontsize=7)
+                    ax1.annotate(
+                        f"{s['delivery_rate_pct']}%", (s["rate"], s["deliveries_per_s"] or 0), fontsize=7
+                    )
         ax1.set_xlabel("messages/s per sender")
         ax1.set_ylabel("deliveries/s")
         ax1.set_title("Throughput per step")
@@ -55,9 +70,14 @@ def write_chart(path: Path, runs: dict, *, title: str, ramp: bool = False) -> No
             step = run["steps"][0] if run["steps"] else {}
             if lat.size:
                 y = np.arange(1, lat.size + 1) / lat.size * 100
-                ax1.step(lat, y, where="post", color=COLORS.get(mode),
-                         label=f"{MODE_TITLES.get(mode, mode)} (p50 {step['latency_ms']['p50']} / "
-                               f"p99 {step['latency_ms']['p99']} ms, n={lat.size})")
+                ax1.step(
+                    lat,
+                    y,
+                    where="post",
+                    color=COLORS.get(mode),
+                    label=f"{MODE_TITLES.get(mode, mode)} (p50 {step['latency_ms']['p50']} / "
+                    f"p99 {step['latency_ms']['p99']} ms, n={lat.size})",
+                )
             labels.append(MODE_TITLES.get(mode, mode))
             rates.append(step.get("delivery_rate_pct") or 0)
         ax1.set_xscale("log")

@@ -45,17 +45,29 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="seed-3",
             description="3 users, one per node, one room; the user on node-1 sends.",
-            clients=3, rooms=1, senders=1, rate=10.0, duration=5.0,
+            clients=3,
+            rooms=1,
+            senders=1,
+            rate=10.0,
+            duration=5.0,
         ),
         Scenario(
             name="seed-1000",
             description="1,000 users over 3 nodes in one room; one sender at 5 msg/s.",
-            clients=1000, rooms=1, senders=1, rate=5.0, duration=10.0,
+            clients=1000,
+            rooms=1,
+            senders=1,
+            rate=5.0,
+            duration=10.0,
         ),
         Scenario(
             name="seed-50rooms",
             description="50 rooms of 20 users over 3 nodes, one sender per room at 1 msg/s.",
-            clients=1000, rooms=50, senders=50, rate=1.0, duration=10.0,
+            clients=1000,
+            rooms=50,
+            senders=50,
+            rate=1.0,
+            duration=10.0,
         ),
         Scenario(
             name="ramp",
@@ -64,7 +76,12 @@ SCENARIOS: dict[str, Scenario] = {
                 "highest rate with >= 99.9% delivered and p99 < 100 ms (Redis layer only: the "
                 "in-memory layer can never pass a delivery criterion across nodes)."
             ),
-            clients=1000, rooms=50, senders=50, rate=2.0, duration=5.0, modes=("redis",),
+            clients=1000,
+            rooms=50,
+            senders=50,
+            rate=2.0,
+            duration=5.0,
+            modes=("redis",),
             ramp_rates=(2, 4, 6, 8, 10, 12, 15, 20, 25, 30),
         ),
     ]

@@ -36,15 +36,327 @@ AUTHORS_PER_ROOM = 10
 # A fixed list: common and rare words, two-word queries, a miss, Korean words inside longer
 # words (no spaces), two-character Korean words (below a trigram's length).
 QUERIES = [
-    "the", "deploy", "meeting notes", "database migration", "lunch", "kubernetes",
-    "wkq3", "nothing-matches-this", "release", "ok",
-    "대화", "회의", "배포", "일반대화방", "서버 점검", "커피", "점심 메뉴", "프로젝트 일정",
+    "the",
+    "deploy",
+    "meeting notes",
+    "database migration",
+    "lunch",
+    "kubernetes",
+    "wkq3",
+    "nothing-matches-this",
+    "release",
+    "ok",
+    "대화",
+    "회의",
+    "배포",
+    "일반대화방",
+    "서버 점검",
+    "커피",
+    "점심 메뉴",
+    "프로젝트 일정",
 ]
 
-ENGLISH = ["the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on", "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say", "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so", "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like", "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some", "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over", "think", "also", "back", "after", "use", "two", "how", "our", "work", "first", "well", "way", "even", "new", "want", "because", "any", "these", "give", "day", "most", "us", "meeting", "notes", "deploy", "release", "database", "migration", "lunch", "coffee", "server", "build", "test", "review", "merge", "branch", "issue", "bug", "fix", "ticket", "customer", "support", "design", "meeting", "standup", "sprint", "plan", "roadmap", "deadline", "launch", "dashboard", "metrics", "alert", "incident", "outage", "latency", "cache", "queue", "worker", "cluster", "node", "redis", "postgres", "index", "query", "search", "upload", "file", "image", "photo", "link", "thread", "reply", "reaction", "emoji", "channel", "room", "message", "chat", "team", "project", "schedule", "calendar", "week", "friday", "monday", "tomorrow", "today", "yesterday", "morning", "afternoon", "evening", "please", "thanks", "sorry", "great", "nice", "cool", "sure", "yes", "okay", "agreed", "done", "ready", "blocked", "waiting", "working", "shipping", "kubernetes", "docker", "terraform", "grafana", "prometheus", "python", "django", "javascript", "react", "typescript"]
+ENGLISH = [
+    "the",
+    "be",
+    "to",
+    "of",
+    "and",
+    "a",
+    "in",
+    "that",
+    "have",
+    "I",
+    "it",
+    "for",
+    "not",
+    "on",
+    "with",
+    "he",
+    "as",
+    "you",
+    "do",
+    "at",
+    "this",
+    "but",
+    "his",
+    "by",
+    "from",
+    "they",
+    "we",
+    "say",
+    "her",
+    "she",
+    "or",
+    "an",
+    "will",
+    "my",
+    "one",
+    "all",
+    "would",
+    "there",
+    "their",
+    "what",
+    "so",
+    "up",
+    "out",
+    "if",
+    "about",
+    "who",
+    "get",
+    "which",
+    "go",
+    "me",
+    "when",
+    "make",
+    "can",
+    "like",
+    "time",
+    "no",
+    "just",
+    "him",
+    "know",
+    "take",
+    "people",
+    "into",
+    "year",
+    "your",
+    "good",
+    "some",
+    "could",
+    "them",
+    "see",
+    "other",
+    "than",
+    "then",
+    "now",
+    "look",
+    "only",
+    "come",
+    "its",
+    "over",
+    "think",
+    "also",
+    "back",
+    "after",
+    "use",
+    "two",
+    "how",
+    "our",
+    "work",
+    "first",
+    "well",
+    "way",
+    "even",
+    "new",
+    "want",
+    "because",
+    "any",
+    "these",
+    "give",
+    "day",
+    "most",
+    "us",
+    "meeting",
+    "notes",
+    "deploy",
+    "release",
+    "database",
+    "migration",
+    "lunch",
+    "coffee",
+    "server",
+    "build",
+    "test",
+    "review",
+    "merge",
+    "branch",
+    "issue",
+    "bug",
+    "fix",
+    "ticket",
+    "customer",
+    "support",
+    "design",
+    "meeting",
+    "standup",
+    "sprint",
+    "plan",
+    "roadmap",
+    "deadline",
+    "launch",
+    "dashboard",
+    "metrics",
+    "alert",
+    "incident",
+    "outage",
+    "latency",
+    "cache",
+    "queue",
+    "worker",
+    "cluster",
+    "node",
+    "redis",
+    "postgres",
+    "index",
+    "query",
+    "search",
+    "upload",
+    "file",
+    "image",
+    "photo",
+    "link",
+    "thread",
+    "reply",
+    "reaction",
+    "emoji",
+    "channel",
+    "room",
+    "message",
+    "chat",
+    "team",
+    "project",
+    "schedule",
+    "calendar",
+    "week",
+    "friday",
+    "monday",
+    "tomorrow",
+    "today",
+    "yesterday",
+    "morning",
+    "afternoon",
+    "evening",
+    "please",
+    "thanks",
+    "sorry",
+    "great",
+    "nice",
+    "cool",
+    "sure",
+    "yes",
+    "okay",
+    "agreed",
+    "done",
+    "ready",
+    "blocked",
+    "waiting",
+    "working",
+    "shipping",
+    "kubernetes",
+    "docker",
+    "terraform",
+    "grafana",
+    "prometheus",
+    "python",
+    "django",
+    "javascript",
+    "react",
+    "typescript",
+]
 
-KOREAN = ["대화", "회의", "배포", "서버", "점검", "커피", "점심", "메뉴", "프로젝트", "일정", "오늘", "내일", "어제", "문서", "검색", "사진", "파일", "데이터베이스", "마이그레이션", "고객", "지원", "디자인", "스프린트", "계획", "출시", "장애", "지연", "캐시", "작업", "클러스터", "노드", "링크", "스레드", "답장", "반응", "채널", "방", "메시지", "팀", "주간", "금요일", "월요일", "아침", "오후", "저녁", "감사", "확인", "완료", "준비", "대기", "리뷰", "병합", "브랜치", "이슈", "버그", "수정", "테스트", "빌드", "알림", "지표", "대시보드", "로그", "보안", "권한", "계정", "비밀번호", "일반대화방", "공지사항", "회의실", "휴가", "출장", "보고서", "예산", "계약", "견적", "발표", "자료", "교육", "채용", "면접"]
-PARTICLES = ["", "", "", "은", "는", "이", "가", "을", "를", "에", "에서", "도", "입니다", "이에요", "으로", "와", "과", "의"]
+KOREAN = [
+    "대화",
+    "회의",
+    "배포",
+    "서버",
+    "점검",
+    "커피",
+    "점심",
+    "메뉴",
+    "프로젝트",
+    "일정",
+    "오늘",
+    "내일",
+    "어제",
+    "문서",
+    "검색",
+    "사진",
+    "파일",
+    "데이터베이스",
+    "마이그레이션",
+    "고객",
+    "지원",
+    "디자인",
+    "스프린트",
+    "계획",
+    "출시",
+    "장애",
+    "지연",
+    "캐시",
+    "작업",
+    "클러스터",
+    "노드",
+    "링크",
+    "스레드",
+    "답장",
+    "반응",
+    "채널",
+    "방",
+    "메시지",
+    "팀",
+    "주간",
+    "금요일",
+    "월요일",
+    "아침",
+    "오후",
+    "저녁",
+    "감사",
+    "확인",
+    "완료",
+    "준비",
+    "대기",
+    "리뷰",
+    "병합",
+    "브랜치",
+    "이슈",
+    "버그",
+    "수정",
+    "테스트",
+    "빌드",
+    "알림",
+    "지표",
+    "대시보드",
+    "로그",
+    "보안",
+    "권한",
+    "계정",
+    "비밀번호",
+    "일반대화방",
+    "공지사항",
+    "회의실",
+    "휴가",
+    "출장",
+    "보고서",
+    "예산",
+    "계약",
+    "견적",
+    "발표",
+    "자료",
+    "교육",
+    "채용",
+    "면접",
+]
+PARTICLES = [
+    "",
+    "",
+    "",
+    "은",
+    "는",
+    "이",
+    "가",
+    "을",
+    "를",
+    "에",
+    "에서",
+    "도",
+    "입니다",
+    "이에요",
+    "으로",
+    "와",
+    "과",
+    "의",
+]
 
 
 def log(msg: str) -> None:
@@ -53,7 +365,9 @@ def log(msg: str) -> None:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", default=os.environ.get("BENCH_SEARCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    p.add_argument(
+        "--database-url", default=os.environ.get("BENCH_SEARCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
     p.add_argument("--messages", type=int, default=1_000_000)
     p.add_argument("--rooms", type=int, default=1000)
     p.add_argument("--user-rooms", type=int, default=20, help="rooms the searching user is a member of")
@@ -117,12 +431,21 @@ def bodies(n: int, rng: random.Random):
 def setup_django(database_url: str) -> None:
     name = database_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
     if name.startswith("test_") or name in ("chatsite", "postgres", "template0", "template1"):
-        raise SystemExit(f"refusing to load a million messages into {name!r}: give the bench its own database")
+        raise SystemExit(
+            f"refusing to load a million messages into {name!r}: give the bench its own database"
+        )
     # No pool and no statement time limit: the load's COPY and index builds take minutes.
-    os.environ.update({"DATABASE_URL": database_url, "REDIS_URL": "", "DEBUG": "0", "DATABASE_POOL": "0",
-                       "DATABASE_STATEMENT_TIMEOUT": "0",
-                       "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
-                       "DJANGO_SETTINGS_MODULE": "chatsite.settings"})
+    os.environ.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": "",
+            "DEBUG": "0",
+            "DATABASE_POOL": "0",
+            "DATABASE_STATEMENT_TIMEOUT": "0",
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        }
+    )
     from .prepare import ensure_database
 
     if ensure_database(database_url):
@@ -160,15 +483,19 @@ def load(args) -> None:
     with connection.cursor() as django_cursor:
         cur = django_cursor.cursor  # psycopg's own cursor: COPY
         cur.execute("SET statement_timeout = 0")  # the product's DATABASE_STATEMENT_TIMEOUT is for requests
-        cur.execute("TRUNCATE rooms_mention, rooms_message, rooms_membership, rooms_room, rooms_sendwindow "
-                    "RESTART IDENTITY CASCADE")
+        cur.execute(
+            "TRUNCATE rooms_mention, rooms_message, rooms_membership, rooms_room, rooms_sendwindow "
+            "RESTART IDENTITY CASCADE"
+        )
         cur.execute("DELETE FROM authtoken_token")
         cur.execute("DELETE FROM auth_user")
         for name, _ in INDEXES:
             cur.execute(f"DROP INDEX IF EXISTS {name}")
         n_users = args.rooms * AUTHORS_PER_ROOM // 2 + 1
-        with cur.copy("COPY auth_user (id, password, is_superuser, username, first_name, last_name, email, "
-                      "is_staff, is_active, date_joined) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY auth_user (id, password, is_superuser, username, first_name, last_name, email, "
+            "is_staff, is_active, date_joined) FROM STDIN"
+        ) as copy:
             copy.write_row((1, "!", False, SEARCHER, "", "", "", False, True, now - span))
             for i in range(2, n_users + 1):
                 copy.write_row((i, "!", False, f"search-bench-{i}", "", "", "", False, True, now - span))
@@ -180,8 +507,9 @@ def load(args) -> None:
             r = rng.randrange(args.rooms) + 1
             per_room[r] += 1
             room_of.append((r, per_room[r]))
-        with cur.copy("COPY rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) "
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            "COPY rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) FROM STDIN"
+        ) as copy:
             for r in range(1, args.rooms + 1):
                 private = r % 4 == 0
                 copy.write_row((r, f"sb-{r}", f"Room {r}", "", now - span, per_room[r], private, "room"))
@@ -191,19 +519,25 @@ def load(args) -> None:
         def authors(r: int) -> list[int]:
             return [2 + ((r * 5 + j) % (n_users - 1)) for j in range(AUTHORS_PER_ROOM)]
 
-        with cur.copy("COPY rooms_membership (room_id, user_id, role, joined_at, last_read_seq) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY rooms_membership (room_id, user_id, role, joined_at, last_read_seq) FROM STDIN"
+        ) as copy:
             for r in range(1, args.rooms + 1):
                 for j, uid in enumerate(authors(r)):
                     copy.write_row((r, uid, "owner" if j == 0 else "member", now - span, per_room[r]))
             for r in searcher_rooms:
                 copy.write_row((r, 1, "member", now - span, per_room[r]))
         log(f"  users, rooms, memberships: {time.perf_counter() - started:.1f} s")
-        with cur.copy("COPY rooms_message (id, room_id, seq, author_id, body, client_msg_id, server_id, "
-                      "created_at, mentions_room) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY rooms_message (id, room_id, seq, author_id, body, client_msg_id, server_id, "
+            "created_at, mentions_room) FROM STDIN"
+        ) as copy:
             for i, body in enumerate(bodies(args.messages, rng)):
                 r, seq = room_of[i]
                 created = now - span + span * (i / args.messages)
-                copy.write_row((i + 1, r, seq, rng.choice(authors(r)), body, f"b{i}", "bench", created, False))
+                copy.write_row(
+                    (i + 1, r, seq, rng.choice(authors(r)), body, f"b{i}", "bench", created, False)
+                )
         cur.execute("SELECT setval(pg_get_serial_sequence('rooms_message', 'id'), %s)", [args.messages + 1])
         cur.execute("SELECT setval(pg_get_serial_sequence('rooms_room', 'id'), %s)", [args.rooms + 2])
         cur.execute("SELECT setval(pg_get_serial_sequence('auth_user', 'id'), %s)", [n_users + 1])
@@ -218,9 +552,11 @@ def load(args) -> None:
         cur.execute("VACUUM ANALYZE rooms_message")
         cur.execute("ANALYZE")
         # Last: the mark that this shape is fully loaded (a load cut short is loaded again).
-        cur.execute("INSERT INTO rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) "
-                    "VALUES (%s, 'search-bench-shape', 'bench shape', %s, now(), 0, TRUE, 'room')",
-                    [args.rooms + 1, shape(args)])
+        cur.execute(
+            "INSERT INTO rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) "
+            "VALUES (%s, 'search-bench-shape', 'bench shape', %s, now(), 0, TRUE, 'room')",
+            [args.rooms + 1, shape(args)],
+        )
     log(f"  loaded in {time.perf_counter() - started:.1f} s")
 
 
@@ -286,24 +622,30 @@ def main(argv=None) -> int:
     for q, values in result["per_query"].items():
         base = q.replace("  (page 2)", "")
         shown = result["found"].get(base, "") if q == base else "(next page)"
-        print(f"| `{q}` | {shown} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | {max(values):.1f} |")
+        print(
+            f"| `{q}` | {shown} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | {max(values):.1f} |"
+        )
     print()
     groups = {
         "all": every,
         "a term of 3+ characters (trigram index)": [
-            ms for q, values in result["per_query"].items() if long_term(q)
-            for ms in values],
+            ms for q, values in result["per_query"].items() if long_term(q) for ms in values
+        ],
         "only terms of 1-2 characters (no trigram)": [
-            ms for q, values in result["per_query"].items() if not long_term(q)
-            for ms in values],
+            ms for q, values in result["per_query"].items() if not long_term(q) for ms in values
+        ],
     }
     for label, values in groups.items():
         if values:
-            print(f"{label}: {len(values)} searches, p50 {percentile(values, 50):.1f} ms, "
-                  f"p95 {percentile(values, 95):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
-                  f"max {max(values):.1f} ms (mean {statistics.mean(values):.1f})")
-    print(f"machine: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-          f"(1, 5, 15 min) on {os.cpu_count()} CPUs")
+            print(
+                f"{label}: {len(values)} searches, p50 {percentile(values, 50):.1f} ms, "
+                f"p95 {percentile(values, 95):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
+                f"max {max(values):.1f} ms (mean {statistics.mean(values):.1f})"
+            )
+    print(
+        f"machine: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(1, 5, 15 min) on {os.cpu_count()} CPUs"
+    )
     return 0
 
 

@@ -55,8 +55,22 @@ class PrivateRedis:
         self.port = cluster.free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         self.client = redis.Redis(port=self.port)
@@ -71,7 +85,9 @@ class PrivateRedis:
                 time.sleep(0.05)
 
     def commands(self) -> dict[str, int]:
-        return {name.removeprefix("cmdstat_"): v["calls"] for name, v in self.client.info("commandstats").items()}
+        return {
+            name.removeprefix("cmdstat_"): v["calls"] for name, v in self.client.info("commandstats").items()
+        }
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -83,12 +99,19 @@ def pg_counters(database_url: str) -> dict[str, int]:
     import psycopg
 
     cfg = environ.Env.db_url_config(database_url)
-    with psycopg.connect(host=cfg.get("HOST") or "127.0.0.1", port=cfg.get("PORT") or 5432,
-                         user=cfg.get("USER") or None, dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=cfg.get("HOST") or "127.0.0.1",
+        port=cfg.get("PORT") or 5432,
+        user=cfg.get("USER") or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
-            "WHERE datname = %s", [cfg["NAME"]]).fetchone()
+            "WHERE datname = %s",
+            [cfg["NAME"]],
+        ).fetchone()
     return {"transactions": row[0], "rows_written": row[1]}
 
 
@@ -106,7 +129,9 @@ class Client:
 class Run:
     def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, tag: str, reads: bool = True):
         self.nodes, self.pages, self.tag, self.reads = nodes, pages, tag, reads
-        self.clients = [Client(i, nodes[i % len(nodes)], rooms[i % len(rooms)], tokens[i]) for i in range(clients)]
+        self.clients = [
+            Client(i, nodes[i % len(nodes)], rooms[i % len(rooms)], tokens[i]) for i in range(clients)
+        ]
         self.latencies: list[float] = []
         self.deliveries = 0
         self.activity_frames = 0
@@ -127,14 +152,26 @@ class Run:
             headers = {"Authorization": f"Token {c.token}"}
             async with sem:
                 try:
-                    c.room_ws = await connect(f"{c.node.url}/ws/rooms/{c.room}/", additional_headers=headers,
-                                              compression=None, ping_interval=None, max_size=2**22)
+                    c.room_ws = await connect(
+                        f"{c.node.url}/ws/rooms/{c.room}/",
+                        additional_headers=headers,
+                        compression=None,
+                        ping_interval=None,
+                        max_size=2**22,
+                    )
                     assert json.loads(await c.room_ws.recv())["type"] == "hello"
                     c.tasks.append(asyncio.ensure_future(self.read_room(c)))
                     if self.pages:
-                        other = self.nodes[(c.index + 1) % len(self.nodes)]  # another node than the room page's
-                        c.user_ws = await connect(f"{other.url}/ws/user/", additional_headers=headers,
-                                                  compression=None, ping_interval=None, max_size=2**22)
+                        other = self.nodes[
+                            (c.index + 1) % len(self.nodes)
+                        ]  # another node than the room page's
+                        c.user_ws = await connect(
+                            f"{other.url}/ws/user/",
+                            additional_headers=headers,
+                            compression=None,
+                            ping_interval=None,
+                            max_size=2**22,
+                        )
                         assert json.loads(await c.user_ws.recv())["type"] == "sidebar"
                         c.tasks.append(asyncio.ensure_future(self.read_user(c)))
                 except Exception as exc:
@@ -183,14 +220,18 @@ class Run:
             c.timer.cancel()
         else:
             c.first_at = now
-        c.timer = loop.call_later(max(0.0, min(READ_DEBOUNCE, c.first_at + READ_MAX_WAIT - now)), self.report, c)
+        c.timer = loop.call_later(
+            max(0.0, min(READ_DEBOUNCE, c.first_at + READ_MAX_WAIT - now)), self.report, c
+        )
 
     def report(self, c: Client) -> None:
         c.timer = None
         if c.newest > c.reported:
             c.reported = c.newest
             self.reads_sent += 1
-            c.tasks.append(asyncio.ensure_future(c.room_ws.send(json.dumps({"type": "read", "seq": c.newest}))))
+            c.tasks.append(
+                asyncio.ensure_future(c.room_ws.send(json.dumps({"type": "read", "seq": c.newest})))
+            )
 
     async def send(self, senders: int, rate: float, duration: float) -> int:
         """Sender j (client j) sends ``rate`` messages a second for ``duration`` seconds."""
@@ -203,8 +244,11 @@ class Run:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 body = json.dumps({"b": self.tag, "t": time.monotonic(), "k": k})
-                await c.room_ws.send(json.dumps({"type": "message.send", "body": body,
-                                                 "client_msg_id": f"{self.tag}-{c.index}-{k}"}))
+                await c.room_ws.send(
+                    json.dumps(
+                        {"type": "message.send", "body": body, "client_msg_id": f"{self.tag}-{c.index}-{k}"}
+                    )
+                )
 
         await asyncio.gather(*(sender(c) for c in self.clients[:senders] if c.room_ws is not None))
         return count * senders
@@ -225,8 +269,15 @@ class Run:
 
 async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
     tag = secrets.token_hex(4)
-    run = Run(nodes, data["tokens"], data["rooms"], clients=args.clients, pages=pages, tag=tag,
-              reads=not args.no_reads)
+    run = Run(
+        nodes,
+        data["tokens"],
+        data["rooms"],
+        clients=args.clients,
+        pages=pages,
+        tag=tag,
+        reads=not args.no_reads,
+    )
     t0 = time.monotonic()
     await run.connect()
     connect_s = time.monotonic() - t0
@@ -238,10 +289,12 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
     await asyncio.sleep(args.duration + READ_DEBOUNCE + 0.5)
     idle_s = time.monotonic() - idle_t0
     idle_pg1, idle_r1 = pg_counters(args.database_url), redis.commands()
-    idle = {"cpu": (sum(n.cpu_seconds() or 0 for n in nodes) - idle_cpu0) / idle_s,
-            "tx": (idle_pg1["transactions"] - idle_pg0["transactions"]) / idle_s,
-            "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
-            "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s}
+    idle = {
+        "cpu": (sum(n.cpu_seconds() or 0 for n in nodes) - idle_cpu0) / idle_s,
+        "tx": (idle_pg1["transactions"] - idle_pg0["transactions"]) / idle_s,
+        "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
+        "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s,
+    }
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
     lg0 = psutil.Process().cpu_times()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
@@ -270,25 +323,45 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
     return {
-        "shape": "pages" if pages else "rooms", "rate": rate, "reads": run.reads, "stored": stored, "expected": expected,
-        "delivered": run.deliveries, "delivered_pct": round(100 * run.deliveries / expected, 2) if expected else None,
-        "deliveries_per_s": round(run.deliveries / window), "window_s": round(window, 2),
-        "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
+        "shape": "pages" if pages else "rooms",
+        "rate": rate,
+        "reads": run.reads,
+        "stored": stored,
+        "expected": expected,
+        "delivered": run.deliveries,
+        "delivered_pct": round(100 * run.deliveries / expected, 2) if expected else None,
+        "deliveries_per_s": round(run.deliveries / window),
+        "window_s": round(window, 2),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
         "node_cpu_us_per_message": round(cpu / stored * 1e6) if stored else None,
         "net_node_cpu_us_per_message": round((cpu - idle["cpu"] * measured_s) / stored * 1e6),
-        "net_db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"] - idle["tx"] * measured_s) / stored, 2),
-        "net_db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"] - idle["rows"] * measured_s) / stored, 2),
-        "net_redis_commands_per_message": round((sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2),
+        "net_db_transactions_per_message": round(
+            (pg1["transactions"] - pg0["transactions"] - idle["tx"] * measured_s) / stored, 2
+        ),
+        "net_db_rows_written_per_message": round(
+            (pg1["rows_written"] - pg0["rows_written"] - idle["rows"] * measured_s) / stored, 2
+        ),
+        "net_redis_commands_per_message": round(
+            (sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2
+        ),
         "idle_per_s": {k: round(v, 3) for k, v in idle.items()},
         "node_cpu_us_per_delivery": round(cpu / run.deliveries * 1e6) if run.deliveries else None,
         "db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"]) / stored, 2),
         "db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"]) / stored, 2),
         "redis_commands_per_message": round(sum(redis_by_cmd.values()) / stored, 2),
-        "redis_by_command_per_message": {k: round(v / stored, 2) for k, v in sorted(redis_by_cmd.items(), key=lambda kv: -kv[1]) if v},
-        "reads_sent": run.reads_sent, "reads_per_message": round(run.reads_sent / stored, 2),
-        "activity_frames": run.activity_frames, "activity_unread": run.activity_unread,
+        "redis_by_command_per_message": {
+            k: round(v / stored, 2) for k, v in sorted(redis_by_cmd.items(), key=lambda kv: -kv[1]) if v
+        },
+        "reads_sent": run.reads_sent,
+        "reads_per_message": round(run.reads_sent / stored, 2),
+        "activity_frames": run.activity_frames,
+        "activity_unread": run.activity_unread,
         "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
-        "connect_s": round(connect_s, 1), "errors": run.errors, "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "connect_s": round(connect_s, 1),
+        "errors": run.errors,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -300,20 +373,32 @@ def table(results: list[dict]) -> str:
         ("node CPU per message (µs), idle subtracted", lambda r: f"{r['net_node_cpu_us_per_message']:,}"),
         ("node CPU per message (µs), raw", lambda r: f"{r['node_cpu_us_per_message']:,}"),
         ("node CPU per delivery (µs)", lambda r: f"{r['node_cpu_us_per_delivery']}"),
-        ("DB transactions per message, idle subtracted (raw)",
-         lambda r: f"{r['net_db_transactions_per_message']} ({r['db_transactions_per_message']})"),
-        ("DB rows written per message, idle subtracted (raw)",
-         lambda r: f"{r['net_db_rows_written_per_message']} ({r['db_rows_written_per_message']})"),
+        (
+            "DB transactions per message, idle subtracted (raw)",
+            lambda r: f"{r['net_db_transactions_per_message']} ({r['db_transactions_per_message']})",
+        ),
+        (
+            "DB rows written per message, idle subtracted (raw)",
+            lambda r: f"{r['net_db_rows_written_per_message']} ({r['db_rows_written_per_message']})",
+        ),
         ("read reports per message", lambda r: f"{r['reads_per_message']}"),
-        ("Redis commands per message, idle subtracted (raw)",
-         lambda r: f"{r['net_redis_commands_per_message']} ({r['redis_commands_per_message']})"),
+        (
+            "Redis commands per message, idle subtracted (raw)",
+            lambda r: f"{r['net_redis_commands_per_message']} ({r['redis_commands_per_message']})",
+        ),
         ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
         ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
         ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),
         ("errors", lambda r: ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"),
     ]
-    head = "| measure | " + " | ".join(f"{r['shape']} @ {r['rate']:g}/s" + ("" if r.get("reads", True) else " (no reads)")
-                                      for r in results) + " |"
+    head = (
+        "| measure | "
+        + " | ".join(
+            f"{r['shape']} @ {r['rate']:g}/s" + ("" if r.get("reads", True) else " (no reads)")
+            for r in results
+        )
+        + " |"
+    )
     lines = [head, "|---|" + "---|" * len(results)]
     for name, fn in rows:
         lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
@@ -327,12 +412,16 @@ async def main_async(args) -> list[dict]:
     try:
         log(f"preparing {args.clients} users in {args.rooms} rooms, {args.rooms_each} rooms each")
         data = prepare_with_memberships(args)
-        env = cluster.node_env(database_url=args.database_url, redis_url=redis.url, prefix=f"bench-{secrets.token_hex(3)}")
+        env = cluster.node_env(
+            database_url=args.database_url, redis_url=redis.url, prefix=f"bench-{secrets.token_hex(3)}"
+        )
         nodes = cluster.start_nodes(args.nodes, env=env, log_dir=folder / "logs")
         cluster.wait_healthy(nodes)
         results = []
         for rate in args.rates:
-            for pages in [shape == "pages" for shape in args.shapes.split(",")]:  # alternating, in one sitting
+            for pages in [
+                shape == "pages" for shape in args.shapes.split(",")
+            ]:  # alternating, in one sitting
                 log(f"phase {'pages' if pages else 'rooms'} at {rate:g} msg/s per sender")
                 result = await phase(nodes, data, args, redis, pages=pages, rate=rate)
                 log(json.dumps(result))
@@ -344,11 +433,32 @@ async def main_async(args) -> list[dict]:
 
 
 def prepare_with_memberships(args) -> dict:
-    env = {**os.environ, "DATABASE_URL": args.database_url, "REDIS_URL": "", "DEBUG": "0",
-           "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_SETTINGS_MODULE": "chatsite.settings"}
-    r = subprocess.run([sys.executable, "-m", "bench.prepare", "--users", str(args.clients), "--rooms", str(args.rooms),
-                        "--rooms-each", str(args.rooms_each)], cwd=cluster.REPO_DIR, env=env,
-                       capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "REDIS_URL": "",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.prepare",
+            "--users",
+            str(args.clients),
+            "--rooms",
+            str(args.rooms),
+            "--rooms-each",
+            str(args.rooms_each),
+        ],
+        cwd=cluster.REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-3000:])
     return json.loads(r.stdout)
@@ -364,7 +474,9 @@ def main(argv=None) -> int:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--no-reads", action="store_true", help="page-like clients send no read reports")
     p.add_argument("--shapes", default="rooms,pages", help="which shapes to run, in order, at each rate")
-    p.add_argument("--database-url", default=os.environ.get("BENCH_SIDEBAR_DATABASE_URL", DEFAULT_DATABASE_URL))
+    p.add_argument(
+        "--database-url", default=os.environ.get("BENCH_SIDEBAR_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
     p.add_argument("--out", type=Path, default=OUT_DIR)
     args = p.parse_args(argv)
     args.rates = [float(x) for x in args.rates.split(",")]
@@ -373,8 +485,16 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"sidebar-{stamp}.json"
-    path.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                "machine": machine(), "results": results}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "machine": machine(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     log(f"wrote {path}")
     return 0
 

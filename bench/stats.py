@@ -68,8 +68,11 @@ def pct(part: float, whole: float) -> float | None:
     return None if not whole else round(100.0 * part / whole, 3)
 
 
-def per_node_delivery(expected: Mapping[str, Mapping[str, int]], received: Mapping[str, Mapping[str, int]],
-                      members: Mapping[tuple[int, str], int]) -> dict:
+def per_node_delivery(
+    expected: Mapping[str, Mapping[str, int]],
+    received: Mapping[str, Mapping[str, int]],
+    members: Mapping[tuple[int, str], int],
+) -> dict:
     """What each node's members received: ``{node: {"members", "expected", "received",
     "rate_pct", "from": {sending node: received}}}`` for every node with members."""
     nodes = sorted({node for (_, node) in members} | set(expected) | set(received))
@@ -110,7 +113,9 @@ def ramp_step_passes(result: Mapping, *, min_delivery_pct: float, max_p99_ms: fl
     return rate is not None and p99 is not None and rate >= min_delivery_pct and p99 < max_p99_ms
 
 
-def log_histogram(latencies_ms: Iterable[float], *, lo: float = 0.1, hi: float = 100_000.0, per_decade: int = 10) -> dict:
+def log_histogram(
+    latencies_ms: Iterable[float], *, lo: float = 0.1, hi: float = 100_000.0, per_decade: int = 10
+) -> dict:
     """Counts in logarithmic bins (``per_decade`` bins per factor of 10, from ``lo`` to ``hi``
     ms; values outside go to the first or last bin): ``{"edges_ms": [...], "counts": [...]}``."""
     decades = math.log10(hi / lo)
@@ -128,6 +133,7 @@ def log_histogram(latencies_ms: Iterable[float], *, lo: float = 0.1, hi: float =
 
 # --- the table --------------------------------------------------------------------------------
 
+
 def _fmt(v, suffix: str = "", digits: int = 1) -> str:
     if v is None:
         return "n/a"
@@ -136,10 +142,10 @@ def _fmt(v, suffix: str = "", digits: int = 1) -> str:
     return f"{v:,}{suffix}"
 
 
-def _lat(l: Mapping | None) -> str:
-    if not l or l.get("p50") is None:
+def _lat(lat: Mapping | None) -> str:
+    if not lat or lat.get("p50") is None:
         return "n/a"
-    return f"{l['p50']:.1f} / {l['p95']:.1f} / {l['p99']:.1f} / {l['max']:.1f}"
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}"
 
 
 def _errors(errors: Mapping[str, int]) -> str:
@@ -157,29 +163,51 @@ def table_rows(results: Mapping[str, Mapping]) -> list[tuple[str, list[str]]]:
     def row(name, f):
         rows.append((name, [f(results[m]) for m in modes]))
 
-    row("delivery rate", lambda r: f"{_fmt(r.get('delivery_rate_pct'), '%')} "
-        f"({_fmt(r.get('received'))} of {_fmt(r.get('expected'))})")
+    row(
+        "delivery rate",
+        lambda r: (
+            f"{_fmt(r.get('delivery_rate_pct'), '%')} "
+            f"({_fmt(r.get('received'))} of {_fmt(r.get('expected'))})"
+        ),
+    )
     row("latency p50 / p95 / p99 / max (ms)", lambda r: _lat(r.get("latency_ms")))
     for node in nodes:
+
         def cell(r, node=node):
             n = (r.get("per_node") or {}).get(node)
             if not n:
                 return "n/a"
             return f"{_fmt(n['received'])} of {_fmt(n['expected'])} ({_fmt(n['rate_pct'], '%')}; {n['members']} member{'' if n['members'] == 1 else 's'})"
+
         row(f"{node}'s members received", cell)
     row("messages sent (acked)", lambda r: f"{_fmt(r.get('sent'))} ({_fmt(r.get('acks'))})")
     row("deliveries per second", lambda r: _fmt(r.get("deliveries_per_s")))
     row("clients connected", lambda r: f"{_fmt(r.get('connected'))} of {_fmt(r.get('clients'))}")
-    row("connect p50 / p99 / all (ms)", lambda r: (
-        f"{_fmt((r.get('connect_ms') or {}).get('p50'))} / {_fmt((r.get('connect_ms') or {}).get('p99'))}"
-        f" / {_fmt((r.get('connect_ms') or {}).get('all'), digits=0)}"))
+    row(
+        "connect p50 / p99 / all (ms)",
+        lambda r: (
+            f"{_fmt((r.get('connect_ms') or {}).get('p50'))} / {_fmt((r.get('connect_ms') or {}).get('p99'))}"
+            f" / {_fmt((r.get('connect_ms') or {}).get('all'), digits=0)}"
+        ),
+    )
     row("node CPU per delivery (µs)", lambda r: _fmt(r.get("node_cpu_us_per_delivery"), digits=0))
-    row("node CPU s / peak RSS MB", lambda r: ", ".join(
-        f"{n}: {_fmt(s.get('cpu_s'), digits=2)} / {_fmt(s.get('peak_rss_mb'), digits=0)}"
-        for n, s in sorted((r.get("node_stats") or {}).items())) or "n/a")
-    row("load generator CPU % / loop delay p99 (ms)", lambda r: (
-        f"{_fmt((r.get('loadgen') or {}).get('cpu_pct'))} / "
-        f"{_fmt((r.get('loadgen') or {}).get('loop_delay_p99_ms'))}"))
+    row(
+        "node CPU s / peak RSS MB",
+        lambda r: (
+            ", ".join(
+                f"{n}: {_fmt(s.get('cpu_s'), digits=2)} / {_fmt(s.get('peak_rss_mb'), digits=0)}"
+                for n, s in sorted((r.get("node_stats") or {}).items())
+            )
+            or "n/a"
+        ),
+    )
+    row(
+        "load generator CPU % / loop delay p99 (ms)",
+        lambda r: (
+            f"{_fmt((r.get('loadgen') or {}).get('cpu_pct'))} / "
+            f"{_fmt((r.get('loadgen') or {}).get('loop_delay_p99_ms'))}"
+        ),
+    )
     row("errors", lambda r: _errors(r.get("errors") or {}))
     return rows
 
@@ -196,17 +224,22 @@ def render_table(results: Mapping[str, Mapping]) -> str:
 
 def render_ramp(steps: Sequence[Mapping], best: Mapping | None) -> str:
     """A ramp's steps as Markdown, and the highest passing step."""
-    lines = ["| rate per sender (msg/s) | offered sends/s | delivered | deliveries/s | p50 / p95 / p99 / max (ms) | node CPU µs/delivery | loadgen CPU % | pass |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rate per sender (msg/s) | offered sends/s | delivered | deliveries/s | p50 / p95 / p99 / max (ms) | node CPU µs/delivery | loadgen CPU % | pass |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in steps:
         lines.append(
             f"| {_fmt(s.get('rate'))} | {_fmt(s.get('offered_sends_per_s'))} | {_fmt(s.get('delivery_rate_pct'), '%', 3)} "
             f"| {_fmt(s.get('deliveries_per_s'))} | {_lat(s.get('latency_ms'))} "
             f"| {_fmt(s.get('node_cpu_us_per_delivery'), digits=0)} | {_fmt((s.get('loadgen') or {}).get('cpu_pct'))} "
-            f"| {'yes' if s.get('passed') else 'no'} |")
+            f"| {'yes' if s.get('passed') else 'no'} |"
+        )
     if best:
-        lines.append(f"\nHighest passing step: {_fmt(best.get('rate'))} msg/s per sender, "
-                     f"{_fmt(best.get('deliveries_per_s'))} deliveries/s sustained.")
+        lines.append(
+            f"\nHighest passing step: {_fmt(best.get('rate'))} msg/s per sender, "
+            f"{_fmt(best.get('deliveries_per_s'))} deliveries/s sustained."
+        )
     else:
         lines.append("\nNo step passed.")
     return "\n".join(lines)

@@ -27,9 +27,7 @@ application = TrustedProxyMiddleware(
         {
             "http": django_asgi_app,
             "websocket": OriginValidator(
-                UnavailableGuard(
-                    WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-                )
+                UnavailableGuard(WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))
             ),
         }
     )

@@ -29,7 +29,6 @@ import contextlib
 import time
 
 import psycopg
-
 from django.conf import settings
 
 from chatsite import dbconn
@@ -84,8 +83,13 @@ async def pool():
 
         for other in [other for other in _pools if other.is_closed()]:
             _pools.pop(other, None)  # a finished test's loop: its sockets went with it
-        pool = AsyncConnectionPool(kwargs=_conninfo_kwargs(), open=False, name="chatsite-async",
-                                   connection_class=dbconn.AsyncConnection, **_pool_options())
+        pool = AsyncConnectionPool(
+            kwargs=_conninfo_kwargs(),
+            open=False,
+            name="chatsite-async",
+            connection_class=dbconn.AsyncConnection,
+            **_pool_options(),
+        )
         _pools[loop] = pool
         await pool.open(wait=False)
     return pool
@@ -126,7 +130,9 @@ async def fetchone(sql: str, params: dict):
     for attempt in (1, 2):
         left = remaining()
         try:
-            async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
+            async with (await pool()).connection(
+                timeout=timeout if left is None else min(timeout, left)
+            ) as conn:
                 cursor = await conn.execute(sql, params)
                 return await cursor.fetchone()
         except psycopg.Error as exc:

@@ -131,7 +131,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                         self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
-            except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+            except (TimeoutError, asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException:
                 logger.exception("Unexpected exception in receive task")

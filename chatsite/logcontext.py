@@ -67,7 +67,9 @@ class ContextFilter(logging.Filter):
 
 
 def _user_pk(user) -> int | None:
-    return getattr(user, "pk", None) if user is not None and getattr(user, "is_authenticated", False) else None
+    return (
+        getattr(user, "pk", None) if user is not None and getattr(user, "is_authenticated", False) else None
+    )
 
 
 def current_user_id() -> int | None:
@@ -94,17 +96,20 @@ def request_context_middleware(get_response):
     """Sets the request's log context and answers with ``X-Request-ID``. Async under daphne,
     sync under WSGI or the test client."""
     if iscoroutinefunction(get_response):
+
         async def middleware(request):
             rid = _begin(request)
             response = await get_response(request)
             response["X-Request-ID"] = rid
             return response
     else:
+
         def middleware(request):
             rid = _begin(request)
             response = get_response(request)
             response["X-Request-ID"] = rid
             return response
+
     return middleware
 
 

@@ -72,8 +72,11 @@ class RedisConfig:
     health_check_interval: float = HEALTH_CHECK_INTERVAL  # seconds (REDIS_HEALTH_CHECK_INTERVAL)
 
     def __repr__(self) -> str:  # without passwords (settings may be printed)
-        where = (f"sentinels={self.sentinels} master={self.master_name!r}" if self.mode == "sentinel"
-                 else f"hosts={[_label(u) for u in self.urls]}")
+        where = (
+            f"sentinels={self.sentinels} master={self.master_name!r}"
+            if self.mode == "sentinel"
+            else f"hosts={[_label(u) for u in self.urls]}"
+        )
         return f"<RedisConfig {self.mode} {where} tls={self.tls}>"
 
     # --- what settings.py puts in CHANNEL_LAYERS and CACHES --------------------------------
@@ -89,17 +92,28 @@ class RedisConfig:
         # One command (a PUBLISH, the subscriber's read) may retry on a fresh connection: after a
         # failover the old connection is dead and the retry reaches the new master.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 3)
-        common = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": COMMAND_TIMEOUT,
-                  "health_check_interval": self.health_check_interval, "socket_keepalive": True, "retry": retry}
+        common = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": COMMAND_TIMEOUT,
+            "health_check_interval": self.health_check_interval,
+            "socket_keepalive": True,
+            "retry": retry,
+        }
         if self.mode == "sentinel":
-            return [{
-                "sentinels": list(self.sentinels),
-                "master_name": self.master_name,
-                "sentinel_kwargs": {**self.sentinel_kwargs, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                    "socket_timeout": CONNECT_TIMEOUT, "retry": retry},
-                **self.master_kwargs,
-                **common,
-            }]
+            return [
+                {
+                    "sentinels": list(self.sentinels),
+                    "master_name": self.master_name,
+                    "sentinel_kwargs": {
+                        **self.sentinel_kwargs,
+                        "socket_connect_timeout": CONNECT_TIMEOUT,
+                        "socket_timeout": CONNECT_TIMEOUT,
+                        "retry": retry,
+                    },
+                    **self.master_kwargs,
+                    **common,
+                }
+            ]
         return [{"address": url, **self._url_tls_kwargs(url), **common} for url in self.urls]
 
     def cache(self, key_prefix: str) -> dict:
@@ -109,15 +123,23 @@ class RedisConfig:
         if self.mode == "sentinel":
             options.update(
                 pool_class="chatsite.redis_config.SentinelCachePool",
-                sentinel={"sentinels": list(self.sentinels), "master_name": self.master_name,
-                          "sentinel_kwargs": self.sentinel_kwargs, **self.master_kwargs},
+                sentinel={
+                    "sentinels": list(self.sentinels),
+                    "master_name": self.master_name,
+                    "sentinel_kwargs": self.sentinel_kwargs,
+                    **self.master_kwargs,
+                },
             )
             location = self.url
         else:
             location = self.urls[0]
             options.update(self._url_tls_kwargs(location))
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": location,
-                "KEY_PREFIX": key_prefix, "OPTIONS": options}
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": location,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": options,
+        }
 
     def _url_tls_kwargs(self, url: str) -> dict:
         return dict(self.tls_kwargs) if url.startswith("rediss://") else {}
@@ -128,18 +150,24 @@ class RedisConfig:
         """``(label, client)`` for every Redis the layer uses (each shard, or the Sentinel
         master), with ``timeout`` seconds for connecting and for each reply."""
         # No retries with backoff (redis-py's default): one answer within ``timeout``.
-        timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout,
-                    "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0)}
+        timeouts = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        }
         if self.mode == "sentinel":
             sentinel = redis.sentinel.Sentinel(
-                self.sentinels, sentinel_kwargs={**self.sentinel_kwargs, **timeouts})
+                self.sentinels, sentinel_kwargs={**self.sentinel_kwargs, **timeouts}
+            )
             client = sentinel.master_for(self.master_name, **self.master_kwargs, **timeouts)
             return [(f"sentinel master {self.master_name!r}", client)]
-        return [(_label(url), redis.Redis.from_url(url, **self._url_tls_kwargs(url), **timeouts))
-                for url in self.urls]
+        return [
+            (_label(url), redis.Redis.from_url(url, **self._url_tls_kwargs(url), **timeouts))
+            for url in self.urls
+        ]
 
 
-def async_client(config: "RedisConfig", timeout: float = CONNECT_TIMEOUT):
+def async_client(config: RedisConfig, timeout: float = CONNECT_TIMEOUT):
     """A ``redis.asyncio`` client on the first host (or the Sentinel master) for stores other
     than the layer (presence), with ``timeout`` seconds to connect and for each reply. Bound to
     the event loop that first uses it."""
@@ -149,7 +177,8 @@ def async_client(config: "RedisConfig", timeout: float = CONNECT_TIMEOUT):
     kwargs = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     if config.mode == "sentinel":
         sentinel = redis.asyncio.sentinel.Sentinel(
-            config.sentinels, sentinel_kwargs={**config.sentinel_kwargs, **kwargs})
+            config.sentinels, sentinel_kwargs={**config.sentinel_kwargs, **kwargs}
+        )
         return sentinel.master_for(config.master_name, **config.master_kwargs, **kwargs)
     url = config.urls[0]
     return aioredis.Redis.from_url(url, **config._url_tls_kwargs(url), **kwargs)
@@ -184,10 +213,12 @@ class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
         sentinel = dict(sentinel)
         manager = redis.sentinel.Sentinel(
             sentinel.pop("sentinels"),
-            sentinel_kwargs={**sentinel.pop("sentinel_kwargs"),
-                             "socket_connect_timeout": options.get("socket_connect_timeout"),
-                             "socket_timeout": options.get("socket_timeout"),
-                             "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1)},
+            sentinel_kwargs={
+                **sentinel.pop("sentinel_kwargs"),
+                "socket_connect_timeout": options.get("socket_connect_timeout"),
+                "socket_timeout": options.get("socket_timeout"),
+                "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+            },
         )
         return cls(sentinel.pop("master_name"), manager, **sentinel, **options)
 
@@ -210,7 +241,9 @@ def from_env(environ=None) -> RedisConfig | None:
         except ValueError:
             interval = -1
         if not interval > 0:
-            raise ImproperlyConfigured(f"REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds above 0, not {value!r}.")
+            raise ImproperlyConfigured(
+                f"REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds above 0, not {value!r}."
+            )
         config.health_check_interval = interval
     return config
 
@@ -238,14 +271,17 @@ def _from_env(environ) -> RedisConfig | None:
     if len(schemes) > 1:
         raise ImproperlyConfigured(
             f"REDIS_URL lists hosts with different schemes ({', '.join(sorted(schemes))}): every "
-            "shard of the channel layer must use the same one (all rediss:// for TLS).")
+            "shard of the channel layer must use the same one (all rediss:// for TLS)."
+        )
 
     if sentinels_value:
         return _sentinel_config(get, urls, sentinels_value)
 
     if get("REDIS_SENTINEL_MASTER"):
-        raise ImproperlyConfigured("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: list "
-                                   "the sentinels as REDIS_SENTINELS=host:port,host:port.")
+        raise ImproperlyConfigured(
+            "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: list "
+            "the sentinels as REDIS_SENTINELS=host:port,host:port."
+        )
     if len(set(urls)) != len(urls):
         raise ImproperlyConfigured("REDIS_URL lists the same host twice.")
     tls = schemes == {"rediss"}
@@ -256,34 +292,42 @@ def _from_env(environ) -> RedisConfig | None:
 def _sentinel_config(get, urls: list[str], sentinels_value: str) -> RedisConfig:
     master_name = get("REDIS_SENTINEL_MASTER")
     if not master_name:
-        raise ImproperlyConfigured("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER (the name the "
-                                   "sentinels monitor the master under, e.g. mymaster) is not.")
+        raise ImproperlyConfigured(
+            "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER (the name the "
+            "sentinels monitor the master under, e.g. mymaster) is not."
+        )
     if len(urls) > 1:
         raise ImproperlyConfigured(
             "REDIS_SENTINELS is set and REDIS_URL lists several hosts: a mix of Sentinel and plain "
             "hosts cannot work. With Sentinel, REDIS_URL is at most one redis[s]://[:password@]"
-            f"{master_name}/<db> (scheme, password and db of the master), or unset.")
+            f"{master_name}/<db> (scheme, password and db of the master), or unset."
+        )
     parts = urlsplit(urls[0]) if urls else urlsplit("redis:///0")
     if parts.scheme == "unix":
-        raise ImproperlyConfigured("REDIS_URL is a unix:// socket but REDIS_SENTINELS is set: "
-                                   "sentinels hand out TCP addresses; use redis:// or rediss://.")
+        raise ImproperlyConfigured(
+            "REDIS_URL is a unix:// socket but REDIS_SENTINELS is set: "
+            "sentinels hand out TCP addresses; use redis:// or rediss://."
+        )
     if parts.hostname and parts.hostname != master_name.lower() or parts.port:
         raise ImproperlyConfigured(
             f"REDIS_SENTINELS is set and REDIS_URL names the host {parts.netloc.rpartition('@')[2]!r}: "
             "a mix of Sentinel and a plain host cannot work (the sentinels say where the master "
-            f"is). Write REDIS_URL as {parts.scheme}://[:password@]{master_name}/<db>, or leave it unset.")
+            f"is). Write REDIS_URL as {parts.scheme}://[:password@]{master_name}/<db>, or leave it unset."
+        )
     sentinels = []
     for entry in (e.strip() for e in sentinels_value.split(",")):
         host, _, port = entry.rpartition(":")
         if not entry or "//" in entry or not host or not port.isdigit():
             raise ImproperlyConfigured(
-                f"REDIS_SENTINELS: {entry!r} is not host:port (e.g. 10.0.0.5:26379,10.0.0.6:26379).")
+                f"REDIS_SENTINELS: {entry!r} is not host:port (e.g. 10.0.0.5:26379,10.0.0.6:26379)."
+            )
         sentinels.append((host.strip("[]"), int(port)))
 
     tls = parts.scheme == "rediss"
     sentinel_tls = _bool(get("REDIS_SENTINEL_TLS"), "REDIS_SENTINEL_TLS", default=tls)
-    tls_kwargs = _tls_kwargs(get, tls or sentinel_tls,
-                             what="neither REDIS_URL is rediss:// nor REDIS_SENTINEL_TLS is on")
+    tls_kwargs = _tls_kwargs(
+        get, tls or sentinel_tls, what="neither REDIS_URL is rediss:// nor REDIS_SENTINEL_TLS is on"
+    )
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     path = parts.path.strip("/")
     if path and not path.isdigit():
@@ -302,9 +346,14 @@ def _sentinel_config(get, urls: list[str], sentinels_value: str) -> RedisConfig:
         sentinel_kwargs.update(ssl=True, **tls_kwargs)
     scheme = "rediss" if tls else "redis"
     return RedisConfig(
-        mode="sentinel", url=f"{scheme}://{master_name}/{master_kwargs['db']}", tls=tls,
-        tls_kwargs=tls_kwargs, sentinels=sentinels, master_name=master_name,
-        master_kwargs=master_kwargs, sentinel_kwargs=sentinel_kwargs,
+        mode="sentinel",
+        url=f"{scheme}://{master_name}/{master_kwargs['db']}",
+        tls=tls,
+        tls_kwargs=tls_kwargs,
+        sentinels=sentinels,
+        master_name=master_name,
+        master_kwargs=master_kwargs,
+        sentinel_kwargs=sentinel_kwargs,
     )
 
 
@@ -330,7 +379,8 @@ def _tls_kwargs(get, tls: bool, *, what: str) -> dict:
             ssl.create_default_context(cafile=files["REDIS_CA_FILE"])
         except ssl.SSLError as exc:
             raise ImproperlyConfigured(
-                f"REDIS_CA_FILE={files['REDIS_CA_FILE']!r} holds no usable CA certificate: {exc}.") from None
+                f"REDIS_CA_FILE={files['REDIS_CA_FILE']!r} holds no usable CA certificate: {exc}."
+            ) from None
     if not tls:
         return {}
     kwargs = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
@@ -383,17 +433,32 @@ def describe_error(exc: BaseException, config: RedisConfig | None = None) -> tup
         return ("certificate verify failed" + (f": {detail}" if detail else "")), True
     if "handshake operation timed out" in low:
         return "TLS handshake timed out (rediss:// against a plain, non-TLS port?)", True
-    if any(s in low for s in ("wrong version number", "record layer failure", "packet length too long",
-                              "unknown protocol", "tlsv1 alert", "sslv3 alert", "[ssl")):
+    if any(
+        s in low
+        for s in (
+            "wrong version number",
+            "record layer failure",
+            "packet length too long",
+            "unknown protocol",
+            "tlsv1 alert",
+            "sslv3 alert",
+            "[ssl",
+        )
+    ):
         return "TLS handshake failed (rediss:// against a plain port, or the reverse?)", True
     if isinstance(exc, redis.AuthenticationError) or any(
-            s in low for s in ("wrongpass", "noauth", "invalid password", "invalid username-password")):
+        s in low for s in ("wrongpass", "noauth", "invalid password", "invalid username-password")
+    ):
         return "authentication failed", True
     if "connection refused" in low:
         return "connection refused", False
     if "connection reset" in low:
         return "connection reset (redis:// against a TLS port?)", False
-    if isinstance(exc, (redis.TimeoutError, TimeoutError)) or "timed out" in low or "timeout connecting" in low:
+    if (
+        isinstance(exc, (redis.TimeoutError, TimeoutError))
+        or "timed out" in low
+        or "timeout connecting" in low
+    ):
         return "timed out", False
     return (text[:200] or type(exc).__name__), False
 
@@ -411,8 +476,14 @@ def _probe_sentinels(config: RedisConfig) -> tuple[bool | None, BaseException | 
     sentinel's error)``."""
     answered, first_error = False, None
     for host, port in config.sentinels:
-        client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1,
-                             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), **config.sentinel_kwargs)
+        client = redis.Redis(
+            host=host,
+            port=port,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **config.sentinel_kwargs,
+        )
         try:
             masters = client.sentinel_masters()
             answered = True
@@ -458,9 +529,15 @@ def startup_check(config: RedisConfig | None, server_id: str = "", timeout: floa
         reason, is_config = describe_error(exc, config)
         message = f"Redis at {label}: {reason}"
         if is_config:
-            hint = (" Set REDIS_CA_FILE to the PEM bundle of the CA that signed the Redis certificate."
-                    if reason.startswith("certificate verify failed") else "")
+            hint = (
+                " Set REDIS_CA_FILE to the PEM bundle of the CA that signed the Redis certificate."
+                if reason.startswith("certificate verify failed")
+                else ""
+            )
             logger.critical("node %s cannot start: %s.%s", server_id, message, hint)
             raise SystemExit(1)
-        logger.error("node %s starts without Redis: %s (/healthz answers 503 until it is reachable)",
-                     server_id, message)
+        logger.error(
+            "node %s starts without Redis: %s (/healthz answers 503 until it is reachable)",
+            server_id,
+            message,
+        )

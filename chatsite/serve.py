@@ -107,8 +107,11 @@ def _nothing_buffered(transport) -> bool:
     waiting in Twisted's write buffer: a frame written to its socket now keeps the byte order."""
     try:
         return (
-            not transport.TLS and transport.connected and not transport.disconnecting
-            and not transport._writeDisconnected and transport._tempDataLen == 0
+            not transport.TLS
+            and transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnected
+            and transport._tempDataLen == 0
             and len(transport.dataBuffer) == transport.offset
         )
     except AttributeError:  # another transport: leave it to Twisted
@@ -127,8 +130,14 @@ def direct_writes(protocol_class):
     class DirectWrites(protocol_class):
         def sendData(self, data, sync=False, chopsize=None):
             transport = self.transport
-            if (sync or chopsize or self.send_queue or self.state != self.STATE_OPEN or self.logOctets
-                    or not _nothing_buffered(transport)):
+            if (
+                sync
+                or chopsize
+                or self.send_queue
+                or self.state != self.STATE_OPEN
+                or self.logOctets
+                or not _nothing_buffered(transport)
+            ):
                 return super().sendData(data, sync, chopsize)
             try:
                 sent = transport.socket.send(data)
@@ -192,15 +201,24 @@ def safe_application_checker(server, reactor, *, interval: float = 1.0, faults: 
     def check_one(protocol, details) -> None:
         disconnected = details.get("disconnected", None)
         application_instance = details.get("application_instance", None)
-        if disconnected and _time.time() - disconnected > server.application_close_timeout:
-            if application_instance and not application_instance.done():
-                logger.warning("Application instance %r for connection %s took too long to shut down and was killed.",
-                               application_instance, repr(protocol))
-                application_instance.cancel()
+        if (
+            disconnected
+            and _time.time() - disconnected > server.application_close_timeout
+            and application_instance
+            and not application_instance.done()
+        ):
+            logger.warning(
+                "Application instance %r for connection %s took too long to shut down and was killed.",
+                application_instance,
+                repr(protocol),
+            )
+            application_instance.cancel()
         if application_instance and application_instance.done():
             if injected[0] > 0:
                 injected[0] -= 1
-                raise RuntimeError("unable to perform operation on <UVPoll closed=True> (injected for a test)")
+                raise RuntimeError(
+                    "unable to perform operation on <UVPoll closed=True> (injected for a test)"
+                )
             try:
                 exception = application_instance.exception()
             except CancelledError:
@@ -238,8 +256,14 @@ def safe_application_checker(server, reactor, *, interval: float = 1.0, faults: 
                     check_one(protocol, details)
                 except Exception as exc:
                     metrics.APPLICATION_CHECKER_ERRORS.inc()
-                    log.log(logging.ERROR, "check", "application checker: %s failed for %r; reaped", exc,
-                            protocol, exc_info=True)
+                    log.log(
+                        logging.ERROR,
+                        "check",
+                        "application checker: %s failed for %r; reaped",
+                        exc,
+                        protocol,
+                        exc_info=True,
+                    )
                     try:
                         reap(protocol, details)
                     except Exception:
@@ -268,8 +292,14 @@ def safe_timeout_checker(server, reactor, *, interval: float = 2.0) -> None:
                     protocol.check_timeouts()
                 except Exception as exc:
                     metrics.APPLICATION_CHECKER_ERRORS.inc()
-                    log.log(logging.ERROR, "timeouts", "timeout checker: %s failed for %r", exc, protocol,
-                            exc_info=True)
+                    log.log(
+                        logging.ERROR,
+                        "timeouts",
+                        "timeout checker: %s failed for %r",
+                        exc,
+                        protocol,
+                        exc_info=True,
+                    )
         finally:
             reactor.callLater(interval, checker)
 
@@ -310,7 +340,7 @@ def drop_connections_with_dead_polls(reactor) -> None:
                     raise
                 if not getattr(selectable, "_aborting", False):  # once per connection
                     metrics.CONNECTIONS_ABORTED.inc()
-                    log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)
+                    log.warning("dead-poll", "aborting a connection its peer reset (%s)", exc)  # noqa: PLE1205 (a RateLimitedLogger: key, then message)
                 # Releases uvloop's stale handle (stopReading) and closes the socket on the next
                 # loop turn; later writes to it are dropped.
                 abort()
@@ -391,8 +421,12 @@ def _env_float(name: str, default: float) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chatsite.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bind", default=os.environ.get("HOST", "127.0.0.1"), help="address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000), help="port (default 8000)")
+    parser.add_argument(
+        "--bind", default=os.environ.get("HOST", "127.0.0.1"), help="address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT") or 8000), help="port (default 8000)"
+    )
     parser.add_argument("--access-log", action="store_true", help="print daphne's access log to stdout")
     args = parser.parse_args(argv)
 
@@ -408,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
 
     max_bytes = int(_env_float("WS_MAX_MESSAGE_BYTES", 65536))
     grace = _env_float("SHUTDOWN_GRACE", 1.0)
+
     class ChatsiteServer(Server):
         def create_application(self, protocol, scope):
             # The consumer may ask how far behind its client is (to drop typing hints first).
@@ -452,21 +487,23 @@ def main(argv: list[str] | None = None) -> None:
         # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
         # off, the client gets close code 1009.
         server.ws_factory.setProtocolOptions(failByDrop=False)
-        server.ws_factory.protocol = server_close_codes(direct_writes(client_limit_only(server.ws_factory.protocol)))
+        server.ws_factory.protocol = server_close_codes(
+            direct_writes(client_limit_only(server.ws_factory.protocol))
+        )
 
     def graceful_stop():
         """Runs first in the reactor's "before shutdown" phase (before daphne cancels the
         application instances): stop listening, close every open socket with 1012, wait
         ``grace`` seconds for the close frames to go out."""
         from daphne.ws_protocol import WebSocketProtocol
-
         from twisted.internet.tcp import Port
 
         for reader in list(reactor.getReaders()):  # daphne keeps no handle on its listening ports
             if isinstance(reader, Port):
                 reader.stopListening()
         sockets = [
-            p for p in list(getattr(server, "connections", {}))
+            p
+            for p in list(getattr(server, "connections", {}))
             if isinstance(p, WebSocketProtocol) and p.state == WebSocketProtocol.STATE_OPEN
         ]
         for protocol in sockets:
@@ -486,10 +523,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for protocol in list(getattr(server, "connections", {})):
                 try:
-                    if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
+                    if (
+                        isinstance(protocol, WebSocketProtocol)
+                        and protocol.state == WebSocketProtocol.STATE_OPEN
+                    ):
                         pending = pending_bytes(protocol.transport)
                         if pending > slow_limit:
-                            logger.warning("closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW)
+                            logger.warning(
+                                "closing a slow client (%d bytes unsent) with %d", pending, CLOSE_TOO_SLOW
+                            )
                             protocol.sendCloseFrame(code=CLOSE_TOO_SLOW, isReply=False)
                 except Exception:  # one dead socket must not stop the check of the others
                     logger.warning("slow-client check failed for %r", protocol, exc_info=True)

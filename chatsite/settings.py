@@ -40,8 +40,18 @@ DEBUG = env.bool("DEBUG", default=False)
 # so a copied example or a typed word stops start-up instead of signing sessions.
 SECRET_KEY_MIN_LENGTH = 50
 SECRET_KEY_PLACEHOLDER_WORDS = (
-    "replace", "change-me", "changeme", "change_me", "placeholder", "example", "insecure",
-    "your-secret", "your_secret", "secret-key", "secret_key", "secretkey",
+    "replace",
+    "change-me",
+    "changeme",
+    "change_me",
+    "placeholder",
+    "example",
+    "insecure",
+    "your-secret",
+    "your_secret",
+    "secret-key",
+    "secret_key",
+    "secretkey",
 )
 _MAKE_A_KEY = "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
 
@@ -54,8 +64,10 @@ def secret_key_problem(key: str) -> str | None:
     if word is not None:
         return f"SECRET_KEY is a placeholder (it contains {word!r})"
     if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 5:
-        return (f"SECRET_KEY is too short or too plain ({len(key)} characters, {len(set(key))} "
-                f"different; at least {SECRET_KEY_MIN_LENGTH} and 5)")
+        return (
+            f"SECRET_KEY is too short or too plain ({len(key)} characters, {len(set(key))} "
+            f"different; at least {SECRET_KEY_MIN_LENGTH} and 5)"
+        )
     return None
 
 
@@ -122,7 +134,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 PERMISSIONS_POLICY = env.str(
-    "PERMISSIONS_POLICY", default="camera=(), microphone=(), geolocation=(), payment=(), usb=(), fullscreen=(self)"
+    "PERMISSIONS_POLICY",
+    default="camera=(), microphone=(), geolocation=(), payment=(), usb=(), fullscreen=(self)",
 )
 
 INSTALLED_APPS = [
@@ -204,7 +217,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
         }
-    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
+    _db.setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+    )
     # Every statement has a time limit (DATABASE_STATEMENT_TIMEOUT): the pools' connections
     # (chatsite/dbconn.py) set PostgreSQL's statement_timeout to it and give up on a round trip
     # not answered within it + 0.25 s, so a hung or silently unreachable server is answered
@@ -304,6 +319,7 @@ PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node coll
 # bound for closing a socket whose access ended behind the services' back (a shell update).
 ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)
 
+
 # Log-in pages, the token route's accounts and sign-up, counted across all nodes
 # (rooms/login_throttle.py): attempts per client address, failed log-ins per account, sign-ups per
 # client address. "<n>/<period>" with an optional multiple ("10/15m"); "0" turns one off.
@@ -385,17 +401,24 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
 if AWS_STORAGE_BUCKET_NAME:
-    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": AWS_STORAGE_BUCKET_NAME,
-        "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,  # MinIO, R2, ...
-        "region_name": env.str("S3_REGION_NAME", default="") or None,
-        "location": env.str("S3_PREFIX", default=""),
-        # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment, read by boto3.
-        "default_acl": None, "file_overwrite": False, "querystring_auth": True,
-    }}
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,  # MinIO, R2, ...
+            "region_name": env.str("S3_REGION_NAME", default="") or None,
+            "location": env.str("S3_PREFIX", default=""),
+            # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment, read by boto3.
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
 else:
-    STORAGES["default"] = {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                           "OPTIONS": {"location": str(MEDIA_ROOT)}}
+    STORAGES["default"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT)},
+    }
 
 # --- Metrics (GET /metrics, rooms/metrics.py) ---------------------------------------------------
 # /metrics answers 404 unless the request sends "Authorization: Bearer <METRICS_TOKEN>" or comes
@@ -407,7 +430,9 @@ for _item in env.str("METRICS_ALLOW", default="").split(","):
         try:
             METRICS_ALLOW.append(ipaddress.ip_network(_item.strip(), strict=False))
         except ValueError:
-            raise ImproperlyConfigured(f"METRICS_ALLOW: {_item.strip()!r} is not an IP address or network") from None
+            raise ImproperlyConfigured(
+                f"METRICS_ALLOW: {_item.strip()!r} is not an IP address or network"
+            ) from None
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")  # daphne's access log is its own: --access-log
@@ -424,8 +449,13 @@ LOGGING = {
         "node": {"format": f"%(asctime)s {SERVER_ID} %(levelname)s %(name)s: %(message)s"},
         "json": {"()": "chatsite.logcontext.json_formatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
-                             "formatter": "json" if LOG_FORMAT == "json" else "node"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            "formatter": "json" if LOG_FORMAT == "json" else "node",
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
@@ -434,6 +464,8 @@ LOGGING = {
 # the request/socket, user and room. Unset: nothing is initialised.
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 SENTRY_ENABLED = _sentry.init(
-    dsn=SENTRY_DSN, server_id=SERVER_ID, environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+    dsn=SENTRY_DSN,
+    server_id=SERVER_ID,
+    environment=env.str("SENTRY_ENVIRONMENT", default="production"),
     traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
 )

@@ -93,8 +93,9 @@ def recheck_interval() -> float:
     return max(float(getattr(settings, "ACCESS_RECHECK", 10)), 0.5)
 
 
-def _verdict(active, token_ok, room_found, private, archived, member, banned, session_ok=True, *,
-             reading: bool) -> str | None:
+def _verdict(
+    active, token_ok, room_found, private, archived, member, banned, session_ok=True, *, reading: bool
+) -> str | None:
     if not active or not token_ok or not session_ok:
         return "unauthenticated"
     if not room_found:
@@ -119,7 +120,9 @@ def _sql() -> str:
     # A session socket's session row must exist and not be expired (when sessions are rows).
     session = (
         f"EXISTS (SELECT 1 FROM {quote(Session._meta.db_table)} s WHERE s.session_key = v.session"
-        " AND s.expire_date > %s)" if _sessions_in_table() else "TRUE"
+        " AND s.expire_date > %s)"
+        if _sessions_in_table()
+        else "TRUE"
     )
     return f"""
         SELECT u.is_active IS TRUE,
@@ -177,15 +180,24 @@ def _rows(keys: list[Key]) -> list[tuple]:
             room = Room.objects.filter(pk=room_id).values("is_private", "archived_at", "last_seq").first()
             member = Membership.objects.filter(room_id=room_id, user_id=user_id).values("banned_at").first()
             user = get_user_model().objects.filter(pk=user_id).values("is_active", "password").first()
-            rows.append((
-                bool(user and user["is_active"]),
-                token is None or Token.objects.filter(key=token, user_id=user_id).exists(),
-                room is not None, bool(room and room["is_private"]), bool(room and room["archived_at"]),
-                member is not None, bool(member and member["banned_at"]), room["last_seq"] if room else 0,
-                session is None or _session_exists(session), user["password"] if user and session else None,
-            ))
+            rows.append(
+                (
+                    bool(user and user["is_active"]),
+                    token is None or Token.objects.filter(key=token, user_id=user_id).exists(),
+                    room is not None,
+                    bool(room and room["is_private"]),
+                    bool(room and room["archived_at"]),
+                    member is not None,
+                    bool(member and member["banned_at"]),
+                    room["last_seq"] if room else 0,
+                    session is None or _session_exists(session),
+                    user["password"] if user and session else None,
+                )
+            )
     if not _sessions_in_table():  # another engine (cache, signed cookies): asked one by one
-        rows = [row[:8] + (key[3] is None or _session_exists(key[3]),) + row[9:] for row, key in zip(rows, keys)]
+        rows = [
+            row[:8] + (key[3] is None or _session_exists(key[3]),) + row[9:] for row, key in zip(rows, keys)
+        ]
     return rows
 
 
@@ -195,8 +207,15 @@ def _session_exists(session_key: str) -> bool:
     return import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key)
 
 
-def verdict(*, room_id: int, user_id: int, token_key: str | None, session_key: str | None = None,
-            session_hash: str | None = None, reading: bool = True) -> str | None:
+def verdict(
+    *,
+    room_id: int,
+    user_id: int,
+    token_key: str | None,
+    session_key: str | None = None,
+    session_hash: str | None = None,
+    reading: bool = True,
+) -> str | None:
     """Sync, one statement: the verdict for one socket (``reading``: for a read of its
     history, where an archived room is still allowed)."""
     return verdicts([(room_id, user_id, token_key, session_key, session_hash)], reading=reading)[0]
@@ -226,7 +245,7 @@ class Checker:
             keys = list(dict.fromkeys(key for key, _ in batch))
             try:
                 found = dict(zip(keys, await database_sync_to_async(verdicts)(keys)))
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -246,7 +265,7 @@ class Watch:
     checked) and the next round tries again."""
 
     def __init__(self):
-        self.consumers: "weakref.WeakSet" = weakref.WeakSet()
+        self.consumers: weakref.WeakSet = weakref.WeakSet()
         self.task = None
 
     def register(self, consumer) -> None:
@@ -263,8 +282,9 @@ class Watch:
             try:
                 await self.round()
             except Exception:
-                watch_log.warning("round", "access recheck failed; sockets kept until the next round",
-                                  exc_info=True)
+                watch_log.warning(
+                    "round", "access recheck failed; sockets kept until the next round", exc_info=True
+                )
 
     async def round(self) -> int:
         """One check of every registered socket; returns how many were closed. A socket gives

@@ -17,8 +17,8 @@ app's user admin is replaced by ``UserAdmin`` below), an API token deleted (``to
 from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.contrib.auth import admin as auth_admin
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
@@ -45,7 +45,16 @@ def _apply(modeladmin, request, items, verb: str, action) -> None:
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "kind", "is_private", "archived_at", "created_by", "created_at", "last_seq"]
+    list_display = [
+        "name",
+        "slug",
+        "kind",
+        "is_private",
+        "archived_at",
+        "created_by",
+        "created_at",
+        "last_seq",
+    ]
     list_filter = ["kind", "is_private", ("archived_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["name", "slug", "description"]
     date_hierarchy = "created_at"
@@ -68,10 +77,17 @@ class RoomAdmin(admin.ModelAdmin):
         them) and superusers may archive: the same rule ``services.room_archive`` applies."""
         return services.is_site_moderator(request.user)
 
-    @admin.action(description="Archive selected rooms (close their sockets, keep history)", permissions=["archive"])
+    @admin.action(
+        description="Archive selected rooms (close their sockets, keep history)", permissions=["archive"]
+    )
     def archive_rooms(self, request, queryset):
-        _apply(self, request, queryset, "room(s) archived",
-               lambda room: services.room_archive(room=room, actor=request.user))
+        _apply(
+            self,
+            request,
+            queryset,
+            "room(s) archived",
+            lambda room: services.room_archive(room=room, actor=request.user),
+        )
 
     def save_model(self, request, obj, form, change):
         """``services.room_save``: made private, the room's sockets of non-members close (4404)."""
@@ -85,8 +101,13 @@ class RoomAdmin(admin.ModelAdmin):
             raise PermissionDenied(exc.detail) from None
 
     def delete_queryset(self, request, queryset):
-        _apply(self, request, queryset, "room(s) deleted",
-               lambda room: services.room_delete(room=room, actor=request.user))
+        _apply(
+            self,
+            request,
+            queryset,
+            "room(s) deleted",
+            lambda room: services.room_delete(room=room, actor=request.user),
+        )
 
 
 DM_BODY_HIDDEN = "(a direct message: not shown)"
@@ -103,15 +124,33 @@ class MessageAdmin(admin.ModelAdmin):
     the search: site moderators see that it exists (room, seq, author, times) and may delete
     it, which is all the moderation rules let them do in a DM (``rooms.dms``)."""
 
-    list_display = ["room", "seq", "author", "short_body", "server_id", "created_at", "edited_at", "deleted_at"]
+    list_display = [
+        "room",
+        "seq",
+        "author",
+        "short_body",
+        "server_id",
+        "created_at",
+        "edited_at",
+        "deleted_at",
+    ]
     list_filter = ["room", "author", "created_at", ("deleted_at", admin.EmptyFieldListFilter), "server_id"]
     list_select_related = ["room", "author"]
     # The body is searched too, in group rooms only (get_search_results): not a DM's.
     search_fields = ["author__username", "room__slug", "room__name"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "id", "room", "seq", "author", "shown_body", "client_msg_id", "server_id", "created_at", "edited_at",
-        "deleted_at", "deleted_by",
+        "id",
+        "room",
+        "seq",
+        "author",
+        "shown_body",
+        "client_msg_id",
+        "server_id",
+        "created_at",
+        "edited_at",
+        "deleted_at",
+        "deleted_by",
     ]
     fields = readonly_fields
     actions = ["soft_delete"]
@@ -154,17 +193,34 @@ class MessageAdmin(admin.ModelAdmin):
         return self._body(obj)
 
     def delete_model(self, request, obj):
-        _apply(self, request, [obj], "message(s) deleted",
-               lambda message: services.message_delete(message=message, actor=request.user))
+        _apply(
+            self,
+            request,
+            [obj],
+            "message(s) deleted",
+            lambda message: services.message_delete(message=message, actor=request.user),
+        )
 
     def delete_queryset(self, request, queryset):
-        _apply(self, request, queryset.select_related("room"), "message(s) deleted",
-               lambda message: services.message_delete(message=message, actor=request.user))
+        _apply(
+            self,
+            request,
+            queryset.select_related("room"),
+            "message(s) deleted",
+            lambda message: services.message_delete(message=message, actor=request.user),
+        )
 
-    @admin.action(description="Soft-delete selected messages (removed from every open page)", permissions=["change"])
+    @admin.action(
+        description="Soft-delete selected messages (removed from every open page)", permissions=["change"]
+    )
     def soft_delete(self, request, queryset):
-        _apply(self, request, queryset.select_related("room"), "message(s) deleted",
-               lambda message: services.message_delete(message=message, actor=request.user))
+        _apply(
+            self,
+            request,
+            queryset.select_related("room"),
+            "message(s) deleted",
+            lambda message: services.message_delete(message=message, actor=request.user),
+        )
 
 
 @admin.register(Membership)
@@ -201,22 +257,41 @@ class MembershipAdmin(admin.ModelAdmin):
         self._each(request, queryset, "membership(s) deleted", services.member_remove)
 
     def _each(self, request, queryset, verb, fn, **kwargs):
-        _apply(self, request, queryset.select_related("room", "user"), verb,
-               lambda m: fn(room=m.room, actor=request.user, user=m.user, **kwargs))
+        _apply(
+            self,
+            request,
+            queryset.select_related("room", "user"),
+            verb,
+            lambda m: fn(room=m.room, actor=request.user, user=m.user, **kwargs),
+        )
 
     @admin.action(description="Mute selected members for 1 hour", permissions=["change"])
     def mute_1h(self, request, queryset):
-        self._each(request, queryset, "member(s) muted", services.member_mute, until=timezone.now() + timedelta(hours=1))
+        self._each(
+            request,
+            queryset,
+            "member(s) muted",
+            services.member_mute,
+            until=timezone.now() + timedelta(hours=1),
+        )
 
     @admin.action(description="Mute selected members for 24 hours", permissions=["change"])
     def mute_24h(self, request, queryset):
-        self._each(request, queryset, "member(s) muted", services.member_mute, until=timezone.now() + timedelta(hours=24))
+        self._each(
+            request,
+            queryset,
+            "member(s) muted",
+            services.member_mute,
+            until=timezone.now() + timedelta(hours=24),
+        )
 
     @admin.action(description="Unmute selected members", permissions=["change"])
     def unmute(self, request, queryset):
         self._each(request, queryset, "member(s) unmuted", services.member_mute, until=None)
 
-    @admin.action(description="Ban selected members (closes their sockets on every node)", permissions=["change"])
+    @admin.action(
+        description="Ban selected members (closes their sockets on every node)", permissions=["change"]
+    )
     def ban(self, request, queryset):
         self._each(request, queryset, "member(s) banned", services.member_ban)
 
@@ -250,7 +325,8 @@ class UserAdmin(auth_admin.UserAdmin):
             user = self.get_object(request, unquote(id))
             if user is not None:
                 services.user_sessions_changed(
-                    user=user, renewed_session_key=renewed if user.pk == request.user.pk else None)
+                    user=user, renewed_session_key=renewed if user.pk == request.user.pk else None
+                )
         return response
 
     def delete_model(self, request, obj):

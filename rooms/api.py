@@ -31,7 +31,6 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiResponse,
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
@@ -50,25 +49,38 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import attachments, dms, login_throttle, mentions, metrics, presence, reactions, reads, replies, search, selectors, services
-from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
+from . import (
+    attachments,
+    dms,
+    login_throttle,
+    mentions,
+    metrics,
+    presence,
+    reactions,
+    reads,
+    replies,
+    search,
+    selectors,
+    services,
+)
 from .models import SLUG_UNAVAILABLE, SLUG_UNAVAILABLE_CODE, Membership, Message, Room
+from .outage import RETRY_AFTER, UNAVAILABLE_DETAIL, is_database_outage, log_outage
 from .serializers import (
     AttachmentSerializer,
     AuthorSerializer,
     DmOpenSerializer,
+    MemberAddSerializer,
     MembershipSerializer,
     MemberUpdateSerializer,
     MentionSerializer,
-    ReadReportSerializer,
-    ReadStateSerializer,
     MessageCreateSerializer,
     MessageEditSerializer,
     MessageSerializer,
     MuteSerializer,
-    MemberAddSerializer,
     ReactionInputSerializer,
     ReactionStateSerializer,
+    ReadReportSerializer,
+    ReadStateSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
@@ -93,10 +105,23 @@ def _example_message(**fields) -> dict:
     """A message shape for the schema's examples: ``fields`` over every field's plain default,
     so each example carries the whole shape (tests/test_schema.py checks examples against it)."""
     shape = {
-        "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": ""},
-        "body": "hi all", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
-        "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
-        "body_html": "", "reactions": [], "reply_to": None, "parent": None, "reply_count": 0, "attachments": [],
+        "id": 1234,
+        "room": "lobby",
+        "seq": 42,
+        "author": {"id": 7, "username": "alice", "display_name": ""},
+        "body": "hi all",
+        "created_at": "2026-12-05T08:00:00.000000Z",
+        "server_id": "node-1",
+        "edited_at": None,
+        "deleted": False,
+        "mentions": [],
+        "mentions_room": False,
+        "body_html": "",
+        "reactions": [],
+        "reply_to": None,
+        "parent": None,
+        "reply_count": 0,
+        "attachments": [],
     }
     shape.update(fields)
     shape["author"] = {"display_name": "", **shape["author"]}
@@ -138,14 +163,21 @@ def exception_handler(exc, context):
     "unavailable"}`` with ``Retry-After`` (seconds), not Django's HTML 500 page."""
     if is_database_outage(exc):
         log_outage(context["request"], exc)
-        return Response({"detail": UNAVAILABLE_DETAIL, "code": "unavailable"},
-                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER)})
+        return Response(
+            {"detail": UNAVAILABLE_DETAIL, "code": "unavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
     if isinstance(exc, RequestDataTooBig):
-        return Response({"detail": "The request body is too large.", "code": "too_large"},
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            {"detail": "The request body is too large.", "code": "too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
-        return Response({"detail": "The request has too many fields.", "code": "too_many_fields"},
-                        status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"detail": "The request has too many fields.", "code": "too_many_fields"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, services.ServiceError) and exc.status == 404:
         exc = exceptions.NotFound()  # services.NotFound, dms.UserNotFound: the one 404 body below
     elif isinstance(exc, services.ServiceError):
@@ -161,8 +193,10 @@ def exception_handler(exc, context):
         if any(e.code == SLUG_UNAVAILABLE_CODE for e in getattr(exc, "error_dict", {}).get("slug", [])):
             # A slug that cannot be had (taken in any case, by a room one may not see; reserved):
             # the one answer, with a code, beside the field errors.
-            return Response({"detail": SLUG_UNAVAILABLE, "code": SLUG_UNAVAILABLE_CODE, **fields},
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": SLUG_UNAVAILABLE, "code": SLUG_UNAVAILABLE_CODE, **fields},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         exc = exceptions.ValidationError(fields)
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_404_NOT_FOUND:
@@ -236,7 +270,9 @@ class TokenView(APIView):
         attempt = login_throttle.AccountAttempt(username if isinstance(username, str) else "")
         if attempt.retry_after is not None:
             login_throttle.refused("login")
-            raise exceptions.Throttled(wait=attempt.retry_after, detail="Too many failed log-ins for this account.")
+            raise exceptions.Throttled(
+                wait=attempt.retry_after, detail="Too many failed log-ins for this account."
+            )
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         if not serializer.is_valid():
             if not (data.get("username") and data.get("password")):
@@ -271,8 +307,11 @@ class RoomViewSet(viewsets.GenericViewSet):
 
     def with_read_state(self, room: Room) -> Room:
         """``room`` again with the caller's read state (``reads.with_read_state``), in one query."""
-        return reads.with_read_state(Room.objects.filter(pk=room.pk), self.request.user).select_related(
-            "created_by").get()
+        return (
+            reads.with_read_state(Room.objects.filter(pk=room.pk), self.request.user)
+            .select_related("created_by")
+            .get()
+        )
 
     def get_serializer_context(self):
         context = super().get_serializer_context()
@@ -311,8 +350,11 @@ class RoomViewSet(viewsets.GenericViewSet):
         "(nothing is changed).",
         examples=[
             OpenApiExample("Read up to seq 42", value={"seq": 42}, request_only=True),
-            OpenApiExample("The read state after it", value={"last_read_seq": 42, "unread_count": 0,
-                                                               "mention_count": 0}, response_only=True),
+            OpenApiExample(
+                "The read state after it",
+                value={"last_read_seq": 42, "unread_count": 0, "mention_count": 0},
+                response_only=True,
+            ),
         ],
     )
     @action(detail=True, methods=["post"])
@@ -323,7 +365,10 @@ class RoomViewSet(viewsets.GenericViewSet):
         state = reads.read_report(room=room, user=request.user, seq=data.validated_data["seq"])
         return Response(ReadStateSerializer(state).data)
 
-    @extend_schema(request=RoomUpdateSerializer, responses={200: RoomSerializer, 400: None, 403: None, 404: None, 409: None})
+    @extend_schema(
+        request=RoomUpdateSerializer,
+        responses={200: RoomSerializer, 400: None, 403: None, 404: None, 409: None},
+    )
     def partial_update(self, request, slug=None):
         room = self.get_object()
         data = RoomUpdateSerializer(data=request.data, partial=True)
@@ -370,25 +415,48 @@ class DirectMessageView(APIView):
         examples=[
             OpenApiExample("Open a DM with bob", value={"username": "bob"}, request_only=True),
             OpenApiExample(
-                "The DM, as alice sees it", response_only=True, status_codes=["201", "200"],
-                value={"slug": "dm-k3j9x2m4qz7p", "name": "bob", "description": "", "is_private": True,
-                       "archived": False, "archived_at": None, "created_by": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
-                       "created_at": "2026-12-04T18:30:00Z", "last_seq": 0, "my_role": "member",
-                       "kind": "dm", "dm_with": {"id": 9, "username": "bob"}},
+                "The DM, as alice sees it",
+                response_only=True,
+                status_codes=["201", "200"],
+                value={
+                    "slug": "dm-k3j9x2m4qz7p",
+                    "name": "bob",
+                    "description": "",
+                    "is_private": True,
+                    "archived": False,
+                    "archived_at": None,
+                    "created_by": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
+                    "created_at": "2026-12-04T18:30:00Z",
+                    "last_seq": 0,
+                    "my_role": "member",
+                    "kind": "dm",
+                    "dm_with": {"id": 9, "username": "bob"},
+                },
             ),
-            OpenApiExample("Yourself", response_only=True, status_codes=["400"],
-                           value={"detail": "You cannot start a direct message with yourself.", "code": "dm_self"}),
-            OpenApiExample("They take DMs from people sharing a room only", response_only=True, status_codes=["403"],
-                           value={"detail": "bob takes direct messages only from people who share a room with them.",
-                                  "code": "dms_off"}),
+            OpenApiExample(
+                "Yourself",
+                response_only=True,
+                status_codes=["400"],
+                value={"detail": "You cannot start a direct message with yourself.", "code": "dm_self"},
+            ),
+            OpenApiExample(
+                "They take DMs from people sharing a room only",
+                response_only=True,
+                status_codes=["403"],
+                value={
+                    "detail": "bob takes direct messages only from people who share a room with them.",
+                    "code": "dms_off",
+                },
+            ),
         ],
     )
     def post(self, request):
         data = DmOpenSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = dms.dm_open(user=request.user, username=data.validated_data["username"])
-        body = RoomSerializer(result.room, context={
-            "request": request, "roles": {result.room.pk: Membership.Role.MEMBER}}).data
+        body = RoomSerializer(
+            result.room, context={"request": request, "roles": {result.room.pk: Membership.Role.MEMBER}}
+        ).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
@@ -401,7 +469,8 @@ class MySettingsView(APIView):
         return Response(UserSettingsSerializer(dms.user_settings_get(request.user)).data)
 
     @extend_schema(
-        request=UserSettingsSerializer, responses={200: UserSettingsSerializer, 400: None},
+        request=UserSettingsSerializer,
+        responses={200: UserSettingsSerializer, 400: None},
         examples=[OpenApiExample("Only people who share a room with me", value={"dms_from": "shared_rooms"})],
     )
     def patch(self, request):
@@ -426,7 +495,10 @@ class HistoryQuery(serializers.Serializer):
         required=False, min_value=1, max_value=SEQ_MAX, help_text="The messages just before seq N."
     )
     limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=HISTORY_MAX_LIMIT, default=HISTORY_DEFAULT_LIMIT,
+        required=False,
+        min_value=1,
+        max_value=HISTORY_MAX_LIMIT,
+        default=HISTORY_DEFAULT_LIMIT,
         help_text="Page size, 1..200 (default 50).",
     )
 
@@ -449,10 +521,20 @@ class ThreadQuery(serializers.Serializer):
     """Query of the thread route: ``after_seq`` (replies with a higher seq; default 0, the
     first ones) and ``limit`` (1..200, default 50)."""
 
-    after_seq = serializers.IntegerField(required=False, default=0, min_value=0, max_value=SEQ_MAX,
-                                         help_text="Replies with seq > N, oldest first (next page: the last seq).")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=replies.THREAD_MAX_LIMIT,
-                                     default=replies.THREAD_DEFAULT_LIMIT, help_text="Page size, 1..200 (default 50).")
+    after_seq = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=SEQ_MAX,
+        help_text="Replies with seq > N, oldest first (next page: the last seq).",
+    )
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=replies.THREAD_MAX_LIMIT,
+        default=replies.THREAD_DEFAULT_LIMIT,
+        help_text="Page size, 1..200 (default 50).",
+    )
 
 
 @extend_schema_serializer(many=False)
@@ -500,7 +582,6 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     def get_throttles(self):
         return [FailOpenScopedThrottle()] if self.action in ("create", "reactions") else []
 
-
     def get_object(self) -> Message:
         return get_object_or_404(
             Message.objects.select_related(*selectors.MESSAGE_RELATED), room=self.room(), pk=self.kwargs["pk"]
@@ -534,26 +615,66 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
 
     @extend_schema(
         request=MessageCreateSerializer,
-        responses={201: MessageSerializer, 200: MessageSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
+        responses={
+            201: MessageSerializer,
+            200: MessageSerializer,
+            400: None,
+            403: None,
+            404: None,
+            409: None,
+            429: None,
+        },
         description="Store and broadcast a message, exactly as a WebSocket `message.send`. A retry "
         "with the same `client_msg_id` answers 200 with the first message and stores nothing. "
         "`reply_to`: the seq of the message of this room it answers (400 `reply_not_found` when "
         "there is none or it is deleted); its `reply_count` goes up and `thread.updated` goes live.",
         examples=[
-            OpenApiExample("A message", value={"body": "**hi** all, see https://example.com", "client_msg_id": "c-1"},
-                           request_only=True),
-            OpenApiExample("A reply to seq 41", value={"body": "agreed", "client_msg_id": "c-2", "reply_to": 41},
-                           request_only=True),
-            OpenApiExample("A stored reply", response_only=True, status_codes=["201"], value=_example_message(**{
-                "id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
-                "body": "agreed", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
-                "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
-                "body_html": "<p>agreed</p>", "reactions": [], "reply_to": 41,
-                "parent": {"seq": 41, "author": {"id": 7, "username": "alice"}, "excerpt": "**hi** all, see https://example.com",
-                           "deleted": False},
-                "reply_count": 0})),
-            OpenApiExample("No such message to reply to", response_only=True, status_codes=["400"],
-                           value={"detail": "No message 99 to reply to in this room.", "code": "reply_not_found"}),
+            OpenApiExample(
+                "A message",
+                value={"body": "**hi** all, see https://example.com", "client_msg_id": "c-1"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A reply to seq 41",
+                value={"body": "agreed", "client_msg_id": "c-2", "reply_to": 41},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A stored reply",
+                response_only=True,
+                status_codes=["201"],
+                value=_example_message(
+                    **{
+                        "id": 1235,
+                        "room": "lobby",
+                        "seq": 42,
+                        "author": {"id": 9, "username": "bob"},
+                        "body": "agreed",
+                        "created_at": "2026-12-05T08:00:00.000000Z",
+                        "server_id": "node-1",
+                        "edited_at": None,
+                        "deleted": False,
+                        "mentions": [],
+                        "mentions_room": False,
+                        "body_html": "<p>agreed</p>",
+                        "reactions": [],
+                        "reply_to": 41,
+                        "parent": {
+                            "seq": 41,
+                            "author": {"id": 7, "username": "alice"},
+                            "excerpt": "**hi** all, see https://example.com",
+                            "deleted": False,
+                        },
+                        "reply_count": 0,
+                    }
+                ),
+            ),
+            OpenApiExample(
+                "No such message to reply to",
+                response_only=True,
+                status_codes=["400"],
+                value={"detail": "No message 99 to reply to in this room.", "code": "reply_not_found"},
+            ),
         ],
     )
     def create(self, request, room_slug=None):
@@ -570,7 +691,10 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     def retrieve(self, request, room_slug=None, pk=None):
         return Response(MessageSerializer(selectors.attach([self.get_object()])[0]).data)
 
-    @extend_schema(request=MessageEditSerializer, responses={200: MessageSerializer, 400: None, 403: None, 404: None, 409: None})
+    @extend_schema(
+        request=MessageEditSerializer,
+        responses={200: MessageSerializer, 400: None, 403: None, 404: None, 409: None},
+    )
     def partial_update(self, request, room_slug=None, pk=None):
         message = self.get_object()
         data = MessageEditSerializer(data=request.data)
@@ -589,21 +713,64 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         description="The thread of a message: the message (`parent`) and its replies (messages whose "
         "`reply_to` is its seq), oldest first, paged by seq (`after_seq`: the last seq of the page "
         "before); deleted replies keep their place, as in history.",
-        examples=[OpenApiExample("A thread of one reply", response_only=True, value={
-            "parent": _example_message(**{"id": 1234, "room": "lobby", "seq": 41, "author": {"id": 7, "username": "alice"},
-                       "body": "lunch?", "created_at": "2026-12-05T07:59:00.000000Z", "server_id": "node-2",
-                       "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
-                       "body_html": "<p>lunch?</p>", "reactions": [], "reply_to": None, "parent": None,
-                       "reply_count": 1}),
-            "results": [_example_message(**{"id": 1235, "room": "lobby", "seq": 42, "author": {"id": 9, "username": "bob"},
-                         "body": "yes!", "created_at": "2026-12-05T08:00:00.000000Z", "server_id": "node-1",
-                         "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
-                         "body_html": "<p>yes!</p>", "reactions": [{"emoji": "👍", "count": 1,
-                                                                   "users": [{"id": 7, "username": "alice"}]}],
-                         "reply_to": 41, "parent": {"seq": 41, "author": {"id": 7, "username": "alice"},
-                                                    "excerpt": "lunch?", "deleted": False},
-                         "reply_count": 0})],
-            "has_more": False})],
+        examples=[
+            OpenApiExample(
+                "A thread of one reply",
+                response_only=True,
+                value={
+                    "parent": _example_message(
+                        **{
+                            "id": 1234,
+                            "room": "lobby",
+                            "seq": 41,
+                            "author": {"id": 7, "username": "alice"},
+                            "body": "lunch?",
+                            "created_at": "2026-12-05T07:59:00.000000Z",
+                            "server_id": "node-2",
+                            "edited_at": None,
+                            "deleted": False,
+                            "mentions": [],
+                            "mentions_room": False,
+                            "body_html": "<p>lunch?</p>",
+                            "reactions": [],
+                            "reply_to": None,
+                            "parent": None,
+                            "reply_count": 1,
+                        }
+                    ),
+                    "results": [
+                        _example_message(
+                            **{
+                                "id": 1235,
+                                "room": "lobby",
+                                "seq": 42,
+                                "author": {"id": 9, "username": "bob"},
+                                "body": "yes!",
+                                "created_at": "2026-12-05T08:00:00.000000Z",
+                                "server_id": "node-1",
+                                "edited_at": None,
+                                "deleted": False,
+                                "mentions": [],
+                                "mentions_room": False,
+                                "body_html": "<p>yes!</p>",
+                                "reactions": [
+                                    {"emoji": "👍", "count": 1, "users": [{"id": 7, "username": "alice"}]}
+                                ],
+                                "reply_to": 41,
+                                "parent": {
+                                    "seq": 41,
+                                    "author": {"id": 7, "username": "alice"},
+                                    "excerpt": "lunch?",
+                                    "deleted": False,
+                                },
+                                "reply_count": 0,
+                            }
+                        )
+                    ],
+                    "has_more": False,
+                },
+            )
+        ],
     )
     @action(detail=True, methods=["get"], url_path="replies")
     def replies(self, request, room_slug=None, pk=None):
@@ -611,18 +778,31 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         parent = self.get_object()
         query = ThreadQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page, has_more = replies.thread_replies(parent=parent, after_seq=query.validated_data["after_seq"],
-                                                limit=query.validated_data["limit"])
+        page, has_more = replies.thread_replies(
+            parent=parent, after_seq=query.validated_data["after_seq"], limit=query.validated_data["limit"]
+        )
         selectors.attach([parent])
-        return Response({"parent": MessageSerializer(parent).data,
-                         "results": MessageSerializer(page, many=True).data, "has_more": has_more})
+        return Response(
+            {
+                "parent": MessageSerializer(parent).data,
+                "results": MessageSerializer(page, many=True).data,
+                "has_more": has_more,
+            }
+        )
 
     @extend_schema(
         methods=["POST"],
         parameters=[MESSAGE_ID],
         request=ReactionInputSerializer,
-        responses={201: ReactionStateSerializer, 200: ReactionStateSerializer, 400: None, 403: None, 404: None,
-                   409: None, 429: None},
+        responses={
+            201: ReactionStateSerializer,
+            200: ReactionStateSerializer,
+            400: None,
+            403: None,
+            404: None,
+            409: None,
+            429: None,
+        },
         description="Add your reaction (one emoji) to the message: 201 with the message's reactions "
         "after it, and `reaction.updated` to the room's sockets on every node; 200 when you had it "
         "already (counted once, nothing broadcast). 400 `invalid_emoji` for anything but one emoji; "
@@ -630,18 +810,42 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         "A public room's visitor becomes a member. Throttled with sends (`THROTTLE_SEND_RATE`).",
         examples=[
             OpenApiExample("React with a thumbs up", value={"emoji": "👍"}, request_only=True),
-            OpenApiExample("The message's reactions after it", response_only=True, status_codes=["201", "200"],
-                           value={"room": "lobby", "seq": 42, "reactions": [
-                               {"emoji": "👍", "count": 2, "users": [{"id": 7, "username": "alice"},
-                                                                    {"id": 9, "username": "bob"}]}]}),
-            OpenApiExample("Not one emoji", response_only=True, status_codes=["400"],
-                           value={"detail": "emoji must be a single emoji, e.g. \"👍\".", "code": "invalid_emoji"}),
+            OpenApiExample(
+                "The message's reactions after it",
+                response_only=True,
+                status_codes=["201", "200"],
+                value={
+                    "room": "lobby",
+                    "seq": 42,
+                    "reactions": [
+                        {
+                            "emoji": "👍",
+                            "count": 2,
+                            "users": [{"id": 7, "username": "alice"}, {"id": 9, "username": "bob"}],
+                        }
+                    ],
+                },
+            ),
+            OpenApiExample(
+                "Not one emoji",
+                response_only=True,
+                status_codes=["400"],
+                value={"detail": 'emoji must be a single emoji, e.g. "👍".', "code": "invalid_emoji"},
+            ),
         ],
     )
     @extend_schema(
         methods=["DELETE"],
-        parameters=[MESSAGE_ID, OpenApiParameter("emoji", str, OpenApiParameter.QUERY, required=True,
-                                                 description="The emoji to take back, e.g. `%F0%9F%91%8D` (👍).")],
+        parameters=[
+            MESSAGE_ID,
+            OpenApiParameter(
+                "emoji",
+                str,
+                OpenApiParameter.QUERY,
+                required=True,
+                description="The emoji to take back, e.g. `%F0%9F%91%8D` (👍).",
+            ),
+        ],
         request=None,
         responses={200: ReactionStateSerializer, 400: None, 403: None, 404: None, 409: None, 429: None},
         description="Remove your reaction: 200 with the message's reactions after it (`reaction.updated` "
@@ -667,8 +871,10 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         else:
             result = reactions.reaction_remove(message=message, user=request.user, emoji=emoji)
             answer = status.HTTP_200_OK
-        return Response({"room": result.message.room.slug, "seq": result.message.seq,
-                         "reactions": result.reactions}, status=answer)
+        return Response(
+            {"room": result.message.room.slug, "seq": result.message.seq, "reactions": result.reactions},
+            status=answer,
+        )
 
 
 # --- members --------------------------------------------------------------------------------------
@@ -681,7 +887,6 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     lookup_field = "username"
     lookup_value_regex = "[^/]+"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-
 
     def target_user(self):
         username = self.kwargs["username"]
@@ -700,10 +905,17 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     @extend_schema(
         request=MemberAddSerializer,
         responses={
-            201: OpenApiResponse(MembershipSerializer, description="A membership was made: you joined, or the user was added."),
-            200: OpenApiResponse(MembershipSerializer, description="Already a member: the membership as it is "
-                                 "(for `username`: with the `role` asked for, when that changed it)."),
-            403: None, 404: None, 409: None,
+            201: OpenApiResponse(
+                MembershipSerializer, description="A membership was made: you joined, or the user was added."
+            ),
+            200: OpenApiResponse(
+                MembershipSerializer,
+                description="Already a member: the membership as it is "
+                "(for `username`: with the `role` asked for, when that changed it).",
+            ),
+            403: None,
+            404: None,
+            409: None,
         },
         description="Without `username`: join the (public) room yourself. With `username`: add "
         "that user (owner or moderator; the way into a private room); only the owner adds moderators. "
@@ -724,19 +936,25 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
                 services.member_add, actor=request.user, user=user, role=data.validated_data["role"]
             )
         created = getattr(membership, "created", True)
-        return Response(MembershipSerializer(membership).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            MembershipSerializer(membership).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
     @extend_schema(responses={200: MembershipSerializer, 404: None})
     def retrieve(self, request, room_slug=None, username=None):
-        membership = Membership.objects.select_related("user").filter(
-            room=self.room(), user=self.target_user()
-        ).first()
+        membership = (
+            Membership.objects.select_related("user")
+            .filter(room=self.room(), user=self.target_user())
+            .first()
+        )
         if membership is None:
             raise exceptions.NotFound()
         return Response(MembershipSerializer(membership).data)
 
-    @extend_schema(request=MemberUpdateSerializer, responses={200: MembershipSerializer, 403: None, 404: None})
+    @extend_schema(
+        request=MemberUpdateSerializer, responses={200: MembershipSerializer, 403: None, 404: None}
+    )
     def partial_update(self, request, room_slug=None, username=None):
         user = self.target_user()  # an unknown user: 404 before the body's 400
         data = MemberUpdateSerializer(data=request.data)
@@ -765,7 +983,9 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
     @extend_schema(
         methods=["POST"], request=MuteSerializer, responses={200: MembershipSerializer, 403: None, 404: None}
     )
-    @extend_schema(methods=["DELETE"], request=None, responses={200: MembershipSerializer, 403: None, 404: None})
+    @extend_schema(
+        methods=["DELETE"], request=None, responses={200: MembershipSerializer, 403: None, 404: None}
+    )
     @action(detail=True, methods=["post", "delete"])
     def mute(self, request, room_slug=None, username=None):
         """POST ``{"until": ISO 8601}`` or ``{"minutes": int}`` mutes; DELETE unmutes."""
@@ -778,7 +998,9 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
         membership = self.run(services.member_mute, actor=request.user, user=user, until=until)
         return Response(MembershipSerializer(membership).data)
 
-    @extend_schema(methods=["POST"], request=None, responses={200: MembershipSerializer, 403: None, 404: None})
+    @extend_schema(
+        methods=["POST"], request=None, responses={200: MembershipSerializer, 403: None, 404: None}
+    )
     @extend_schema(methods=["DELETE"], request=None, responses={204: None, 403: None, 404: None})
     @action(detail=True, methods=["post", "delete"])
     def ban(self, request, room_slug=None, username=None):
@@ -799,11 +1021,16 @@ class MentionsQuery(serializers.Serializer):
     (1..200, default 50). Out of range: 400 with field errors."""
 
     before_id = serializers.IntegerField(
-        required=False, min_value=1, max_value=SEQ_MAX,
+        required=False,
+        min_value=1,
+        max_value=SEQ_MAX,
         help_text="Mentions in messages with an id below N (the last result's `message.id`).",
     )
     limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=mentions.MENTIONS_MAX_LIMIT, default=mentions.MENTIONS_DEFAULT_LIMIT,
+        required=False,
+        min_value=1,
+        max_value=mentions.MENTIONS_MAX_LIMIT,
+        default=mentions.MENTIONS_DEFAULT_LIMIT,
         help_text="Page size, 1..200 (default 50).",
     )
 
@@ -828,20 +1055,43 @@ class MentionsView(APIView):
         "rooms the caller can read now (a private room they were removed from no longer shows its "
         "mentions); deleted messages are left out. `@room` is not listed here (it is the "
         "message's `mentions_room`).",
-        examples=[OpenApiExample("A page of one mention", response_only=True, value={
-            "results": [{"room": "lobby", "message": _example_message(**{
-                "id": 1234, "room": "lobby", "seq": 42, "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
-                "body": "@bob have a look", "created_at": "2026-12-04T15:07:37.123456Z", "server_id": "node-1",
-                "edited_at": None, "deleted": False, "mentions": [{"id": 9, "username": "bob"}],
-                "mentions_room": False, "attachments": []})}],
-            "has_more": True,
-        })],
+        examples=[
+            OpenApiExample(
+                "A page of one mention",
+                response_only=True,
+                value={
+                    "results": [
+                        {
+                            "room": "lobby",
+                            "message": _example_message(
+                                **{
+                                    "id": 1234,
+                                    "room": "lobby",
+                                    "seq": 42,
+                                    "author": {"id": 7, "username": "alice", "display_name": "Alice Kim"},
+                                    "body": "@bob have a look",
+                                    "created_at": "2026-12-04T15:07:37.123456Z",
+                                    "server_id": "node-1",
+                                    "edited_at": None,
+                                    "deleted": False,
+                                    "mentions": [{"id": 9, "username": "bob"}],
+                                    "mentions_room": False,
+                                    "attachments": [],
+                                }
+                            ),
+                        }
+                    ],
+                    "has_more": True,
+                },
+            )
+        ],
     )
     def get(self, request):
         query = MentionsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         page, has_more = mentions.mentions_for(
-            user=request.user, before_id=query.validated_data.get("before_id"),
+            user=request.user,
+            before_id=query.validated_data.get("before_id"),
             limit=query.validated_data["limit"],
         )
         return Response({"results": MentionSerializer(page, many=True).data, "has_more": has_more})
@@ -855,17 +1105,24 @@ class SearchQuery(serializers.Serializer):
     refusals are 400 ``{"detail", "code"}``); the others answer 400 with field errors."""
 
     q = StrictCharField(
-        required=False, allow_blank=True, trim_whitespace=False,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
         help_text=f"The search: whitespace-separated terms, every one a case-insensitive substring "
         f"of the body. {search.QUERY_MIN_LENGTH}..{search.QUERY_MAX_LENGTH} characters.",
     )
     room = serializers.CharField(required=False, help_text="A room's slug: search only that room.")
     before = serializers.IntegerField(
-        required=False, min_value=1, max_value=SEQ_MAX,
+        required=False,
+        min_value=1,
+        max_value=SEQ_MAX,
         help_text="Cursor: results older than this message id (the previous page's `next_before`).",
     )
     limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=search.MAX_LIMIT, default=search.DEFAULT_LIMIT,
+        required=False,
+        min_value=1,
+        max_value=search.MAX_LIMIT,
+        default=search.DEFAULT_LIMIT,
         help_text=f"Page size, 1..{search.MAX_LIMIT} (default {search.DEFAULT_LIMIT}).",
     )
 
@@ -880,12 +1137,22 @@ class SearchPage(serializers.Serializer):
     next_before = serializers.IntegerField(allow_null=True)
 
 
-_SEARCH_EXAMPLE_MESSAGE = _example_message(**{
-    "id": 5120, "room": "general", "seq": 311, "author": {"id": 7, "username": "alice"},
-    "body": "일반대화방입니다: 대화 is open", "created_at": "2026-12-04T15:07:37.123456Z",
-    "server_id": "node-1", "edited_at": None, "deleted": False, "mentions": [], "mentions_room": False,
-    "attachments": [],
-})
+_SEARCH_EXAMPLE_MESSAGE = _example_message(
+    **{
+        "id": 5120,
+        "room": "general",
+        "seq": 311,
+        "author": {"id": 7, "username": "alice"},
+        "body": "일반대화방입니다: 대화 is open",
+        "created_at": "2026-12-04T15:07:37.123456Z",
+        "server_id": "node-1",
+        "edited_at": None,
+        "deleted": False,
+        "mentions": [],
+        "mentions_room": False,
+        "attachments": [],
+    }
+)
 
 
 class SearchView(APIView):
@@ -906,16 +1173,26 @@ class SearchView(APIView):
         "are never found. Paged by message id: the next page is `?before=` the answer's "
         "`next_before`. `highlights`: where the terms occur in the body, as `[start, end)` "
         "ranges of Unicode code points: escape the body and mark those ranges. 400 "
-        "`{\"detail\", \"code\"}` with code `query_empty`, `query_too_short` (one "
+        '`{"detail", "code"}` with code `query_empty`, `query_too_short` (one '
         "character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
         "for `before` or `limit` out of range. Throttled per user (`THROTTLE_SEARCH_RATE`).",
         examples=[
             OpenApiExample("Search for 대화", request_only=True, value={"q": "대화"}),
-            OpenApiExample("A page of one result", response_only=True, value={
-                "results": [{"room": "general", "message": _SEARCH_EXAMPLE_MESSAGE,
-                             "highlights": [[2, 4], [11, 13]]}],
-                "has_more": True, "next_before": 5120,
-            }),
+            OpenApiExample(
+                "A page of one result",
+                response_only=True,
+                value={
+                    "results": [
+                        {
+                            "room": "general",
+                            "message": _SEARCH_EXAMPLE_MESSAGE,
+                            "highlights": [[2, 4], [11, 13]],
+                        }
+                    ],
+                    "has_more": True,
+                    "next_before": 5120,
+                },
+            ),
         ],
     )
     def get(self, request):
@@ -926,11 +1203,13 @@ class SearchView(APIView):
         page = search.search_messages(
             user=request.user, q=data.get("q"), room=room, before=data.get("before"), limit=data["limit"]
         )
-        return Response({
-            "results": SearchResultSerializer(page.results, many=True).data,
-            "has_more": page.next_before is not None,
-            "next_before": page.next_before,
-        })
+        return Response(
+            {
+                "results": SearchResultSerializer(page.results, many=True).data,
+                "has_more": page.next_before is not None,
+                "next_before": page.next_before,
+            }
+        )
 
 
 # --- attachments ----------------------------------------------------------------------------------
@@ -945,9 +1224,19 @@ class AttachmentUploadView(APIView):
     throttle_scope = "upload"
 
     @extend_schema(
-        request={"multipart/form-data": inline_serializer("AttachmentUpload", {"file": serializers.FileField()})},
-        responses={201: AttachmentSerializer, 400: None, 403: None, 404: None, 409: None, 413: None, 415: None,
-                   429: None},
+        request={
+            "multipart/form-data": inline_serializer("AttachmentUpload", {"file": serializers.FileField()})
+        },
+        responses={
+            201: AttachmentSerializer,
+            400: None,
+            403: None,
+            404: None,
+            409: None,
+            413: None,
+            415: None,
+            429: None,
+        },
         description="Upload one file (multipart field `file`) into the room, under the rules of "
         "sending (403 `muted` / `banned`, 409 `archived`). Answers the attachment; it is shown to "
         "nobody until a message carries it (`attachments: [id]` in `message.send` or the REST "
@@ -955,10 +1244,23 @@ class AttachmentUploadView(APIView):
         "unless the *content* is PNG, JPEG, GIF, WebP, PDF, ZIP or plain text agreeing with the "
         "name's extension (never HTML or SVG). Images are stored without EXIF and get a "
         "thumbnail. Throttled per user (`THROTTLE_UPLOAD_RATE`).",
-        examples=[OpenApiExample("An uploaded photo", response_only=True, status_codes=["201"], value={
-            "id": 31, "name": "beach.jpg", "size": 482113, "content_type": "image/jpeg",
-            "url": "/api/attachments/31/beach.jpg", "thumbnail_url": "/api/attachments/31/thumbnail/",
-            "width": 1600, "height": 1200})],
+        examples=[
+            OpenApiExample(
+                "An uploaded photo",
+                response_only=True,
+                status_codes=["201"],
+                value={
+                    "id": 31,
+                    "name": "beach.jpg",
+                    "size": 482113,
+                    "content_type": "image/jpeg",
+                    "url": "/api/attachments/31/beach.jpg",
+                    "thumbnail_url": "/api/attachments/31/thumbnail/",
+                    "width": 1600,
+                    "height": 1200,
+                },
+            )
+        ],
     )
     def post(self, request, room_slug=None):
         room = visible_room(request, room_slug)
@@ -974,8 +1276,8 @@ class AttachmentUploadView(APIView):
 
 
 def _file_response(request, attachment_id: int, *, thumbnail: bool):
-    from django.http import FileResponse
     from django.core.files.storage import default_storage
+    from django.http import FileResponse
 
     attachment = attachments.attachment_readable(user=request.user, attachment_id=attachment_id)
     if thumbnail and not attachment.thumbnail:
@@ -985,12 +1287,19 @@ def _file_response(request, attachment_id: int, *, thumbnail: bool):
         content_type = "image/png" if attachment.thumbnail.endswith(".png") else "image/jpeg"
         response = FileResponse(default_storage.open(attachment.thumbnail), content_type=content_type)
     else:
-        content_type = attachment.content_type + ("; charset=utf-8" if attachment.content_type == "text/plain" else "")
-        response = FileResponse(default_storage.open(attachment.file), content_type=content_type,
-                                as_attachment=not image, filename=attachment.name)
+        content_type = attachment.content_type + (
+            "; charset=utf-8" if attachment.content_type == "text/plain" else ""
+        )
+        response = FileResponse(
+            default_storage.open(attachment.file),
+            content_type=content_type,
+            as_attachment=not image,
+            filename=attachment.name,
+        )
         if image:  # shown inline in the page; saved under its name
-            response.headers["Content-Disposition"] = response.headers.get(
-                "Content-Disposition", "").replace("attachment", "inline") or "inline"
+            response.headers["Content-Disposition"] = (
+                response.headers.get("Content-Disposition", "").replace("attachment", "inline") or "inline"
+            )
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Cache-Control"] = "private, max-age=3600"
@@ -1005,12 +1314,14 @@ class AttachmentDownloadView(APIView):
     (``rooms.attachments.attachment_readable``; else 404). ``<name>`` is the attachment's name
     (any other text answers the same file: it only names the download)."""
 
-    @extend_schema(responses={(200, "*/*"): _BINARY, 404: None},
-                   description="The file: images inline with their type, anything else with "
-                   "`Content-Disposition: attachment`; always `X-Content-Type-Options: nosniff` and a "
-                   "sandboxing `Content-Security-Policy`. 404 unless the caller may read the room "
-                   "now (private: a member; banned: never), the message is not deleted, and an "
-                   "unsent upload is the caller's own.")
+    @extend_schema(
+        responses={(200, "*/*"): _BINARY, 404: None},
+        description="The file: images inline with their type, anything else with "
+        "`Content-Disposition: attachment`; always `X-Content-Type-Options: nosniff` and a "
+        "sandboxing `Content-Security-Policy`. 404 unless the caller may read the room "
+        "now (private: a member; banned: never), the message is not deleted, and an "
+        "unsent upload is the caller's own.",
+    )
     def get(self, request, attachment_id=None, name=None):
         return _file_response(request, attachment_id, thumbnail=False)
 

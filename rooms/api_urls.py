@@ -23,9 +23,14 @@ urlpatterns = [
     path("me/settings/", api.MySettingsView.as_view(), name="my-settings"),
     path("mentions/", api.MentionsView.as_view(), name="mentions"),
     path("search/", api.SearchView.as_view(), name="search"),
-    path("attachments/<int:attachment_id>/thumbnail/", api.AttachmentThumbnailView.as_view(),
-         name="attachment-thumbnail"),
-    path("attachments/<int:attachment_id>/<path:name>", api.AttachmentDownloadView.as_view(), name="attachment"),
+    path(
+        "attachments/<int:attachment_id>/thumbnail/",
+        api.AttachmentThumbnailView.as_view(),
+        name="attachment-thumbnail",
+    ),
+    path(
+        "attachments/<int:attachment_id>/<path:name>", api.AttachmentDownloadView.as_view(), name="attachment"
+    ),
     path("rooms/<str:room_slug>/attachments/", api.AttachmentUploadView.as_view(), name="attachment-upload"),
     path("", include(router.urls)),
     path("rooms/<str:room_slug>/", include(room_router.urls)),

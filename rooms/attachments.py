@@ -63,19 +63,54 @@ THUMBNAIL_SIZE = (400, 400)
 NAME_MAX = 200
 
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
-ALLOWED = {**IMAGE_TYPES, "application/pdf": None, "application/zip": None,
-           "text/plain": None}
-EXTENSION_OF = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp",
-                "application/pdf": ".pdf", "application/zip": ".zip", "text/plain": ".txt"}
+ALLOWED = {**IMAGE_TYPES, "application/pdf": None, "application/zip": None, "text/plain": None}
+EXTENSION_OF = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "application/pdf": ".pdf",
+    "application/zip": ".zip",
+    "text/plain": ".txt",
+}
 # What a file name's extension claims; a claim that the content contradicts is refused.
-CLAIMED = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-           ".webp": "image/webp", ".pdf": "application/pdf", ".zip": "application/zip",
-           ".txt": "text/plain", ".md": "text/plain", ".csv": "text/plain", ".log": "text/plain"}
+CLAIMED = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".pdf": "application/pdf",
+    ".zip": "application/zip",
+    ".txt": "text/plain",
+    ".md": "text/plain",
+    ".csv": "text/plain",
+    ".log": "text/plain",
+}
 # Names never taken, whatever the content: a browser (or a careless client) could render them.
-REFUSED_EXTENSIONS = {".html", ".htm", ".xhtml", ".xht", ".shtml", ".svg", ".svgz", ".xml", ".xsl", ".js",
-                      ".mjs", ".hta", ".swf", ".php", ".jsp", ".asp", ".aspx"}
-_MARKUP = re.compile(rb"<\s*(?:!doctype|html|head|body|script|svg|iframe|object|embed|meta|link|style|\?xml|a\s)",
-                     re.IGNORECASE)
+REFUSED_EXTENSIONS = {
+    ".html",
+    ".htm",
+    ".xhtml",
+    ".xht",
+    ".shtml",
+    ".svg",
+    ".svgz",
+    ".xml",
+    ".xsl",
+    ".js",
+    ".mjs",
+    ".hta",
+    ".swf",
+    ".php",
+    ".jsp",
+    ".asp",
+    ".aspx",
+}
+_MARKUP = re.compile(
+    rb"<\s*(?:!doctype|html|head|body|script|svg|iframe|object|embed|meta|link|style|\?xml|a\s)",
+    re.IGNORECASE,
+)
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
@@ -213,10 +248,19 @@ def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFil
     thumbnail = ""
     try:
         if thumbnail_bytes is not None:
-            thumbnail = default_storage.save(_storage_name(room, thumb_ext, "-thumb"), ContentFile(thumbnail_bytes))
+            thumbnail = default_storage.save(
+                _storage_name(room, thumb_ext, "-thumb"), ContentFile(thumbnail_bytes)
+            )
         return Attachment.objects.create(
-            room=room, uploader=user, file=stored, thumbnail=thumbnail, name=name, size=len(data),
-            content_type=kind, width=width, height=height,
+            room=room,
+            uploader=user,
+            file=stored,
+            thumbnail=thumbnail,
+            name=name,
+            size=len(data),
+            content_type=kind,
+            width=width,
+            height=height,
         )
     except BaseException:
         for path in (stored, thumbnail):
@@ -236,12 +280,16 @@ def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int
     if len(ids) > MAX_PER_MESSAGE:
         raise InvalidAttachment(f"A message carries at most {MAX_PER_MESSAGE} attachments.")
     found = {
-        a.pk: a for a in Attachment.objects.select_for_update().filter(
-            pk__in=ids, uploader_id=user.pk, room_id=message.room_id, message__isnull=True)
+        a.pk: a
+        for a in Attachment.objects.select_for_update().filter(
+            pk__in=ids, uploader_id=user.pk, room_id=message.room_id, message__isnull=True
+        )
     }
     if len(found) != len(ids):
-        raise InvalidAttachment("An attachment is not one of your unsent uploads in this room.",
-                                ids=[i for i in ids if i not in found])
+        raise InvalidAttachment(
+            "An attachment is not one of your unsent uploads in this room.",
+            ids=[i for i in ids if i not in found],
+        )
     Attachment.objects.filter(pk__in=ids).update(message=message)
     claimed = [found[i] for i in sorted(ids)]
     for attachment in claimed:
@@ -277,17 +325,29 @@ def attachments_of(message: Message) -> list[dict]:
 
 def attachment_data(attachment: Attachment) -> dict:
     url = reverse("api:attachment", args=[attachment.pk, attachment.name])
-    thumbnail_url = reverse("api:attachment-thumbnail", args=[attachment.pk]) if attachment.thumbnail else None
-    return {"id": attachment.pk, "name": attachment.name, "size": attachment.size,
-            "content_type": attachment.content_type, "url": url, "thumbnail_url": thumbnail_url,
-            "width": attachment.width, "height": attachment.height}
+    thumbnail_url = (
+        reverse("api:attachment-thumbnail", args=[attachment.pk]) if attachment.thumbnail else None
+    )
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "url": url,
+        "thumbnail_url": thumbnail_url,
+        "width": attachment.width,
+        "height": attachment.height,
+    }
 
 
 def attachment_readable(*, user: AbstractBaseUser, attachment_id: int) -> Attachment:
     """The attachment if ``user`` may download it now (see the module docstring), else
     ``NotFound``."""
-    attachment = (Attachment.objects.select_related("room", "message").filter(pk=attachment_id).first()
-                  if 0 < attachment_id < 2**63 else None)
+    attachment = (
+        Attachment.objects.select_related("room", "message").filter(pk=attachment_id).first()
+        if 0 < attachment_id < 2**63
+        else None
+    )
     if attachment is None or not user.is_authenticated:
         raise NotFound("No such attachment.")
     if attachment.message is None:

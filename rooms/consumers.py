@@ -153,6 +153,7 @@ import json
 import logging
 import time
 
+import psycopg
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -162,7 +163,6 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY
 from django.db import Error as DjangoDatabaseError
 from django.utils.functional import LazyObject
-import psycopg
 from psycopg_pool import PoolTimeout
 from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
@@ -279,8 +279,9 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     last_seq = selectors.room_last_seq(room_id=room.pk)
     if upto is not None:
         last_seq = min(last_seq, upto)
-    messages = selectors.room_messages_after(room=room, after_seq=after_seq, limit=RESUME_MAX + 1,
-                                             before_seq=last_seq + 1)
+    messages = selectors.room_messages_after(
+        room=room, after_seq=after_seq, limit=RESUME_MAX + 1, before_seq=last_seq + 1
+    )
     if len(messages) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
     data = MessageSerializer(messages, many=True).data
@@ -311,7 +312,9 @@ def _react_checked(*, room, user, token_key: str | None, seq: int, emoji: str, a
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
-    qs = selectors.room_messages_after(room=room, after_seq=after_seq, limit=FETCH_MAX + 1, before_seq=before_seq)
+    qs = selectors.room_messages_after(
+        room=room, after_seq=after_seq, limit=FETCH_MAX + 1, before_seq=before_seq
+    )
     return MessageSerializer(qs[:FETCH_MAX], many=True).data, len(qs) > FETCH_MAX
 
 
@@ -320,12 +323,16 @@ def _query_after_seq(scope) -> int | None:
     None when absent; raises ``FrameError`` (``invalid_field``) when not a whole number."""
     from urllib.parse import parse_qs
 
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get("after_seq")
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(
+        "after_seq"
+    )
     if not values:
         return None
     if values[-1].isascii() and values[-1].isdigit() and int(values[-1]) <= SEQ_MAX:
         return int(values[-1])
-    raise FrameError("invalid_field", f"after_seq must be a whole number from 0 to {SEQ_MAX}.", field="after_seq")
+    raise FrameError(
+        "invalid_field", f"after_seq must be a whole number from 0 to {SEQ_MAX}.", field="after_seq"
+    )
 
 
 def _refuse_constant(name: str):
@@ -447,7 +454,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         attach = None
         if self.channel_layer is not None:
             try:
-                self.channel_name = await asyncio.wait_for(self.channel_layer.new_channel(), LAYER_JOIN_TIMEOUT)
+                self.channel_name = await asyncio.wait_for(
+                    self.channel_layer.new_channel(), LAYER_JOIN_TIMEOUT
+                )
             except UNAVAILABLE_ERRORS:
                 # The Pub/Sub layer subscribes a new channel in Redis: without Redis there is no
                 # channel, so refuse as connect() does when Redis fails there, not with a 500.
@@ -466,17 +475,27 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         # server. The exception is logged and answered with a close code here instead of
         # escaping to daphne, whose handling of it could itself fail on the dead socket.
         try:
-            await dispatch_in_order(sources, self.dispatch, attach=attach, deliver_now=self.fast_path(),
-                                    expose=self.expose_inbox)
+            await dispatch_in_order(
+                sources, self.dispatch, attach=attach, deliver_now=self.fast_path(), expose=self.expose_inbox
+            )
         except StopConsumer:
             pass
         except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("escaped", "closing a socket with %d: the database or Redis failed under it",
-                                    CLOSE_UNAVAILABLE, exc_info=True)
+            unavailable_log.warning(
+                "escaped",
+                "closing a socket with %d: the database or Redis failed under it",
+                CLOSE_UNAVAILABLE,
+                exc_info=True,
+            )
             await self.close_after_error(CLOSE_UNAVAILABLE)
         except Exception:
-            unexpected_log.log(logging.ERROR, "escaped", "closing a socket with %d: unexpected error",
-                               CLOSE_INTERNAL_ERROR, exc_info=True)
+            unexpected_log.log(
+                logging.ERROR,
+                "escaped",
+                "closing a socket with %d: unexpected error",
+                CLOSE_INTERNAL_ERROR,
+                exc_info=True,
+            )
             await self.close_after_error(CLOSE_INTERNAL_ERROR)
         finally:
             await self.cleanup()
@@ -558,9 +577,10 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         access.watch().discard(self)
         try:
             await asyncio.wait_for(asyncio.shield(self._leave_everything()), CLEANUP_TIMEOUT)
-        except asyncio.TimeoutError:
-            unavailable_log.warning("cleanup", "socket clean-up took over %s s; presence expires by TTL",
-                                    CLEANUP_TIMEOUT)
+        except TimeoutError:
+            unavailable_log.warning(
+                "cleanup", "socket clean-up took over %s s; presence expires by TTL", CLEANUP_TIMEOUT
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -601,7 +621,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             except (ValueError, RecursionError):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(content, dict):
-                raise FrameError("not_object", "A frame must be a JSON object with a \"type\".")
+                raise FrameError("not_object", 'A frame must be a JSON object with a "type".')
             frame_type = content.get("type")
             await self.receive_json(content)
         except FrameError as exc:
@@ -623,8 +643,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         retry_after = limits.read_hit(user_id)
         if retry_after is not None:
             metrics.RATE_LIMITED.labels(scope="ws_read").inc()
-            raise FrameError("rate_limited", f"Too many reads; try again in {retry_after} s.",
-                             retry_after=retry_after)
+            raise FrameError(
+                "rate_limited", f"Too many reads; try again in {retry_after} s.", retry_after=retry_after
+            )
         return limits.read_turn(user_id)
 
     async def db(self, fn, /, *, bounded: bool = True, **kwargs):
@@ -689,9 +710,6 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         await super().send_json(content, close=close)
         metrics.FRAMES_SENT.labels(type=content["type"]).inc()
 
-
-
-
     deliver_now = None  # a subclass's synchronous fast path for layer events (``dispatch_in_order``)
     enqueue = None  # puts an event of this consumer's own at the end of its inbox (``dispatch_in_order``)
 
@@ -702,6 +720,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     def expose_inbox(self, enqueue) -> None:
         self.enqueue = enqueue
+
     open_gauge = metrics.OPEN_SOCKETS  # the gauge this kind of socket is counted in while open
 
     async def admit(self):
@@ -768,6 +787,7 @@ class RoomConsumer(SocketConsumer):
 
     room = None
     group = None
+
     async def connect(self) -> None:
         """Called on the handshake. Accepts signed-in users under their socket cap into a room they
         may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
@@ -790,9 +810,12 @@ class RoomConsumer(SocketConsumer):
             # committed between _join and the group join sent its event before this socket could
             # hear it) and the room's last_seq for hello.
             refused, last_seq = await self.db(
-                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False)
+                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False
+            )
         except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("connect", "refusing a socket: database or Redis unreachable", exc_info=True)
+            unavailable_log.warning(
+                "connect", "refusing a socket: database or Redis unreachable", exc_info=True
+            )
             await self.refuse(CLOSE_UNAVAILABLE)
             return
         if refused is not None:
@@ -813,7 +836,9 @@ class RoomConsumer(SocketConsumer):
                 try:
                     await self.resume(after_seq)
                 except FrameError as exc:  # unavailable: the socket stays; the client sends resume
-                    await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
+                    await self.send_json(
+                        {"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra}
+                    )
             if self.closing:  # its access ended meanwhile: refused, and never shown online
                 return
         await self.presence_join()
@@ -825,9 +850,9 @@ class RoomConsumer(SocketConsumer):
     async def receive_json(self, content: dict, **kwargs) -> None:
         frame_type = content.get("type")
         if "type" not in content:
-            raise FrameError("missing_field", "The frame has no \"type\".", field="type")
+            raise FrameError("missing_field", 'The frame has no "type".', field="type")
         if not isinstance(frame_type, str):
-            raise FrameError("invalid_field", "\"type\" must be a string.", field="type")
+            raise FrameError("invalid_field", '"type" must be a string.', field="type")
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
@@ -876,8 +901,9 @@ class RoomConsumer(SocketConsumer):
         retry_after = self.send_window.hit()
         if retry_after is not None:
             metrics.RATE_LIMITED.labels(scope="ws_send").inc()
-            raise FrameError("rate_limited", services.RateLimited(retry_after).detail,
-                             retry_after=retry_after, **extra)
+            raise FrameError(
+                "rate_limited", services.RateLimited(retry_after).detail, retry_after=retry_after, **extra
+            )
         try:
             result = await services.message_post_async(
                 room=self.room,
@@ -896,7 +922,9 @@ class RoomConsumer(SocketConsumer):
                 exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), **extra, **exc.extra
             ) from None
         except DATABASE_ERRORS:
-            unavailable_log.warning("send", "could not store a message in room %s", self.room.pk, exc_info=True)
+            unavailable_log.warning(
+                "send", "could not store a message in room %s", self.room.pk, exc_info=True
+            )
             raise FrameError(
                 "unavailable", "The message could not be stored; send it again.", **extra
             ) from None
@@ -923,8 +951,12 @@ class RoomConsumer(SocketConsumer):
         replay's read sees exactly seqs 1..K, and every later one arrives live (the socket joined
         the group before ``hello``)."""
         refused, replay = await self.db_read(
-            "resume", functools.partial(_read_checked, _replay, self.access_key()),
-            room=self.room, after_seq=after_seq, upto=upto)
+            "resume",
+            functools.partial(_read_checked, _replay, self.access_key()),
+            room=self.room,
+            after_seq=after_seq,
+            upto=upto,
+        )
         if refused is not None:
             await self.access_lost(refused, answer=True)
             return
@@ -957,18 +989,41 @@ class RoomConsumer(SocketConsumer):
         message), ``unavailable``, ``rate_limited``; ``banned``, ``archived``, ``not_found`` and
         ``unauthenticated`` are followed by the close code, as for a send."""
         try:
-            result = await self.db(_react_checked, room=self.room, user=self.scope["user"],
-                                   token_key=self.scope.get("auth_token"), seq=seq, emoji=emoji,
-                                   add=frame_type == "reaction.add")
+            result = await self.db(
+                _react_checked,
+                room=self.room,
+                user=self.scope["user"],
+                token_key=self.scope.get("auth_token"),
+                seq=seq,
+                emoji=emoji,
+                add=frame_type == "reaction.add",
+            )
         except ServiceError as exc:
-            raise FrameError(exc.code, exc.detail, close_code=_CLOSING_ERRORS.get(exc.code), frame=frame_type,
-                             seq=seq, **exc.extra) from None
+            raise FrameError(
+                exc.code,
+                exc.detail,
+                close_code=_CLOSING_ERRORS.get(exc.code),
+                frame=frame_type,
+                seq=seq,
+                **exc.extra,
+            ) from None
         except DATABASE_ERRORS:
-            unavailable_log.warning("react", "reaction: database unavailable in room %s", self.room.pk, exc_info=True)
-            raise FrameError("unavailable", "The reaction could not be stored; send it again.",
-                             frame=frame_type, seq=seq) from None
-        await self.send_json({"type": "reaction.ack", "action": frame_type.split(".", 1)[1], "seq": seq,
-                              "emoji": emoji, "changed": result.changed, "reactions": result.reactions})
+            unavailable_log.warning(
+                "react", "reaction: database unavailable in room %s", self.room.pk, exc_info=True
+            )
+            raise FrameError(
+                "unavailable", "The reaction could not be stored; send it again.", frame=frame_type, seq=seq
+            ) from None
+        await self.send_json(
+            {
+                "type": "reaction.ack",
+                "action": frame_type.split(".", 1)[1],
+                "seq": seq,
+                "emoji": emoji,
+                "changed": result.changed,
+                "reactions": result.reactions,
+            }
+        )
 
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
@@ -982,9 +1037,12 @@ class RoomConsumer(SocketConsumer):
         except ServiceError as exc:
             raise FrameError(exc.code, exc.detail) from None
         except DATABASE_ERRORS:
-            unavailable_log.warning("read", "read: database unavailable in room %s", self.room.pk, exc_info=True)
-            raise FrameError("unavailable", "The read could not be stored now; report it again.",
-                             frame="read") from None
+            unavailable_log.warning(
+                "read", "read: database unavailable in room %s", self.room.pk, exc_info=True
+            )
+            raise FrameError(
+                "unavailable", "The read could not be stored now; report it again.", frame="read"
+            ) from None
 
     async def fetch(self, content: dict) -> None:
         """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,
@@ -994,8 +1052,11 @@ class RoomConsumer(SocketConsumer):
         after_seq = _seq_field(content, "after_seq", required=True)
         before_seq = _seq_field(content, "before_seq", required=False)
         refused, page = await self.db_read(
-            "fetch", functools.partial(_read_checked, _fetch, self.access_key()),
-            room=self.room, after_seq=after_seq, before_seq=before_seq
+            "fetch",
+            functools.partial(_read_checked, _fetch, self.access_key()),
+            room=self.room,
+            after_seq=after_seq,
+            before_seq=before_seq,
         )
         if refused is not None:
             await self.access_lost(refused, answer=True)
@@ -1010,9 +1071,12 @@ class RoomConsumer(SocketConsumer):
         try:
             return await self.db(fn, **kwargs)
         except DATABASE_ERRORS:
-            unavailable_log.warning(frame, "%s: database unavailable in room %s", frame, self.room.pk, exc_info=True)
-            raise FrameError("unavailable", "The messages could not be read now; ask again.",
-                             frame=frame) from None
+            unavailable_log.warning(
+                frame, "%s: database unavailable in room %s", frame, self.room.pk, exc_info=True
+            )
+            raise FrameError(
+                "unavailable", "The messages could not be read now; ask again.", frame=frame
+            ) from None
 
     # --- channel layer → client ----------------------------------------------------------------
 
@@ -1127,8 +1191,9 @@ class RoomConsumer(SocketConsumer):
             # A socket that cannot be written to (uvloop: "unable to perform operation on
             # <UVPoll closed=True>" once the client aborted) gets nothing more: it is closed with
             # 1011 if it still can be, and cleaned up when its disconnect comes.
-            unexpected_log.log(logging.ERROR, "deliver", "could not send a message frame; closing the socket",
-                               exc_info=True)
+            unexpected_log.log(
+                logging.ERROR, "deliver", "could not send a message frame; closing the socket", exc_info=True
+            )
             if not self.closing:
                 task = asyncio.get_running_loop().create_task(self.close_after_error(CLOSE_INTERNAL_ERROR))
                 _pending_closes.add(task)
@@ -1204,8 +1269,12 @@ class RoomConsumer(SocketConsumer):
         try:
             refused = await access.checker().check(self.access_key())
         except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("recheck", "access recheck failed; closing the socket with %d",
-                                    CLOSE_UNAVAILABLE, exc_info=True)
+            unavailable_log.warning(
+                "recheck",
+                "access recheck failed; closing the socket with %d",
+                CLOSE_UNAVAILABLE,
+                exc_info=True,
+            )
             await self.end(CLOSE_UNAVAILABLE)
             return
         if refused is not None:
@@ -1221,12 +1290,14 @@ class RoomConsumer(SocketConsumer):
             return
         self.closing = True  # live frames stop now, before anything else goes out
         if answer:
-            detail = {"not_found": "No such room.", "banned": "You are banned from this room.",
-                      "unauthenticated": "The credentials of this socket are no longer valid.",
-                      "archived": "The room is archived."}[verdict]
+            detail = {
+                "not_found": "No such room.",
+                "banned": "You are banned from this room.",
+                "unauthenticated": "The credentials of this socket are no longer valid.",
+                "archived": "The room is archived.",
+            }[verdict]
             await self.send_json({"type": "error", "code": verdict, "detail": detail})
         await self.close(code=_CLOSING_ERRORS[verdict])
-
 
     async def leave_presence(self) -> None:
         if self.present:

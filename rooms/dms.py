@@ -73,14 +73,20 @@ def dm_key(a_id: int, b_id: int) -> str:
 def share_a_room(a_id: int, b_id: int) -> bool:
     """Whether both users are non-banned members of one group room (DMs do not count)."""
     return Membership.objects.filter(
-        user_id=a_id, banned_at__isnull=True, room__kind=Kind.ROOM,
-        room__memberships__user_id=b_id, room__memberships__banned_at__isnull=True,
+        user_id=a_id,
+        banned_at__isnull=True,
+        room__kind=Kind.ROOM,
+        room__memberships__user_id=b_id,
+        room__memberships__banned_at__isnull=True,
     ).exists()
 
 
 def dms_from(user_id: int) -> str:
     """The user's ``dms_from`` setting (the default when they have no ``UserSettings`` row)."""
-    return UserSettings.objects.filter(user_id=user_id).values_list("dms_from", flat=True).first() or DmsFrom.ANYONE
+    return (
+        UserSettings.objects.filter(user_id=user_id).values_list("dms_from", flat=True).first()
+        or DmsFrom.ANYONE
+    )
 
 
 def dm_open(*, user: AbstractBaseUser, username: str) -> DmResult:
@@ -108,7 +114,9 @@ def dm_open(*, user: AbstractBaseUser, username: str) -> DmResult:
     if room is not None:
         return DmResult(room=room, created=False)
     if dms_from(other.pk) == DmsFrom.SHARED_ROOMS and not share_a_room(user.pk, other.pk):
-        raise DmsOff(f"{other.get_username()} takes direct messages only from people who share a room with them.")
+        raise DmsOff(
+            f"{other.get_username()} takes direct messages only from people who share a room with them."
+        )
     low, high = sorted((user, other), key=lambda u: u.pk)
     room = Room(
         name=f"{low.get_username()} & {high.get_username()}"[:100],
@@ -121,10 +129,12 @@ def dm_open(*, user: AbstractBaseUser, username: str) -> DmResult:
     try:
         with transaction.atomic():
             room.save()
-            Membership.objects.bulk_create([
-                Membership(room=room, user=user, role=Membership.Role.MEMBER),
-                Membership(room=room, user=other, role=Membership.Role.MEMBER),
-            ])
+            Membership.objects.bulk_create(
+                [
+                    Membership(room=room, user=user, role=Membership.Role.MEMBER),
+                    Membership(room=room, user=other, role=Membership.Role.MEMBER),
+                ]
+            )
             transaction.on_commit(partial(_broadcast_created, room, user, other))
     except IntegrityError:  # the same pair opened by a concurrent call that committed first
         room = Room.objects.filter(dm_key=key).first()
@@ -170,8 +180,10 @@ def dm_with(room: Room, user: AbstractBaseUser) -> dict | None:
     if not room.is_dm or not user.is_authenticated:
         return None
     row = (
-        Membership.objects.filter(room=room).exclude(user_id=user.pk)
-        .values_list("user_id", "user__username").first()
+        Membership.objects.filter(room=room)
+        .exclude(user_id=user.pk)
+        .values_list("user_id", "user__username")
+        .first()
     )
     return None if row is None else {"id": row[0], "username": row[1]}
 

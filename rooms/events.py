@@ -133,7 +133,9 @@ def _calling_loop() -> asyncio.AbstractEventLoop | None:
 
 # One lock per event loop: the layer gets this node's events in the order they were committed
 # (Redis Pub/Sub keeps the order of one publisher's publishes, not of concurrent ones).
-_publish_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_publish_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = (
+    weakref.WeakKeyDictionary()
+)
 _pending: set = set()  # handed-over publishes not finished yet (strong references)
 
 
@@ -213,8 +215,13 @@ def broadcast_message(*, room_id: int, seq: int, message_data: dict) -> bool:
     message). From a server's thread it returns once the publish is queued (see ``_group_send``)."""
     started = time.perf_counter()
     metrics.MESSAGES_STORED.inc()
-    event = {"type": ROOM_MESSAGE, "seq": seq, "text": encode_frame(message_frame(message_data)),
-             "room": message_data["room"], "author_id": message_data["author"]["id"]}
+    event = {
+        "type": ROOM_MESSAGE,
+        "seq": seq,
+        "text": encode_frame(message_frame(message_data)),
+        "room": message_data["room"],
+        "author_id": message_data["author"]["id"],
+    }
     return _group_send(room_group_name(room_id), event, started)
 
 
@@ -226,8 +233,9 @@ def broadcast_message_updated(*, room_id: int, message_data: dict) -> bool:
     return _group_send(room_group_name(room_id), event, started)
 
 
-def broadcast_message_deleted(*, room_id: int, room_slug: str, message_id: int, seq: int,
-                              author_id: int | None = None) -> bool:
+def broadcast_message_deleted(
+    *, room_id: int, room_slug: str, message_id: int, seq: int, author_id: int | None = None
+) -> bool:
     """``{"type": "message.deleted", "id": int, "room": slug, "seq": int}`` to the room
     (``author_id``, when given, rides on the layer event for the user sockets' sidebar)."""
     started = time.perf_counter()
@@ -262,7 +270,9 @@ def broadcast_room_archived(*, room_id: int, room_slug: str) -> bool:
     """``{"type": "room.archived", "room": slug}`` to the room; its sockets then close (4410)."""
     started = time.perf_counter()
     frame = {"type": "room.archived", "room": room_slug}
-    return _group_send(room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)}, started)
+    return _group_send(
+        room_group_name(room_id), {"type": ROOM_ARCHIVED, "text": encode_frame(frame)}, started
+    )
 
 
 def broadcast_member_removed(
@@ -287,7 +297,9 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
     after a join or an add, a role change, a mute or unmute, or a ban."""
     started = time.perf_counter()
     frame = {"type": "member.updated", "room": room_slug, "member": member}
-    return _group_send(room_group_name(room_id), {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}, started)
+    return _group_send(
+        room_group_name(room_id), {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}, started
+    )
 
 
 def broadcast_room_updated(*, room_id: int, room: dict) -> bool:
@@ -358,7 +370,9 @@ def broadcast_dm_created(*, user_id: int, room_data: dict) -> bool:
     direct message with them was just made (``rooms.dms.dm_open``, after commit). ``room_data``
     is the room shape as that user sees it (``dm_with`` the other person)."""
     frame = encode_frame({"type": "dm.created", "room": room_data})
-    return _group_send(user_group_name(user_id), {"type": USER_DM_CREATED, "text": frame}, time.perf_counter())
+    return _group_send(
+        user_group_name(user_id), {"type": USER_DM_CREATED, "text": frame}, time.perf_counter()
+    )
 
 
 def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool:
@@ -366,7 +380,9 @@ def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool
     "mention_count": int}`` to every socket of ``user_id`` on every node, after a read report
     moved their marker (``rooms.reads.read_report``, on commit)."""
     frame = encode_frame({"type": "read.updated", "room": room_slug, **state})
-    return _group_send(user_group_name(user_id), {"type": USER_READ_UPDATED, "text": frame}, time.perf_counter())
+    return _group_send(
+        user_group_name(user_id), {"type": USER_READ_UPDATED, "text": frame}, time.perf_counter()
+    )
 
 
 def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict) -> None:

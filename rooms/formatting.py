@@ -48,9 +48,24 @@ logger = logging.getLogger(__name__)
 # messages again (as 0006 did for every message stored before formatting existed).
 RENDER_VERSION = 1
 
-ALLOWED_TAGS = frozenset({
-    "p", "br", "strong", "em", "s", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a", "span",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "p",
+        "br",
+        "strong",
+        "em",
+        "s",
+        "del",
+        "code",
+        "pre",
+        "blockquote",
+        "ul",
+        "ol",
+        "li",
+        "a",
+        "span",
+    }
+)
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": True, "breaks": True, "typographer": False})

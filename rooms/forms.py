@@ -11,7 +11,9 @@ class RoomCreateForm(forms.ModelForm):
     ``Room.clean``'s text rules; a taken or reserved slug answers ``SLUG_UNAVAILABLE``."""
 
     slug = forms.SlugField(
-        required=False, max_length=SLUG_MAX_LENGTH, allow_unicode=True,
+        required=False,
+        max_length=SLUG_MAX_LENGTH,
+        allow_unicode=True,
         help_text="Letters (any script), digits, - and _. Empty: made from the name (unguessable for a private room).",
     )
 
@@ -27,7 +29,9 @@ class RoomCreateForm(forms.ModelForm):
         if not cleaned.get("slug") and cleaned.get("name") and not cleaned.get("is_private"):
             slug = slug_from_name(cleaned["name"])
             if not slug:
-                self.add_error("slug", "Choose a slug: one cannot be made from this name (it has no letter or digit).")
+                self.add_error(
+                    "slug", "Choose a slug: one cannot be made from this name (it has no letter or digit)."
+                )
             elif Room.objects.filter(slug__iexact=slug).exists():
                 self.add_error("slug", SLUG_UNAVAILABLE)
         return cleaned
@@ -47,11 +51,15 @@ class UserSettingsForm(forms.Form):
     e-mail address must not be another account's)."""
 
     display_name = forms.CharField(
-        required=False, max_length=profiles.DISPLAY_NAME_MAX_LENGTH, label="Display name",
+        required=False,
+        max_length=profiles.DISPLAY_NAME_MAX_LENGTH,
+        label="Display name",
         help_text="Shown beside your messages instead of your username (which stays your @mention).",
     )
     email = forms.EmailField(
-        required=False, max_length=254, label="E-mail address",  # Django's User.email
+        required=False,
+        max_length=254,
+        label="E-mail address",  # Django's User.email
         help_text="Only used to send you a link when you forget your password.",
     )
     only_shared_rooms = forms.BooleanField(

@@ -186,7 +186,9 @@ class _Node:
             try:
                 await self.beat()
             except Exception:
-                logger.warning("socket count refresh failed; retrying in %s s", presence.heartbeat(), exc_info=True)
+                logger.warning(
+                    "socket count refresh failed; retrying in %s s", presence.heartbeat(), exc_info=True
+                )
 
     async def beat(self) -> None:
         """Refresh this node's sockets in Redis (one script). A socket whose consumer is gone
@@ -308,19 +310,26 @@ async def _redis_admit(user_id: int, conn: str, cap: int) -> bool:
     now = time.time()
     try:
         async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
-            return bool(await _client().eval(_ADMIT, 1, _key(user_id), conn, now, now + presence.ttl(), cap,
-                                             _key_ttl()))
+            return bool(
+                await _client().eval(
+                    _ADMIT, 1, _key(user_id), conn, now, now + presence.ttl(), cap, _key_ttl()
+                )
+            )
     except Exception:
         _paused_until = time.monotonic() + ratelimit.SHARED_PAUSE
-        logger.warning("socket count store unavailable; sockets admitted for %.0f s", ratelimit.SHARED_PAUSE,
-                       exc_info=True)
+        logger.warning(
+            "socket count store unavailable; sockets admitted for %.0f s",
+            ratelimit.SHARED_PAUSE,
+            exc_info=True,
+        )
         return True
 
 
 async def _redis_refresh(entries: list[tuple[int, str]]) -> None:
     keys = [_key(user_id) for user_id, _ in entries]
-    await _client().eval(_REFRESH, len(keys), *keys, time.time() + presence.ttl(), _key_ttl(),
-                         *[conn for _, conn in entries])
+    await _client().eval(
+        _REFRESH, len(keys), *keys, time.time() + presence.ttl(), _key_ttl(), *[conn for _, conn in entries]
+    )
 
 
 async def _redis_release(user_id: int, conn: str) -> None:
@@ -350,8 +359,11 @@ class Slot:
             try:
                 await _redis_release(self.user_id, self.conn)
             except Exception:
-                logger.warning("socket count store unavailable; a slot of user %s expires within the TTL",
-                               self.user_id, exc_info=True)
+                logger.warning(
+                    "socket count store unavailable; a slot of user %s expires within the TTL",
+                    self.user_id,
+                    exc_info=True,
+                )
 
 
 async def admit_socket(user_id: int, consumer) -> Slot | None:

@@ -116,7 +116,9 @@ class AccountAttempt:
         self.window: Window | None = None
         self.retry_after: float | None = None
         if username.strip():
-            self.retry_after, self.window = _count(f"login:acct:{account_key(username)}", settings.LOGIN_ACCOUNT_RATE)
+            self.retry_after, self.window = _count(
+                f"login:acct:{account_key(username)}", settings.LOGIN_ACCOUNT_RATE
+            )
 
     def release(self) -> None:
         if self.window is None:
@@ -172,8 +174,10 @@ def throttled_login(view):
             return _refused_login(view, request, args, kwargs, username, message, retry_after)
         attempt = AccountAttempt(username)
         if attempt.retry_after is not None:
-            message = (f"Too many failed log-ins for this account. Try again {wait_text(attempt.retry_after)}"
-                       " (the password was not checked).")
+            message = (
+                f"Too many failed log-ins for this account. Try again {wait_text(attempt.retry_after)}"
+                " (the password was not checked)."
+            )
             return _refused_login(view, request, args, kwargs, username, message, attempt.retry_after)
         response = view(request, *args, **kwargs)
         if not _wrong_password(response):

@@ -93,7 +93,9 @@ def store(*, message: Message, parsed: Parsed) -> list[dict]:
     """Store the ``Mention`` rows of a new ``message`` (the caller's transaction); returns the
     mentioned members ``[{"id", "username"}]``, also kept on ``message.mention_list``."""
     members = mentioned_members(room_id=message.room_id, author_id=message.author_id, names=parsed.names)
-    Mention.objects.bulk_create([Mention(message=message, user_id=m["id"], room_id=message.room_id) for m in members])
+    Mention.objects.bulk_create(
+        [Mention(message=message, user_id=m["id"], room_id=message.room_id) for m in members]
+    )
     message.mention_list = members
     return members
 
@@ -110,7 +112,9 @@ def store_edit(*, message: Message) -> list[int]:
     if had - wanted:
         Mention.objects.filter(message=message, user_id__in=had - wanted).delete()
     new = sorted(wanted - had)
-    Mention.objects.bulk_create([Mention(message=message, user_id=uid, room_id=message.room_id) for uid in new])
+    Mention.objects.bulk_create(
+        [Mention(message=message, user_id=uid, room_id=message.room_id) for uid in new]
+    )
     message.mention_list = members
     return new
 
@@ -149,8 +153,9 @@ MENTIONS_DEFAULT_LIMIT = 50
 MENTIONS_MAX_LIMIT = 200
 
 
-def mentions_for(*, user: AbstractBaseUser, before_id: int | None = None,
-                 limit: int = MENTIONS_DEFAULT_LIMIT) -> tuple[list[Message], bool]:
+def mentions_for(
+    *, user: AbstractBaseUser, before_id: int | None = None, limit: int = MENTIONS_DEFAULT_LIMIT
+) -> tuple[list[Message], bool]:
     """``user``'s mentions (by ``@username`` only), newest first: up to ``limit`` messages with
     ``id < before_id`` (all when None), and whether there are more. Only in rooms the user can
     read now (authorised on the way out: a public room they are not banned from, a private room

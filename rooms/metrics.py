@@ -88,7 +88,19 @@ MESSAGES_STORED = Counter(
 # 0.1 ms .. 1 s: handing a broadcast to Redis takes well under a millisecond when all is well;
 # the upper buckets catch a busy event loop or a slow Redis.
 FANOUT_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 
 FANOUT_LATENCY = Histogram(
@@ -148,27 +160,31 @@ class _SentByEvent(dict):
         return FRAMES_SENT.labels(type="other")
 
 
-SENT_BY_EVENT = _SentByEvent({
-    "room.message": FRAMES_SENT.labels(type="message"),
-    "room.message_updated": FRAMES_SENT.labels(type="message.updated"),
-    "room.message_deleted": FRAMES_SENT.labels(type="message.deleted"),
-    "room.reaction_updated": FRAMES_SENT.labels(type="reaction.updated"),
-    "room.thread_updated": FRAMES_SENT.labels(type="thread.updated"),
-    "room.archived": FRAMES_SENT.labels(type="room.archived"),
-    "room.member_updated": FRAMES_SENT.labels(type="member.updated"),
-    "room.member_removed": FRAMES_SENT.labels(type="member.removed"),
-    "room.updated": FRAMES_SENT.labels(type="room.updated"),
-    "room.presence": FRAMES_SENT.labels(type="presence.diff"),
-    "room.typing": FRAMES_SENT.labels(type="typing"),
-    "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
-    "user.mention": FRAMES_SENT.labels(type="mention"),
-    "user.dm_created": FRAMES_SENT.labels(type="dm.created"),
-})
+SENT_BY_EVENT = _SentByEvent(
+    {
+        "room.message": FRAMES_SENT.labels(type="message"),
+        "room.message_updated": FRAMES_SENT.labels(type="message.updated"),
+        "room.message_deleted": FRAMES_SENT.labels(type="message.deleted"),
+        "room.reaction_updated": FRAMES_SENT.labels(type="reaction.updated"),
+        "room.thread_updated": FRAMES_SENT.labels(type="thread.updated"),
+        "room.archived": FRAMES_SENT.labels(type="room.archived"),
+        "room.member_updated": FRAMES_SENT.labels(type="member.updated"),
+        "room.member_removed": FRAMES_SENT.labels(type="member.removed"),
+        "room.updated": FRAMES_SENT.labels(type="room.updated"),
+        "room.presence": FRAMES_SENT.labels(type="presence.diff"),
+        "room.typing": FRAMES_SENT.labels(type="typing"),
+        "user.read_updated": FRAMES_SENT.labels(type="read.updated"),
+        "user.mention": FRAMES_SENT.labels(type="mention"),
+        "user.dm_created": FRAMES_SENT.labels(type="dm.created"),
+    }
+)
 
 
 # The client frame types counted under their own name; any other ``type`` counts as ``other``
 # (a label value never comes from client text). Add a new client frame type here.
-CLIENT_FRAME_TYPES = frozenset({"message.send", "resume", "fetch", "typing", "read", "reaction.add", "reaction.remove"})
+CLIENT_FRAME_TYPES = frozenset(
+    {"message.send", "resume", "fetch", "typing", "read", "reaction.add", "reaction.remove"}
+)
 
 
 def frame_received(frame_type, error: str = "") -> None:

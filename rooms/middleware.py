@@ -27,8 +27,12 @@ def _served_by(request, response):
     response["X-Served-By"] = settings.SERVER_ID
     if request_log.isEnabledFor(logging.DEBUG):
         request_log.debug(
-            "%s %s %s client=%s scheme=%s", request.method, request.path, response.status_code,
-            request.META.get("REMOTE_ADDR"), request.scheme,
+            "%s %s %s client=%s scheme=%s",
+            request.method,
+            request.path,
+            response.status_code,
+            request.META.get("REMOTE_ADDR"),
+            request.scheme,
         )
     return response
 
@@ -37,11 +41,14 @@ def _served_by(request, response):
 def served_by_middleware(get_response):
     """Async under daphne (no thread hop), sync under WSGI or the test client."""
     if iscoroutinefunction(get_response):
+
         async def middleware(request):
             return _served_by(request, await get_response(request))
     else:
+
         def middleware(request):
             return _served_by(request, get_response(request))
+
     return middleware
 
 
@@ -92,9 +99,12 @@ def _permissions_policy(response):
 def permissions_policy_middleware(get_response):
     """``Permissions-Policy: <settings.PERMISSIONS_POLICY>`` on every answer that has none."""
     if iscoroutinefunction(get_response):
+
         async def middleware(request):
             return _permissions_policy(await get_response(request))
     else:
+
         def middleware(request):
             return _permissions_policy(get_response(request))
+
     return middleware

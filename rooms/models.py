@@ -87,7 +87,11 @@ class Room(models.Model):
 
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.ROOM, editable=False)
     dm_key = models.CharField(
-        max_length=41, null=True, blank=True, unique=True, editable=False,
+        max_length=41,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
         help_text="A direct message's pair of user ids, lower first (one DM per pair).",
     )
 
@@ -96,8 +100,9 @@ class Room(models.Model):
         constraints = [
             # Case-insensitive uniqueness; its index also serves lower(slug) lookups. Checked
             # before saving by ``clean`` (a slug field error), so ``get_constraints`` leaves it out.
-            models.UniqueConstraint(Lower("slug"), name="room_slug_lower_unique",
-                                    violation_error_message=SLUG_UNAVAILABLE),
+            models.UniqueConstraint(
+                Lower("slug"), name="room_slug_lower_unique", violation_error_message=SLUG_UNAVAILABLE
+            ),
         ]
 
     def __str__(self) -> str:
@@ -181,9 +186,7 @@ class Membership(models.Model):
         MEMBER = "member"
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(default=timezone.now, editable=False)
     muted_until = models.DateTimeField(null=True, blank=True)
@@ -228,9 +231,7 @@ class Message(models.Model):
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveBigIntegerField(editable=False)
-    author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="messages"
-    )
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="messages")
     body = models.TextField(max_length=BODY_MAX_LENGTH)
     client_msg_id = models.CharField(max_length=CLIENT_MSG_ID_MAX_LENGTH)
     server_id = models.CharField(max_length=100, editable=False)
@@ -251,7 +252,12 @@ class Message(models.Model):
     body_html = models.TextField(default="", db_default="", blank=True, editable=False)
     # A reply: the message it answers, in the same room (``rooms.replies``); set when stored, never changed.
     reply_to = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, editable=False, db_index=False,
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        db_index=False,
         related_name="replies",
     )
     # Replies to this message that are not deleted (kept by the send and delete paths, row locked).
@@ -269,11 +275,17 @@ class Message(models.Model):
         ]
         indexes = [
             # A member's unread @room messages (rooms.reads), without reading every unread message.
-            models.Index(fields=["room", "seq"], condition=models.Q(mentions_room=True),
-                         name="message_mentions_room_idx"),
+            models.Index(
+                fields=["room", "seq"],
+                condition=models.Q(mentions_room=True),
+                name="message_mentions_room_idx",
+            ),
             # A thread's replies in seq order (rooms.replies); only replies are in it.
-            models.Index(fields=["reply_to", "seq"], condition=models.Q(reply_to__isnull=False),
-                         name="message_reply_to_seq_idx"),
+            models.Index(
+                fields=["reply_to", "seq"],
+                condition=models.Q(reply_to__isnull=False),
+                name="message_reply_to_seq_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -316,7 +328,9 @@ class Reaction(models.Model):
     class Meta:
         ordering = ["message_id", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_message_user_emoji_unique"),
+            models.UniqueConstraint(
+                fields=["message", "user", "emoji"], name="reaction_message_user_emoji_unique"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -43,7 +43,7 @@ ERROR_DESCRIPTIONS = {
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "
     "request without its CSRF token.",
-    "404": "Not found: always `{\"detail\": \"Not found.\", \"code\": \"not_found\"}`, for a room, message, "
+    "404": 'Not found: always `{"detail": "Not found.", "code": "not_found"}`, for a room, message, '
     "member or user (a private room one is not in answers the same) or a path no route answers.",
     "409": "Conflicts with the current state (`code`: `archived`, `conflict`).",
     "406": "The `Accept` header does not allow JSON.",
@@ -60,8 +60,11 @@ class ErrorSerializer(serializers.Serializer):
     of the stored message for a ``conflict`` over a reused ``client_msg_id``)."""
 
     detail = serializers.CharField(help_text="What went wrong, for people.")
-    code = serializers.CharField(required=False, help_text="For programs: `forbidden`, `banned`, "
-                                 "`muted`, `archived`, `conflict`, `rate_limited`, `too_large`, ...")
+    code = serializers.CharField(
+        required=False,
+        help_text="For programs: `forbidden`, `banned`, "
+        "`muted`, `archived`, `conflict`, `rate_limited`, `too_large`, ...",
+    )
     until = serializers.DateTimeField(required=False, help_text="`muted`: the end of the mute.")
     retry_after = serializers.FloatField(required=False, help_text="`rate_limited`: seconds to wait.")
     id = serializers.IntegerField(required=False, help_text="`conflict`: the stored message's id.")
@@ -72,7 +75,7 @@ def _validation_error_schema(error_ref: dict) -> dict:
     field_errors = {
         "type": "object",
         "description": 'Field errors: `{"<field>": [str, ...]}`; errors of the whole input under '
-        '`non_field_errors`.',
+        "`non_field_errors`.",
         "additionalProperties": {"type": "array", "items": {"type": "string"}},
     }
     return {"anyOf": [field_errors, error_ref]}
@@ -112,7 +115,9 @@ class AutoSchema(SpectacularAutoSchema):
             declared = self._default_success(declared)
         # (status, media type) keys: a body of another type than JSON (a file download).
         media = {str(code[0]): code[1] for code in declared if isinstance(code, tuple)}
-        declared = {str(code[0] if isinstance(code, tuple) else code): value for code, value in declared.items()}
+        declared = {
+            str(code[0] if isinstance(code, tuple) else code): value for code, value in declared.items()
+        }
         for code in self._error_statuses():
             declared.setdefault(code, None)
 
@@ -124,8 +129,9 @@ class AutoSchema(SpectacularAutoSchema):
                 schema = self._validation_error() if code == "400" else error_ref
                 serializer = OpenApiResponse(schema, description=description)
             if code in media:
-                responses[code] = self._get_response_for_code(serializer, code, media_types=[media[code]],
-                                                              direction=direction)
+                responses[code] = self._get_response_for_code(
+                    serializer, code, media_types=[media[code]], direction=direction
+                )
             else:
                 responses[code] = self._get_response_for_code(serializer, code, direction=direction)
             if code in self._HEADERS:
@@ -133,12 +139,18 @@ class AutoSchema(SpectacularAutoSchema):
         return responses
 
     _HEADERS = {
-        "401": {"WWW-Authenticate": {
-            "schema": {"type": "string"}, "description": "`Token`: the scheme to authenticate with.",
-        }},
-        "429": {"Retry-After": {
-            "schema": {"type": "integer", "minimum": 0}, "description": "Seconds to wait before trying again.",
-        }},
+        "401": {
+            "WWW-Authenticate": {
+                "schema": {"type": "string"},
+                "description": "`Token`: the scheme to authenticate with.",
+            }
+        },
+        "429": {
+            "Retry-After": {
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "Seconds to wait before trying again.",
+            }
+        },
     }
 
     def _validation_error(self) -> dict:

@@ -23,8 +23,14 @@ logger = logging.getLogger(__name__)
 # "connection already closed" as well as DatabaseError), psycopg's, the pool's timeout.
 DATABASE_ERRORS = (DjangoDatabaseError, psycopg.Error, PoolTimeout)
 # Bugs or races with answers of their own, not outages.
-_NOT_OUTAGES = (IntegrityError, ProgrammingError, DataError, psycopg.IntegrityError, psycopg.ProgrammingError,
-                psycopg.DataError)
+_NOT_OUTAGES = (
+    IntegrityError,
+    ProgrammingError,
+    DataError,
+    psycopg.IntegrityError,
+    psycopg.ProgrammingError,
+    psycopg.DataError,
+)
 RETRY_AFTER = 5  # seconds, in Retry-After of a 503 for a database outage
 UNAVAILABLE_DETAIL = "The service cannot reach its database right now; try again shortly."
 
@@ -46,7 +52,10 @@ def unavailable_response(request) -> HttpResponse:
     if "text/html" in request.headers.get("Accept", "") and not request.path.startswith("/api/"):
         response = HttpResponse(
             "<!doctype html><title>Service unavailable</title><h1>Service unavailable</h1>"
-            f"<p>{UNAVAILABLE_DETAIL}</p>", status=503, content_type="text/html; charset=utf-8")
+            f"<p>{UNAVAILABLE_DETAIL}</p>",
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
     else:
         response = JsonResponse({"detail": UNAVAILABLE_DETAIL, "code": "unavailable"}, status=503)
     response["Retry-After"] = str(RETRY_AFTER)

@@ -27,7 +27,10 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
             f"taken as {self.max_limit}; one that is not a positive whole number as {self.default_limit}."
         )
         limit["schema"] = {
-            "type": "integer", "minimum": 1, "maximum": self.max_limit, "default": self.default_limit,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": self.max_limit,
+            "default": self.default_limit,
         }
         offset["description"] = "Index of the first result (default 0); past the end, an empty page."
         offset["schema"] = {"type": "integer", "minimum": 0, "default": 0}

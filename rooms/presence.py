@@ -100,7 +100,11 @@ class RedisStore:
     async def join(self, room_id: int, user_id: int, username: str, conn: str) -> bool:
         users, conns, names = _keys(room_id, user_id)
         now = time.time()
-        return bool(await self._client().eval(_JOIN, 3, users, conns, names, user_id, conn, now + ttl(), now, username))
+        return bool(
+            await self._client().eval(
+                _JOIN, 3, users, conns, names, user_id, conn, now + ttl(), now, username
+            )
+        )
 
     async def leave(self, room_id: int, user_id: int, conn: str) -> bool:
         users, conns, _ = _keys(room_id, user_id)
@@ -196,7 +200,7 @@ class MemoryStore:
 
     async def sweep(self, room_id) -> list[int]:
         now, gone = time.time(), []
-        for (r, user_id) in [k for k in self.conns if k[0] == room_id]:
+        for r, user_id in [k for k in self.conns if k[0] == room_id]:
             if not self._live(r, user_id, now):
                 del self.conns[(r, user_id)]
                 gone.append(user_id)
@@ -215,7 +219,9 @@ class MemoryStore:
     def online_now(self, room_id) -> list[dict]:
         now = time.time()
         ids = [u for (r, u) in list(self.conns) if r == room_id and self._live(r, u, now)]
-        return sorted(({"id": u, "username": self.names.get(u, "")} for u in ids), key=lambda m: m["username"])
+        return sorted(
+            ({"id": u, "username": self.names.get(u, "")} for u in ids), key=lambda m: m["username"]
+        )
 
 
 def _with_names(ids, names) -> list[dict]:
@@ -342,7 +348,9 @@ class Heartbeat:
         """One heartbeat: refresh this process's connections (announcing users the store had
         lost), then sweep their rooms (announcing users whose last connection expired). Store
         errors propagate."""
-        entries = [(room_id, user_id, conn, name) for conn, (room_id, user_id, name) in list(self.entries.items())]
+        entries = [
+            (room_id, user_id, conn, name) for conn, (room_id, user_id, name) in list(self.entries.items())
+        ]
         for i in await store().refresh(entries):
             room_id, user_id, _, name = entries[i]
             announce(room_id, joins=[{"id": user_id, "username": name}])

@@ -36,9 +36,14 @@ def clean_display_name(value: str, *, user: AbstractBaseUser | None = None) -> s
     errors = label_errors(value, what="display name")
     if errors:
         raise ValidationError(errors[0], code="invalid")
-    if value and user is not None and get_user_model().objects.filter(
-            username__iexact=value).exclude(pk=user.pk).exists():
-        raise ValidationError("That is another user's username; choose a name that is yours.", code="impersonation")
+    if (
+        value
+        and user is not None
+        and get_user_model().objects.filter(username__iexact=value).exclude(pk=user.pk).exists()
+    ):
+        raise ValidationError(
+            "That is another user's username; choose a name that is yours.", code="impersonation"
+        )
     return value
 
 

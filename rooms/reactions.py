@@ -62,9 +62,9 @@ def normalize_emoji(value) -> str:
     """``value`` as the stored emoji (fully qualified: ``❤`` becomes ``❤️``), or raises
     ``InvalidEmoji`` when it is not a string holding exactly one emoji."""
     if not isinstance(value, str) or not value or len(value) > REACTION_EMOJI_MAX_LENGTH:
-        raise InvalidEmoji("emoji must be a single emoji, e.g. \"👍\".")
+        raise InvalidEmoji('emoji must be a single emoji, e.g. "👍".')
     if not emoji_lib.is_emoji(value):
-        raise InvalidEmoji("emoji must be a single emoji, e.g. \"👍\".")
+        raise InvalidEmoji('emoji must be a single emoji, e.g. "👍".')
     qualified = emoji_lib.emojize(emoji_lib.demojize(value))
     if not emoji_lib.is_emoji(qualified) or len(qualified) > REACTION_EMOJI_MAX_LENGTH:
         qualified = value
@@ -138,7 +138,9 @@ def check_may_react(message: Message, user: AbstractBaseUser, *, adding: bool) -
     if not user.is_authenticated:
         raise services.NotFound("No such room.")
     room = message.room
-    membership = services._check_may_send(room, user) if adding else services.room_access(room=room, user=user)
+    membership = (
+        services._check_may_send(room, user) if adding else services.room_access(room=room, user=user)
+    )
     if room.is_archived:
         raise services.Archived("The room is archived.")
     if message.deleted_at is not None:
@@ -150,9 +152,15 @@ def _changed(message: Message) -> ReactionResult:
     message.reaction_list = None
     attach([message])
     reactions = message.reaction_list
-    transaction.on_commit(partial(
-        events.broadcast_reaction_updated, room_id=message.room_id, room_slug=message.room.slug,
-        seq=message.seq, reactions=reactions))
+    transaction.on_commit(
+        partial(
+            events.broadcast_reaction_updated,
+            room_id=message.room_id,
+            room_slug=message.room.slug,
+            seq=message.seq,
+            reactions=reactions,
+        )
+    )
     return ReactionResult(message=message, reactions=reactions, changed=True)
 
 
@@ -168,7 +176,8 @@ def reaction_add(*, message: Message, user: AbstractBaseUser, emoji: str) -> Rea
             from .services import _last_seq
 
             Membership.objects.get_or_create(
-                room=message.room, user=user, defaults={"last_read_seq": _last_seq(message.room)})
+                room=message.room, user=user, defaults={"last_read_seq": _last_seq(message.room)}
+            )
         try:
             with transaction.atomic():
                 _, created = Reaction.objects.get_or_create(message=message, user=user, emoji=emoji)

@@ -65,7 +65,9 @@ def with_read_state(rooms: QuerySet[Room], user: AbstractBaseUser) -> QuerySet[R
     if not user.is_authenticated:
         zero = Value(0, output_field=BigIntegerField())
         return rooms.annotate(my_last_read_seq=zero, my_unread_count=zero, my_mention_count=zero)
-    member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True).order_by()
+    member = Membership.objects.filter(
+        room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True
+    ).order_by()
     marker = Subquery(member.values("last_read_seq")[:1])
     # A non-member counts from the room's last seq: nothing is unread.
     rooms = rooms.annotate(
@@ -79,8 +81,11 @@ def with_read_state(rooms: QuerySet[Room], user: AbstractBaseUser) -> QuerySet[R
     # Mention rows in the room whose message is not also an @room one (no message counted twice).
     of_room = unread.filter(mentions_room=True)
     of_me = Mention.objects.filter(
-        user_id=user.pk, room=OuterRef("pk"), message__seq__gt=OuterRef("read_marker"),
-        message__deleted_at__isnull=True, message__mentions_room=False,
+        user_id=user.pk,
+        room=OuterRef("pk"),
+        message__seq__gt=OuterRef("read_marker"),
+        message__deleted_at__isnull=True,
+        message__mentions_room=False,
     )
     return rooms.annotate(
         my_unread_count=_count(unread),
@@ -113,14 +118,19 @@ def read_report(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
         moved = Membership.objects.filter(
             room_id=room.pk, user_id=user.pk, banned_at__isnull=True, last_read_seq__lt=target
         ).update(last_read_seq=Greatest(F("last_read_seq"), target))
-        if not moved and not Membership.objects.filter(
-            room_id=room.pk, user_id=user.pk, banned_at__isnull=True
-        ).exists():
+        if (
+            not moved
+            and not Membership.objects.filter(
+                room_id=room.pk, user_id=user.pk, banned_at__isnull=True
+            ).exists()
+        ):
             raise NotFound("You are not a member of this room.")
         state = read_state(room=room, user=user)
         if moved:
             transaction.on_commit(
-                lambda: events.broadcast_read_updated(user_id=user.pk, room_slug=room.slug, state=state.as_dict())
+                lambda: events.broadcast_read_updated(
+                    user_id=user.pk, room_slug=room.slug, state=state.as_dict()
+                )
             )
     return state
 

@@ -45,8 +45,11 @@ def preview(parent: Message) -> dict:
     deleted = parent.deleted_at is not None
     return {
         "seq": parent.seq,
-        "author": {"id": parent.author_id, "username": parent.author.username,
-                   "display_name": parent.author.first_name},
+        "author": {
+            "id": parent.author_id,
+            "username": parent.author.username,
+            "display_name": parent.author.first_name,
+        },
         "excerpt": "" if deleted else parent.body[:EXCERPT_LENGTH],
         "deleted": deleted,
     }
@@ -78,8 +81,10 @@ def find_parent(*, room_id: int, seq: int) -> Message | None:
     """The message ``seq`` of the room, locked until the caller's transaction ends, with its
     author; None when there is none. (The caller refuses a deleted one.)"""
     return (
-        Message.objects.select_for_update(of=("self",)).select_related("author")
-        .filter(room_id=room_id, seq=seq).first()
+        Message.objects.select_for_update(of=("self",))
+        .select_related("author")
+        .filter(room_id=room_id, seq=seq)
+        .first()
     )
 
 
@@ -88,8 +93,11 @@ def count_reply(*, parent: Message, room_slug: str) -> None:
     after commit."""
     Message.objects.filter(pk=parent.pk).update(reply_count=F("reply_count") + 1)
     parent.reply_count += 1
-    transaction.on_commit(lambda count=parent.reply_count: events.broadcast_thread_updated(
-        room_id=parent.room_id, room_slug=room_slug, seq=parent.seq, reply_count=count))
+    transaction.on_commit(
+        lambda count=parent.reply_count: events.broadcast_thread_updated(
+            room_id=parent.room_id, room_slug=room_slug, seq=parent.seq, reply_count=count
+        )
+    )
 
 
 def uncount_reply(*, reply: Message, room_slug: str) -> None:
@@ -102,15 +110,20 @@ def uncount_reply(*, reply: Message, room_slug: str) -> None:
         return
     parent.reply_count = max(0, parent.reply_count - 1)
     Message.objects.filter(pk=parent.pk).update(reply_count=parent.reply_count)
-    transaction.on_commit(lambda: events.broadcast_thread_updated(
-        room_id=parent.room_id, room_slug=room_slug, seq=parent.seq, reply_count=parent.reply_count))
+    transaction.on_commit(
+        lambda: events.broadcast_thread_updated(
+            room_id=parent.room_id, room_slug=room_slug, seq=parent.seq, reply_count=parent.reply_count
+        )
+    )
 
 
 THREAD_DEFAULT_LIMIT = 50
 THREAD_MAX_LIMIT = 200
 
 
-def thread_replies(*, parent: Message, after_seq: int = 0, limit: int = THREAD_DEFAULT_LIMIT) -> tuple[list[Message], bool]:
+def thread_replies(
+    *, parent: Message, after_seq: int = 0, limit: int = THREAD_DEFAULT_LIMIT
+) -> tuple[list[Message], bool]:
     """The replies to ``parent`` with ``seq > after_seq``, oldest first, up to ``limit``, and
     whether there are more; deleted ones keep their place (shown as deleted, like history).
     Loaded for the message shape in a fixed number of queries."""
@@ -118,7 +131,8 @@ def thread_replies(*, parent: Message, after_seq: int = 0, limit: int = THREAD_D
 
     qs = (
         Message.objects.filter(reply_to=parent, seq__gt=after_seq)
-        .select_related(*MESSAGE_RELATED).order_by("seq")
+        .select_related(*MESSAGE_RELATED)
+        .order_by("seq")
     )
     page = list(qs[: limit + 1])
     return attach(page[:limit]), len(page) > limit

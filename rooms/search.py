@@ -90,9 +90,11 @@ ID_MAX = 2**63 - 1
 # (name, CREATE statement): the migration's index, word for word (a test compares it with
 # pg_indexes; the bench drops and builds it around its COPY).
 INDEXES = [
-    ("message_body_trgm_idx",
-     "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_trgm_idx ON rooms_message "
-     "USING gin (body gin_trgm_ops) WHERE deleted_at IS NULL"),
+    (
+        "message_body_trgm_idx",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_trgm_idx ON rooms_message "
+        "USING gin (body gin_trgm_ops) WHERE deleted_at IS NULL",
+    ),
 ]
 
 
@@ -154,7 +156,8 @@ def _match(terms: list[str]) -> Q:
             q &= Q(body__icontains=term)
         return q
     sql = " AND ".join(
-        '"rooms_message"."body" ILIKE %s' if _has_case(t) else '"rooms_message"."body" LIKE %s' for t in terms)
+        '"rooms_message"."body" ILIKE %s' if _has_case(t) else '"rooms_message"."body" LIKE %s' for t in terms
+    )
     return Q(RawSQL(f"({sql})", [_like_pattern(t) for t in terms], output_field=BooleanField()))
 
 
@@ -179,9 +182,14 @@ def _queryset(*, user: AbstractBaseUser, terms: list[str], room: Room | None, be
         qs = Message.objects.filter(room_id=room.pk)
     elif connection.vendor == "postgresql":  # = ANY(ARRAY(...)): see "The SQL, and why"
         member_t, message_t = Membership._meta.db_table, Message._meta.db_table
-        qs = Message.objects.filter(RawSQL(
-            f'"{message_t}"."room_id" = ANY(ARRAY(SELECT room_id FROM "{member_t}" '
-            f"WHERE user_id = %s AND banned_at IS NULL))", [user.pk], output_field=BooleanField()))
+        qs = Message.objects.filter(
+            RawSQL(
+                f'"{message_t}"."room_id" = ANY(ARRAY(SELECT room_id FROM "{member_t}" '
+                f"WHERE user_id = %s AND banned_at IS NULL))",
+                [user.pk],
+                output_field=BooleanField(),
+            )
+        )
     else:
         mine = Membership.objects.filter(user_id=user.pk, banned_at__isnull=True).values("room_id")
         qs = Message.objects.filter(room_id__in=mine)
@@ -191,8 +199,14 @@ def _queryset(*, user: AbstractBaseUser, terms: list[str], room: Room | None, be
     return qs.select_related("author", "room").order_by("-pk")[: limit + 1]
 
 
-def page_sql(*, user: AbstractBaseUser, terms: list[str], limit: int = DEFAULT_LIMIT,
-             room: Room | None = None, before: int | None = None) -> tuple[str, tuple]:
+def page_sql(
+    *,
+    user: AbstractBaseUser,
+    terms: list[str],
+    limit: int = DEFAULT_LIMIT,
+    room: Room | None = None,
+    before: int | None = None,
+) -> tuple[str, tuple]:
     """The page's one SQL statement and its parameters (for EXPLAIN: the bench, the tests)."""
     qs = _queryset(user=user, terms=terms, room=room, before=before, limit=limit)
     return qs.query.get_compiler(using=qs.db).as_sql()
@@ -214,8 +228,14 @@ def highlights(body: str, terms: list[str]) -> list[list[int]]:
     return merged
 
 
-def search_messages(*, user: AbstractBaseUser, q: str | None, room: Room | None = None,
-                    before: int | None = None, limit: int = DEFAULT_LIMIT) -> SearchPage:
+def search_messages(
+    *,
+    user: AbstractBaseUser,
+    q: str | None,
+    room: Room | None = None,
+    before: int | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> SearchPage:
     """A page of ``user``'s search for ``q`` (see the module docstring): one SQL statement finds
     the page; one more loads the page's attachments, and one its mentions when a found body has
     ``@``. Raises ``QueryError``. ``room``: from ``readable_room`` (the caller checks it);

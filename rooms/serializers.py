@@ -32,13 +32,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-from drf_spectacular.utils import extend_schema_field
-
 from . import mentions as mentions_module
 from . import reactions as reactions_module
 from . import replies as replies_module
-from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
+from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
 
 
 class AuthorSerializer(serializers.Serializer):
@@ -106,9 +104,25 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
-                  "attachments"]
+        fields = [
+            "id",
+            "room",
+            "seq",
+            "author",
+            "body",
+            "created_at",
+            "server_id",
+            "edited_at",
+            "deleted",
+            "mentions",
+            "mentions_room",
+            "body_html",
+            "reactions",
+            "reply_to",
+            "parent",
+            "reply_count",
+            "attachments",
+        ]
         read_only_fields = fields
 
     def get_deleted(self, message: Message) -> bool:
@@ -197,7 +211,8 @@ class StrictCharField(serializers.CharField):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.validators = [
-            v for v in self.validators
+            v
+            for v in self.validators
             if not isinstance(v, (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator))
         ]
 
@@ -247,15 +262,19 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-                      "maxItems": 10})
+@extend_schema_field(
+    {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, "maxItems": 10}
+)
 class AttachmentIdsField(serializers.Field):
     """A list of at most 10 attachment ids (whole numbers 1..2**63-1, not booleans); one error
     message for the field, whatever is wrong (the shape of every other field error)."""
 
     def to_internal_value(self, data):
-        if (not isinstance(data, list) or len(data) > 10
-                or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)):
+        if (
+            not isinstance(data, list)
+            or len(data) > 10
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)
+        ):
             raise serializers.ValidationError("A list of at most 10 attachment ids.", code="invalid")
         return data
 
@@ -275,17 +294,21 @@ class MessageSendFrame(serializers.Serializer):
     """
 
     attachments = AttachmentIdsField(
-        required=False, help_text="Ids of your unsent uploads in this room (POST .../attachments/), at most 10.",
+        required=False,
+        help_text="Ids of your unsent uploads in this room (POST .../attachments/), at most 10.",
     )
 
-    body = StrictCharField(
-        trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text]
-    )
+    body = StrictCharField(trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text])
     client_msg_id = StrictCharField(
         trim_whitespace=False, max_length=CLIENT_MSG_ID_MAX_LENGTH, validators=[validate_text]
     )
-    reply_to = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1,
-                                  help_text="The seq of the message of this room it answers.")
+    reply_to = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="The seq of the message of this room it answers.",
+    )
 
     def validate_body(self, value: str) -> str:
         return validate_not_blank(value)
@@ -335,9 +358,21 @@ class RoomSerializer(serializers.ModelSerializer):
     class Meta:
         model = Room
         fields = [
-            "slug", "name", "description", "is_private", "archived", "archived_at",
-            "created_by", "created_at", "last_seq", "my_role", "kind", "dm_with",
-            "last_read_seq", "unread_count", "mention_count",
+            "slug",
+            "name",
+            "description",
+            "is_private",
+            "archived",
+            "archived_at",
+            "created_by",
+            "created_at",
+            "last_seq",
+            "my_role",
+            "kind",
+            "dm_with",
+            "last_read_seq",
+            "unread_count",
+            "mention_count",
         ]
         read_only_fields = fields
 
@@ -372,7 +407,9 @@ class RoomSerializer(serializers.ModelSerializer):
                 user = self.context.get("viewer")
                 if user is None:
                     user = getattr(self.context.get("request"), "user", None)
-                state = read_state(room=room, user=user) if user is not None and user.is_authenticated else NONE
+                state = (
+                    read_state(room=room, user=user) if user is not None and user.is_authenticated else NONE
+                )
             room._read_state = state
         return state
 
@@ -397,7 +434,10 @@ class RoomCreateSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=100)
     slug = serializers.SlugField(
-        max_length=64, required=False, allow_blank=True, allow_unicode=True,
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        allow_unicode=True,
         help_text="Letters of any script, digits, - and _ (NFKC-normalised; unique regardless of case). "
         "Omitted: made from the name.",
     )

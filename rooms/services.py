@@ -20,16 +20,14 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import psycopg
-from psycopg_pool import PoolTimeout
-
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.contrib.auth import get_user_model
 from django.db import Error as DjangoDatabaseError
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
-
+from psycopg_pool import PoolTimeout
 from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
@@ -252,18 +250,25 @@ def _check_same_send(sent: Message, body: str) -> None:
     if sent.body != body and sent.edited_at is None and sent.deleted_at is None:
         raise Conflict(
             "This client_msg_id was already used for a different message; use a new id.",
-            id=sent.pk, seq=sent.seq,
+            id=sent.pk,
+            seq=sent.seq,
         )
 
 
 def _columns(*, limited: bool, mentioning: bool, replying: bool) -> list[str]:
     """The names of ``_post_sql``'s answer columns, in order."""
-    return (["id", "seq"] + (["count"] if limited else []) + (["mentions"] if mentioning else [])
-            + (["reply_count", "parent"] if replying else []))
+    return (
+        ["id", "seq"]
+        + (["count"] if limited else [])
+        + (["mentions"] if mentioning else [])
+        + (["reply_count", "parent"] if replying else [])
+    )
 
 
 @functools.cache
-def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = False, replying: bool = False) -> str:
+def _post_sql(
+    credentials: str = "", limited: bool = False, mentioning: bool = False, replying: bool = False
+) -> str:
     """One statement that checks the author may send, takes the room's next ``seq``, stores the
     message, moves the author's read marker to it (``rooms.reads``: your own message is read)
     and makes a public room's visitor a member (marker at the message): PostgreSQL's
@@ -372,14 +377,19 @@ def _post_sql(credentials: str = "", limited: bool = False, mentioning: bool = F
             WHERE NOT EXISTS (SELECT 1 FROM m)
             ON CONFLICT (room_id, user_id) DO NOTHING
         ){mentioned}{replied}
-        {"SELECT (SELECT id FROM msg), (SELECT seq FROM msg), (SELECT count FROM rl)" if limited else
-         "SELECT (SELECT id FROM msg), (SELECT seq FROM msg)" if mentioning or replying else
-         "SELECT id, seq FROM msg"}{answer}
+        {
+        "SELECT (SELECT id FROM msg), (SELECT seq FROM msg), (SELECT count FROM rl)"
+        if limited
+        else "SELECT (SELECT id FROM msg), (SELECT seq FROM msg)"
+        if mentioning or replying
+        else "SELECT id, seq FROM msg"
+    }{answer}
     """
 
 
-def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
-                           reply_to: int | None = None) -> Message | None:
+def _post_in_one_statement(
+    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str, reply_to: int | None = None
+) -> Message | None:
     """The usual send in one database round trip (PostgreSQL): the stored message, with its
     broadcast registered on commit, or None when the send is not plainly allowed. Outside a
     transaction the statement is its own; inside one (a test, a caller's ``atomic``) it runs in
@@ -387,8 +397,13 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
     transaction usable."""
     now = timezone.now()
     params = {
-        "room": room.pk, "user": author.pk, "body": body, "client_msg_id": client_msg_id,
-        "server_id": settings.SERVER_ID, "now": now, "role": Role.MEMBER,
+        "room": room.pk,
+        "user": author.pk,
+        "body": body,
+        "client_msg_id": client_msg_id,
+        "server_id": settings.SERVER_ID,
+        "now": now,
+        "role": Role.MEMBER,
     }
     parsed = mentions.parse(body)
     mentioning = _mention_params(parsed, params)
@@ -401,9 +416,16 @@ def _post_in_one_statement(*, room: Room, author: AbstractBaseUser, body: str, c
             row = cursor.fetchone()
         if row is None or row[0] is None:
             return None
-        message = _posted(dict(zip(_columns(limited=False, mentioning=mentioning, replying=replying), row)),
-                          room=room, author=author, body=body,
-                          client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
+        message = _posted(
+            dict(zip(_columns(limited=False, mentioning=mentioning, replying=replying), row)),
+            room=room,
+            author=author,
+            body=body,
+            client_msg_id=client_msg_id,
+            now=now,
+            parsed=parsed,
+            body_html=params["body_html"],
+        )
         message._state.db = connection.alias
         data = message_data(message)
         transaction.on_commit(
@@ -420,8 +442,13 @@ def _notify_thread(message: Message, *, now: bool = False) -> None:
     parent = getattr(message, "parent_preview", None)
     if parent is None:
         return
-    send = partial(events.broadcast_thread_updated, room_id=message.room.pk, room_slug=message.room.slug,
-                   seq=parent["seq"], reply_count=message.parent_reply_count)
+    send = partial(
+        events.broadcast_thread_updated,
+        room_id=message.room.pk,
+        room_slug=message.room.slug,
+        seq=parent["seq"],
+        reply_count=message.parent_reply_count,
+    )
     send() if now else transaction.on_commit(send)
 
 
@@ -434,13 +461,30 @@ def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
     return True
 
 
-def _posted(row: dict, *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str,
-            now: datetime, parsed: "mentions.Parsed", body_html: str) -> Message:
+def _posted(
+    row: dict,
+    *,
+    room: Room,
+    author: AbstractBaseUser,
+    body: str,
+    client_msg_id: str,
+    now: datetime,
+    parsed: "mentions.Parsed",
+    body_html: str,
+) -> Message:
     """The ``Message`` stored by ``_post_sql``, from its answer ``row`` by column name
     (``_columns``): its mentions, and for a reply its parent's preview and new reply count."""
     message = Message(
-        id=row["id"], room=room, author=author, body=body, client_msg_id=client_msg_id, seq=row["seq"],
-        server_id=settings.SERVER_ID, created_at=now, mentions_room=parsed.room, body_html=body_html,
+        id=row["id"],
+        room=room,
+        author=author,
+        body=body,
+        client_msg_id=client_msg_id,
+        seq=row["seq"],
+        server_id=settings.SERVER_ID,
+        created_at=now,
+        mentions_room=parsed.room,
+        body_html=body_html,
     )
     message._state.adding = False
     message.mention_list = json.loads(row["mentions"]) if row.get("mentions") else []
@@ -456,8 +500,11 @@ def _notify_mentioned(message: Message, data: dict) -> None:
     """After commit: ``mention`` to each member ``message`` mentions by ``@username``."""
     user_ids = [m["id"] for m in message.mention_list]
     if user_ids:
-        transaction.on_commit(partial(
-            events.broadcast_mention, user_ids=user_ids, room_slug=message.room.slug, message_data=data))
+        transaction.on_commit(
+            partial(
+                events.broadcast_mention, user_ids=user_ids, room_slug=message.room.slug, message_data=data
+            )
+        )
 
 
 @contextmanager
@@ -466,7 +513,12 @@ def _no_transaction():
 
 
 def message_post(
-    *, room: Room, author: AbstractBaseUser, body: str, client_msg_id: str, reply_to: int | None = None,
+    *,
+    room: Room,
+    author: AbstractBaseUser,
+    body: str,
+    client_msg_id: str,
+    reply_to: int | None = None,
     attachments: list[int] | tuple = (),
 ) -> PostResult:
     """Store a message in ``room`` and broadcast it to every member on every node after commit.
@@ -487,8 +539,9 @@ def message_post(
     """
     try:
         if connection.vendor == "postgresql" and author.is_authenticated and not attachments:
-            message = _post_in_one_statement(room=room, author=author, body=body, client_msg_id=client_msg_id,
-                                             reply_to=reply_to)
+            message = _post_in_one_statement(
+                room=room, author=author, body=body, client_msg_id=client_msg_id, reply_to=reply_to
+            )
             if message is not None:
                 return PostResult(message=message, created=True)
         with transaction.atomic():
@@ -497,8 +550,10 @@ def message_post(
             if reply_to is not None:
                 parent = replies.find_parent(room_id=room.pk, seq=reply_to)
                 if parent is None or parent.deleted_at is not None:
-                    raise ReplyNotFound(f"No message {reply_to} to reply to in this room"
-                                        + (" (it was deleted)." if parent is not None else "."))
+                    raise ReplyNotFound(
+                        f"No message {reply_to} to reply to in this room"
+                        + (" (it was deleted)." if parent is not None else ".")
+                    )
             seq = _next_seq(room.pk)
             parsed = mentions.parse(body)
             message = Message.objects.create(
@@ -523,7 +578,9 @@ def message_post(
             else:
                 message.attachment_list = []
             if membership is None:  # a public room's visitor becomes a member by speaking
-                _, joined = Membership.objects.get_or_create(room=room, user=author, defaults={"last_read_seq": seq})
+                _, joined = Membership.objects.get_or_create(
+                    room=room, user=author, defaults={"last_read_seq": seq}
+                )
                 if joined:
                     transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[author.pk]))
             # Your own message is read (rooms.reads).
@@ -561,14 +618,27 @@ def credentials_valid(*, user: AbstractBaseUser, token_key: str | None) -> bool:
     return get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
 
 
-def _message_post_checked(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                          client_msg_id: str, reply_to: int | None = None,
-                          attachments: list[int] | tuple = ()) -> PostResult:
+def _message_post_checked(
+    *,
+    room: Room,
+    author: AbstractBaseUser,
+    token_key: str | None,
+    body: str,
+    client_msg_id: str,
+    reply_to: int | None = None,
+    attachments: list[int] | tuple = (),
+) -> PostResult:
     if not credentials_valid(user=author, token_key=token_key):
         raise Unauthenticated("The credentials of this socket are no longer valid.")
     try:
-        return message_post(room=room, author=author, body=body, client_msg_id=client_msg_id, reply_to=reply_to,
-                            attachments=attachments)
+        return message_post(
+            room=room,
+            author=author,
+            body=body,
+            client_msg_id=client_msg_id,
+            reply_to=reply_to,
+            attachments=attachments,
+        )
     except Room.DoesNotExist:
         raise NotFound("The room no longer exists.") from None
 
@@ -578,10 +648,17 @@ def _message_post_checked(*, room: Room, author: AbstractBaseUser, token_key: st
 _room_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakValueDictionary()
 
 
-async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key: str | None, body: str,
-                             client_msg_id: str, send_rate: str | None = None,
-                             reply_to: int | None = None,
-                             attachments: list[int] | tuple = ()) -> PostResult:
+async def message_post_async(
+    *,
+    room: Room,
+    author: AbstractBaseUser,
+    token_key: str | None,
+    body: str,
+    client_msg_id: str,
+    send_rate: str | None = None,
+    reply_to: int | None = None,
+    attachments: list[int] | tuple = (),
+) -> PostResult:
     """``message_post`` for a member's socket, from the event loop: re-checks the socket's
     credentials (``token_key``: the API token it was opened with, or None for a session) and
     stores the message in one PostgreSQL statement sent from the loop's own pool
@@ -614,8 +691,15 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
 
     async def fallback() -> PostResult:
         call = database_sync_to_async(_message_post_checked)
-        kwargs = dict(room=room, author=author, token_key=token_key, body=body, client_msg_id=client_msg_id,
-                      reply_to=reply_to, attachments=attachments)
+        kwargs = {
+            "room": room,
+            "author": author,
+            "token_key": token_key,
+            "body": body,
+            "client_msg_id": client_msg_id,
+            "reply_to": reply_to,
+            "attachments": attachments,
+        }
         try:
             return await call(**kwargs)
         except DjangoDatabaseError as exc:  # idempotent: once more when its connection was dead
@@ -632,8 +716,14 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         return await fallback()
     now = timezone.now()
     params = {
-        "room": room.pk, "user": author.pk, "token": token_key, "body": body,
-        "client_msg_id": client_msg_id, "server_id": settings.SERVER_ID, "now": now, "role": Role.MEMBER,
+        "room": room.pk,
+        "user": author.pk,
+        "token": token_key,
+        "body": body,
+        "client_msg_id": client_msg_id,
+        "server_id": settings.SERVER_ID,
+        "now": now,
+        "role": Role.MEMBER,
     }
     window = None
     if limit is not None:
@@ -644,8 +734,12 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
     params["body_html"] = formatting.render(body, parsed)
     replying = reply_to is not None
     params["reply_to"] = reply_to
-    sql = _post_sql("token" if token_key is not None else "user", limited=window is not None, mentioning=mentioning,
-                    replying=replying)
+    sql = _post_sql(
+        "token" if token_key is not None else "user",
+        limited=window is not None,
+        mentioning=mentioning,
+        replying=replying,
+    )
     key = (id(asyncio.get_running_loop()), room.pk)
     lock = _room_locks.get(key)
     if lock is None:
@@ -655,14 +749,16 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
         if lock.locked():  # the budget covers the wait behind this room's other sends too
             try:
                 await asyncio.wait_for(lock.acquire(), async_db.remaining())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise PoolTimeout("this room's earlier sends are still waiting for the database") from None
         else:
             await lock.acquire()
         try:
             try:
                 row = await async_db.fetchone(sql, params)
-            except psycopg.IntegrityError as exc:  # a retry of a stored client_msg_id: the fallback answers it
+            except (
+                psycopg.IntegrityError
+            ) as exc:  # a retry of a stored client_msg_id: the fallback answers it
                 row = None
                 if getattr(exc, "chatsite_retried", False):  # stored by this call's first attempt?
                     _unsure_sends.add(unsure_key)
@@ -683,19 +779,29 @@ async def message_post_async(*, room: Room, author: AbstractBaseUser, token_key:
                 if not result.created and _unsure_sends.pop(unsure_key):
                     # Stored by an attempt whose answer was lost (the connection died or went
                     # silent after the statement was sent): it was never broadcast.
-                    events.broadcast_message(room_id=room.pk, seq=result.message.seq,
-                                             message_data=message_data(result.message))
+                    events.broadcast_message(
+                        room_id=room.pk, seq=result.message.seq, message_data=message_data(result.message)
+                    )
                 return result
             _unsure_sends.pop(unsure_key)
             columns = _columns(limited=window is not None, mentioning=mentioning, replying=replying)
-            message = _posted(dict(zip(columns, row)), room=room, author=author, body=body,
-                              client_msg_id=client_msg_id, now=now, parsed=parsed, body_html=params["body_html"])
+            message = _posted(
+                dict(zip(columns, row)),
+                room=room,
+                author=author,
+                body=body,
+                client_msg_id=client_msg_id,
+                now=now,
+                parsed=parsed,
+                body_html=params["body_html"],
+            )
             data = message_data(message)
             events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=data)
             _notify_thread(message, now=True)
             if message.mention_list:
-                events.broadcast_mention(user_ids=[m["id"] for m in message.mention_list],
-                                         room_slug=room.slug, message_data=data)
+                events.broadcast_mention(
+                    user_ids=[m["id"] for m in message.mention_list], room_slug=room.slug, message_data=data
+                )
         finally:
             lock.release()
     return PostResult(message=message, created=True)
@@ -710,7 +816,7 @@ class _UnsureSends:
         from collections import OrderedDict
 
         self.size = size
-        self.keys: "OrderedDict[tuple, None]" = OrderedDict()
+        self.keys: OrderedDict[tuple, None] = OrderedDict()
 
     def add(self, key: tuple) -> None:
         self.keys[key] = None
@@ -771,8 +877,14 @@ def message_edit(*, message: Message, actor: AbstractBaseUser, body: str) -> Mes
             partial(events.broadcast_message_updated, room_id=message.room_id, message_data=data)
         )
         if newly_mentioned:
-            transaction.on_commit(partial(
-                events.broadcast_mention, user_ids=newly_mentioned, room_slug=message.room.slug, message_data=data))
+            transaction.on_commit(
+                partial(
+                    events.broadcast_mention,
+                    user_ids=newly_mentioned,
+                    room_slug=message.room.slug,
+                    message_data=data,
+                )
+            )
     return message
 
 
@@ -835,7 +947,9 @@ PRIVATE_SLUG_TOKEN_LENGTH = 12  # [a-z0-9]: 36**12, about 2**62 slugs to try per
 def _private_slug(name: str) -> str:
     """An unguessable slug for a private room made without one: the name's slug (if any) and
     12 random lower-case letters and digits, e.g. ``book-club-k3j9x2m4qz7p``."""
-    token = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(PRIVATE_SLUG_TOKEN_LENGTH))
+    token = "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(PRIVATE_SLUG_TOKEN_LENGTH)
+    )
     base = slug_from_name(name)[: SLUG_MAX_LENGTH - PRIVATE_SLUG_TOKEN_LENGTH - 1].strip("-_")
     return f"{base}-{token}" if base else token
 
@@ -886,7 +1000,8 @@ def room_create(
     except IntegrityError:  # the same slug (in any case) saved by a concurrent create after the check
         if Room.objects.filter(slug__iexact=slug).exists():
             raise ValidationError(
-                {"slug": [ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)]}) from None
+                {"slug": [ValidationError(SLUG_UNAVAILABLE, code=SLUG_UNAVAILABLE_CODE)]}
+            ) from None
         raise
     return room
 
@@ -902,7 +1017,11 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     node (``room_save``). A direct message cannot be changed (``Forbidden``)."""
     _refuse_in_dm(room, "A direct message cannot be renamed, described or made public.")
     acting = _require_moderator(room, actor)
-    if "is_private" in fields and fields["is_private"] != room.is_private and not _is_owner_or_site(acting, actor):
+    if (
+        "is_private" in fields
+        and fields["is_private"] != room.is_private
+        and not _is_owner_or_site(acting, actor)
+    ):
         raise Forbidden("Only the owner may make the room private or public.")
     if room.is_archived:
         raise Archived("The room is archived.")
@@ -924,11 +1043,11 @@ def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
     if not _is_owner_or_site(_require_moderator(room, actor), actor):
         raise Forbidden("Only the owner may archive the room.")
     with transaction.atomic():
-        updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(
-            archived_at=timezone.now()
-        )
+        updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(archived_at=timezone.now())
         if updated:
-            transaction.on_commit(partial(events.broadcast_room_archived, room_id=room.pk, room_slug=room.slug))
+            transaction.on_commit(
+                partial(events.broadcast_room_archived, room_id=room.pk, room_slug=room.slug)
+            )
     room.refresh_from_db()
     return room
 
@@ -942,7 +1061,9 @@ def _announce_member(room: Room, membership: Membership, user: AbstractBaseUser)
     caller's transaction, so the frame is the state this write made."""
     membership.user = user  # the caller's user object: no query for the member shape
     data = MembershipSerializer(membership).data
-    transaction.on_commit(partial(events.broadcast_member_updated, room_id=room.pk, room_slug=room.slug, member=data))
+    transaction.on_commit(
+        partial(events.broadcast_member_updated, room_id=room.pk, room_slug=room.slug, member=data)
+    )
 
 
 def _user_ref(user: AbstractBaseUser) -> dict:
@@ -963,7 +1084,8 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
     # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(
-            room=room, user=user, defaults={"last_read_seq": _last_seq(room)})
+            room=room, user=user, defaults={"last_read_seq": _last_seq(room)}
+        )
         if created:
             _announce_member(room, membership, user)
             # their user sockets list the room (rooms.user_consumer)
@@ -996,10 +1118,16 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
             until = _iso(membership.muted_until)
             raise Muted(f"You are muted in this room until {until}; you can leave once it ends.", until=until)
         membership.delete()
-        transaction.on_commit(partial(
-            events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="left",
-            room_slug=room.slug, user=_user_ref(user),
-        ))
+        transaction.on_commit(
+            partial(
+                events.broadcast_member_removed,
+                room_id=room.pk,
+                user_id=user.pk,
+                reason="left",
+                room_slug=room.slug,
+                user=_user_ref(user),
+            )
+        )
 
 
 def member_add(
@@ -1133,10 +1261,16 @@ def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser)
         _check_may_act_on(acting, actor, target)
         if target.is_banned:
             target.delete()
-            transaction.on_commit(partial(
-                events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="unbanned",
-                room_slug=room.slug, user=_user_ref(user),
-            ))
+            transaction.on_commit(
+                partial(
+                    events.broadcast_member_removed,
+                    room_id=room.pk,
+                    user_id=user.pk,
+                    reason="unbanned",
+                    room_slug=room.slug,
+                    user=_user_ref(user),
+                )
+            )
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -1171,14 +1305,22 @@ def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
     with transaction.atomic():
         was_private = None
         if room.pk is not None:
-            was_private = Room.objects.select_for_update().filter(pk=room.pk).values_list(
-                "is_private", flat=True).first()
+            was_private = (
+                Room.objects.select_for_update()
+                .filter(pk=room.pk)
+                .values_list("is_private", flat=True)
+                .first()
+            )
         room.save(update_fields=update_fields)
         if room.is_private and was_private is False:
             transaction.on_commit(partial(events.broadcast_room_access_changed, room_id=room.pk))
         if was_private is not None:  # an existing room: pages on every node show the new state
-            shape = {"slug": room.slug, "name": room.name, "description": room.description,
-                     "is_private": room.is_private}
+            shape = {
+                "slug": room.slug,
+                "name": room.name,
+                "description": room.description,
+                "is_private": room.is_private,
+            }
             transaction.on_commit(partial(events.broadcast_room_updated, room_id=room.pk, room=shape))
     return room
 
@@ -1209,10 +1351,16 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
             return
         _check_may_act_on(acting, actor, target)
         target.delete()
-        transaction.on_commit(partial(
-            events.broadcast_member_removed, room_id=room.pk, user_id=user.pk, reason="removed",
-            room_slug=room.slug, user=_user_ref(user),
-        ))
+        transaction.on_commit(
+            partial(
+                events.broadcast_member_removed,
+                room_id=room.pk,
+                user_id=user.pk,
+                reason="removed",
+                room_slug=room.slug,
+                user=_user_ref(user),
+            )
+        )
 
 
 def user_sessions_changed(*, user: AbstractBaseUser, renewed_session_key: str | None = None) -> None:
@@ -1225,8 +1373,13 @@ def user_sessions_changed(*, user: AbstractBaseUser, renewed_session_key: str | 
     it stays signed in, and its sockets close with 4001 to reconnect with the new cookie. A
     change made another way (``manage.py changepassword``, a shell) is caught by the periodic
     check within ``ACCESS_RECHECK`` seconds (``rooms.access``)."""
-    transaction.on_commit(partial(events.broadcast_user_sessions_changed, user_id=user.pk,
-                                  renewed=access.session_digest(renewed_session_key)))
+    transaction.on_commit(
+        partial(
+            events.broadcast_user_sessions_changed,
+            user_id=user.pk,
+            renewed=access.session_digest(renewed_session_key),
+        )
+    )
 
 
 def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None) -> AbstractBaseUser:
@@ -1236,8 +1389,13 @@ def user_save(*, user: AbstractBaseUser, update_fields: list[str] | None = None)
     with transaction.atomic():
         was_active = None
         if user.pk is not None:
-            was_active = type(user).objects.select_for_update().filter(pk=user.pk).values_list(
-                "is_active", flat=True).first()
+            was_active = (
+                type(user)
+                .objects.select_for_update()
+                .filter(pk=user.pk)
+                .values_list("is_active", flat=True)
+                .first()
+            )
         user.save(update_fields=update_fields)
         if was_active and not user.is_active:
             transaction.on_commit(partial(events.broadcast_user_access_changed, user_id=user.pk))

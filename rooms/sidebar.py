@@ -38,24 +38,27 @@ def sidebar_for(user: AbstractBaseUser) -> Sidebar:
     member = Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk, banned_at__isnull=True)
     rows = reads.with_read_state(
         Room.objects.filter(Exists(member), archived_at__isnull=True).order_by(), user
-    ).values_list("pk", "slug", "name", "kind", "last_seq", "my_last_read_seq", "my_unread_count",
-                  "my_mention_count")
+    ).values_list(
+        "pk", "slug", "name", "kind", "last_seq", "my_last_read_seq", "my_unread_count", "my_mention_count"
+    )
     rows = list(rows)
     partners = dms.dm_partners(user) if any(row[3] == Room.Kind.DM for row in rows) else {}
     rooms = []
     for pk, slug, name, kind, last_seq, last_read_seq, unread, mentions in rows:
         dm_with = partners.get(pk) if kind == Room.Kind.DM else None
-        rooms.append({
-            "slug": slug,
-            "name": dm_with["username"] if dm_with else name,
-            "kind": kind,
-            "dm_with": dm_with,
-            "last_seq": last_seq,
-            "last_read_seq": last_read_seq,
-            "unread_count": unread,
-            "mention_count": mentions,
-            "_id": pk,
-        })
+        rooms.append(
+            {
+                "slug": slug,
+                "name": dm_with["username"] if dm_with else name,
+                "kind": kind,
+                "dm_with": dm_with,
+                "last_seq": last_seq,
+                "last_read_seq": last_read_seq,
+                "unread_count": unread,
+                "mention_count": mentions,
+                "_id": pk,
+            }
+        )
     rooms.sort(key=lambda r: (r["kind"] == Room.Kind.DM, r["name"].casefold(), r["slug"]))
     room_ids = {r.pop("_id"): r["slug"] for r in rooms}
     return Sidebar(rooms=rooms, room_ids=room_ids)

@@ -94,7 +94,9 @@ def _room_ids(*, user, token_key: str | None) -> list[int] | None:
     credentials are no longer valid (inactive user, revoked token)."""
     if not services.credentials_valid(user=user, token_key=token_key):
         return None
-    return list(Membership.objects.filter(user_id=user.pk, banned_at__isnull=True).values_list("room_id", flat=True))
+    return list(
+        Membership.objects.filter(user_id=user.pk, banned_at__isnull=True).values_list("room_id", flat=True)
+    )
 
 
 class UserConsumer(SocketConsumer):
@@ -117,8 +119,9 @@ class UserConsumer(SocketConsumer):
         self.room_groups = {}
         try:
             self.user_group = events.user_group_name(user.pk)
-            await asyncio.wait_for(self.channel_layer.group_add(self.user_group, self.channel_name),
-                                   LAYER_JOIN_TIMEOUT)
+            await asyncio.wait_for(
+                self.channel_layer.group_add(self.user_group, self.channel_name), LAYER_JOIN_TIMEOUT
+            )
             ids = await self.db(_room_ids, user=user, token_key=self.scope.get("auth_token"), bounded=False)
             if ids is None:
                 await self.refuse(CLOSE_UNAUTHENTICATED)
@@ -129,7 +132,9 @@ class UserConsumer(SocketConsumer):
             # is joined, and its user.rooms_changed, heard from the start, brings a fresh count)
             await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT)
         except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("connect", "refusing a user socket: database or Redis unreachable", exc_info=True)
+            unavailable_log.warning(
+                "connect", "refusing a user socket: database or Redis unreachable", exc_info=True
+            )
             await self.refuse(CLOSE_UNAVAILABLE)
             return
         await self.accept_counted()
@@ -178,8 +183,12 @@ class UserConsumer(SocketConsumer):
                 snapshot = await self.db(sidebar_for, user=user)
                 await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT)
         except UNAVAILABLE_ERRORS:
-            unavailable_log.warning("refresh", "could not read a sidebar; closing the user socket with %d",
-                                    CLOSE_UNAVAILABLE, exc_info=True)
+            unavailable_log.warning(
+                "refresh",
+                "could not read a sidebar; closing the user socket with %d",
+                CLOSE_UNAVAILABLE,
+                exc_info=True,
+            )
             await self.end(CLOSE_UNAVAILABLE)
             return
         if not self.closing:
@@ -195,9 +204,9 @@ class UserConsumer(SocketConsumer):
     async def receive_json(self, content: dict, **kwargs) -> None:
         frame_type = content.get("type")
         if "type" not in content:
-            raise FrameError("missing_field", "The frame has no \"type\".", field="type")
+            raise FrameError("missing_field", 'The frame has no "type".', field="type")
         if not isinstance(frame_type, str):
-            raise FrameError("invalid_field", "\"type\" must be a string.", field="type")
+            raise FrameError("invalid_field", '"type" must be a string.', field="type")
         raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.")
 
     # --- channel layer → client ----------------------------------------------------------------
@@ -221,7 +230,9 @@ class UserConsumer(SocketConsumer):
         else:
             entry[1] += 1
         if self.flush_handle is None and self.enqueue is not None:
-            self.flush_handle = asyncio.get_running_loop().call_later(ACTIVITY_BATCH, self.enqueue, {"type": FLUSH})
+            self.flush_handle = asyncio.get_running_loop().call_later(
+                ACTIVITY_BATCH, self.enqueue, {"type": FLUSH}
+            )
 
     async def room_message(self, event: dict) -> None:
         self.note_message(event)
@@ -237,8 +248,12 @@ class UserConsumer(SocketConsumer):
         if kind == events.ROOM_MESSAGE:
             self.note_message(event)
             return True
-        return kind in (events.ROOM_TYPING, events.ROOM_PRESENCE, events.ROOM_MESSAGE_UPDATED,
-                        events.ROOM_MEMBER_UPDATED)
+        return kind in (
+            events.ROOM_TYPING,
+            events.ROOM_PRESENCE,
+            events.ROOM_MESSAGE_UPDATED,
+            events.ROOM_MEMBER_UPDATED,
+        )
 
     def fast_path(self):
         return self.deliver_now  # it writes nothing: no need of chatsite.serve's send_text_now
@@ -308,7 +323,9 @@ class UserConsumer(SocketConsumer):
     async def dispatch(self, message: dict) -> None:
         """As ``SocketConsumer.dispatch``; an event of a room group this socket has no handler
         for (one a later version of the room socket added) is ignored, not an error."""
-        if message.get("type", "").startswith("room.") and not hasattr(self, message["type"].replace(".", "_")):
+        if message.get("type", "").startswith("room.") and not hasattr(
+            self, message["type"].replace(".", "_")
+        ):
             return
         await super().dispatch(message)
 
@@ -340,7 +357,9 @@ class UserConsumer(SocketConsumer):
     def access_keys(self) -> list[access.Key]:
         """One key for the user alone, then one per room in the sidebar (``rooms.access``)."""
         user_id, credentials = self.scope["user"].pk, self.credentials()
-        return [(NO_ROOM, user_id, *credentials)] + [(room_id, user_id, *credentials) for room_id in self.rooms]
+        return [(NO_ROOM, user_id, *credentials)] + [
+            (room_id, user_id, *credentials) for room_id in self.rooms
+        ]
 
     async def access_checked(self, verdicts: list) -> bool:
         """The watch's verdicts: the user's credentials gone closes with 4401; a room refused
@@ -368,4 +387,3 @@ class UserConsumer(SocketConsumer):
         if not self.closing:
             self.closing = True
             await self.close(code=_CLOSING_ERRORS[verdict])
-

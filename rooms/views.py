@@ -13,14 +13,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
-from django.views import View
 from django.urls import reverse, reverse_lazy
+from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView, TemplateView
 from prometheus_client import REGISTRY
-from psycopg_pool import PoolTimeout
 from prometheus_client.exposition import choose_encoder
+from psycopg_pool import PoolTimeout
 
 from chatsite import dbconn
 from chatsite.proxy import parse_address
@@ -127,8 +127,11 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         ctx["room_config"] = {
             "slug": self.object.slug,
             "ws_path": f"/ws/rooms/{self.object.slug}/",
-            "user": {"id": self.request.user.pk, "username": self.request.user.get_username(),
-                     "display_name": self.request.user.first_name},
+            "user": {
+                "id": self.request.user.pk,
+                "username": self.request.user.get_username(),
+                "display_name": self.request.user.first_name,
+            },
             "history": ctx["history"],
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
@@ -139,8 +142,11 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
             # The members panel (static/rooms/room/members.js) acts through the REST routes.
             "is_private": self.object.is_private,
             "site_moderator": services.is_site_moderator(self.request.user),
-            "muted_until": (membership.muted_until.isoformat()
-                            if membership is not None and membership.muted_now() else None),
+            "muted_until": (
+                membership.muted_until.isoformat()
+                if membership is not None and membership.muted_now()
+                else None
+            ),
             "urls": {
                 "room": reverse("api:room-detail", args=[self.object.slug]),
                 "members": reverse("api:member-list", args=[self.object.slug]),
@@ -181,8 +187,11 @@ class SearchView(LoginRequiredMixin, TemplateView):
             retry_after = ratelimit.hit(f"search-page:{request.user.pk}", rate)
         if retry_after is not None:
             ctx = super().get_context_data(**kwargs)
-            ctx.update(search_q=request.GET.get("q", ""), room=None,
-                       error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.")
+            ctx.update(
+                search_q=request.GET.get("q", ""),
+                room=None,
+                error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.",
+            )
             response = self.render_to_response(ctx, status=429)
             response["Retry-After"] = str(max(1, math.ceil(retry_after)))
             return response
@@ -203,17 +212,21 @@ class SearchView(LoginRequiredMixin, TemplateView):
         if "q" not in params:
             return ctx
         before = params.get("before", "")
-        before = int(before) if before.isascii() and before.isdigit() and 0 < int(before) < search.ID_MAX else None
+        before = (
+            int(before) if before.isascii() and before.isdigit() and 0 < int(before) < search.ID_MAX else None
+        )
         limit = params.get("limit", "")
         limit = int(limit) if limit.isascii() and limit.isdigit() and limit != "0" else search.DEFAULT_LIMIT
         try:
-            page = search.search_messages(user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit)
+            page = search.search_messages(
+                user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit
+            )
         except search.QueryError as exc:
             ctx["error"] = exc.detail
             return ctx
         ctx["results"] = [
-            {"message": m, "pieces": search.marked(m.body, m.highlights),
-             "dm_with": None} for m in page.results
+            {"message": m, "pieces": search.marked(m.body, m.highlights), "dm_with": None}
+            for m in page.results
         ]
         partners = dms.dm_partners(self.request.user) if any(m.room.is_dm for m in page.results) else {}
         for result in ctx["results"]:
@@ -251,16 +264,28 @@ class ProfileView(LoginRequiredMixin, TemplateView):
         me = self.request.user
         ctx["person"] = person
         ctx["is_me"] = person.pk == me.pk
-        ctx["shared_rooms"] = [] if ctx["is_me"] else list(
-            Room.objects.filter(kind=Room.Kind.ROOM, memberships__user_id=me.pk, memberships__banned_at__isnull=True)
-            .filter(pk__in=Membership.objects.filter(user_id=person.pk, banned_at__isnull=True).values("room_id"))
-            .order_by("name")
+        ctx["shared_rooms"] = (
+            []
+            if ctx["is_me"]
+            else list(
+                Room.objects.filter(
+                    kind=Room.Kind.ROOM, memberships__user_id=me.pk, memberships__banned_at__isnull=True
+                )
+                .filter(
+                    pk__in=Membership.objects.filter(user_id=person.pk, banned_at__isnull=True).values(
+                        "room_id"
+                    )
+                )
+                .order_by("name")
+            )
         )
         ctx["dm"] = None if ctx["is_me"] else Room.objects.filter(dm_key=dms.dm_key(me.pk, person.pk)).first()
         # No button where opening would answer dms_off (the POST checks again regardless).
         ctx["dms_closed"] = (
-            not ctx["is_me"] and ctx["dm"] is None
-            and dms.dms_from(person.pk) == dms.DmsFrom.SHARED_ROOMS and not dms.share_a_room(me.pk, person.pk)
+            not ctx["is_me"]
+            and ctx["dm"] is None
+            and dms.dms_from(person.pk) == dms.DmsFrom.SHARED_ROOMS
+            and not dms.share_a_room(me.pk, person.pk)
         )
         return ctx
 
@@ -299,13 +324,18 @@ class SettingsView(LoginRequiredMixin, FormView):
     def get_initial(self):
         row = dms.user_settings_get(self.request.user)
         user = self.request.user
-        return {"only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS,
-                "display_name": user.first_name, "email": user.email}
+        return {
+            "only_shared_rooms": row.dms_from == dms.DmsFrom.SHARED_ROOMS,
+            "display_name": user.first_name,
+            "email": user.email,
+        }
 
     def form_valid(self, form):
         data = form.cleaned_data
         with transaction.atomic():
-            profiles.profile_update(user=self.request.user, display_name=data["display_name"], email=data["email"])
+            profiles.profile_update(
+                user=self.request.user, display_name=data["display_name"], email=data["email"]
+            )
             choice = dms.DmsFrom.SHARED_ROOMS if data["only_shared_rooms"] else dms.DmsFrom.ANYONE
             dms.user_settings_update(user=self.request.user, dms_from=choice)
         flash.success(self.request, "Settings saved.")
@@ -328,8 +358,9 @@ class SignupView(FormView):
         login_throttle.refused("signup")
         form = self.get_form_class()(initial={"username": request.POST.get("username", "")})
         message = f"Too many sign-ups from your network. Try again {login_throttle.wait_text(retry_after)}."
-        return login_throttle.refuse_with_form(self.render_to_response(self.get_context_data(form=form)),
-                                               form, message, retry_after)
+        return login_throttle.refuse_with_form(
+            self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
+        )
 
     def form_valid(self, form):
         try:
@@ -355,9 +386,12 @@ class PasswordResetView(auth_views.PasswordResetView):
             return super().post(request, *args, **kwargs)
         login_throttle.refused("password_reset")
         form = self.get_form_class()(initial={"email": request.POST.get("email", "")})
-        message = f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
-        return login_throttle.refuse_with_form(self.render_to_response(self.get_context_data(form=form)),
-                                               form, message, retry_after)
+        message = (
+            f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
+        )
+        return login_throttle.refuse_with_form(
+            self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
+        )
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
@@ -382,7 +416,7 @@ def _check_database() -> str:
     the check then tries once more on a fresh connection (not after a pool timeout, which
     already waited ``DATABASE_POOL_TIMEOUT`` seconds, nor after a statement given up on a silent
     connection, which waited ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s)."""
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -390,7 +424,11 @@ def _check_database() -> str:
             return "ok"
         except Exception as exc:  # any failure means "not ok"
             failure = exc
-            if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout) or dbconn.timed_out(exc):
+            if (
+                isinstance(exc, PoolTimeout)
+                or isinstance(exc.__cause__, PoolTimeout)
+                or dbconn.timed_out(exc)
+            ):
                 break
             connection.close()  # a broken connection leaves the pool
     logger.warning("health: database check failed: %s", failure)
@@ -516,10 +554,13 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         if attempt.retry_after is not None:
             login_throttle.refused("login")
             form = self.get_form_class()(request.user)
-            message = (f"Too many wrong passwords for this account. Try again "
-                       f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked).")
+            message = (
+                f"Too many wrong passwords for this account. Try again "
+                f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked)."
+            )
             return login_throttle.refuse_with_form(
-                self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after)
+                self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after
+            )
         response = super().post(request, *args, **kwargs)
         form = (getattr(response, "context_data", None) or {}).get("form")
         if form is None or not form.has_error("old_password", "password_incorrect"):

@@ -22,11 +22,11 @@ ORIGIN = b"http://127.0.0.1"
 
 # --- what this run cannot test, said loudly (tests/tools.py) -----------------------------------
 
+
 def _skipped_banner() -> list[str]:
     groups = tools.skipped_groups()
     if not groups:
-        return ["all test groups will run: nginx and Chromium found "
-                f"({tools.NGINX}, {tools.CHROMIUM})"]
+        return [f"all test groups will run: nginx and Chromium found ({tools.NGINX}, {tools.CHROMIUM})"]
     lines = ["!" * 78, "SKIPPED in this run (a green result tests less than the suite):"]
     lines += [f"  - {group}: {reason}" for group, reason in groups]
     lines.append("!" * 78)
@@ -42,8 +42,11 @@ def pytest_sessionstart(session):
             reporter.write_line(line, red=bool(groups), bold=bool(groups))
     if tools.CI and groups:
         # CI never skips them: a missing tool fails the run before any test.
-        pytest.exit("CI=true and tests would be skipped:\n" + "\n".join(
-            f"  - {group}: {reason}" for group, reason in groups), returncode=3)
+        pytest.exit(
+            "CI=true and tests would be skipped:\n"
+            + "\n".join(f"  - {group}: {reason}" for group, reason in groups),
+            returncode=3,
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -85,7 +88,6 @@ def _close_database_pool(django_db_setup, django_db_blocker):
                 conn.close_pool()
 
 
-
 @pytest.fixture
 def user(db):
     return factories.make_user("alice")
@@ -107,7 +109,9 @@ class Connection:
     PRESENCE_TYPES = frozenset({"presence", "presence.diff"})
     MEMBER_TYPES = frozenset({"member.updated", "member.removed", "room.updated"})
 
-    def __init__(self, communicator: WebsocketCommunicator, keep_presence: bool = False, keep_members: bool = False):
+    def __init__(
+        self, communicator: WebsocketCommunicator, keep_presence: bool = False, keep_members: bool = False
+    ):
         self.communicator = communicator
         self.connected = False
         self.subprotocol = None
@@ -116,7 +120,8 @@ class Connection:
         # tests/test_members_live.py the member frames).
         self.keep_presence = keep_presence
         self.skipped = (frozenset() if keep_presence else self.PRESENCE_TYPES) | (
-            frozenset() if keep_members else self.MEMBER_TYPES)
+            frozenset() if keep_members else self.MEMBER_TYPES
+        )
 
     async def connect(self, timeout: float = 3):
         self.connected, self.subprotocol = await self.communicator.connect(timeout=timeout)
@@ -161,9 +166,11 @@ class Connection:
         """The close code of a socket the server closes (skipped presence frames before it)."""
         while True:
             output = await self.communicator.receive_output(timeout=timeout)
-            if output["type"] == "websocket.send":
-                if json.loads(output.get("text") or "{}").get("type") in self.skipped:
-                    continue
+            if (
+                output["type"] == "websocket.send"
+                and json.loads(output.get("text") or "{}").get("type") in self.skipped
+            ):
+                continue
             assert output["type"] == "websocket.close", output
             return output.get("code")
 
@@ -178,8 +185,18 @@ async def ws():
     at teardown."""
     opened = []
 
-    async def open_socket(path, *, user=None, token=None, origin=ORIGIN, cookie=None, headers=(), host=b"127.0.0.1",
-                          keep_presence=False, keep_members=False):
+    async def open_socket(
+        path,
+        *,
+        user=None,
+        token=None,
+        origin=ORIGIN,
+        cookie=None,
+        headers=(),
+        host=b"127.0.0.1",
+        keep_presence=False,
+        keep_members=False,
+    ):
         hdrs = list(headers)
         if host is not None:
             hdrs.append((b"host", host))
@@ -192,8 +209,11 @@ async def ws():
             hdrs.append((b"cookie", cookie.encode()))
         if token is not None:
             hdrs.append((b"authorization", f"Token {token}".encode()))
-        conn = Connection(WebsocketCommunicator(application, path, headers=hdrs), keep_presence=keep_presence,
-                          keep_members=keep_members)
+        conn = Connection(
+            WebsocketCommunicator(application, path, headers=hdrs),
+            keep_presence=keep_presence,
+            keep_members=keep_members,
+        )
         opened.append(conn)
         return conn
 

@@ -16,7 +16,9 @@ def make_user(username: str, **extra):
     return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
 
-def make_room(*, created_by, slug: str, name: str = "", description: str = "", is_private: bool = False) -> Room:
+def make_room(
+    *, created_by, slug: str, name: str = "", description: str = "", is_private: bool = False
+) -> Room:
     return services.room_create(
         name=name or slug, slug=slug, description=description, created_by=created_by, is_private=is_private
     )

@@ -84,7 +84,10 @@ def collected_static_root() -> str:
         env = {**os.environ, "STATIC_ROOT": root, "SECRET_KEY": TEST_SECRET_KEY}
         subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-            cwd=BASE_DIR, env=env, check=True, timeout=120,
+            cwd=BASE_DIR,
+            env=env,
+            check=True,
+            timeout=120,
         )
         _static_root = root
     return _static_root
@@ -94,13 +97,19 @@ def start_node(server_id: str, *, env: dict, log_dir: Path, port: int | None = N
     port = port or free_port()
     log_path = log_dir / f"{server_id}.log"
     full_env = {
-        **os.environ, "STATIC_ROOT": collected_static_root(), **env,
-        "SERVER_ID": server_id, "PORT": str(port),
+        **os.environ,
+        "STATIC_ROOT": collected_static_root(),
+        **env,
+        "SERVER_ID": server_id,
+        "PORT": str(port),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "chatsite.serve", "--bind", "127.0.0.1", "--port", str(port)],
-            cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=BASE_DIR,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     return Node(server_id=server_id, port=port, process=process, log_path=log_path, env=full_env)
 
@@ -209,7 +218,7 @@ class Client:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return predicate(self)
         return True
 
@@ -229,9 +238,7 @@ class Http:
         self.node = node
         self.token = token
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
-        )
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
 
     def _csrf(self) -> str | None:
         return next((c.value for c in self.jar if c.name == "csrftoken"), None)
@@ -265,7 +272,8 @@ class Http:
     def login_admin(self, username: str, password: str) -> None:
         self.request("GET", "/admin/login/")
         status, headers, _ = self.request(
-            "POST", "/admin/login/?next=/admin/",
+            "POST",
+            "/admin/login/?next=/admin/",
             form={"username": username, "password": password, "next": "/admin/"},
         )
         assert status == 302, f"admin login failed: {status}"
@@ -314,7 +322,8 @@ class ResumingClient:
         after = self.contiguous()
         self._socket = await websockets.connect(
             f"{node.ws}/ws/rooms/{self.room}/?after_seq={after}",
-            additional_headers={"Authorization": f"Token {self.token}"}, open_timeout=10,
+            additional_headers={"Authorization": f"Token {self.token}"},
+            open_timeout=10,
         )
         self.connects += 1
         if self._stopping:  # stop() came while this socket was opening: it closed the old one
@@ -337,8 +346,9 @@ class ResumingClient:
                 if seq > self.contiguous() + 1 and not fetching:  # a gap: repair it
                     fetching = True
                     self.gap_fetches += 1
-                    await self._socket.send(json.dumps(
-                        {"type": "fetch", "after_seq": self.contiguous(), "before_seq": seq}))
+                    await self._socket.send(
+                        json.dumps({"type": "fetch", "after_seq": self.contiguous(), "before_seq": seq})
+                    )
             elif frame["type"] == "history":
                 fetching = False
                 for message in frame["messages"]:
@@ -359,7 +369,7 @@ class ResumingClient:
             attempt += 1
             try:
                 await self._session(node)
-            except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed, asyncio.TimeoutError):
+            except (TimeoutError, OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
                 pass
             finally:
                 self.connected.clear()
@@ -430,8 +440,10 @@ class TcpProxy:
         self._writers |= {client_writer, upstream_writer}
         state = {"requests": False, "replies": False}  # swallowed from now on
         self._open.append(state)
-        await asyncio.gather(self._pipe(client_reader, upstream_writer, state, "requests"),
-                             self._pipe(upstream_reader, client_writer, state, "replies"))
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer, state, "requests"),
+            self._pipe(upstream_reader, client_writer, state, "replies"),
+        )
         self._writers -= {client_writer, upstream_writer}
         self._open.remove(state)
 
@@ -454,6 +466,7 @@ class TcpProxy:
         """Discard all traffic on the connections open now (with ``replies_only``, only what the
         target sends: requests still arrive and take effect, their answers are lost); returns
         how many connections there are."""
+
         async def swallow():
             for state in self._open:
                 state["replies"] = True
@@ -490,9 +503,27 @@ class PrivatePostgres:
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user:
             shutil.chown(self.folder, self.user, self.user)
-        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                        "--no-sync", "-E", "UTF8", "--locale", "C"],
-                       user=self.user, check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ],
+            user=self.user,
+            check=True,
+            timeout=120,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.start()
 
     def url(self, name: str = "postgres", port: int | None = None) -> str:
@@ -504,10 +535,29 @@ class PrivatePostgres:
 
         log = open(self.folder / "postgres.log", "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=100"],
-            user=self.user, stdout=log, stderr=subprocess.STDOUT)
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=100",
+            ],
+            user=self.user,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -516,7 +566,7 @@ class PrivatePostgres:
                 return
             except psycopg.OperationalError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"private PostgreSQL did not start:\n{self.log()[-2000:]}")
+                    raise RuntimeError(f"private PostgreSQL did not start:\n{self.log()[-2000:]}") from None
                 time.sleep(0.05)
 
     def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> None:
@@ -545,7 +595,8 @@ class PrivatePostgres:
         """``pg_terminate_backend`` every client session of ``dbname``; returns how many."""
         rows = self.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
         return rows[0][0]
 
     def log(self) -> str:

@@ -22,7 +22,15 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from rooms import services
 from rooms.models import Membership, Room
 from tests import factories
-from tests.nodes import TEST_SECRET_KEY, Client, Http, cluster, database_url_for_tests, start_node, wait_healthy
+from tests.nodes import (
+    TEST_SECRET_KEY,
+    Client,
+    Http,
+    cluster,
+    database_url_for_tests,
+    start_node,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -34,8 +42,13 @@ def nodes(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix,
-                 extra_env={"ACCESS_RECHECK": "3600"}) as started:
+    with cluster(
+        2,
+        redis_url=os.environ["REDIS_URL"],
+        database_url=database_url,
+        prefix=prefix,
+        extra_env={"ACCESS_RECHECK": "3600"},
+    ) as started:
         yield started
         for node in started:
             assert "Traceback" not in node.log(), node.log()
@@ -61,8 +74,13 @@ def setup(db):
     lobby = factories.make_room(created_by=alice, slug="lobby")
     services.member_add(room=secret, actor=alice, user=bob)
     services.member_join(room=lobby, user=bob)
-    return {"alice": factories.token_for(alice), "bob": factories.token_for(bob), "bob_user": bob,
-            "secret": secret, "lobby": lobby}
+    return {
+        "alice": factories.token_for(alice),
+        "bob": factories.token_for(bob),
+        "bob_user": bob,
+        "secret": secret,
+        "lobby": lobby,
+    }
 
 
 class SessionClient(Client):
@@ -89,7 +107,8 @@ async def page_login(node, username: str) -> tuple[Http, str]:
     page = Http(node)
     await asyncio.to_thread(page.request, "GET", "/accounts/login/")
     status, _, _ = await asyncio.to_thread(
-        page.request, "POST", "/accounts/login/", form={"username": username, "password": factories.PASSWORD})
+        page.request, "POST", "/accounts/login/", form={"username": username, "password": factories.PASSWORD}
+    )
     assert status == 302
     return page, next(c.value for c in page.jar if c.name == "sessionid")
 
@@ -106,8 +125,11 @@ async def closed_with(client: Client, timeout: float = 10.0) -> int | None:
 async def send_after(node, token: str, body: str) -> int:
     """alice sends ``body`` over REST through ``node``; returns its seq."""
     status, _, raw = await asyncio.to_thread(
-        Http(node, token).request, "POST", f"/api/rooms/{ROOM[0]}/messages/",
-        json_body={"body": body, "client_msg_id": uuid.uuid4().hex})
+        Http(node, token).request,
+        "POST",
+        f"/api/rooms/{ROOM[0]}/messages/",
+        json_body={"body": body, "client_msg_id": uuid.uuid4().hex},
+    )
     assert status == 201, raw
     return json.loads(raw)["seq"]
 
@@ -144,7 +166,8 @@ async def test_admin_deleting_a_membership_closes_the_members_socket_on_another_
     node1, node2 = nodes
     bob = await Client(node2, "secret", setup["bob"]).connect()
     pk = await database_sync_to_async(
-        lambda: Membership.objects.get(room__slug="secret", user__username="bob").pk)()
+        lambda: Membership.objects.get(room__slug="secret", user__username="bob").pk
+    )()
     admin = await admin_login(node1)
     await admin_delete(admin, f"/admin/rooms/membership/{pk}/delete/")
     await assert_gets_nothing_after_close(bob, node1, setup["alice"], "secret")
@@ -155,7 +178,9 @@ async def test_admin_deleting_a_membership_closes_the_members_socket_on_another_
         await again.connect()
 
 
-async def test_admin_deactivating_a_user_closes_their_token_and_page_sockets_on_another_node_4401(nodes, setup):
+async def test_admin_deactivating_a_user_closes_their_token_and_page_sockets_on_another_node_4401(
+    nodes, setup
+):
     node1, node2 = nodes
     bob_user = setup["bob_user"]
     by_token = await Client(node2, "secret", setup["bob"]).connect()
@@ -166,12 +191,22 @@ async def test_admin_deactivating_a_user_closes_their_token_and_page_sockets_on_
     admin = await admin_login(node1)
     path = f"/admin/auth/user/{bob_user.pk}/change/"
     assert (await asyncio.to_thread(admin.request, "GET", path))[0] == 200
-    status, _, body = await asyncio.to_thread(admin.request, "POST", path, form={
-        "username": "bob", "first_name": "", "last_name": "", "email": "",
-        "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
-        "initial-date_joined_0": "2026-01-01", "initial-date_joined_1": "00:00:00",
-        # is_active left out: unticked
-    })
+    status, _, body = await asyncio.to_thread(
+        admin.request,
+        "POST",
+        path,
+        form={
+            "username": "bob",
+            "first_name": "",
+            "last_name": "",
+            "email": "",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2026-01-01",
+            "initial-date_joined_1": "00:00:00",
+            # is_active left out: unticked
+        },
+    )
     assert status == 302, body[:2000]
     assert not (await database_sync_to_async(lambda: User.objects.get(pk=bob_user.pk).is_active)())
     await assert_gets_nothing_after_close(by_token, node1, setup["alice"], "secret")
@@ -201,14 +236,25 @@ async def test_admin_making_a_room_private_then_deleting_it_closes_sockets_4404(
     bob = await Client(node2, "lobby", setup["bob"]).connect()
     alice = await Client(node1, "lobby", setup["alice"]).connect()
     await database_sync_to_async(  # carol's membership goes without an event: the room is public
-        lambda: Membership.objects.filter(room__slug="lobby", user__username="carol").delete())()
+        lambda: Membership.objects.filter(room__slug="lobby", user__username="carol").delete()
+    )()
     admin = await admin_login(node1)
     lobby = setup["lobby"]
     path = f"/admin/rooms/room/{lobby.pk}/change/"
     assert (await asyncio.to_thread(admin.request, "GET", path))[0] == 200
     alice_pk = await database_sync_to_async(lambda: User.objects.get(username="alice").pk)()
-    status, _, body = await asyncio.to_thread(admin.request, "POST", path, form={
-        "slug": "lobby", "name": "lobby", "description": "", "created_by": str(alice_pk), "is_private": "on"})
+    status, _, body = await asyncio.to_thread(
+        admin.request,
+        "POST",
+        path,
+        form={
+            "slug": "lobby",
+            "name": "lobby",
+            "description": "",
+            "created_by": str(alice_pk),
+            "is_private": "on",
+        },
+    )
     assert status == 302, body[:2000]
     await assert_gets_nothing_after_close(stranger, node1, setup["alice"], "lobby")
     assert stranger.close_code == 4404
@@ -228,11 +274,14 @@ async def test_room_made_private_over_rest_closes_sockets_of_non_members_on_anot
     bob = await Client(node2, "lobby", setup["bob"]).connect()
     alice = await Client(node2, "lobby", setup["alice"]).connect()
     # bob's membership went away without an event (a public room can still be read by anyone).
-    await database_sync_to_async(lambda: Membership.objects.filter(room__slug="lobby", user__username="bob").delete())()
+    await database_sync_to_async(
+        lambda: Membership.objects.filter(room__slug="lobby", user__username="bob").delete()
+    )()
     await asyncio.sleep(0.5)
     assert bob.close_code is None
     status, _, body = await asyncio.to_thread(
-        Http(node1, setup["alice"]).request, "PATCH", "/api/rooms/lobby/", json_body={"is_private": True})
+        Http(node1, setup["alice"]).request, "PATCH", "/api/rooms/lobby/", json_body={"is_private": True}
+    )
     assert status == 200, body
     await assert_gets_nothing_after_close(bob, node1, setup["alice"], "lobby")
     assert bob.close_code == 4404
@@ -268,7 +317,8 @@ async def test_fetch_resume_and_after_seq_refuse_history_once_access_ended_witho
     assert await fetcher.wait_for(lambda c: any(f["type"] == "history" for f in c.frames))
 
     await database_sync_to_async(
-        lambda: Membership.objects.filter(room__slug="secret", user__username="bob").delete())()
+        lambda: Membership.objects.filter(room__slug="secret", user__username="bob").delete()
+    )()
     await frame(fetcher, {"type": "fetch", "after_seq": 0})
     await frame(resumer, {"type": "resume", "after_seq": 0})
     assert await closed_with(fetcher) == 4404
@@ -279,8 +329,10 @@ async def test_fetch_resume_and_after_seq_refuse_history_once_access_ended_witho
     assert not resumer.messages
 
     # ?after_seq at connect: refused before any history.
-    raw = await websockets.connect(f"{node2.ws}/ws/rooms/secret/?after_seq=0",
-                                   additional_headers={"Authorization": f"Token {setup['bob']}"})
+    raw = await websockets.connect(
+        f"{node2.ws}/ws/rooms/secret/?after_seq=0",
+        additional_headers={"Authorization": f"Token {setup['bob']}"},
+    )
     frames = []
     with pytest.raises(websockets.ConnectionClosed):
         while True:
@@ -299,10 +351,14 @@ async def test_backstop_closes_a_socket_whose_access_ended_behind_the_services_b
     """``ACCESS_RECHECK`` (1 s here): a user deactivated by a queryset update (no event) has
     their socket closed 4401 by the node's periodic check, within a bounded wait."""
     env = {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
-        "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "ACCESS_RECHECK": "1",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "ACCESS_RECHECK": "1",
     }
     node = start_node("node-b", env=env, log_dir=tmp_path)
     try:
@@ -337,20 +393,29 @@ def test_one_statement_gives_every_sockets_verdict(setup, django_assert_num_quer
     Room.objects.filter(pk=archived.pk).update(archived_at=timezone.now())
     Membership.objects.filter(room=lobby, user=bob).update(banned_at=timezone.now())
     keys = [
-        (secret.pk, alice.pk, None),                 # owner: allowed
-        (secret.pk, bob.pk, setup["bob"]),           # member with his token: allowed
-        (secret.pk, bob.pk, "0" * 40),               # a token that is not his: unauthenticated
-        (secret.pk, carol.pk, None),                 # not a member of a private room: not_found
-        (lobby.pk, carol.pk, None),                  # public room, no membership: allowed
-        (lobby.pk, bob.pk, None),                    # banned
-        (archived.pk, alice.pk, None),               # archived: the socket ends, reads go on
-        (999_999, alice.pk, None),                   # no such room
-        (lobby.pk, 999_999, None),                   # no such user
+        (secret.pk, alice.pk, None),  # owner: allowed
+        (secret.pk, bob.pk, setup["bob"]),  # member with his token: allowed
+        (secret.pk, bob.pk, "0" * 40),  # a token that is not his: unauthenticated
+        (secret.pk, carol.pk, None),  # not a member of a private room: not_found
+        (lobby.pk, carol.pk, None),  # public room, no membership: allowed
+        (lobby.pk, bob.pk, None),  # banned
+        (archived.pk, alice.pk, None),  # archived: the socket ends, reads go on
+        (999_999, alice.pk, None),  # no such room
+        (lobby.pk, 999_999, None),  # no such user
     ] * 20
     with django_assert_num_queries(1):
         found = access.verdicts(keys)
-    assert found[:9] == [None, None, "unauthenticated", "not_found", None, "banned", "archived",
-                         "not_found", "unauthenticated"]
+    assert found[:9] == [
+        None,
+        None,
+        "unauthenticated",
+        "not_found",
+        None,
+        "banned",
+        "archived",
+        "not_found",
+        "unauthenticated",
+    ]
     assert found == found[:9] * 20
     assert access.verdict(room_id=archived.pk, user_id=alice.pk, token_key=None, reading=True) is None
     User.objects.filter(pk=alice.pk).update(is_active=False)
@@ -367,7 +432,11 @@ def test_services_broadcast_an_access_event_after_commit_only_when_access_can_en
 
     secret, lobby, bob = setup["secret"], setup["lobby"], setup["bob_user"]
     alice = User.objects.get(username="alice")
-    groups = [events.room_group_name(secret.pk), events.room_group_name(lobby.pk), events.user_group_name(bob.pk)]
+    groups = [
+        events.room_group_name(secret.pk),
+        events.room_group_name(lobby.pk),
+        events.user_group_name(bob.pk),
+    ]
 
     async def scenario():
         layer = get_channel_layer()
@@ -390,11 +459,20 @@ def test_services_broadcast_an_access_event_after_commit_only_when_access_can_en
     received = async_to_sync(scenario)()
     # the two saves of the room are announced to its pages (room.updated), which ends no access
     updates = [json.loads(e["text"])["room"] for e in received if e["type"] == "room.updated"]
-    assert updates == [{"slug": "lobby", "name": "Lobby 2", "description": lobby.description, "is_private": False},
-                       {"slug": "lobby", "name": "Lobby 2", "description": lobby.description, "is_private": True}]
-    removed_text = json.dumps({"type": "member.removed", "room": secret.slug,
-                               "user": {"id": bob.pk, "username": bob.username}, "reason": "removed"},
-                              ensure_ascii=False, separators=(",", ":"))
+    assert updates == [
+        {"slug": "lobby", "name": "Lobby 2", "description": lobby.description, "is_private": False},
+        {"slug": "lobby", "name": "Lobby 2", "description": lobby.description, "is_private": True},
+    ]
+    removed_text = json.dumps(
+        {
+            "type": "member.removed",
+            "room": secret.slug,
+            "user": {"id": bob.pk, "username": bob.username},
+            "reason": "removed",
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     assert [e for e in received if e["type"] != "room.updated"] == [
         {"type": "room.access_changed"},
         {"type": "user.access_changed"},
@@ -405,7 +483,6 @@ def test_services_broadcast_an_access_event_after_commit_only_when_access_can_en
         services.member_remove(room=secret, actor=alice, user=alice)  # never the owner
     with pytest.raises(services.Forbidden):
         services.room_delete(room=secret, actor=bob)
-
 
 
 def test_admin_cannot_delete_the_owners_membership(setup):

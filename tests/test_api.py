@@ -15,9 +15,25 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-MESSAGE_FIELDS = {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                  "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
-                  "attachments"}
+MESSAGE_FIELDS = {
+    "id",
+    "room",
+    "seq",
+    "author",
+    "body",
+    "created_at",
+    "server_id",
+    "edited_at",
+    "deleted",
+    "mentions",
+    "mentions_room",
+    "body_html",
+    "reactions",
+    "reply_to",
+    "parent",
+    "reply_count",
+    "attachments",
+}
 
 
 def client_for(user) -> APIClient:
@@ -51,8 +67,12 @@ def private_room(user):
 @pytest.fixture
 def rates(monkeypatch):
     """``rates(send=..., login=...)`` sets throttle rates for this test (DRF reads them at import)."""
+
     def set_rates(**scoped):
-        monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, **scoped})
+        monkeypatch.setattr(
+            ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, **scoped}
+        )
+
     return set_rates
 
 
@@ -65,10 +85,15 @@ def seqs(response):
 
 def test_token_for_username_and_password_then_revoke(user):
     client = APIClient()
-    response = client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}, format="json")
+    response = client.post(
+        "/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}, format="json"
+    )
     assert response.status_code == 200
     token = response.data["token"]
-    assert client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}).data["token"] == token
+    assert (
+        client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}).data["token"]
+        == token
+    )
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/rooms/").status_code == 200
     assert client.delete("/api/auth/token/").status_code == 204
@@ -83,7 +108,10 @@ def test_token_with_wrong_password_is_400_with_errors(user):
 def test_logins_are_throttled_with_retry_after(user, rates):
     rates(login="3/min")
     client = APIClient(REMOTE_ADDR="10.9.8.7")
-    codes = [client.post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code for _ in range(4)]
+    codes = [
+        client.post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code
+        for _ in range(4)
+    ]
     assert codes == [400, 400, 400, 429]
     response = client.post("/api/auth/token/", {"username": "alice", "password": factories.PASSWORD})
     assert response.status_code == 429 and int(response["Retry-After"]) > 0 and response.data["detail"]
@@ -114,7 +142,8 @@ def test_create_room_makes_the_caller_owner(api, user):
 
 
 @pytest.mark.parametrize(
-    ("body", "field"), [({}, "name"), ({"name": "x", "slug": "no spaces"}, "slug"), ({"name": "Lobby"}, "slug")]
+    ("body", "field"),
+    [({}, "name"), ({"name": "x", "slug": "no spaces"}, "slug"), ({"name": "Lobby"}, "slug")],
 )
 def test_create_room_errors_are_400_with_field_errors(api, room, body, field):
     response = api.post("/api/rooms/", body, format="json")
@@ -150,21 +179,35 @@ def test_private_room_is_invisible_on_every_route_to_a_non_member(bob_api, priva
     message = services.message_post(room=private_room, author=user, body="secret", client_msg_id="s1").message
     base = "/api/rooms/secret"
     routes = [
-        ("get", f"{base}/"), ("patch", f"{base}/"), ("delete", f"{base}/"),
-        ("get", f"{base}/messages/"), ("post", f"{base}/messages/"),
-        ("get", f"{base}/messages/?after_seq=0"), ("get", f"{base}/messages/{message.pk}/"),
-        ("patch", f"{base}/messages/{message.pk}/"), ("delete", f"{base}/messages/{message.pk}/"),
-        ("get", f"{base}/members/"), ("post", f"{base}/members/"), ("get", f"{base}/members/alice/"),
-        ("patch", f"{base}/members/alice/"), ("delete", f"{base}/members/me/"),
-        ("post", f"{base}/members/alice/mute/"), ("delete", f"{base}/members/alice/mute/"),
-        ("post", f"{base}/members/alice/ban/"), ("delete", f"{base}/members/alice/ban/"),
+        ("get", f"{base}/"),
+        ("patch", f"{base}/"),
+        ("delete", f"{base}/"),
+        ("get", f"{base}/messages/"),
+        ("post", f"{base}/messages/"),
+        ("get", f"{base}/messages/?after_seq=0"),
+        ("get", f"{base}/messages/{message.pk}/"),
+        ("patch", f"{base}/messages/{message.pk}/"),
+        ("delete", f"{base}/messages/{message.pk}/"),
+        ("get", f"{base}/members/"),
+        ("post", f"{base}/members/"),
+        ("get", f"{base}/members/alice/"),
+        ("patch", f"{base}/members/alice/"),
+        ("delete", f"{base}/members/me/"),
+        ("post", f"{base}/members/alice/mute/"),
+        ("delete", f"{base}/members/alice/mute/"),
+        ("post", f"{base}/members/alice/ban/"),
+        ("delete", f"{base}/members/alice/ban/"),
     ]
     unknown = {
-        (m, u.replace("/secret/", "/no-such-room/")): getattr(bob_api, m)(u.replace("/secret/", "/no-such-room/"), {}, format="json").status_code
+        (m, u.replace("/secret/", "/no-such-room/")): getattr(bob_api, m)(
+            u.replace("/secret/", "/no-such-room/"), {}, format="json"
+        ).status_code
         for m, u in routes
     }
     for method, url in routes:
-        response = getattr(bob_api, method)(url, {"body": "x", "client_msg_id": "y", "role": "member"}, format="json")
+        response = getattr(bob_api, method)(
+            url, {"body": "x", "client_msg_id": "y", "role": "member"}, format="json"
+        )
         assert response.status_code == 404, (method, url, response.status_code)
         assert unknown[(method, url.replace("/secret/", "/no-such-room/"))] == 404
     assert "secret" not in [r["slug"] for r in bob_api.get("/api/rooms/").data["results"]]
@@ -218,7 +261,8 @@ def test_messages_have_the_one_message_shape(api, history, user):
 
 
 @pytest.mark.parametrize(
-    "query", [{"limit": 0}, {"limit": 201}, {"after_seq": -1}, {"after_seq": "x"}, {"after_seq": 1, "before_seq": 5}]
+    "query",
+    [{"limit": 0}, {"limit": 201}, {"after_seq": -1}, {"after_seq": "x"}, {"after_seq": 1, "before_seq": 5}],
 )
 def test_bad_history_query_is_400_with_errors(api, room, query):
     response = api.get("/api/rooms/lobby/messages/", query)
@@ -237,37 +281,75 @@ def test_token_authenticates(room, user):
 
 
 def test_send_over_rest_stores_once_and_a_retry_answers_the_first_message(api, room):
-    first = api.post("/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json")
+    first = api.post(
+        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json"
+    )
     assert first.status_code == 201 and set(first.data) == MESSAGE_FIELDS and first.data["seq"] == 1
-    again = api.post("/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json")
+    again = api.post(
+        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r-1"}, format="json"
+    )
     assert again.status_code == 200 and again.data == first.data
     assert Message.objects.count() == 1
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"client_msg_id": "a"}, "body"), ({"body": "", "client_msg_id": "a"}, "body"),
-     ({"body": "x" * 4001, "client_msg_id": "a"}, "body"), ({"body": "x"}, "client_msg_id"),
-     ({"body": 5, "client_msg_id": "a"}, "body")],
+    [
+        ({"client_msg_id": "a"}, "body"),
+        ({"body": "", "client_msg_id": "a"}, "body"),
+        ({"body": "x" * 4001, "client_msg_id": "a"}, "body"),
+        ({"body": "x"}, "client_msg_id"),
+        ({"body": 5, "client_msg_id": "a"}, "body"),
+    ],
 )
 def test_bad_send_is_400_with_field_errors(api, room, body, field):
     response = api.post("/api/rooms/lobby/messages/", body, format="json")
     assert response.status_code == 400 and field in response.data
 
 
-INVISIBLE = ["\u3164", "\uffa0", "\u115f", "\u1160", "\u034f", "\u2800", "\U0001d159", "\u200b", "\u00ad",
-             "\u2060", "\ufeff", "\ufe0f", "\U000e0041", "\u180e", "\u3000", "\x07"]
+INVISIBLE = [
+    "\u3164",
+    "\uffa0",
+    "\u115f",
+    "\u1160",
+    "\u034f",
+    "\u2800",
+    "\U0001d159",
+    "\u200b",
+    "\u00ad",
+    "\u2060",
+    "\ufeff",
+    "\ufe0f",
+    "\U000e0041",
+    "\u180e",
+    "\u3000",
+    "\x07",
+]
 
 
 @pytest.mark.parametrize("char", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
 def test_a_body_with_nothing_visible_is_refused_as_empty(api, room, char):
-    response = api.post("/api/rooms/lobby/messages/", {"body": f"{char} {char}{char}", "client_msg_id": "a"}, format="json")
+    response = api.post(
+        "/api/rooms/lobby/messages/", {"body": f"{char} {char}{char}", "client_msg_id": "a"}, format="json"
+    )
     assert response.status_code == 400 and response.data["body"][0].code == "blank"
     assert not Message.objects.filter(room=room).exists()
 
 
-@pytest.mark.parametrize("body", ["\u3164hi", "a\u200b", "\u0301", "\U0001f600", "\u2800\u2801", "\u05e9\u05dc\u05d5\u05dd",
-                                  "\u06dd", "\u0600", "\U000110bd"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\u3164hi",
+        "a\u200b",
+        "\u0301",
+        "\U0001f600",
+        "\u2800\u2801",
+        "\u05e9\u05dc\u05d5\u05dd",
+        "\u06dd",
+        "\u0600",
+        "\U000110bd",
+    ],
+)
 def test_a_body_with_something_visible_is_stored_exactly(api, room, body):
     response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "a"}, format="json")
     assert response.status_code == 201 and Message.objects.get(room=room).body == body
@@ -284,8 +366,9 @@ def test_a_body_over_the_upload_limit_is_413_json_and_nothing_is_stored(api, roo
 
 def test_a_form_body_with_too_many_fields_is_400_json(api, room):
     body = "&".join(f"f{i}=x" for i in range(1100)) + "&body=hi&client_msg_id=many"
-    response = api.generic("POST", "/api/rooms/lobby/messages/", body,
-                           content_type="application/x-www-form-urlencoded")
+    response = api.generic(
+        "POST", "/api/rooms/lobby/messages/", body, content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
     assert json.loads(response.content)["code"] == "too_many_fields"
     assert not Message.objects.filter(room=room).exists()
@@ -294,7 +377,9 @@ def test_a_form_body_with_too_many_fields_is_400_json(api, room):
 def test_sends_are_throttled_with_retry_after(api, room, rates):
     rates(send="3/min")
     codes = [
-        api.post("/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"t{i}"}, format="json").status_code
+        api.post(
+            "/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"t{i}"}, format="json"
+        ).status_code
         for i in range(4)
     ]
     assert codes == [201, 201, 201, 429]
@@ -305,10 +390,15 @@ def test_sends_are_throttled_with_retry_after(api, room, rates):
 
 def test_author_edits_a_message_and_others_cannot(api, bob_api, room, user):
     message = services.message_post(room=room, author=user, body="tpyo", client_msg_id="e1").message
-    assert bob_api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "mine"}, format="json").status_code == 403
+    assert (
+        bob_api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "mine"}, format="json").status_code
+        == 403
+    )
     response = api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": "typo"}, format="json")
     assert response.status_code == 200 and response.data["body"] == "typo" and response.data["edited_at"]
-    assert api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": ""}, format="json").status_code == 400
+    assert (
+        api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": ""}, format="json").status_code == 400
+    )
 
 
 def test_delete_is_soft_and_allowed_to_author_and_moderators_only(api, bob_api, room, user, other_user):
@@ -319,7 +409,9 @@ def test_delete_is_soft_and_allowed_to_author_and_moderators_only(api, bob_api, 
     assert api.delete(f"/api/rooms/lobby/messages/{theirs.pk}/").status_code == 204  # the owner moderates
     history = api.get("/api/rooms/lobby/messages/").data["results"]
     assert [(m["seq"], m["body"], m["deleted"]) for m in history] == [(1, "", True), (2, "", True)]
-    assert api.patch(f"/api/rooms/lobby/messages/{mine.pk}/", {"body": "back"}, format="json").status_code == 409
+    assert (
+        api.patch(f"/api/rooms/lobby/messages/{mine.pk}/", {"body": "back"}, format="json").status_code == 409
+    )
     assert Message.objects.count() == 2
 
 
@@ -355,12 +447,22 @@ def test_roles_moderators_and_who_may_act_on_whom(api, room, user, other_user):
     carol = factories.make_user("carol")
     services.member_join(room=room, user=carol)
     services.member_join(room=room, user=other_user)
-    assert api.patch("/api/rooms/lobby/members/bob/", {"role": "moderator"}, format="json").data["role"] == "moderator"
+    assert (
+        api.patch("/api/rooms/lobby/members/bob/", {"role": "moderator"}, format="json").data["role"]
+        == "moderator"
+    )
     bob_api, carol_api = client_for(other_user), client_for(carol)
-    assert bob_api.patch("/api/rooms/lobby/members/carol/", {"role": "moderator"}, format="json").status_code == 403
+    assert (
+        bob_api.patch("/api/rooms/lobby/members/carol/", {"role": "moderator"}, format="json").status_code
+        == 403
+    )
     assert bob_api.post("/api/rooms/lobby/members/alice/ban/").status_code == 403  # never the owner
-    assert carol_api.post("/api/rooms/lobby/members/bob/mute/", {"minutes": 5}, format="json").status_code == 403
-    assert bob_api.post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
+    assert (
+        carol_api.post("/api/rooms/lobby/members/bob/mute/", {"minutes": 5}, format="json").status_code == 403
+    )
+    assert (
+        bob_api.post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
+    )
     assert api.patch("/api/rooms/lobby/members/bob/", {"role": "owner"}, format="json").status_code == 400
 
 
@@ -368,12 +470,19 @@ def test_mute_refuses_sends_until_it_ends(api, bob_api, room, other_user):
     services.member_join(room=room, user=other_user)
     until = (timezone.now() + timedelta(minutes=10)).isoformat()
     assert api.post("/api/rooms/lobby/members/bob/mute/", {"until": until}, format="json").status_code == 200
-    response = bob_api.post("/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json")
+    response = bob_api.post(
+        "/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json"
+    )
     assert response.status_code == 403 and response.data["code"] == "muted" and response.data["until"]
     past = (timezone.now() - timedelta(minutes=1)).isoformat()
     assert api.post("/api/rooms/lobby/members/bob/mute/", {"until": past}, format="json").status_code == 400
     assert api.delete("/api/rooms/lobby/members/bob/mute/").status_code == 200
-    assert bob_api.post("/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json").status_code == 201
+    assert (
+        bob_api.post(
+            "/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "m1"}, format="json"
+        ).status_code
+        == 201
+    )
 
 
 def test_ban_refuses_sends_and_rejoining_until_lifted(api, bob_api, room, other_user):
@@ -394,9 +503,15 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
     out = tmp_path / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
     text = out.read_text()
-    for path in ("/api/rooms/", "/api/rooms/{slug}/", "/api/rooms/{room_slug}/messages/",
-                 "/api/rooms/{room_slug}/messages/{id}/", "/api/rooms/{room_slug}/members/",
-                 "/api/rooms/{room_slug}/members/{username}/ban/", "/api/auth/token/"):
+    for path in (
+        "/api/rooms/",
+        "/api/rooms/{slug}/",
+        "/api/rooms/{room_slug}/messages/",
+        "/api/rooms/{room_slug}/messages/{id}/",
+        "/api/rooms/{room_slug}/members/",
+        "/api/rooms/{room_slug}/members/{username}/ban/",
+        "/api/auth/token/",
+    ):
         assert f"{path}:" in text, path
 
 
@@ -409,7 +524,8 @@ def test_BR14_a_forged_forwarded_for_does_not_bypass_the_login_limit(user, rates
     rates(login="2/min")
     codes = [
         APIClient(REMOTE_ADDR="10.20.30.40", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}")
-        .post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code
+        .post("/api/auth/token/", {"username": "alice", "password": "wrong"})
+        .status_code
         for i in range(3)
     ]
     assert codes == [400, 400, 429]
@@ -417,13 +533,17 @@ def test_BR14_a_forged_forwarded_for_does_not_bypass_the_login_limit(user, rates
 
 def test_refusal_bodies_keep_numbers_as_numbers(api, room):
     api.post("/api/rooms/lobby/messages/", {"body": "first", "client_msg_id": "dup"}, format="json")
-    response = api.post("/api/rooms/lobby/messages/", {"body": "second", "client_msg_id": "dup"}, format="json")
+    response = api.post(
+        "/api/rooms/lobby/messages/", {"body": "second", "client_msg_id": "dup"}, format="json"
+    )
     assert response.status_code == 409
     assert response.json()["code"] == "conflict" and response.json()["seq"] == 1
 
 
 def test_text_errors_are_reported_once(api, room):
-    response = api.post("/api/rooms/lobby/messages/", {"body": "a\u0000b", "client_msg_id": "n"}, format="json")
+    response = api.post(
+        "/api/rooms/lobby/messages/", {"body": "a\u0000b", "client_msg_id": "n"}, format="json"
+    )
     assert response.status_code == 400 and len(response.data["body"]) == 1
 
 
@@ -432,7 +552,9 @@ def test_a_name_without_a_possible_slug_asks_for_one(api, db):
     # digit cannot
     response = api.post("/api/rooms/", {"name": "!!! ???"}, format="json")
     assert response.status_code == 400 and "Choose a slug" in response.data["slug"][0]
-    assert api.post("/api/rooms/", {"name": "!!! ???", "slug": "punctuation"}, format="json").status_code == 201
+    assert (
+        api.post("/api/rooms/", {"name": "!!! ???", "slug": "punctuation"}, format="json").status_code == 201
+    )
     assert api.post("/api/rooms/", {"name": "日本語"}, format="json").data["slug"] == "日本語"
 
 
@@ -442,7 +564,10 @@ def test_unknown_api_paths_answer_json_404(api, room, user):
     strict = APIClient(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Token {factories.token_for(user)}")
     for method in ("post", "patch", "delete"):  # any method: no CSRF page first
         response = getattr(strict, method)("/api/messages/1/", {"body": "x"}, format="json")
-        assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
+        assert response.status_code == 404 and response.json() == {
+            "detail": "Not found.",
+            "code": "not_found",
+        }
 
 
 # --- moderation hierarchy and what muted or banned users may do ------------------------------------
@@ -463,7 +588,9 @@ def moderators(room, user, other_user):
     for member, role in ((other_user, "moderator"), (carol, "moderator"), (dave, "member")):
         services.member_add(room=room, actor=user, user=member, role=role)
     said = {
-        u.username: services.message_post(room=room, author=u, body=f"from {u.username}", client_msg_id="c").message
+        u.username: services.message_post(
+            room=room, author=u, body=f"from {u.username}", client_msg_id="c"
+        ).message
         for u in (user, other_user, carol, dave)
     }
     return said
@@ -484,12 +611,18 @@ def _moderation_requests(target, message_id):
     ]
 
 
-def test_a_moderator_cannot_demote_mute_ban_or_delete_for_a_fellow_moderator_over_rest(room, other_user, moderators):
+def test_a_moderator_cannot_demote_mute_ban_or_delete_for_a_fellow_moderator_over_rest(
+    room, other_user, moderators
+):
     bob_api = client_for(other_user)
     before = _rows()
     for method, url, body in _moderation_requests("carol", moderators["carol"].pk):
         response = getattr(bob_api, method)(url, body, format="json")
-        assert response.status_code == 403 and response.data["code"] == "forbidden", (method, url, response.data)
+        assert response.status_code == 403 and response.data["code"] == "forbidden", (
+            method,
+            url,
+            response.data,
+        )
         assert _rows() == before, (method, url)
 
 
@@ -498,14 +631,23 @@ def test_nobody_acts_on_the_owner_over_rest(room, other_user, moderators):
     before = _rows()
     for method, url, body in _moderation_requests("alice", moderators["alice"].pk):
         response = getattr(bob_api, method)(url, body, format="json")
-        assert response.status_code == 403 and response.data["code"] == "forbidden", (method, url, response.data)
+        assert response.status_code == 403 and response.data["code"] == "forbidden", (
+            method,
+            url,
+            response.data,
+        )
         assert _rows() == before, (method, url)
 
 
 def test_the_owner_demotes_a_moderator_who_then_can_be_muted_by_one(api, room, other_user, moderators):
     response = api.post("/api/rooms/lobby/members/", {"username": "carol", "role": "member"}, format="json")
     assert response.status_code == 200 and response.data["role"] == "member"
-    assert client_for(other_user).post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json").status_code == 200
+    assert (
+        client_for(other_user)
+        .post("/api/rooms/lobby/members/carol/mute/", {"minutes": 5}, format="json")
+        .status_code
+        == 200
+    )
     assert api.delete(f"/api/rooms/lobby/messages/{moderators['bob'].pk}/").status_code == 204
 
 
@@ -547,48 +689,83 @@ def test_a_banned_user_reads_a_public_rooms_history_but_cannot_edit_or_delete(ap
     assert _rows() == before
 
 
-def test_a_banned_user_of_a_private_room_gets_404_on_their_own_messages(api, bob_api, private_room, other_user):
+def test_a_banned_user_of_a_private_room_gets_404_on_their_own_messages(
+    api, bob_api, private_room, other_user
+):
     services.member_add(room=private_room, actor=private_room.created_by, user=other_user)
-    message = services.message_post(room=private_room, author=other_user, body="mine", client_msg_id="m").message
+    message = services.message_post(
+        room=private_room, author=other_user, body="mine", client_msg_id="m"
+    ).message
     assert api.post("/api/rooms/secret/members/bob/ban/").status_code == 200
     for method, body in (("get", None), ("patch", {"body": "changed"}), ("delete", None)):
-        assert getattr(bob_api, method)(f"/api/rooms/secret/messages/{message.pk}/", body, format="json").status_code == 404
+        assert (
+            getattr(bob_api, method)(
+                f"/api/rooms/secret/messages/{message.pk}/", body, format="json"
+            ).status_code
+            == 404
+        )
     assert bob_api.get("/api/rooms/secret/messages/").status_code == 404
 
 
 # --- nothing reveals a private room ----------------------------------------------------------------
 
-UNAVAILABLE_BODY = (b'{"detail":"This slug is not available; choose another.","code":"slug_unavailable",'
-                    b'"slug":["This slug is not available; choose another."]}')
+UNAVAILABLE_BODY = (
+    b'{"detail":"This slug is not available; choose another.","code":"slug_unavailable",'
+    b'"slug":["This slug is not available; choose another."]}'
+)
 
 
-def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavailable_slug(bob_api, room, private_room):
+def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavailable_slug(
+    bob_api, room, private_room
+):
     """bob cannot see ``secret``; ``lobby`` is visible to him, ``new`` is reserved: one answer."""
     count = Room.objects.count()
     answers = []
-    for body in ({"name": "Mine", "slug": "secret"}, {"name": "Mine", "slug": "lobby"}, {"name": "Mine", "slug": "new"},
-                 {"name": "Secret"}, {"name": "Lobby"}):
+    for body in (
+        {"name": "Mine", "slug": "secret"},
+        {"name": "Mine", "slug": "lobby"},
+        {"name": "Mine", "slug": "new"},
+        {"name": "Secret"},
+        {"name": "Lobby"},
+    ):
         response = bob_api.post("/api/rooms/", body, format="json")
         answers.append((response.status_code, response.content))
     assert answers == [(400, UNAVAILABLE_BODY)] * 5
     assert Room.objects.count() == count
-    assert bob_api.get("/api/rooms/secret/").status_code == bob_api.get("/api/rooms/nothing-here/").status_code == 404
+    assert (
+        bob_api.get("/api/rooms/secret/").status_code
+        == bob_api.get("/api/rooms/nothing-here/").status_code
+        == 404
+    )
 
 
 def test_a_private_room_made_without_a_slug_cannot_be_found_by_its_name(api, bob_api):
     response = api.post("/api/rooms/", {"name": "Plans", "is_private": True}, format="json")
-    assert response.status_code == 201 and response.data["slug"].startswith("plans-") and len(response.data["slug"]) == 18
-    probe = bob_api.post("/api/rooms/", {"name": "Plans"}, format="json")  # the slug a name would give is free
+    assert (
+        response.status_code == 201
+        and response.data["slug"].startswith("plans-")
+        and len(response.data["slug"]) == 18
+    )
+    probe = bob_api.post(
+        "/api/rooms/", {"name": "Plans"}, format="json"
+    )  # the slug a name would give is free
     assert probe.status_code == 201 and probe.data["slug"] == "plans"
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"name": "\u200b\u200b"}, "name"), ({"name": "\u3164"}, "name"), ({"name": "bell\x07"}, "name"),
-     ({"name": "a\nb", "slug": "ab"}, "name"), ({"name": "ok", "description": "\u200b"}, "description"),
-     ({"name": "ok", "description": "esc\x1b[2J"}, "description")],
+    [
+        ({"name": "\u200b\u200b"}, "name"),
+        ({"name": "\u3164"}, "name"),
+        ({"name": "bell\x07"}, "name"),
+        ({"name": "a\nb", "slug": "ab"}, "name"),
+        ({"name": "ok", "description": "\u200b"}, "description"),
+        ({"name": "ok", "description": "esc\x1b[2J"}, "description"),
+    ],
 )
-def test_room_names_and_descriptions_with_control_or_only_invisible_characters_are_400(api, room, body, field):
+def test_room_names_and_descriptions_with_control_or_only_invisible_characters_are_400(
+    api, room, body, field
+):
     count = Room.objects.count()
     response = api.post("/api/rooms/", body, format="json")
     assert response.status_code == 400 and list(response.data) == [field], response.data
@@ -598,24 +775,50 @@ def test_room_names_and_descriptions_with_control_or_only_invisible_characters_a
     assert Room.objects.get(slug="lobby").name == "Lobby"
 
 
-def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_missing_one(bob_api, private_room, user):
+def test_every_room_route_answers_an_invisible_private_room_with_the_body_of_a_missing_one(
+    bob_api, private_room, user
+):
     message = services.message_post(room=private_room, author=user, body="secret", client_msg_id="s1").message
     routes = [
-        ("get", "/"), ("patch", "/"), ("delete", "/"), ("get", "/presence/"), ("get", "/messages/"),
-        ("post", "/messages/"), ("get", f"/messages/{message.pk}/"), ("patch", f"/messages/{message.pk}/"),
-        ("delete", f"/messages/{message.pk}/"), ("get", "/members/"), ("post", "/members/"),
-        ("get", "/members/alice/"), ("patch", "/members/alice/"), ("delete", "/members/me/"),
-        ("post", "/members/alice/mute/"), ("post", "/members/alice/ban/"), ("delete", "/members/alice/ban/"),
+        ("get", "/"),
+        ("patch", "/"),
+        ("delete", "/"),
+        ("get", "/presence/"),
+        ("get", "/messages/"),
+        ("post", "/messages/"),
+        ("get", f"/messages/{message.pk}/"),
+        ("patch", f"/messages/{message.pk}/"),
+        ("delete", f"/messages/{message.pk}/"),
+        ("get", "/members/"),
+        ("post", "/members/"),
+        ("get", "/members/alice/"),
+        ("patch", "/members/alice/"),
+        ("delete", "/members/me/"),
+        ("post", "/members/alice/mute/"),
+        ("post", "/members/alice/ban/"),
+        ("delete", "/members/alice/ban/"),
     ]
-    body = {"body": "x", "client_msg_id": "y", "role": "member", "username": "alice", "minutes": 5, "name": "n"}
+    body = {
+        "body": "x",
+        "client_msg_id": "y",
+        "role": "member",
+        "username": "alice",
+        "minutes": 5,
+        "name": "n",
+    }
     for method, tail in routes:
         hidden = getattr(bob_api, method)(f"/api/rooms/secret{tail}", body, format="json")
         missing = getattr(bob_api, method)(f"/api/rooms/secreu{tail}", body, format="json")
-        assert (hidden.status_code, hidden.content) == (missing.status_code, missing.content) == (
-            404, b'{"detail":"Not found.","code":"not_found"}'), (method, tail, hidden.content)
+        assert (
+            (hidden.status_code, hidden.content)
+            == (missing.status_code, missing.content)
+            == (404, b'{"detail":"Not found.","code":"not_found"}')
+        ), (method, tail, hidden.content)
 
 
-def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(api, private_room, other_user):
+def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(
+    api, private_room, other_user
+):
     services.member_add(room=private_room, actor=private_room.created_by, user=other_user, role="moderator")
     bob_api = client_for(other_user)
     before = _rows()
@@ -628,7 +831,9 @@ def test_a_moderator_cannot_make_a_private_room_public_nor_archive_it_over_rest(
     assert api.patch("/api/rooms/secret/", {"is_private": False}, format="json").data["is_private"] is False
 
 
-def test_joining_again_answers_200_with_the_membership_first_join_201(bob_api, api, room, private_room, other_user):
+def test_joining_again_answers_200_with_the_membership_first_join_201(
+    bob_api, api, room, private_room, other_user
+):
     first = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
     assert first.status_code == 201 and first.data["role"] == "member"
     again = bob_api.post("/api/rooms/lobby/members/", {}, format="json")
@@ -667,8 +872,14 @@ def _api_routes():
                     methods = set(callback.actions)
                 else:
                     view = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
-                    methods = {m for m in ("get", "post", "patch", "put", "delete") if view and hasattr(view, m)}
-                yield entry.name, inherited | set(entry.pattern.regex.groupindex), methods - {"options", "head"}
+                    methods = {
+                        m for m in ("get", "post", "patch", "put", "delete") if view and hasattr(view, m)
+                    }
+                yield (
+                    entry.name,
+                    inherited | set(entry.pattern.regex.groupindex),
+                    methods - {"options", "head"},
+                )
 
     return list(walk(get_resolver().url_patterns, None, set()))
 
@@ -677,28 +888,64 @@ def test_every_rest_route_answers_a_missing_id_with_one_json_404_naming_no_model
     from django.urls import reverse
 
     routes = [r for r in _api_routes() if r[1]]
-    assert {"room-detail", "message-detail", "member-detail", "member-mute", "member-ban", "message-list"} <= {
-        name for name, _, _ in routes}, routes  # the walk found the routes with ids
-    missing = {"slug": "no-such-room", "room_slug": "no-such-room", "pk": "999999999", "username": "nobody-here",
-               "attachment_id": "999999999", "name": "nothing.txt"}
+    assert {
+        "room-detail",
+        "message-detail",
+        "member-detail",
+        "member-mute",
+        "member-ban",
+        "message-list",
+    } <= {name for name, _, _ in routes}, routes  # the walk found the routes with ids
+    missing = {
+        "slug": "no-such-room",
+        "room_slug": "no-such-room",
+        "pk": "999999999",
+        "username": "nobody-here",
+        "attachment_id": "999999999",
+        "name": "nothing.txt",
+    }
     body = {"body": "x", "client_msg_id": "y", "role": "member", "minutes": 5, "name": "n", "seq": 1}
     asked = 0
     for name, kwargs, methods in routes:
         variants = [{k: missing[k] for k in kwargs}]  # the room is missing
         for inner in kwargs - {"slug", "room_slug"}:  # the room exists; the message or user does not
-            variants.append({k: (missing[k] if k == inner else "lobby" if k in ("slug", "room_slug") else
-                                 "me" if k == "username" else "x.txt" if k == "name" else str(Message.objects.create(
-                                     room=room, author=user, seq=1000 + asked, body="b", client_msg_id=f"w{asked}").pk))
-                             for k in kwargs})
+            variants.append(
+                {
+                    k: (
+                        missing[k]
+                        if k == inner
+                        else "lobby"
+                        if k in ("slug", "room_slug")
+                        else "me"
+                        if k == "username"
+                        else "x.txt"
+                        if k == "name"
+                        else str(
+                            Message.objects.create(
+                                room=room, author=user, seq=1000 + asked, body="b", client_msg_id=f"w{asked}"
+                            ).pk
+                        )
+                    )
+                    for k in kwargs
+                }
+            )
         for values in variants:
             path = reverse(f"api:{name}", kwargs=values)
             for method in sorted(methods):
                 response = getattr(api, method)(path, body, format="json")
                 asked += 1
-                assert response.status_code == 404, (method, path, response.status_code, response.content[:200])
+                assert response.status_code == 404, (
+                    method,
+                    path,
+                    response.status_code,
+                    response.content[:200],
+                )
                 assert response["Content-Type"] == "application/json", (method, path)
                 assert response.json() == NOT_FOUND, (method, path, response.content)
-                assert not any(word in response.content.decode().lower() for word in MODEL_WORDS), (method, path)
+                assert not any(word in response.content.decode().lower() for word in MODEL_WORDS), (
+                    method,
+                    path,
+                )
     assert asked >= 25
     # a huge message id (beyond bigint) is a missing message too, not a server error
     assert api.get(f"/api/rooms/lobby/messages/{2**70}/").json() == NOT_FOUND
@@ -726,7 +973,9 @@ def test_djangos_404_handler_answers_json_under_api_and_a_page_elsewhere(rf):
 # --- slugs are one regardless of case; dm- is reserved ---------------------------------------------
 
 
-def test_a_slug_differing_only_in_case_or_reserved_in_any_case_is_the_one_unavailable_answer(bob_api, room, private_room):
+def test_a_slug_differing_only_in_case_or_reserved_in_any_case_is_the_one_unavailable_answer(
+    bob_api, room, private_room
+):
     """``lobby`` is visible to bob, ``secret`` is a private room he cannot see: the same answer
     for every case of either, for ``dm-`` in any case and ``NEW``; nothing is created."""
     count = Room.objects.count()
@@ -747,5 +996,10 @@ def test_lookups_by_slug_are_exact(api, bob_api, room):
         assert response.status_code == 404 and response.json() == NOT_FOUND, path
     mixed = api.post("/api/rooms/", {"name": "Big Room", "slug": "Big-Room"}, format="json")
     assert mixed.status_code == 201 and mixed.data["slug"] == "Big-Room"  # kept as given
-    assert api.get("/api/rooms/Big-Room/").status_code == 200 and api.get("/api/rooms/big-room/").status_code == 404
-    assert bob_api.post("/api/rooms/", {"name": "Big room"}, format="json").json()["code"] == "slug_unavailable"
+    assert (
+        api.get("/api/rooms/Big-Room/").status_code == 200
+        and api.get("/api/rooms/big-room/").status_code == 404
+    )
+    assert (
+        bob_api.post("/api/rooms/", {"name": "Big room"}, format="json").json()["code"] == "slug_unavailable"
+    )

@@ -17,8 +17,13 @@ from tests import factories
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
     """Uploads into this test's own folder."""
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
     settings.ATTACHMENT_MAX_BYTES = 200_000
     return tmp_path
 
@@ -51,12 +56,17 @@ def jpeg_with_gps(width=640, height=480) -> bytes:
 
 
 def upload(client, slug, name, data, content_type="application/octet-stream"):
-    return client.post(f"/api/rooms/{slug}/attachments/",
-                       {"file": SimpleUploadedFile(name, data, content_type=content_type)}, format="multipart")
+    return client.post(
+        f"/api/rooms/{slug}/attachments/",
+        {"file": SimpleUploadedFile(name, data, content_type=content_type)},
+        format="multipart",
+    )
 
 
 @pytest.mark.django_db
-def test_an_image_is_stored_without_exif_upright_with_a_thumbnail_and_downloads_for_a_member(api, room, other_user):
+def test_an_image_is_stored_without_exif_upright_with_a_thumbnail_and_downloads_for_a_member(
+    api, room, other_user
+):
     from PIL import Image
 
     data = jpeg_with_gps()
@@ -79,7 +89,9 @@ def test_an_image_is_stored_without_exif_upright_with_a_thumbnail_and_downloads_
     bob = client_for(other_user)
     # Unsent: only its uploader sees it.
     assert bob.get(body["url"]).status_code == 404
-    message = services.message_post(room=room, author=room.created_by, body="look", client_msg_id="m1").message
+    message = services.message_post(
+        room=room, author=room.created_by, body="look", client_msg_id="m1"
+    ).message
     attachments.attachments_claim(message=message, user=room.created_by, ids=[body["id"]])
     download = bob.get(body["url"])
     assert download.status_code == 200
@@ -94,7 +106,9 @@ def test_an_image_is_stored_without_exif_upright_with_a_thumbnail_and_downloads_
 
 
 @pytest.mark.django_db
-def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_message_is_deleted(user, other_user):
+def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_message_is_deleted(
+    user, other_user
+):
     attic = factories.make_room(created_by=user, slug="attic", is_private=True)
     owner = client_for(user)
     body = upload(owner, "attic", "notes.txt", b"plain notes\n", "text/plain").json()
@@ -104,8 +118,14 @@ def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_messag
     stranger = client_for(other_user)
     for url in (body["url"], f"/api/attachments/{body['id']}/other-name.txt"):
         response = stranger.get(url)
-        assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
-    assert stranger.get("/api/attachments/999999/x.txt").json() == {"detail": "Not found.", "code": "not_found"}
+        assert response.status_code == 404 and response.json() == {
+            "detail": "Not found.",
+            "code": "not_found",
+        }
+    assert stranger.get("/api/attachments/999999/x.txt").json() == {
+        "detail": "Not found.",
+        "code": "not_found",
+    }
     services.message_delete(message=message, actor=user)
     assert owner.get(body["url"]).status_code == 404
     assert APIClient().get(body["url"]).status_code == 401
@@ -114,7 +134,9 @@ def test_a_private_rooms_attachment_is_404_for_a_non_member_and_after_its_messag
 @pytest.mark.django_db
 def test_other_files_download_as_attachments_with_nosniff(api, room, user):
     body = upload(api, "lobby", "report.pdf", b"%PDF-1.4\n% fake but signed\n", "application/pdf").json()
-    assert body["content_type"] == "application/pdf" and body["thumbnail_url"] is None and body["width"] is None
+    assert (
+        body["content_type"] == "application/pdf" and body["thumbnail_url"] is None and body["width"] is None
+    )
     download = api.get(body["url"])
     assert download.status_code == 200 and download["Content-Type"] == "application/pdf"
     assert download["Content-Disposition"] == 'attachment; filename="report.pdf"'
@@ -131,16 +153,21 @@ def test_an_upload_over_the_limit_answers_413_json_and_stores_nothing(api, room,
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("name", "data"), [
-    ("cat.png", b"<html><body><script>alert(1)</script></body></html>"),
-    ("cat.png", b"\xff\xd8\xff\xe0 a jpeg signature under a png name"),
-    ("notes.txt", b"<!DOCTYPE html><p>hi"),
-    ("drawing.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"),
-    ("page.html", b"just words"),
-    ("program.exe", b"MZ\x90\x00\x03\x00\x00\x00"),
-    ("broken.png", b"\x89PNG\r\n\x1a\n not really a png"),
-])
-def test_content_that_is_not_an_allowed_type_or_not_what_its_name_says_answers_415(api, room, media, name, data):
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("cat.png", b"<html><body><script>alert(1)</script></body></html>"),
+        ("cat.png", b"\xff\xd8\xff\xe0 a jpeg signature under a png name"),
+        ("notes.txt", b"<!DOCTYPE html><p>hi"),
+        ("drawing.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"),
+        ("page.html", b"just words"),
+        ("program.exe", b"MZ\x90\x00\x03\x00\x00\x00"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n not really a png"),
+    ],
+)
+def test_content_that_is_not_an_allowed_type_or_not_what_its_name_says_answers_415(
+    api, room, media, name, data
+):
     response = upload(api, "lobby", name, data, "image/png")
     assert response.status_code == 415, response.content
     assert response.json()["code"] == "unsupported_type"
@@ -166,7 +193,10 @@ def test_file_names_are_kept_as_text_without_paths_or_control_characters(api, ro
     download = api.get(body["url"])
     assert download.status_code == 200 and download["Content-Type"] == "text/plain; charset=utf-8"
     assert download["Content-Disposition"].startswith("attachment; filename")
-    assert attachments.clean_name("a" * 300 + ".pdf").endswith(".pdf") and len(attachments.clean_name("a" * 300)) == 200
+    assert (
+        attachments.clean_name("a" * 300 + ".pdf").endswith(".pdf")
+        and len(attachments.clean_name("a" * 300)) == 200
+    )
     assert attachments.clean_name("") == "file" and attachments.clean_name("C:\\Users\\x\\y.txt") == "y.txt"
 
 
@@ -188,24 +218,35 @@ def test_sniffing_reads_the_content_not_the_name():
 def test_a_rest_message_carries_its_uploads_in_the_message_shape_and_history(api, room, user):
     photo = upload(api, "lobby", "beach.jpg", jpeg_with_gps(), "image/jpeg").json()
     notes = upload(api, "lobby", "notes.txt", b"notes\n", "text/plain").json()
-    response = api.post("/api/rooms/lobby/messages/", {"body": "two files", "client_msg_id": "a-1",
-                                                       "attachments": [notes["id"], photo["id"]]}, format="json")
+    response = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "two files", "client_msg_id": "a-1", "attachments": [notes["id"], photo["id"]]},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     assert [a["id"] for a in response.json()["attachments"]] == [photo["id"], notes["id"]]  # by id
     assert response.json()["attachments"][0] == photo
     history = api.get("/api/rooms/lobby/messages/").json()["results"]
     assert history[-1]["attachments"] == response.json()["attachments"]
     # A retry with the same client_msg_id answers the stored message; a new message cannot reuse them.
-    again = api.post("/api/rooms/lobby/messages/", {"body": "two files", "client_msg_id": "a-1",
-                                                    "attachments": [notes["id"], photo["id"]]}, format="json")
+    again = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "two files", "client_msg_id": "a-1", "attachments": [notes["id"], photo["id"]]},
+        format="json",
+    )
     assert again.status_code == 200 and again.json()["id"] == response.json()["id"]
-    reuse = api.post("/api/rooms/lobby/messages/", {"body": "again", "client_msg_id": "a-2",
-                                                    "attachments": [photo["id"]]}, format="json")
+    reuse = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "again", "client_msg_id": "a-2", "attachments": [photo["id"]]},
+        format="json",
+    )
     assert reuse.status_code == 400 and reuse.json()["code"] == "invalid_attachment"
 
 
 @pytest.mark.django_db
-def test_a_message_with_someone_elses_or_another_rooms_upload_is_refused_and_not_stored(api, room, user, other_user):
+def test_a_message_with_someone_elses_or_another_rooms_upload_is_refused_and_not_stored(
+    api, room, user, other_user
+):
     from rooms.models import Message
 
     services.member_join(room=room, user=other_user)
@@ -214,8 +255,11 @@ def test_a_message_with_someone_elses_or_another_rooms_upload_is_refused_and_not
     factories.make_room(created_by=user, slug="other")
     elsewhere = upload(api, "other", "o.txt", b"other room", "text/plain").json()
     for ids in ([bobs["id"]], [elsewhere["id"]], [999999], list(range(1, 12))):
-        response = api.post("/api/rooms/lobby/messages/", {"body": "x", "client_msg_id": f"x-{ids[0]}-{len(ids)}",
-                                                           "attachments": ids}, format="json")
+        response = api.post(
+            "/api/rooms/lobby/messages/",
+            {"body": "x", "client_msg_id": f"x-{ids[0]}-{len(ids)}", "attachments": ids},
+            format="json",
+        )
         assert response.status_code == 400, (ids, response.content)
     assert not Message.objects.filter(room=room).exists()
     from rooms.models import Room
@@ -224,22 +268,38 @@ def test_a_message_with_someone_elses_or_another_rooms_upload_is_refused_and_not
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_socket_send_carries_attachments_and_refuses_a_foreign_one_with_an_error_frame(joined, user, room):
+async def test_a_socket_send_carries_attachments_and_refuses_a_foreign_one_with_an_error_frame(
+    joined, user, room
+):
     from channels.db import database_sync_to_async
 
     from tests.conftest import new_client_msg_id
 
     def make(name):
-        return attachments.attachment_upload(room=room, user=user, upload=SimpleUploadedFile(name, b"text body"))
+        return attachments.attachment_upload(
+            room=room, user=user, upload=SimpleUploadedFile(name, b"text body")
+        )
 
     mine = await database_sync_to_async(make)("a.txt")
-    await joined.send({"type": "message.send", "body": "with file", "client_msg_id": new_client_msg_id(),
-                       "attachments": [mine.pk]})
+    await joined.send(
+        {
+            "type": "message.send",
+            "body": "with file",
+            "client_msg_id": new_client_msg_id(),
+            "attachments": [mine.pk],
+        }
+    )
     frames = [await joined.receive(), await joined.receive()]
     message = next(f for f in frames if f["type"] == "message")
     assert [a["name"] for a in message["message"]["attachments"]] == ["a.txt"]
-    await joined.send({"type": "message.send", "body": "again", "client_msg_id": new_client_msg_id(),
-                       "attachments": [mine.pk]})
+    await joined.send(
+        {
+            "type": "message.send",
+            "body": "again",
+            "client_msg_id": new_client_msg_id(),
+            "attachments": [mine.pk],
+        }
+    )
     error = await joined.receive_type("error")
     assert error["code"] == "invalid_attachment"
     assert await joined.nothing_more()

@@ -45,38 +45,54 @@ def private_room(slug: str, owner: str, member: str) -> None:
 
     users = get_user_model().objects
     room = factories.make_room(created_by=users.get(username=owner), slug=slug, is_private=True)
-    services.member_add(room=room, actor=users.get(username=owner), user=users.get(username=member), role="member")
+    services.member_add(
+        room=room, actor=users.get(username=owner), user=users.get(username=member), role="member"
+    )
 
 
-def test_files_picked_and_pasted_are_sent_and_shown_on_another_node_with_names_as_text(stack, browser, tmp_path):
+def test_files_picked_and_pasted_are_sent_and_shown_on_another_node_with_names_as_text(
+    stack, browser, tmp_path
+):
     _base, nodes = stack
     orm(make_people, "at-ann", "at-bob", "at-eve", rooms={"scratch-files": "at-ann"})
     orm(private_room, "files", "at-ann", "at-bob")
-    sender_context, reader_context, stranger_context = new_context(browser), new_context(browser), new_context(browser)
+    sender_context, reader_context, stranger_context = (
+        new_context(browser),
+        new_context(browser),
+        new_context(browser),
+    )
     try:
         ann = open_room(sender_context, nodes[0].http, "files", username="at-ann")
         bob = open_room(reader_context, nodes[1].http, "files", username="at-bob")
         assert ann.locator("#attach-button").is_visible()
 
-        ann.set_input_files("#attachment-input", files=[
-            {"name": XSS_NAME, "mimeType": "text/plain", "buffer": b"plain notes\n"}])
+        ann.set_input_files(
+            "#attachment-input",
+            files=[{"name": XSS_NAME, "mimeType": "text/plain", "buffer": b"plain notes\n"}],
+        )
         ann.wait_for_selector('.attachment-chip[data-status="ready"]', timeout=10_000)
         # A picture pasted into the text area (a clipboard event carrying a file).
-        ann.evaluate("""(bytes) => {
+        ann.evaluate(
+            """(bytes) => {
           const data = new DataTransfer();
           data.items.add(new File([new Uint8Array(bytes)], "pasted.png", {type: "image/png"}));
           const event = new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true});
           document.getElementById("message-body").dispatchEvent(event);
-        }""", list(png_bytes()))
+        }""",
+            list(png_bytes()),
+        )
         ann.wait_for_function(
-            "() => document.querySelectorAll('.attachment-chip[data-status=\"ready\"]').length === 2", timeout=10_000)
+            "() => document.querySelectorAll('.attachment-chip[data-status=\"ready\"]').length === 2",
+            timeout=10_000,
+        )
         ann.fill("#message-body", "two files")
         ann.press("#message-body", "Enter")
 
         bob.wait_for_selector(".message__attachments .attachment__thumbnail", timeout=10_000)
         bob.wait_for_function(
             "() => [...document.querySelectorAll('.attachment__thumbnail')].every((img) => img.complete && img.naturalWidth > 0)",
-            timeout=10_000)
+            timeout=10_000,
+        )
         names = bob.locator(".attachment__name").all_text_contents()
         assert names == [XSS_NAME]
         assert bob.locator(".message__attachments img").count() == 1  # the thumbnail only, no injected <img>

@@ -51,7 +51,14 @@ def test_percentile_is_nearest_rank():
 def test_latency_summary_of_unsorted_samples_and_of_none():
     s = stats.latency_summary([5.0, 1.0, 3.0, 2.0, 4.0] * 20)
     assert s == {"count": 100, "p50": 3.0, "p95": 5.0, "p99": 5.0, "max": 5.0, "mean": 3.0}
-    assert stats.latency_summary([]) == {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+    assert stats.latency_summary([]) == {
+        "count": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+        "mean": None,
+    }
 
 
 def test_expected_deliveries_for_thirty_clients_round_robin_in_one_room():
@@ -80,23 +87,37 @@ def test_per_node_delivery_reports_what_each_nodes_members_received():
     expected = stats.expected_matrix(members, [(0, "node-1", 20)])
     received = {"node-1": {"node-1": 20}}
     per_node = stats.per_node_delivery(expected, received, members)
-    assert per_node["node-1"] == {"members": 1, "expected": 20, "received": 20, "rate_pct": 100.0,
-                                  "from": {"node-1": 20}}
+    assert per_node["node-1"] == {
+        "members": 1,
+        "expected": 20,
+        "received": 20,
+        "rate_pct": 100.0,
+        "from": {"node-1": 20},
+    }
     assert per_node["node-2"]["received"] == 0 and per_node["node-2"]["rate_pct"] == 0.0
     assert per_node["node-3"]["expected"] == 20
 
 
 def test_merge_counts_adds_flat_and_nested_counts():
     assert stats.merge_counts([{"a": 1, "m": {"x": 2}}, {"a": 2, "b": 1, "m": {"x": 1, "y": 4}}]) == {
-        "a": 3, "b": 1, "m": {"x": 3, "y": 4}}
+        "a": 3,
+        "b": 1,
+        "m": {"x": 3, "y": 4},
+    }
 
 
 def test_ramp_step_passes_needs_delivery_and_p99():
     ok = {"delivery_rate_pct": 99.95, "latency_ms": {"p99": 80.0}}
     assert stats.ramp_step_passes(ok, min_delivery_pct=99.9, max_p99_ms=100)
-    assert not stats.ramp_step_passes({**ok, "delivery_rate_pct": 99.8}, min_delivery_pct=99.9, max_p99_ms=100)
-    assert not stats.ramp_step_passes({**ok, "latency_ms": {"p99": 100.0}}, min_delivery_pct=99.9, max_p99_ms=100)
-    assert not stats.ramp_step_passes({"delivery_rate_pct": None, "latency_ms": {}}, min_delivery_pct=99.9, max_p99_ms=100)
+    assert not stats.ramp_step_passes(
+        {**ok, "delivery_rate_pct": 99.8}, min_delivery_pct=99.9, max_p99_ms=100
+    )
+    assert not stats.ramp_step_passes(
+        {**ok, "latency_ms": {"p99": 100.0}}, min_delivery_pct=99.9, max_p99_ms=100
+    )
+    assert not stats.ramp_step_passes(
+        {"delivery_rate_pct": None, "latency_ms": {}}, min_delivery_pct=99.9, max_p99_ms=100
+    )
 
 
 def test_log_histogram_keeps_every_sample():
@@ -107,19 +128,41 @@ def test_log_histogram_keeps_every_sample():
 
 
 def _result(rate, received, expected, per_node):
-    return {"delivery_rate_pct": rate, "received": received, "expected": expected, "sent": 20, "acks": 20,
-            "latency_ms": {"p50": 2.5, "p95": 4.0, "p99": 5.25, "max": 9.0}, "per_node": per_node,
-            "deliveries_per_s": 30.0, "clients": 3, "connected": 3, "connect_ms": {"p50": 1.0, "p99": 2.0, "all": 10.0},
-            "node_cpu_us_per_delivery": 150.0, "node_stats": {"node-1": {"cpu_s": 0.1, "peak_rss_mb": 90.0}},
-            "loadgen": {"cpu_pct": 3.0, "loop_delay_p99_ms": 1.5}, "errors": {"duplicate": 0, "connect_timeout": 2}}
+    return {
+        "delivery_rate_pct": rate,
+        "received": received,
+        "expected": expected,
+        "sent": 20,
+        "acks": 20,
+        "latency_ms": {"p50": 2.5, "p95": 4.0, "p99": 5.25, "max": 9.0},
+        "per_node": per_node,
+        "deliveries_per_s": 30.0,
+        "clients": 3,
+        "connected": 3,
+        "connect_ms": {"p50": 1.0, "p99": 2.0, "all": 10.0},
+        "node_cpu_us_per_delivery": 150.0,
+        "node_stats": {"node-1": {"cpu_s": 0.1, "peak_rss_mb": 90.0}},
+        "loadgen": {"cpu_pct": 3.0, "loop_delay_p99_ms": 1.5},
+        "errors": {"duplicate": 0, "connect_timeout": 2},
+    }
 
 
 def test_table_compares_the_modes_row_by_row():
-    node = lambda got: {"members": 1, "expected": 20, "received": got, "rate_pct": 100.0 * got / 20, "from": {}}
-    table = stats.render_table({
-        "memory": _result(33.333, 20, 60, {"node-1": node(20), "node-2": node(0), "node-3": node(0)}),
-        "redis": _result(100.0, 60, 60, {"node-1": node(20), "node-2": node(20), "node-3": node(20)}),
-    })
+    def node(got):
+        return {
+            "members": 1,
+            "expected": 20,
+            "received": got,
+            "rate_pct": 100.0 * got / 20,
+            "from": {},
+        }
+
+    table = stats.render_table(
+        {
+            "memory": _result(33.333, 20, 60, {"node-1": node(20), "node-2": node(0), "node-3": node(0)}),
+            "redis": _result(100.0, 60, 60, {"node-1": node(20), "node-2": node(20), "node-3": node(20)}),
+        }
+    )
     lines = table.splitlines()
     assert lines[0] == "| measure | in-memory layer | Redis Pub/Sub |"
     assert "| delivery rate | 33.3% (20 of 60) | 100.0% (60 of 60) |" in lines
@@ -162,15 +205,35 @@ def test_small_real_run_counts_every_delivery_in_both_modes(bench_database, tmp_
     """3 nodes, 30 clients in one room (10 per node), 3 senders (one per node) at 5 msg/s for
     2 s: with Redis all 30 members get all 30 messages (900); with the in-memory layer each
     message reaches only the 10 members on its sender's node (300)."""
-    scn = Scenario(name="test", description="small real run", nodes=3, clients=30, rooms=1, senders=3,
-                   rate=5.0, duration=2.0)
-    data = prepare(database_url=bench_database, users=30, rooms=1, product_dir=cluster.REPO_DIR, migrate=False)
+    scn = Scenario(
+        name="test",
+        description="small real run",
+        nodes=3,
+        clients=30,
+        rooms=1,
+        senders=3,
+        rate=5.0,
+        duration=2.0,
+    )
+    data = prepare(
+        database_url=bench_database, users=30, rooms=1, product_dir=cluster.REPO_DIR, migrate=False
+    )
     assert len(set(data["tokens"])) == 30 and data["rooms"] == ["r0"]
     results = {}
     for mode in ("redis", "memory"):
-        run = runner.run_mode(scn, mode, tokens=data["tokens"], rooms=data["rooms"], database_url=bench_database,
-                              redis_url=os.environ["REDIS_URL"], log_dir=tmp_path, progress=False,
-                              quiet_s=1.0, drain_s=8.0, log=lambda m: None)
+        run = runner.run_mode(
+            scn,
+            mode,
+            tokens=data["tokens"],
+            rooms=data["rooms"],
+            database_url=bench_database,
+            redis_url=os.environ["REDIS_URL"],
+            log_dir=tmp_path,
+            progress=False,
+            quiet_s=1.0,
+            drain_s=8.0,
+            log=lambda m: None,
+        )
         results[mode] = r = run["steps"][0]
         assert r["connected"] == 30 and r["sent"] == 30 and r["acks"] == 30, r["errors"]
         assert r["expected"] == 900 and r["expected_local"] == 300
@@ -180,12 +243,19 @@ def test_small_real_run_counts_every_delivery_in_both_modes(bench_database, tmp_
         assert all(s["cpu_s"] is not None and s["peak_rss_mb"] > 0 for s in r["node_stats"].values())
         assert r["loadgen"]["procs"] == 1 and r["loadgen"]["loop_delay_p99_ms"] is not None
         for n in run["nodes"]:  # every node was stopped
-            assert not psutil.pid_exists(n["pid"]) or psutil.Process(n["pid"]).status() == psutil.STATUS_ZOMBIE
+            assert (
+                not psutil.pid_exists(n["pid"]) or psutil.Process(n["pid"]).status() == psutil.STATUS_ZOMBIE
+            )
     redis, memory = results["redis"], results["memory"]
     assert redis["received"] == 900 and redis["delivery_rate_pct"] == 100.0
-    for node, row in redis["per_node"].items():
-        assert row == {"members": 10, "expected": 300, "received": 300, "rate_pct": 100.0,
-                       "from": {"node-1": 100, "node-2": 100, "node-3": 100}}
+    for row in redis["per_node"].values():
+        assert row == {
+            "members": 10,
+            "expected": 300,
+            "received": 300,
+            "rate_pct": 100.0,
+            "from": {"node-1": 100, "node-2": 100, "node-3": 100},
+        }
     assert memory["received"] == 300 and memory["delivery_rate_pct"] == pytest.approx(33.333, abs=0.001)
     for node, row in memory["per_node"].items():
         assert row["received"] == 100 and row["from"] == {node: 100}
@@ -197,9 +267,27 @@ def test_small_real_run_counts_every_delivery_in_both_modes(bench_database, tmp_
 @pytest.mark.django_db(transaction=True)
 def test_ctrl_c_stops_every_process_the_tool_started(bench_database, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "seed-3", "--modes", "redis", "--duration", "60", "--no-chart",
-         "--database-url", bench_database, "--redis-url", os.environ["REDIS_URL"], "--out", str(tmp_path)],
-        cwd=cluster.REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "seed-3",
+            "--modes",
+            "redis",
+            "--duration",
+            "60",
+            "--no-chart",
+            "--database-url",
+            bench_database,
+            "--redis-url",
+            os.environ["REDIS_URL"],
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=cluster.REPO_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

@@ -38,8 +38,14 @@ from tests.test_cluster import balanced_cluster, needs_nginx
 from tests.tools import CHROMIUM, CHROMIUM_REASON, HAVE_CHROMIUM
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 LATENCY_LIMIT_MS = 1000
 
@@ -71,6 +77,7 @@ RECORD_SOCKETS = """
 
 def orm(fn, *args, **kwargs):
     """Run ``fn`` (ORM work) in a worker thread and return its result (see the module doc)."""
+
     def call():
         try:
             return fn(*args, **kwargs)
@@ -133,7 +140,8 @@ def stored(slug: str) -> list[tuple[int, str]]:
 
 def post(node, token: str, slug: str, body: str) -> dict:
     status, _, answer = Http(node, token).request(
-        "POST", f"/api/rooms/{slug}/messages/", json_body={"body": body, "client_msg_id": uuid.uuid4().hex})
+        "POST", f"/api/rooms/{slug}/messages/", json_body={"body": body, "client_msg_id": uuid.uuid4().hex}
+    )
     assert status == 201, answer
     return json.loads(answer)
 
@@ -164,7 +172,9 @@ def connected_to(page, *, other_than: str | None = None, timeout: float = 15_000
           const status = document.getElementById("connection-status");
           return status.classList.contains("status--connected") && status.dataset.serverId !== other;
         }""",
-        arg=other_than or "", timeout=timeout)
+        arg=other_than or "",
+        timeout=timeout,
+    )
     return page.locator("#connection-status").get_attribute("data-server-id")
 
 
@@ -172,7 +182,8 @@ def shown(page) -> list[tuple[int, str]]:
     """``(seq, body)`` of every message in the page's list, in page order."""
     rows = page.eval_on_selector_all(
         "#message-list li[data-seq]",
-        "items => items.map(li => [Number(li.dataset.seq), li.querySelector('.message__body').textContent])")
+        "items => items.map(li => [Number(li.dataset.seq), li.querySelector('.message__body').textContent])",
+    )
     return [tuple(row) for row in rows]
 
 
@@ -180,7 +191,9 @@ def wait_shown(page, body: str, timeout: float = 10_000) -> None:
     page.wait_for_function(
         """(body) => [...document.querySelectorAll("#message-list .message__body")]
                        .some((el) => el.textContent === body)""",
-        arg=body, timeout=timeout)
+        arg=body,
+        timeout=timeout,
+    )
 
 
 def typed_latency_ms(sender, receiver, body: str) -> int:
@@ -195,11 +208,14 @@ def typed_latency_ms(sender, receiver, body: str) -> int:
             if (seen()) { window.__seenAt = Date.now(); observer.disconnect(); }
           });
           observer.observe(list, { childList: true, subtree: true, characterData: true });
-        }""", body)
+        }""",
+        body,
+    )
     sender.evaluate(
         """() => document.getElementById("message-body").addEventListener("keydown", (e) => {
           if (e.key === "Enter") window.__sentAt = Date.now();
-        }, { capture: true, once: true })""")
+        }, { capture: true, once: true })"""
+    )
     sender.fill("#message-body", body)
     sender.press("#message-body", "Enter")
     receiver.wait_for_function("() => window.__seenAt !== null", timeout=10_000)
@@ -211,7 +227,8 @@ def online(page) -> list[str]:
     return page.eval_on_selector_all(
         "#presence-list .presence__member",
         """items => items.map(li => li.querySelector(".presence__name").textContent
-                                   + (li.querySelector(".presence__you") ? " (you)" : ""))""")
+                                   + (li.querySelector(".presence__you") ? " (you)" : ""))""",
+    )
 
 
 def wait_online(page, expected: list[str], timeout: float = 5_000) -> float:
@@ -224,7 +241,10 @@ def wait_online(page, expected: list[str], timeout: float = 5_000) -> float:
             (li) => li.querySelector(".presence__name").textContent + (li.querySelector(".presence__you") ? " (you)" : ""));
           return !document.getElementById("presence").classList.contains("presence--stale")
             && JSON.stringify(names) === JSON.stringify(expected);
-        }""", arg=expected, timeout=timeout)
+        }""",
+        arg=expected,
+        timeout=timeout,
+    )
     waited = time.monotonic() - started
     summary = page.locator("#presence-details summary").inner_text()
     assert summary.startswith(f"Online ({len(expected)})"), (summary, online(page))
@@ -242,11 +262,14 @@ def typing_latency_ms(typist, watcher, hint: str) -> int:
           const observer = new MutationObserver(check);
           observer.observe(line, { childList: true, subtree: true, characterData: true });
           check();
-        }""", hint)
+        }""",
+        hint,
+    )
     typist.evaluate(
         """() => document.getElementById("message-body").addEventListener("keydown", () => {
           window.__keyAt = Date.now();
-        }, { capture: true, once: true })""")
+        }, { capture: true, once: true })"""
+    )
     typist.press("#message-body", "h")
     watcher.wait_for_function("() => window.__hintAt !== null", timeout=5_000)
     return watcher.evaluate("() => window.__hintAt") - typist.evaluate("() => window.__keyAt")
@@ -259,7 +282,8 @@ def screenshot(page, tmp_path, name: str) -> None:
 
 
 def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_a_second(
-        stack, browser, tmp_path):
+    stack, browser, tmp_path
+):
     balancer, nodes = stack
     tokens = orm(make_people, "alice", "bob", "carol", rooms={"r1": "alice", "r2": "carol"})
     alice_ctx, bob_ctx = browser.new_context(), browser.new_context()
@@ -290,7 +314,8 @@ def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_
               new MutationObserver((_, observer) => {
                 if (line.textContent === "") { window.__hintEndedAt = Date.now(); observer.disconnect(); }
               }).observe(line, { childList: true, subtree: true, characterData: true });
-            }""")
+            }"""
+        )
         there = typed_latency_ms(alice, bob, "hello bob, from node-1")
         # The hint ended with her message (same frame), not 4 s after her last typing frame.
         assert bob.inner_text("#typing-hint") == ""
@@ -307,7 +332,10 @@ def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_
         for page in (alice, bob):
             wait_shown(page, "carol in r1, after r2")
             assert [b for _, b in shown(page)] == [
-                "hello bob, from node-1", "hello alice, from node-2", "carol in r1, after r2"]
+                "hello bob, from node-1",
+                "hello alice, from node-2",
+                "carol in r1, after r2",
+            ]
             assert "only for r2" not in page.content()
         screenshot(alice, tmp_path, "node1-alice")
         screenshot(bob, tmp_path, "node2-bob")
@@ -382,8 +410,11 @@ def test_gap_repair_fetches_a_message_whose_broadcast_was_lost(stack, browser, t
             from rooms.models import Room
 
             return services.message_post(
-                room=Room.objects.get(slug="gap"), author=get_user_model().objects.get(username="bob"),
-                body="stored, never broadcast", client_msg_id=uuid.uuid4().hex).message.seq
+                room=Room.objects.get(slug="gap"),
+                author=get_user_model().objects.get(username="bob"),
+                body="stored, never broadcast",
+                client_msg_id=uuid.uuid4().hex,
+            ).message.seq
 
         assert orm(store_unbroadcast) == 2
         time.sleep(0.5)
@@ -392,8 +423,11 @@ def test_gap_repair_fetches_a_message_whose_broadcast_was_lost(stack, browser, t
 
         post(nodes[1], tokens["bob"], "gap", "live, after the gap")
         wait_shown(page, "live, after the gap")
-        assert shown(page) == orm(stored, "gap") == [
-            (1, "before the gap"), (2, "stored, never broadcast"), (3, "live, after the gap")]
+        assert (
+            shown(page)
+            == orm(stored, "gap")
+            == [(1, "before the gap"), (2, "stored, never broadcast"), (3, "live, after the gap")]
+        )
         assert any("after_seq=1" in url for url in history_reads), history_reads
         screenshot(page, tmp_path, "gap-repaired")
     finally:
@@ -428,7 +462,9 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
         screenshot(page, tmp_path, "outbox-while-node-down")
 
         node_a.log_path.rename(node_a.log_path.with_suffix(".killed.log"))
-        restarted = start_node(node_a.server_id, env=node_a.env, log_dir=node_a.log_path.parent, port=node_a.port)
+        restarted = start_node(
+            node_a.server_id, env=node_a.env, log_dir=node_a.log_path.parent, port=node_a.port
+        )
         nodes[nodes.index(node_a)] = restarted
         wait_healthy(restarted)
         healthy_at = time.time()
@@ -442,9 +478,11 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
         assert history_reads == []  # the missed messages came by the resume, not the REST API
         sockets = page.evaluate("() => window.__sockets")
         assert sockets[-1]["url"].endswith("/ws/rooms/out/?after_seq=1"), sockets[-1]
-        print(f"\nSIGKILL: node-1 back (healthy) {healthy_at - killed_at:.2f} s after the kill; page connected"
-              f" {connected_at - healthy_at:.2f} s later (backoff), {connected_at - killed_at:.2f} s in all;"
-              f" {len(sockets) - 1} reconnect attempts")
+        print(
+            f"\nSIGKILL: node-1 back (healthy) {healthy_at - killed_at:.2f} s after the kill; page connected"
+            f" {connected_at - healthy_at:.2f} s later (backoff), {connected_at - killed_at:.2f} s in all;"
+            f" {len(sockets) - 1} reconnect attempts"
+        )
         screenshot(page, tmp_path, "resumed-after-node-restart")
 
         # --- SIGTERM through the balancer: close 1012, reconnect at once to another node. ---
@@ -456,12 +494,14 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
         doomed.process.send_signal(signal.SIGTERM)
         now_on = connected_to(page, other_than=before, timeout=10_000)
         reconnect_s = time.time() - stop_at
-        sockets = page.evaluate("() => window.__sockets")[opened_before - 1:]
+        sockets = page.evaluate("() => window.__sockets")[opened_before - 1 :]
         assert sockets[0]["code"] == 1012, sockets
         assert len(sockets) == 2, sockets  # one new socket, opened without a backoff wait
         in_browser_ms = sockets[1]["openedAt"] - sockets[0]["closedAt"]
-        print(f"SIGTERM {before}: page on {now_on} {reconnect_s:.2f} s after the signal"
-              f" (close 1012 → new socket open: {in_browser_ms} ms in the browser)")
+        print(
+            f"SIGTERM {before}: page on {now_on} {reconnect_s:.2f} s after the signal"
+            f" (close 1012 → new socket open: {in_browser_ms} ms in the browser)"
+        )
         assert in_browser_ms < 500
         doomed.process.wait(10)
         post(nodes[(nodes.index(doomed) + 1) % 3], tokens["bob"], "out", "bob after 1012")
@@ -476,8 +516,9 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
 def test_rate_limited_sends_stay_in_the_outbox_and_go_out_after_retry_after(stack, browser, tmp_path):
     _, nodes = stack
     orm(make_people, "alice", rooms={"busy": "alice"})
-    strict = start_node("node-strict", env={**nodes[0].env, "WS_SEND_RATE": "2/s"},
-                        log_dir=nodes[0].log_path.parent)
+    strict = start_node(
+        "node-strict", env={**nodes[0].env, "WS_SEND_RATE": "2/s"}, log_dir=nodes[0].log_path.parent
+    )
     context = browser.new_context()
     try:
         wait_healthy(strict)
@@ -493,7 +534,8 @@ def test_rate_limited_sends_stay_in_the_outbox_and_go_out_after_retry_after(stac
                 input.value = `burst ${i}`;
                 document.getElementById("send-form").requestSubmit();
               }
-            }""")
+            }"""
+        )
         page.wait_for_selector("#outbox li", state="detached", timeout=10_000)
         labels = page.evaluate("() => [...window.__labels]")
         assert "not stored yet, retrying… (rate limited)" in labels, labels
@@ -519,7 +561,9 @@ WATCH_CSP = """
 """
 
 
-def test_pages_run_under_their_content_security_policy_without_a_violation_and_chat_works(stack, browser, tmp_path):
+def test_pages_run_under_their_content_security_policy_without_a_violation_and_chat_works(
+    stack, browser, tmp_path
+):
     """The sign-in page, the room page (two users chatting), the admin's log-in page and the API
     docs (Swagger UI) in Chromium under the policy the nodes send: no violation event and no
     "Refused to …" console error on any of them, and a message typed in one page shows in the
@@ -626,7 +670,9 @@ def test_node_names_show_to_staff_and_not_to_other_users_in_the_live_page(stack,
         user_ctx.close()
 
 
-def test_edit_and_delete_from_the_page_on_node1_show_live_on_node2_with_controls_per_role(stack, browser, tmp_path):
+def test_edit_and_delete_from_the_page_on_node1_show_live_on_node2_with_controls_per_role(
+    stack, browser, tmp_path
+):
     """The room page's Edit and Delete controls (static/rooms/room/actions.js, drawn through
     hooks.js's message parts): the author edits her message on node-1 and the other member's
     page on node-2 shows the new text and "(edited)"; he sees neither control on her message,

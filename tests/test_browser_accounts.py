@@ -49,7 +49,9 @@ def mailed_link(node, since: int, timeout: float = 10.0) -> str:
     raise AssertionError("no reset link in the node's log")
 
 
-def test_settings_then_a_forgotten_password_reset_through_the_console_mail_across_nodes(stack, browser, tmp_path):
+def test_settings_then_a_forgotten_password_reset_through_the_console_mail_across_nodes(
+    stack, browser, tmp_path
+):
     _, nodes = stack
     orm(make_people, "acct-ann", rooms={})
     node1, node2 = [node for node in nodes if node.process.poll() is None][:2]

@@ -43,7 +43,9 @@ def private_room(slug: str, owner: str) -> None:
 def is_member(slug: str, username: str) -> bool:
     from rooms.models import Membership
 
-    return Membership.objects.filter(room__slug=slug, user__username=username, banned_at__isnull=True).exists()
+    return Membership.objects.filter(
+        room__slug=slug, user__username=username, banned_at__isnull=True
+    ).exists()
 
 
 def open_members(page):
@@ -58,7 +60,9 @@ def member_row(page, username: str):
     return page.locator("#members-list li.member", has=page.locator(".member__name", has_text=username))
 
 
-def test_owner_adds_someone_to_a_private_room_from_the_page_and_they_open_it_on_another_node(stack, browser, tmp_path):
+def test_owner_adds_someone_to_a_private_room_from_the_page_and_they_open_it_on_another_node(
+    stack, browser, tmp_path
+):
     _, nodes = stack
     orm(make_people, "pm-ann", "pm-bob", "pm-eve", rooms={})
     orm(private_room, "pm-secret", "pm-ann")
@@ -78,7 +82,9 @@ def test_owner_adds_someone_to_a_private_room_from_the_page_and_they_open_it_on_
         panel = open_members(ann)
         panel.locator("#invite-username").fill("pm-bob")
         panel.locator("#invite-form button[type=submit]").click()
-        ann.wait_for_function("() => document.getElementById('members-status').textContent.includes('pm-bob is a member')")
+        ann.wait_for_function(
+            "() => document.getElementById('members-status').textContent.includes('pm-bob is a member')"
+        )
         assert member_row(ann, "pm-bob").count() == 1
         assert ann.text_content("#members-count") == " (2)"
         assert orm(is_member, "pm-secret", "pm-bob")
@@ -103,7 +109,8 @@ def test_owner_adds_someone_to_a_private_room_from_the_page_and_they_open_it_on_
 
 
 def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_node_then_a_rename_and_a_leave(
-        stack, browser, tmp_path):
+    stack, browser, tmp_path
+):
     _, nodes = stack
     orm(make_people, "pm-owner", "pm-member", rooms={"pm-hall": "pm-owner"})
     node1, node2 = live_nodes(nodes)[:2]
@@ -113,7 +120,9 @@ def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_nod
         member = open_room(member_ctx, node2.http, "pm-hall", username="pm-member")
         assert member.locator("#send-fieldset").is_enabled()
         # a public room: no "private" badge; a plain member: no role badge
-        assert member.locator("#room-private-badge").is_hidden() and member.locator("#my-role-badge").is_hidden()
+        assert (
+            member.locator("#room-private-badge").is_hidden() and member.locator("#my-role-badge").is_hidden()
+        )
         # a plain member sees the list but no moderation controls, and no settings
         open_members(member)
         assert member_row(member, "pm-owner").locator(".member__menu").count() == 0
@@ -126,7 +135,8 @@ def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_nod
         member.wait_for_function("() => document.getElementById('send-fieldset').disabled", timeout=5_000)
         assert member.locator("#message-body").get_attribute("placeholder").startswith("You are muted until")
         owner.wait_for_function(
-            "() => [...document.querySelectorAll('#members-list .member__notes')].some(n => n.textContent.startsWith('muted until'))")
+            "() => [...document.querySelectorAll('#members-list .member__notes')].some(n => n.textContent.startsWith('muted until'))"
+        )
         screenshot(member, tmp_path, "muted-member")
 
         row = member_row(owner, "pm-member")
@@ -142,8 +152,9 @@ def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_nod
         owner.locator("#room-settings summary").click()
         owner.fill("#room-name", "The Great Hall")
         owner.locator("#room-settings-form button[type=submit]").click()
-        member.wait_for_function("() => document.getElementById('room-name-text').textContent === 'The Great Hall'",
-                                 timeout=5_000)
+        member.wait_for_function(
+            "() => document.getElementById('room-name-text').textContent === 'The Great Hall'", timeout=5_000
+        )
 
         # the member leaves from the page; the owner's list drops them at once
         member.once("dialog", lambda dialog: dialog.accept())
@@ -152,7 +163,8 @@ def test_a_mute_from_the_page_is_felt_at_once_on_the_members_page_on_another_nod
         assert member.url == f"{node2.http}/", member.url  # the room list
         owner.wait_for_function(
             "() => ![...document.querySelectorAll('#members-list .member__name')].some(n => n.textContent.includes('pm-member'))",
-            timeout=5_000)
+            timeout=5_000,
+        )
         assert not orm(is_member, "pm-hall", "pm-member")
     finally:
         owner_ctx.close()
@@ -167,7 +179,9 @@ def set_display_name(username: str, name: str) -> None:
     profiles.profile_update(user=get_user_model().objects.get(username=username), display_name=name)
 
 
-def test_display_names_and_generated_avatars_show_on_messages_drawn_by_the_server_and_live(stack, browser, tmp_path):
+def test_display_names_and_generated_avatars_show_on_messages_drawn_by_the_server_and_live(
+    stack, browser, tmp_path
+):
     """A display name set in the profile shows as the author of messages (with @username as
     the tooltip), on messages the server drew and on a live one from another node, each with
     the avatar made of its initials; the members panel shows it with the @username."""

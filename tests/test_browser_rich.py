@@ -19,14 +19,14 @@ from tests.test_browser import (  # noqa: F401 (fixtures)
 # Each payload would set window.__xss (or open a dialog) if it ran.
 XSS_BODIES = [
     "<script>window.__xss = 1; alert(1)</script>",
-    "<img src=x onerror=\"window.__xss = 2; alert(2)\">",
+    '<img src=x onerror="window.__xss = 2; alert(2)">',
     "[click me](javascript:window.__xss=3)",
     "[data](data:text/html;base64,PHNjcmlwdD53aW5kb3cuX194c3M9NDwvc2NyaXB0Pg==)",
-    "<a href=\"javascript:window.__xss=5\">a link</a>",
+    '<a href="javascript:window.__xss=5">a link</a>',
     "```\n<script>window.__xss = 6</script><img src=x onerror=window.__xss=6>\n```",
     "> <svg onload=window.__xss=7>\n> > <iframe src=javascript:window.__xss=8>",
     "![img](https://127.0.0.1:1/x.png)",
-    "[ok](https://example.com/\" onmouseover=\"window.__xss=9)",
+    '[ok](https://example.com/" onmouseover="window.__xss=9)',
     "**bold** and https://example.com/safe",
 ]
 
@@ -72,8 +72,10 @@ def test_xss_payloads_in_bodies_and_links_neither_run_nor_inject_elements(stack,
         _checked(page, dialogs)
         for body in XSS_BODIES[5:]:  # live, through another node
             post(live[0], tokens["x-ann"], "xss", body)
-        page.wait_for_function(f"() => document.querySelectorAll('#message-list li[data-seq]').length >= {len(XSS_BODIES)}",
-                               timeout=10_000)
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#message-list li[data-seq]').length >= {len(XSS_BODIES)}",
+            timeout=10_000,
+        )
         # the payloads show as text; Markdown as formatting; the one real link is a link
         text = page.locator("#message-list").inner_text()
         assert "<script>window.__xss = 1; alert(1)</script>" in text
@@ -113,8 +115,11 @@ def test_a_reaction_clicked_on_node1_shows_on_node2_and_back(stack, browser, tmp
         assert chip.get_attribute("aria-pressed") == "false"
         chip.click()  # bob adds his
         mine = ann.locator(f"{item} .reaction[data-emoji='👍'] .reaction__count")
-        ann.wait_for_function("(sel) => document.querySelector(sel)?.textContent === '2'",
-                              arg=f"{item} .reaction[data-emoji='👍'] .reaction__count", timeout=10_000)
+        ann.wait_for_function(
+            "(sel) => document.querySelector(sel)?.textContent === '2'",
+            arg=f"{item} .reaction[data-emoji='👍'] .reaction__count",
+            timeout=10_000,
+        )
         assert mine.inner_text() == "2"
         # any typed emoji through the picker's field
         bob.locator(f"{item} .reaction--add").click()
@@ -144,7 +149,9 @@ def test_a_reply_quote_jumps_to_an_old_parent_and_the_count_opens_the_thread(sta
 
         room = Room.objects.get(slug="threads")
         ann = get_user_model().objects.get(username="t-ann")
-        parent = services.message_post(room=room, author=ann, body="the *old* question", client_msg_id="p").message
+        parent = services.message_post(
+            room=room, author=ann, body="the *old* question", client_msg_id="p"
+        ).message
         for i in range(120):
             services.message_post(room=room, author=ann, body=f"filler {i}", client_msg_id=f"f{i}")
         return parent.seq
@@ -172,9 +179,12 @@ def test_a_reply_quote_jumps_to_an_old_parent_and_the_count_opens_the_thread(sta
         ann.locator(".reply-count", has_text="1 reply").wait_for(timeout=10_000)
         # a reply to the old parent, sent over REST from node 2: its quote loads the parent
         from tests.nodes import Http
+
         status, _, _ = Http(live[1], tokens["t-bob"]).request(
-            "POST", "/api/rooms/threads/messages/",
-            json_body={"body": "answering the old one", "client_msg_id": "old-1", "reply_to": parent_seq})
+            "POST",
+            "/api/rooms/threads/messages/",
+            json_body={"body": "answering the old one", "client_msg_id": "old-1", "reply_to": parent_seq},
+        )
         assert status == 201
         wait_shown(ann, "answering the old one")
         old_reply = ann.locator("#message-list li[data-seq]", has_text="answering the old one")
@@ -185,11 +195,11 @@ def test_a_reply_quote_jumps_to_an_old_parent_and_the_count_opens_the_thread(sta
         assert parent.locator(".message__body em").inner_text() == "old"
         assert parent.locator(".reply-count").inner_text() == "1 reply"
         parent.locator(".reply-count").click()
-        ann.locator(".thread .thread__list:not(.thread__parent) .message__body",
-                    has_text="answering the old one").wait_for(timeout=10_000)
+        ann.locator(
+            ".thread .thread__list:not(.thread__parent) .message__body", has_text="answering the old one"
+        ).wait_for(timeout=10_000)
         assert errors == []
         screenshot(ann, tmp_path, "thread")
     finally:
         ann_ctx.close()
         bob_ctx.close()
-

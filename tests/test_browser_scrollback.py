@@ -21,8 +21,18 @@ import uuid
 import pytest
 
 from tests.test_browser import (  # noqa: F401 (fixtures)
-    WATCH_CSP, browser, connected_to, make_people, open_room, orm, post, screenshot, shown, stack,
-    stored, wait_shown,
+    WATCH_CSP,
+    browser,
+    connected_to,
+    make_people,
+    open_room,
+    orm,
+    post,
+    screenshot,
+    shown,
+    stack,
+    stored,
+    wait_shown,
 )
 from tests.test_browser import pytestmark as browser_marks
 
@@ -45,17 +55,27 @@ def store_history(slug: str, created: list[tuple[str, dt.datetime]], bodies: lis
 
     room = Room.objects.get(slug=slug)
     users = {u.username: u for u in get_user_model().objects.all()}
-    Message.objects.bulk_create([
-        Message(room=room, author=users[name], seq=seq, client_msg_id=uuid.uuid4().hex,
+    Message.objects.bulk_create(
+        [
+            Message(
+                room=room,
+                author=users[name],
+                seq=seq,
+                client_msg_id=uuid.uuid4().hex,
                 body=bodies[seq - 1] if seq <= len(bodies) else f"message {seq}",
-                server_id="past", created_at=at)
-        for seq, (name, at) in enumerate(created, start=1)
-    ])
+                server_id="past",
+                created_at=at,
+            )
+            for seq, (name, at) in enumerate(created, start=1)
+        ]
+    )
     Room.objects.filter(pk=room.pk).update(last_seq=len(created))
 
 
 def page_seqs(page) -> list[int]:
-    return page.eval_on_selector_all("#message-list li[data-seq]", "items => items.map(li => Number(li.dataset.seq))")
+    return page.eval_on_selector_all(
+        "#message-list li[data-seq]", "items => items.map(li => Number(li.dataset.seq))"
+    )
 
 
 def log_state(page) -> dict:
@@ -68,20 +88,26 @@ def log_state(page) -> dict:
 
 def offset_in_log(page, seq: int) -> float | None:
     """Where message ``seq``'s top is, in px below the log's top edge (None: not in the list)."""
-    return page.evaluate("""(seq) => {
+    return page.evaluate(
+        """(seq) => {
       const li = document.getElementById("message-" + seq);
       if (!li) return null;
       return li.getBoundingClientRect().top - document.getElementById("chat-log").getBoundingClientRect().top;
-    }""", seq)
+    }""",
+        seq,
+    )
 
 
 def in_view(page, seq: int) -> bool:
-    return page.evaluate("""(seq) => {
+    return page.evaluate(
+        """(seq) => {
       const li = document.getElementById("message-" + seq);
       const log = document.getElementById("chat-log").getBoundingClientRect();
       const r = li && li.getBoundingClientRect();
       return Boolean(r) && r.bottom > log.top && r.top < log.bottom;
-    }""", seq)
+    }""",
+        seq,
+    )
 
 
 def dividers(page) -> list[tuple[str, int]]:
@@ -96,7 +122,7 @@ def dividers(page) -> list[tuple[str, int]]:
 
 def day_label(at: dt.datetime, today: dt.date) -> str:
     """The page's label for ``at``'s day in UTC with the en-US locale (as the contexts below)."""
-    day = at.astimezone(dt.timezone.utc).date()
+    day = at.astimezone(dt.UTC).date()
     if day == today:
         return "Today"
     if day == today - dt.timedelta(days=1):
@@ -160,17 +186,27 @@ def store_unbroadcast(slug: str, username: str, body: str) -> int:
     from rooms.models import Room
 
     return services.message_post(
-        room=Room.objects.get(slug=slug), author=get_user_model().objects.get(username=username),
-        body=body, client_msg_id=uuid.uuid4().hex).message.seq
+        room=Room.objects.get(slug=slug),
+        author=get_user_model().objects.get(username=username),
+        body=body,
+        client_msg_id=uuid.uuid4().hex,
+    ).message.seq
 
 
 def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_ones_arrive_from_another_node(
-        stack, browser, tmp_path):
+    stack, browser, tmp_path
+):
     _base, nodes = stack
     tokens = orm(make_people, "sb-ann", "sb-bob", rooms={"long": "sb-ann"})
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=5)
-    orm(store_history, "long", [("sb-ann" if seq % 3 else "sb-bob", start + dt.timedelta(seconds=30 * seq))
-                                for seq in range(1, 251)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=5)
+    orm(
+        store_history,
+        "long",
+        [
+            ("sb-ann" if seq % 3 else "sb-bob", start + dt.timedelta(seconds=30 * seq))
+            for seq in range(1, 251)
+        ],
+    )
     context = new_context(browser)
     errors = []
     context.on("weberror", lambda e: errors.append(str(e.error)))
@@ -194,12 +230,15 @@ def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_on
             if seqs[0] == 1:
                 break
             first = seqs[0]
-            before = page.evaluate("""(seq) => {
+            before = page.evaluate(
+                """(seq) => {
               const log = document.getElementById("chat-log");
               log.scrollTop = 0;  // the scroll event comes after this returns
               const li = document.getElementById("message-" + seq);
               return li.getBoundingClientRect().top - log.getBoundingClientRect().top;
-            }""", first)
+            }""",
+                first,
+            )
             if round_ == 1:  # the connection drops: the live one comes with the resume
                 page.evaluate("() => window.__ws.at(-1).close()")
             if round_ == 2:  # its broadcast is lost: the next live one makes the page fetch it
@@ -208,7 +247,9 @@ def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_on
             live.append(post(nodes[1], tokens["sb-bob"], "long", f"live {round_}")["seq"])
             page.wait_for_function(
                 "(first) => Number(document.querySelector('#message-list li[data-seq]').dataset.seq) < first",
-                arg=first, timeout=10_000)
+                arg=first,
+                timeout=10_000,
+            )
             # The reader's place is kept: the message that was first in view has not moved.
             page.wait_for_timeout(50)
             after = offset_in_log(page, first)
@@ -237,30 +278,37 @@ def test_scroll_back_through_250_messages_shows_each_once_in_order_while_live_on
 def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
     _base, nodes = stack
     tokens = orm(make_people, "dd-ann", "dd-bob", "dd-cat", rooms={"days": "dd-ann"})
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     today = now.date()
     midday = lambda days_ago: dt.datetime.combine(  # noqa: E731
-        today - dt.timedelta(days=days_ago), dt.time(12), tzinfo=dt.timezone.utc)
+        today - dt.timedelta(days=days_ago), dt.time(12), tzinfo=dt.UTC
+    )
     created = [
-        ("dd-bob", midday(9)), ("dd-bob", midday(9) + dt.timedelta(minutes=1)),  # 1, 2: one group
-        ("dd-cat", midday(9) + dt.timedelta(minutes=2)),                          # 3: another author
-        ("dd-cat", midday(1)),                                                    # 4: Yesterday
-        ("dd-cat", midday(1) + dt.timedelta(minutes=20)),                         # 5: 20 min later
-        ("dd-ann", midday(1) + dt.timedelta(minutes=21)),                         # 6
-        ("dd-ann", midday(1) + dt.timedelta(minutes=22)),                         # 7: grouped
+        ("dd-bob", midday(9)),
+        ("dd-bob", midday(9) + dt.timedelta(minutes=1)),  # 1, 2: one group
+        ("dd-cat", midday(9) + dt.timedelta(minutes=2)),  # 3: another author
+        ("dd-cat", midday(1)),  # 4: Yesterday
+        ("dd-cat", midday(1) + dt.timedelta(minutes=20)),  # 5: 20 min later
+        ("dd-ann", midday(1) + dt.timedelta(minutes=21)),  # 6
+        ("dd-ann", midday(1) + dt.timedelta(minutes=22)),  # 7: grouped
     ]
     # Today's: a run of dd-bob within the last minutes (grouped) and enough to scroll.
     recent = now - dt.timedelta(minutes=3)
     if recent.date() != today:  # just after midnight: keep them on one day
-        recent = dt.datetime.combine(today, dt.time(0, 0, 1), tzinfo=dt.timezone.utc)
+        recent = dt.datetime.combine(today, dt.time(0, 0, 1), tzinfo=dt.UTC)
     created += [("dd-bob" if i % 10 else "dd-cat", recent + dt.timedelta(seconds=i)) for i in range(40)]
     bodies = [
-        "Kick-off notes are in the wiki.", "Please add your questions there before Friday.",
+        "Kick-off notes are in the wiki.",
+        "Please add your questions there before Friday.",
         "Thanks! Reading them now.",
-        "Deploy of the new balancer config went fine.", "Nothing in the error budget either.",
-        "Great, closing the ticket.", "שלום לכולם, הכל עובד אצלי", *[
+        "Deploy of the new balancer config went fine.",
+        "Nothing in the error budget either.",
+        "Great, closing the ticket.",
+        "שלום לכולם, הכל עובד אצלי",
+        *[
             "Morning! Standup in 10 minutes." if i % 10 == 0 else f"Checking item {i} of the release list"
-            for i in range(40)],
+            for i in range(40)
+        ],
     ]
     orm(store_history, "days", created, bodies)
     context = new_context(browser)
@@ -271,7 +319,8 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
         expected_dividers = [(day_label(midday(9), today), 1), ("Yesterday", 4), ("Today", 8)]
         assert dividers(page) == expected_dividers
         continued = page.eval_on_selector_all(
-            "#message-list li.message--continued", "items => items.map(li => Number(li.dataset.seq))")
+            "#message-list li.message--continued", "items => items.map(li => Number(li.dataset.seq))"
+        )
         expected_continued = [2, 7] + [8 + i for i in range(40) if i % 10 not in (0, 1)]
         assert continued == expected_continued
         # A continued message hides its name line until hovered (still in the DOM for readers).
@@ -296,7 +345,9 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
             post(nodes[1], tokens["dd-bob"], "days", body)
             wait_shown(page, body)
         page.wait_for_function(
-            "() => document.getElementById('jump-latest-button').textContent.includes('(2 new)')", timeout=5_000)
+            "() => document.getElementById('jump-latest-button').textContent.includes('(2 new)')",
+            timeout=5_000,
+        )
         assert log_state(page)["top"] < 5
         assert not in_view(page, 49)
         page.click("#jump-latest-button")
@@ -306,8 +357,11 @@ def test_date_dividers_groups_and_jump_to_latest(stack, browser, tmp_path):
         # At the bottom, a live message keeps the view at the bottom, with no button.
         post(nodes[2], tokens["dd-bob"], "days", "new three")
         wait_shown(page, "new three")
-        page.wait_for_function("() => { const l = document.getElementById('chat-log');"
-                               " return l.scrollHeight - l.scrollTop - l.clientHeight < 80; }", timeout=5_000)
+        page.wait_for_function(
+            "() => { const l = document.getElementById('chat-log');"
+            " return l.scrollHeight - l.scrollTop - l.clientHeight < 80; }",
+            timeout=5_000,
+        )
         assert page.locator("#jump-latest").is_hidden()
         assert page_seqs(page) == list(range(1, 51))
         screenshot(page, tmp_path, "at-the-latest")
@@ -324,12 +378,19 @@ def open_with_last_read_seq(page, last_read_seq: int) -> None:
 
 
 def test_opening_a_room_with_last_read_seq_lands_at_the_first_unread_under_a_new_messages_divider(
-        stack, browser, tmp_path):
+    stack, browser, tmp_path
+):
     _base, nodes = stack
     orm(make_people, "lr-ann", "lr-bob", rooms={"unread": "lr-ann"})
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
-    orm(store_history, "unread", [("lr-bob" if seq % 4 else "lr-ann", start + dt.timedelta(seconds=20 * seq))
-                                  for seq in range(1, 251)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    orm(
+        store_history,
+        "unread",
+        [
+            ("lr-bob" if seq % 4 else "lr-ann", start + dt.timedelta(seconds=20 * seq))
+            for seq in range(1, 251)
+        ],
+    )
     context = new_context(browser)
     try:
         # Read up to 120 (the newest 50 on the page are 201..250): the page loads back past it.
@@ -351,10 +412,15 @@ def test_opening_a_room_with_last_read_seq_lands_at_the_first_unread_under_a_new
         # While the landing loads pages back to 123, the divider sits for a moment above the
         # oldest message loaded so far: wait for the landing to end (the "Jump to latest" button)
         # and for the divider's final place.
-        page.wait_for_function("() => document.getElementById('jump-latest').hidden === false", timeout=10_000)
-        page.wait_for_function("""() => { const d = document.querySelector('#message-list li.divider--new');
+        page.wait_for_function(
+            "() => document.getElementById('jump-latest').hidden === false", timeout=10_000
+        )
+        page.wait_for_function(
+            """() => { const d = document.querySelector('#message-list li.divider--new');
             let next = d && d.nextElementSibling; while (next && !next.dataset.seq) next = next.nextElementSibling;
-            return Boolean(next) && next.dataset.seq === '125'; }""", timeout=10_000)
+            return Boolean(next) && next.dataset.seq === '125'; }""",
+            timeout=10_000,
+        )
         assert ("New messages", 125) in dividers(page)
         assert in_view(page, 125)
 
@@ -371,7 +437,7 @@ def test_opening_a_room_with_last_read_seq_lands_at_the_first_unread_under_a_new
 def test_a_room_page_without_last_read_seq_opens_at_the_latest_message(stack, browser):
     _base, nodes = stack
     orm(make_people, "nl-ann", "nl-bob", rooms={"nolr": "nl-ann"})
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     orm(store_history, "nolr", [("nl-bob", start + dt.timedelta(seconds=seq)) for seq in range(1, 121)])
     context = new_context(browser)
     try:

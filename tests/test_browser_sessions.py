@@ -62,14 +62,18 @@ def wait_signed_out(page, timeout: float = 10_000) -> None:
         """() => {
           const status = document.getElementById("connection-status");
           return status.classList.contains("status--stopped") && status.textContent.includes("not signed in");
-        }""", timeout=timeout)
+        }""",
+        timeout=timeout,
+    )
 
 
 def close_codes(page) -> list:
     return page.evaluate("() => window.__sockets.map((s) => s.code)")
 
 
-def test_a_password_change_signs_the_other_browser_out_and_the_changing_one_reconnects(stack, browser, tmp_path):
+def test_a_password_change_signs_the_other_browser_out_and_the_changing_one_reconnects(
+    stack, browser, tmp_path
+):
     _, nodes = stack
     tokens = orm(make_people, "alice", "bob", rooms={"r1": "alice"})
     # Two browsers of bob's (two sessions). Cookies do not depend on the port, so each browser
@@ -96,7 +100,9 @@ def test_a_password_change_signs_the_other_browser_out_and_the_changing_one_reco
         screenshot(other, tmp_path, "other-browser-signed-out")
         # This browser's room page reconnected by itself with the renewed cookie and keeps going.
         room.wait_for_function("() => window.__sockets.some((s) => s.code === 4001)")
-        room.wait_for_function("() => window.__sockets.at(-1).openedAt !== null && window.__sockets.at(-1).code === null")
+        room.wait_for_function(
+            "() => window.__sockets.at(-1).openedAt !== null && window.__sockets.at(-1).code === null"
+        )
         connected_to(room)
         post(nodes[2], tokens["alice"], "r1", "after the password change")
         wait_shown(room, "after the password change")

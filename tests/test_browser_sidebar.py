@@ -12,7 +12,6 @@ Redis:
   the fresh snapshot.
 """
 
-
 from tests import factories
 from tests.nodes import Http, start_node, wait_healthy
 from tests.test_browser import (  # noqa: F401 (fixtures)
@@ -44,20 +43,26 @@ def sign_in(context, base: str, username: str, path: str = "/"):
 
 
 def wait_live(page, timeout: float = 15_000) -> None:
-    page.wait_for_function("() => document.getElementById('sidebar').dataset.state === 'live'", timeout=timeout)
+    page.wait_for_function(
+        "() => document.getElementById('sidebar').dataset.state === 'live'", timeout=timeout
+    )
 
 
 def badges(page, slug: str) -> tuple[int, int]:
     """``(unread, mentions)`` shown for ``slug`` (0 when a badge is absent); raises if the room
     is not listed."""
-    return tuple(page.evaluate(
-        """(slug) => {
+    return tuple(
+        page.evaluate(
+            """(slug) => {
           const li = document.querySelector(`#sidebar li[data-slug="${slug}"]`);
           if (!li) throw new Error("not listed: " + slug);
           const unread = li.querySelector(".sidebar__unread");
           const mentions = li.querySelector(".sidebar__mentions");
           return [unread ? Number(unread.textContent) : 0, mentions ? Number(mentions.textContent.slice(1)) : 0];
-        }""", slug))
+        }""",
+            slug,
+        )
+    )
 
 
 def wait_badges(page, slug: str, expected: tuple[int, int], timeout: float = 10_000) -> None:
@@ -67,16 +72,26 @@ def wait_badges(page, slug: str, expected: tuple[int, int], timeout: float = 10_
           if (!li) return false;
           const u = li.querySelector(".sidebar__unread"), m = li.querySelector(".sidebar__mentions");
           return (u ? Number(u.textContent) : 0) === unread && (m ? Number(m.textContent.slice(1)) : 0) === mentions;
-        }""", arg=[slug, *expected], timeout=timeout)
+        }""",
+        arg=[slug, *expected],
+        timeout=timeout,
+    )
 
 
 def listed(page) -> list[tuple[str, str]]:
     """``(slug, name)`` of every sidebar entry, in order."""
-    return [tuple(row) for row in page.eval_on_selector_all(
-        "#sidebar li[data-slug]", "items => items.map(li => [li.dataset.slug, li.querySelector('.sidebar__name').textContent])")]
+    return [
+        tuple(row)
+        for row in page.eval_on_selector_all(
+            "#sidebar li[data-slug]",
+            "items => items.map(li => [li.dataset.slug, li.querySelector('.sidebar__name').textContent])",
+        )
+    ]
 
 
-def test_a_message_on_node_1_raises_the_badge_on_node_2_and_reading_on_node_3_clears_it(stack, browser, tmp_path):
+def test_a_message_on_node_1_raises_the_badge_on_node_2_and_reading_on_node_3_clears_it(
+    stack, browser, tmp_path
+):
     base, nodes = stack
     tokens = orm(make_people, "alice", "bob", rooms={"lobby": "alice", "random": "alice"})
     context = browser.new_context()
@@ -99,7 +114,12 @@ def test_a_message_on_node_1_raises_the_badge_on_node_2_and_reading_on_node_3_cl
     room_page.goto(f"{nodes[2].http}/rooms/lobby/")
     connected_to(room_page)
     wait_live(room_page)
-    assert room_page.locator("#sidebar li[data-slug='lobby']").get_attribute("class").count("sidebar__item--current") == 1
+    assert (
+        room_page.locator("#sidebar li[data-slug='lobby']")
+        .get_attribute("class")
+        .count("sidebar__item--current")
+        == 1
+    )
     wait_badges(room_page, "lobby", (0, 0), timeout=15_000)
     wait_badges(listing, "lobby", (0, 0), timeout=15_000)
     assert badges(listing, "random") == (1, 0)
@@ -121,14 +141,22 @@ def test_rooms_joined_and_dms_opened_elsewhere_appear_live(stack, browser):
     page = sign_in(context, nodes[0].http, "carol")
     assert listed(page) == [("general", "#\u2009general")]
     # carol joins a room through node-3's API: her page on node-1 lists it
-    status, _, answer = Http(nodes[2], tokens["carol"]).request("POST", "/api/rooms/zebra/members/", json_body={})
+    status, _, answer = Http(nodes[2], tokens["carol"]).request(
+        "POST", "/api/rooms/zebra/members/", json_body={}
+    )
     assert status in (200, 201, 204), answer
-    page.wait_for_function("() => !!document.querySelector('#sidebar li[data-slug=\"zebra\"]')", timeout=10_000)
+    page.wait_for_function(
+        "() => !!document.querySelector('#sidebar li[data-slug=\"zebra\"]')", timeout=10_000
+    )
     # dave opens a DM with carol on node-2: listed under dave's name
-    status, _, answer = Http(nodes[1], tokens["dave"]).request("POST", "/api/dms/", json_body={"username": "carol"})
+    status, _, answer = Http(nodes[1], tokens["dave"]).request(
+        "POST", "/api/dms/", json_body={"username": "carol"}
+    )
     assert status in (200, 201), answer
-    page.wait_for_function("() => [...document.querySelectorAll('#sidebar-dms .sidebar__name')].some(e => e.textContent === 'dave')",
-                           timeout=10_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#sidebar-dms .sidebar__name')].some(e => e.textContent === 'dave')",
+        timeout=10_000,
+    )
     context.close()
 
 
@@ -149,7 +177,9 @@ def test_the_sidebar_reconnects_to_another_node_and_shows_the_fresh_counts(stack
         post(other, tokens["erin"], "ops", "two")
         page.wait_for_function(
             "(gone) => { const s = document.getElementById('sidebar'); return s.dataset.state === 'live' && s.dataset.serverId !== gone; }",
-            arg=server_id, timeout=20_000)
+            arg=server_id,
+            timeout=20_000,
+        )
         wait_badges(page, "ops", (2, 0))
     finally:
         restarted = start_node(node.server_id, env=node.env, log_dir=node.log_path.parent, port=node.port)
@@ -180,7 +210,9 @@ RECORD_NOTIFICATIONS = """
 """
 
 
-def test_mentions_are_highlighted_notified_in_a_hidden_tab_and_another_tab_moves_the_divider(stack, browser, tmp_path):
+def test_mentions_are_highlighted_notified_in_a_hidden_tab_and_another_tab_moves_the_divider(
+    stack, browser, tmp_path
+):
     """bob's tab A (hidden, node-1) shows the room with a "New messages" divider and reports no
     read; a mention of bob is highlighted there and, opted in, notified; his tab B (visible,
     node-3) reads the room: tab A's divider goes and its sidebar badge clears."""
@@ -198,10 +230,14 @@ def test_mentions_are_highlighted_notified_in_a_hidden_tab_and_another_tab_moves
     wait_live(tab_a)
     assert tab_a.locator("li.divider--new").count() == 1
     tab_a.click("#notify-optin")
-    tab_a.wait_for_function("() => document.getElementById('notify-optin').getAttribute('aria-pressed') === 'true'")
+    tab_a.wait_for_function(
+        "() => document.getElementById('notify-optin').getAttribute('aria-pressed') === 'true'"
+    )
 
     post(nodes[1], tokens["gina"], "team", "@hank please look")
-    tab_a.wait_for_function("() => !!document.querySelector('#message-list li[data-seq=\"3\"].message--mention')")
+    tab_a.wait_for_function(
+        "() => !!document.querySelector('#message-list li[data-seq=\"3\"].message--mention')"
+    )
     assert tab_a.locator("#message-list li[data-seq='2'].message--mention").count() == 0
     wait_badges(tab_a, "team", (3, 1))
     tab_a.wait_for_function("() => window.__notifications.length === 1")

@@ -27,7 +27,9 @@ pytestmark = [
 ]
 
 
-def test_a_room_named_in_korean_is_created_from_the_page_without_a_slug_and_works_across_nodes(stack, browser, tmp_path):
+def test_a_room_named_in_korean_is_created_from_the_page_without_a_slug_and_works_across_nodes(
+    stack, browser, tmp_path
+):
     _, nodes = stack
     orm(make_people, "ko-ann", "ko-bob", rooms={})
     node1, node2 = [node for node in nodes if node.process.poll() is None][:2]
@@ -45,9 +47,12 @@ def test_a_room_named_in_korean_is_created_from_the_page_without_a_slug_and_work
         assert unquote(ann.url) == f"{node1.http}/rooms/일반-대화방/", ann.url
         assert ann.inner_text("#room-heading").startswith("일반 대화방")
 
-        bob = open_room(bob_ctx, node2.http, quote("일반-대화방"), username="ko-bob")  # as the browser shows it
+        bob = open_room(
+            bob_ctx, node2.http, quote("일반-대화방"), username="ko-bob"
+        )  # as the browser shows it
         ann.wait_for_function(
-            "() => document.getElementById('connection-status').classList.contains('status--connected')")
+            "() => document.getElementById('connection-status').classList.contains('status--connected')"
+        )
         bob.fill("#message-body", "안녕하세요, 여러분")
         bob.press("#message-body", "Enter")
         wait_shown(ann, "안녕하세요, 여러분")

@@ -21,7 +21,15 @@ import pytest
 from django.db import connection
 
 from tests import factories
-from tests.nodes import TEST_SECRET_KEY, Client, Http, TcpProxy, database_url_for_tests, start_node, wait_healthy
+from tests.nodes import (
+    TEST_SECRET_KEY,
+    Client,
+    Http,
+    TcpProxy,
+    database_url_for_tests,
+    start_node,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -31,10 +39,16 @@ METRICS_TOKEN = "cleanup-test-metrics"
 @pytest.fixture
 def node_env(db):
     return {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
-        "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "METRICS_TOKEN": METRICS_TOKEN, "PRESENCE_BATCH": "0.2", "WS_SEND_RATE": "0",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "PRESENCE_BATCH": "0.2",
+        "WS_SEND_RATE": "0",
     }
 
 
@@ -46,7 +60,9 @@ def people(db):
 
 
 def metric(node, name: str) -> float:
-    request = urllib.request.Request(f"{node.http}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    request = urllib.request.Request(
+        f"{node.http}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
@@ -76,29 +92,38 @@ async def connect_when_possible(node, token: str, timeout: float = 15.0) -> Clie
     while True:
         try:
             return await Client(node, "r0", token).connect()
-        except (websockets.ConnectionClosed, AssertionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, websockets.ConnectionClosed, AssertionError, OSError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)
 
 
 async def test_a_database_failure_under_fetch_or_resume_closes_the_socket_and_cleans_up_every_time(
-        people, node_env, tmp_path):
+    people, node_env, tmp_path
+):
     """The error escapes the handler (on this branch: closed 4503 by ``RoomConsumer.__call__``;
     where the handler answers the outage itself with ``unavailable``, the client leaves): the
     user is shown gone on another node and the node's open-socket gauge is back, twice in a row."""
     s = connection.settings_dict
     proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
-    env = {**node_env, "DATABASE_URL": f"postgres://{s['USER']}@127.0.0.1:{proxy.port}/{s['NAME']}",
-           "DATABASE_POOL_TIMEOUT": "1.5", "DATABASE_CONNECT_TIMEOUT": "1"}
+    env = {
+        **node_env,
+        "DATABASE_URL": f"postgres://{s['USER']}@127.0.0.1:{proxy.port}/{s['NAME']}",
+        "DATABASE_POOL_TIMEOUT": "1.5",
+        "DATABASE_CONNECT_TIMEOUT": "1",
+    }
     node = start_node("node-1", env=env, log_dir=tmp_path)
     other = start_node("node-2", env=node_env, log_dir=tmp_path)
     try:
         await asyncio.gather(asyncio.to_thread(wait_healthy, node), asyncio.to_thread(wait_healthy, other))
         carol = await Client(other, "r0", people["carol"]).connect()  # watches from a node with a database
         baseline = metric(node, "chatsite_ws_open_sockets")
-        for round_, frame in enumerate([{"type": "fetch", "after_seq": 0}, {"type": "resume", "after_seq": 0}]):
-            bob = await connect_when_possible(node, people["bob"])  # the pool may hand out dead connections first
+        for round_, frame in enumerate(
+            [{"type": "fetch", "after_seq": 0}, {"type": "resume", "after_seq": 0}]
+        ):
+            bob = await connect_when_possible(
+                node, people["bob"]
+            )  # the pool may hand out dead connections first
             assert await eventually(lambda: "bob" in online(other, people["carol"]))
             assert metric(node, "chatsite_ws_open_sockets") == baseline + 1
 
@@ -109,16 +134,25 @@ async def test_a_database_failure_under_fetch_or_resume_closes_the_socket_and_cl
             # client leaves): either way nothing is left behind.
             assert await bob.wait_for(
                 lambda c: c.close_code is not None or any(f.get("code") == "unavailable" for f in c.frames),
-                timeout=10), bob.frames
+                timeout=10,
+            ), bob.frames
             if bob.close_code is None:
                 await bob.close()
             assert bob.close_code in (4503, 1000), (round_, bob.close_code)
             assert await eventually(lambda: metric(node, "chatsite_ws_open_sockets") == baseline, timeout=10)
             proxy.restore()
-            assert await eventually(lambda: "bob" not in online(other, people["carol"])), "bob still shown online"
-            assert await carol.wait_for(lambda c: sum(
-                f["type"] == "presence.diff" and "bob" in [u["username"] for u in f["leaves"]]
-                for f in c.frames) == round_ + 1), carol.frames
+            assert await eventually(lambda: "bob" not in online(other, people["carol"])), (
+                "bob still shown online"
+            )
+            assert await carol.wait_for(
+                lambda c: (
+                    sum(
+                        f["type"] == "presence.diff" and "bob" in [u["username"] for u in f["leaves"]]
+                        for f in c.frames
+                    )
+                    == round_ + 1
+                )
+            ), carol.frames
         assert "Exception inside application" not in node.log()
         await carol.close()
     finally:
@@ -136,16 +170,22 @@ async def reset_after(node, token: str, frame: dict) -> None:
 
     client = await Client(node, "r0", token).connect()
     transport = client._socket.transport
-    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
     client._reader.cancel()
     await client._socket.send(json.dumps(frame))
     transport.abort()
 
 
-@pytest.mark.parametrize("frame", [{"type": "fetch", "after_seq": 0}, {"type": "typing"}],
-                         ids=["reply-at-once", "no-reply-until-a-ping"])
+@pytest.mark.parametrize(
+    "frame",
+    [{"type": "fetch", "after_seq": 0}, {"type": "typing"}],
+    ids=["reply-at-once", "no-reply-until-a-ping"],
+)
 async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_connection_behind(
-        people, node_env, tmp_path, frame):
+    people, node_env, tmp_path, frame
+):
     """The real aborted-write path (uvloop: "unable to perform operation on <UVPoll closed=True>"):
     clients reset their connections while the node writes them a page of history. Before, the
     error escaped the consumer (no clean-up: the user stayed online, the gauge high) and the
@@ -169,12 +209,14 @@ async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_conne
         aborted = metric(node, "chatsite_connections_aborted_total")
         print(f"CLEANUP reset: {resets} resets, {aborted:.0f} met a dead socket poll")
         assert aborted >= 1, f"the aborted-write path was not reached in {resets} resets"
-        assert await eventually(lambda: metric(node, "chatsite_ws_open_sockets") == 1, timeout=15), \
-            metric(node, "chatsite_ws_open_sockets")
+        assert await eventually(lambda: metric(node, "chatsite_ws_open_sockets") == 1, timeout=15), metric(
+            node, "chatsite_ws_open_sockets"
+        )
         assert await eventually(lambda: online(node, people["carol"]) == ["carol"], timeout=15)
         # Only carol's socket and the /metrics request itself are left.
-        assert await eventually(lambda: metric(node, "chatsite_server_connections") <= 2, timeout=15), \
-            metric(node, "chatsite_server_connections")
+        assert await eventually(lambda: metric(node, "chatsite_server_connections") <= 2, timeout=15), metric(
+            node, "chatsite_server_connections"
+        )
         assert "Exception inside application" not in node.log() and "Traceback" not in node.log(), node.log()
         await carol.close()
     finally:
@@ -182,8 +224,11 @@ async def test_writes_to_sockets_reset_by_the_client_clean_up_and_leave_no_conne
 
 
 async def test_the_application_checker_survives_a_failing_check_and_still_reaps_later_applications(
-        people, node_env, tmp_path):
-    node = start_node("node-1", env={**node_env, "CHATSITE_TEST_FAULT_APPLICATION_CHECKER": "2"}, log_dir=tmp_path)
+    people, node_env, tmp_path
+):
+    node = start_node(
+        "node-1", env={**node_env, "CHATSITE_TEST_FAULT_APPLICATION_CHECKER": "2"}, log_dir=tmp_path
+    )
     try:
         await asyncio.to_thread(wait_healthy, node)  # its health checks are the first applications to end
         assert await eventually(lambda: metric(node, "chatsite_application_checker_errors_total") == 2)
@@ -193,8 +238,9 @@ async def test_the_application_checker_survives_a_failing_check_and_still_reaps_
             client = await Client(node, "r0", people["bob"]).connect()
             await client.close()
             await asyncio.to_thread(node.health)
-        assert await eventually(lambda: metric(node, "chatsite_server_connections") <= 1, timeout=15), \
-            metric(node, "chatsite_server_connections")
+        assert await eventually(lambda: metric(node, "chatsite_server_connections") <= 1, timeout=15), metric(
+            node, "chatsite_server_connections"
+        )
         assert metric(node, "chatsite_ws_open_sockets") == 0
         assert "application checker:" in node.log() and "injected for a test" in node.log()
         assert node.process.poll() is None

@@ -51,8 +51,16 @@ def procfile(path: Path) -> dict[str, str]:
 def render_local(run_dir: Path, listen: str, upstreams: list[str]) -> Path:
     """The balancer config exactly as bin/cluster renders it (logs to files only)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = [*NGINX_CONF, "--quiet", "--listen", listen, "--run-dir", str(run_dir),
-            "-o", str(run_dir / "nginx.conf")]
+    args = [
+        *NGINX_CONF,
+        "--quiet",
+        "--listen",
+        listen,
+        "--run-dir",
+        str(run_dir),
+        "-o",
+        str(run_dir / "nginx.conf"),
+    ]
     for upstream in upstreams:
         args += ["--upstream", upstream]
     subprocess.run(args, check=True)
@@ -60,8 +68,9 @@ def render_local(run_dir: Path, listen: str, upstreams: list[str]) -> Path:
 
 
 def nginx_t(conf: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([NGINX, "-t", "-e", str(run_dir / "error.log"), "-c", str(conf)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [NGINX, "-t", "-e", str(run_dir / "error.log"), "-c", str(conf)], capture_output=True, text=True
+    )
 
 
 def run_dir() -> Path:
@@ -73,6 +82,7 @@ def run_dir() -> Path:
 
 # --- nginx's own check of both configs -------------------------------------------------------------
 
+
 @needs_nginx
 def test_cluster_balancer_config_passes_nginx_t_and_keeps_the_proxy_rules():
     where = run_dir()
@@ -83,7 +93,11 @@ def test_cluster_balancer_config_passes_nginx_t_and_keeps_the_proxy_rules():
     assert "daemon off;" in text and f"pid {where}/nginx.pid;" in text
     assert f"error_log {where}/error.log" in text and f"access_log {where}/access.log" in text
     assert re.findall(r"^\s*listen (\S+);", text, re.M) == ["127.0.0.1:18080"]  # loopback only
-    assert re.findall(r"^\s*server (\S+);", text, re.M) == ["127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"]
+    assert re.findall(r"^\s*server (\S+);", text, re.M) == [
+        "127.0.0.1:18001",
+        "127.0.0.1:18002",
+        "127.0.0.1:18003",
+    ]
     for sticky in ("ip_hash", "hash ", "sticky", "least_conn"):
         assert sticky not in text.split("upstream chatsite_nodes", 1)[1].split("}", 1)[0]
     assert "proxy_set_header Upgrade $http_upgrade;" in text
@@ -99,7 +113,9 @@ def test_cluster_balancer_config_passes_nginx_t_and_keeps_the_proxy_rules():
 def test_compose_balancer_config_is_the_current_render_and_passes_nginx_t():
     committed = (BASE_DIR / "docker" / "nginx.conf").read_text()
     rendered = subprocess.run([*NGINX_CONF, "--compose"], check=True, capture_output=True, text=True).stdout
-    assert committed == rendered, "docker/nginx.conf is stale: run `bin/nginx-conf --compose -o docker/nginx.conf`"
+    assert committed == rendered, (
+        "docker/nginx.conf is stale: run `bin/nginx-conf --compose -o docker/nginx.conf`"
+    )
     assert re.findall(r"^\s*server (\S+);", committed, re.M) == ["node-1:8000", "node-2:8000", "node-3:8000"]
     # Only what cannot exist outside Docker is replaced: the service names (Docker's DNS) and the
     # pid file (so that the check writes nothing outside its own folder).
@@ -113,6 +129,7 @@ def test_compose_balancer_config_is_the_current_render_and_passes_nginx_t():
 
 
 # --- the compose file ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compose():
@@ -142,7 +159,10 @@ def test_compose_has_three_app_nodes_with_their_own_server_id_and_the_procfile_w
         }
         assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
         assert "@postgres:5432/" in service["environment"]["DATABASE_URL"]
-        assert service["environment"]["TRUSTED_PROXIES"] == services["balancer"]["networks"]["backend"]["ipv4_address"]
+        assert (
+            service["environment"]["TRUSTED_PROXIES"]
+            == services["balancer"]["networks"]["backend"]["ipv4_address"]
+        )
         assert service["env_file"] == ".env"
 
 
@@ -171,8 +191,11 @@ def test_compose_release_balancer_redis_and_postgres(compose):
 
 def _env_file(path: Path) -> dict[str, str]:
     """``NAME=value`` lines of an env file (comments and blank lines skipped)."""
-    return dict(line.split("=", 1) for line in path.read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#"))
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
 
 
 def test_compose_example_env_speaks_the_scheme_its_balancer_serves(compose):
@@ -183,7 +206,7 @@ def test_compose_example_env_speaks_the_scheme_its_balancer_serves(compose):
     published = [str(p) for p in compose["services"]["balancer"]["ports"]]
     container_ports = {p.rsplit(":", 1)[1] for p in published}
     listens = re.findall(r"^\s*listen\s+([^;]+);", (BASE_DIR / "docker" / "nginx.conf").read_text(), re.M)
-    listen_ports = {re.match(r"(?:\S+:)?(\d+)", l)[1]: "ssl" in l.split() for l in listens}
+    listen_ports = {re.match(r"(?:\S+:)?(\d+)", line)[1]: "ssl" in line.split() for line in listens}
     assert container_ports and container_ports <= set(listen_ports), (published, listens)
     balancer_speaks_tls = any(listen_ports[p] for p in container_ports)
     https = example["HTTPS"].strip().lower() in ("1", "true", "yes", "on")
@@ -203,11 +226,13 @@ def test_cluster_procfile_runs_the_procfile_web_command_per_node_and_nginx_in_th
     # nginx starts only once every node answers /healthz: no 502 while the nodes start.
     assert cluster_procfile["balancer"] == (
         "exec python bin/wait-healthy 127.0.0.1:${NODE_PORT_1} 127.0.0.1:${NODE_PORT_2} "
-        "127.0.0.1:${NODE_PORT_3} -- nginx -e ${CLUSTER_DIR}/error.log -c ${CLUSTER_DIR}/nginx.conf")
+        "127.0.0.1:${NODE_PORT_3} -- nginx -e ${CLUSTER_DIR}/error.log -c ${CLUSTER_DIR}/nginx.conf"
+    )
     assert subprocess.run(["bash", "-n", str(BASE_DIR / "bin" / "cluster")]).returncode == 0
 
 
 # --- the trusted-proxy middleware, on crafted scopes (BR-14) -------------------------------------
+
 
 async def _seen(trusted, scope_type="http", client=("127.0.0.1", 50000), headers=(), scheme=None):
     """The scope the wrapped app receives."""
@@ -226,8 +251,11 @@ async def _seen(trusted, scope_type="http", client=("127.0.0.1", 50000), headers
 
 
 async def test_br_14_forged_forwarded_for_from_an_untrusted_peer_is_ignored():
-    seen = await _seen("127.0.0.1", client=("198.51.100.20", 4000),
-                       headers=[("x-forwarded-for", FORGED), ("x-forwarded-proto", "https")])
+    seen = await _seen(
+        "127.0.0.1",
+        client=("198.51.100.20", 4000),
+        headers=[("x-forwarded-for", FORGED), ("x-forwarded-proto", "https")],
+    )
     assert seen["client"] == ("198.51.100.20", 4000)
     assert "scheme" not in seen
 
@@ -235,12 +263,15 @@ async def test_br_14_forged_forwarded_for_from_an_untrusted_peer_is_ignored():
 async def test_br_14_trusted_proxy_gives_the_right_most_untrusted_address():
     seen = await _seen("127.0.0.1", headers=[("x-forwarded-for", f"{FORGED}, 198.51.100.20")])
     assert seen["client"] == ("198.51.100.20", 0)  # the client wrote FORGED itself; the proxy saw .20
-    seen = await _seen("127.0.0.1, 10.0.0.0/8",
-                       headers=[("x-forwarded-for", f"{FORGED}, 198.51.100.20, 10.1.2.3")])
+    seen = await _seen(
+        "127.0.0.1, 10.0.0.0/8", headers=[("x-forwarded-for", f"{FORGED}, 198.51.100.20, 10.1.2.3")]
+    )
     assert seen["client"] == ("198.51.100.20", 0)  # 10.1.2.3 is a trusted hop
     seen = await _seen("127.0.0.1,10.0.0.0/8", headers=[("x-forwarded-for", "10.0.0.7, 10.1.2.3")])
     assert seen["client"] == ("10.0.0.7", 0)  # all trusted: the left-most
-    seen = await _seen("127.0.0.1", headers=[("x-forwarded-for", FORGED), ("x-forwarded-for", "198.51.100.20:7")])
+    seen = await _seen(
+        "127.0.0.1", headers=[("x-forwarded-for", FORGED), ("x-forwarded-for", "198.51.100.20:7")]
+    )
     assert seen["client"] == ("198.51.100.20", 0)  # repeated headers, a port
     seen = await _seen("::1", client=("::1", 1), headers=[("x-forwarded-for", "[2001:db8::5]:443")])
     assert seen["client"] == ("2001:db8::5", 0)
@@ -255,9 +286,13 @@ async def test_br_14_no_usable_forwarded_for_leaves_the_proxy_address():
 async def test_br_14_tls_ended_at_the_trusted_balancer_counts_as_secure():
     seen = await _seen("127.0.0.1", headers=[("x-forwarded-proto", "https")])
     assert seen["scheme"] == "https"
-    seen = await _seen("127.0.0.1", scope_type="websocket", scheme="ws", headers=[("x-forwarded-proto", "https")])
+    seen = await _seen(
+        "127.0.0.1", scope_type="websocket", scheme="ws", headers=[("x-forwarded-proto", "https")]
+    )
     assert seen["scheme"] == "wss"
-    seen = await _seen("127.0.0.1", scope_type="websocket", scheme="ws", headers=[("x-forwarded-proto", "wss")])
+    seen = await _seen(
+        "127.0.0.1", scope_type="websocket", scheme="ws", headers=[("x-forwarded-proto", "wss")]
+    )
     assert seen["scheme"] == "wss"
     seen = await _seen("127.0.0.1", scheme="https", headers=[("x-forwarded-proto", "http")])
     assert seen["scheme"] == "http"
@@ -282,7 +317,10 @@ async def test_br_14_default_trusts_nobody_and_other_scopes_pass_unchanged(monke
 
 
 def test_br_14_a_bad_trusted_proxies_entry_fails_loudly():
-    assert [str(n) for n in parse_trusted_proxies(" 127.0.0.1 , 10.0.0.0/8,,")] == ["127.0.0.1/32", "10.0.0.0/8"]
+    assert [str(n) for n in parse_trusted_proxies(" 127.0.0.1 , 10.0.0.0/8,,")] == [
+        "127.0.0.1/32",
+        "10.0.0.0/8",
+    ]
     with pytest.raises(ValueError, match="nginx"):
         parse_trusted_proxies("127.0.0.1,nginx")
 
@@ -297,10 +335,19 @@ def test_br_14_the_asgi_application_applies_it_outermost(caplog):
     caplog.set_level("DEBUG", logger="chatsite.request")
 
     async def get(client, headers):
-        scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
-                 "path": "/no-such-page/", "raw_path": b"/no-such-page/", "query_string": b"",
-                 "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers],
-                 "client": client, "server": ("127.0.0.1", 8000)}
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/no-such-page/",
+            "raw_path": b"/no-such-page/",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1"), *headers],
+            "client": client,
+            "server": ("127.0.0.1", 8000),
+        }
         communicator = ApplicationCommunicator(application, scope)
         await communicator.send_input({"type": "http.request", "body": b""})
         start = await communicator.receive_output(5)
@@ -317,11 +364,14 @@ def test_br_14_the_asgi_application_applies_it_outermost(caplog):
     assert start["status"] == 404
     assert (b"x-served-by", b"test-node") in [(k.lower(), v) for k, v in start["headers"]]
     lines = [r.getMessage() for r in caplog.records if r.name == "chatsite.request"]
-    assert lines == [f"GET /no-such-page/ 404 client={FORGED} scheme=https",
-                     "GET /no-such-page/ 404 client=198.51.100.20 scheme=http"]
+    assert lines == [
+        f"GET /no-such-page/ 404 client={FORGED} scheme=https",
+        "GET /no-such-page/ 404 client=198.51.100.20 scheme=http",
+    ]
 
 
 # --- nginx in front of 3 real daphne nodes -------------------------------------------------------
+
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -348,13 +398,16 @@ def balanced_cluster(database_url: str, redis_url: str, count: int = 3, extra_en
     trust 127.0.0.1; yields ``(port, nodes, nginx_process)`` and stops them all."""
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     extra = {"TRUSTED_PROXIES": "127.0.0.1", "LOG_LEVEL": "DEBUG", **(extra_env or {})}
-    with cluster(count, redis_url=redis_url, database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
+    with cluster(
+        count, redis_url=redis_url, database_url=database_url, prefix=prefix, extra_env=extra
+    ) as nodes:
         where = run_dir()
         port = free_port()
         conf = render_local(where, f"127.0.0.1:{port}", [f"127.0.0.1:{n.port}" for n in nodes])
         with open(where / "nginx.out", "wb") as out:
-            nginx = subprocess.Popen([NGINX, "-e", str(where / "error.log"), "-c", str(conf)],
-                                     stdout=out, stderr=subprocess.STDOUT)
+            nginx = subprocess.Popen(
+                [NGINX, "-e", str(where / "error.log"), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             _wait_port(port)
             yield port, nodes, nginx
@@ -373,8 +426,9 @@ def test_balancer_with_no_node_answering_sends_json_503_with_retry_after_not_ngi
     port, dead = free_port(), free_port()  # nothing listens on `dead`
     conf = render_local(where, f"127.0.0.1:{port}", [f"127.0.0.1:{dead}"])
     with open(where / "nginx.out", "wb") as out:
-        nginx = subprocess.Popen([NGINX, "-e", str(where / "error.log"), "-c", str(conf)],
-                                 stdout=out, stderr=subprocess.STDOUT)
+        nginx = subprocess.Popen(
+            [NGINX, "-e", str(where / "error.log"), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_port(port)
         for path in ("/", "/api/rooms/", "/rooms/general/", "/ws/rooms/general/"):
@@ -457,13 +511,18 @@ async def test_websockets_through_the_balancer_land_on_every_node_and_talk_acros
     sockets, hellos = [], []
     try:
         for token in tokens:
-            ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/rooms/r0/", open_timeout=10,
-                                          additional_headers={"Authorization": f"Token {token}"})
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/rooms/r0/",
+                open_timeout=10,
+                additional_headers={"Authorization": f"Token {token}"},
+            )
             sockets.append(ws)
             hellos.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         assert [h["type"] for h in hellos] == ["hello"] * 3
         assert sorted(h["server_id"] for h in hellos) == ["node-1", "node-2", "node-3"]
-        await sockets[0].send(json.dumps({"type": "message.send", "body": "through nginx", "client_msg_id": "n-1"}))
+        await sockets[0].send(
+            json.dumps({"type": "message.send", "body": "through nginx", "client_msg_id": "n-1"})
+        )
         for ws in sockets:  # every member, whichever node its socket landed on
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -484,31 +543,43 @@ def test_br_14_nodes_see_the_forwarded_client_only_from_the_trusted_balancer(bal
     _, served_by, _ = _get(port, path, source=UNTRUSTED_CLIENT)
     assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=http"
     path = f"/probe-{uuid.uuid4().hex}/"
-    _, served_by, _ = _get(port, path, source=UNTRUSTED_CLIENT,
-                           headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "ftp"})
+    _, served_by, _ = _get(
+        port, path, source=UNTRUSTED_CLIENT, headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "ftp"}
+    )
     assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=http"
     # "https" from in front of the balancer (a TLS terminator) passes through; a client that
     # claims it over plain HTTP only makes its own cookies Secure. The address stays its own.
     path = f"/probe-{uuid.uuid4().hex}/"
-    _, served_by, _ = _get(port, path, source=UNTRUSTED_CLIENT,
-                           headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"})
+    _, served_by, _ = _get(
+        port, path, source=UNTRUSTED_CLIENT, headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"}
+    )
     assert _seen_by_node(nodes, served_by, path) == f"client={UNTRUSTED_CLIENT} scheme=https"
     # Straight to a node from an untrusted peer: its headers are ignored.
     path = f"/probe-{uuid.uuid4().hex}/"
-    status, served_by, _ = _get(nodes[0].port, path, source=UNTRUSTED_CLIENT,
-                                headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"})
+    status, served_by, _ = _get(
+        nodes[0].port,
+        path,
+        source=UNTRUSTED_CLIENT,
+        headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "https"},
+    )
     assert status == 404 and served_by == "node-1"
     assert _seen_by_node(nodes, "node-1", path) == f"client={UNTRUSTED_CLIENT} scheme=http"
 
 
 @needs_nginx
 @pytest.mark.multinode
-def test_https_nodes_behind_the_balancer_with_tls_ended_in_front_of_it_serve_pages(django_db_setup, django_db_blocker):
+def test_https_nodes_behind_the_balancer_with_tls_ended_in_front_of_it_serve_pages(
+    django_db_setup, django_db_blocker
+):
     """HTTPS=1 nodes behind the shipped balancer, TLS ended in front of it (X-Forwarded-Proto:
     https): pages are served, not redirected to https for ever; plain HTTP is redirected."""
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
-    with balanced_cluster(database_url, os.environ["REDIS_URL"], count=1, extra_env={"HTTPS": "1"}) as (port, _, _):
+    with balanced_cluster(database_url, os.environ["REDIS_URL"], count=1, extra_env={"HTTPS": "1"}) as (
+        port,
+        _,
+        _,
+    ):
         status, _, _ = _get(port, "/accounts/login/", headers={"X-Forwarded-Proto": "https"})
         assert status == 200
         status, _, _ = _get(port, "/accounts/login/")
@@ -525,7 +596,11 @@ def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain
     cookies are not Secure-only, so they come back over plain HTTP and pass the CSRF check)."""
     example = _env_file(BASE_DIR / "docker" / ".env.example")
     env = {k: example[k] for k in ("HTTPS", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")}
-    with balanced_cluster(database_url_for_tests(), os.environ["REDIS_URL"], count=1, extra_env=env) as (port, _, _):
+    with balanced_cluster(database_url_for_tests(), os.environ["REDIS_URL"], count=1, extra_env=env) as (
+        port,
+        _,
+        _,
+    ):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             conn.request("GET", "/")
@@ -546,11 +621,25 @@ def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain
             cookie = next(c for c in page.headers.get_all("Set-Cookie") if c.startswith("csrftoken="))
             assert "secure" not in cookie.lower(), cookie
             token = cookie.split(";", 1)[0].split("=", 1)[1]
-            form = urllib.parse.urlencode({"username": f"compose-{uuid.uuid4().hex[:8]}", "csrfmiddlewaretoken": token,
-                                           "password1": factories.PASSWORD, "password2": factories.PASSWORD})
-            conn.request("POST", "/accounts/signup/", body=form, headers={
-                "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={token}",
-                "Origin": origin, "Referer": f"{origin}/accounts/signup/"})
+            form = urllib.parse.urlencode(
+                {
+                    "username": f"compose-{uuid.uuid4().hex[:8]}",
+                    "csrfmiddlewaretoken": token,
+                    "password1": factories.PASSWORD,
+                    "password2": factories.PASSWORD,
+                }
+            )
+            conn.request(
+                "POST",
+                "/accounts/signup/",
+                body=form,
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Cookie": f"csrftoken={token}",
+                    "Origin": origin,
+                    "Referer": f"{origin}/accounts/signup/",
+                },
+            )
             signed_up = conn.getresponse()
             signed_up.read()
             assert signed_up.status == 302 and signed_up.getheader("Location") == "/", signed_up.status
@@ -575,6 +664,7 @@ def test_nginx_and_nodes_are_stopped_afterwards(django_db_setup, django_db_block
 
 # --- bin/cluster itself ----------------------------------------------------------------------------
 
+
 def _processes_matching(*needles: str) -> list[tuple[int, str]]:
     """Processes whose command line contains one of ``needles``, and their children (nginx's
     workers do not repeat the master's arguments)."""
@@ -597,25 +687,37 @@ def _processes_matching(*needles: str) -> list[tuple[int, str]]:
 @pytest.mark.multinode
 @pytest.mark.django_db(transaction=True)
 def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sigint_leaves_nothing_running(
-        django_db_blocker):
+    django_db_blocker,
+):
     """bin/cluster from its first second: the balancer refuses connections or answers 200, never
     502 (nginx starts once every node answers /healthz). Then strict rotation; Ctrl-C stops all."""
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     balancer_port, node_ports = free_port(), [free_port() for _ in range(3)]
     cluster_dir = run_dir()
-    env = {**os.environ, "DATABASE_URL": database_url, "BALANCER_PORT": str(balancer_port),
-           "NODE_PORTS": " ".join(map(str, node_ports)), "CLUSTER_DIR": str(cluster_dir),
-           "CLUSTER_ENV": str(cluster_dir / "cluster.env"),
-           # Its static files in its own folder: the checkout's staticfiles/ is never written
-           # (a manifest left there from an older checkout breaks later runs' pages).
-           "STATIC_ROOT": str(cluster_dir / "static"),
-           "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BALANCER_PORT": str(balancer_port),
+        "NODE_PORTS": " ".join(map(str, node_ports)),
+        "CLUSTER_DIR": str(cluster_dir),
+        "CLUSTER_ENV": str(cluster_dir / "cluster.env"),
+        # Its static files in its own folder: the checkout's staticfiles/ is never written
+        # (a manifest left there from an older checkout breaks later runs' pages).
+        "STATIC_ROOT": str(cluster_dir / "static"),
+        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+    }
     log = cluster_dir / "cluster.log"
     with open(log, "wb") as out:
         # Its own session, as a terminal job would be; bin/cluster ends by exec-ing honcho.
-        honcho = subprocess.Popen([str(BASE_DIR / "bin" / "cluster")], cwd=BASE_DIR, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        honcho = subprocess.Popen(
+            [str(BASE_DIR / "bin" / "cluster")],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     needles = [str(cluster_dir)] + [f"--port {p}" for p in node_ports]
     try:
         # README's curl loop, from the moment the cluster is started: every answer is a node's.
@@ -633,7 +735,9 @@ def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sig
         assert all(status == 200 and node for status, node in answers), (answers, log.read_text())
         served = [_get(balancer_port, "/accounts/login/")[1] for _ in range(6)]
         assert sorted(served[:3]) == ["node-1", "node-2", "node-3"] and served[3:] == served[:3], (
-            served, log.read_text())
+            served,
+            log.read_text(),
+        )
         # The one environment file: README's `make manage ARGS=createsuperuser` after `make
         # cluster` (no DATABASE_URL of its own) writes into the cluster's database, says so, and
         # that admin logs in through the balancer.
@@ -642,9 +746,20 @@ def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sig
         manage_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         manage_env["DJANGO_SUPERUSER_PASSWORD"] = "cluster-admin-password"
         made = subprocess.run(
-            ["make", "--no-print-directory", "-o", ".venv/.installed", "manage",
-             "ARGS=createsuperuser --noinput --username clusteradmin --email admin@example.com"],
-            cwd=BASE_DIR, env=manage_env, capture_output=True, text=True, timeout=120)
+            [
+                "make",
+                "--no-print-directory",
+                "-o",
+                ".venv/.installed",
+                "manage",
+                "ARGS=createsuperuser --noinput --username clusteradmin --email admin@example.com",
+            ],
+            cwd=BASE_DIR,
+            env=manage_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert made.returncode == 0, made.stdout + made.stderr
         assert f"chatsite: DATABASE_URL={database_url} (from {cluster_env})" in made.stderr, made.stderr
         admin = Http(SimpleNamespace(http=f"http://127.0.0.1:{balancer_port}"))

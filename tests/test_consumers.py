@@ -63,9 +63,25 @@ async def test_send_is_acked_stored_and_broadcast_in_the_one_message_shape(joine
     assert set(ack) == {"type", "client_msg_id", "id", "seq"}
     assert ack["client_msg_id"] == "c-1" and ack["seq"] == 1
     message = frame["message"]
-    assert set(message) == {"id", "room", "seq", "author", "body", "created_at", "server_id", "edited_at", "deleted",
-                            "mentions", "mentions_room", "body_html", "reactions", "reply_to", "parent", "reply_count",
-                            "attachments"}
+    assert set(message) == {
+        "id",
+        "room",
+        "seq",
+        "author",
+        "body",
+        "created_at",
+        "server_id",
+        "edited_at",
+        "deleted",
+        "mentions",
+        "mentions_room",
+        "body_html",
+        "reactions",
+        "reply_to",
+        "parent",
+        "reply_count",
+        "attachments",
+    }
     assert message["id"] == ack["id"]
     assert message["room"] == "lobby"
     assert message["author"] == {"id": user.pk, "username": "alice", "display_name": ""}
@@ -249,7 +265,14 @@ async def test_wrong_token_is_4401_even_beside_a_valid_session_cookie(ws, room, 
 
 @pytest.mark.parametrize(
     "origin",
-    [b"http://evil.example", b"null", None, b"http://127.0.0.1:9999", b"https://127.0.0.1", b"http://127.0.0.1.evil.example"],
+    [
+        b"http://evil.example",
+        b"null",
+        None,
+        b"http://127.0.0.1:9999",
+        b"https://127.0.0.1",
+        b"http://127.0.0.1.evil.example",
+    ],
 )
 async def test_cookie_socket_from_foreign_or_missing_origin_is_refused(ws, room, user, origin):
     conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=origin)
@@ -257,7 +280,9 @@ async def test_cookie_socket_from_foreign_or_missing_origin_is_refused(ws, room,
 
 
 async def test_cookie_socket_from_own_origin_with_port_is_accepted(ws, room, user):
-    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=b"http://127.0.0.1:8001", host=b"127.0.0.1:8001")
+    conn = await ws(
+        f"/ws/rooms/{room.slug}/", user=user, origin=b"http://127.0.0.1:8001", host=b"127.0.0.1:8001"
+    )
     assert await conn.connect()
     await conn.receive_type("hello")
     await conn.close()
@@ -265,7 +290,9 @@ async def test_cookie_socket_from_own_origin_with_port_is_accepted(ws, room, use
 
 async def test_trusted_origin_is_accepted(ws, room, user, settings):
     settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com"]
-    conn = await ws(f"/ws/rooms/{room.slug}/", user=user, origin=b"https://chat.example.com", host=b"127.0.0.1")
+    conn = await ws(
+        f"/ws/rooms/{room.slug}/", user=user, origin=b"https://chat.example.com", host=b"127.0.0.1"
+    )
     assert await conn.connect()
     await conn.close()
 
@@ -343,7 +370,9 @@ async def test_BR20_malformed_frames_each_get_a_code_and_the_next_message_goes_t
     assert [seq for seq, *_ in await stored(room)] == list(range(1, len(bad) + 2))
     # Warnings are rate-limited: far fewer log lines than bad frames.
     warnings = [r for r in caplog.records if r.name == "rooms.consumers" and r.levelno == logging.WARNING]
-    assert len(warnings) <= len({"invalid_json", "not_object", "invalid_field", "missing_field", "binary_frame"})
+    assert len(warnings) <= len(
+        {"invalid_json", "not_object", "invalid_field", "missing_field", "binary_frame"}
+    )
     await sender.close()
     await watcher.close()
 
@@ -387,8 +416,14 @@ async def test_BR23_unicode_round_trips_and_lone_surrogate_is_refused_to_sender_
 
 @pytest.mark.parametrize(
     "path",
-    ["/ws/rooms/caf\u00e9/", "/ws/rooms/%F0%9F%98%80/", "/ws/rooms/a%00b/", "/ws/rooms/\u05e9\u05dc\u05d5\u05dd/",
-     "/ws/rooms/" + "x" * 300 + "/", "/ws/rooms//"],
+    [
+        "/ws/rooms/caf\u00e9/",
+        "/ws/rooms/%F0%9F%98%80/",
+        "/ws/rooms/a%00b/",
+        "/ws/rooms/\u05e9\u05dc\u05d5\u05dd/",
+        "/ws/rooms/" + "x" * 300 + "/",
+        "/ws/rooms//",
+    ],
 )
 async def test_BR23_non_ascii_and_percent_encoded_room_urls_are_refused_cleanly(ws, user, room, path, caplog):
     caplog.set_level(logging.WARNING)
@@ -424,7 +459,9 @@ async def post_many(room, user, n, start=0):
     from rooms import services
 
     for i in range(start, start + n):
-        await database_sync_to_async(services.message_post)(room=room, author=user, body=f"m{i}", client_msg_id=f"p{i}")
+        await database_sync_to_async(services.message_post)(
+            room=room, author=user, body=f"m{i}", client_msg_id=f"p{i}"
+        )
 
 
 async def test_resume_replays_what_was_missed_then_continues_live(ws, room, user, other_user):
@@ -523,14 +560,19 @@ async def test_fetch_answers_a_range_as_history(ws, room, user, other_user):
     await bob.send({"type": "fetch", "after_seq": 1, "before_seq": 5})
     history = await bob.receive_type("history")
     assert [m["seq"] for m in history["messages"]] == [2, 3, 4] and history["has_more"] is False
-    for bad, code in (({"type": "fetch"}, "missing_field"), ({"type": "fetch", "after_seq": -1}, "invalid_field"),
-                      ({"type": "resume", "after_seq": "3"}, "invalid_field")):
+    for bad, code in (
+        ({"type": "fetch"}, "missing_field"),
+        ({"type": "fetch", "after_seq": -1}, "invalid_field"),
+        ({"type": "resume", "after_seq": "3"}, "invalid_field"),
+    ):
         await bob.send(bad)
         assert (await bob.receive_type("error"))["code"] == code
     await bob.close()
 
 
-async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, room, user, other_user, settings):
+async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(
+    ws, room, user, other_user, settings
+):
     settings.WS_SEND_RATE = "3/m"
     sender = await ws(f"/ws/rooms/{room.slug}/", user=user)
     watcher = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
@@ -541,10 +583,21 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(ws, r
         await send_and_collect(sender, f"ok {i}")
     await sender.send({"type": "message.send", "body": "one too many", "client_msg_id": "flood"})
     error = await sender.receive_type("error")
-    assert error["code"] == "rate_limited" and 0 < error["retry_after"] <= 60 and error["client_msg_id"] == "flood"
+    assert (
+        error["code"] == "rate_limited"
+        and 0 < error["retry_after"] <= 60
+        and error["client_msg_id"] == "flood"
+    )
     # the text rounds the wait up to a tenth of a second: never "wait 0.0 s"
-    assert error["detail"] == f"Too many messages; wait {math.ceil(round(error['retry_after'] * 10, 6)) / 10:.1f} s."
-    assert [(await watcher.receive_type("message"))["message"]["body"] for _ in range(3)] == ["ok 0", "ok 1", "ok 2"]
+    assert (
+        error["detail"]
+        == f"Too many messages; wait {math.ceil(round(error['retry_after'] * 10, 6)) / 10:.1f} s."
+    )
+    assert [(await watcher.receive_type("message"))["message"]["body"] for _ in range(3)] == [
+        "ok 0",
+        "ok 1",
+        "ok 2",
+    ]
     assert await watcher.nothing_more(0.2)
     # Another member is not limited by the flooder.
     await send_and_collect(watcher, "not me")
@@ -564,6 +617,7 @@ async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, ro
         await conn.receive_type("hello")
     await send_and_collect(first, "one")
     await send_and_collect(first, "two")
+
     async def reply(frame):  # the ack or error, past the room's message frames
         await second.send(frame)
         while (got := await second.receive())["type"] == "message":
@@ -578,7 +632,9 @@ async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, ro
     await second.close()
 
 
-async def test_a_silent_redis_costs_the_shared_rate_limit_one_short_wait_not_one_per_send(settings, monkeypatch):
+async def test_a_silent_redis_costs_the_shared_rate_limit_one_short_wait_not_one_per_send(
+    settings, monkeypatch
+):
     """A Redis that accepts connections and never answers (a failover, a hung host): the shared
     counter allows the send after SHARED_TIMEOUT, then counts nothing shared for SHARED_PAUSE, so
     the sends after it do not wait at all."""
@@ -592,7 +648,9 @@ async def test_a_silent_redis_costs_the_shared_rate_limit_one_short_wait_not_one
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     try:
-        settings.REDIS = redis_config.from_env({"REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"})
+        settings.REDIS = redis_config.from_env(
+            {"REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}
+        )
         monkeypatch.setattr(ratelimit, "_shared_paused_until", 0.0)
         started = time.monotonic()
         assert await ratelimit.ahit("ws-send:1", "1/m") is None
@@ -605,7 +663,9 @@ async def test_a_silent_redis_costs_the_shared_rate_limit_one_short_wait_not_one
         silent.close()
 
 
-async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_thread(joined, room, monkeypatch):
+async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_thread(
+    joined, room, monkeypatch
+):
     """The usual send is one statement from the loop's own pool; only refusals and retries go
     to the step-by-step path on the database thread."""
     from rooms import services
@@ -620,7 +680,8 @@ async def test_a_plain_send_is_stored_from_the_event_loop_without_the_database_t
 
 
 async def test_the_send_limit_is_counted_in_the_send_statement_without_a_redis_round_trip(
-        ws, room, user, settings, monkeypatch):
+    ws, room, user, settings, monkeypatch
+):
     """With PostgreSQL the per-user limit is counted by the statement that stores the message
     (``SendWindow``): no Redis call, a refused send stores nothing, and a retry of a stored
     ``client_msg_id`` is answered with its ack without counting. (Each socket's own window
@@ -633,7 +694,10 @@ async def test_the_send_limit_is_counted_in_the_send_statement_without_a_redis_r
 
     monkeypatch.setattr(ratelimit, "ahit", no_redis)
     settings.WS_SEND_RATE = "2/m"
-    first, second = await ws(f"/ws/rooms/{room.slug}/", user=user), await ws(f"/ws/rooms/{room.slug}/", user=user)
+    first, second = (
+        await ws(f"/ws/rooms/{room.slug}/", user=user),
+        await ws(f"/ws/rooms/{room.slug}/", user=user),
+    )
     for conn in (first, second):
         assert await conn.connect()
         await conn.receive_type("hello")
@@ -670,13 +734,14 @@ async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, c
         '{"type": "message.send", "body": "' + marker + '" , "client_msg_id": 5}',
         '{"type": "message.send", "body": "' + marker + '\\ud83d", "client_msg_id": "k2"}',
         '{"type": "message.send", "body": "' + marker + ' changed", "client_msg_id": "k1"}',
-        '{"type": "message.send", "body": "' + marker + 'x' * 4001 + '", "client_msg_id": "k3"}',
+        '{"type": "message.send", "body": "' + marker + "x" * 4001 + '", "client_msg_id": "k3"}',
         "{" + marker,
     ):
         await conn.send_text(frame)
         await conn.receive_type("error")
     await database_sync_to_async(services.member_mute)(
-        room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=1))
+        room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=1)
+    )
     await conn.send({"type": "message.send", "body": f"{marker} muted", "client_msg_id": "k4"})
     assert (await conn.receive_type("error"))["code"] == "muted"
     for i in range(3):
@@ -687,7 +752,9 @@ async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, c
     assert marker not in caplog.text
 
 
-async def test_resume_beyond_the_room_answers_the_real_last_seq_and_bad_query_is_an_error(ws, room, user, other_user):
+async def test_resume_beyond_the_room_answers_the_real_last_seq_and_bad_query_is_an_error(
+    ws, room, user, other_user
+):
     await post_many(room, user, 2)
     bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
     assert await bob.connect()

@@ -58,14 +58,14 @@ def test_a_silent_connection_is_given_up_after_the_limit_and_its_pool_drained():
     statement works at once on a new connection."""
     proxy = TcpProxy(("127.0.0.1", int(connection.settings_dict["PORT"] or 5432)))
     try:
-        with ConnectionPool(kwargs=_kwargs(proxy.port), connection_class=dbconn.Connection, min_size=3,
-                            open=True) as pool:
+        with ConnectionPool(
+            kwargs=_kwargs(proxy.port), connection_class=dbconn.Connection, min_size=3, open=True
+        ) as pool:
             pool.wait(10)
             assert proxy.blackhole() == 3
             started = time.monotonic()
-            with pytest.raises(psycopg.OperationalError) as failure:
-                with pool.connection() as conn:
-                    conn.execute("SELECT 1")
+            with pytest.raises(psycopg.OperationalError) as failure, pool.connection() as conn:
+                conn.execute("SELECT 1")
             took = time.monotonic() - started
             assert "no answer from PostgreSQL within 1.75 s" in str(failure.value)
             assert 1.6 < took < 3 and conn.closed and not dbconn.connection_lost(failure.value)
@@ -81,7 +81,9 @@ async def test_a_terminated_backend_is_found_dead_and_fetchone_retries_on_a_fres
     """A pooled connection whose backend was ended (pg_terminate_backend, as a PostgreSQL
     restart does to all of them): the error says connection_lost, the pool is drained, and
     async_db.fetchone sends the statement again on a fresh connection and returns its row."""
-    pool = AsyncConnectionPool(kwargs=_kwargs(), connection_class=dbconn.AsyncConnection, min_size=2, open=False)
+    pool = AsyncConnectionPool(
+        kwargs=_kwargs(), connection_class=dbconn.AsyncConnection, min_size=2, open=False
+    )
     await pool.open(wait=True)
     try:
         async with pool.connection() as conn:
@@ -114,6 +116,11 @@ async def test_a_terminated_backend_is_found_dead_and_fetchone_retries_on_a_fres
 
 def test_manage_py_commands_run_without_a_statement_limit():
     code = "from django.conf import settings; print(settings.DATABASE_STATEMENT_TIMEOUT)"
-    shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, capture_output=True,
-                           text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.stdout.strip().splitlines()[-1] == "0.0", shown.stderr

@@ -44,7 +44,9 @@ def test_opening_a_dm_from_either_side_gives_the_same_private_room_of_two_plain_
     room = Room.objects.get(pk=first.room.pk)
     assert room.kind == "dm" and room.is_private and room.dm_key == dms.dm_key(user.pk, other_user.pk)
     assert sorted(Membership.objects.filter(room=room).values_list("user__username", "role")) == [
-        ("alice", "member"), ("bob", "member")]
+        ("alice", "member"),
+        ("bob", "member"),
+    ]
     assert Room.objects.filter(kind="dm").count() == 1
 
 
@@ -69,7 +71,9 @@ def test_a_dm_with_oneself_an_unknown_or_an_inactive_user_is_refused_and_makes_n
     assert not Room.objects.filter(kind="dm").exists()
 
 
-def test_dms_from_shared_rooms_refuses_a_stranger_but_not_a_roommate_nor_an_existing_dm(user, other_user, carol):
+def test_dms_from_shared_rooms_refuses_a_stranger_but_not_a_roommate_nor_an_existing_dm(
+    user, other_user, carol
+):
     dms.dm_open(user=carol, username="bob")  # before bob turns DMs from strangers off
     dms.user_settings_update(user=other_user, dms_from="shared_rooms")
     with pytest.raises(dms.DmsOff) as off:
@@ -111,8 +115,10 @@ def test_concurrent_opens_from_both_sides_give_one_room():
             connection.close()
 
     for a, b in pairs:
-        threads = [threading.Thread(target=open_dm, args=(a, b.username)),
-                   threading.Thread(target=open_dm, args=(b, a.username))]
+        threads = [
+            threading.Thread(target=open_dm, args=(a, b.username)),
+            threading.Thread(target=open_dm, args=(b, a.username)),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -127,11 +133,24 @@ def test_concurrent_opens_from_both_sides_give_one_room():
         assert Membership.objects.filter(room_id=rooms.pop()).count() == 2
 
 
-@pytest.mark.parametrize("action", [
-    "member_add", "member_set_role", "member_mute", "member_ban", "member_unban", "member_leave",
-    "member_remove", "room_update_name", "room_update_private", "room_archive",
-])
-def test_a_dm_refuses_every_group_room_action_even_by_a_site_moderator_and_changes_nothing(user, other_user, carol, dm, action):
+@pytest.mark.parametrize(
+    "action",
+    [
+        "member_add",
+        "member_set_role",
+        "member_mute",
+        "member_ban",
+        "member_unban",
+        "member_leave",
+        "member_remove",
+        "room_update_name",
+        "room_update_private",
+        "room_archive",
+    ],
+)
+def test_a_dm_refuses_every_group_room_action_even_by_a_site_moderator_and_changes_nothing(
+    user, other_user, carol, dm, action
+):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -139,9 +158,12 @@ def test_a_dm_refuses_every_group_room_action_even_by_a_site_moderator_and_chang
     staff = factories.make_user("staff", is_superuser=True, is_staff=True)
     calls = {
         "member_add": lambda actor: services.member_add(room=dm, actor=actor, user=carol),
-        "member_set_role": lambda actor: services.member_set_role(room=dm, actor=actor, user=other_user, role="moderator"),
-        "member_mute": lambda actor: services.member_mute(room=dm, actor=actor, user=other_user,
-                                                          until=timezone.now() + timedelta(hours=1)),
+        "member_set_role": lambda actor: services.member_set_role(
+            room=dm, actor=actor, user=other_user, role="moderator"
+        ),
+        "member_mute": lambda actor: services.member_mute(
+            room=dm, actor=actor, user=other_user, until=timezone.now() + timedelta(hours=1)
+        ),
         "member_ban": lambda actor: services.member_ban(room=dm, actor=actor, user=other_user),
         "member_unban": lambda actor: services.member_unban(room=dm, actor=actor, user=other_user),
         "member_leave": lambda actor: services.member_leave(room=dm, user=actor),
@@ -170,17 +192,22 @@ def test_in_a_dm_only_the_author_and_site_moderators_delete_a_message(user, othe
     assert Message.objects.get(pk=alices.pk).deleted_at is not None
 
 
-def test_dm_created_is_broadcast_to_both_users_after_commit_with_their_own_dm_with(user, other_user, django_capture_on_commit_callbacks, monkeypatch):
+def test_dm_created_is_broadcast_to_both_users_after_commit_with_their_own_dm_with(
+    user, other_user, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
-    monkeypatch.setattr("rooms.events.broadcast_dm_created",
-                        lambda *, user_id, room_data: sent.append((user_id, room_data)))
+    monkeypatch.setattr(
+        "rooms.events.broadcast_dm_created", lambda *, user_id, room_data: sent.append((user_id, room_data))
+    )
     with django_capture_on_commit_callbacks(execute=True):
         room = dms.dm_open(user=user, username="bob").room
     with django_capture_on_commit_callbacks(execute=True) as again:
         dms.dm_open(user=other_user, username="alice")
     assert again == []  # an existing DM broadcasts nothing
     assert {uid: (d["slug"], d["kind"], d["dm_with"]["username"], d["name"]) for uid, d in sent} == {
-        user.pk: (room.slug, "dm", "bob", "bob"), other_user.pk: (room.slug, "dm", "alice", "alice")}
+        user.pk: (room.slug, "dm", "bob", "bob"),
+        other_user.pk: (room.slug, "dm", "alice", "alice"),
+    }
 
 
 # --- REST -----------------------------------------------------------------------------------------
@@ -200,13 +227,16 @@ def test_post_dms_answers_201_then_200_with_the_same_room_from_either_side(user,
     assert other_side.data["name"] == "alice"
 
 
-@pytest.mark.parametrize("body, status, expected", [
-    ({"username": "alice"}, 400, {"code": "dm_self"}),
-    ({"username": "nobody"}, 404, {"code": "not_found"}),
-    ({}, 400, {"username": ["This field is required."]}),
-    ({"username": 5}, 400, {"username": ["Not a valid string."]}),
-    ({"username": ""}, 400, {"username": ["This field may not be blank."]}),
-])
+@pytest.mark.parametrize(
+    "body, status, expected",
+    [
+        ({"username": "alice"}, 400, {"code": "dm_self"}),
+        ({"username": "nobody"}, 404, {"code": "not_found"}),
+        ({}, 400, {"username": ["This field is required."]}),
+        ({"username": 5}, 400, {"username": ["Not a valid string."]}),
+        ({"username": ""}, 400, {"username": ["This field may not be blank."]}),
+    ],
+)
 def test_post_dms_refusals(user, other_user, body, status, expected):
     response = client_for(user).post("/api/dms/", body, format="json")
     assert response.status_code == status, response.data
@@ -228,7 +258,9 @@ def test_post_dms_needs_sign_in(other_user):
 def test_settings_get_and_patch(user):
     api = client_for(user)
     assert api.get("/api/me/settings/").json() == {"dms_from": "anyone"}
-    assert api.patch("/api/me/settings/", {"dms_from": "shared_rooms"}, format="json").json() == {"dms_from": "shared_rooms"}
+    assert api.patch("/api/me/settings/", {"dms_from": "shared_rooms"}, format="json").json() == {
+        "dms_from": "shared_rooms"
+    }
     assert api.get("/api/me/settings/").json() == {"dms_from": "shared_rooms"}
     bad = api.patch("/api/me/settings/", {"dms_from": "nobody"}, format="json")
     assert bad.status_code == 400 and "dms_from" in bad.json()
@@ -289,8 +321,9 @@ def test_dm_members_are_refused_group_actions_over_rest_with_403_forbidden(user,
 
 
 def test_a_dm_works_as_a_room_over_rest(user, other_user, dm):
-    sent = client_for(other_user).post(f"/api/rooms/{dm.slug}/messages/", {"body": "hello", "client_msg_id": "b1"},
-                                        format="json")
+    sent = client_for(other_user).post(
+        f"/api/rooms/{dm.slug}/messages/", {"body": "hello", "client_msg_id": "b1"}, format="json"
+    )
     assert sent.status_code == 201 and sent.data["seq"] == 1
     history = client_for(user).get(f"/api/rooms/{dm.slug}/messages/").json()
     assert [m["body"] for m in history["results"]] == ["hello"]
@@ -318,12 +351,16 @@ def test_the_profile_pages_button_opens_the_dm_and_lands_on_its_room_page(client
     assert client.get(response["Location"]).context["room"].name == "alice"
 
 
-def test_the_room_list_page_lists_dms_by_the_other_persons_name_apart_from_rooms(client, user, other_user, dm):
+def test_the_room_list_page_lists_dms_by_the_other_persons_name_apart_from_rooms(
+    client, user, other_user, dm
+):
     factories.make_room(created_by=user, slug="lobby", name="Lobby")
     client.force_login(user)
     page = client.get("/")
     assert [r.slug for r in page.context["rooms"]] == ["lobby"]
-    assert [(d["room"].slug, d["with"]["username"]) for d in page.context["direct_messages"]] == [(dm.slug, "bob")]
+    assert [(d["room"].slug, d["with"]["username"]) for d in page.context["direct_messages"]] == [
+        (dm.slug, "bob")
+    ]
     assert b"Direct messages" in page.content
 
 
@@ -374,7 +411,9 @@ def test_a_third_users_dm_page_is_404(client, carol, dm):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_dm_socket_carries_messages_between_the_two_and_refuses_a_third_with_4404(ws):
-    alice, bob, carol = [await database_sync_to_async(factories.make_user)(n) for n in ("alice", "bob", "carol")]
+    alice, bob, carol = [
+        await database_sync_to_async(factories.make_user)(n) for n in ("alice", "bob", "carol")
+    ]
     room = (await database_sync_to_async(dms.dm_open)(user=alice, username="bob")).room
     a = await ws(f"/ws/rooms/{room.slug}/", user=alice)
     b = await ws(f"/ws/rooms/{room.slug}/", user=bob)

@@ -53,8 +53,9 @@ def open_dm(node, token: str, username: str) -> tuple[int, dict]:
 async def test_a_dm_opened_on_node1_by_alice_and_on_node2_by_bob_is_one_conversation_across_nodes(nodes):
     node1, node2 = nodes
     tokens = await asyncio.to_thread(orm_call, people, "alice", "bob", "carol")
-    await asyncio.to_thread(orm_call, lambda: factories.make_room(
-        created_by=factories.make_user("owner"), slug="lobby"))
+    await asyncio.to_thread(
+        orm_call, lambda: factories.make_room(created_by=factories.make_user("owner"), slug="lobby")
+    )
 
     # bob's socket in another room, on node-2, hears of the new DM opened on node-1.
     lobby = await Client(node2, "lobby", tokens["bob"]).connect()
@@ -80,12 +81,19 @@ async def test_a_dm_opened_on_node1_by_alice_and_on_node2_by_bob_is_one_conversa
     assert await alice.wait_for(lambda c: any(m["body"] == "hi back from node-2" for m in c.messages))
 
     # carol is refused the DM's socket (4404) and its REST routes (404) on either node.
-    async with websockets.connect(f"{node1.ws}/ws/rooms/{slug}/", open_timeout=10,
-                                  additional_headers={"Authorization": f"Token {tokens['carol']}"}) as sock:
+    async with websockets.connect(
+        f"{node1.ws}/ws/rooms/{slug}/",
+        open_timeout=10,
+        additional_headers={"Authorization": f"Token {tokens['carol']}"},
+    ) as sock:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(sock.recv(), 10)
         assert closed.value.rcvd.code == 4404
-    for path in (f"/api/rooms/{slug}/messages/", f"/api/rooms/{slug}/members/", f"/api/rooms/{slug}/presence/"):
+    for path in (
+        f"/api/rooms/{slug}/messages/",
+        f"/api/rooms/{slug}/members/",
+        f"/api/rooms/{slug}/presence/",
+    ):
         status, _, _ = await asyncio.to_thread(Http(node2, tokens["carol"]).request, "GET", path)
         assert status == 404, path
     await alice.close()
@@ -99,10 +107,12 @@ async def test_opens_of_one_pair_at_once_on_two_nodes_give_one_room(nodes):
     answers = []
     for i in range(0, 12, 2):
         a, b = names[i], names[i + 1]
-        answers.append(await asyncio.gather(
-            asyncio.to_thread(open_dm, node1, tokens[a], b),
-            asyncio.to_thread(open_dm, node2, tokens[b], a),
-        ))
+        answers.append(
+            await asyncio.gather(
+                asyncio.to_thread(open_dm, node1, tokens[a], b),
+                asyncio.to_thread(open_dm, node2, tokens[b], a),
+            )
+        )
     for (status_a, room_a), (status_b, room_b) in answers:
         assert sorted((status_a, status_b)) == [200, 201], (room_a, room_b)
         assert room_a["slug"] == room_b["slug"]
@@ -163,5 +173,6 @@ def test_in_chromium_a_dm_opened_from_the_profile_page_on_node1_is_answered_on_n
             assert alice.locator(".dm-list__link").all_inner_texts() == ["bob"]
         finally:
             chromium.close()
-    assert orm(lambda: list(Room.objects.get(kind="dm").messages.order_by("seq").values_list("body", flat=True))) == [
-        "hello bob, from node-1", "hello alice, from node-2"]
+    assert orm(
+        lambda: list(Room.objects.get(kind="dm").messages.order_by("seq").values_list("body", flat=True))
+    ) == ["hello bob, from node-1", "hello alice, from node-2"]

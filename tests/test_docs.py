@@ -59,12 +59,15 @@ def test_every_setting_read_from_the_environment_is_in_the_configuration_table()
 
 
 def test_every_variable_in_the_configuration_table_is_read_somewhere():
-    sources = "\n".join(
-        p.read_text(errors="replace")
-        for d in ("chatsite", "rooms", "bin")
-        for p in (ROOT / d).rglob("*")
-        if p.is_file() and p.suffix in ("", ".py", ".sh")
-    ) + (ROOT / "Makefile").read_text()
+    sources = (
+        "\n".join(
+            p.read_text(errors="replace")
+            for d in ("chatsite", "rooms", "bin")
+            for p in (ROOT / d).rglob("*")
+            if p.is_file() and p.suffix in ("", ".py", ".sh")
+        )
+        + (ROOT / "Makefile").read_text()
+    )
     unread = {v for v in _table_vars() if v not in sources}
     assert not unread, sorted(unread)
 

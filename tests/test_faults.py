@@ -22,8 +22,19 @@ from channels.db import database_sync_to_async
 
 from rooms.models import Message
 from tests import factories
-from tests.nodes import (BASE_DIR, TEST_SECRET_KEY, Client, Http, ResumingClient, TcpProxy, cluster, database_url_for_tests, free_port,
-                         start_node, wait_healthy)
+from tests.nodes import (
+    BASE_DIR,
+    TEST_SECRET_KEY,
+    Client,
+    Http,
+    ResumingClient,
+    TcpProxy,
+    cluster,
+    database_url_for_tests,
+    free_port,
+    start_node,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.multinode]
 
@@ -35,10 +46,12 @@ def prefix() -> str:
 @pytest.fixture
 def people(db):
     """``people(n)``: the room r0 and n members' API tokens."""
+
     def make(n):
         owner = factories.make_user("owner")
         room = factories.make_room(created_by=owner, slug="r0")
         return room, [factories.token_for(factories.make_user(f"p{i}")) for i in range(n)]
+
     return make
 
 
@@ -64,8 +77,10 @@ def report(name, sent, stored, clients, recovery=None):
     for i, c in enumerate(clients):
         got = c.bodies()
         lost = len(set(stored) - set(got))
-        lines.append(f"  client {i}: delivered {len(got)}, lost {lost}, duplicated {c.duplicates}, "
-                     f"connects {c.connects}")
+        lines.append(
+            f"  client {i}: delivered {len(got)}, lost {lost}, duplicated {c.duplicates}, "
+            f"connects {c.connects}"
+        )
     if recovery is not None:
         lines.append(f"  recovery {recovery:.2f} s")
     print("\n".join(lines))
@@ -79,8 +94,12 @@ async def rest_sender(node, token, count, rate, tag):
     for i in range(count):
         try:
             status, _, body = await asyncio.to_thread(
-                http.request, "POST", "/api/rooms/r0/messages/",
-                json_body={"body": f"{tag} {i}", "client_msg_id": f"{tag}-{i}"}, timeout=5)
+                http.request,
+                "POST",
+                "/api/rooms/r0/messages/",
+                json_body={"body": f"{tag} {i}", "client_msg_id": f"{tag}-{i}"},
+                timeout=5,
+            )
         except OSError as exc:
             status, body = None, repr(exc)
         if status != 201:
@@ -94,10 +113,15 @@ async def rest_sender(node, token, count, rate, tag):
 def node_env(db):
     """Environment for nodes started by a test itself."""
     return {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
-        "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "CHANNEL_LAYER_PREFIX": prefix(),
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "THROTTLE_SEND_RATE": "100000/min",
+        "WS_SEND_RATE": "0",
     }
 
 
@@ -134,8 +158,12 @@ async def test_sigterm_closes_sockets_1012_and_clients_resume_on_another_node(pe
 
 async def test_reconnecting_20_times_at_50_messages_per_second_loses_nothing(people, node_env, tmp_path):
     room, tokens = await database_sync_to_async(people)(2)
-    with cluster(3, redis_url=node_env["REDIS_URL"], database_url=node_env["DATABASE_URL"],
-                 prefix=node_env["CHANNEL_LAYER_PREFIX"]) as nodes:
+    with cluster(
+        3,
+        redis_url=node_env["REDIS_URL"],
+        database_url=node_env["DATABASE_URL"],
+        prefix=node_env["CHANNEL_LAYER_PREFIX"],
+    ) as nodes:
         reader = ResumingClient(nodes, "r0", tokens[0]).start()
         await asyncio.wait_for(reader.connected.wait(), 10)
         sender = await Client(nodes[0], "r0", tokens[1]).connect()
@@ -167,7 +195,9 @@ async def test_oversize_frame_is_closed_1009_and_others_are_unaffected(people, n
         await asyncio.to_thread(wait_healthy, node)
         big = await Client(node, "r0", tokens[0]).connect()
         other = await Client(node, "r0", tokens[1]).connect()
-        await big._socket.send('{"type": "message.send", "body": "' + "x" * 70_000 + '", "client_msg_id": "big"}')
+        await big._socket.send(
+            '{"type": "message.send", "body": "' + "x" * 70_000 + '", "client_msg_id": "big"}'
+        )
         assert await big.wait_for(lambda c: c.close_code is not None, timeout=5)
         assert big.close_code == 1009
         await other.send("still fine", "ok-1")
@@ -196,7 +226,9 @@ async def test_the_frame_limit_is_the_clients_only_server_frames_may_be_larger(p
         page = next(f for f in reader.frames if f["type"] == "history")
         assert [m["seq"] for m in page["messages"]] == [1, 2, 3]
         assert len(json.dumps(page)) > 4_500 and reader.close_code is None
-        await reader._socket.send(json.dumps({"type": "message.send", "body": "y" * 2_500, "client_msg_id": "big"}))
+        await reader._socket.send(
+            json.dumps({"type": "message.send", "body": "y" * 2_500, "client_msg_id": "big"})
+        )
         assert await reader.wait_for(lambda c: c.close_code is not None, timeout=5)
         assert reader.close_code == 1009
         await writer.close()
@@ -212,8 +244,13 @@ async def unread_client(node, token: str):
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.connect(("127.0.0.1", node.port))
-    return await websockets.connect(f"{node.ws}/ws/rooms/r0/", sock=raw, max_queue=1, ping_interval=None,
-                                    additional_headers={"Authorization": f"Token {token}"})
+    return await websockets.connect(
+        f"{node.ws}/ws/rooms/r0/",
+        sock=raw,
+        max_queue=1,
+        ping_interval=None,
+        additional_headers={"Authorization": f"Token {token}"},
+    )
 
 
 def _raw_websocket(node, token: str) -> socket.socket:
@@ -255,8 +292,12 @@ async def test_BR13_idle_socket_survives_and_dead_peer_is_dropped_within_ping_in
         idle = await Client(node, "r0", tokens[1]).connect()  # websockets answers pings itself
         await asyncio.sleep(5)
         assert idle.close_code is None
-        await asyncio.to_thread(Http(node, tokens[0]).request, "POST", "/api/rooms/r0/messages/",
-                                json_body={"body": "after idling", "client_msg_id": "idle-1"})
+        await asyncio.to_thread(
+            Http(node, tokens[0]).request,
+            "POST",
+            "/api/rooms/r0/messages/",
+            json_body={"body": "after idling", "client_msg_id": "idle-1"},
+        )
         assert await idle.wait_for(lambda c: c.messages)
         await idle.close()
         print(f"FAULT dead peer: dropped after {dropped_after:.2f} s (ping interval 1 s, timeout 2 s)")
@@ -294,8 +335,11 @@ def test_a_throttled_request_answers_429_too_many_requests_not_unknown_status(pe
             connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
             try:
                 connection.request(
-                    "POST", "/api/rooms/r0/messages/", body=json.dumps({"body": f"m{i}", "client_msg_id": f"m-{i}"}),
-                    headers={"Authorization": f"Token {tokens[0]}", "Content-Type": "application/json"})
+                    "POST",
+                    "/api/rooms/r0/messages/",
+                    body=json.dumps({"body": f"m{i}", "client_msg_id": f"m-{i}"}),
+                    headers={"Authorization": f"Token {tokens[0]}", "Content-Type": "application/json"},
+                )
                 response = connection.getresponse()
                 response.read()
                 lines.append((response.status, response.reason))
@@ -311,8 +355,13 @@ async def test_BR03_forced_close_by_socket_lifetime_loses_and_repeats_nothing(pe
     1000; the client reconnects with
     backoff, resumes after its last seq and ends with the stored history exactly."""
     room, tokens = await database_sync_to_async(people)(2)
-    with cluster(2, redis_url=node_env["REDIS_URL"], database_url=node_env["DATABASE_URL"],
-                 prefix=node_env["CHANNEL_LAYER_PREFIX"], extra_env={"WS_MAX_LIFETIME": "1"}) as nodes:
+    with cluster(
+        2,
+        redis_url=node_env["REDIS_URL"],
+        database_url=node_env["DATABASE_URL"],
+        prefix=node_env["CHANNEL_LAYER_PREFIX"],
+        extra_env={"WS_MAX_LIFETIME": "1"},
+    ) as nodes:
         reader = ResumingClient(nodes, "r0", tokens[0]).start()
         await asyncio.wait_for(reader.connected.wait(), 10)
         sent = await rest_sender(nodes[1], tokens[1], 60, 10, "lifetime")
@@ -333,8 +382,12 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
     room, tokens = await database_sync_to_async(people)(2)
     s = connection.settings_dict
     proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
-    env = {**node_env, "DATABASE_URL": f"postgres://{s['USER']}@127.0.0.1:{proxy.port}/{s['NAME']}",
-           "DATABASE_POOL_TIMEOUT": "1.5", "DATABASE_CONNECT_TIMEOUT": "1"}
+    env = {
+        **node_env,
+        "DATABASE_URL": f"postgres://{s['USER']}@127.0.0.1:{proxy.port}/{s['NAME']}",
+        "DATABASE_POOL_TIMEOUT": "1.5",
+        "DATABASE_CONNECT_TIMEOUT": "1",
+    }
     node = start_node("node-1", env=env, log_dir=tmp_path)
     other = start_node("node-2", env=node_env, log_dir=tmp_path)
     try:
@@ -359,7 +412,8 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
         assert await sender.wait_for(lambda c: any(f["type"] == "error" for f in c.frames[seen:]), timeout=5)
         assert next(f for f in sender.frames[seen:] if f["type"] == "error")["frame"] == "fetch"
         status, headers, raw = await asyncio.to_thread(  # REST: 503 JSON with Retry-After
-            Http(node, tokens[0]).request, "GET", "/api/rooms/r0/messages/")
+            Http(node, tokens[0]).request, "GET", "/api/rooms/r0/messages/"
+        )
         assert status == 503 and json.loads(raw)["code"] == "unavailable" and int(headers["Retry-After"]) > 0
         await asyncio.sleep(0.5)
         assert len(watcher.messages) == 1 and sender.close_code is None  # nothing broadcast
@@ -383,9 +437,11 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
                 break
             await asyncio.sleep(0.25)
         assert healthy is not None
-        print(f"FAULT postgresql: unavailable answered in {answered_after:.2f} s; "
-              f"sends work {recovered:.2f} s and /healthz is 200 {healthy:.2f} s after the database "
-              f"returned; stored 2, lost 0")
+        print(
+            f"FAULT postgresql: unavailable answered in {answered_after:.2f} s; "
+            f"sends work {recovered:.2f} s and /healthz is 200 {healthy:.2f} s after the database "
+            f"returned; stored 2, lost 0"
+        )
         await sender.close()
         await watcher.close()
     finally:
@@ -394,14 +450,20 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
         proxy.close()
 
 
-async def test_BR04b_node_killed_mid_stream_its_clients_resume_elsewhere_and_others_see_no_gap(people, node_env):
+async def test_BR04b_node_killed_mid_stream_its_clients_resume_elsewhere_and_others_see_no_gap(
+    people, node_env
+):
     """One of 3 nodes SIGKILLed while its members are in the room's group, then 100 more
     messages: its client reconnects to another node and ends with the full history; clients on
     the other nodes see no interruption (the Pub/Sub layer keeps no membership in Redis that a
     dead node could leave behind)."""
     room, tokens = await database_sync_to_async(people)(4)
-    with cluster(3, redis_url=node_env["REDIS_URL"], database_url=node_env["DATABASE_URL"],
-                 prefix=node_env["CHANNEL_LAYER_PREFIX"]) as nodes:
+    with cluster(
+        3,
+        redis_url=node_env["REDIS_URL"],
+        database_url=node_env["DATABASE_URL"],
+        prefix=node_env["CHANNEL_LAYER_PREFIX"],
+    ) as nodes:
         readers = [ResumingClient(nodes[i:] + nodes[:i], "r0", tokens[i]).start() for i in range(3)]
         for reader in readers:
             await asyncio.wait_for(reader.connected.wait(), 10)
@@ -434,8 +496,22 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self) -> None:
         self.proc.kill()
@@ -450,12 +526,14 @@ async def connect_when_possible(node, token: str, timeout: float) -> Client | No
     while time.monotonic() < deadline:
         try:
             return await Client(node, "r0", token).connect()
-        except (websockets.ConnectionClosed, AssertionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, websockets.ConnectionClosed, AssertionError, OSError):
             await asyncio.sleep(0.3)
     return None
 
 
-async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_resumes(people, node_env, tmp_path):
+async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_resumes(
+    people, node_env, tmp_path
+):
     """Our own redis-server under 3 nodes is killed and started again, empty, on the same port,
     while a room gets 20 msg/s: every send is stored, live delivery comes back without any node
     restart, and every client ends with the stored history (gaps repaired by fetch)."""
@@ -470,8 +548,12 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
                 break
             except redis.ConnectionError:
                 await asyncio.sleep(0.1)
-        with cluster(3, redis_url=redis_url, database_url=node_env["DATABASE_URL"],
-                     prefix=node_env["CHANNEL_LAYER_PREFIX"]) as nodes:
+        with cluster(
+            3,
+            redis_url=redis_url,
+            database_url=node_env["DATABASE_URL"],
+            prefix=node_env["CHANNEL_LAYER_PREFIX"],
+        ) as nodes:
             readers = [ResumingClient(nodes[i:] + nodes[:i], "r0", tokens[i]).start() for i in range(3)]
             for reader in readers:
                 await asyncio.wait_for(reader.connected.wait(), 10)
@@ -505,7 +587,9 @@ async def test_redis_restarted_empty_sends_keep_being_stored_and_live_delivery_r
         private.kill()
 
 
-async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_with_a_500(people, node_env, tmp_path):
+async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_with_a_500(
+    people, node_env, tmp_path
+):
     """The node's Redis (our own redis-server) is killed: a new socket is accepted and closed with
     4503 (reconnect with backoff), as README's close codes say, instead of a handshake refused
     with HTTP 500; once Redis is back a new socket joins without restarting the node."""
@@ -520,8 +604,11 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
         private.kill()
         codes = []
         for _ in range(3):  # each attempt is refused the same way; the node keeps serving
-            async with websockets.connect(f"{node.ws}/ws/rooms/r0/", open_timeout=10,
-                                          additional_headers={"Authorization": f"Token {tokens[1]}"}) as socket:
+            async with websockets.connect(
+                f"{node.ws}/ws/rooms/r0/",
+                open_timeout=10,
+                additional_headers={"Authorization": f"Token {tokens[1]}"},
+            ) as socket:
                 with pytest.raises(websockets.ConnectionClosed):
                     await asyncio.wait_for(socket.recv(), 10)
                 codes.append(socket.close_code)
@@ -536,7 +623,9 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
         private.kill()
 
 
-async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_handshake_timeout(people, node_env, tmp_path):
+async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_handshake_timeout(
+    people, node_env, tmp_path
+):
     """The node's Redis (our own redis-server) is paused with SIGSTOP, so it answers nothing,
     while a message's publish waits on it (holding channels-redis's per-shard lock, which a new
     socket's subscribe needs). A new socket is closed with 4503 within about 2 s, instead of its
@@ -555,8 +644,11 @@ async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_hands
             await first.send("while Redis hangs", "h-1")  # stored; its publish then waits on Redis
             assert await first.wait_for(lambda c: "h-1" in c.acks)
             started = time.monotonic()
-            async with websockets.connect(f"{node.ws}/ws/rooms/r0/", open_timeout=10,
-                                          additional_headers={"Authorization": f"Token {tokens[1]}"}) as socket:
+            async with websockets.connect(
+                f"{node.ws}/ws/rooms/r0/",
+                open_timeout=10,
+                additional_headers={"Authorization": f"Token {tokens[1]}"},
+            ) as socket:
                 with pytest.raises(websockets.ConnectionClosed):
                     await asyncio.wait_for(socket.recv(), 10)
                 assert socket.close_code == 4503
@@ -572,7 +664,9 @@ async def test_a_socket_opened_while_redis_hangs_is_closed_4503_within_the_hands
         private.kill()
 
 
-async def test_a_node_whose_redis_connections_went_silent_reconnects_and_delivers_live_again(people, node_env, tmp_path):
+async def test_a_node_whose_redis_connections_went_silent_reconnects_and_delivers_live_again(
+    people, node_env, tmp_path
+):
     """node-1 reaches Redis through a TCP proxy, which then silently discards all traffic on the
     connections open at that moment (Redis moved or hung, and nothing reset the connections)
     while new connections get through. node-1 notices its silent subscriber connection and
@@ -585,8 +679,11 @@ async def test_a_node_whose_redis_connections_went_silent_reconnects_and_deliver
     room, tokens = await database_sync_to_async(people)(2)
     shared = urlsplit(node_env["REDIS_URL"])
     proxy = TcpProxy((shared.hostname, shared.port or 6379))
-    node = start_node("node-1", env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}{shared.path}"},
-                      log_dir=tmp_path)
+    node = start_node(
+        "node-1",
+        env={**node_env, "REDIS_URL": f"redis://127.0.0.1:{proxy.port}{shared.path}"},
+        log_dir=tmp_path,
+    )
     other = start_node("node-2", env=node_env, log_dir=tmp_path)
     try:
         await asyncio.gather(asyncio.to_thread(wait_healthy, node), asyncio.to_thread(wait_healthy, other))
@@ -600,17 +697,23 @@ async def test_a_node_whose_redis_connections_went_silent_reconnects_and_deliver
         while resumed is None and time.monotonic() - silenced < 30:
             i += 1
             await sender.send(f"during {i}", f"d-{i}")
-            if await reader.wait_for(lambda c: any(m["body"] == f"during {i}" for m in c.messages), timeout=0.5):
+            if await reader.wait_for(
+                lambda c: any(m["body"] == f"during {i}" for m in c.messages), timeout=0.5
+            ):
                 resumed = time.monotonic() - silenced
         assert resumed is not None, node.log()[-2000:]
 
         started = time.monotonic()
         await reader.send("from node-1", "n1-1")
         assert await reader.wait_for(lambda c: "n1-1" in c.acks)
-        assert await sender.wait_for(lambda c: any(m["body"] == "from node-1" for m in c.messages), timeout=20)
+        assert await sender.wait_for(
+            lambda c: any(m["body"] == "from node-1" for m in c.messages), timeout=20
+        )
         published_after = time.monotonic() - started
-        print(f"FAULT redis silent: live delivery to node-1 back {resumed:.1f} s after its connections went "
-              f"silent; node-1's next publish arrived after {published_after:.1f} s")
+        print(
+            f"FAULT redis silent: live delivery to node-1 back {resumed:.1f} s after its connections went "
+            f"silent; node-1's next publish arrived after {published_after:.1f} s"
+        )
         assert "silent for" in node.log()
         health, deadline = None, time.monotonic() + 15
         while health != 200 and time.monotonic() < deadline:  # its own connection recovers too
@@ -631,7 +734,6 @@ async def test_frames_written_at_once_and_frames_buffered_behind_a_full_socket_k
     leaves the rest to Twisted's buffer. A member that reads nothing while 400 frames of 12 KB go
     out (4.8 MB: the kernel's socket buffer fills, frames are cut mid-way and buffered) then reads them all: every one
     arrives, whole, in seq order."""
-    import websockets
 
     room, tokens = await database_sync_to_async(people)(2)
     node = start_node("node-1", env={**node_env, "WS_SLOW_CLIENT_BYTES": str(64 * 2**20)}, log_dir=tmp_path)
@@ -672,7 +774,7 @@ async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and
         await asyncio.to_thread(wait_healthy, node)
         fast = await Client(node, "r0", tokens[0]).connect()
         slow = await unread_client(node, tokens[1])
-        hello = await slow.recv()
+        await slow.recv()  # its hello
         rss_before = psutil.Process(node.process.pid).memory_info().rss
         talker = await Client(node, "r0", tokens[2]).connect()
         body = "x" * 3000
@@ -713,8 +815,10 @@ async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and
         stored = await stored_bodies(room)
         assert [got[k] for k in sorted(got)] == stored and len(stored) == 300
         grew = (rss_after - rss_before) / 2**20
-        print(f"FAULT slow member: closed with {closed_with}; 300 stored, fast member 300, slow member "
-              f"{len(got)} after resume; node RSS grew {grew:.1f} MiB")
+        print(
+            f"FAULT slow member: closed with {closed_with}; 300 stored, fast member 300, slow member "
+            f"{len(got)} after resume; node RSS grew {grew:.1f} MiB"
+        )
         assert grew < 64
         await fast.close()
         await talker.close()
@@ -722,7 +826,9 @@ async def test_BR04a_a_member_that_stops_reading_is_closed_4008_or_caught_up_and
         node.stop()
 
 
-async def test_BR09_consumer_and_rest_views_in_one_process_each_send_200_interleaved(people, node_env, tmp_path):
+async def test_BR09_consumer_and_rest_views_in_one_process_each_send_200_interleaved(
+    people, node_env, tmp_path
+):
     """One node: 200 sends over its WebSocket (daphne's loop) interleaved with 200 REST posts
     (sync views broadcasting through async_to_sync), 5 receivers: no cross-loop error, each
     receiver gets each message exactly once, ids unique."""
@@ -785,7 +891,7 @@ async def test_invalid_utf8_text_frame_is_refused_to_its_sender_only(people, nod
                 break
         at = data.find(b"\x88")
         assert at >= 0, data
-        assert struct.unpack("!H", data[at + 2:at + 4])[0] == 1007
+        assert struct.unpack("!H", data[at + 2 : at + 4])[0] == 1007
         sock.close()
         await other.send("unaffected", "u-1")
         assert await other.wait_for(lambda c: "u-1" in c.acks and c.messages)
@@ -820,7 +926,7 @@ async def test_typing_hints_are_dropped_first_for_a_client_that_is_behind(people
             while True:
                 frame = _json.loads(await asyncio.wait_for(slow.recv(), 3))
                 seen.append(frame["type"])
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+        except (TimeoutError, websockets.ConnectionClosed):
             pass
         assert seen.count("message") == 150 and "typing" not in seen, seen[-5:]
         await slow.close()
@@ -849,7 +955,9 @@ async def test_a_flooding_client_is_rate_limited_and_others_keep_their_latency(p
             for i in range(n):
                 started = time.monotonic()
                 await a.send(f"{tag} {i}", f"{tag}-{i}")
-                assert await b.wait_for(lambda c, i=i: any(m["body"] == f"{tag} {i}" for m in c.messages), timeout=10)
+                assert await b.wait_for(
+                    lambda c, i=i: any(m["body"] == f"{tag} {i}" for m in c.messages), timeout=10
+                )
                 times.append((time.monotonic() - started) * 1000)
                 await asyncio.sleep(0.06)  # below a's own 20/s
             return times
@@ -863,16 +971,20 @@ async def test_a_flooding_client_is_rate_limited_and_others_keep_their_latency(p
         flooding = asyncio.ensure_future(flood())
         busy = await round_trips("busy")
         await flooding
-        await flooder.wait_for(lambda c: len(c.acks) + sum(f["type"] == "error" for f in c.frames) >= 600, timeout=30)
+        await flooder.wait_for(
+            lambda c: len(c.acks) + sum(f["type"] == "error" for f in c.frames) >= 600, timeout=30
+        )
         limited = sum(1 for f in flooder.frames if f["type"] == "error" and f["code"] == "rate_limited")
         stored_flood = await database_sync_to_async(Message.objects.filter(room=room, body="flood").count)()
 
         def p(values, q):
             return statistics.quantiles(values, n=100)[q - 1]
 
-        print(f"FAULT flood: {limited} of 600 flood sends rate_limited, {stored_flood} stored; other members' "
-              f"round trip p50/p99 {p(quiet, 50):.1f}/{p(quiet, 99):.1f} ms quiet, "
-              f"{p(busy, 50):.1f}/{p(busy, 99):.1f} ms during the flood")
+        print(
+            f"FAULT flood: {limited} of 600 flood sends rate_limited, {stored_flood} stored; other members' "
+            f"round trip p50/p99 {p(quiet, 50):.1f}/{p(quiet, 99):.1f} ms quiet, "
+            f"{p(busy, 50):.1f}/{p(busy, 99):.1f} ms during the flood"
+        )
         assert limited >= 500 and limited + stored_flood == 600
         assert len(a.acks) == 60 and len([m for m in b.messages if m["body"] != "flood"]) == 60
         for c in (a, b, flooder):
@@ -917,16 +1029,26 @@ def private_pg(tmp_path_factory):
     try:
         pg.execute("CREATE DATABASE chatsite")
         seeded = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", _SEED], cwd=BASE_DIR, capture_output=True, text=True,
-            env={**os.environ, "DATABASE_URL": pg.url("chatsite"), "SECRET_KEY": TEST_SECRET_KEY}, timeout=120)
+            [sys.executable, "manage.py", "shell", "-c", _SEED],
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DATABASE_URL": pg.url("chatsite"), "SECRET_KEY": TEST_SECRET_KEY},
+            timeout=120,
+        )
         assert seeded.returncode == 0, seeded.stderr
         seed = json.loads(seeded.stdout.strip().splitlines()[-1])
         proxy = TcpProxy(("127.0.0.1", pg.port))
         env = {
-            "DATABASE_URL": pg.url("chatsite", proxy.port), "REDIS_URL": os.environ["REDIS_URL"],
-            "CHANNEL_LAYER_PREFIX": prefix(), "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY,
-            "ALLOWED_HOSTS": "127.0.0.1,localhost", "DATABASE_POOL_MAX_SIZE": "4",
-            "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
+            "DATABASE_URL": pg.url("chatsite", proxy.port),
+            "REDIS_URL": os.environ["REDIS_URL"],
+            "CHANNEL_LAYER_PREFIX": prefix(),
+            "DEBUG": "0",
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_POOL_MAX_SIZE": "4",
+            "THROTTLE_SEND_RATE": "100000/min",
+            "WS_SEND_RATE": "0",
         }
         log_dir = tmp_path_factory.mktemp("pg-nodes")
         nodes = [start_node(f"pg-node-{i}", env=env, log_dir=log_dir) for i in (1, 2)]
@@ -981,8 +1103,11 @@ class OutboxSender:
                 continue
 
             def answered(c):
-                return cid in c.acks or c.close_code is not None or any(
-                    f["type"] == "error" and f.get("client_msg_id") == cid for f in c.frames[seen:])
+                return (
+                    cid in c.acks
+                    or c.close_code is not None
+                    or any(f["type"] == "error" and f.get("client_msg_id") == cid for f in c.frames[seen:])
+                )
 
             await self.client.wait_for(answered, timeout=5)
             took = time.monotonic() - sent_at
@@ -990,8 +1115,14 @@ class OutboxSender:
                 self.answers.append((sent_at, took, "ack"))
                 self.acked.add(cid)
                 return
-            error = next((f for f in self.client.frames[seen:]
-                          if f["type"] == "error" and f.get("client_msg_id") == cid), None)
+            error = next(
+                (
+                    f
+                    for f in self.client.frames[seen:]
+                    if f["type"] == "error" and f.get("client_msg_id") == cid
+                ),
+                None,
+            )
             self.answers.append((sent_at, took, error["code"] if error else "none"))
             await asyncio.sleep(0.2)
 
@@ -1010,7 +1141,9 @@ class OutboxSender:
 def _stored(pg, room: str) -> list[tuple[str, str]]:
     return pg.execute(
         "SELECT m.client_msg_id, m.body FROM rooms_message m JOIN rooms_room r ON r.id = m.room_id "
-        f"WHERE r.slug = '{room}' ORDER BY m.seq", dbname="chatsite")
+        f"WHERE r.slug = '{room}' ORDER BY m.seq",
+        dbname="chatsite",
+    )
 
 
 async def _probe_fetch(client) -> tuple[float, dict, int | None]:
@@ -1018,7 +1151,9 @@ async def _probe_fetch(client) -> tuple[float, dict, int | None]:
     seen = len(client.frames)
     started = time.monotonic()
     await client._socket.send(json.dumps({"type": "fetch", "after_seq": 0}))
-    await client.wait_for(lambda c: any(f["type"] in ("history", "error") for f in c.frames[seen:]), timeout=10)
+    await client.wait_for(
+        lambda c: any(f["type"] in ("history", "error") for f in c.frames[seen:]), timeout=10
+    )
     took = time.monotonic() - started
     answer = next((f for f in client.frames[seen:] if f["type"] in ("history", "error")), {"type": "none"})
     await asyncio.sleep(0.3)
@@ -1032,8 +1167,9 @@ def _get_page(node, path: str, session: str) -> tuple[int, dict, bytes]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(node.http + path, headers={"Cookie": f"sessionid={session}",
-                                                                "Accept": "text/html,*/*;q=0.8"})
+    request = urllib.request.Request(
+        node.http + path, headers={"Cookie": f"sessionid={session}", "Accept": "text/html,*/*;q=0.8"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -1047,10 +1183,16 @@ async def _pg_fault(private_pg, room: str, name: str, fault, *, heal=None, hold:
     ends acked, nothing acked is missing from the database, no socket is closed with 1011, and
     every reader ends with the stored history. Prints the figures; returns them."""
     nodes, tokens, pg = private_pg.nodes, private_pg.tokens, private_pg.pg
-    readers = [ResumingClient(nodes, room, tokens[0]).start(), ResumingClient(nodes[::-1], room, tokens[1]).start()]
+    readers = [
+        ResumingClient(nodes, room, tokens[0]).start(),
+        ResumingClient(nodes[::-1], room, tokens[1]).start(),
+    ]
     for reader in readers:
         await asyncio.wait_for(reader.connected.wait(), 10)
-    senders = [OutboxSender(nodes[0], room, tokens[2], f"{name}-a"), OutboxSender(nodes[1], room, tokens[3], f"{name}-b")]
+    senders = [
+        OutboxSender(nodes[0], room, tokens[2], f"{name}-a"),
+        OutboxSender(nodes[1], room, tokens[3], f"{name}-b"),
+    ]
     probing = [await Client(node, room, tokens[4]).connect() for node in nodes]
     sending = asyncio.gather(*(s.run(60, 10) for s in senders))
     await asyncio.sleep(1.5)
@@ -1077,9 +1219,13 @@ async def _pg_fault(private_pg, room: str, name: str, fault, *, heal=None, hold:
     acked = set().union(*(s.acked for s in senders))
     closes = [c for s in senders for c in s.close_codes] + [c for r in readers for c in r.close_codes]
     figures = {
-        "sent": len(sent), "stored": len(stored_ids), "lost": len(set(sent) - acked),
-        "acked_missing": len(acked - set(stored_ids)), "duplicates": len(stored_ids) - len(set(stored_ids)),
-        "closed_1011": closes.count(1011), "unavailable": len(unavailable),
+        "sent": len(sent),
+        "stored": len(stored_ids),
+        "lost": len(set(sent) - acked),
+        "acked_missing": len(acked - set(stored_ids)),
+        "duplicates": len(stored_ids) - len(set(stored_ids)),
+        "closed_1011": closes.count(1011),
+        "unavailable": len(unavailable),
         "first_unavailable": unavailable[0] if unavailable else None,
         "slowest_answer": max((a[1] for a in after), default=0.0),
         "unanswered": sum(1 for a in answers if a[2] == "none"),
@@ -1088,16 +1234,18 @@ async def _pg_fault(private_pg, room: str, name: str, fault, *, heal=None, hold:
         "readers_match": [r.bodies() == bodies for r in readers],
     }
     first = f"{figures['first_unavailable']:.2f} s" if unavailable else "never (no send failed)"
-    print(f"FAULT postgresql {name}: sent {figures['sent']}, stored {figures['stored']}, lost {figures['lost']}, "
-          f"acked-but-missing {figures['acked_missing']}, closed 1011: {figures['closed_1011']}; "
-          f"unavailable answers {figures['unavailable']} (first {first} after the fault), "
-          f"slowest answer {figures['slowest_answer']:.2f} s, unanswered {figures['unanswered']}; "
-          f"fetch during the fault: {figures['probes']}; readers hold the stored history: {figures['readers_match']}")
+    print(
+        f"FAULT postgresql {name}: sent {figures['sent']}, stored {figures['stored']}, lost {figures['lost']}, "
+        f"acked-but-missing {figures['acked_missing']}, closed 1011: {figures['closed_1011']}; "
+        f"unavailable answers {figures['unavailable']} (first {first} after the fault), "
+        f"slowest answer {figures['slowest_answer']:.2f} s, unanswered {figures['unanswered']}; "
+        f"fetch during the fault: {figures['probes']}; readers hold the stored history: {figures['readers_match']}"
+    )
     assert figures["lost"] == 0 and figures["acked_missing"] == 0 and figures["duplicates"] == 0
     assert figures["closed_1011"] == 0, closes
     assert figures["unanswered"] == 0 and not figures["other_errors"], answers
     assert all(figures["readers_match"]), [len(r.bodies()) for r in readers]
-    for took, answer, code in probes:  # answered (history, or an error frame), the socket kept
+    for _took, answer, code in probes:  # answered (history, or an error frame), the socket kept
         assert answer["type"] == "history" or answer.get("code") == "unavailable", answer
         assert code is None
     return figures
@@ -1121,7 +1269,9 @@ async def test_postgresql_restarted_sends_are_answered_and_stored_once_nothing_c
 
     figures = await _pg_fault(private_pg, "pg-restart", "restart", outage, heal=pg.start, hold=2.5)
     status, headers, body = rest["api"]
-    assert status == 503 and json.loads(body)["code"] == "unavailable" and headers.get("Retry-After"), body[:300]
+    assert status == 503 and json.loads(body)["code"] == "unavailable" and headers.get("Retry-After"), body[
+        :300
+    ]
     assert rest["page"][0] == 503 and rest["page"][1].get("Retry-After"), rest["page"][2][:300]
     assert rest["page"][1]["Content-Type"].startswith("text/html")
     print(f"  REST during the outage: {status} {body[:120]!r}; page {rest['page'][0]}")
@@ -1135,8 +1285,9 @@ async def test_postgresql_backends_terminated_sends_retry_on_fresh_connections_n
     (no 1011, nothing lost or stored twice) and fetches answer history."""
     pg = private_pg.pg
     terminated = []
-    figures = await _pg_fault(private_pg, "pg-terminate", "terminate",
-                              lambda: terminated.append(pg.terminate_backends("chatsite")))
+    figures = await _pg_fault(
+        private_pg, "pg-terminate", "terminate", lambda: terminated.append(pg.terminate_backends("chatsite"))
+    )
     print(f"  sessions terminated: {terminated[0]}")
     assert terminated[0] > 0
     assert figures["slowest_answer"] < 5
@@ -1207,8 +1358,10 @@ async def test_a_send_stored_but_whose_answer_was_lost_is_broadcast_by_its_retry
     await reader.stop()
     await sender.client.close()
     codes = [code for _, _, code in sender.answers]
-    print(f"FAULT postgresql answers lost: answers to the send {[(code, round(took, 2)) for _, took, code in sender.answers[1:]]}; "
-          f"stored {[cid for cid, _ in stored]}; live at the other node: {reader.bodies()}")
+    print(
+        f"FAULT postgresql answers lost: answers to the send {[(code, round(took, 2)) for _, took, code in sender.answers[1:]]}; "
+        f"stored {[cid for cid, _ in stored]}; live at the other node: {reader.bodies()}"
+    )
     assert codes[0] == "ack" and "unavailable" in codes[1:] and codes[-1] == "ack"
     assert stored == [("lost-0", "before"), ("lost-1", "answer lost")]
     assert reader.bodies() == ["before", "answer lost"] and reader.gap_fetches == 0 and reader.duplicates == 0

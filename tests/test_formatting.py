@@ -18,32 +18,54 @@ render = formatting.render
 LINK = 'target="_blank" rel="noopener noreferrer"'
 
 
-@pytest.mark.parametrize(("body", "html"), [
-    ("**bold**", "<p><strong>bold</strong></p>"),
-    ("*it* _it_", "<p><em>it</em> <em>it</em></p>"),
-    ("~~gone~~", "<p><s>gone</s></p>"),
-    ("`a < b`", "<p><code>a &lt; b</code></p>"),
-    ("```py\nx = 1 < 2\n```", "<pre><code>x = 1 &lt; 2\n</code></pre>"),
-    ("> quote\n> > nested", "<blockquote>\n<p>quote</p>\n<blockquote>\n<p>nested</p>\n</blockquote>\n</blockquote>"),
-    ("- a\n- b", "<ul>\n<li>a</li>\n<li>b</li>\n</ul>"),
-    ("3. c\n4. d", '<ol start="3">\n<li>c</li>\n<li>d</li>\n</ol>'),
-    ("[site](https://example.com/x)", f'<p><a href="https://example.com/x" {LINK}>site</a></p>'),
-    ("see https://example.com/a?b=1&c=2.", f'<p>see <a href="https://example.com/a?b=1&amp;c=2" {LINK}>https://example.com/a?b=1&amp;c=2</a>.</p>'),
-    ("<https://example.com>", f'<p><a href="https://example.com" {LINK}>https://example.com</a></p>'),
-    ("[mail](mailto:a@example.com)", f'<p><a href="mailto:a@example.com" {LINK}>mail</a></p>'),
-    ("line one\nline two", "<p>line one<br>\nline two</p>"),
-    ("# not a heading", "<p># not a heading</p>"),
-    ("    four spaces", "<p>four spaces</p>"),
-    ("a@example.com", "<p>a@example.com</p>"),
-])
+@pytest.mark.parametrize(
+    ("body", "html"),
+    [
+        ("**bold**", "<p><strong>bold</strong></p>"),
+        ("*it* _it_", "<p><em>it</em> <em>it</em></p>"),
+        ("~~gone~~", "<p><s>gone</s></p>"),
+        ("`a < b`", "<p><code>a &lt; b</code></p>"),
+        ("```py\nx = 1 < 2\n```", "<pre><code>x = 1 &lt; 2\n</code></pre>"),
+        (
+            "> quote\n> > nested",
+            "<blockquote>\n<p>quote</p>\n<blockquote>\n<p>nested</p>\n</blockquote>\n</blockquote>",
+        ),
+        ("- a\n- b", "<ul>\n<li>a</li>\n<li>b</li>\n</ul>"),
+        ("3. c\n4. d", '<ol start="3">\n<li>c</li>\n<li>d</li>\n</ol>'),
+        ("[site](https://example.com/x)", f'<p><a href="https://example.com/x" {LINK}>site</a></p>'),
+        (
+            "see https://example.com/a?b=1&c=2.",
+            f'<p>see <a href="https://example.com/a?b=1&amp;c=2" {LINK}>https://example.com/a?b=1&amp;c=2</a>.</p>',
+        ),
+        ("<https://example.com>", f'<p><a href="https://example.com" {LINK}>https://example.com</a></p>'),
+        ("[mail](mailto:a@example.com)", f'<p><a href="mailto:a@example.com" {LINK}>mail</a></p>'),
+        ("line one\nline two", "<p>line one<br>\nline two</p>"),
+        ("# not a heading", "<p># not a heading</p>"),
+        ("    four spaces", "<p>four spaces</p>"),
+        ("a@example.com", "<p>a@example.com</p>"),
+    ],
+)
 def test_the_markdown_subset_renders(body, html):
     assert render(body) == html
 
 
-@pytest.mark.parametrize("body", [
-    "**unclosed", "*x **y", "[link](", "[a]: https://x.y", "```\nunclosed fence", "> " * 2000,
-    "~~~", "<", "`", "[](", "\\", "- \n- \n1.",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "**unclosed",
+        "*x **y",
+        "[link](",
+        "[a]: https://x.y",
+        "```\nunclosed fence",
+        "> " * 2000,
+        "~~~",
+        "<",
+        "`",
+        "[](",
+        "\\",
+        "- \n- \n1.",
+    ],
+)
 def test_malformed_markdown_renders_as_text_never_raises(body):
     out = render(body)
     assert isinstance(out, str)
@@ -96,15 +118,18 @@ def test_xss_payloads_leave_no_script_handler_image_or_bad_url(body):
 
 
 def test_sanitize_alone_refuses_what_markdown_would_never_make():
-    dirty = ('<p onclick="x()"><a href="javascript:alert(1)">a</a><img src=x onerror=y>'
-             '<span class="mention evil" data-user="bob" style="color:red">@bob</span><script>z()</script></p>')
+    dirty = (
+        '<p onclick="x()"><a href="javascript:alert(1)">a</a><img src=x onerror=y>'
+        '<span class="mention evil" data-user="bob" style="color:red">@bob</span><script>z()</script></p>'
+    )
     clean = formatting.sanitize(dirty)
     assert clean == (f'<p><a {LINK}>a</a><span class="mention" data-user="bob">@bob</span></p>')
 
 
 def test_mentions_become_spans_outside_code_and_links():
-    out = render("hi @Alice, @room! `@alice` [@alice](https://x.example) mail b@alice.example @nobody_here.",
-                 None)
+    out = render(
+        "hi @Alice, @room! `@alice` [@alice](https://x.example) mail b@alice.example @nobody_here.", None
+    )
     assert '<span class="mention" data-user="alice">@Alice</span>,' in out
     assert '<span class="mention mention-room" data-user="room">@room</span>!' in out
     assert "<code>@alice</code>" in out
@@ -143,6 +168,7 @@ def test_the_step_by_step_send_and_the_fast_path_store_the_same_html(room, user,
     # of the same client_msg_id through the step-by-step path answers the stored one.
     fast = services.message_post(room=room, author=user, body=body, client_msg_id="a").message
     from django.db import connection
+
     vendor = connection.vendor
     try:
         connection.vendor = "sqlite"  # force the step-by-step branch (message_post checks vendor)
@@ -156,8 +182,13 @@ def test_the_step_by_step_send_and_the_fast_path_store_the_same_html(room, user,
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_socket_send_broadcasts_body_html(joined, room):
-    await joined.send({"type": "message.send", "body": "[x](javascript:alert(1)) *ok*",
-                       "client_msg_id": new_client_msg_id()})
+    await joined.send(
+        {
+            "type": "message.send",
+            "body": "[x](javascript:alert(1)) *ok*",
+            "client_msg_id": new_client_msg_id(),
+        }
+    )
     frames = [await joined.receive(), await joined.receive()]
     message = next(f for f in frames if f["type"] == "message")["message"]
     assert message["body_html"] == "<p>[x](javascript:alert(1)) <em>ok</em></p>"

@@ -40,7 +40,11 @@ class InlineCode(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.found += [f"<{tag} {name}=…>" for name in attrs if name.lower().startswith("on")]
-        if any((v or "").strip().lower().startswith("javascript:") for k, v in attrs.items() if k in ("href", "src", "action")):
+        if any(
+            (v or "").strip().lower().startswith("javascript:")
+            for k, v in attrs.items()
+            if k in ("href", "src", "action")
+        ):
             self.found.append(f"<{tag}> with a javascript: URL")
         if tag == "script" and not attrs.get("src"):
             kind = (attrs.get("type") or "text/javascript").lower()

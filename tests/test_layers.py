@@ -110,25 +110,33 @@ async def test_dispatch_in_order_hands_events_to_deliver_now_only_while_idle_and
         order.append(("now", event["n"]))
         return True
 
-    running = asyncio.create_task(dispatch_in_order(
-        [socket_events.get], dispatch, attach=pushes.append, deliver_now=deliver_now))
+    running = asyncio.create_task(
+        dispatch_in_order([socket_events.get], dispatch, attach=pushes.append, deliver_now=deliver_now)
+    )
     await asyncio.sleep(0.01)
     push = pushes[0]
-    push({"n": 1})                      # idle: handled at once
-    push({"n": 2, "decline": True})     # declined: through the inbox
+    push({"n": 1})  # idle: handled at once
+    push({"n": 2, "decline": True})  # declined: through the inbox
     await asyncio.sleep(0.01)
     socket_events.put_nowait({"n": 3, "slow": True})
     await asyncio.sleep(0.01)
-    push({"n": 4})                      # busy with 3: queued behind it
+    push({"n": 4})  # busy with 3: queued behind it
     push({"n": 5})
     release.set()
     await asyncio.sleep(0.01)
-    push({"n": 6})                      # idle again
+    push({"n": 6})  # idle again
     socket_events.put_nowait({"n": 7, "stop": True})
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert order == [("now", 1), ("dispatched", 2), ("dispatched", 3), ("dispatched", 4),
-                     ("dispatched", 5), ("now", 6), ("dispatched", 7)]
+    assert order == [
+        ("now", 1),
+        ("dispatched", 2),
+        ("dispatched", 3),
+        ("dispatched", 4),
+        ("dispatched", 5),
+        ("now", 6),
+        ("dispatched", 7),
+    ]
 
 
 async def test_a_channel_that_cannot_be_subscribed_is_not_kept():
@@ -157,7 +165,11 @@ async def test_a_silent_subscriber_connection_is_reconnected_and_subscribed_agai
     shared = urlsplit(REDIS_URL)
     proxy = TcpProxy((shared.hostname, shared.port or 6379))
     prefix = f"chatsite-test-silent-{uuid.uuid4().hex[:8]}"
-    host = {"address": f"redis://127.0.0.1:{proxy.port}{shared.path}", "health_check_interval": 1, "socket_timeout": 1}
+    host = {
+        "address": f"redis://127.0.0.1:{proxy.port}{shared.path}",
+        "health_check_interval": 1,
+        "socket_timeout": 1,
+    }
     layer = RedisPubSubChannelLayer(hosts=[host], prefix=prefix)
     direct = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=prefix)  # another node, on Redis itself
     try:
@@ -200,12 +212,14 @@ async def test_a_room_message_published_twice_reaches_a_node_once(layer):
     assert layer.attach(channel, got.append)
     for group in ("room.5", "room.6"):
         await layer.group_add(group, channel)
-    events = [("room.5", {"type": "room.message", "seq": 1, "text": "a"}),
-              ("room.5", {"type": "room.message", "seq": 1, "text": "a"}),  # the repeat
-              ("room.6", {"type": "room.message", "seq": 1, "text": "b"}),
-              ("room.5", {"type": "room.presence", "text": "p"}),
-              ("room.5", {"type": "room.presence", "text": "p"}),
-              ("room.5", {"type": "room.message", "seq": 2, "text": "c"})]
+    events = [
+        ("room.5", {"type": "room.message", "seq": 1, "text": "a"}),
+        ("room.5", {"type": "room.message", "seq": 1, "text": "a"}),  # the repeat
+        ("room.6", {"type": "room.message", "seq": 1, "text": "b"}),
+        ("room.5", {"type": "room.presence", "text": "p"}),
+        ("room.5", {"type": "room.presence", "text": "p"}),
+        ("room.5", {"type": "room.message", "seq": 2, "text": "c"}),
+    ]
     for group, event in events:
         await layer.group_send(group, event)
     await _wait_for(lambda: len(got) >= 5)

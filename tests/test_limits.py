@@ -64,7 +64,9 @@ async def test_reads_over_ws_read_rate_are_answered_rate_limited_per_user_and_th
         await conn.close()
 
 
-async def test_typing_from_several_sockets_of_one_user_is_relayed_once_per_interval(ws, room, user, other_user):
+async def test_typing_from_several_sockets_of_one_user_is_relayed_once_per_interval(
+    ws, room, user, other_user
+):
     """Each socket may relay one typing every 2 s; a user with three tabs still relays one."""
     tabs = [await joined_socket(ws, room, user) for _ in range(3)]
     bob = await joined_socket(ws, room, other_user)
@@ -153,10 +155,15 @@ async def test_without_redis_sockets_are_counted_in_this_process(settings):
 def node_env(db):
     """Environment for nodes started by a test (its own Redis key prefix)."""
     return {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
-        "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "THROTTLE_SEND_RATE": "100000/min", "WS_SEND_RATE": "0",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "THROTTLE_SEND_RATE": "100000/min",
+        "WS_SEND_RATE": "0",
     }
 
 
@@ -165,18 +172,30 @@ def _seed_room(n: int) -> tuple[Room, str, str]:
     owner = factories.make_user("owner")
     room = factories.make_room(created_by=owner, slug="r0")
     Message.objects.bulk_create(
-        Message(room=room, seq=i, author=owner, body=f"message {i} " + "x" * 200, client_msg_id=f"seed-{i}",
-                server_id="seed")
+        Message(
+            room=room,
+            seq=i,
+            author=owner,
+            body=f"message {i} " + "x" * 200,
+            client_msg_id=f"seed-{i}",
+            server_id="seed",
+        )
         for i in range(1, n + 1)
     )
     Room.objects.filter(pk=room.pk).update(last_seq=n)
-    return room, factories.token_for(factories.make_user("flooder")), factories.token_for(factories.make_user("other"))
+    return (
+        room,
+        factories.token_for(factories.make_user("flooder")),
+        factories.token_for(factories.make_user("other")),
+    )
 
 
 async def _open(node, token: str, query: str = ""):
     return await websockets.connect(
-        f"{node.ws}/ws/rooms/r0/{query}", additional_headers={"Authorization": f"Token {token}"},
-        open_timeout=10, max_size=2**24,
+        f"{node.ws}/ws/rooms/r0/{query}",
+        additional_headers={"Authorization": f"Token {token}"},
+        open_timeout=10,
+        max_size=2**24,
     )
 
 
@@ -250,7 +269,12 @@ async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_anothe
                     elif frame["type"] == "error" and frame["code"] == "rate_limited":
                         counts["rate_limited"] += 1
                         retry_afters.append(frame["retry_after"])
-                    elif frame["type"] not in ("presence", "presence.diff", "member.updated", "member.removed"):
+                    elif frame["type"] not in (
+                        "presence",
+                        "presence.diff",
+                        "member.updated",
+                        "member.removed",
+                    ):
                         counts["other"] += 1
             except websockets.ConnectionClosed:
                 pass
@@ -277,11 +301,13 @@ async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_anothe
             values = [p[i] for p in pairs]
             return f"p50 {statistics.median(values):.0f} max {max(values):.0f}"
 
-        print(f"LIMITS flood: 16 sockets of one user, {flood_seconds:.1f} s of fetch frames: "
-              f"{counts['history']} answered with history, {counts['rate_limited']} rate_limited, "
-              f"{counts['other']} other; {open_after} of 16 sockets still open. Another user's join "
-              f"ms {summary(quiet, 0)} quiet, {summary(busy, 0)} during the flood; fetch (200 messages) "
-              f"ms {summary(quiet, 1)} quiet, {summary(busy, 1)} during the flood")
+        print(
+            f"LIMITS flood: 16 sockets of one user, {flood_seconds:.1f} s of fetch frames: "
+            f"{counts['history']} answered with history, {counts['rate_limited']} rate_limited, "
+            f"{counts['other']} other; {open_after} of 16 sockets still open. Another user's join "
+            f"ms {summary(quiet, 0)} quiet, {summary(busy, 0)} during the flood; fetch (200 messages) "
+            f"ms {summary(quiet, 1)} quiet, {summary(busy, 1)} during the flood"
+        )
         assert counts["rate_limited"] > 0 and counts["other"] == 0
         assert all(0 < r <= 1 for r in retry_afters)
         # Fixed 1 s windows: at most 10 per whole second touched (the flood started mid-window).
@@ -354,7 +380,9 @@ async def test_sockets_per_user_are_capped_across_nodes_the_newest_closed_4429_a
         assert await first_frame(two, alice) == (None, 4429)
         a5 = await admitted_within(two, alice, 4 + 1 + 5)
         freed = time.monotonic() - killed
-        print(f"LIMITS socket cap: a killed node's slots freed after {freed:.1f} s (PRESENCE_TTL 4, heartbeat 1)")
+        print(
+            f"LIMITS socket cap: a killed node's slots freed after {freed:.1f} s (PRESENCE_TTL 4, heartbeat 1)"
+        )
         assert a5 is not None
         a6 = await admitted_within(two, alice, 5)
         assert a6 is not None
@@ -367,7 +395,9 @@ async def test_sockets_per_user_are_capped_across_nodes_the_newest_closed_4429_a
 
 
 @pytest.mark.multinode
-async def test_reads_are_counted_across_nodes_in_batches_without_a_redis_command_per_frame(node_env, tmp_path):
+async def test_reads_are_counted_across_nodes_in_batches_without_a_redis_command_per_frame(
+    node_env, tmp_path
+):
     """WS_READ_RATE 40 an hour over two nodes: after 30 reads on node-1, node-2 answers only
     what is left of the shared 40 plus at most one batch (10) it had not added yet; each node
     counted alone would have answered all 30 there."""
@@ -402,7 +432,9 @@ async def test_reads_are_counted_across_nodes_in_batches_without_a_redis_command
         assert await reads(sockets[0], 30) == (30, 0)
         await asyncio.sleep(0.5)  # node-1's last batch reaches Redis
         answered, refused = await reads(sockets[1], 30)
-        print(f"LIMITS shared reads: 30 answered on node-1, then {answered} of 30 on node-2 (limit 40, batch 10)")
+        print(
+            f"LIMITS shared reads: 30 answered on node-1, then {answered} of 30 on node-2 (limit 40, batch 10)"
+        )
         assert 10 <= answered <= 20 and answered + refused == 30
     finally:
         for socket in sockets:

@@ -62,7 +62,9 @@ def test_rates_take_a_count_a_period_and_an_optional_multiple():
     assert parse_window_rate("20/min") == (20, 60)
     assert parse_window_rate("10/15m") == (10, 900)
     assert parse_window_rate("5/h") == (5, 3600) and parse_window_rate("1/2d") == (1, 172800)
-    assert parse_window_rate("0") is None and parse_window_rate("") is None and parse_window_rate("off") is None
+    assert (
+        parse_window_rate("0") is None and parse_window_rate("") is None and parse_window_rate("off") is None
+    )
     for bad in ("ten/min", "10", "10/0m", "10/fortnight"):
         with pytest.raises(ValueError):
             parse_window_rate(bad)
@@ -70,7 +72,9 @@ def test_rates_take_a_count_a_period_and_an_optional_multiple():
 
 def test_a_mistyped_rate_stops_start_up():
     proc = run("import django; django.setup()", SECRET_KEY=KEY, LOGIN_ACCOUNT_RATE="ten per minute")
-    assert proc.returncode != 0 and "ImproperlyConfigured: LOGIN_ACCOUNT_RATE: 'ten per minute'" in proc.stderr
+    assert (
+        proc.returncode != 0 and "ImproperlyConfigured: LOGIN_ACCOUNT_RATE: 'ten per minute'" in proc.stderr
+    )
     assert run("import django; django.setup()", SECRET_KEY=KEY, SIGNUP_RATE="0").returncode == 0
 
 
@@ -116,10 +120,13 @@ def test_every_attempt_counts_per_client_address_and_ipv6_by_its_64(rates):
     rates.LOGIN_ADDRESS_RATE = "3/h"
     client = Client()
     address = fresh_address()
-    for i in range(3):
+    for _ in range(3):
         assert login(client, f"nobody-{uuid.uuid4().hex}", WRONG, address=address).status_code == 200
     response = login(client, f"nobody-{uuid.uuid4().hex}", WRONG, address=address)
-    assert response.status_code == 429 and "Too many log-in attempts from your network" in response.content.decode()
+    assert (
+        response.status_code == 429
+        and "Too many log-in attempts from your network" in response.content.decode()
+    )
     assert response.has_header("Retry-After")
     network = f"2001:db8:{uuid.uuid4().int % 65000:x}:1"
     for host in ("::1", "::2", "::3"):
@@ -134,8 +141,13 @@ def test_admin_login_shares_the_account_count_and_shows_the_refusal_on_its_own_p
     login(client, "admin-guessed", WRONG, address=fresh_address())
     login(client, "admin-guessed", WRONG, path="/admin/login/", address=fresh_address())
     login(client, "admin-guessed", WRONG, address=fresh_address())
-    response = login(client, "admin-guessed", factories.PASSWORD, path="/admin/login/?next=/admin/",
-                     address=fresh_address())
+    response = login(
+        client,
+        "admin-guessed",
+        factories.PASSWORD,
+        path="/admin/login/?next=/admin/",
+        address=fresh_address(),
+    )
     assert response.status_code == 429 and response.has_header("Retry-After")
     page = response.content.decode()
     assert 'class="errornote"' in page and "Too many failed log-ins for this account" in page
@@ -148,8 +160,12 @@ def test_the_token_route_shares_the_account_count(rates):
     factories.make_user("token-guessed")
     for _ in range(3):
         assert login(Client(), "token-guessed", WRONG, address=fresh_address()).status_code == 200
-    response = APIClient().post(reverse("api:token"), {"username": "token-guessed", "password": factories.PASSWORD},
-                                format="json", REMOTE_ADDR=fresh_address())
+    response = APIClient().post(
+        reverse("api:token"),
+        {"username": "token-guessed", "password": factories.PASSWORD},
+        format="json",
+        REMOTE_ADDR=fresh_address(),
+    )
     assert response.status_code == 429 and response.has_header("Retry-After")
     assert "Too many failed log-ins for this account" in response.json()["detail"]
 
@@ -158,13 +174,19 @@ def test_the_token_route_shares_the_account_count(rates):
 def test_sign_ups_over_the_address_limit_are_refused_and_create_nobody(rates):
     client, address = Client(), fresh_address()
     for name in ("signer-1", "signer-2"):
-        response = client.post(reverse("signup"), {"username": name, "password1": factories.PASSWORD,
-                                                   "password2": factories.PASSWORD}, REMOTE_ADDR=address)
+        response = client.post(
+            reverse("signup"),
+            {"username": name, "password1": factories.PASSWORD, "password2": factories.PASSWORD},
+            REMOTE_ADDR=address,
+        )
         assert response.status_code == 302
         client.post(reverse("logout"))
     before = rate_limited("signup")
-    response = client.post(reverse("signup"), {"username": "signer-3", "password1": factories.PASSWORD,
-                                               "password2": factories.PASSWORD}, REMOTE_ADDR=address)
+    response = client.post(
+        reverse("signup"),
+        {"username": "signer-3", "password1": factories.PASSWORD, "password2": factories.PASSWORD},
+        REMOTE_ADDR=address,
+    )
     assert response.status_code == 429 and response.has_header("Retry-After")
     assert "Too many sign-ups from your network" in response.content.decode()
     assert not get_user_model().objects.filter(username="signer-3").exists()
@@ -205,7 +227,9 @@ class Browser:
         finally:
             conn.close()
 
-    def login(self, node, username: str, password: str, path: str = "/accounts/login/", headers: dict | None = None):
+    def login(
+        self, node, username: str, password: str, path: str = "/accounts/login/", headers: dict | None = None
+    ):
         self.request(node, "GET", path)
         return self.request(node, "POST", path, {"username": username, "password": password}, headers)
 
@@ -224,8 +248,13 @@ def two_nodes(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     extra = {**NODE_RATES, "TRUSTED_PROXIES": "127.0.0.1", "METRICS_ALLOW": "127.0.0.1"}
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url,
-                 prefix=f"login-throttle-{uuid.uuid4().hex[:8]}", extra_env=extra) as nodes:
+    with cluster(
+        2,
+        redis_url=os.environ["REDIS_URL"],
+        database_url=database_url,
+        prefix=f"login-throttle-{uuid.uuid4().hex[:8]}",
+        extra_env=extra,
+    ) as nodes:
         yield nodes
         for node in nodes:
             assert "Traceback" not in node.log(), node.log()
@@ -275,10 +304,13 @@ def test_a_forged_x_forwarded_for_bypasses_neither_the_address_nor_the_sign_up_l
     clear_of_window_end()
     forger = Browser("127.0.0.31")
     for i in range(6):  # LOGIN_ADDRESS_RATE: 6 attempts per address, a new forged address each time
-        status, _, _ = forger.login(two_nodes[i % 2], f"nobody-{i}", WRONG,
-                                    headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
+        status, _, _ = forger.login(
+            two_nodes[i % 2], f"nobody-{i}", WRONG, headers={"X-Forwarded-For": f"198.51.100.{i + 1}"}
+        )
         assert status == 200, i
-    status, headers, page = forger.login(node1, "nobody-7", WRONG, headers={"X-Forwarded-For": "198.51.100.99"})
+    status, headers, page = forger.login(
+        node1, "nobody-7", WRONG, headers={"X-Forwarded-For": "198.51.100.99"}
+    )
     assert status == 429 and "Too many log-in attempts from your network" in page and headers["Retry-After"]
     # Another address is not refused: the count was the forger's real one.
     assert Browser("127.0.0.32").login(node2, "nobody-8", WRONG)[0] == 200
@@ -288,13 +320,24 @@ def test_a_forged_x_forwarded_for_bypasses_neither_the_address_nor_the_sign_up_l
         signer.cookies.pop("sessionid", None)
         signer.request(node, "GET", "/accounts/signup/")
         status, _, page = signer.request(
-            node, "POST", "/accounts/signup/",
-            {"username": f"signer-node-{i}", "password1": factories.PASSWORD, "password2": factories.PASSWORD},
-            headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
+            node,
+            "POST",
+            "/accounts/signup/",
+            {
+                "username": f"signer-node-{i}",
+                "password1": factories.PASSWORD,
+                "password2": factories.PASSWORD,
+            },
+            headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
+        )
         assert status == (302 if i < 2 else 429), (i, status)
     assert "Too many sign-ups from your network" in page
-    assert list(get_user_model().objects.filter(username__startswith="signer-node-")
-                .order_by("username").values_list("username", flat=True)) == ["signer-node-0", "signer-node-1"]
+    assert list(
+        get_user_model()
+        .objects.filter(username__startswith="signer-node-")
+        .order_by("username")
+        .values_list("username", flat=True)
+    ) == ["signer-node-0", "signer-node-1"]
 
 
 def test_wrong_old_passwords_on_the_password_change_page_count_as_failed_log_ins(client, rates, db):
@@ -304,12 +347,15 @@ def test_wrong_old_passwords_on_the_password_change_page_count_as_failed_log_ins
     client.force_login(user)
     new = "a new Passphrase 42!"
     for _ in range(3):
-        response = client.post("/accounts/password/", {
-            "old_password": WRONG, "new_password1": new, "new_password2": new})
+        response = client.post(
+            "/accounts/password/", {"old_password": WRONG, "new_password1": new, "new_password2": new}
+        )
         assert response.status_code == 200 and "old_password" in response.context["form"].errors
     before = rate_limited("login")
-    response = client.post("/accounts/password/", {
-        "old_password": factories.PASSWORD, "new_password1": new, "new_password2": new})
+    response = client.post(
+        "/accounts/password/",
+        {"old_password": factories.PASSWORD, "new_password1": new, "new_password2": new},
+    )
     assert response.status_code == 429 and int(response["Retry-After"]) >= 1
     assert "Too many wrong passwords" in response.content.decode()
     user.refresh_from_db()

@@ -12,9 +12,23 @@ from tests.nodes import BASE_DIR
 def _pytest(**env):
     full = {**os.environ, "CHROMIUM": "/nonexistent/chromium", **env}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_browser.py", "-q", "-p", "no:cacheprovider",
-         "-k", "gap_repair"],
-        cwd=BASE_DIR, env=full, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_browser.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "gap_repair",
+        ],
+        cwd=BASE_DIR,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_run_without_chromium_names_the_skipped_browser_tests_first_and_last():
@@ -24,7 +38,7 @@ def test_a_run_without_chromium_names_the_skipped_browser_tests_first_and_last()
     start = out.index("SKIPPED in this run")
     assert "browser tests (tests/test_browser.py): Chromium is not at /nonexistent/chromium" in out[start:]
     assert start < out.index("[100%]"), "the banner comes before the first test"
-    assert "WARNING: 1 tests were skipped" in out[out.index("[100%]"):]
+    assert "WARNING: 1 tests were skipped" in out[out.index("[100%]") :]
 
 
 def test_under_ci_a_missing_chromium_fails_the_run_instead_of_skipping():
@@ -35,10 +49,17 @@ def test_under_ci_a_missing_chromium_fails_the_run_instead_of_skipping():
 
 
 def test_chromium_comes_from_the_environment_with_debians_path_by_default():
-    probe = ("import os; os.environ.pop('CHROMIUM', None); from tests import tools; print(tools.CHROMIUM)")
-    default = subprocess.run([sys.executable, "-c", probe], cwd=BASE_DIR, capture_output=True, text=True, check=True)
+    probe = "import os; os.environ.pop('CHROMIUM', None); from tests import tools; print(tools.CHROMIUM)"
+    default = subprocess.run(
+        [sys.executable, "-c", probe], cwd=BASE_DIR, capture_output=True, text=True, check=True
+    )
     assert default.stdout.strip() == "/usr/bin/chromium"
-    chosen = subprocess.run([sys.executable, "-c", "from tests import tools; print(tools.CHROMIUM)"], cwd=BASE_DIR,
-                            env={**os.environ, "CHROMIUM": "/opt/chromium/chrome"}, capture_output=True, text=True,
-                            check=True)
+    chosen = subprocess.run(
+        [sys.executable, "-c", "from tests import tools; print(tools.CHROMIUM)"],
+        cwd=BASE_DIR,
+        env={**os.environ, "CHROMIUM": "/opt/chromium/chrome"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert chosen.stdout.strip() == "/opt/chromium/chrome"

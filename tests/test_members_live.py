@@ -37,18 +37,30 @@ def private_room(db, user):
     return factories.make_room(created_by=user, slug="backstage", name="Backstage", is_private=True)
 
 
-async def test_a_member_added_through_rest_is_announced_to_the_room_with_the_member_shape(ws, private_room, user, other_user):
+async def test_a_member_added_through_rest_is_announced_to_the_room_with_the_member_shape(
+    ws, private_room, user, other_user
+):
     owner = await watch(ws, private_room, user)
-    response = await sync(lambda: rest(user).post(
-        "/api/rooms/backstage/members/", {"username": other_user.username}, format="json"))()
+    response = await sync(
+        lambda: rest(user).post(
+            "/api/rooms/backstage/members/", {"username": other_user.username}, format="json"
+        )
+    )()
     assert response.status_code == 201, response.data
     frame = await owner.receive_type("member.updated")
     assert frame["room"] == "backstage"
     assert frame["member"] == response.data  # the member shape of GET .../members/
-    assert frame["member"]["user"] == {"id": other_user.pk, "username": other_user.username, "display_name": ""}
+    assert frame["member"]["user"] == {
+        "id": other_user.pk,
+        "username": other_user.username,
+        "display_name": "",
+    }
     # the same add again changes nothing and says nothing
-    again = await sync(lambda: rest(user).post(
-        "/api/rooms/backstage/members/", {"username": other_user.username}, format="json"))()
+    again = await sync(
+        lambda: rest(user).post(
+            "/api/rooms/backstage/members/", {"username": other_user.username}, format="json"
+        )
+    )()
     assert again.status_code in (200, 201)
     assert await owner.nothing_more(0.3)
     await owner.close()
@@ -69,18 +81,26 @@ async def test_mute_role_and_unmute_changes_reach_the_member_and_the_room(ws, ro
     await sync(services.member_join)(room=room, user=other_user)
     owner = await watch(ws, room, user)
     member = await watch(ws, room, other_user)
-    response = await sync(lambda: rest(user).post(
-        f"/api/rooms/lobby/members/{other_user.username}/mute/", {"minutes": 10}, format="json"))()
+    response = await sync(
+        lambda: rest(user).post(
+            f"/api/rooms/lobby/members/{other_user.username}/mute/", {"minutes": 10}, format="json"
+        )
+    )()
     assert response.status_code == 200, response.data
     for conn in (owner, member):
         frame = await conn.receive_type("member.updated")
         assert frame["member"]["muted_until"] == response.data["muted_until"] is not None
-    response = await sync(lambda: rest(user).patch(
-        f"/api/rooms/lobby/members/{other_user.username}/", {"role": "moderator"}, format="json"))()
+    response = await sync(
+        lambda: rest(user).patch(
+            f"/api/rooms/lobby/members/{other_user.username}/", {"role": "moderator"}, format="json"
+        )
+    )()
     assert response.status_code == 200
     assert (await member.receive_type("member.updated"))["member"]["role"] == "moderator"
     await owner.receive_type("member.updated")
-    response = await sync(lambda: rest(user).delete(f"/api/rooms/lobby/members/{other_user.username}/mute/"))()
+    response = await sync(
+        lambda: rest(user).delete(f"/api/rooms/lobby/members/{other_user.username}/mute/")
+    )()
     assert response.status_code == 200
     assert (await member.receive_type("member.updated"))["member"]["muted_until"] is None
     await owner.close()
@@ -88,7 +108,8 @@ async def test_mute_role_and_unmute_changes_reach_the_member_and_the_room(ws, ro
 
 
 async def test_owner_removes_a_member_of_a_private_room_their_socket_closes_and_the_room_is_told(
-        ws, private_room, user, other_user):
+    ws, private_room, user, other_user
+):
     third = await sync(factories.make_user)("carol")
     for member in (other_user, third):
         await sync(services.member_add)(room=private_room, actor=user, user=member)
@@ -98,8 +119,12 @@ async def test_owner_removes_a_member_of_a_private_room_their_socket_closes_and_
     assert response.status_code == 204
     assert await bob.close_code() == 4404
     frame = await carol.receive_type("member.removed")
-    assert frame == {"type": "member.removed", "room": "backstage",
-                     "user": {"id": other_user.pk, "username": other_user.username}, "reason": "removed"}
+    assert frame == {
+        "type": "member.removed",
+        "room": "backstage",
+        "user": {"id": other_user.pk, "username": other_user.username},
+        "reason": "removed",
+    }
     assert not await sync(Membership.objects.filter(room=private_room, user=other_user).exists)()
     # removed, bob reads nothing of the room any more
     history = await sync(lambda: rest(other_user).get("/api/rooms/backstage/messages/"))()
@@ -126,7 +151,8 @@ async def test_a_member_cannot_remove_another_and_nothing_changes(ws, room, user
 
 
 async def test_leaving_and_unbanning_are_announced_as_member_removed_and_a_ban_as_member_updated(
-        ws, room, user, other_user):
+    ws, room, user, other_user
+):
     third = await sync(factories.make_user)("carol")
     for member in (other_user, third):
         await sync(services.member_join)(room=room, user=member)
@@ -147,13 +173,23 @@ async def test_leaving_and_unbanning_are_announced_as_member_removed_and_a_ban_a
 async def test_renaming_the_room_sends_room_updated_to_its_sockets(ws, room, user, other_user):
     await sync(services.member_join)(room=room, user=other_user)
     member = await watch(ws, room, other_user)
-    response = await sync(lambda: rest(user).patch(
-        "/api/rooms/lobby/", {"name": "The Lobby", "description": "say hi"}, format="json"))()
+    response = await sync(
+        lambda: rest(user).patch(
+            "/api/rooms/lobby/", {"name": "The Lobby", "description": "say hi"}, format="json"
+        )
+    )()
     assert response.status_code == 200
     frame = await member.receive_type("room.updated")
-    assert frame["room"] == {"slug": "lobby", "name": "The Lobby", "description": "say hi", "is_private": False}
+    assert frame["room"] == {
+        "slug": "lobby",
+        "name": "The Lobby",
+        "description": "say hi",
+        "is_private": False,
+    }
     # a member may not rename: refused, nothing sent
-    refused = await sync(lambda: rest(other_user).patch("/api/rooms/lobby/", {"name": "Mine"}, format="json"))()
+    refused = await sync(
+        lambda: rest(other_user).patch("/api/rooms/lobby/", {"name": "Mine"}, format="json")
+    )()
     assert refused.status_code == 403
     assert await member.nothing_more(0.3)
     await member.close()

@@ -14,7 +14,6 @@ from rooms.models import Mention, Message
 from tests import factories
 from tests.test_reads import two_nodes  # noqa: F401 (the module's two-node cluster fixture)
 
-
 # --- parsing --------------------------------------------------------------------------------------
 
 PARSE_TABLE = [
@@ -55,7 +54,9 @@ def test_a_body_that_mentions_nobody_is_parsed_as_nothing_so_the_send_keeps_the_
 
 
 def post(room, author, body, client_msg_id=None):
-    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body).message
+    return services.message_post(
+        room=room, author=author, body=body, client_msg_id=client_msg_id or body
+    ).message
 
 
 @pytest.fixture
@@ -94,7 +95,9 @@ def test_a_body_without_mentions_stores_none(crowd, user):
 
 
 @pytest.mark.django_db
-def test_mentions_are_notified_after_commit_once_per_mentioned_user(crowd, user, django_capture_on_commit_callbacks):
+def test_mentions_are_notified_after_commit_once_per_mentioned_user(
+    crowd, user, django_capture_on_commit_callbacks
+):
     sent = []
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         post(crowd, user, "@bob and @carol and @room")
@@ -108,11 +111,16 @@ def test_mentions_are_notified_after_commit_once_per_mentioned_user(crowd, user,
 
 @pytest.mark.django_db
 def test_an_edit_parses_again_notifying_new_mentions_once_and_removing_dropped_ones(
-        crowd, user, django_capture_on_commit_callbacks):
+    crowd, user, django_capture_on_commit_callbacks
+):
     message = post(crowd, user, "hi @bob")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         edited = services.message_edit(message=message, actor=user, body="hi @bob and @carol and @room")
-    notified = [c.keywords["user_ids"] for c in callbacks if getattr(c, "func", None) is services.events.broadcast_mention]
+    notified = [
+        c.keywords["user_ids"]
+        for c in callbacks
+        if getattr(c, "func", None) is services.events.broadcast_mention
+    ]
     carol = get_user_model().objects.get(username="Carol")
     assert notified == [[carol.pk]]
     assert mentioned(message) == ["Carol", "bob"] and edited.mentions_room
@@ -130,7 +138,10 @@ def test_history_shows_mentions_and_a_deleted_message_shows_none(crowd, user, ot
     api.force_authenticate(other_user)
     results = api.get("/api/rooms/lobby/messages/").json()["results"]
     assert [(m["mentions"], m["mentions_room"]) for m in results] == [
-        ([{"id": other_user.pk, "username": "bob"}], False), ([], False), ([], False)]
+        ([{"id": other_user.pk, "username": "bob"}], False),
+        ([], False),
+        ([], False),
+    ]
 
 
 @pytest.mark.django_db
@@ -167,7 +178,9 @@ def test_mentions_are_listed_newest_first_and_paged_by_message_id(crowd, user, o
     api = api_for(other_user)
     first = api.get("/api/mentions/", {"limit": 2}).json()
     assert [r["message"]["id"] for r in first["results"]] == [ids[4], ids[3]] and first["has_more"]
-    assert first["results"][0]["room"] == "lobby" and first["results"][0]["message"]["body"] == "@bob number 4"
+    assert (
+        first["results"][0]["room"] == "lobby" and first["results"][0]["message"]["body"] == "@bob number 4"
+    )
     second = api.get("/api/mentions/", {"limit": 2, "before_id": ids[3]}).json()
     third = api.get("/api/mentions/", {"limit": 2, "before_id": ids[1]}).json()
     assert [r["message"]["id"] for r in second["results"]] == [ids[2], ids[1]] and second["has_more"]
@@ -184,7 +197,10 @@ def test_mentions_list_only_readable_rooms_and_no_deleted_messages(user, other_u
     post(room, user, "@bob public")
     services.message_delete(message=deleted, actor=user)
     api = api_for(other_user)
-    assert [r["message"]["body"] for r in api.get("/api/mentions/").json()["results"]] == ["@bob public", "@bob secret"]
+    assert [r["message"]["body"] for r in api.get("/api/mentions/").json()["results"]] == [
+        "@bob public",
+        "@bob secret",
+    ]
     services.member_remove(room=secret, actor=user, user=other_user)  # removed from the private room
     assert [r["message"]["body"] for r in api.get("/api/mentions/").json()["results"]] == ["@bob public"]
     services.member_ban(room=room, actor=user, user=other_user)  # banned from the public one
@@ -206,9 +222,13 @@ def test_mentions_need_a_signed_in_user():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_mention_sent_over_a_socket_reaches_the_mentioned_users_sockets_only(ws, room, user, other_user):
+async def test_a_mention_sent_over_a_socket_reaches_the_mentioned_users_sockets_only(
+    ws, room, user, other_user
+):
     carol = await database_sync_to_async(factories.make_user)("carol")
-    await database_sync_to_async(lambda: [services.member_join(room=room, user=u) for u in (other_user, carol)])()
+    await database_sync_to_async(
+        lambda: [services.member_join(room=room, user=u) for u in (other_user, carol)]
+    )()
     elsewhere = await database_sync_to_async(factories.make_room)(created_by=other_user, slug="elsewhere")
     alice = await ws("/ws/rooms/lobby/", user=user)
     bob = await ws(f"/ws/rooms/{elsewhere.slug}/", user=other_user)  # bob's socket in another room
@@ -223,8 +243,11 @@ async def test_a_mention_sent_over_a_socket_reaches_the_mentioned_users_sockets_
     live = await carol_socket.receive_type("message")
     assert live["message"] == frame["message"]
     stored = await database_sync_to_async(  # stored by the socket's one-statement send
-        lambda: (mentioned(Message.objects.get(pk=live["message"]["id"])),
-                 Message.objects.get(pk=live["message"]["id"]).mentions_room))()
+        lambda: (
+            mentioned(Message.objects.get(pk=live["message"]["id"])),
+            Message.objects.get(pk=live["message"]["id"]).mentions_room,
+        )
+    )()
     assert stored == (["bob"], False)
     assert await carol_socket.nothing_more(0.2) and await bob.nothing_more(0.1)
     for conn in (alice, bob, carol_socket):
@@ -236,7 +259,7 @@ async def test_a_mention_sent_over_a_socket_reaches_the_mentioned_users_sockets_
 
 @pytest.mark.multinode
 @pytest.mark.django_db(transaction=True)
-async def test_a_mention_sent_on_node1_reaches_the_mentioned_users_socket_on_node2(two_nodes):  # noqa: F811
+async def test_a_mention_sent_on_node1_reaches_the_mentioned_users_socket_on_node2(two_nodes):
     from tests.nodes import Client
 
     def setup():

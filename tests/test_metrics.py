@@ -26,9 +26,8 @@ from rest_framework.throttling import ScopedRateThrottle
 from rooms import events, services
 from tests import factories
 from tests.conftest import new_client_msg_id
-from tests.nodes import TEST_SECRET_KEY
+from tests.nodes import TEST_SECRET_KEY, cluster, database_url_for_tests, free_port
 from tests.nodes import Client as NodeClient
-from tests.nodes import cluster, database_url_for_tests, free_port
 from tests.test_consumers import send_and_collect
 from tests.test_settings import run
 
@@ -99,7 +98,9 @@ def test_metrics_is_404_with_a_wrong_token_and_200_with_the_right_one(open_metri
 
 def test_metrics_speaks_openmetrics_when_asked(open_metrics):
     response = Client().get(
-        "/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0"
+        "/metrics",
+        HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+        HTTP_ACCEPT="application/openmetrics-text; version=1.0.0",
     )
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/openmetrics-text")
@@ -124,7 +125,9 @@ def test_metrics_token_and_allow_come_from_the_environment():
         "import django, json\nfrom django.conf import settings\ndjango.setup()\n"
         "print(json.dumps([settings.METRICS_TOKEN, [str(n) for n in settings.METRICS_ALLOW]]))"
     )
-    proc = run(show, SECRET_KEY=TEST_SECRET_KEY, METRICS_TOKEN="t0k", METRICS_ALLOW=" 127.0.0.1, 10.0.0.0/8,,::1 ")
+    proc = run(
+        show, SECRET_KEY=TEST_SECRET_KEY, METRICS_TOKEN="t0k", METRICS_ALLOW=" 127.0.0.1, 10.0.0.0/8,,::1 "
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == '["t0k", ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]]'
     unset = run(show, SECRET_KEY=TEST_SECRET_KEY, METRICS_TOKEN="", METRICS_ALLOW="")
@@ -181,7 +184,9 @@ async def test_connect_send_bad_frame_and_disconnect_move_their_metrics(ws, room
     await conn.send({"type": "made.up.type"})
     await conn.receive_type("error")
     assert value("chatsite_ws_frames_received_total", type="other", error="invalid_json") == bad_json + 1
-    assert value("chatsite_ws_frames_received_total", type="message.send", error="body_too_long") == too_long + 1
+    assert (
+        value("chatsite_ws_frames_received_total", type="message.send", error="body_too_long") == too_long + 1
+    )
     assert value("chatsite_ws_frames_received_total", type="other", error="unknown_type") == unknown + 1
     assert value("chatsite_ws_frames_received_total", type="made.up.type", error="unknown_type") == 0
     assert value("chatsite_ws_frames_sent_total", type="error") == error + 3
@@ -219,7 +224,10 @@ async def test_origin_refusals_are_counted(ws, room, user):
 @pytest.fixture
 def rates(monkeypatch):
     def set_rates(**scoped):
-        monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, **scoped})
+        monkeypatch.setattr(
+            ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, **scoped}
+        )
+
     return set_rates
 
 
@@ -230,13 +238,17 @@ def test_rest_429_counts_a_rate_limit_hit_by_scope(room, user, rates, open_metri
     api = APIClient()
     api.force_authenticate(user)
     codes = [
-        api.post("/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"rl-{i}"}, format="json").status_code
+        api.post(
+            "/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"rl-{i}"}, format="json"
+        ).status_code
         for i in range(4)
     ]
     assert codes == [201, 201, 429, 429]
     address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"  # a login counter of its own
     login = [
-        APIClient(REMOTE_ADDR=address).post("/api/auth/token/", {"username": "alice", "password": "wrong"}).status_code
+        APIClient(REMOTE_ADDR=address)
+        .post("/api/auth/token/", {"username": "alice", "password": "wrong"})
+        .status_code
         for _ in range(2)
     ]
     assert login == [400, 429]
@@ -247,11 +259,17 @@ def test_rest_429_counts_a_rate_limit_hit_by_scope(room, user, rates, open_metri
 
 
 @pytest.mark.django_db
-def test_layer_errors_are_counted_beside_broadcast_failures(room, user, settings, django_capture_on_commit_callbacks):
-    settings.CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 1}]},
-    }}
+def test_layer_errors_are_counted_beside_broadcast_failures(
+    room, user, settings, django_capture_on_commit_callbacks
+):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 1}]
+            },
+        }
+    }
     channel_layers.backends.clear()
     errors = value("chatsite_layer_errors_total", event="room.message")
     failures = events.broadcast_failures
@@ -269,7 +287,9 @@ def test_layer_errors_are_counted_beside_broadcast_failures(room, user, settings
 
 
 @pytest.mark.django_db
-def test_edits_deletes_and_archives_observe_fanout_latency_per_event(room, user, django_capture_on_commit_callbacks):
+def test_edits_deletes_and_archives_observe_fanout_latency_per_event(
+    room, user, django_capture_on_commit_callbacks
+):
     message = services.message_post(room=room, author=user, body="v1", client_msg_id="e1").message
     names = ("room.message_updated", "room.message_deleted", "room.archived")
     before = {name: value("chatsite_fanout_latency_seconds_count", event=name) for name in names}
@@ -282,12 +302,18 @@ def test_edits_deletes_and_archives_observe_fanout_latency_per_event(room, user,
     for name in names:
         assert value("chatsite_fanout_latency_seconds_count", event=name) == before[name] + 1, name
     # The buckets span 0.1 ms .. 1 s.
-    assert REGISTRY.get_sample_value(
-        "chatsite_fanout_latency_seconds_bucket", {"event": "room.archived", "le": "0.0001"}
-    ) is not None
-    assert REGISTRY.get_sample_value(
-        "chatsite_fanout_latency_seconds_bucket", {"event": "room.archived", "le": "1.0"}
-    ) is not None
+    assert (
+        REGISTRY.get_sample_value(
+            "chatsite_fanout_latency_seconds_bucket", {"event": "room.archived", "le": "0.0001"}
+        )
+        is not None
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "chatsite_fanout_latency_seconds_bucket", {"event": "room.archived", "le": "1.0"}
+        )
+        is not None
+    )
 
 
 # --- a real node --------------------------------------------------------------------------------
@@ -311,7 +337,9 @@ async def test_a_daphne_node_serves_its_own_metrics_to_the_token_or_allowed_addr
     database_url = await database_sync_to_async(database_url_for_tests)()
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     extra = {"METRICS_TOKEN": TOKEN, "METRICS_ALLOW": "10.255.255.0/24"}
-    with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
+    with cluster(
+        1, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra
+    ) as nodes:
         node = nodes[0]
         url = f"{node.http}/metrics"
         assert (await asyncio.to_thread(_get, url))[0] == 404  # 127.0.0.1 is not in METRICS_ALLOW
@@ -329,7 +357,10 @@ async def test_a_daphne_node_serves_its_own_metrics_to_the_token_or_allowed_addr
         assert await client.wait_for(lambda c: "real-1" in c.acks and c.messages)
         during = await samples()
         assert during[("chatsite_ws_open_sockets", ())] == before[("chatsite_ws_open_sockets", ())] + 1
-        assert during[("chatsite_messages_stored_total", ())] == before[("chatsite_messages_stored_total", ())] + 1
+        assert (
+            during[("chatsite_messages_stored_total", ())]
+            == before[("chatsite_messages_stored_total", ())] + 1
+        )
         count = ("chatsite_fanout_latency_seconds_count", (("event", "room.message"),))
         assert during[count] == before.get(count, 0) + 1
         await client.close()
@@ -343,7 +374,9 @@ async def test_a_daphne_node_serves_its_own_metrics_to_the_token_or_allowed_addr
 
     # Allowed by address: a node whose METRICS_ALLOW holds the loopback address, no token set.
     extra = {"METRICS_ALLOW": "127.0.0.1"}
-    with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra) as nodes:
+    with cluster(
+        1, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra
+    ) as nodes:
         status, text = await asyncio.to_thread(_get, f"{nodes[0].http}/metrics")
         assert status == 200 and 'chatsite_node_info{server_id="node-1"} 1.0' in text
 
@@ -366,8 +399,13 @@ def test_an_https_node_serves_metrics_and_healthz_to_a_direct_plain_http_scrape(
 
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     extra = {"HTTPS": "1", "METRICS_TOKEN": TOKEN}
-    with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url_for_tests(), prefix=prefix,
-                 extra_env=extra) as nodes:
+    with cluster(
+        1,
+        redis_url=os.environ["REDIS_URL"],
+        database_url=database_url_for_tests(),
+        prefix=prefix,
+        extra_env=extra,
+    ) as nodes:
         port = nodes[0].port
         status, _, text = get(port, "/metrics", {"Authorization": f"Bearer {TOKEN}"})
         assert status == 200 and 'chatsite_node_info{server_id="node-1"} 1.0' in text

@@ -29,8 +29,10 @@ def test_the_case_insensitive_slug_migration_stops_loudly_on_existing_duplicates
         apps = migrate(BEFORE)
         User, Room = apps.get_model("auth", "User"), apps.get_model("rooms", "Room")
         owner = User.objects.create(username="owner")
-        rooms = [Room.objects.create(slug=slug, name=f"room {slug}", created_by=owner)
-                 for slug in ("General", "general", "GENERAL", "Other", "fine")]
+        rooms = [
+            Room.objects.create(slug=slug, name=f"room {slug}", created_by=owner)
+            for slug in ("General", "general", "GENERAL", "Other", "fine")
+        ]
         with pytest.raises(slug_migration.SlugsDifferOnlyInCase) as refused:
             migrate(SLUG_LOWER)
         text = str(refused.value)
@@ -45,6 +47,8 @@ def test_the_case_insensitive_slug_migration_stops_loudly_on_existing_duplicates
         from django.db import IntegrityError, transaction
 
         with pytest.raises(IntegrityError), transaction.atomic():
-            apps.get_model("rooms", "Room").objects.create(slug="GENERAL", name="again", created_by_id=owner.pk)
+            apps.get_model("rooms", "Room").objects.create(
+                slug="GENERAL", name="again", created_by_id=owner.pk
+            )
     finally:
         migrate(latest())

@@ -27,8 +27,12 @@ from tests.nodes import free_port
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-LOOP_ERRORS = ("Event loop is closed", "Task exception was never retrieved", "AsyncToSync in the same thread",
-               "SynchronousOnlyOperation")
+LOOP_ERRORS = (
+    "Event loop is closed",
+    "Task exception was never retrieved",
+    "AsyncToSync in the same thread",
+    "SynchronousOnlyOperation",
+)
 
 
 def sync(fn):
@@ -81,20 +85,28 @@ def layer_mode(request, settings):
 
 async def test_rest_send_reaches_sockets_once(ws, room, user, other_user):
     watcher = await open_member(ws, room, other_user)
-    response = await sync(lambda: rest(user).post(
-        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"))()
+    response = await sync(
+        lambda: rest(user).post(
+            "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"
+        )
+    )()
     assert response.status_code == 201
     frame = await watcher.receive_type("message")
     assert frame["message"] == response.data
-    await sync(lambda: rest(user).post(
-        "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"))()
+    await sync(
+        lambda: rest(user).post(
+            "/api/rooms/lobby/messages/", {"body": "via REST", "client_msg_id": "r1"}, format="json"
+        )
+    )()
     assert await watcher.nothing_more(0.3)
     await watcher.close()
 
 
 async def test_edit_and_delete_reach_sockets(ws, room, user, other_user):
     watcher = await open_member(ws, room, other_user)
-    message = (await sync(services.message_post)(room=room, author=user, body="tpyo", client_msg_id="e")).message
+    message = (
+        await sync(services.message_post)(room=room, author=user, body="tpyo", client_msg_id="e")
+    ).message
     await watcher.receive_type("message")
     await sync(services.message_edit)(message=message, actor=user, body="typo")
     updated = await watcher.receive_type("message.updated")
@@ -138,7 +150,11 @@ async def test_mute_answers_muted_with_until_and_socket_stays(ws, room, user, ot
     await sync(services.member_mute)(room=room, actor=user, user=other_user, until=until)
     await bob.send({"type": "message.send", "body": "hi", "client_msg_id": "m1"})
     error = await bob.receive_type("error")
-    assert error["code"] == "muted" and error["until"].startswith(until.strftime("%Y-%m-%dT%H:%M")) and error["client_msg_id"] == "m1"
+    assert (
+        error["code"] == "muted"
+        and error["until"].startswith(until.strftime("%Y-%m-%dT%H:%M"))
+        and error["client_msg_id"] == "m1"
+    )
     await sync(services.member_mute)(room=room, actor=user, user=other_user, until=None)
     assert (await alice_sends(bob, "unmuted"))["seq"] == 1
     await bob.close()
@@ -176,16 +192,36 @@ async def test_BR05_broadcast_from_sync_code_exactly_once(ws, room, user, other_
     def rest_posts():
         client = rest(user)
         for i in range(100):
-            assert client.post("/api/rooms/lobby/messages/", {"body": f"rest {i}", "client_msg_id": f"r{i}"},
-                               format="json").status_code == 201
+            assert (
+                client.post(
+                    "/api/rooms/lobby/messages/",
+                    {"body": f"rest {i}", "client_msg_id": f"r{i}"},
+                    format="json",
+                ).status_code
+                == 201
+            )
 
     await sync(rest_posts)()
 
-    env = {**os.environ, "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-           "DATABASE_URL": _test_database_url()}
+    env = {
+        **os.environ,
+        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "DATABASE_URL": _test_database_url(),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "manage.py", "post_messages", "lobby", "alice", "from the command", "--count", "50",
-        cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "manage.py",
+        "post_messages",
+        "lobby",
+        "alice",
+        "from the command",
+        "--count",
+        "50",
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert "posted 50 message(s)" in out.decode()
@@ -195,6 +231,7 @@ async def test_BR05_broadcast_from_sync_code_exactly_once(ws, room, user, other_
         for i in range(50):
             services.message_post(room=room, author=user, body=f"thread {i}", client_msg_id=f"t{i}")
         from django.db import connections
+
         connections.close_all()
 
     thread = threading.Thread(target=worker)
@@ -218,14 +255,20 @@ def _test_database_url():
 
 
 def test_BR05_failed_broadcast_still_answers_201_and_is_logged_and_counted(room, user, settings, caplog):
-    settings.CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 1}]},
-    }}
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0", "socket_connect_timeout": 1}]
+            },
+        }
+    }
     channel_layers.backends.clear()
     before = events.broadcast_failures
     try:
-        response = rest(user).post("/api/rooms/lobby/messages/", {"body": "stored", "client_msg_id": "f1"}, format="json")
+        response = rest(user).post(
+            "/api/rooms/lobby/messages/", {"body": "stored", "client_msg_id": "f1"}, format="json"
+        )
     finally:
         channel_layers.backends.clear()
     assert response.status_code == 201
@@ -243,17 +286,25 @@ async def test_BR06_every_entry_point_broadcasts_exactly_once(ws, room, user, ot
     await alice_sends(sender, "from the socket")
     assert (await watcher.receive_type("message"))["message"]["body"] == "from the socket"
 
-    await sync(lambda: rest(user).post("/api/rooms/lobby/messages/", {"body": "from REST", "client_msg_id": "r"},
-                                       format="json"))()
+    await sync(
+        lambda: rest(user).post(
+            "/api/rooms/lobby/messages/", {"body": "from REST", "client_msg_id": "r"}, format="json"
+        )
+    )()
     assert (await watcher.receive_type("message"))["message"]["body"] == "from REST"
     await sender.receive_type("message")
 
-    result = await sync(services.message_post)(room=room, author=user, body="from async code", client_msg_id="a")
+    result = await sync(services.message_post)(
+        room=room, author=user, body="from async code", client_msg_id="a"
+    )
     assert (await watcher.receive_type("message"))["message"]["body"] == "from async code"
     await sender.receive_type("message")
 
-    response = await sync(lambda: rest(user).patch(f"/api/rooms/lobby/messages/{result.message.pk}/",
-                                                   {"body": "edited by its author"}, format="json"))()
+    response = await sync(
+        lambda: rest(user).patch(
+            f"/api/rooms/lobby/messages/{result.message.pk}/", {"body": "edited by its author"}, format="json"
+        )
+    )()
     assert response.status_code == 200, response.content[:500]
     assert (await watcher.receive_type("message.updated"))["message"]["body"] == "edited by its author"
     await sender.receive_type("message.updated")
@@ -262,8 +313,11 @@ async def test_BR06_every_entry_point_broadcasts_exactly_once(ws, room, user, ot
     admin = Client()
     await sync(admin.force_login)(staff)
 
-    response = await sync(lambda: admin.post("/admin/rooms/message/", {
-        "action": "soft_delete", "_selected_action": [str(result.message.pk)]}))()
+    response = await sync(
+        lambda: admin.post(
+            "/admin/rooms/message/", {"action": "soft_delete", "_selected_action": [str(result.message.pk)]}
+        )
+    )()
     assert response.status_code == 302
     assert (await watcher.receive_type("message.deleted"))["id"] == result.message.pk
     await sender.receive_type("message.deleted")
@@ -357,7 +411,9 @@ async def test_BR17_token_auth_for_native_clients(ws, room, user, other_user):
 def test_a_moderator_archives_a_room_in_admin(db, room):
     client = Client()
     client.force_login(moderator_staff())
-    response = client.post("/admin/rooms/room/", {"action": "archive_rooms", "_selected_action": [str(room.pk)]})
+    response = client.post(
+        "/admin/rooms/room/", {"action": "archive_rooms", "_selected_action": [str(room.pk)]}
+    )
     assert response.status_code == 302
     room.refresh_from_db()
     assert room.is_archived
@@ -370,11 +426,18 @@ def _admin_edit(client, message, body):
 
 @pytest.mark.parametrize("who", ["site moderator", "superuser", "author (staff)"])
 def test_no_one_rewrites_a_message_in_admin_the_body_is_read_only(db, room, user, who):
-    author = staff_with("bob", "view_message", "change_message") if who == "author (staff)" else factories.make_user("bob")
+    author = (
+        staff_with("bob", "view_message", "change_message")
+        if who == "author (staff)"
+        else factories.make_user("bob")
+    )
     services.member_join(room=room, user=author)
     message = services.message_post(room=room, author=author, body="original", client_msg_id="x").message
-    editor = {"site moderator": moderator_staff, "author (staff)": lambda: author,
-              "superuser": lambda: factories.make_user("root", is_staff=True, is_superuser=True)}[who]()
+    editor = {
+        "site moderator": moderator_staff,
+        "author (staff)": lambda: author,
+        "superuser": lambda: factories.make_user("root", is_staff=True, is_superuser=True),
+    }[who]()
     client = admin_client(editor)
     before = _rows()
     page = client.get(f"/admin/rooms/message/{message.pk}/change/")
@@ -394,7 +457,9 @@ def test_the_site_moderators_soft_delete_stays_available_in_admin(db, room, user
     assert Message.objects.get(pk=message.pk).deleted_at is not None
 
 
-def test_a_dms_messages_are_not_shown_nor_searchable_as_text_in_admin_but_can_be_deleted(db, user, other_user):
+def test_a_dms_messages_are_not_shown_nor_searchable_as_text_in_admin_but_can_be_deleted(
+    db, user, other_user
+):
     from rooms import dms
 
     dm = dms.dm_open(user=user, username="bob").room
@@ -449,7 +514,9 @@ def admin_client(user) -> Client:
     return client
 
 
-def test_a_staff_room_moderator_cannot_mute_ban_or_unban_a_fellow_moderator_or_the_owner_in_admin(db, room, user):
+def test_a_staff_room_moderator_cannot_mute_ban_or_unban_a_fellow_moderator_or_the_owner_in_admin(
+    db, room, user
+):
     from rooms.models import Membership
 
     bob = staff_with("bob", "view_membership", "change_membership")
@@ -461,7 +528,9 @@ def test_a_staff_room_moderator_cannot_mute_ban_or_unban_a_fellow_moderator_or_t
     targets = [str(Membership.objects.get(room=room, user=u).pk) for u in (carol, user)]
     before = _rows()
     for action in ("mute_1h", "mute_24h", "unmute", "ban", "unban"):
-        response = client.post("/admin/rooms/membership/", {"action": action, "_selected_action": targets}, follow=True)
+        response = client.post(
+            "/admin/rooms/membership/", {"action": action, "_selected_action": targets}, follow=True
+        )
         content = response.content.decode()
         assert response.status_code == 200 and "Only the owner may act on a moderator." in content, action
         assert "The owner cannot be muted" in content and "member(s)" not in content, action
@@ -475,27 +544,38 @@ def test_a_site_moderator_acts_on_moderators_but_not_on_the_owner_in_admin(db, r
     client = admin_client(moderator_staff())
     owner = str(Membership.objects.get(room=room, user=user).pk)
     before = _rows()
-    response = client.post("/admin/rooms/membership/", {"action": "ban", "_selected_action": [owner]}, follow=True)
+    response = client.post(
+        "/admin/rooms/membership/", {"action": "ban", "_selected_action": [owner]}, follow=True
+    )
     assert "The owner cannot be muted" in response.content.decode() and _rows() == before
     moderator = str(Membership.objects.get(room=room, user=other_user).pk)
     client.post("/admin/rooms/membership/", {"action": "mute_1h", "_selected_action": [moderator]})
     assert Membership.objects.get(room=room, user=other_user).muted_now()
 
 
-def test_a_staff_room_moderator_cannot_soft_delete_the_owners_or_a_moderators_messages_in_admin(db, room, user):
+def test_a_staff_room_moderator_cannot_soft_delete_the_owners_or_a_moderators_messages_in_admin(
+    db, room, user
+):
     bob = staff_with("bob", "view_message", "change_message")
     carol = factories.make_user("carol")
     services.member_add(room=room, actor=user, user=bob, role="moderator")
     services.member_add(room=room, actor=user, user=carol, role="moderator")
-    ids = [str(services.message_post(room=room, author=u, body="x", client_msg_id="x").message.pk) for u in (user, carol)]
+    ids = [
+        str(services.message_post(room=room, author=u, body="x", client_msg_id="x").message.pk)
+        for u in (user, carol)
+    ]
     before = _rows()
-    response = admin_client(bob).post("/admin/rooms/message/", {"action": "soft_delete", "_selected_action": ids}, follow=True)
+    response = admin_client(bob).post(
+        "/admin/rooms/message/", {"action": "soft_delete", "_selected_action": ids}, follow=True
+    )
     content = response.content.decode()
     assert "delete the owner&#x27;s messages" in content and "delete a moderator&#x27;s messages" in content
     assert _rows() == before
 
 
-def test_a_moderator_editing_someone_elses_message_is_refused_forbidden_over_rest_and_the_page(db, room, user, other_user):
+def test_a_moderator_editing_someone_elses_message_is_refused_forbidden_over_rest_and_the_page(
+    db, room, user, other_user
+):
     """Room moderators, the owner and site moderators delete others' messages; they never edit
     them: REST (token, and the session the room page uses) answers 403 ``forbidden``."""
     from rooms.models import Membership
@@ -522,7 +602,9 @@ def test_a_moderator_editing_someone_elses_message_is_refused_forbidden_over_res
 
 
 async def test_the_websocket_has_no_edit_frame_a_moderators_edit_changes_nothing(ws, room, user, other_user):
-    message = (await sync(services.message_post)(room=room, author=other_user, body="rude", client_msg_id="x")).message
+    message = (
+        await sync(services.message_post)(room=room, author=other_user, body="rude", client_msg_id="x")
+    ).message
     staff = await sync(moderator_staff)()
     conn = await open_member(ws, room, staff)
     await conn.send({"type": "message.edit", "id": message.pk, "body": "[removed]"})
@@ -534,7 +616,9 @@ async def test_the_websocket_has_no_edit_frame_a_moderators_edit_changes_nothing
 # --- rooms in admin: text rules, slugs, and nothing for non-staff --------------------------------------
 
 
-@pytest.mark.parametrize(("field", "value"), [("name", "\u200b"), ("name", "a\x07"), ("description", "\u3164\u3164")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("name", "\u200b"), ("name", "a\x07"), ("description", "\u3164\u3164")]
+)
 def test_an_admin_edit_of_a_room_follows_the_name_and_description_rules(db, room, field, value):
     superuser = get_user_model_superuser()
     data = {"name": room.name, "slug": room.slug, "description": room.description, field: value}
@@ -547,12 +631,17 @@ def test_an_admin_edit_of_a_room_follows_the_name_and_description_rules(db, room
 def test_adding_a_room_in_admin_over_a_taken_slug_answers_the_one_unavailable_text(db, room, user):
     factories.make_room(created_by=user, slug="hidden", is_private=True)
     response = admin_client(get_user_model_superuser()).post(
-        "/admin/rooms/room/add/", {"name": "Other", "slug": "hidden", "description": ""})
+        "/admin/rooms/room/add/", {"name": "Other", "slug": "hidden", "description": ""}
+    )
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors["slug"] == ["This slug is not available; choose another."]
+    assert response.context["adminform"].form.errors["slug"] == [
+        "This slug is not available; choose another."
+    ]
 
 
-def test_the_admin_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix_adding_or_changing(db, room, user):
+def test_the_admin_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix_adding_or_changing(
+    db, room, user
+):
     from django.contrib.contenttypes.models import ContentType
 
     # A transactional test before this one flushed the tables, content types included: the
@@ -562,14 +651,20 @@ def test_the_admin_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix_a
     for slug in ("LOBBY", "Lobby", "dm-x", "DM-x", "New"):
         response = client.post("/admin/rooms/room/add/", {"name": "Other", "slug": slug, "description": ""})
         assert response.status_code == 200, slug
-        assert response.context["adminform"].form.errors["slug"] == ["This slug is not available; choose another."]
+        assert response.context["adminform"].form.errors["slug"] == [
+            "This slug is not available; choose another."
+        ]
     other = factories.make_room(created_by=user, slug="other", name="Other")
     before = _rows()
     for slug in ("Lobby", "DM-other"):
-        response = client.post(f"/admin/rooms/room/{other.pk}/change/", {"name": "Other", "slug": slug, "description": ""})
+        response = client.post(
+            f"/admin/rooms/room/{other.pk}/change/", {"name": "Other", "slug": slug, "description": ""}
+        )
         assert response.status_code == 200 and "slug" in response.context["adminform"].form.errors, slug
     assert _rows() == before
-    response = client.post(f"/admin/rooms/room/{other.pk}/change/", {"name": "Renamed", "slug": "other", "description": ""})
+    response = client.post(
+        f"/admin/rooms/room/{other.pk}/change/", {"name": "Renamed", "slug": "other", "description": ""}
+    )
     assert response.status_code == 302  # its own slug is not "taken"
 
 
@@ -590,13 +685,17 @@ def get_user_model_superuser():
     return get_user_model().objects.create_superuser("root", password=factories.PASSWORD)
 
 
-async def test_a_muted_member_keeps_reading_the_room_live_and_its_history_over_the_socket(ws, room, user, other_user):
+async def test_a_muted_member_keeps_reading_the_room_live_and_its_history_over_the_socket(
+    ws, room, user, other_user
+):
     from datetime import timedelta
 
     from django.utils import timezone
 
     bob = await open_member(ws, room, other_user)
-    await sync(services.member_mute)(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5))
+    await sync(services.member_mute)(
+        room=room, actor=user, user=other_user, until=timezone.now() + timedelta(minutes=5)
+    )
     await sync(services.message_post)(room=room, author=user, body="while you are muted", client_msg_id="w")
     assert (await bob.receive_type("message"))["message"]["body"] == "while you are muted"
     await bob.send({"type": "fetch", "after_seq": 0})

@@ -50,6 +50,7 @@ def nodes_for(request):
 @pytest.fixture
 def members(db):
     """``members(n)``: n users with API tokens, and the room ``r0``."""
+
     def make(n):
         owner = factories.make_user("owner")
         room = factories.make_room(created_by=owner, slug="r0", name="Room zero")
@@ -77,7 +78,9 @@ async def settle(clients, expected_total, quiet=1.0, timeout=15.0):
 
 
 @pytest.mark.parametrize("mode", LAYER_MODES)
-async def test_one_message_sent_on_node1_reaches_members_on_every_node_only_with_redis(nodes_for, members, mode):
+async def test_one_message_sent_on_node1_reaches_members_on_every_node_only_with_redis(
+    nodes_for, members, mode
+):
     nodes = nodes_for(mode)
     _, tokens = await database_sync_to_async(members)(3)
     clients = await connect_round_robin(nodes, tokens)
@@ -172,13 +175,26 @@ def test_health_reports_each_node(nodes_for, mode):
 def test_health_is_503_naming_the_part_that_cannot_be_reached(tmp_path, db):
     closed = f"127.0.0.1:{free_port()}"
     env = {
-        "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1", "CHANNEL_LAYER_PREFIX": "health-test",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CHANNEL_LAYER_PREFIX": "health-test",
         "DATABASE_POOL_TIMEOUT": "1",
     }
-    bad_db = start_node("bad-db", env={**env, "DATABASE_URL": f"postgres://postgres@{closed}/none",
-                                         "REDIS_URL": os.environ["REDIS_URL"]}, log_dir=tmp_path)
-    bad_redis = start_node("bad-redis", env={**env, "DATABASE_URL": database_url_for_tests(),
-                                             "REDIS_URL": f"redis://{closed}/0"}, log_dir=tmp_path)
+    bad_db = start_node(
+        "bad-db",
+        env={
+            **env,
+            "DATABASE_URL": f"postgres://postgres@{closed}/none",
+            "REDIS_URL": os.environ["REDIS_URL"],
+        },
+        log_dir=tmp_path,
+    )
+    bad_redis = start_node(
+        "bad-redis",
+        env={**env, "DATABASE_URL": database_url_for_tests(), "REDIS_URL": f"redis://{closed}/0"},
+        log_dir=tmp_path,
+    )
     try:
         for node, failing in ((bad_db, "database"), (bad_redis, "redis")):
             body = None
@@ -227,8 +243,11 @@ async def test_rest_send_admin_delete_and_ban_reach_a_socket_on_another_node(red
 
     # A REST send served by node-1.
     status, _, body = await asyncio.to_thread(
-        Http(node1, tokens["alice"]).request, "POST", "/api/rooms/r0/messages/",
-        json_body={"body": "over REST on node-1", "client_msg_id": "x-1"})
+        Http(node1, tokens["alice"]).request,
+        "POST",
+        "/api/rooms/r0/messages/",
+        json_body={"body": "over REST on node-1", "client_msg_id": "x-1"},
+    )
     assert status == 201, body
     sent = json.loads(body)
     assert sent["server_id"] == "node-1"
@@ -239,15 +258,20 @@ async def test_rest_send_admin_delete_and_ban_reach_a_socket_on_another_node(red
     await asyncio.to_thread(admin.login_admin, "mod", factories.PASSWORD)
     await asyncio.to_thread(admin.request, "GET", "/admin/rooms/message/")
     status, _, _ = await asyncio.to_thread(
-        admin.request, "POST", "/admin/rooms/message/",
-        form={"action": "soft_delete", "_selected_action": [str(sent["id"])], "index": "0"})
+        admin.request,
+        "POST",
+        "/admin/rooms/message/",
+        form={"action": "soft_delete", "_selected_action": [str(sent["id"])], "index": "0"},
+    )
     assert status == 302
     assert await bob.wait_for(
-        lambda c: any(f["type"] == "message.deleted" and f["id"] == sent["id"] for f in c.frames))
+        lambda c: any(f["type"] == "message.deleted" and f["id"] == sent["id"] for f in c.frames)
+    )
 
     # A ban over REST on node-1 closes bob's socket on node-2 with 4403.
     status, _, body = await asyncio.to_thread(
-        Http(node1, tokens["alice"]).request, "POST", "/api/rooms/r0/members/bob/ban/")
+        Http(node1, tokens["alice"]).request, "POST", "/api/rooms/r0/members/bob/ban/"
+    )
     assert status == 200, body
     assert await bob.wait_for(lambda c: c.close_code is not None, timeout=5)
     assert bob.close_code == 4403

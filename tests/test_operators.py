@@ -32,9 +32,14 @@ UNTRUSTED = "127.0.0.9"  # a loopback address of its own: not in TRUSTED_PROXIES
 @contextmanager
 def one_node(**extra_env):
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with cluster(1, redis_url=os.environ["REDIS_URL"], database_url=database_url_for_tests(), prefix=prefix,
-                 # this process's SECRET_KEY: the sessions it makes must be valid there
-                 extra_env={"TRUSTED_PROXIES": "127.0.0.1", "SECRET_KEY": settings.SECRET_KEY, **extra_env}) as nodes:
+    with cluster(
+        1,
+        redis_url=os.environ["REDIS_URL"],
+        database_url=database_url_for_tests(),
+        prefix=prefix,
+        # this process's SECRET_KEY: the sessions it makes must be valid there
+        extra_env={"TRUSTED_PROXIES": "127.0.0.1", "SECRET_KEY": settings.SECRET_KEY, **extra_env},
+    ) as nodes:
         yield nodes[0]
 
 
@@ -71,6 +76,7 @@ def json_lines(node, predicate, timeout=5.0):
 
 # --- node names: staff only ----------------------------------------------------------------------
 
+
 def test_staff_see_node_names_on_a_real_room_page_and_other_users_do_not():
     staff = factories.make_user("operator", is_staff=True)
     member = factories.make_user("member")
@@ -104,6 +110,7 @@ def test_show_node_names_setting_shows_them_to_everyone():
 
 # --- JSON logs -------------------------------------------------------------------------------------
 
+
 def test_json_log_lines_of_a_real_node_carry_server_id_request_id_and_user_id():
     user = factories.make_user("alice")
     with one_node(LOG_FORMAT="json", LOG_LEVEL="DEBUG") as node:
@@ -111,7 +118,9 @@ def test_json_log_lines_of_a_real_node_carry_server_id_request_id_and_user_id():
         rid = f"lb-{uuid.uuid4().hex}"
         status, headers, _ = get(node, "/", user=user, headers={"X-Request-ID": rid})  # the room list
         assert status == 200 and headers["x-request-id"] == rid
-        [record] = json_lines(node, lambda r: r.get("logger") == "chatsite.request" and r.get("request_id") == rid)
+        [record] = json_lines(
+            node, lambda r: r.get("logger") == "chatsite.request" and r.get("request_id") == rid
+        )
         assert record["message"].startswith("GET / 200")
         assert record["server_id"] == "node-1"
         assert record["user_id"] == user.pk  # the page loaded its user; a log line never queries
@@ -138,7 +147,8 @@ async def test_json_log_lines_of_a_socket_carry_its_socket_id_user_id_and_room()
     user_pk, token = await database_sync_to_async(make)()
     with one_node(LOG_FORMAT="json") as node:
         async with websockets.connect(
-            f"{node.ws}/ws/rooms/logroom/", open_timeout=10,
+            f"{node.ws}/ws/rooms/logroom/",
+            open_timeout=10,
             additional_headers={"Authorization": f"Token {token}", "X-Request-ID": "lb-socket-1"},
         ) as ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
@@ -157,13 +167,23 @@ async def test_json_log_lines_of_a_socket_carry_its_socket_id_user_id_and_room()
 
 # --- Sentry ----------------------------------------------------------------------------------------
 
+
 def _sentry_active(**env) -> str:
-    probe = ("import django; django.setup(); import sentry_sdk; from django.conf import settings; "
-             "print(settings.SENTRY_ENABLED, sentry_sdk.get_client().is_active())")
+    probe = (
+        "import django; django.setup(); import sentry_sdk; from django.conf import settings; "
+        "print(settings.SENTRY_ENABLED, sentry_sdk.get_client().is_active())"
+    )
     full = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatsite.settings", **env}
     full.pop("SENTRY_DSN", None) if "SENTRY_DSN" not in env else None
-    return subprocess.run([sys.executable, "-c", probe], cwd=BASE_DIR, env=full, capture_output=True,
-                          text=True, timeout=60, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=BASE_DIR,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
 
 
 def test_without_sentry_dsn_nothing_is_initialised():
@@ -201,8 +221,11 @@ def test_an_error_on_a_real_node_is_delivered_to_the_sentry_dsn():
             deadline = time.monotonic() + 15
             events = []
             while time.monotonic() < deadline and not events:
-                events = [body for path, body in _Collector.received
-                          if path.startswith("/api/42/envelope/") and b"test error for Sentry" in body]
+                events = [
+                    body
+                    for path, body in _Collector.received
+                    if path.startswith("/api/42/envelope/") and b"test error for Sentry" in body
+                ]
                 time.sleep(0.1)
             assert events, (_Collector.received, node.log()[-3000:])
             event = json.loads(next(line for line in events[0].splitlines() if b'"exception"' in line))
@@ -215,6 +238,7 @@ def test_an_error_on_a_real_node_is_delivered_to_the_sentry_dsn():
 
 
 # --- the socket route in the OpenAPI schema ---------------------------------------------------------
+
 
 def test_openapi_describes_the_socket_route_with_its_slug_and_frames_and_lists_no_ws_path(client):
     response = client.get("/api/schema/?format=json")

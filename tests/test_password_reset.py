@@ -42,7 +42,10 @@ def test_the_mailed_link_sets_a_new_password_once_and_ends_other_sessions(user):
     browser = Client()
     form = browser.get(path, follow=True)  # Django swaps the token for a session and redirects
     assert form.status_code == 200 and b"Choose a new password" in form.content
-    done = browser.post(form.redirect_chain[-1][0], {"new_password1": "a fresh Passw0rd!", "new_password2": "a fresh Passw0rd!"})
+    done = browser.post(
+        form.redirect_chain[-1][0],
+        {"new_password1": "a fresh Passw0rd!", "new_password2": "a fresh Passw0rd!"},
+    )
     assert done.status_code == 302 and done["Location"] == "/accounts/password/reset/complete/"
 
     user.refresh_from_db()

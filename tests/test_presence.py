@@ -47,6 +47,7 @@ def names(users):
 
 async def room_r0_tokens(*usernames) -> list[str]:
     """The room r0 and an API token for each of ``usernames``."""
+
     def make():
         owner = factories.make_user("owner")
         factories.make_room(created_by=owner, slug="r0")
@@ -60,8 +61,9 @@ async def two_nodes(**extra_env):
     """Two real nodes on the shared Redis, with a prefix of their own."""
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     database_url = await database_sync_to_async(database_url_for_tests)()
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix,
-                 extra_env=extra_env) as nodes:
+    with cluster(
+        2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix, extra_env=extra_env
+    ) as nodes:
         yield nodes
 
 
@@ -168,7 +170,7 @@ async def test_presence_of_a_private_room_is_404_for_outsiders(user, other_user)
 async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_from_it(db):
     tokens = await room_r0_tokens("alice", "bob")
     async with two_nodes(PRESENCE_TTL="2", PRESENCE_HEARTBEAT="0.5") as nodes:
-        alice = await Client(nodes[0], "r0", tokens[0]).connect()
+        await Client(nodes[0], "r0", tokens[0]).connect()  # alice, online on node 1
         bob = await Client(nodes[1], "r0", tokens[1]).connect()
 
         assert await bob.wait_for(lambda c: online_names(c) == {"alice", "bob"})
@@ -176,8 +178,10 @@ async def test_a_dead_nodes_users_go_offline_within_the_expiry_without_any_call_
         killed = time.monotonic()
         assert await bob.wait_for(lambda c: online_names(c) == {"bob"}, timeout=10)
         offline_after = time.monotonic() - killed
-        print(f"PRESENCE dead node: alice offline for bob after {offline_after:.2f} s "
-              "(TTL 2 s, heartbeat 0.5 s, batch 1 s)")
+        print(
+            f"PRESENCE dead node: alice offline for bob after {offline_after:.2f} s "
+            "(TTL 2 s, heartbeat 0.5 s, batch 1 s)"
+        )
         assert offline_after < 2 + 0.5 + 1 + 1.5  # TTL + heartbeat + one presence batch + slack
         await bob.close()
 
@@ -239,13 +243,17 @@ async def test_a_close_the_store_had_lost_track_of_is_still_announced(ws, room, 
     assert await sees_online(alice, {"alice", "bob"})
     users, conns, _ = presence._keys(room.pk, other_user.pk)
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns)))  # bob's, as after a restart
+    await asyncio.to_thread(
+        lambda: (client.zrem(users, other_user.pk), client.delete(conns))
+    )  # bob's, as after a restart
     await bob.close()
     assert await sees_online(alice, {"alice"})
     await alice.close()
 
 
-async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(ws, room, user, other_user, settings):
+async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(
+    ws, room, user, other_user, settings
+):
     """Redis restarted empty (bob's presence entries gone). bob closes one of his two tabs: the
     batch reads him as gone and alice sees him leave; the next heartbeat puts his other tab back
     in the store and announces him, so alice ends seeing him online."""
@@ -258,7 +266,9 @@ async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(ws
     assert await sees_online(alice, {"alice", "bob"})
     users, conns, names = presence._keys(room.pk, other_user.pk)
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    await asyncio.to_thread(lambda: (client.zrem(users, other_user.pk), client.delete(conns), client.hdel(names, other_user.pk)))
+    await asyncio.to_thread(
+        lambda: (client.zrem(users, other_user.pk), client.delete(conns), client.hdel(names, other_user.pk))
+    )
     await bob1.close()
     assert await sees_online(alice, {"alice"})  # the store says so, for now
     await presence.heartbeat_for_loop().beat()

@@ -24,7 +24,9 @@ THUMBS = "👍"
 
 
 def post(room, author, body="hi", client_msg_id=None):
-    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body).message
+    return services.message_post(
+        room=room, author=author, body=body, client_msg_id=client_msg_id or body
+    ).message
 
 
 def api(user):
@@ -49,8 +51,26 @@ def test_the_unqualified_form_is_the_same_reaction():
     assert reactions.normalize_emoji("❤") == reactions.normalize_emoji("❤️") == "❤️"
 
 
-@pytest.mark.parametrize("value", ["", "a", "ok", "👍👍", "👍 ", " 👍", ":thumbsup:", ":)", "\u200d", "<script>",
-                                   "1", None, 5, ["👍"], "👍" * 40])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "a",
+        "ok",
+        "👍👍",
+        "👍 ",
+        " 👍",
+        ":thumbsup:",
+        ":)",
+        "\u200d",
+        "<script>",
+        "1",
+        None,
+        5,
+        ["👍"],
+        "👍" * 40,
+    ],
+)
 def test_anything_but_one_emoji_is_refused(value):
     with pytest.raises(reactions.InvalidEmoji):
         reactions.normalize_emoji(value)
@@ -60,7 +80,9 @@ def test_anything_but_one_emoji_is_refused(value):
 
 
 @pytest.mark.django_db
-def test_adding_twice_counts_once_and_broadcasts_once_after_commit(room, user, other_user, django_capture_on_commit_callbacks):
+def test_adding_twice_counts_once_and_broadcasts_once_after_commit(
+    room, user, other_user, django_capture_on_commit_callbacks
+):
     message = post(room, user)
     services.member_join(room=room, user=other_user)
     with django_capture_on_commit_callbacks() as callbacks:
@@ -73,15 +95,20 @@ def test_adding_twice_counts_once_and_broadcasts_once_after_commit(room, user, o
     assert Reaction.objects.filter(message=message).count() == 3
     shape = MessageSerializer(selectors.room_history(room=room)[-1]).data["reactions"]
     assert shape == [
-        {"emoji": THUMBS, "count": 2, "users": [{"id": user.pk, "username": "alice"},
-                                                 {"id": other_user.pk, "username": "bob"}]},
+        {
+            "emoji": THUMBS,
+            "count": 2,
+            "users": [{"id": user.pk, "username": "alice"}, {"id": other_user.pk, "username": "bob"}],
+        },
         {"emoji": "🎉", "count": 1, "users": [{"id": other_user.pk, "username": "bob"}]},
     ]
     json.loads(json.dumps(shape))
 
 
 @pytest.mark.django_db
-def test_removing_one_you_do_not_have_changes_nothing(room, user, other_user, django_capture_on_commit_callbacks):
+def test_removing_one_you_do_not_have_changes_nothing(
+    room, user, other_user, django_capture_on_commit_callbacks
+):
     message = post(room, user)
     services.member_join(room=room, user=other_user)
     reactions.reaction_add(message=message, user=other_user, emoji=THUMBS)
@@ -95,7 +122,9 @@ def test_removing_one_you_do_not_have_changes_nothing(room, user, other_user, dj
 
 
 @pytest.mark.django_db
-def test_the_broadcast_waits_for_the_commit_and_a_rollback_sends_nothing(room, user, django_capture_on_commit_callbacks):
+def test_the_broadcast_waits_for_the_commit_and_a_rollback_sends_nothing(
+    room, user, django_capture_on_commit_callbacks
+):
     from django.db import transaction
 
     message = post(room, user)
@@ -163,8 +192,11 @@ def test_a_history_page_reads_reactions_in_a_fixed_number_of_queries(room, user,
         reactions.reaction_add(message=message, user=other_user, emoji="🎉")
     many, results = page_queries()
     assert many == few
-    assert results[-1]["reactions"][1] == {"emoji": "🎉", "count": 1,
-                                           "users": [{"id": other_user.pk, "username": "bob"}]}
+    assert results[-1]["reactions"][1] == {
+        "emoji": "🎉",
+        "count": 1,
+        "users": [{"id": other_user.pk, "username": "bob"}],
+    }
 
 
 # --- REST -----------------------------------------------------------------------------------------
@@ -176,8 +208,11 @@ def test_rest_post_and_delete_a_reaction(room, user):
     client = api(user)
     added = client.post(url(message), {"emoji": THUMBS}, format="json")
     assert added.status_code == 201
-    assert added.json() == {"room": "lobby", "seq": message.seq, "reactions": [
-        {"emoji": THUMBS, "count": 1, "users": [{"id": user.pk, "username": "alice"}]}]}
+    assert added.json() == {
+        "room": "lobby",
+        "seq": message.seq,
+        "reactions": [{"emoji": THUMBS, "count": 1, "users": [{"id": user.pk, "username": "alice"}]}],
+    }
     assert client.post(url(message), {"emoji": THUMBS}, format="json").status_code == 200  # counted once
     one = client.get(f"/api/rooms/lobby/messages/{message.pk}/").json()
     assert one["reactions"][0]["count"] == 1
@@ -205,8 +240,9 @@ def test_rest_codes_for_muted_deleted_and_a_message_of_another_room(room, user, 
     services.member_mute(room=room, actor=user, user=other_user, until=timezone.now() + timedelta(hours=1))
     muted = api(other_user).post(url(message), {"emoji": THUMBS}, format="json")
     assert muted.status_code == 403 and muted.json()["code"] == "muted" and "until" in muted.json()
-    wrong_room = api(user).post(f"/api/rooms/elsewhere/messages/{message.pk}/reactions/", {"emoji": THUMBS},
-                                format="json")
+    wrong_room = api(user).post(
+        f"/api/rooms/elsewhere/messages/{message.pk}/reactions/", {"emoji": THUMBS}, format="json"
+    )
     assert wrong_room.status_code == 404
     services.message_delete(message=message, actor=user)
     deleted = api(user).post(url(message), {"emoji": THUMBS}, format="json")
@@ -230,8 +266,14 @@ async def test_a_reaction_frame_is_acked_and_broadcast_to_the_room(ws, room, use
     frames = [await alice.receive(), await alice.receive()]
     ack = next(f for f in frames if f["type"] == "reaction.ack")
     expected = [{"emoji": "❤️", "count": 1, "users": [{"id": user.pk, "username": "alice"}]}]
-    assert ack == {"type": "reaction.ack", "action": "add", "seq": message.seq, "emoji": "❤️", "changed": True,
-                   "reactions": expected}
+    assert ack == {
+        "type": "reaction.ack",
+        "action": "add",
+        "seq": message.seq,
+        "emoji": "❤️",
+        "changed": True,
+        "reactions": expected,
+    }
     updated = {"type": "reaction.updated", "room": "lobby", "seq": message.seq, "reactions": expected}
     assert updated in frames
     assert await bob.receive() == updated
@@ -284,26 +326,35 @@ async def test_a_reaction_on_node1_reaches_node2_live_and_is_in_history(two_node
     watcher = await Client(node2, "react", bob_token).connect()
     reactor = await Client(node1, "react", alice_token).connect()
     await reactor._socket.send(json.dumps({"type": "reaction.add", "seq": message.seq, "emoji": THUMBS}))
-    assert await watcher.wait_for(lambda c: any(f["type"] == "reaction.updated" for f in c.frames)), watcher.frames
+    assert await watcher.wait_for(lambda c: any(f["type"] == "reaction.updated" for f in c.frames)), (
+        watcher.frames
+    )
     updated = next(f for f in watcher.frames if f["type"] == "reaction.updated")
     assert updated["seq"] == message.seq and updated["reactions"][0]["emoji"] == THUMBS
     # and over REST on node 2: in history, then a REST removal on node 2 reaches node 1's socket
-    status, _, body = await asyncio.to_thread(Http(node2, bob_token).request, "GET", "/api/rooms/react/messages/")
+    status, _, body = await asyncio.to_thread(
+        Http(node2, bob_token).request, "GET", "/api/rooms/react/messages/"
+    )
     assert status == 200
     assert json.loads(body)["results"][-1]["reactions"] == updated["reactions"]
     status, _, body = await asyncio.to_thread(
-        Http(node2, bob_token).request, "POST", f"/api/rooms/react/messages/{message.pk}/reactions/",
-        json_body={"emoji": "🎉"})
+        Http(node2, bob_token).request,
+        "POST",
+        f"/api/rooms/react/messages/{message.pk}/reactions/",
+        json_body={"emoji": "🎉"},
+    )
     assert status == 201, body
-    assert await reactor.wait_for(lambda c: any(
-        f["type"] == "reaction.updated" and len(f["reactions"]) == 2 for f in c.frames)), reactor.frames
+    assert await reactor.wait_for(
+        lambda c: any(f["type"] == "reaction.updated" and len(f["reactions"]) == 2 for f in c.frames)
+    ), reactor.frames
     await watcher.close()
     await reactor.close()
 
 
 @pytest.mark.django_db
 def test_a_retried_send_is_found_with_its_reactions_loaded_so_its_broadcast_makes_no_query(
-        room, user, django_assert_num_queries):
+    room, user, django_assert_num_queries
+):
     from rooms.serializers import message_data
 
     message = post(room, user, "sent once", "c-1")

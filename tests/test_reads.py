@@ -19,7 +19,9 @@ from tests import factories
 
 
 def post(room, author, body, client_msg_id=None):
-    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body).message
+    return services.message_post(
+        room=room, author=author, body=body, client_msg_id=client_msg_id or body
+    ).message
 
 
 def marker(room, user) -> int:
@@ -56,8 +58,9 @@ def test_a_report_beyond_the_rooms_last_seq_is_clamped(busy, other_user):
 
 
 @pytest.mark.django_db
-def test_a_report_for_a_room_one_is_not_in_is_refused_and_changes_nothing(busy, user, other_user,
-                                                                           django_capture_on_commit_callbacks):
+def test_a_report_for_a_room_one_is_not_in_is_refused_and_changes_nothing(
+    busy, user, other_user, django_capture_on_commit_callbacks
+):
     carol = factories.make_user("carol")
     secret = factories.make_room(created_by=user, slug="secret", is_private=True)
     post(secret, user, "hidden")
@@ -73,8 +76,9 @@ def test_a_report_for_a_room_one_is_not_in_is_refused_and_changes_nothing(busy, 
 
 
 @pytest.mark.django_db
-def test_read_updated_is_registered_on_commit_only_when_the_marker_moved(busy, other_user,
-                                                                         django_capture_on_commit_callbacks):
+def test_read_updated_is_registered_on_commit_only_when_the_marker_moved(
+    busy, other_user, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         reads.read_report(room=busy, user=other_user, seq=4)
         reads.read_report(room=busy, user=other_user, seq=2)  # backward: nothing moved
@@ -101,7 +105,11 @@ def test_read_updated_reaches_the_users_group_after_commit_as_json(busy, other_u
     state, event = async_to_sync(scenario)()
     assert event["type"] == "user.read_updated"
     assert json.loads(event["text"]) == {
-        "type": "read.updated", "room": "lobby", "last_read_seq": 2, "unread_count": 3, "mention_count": 0,
+        "type": "read.updated",
+        "room": "lobby",
+        "last_read_seq": 2,
+        "unread_count": 3,
+        "mention_count": 0,
     } and state == reads.ReadState(2, 3, 0)
 
 
@@ -161,8 +169,9 @@ def test_the_read_route_answers_the_read_state_after_the_report(busy, other_user
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body", [{}, {"seq": "x"}, {"seq": -1}, {"seq": True}, {"seq": 1.5}, {"seq": 2**63},
-                                  {"seq": None}, [3]])
+@pytest.mark.parametrize(
+    "body", [{}, {"seq": "x"}, {"seq": -1}, {"seq": True}, {"seq": 1.5}, {"seq": 2**63}, {"seq": None}, [3]]
+)
 def test_a_bad_read_report_is_400_with_field_errors_and_changes_nothing(busy, other_user, body):
     response = client_for(other_user).post("/api/rooms/lobby/read/", body, format="json")
     assert response.status_code == 400 and response.json()
@@ -199,7 +208,9 @@ def test_the_room_list_and_detail_give_each_rooms_read_state(busy, user, other_u
 
 
 @pytest.mark.django_db
-def test_the_room_list_reads_its_counts_in_a_fixed_number_of_queries(user, other_user, django_assert_max_num_queries):
+def test_the_room_list_reads_its_counts_in_a_fixed_number_of_queries(
+    user, other_user, django_assert_max_num_queries
+):
     api = client_for(other_user)
 
     def rooms_with_messages(start, count):
@@ -209,7 +220,9 @@ def test_the_room_list_reads_its_counts_in_a_fixed_number_of_queries(user, other
             post(room, user, f"hello @bob {i}")
 
     rooms_with_messages(0, 2)
-    with django_assert_max_num_queries(4):  # count, the page with its read state, the caller's roles, DM partners
+    with django_assert_max_num_queries(
+        4
+    ):  # count, the page with its read state, the caller's roles, DM partners
         small = api.get("/api/rooms/").json()
     rooms_with_messages(2, 10)
     with django_assert_max_num_queries(4):
@@ -223,9 +236,14 @@ def test_the_room_list_reads_its_counts_in_a_fixed_number_of_queries(user, other
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_read_frame_is_answered_by_nothing_and_every_socket_of_the_user_gets_read_updated(
-        ws, room, user, other_user):
-    await database_sync_to_async(lambda: (services.member_join(room=room, user=other_user),
-                                          [post(room, user, f"m{i}") for i in range(3)]))()
+    ws, room, user, other_user
+):
+    await database_sync_to_async(
+        lambda: (
+            services.member_join(room=room, user=other_user),
+            [post(room, user, f"m{i}") for i in range(3)],
+        )
+    )()
     elsewhere = await database_sync_to_async(factories.make_room)(created_by=other_user, slug="elsewhere")
     bob_here = await ws("/ws/rooms/lobby/", user=other_user)
     bob_there = await ws(f"/ws/rooms/{elsewhere.slug}/", user=other_user)
@@ -234,7 +252,13 @@ async def test_a_read_frame_is_answered_by_nothing_and_every_socket_of_the_user_
         assert await conn.connect()
         await conn.receive_type("hello")
     await bob_here.send({"type": "read", "seq": 2})
-    expected = {"type": "read.updated", "room": "lobby", "last_read_seq": 2, "unread_count": 1, "mention_count": 0}
+    expected = {
+        "type": "read.updated",
+        "room": "lobby",
+        "last_read_seq": 2,
+        "unread_count": 1,
+        "mention_count": 0,
+    }
     assert await bob_here.receive() == expected  # the layer's copy: no answer of its own
     assert await bob_there.receive() == expected
     await bob_here.send({"type": "read", "seq": 1})  # backward: nothing moves, nothing is sent
@@ -246,13 +270,16 @@ async def test_a_read_frame_is_answered_by_nothing_and_every_socket_of_the_user_
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("frame", "code"), [
-    ({"type": "read"}, "missing_field"),
-    ({"type": "read", "seq": "3"}, "invalid_field"),
-    ({"type": "read", "seq": True}, "invalid_field"),
-    ({"type": "read", "seq": -1}, "invalid_field"),
-    ({"type": "read", "seq": 2**63}, "invalid_field"),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "read"}, "missing_field"),
+        ({"type": "read", "seq": "3"}, "invalid_field"),
+        ({"type": "read", "seq": True}, "invalid_field"),
+        ({"type": "read", "seq": -1}, "invalid_field"),
+        ({"type": "read", "seq": 2**63}, "invalid_field"),
+    ],
+)
 async def test_a_bad_read_frame_gets_an_error_code_and_the_socket_stays_open(joined, frame, code):
     await joined.send(frame)
     error = await joined.receive_type("error")
@@ -276,8 +303,9 @@ async def test_a_read_frame_without_a_membership_is_not_found_and_changes_nothin
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_message_sent_over_the_socket_is_read_by_its_sender(joined, room, user, other_user):
-    await database_sync_to_async(lambda: (services.member_join(room=room, user=other_user),
-                                          post(room, other_user, "unread by alice")))()
+    await database_sync_to_async(
+        lambda: (services.member_join(room=room, user=other_user), post(room, other_user, "unread by alice"))
+    )()
     assert await database_sync_to_async(reads.read_state)(room=room, user=user) == reads.ReadState(0, 1, 0)
     await joined.send({"type": "message.send", "body": "mine", "client_msg_id": "c-1"})
     frames = {(await joined.receive())["type"] for _ in range(2)}
@@ -318,9 +346,16 @@ async def test_a_read_report_on_node1_reaches_the_users_socket_on_node2_as_read_
     node1, node2 = two_nodes
     socket = await Client(node2, "r0", token).connect()
     status, _, body = await asyncio.to_thread(
-        Http(node1, token).request, "POST", "/api/rooms/r0/read/", json_body={"seq": 3})
+        Http(node1, token).request, "POST", "/api/rooms/r0/read/", json_body={"seq": 3}
+    )
     assert status == 200 and json.loads(body)["last_read_seq"] == 3
-    expected = {"type": "read.updated", "room": "r0", "last_read_seq": 3, "unread_count": 1, "mention_count": 0}
+    expected = {
+        "type": "read.updated",
+        "room": "r0",
+        "last_read_seq": 3,
+        "unread_count": 1,
+        "mention_count": 0,
+    }
     assert await socket.wait_for(lambda c: expected in c.frames), socket.frames
     await socket.close()
 

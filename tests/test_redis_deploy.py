@@ -46,32 +46,52 @@ def _write_ca(folder: Path, name: str):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     pem = serialization.Encoding.PEM
 
     def build(subject, issuer, public_key, signing_key, issuer_cert=None, ca=False):
         builder = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(public_key).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         )
         if ca:
-            builder = builder.add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False), critical=True)
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
         else:
             builder = (
-                builder.add_extension(x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                    critical=False)
-                .add_extension(x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    issuer_cert.public_key()), critical=False)
+                builder.add_extension(
+                    x509.SubjectAlternativeName(
+                        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    ),
+                    critical=False,
+                )
+                .add_extension(
+                    x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    critical=False,
+                )
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),
+                    critical=False,
+                )
             )
         return builder.sign(signing_key, hashes.SHA256())
 
@@ -79,14 +99,23 @@ def _write_ca(folder: Path, name: str):
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
     ca_cert = build(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name,
-                 key.public_key(), ca_key, issuer_cert=ca_cert)
-    paths = {"ca": folder / f"{name}-ca.pem", "cert": folder / f"{name}-server.pem",
-             "key": folder / f"{name}-server.key"}
+    cert = build(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+        ca_name,
+        key.public_key(),
+        ca_key,
+        issuer_cert=ca_cert,
+    )
+    paths = {
+        "ca": folder / f"{name}-ca.pem",
+        "cert": folder / f"{name}-server.pem",
+        "key": folder / f"{name}-server.key",
+    }
     paths["ca"].write_bytes(ca_cert.public_bytes(pem))
     paths["cert"].write_bytes(cert.public_bytes(pem))
-    paths["key"].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    paths["key"].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -105,8 +134,9 @@ class RedisProcess:
         self.port = port
         self.tls = tls
         self.log = folder / f"redis-{port}.log"
-        self.process = subprocess.Popen(args, cwd=folder, stdout=open(self.log, "wb"),
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, cwd=folder, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
+        )
 
     def client(self, **kwargs) -> redis.Redis:
         tls = {"ssl": True, "ssl_ca_certs": self.tls["ca"]} if self.tls else {}
@@ -137,16 +167,40 @@ class RedisProcess:
 def _tls_args(tls: dict | None, port: int) -> list[str]:
     if not tls:
         return ["--port", str(port)]
-    return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls["cert"],
-            "--tls-key-file", tls["key"], "--tls-ca-cert-file", tls["ca"],
-            "--tls-auth-clients", "no", "--tls-replication", "yes"]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        tls["cert"],
+        "--tls-key-file",
+        tls["key"],
+        "--tls-ca-cert-file",
+        tls["ca"],
+        "--tls-auth-clients",
+        "no",
+        "--tls-replication",
+        "yes",
+    ]
 
 
-def start_redis(folder: Path, *, tls: dict | None = None, port: int | None = None,
-                replicaof: int | None = None) -> RedisProcess:
+def start_redis(
+    folder: Path, *, tls: dict | None = None, port: int | None = None, replicaof: int | None = None
+) -> RedisProcess:
     port = port or free_port()
-    args = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(folder), *_tls_args(tls, port)]
+    args = [
+        REDIS_SERVER,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        *_tls_args(tls, port),
+    ]
     if replicaof:
         args += ["--replicaof", "127.0.0.1", str(replicaof)]
     return RedisProcess(args, port, folder, tls)
@@ -155,13 +209,19 @@ def start_redis(folder: Path, *, tls: dict | None = None, port: int | None = Non
 def start_sentinel(folder: Path, *, master_port: int, tls: dict) -> RedisProcess:
     port = free_port()
     conf = folder / f"sentinel-{port}.conf"  # sentinels rewrite their config file: one each
-    conf.write_text("\n".join([
-        "bind 127.0.0.1", f"dir {folder}",
-        f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 1",
-        f"sentinel down-after-milliseconds {MASTER} 1000",
-        f"sentinel failover-timeout {MASTER} 10000",
-        f"sentinel parallel-syncs {MASTER} 1",
-    ]) + "\n")
+    conf.write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"dir {folder}",
+                f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 1",
+                f"sentinel down-after-milliseconds {MASTER} 1000",
+                f"sentinel failover-timeout {MASTER} 10000",
+                f"sentinel parallel-syncs {MASTER} 1",
+            ]
+        )
+        + "\n"
+    )
     return RedisProcess([REDIS_SERVER, str(conf), "--sentinel", *_tls_args(tls, port)], port, folder, tls)
 
 
@@ -179,6 +239,7 @@ def database_url(django_db_blocker):
 @pytest.fixture
 def room_members(db):
     """``room_members(n)``: n users with API tokens in the public room ``r0``: [(user, token)]."""
+
     def make(n):
         owner = factories.make_user("owner")
         factories.make_room(created_by=owner, slug="r0", name="Room zero")
@@ -193,10 +254,19 @@ def _prefix() -> str:
 
 
 def _node_env(database_url: str, **env) -> dict:
-    return {"DATABASE_URL": database_url, "CHANNEL_LAYER_PREFIX": _prefix(), "DEBUG": "0",
-            "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_POOL_MAX_SIZE": "4", "REDIS_URL": "", "REDIS_CA_FILE": "",
-            "REDIS_SENTINELS": "", "REDIS_SENTINEL_MASTER": "", **env}
+    return {
+        "DATABASE_URL": database_url,
+        "CHANNEL_LAYER_PREFIX": _prefix(),
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "REDIS_URL": "",
+        "REDIS_CA_FILE": "",
+        "REDIS_SENTINELS": "",
+        "REDIS_SENTINEL_MASTER": "",
+        **env,
+    }
 
 
 def _start_fails(name: str, env: dict, timeout: float = 20.0) -> str:
@@ -228,7 +298,8 @@ async def _cross_node(nodes, tokens, body: str, timeout: float = 10.0) -> None:
 
 
 async def test_br25_rediss_with_the_private_ca_delivers_across_nodes_and_without_it_fails_start_up(
-        pki, redis_dir, database_url, room_members):
+    pki, redis_dir, database_url, room_members
+):
     server = await sync_to_async(start_redis)(redis_dir, tls=pki["ours"])
     try:
         await sync_to_async(server.wait_ready)()
@@ -240,8 +311,13 @@ async def test_br25_rediss_with_the_private_ca_delivers_across_nodes_and_without
         # at once and saying why; the same with an unreadable CA file.
         no_ca = sync_to_async(_start_fails)("no-ca", {**env, "REDIS_CA_FILE": ""})
         bad_file = sync_to_async(_start_fails)("bad-ca-file", {**env, "REDIS_CA_FILE": "/nonexistent/ca.pem"})
-        with cluster(2, redis_url=url, database_url=database_url, prefix=_prefix(),
-                     extra_env={"REDIS_CA_FILE": pki["ours"]["ca"]}) as nodes:
+        with cluster(
+            2,
+            redis_url=url,
+            database_url=database_url,
+            prefix=_prefix(),
+            extra_env={"REDIS_CA_FILE": pki["ours"]["ca"]},
+        ) as nodes:
             (log, seconds), (bad_log, _) = await asyncio.gather(no_ca, bad_file)
             assert "cannot start" in log and "certificate verify failed" in log, log
             assert "REDIS_CA_FILE" in log, log  # the hint says what to set
@@ -255,11 +331,14 @@ async def test_br25_rediss_with_the_private_ca_delivers_across_nodes_and_without
             await _cross_node(nodes, tokens, "over TLS")
             # The cache (throttle counters) is on the TLS Redis too: a throttled REST send works.
             from tests.nodes import Http
+
             status, _, _ = await sync_to_async(Http(nodes[0], token=tokens[0]).request)(
-                "POST", "/api/rooms/r0/messages/", json_body={"body": "rest", "client_msg_id": "r-1"})
+                "POST", "/api/rooms/r0/messages/", json_body={"body": "rest", "client_msg_id": "r-1"}
+            )
             assert status == 201
-            assert any(k.startswith(b":1:") or b"throttle" in k for k in server.client().keys("*")), \
+            assert any(k.startswith(b":1:") or b"throttle" in k for k in server.client().keys("*")), (
                 "throttle counters are not in the TLS Redis"
+            )
             for node in nodes:
                 assert "Traceback" not in node.log(), node.log()
     finally:
@@ -267,7 +346,8 @@ async def test_br25_rediss_with_the_private_ca_delivers_across_nodes_and_without
 
 
 async def test_br25_healthz_names_the_reason_when_redis_is_unreachable_or_its_certificate_wrong(
-        pki, redis_dir, database_url):
+    pki, redis_dir, database_url
+):
     port = free_port()
     env = _node_env(database_url, REDIS_URL=f"rediss://127.0.0.1:{port}/0", REDIS_CA_FILE=pki["ours"]["ca"])
     node = await sync_to_async(start_node)("health", env=env, log_dir=redis_dir)
@@ -275,7 +355,9 @@ async def test_br25_healthz_names_the_reason_when_redis_is_unreachable_or_its_ce
     try:
         # Redis down is not a configuration error: the node starts and healthz says why it is 503.
         status, body = await _health_when_up(node)
-        assert (status, body["redis"], body["redis_error"]) == (503, "unavailable", "connection refused"), body
+        assert (status, body["redis"], body["redis_error"]) == (503, "unavailable", "connection refused"), (
+            body
+        )
         assert body["failing"] == ["redis"]
         # A Redis whose certificate comes from another CA: 503, "certificate verify failed".
         impostor = await sync_to_async(start_redis)(redis_dir, tls=pki["other"], port=port)
@@ -316,8 +398,10 @@ def sentinel_setup(pki, redis_dir):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # failover needs every sentinel to know the replica
             with sentinels[0].client() as c0, sentinels[1].client() as c1:
-                if all(len(c.sentinel_slaves(MASTER)) == 1 and len(c.sentinel_sentinels(MASTER)) == 1
-                       for c in (c0, c1)):
+                if all(
+                    len(c.sentinel_slaves(MASTER)) == 1 and len(c.sentinel_sentinels(MASTER)) == 1
+                    for c in (c0, c1)
+                ):
                     break
             time.sleep(0.1)
         else:
@@ -329,12 +413,17 @@ def sentinel_setup(pki, redis_dir):
 
 
 def _sentinel_env(sentinels, **extra) -> dict:
-    return {"REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in sentinels),
-            "REDIS_SENTINEL_MASTER": MASTER, "REDIS_URL": f"rediss://{MASTER}/0", **extra}
+    return {
+        "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in sentinels),
+        "REDIS_SENTINEL_MASTER": MASTER,
+        "REDIS_URL": f"rediss://{MASTER}/0",
+        **extra,
+    }
 
 
 async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_history_has_the_gap(
-        pki, sentinel_setup, database_url, room_members):
+    pki, sentinel_setup, database_url, room_members
+):
     master, replica, sentinels = sentinel_setup
     members = await database_sync_to_async(room_members)(2)
     tokens = [t for _, t in members]
@@ -370,7 +459,8 @@ async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_hist
             killed_at, sent_at_kill = time.monotonic(), len(sent)
             # Live delivery resumes: a message sent after the kill arrives on the other node.
             resumed = await receiver.wait_for(
-                lambda c: any(int(m["body"][1:]) >= sent_at_kill for m in c.messages), 30)
+                lambda c: any(int(m["body"][1:]) >= sent_at_kill for m in c.messages), 30
+            )
             failover_seconds = time.monotonic() - killed_at
             assert resumed, f"no live message after the failover; node logs:\n{nodes[1].log()}"
             count_at_resume = len(receiver.messages)
@@ -385,14 +475,19 @@ async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_hist
         # Every send was stored (acked), and what the receiver missed live is in history.
         assert await sender.wait_for(lambda c: len(c.acks) == len(sent), 15), (len(sender.acks), len(sent))
         stored = await database_sync_to_async(
-            lambda: list(Message.objects.filter(room__slug="r0").order_by("seq").values_list("seq", "body")))()
+            lambda: list(Message.objects.filter(room__slug="r0").order_by("seq").values_list("seq", "body"))
+        )()
         assert [b for _, b in stored] == sent
         live = {m["seq"] for m in receiver.messages}
         missed = [seq for seq, _ in stored if seq not in live]
-        print(f"BR-24: {len(sent)} sent, {len(live)} live on the other node, {len(missed)} recovered from history")
+        print(
+            f"BR-24: {len(sent)} sent, {len(live)} live on the other node, {len(missed)} recovered from history"
+        )
         from tests.nodes import Http
+
         status, _, raw = await sync_to_async(Http(nodes[1], token=tokens[1]).request)(
-            "GET", "/api/rooms/r0/messages/?after_seq=0&limit=200")
+            "GET", "/api/rooms/r0/messages/?after_seq=0&limit=200"
+        )
         assert status == 200
         assert [m["seq"] for m in json.loads(raw)["results"]] == [seq for seq, _ in stored]
         for node in nodes:  # healthz follows the new master too
@@ -410,8 +505,12 @@ def test_br24_wrong_sentinel_configuration_is_reported_by_healthz(pki, sentinel_
     cases = [
         ({**_sentinel_env(sentinels), **ca}, 200, None, None),
         (_sentinel_env(sentinels), 503, "certificate verify failed", True),
-        ({**_sentinel_env(sentinels), **ca, "REDIS_SENTINEL_MASTER": "nosuch", "REDIS_URL": "rediss:///0"},
-         503, "unknown master name 'nosuch'", True),
+        (
+            {**_sentinel_env(sentinels), **ca, "REDIS_SENTINEL_MASTER": "nosuch", "REDIS_URL": "rediss:///0"},
+            503,
+            "unknown master name 'nosuch'",
+            True,
+        ),
     ]
     for env, status, reason, is_config in cases:
         config = redis_config.from_env(env)
@@ -429,45 +528,58 @@ def test_br24_wrong_sentinel_configuration_is_reported_by_healthz(pki, sentinel_
 
 
 async def test_br11_two_redis_hosts_shard_the_layer_and_50_users_on_2_nodes_each_get_their_notice(
-        redis_dir, database_url, room_members):
+    redis_dir, database_url, room_members
+):
     shards = [await sync_to_async(start_redis)(redis_dir) for _ in range(2)]
     try:
         for shard in shards:
             await sync_to_async(shard.wait_ready)()
         url = ",".join(f"redis://127.0.0.1:{s.port}/0" for s in shards)
         members = await database_sync_to_async(room_members)(50)
-        mixed = sync_to_async(_start_fails)("mixed", _node_env(
-            database_url, REDIS_URL=url, REDIS_SENTINELS="127.0.0.1:26379", REDIS_SENTINEL_MASTER="m"))
+        mixed = sync_to_async(_start_fails)(
+            "mixed",
+            _node_env(
+                database_url, REDIS_URL=url, REDIS_SENTINELS="127.0.0.1:26379", REDIS_SENTINEL_MASTER="m"
+            ),
+        )
         prefix = _prefix()
         with cluster(2, redis_url=url, database_url=database_url, prefix=prefix) as nodes:
             log, _ = await mixed
             assert "a mix of Sentinel and plain hosts cannot work" in log, log
-            clients = [Client(nodes[i % 2], "r0", token, name=str(user.pk))
-                       for i, (user, token) in enumerate(members)]
+            clients = [
+                Client(nodes[i % 2], "r0", token, name=str(user.pk))
+                for i, (user, token) in enumerate(members)
+            ]
             await asyncio.gather(*(c.connect() for c in clients))
             # Each user's group lives on one of the two hosts; both hosts carry some.
             per_shard = []
             for shard in shards:
                 with shard.client() as c:
-                    per_shard.append(len([ch for ch in c.pubsub_channels(f"{prefix}__group__user.*")]))
+                    per_shard.append(len(list(c.pubsub_channels(f"{prefix}__group__user.*"))))
             assert sum(per_shard) == 50 and min(per_shard) > 0, per_shard
             # A notice to each user, sent from this process through a layer on the same two hosts.
             config = redis_config.from_env({"REDIS_URL": url})
-            layers = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                  "CONFIG": {"hosts": config.channel_layer_hosts(), "prefix": prefix}}}
+            layers = {
+                "default": {
+                    "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                    "CONFIG": {"hosts": config.channel_layer_hosts(), "prefix": prefix},
+                }
+            }
 
             def notify_all():
                 with override_settings(CHANNEL_LAYERS=layers):
-                    return [events.broadcast_user_notice(user.pk, f"notice for {user.pk}")
-                            for user, _ in members]
+                    return [
+                        events.broadcast_user_notice(user.pk, f"notice for {user.pk}") for user, _ in members
+                    ]
 
             assert all(await sync_to_async(notify_all, thread_sensitive=False)())
             for c in clients:
                 assert await c.wait_for(lambda c: any(f["type"] == "notice" for f in c.frames), 10), c.name
             await asyncio.sleep(0.3)
             for c in clients:  # exactly its own notice, once
-                assert [f for f in c.frames if f["type"] == "notice"] == \
-                       [{"type": "notice", "text": f"notice for {c.name}"}]
+                assert [f for f in c.frames if f["type"] == "notice"] == [
+                    {"type": "notice", "text": f"notice for {c.name}"}
+                ]
             await asyncio.gather(*(c.close() for c in clients))
             for node in nodes:
                 assert "Traceback" not in node.log(), node.log()
@@ -476,25 +588,36 @@ async def test_br11_two_redis_hosts_shard_the_layer_and_50_users_on_2_nodes_each
             shard.stop()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"REDIS_URL": "redis://a:6379/0", "REDIS_SENTINELS": "b:26379", "REDIS_SENTINEL_MASTER": "m"},
-     "a mix of Sentinel and a plain host cannot work"),
-    ({"REDIS_URL": "redis://a:6379/0,redis://b:6379/0", "REDIS_SENTINELS": "b:26379",
-      "REDIS_SENTINEL_MASTER": "m"}, "a mix of Sentinel and plain hosts cannot work"),
-    ({"REDIS_URL": "http://a:6379/0"}, "unknown scheme 'http://'"),
-    ({"REDIS_URL": "a:6379"}, "'a:6379' is not a URL"),
-    ({"REDIS_URL": "redis://a/0,rediss://b/0"}, "different schemes"),
-    ({"REDIS_URL": "redis://a/0,redis://a/0"}, "the same host twice"),
-    ({"REDIS_URL": "rediss://a/0", "REDIS_CA_FILE": "/nonexistent.pem"}, "cannot be read"),
-    ({"REDIS_URL": "rediss://a/0", "REDIS_CA_FILE": "/etc/hostname"}, "not a PEM file"),
-    ({"REDIS_URL": "redis://a/0", "REDIS_CA_FILE": "CA"}, "use rediss://"),
-    ({"REDIS_SENTINELS": "a:26379"}, "REDIS_SENTINEL_MASTER"),
-    ({"REDIS_SENTINELS": "a", "REDIS_SENTINEL_MASTER": "m"}, "is not host:port"),
-    ({"REDIS_URL": "redis://a/0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS is not"),
-    ({"REDIS_URL": "rediss://a/0", "REDIS_CLIENT_CERT": "CA"}, "go together"),
-    ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "0"}, "above 0"),
-    ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "soon"}, "above 0"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"REDIS_URL": "redis://a:6379/0", "REDIS_SENTINELS": "b:26379", "REDIS_SENTINEL_MASTER": "m"},
+            "a mix of Sentinel and a plain host cannot work",
+        ),
+        (
+            {
+                "REDIS_URL": "redis://a:6379/0,redis://b:6379/0",
+                "REDIS_SENTINELS": "b:26379",
+                "REDIS_SENTINEL_MASTER": "m",
+            },
+            "a mix of Sentinel and plain hosts cannot work",
+        ),
+        ({"REDIS_URL": "http://a:6379/0"}, "unknown scheme 'http://'"),
+        ({"REDIS_URL": "a:6379"}, "'a:6379' is not a URL"),
+        ({"REDIS_URL": "redis://a/0,rediss://b/0"}, "different schemes"),
+        ({"REDIS_URL": "redis://a/0,redis://a/0"}, "the same host twice"),
+        ({"REDIS_URL": "rediss://a/0", "REDIS_CA_FILE": "/nonexistent.pem"}, "cannot be read"),
+        ({"REDIS_URL": "rediss://a/0", "REDIS_CA_FILE": "/etc/hostname"}, "not a PEM file"),
+        ({"REDIS_URL": "redis://a/0", "REDIS_CA_FILE": "CA"}, "use rediss://"),
+        ({"REDIS_SENTINELS": "a:26379"}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINELS": "a", "REDIS_SENTINEL_MASTER": "m"}, "is not host:port"),
+        ({"REDIS_URL": "redis://a/0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS is not"),
+        ({"REDIS_URL": "rediss://a/0", "REDIS_CLIENT_CERT": "CA"}, "go together"),
+        ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "0"}, "above 0"),
+        ({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "soon"}, "above 0"),
+    ],
+)
 def test_br11_a_configuration_that_cannot_work_is_refused_when_settings_load(env, message, pki):
     env = {k: (pki["ours"]["ca"] if v == "CA" else v) for k, v in env.items()}
     with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(").replace("'", "'")):
@@ -507,14 +630,22 @@ def test_the_layer_cache_and_health_check_get_the_same_tls_and_sentinel_settings
     assert plain.url == "redis://a:6379/0" and plain.cache("p")["LOCATION"] == "redis://a:6379/0"
     tls = redis_config.from_env({"REDIS_URL": "rediss://a:6380/0,rediss://b:6380/0", "REDIS_CA_FILE": ca})
     assert [h["address"] for h in tls.channel_layer_hosts()] == ["rediss://a:6380/0", "rediss://b:6380/0"]
-    assert all(h["ssl_ca_certs"] == ca and h["ssl_cert_reqs"] == "required" for h in tls.channel_layer_hosts())
+    assert all(
+        h["ssl_ca_certs"] == ca and h["ssl_cert_reqs"] == "required" for h in tls.channel_layer_hosts()
+    )
     assert tls.cache("p")["LOCATION"] == "rediss://a:6380/0"  # the cache: the first host only
     assert tls.cache("p")["OPTIONS"]["ssl_ca_certs"] == ca
     default_cas = redis_config.from_env({"REDIS_URL": "rediss://a:6380/0"}).channel_layer_hosts()[0]
     assert default_cas["ssl_cert_reqs"] == "required" and "ssl_ca_certs" not in default_cas
-    sentinel = redis_config.from_env({"REDIS_SENTINELS": "s1:26379, s2:26380", "REDIS_SENTINEL_MASTER": "m",
-                                      "REDIS_URL": "rediss://:pw@m/2", "REDIS_CA_FILE": ca,
-                                      "REDIS_SENTINEL_PASSWORD": "spw"})
+    sentinel = redis_config.from_env(
+        {
+            "REDIS_SENTINELS": "s1:26379, s2:26380",
+            "REDIS_SENTINEL_MASTER": "m",
+            "REDIS_URL": "rediss://:pw@m/2",
+            "REDIS_CA_FILE": ca,
+            "REDIS_SENTINEL_PASSWORD": "spw",
+        }
+    )
     [host] = sentinel.channel_layer_hosts()
     assert host["sentinels"] == [("s1", 26379), ("s2", 26380)] and host["master_name"] == "m"
     assert (host["ssl"], host["ssl_ca_certs"], host["password"], host["db"]) == (True, ca, "pw", 2)
@@ -524,7 +655,13 @@ def test_the_layer_cache_and_health_check_get_the_same_tls_and_sentinel_settings
     quick = redis_config.from_env({"REDIS_URL": "redis://a/0", "REDIS_HEALTH_CHECK_INTERVAL": "1.5"})
     assert quick.channel_layer_hosts()[0]["health_check_interval"] == 1.5
     assert sentinel.url == "rediss://m/2"
-    off = redis_config.from_env({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": "m",
-                                 "REDIS_URL": "rediss://m/0", "REDIS_SENTINEL_TLS": "0"})
+    off = redis_config.from_env(
+        {
+            "REDIS_SENTINELS": "s1:26379",
+            "REDIS_SENTINEL_MASTER": "m",
+            "REDIS_URL": "rediss://m/0",
+            "REDIS_SENTINEL_TLS": "0",
+        }
+    )
     assert "ssl" not in off.sentinel_kwargs and off.master_kwargs["ssl"] is True
     assert redis_config.from_env({}) is None

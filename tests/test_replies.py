@@ -18,8 +18,9 @@ from tests.conftest import new_client_msg_id
 
 
 def post(room, author, body="hi", client_msg_id=None, reply_to=None):
-    return services.message_post(room=room, author=author, body=body, client_msg_id=client_msg_id or body,
-                                 reply_to=reply_to).message
+    return services.message_post(
+        room=room, author=author, body=body, client_msg_id=client_msg_id or body, reply_to=reply_to
+    ).message
 
 
 def api(user):
@@ -29,7 +30,9 @@ def api(user):
 
 
 @pytest.mark.django_db
-def test_a_reply_names_its_parent_and_counts_on_it(room, user, other_user, django_capture_on_commit_callbacks):
+def test_a_reply_names_its_parent_and_counts_on_it(
+    room, user, other_user, django_capture_on_commit_callbacks
+):
     parent = post(room, user, "**the question**")
     services.member_join(room=room, user=other_user)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -41,23 +44,36 @@ def test_a_reply_names_its_parent_and_counts_on_it(room, user, other_user, djang
     page = api(user).get(f"/api/rooms/{room.slug}/messages/").json()["results"]
     assert page[0]["reply_to"] is None and page[0]["parent"] is None and page[0]["reply_count"] == 1
     assert page[1]["reply_to"] == parent.seq and page[1]["reply_count"] == 0
-    assert page[1]["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
-                                 "excerpt": "**the question**", "deleted": False}
+    assert page[1]["parent"] == {
+        "seq": parent.seq,
+        "author": {"id": user.pk, "username": "alice", "display_name": ""},
+        "excerpt": "**the question**",
+        "deleted": False,
+    }
 
 
 @pytest.mark.django_db
 def test_the_one_statement_send_stores_a_reply_in_its_statement(room, user, other_user):
     parent = post(room, user, "q")
     with CaptureQueriesContext(connection) as captured:
-        reply = services._post_in_one_statement(room=room, author=other_user, body="a", client_msg_id="a",
-                                                reply_to=parent.seq)
+        reply = services._post_in_one_statement(
+            room=room, author=other_user, body="a", client_msg_id="a", reply_to=parent.seq
+        )
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert reply is not None and len(statements) == 1  # the test's transaction adds a savepoint
-    assert reply.parent_preview == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
-                                    "excerpt": "q", "deleted": False}
+    assert reply.parent_preview == {
+        "seq": parent.seq,
+        "author": {"id": user.pk, "username": "alice", "display_name": ""},
+        "excerpt": "q",
+        "deleted": False,
+    }
     assert reply.parent_reply_count == 1 == Message.objects.get(pk=parent.pk).reply_count
-    assert services._post_in_one_statement(room=room, author=other_user, body="b", client_msg_id="b",
-                                           reply_to=999) is None
+    assert (
+        services._post_in_one_statement(
+            room=room, author=other_user, body="b", client_msg_id="b", reply_to=999
+        )
+        is None
+    )
 
 
 @pytest.mark.django_db
@@ -88,8 +104,9 @@ def test_a_reply_to_a_missing_deleted_or_other_rooms_seq_is_refused_and_stores_n
     for reply_to in (3, 999, gone.seq):
         with pytest.raises(services.ReplyNotFound):
             post(room, user, f"reply to {reply_to}", reply_to=reply_to)
-    response = api(user).post(f"/api/rooms/{room.slug}/messages/",
-                              {"body": "x", "client_msg_id": "x", "reply_to": 3}, format="json")
+    response = api(user).post(
+        f"/api/rooms/{room.slug}/messages/", {"body": "x", "client_msg_id": "x", "reply_to": 3}, format="json"
+    )
     assert response.status_code == 400 and response.json()["code"] == "reply_not_found"
     assert type(room).objects.get(pk=room.pk).last_seq == last_seq  # no seq taken
     assert Message.objects.get(pk=first.pk).reply_count == 0
@@ -99,13 +116,18 @@ def test_a_reply_to_a_missing_deleted_or_other_rooms_seq_is_refused_and_stores_n
 @pytest.mark.parametrize("reply_to", ["1", 1.0, True, 0, -1, 2**63, [1]])
 def test_rest_refuses_a_reply_to_that_is_not_a_seq(room, user, reply_to):
     post(room, user, "first")
-    response = api(user).post(f"/api/rooms/{room.slug}/messages/",
-                              {"body": "x", "client_msg_id": "x", "reply_to": reply_to}, format="json")
+    response = api(user).post(
+        f"/api/rooms/{room.slug}/messages/",
+        {"body": "x", "client_msg_id": "x", "reply_to": reply_to},
+        format="json",
+    )
     assert response.status_code == 400 and "reply_to" in response.json()
 
 
 @pytest.mark.django_db
-def test_deleting_a_reply_counts_it_out_and_a_deleted_parent_shows_as_deleted(room, user, django_capture_on_commit_callbacks):
+def test_deleting_a_reply_counts_it_out_and_a_deleted_parent_shows_as_deleted(
+    room, user, django_capture_on_commit_callbacks
+):
     parent = post(room, user, "parent")
     replies = [post(room, user, f"r{i}", reply_to=parent.seq) for i in range(2)]
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -115,8 +137,12 @@ def test_deleting_a_reply_counts_it_out_and_a_deleted_parent_shows_as_deleted(ro
     services.message_delete(message=parent, actor=user)
     shown = api(user).get(f"/api/rooms/{room.slug}/messages/{replies[1].pk}/").json()
     assert shown["reply_to"] == parent.seq
-    assert shown["parent"] == {"seq": parent.seq, "author": {"id": user.pk, "username": "alice", "display_name": ""},
-                               "excerpt": "", "deleted": True}
+    assert shown["parent"] == {
+        "seq": parent.seq,
+        "author": {"id": user.pk, "username": "alice", "display_name": ""},
+        "excerpt": "",
+        "deleted": True,
+    }
 
 
 @pytest.mark.django_db
@@ -171,10 +197,14 @@ async def test_a_socket_reply_is_broadcast_with_its_parent_and_thread_updated(ws
     seen_by_alice = [await alice.receive() for _ in range(2)]
     assert {"type": "thread.updated", "room": "lobby", "seq": parent.seq, "reply_count": 1} in seen_by_alice
     # refused: an error frame, the socket kept, nothing stored
-    await bob.send({"type": "message.send", "body": "lost", "client_msg_id": new_client_msg_id(), "reply_to": 77})
+    await bob.send(
+        {"type": "message.send", "body": "lost", "client_msg_id": new_client_msg_id(), "reply_to": 77}
+    )
     error = await bob.receive_type("error")
     assert error["code"] == "reply_not_found"
-    await bob.send({"type": "message.send", "body": "x", "client_msg_id": new_client_msg_id(), "reply_to": "1"})
+    await bob.send(
+        {"type": "message.send", "body": "x", "client_msg_id": new_client_msg_id(), "reply_to": "1"}
+    )
     assert (await bob.receive_type("error"))["code"] == "invalid_field"
     assert await alice.nothing_more()
     count = await database_sync_to_async(lambda: Message.objects.get(pk=parent.pk).reply_count)()

@@ -12,14 +12,16 @@ from rooms.models import Membership
 
 
 def room_config(response) -> dict:
-    match = re.search(r'<script id="room-config" type="application/json">(.*?)</script>',
-                      response.content.decode(), re.S)
+    match = re.search(
+        r'<script id="room-config" type="application/json">(.*?)</script>', response.content.decode(), re.S
+    )
     assert match, "no room-config"
     return json.loads(match.group(1))
 
 
 def test_the_room_page_config_carries_the_members_last_read_seq_and_the_scroll_back_controls(
-        client, user, room, monkeypatch):
+    client, user, room, monkeypatch
+):
     for i in range(3):
         services.message_post(room=room, author=user, body=f"m{i}", client_msg_id=f"c{i}")
     client.force_login(user)

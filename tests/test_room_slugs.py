@@ -43,22 +43,31 @@ def test_a_korean_room_is_created_over_rest_without_a_slug_and_works_by_its_slug
     path = quote("일반-대화방")
     assert api(other_user).get(f"/api/rooms/{path}/").data["name"] == "일반 대화방"
     assert api(other_user).post(f"/api/rooms/{path}/members/", {}, format="json").status_code == 201
-    sent = api(other_user).post(f"/api/rooms/{path}/messages/", {"body": "안녕하세요", "client_msg_id": "k"}, format="json")
+    sent = api(other_user).post(
+        f"/api/rooms/{path}/messages/", {"body": "안녕하세요", "client_msg_id": "k"}, format="json"
+    )
     assert sent.status_code == 201 and sent.data["room"] == "일반-대화방"
     page = Client()
     page.force_login(other_user)
     html = page.get(f"/rooms/{path}/").content.decode()
     assert "안녕하세요" in html
-    config = json.loads(re.search(r'<script id="room-config" type="application/json">(.*?)</script>', html, re.S)[1])
+    config = json.loads(
+        re.search(r'<script id="room-config" type="application/json">(.*?)</script>', html, re.S)[1]
+    )
     assert config["ws_path"] == "/ws/rooms/일반-대화방/" and config["slug"] == "일반-대화방"
 
 
-@pytest.mark.parametrize("second_name, second_slug", [
-    (unicodedata.normalize("NFD", "일반 대화방"), None),  # the same name in decomposed jamo
-    ("다른 이름", unicodedata.normalize("NFD", "일반-대화방")),
-    ("다른 이름", "일반-대화방".upper()),
-])
-def test_names_and_slugs_that_differ_only_in_unicode_form_or_case_are_one_slug(user, second_name, second_slug):
+@pytest.mark.parametrize(
+    "second_name, second_slug",
+    [
+        (unicodedata.normalize("NFD", "일반 대화방"), None),  # the same name in decomposed jamo
+        ("다른 이름", unicodedata.normalize("NFD", "일반-대화방")),
+        ("다른 이름", "일반-대화방".upper()),
+    ],
+)
+def test_names_and_slugs_that_differ_only_in_unicode_form_or_case_are_one_slug(
+    user, second_name, second_slug
+):
     assert api(user).post("/api/rooms/", {"name": "일반 대화방"}, format="json").status_code == 201
     body = {"name": second_name, **({"slug": second_slug} if second_slug else {})}
     response = api(user).post("/api/rooms/", body, format="json")

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_room_page_pure_modules_pass_their_node_tests(tz):
     result = subprocess.run(
         [NODE, "--test", str(ROOT / "tests" / "js")],
-        env={**os.environ, "TZ": tz}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        env={**os.environ, "TZ": tz},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "# fail 0" in result.stdout, result.stdout[-4000:]

@@ -16,9 +16,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.core.management import call_command
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.management import call_command
 from openapi_spec_validator import validate
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
@@ -31,13 +31,15 @@ from rooms.pagination import MAX_LIMIT
 from tests import factories
 from tests.nodes import TEST_SECRET_KEY, database_url_for_tests, start_node, wait_healthy
 
-CHECKS = ",".join([
-    "not_a_server_error",
-    "status_code_conformance",
-    "content_type_conformance",
-    "response_schema_conformance",
-    "response_headers_conformance",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
 SEED = 17
 EXAMPLES_PER_OPERATION = 25
 FUZZ_TIMEOUT = 240  # seconds; a run takes about 30 s on this machine's 2 cores
@@ -80,15 +82,15 @@ def test_the_schema_documents_the_history_shape_and_the_page_bounds(client):
 def test_the_schema_documents_joining_as_201_and_joining_again_as_200(client):
     responses = served_schema(client)["paths"]["/api/rooms/{room_slug}/members/"]["post"]["responses"]
     for code in ("200", "201"):
-        assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Membership"}
+        assert responses[code]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Membership"
+        }
     assert "Already a member" in responses["200"]["description"]
 
 
 @pytest.mark.django_db
 def test_a_huge_limit_is_clamped_to_the_largest_page_not_a_server_error(user):
-    Room.objects.bulk_create(
-        Room(slug=f"r{i}", name=f"r{i}", created_by=user) for i in range(MAX_LIMIT + 5)
-    )
+    Room.objects.bulk_create(Room(slug=f"r{i}", name=f"r{i}", created_by=user) for i in range(MAX_LIMIT + 5))
     api = APIClient()
     api.force_authenticate(user)
     for limit in (2**63, 2**64, 10**6, MAX_LIMIT + 1):
@@ -106,19 +108,27 @@ def fits(schema: dict, component: str, body) -> bool:
     return jsonschema.Draft7Validator(document).is_valid(body)
 
 
-@pytest.mark.parametrize("error, status, component", [
-    (services.RateLimited(1.2), 429, "Error"),
-    (services.Muted("You are muted.", until="2030-01-01T00:00:00Z"), 403, "Error"),
-    (services.NotFound("No such room."), 404, "Error"),
-    (DjangoValidationError("The slug is taken."), 400, "ValidationError"),
-    (DjangoValidationError({"slug": ["The slug is taken."]}), 400, "ValidationError"),
-    (DjangoValidationError({"slug": [DjangoValidationError("Not available.", code="slug_unavailable")]}), 400,
-     "ValidationError"),
-    (RequestDataTooBig(), 413, "Error"),
-    (TooManyFieldsSent(), 400, "ValidationError"),
-    (exceptions.Throttled(3), 429, "Error"),
-    (exceptions.NotAuthenticated(), 401, "Error"),
-])
+@pytest.mark.parametrize(
+    "error, status, component",
+    [
+        (services.RateLimited(1.2), 429, "Error"),
+        (services.Muted("You are muted.", until="2030-01-01T00:00:00Z"), 403, "Error"),
+        (services.NotFound("No such room."), 404, "Error"),
+        (DjangoValidationError("The slug is taken."), 400, "ValidationError"),
+        (DjangoValidationError({"slug": ["The slug is taken."]}), 400, "ValidationError"),
+        (
+            DjangoValidationError(
+                {"slug": [DjangoValidationError("Not available.", code="slug_unavailable")]}
+            ),
+            400,
+            "ValidationError",
+        ),
+        (RequestDataTooBig(), 413, "Error"),
+        (TooManyFieldsSent(), 400, "ValidationError"),
+        (exceptions.Throttled(3), 429, "Error"),
+        (exceptions.NotAuthenticated(), 401, "Error"),
+    ],
+)
 def test_every_error_body_the_handler_builds_has_a_documented_shape(client, error, status, component):
     response = exception_handler(error, {})
     assert response.status_code == status
@@ -137,10 +147,15 @@ def node(db, tmp_path):
     for the fuzzer's failed ones, so its real log-in is answered 200 and checked too (the
     log-in limit's own 429 is tested in tests/test_api.py)."""
     env = {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
         "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-        "DEBUG": "0", "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "THROTTLE_SEND_RATE": "30/min", "THROTTLE_LOGIN_RATE": "1000/min",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "THROTTLE_SEND_RATE": "30/min",
+        "THROTTLE_LOGIN_RATE": "1000/min",
     }
     node = start_node("node-1", env=env, log_dir=tmp_path)
     try:
@@ -165,11 +180,17 @@ def world(db):
     other = factories.make_user("other")
     stranger = factories.make_user("stranger")
     ids = []
-    for slug, owner, member in [("lobby", fuzzer, other), ("club", other, fuzzer), ("archive", fuzzer, other)]:
+    for slug, owner, member in [
+        ("lobby", fuzzer, other),
+        ("club", other, fuzzer),
+        ("archive", fuzzer, other),
+    ]:
         room = factories.make_room(created_by=owner, slug=slug, description="fuzzed")
         services.member_join(room=room, user=member)
         ids += [
-            services.message_post(room=room, author=author, body=f"{slug} {i}", client_msg_id=f"{slug}-{i}").message.pk
+            services.message_post(
+                room=room, author=author, body=f"{slug} {i}", client_msg_id=f"{slug}-{i}"
+            ).message.pk
             for i, author in enumerate([owner, member] * 2)
         ]
         if slug == "archive":
@@ -216,16 +237,33 @@ parameters = {{ "body.username" = {{ dictionary = "logins", probability = 0.6 }}
     return config
 
 
-def run_schemathesis(schema: str, *args: str, cwd: Path, config: Path | None = None, base_url: str | None = None):
+def run_schemathesis(
+    schema: str, *args: str, cwd: Path, config: Path | None = None, base_url: str | None = None
+):
     """``st run`` in a subprocess (its state, if any, stays in ``cwd``), bounded in time."""
     command = [sys.executable, "-m", "schemathesis.cli"]
     if config is not None:
         command += ["--config-file", str(config)]
     command += [
-        "run", schema, "--checks", CHECKS, "--seed", str(SEED), "--workers", "1",
-        "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
+        "run",
+        schema,
+        "--checks",
+        CHECKS,
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--generation-database",
+        "none",
         # Generous: the machine's 2 cores are shared; a slow answer is not what this checks.
-        "--request-timeout", "30", "--suppress-health-check", "too_slow", "--no-color", *args,
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "too_slow",
+        "--no-color",
+        *args,
     ]
     if base_url:
         command += ["--url", base_url]
@@ -240,18 +278,23 @@ def test_schemathesis_finds_no_answer_outside_the_schema_on_a_real_node(node, wo
     total = sum(len(methods & set(ops)) for ops in served_schema(client)["paths"].values())
     result = run_schemathesis(
         schema,
-        "--header", f"Authorization: Token {world['token']}",
-        "--max-examples", str(EXAMPLES_PER_OPERATION),
+        "--header",
+        f"Authorization: Token {world['token']}",
+        "--max-examples",
+        str(EXAMPLES_PER_OPERATION),
         # DELETE /api/auth/token/ revokes the very token every other request authenticates
         # with: after its first call the rest of the run would see only 401s. It is fuzzed
         # below on its own, with a token of its own.
-        "--exclude-operation-id", "auth_token_destroy",
+        "--exclude-operation-id",
+        "auth_token_destroy",
         # The multipart upload: a malformed multipart body is refused by daphne's Twisted with an
         # empty 400 (no Content-Type) before Django sees it, which no schema can document beside
         # the route's JSON 400s; its answers (201, 400, 404, 413, 415) are tested in
         # tests/test_attachments.py.
-        "--exclude-operation-id", "rooms_attachments_create",
-        config=fuzzer_config(tmp_path, world), cwd=tmp_path,
+        "--exclude-operation-id",
+        "rooms_attachments_create",
+        config=fuzzer_config(tmp_path, world),
+        cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}\n{node.log()[-5000:]}"
     assert f"{total - 2} selected / {total} total" in result.stdout, result.stdout[:2000]  # all the others
@@ -259,9 +302,12 @@ def test_schemathesis_finds_no_answer_outside_the_schema_on_a_real_node(node, wo
     throwaway = factories.token_for(factories.make_user("throwaway"))
     result = run_schemathesis(
         schema,
-        "--header", f"Authorization: Token {throwaway}",
-        "--max-examples", "5",
-        "--include-operation-id", "auth_token_destroy",
+        "--header",
+        f"Authorization: Token {throwaway}",
+        "--max-examples",
+        "5",
+        "--include-operation-id",
+        "auth_token_destroy",
         cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout[-20000:]}\n{result.stderr[-5000:]}\n{node.log()[-5000:]}"
@@ -283,11 +329,17 @@ def test_a_response_that_drifts_from_the_schema_fails_the_fuzzer(node, world, tm
 
     result = run_schemathesis(
         str(drifted),
-        "--header", f"Authorization: Token {world['token']}",
-        "--max-examples", "5",
-        "--include-operation-id", "rooms_messages_list",
-        "--include-operation-id", "rooms_retrieve",
-        config=fuzzer_config(tmp_path, world), base_url=node.http, cwd=tmp_path,
+        "--header",
+        f"Authorization: Token {world['token']}",
+        "--max-examples",
+        "5",
+        "--include-operation-id",
+        "rooms_messages_list",
+        "--include-operation-id",
+        "rooms_retrieve",
+        config=fuzzer_config(tmp_path, world),
+        base_url=node.http,
+        cwd=tmp_path,
     )
     assert result.returncode != 0, result.stdout[-5000:]
     assert "ST108" in result.stdout and "ST103" in result.stdout, result.stdout[-5000:]

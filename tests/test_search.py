@@ -122,11 +122,18 @@ def rooms_of_three(room, user, other_user):
 @pytest.mark.django_db
 def test_a_private_rooms_messages_never_reach_a_non_member(api, bob_api, rooms_of_three):
     assert found(api.get(URL, {"q": "marmalade"})) == [
-        "marmalade in the hall", "marmalade in the plaza", "marmalade in the attic", "marmalade in the lobby"]
+        "marmalade in the hall",
+        "marmalade in the plaza",
+        "marmalade in the attic",
+        "marmalade in the lobby",
+    ]
     assert found(bob_api.get(URL, {"q": "marmalade"})) == ["marmalade in the lobby"]
     response = bob_api.get(URL, {"q": "marmalade", "room": "attic"})
     assert response.status_code == 404 and response.json() == {"detail": "Not found.", "code": "not_found"}
-    assert bob_api.get(URL, {"q": "marmalade", "room": "no-such-room"}).json() == {"detail": "Not found.", "code": "not_found"}
+    assert bob_api.get(URL, {"q": "marmalade", "room": "no-such-room"}).json() == {
+        "detail": "Not found.",
+        "code": "not_found",
+    }
 
 
 @pytest.mark.django_db
@@ -137,7 +144,9 @@ def test_a_public_room_not_joined_is_searched_only_when_named_and_a_ban_hides_it
 
 
 @pytest.mark.django_db
-def test_a_former_member_of_a_private_room_no_longer_finds_its_messages(api, user, other_user, rooms_of_three):
+def test_a_former_member_of_a_private_room_no_longer_finds_its_messages(
+    api, user, other_user, rooms_of_three
+):
     attic = rooms_of_three["attic"]
     services.member_add(room=attic, actor=user, user=other_user, role="member")
     bob_api = APIClient()
@@ -180,15 +189,18 @@ def test_pages_follow_the_cursor_newest_first_without_repeats_or_gaps(api, room,
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("params", "code"), [
-    ({}, "query_empty"),
-    ({"q": ""}, "query_empty"),
-    ({"q": "   "}, "query_empty"),
-    ({"q": "a"}, "query_too_short"),
-    ({"q": " 대 "}, "query_too_short"),
-    ({"q": "x" * 201}, "query_too_long"),
-    ({"q": "ab\x00"}, "invalid_text"),
-])
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({}, "query_empty"),
+        ({"q": ""}, "query_empty"),
+        ({"q": "   "}, "query_empty"),
+        ({"q": "a"}, "query_too_short"),
+        ({"q": " 대 "}, "query_too_short"),
+        ({"q": "x" * 201}, "query_too_long"),
+        ({"q": "ab\x00"}, "invalid_text"),
+    ],
+)
 def test_an_empty_too_short_or_too_long_query_answers_400_with_detail_and_code(api, room, params, code):
     response = api.get(URL, params)
     assert response.status_code == 400
@@ -204,8 +216,9 @@ def test_a_query_of_exactly_200_characters_and_of_two_are_searched(api, room, us
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("params", [{"before": 0}, {"before": 2**63}, {"before": "x"}, {"limit": 0},
-                                    {"limit": 51}])
+@pytest.mark.parametrize(
+    "params", [{"before": 0}, {"before": 2**63}, {"before": "x"}, {"limit": 0}, {"limit": 51}]
+)
 def test_a_cursor_or_limit_out_of_range_answers_400_with_field_errors(api, room, params):
     response = api.get(URL, {"q": "marmalade", **params})
     assert response.status_code == 400 and set(response.json()) == set(params)
@@ -217,7 +230,9 @@ def test_search_is_throttled_per_user_with_retry_after(api, room, monkeypatch):
     from rest_framework.throttling import ScopedRateThrottle
 
     cache.clear()
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "search": "2/min"})
+    monkeypatch.setattr(
+        ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "search": "2/min"}
+    )
     assert api.get(URL, {"q": "ab"}).status_code == 200
     assert api.get(URL, {"q": "ab"}).status_code == 200
     response = api.get(URL, {"q": "ab"})
@@ -230,8 +245,10 @@ def test_the_results_page_is_throttled_per_user_with_retry_after(client, user, s
     from django.core.cache import cache
 
     cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
-        **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "search": "1/min"}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "search": "1/min"},
+    }
     client.force_login(user)
     assert client.get(reverse("rooms:search"), {"q": "ab"}).status_code == 200
     assert client.get(reverse("rooms:search")).status_code == 200  # the empty form is not a search
@@ -253,8 +270,11 @@ def test_the_migration_made_the_indexes_the_query_is_written_for(user):
         assert cur.fetchone()
     for name, create in search.INDEXES:
         assert name in defs
-        wanted = (create.replace("CONCURRENTLY IF NOT EXISTS ", "").replace("ON rooms_message", "ON public.rooms_message")
-                  .replace("WHERE deleted_at IS NULL", "WHERE (deleted_at IS NULL)"))
+        wanted = (
+            create.replace("CONCURRENTLY IF NOT EXISTS ", "")
+            .replace("ON rooms_message", "ON public.rooms_message")
+            .replace("WHERE deleted_at IS NULL", "WHERE (deleted_at IS NULL)")
+        )
         assert re.sub(r"\s+", " ", defs[name]) == wanted
 
 
@@ -269,7 +289,12 @@ def test_the_page_is_one_statement_whose_text_condition_the_trigram_index_serves
     assert "ANY(ARRAY(SELECT room_id" in sql
     korean, _ = search.page_sql(user=user, terms=["대화", "OK"])
     assert '"rooms_message"."body" LIKE %s AND "rooms_message"."body" ILIKE %s' in korean
-    alone = Message.objects.filter(deleted_at__isnull=True).filter(search._match(["there"])).order_by().values("pk")
+    alone = (
+        Message.objects.filter(deleted_at__isnull=True)
+        .filter(search._match(["there"]))
+        .order_by()
+        .values("pk")
+    )
     alone_sql, alone_params = alone.query.get_compiler(using="default").as_sql()
     with connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
@@ -305,7 +330,7 @@ def test_every_page_has_a_search_box_in_its_header(client, user):
 
 @pytest.mark.django_db
 def test_the_results_page_marks_matches_in_escaped_text_and_links_to_the_seq(client, user, room):
-    message = post(room, user, '<script>alert(1)</script> 일반대화방 <img src=x onerror=alert(2)>')
+    message = post(room, user, "<script>alert(1)</script> 일반대화방 <img src=x onerror=alert(2)>")
     client.force_login(user)
     response = client.get(reverse("rooms:search"), {"q": "대화"})
     html = response.content.decode()
@@ -317,7 +342,9 @@ def test_the_results_page_marks_matches_in_escaped_text_and_links_to_the_seq(cli
 
 
 @pytest.mark.django_db
-def test_the_results_page_never_shows_a_private_rooms_message_to_a_non_member(client, other_user, rooms_of_three):
+def test_the_results_page_never_shows_a_private_rooms_message_to_a_non_member(
+    client, other_user, rooms_of_three
+):
     client.force_login(other_user)
     html = client.get(reverse("rooms:search"), {"q": "marmalade"}).content.decode()
     assert "marmalade in the lobby" in html.replace("<mark>", "").replace("</mark>", "")
@@ -360,12 +387,38 @@ def test_the_search_bench_loads_a_tiny_data_set_into_its_own_database_and_prints
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench", "search", "--database-url", url, "--messages", "2000", "--rooms", "20",
-             "--user-rooms", "5", "--repeat", "1"], capture_output=True, text=True, timeout=240, env=env)
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "search",
+                "--database-url",
+                url,
+                "--messages",
+                "2000",
+                "--rooms",
+                "20",
+                "--user-rooms",
+                "5",
+                "--repeat",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "| `대화` |" in proc.stdout and re.search(r"p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms", proc.stdout)
-        refused = subprocess.run([sys.executable, "-m", "bench", "search", "--database-url", f"{base}/test_x"],
-                                 capture_output=True, text=True, timeout=60, env=env)
+        assert "| `대화` |" in proc.stdout and re.search(
+            r"p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms", proc.stdout
+        )
+        refused = subprocess.run(
+            [sys.executable, "-m", "bench", "search", "--database-url", f"{base}/test_x"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert refused.returncode != 0 and "its own database" in refused.stderr
     finally:
         import psycopg
@@ -378,7 +431,9 @@ def test_the_search_bench_loads_a_tiny_data_set_into_its_own_database_and_prints
 
 
 @pytest.mark.django_db
-def test_the_schema_documents_the_search_route_its_page_shape_refusals_and_an_example(api, client, room, user):
+def test_the_schema_documents_the_search_route_its_page_shape_refusals_and_an_example(
+    api, client, room, user
+):
     from tests.test_schema import fits, served_schema
 
     post(room, user, "schema 대화 example")

@@ -40,14 +40,20 @@ def private_room_with(slug: str, owner: str, body: str) -> None:
     services.message_post(room=room, author=user, body=body, client_msg_id="secret-1")
 
 
-def test_the_header_search_finds_a_korean_word_and_its_link_opens_the_room_at_that_message(stack, browser, tmp_path):
+def test_the_header_search_finds_a_korean_word_and_its_link_opens_the_room_at_that_message(
+    stack, browser, tmp_path
+):
     _base, nodes = stack
     orm(make_people, "sq-ann", "sq-bob", rooms={"archive": "sq-ann"})
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     bodies = [f"message {seq}" for seq in range(1, 401)]
     bodies[36] = f"여기는 일반대화방입니다 {PAYLOAD}"  # seq 37: 363 messages back from the newest
-    orm(store_history, "archive", [("sq-ann", start + dt.timedelta(seconds=60 * seq)) for seq in range(1, 401)],
-        bodies)
+    orm(
+        store_history,
+        "archive",
+        [("sq-ann", start + dt.timedelta(seconds=60 * seq)) for seq in range(1, 401)],
+        bodies,
+    )
     orm(private_room_with, "secret", "sq-ann", "비밀 일반대화방 secret-words")
     context = new_context(browser)
     try:
@@ -73,7 +79,9 @@ def test_the_header_search_finds_a_korean_word_and_its_link_opens_the_room_at_th
         seqs = page_seqs(page)
         assert seqs == list(range(seqs[0], 401)) and seqs[0] <= 32, seqs[:3]
         assert in_view(page, 37) and not log_state(page)["atBottom"]
-        assert page.locator("#message-37 .message__body").text_content() == f"여기는 일반대화방입니다 {PAYLOAD}"
+        assert (
+            page.locator("#message-37 .message__body").text_content() == f"여기는 일반대화방입니다 {PAYLOAD}"
+        )
         assert page.evaluate("() => window.__xss") is None
         assert page.evaluate("() => window.__csp") == []
         screenshot(page, tmp_path, "landed-at-search-result")

@@ -34,7 +34,9 @@ def test_seq_starts_at_one_and_counts_per_room(room, user, django_capture_on_com
 
 
 @pytest.mark.django_db
-def test_broadcast_is_registered_on_commit_once_per_stored_message(room, user, django_capture_on_commit_callbacks):
+def test_broadcast_is_registered_on_commit_once_per_stored_message(
+    room, user, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         first = post(room, user, "hello", "c-1")
         again = post(room, user, "hello", "c-1")
@@ -53,7 +55,9 @@ def test_same_client_msg_id_from_another_author_or_room_is_another_message(room,
 
 
 @pytest.mark.django_db
-def test_rolled_back_send_broadcasts_nothing_and_leaves_no_gap(room, user, django_capture_on_commit_callbacks):
+def test_rolled_back_send_broadcasts_nothing_and_leaves_no_gap(
+    room, user, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(RuntimeError), transaction.atomic():
             post(room, user, "doomed")
@@ -117,10 +121,14 @@ def test_room_create_makes_slug_from_name_and_refuses_a_taken_slug(user):
     assert "slug" in exc.value.message_dict
 
 
-@pytest.mark.parametrize(("retry_after", "text"), [(0.019, "0.1"), (0.1, "0.1"), (0.3, "0.3"), (0.101, "0.2"), (2.5, "2.5")])
+@pytest.mark.parametrize(
+    ("retry_after", "text"), [(0.019, "0.1"), (0.1, "0.1"), (0.3, "0.3"), (0.101, "0.2"), (2.5, "2.5")]
+)
 def test_a_rate_limit_refusal_rounds_its_wait_up(retry_after, text):
     refusal = services.RateLimited(retry_after)
-    assert refusal.detail == f"Too many messages; wait {text} s." and refusal.extra == {"retry_after": retry_after}
+    assert refusal.detail == f"Too many messages; wait {text} s." and refusal.extra == {
+        "retry_after": retry_after
+    }
 
 
 def test_each_edit_gets_a_later_edited_at_even_when_this_nodes_clock_is_behind(room, user):
@@ -164,7 +172,9 @@ def _site_moderator():
     from django.contrib.auth.models import Permission
 
     staff = factories.make_user("sitemod", is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["change_message", "change_membership"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_message", "change_membership"])
+    )
     return type(staff).objects.get(pk=staff.pk)  # permissions are cached per instance
 
 
@@ -185,8 +195,12 @@ def _actions_on(room, actor, target, message):
 
     soon = timezone.now() + timedelta(hours=1)
     return {
-        "demote through member_add": lambda: services.member_add(room=room, actor=actor, user=target, role="member"),
-        "promote through member_add": lambda: services.member_add(room=room, actor=actor, user=target, role="moderator"),
+        "demote through member_add": lambda: services.member_add(
+            room=room, actor=actor, user=target, role="member"
+        ),
+        "promote through member_add": lambda: services.member_add(
+            room=room, actor=actor, user=target, role="moderator"
+        ),
         "set role": lambda: services.member_set_role(room=room, actor=actor, user=target, role="member"),
         "mute": lambda: services.member_mute(room=room, actor=actor, user=target, until=soon),
         "unmute": lambda: services.member_mute(room=room, actor=actor, user=target, until=None),
@@ -197,10 +211,12 @@ def _actions_on(room, actor, target, message):
 
 
 @pytest.mark.django_db
-def test_a_moderator_cannot_act_on_a_fellow_moderator_in_any_way_and_nothing_changes(room, ranks, django_capture_on_commit_callbacks):
+def test_a_moderator_cannot_act_on_a_fellow_moderator_in_any_way_and_nothing_changes(
+    room, ranks, django_capture_on_commit_callbacks
+):
     bob, carol = ranks["bob"], ranks["carol"]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        for name, call in _actions_on(room, bob, carol, ranks["said"]["carol"]).items():
+        for call in _actions_on(room, bob, carol, ranks["said"]["carol"]).values():
             _refused(call)
     assert callbacks == []
     assert Membership.objects.get(room=room, user=carol).role == "moderator"
@@ -247,7 +263,9 @@ def test_a_moderator_still_acts_on_members_but_not_on_themselves(room, ranks):
     from django.utils import timezone
 
     bob, dave = ranks["bob"], ranks["dave"]
-    assert services.member_mute(room=room, actor=bob, user=dave, until=timezone.now() + timedelta(minutes=5)).muted_now()
+    assert services.member_mute(
+        room=room, actor=bob, user=dave, until=timezone.now() + timedelta(minutes=5)
+    ).muted_now()
     services.message_delete(message=ranks["said"]["dave"], actor=bob)
     assert services.member_ban(room=room, actor=bob, user=dave).is_banned
     services.member_unban(room=room, actor=bob, user=dave)
@@ -263,15 +281,21 @@ def _mute(room, owner, member):
 
     from django.utils import timezone
 
-    return services.member_mute(room=room, actor=owner, user=member, until=timezone.now() + timedelta(minutes=5))
+    return services.member_mute(
+        room=room, actor=owner, user=member, until=timezone.now() + timedelta(minutes=5)
+    )
 
 
 @pytest.mark.django_db
-def test_a_muted_author_cannot_edit_and_is_told_until_when(room, user, other_user, django_capture_on_commit_callbacks):
+def test_a_muted_author_cannot_edit_and_is_told_until_when(
+    room, user, other_user, django_capture_on_commit_callbacks
+):
     message = post(room, other_user, "old text").message
     membership = _mute(room, user, other_user)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        error = _refused(lambda: services.message_edit(message=message, actor=other_user, body="new text"), services.Muted)
+        error = _refused(
+            lambda: services.message_edit(message=message, actor=other_user, body="new text"), services.Muted
+        )
     assert callbacks == [] and error.code == "muted"
     assert error.extra["until"] == membership.muted_until.isoformat().replace("+00:00", "Z")
 
@@ -280,7 +304,12 @@ def test_a_muted_author_cannot_edit_and_is_told_until_when(room, user, other_use
 def test_a_banned_author_can_neither_edit_nor_delete(room, user, other_user):
     message = post(room, other_user, "old text").message
     services.member_ban(room=room, actor=user, user=other_user)
-    assert _refused(lambda: services.message_edit(message=message, actor=other_user, body="new"), services.Banned).code == "banned"
+    assert (
+        _refused(
+            lambda: services.message_edit(message=message, actor=other_user, body="new"), services.Banned
+        ).code
+        == "banned"
+    )
     _refused(lambda: services.message_delete(message=message, actor=other_user), services.Banned)
 
 
@@ -302,7 +331,9 @@ def test_a_muted_author_may_delete_their_own_message(room, user, other_user):
 
 
 @pytest.mark.django_db
-def test_no_moderator_edits_someone_elses_message_they_delete_it(room, user, other_user, django_capture_on_commit_callbacks):
+def test_no_moderator_edits_someone_elses_message_they_delete_it(
+    room, user, other_user, django_capture_on_commit_callbacks
+):
     message = post(room, other_user, "rude").message
     _mute(room, user, other_user)
     site = _site_moderator()
@@ -368,7 +399,9 @@ def test_a_private_room_made_without_a_slug_gets_an_unguessable_one(user):
 @pytest.mark.django_db
 def test_a_slug_taken_by_a_concurrent_create_is_the_field_error_not_a_500(user, monkeypatch):
     factories.make_room(created_by=user, slug="raced")
-    monkeypatch.setattr(Room, "validate_unique", lambda self, exclude=None: None)  # the other create won after the check
+    monkeypatch.setattr(
+        Room, "validate_unique", lambda self, exclude=None: None
+    )  # the other create won after the check
     with pytest.raises(ValidationError) as exc:
         services.room_create(name="Raced", slug="raced", created_by=user)
     assert exc.value.message_dict == {"slug": ["This slug is not available; choose another."]}
@@ -378,9 +411,18 @@ def test_a_slug_taken_by_a_concurrent_create_is_the_field_error_not_a_500(user, 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("name", "\u200b"), ("name", "\u3164\u3164"), ("name", "\u2800"), ("name", "a\x07b"), ("name", "two\nlines"),
-     ("name", "nul\x00"), ("name", "\ud83d"), ("description", "\u200b \u200c"), ("description", "bell\x07"),
-     ("description", "esc\x1b[31m")],
+    [
+        ("name", "\u200b"),
+        ("name", "\u3164\u3164"),
+        ("name", "\u2800"),
+        ("name", "a\x07b"),
+        ("name", "two\nlines"),
+        ("name", "nul\x00"),
+        ("name", "\ud83d"),
+        ("description", "\u200b \u200c"),
+        ("description", "bell\x07"),
+        ("description", "esc\x1b[31m"),
+    ],
 )
 def test_room_names_and_descriptions_follow_the_body_text_rules(user, room, field, value):
     fields = {"name": "Fine", "description": "", field: value}
@@ -395,7 +437,9 @@ def test_room_names_and_descriptions_follow_the_body_text_rules(user, room, fiel
 
 @pytest.mark.django_db
 def test_room_descriptions_keep_lines_and_names_keep_visible_text(user):
-    room = services.room_create(name="Café ☕ \u200d", slug="cafe", description="line one\n\tline two", created_by=user)
+    room = services.room_create(
+        name="Café ☕ \u200d", slug="cafe", description="line one\n\tline two", created_by=user
+    )
     assert room.description == "line one\n\tline two" and room.name == "Café ☕ \u200d"
 
 
@@ -404,7 +448,10 @@ def test_only_the_owner_or_a_site_moderator_makes_a_room_public_or_private_or_ar
     bob = ranks["bob"]
     _refused(lambda: services.room_update(room=room, actor=bob, is_private=True))
     _refused(lambda: services.room_archive(room=room, actor=bob))
-    assert services.room_update(room=room, actor=bob, description="moderated", is_private=False).description == "moderated"
+    assert (
+        services.room_update(room=room, actor=bob, description="moderated", is_private=False).description
+        == "moderated"
+    )
     assert services.room_update(room=room, actor=ranks["alice"], is_private=True).is_private
     assert services.room_update(room=room, actor=_site_moderator(), is_private=False).is_private is False
     assert services.room_archive(room=room, actor=ranks["alice"]).is_archived

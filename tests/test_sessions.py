@@ -20,7 +20,15 @@ from django.contrib.sessions.models import Session
 
 from rooms import access, services
 from tests import factories
-from tests.nodes import TEST_SECRET_KEY, Client, Http, cluster, database_url_for_tests, start_node, wait_healthy
+from tests.nodes import (
+    TEST_SECRET_KEY,
+    Client,
+    Http,
+    cluster,
+    database_url_for_tests,
+    start_node,
+    wait_healthy,
+)
 from tests.test_access import SessionClient, admin_login, closed_with, node_user, page_login
 
 User = get_user_model()
@@ -32,8 +40,13 @@ def nodes(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     prefix = f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with cluster(2, redis_url=os.environ["REDIS_URL"], database_url=database_url, prefix=prefix,
-                 extra_env={"ACCESS_RECHECK": "3600"}) as started:
+    with cluster(
+        2,
+        redis_url=os.environ["REDIS_URL"],
+        database_url=database_url,
+        prefix=prefix,
+        extra_env={"ACCESS_RECHECK": "3600"},
+    ) as started:
         yield started
         for node in started:
             assert "Traceback" not in node.log(), node.log()
@@ -53,8 +66,11 @@ async def still_open(node, alice_token: str, *clients) -> None:
     """A message alice sends now reaches every one of ``clients`` (their sockets are open)."""
     body = f"still there {uuid.uuid4().hex[:6]}"
     status, _, raw = await asyncio.to_thread(
-        Http(node, alice_token).request, "POST", "/api/rooms/lobby/messages/",
-        json_body={"body": body, "client_msg_id": uuid.uuid4().hex})
+        Http(node, alice_token).request,
+        "POST",
+        "/api/rooms/lobby/messages/",
+        json_body={"body": body, "client_msg_id": uuid.uuid4().hex},
+    )
     assert status == 201, raw
     for client in clients:
         assert await client.wait_for(lambda c: any(m["body"] == body for m in c.messages)), client.frames[-3:]
@@ -89,7 +105,9 @@ async def test_logging_out_on_node1s_page_closes_that_sessions_socket_on_node2_o
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.multinode
-async def test_a_password_change_on_node1_closes_the_other_sessions_sockets_and_keeps_the_changing_one(nodes, setup):
+async def test_a_password_change_on_node1_closes_the_other_sessions_sockets_and_keeps_the_changing_one(
+    nodes, setup
+):
     node1, node2 = nodes
     page, session = await page_login(node1, "bob")
     other_page, other_session = await page_login(node1, "bob")
@@ -99,8 +117,16 @@ async def test_a_password_change_on_node1_closes_the_other_sessions_sockets_and_
 
     status, _, _ = await asyncio.to_thread(page.request, "GET", "/accounts/password/")
     assert status == 200
-    status, headers, body = await asyncio.to_thread(page.request, "POST", "/accounts/password/", form={
-        "old_password": factories.PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    status, headers, body = await asyncio.to_thread(
+        page.request,
+        "POST",
+        "/accounts/password/",
+        form={
+            "old_password": factories.PASSWORD,
+            "new_password1": NEW_PASSWORD,
+            "new_password2": NEW_PASSWORD,
+        },
+    )
     assert status == 302 and headers["Location"] == "/accounts/password/done/", body[:500]
 
     assert await closed_with(other) == 4401  # another session: signed out
@@ -132,8 +158,12 @@ async def test_an_admin_setting_a_users_password_closes_all_their_session_socket
     path = f"/admin/auth/user/{setup['bob_user'].pk}/password/"
     status, _, _ = await asyncio.to_thread(admin.request, "GET", path)
     assert status == 200
-    status, _, body = await asyncio.to_thread(admin.request, "POST", path, form={
-        "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"})
+    status, _, body = await asyncio.to_thread(
+        admin.request,
+        "POST",
+        path,
+        form={"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"},
+    )
     assert status == 302, body[:500]
     assert await closed_with(first) == 4401
     assert await closed_with(second) == 4401
@@ -145,14 +175,20 @@ async def test_an_admin_setting_a_users_password_closes_all_their_session_socket
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.multinode
-async def test_the_backstop_closes_a_socket_whose_session_was_deleted_or_whose_password_changed(setup, tmp_path):
+async def test_the_backstop_closes_a_socket_whose_session_was_deleted_or_whose_password_changed(
+    setup, tmp_path
+):
     """No event: the session row deleted in the database, the password set in a shell. The
     node's periodic check (``ACCESS_RECHECK``: 1 s here) closes the sockets with 4401."""
     env = {
-        "DATABASE_URL": database_url_for_tests(), "REDIS_URL": os.environ["REDIS_URL"],
-        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "DEBUG": "0",
-        "SECRET_KEY": TEST_SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_POOL_MAX_SIZE": "4", "ACCESS_RECHECK": "1",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "CHANNEL_LAYER_PREFIX": f"chatsite-test-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        "DEBUG": "0",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "ACCESS_RECHECK": "1",
     }
     node = start_node("node-b", env=env, log_dir=tmp_path)
     try:
@@ -201,12 +237,12 @@ def test_a_session_sockets_verdict_needs_its_session_and_its_auth_hash(setup, dj
     expired = factories.session_key_for(bob)
     Session.objects.filter(session_key=expired).update(expire_date=timezone.now())
     keys = [
-        (lobby.pk, bob.pk, None, live, stored_hash),          # allowed
-        (lobby.pk, bob.pk, None, "x" * 32, stored_hash),      # no such session
-        (lobby.pk, bob.pk, None, expired, stored_hash),       # expired
-        (lobby.pk, bob.pk, None, live, "0" * 64),             # an auth hash of another password
-        (lobby.pk, bob.pk, setup["bob"], None, None),         # a token socket
-        (lobby.pk, bob.pk, None),                             # the old 3-tuple: no session
+        (lobby.pk, bob.pk, None, live, stored_hash),  # allowed
+        (lobby.pk, bob.pk, None, "x" * 32, stored_hash),  # no such session
+        (lobby.pk, bob.pk, None, expired, stored_hash),  # expired
+        (lobby.pk, bob.pk, None, live, "0" * 64),  # an auth hash of another password
+        (lobby.pk, bob.pk, setup["bob"], None, None),  # a token socket
+        (lobby.pk, bob.pk, None),  # the old 3-tuple: no session
     ]
     with django_assert_num_queries(1):
         found = access.verdicts(keys)
@@ -219,7 +255,8 @@ def test_a_session_sockets_verdict_needs_its_session_and_its_auth_hash(setup, dj
 
 @pytest.mark.django_db
 def test_logout_and_password_change_broadcast_after_commit_and_name_sessions_by_digest(
-        setup, client, django_capture_on_commit_callbacks, monkeypatch):
+    setup, client, django_capture_on_commit_callbacks, monkeypatch
+):
     from rooms import events
 
     sent = []
@@ -228,11 +265,21 @@ def test_logout_and_password_change_broadcast_after_commit_and_name_sessions_by_
     client.force_login(bob)
     old = client.session.session_key
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/accounts/password/", {
-            "old_password": factories.PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+        response = client.post(
+            "/accounts/password/",
+            {
+                "old_password": factories.PASSWORD,
+                "new_password1": NEW_PASSWORD,
+                "new_password2": NEW_PASSWORD,
+            },
+        )
     assert response.status_code == 302
-    assert sent == [(events.user_group_name(bob.pk),
-                     {"type": "user.sessions_changed", "renewed": access.session_digest(old)})]
+    assert sent == [
+        (
+            events.user_group_name(bob.pk),
+            {"type": "user.sessions_changed", "renewed": access.session_digest(old)},
+        )
+    ]
     assert old not in json.dumps(sent)  # the key itself never goes to Redis
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
@@ -243,13 +290,21 @@ def test_logout_and_password_change_broadcast_after_commit_and_name_sessions_by_
     bob.refresh_from_db()  # its new password: the session's auth hash must match it
     client.force_login(bob)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/accounts/password/", {
-            "old_password": "wrong", "new_password1": "x" + NEW_PASSWORD, "new_password2": "x" + NEW_PASSWORD})
+        response = client.post(
+            "/accounts/password/",
+            {
+                "old_password": "wrong",
+                "new_password1": "x" + NEW_PASSWORD,
+                "new_password2": "x" + NEW_PASSWORD,
+            },
+        )
     assert response.status_code == 200 and sent == []
 
 
 @pytest.mark.django_db
-def test_the_recheck_of_3000_session_sockets_is_one_statement_and_its_time_is_printed(setup, django_assert_num_queries):
+def test_the_recheck_of_3000_session_sockets_is_one_statement_and_its_time_is_printed(
+    setup, django_assert_num_queries
+):
     """The backstop's round for 3,000 session sockets: one statement, plus one HMAC per socket
     in Python. Prints the time next to the same round without sessions (no timed assertion)."""
     import time
@@ -264,10 +319,17 @@ def test_the_recheck_of_3000_session_sockets_is_one_statement_and_its_time_is_pr
     bob = setup["bob_user"]
     lobby = Room.objects.get(slug="lobby")
     auth_hash = bob.get_session_auth_hash()
-    data = SessionStore().encode({SESSION_KEY: str(bob.pk), HASH_SESSION_KEY: auth_hash,
-                                  BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend"})
+    data = SessionStore().encode(
+        {
+            SESSION_KEY: str(bob.pk),
+            HASH_SESSION_KEY: auth_hash,
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+        }
+    )
     expire = timezone.now() + timedelta(days=1)
-    sessions = [Session(session_key=f"bench{i:027d}", session_data=data, expire_date=expire) for i in range(3000)]
+    sessions = [
+        Session(session_key=f"bench{i:027d}", session_data=data, expire_date=expire) for i in range(3000)
+    ]
     Session.objects.bulk_create(sessions)
     with_sessions = [(lobby.pk, bob.pk, None, s.session_key, auth_hash) for s in sessions]
     without = [(lobby.pk, bob.pk, None)] * 3000

@@ -24,12 +24,16 @@ print(json.dumps({"layer": settings.CHANNEL_LAYERS["default"]["BACKEND"], "engin
 
 
 def run(code, **env):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")
+    }
     clean.update({k: v for k, v in env.items() if v is not None})
     clean["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
-    return subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=clean,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=clean, capture_output=True, text=True, timeout=60
+    )
 
 
 def settings_with(**env):
@@ -48,8 +52,12 @@ def test_defaults_are_one_node_sqlite_and_in_memory_layer():
 
 
 def test_redis_url_selects_the_pubsub_layer_and_database_url_postgres_with_a_pool():
-    shown = settings_with(SECRET_KEY=KEY, REDIS_URL="redis://127.0.0.1:6379/0", SERVER_ID="node-7",
-                          DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite")
+    shown = settings_with(
+        SECRET_KEY=KEY,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        SERVER_ID="node-7",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite",
+    )
     assert shown["layer"] == "chatsite.layers.RedisPubSubChannelLayer"
     assert shown["engine"] == "django.db.backends.postgresql"
     assert shown["pool"] is True and shown["conn_max_age"] == 0
@@ -62,15 +70,21 @@ def test_secret_key_is_required_when_debug_is_off():
     assert settings_with(DEBUG="1")["debug"] is True
 
 
-@pytest.mark.parametrize("key, says", [
-    ("replace-with-a-long-random-string", "a placeholder (it contains 'replace')"),  # docker/.env.example's
-    ("django-insecure-" + "x1y2z3" * 10, "a placeholder (it contains 'insecure')"),
-    ("Change-Me-" + secrets.token_urlsafe(50), "a placeholder (it contains 'change-me')"),
-    ("test-only-secret-key", "a placeholder (it contains 'secret-key')"),  # the Makefile's old key
-    ("multinode-test-secret", "too short"),
-    (secrets.token_urlsafe(30), "too short"),
-    ("ab" * 40, "too short or too plain (80 characters, 2 different"),
-])
+@pytest.mark.parametrize(
+    "key, says",
+    [
+        (
+            "replace-with-a-long-random-string",
+            "a placeholder (it contains 'replace')",
+        ),  # docker/.env.example's
+        ("django-insecure-" + "x1y2z3" * 10, "a placeholder (it contains 'insecure')"),
+        ("Change-Me-" + secrets.token_urlsafe(50), "a placeholder (it contains 'change-me')"),
+        ("test-only-secret-key", "a placeholder (it contains 'secret-key')"),  # the Makefile's old key
+        ("multinode-test-secret", "too short"),
+        (secrets.token_urlsafe(30), "too short"),
+        ("ab" * 40, "too short or too plain (80 characters, 2 different"),
+    ],
+)
 def test_placeholder_and_short_secret_keys_are_refused_when_debug_is_off(key, says):
     proc = run(SHOW, SECRET_KEY=key)
     assert proc.returncode != 0 and "ImproperlyConfigured: SECRET_KEY is " + says in proc.stderr, proc.stderr
@@ -80,7 +94,8 @@ def test_placeholder_and_short_secret_keys_are_refused_when_debug_is_off(key, sa
 
 def test_docker_env_example_secret_key_is_refused_until_replaced():
     example = dict(
-        line.split("=", 1) for line in (BASE_DIR / "docker" / ".env.example").read_text().splitlines()
+        line.split("=", 1)
+        for line in (BASE_DIR / "docker" / ".env.example").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
     proc = run(SHOW, SECRET_KEY=example["SECRET_KEY"])
@@ -91,7 +106,10 @@ def test_docker_env_example_secret_key_is_refused_until_replaced():
 def test_wildcard_allowed_hosts_is_refused_outside_debug():
     proc = run(SHOW, SECRET_KEY=KEY, ALLOWED_HOSTS="*")
     assert proc.returncode != 0 and "ALLOWED_HOSTS may not contain '*'" in proc.stderr
-    assert settings_with(SECRET_KEY=KEY, ALLOWED_HOSTS="a.example,b.example")["hosts"] == ["a.example", "b.example"]
+    assert settings_with(SECRET_KEY=KEY, ALLOWED_HOSTS="a.example,b.example")["hosts"] == [
+        "a.example",
+        "b.example",
+    ]
 
 
 def test_start_up_warns_once_when_cross_node_delivery_is_off():
@@ -109,8 +127,11 @@ def test_check_deploy_has_no_warning_under_production_settings():
     proc = run(
         "from django.core.management import execute_from_command_line; "
         "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
-        SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="chat.example.com", HTTPS="1",
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite", REDIS_URL="redis://127.0.0.1:6379/0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="chat.example.com",
+        HTTPS="1",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/chatsite",
+        REDIS_URL="redis://127.0.0.1:6379/0",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no issues" in proc.stdout
@@ -152,11 +173,20 @@ def test_nodes_run_on_uvloop_unless_event_loop_says_asyncio():
 
 
 def manage(*args, **env):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SERVER_ID", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")
+    }
     clean.update(env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=clean,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_makemigrations_check_runs_on_a_fresh_checkout_without_any_setting():

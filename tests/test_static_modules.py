@@ -34,7 +34,7 @@ def test_every_module_import_is_relative_with_a_semicolon_and_there_is_no_cycle(
     done, on_path = set(), []
 
     def visit(name):
-        assert name not in on_path, f"import cycle: {' -> '.join(on_path[on_path.index(name):] + [name])}"
+        assert name not in on_path, f"import cycle: {' -> '.join(on_path[on_path.index(name) :] + [name])}"
         if name in done:
             return
         on_path.append(name)

@@ -58,11 +58,26 @@ def by_slug(frame):
 def test_the_sidebar_lists_rooms_then_dms_by_the_other_persons_name_with_read_state(setup, other_user):
     snapshot = sidebar_for(other_user)
     assert snapshot.rooms == [
-        {"slug": "lobby", "name": "Lobby", "kind": "room", "dm_with": None, "last_seq": 3,
-         "last_read_seq": 0, "unread_count": 3, "mention_count": 1},
-        {"slug": setup["dm"].slug, "name": "carol", "kind": "dm",
-         "dm_with": {"id": setup["carol"].pk, "username": "carol"}, "last_seq": 0,
-         "last_read_seq": 0, "unread_count": 0, "mention_count": 0},
+        {
+            "slug": "lobby",
+            "name": "Lobby",
+            "kind": "room",
+            "dm_with": None,
+            "last_seq": 3,
+            "last_read_seq": 0,
+            "unread_count": 3,
+            "mention_count": 1,
+        },
+        {
+            "slug": setup["dm"].slug,
+            "name": "carol",
+            "kind": "dm",
+            "dm_with": {"id": setup["carol"].pk, "username": "carol"},
+            "last_seq": 0,
+            "last_read_seq": 0,
+            "unread_count": 0,
+            "mention_count": 0,
+        },
     ]
     assert snapshot.room_ids == {setup["lobby"].pk: "lobby", setup["dm"].pk: setup["dm"].slug}
     # carol sees the DM by bob's name; a banned or archived room is not listed
@@ -72,7 +87,8 @@ def test_the_sidebar_lists_rooms_then_dms_by_the_other_persons_name_with_read_st
 
 
 def test_the_sidebar_takes_the_same_number_of_statements_for_2_rooms_or_40(
-        setup, other_user, django_assert_num_queries):
+    setup, other_user, django_assert_num_queries
+):
     with django_assert_num_queries(2):
         sidebar_for(other_user)
     for i in range(30):
@@ -108,15 +124,20 @@ async def test_a_socket_without_a_session_is_closed_4401(ws, setup):
 
 
 async def test_a_message_in_a_room_of_the_user_comes_as_room_activity_and_nothing_of_other_rooms(
-        ws, setup, user, other_user):
+    ws, setup, user, other_user
+):
     conn, _ = await open_user_socket(ws, other_user)
     await apost(setup["elsewhere"], setup["dave"], "not for bob")
     await apost(setup["lobby"], user, "four")
-    assert await conn.receive() == {"type": "room.activity",
-                                    "rooms": [{"room": "lobby", "last_seq": 4, "unread_added": 1}]}
+    assert await conn.receive() == {
+        "type": "room.activity",
+        "rooms": [{"room": "lobby", "last_seq": 4, "unread_added": 1}],
+    }
     await apost(setup["dm"], setup["carol"], "psst")
-    assert await conn.receive() == {"type": "room.activity",
-                                    "rooms": [{"room": setup["dm"].slug, "last_seq": 1, "unread_added": 1}]}
+    assert await conn.receive() == {
+        "type": "room.activity",
+        "rooms": [{"room": setup["dm"].slug, "last_seq": 1, "unread_added": 1}],
+    }
     assert await conn.nothing_more()
     await conn.close()
 
@@ -138,7 +159,8 @@ async def applied_activity(conn, room: str, upto: int) -> tuple[int, int, int]:
 
 
 async def test_activity_counts_each_message_once_and_the_users_own_message_says_where_they_read(
-        ws, setup, user, other_user):
+    ws, setup, user, other_user
+):
     conn, _ = await open_user_socket(ws, other_user)
     for body in ("a", "b", "c"):
         await apost(setup["lobby"], user, body)
@@ -158,16 +180,26 @@ async def test_pending_activity_goes_out_before_a_read_updated(ws, setup, user, 
     await apost(setup["lobby"], user, "four")
     await database_sync_to_async(reads.read_report)(room=setup["lobby"], user=other_user, seq=4)
     assert (await conn.receive())["type"] == "room.activity"
-    assert await conn.receive() == {"type": "read.updated", "room": "lobby", "last_read_seq": 4,
-                                    "unread_count": 0, "mention_count": 0}
+    assert await conn.receive() == {
+        "type": "read.updated",
+        "room": "lobby",
+        "last_read_seq": 4,
+        "unread_count": 0,
+        "mention_count": 0,
+    }
     await conn.close()
 
 
 async def test_read_updated_mention_and_deleted_reach_the_user_socket(ws, setup, user, other_user):
     conn, _ = await open_user_socket(ws, other_user)
     await database_sync_to_async(reads.read_report)(room=setup["lobby"], user=other_user, seq=2)
-    assert await conn.receive() == {"type": "read.updated", "room": "lobby", "last_read_seq": 2,
-                                    "unread_count": 1, "mention_count": 1}
+    assert await conn.receive() == {
+        "type": "read.updated",
+        "room": "lobby",
+        "last_read_seq": 2,
+        "unread_count": 1,
+        "mention_count": 1,
+    }
     await apost(setup["lobby"], user, "again @bob")
     # two layer events on two Redis channels (the room's, the user's): either may come first
     frames = {f["type"]: f for f in [await conn.receive(), await conn.receive()]}
@@ -176,8 +208,13 @@ async def test_read_updated_mention_and_deleted_reach_the_user_socket(ws, setup,
     assert mention["room"] == "lobby" and mention["message"]["seq"] == 4
     message = await database_sync_to_async(Message.objects.get)(room=setup["lobby"], seq=4)
     await database_sync_to_async(services.message_delete)(message=message, actor=user)
-    assert await conn.receive() == {"type": "message.deleted", "id": message.pk, "room": "lobby", "seq": 4,
-                                    "author_id": user.pk}
+    assert await conn.receive() == {
+        "type": "message.deleted",
+        "id": message.pk,
+        "room": "lobby",
+        "seq": 4,
+        "author_id": user.pk,
+    }
     await conn.close()
 
 
@@ -206,7 +243,9 @@ async def test_a_new_dm_comes_as_dm_created_then_a_sidebar_with_it_on_both_sides
 
 
 @pytest.mark.parametrize("how", ["ban", "leave", "remove", "archive", "delete"])
-async def test_a_room_whose_access_ended_leaves_the_sidebar_and_sends_nothing_more(ws, setup, user, other_user, how):
+async def test_a_room_whose_access_ended_leaves_the_sidebar_and_sends_nothing_more(
+    ws, setup, user, other_user, how
+):
     conn, _ = await open_user_socket(ws, other_user)
     lobby = setup["lobby"]
     change = {
@@ -238,7 +277,8 @@ async def test_a_room_made_private_leaves_only_the_sidebars_of_non_members(ws, s
 async def test_the_access_watch_drops_a_room_changed_behind_the_services_back(ws, setup, user, other_user):
     conn, _ = await open_user_socket(ws, other_user)
     await database_sync_to_async(Membership.objects.filter(room=setup["lobby"], user=other_user).update)(
-        banned_at=timezone.now())
+        banned_at=timezone.now()
+    )
     assert await access.watch().round() == 0  # the socket stays, without the room
     assert "lobby" not in by_slug(await conn.receive_type("sidebar"))
     await apost(setup["lobby"], user, "unseen")
@@ -311,11 +351,15 @@ async def test_two_user_sockets_of_one_user_each_get_every_frame(ws, setup, user
 async def test_a_rename_reaches_the_sidebar_and_member_changes_of_others_do_not(ws, setup, user, other_user):
     conn, _ = await open_user_socket(ws, other_user, keep_members=True)  # no frame skipped
     lobby = setup["lobby"]
-    await database_sync_to_async(services.member_join)(room=lobby, user=setup["dave"])  # member.updated: ignored
+    await database_sync_to_async(services.member_join)(
+        room=lobby, user=setup["dave"]
+    )  # member.updated: ignored
     await database_sync_to_async(services.room_update)(room=lobby, actor=user, name="Hall")
     frame = await conn.receive_type("room.updated")
     assert frame["room"]["slug"] == "lobby" and frame["room"]["name"] == "Hall"
     assert await conn.nothing_more()
-    await database_sync_to_async(services.member_leave)(room=lobby, user=setup["dave"])  # member.removed of dave
+    await database_sync_to_async(services.member_leave)(
+        room=lobby, user=setup["dave"]
+    )  # member.removed of dave
     assert await conn.nothing_more()
     await conn.close()

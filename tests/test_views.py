@@ -16,7 +16,11 @@ def test_healthz_reports_node_database_and_layer(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {
-        "status": "ok", "server_id": "test-node", "database": "ok", "channel_layer": "redis", "redis": "ok",
+        "status": "ok",
+        "server_id": "test-node",
+        "database": "ok",
+        "channel_layer": "redis",
+        "redis": "ok",
     }
 
 
@@ -49,7 +53,9 @@ def test_sign_up_signs_in_and_shows_the_room_list(client):
 
 
 def test_sign_up_with_mismatched_passwords_shows_the_error(client):
-    response = client.post(reverse("signup"), {"username": "x", "password1": "a-long-pass-1", "password2": "other"})
+    response = client.post(
+        reverse("signup"), {"username": "x", "password1": "a-long-pass-1", "password2": "other"}
+    )
     assert response.status_code == 200 and response.context["form"].errors
 
 
@@ -69,12 +75,17 @@ def test_room_list_shows_rooms_and_the_node_to_staff_only(client, user, room):
     assert "test-node" not in content and response["X-Served-By"] == "test-node"
     user.is_staff = True
     user.save()
-    assert 'page served by <span class="node">test-node</span>' in client.get(reverse("rooms:list")).content.decode()
+    assert (
+        'page served by <span class="node">test-node</span>'
+        in client.get(reverse("rooms:list")).content.decode()
+    )
 
 
 def test_create_room_from_the_form_opens_it(client, user):
     client.force_login(user)
-    response = client.post(reverse("rooms:create"), {"name": "Book Club", "slug": "", "description": "reading"})
+    response = client.post(
+        reverse("rooms:create"), {"name": "Book Club", "slug": "", "description": "reading"}
+    )
     assert response.status_code == 302 and response["Location"] == reverse("rooms:detail", args=["book-club"])
     room = Room.objects.get(slug="book-club")
     assert room.created_by == user and room.description == "reading"
@@ -101,7 +112,10 @@ def test_room_page_shows_the_last_50_messages_escaped(client, user, room):
     assert "message number 5<" not in content and "message number 6" in content
     assert "<script>alert('x')</script>" not in content
     # the body as the page draws it: its body_html, sanitised (nh3 escapes < and >, not quotes)
-    assert '<div class="message__body message__body--html"><p>&lt;script&gt;alert(\'x\')&lt;/script&gt;</p></div>' in content
+    assert (
+        "<div class=\"message__body message__body--html\"><p>&lt;script&gt;alert('x')&lt;/script&gt;</p></div>"
+        in content
+    )
     assert "/ws/rooms/lobby/" in content and "test-node" in content
 
 
@@ -128,31 +142,46 @@ def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, m
     assert response.status_code == 200 and "username" in response.context["form"].errors
 
 
-def test_the_create_form_answers_a_slug_held_by_an_invisible_private_room_as_any_unavailable_slug(client, user, other_user, room):
+def test_the_create_form_answers_a_slug_held_by_an_invisible_private_room_as_any_unavailable_slug(
+    client, user, other_user, room
+):
     from rooms import services as s
 
     s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
     client.force_login(user)
     count = Room.objects.count()
     answers = []
-    for data in ({"name": "Mine", "slug": "hidden"}, {"name": "Mine", "slug": "lobby"}, {"name": "Mine", "slug": "new"},
-                 {"name": "Hidden", "slug": ""}, {"name": "Lobby", "slug": ""}):
+    for data in (
+        {"name": "Mine", "slug": "hidden"},
+        {"name": "Mine", "slug": "lobby"},
+        {"name": "Mine", "slug": "new"},
+        {"name": "Hidden", "slug": ""},
+        {"name": "Lobby", "slug": ""},
+    ):
         response = client.post(reverse("rooms:create"), data)
         answers.append((response.status_code, dict(response.context["form"].errors)))
     assert answers == [(200, {"slug": ["This slug is not available; choose another."]})] * 5
     assert Room.objects.count() == count
 
 
-def test_the_create_form_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix(client, user, other_user, room):
+def test_the_create_form_refuses_a_slug_differing_only_in_case_or_with_the_dm_prefix(
+    client, user, other_user, room
+):
     from rooms import services as s
 
     s.room_create(name="Hidden", slug="hidden", is_private=True, created_by=other_user)
     client.force_login(user)
     count = Room.objects.count()
-    for data in ({"name": "Mine", "slug": "HIDDEN"}, {"name": "Mine", "slug": "Lobby"}, {"name": "Mine", "slug": "DM-mine"},
-                 {"name": "LOBBY", "slug": ""}):
+    for data in (
+        {"name": "Mine", "slug": "HIDDEN"},
+        {"name": "Mine", "slug": "Lobby"},
+        {"name": "Mine", "slug": "DM-mine"},
+        {"name": "LOBBY", "slug": ""},
+    ):
         response = client.post(reverse("rooms:create"), data)
-        assert dict(response.context["form"].errors) == {"slug": ["This slug is not available; choose another."]}, data
+        assert dict(response.context["form"].errors) == {
+            "slug": ["This slug is not available; choose another."]
+        }, data
     assert Room.objects.count() == count
 
 
@@ -161,7 +190,9 @@ def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(
 
     from rooms import services as s
 
-    s.room_create(name="Plans", slug="plans", created_by=other_user, is_private=True)  # the name's slug is taken
+    s.room_create(
+        name="Plans", slug="plans", created_by=other_user, is_private=True
+    )  # the name's slug is taken
     client.force_login(user)
     response = client.post(reverse("rooms:create"), {"name": "Plans", "slug": "", "is_private": "on"})
     assert response.status_code == 302
@@ -171,10 +202,17 @@ def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(
 
 @pytest.mark.parametrize(
     ("data", "field"),
-    [({"name": "\u200b"}, "name"), ({"name": "\u3164\u3164"}, "name"), ({"name": "ding\x07"}, "name"),
-     ({"name": "Fine", "description": "\u2800"}, "description"), ({"name": "Fine", "description": "x\x1b[2J"}, "description")],
+    [
+        ({"name": "\u200b"}, "name"),
+        ({"name": "\u3164\u3164"}, "name"),
+        ({"name": "ding\x07"}, "name"),
+        ({"name": "Fine", "description": "\u2800"}, "description"),
+        ({"name": "Fine", "description": "x\x1b[2J"}, "description"),
+    ],
 )
-def test_the_create_form_refuses_names_and_descriptions_with_control_or_only_invisible_characters(client, user, data, field):
+def test_the_create_form_refuses_names_and_descriptions_with_control_or_only_invisible_characters(
+    client, user, data, field
+):
     client.force_login(user)
     response = client.post(reverse("rooms:create"), {"slug": "fine", **data})
     assert response.status_code == 200 and list(response.context["form"].errors) == [field]
@@ -191,7 +229,9 @@ def test_the_room_page_of_an_invisible_private_room_is_the_page_of_a_missing_roo
     assert hidden.content.replace(b"hidden", b"hiddem") == missing.content
 
 
-def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(client, user, other_user, room):
+def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(
+    client, user, other_user, room
+):
     """The room page edits and deletes through the REST API with the session and its CSRF token."""
     from datetime import timedelta
 
@@ -218,7 +258,9 @@ def test_a_banned_user_still_reads_a_public_rooms_page(client, user, other_user,
     services.member_ban(room=room, actor=user, user=other_user)
     client.force_login(other_user)
     response = client.get(reverse("rooms:detail", args=["lobby"]))
-    assert response.status_code == 200 and [m["body"] for m in response.context["history"]] == ["public words"]
+    assert response.status_code == 200 and [m["body"] for m in response.context["history"]] == [
+        "public words"
+    ]
     assert response.context["my_role"] is None and response.context["can_moderate"] is False
 
 
@@ -232,7 +274,9 @@ def test_a_banned_user_of_a_private_room_gets_the_missing_room_page(client, user
 
 def test_a_multi_line_description_from_the_pages_textarea_is_kept(client, user):
     client.force_login(user)
-    response = client.post(reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"})
+    response = client.post(
+        reverse("rooms:create"), {"name": "Notes", "slug": "", "description": "one\r\ntwo\tthree"}
+    )
     assert response.status_code == 302 and Room.objects.get(slug="notes").description == "one\r\ntwo\tthree"
 
 

@@ -20,16 +20,21 @@ NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
 )
 NGINX_REASON = "nginx is not installed (Debian's package: `apt-get install nginx`; .ci/run installs it)"
-CHROMIUM_REASON = (f"Chromium is not at {CHROMIUM} (Debian's package: `apt-get install chromium`, "
-                   "or set CHROMIUM=/path/to/chromium; .ci/run installs it)")
+CHROMIUM_REASON = (
+    f"Chromium is not at {CHROMIUM} (Debian's package: `apt-get install chromium`, "
+    "or set CHROMIUM=/path/to/chromium; .ci/run installs it)"
+)
 
 
 def skipped_groups() -> list[tuple[str, str]]:
     """``(group, reason)`` for each group of tests this machine cannot run."""
     groups = []
     if NGINX is None:
-        groups.append(("cluster tests behind nginx (tests/test_cluster.py, the real-cluster ones)", NGINX_REASON))
+        groups.append(
+            ("cluster tests behind nginx (tests/test_cluster.py, the real-cluster ones)", NGINX_REASON)
+        )
     if not HAVE_CHROMIUM or NGINX is None:
-        groups.append(("browser tests (tests/test_browser.py)",
-                       CHROMIUM_REASON if not HAVE_CHROMIUM else NGINX_REASON))
+        groups.append(
+            ("browser tests (tests/test_browser.py)", CHROMIUM_REASON if not HAVE_CHROMIUM else NGINX_REASON)
+        )
     return groups

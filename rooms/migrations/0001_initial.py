@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,56 +15,144 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Room',
+            name="Room",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True, max_length=1000)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('last_seq', models.PositiveBigIntegerField(default=0, editable=False)),
-                ('is_private', models.BooleanField(default=False, help_text='Private rooms are visible to their members only.')),
-                ('archived_at', models.DateTimeField(blank=True, editable=False, help_text='Archived: history kept, no new messages.', null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rooms_created', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True, max_length=1000)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("last_seq", models.PositiveBigIntegerField(default=0, editable=False)),
+                (
+                    "is_private",
+                    models.BooleanField(
+                        default=False, help_text="Private rooms are visible to their members only."
+                    ),
+                ),
+                (
+                    "archived_at",
+                    models.DateTimeField(
+                        blank=True,
+                        editable=False,
+                        help_text="Archived: history kept, no new messages.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rooms_created",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveBigIntegerField(editable=False)),
-                ('body', models.TextField(max_length=4000)),
-                ('client_msg_id', models.CharField(max_length=64)),
-                ('server_id', models.CharField(editable=False, max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('edited_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('deleted_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('author', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='messages', to=settings.AUTH_USER_MODEL)),
-                ('deleted_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('room', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='rooms.room')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveBigIntegerField(editable=False)),
+                ("body", models.TextField(max_length=4000)),
+                ("client_msg_id", models.CharField(max_length=64)),
+                ("server_id", models.CharField(editable=False, max_length=100)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("edited_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("deleted_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "author",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="messages",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "deleted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "room",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="messages", to="rooms.room"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['room_id', 'seq'],
-                'constraints': [models.UniqueConstraint(fields=('room', 'seq'), name='message_room_seq_unique'), models.UniqueConstraint(fields=('room', 'author', 'client_msg_id'), name='message_client_msg_id_unique'), models.CheckConstraint(condition=models.Q(('seq__gte', 1)), name='message_seq_positive')],
+                "ordering": ["room_id", "seq"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("room", "seq"), name="message_room_seq_unique"),
+                    models.UniqueConstraint(
+                        fields=("room", "author", "client_msg_id"), name="message_client_msg_id_unique"
+                    ),
+                    models.CheckConstraint(condition=models.Q(("seq__gte", 1)), name="message_seq_positive"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('moderator', 'Moderator'), ('member', 'Member')], default='member', max_length=16)),
-                ('joined_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('muted_until', models.DateTimeField(blank=True, null=True)),
-                ('banned_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('room', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='rooms.room')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("moderator", "Moderator"), ("member", "Member")],
+                        default="member",
+                        max_length=16,
+                    ),
+                ),
+                ("joined_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("muted_until", models.DateTimeField(blank=True, null=True)),
+                ("banned_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "room",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="rooms.room",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['room_id', 'joined_at'],
-                'constraints': [models.UniqueConstraint(fields=('room', 'user'), name='membership_room_user_unique')],
+                "ordering": ["room_id", "joined_at"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("room", "user"), name="membership_room_user_unique")
+                ],
             },
         ),
     ]

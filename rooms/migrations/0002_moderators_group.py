@@ -24,7 +24,10 @@ def create_group(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
     group, _ = Group.objects.get_or_create(name="Moderators")
     group.permissions.set(
-        [Permission.objects.get(content_type__app_label=app, codename=code) for app, code in MODERATOR_PERMISSIONS]
+        [
+            Permission.objects.get(content_type__app_label=app, codename=code)
+            for app, code in MODERATOR_PERMISSIONS
+        ]
     )
 
 

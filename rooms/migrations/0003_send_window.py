@@ -6,20 +6,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('rooms', '0002_moderators_group'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("rooms", "0002_moderators_group"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SendWindow',
+            name="SendWindow",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('period', models.PositiveIntegerField()),
-                ('bucket', models.BigIntegerField()),
-                ('count', models.PositiveIntegerField()),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("period", models.PositiveIntegerField()),
+                ("bucket", models.BigIntegerField()),
+                ("count", models.PositiveIntegerField()),
             ],
         ),
     ]

@@ -6,31 +6,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('rooms', '0003_send_window'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("rooms", "0003_send_window"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserSettings',
+            name="UserSettings",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='chat_settings', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('dms_from', models.CharField(choices=[('anyone', 'Anyone'), ('shared_rooms', 'Shared Rooms')], default='anyone', max_length=16)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="chat_settings",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dms_from",
+                    models.CharField(
+                        choices=[("anyone", "Anyone"), ("shared_rooms", "Shared Rooms")],
+                        default="anyone",
+                        max_length=16,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'user settings',
+                "verbose_name_plural": "user settings",
             },
         ),
         migrations.AddField(
-            model_name='room',
-            name='dm_key',
-            field=models.CharField(blank=True, editable=False, help_text="A direct message's pair of user ids, lower first (one DM per pair).", max_length=41, null=True, unique=True),
+            model_name="room",
+            name="dm_key",
+            field=models.CharField(
+                blank=True,
+                editable=False,
+                help_text="A direct message's pair of user ids, lower first (one DM per pair).",
+                max_length=41,
+                null=True,
+                unique=True,
+            ),
         ),
         migrations.AddField(
-            model_name='room',
-            name='kind',
-            field=models.CharField(choices=[('room', 'Room'), ('dm', 'Dm')], default='room', editable=False, max_length=8),
+            model_name="room",
+            name="kind",
+            field=models.CharField(
+                choices=[("room", "Room"), ("dm", "Dm")], default="room", editable=False, max_length=8
+            ),
         ),
     ]

@@ -14,58 +14,74 @@ def existing_members_have_read_everything(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rooms', '0003_send_window'),
+        ("rooms", "0003_send_window"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Mention',
+            name="Mention",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-message_id'],
+                "ordering": ["-message_id"],
             },
         ),
         migrations.AddField(
-            model_name='membership',
-            name='last_read_seq',
+            model_name="membership",
+            name="last_read_seq",
             field=models.PositiveBigIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.RunPython(existing_members_have_read_everything, migrations.RunPython.noop),
         migrations.AddField(
-            model_name='message',
-            name='mentions_room',
+            model_name="message",
+            name="mentions_room",
             field=models.BooleanField(db_default=False, default=False, editable=False),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('mentions_room', True)), fields=['room', 'seq'], name='message_mentions_room_idx'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("mentions_room", True)),
+                fields=["room", "seq"],
+                name="message_mentions_room_idx",
+            ),
         ),
         migrations.AddField(
-            model_name='mention',
-            name='message',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mention_set', to='rooms.message'),
+            model_name="mention",
+            name="message",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="mention_set", to="rooms.message"
+            ),
         ),
         migrations.AddField(
-            model_name='mention',
-            name='room',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='rooms.room'),
+            model_name="mention",
+            name="room",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="+", to="rooms.room"
+            ),
         ),
         migrations.AddField(
-            model_name='mention',
-            name='user',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="mention",
+            name="user",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+            ),
         ),
         migrations.AddIndex(
-            model_name='mention',
-            index=models.Index(fields=['user', 'room', 'message'], name='mention_user_room_idx'),
+            model_name="mention",
+            index=models.Index(fields=["user", "room", "message"], name="mention_user_room_idx"),
         ),
         migrations.AddConstraint(
-            model_name='mention',
-            constraint=models.UniqueConstraint(fields=('user', 'message'), name='mention_user_message_unique'),
+            model_name="mention",
+            constraint=models.UniqueConstraint(
+                fields=("user", "message"), name="mention_user_message_unique"
+            ),
         ),
     ]

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rooms', '0004_direct_messages'),
-        ('rooms', '0004_read_state_mentions'),
+        ("rooms", "0004_direct_messages"),
+        ("rooms", "0004_read_state_mentions"),
     ]
 
-    operations = [
-    ]
+    operations = []

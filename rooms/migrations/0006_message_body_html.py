@@ -13,7 +13,8 @@ def render_stored_messages(apps, schema_editor):
     while True:
         batch = list(
             Message.objects.filter(id__gt=last_id, deleted_at__isnull=True)
-            .order_by("id").only("id", "body")[:BATCH]
+            .order_by("id")
+            .only("id", "body")[:BATCH]
         )
         if not batch:
             break
@@ -24,7 +25,6 @@ def render_stored_messages(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("rooms", "0005_merge_0004_direct_messages_0004_read_state_mentions"),
     ]

@@ -20,13 +20,21 @@ def refuse_case_duplicates(apps, schema_editor):
     Room = apps.get_model("rooms", "Room")
     groups = (
         Room.objects.using(schema_editor.connection.alias)
-        .annotate(folded=Lower("slug")).values("folded").annotate(n=Count("id")).filter(n__gt=1)
+        .annotate(folded=Lower("slug"))
+        .values("folded")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
         .values_list("folded", flat=True)
     )
     folded = list(groups)
     if not folded:
         return
-    rooms = Room.objects.using(schema_editor.connection.alias).annotate(folded=Lower("slug")).filter(folded__in=folded).order_by("folded", "id")
+    rooms = (
+        Room.objects.using(schema_editor.connection.alias)
+        .annotate(folded=Lower("slug"))
+        .filter(folded__in=folded)
+        .order_by("folded", "id")
+    )
     lines = [f"  room id {room.id}: slug {room.slug!r} (name {room.name!r})" for room in rooms]
     raise SlugsDifferOnlyInCase(
         f"rooms.0006: {len(folded)} slug(s) are held by several rooms that differ only in case; slugs "
@@ -37,7 +45,6 @@ def refuse_case_duplicates(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("rooms", "0005_merge_0004_direct_messages_0004_read_state_mentions"),
     ]
@@ -47,7 +54,8 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="room",
             constraint=models.UniqueConstraint(
-                django.db.models.functions.text.Lower("slug"), name="room_slug_lower_unique",
+                django.db.models.functions.text.Lower("slug"),
+                name="room_slug_lower_unique",
                 violation_error_message="This slug is not available; choose another.",
             ),
         ),

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rooms', '0006_room_slug_lower_unique'),
+        ("rooms", "0006_room_slug_lower_unique"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='room',
-            name='slug',
+            model_name="room",
+            name="slug",
             field=models.SlugField(allow_unicode=True, max_length=64, unique=True),
         ),
     ]

@@ -6,25 +6,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rooms', '0007_reactions'),
+        ("rooms", "0007_reactions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='reply_count',
+            model_name="message",
+            name="reply_count",
             field=models.PositiveIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.AddField(
-            model_name='message',
-            name='reply_to',
-            field=models.ForeignKey(blank=True, db_index=False, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replies', to='rooms.message'),
+            model_name="message",
+            name="reply_to",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                editable=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="replies",
+                to="rooms.message",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('reply_to__isnull', False)), fields=['reply_to', 'seq'], name='message_reply_to_seq_idx'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("reply_to__isnull", False)),
+                fields=["reply_to", "seq"],
+                name="message_reply_to_seq_idx",
+            ),
         ),
     ]

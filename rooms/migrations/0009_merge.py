@@ -4,12 +4,10 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rooms', '0007_attachments'),
-        ('rooms', '0007_room_slug_unicode'),
-        ('rooms', '0008_replies'),
+        ("rooms", "0007_attachments"),
+        ("rooms", "0007_room_slug_unicode"),
+        ("rooms", "0008_replies"),
     ]
 
-    operations = [
-    ]
+    operations = []
