@@ -103,8 +103,12 @@ def test_cluster_balancer_config_passes_nginx_t_and_keeps_the_proxy_rules():
     assert "proxy_set_header Upgrade $http_upgrade;" in text
     assert "proxy_set_header Connection $connection_upgrade;" in text
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
-    read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", text)[1])
+    sockets = re.search(r"location /ws/ \{(.*?)\}", text, re.S)[1]
+    pages = re.search(r"location / \{(.*?)\}", text, re.S)[1]
+    read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", sockets)[1])
     assert read_timeout > 20, "idle sockets are pinged every 20 s: the proxy must wait longer"
+    # a frozen node holds a page or API request at most this long before another node is tried
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", pages)[1]) <= 15
     assert "/etc/nginx" not in text
     shutil.rmtree(where)
 
@@ -647,6 +651,35 @@ def test_compose_example_env_behind_the_shipped_balancer_serves_pages_over_plain
             assert "secure" not in session.lower(), session
         finally:
             conn.close()
+
+
+@needs_nginx
+@pytest.mark.multinode
+def test_a_frozen_node_holds_a_page_request_for_the_pages_read_timeout_then_another_node_answers(
+    django_db_setup, django_db_blocker
+):
+    """A node that accepted connections but no longer answers (SIGSTOP: a stuck process) costs a
+    GET at most the balancer's read timeout for pages (15 s, not the sockets' 75 s): nginx then
+    answers from the other node, and leaves the frozen one out for the next requests."""
+    with django_db_blocker.unblock():
+        database_url = database_url_for_tests()
+    with balanced_cluster(database_url, os.environ["REDIS_URL"], count=2) as (port, nodes, _nginx):
+        nodes[0].process.send_signal(signal.SIGSTOP)
+        try:
+            served = []
+            for _ in range(4):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                try:
+                    conn.request("GET", "/healthz")
+                    response = conn.getresponse()
+                    response.read()
+                    assert response.status == 200
+                    served.append(response.getheader("X-Served-By"))
+                finally:
+                    conn.close()
+            assert served == [nodes[1].server_id] * 4, served
+        finally:
+            nodes[0].process.send_signal(signal.SIGCONT)
 
 
 @needs_nginx
