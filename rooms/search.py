@@ -26,7 +26,8 @@ them with ``<mark>`` around escaped text; an API client does the same. No HTML c
 
 **Errors** (``QueryError``, REST 400 ``{"detail", "code"}``): ``query_empty`` (``q`` missing or
 only whitespace), ``query_too_long`` (over ``QUERY_MAX_LENGTH``, 200 characters), ``query_too_short``
-(one character: a single character matches nearly every message and no index serves it);
+(no term of 2+ characters and none a single Hangul, kana or CJK character: "a", "a b"; one
+Latin letter matches nearly every message and no index serves it, while "밥" is a word);
 ``invalid_text`` (NUL or a lone surrogate).
 
 **The SQL, and why** (EXPLAIN ANALYZE on ``python -m bench search``'s 1,000,000 messages in
@@ -57,14 +58,24 @@ with ``@``)::
   "deploy" took 17.5 ms against 3.9 ms with the trigram condition alone, which already finds
   every whole word. Not keeping it also spares a second GIN update on every send (28 MB per
   million messages).
-- Terms of 1–2 characters (common in Korean: "대화", "회의") have no trigram. The planner then
-  either walks the primary key backwards from the newest message, filtering (fast when the
-  term is common: "대화" 1.6 ms), or reads the user's rooms through the ``room_id`` index and
-  filters (when it expects few matches: about 20,000 rows here, 33–80 ms on the loaded 2-core
-  machine). The cost is bounded by the size of the user's rooms, not the table's; a user in
-  rooms of millions of messages searching two-character words is the known slow case (a bigram
-  index would serve it: measured at 75 MB and 97 s to build per million messages, and not
-  faster here, because rechecking the table's rows dominated).
+- Terms of 1–2 characters (common in Korean: "회의", "밥"; English "ok") have no trigram.
+  Without an index for them the planner walked the primary key backwards over every room,
+  filtering (``서버 점검``: 1,000,000 rows, 218 ms), or read all of the user's rooms (20,000
+  rows, 30–80 ms). A second GIN index, ``message_body_grams_idx`` (migration
+  ``0010_message_search_grams``), indexes ``message_search_grams(body)``: every two-character
+  substring of ``lower(body)`` and every character from U+1100 (so a one-character Korean word
+  is found inside "밥을", "비빔밥"). When no term has 3 characters, the statement adds
+  ``message_search_grams(body) @> ARRAY[lower(term)]`` for one of its terms of 2 characters (or
+  a one-character CJK term; ``_index_gram``); ``ILIKE``/``LIKE`` stay as the exact check, so what is found is
+  unchanged (a substring, in any script). The planner ANDs the grams bitmap with the rooms'
+  (``커피``: 44,649 candidates in all rooms, 923 rows read, 9.6 ms; ``서버 점검``: 1,210
+  rows read, 13 ms). A very common gram costs its posting list (``대화``: 195,538 rows in all
+  rooms, 11 ms of the 19 ms), where the old plan's primary-key walk found 21 in 2 ms. Costs: 92 MB and about 90 s to build per million messages, and about
+  35 µs per send or edit to compute the grams (bench/RESULTS.md, 2026-12-05 "search2"). Tried
+  and not kept: walking each of the user's rooms newest first (a ``(room_id, id)`` index,
+  ``LATERAL`` per room, a scan budget): 2–3 µs per row read, so a rare term still read the
+  rooms' 10,000–20,000 newest rows (19–77 ms); a ``generate_series`` grams function (340 µs
+  per body).
 - Newest first by ``id`` with ``id < before`` as the cursor: stable under concurrent sends
   (new messages get larger ids and never shift older pages).
 """
@@ -95,7 +106,44 @@ INDEXES = [
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_trgm_idx ON rooms_message "
         "USING gin (body gin_trgm_ops) WHERE deleted_at IS NULL",
     ),
+    (
+        "message_body_grams_idx",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_grams_idx ON rooms_message "
+        "USING gin (message_search_grams(body)) WHERE deleted_at IS NULL",
+    ),
 ]
+TRIGRAM_LENGTH = 3
+
+
+def is_cjk(char: str) -> bool:
+    """Whether one character is Hangul, kana or a CJK ideograph (and their compatibility and
+    half-width forms): a one-character search term of these is a word ("밥", "茶"), and
+    ``message_search_grams`` indexes each of them alone (it keeps every character from U+1100)."""
+    cp = ord(char)
+    return (
+        0x1100 <= cp <= 0x11FF  # Hangul Jamo
+        or 0x3040 <= cp <= 0x30FF  # hiragana, katakana
+        or 0x3130 <= cp <= 0x318F  # Hangul compatibility Jamo
+        or 0x3400 <= cp <= 0x9FFF  # CJK ideographs (extension A and unified)
+        or 0xAC00 <= cp <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= cp <= 0xFAFF  # CJK compatibility ideographs
+        or 0xFF66 <= cp <= 0xFFDC  # half-width katakana and Hangul
+        or 0x20000 <= cp <= 0x3FFFF  # CJK ideographs, supplementary planes
+    )
+
+
+def _index_gram(terms: list[str]) -> str | None:
+    """The term whose gram the statement looks up in ``message_body_grams_idx``, or None when a
+    term has 3+ characters (the trigram index serves the query) or none is indexed: the first
+    term of 2 characters, else the first one-character CJK term. One term only: with two,
+    the planner multiplies their default selectivities (0.5 % each), expects 25 rows of a
+    million and skips ANDing the rooms' bitmap ("서버 점검": 7,999 heap blocks, 23–34 ms,
+    against 1,005–1,210 blocks, 10–13 ms, with one)."""
+    if any(len(t) >= TRIGRAM_LENGTH for t in terms):
+        return None
+    pairs = [t for t in terms if len(t) == 2]
+    singles = [t for t in terms if len(t) == 1 and is_cjk(t)]
+    return (pairs or singles or [None])[0]
 
 
 class QueryError(ServiceError):
@@ -120,18 +168,23 @@ class SearchPage:
 
 def parse_query(q: str | None) -> list[str]:
     """The terms of ``q`` (split on whitespace, duplicates dropped, case-insensitively), or
-    ``QueryError``."""
+    ``QueryError``: ``query_too_short`` when no term has 2 characters or more and none is one
+    CJK character (``is_cjk``): "a", "a b" are refused, "밥", "ok", "a ok" are searched."""
     if q is None or not q.strip():
         raise QueryError("Type something to search for.", "query_empty")
     if len(q) > QUERY_MAX_LENGTH:
         raise QueryError(f"A search is at most {QUERY_MAX_LENGTH} characters.", "query_too_long")
     if "\x00" in q or any(0xD800 <= ord(c) <= 0xDFFF for c in q):
         raise QueryError("The search is not valid text.", "invalid_text")
-    if len(q.strip()) < QUERY_MIN_LENGTH:
-        raise QueryError(f"A search is at least {QUERY_MIN_LENGTH} characters.", "query_too_short")
     terms: dict[str, str] = {}
     for term in q.split():
         terms.setdefault(term.casefold(), term)
+    if not any(len(t) >= QUERY_MIN_LENGTH or is_cjk(t) for t in terms.values()):
+        raise QueryError(
+            f"A search needs a word of at least {QUERY_MIN_LENGTH} characters "
+            "(one is enough in Korean, Japanese or Chinese).",
+            "query_too_short",
+        )
     return list(terms.values())
 
 
@@ -158,7 +211,14 @@ def _match(terms: list[str]) -> Q:
     sql = " AND ".join(
         '"rooms_message"."body" ILIKE %s' if _has_case(t) else '"rooms_message"."body" LIKE %s' for t in terms
     )
-    return Q(RawSQL(f"({sql})", [_like_pattern(t) for t in terms], output_field=BooleanField()))
+    params = [_like_pattern(t) for t in terms]
+    gram = _index_gram(terms)
+    if gram is not None:
+        # No term has a trigram: the grams index finds the candidates of one term (see "The
+        # SQL, and why"); lower() in SQL, as message_search_grams lower-cases the body.
+        sql = f'message_search_grams("rooms_message"."body") @> ARRAY[lower(%s)]::text[] AND {sql}'
+        params = [gram, *params]
+    return Q(RawSQL(f"({sql})", params, output_field=BooleanField()))
 
 
 def readable_room(*, user: AbstractBaseUser, slug: str) -> Room:
