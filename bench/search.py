@@ -619,7 +619,7 @@ def kinds(q: str, found: int) -> list[str]:
     (1, 2, 3+ characters), its script (Korean, English) and no-hit (no result on page 1)."""
     terms = q.replace("  (page 2)", "").split()
     longest = max(len(t) for t in terms)
-    groups = [f"longest term {min(longest, 3)}{'+' if longest >= 3 else ''} characters"]
+    groups = [] if longest >= 3 else [f"longest term {longest} character{'s' if longest > 1 else ''}"]
     groups.append("Korean" if any("\uac00" <= c <= "\ud7a3" for t in terms for c in t) else "English")
     if found == 0:
         groups.append("no hit")
