@@ -380,6 +380,14 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--reload", action="store_true", help="load the data again even if present")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each query's first page")
+    p.add_argument(
+        "--without-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure as if this index did not exist (dropped in a transaction rolled back after "
+        "the measurement): an older version's figures on a database migrated by a newer one",
+    )
     return p.parse_args(argv)
 
 
@@ -638,7 +646,18 @@ def main(argv=None) -> int:
         load(args)
     else:
         log(f"reusing the loaded data ({current})")
-    result = measure(args)
+    if args.without_index:
+        from django.db import connection, transaction
+
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                for name in args.without_index:
+                    cur.execute(f'DROP INDEX "{name}"')
+            log(f"measuring without {', '.join(args.without_index)} (rolled back after)")
+            result = measure(args)
+            transaction.set_rollback(True)
+    else:
+        result = measure(args)
     every = [ms for values in result["per_query"].values() for ms in values]
     print(f"\n## search: {shape(args)}, page of {args.limit}, {args.repeat} runs per query\n")
     print("| query | results on page 1 | p50 ms | p99 ms | max ms |")
