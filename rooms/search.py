@@ -70,7 +70,13 @@ with ``@``)::
   unchanged (a substring, in any script). The planner ANDs the grams bitmap with the rooms'
   (``커피``: 44,649 candidates in all rooms, 923 rows read, 9.6 ms; ``서버 점검``: 1,210
   rows read, 13 ms). A very common gram costs its posting list (``대화``: 195,538 rows in all
-  rooms, 11 ms of the 19 ms), where the old plan's primary-key walk found 21 in 2 ms. Costs: 92 MB and about 90 s to build per million messages, and about
+  rooms, 11 ms of the 19 ms). So a one-term query whose gram is common (in at least
+  ``COMMON_GRAM_SHARE``, 8 %, of live messages by ``pg_stats.most_common_elems`` of the grams
+  index, which ANALYZE keeps) walks each of the user's rooms (at most ``WALK_MAX_ROOMS``, 50)
+  newest first through ``message_room_live_id_idx`` (``(room_id, id)`` of live messages),
+  ``LATERAL``, every room stopping at ``limit + 1`` matches (``_walk_sql``), then loads those
+  messages by id: about ``21 / share`` rows per room ("대화": 4–10 ms against 42–108 ms on
+  the loaded machine). Costs: 92 MB and about 90 s to build per million messages, and about
   35 µs per send or edit to compute the grams (bench/RESULTS.md, 2026-12-05 "search2"). Tried
   and not kept: walking each of the user's rooms newest first (a ``(room_id, id)`` index,
   ``LATERAL`` per room, a scan budget): 2–3 µs per row read, so a rare term still read the
@@ -121,9 +127,10 @@ INDEXES = [
 TRIGRAM_LENGTH = 3
 # A one-term query whose gram is in at least this share of live messages (ANALYZE's
 # most_common_elems of message_body_grams_idx) walks each room newest first instead of reading
-# the gram's posting list: "대화" (19.9 %) 4-10 ms against 42-108 ms on the loaded machine; "커피"
-# (4.6 %) stays on the index (10 ms; a walk would read ~450 rows per room). See "The SQL, and why".
-COMMON_GRAM_SHARE = 0.10
+# the gram's posting list. Measured crossover on the bench (EXPLAIN ANALYZE, loaded machine):
+# "대화" (19.9 %) walk 4-10 ms, index 42-108 ms; "배포" (8.5 %) walk 24-35 ms, index 32-47 ms;
+# "커피" (4.6 %) walk 41-58 ms, index 19-30 ms. See "The SQL, and why".
+COMMON_GRAM_SHARE = 0.08
 # The walk reads about 21 / share rows per room: only for users in at most this many rooms.
 WALK_MAX_ROOMS = 50
 GRAM_SHARES_TTL = 600.0  # seconds a node keeps the gram shares it read from pg_stats
