@@ -39,12 +39,15 @@ with ``@``)::
     WHERE room_id = ANY(ARRAY(SELECT room_id FROM rooms_membership
                               WHERE user_id = :user AND banned_at IS NULL))
       AND deleted_at IS NULL
+      [AND message_search_grams(body) @> ARRAY[lower('ok')]]  -- only if no term has 3+ chars
       AND body ILIKE '%term1%' AND body LIKE '%용어%' ...   -- every term, a substring;
                                                             -- LIKE for terms without case
       [AND id < :before]
     ORDER BY id DESC LIMIT :limit + 1
 
-- One GIN index, ``message_body_trgm_idx`` (``body gin_trgm_ops`` WHERE ``deleted_at IS NULL``:
+(or, for one term whose gram is common, the per-room walk below, then the page's messages by id).
+
+- A GIN index, ``message_body_trgm_idx`` (``body gin_trgm_ops`` WHERE ``deleted_at IS NULL``:
   only current bodies of live messages; migration ``0006_message_search``). pg_trgm's trigrams
   answer ``ILIKE '%…%'`` in any script (Hangul, kana and kanji are alphanumeric to it under the
   database's UTF-8 locale), for every term of 3 characters or more.
