@@ -1109,7 +1109,8 @@ class SearchQuery(serializers.Serializer):
         allow_blank=True,
         trim_whitespace=False,
         help_text=f"The search: whitespace-separated terms, every one a case-insensitive substring "
-        f"of the body. {search.QUERY_MIN_LENGTH}..{search.QUERY_MAX_LENGTH} characters.",
+        f"of the body. At most {search.QUERY_MAX_LENGTH} characters; some term of "
+        f"{search.QUERY_MIN_LENGTH}+ characters, or one Hangul, kana or CJK character.",
     )
     room = serializers.CharField(required=False, help_text="A room's slug: search only that room.")
     before = serializers.IntegerField(
@@ -1173,8 +1174,8 @@ class SearchView(APIView):
         "are never found. Paged by message id: the next page is `?before=` the answer's "
         "`next_before`. `highlights`: where the terms occur in the body, as `[start, end)` "
         "ranges of Unicode code points: escape the body and mark those ranges. 400 "
-        '`{"detail", "code"}` with code `query_empty`, `query_too_short` (one '
-        "character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
+        '`{"detail", "code"}` with code `query_empty`, `query_too_short` (no term '
+        "of 2+ characters, and none a single Hangul, kana or CJK character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
         "for `before` or `limit` out of range. Throttled per user (`THROTTLE_SEARCH_RATE`).",
         examples=[
             OpenApiExample("Search for 대화", request_only=True, value={"q": "대화"}),
