@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from rooms import login_throttle, views
 
@@ -15,6 +16,11 @@ urlpatterns = [
     path("admin/login/", login_throttle.throttled_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
+    # The language switch in every page's footer posts here (Django's set_language: the language
+    # cookie, then back to the page), and the page scripts' strings in the page's language
+    # (djangojs catalogs: gettext, ngettext, interpolate for static/rooms/room/i18n.js).
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     # Throttled per client address and per account (rooms/login_throttle.py).
     path("accounts/login/", login_throttle.throttled_login(auth_views.LoginView.as_view()), name="login"),
