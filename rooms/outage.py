@@ -15,6 +15,7 @@ from django.db import DataError, IntegrityError, ProgrammingError
 from django.db import Error as DjangoDatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.translation import gettext_noop
 from psycopg_pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _NOT_OUTAGES = (
     psycopg.DataError,
 )
 RETRY_AFTER = 5  # seconds, in Retry-After of a 503 for a database outage
-UNAVAILABLE_DETAIL = "The service cannot reach its database right now; try again shortly."
+UNAVAILABLE_DETAIL = gettext_noop("The service cannot reach its database right now; try again shortly.")
 
 
 def is_database_outage(exc: BaseException) -> bool:

@@ -76,6 +76,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext_lazy as _
 
 from .mentions import attach as attach_mentions
 from .models import Membership, Message, Room
@@ -104,8 +105,8 @@ class QueryError(ServiceError):
 
     status = 400
 
-    def __init__(self, detail: str, code: str):
-        super().__init__(detail)
+    def __init__(self, detail, code: str, params: dict | None = None):
+        super().__init__(detail, params=params)
         self.code = code
 
 
@@ -122,13 +123,17 @@ def parse_query(q: str | None) -> list[str]:
     """The terms of ``q`` (split on whitespace, duplicates dropped, case-insensitively), or
     ``QueryError``."""
     if q is None or not q.strip():
-        raise QueryError("Type something to search for.", "query_empty")
+        raise QueryError(_("Type something to search for."), "query_empty")
     if len(q) > QUERY_MAX_LENGTH:
-        raise QueryError(f"A search is at most {QUERY_MAX_LENGTH} characters.", "query_too_long")
+        raise QueryError(
+            _("A search is at most %(max)s characters."), "query_too_long", {"max": QUERY_MAX_LENGTH}
+        )
     if "\x00" in q or any(0xD800 <= ord(c) <= 0xDFFF for c in q):
-        raise QueryError("The search is not valid text.", "invalid_text")
+        raise QueryError(_("The search is not valid text."), "invalid_text")
     if len(q.strip()) < QUERY_MIN_LENGTH:
-        raise QueryError(f"A search is at least {QUERY_MIN_LENGTH} characters.", "query_too_short")
+        raise QueryError(
+            _("A search is at least %(min)s characters."), "query_too_short", {"min": QUERY_MIN_LENGTH}
+        )
     terms: dict[str, str] = {}
     for term in q.split():
         terms.setdefault(term.casefold(), term)

@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse, reverse_lazy
+from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -190,7 +191,8 @@ class SearchView(LoginRequiredMixin, TemplateView):
             ctx.update(
                 search_q=request.GET.get("q", ""),
                 room=None,
-                error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.",
+                error=_("Too many searches. Try again %(wait)s.")
+                % {"wait": login_throttle.wait_text(retry_after)},
             )
             response = self.render_to_response(ctx, status=429)
             response["Retry-After"] = str(max(1, math.ceil(retry_after)))
@@ -222,7 +224,7 @@ class SearchView(LoginRequiredMixin, TemplateView):
                 user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit
             )
         except search.QueryError as exc:
-            ctx["error"] = exc.detail
+            ctx["error"] = exc.localized_detail()
             return ctx
         ctx["results"] = [
             {"message": m, "pieces": search.marked(m.body, m.highlights), "dm_with": None}
@@ -304,7 +306,7 @@ class DmOpenView(LoginRequiredMixin, View):
         try:
             result = dms.dm_open(user=request.user, username=name)
         except services.ServiceError as exc:
-            flash.error(request, exc.detail)
+            flash.error(request, exc.localized_detail())
             if username is not None and not isinstance(exc, dms.UserNotFound):
                 return redirect("rooms:profile", username=username)
             return redirect("rooms:list")
@@ -338,7 +340,7 @@ class SettingsView(LoginRequiredMixin, FormView):
             )
             choice = dms.DmsFrom.SHARED_ROOMS if data["only_shared_rooms"] else dms.DmsFrom.ANYONE
             dms.user_settings_update(user=self.request.user, dms_from=choice)
-        flash.success(self.request, "Settings saved.")
+        flash.success(self.request, _("Settings saved."))
         return redirect("rooms:settings")
 
 
@@ -357,7 +359,9 @@ class SignupView(FormView):
             return super().post(request, *args, **kwargs)
         login_throttle.refused("signup")
         form = self.get_form_class()(initial={"username": request.POST.get("username", "")})
-        message = f"Too many sign-ups from your network. Try again {login_throttle.wait_text(retry_after)}."
+        message = _("Too many sign-ups from your network. Try again %(wait)s.") % {
+            "wait": login_throttle.wait_text(retry_after)
+        }
         return login_throttle.refuse_with_form(
             self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
         )
@@ -367,7 +371,7 @@ class SignupView(FormView):
             with transaction.atomic():
                 user = form.save()
         except IntegrityError:  # the same username taken a moment after the form checked
-            form.add_error("username", "A user with that username already exists.")
+            form.add_error("username", _("A user with that username already exists."))
             return self.form_invalid(form)
         login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)
@@ -386,9 +390,9 @@ class PasswordResetView(auth_views.PasswordResetView):
             return super().post(request, *args, **kwargs)
         login_throttle.refused("password_reset")
         form = self.get_form_class()(initial={"email": request.POST.get("email", "")})
-        message = (
-            f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
-        )
+        message = _("Too many reset requests from your network. Try again %(wait)s.") % {
+            "wait": login_throttle.wait_text(retry_after)
+        }
         return login_throttle.refuse_with_form(
             self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
         )
@@ -499,7 +503,7 @@ def metrics_allowed(request) -> bool:
     ``TRUSTED_PROXIES`` that is the address it forwarded (``chatsite.proxy``), otherwise the peer."""
     token = settings.METRICS_TOKEN
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        scheme, _space, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return True
     if settings.METRICS_ALLOW:
@@ -554,10 +558,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         if attempt.retry_after is not None:
             login_throttle.refused("login")
             form = self.get_form_class()(request.user)
-            message = (
-                f"Too many wrong passwords for this account. Try again "
-                f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked)."
-            )
+            message = _(
+                "Too many wrong passwords for this account. Try again %(wait)s (the password was not checked)."
+            ) % {"wait": login_throttle.wait_text(attempt.retry_after)}
             return login_throttle.refuse_with_form(
                 self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after
             )
