@@ -17,7 +17,7 @@ import { actionButton, element } from "./dom.js";
 import { registerMessagePart } from "./hooks.js";
 import { csrfToken } from "./http.js";
 import { showFormError } from "./status.js";
-import { gettext, interpolate, pageLanguage } from "./i18n.js";
+import { gettext, interpolate, pageLanguage, pgettext } from "./i18n.js";
 
 const uploadUrl = `/api/rooms/${encodeURIComponent(config.slug)}/attachments/`;
 const pending = []; // {file, name, status: "uploading" | "ready" | "failed", id, error, el}
@@ -109,7 +109,7 @@ function renderChip(item) {
     element("span", "attachment-chip__name", item.name),
     element("span", "attachment-chip__state",
       item.status === "uploading" ? gettext("uploading…") : item.status === "failed" ? item.error : formatSize(item.size)),
-    actionButton(gettext("Remove"), () => removeItem(item), interpolate(gettext("Remove %(name)s"), { name: item.name })),
+    actionButton(pgettext("attachment", "Remove"), () => removeItem(item), interpolate(gettext("Remove %(name)s"), { name: item.name })),
   );
   return chip;
 }
