@@ -275,7 +275,7 @@ class TokenView(APIView):
         if attempt.retry_after is not None:
             login_throttle.refused("login")
             raise exceptions.Throttled(
-                wait=attempt.retry_after, detail=_("Too many failed log-ins for this account.")
+                wait=attempt.retry_after, detail=gettext("Too many failed log-ins for this account.")
             )
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         if not serializer.is_valid():

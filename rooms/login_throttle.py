@@ -178,10 +178,9 @@ def throttled_login(view):
             return _refused_login(view, request, args, kwargs, username, message, retry_after)
         attempt = AccountAttempt(username)
         if attempt.retry_after is not None:
-            message = (
-                f"Too many failed log-ins for this account. Try again {wait_text(attempt.retry_after)}"
-                " (the password was not checked)."
-            )
+            message = gettext(
+                "Too many failed log-ins for this account. Try again %(wait)s (the password was not checked)."
+            ) % {"wait": wait_text(attempt.retry_after)}
             return _refused_login(view, request, args, kwargs, username, message, attempt.retry_after)
         response = view(request, *args, **kwargs)
         if not _wrong_password(response):
