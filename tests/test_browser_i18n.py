@@ -7,7 +7,7 @@
   placeholder after the socket is up, the sidebar, a date divider, the Edit/Delete buttons of
   its own message), with no CSP violation from the catalog script;
 - a message sent on node-1 arrives live in that Korean page on node-2;
-- the header's switch (Django's set_language) turns the same page and the next ones to English
+- the footer's switch (Django's set_language) turns the same page and the next ones to English
   although the browser still asks for Korean, and back.
 """
 
@@ -52,7 +52,7 @@ def texts(page) -> dict:
           sidebarTitle: document.querySelector(".sidebar__title").textContent,
           sidebarDms: document.getElementById("sidebar-dms").textContent,
           dividers: [...document.querySelectorAll(".divider--day .divider__label")].map((el) => el.textContent),
-          actions: [...document.querySelectorAll(".message--mine .message__actions .link-button")].map((el) => el.textContent),
+          actions: [...document.querySelectorAll(".message--mine .link-button")].map((el) => el.textContent),
           time: (document.querySelector(".message__time") || {}).title || "",
         })"""
     )
@@ -96,7 +96,7 @@ def test_room_page_in_korean_on_node2_gets_a_node1_message_live_and_the_switch_t
         assert page.evaluate("() => window.__csp") == []
         screenshot(page, tmp_path, "room-page-korean")
 
-        # the switch in the header: English for this page and the next, though the browser asks ko
+        # the switch in the footer: English for this page and the next, though the browser asks ko
         with page.expect_navigation():
             page.click(".language-switch button[value=en]")
         connected_to(page)
