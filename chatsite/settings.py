@@ -192,6 +192,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "rooms.context_processors.server",
+                "rooms.i18n.context",
             ],
         },
     },

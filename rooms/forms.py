@@ -29,6 +29,7 @@ class RoomCreateForm(forms.ModelForm):
             "description": _("Description"),
             "is_private": _("Private room"),
         }
+        help_texts = {"is_private": _("Private rooms are visible to their members only.")}
 
     def clean(self):
         cleaned = super().clean()

@@ -14,11 +14,14 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse, reverse_lazy
+from django.utils import translation
+from django.utils.cache import patch_cache_control
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView, TemplateView
+from django.views.i18n import JavaScriptCatalog
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from psycopg_pool import PoolTimeout
@@ -26,7 +29,7 @@ from psycopg_pool import PoolTimeout
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, profiles, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, i18n, login_throttle, metrics, profiles, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -587,3 +590,28 @@ def page_not_found(request, exception=None):
     from django.views import defaults
 
     return defaults.page_not_found(request, exception)
+
+
+class ScriptCatalogView(JavaScriptCatalog):
+    """``GET /jsi18n/?lang=<code>&v=<version>``: the page scripts' strings (the ``djangojs``
+    catalogs of ``LOCALE_PATHS``, none of the installed apps') as Django's JavaScriptCatalog
+    script, in the language ``lang`` names (one of ``LANGUAGES``; otherwise the request's).
+    ``base.html`` builds the URL from the page's own language and ``i18n.script_catalog_version``
+    (a hash of the compiled catalogs), so one URL always answers the same text: with the current
+    version it may be cached for a year (``immutable``), and a deploy with other strings has
+    another URL. Any other ``v`` is answered uncached."""
+
+    packages = ["rooms"]  # an app without a locale/ of its own: LOCALE_PATHS only
+
+    def get(self, request, *args, **kwargs):
+        lang = request.GET.get("lang", "")
+        if lang in dict(settings.LANGUAGES):
+            with translation.override(lang):
+                response = super().get(request, *args, **kwargs)
+        else:
+            response = super().get(request, *args, **kwargs)
+        if request.GET.get("v") == i18n.script_catalog_version():
+            patch_cache_control(response, public=True, max_age=365 * 86400, immutable=True)
+        else:
+            patch_cache_control(response, no_cache=True)
+        return response

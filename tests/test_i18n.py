@@ -16,6 +16,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from rooms import services
+from rooms.i18n import script_catalog_version
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +63,7 @@ def test_every_page_renders_in_korean_with_accept_language_ko(client, minsu, dae
     for url, texts in expected.items():
         html = page(client, url, **KO)
         assert '<html lang="ko">' in html, url
-        assert 'src="/jsi18n/?v=ko"' in html, url
+        assert f'src="/jsi18n/?lang=ko&amp;v={script_catalog_version()}"' in html, url
         for text in texts:
             assert text in html, (url, text)
         assert "Log out" not in html and "로그아웃" in html, url
@@ -168,15 +169,22 @@ def test_the_password_reset_mail_is_in_the_requests_language(client, mailoutbox)
     assert mail.body.startswith("minsu 님, 안녕하세요.") and "3일 동안 한 번만" in mail.body
 
 
-def test_the_script_catalog_follows_the_language(client, minsu):
+def test_the_script_catalog_follows_the_language_of_its_url_and_caches_by_version(client, minsu):
     """/jsi18n/ (Django's JavaScriptCatalog, JSON with ASCII escapes) holds the page scripts'
-    strings (djangojs), in the request's language."""
-    korean = client.get("/jsi18n/?v=ko", **KO).content.decode()
+    strings (djangojs) in the language its URL names, whatever the request's, so one URL is one
+    text: cached for a year with the current version, not cached with another."""
+    version = script_catalog_version()
+    response = client.get(f"/jsi18n/?lang=ko&v={version}", HTTP_ACCEPT_LANGUAGE="en")
+    korean = response.content.decode()
     for msgid, msgstr in [("Today", "오늘"), ("connected", "연결됨"), ("Write a message…", "메시지 입력…")]:
         assert f"{json.dumps(msgid)}: {json.dumps(msgstr)}" in korean, msgid
     assert json.dumps("Jump to latest") not in korean  # a template's string, not the scripts'
-    english = client.get("/jsi18n/?v=en").content.decode()
-    assert json.dumps("오늘") not in english
+    assert "max-age=31536000" in response["Cache-Control"] and "immutable" in response["Cache-Control"]
+    english = client.get(f"/jsi18n/?lang=en&v={version}", **KO).content.decode()
+    assert json.dumps("오늘") not in english and json.dumps("Today") not in english  # English: no entries
+    stale = client.get("/jsi18n/?lang=ko&v=old", HTTP_ACCEPT_LANGUAGE="en")
+    assert "no-cache" in stale["Cache-Control"] and json.dumps("오늘") in stale.content.decode()
+    assert json.dumps("오늘") in client.get("/jsi18n/", **KO).content.decode()  # no lang: the request's
 
 
 # --- the catalogs ------------------------------------------------------------------------------
