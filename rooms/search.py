@@ -97,6 +97,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext_lazy as _
 
 from .mentions import attach as attach_mentions
 from .models import Membership, Message, Room
@@ -177,8 +178,8 @@ class QueryError(ServiceError):
 
     status = 400
 
-    def __init__(self, detail: str, code: str):
-        super().__init__(detail)
+    def __init__(self, detail, code: str, params: dict | None = None):
+        super().__init__(detail, params=params)
         self.code = code
 
 
@@ -196,19 +197,24 @@ def parse_query(q: str | None) -> list[str]:
     ``QueryError``: ``query_too_short`` when no term has 2 characters or more and none is one
     CJK character (``is_cjk``): "a", "a b" are refused, "밥", "ok", "a ok" are searched."""
     if q is None or not q.strip():
-        raise QueryError("Type something to search for.", "query_empty")
+        raise QueryError(_("Type something to search for."), "query_empty")
     if len(q) > QUERY_MAX_LENGTH:
-        raise QueryError(f"A search is at most {QUERY_MAX_LENGTH} characters.", "query_too_long")
+        raise QueryError(
+            _("A search is at most %(max)s characters."), "query_too_long", {"max": QUERY_MAX_LENGTH}
+        )
     if "\x00" in q or any(0xD800 <= ord(c) <= 0xDFFF for c in q):
-        raise QueryError("The search is not valid text.", "invalid_text")
+        raise QueryError(_("The search is not valid text."), "invalid_text")
     terms: dict[str, str] = {}
     for term in q.split():
         terms.setdefault(term.casefold(), term)
     if not any(len(t) >= QUERY_MIN_LENGTH or is_cjk(t) for t in terms.values()):
         raise QueryError(
-            f"A search needs a word of at least {QUERY_MIN_LENGTH} characters "
-            "(one is enough in Korean, Japanese or Chinese).",
+            _(
+                "A search needs a word of at least %(min)s characters "
+                "(one is enough in Korean, Japanese or Chinese)."
+            ),
             "query_too_short",
+            {"min": QUERY_MIN_LENGTH},
         )
     return list(terms.values())
 

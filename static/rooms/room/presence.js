@@ -7,6 +7,7 @@ import { sendFrame } from "./connection.js";
 import { config, els, state, TYPING_SEND_INTERVAL_MS, TYPING_SHOW_MS } from "./context.js";
 import { element } from "./dom.js";
 import { on, when } from "./hooks.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 // --- who is online, who is typing ----------------------------------------------------------
 
@@ -15,7 +16,7 @@ export function isUser(user) {
 }
 
 export function displayName(user) {
-  return user.username || `user ${user.id}`;
+  return user.username || interpolate(gettext("user %(id)s"), { id: user.id });
 }
 
 // {"type":"presence","online":[…]}: the whole list (after every hello): replaces ours.
@@ -49,7 +50,7 @@ export function onPresenceDiff(frame) {
 export function presenceNotLive(note, clear) {
   state.presenceLive = false;
   if (clear) state.online.clear();
-  els.presenceNote.textContent = ` · ${note}`;
+  els.presenceNote.textContent = ` · ${note}`; // `note` is translated by the caller
   clearTyping();
   renderPresence();
 }
@@ -62,7 +63,7 @@ export function renderPresence() {
       const li = element("li", "presence__member");
       li.dataset.userId = String(member.id);
       li.append(element("span", "presence__name", member.username));
-      if (member.id === config.user.id) li.append(element("span", "presence__you", "(you)"));
+      if (member.id === config.user.id) li.append(element("span", "presence__you", gettext("(you)")));
       return li;
     })
   );
@@ -100,9 +101,9 @@ export function clearTyping() {
 export function renderTyping() {
   const names = Array.from(state.typists.values(), (typist) => typist.username);
   let text = "";
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = `${names.length} people are typing…`;
+  if (names.length === 1) text = interpolate(gettext("%(name)s is typing…"), { name: names[0] });
+  else if (names.length === 2) text = interpolate(gettext("%(first)s and %(second)s are typing…"), { first: names[0], second: names[1] });
+  else if (names.length > 2) text = interpolate(ngettext("%(count)s person is typing…", "%(count)s people are typing…", names.length), { count: names.length });
   els.typingHint.textContent = text;
 }
 
@@ -125,9 +126,9 @@ on("typing", onTyping);
 on("message", (frame) => {
   if (frame.message && frame.message.author) stopTyping(frame.message.author.id);
 });
-when("connecting", () => presenceNotLive("not connected", false));
-when("disconnected", () => presenceNotLive("not connected", false));
-when("stopped", () => presenceNotLive("not connected", true));
+when("connecting", () => presenceNotLive(gettext("not connected"), false));
+when("disconnected", () => presenceNotLive(gettext("not connected"), false));
+when("stopped", () => presenceNotLive(gettext("not connected"), true));
 when("hello", () => {
-  if (!state.presenceLive) els.presenceNote.textContent = " · not known yet"; // until presence
+  if (!state.presenceLive) els.presenceNote.textContent = ` · ${gettext("not known yet")}`; // until presence
 });
