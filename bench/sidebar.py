@@ -365,6 +365,15 @@ async def step(
 ) -> dict:
     """One send step on connected sockets: every sender at ``rate`` for ``args.duration`` s, the
     drain, the last read reports; the per-message figures (see the module's docstring)."""
+    delays: list[float] = []
+
+    async def probe(interval: float = 0.01):  # how late a 10 ms sleep wakes in this loop (ms)
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(interval)
+            delays.append(max(0.0, (time.monotonic() - t - interval) * 1000.0))
+
+    prober = asyncio.ensure_future(probe())
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
     lg0 = psutil.Process().cpu_times()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
@@ -384,6 +393,8 @@ async def step(
     measured_s = time.monotonic() - started
     cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
     lg1 = psutil.Process().cpu_times()
+    prober.cancel()
+    delays.sort()
     pg1, r1 = pg_counters(args.database_url), redis.commands()
     redis_by_cmd = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
     lat = sorted(run.latencies)
@@ -428,6 +439,10 @@ async def step(
         "activity_frames": run.activity_frames,
         "activity_unread": run.activity_unread,
         "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
+        "load_generator_loop_delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1)
+        if delays
+        else None,
+        "load_generator_loop_delay_max_ms": round(delays[-1], 1) if delays else None,
         "connect_s": round(connect_s, 1),
         "errors": run.errors,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
@@ -457,6 +472,13 @@ def table(results: list[dict]) -> str:
         ),
         ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
         ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
+        (
+            "load generator: CPU s, loop delay p99 / max (ms)",
+            lambda r: (
+                f"{r['load_generator_cpu_s']}, {r.get('load_generator_loop_delay_p99_ms')} / "
+                f"{r.get('load_generator_loop_delay_max_ms')}"
+            ),
+        ),
         ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),
         ("errors", lambda r: ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"),
     ]
@@ -503,6 +525,17 @@ def ramp_table(results: list[dict]) -> str:
             ),
         ),
         ("at that step: p50 / p99 (ms)", at_pass(lambda s: f"{s['p50_ms']} / {s['p99_ms']}")),
+        (
+            "first failing step: load generator loop delay p99 / max (ms)",
+            lambda r: next(
+                (
+                    f"{s['load_generator_loop_delay_p99_ms']} / {s['load_generator_loop_delay_max_ms']}"
+                    for s in r["steps"]
+                    if not s["passed"]
+                ),
+                "",
+            ),
+        ),
         (
             "node CPU per message (µs), idle subtracted",
             at_pass(lambda s: f"{s['net_node_cpu_us_per_message']:,}"),
