@@ -77,13 +77,15 @@ server → every member, when a message is edited or deleted::
     {"type": "message.deleted", "id": int, "room": slug, "seq": int}
 
 client → server, the reader has seen the room up to ``seq`` (a page reports it debounced, not
-per frame; ``rooms.reads``): no answer, or an error frame (``missing_field``, ``invalid_field``,
-``not_found`` when not a member, ``rate_limited``: counted as a read frame, below)::
+per frame; ``rooms.reads``; written with the node's other reports of a 0.25 s tick, in one
+statement): no answer, or an error frame (``missing_field``, ``invalid_field``, ``rate_limited``:
+counted as a read frame, below; after the tick: ``not_found`` when not a member,
+``unavailable``)::
 
     {"type": "read", "seq": int}
 
 server → every socket of the user on every node, when a read report moved their marker (never
-backward; clamped to the room's last seq), so their other tabs clear their badges; and to each
+backward; clamped to the room's last seq; once per tick for a socket's reports), so their other tabs clear their badges; and to each
 member mentioned by ``@username`` in a message stored or edited (``rooms.mentions``)::
 
     {"type": "read.updated", "room": slug, "last_read_seq": int, "unread_count": int,

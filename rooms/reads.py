@@ -1,7 +1,8 @@
 """Read state: each member's ``Membership.last_read_seq`` in each room (writes and reads).
 
-The watermark design (Mattermost's ``LastViewedAt``, on our gapless ``seq``): one write per
-read report, none per delivered message. Zulip's row per recipient per message would cost a
+The watermark design (Mattermost's ``LastViewedAt``, on our gapless ``seq``): one row write per
+read report at most, none per delivered message; the room sockets' ``read`` frames a node gets
+within ``READ_TICK`` (0.25 s) are one statement (``ReadBatcher``). Zulip's row per recipient per message would cost a
 write per member for every message.
 
 - ``last_read_seq`` only moves forward, and never past the room's ``last_seq`` (a report
@@ -18,7 +19,8 @@ write per member for every message.
   moves the marker and, when it moved, sends ``{"type": "read.updated", "room": slug,
   "last_read_seq": int, "unread_count": int, "mention_count": int}`` to every socket of the user
   on every node after commit (``events.broadcast_read_updated``), so their other tabs clear
-  their badges. Events from two nodes may arrive out of order: keep the highest
+  their badges. A socket's ``read`` frame goes through ``read_report_soon``: written with the
+  node's other reports of the tick, one ``read.updated`` per user and room per tick. Events from two nodes may arrive out of order: keep the highest
   ``last_read_seq``.
 """
 
