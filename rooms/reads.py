@@ -216,8 +216,10 @@ class ReadBatcher:
     and one user's many reports of one room in a tick one row.
 
     After the statement (autocommit: it has committed), each pair whose marker moved gets one
-    ``read.updated`` to every socket of the user on every node (``events.broadcast_read_updated``),
-    with the state after the whole tick; a pair that did not move sends nothing. One per event
+    ``read.updated`` to every socket of the user on every node, with the state after the whole
+    tick; a pair that did not move sends nothing. The tick's events go to Redis together, one
+    pipeline of PUBLISHes (``events.broadcast_read_updates``): one round trip per tick, not one
+    per report, so they hold this node's message broadcasts (queued behind them) for one. One per event
     loop (``for_loop``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
@@ -278,6 +280,7 @@ class ReadBatcher:
                         waiter.set_exception(exc)
             return
         by_key = {(row[0], row[1]): row for row in rows}
+        updates = []
         for key, entry in batch.items():
             row = by_key.get(key)
             if row is None or row[3] is None:
@@ -286,9 +289,7 @@ class ReadBatcher:
                 state = ReadState(int(row[3]), int(row[4]), int(row[5]))
                 outcome = (bool(row[2]), state)
                 if row[2]:
-                    events.broadcast_read_updated(
-                        user_id=key[1], room_slug=entry.room_slug, state=state.as_dict()
-                    )
+                    updates.append((key[1], entry.room_slug, state.as_dict()))
             for waiter in entry.waiters:
                 if waiter.done():  # cancelled by its caller
                     continue
@@ -296,6 +297,7 @@ class ReadBatcher:
                     waiter.set_exception(outcome)
                 else:
                     waiter.set_result(outcome)
+        events.broadcast_read_updates(updates)
 
     @classmethod
     def for_loop(cls) -> "ReadBatcher":
