@@ -12,6 +12,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
+from django.utils import translation
 
 from chatsite import async_db
 from chatsite.asgi import application
@@ -86,6 +87,17 @@ def _close_database_pool(django_db_setup, django_db_blocker):
         for conn in connections.all():
             if getattr(conn, "pool", None) is not None:
                 conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _english_after_each_test():
+    """Every test starts and ends in the default language. Django's LocaleMiddleware activates a
+    request's language in the thread that serves it and leaves it active; under the test client
+    that thread is the test's, so a Korean request (tests/test_i18n.py) would otherwise turn the
+    texts of every later test in the process Korean."""
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
