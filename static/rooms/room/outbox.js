@@ -176,6 +176,8 @@ export function onErrorFrame(frame) {
         typeof frame.until === "string" ? `You are muted until ${formatLocal(frame.until)}.` : frame.detail
       );
       return;
+    case "ignore":
+      return;
     case "reconnect":
       // The replay asked with ?after_seq could not be read now (database unavailable): no
       // "resumed" will come, so reconnect with backoff, which asks for the replay again.
