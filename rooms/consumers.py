@@ -180,6 +180,7 @@ from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
+from chatsite.queues import LightQueue
 
 from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
 from .auth import refuse_unstarted
@@ -426,7 +427,7 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None,
     ``expose``, when given, is called once with a function ``enqueue(event)`` that puts an event
     of the consumer's own at the end of the inbox (a timer's work, done in order with the rest)."""
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue = asyncio.Queue()
+    inbox = LightQueue()  # not asyncio.Queue: 3 KB less per socket (chatsite.queues)
     busy = True  # an event is being dispatched, or the loop has stopped
 
     def push(event) -> None:
