@@ -56,7 +56,9 @@ async def test_a_long_run_keeps_order_and_the_list_is_compacted():
 
 def test_an_empty_queue_is_far_smaller_than_asyncio_queue():
     def size(q):
-        attrs = [getattr(q, a) for a in ("_items", "_queue", "_getters", "_putters", "_finished") if hasattr(q, a)]
+        attrs = [
+            getattr(q, a) for a in ("_items", "_queue", "_getters", "_putters", "_finished") if hasattr(q, a)
+        ]
         return sys.getsizeof(q) + sum(sys.getsizeof(a) for a in attrs)
 
     assert size(LightQueue()) * 5 < size(asyncio.Queue())
