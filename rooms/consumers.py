@@ -286,13 +286,24 @@ def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
 PRESENCE_CURSOR_MAX = 400  # characters of a presence.list cursor: a username (150) and an id, with room
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be sent to Redis as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _presence_list_fields(content: dict) -> tuple[str | None, int]:
     """``presence.list``'s ``(after, limit)``; ``FrameError`` ``invalid_field`` (with ``field``
     and ``"frame": "presence.list"``) when ``after`` is not null or a string of at most
-    ``PRESENCE_CURSOR_MAX`` characters, or ``limit`` not a whole number from 1 to
-    ``PRESENCE_PAGE_MAX``."""
+    ``PRESENCE_CURSOR_MAX`` characters without a lone surrogate, or ``limit`` not a whole
+    number from 1 to ``PRESENCE_PAGE_MAX``."""
     after = content.get("after")
-    if after is not None and (not isinstance(after, str) or len(after) > PRESENCE_CURSOR_MAX):
+    if after is not None and (
+        not isinstance(after, str) or len(after) > PRESENCE_CURSOR_MAX or not _encodable(after)
+    ):
         raise FrameError(
             "invalid_field",
             f"after must be null or a cursor (a string of at most {PRESENCE_CURSOR_MAX} characters).",

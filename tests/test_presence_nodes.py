@@ -106,6 +106,7 @@ async def test_a_joiner_gets_the_count_and_the_first_names_and_paging_lists_ever
             ({"type": "presence.list", "after": 7}, "after"),
             ({"type": "presence.list", "after": ["u01"]}, "after"),
             ({"type": "presence.list", "after": "x" * 401}, "after"),
+            ('{"type": "presence.list", "after": "\\ud800"}', "after"),  # a lone surrogate
         ]
         for frame, field in bad:
             error = await answer(last, frame)
