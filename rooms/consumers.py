@@ -1263,16 +1263,22 @@ class RoomConsumer(SocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     def deliver_now(self, event: dict) -> bool:
-        """A ``room.message`` event for an idle consumer, handled at once in the node's Pub/Sub
-        read (``dispatch_in_order``'s ``deliver_now``): the same as ``room_message``, with the
-        frame written by ``chatsite.serve``'s synchronous ``send_text_now`` instead of through
-        channels' ``send`` and daphne's reply coroutine. Returns False for any other event, and
-        when the socket is not open, so the usual path handles it.
+        """A ``room.message`` or ``room.presence`` event for an idle consumer, handled at once in
+        the node's Pub/Sub read (``dispatch_in_order``'s ``deliver_now``): the same as
+        ``room_message`` / ``room_presence``, with the frame written by ``chatsite.serve``'s
+        synchronous ``send_text_now`` instead of through channels' ``send`` and daphne's reply
+        coroutine. Returns False for any other event, and when the socket is not open, so the
+        usual path handles it. (A presence diff goes to every socket of a room once per node per
+        batch: in a join storm of 10,000 that is 10,000 frames a second on each node.)
 
-        Measured: bench/RESULTS.md, fifth pass."""
-        if event.get("type") != events.ROOM_MESSAGE:
+        Measured: bench/RESULTS.md, fifth pass (messages) and "Large rooms" (diffs)."""
+        kind = event.get("type")
+        if kind == events.ROOM_MESSAGE:
+            if self.closing or event["seq"] <= self.replayed_upto:
+                return True
+        elif kind != events.ROOM_PRESENCE:
             return False
-        if self.closing or event["seq"] <= self.replayed_upto:
+        elif self.closing:
             return True
         try:
             if not self.send_text_now(event["text"]):
@@ -1285,15 +1291,16 @@ class RoomConsumer(SocketConsumer):
             # <UVPoll closed=True>" once the client aborted) gets nothing more: it is closed with
             # 1011 if it still can be, and cleaned up when its disconnect comes.
             unexpected_log.log(
-                logging.ERROR, "deliver", "could not send a message frame; closing the socket", exc_info=True
+                logging.ERROR, "deliver", "could not send a frame; closing the socket", exc_info=True
             )
             if not self.closing:
                 task = asyncio.get_running_loop().create_task(self.close_after_error(CLOSE_INTERNAL_ERROR))
                 _pending_closes.add(task)
                 task.add_done_callback(_pending_closes.discard)
             return True
-        self._sent_live(event["seq"])
-        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()
+        if kind == events.ROOM_MESSAGE:
+            self._sent_live(event["seq"])
+        metrics.SENT_BY_EVENT[kind].inc()
         return True
 
     async def room_message_updated(self, event: dict) -> None:

@@ -418,13 +418,18 @@ class Announcer:
     Bounded: a diff names at most ``PRESENCE_NAMES`` joins and as many leaves, and in a room with
     more users online than that, only those whose name falls in the first ``PRESENCE_NAMES`` of
     the online list (what a page shows without "show all"; one page read per batch). It carries
-    ``count`` (users online) and ``partial: true`` when it left some change unnamed. So a join
-    storm into a room of S costs each socket a few small diffs a second (one per node), not the
-    S names, and its bytes grow with S, not S squared."""
+    ``count`` (users online) and ``partial: true`` when it left some change unnamed. A diff that
+    would name nobody (only the count changed, in a room over ``PRESENCE_NAMES``) goes out at
+    most once per ``COUNT_EVERY`` (5) seconds per room from each node, the last count always
+    (held back, then sent). So a join storm into a room of S costs each socket a few small diffs
+    (one per node per 5 s, and one per second only while the first names change), not the S
+    names, and its bytes grow with S, not S squared."""
 
     def __init__(self):
         self.pending: dict[int, dict[int, tuple[dict, bool]]] = {}  # room → user id → (user, joined)
         self.task = None
+        self.quiet_until: dict[int, float] = {}  # room → loop time before which no count-only diff
+        self.count_due: set[int] = set()  # rooms whose count-only diff waits for quiet_until
 
     def add(self, room_id: int, *, joins=(), leaves=()) -> None:
         changes = self.pending.setdefault(room_id, {})
@@ -438,9 +443,17 @@ class Announcer:
     async def _run(self) -> None:
         from . import events
 
-        while self.pending:
+        loop = asyncio.get_running_loop()
+        while self.pending or self.count_due:
             await asyncio.sleep(batch())
             pending, self.pending = self.pending, {}
+            now = loop.time()
+            for room_id in list(self.count_due):  # a count held back is sent once it may be
+                if room_id not in pending and now >= self.quiet_until.get(room_id, 0):
+                    pending[room_id] = {}
+            for room_id, quiet in list(self.quiet_until.items()):
+                if quiet < now and room_id not in self.count_due:
+                    del self.quiet_until[room_id]
             for room_id, changes in pending.items():
                 count, edge = None, None
                 try:
@@ -454,19 +467,31 @@ class Announcer:
                     states = list(changes.values())
                 joins = [user for user, is_online in states if is_online]
                 leaves = [user for user, is_online in states if not is_online]
-                if joins or leaves:
-                    named_joins, named_leaves = _bounded(joins, edge), _bounded(leaves, edge)
-                    partial = len(named_joins) < len(joins) or len(named_leaves) < len(leaves)
-                    try:
-                        await events.presence_changed(
-                            room_id=room_id,
-                            joins=named_joins,
-                            leaves=named_leaves,
-                            count=count,
-                            partial=partial,
-                        )
-                    except Exception:
-                        logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
+                if not (joins or leaves or room_id in self.count_due):
+                    continue
+                named_joins, named_leaves = _bounded(joins, edge), _bounded(leaves, edge)
+                partial = len(named_joins) < len(joins) or len(named_leaves) < len(leaves)
+                if not (named_joins or named_leaves) and count is not None and count > names_limit():
+                    # Only the count changed: at most one such diff per COUNT_EVERY seconds.
+                    if now < self.quiet_until.get(room_id, 0):
+                        self.count_due.add(room_id)
+                        continue
+                    self.quiet_until[room_id] = now + COUNT_EVERY
+                    partial = True
+                self.count_due.discard(room_id)
+                try:
+                    await events.presence_changed(
+                        room_id=room_id,
+                        joins=named_joins,
+                        leaves=named_leaves,
+                        count=count,
+                        partial=partial,
+                    )
+                except Exception:
+                    logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
+
+
+COUNT_EVERY = 5.0  # seconds between two diffs of a large room that would carry only its count
 
 
 def member_key(user: dict) -> str:
