@@ -32,9 +32,9 @@ the room's last seq for ``?after_seq``), as ``message`` frames in seq order, the
 
 server → client after ``hello``, the room's online members (a user with two tabs once): how
 many, and the first ``PRESENCE_NAMES`` (50) in name order with the cursor of the rest (``next``,
-null when ``online`` is all of them); then changes from any node, one diff per node per second,
-naming at most ``PRESENCE_NAMES`` joins and leaves (``partial``: some were left unnamed;
-``rooms.presence.Announcer``)::
+null when ``online`` is all of them); then changes from any node, at most one diff per node per
+second (one per 5 s when only the count changed), naming at most ``PRESENCE_NAMES`` joins and
+leaves (``partial``: some were left unnamed; ``rooms.presence.Announcer``)::
 
     {"type": "presence", "count": int, "online": [{"id": int, "username": str}, ...], "next": str | null}
     {"type": "presence.diff", "joins": [{...}], "leaves": [{...}], "count": int, "partial": bool}
