@@ -15,7 +15,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # the environment winning; each target says which it uses (bin/with-env).
 WITH_ENV := . bin/with-env && chatsite_describe_env &&
 
-.PHONY: run serve release test lint format venv migrate manage cluster clean
+.PHONY: run serve release test lint format messages venv migrate manage cluster clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,17 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# messages: after adding or changing a user-visible string (templates, Python, the page scripts):
+# collect the msgids into locale/ko/LC_MESSAGES/django.po and djangojs.po (needs GNU gettext),
+# then, once the Korean msgstr are written, run it again to compile the .mo files, which are
+# committed (a fresh machine serves translated pages without gettext). tests/test_i18n.py fails
+# on a msgid without Korean, a fuzzy entry or a stale .mo.
+MESSAGES_IGNORE := --ignore=.venv --ignore=staticfiles --ignore=tests --ignore=bench --ignore=docker --ignore=var
+messages: $(VENV)/.installed
+	DEBUG=1 DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemessages -l ko -d django --no-location --no-obsolete $(MESSAGES_IGNORE)
+	DEBUG=1 DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemessages -l ko -d djangojs --no-location --no-obsolete $(MESSAGES_IGNORE)
+	DEBUG=1 DATABASE_URL=sqlite:///:memory: $(PY) manage.py compilemessages -l ko --ignore=.venv
 
 clean:
 	rm -rf $(VENV) staticfiles var db.sqlite3

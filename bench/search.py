@@ -54,6 +54,10 @@ QUERIES = [
     "커피",
     "점심 메뉴",
     "프로젝트 일정",
+    "방",
+    "밥",
+    "qz",
+    "뷁뷁",
 ]
 
 ENGLISH = [
@@ -376,6 +380,14 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--reload", action="store_true", help="load the data again even if present")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each query's first page")
+    p.add_argument(
+        "--without-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure as if this index did not exist (dropped in a transaction rolled back after "
+        "the measurement): an older version's figures on a database migrated by a newer one",
+    )
     return p.parse_args(argv)
 
 
@@ -575,10 +587,16 @@ def measure(args) -> dict:
     user = get_user_model().objects.get(username=SEARCHER)
     per_query: dict[str, list[float]] = {}
     found: dict[str, int] = {}
-    for q in QUERIES:  # warm the cache once
-        search.search_messages(user=user, q=q, limit=args.limit)
+    refused: dict[str, str] = {}
+    for q in QUERIES:  # warm the cache once; a version that refuses a query has it left out
+        try:
+            search.search_messages(user=user, q=q, limit=args.limit)
+        except search.QueryError as e:
+            refused[q] = e.code
     for _ in range(args.repeat):
         for q in QUERIES:
+            if q in refused:
+                continue
             t = time.perf_counter()
             page = search.search_messages(user=user, q=q, limit=args.limit)
             per_query.setdefault(q, []).append((time.perf_counter() - t) * 1000)
@@ -589,17 +607,31 @@ def measure(args) -> dict:
                 per_query.setdefault(q + "  (page 2)", []).append((time.perf_counter() - t) * 1000)
     if args.explain:
         for q in QUERIES:
+            if q in refused:
+                continue
             sql, params = search.page_sql(user=user, terms=search.parse_query(q), limit=args.limit)
             with connection.cursor() as cur:
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
                 print(f"\n-- EXPLAIN {q!r}")
                 print("\n".join(row[0] for row in cur.fetchall()))
-    return {"per_query": per_query, "found": found}
+    return {"per_query": per_query, "found": found, "refused": refused}
 
 
 def long_term(q: str) -> bool:
     """Whether the query (a table row's, "  (page 2)" ignored) has a term the trigram index serves."""
     return any(len(t) >= 3 for t in q.replace("  (page 2)", "").split())
+
+
+def kinds(q: str, found: int) -> list[str]:
+    """The groups a query (or its next page) is counted in: its longest term's length
+    (1, 2, 3+ characters), its script (Korean, English) and no-hit (no result on page 1)."""
+    terms = q.replace("  (page 2)", "").split()
+    longest = max(len(t) for t in terms)
+    groups = [] if longest >= 3 else [f"longest term {longest} character{'s' if longest > 1 else ''}"]
+    groups.append("Korean" if any("\uac00" <= c <= "\ud7a3" for t in terms for c in t) else "English")
+    if found == 0:
+        groups.append("no hit")
+    return groups
 
 
 def main(argv=None) -> int:
@@ -614,7 +646,18 @@ def main(argv=None) -> int:
         load(args)
     else:
         log(f"reusing the loaded data ({current})")
-    result = measure(args)
+    if args.without_index:
+        from django.db import connection, transaction
+
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                for name in args.without_index:
+                    cur.execute(f'DROP INDEX "{name}"')
+            log(f"measuring without {', '.join(args.without_index)} (rolled back after)")
+            result = measure(args)
+            transaction.set_rollback(True)
+    else:
+        result = measure(args)
     every = [ms for values in result["per_query"].values() for ms in values]
     print(f"\n## search: {shape(args)}, page of {args.limit}, {args.repeat} runs per query\n")
     print("| query | results on page 1 | p50 ms | p99 ms | max ms |")
@@ -635,6 +678,11 @@ def main(argv=None) -> int:
             ms for q, values in result["per_query"].items() if not long_term(q) for ms in values
         ],
     }
+    for q, values in result["per_query"].items():
+        for kind in kinds(q, result["found"].get(q.replace("  (page 2)", ""), 0)):
+            groups.setdefault(kind, []).extend(values)
+    for q, code in result["refused"].items():
+        print(f"refused: `{q}` ({code})")
     for label, values in groups.items():
         if values:
             print(

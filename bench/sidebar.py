@@ -140,6 +140,14 @@ class Run:
         self.errors: dict[str, int] = {}
         self.sending = False
 
+    def reset(self, *, tag: str) -> None:
+        """A new step on the same sockets: its own tag (deliveries of earlier steps are not
+        counted) and fresh counters."""
+        self.tag = tag
+        self.latencies, self.deliveries, self.reads_sent = [], 0, 0
+        self.activity_frames = self.activity_unread = 0
+        self.errors = {}
+
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
@@ -267,23 +275,25 @@ class Run:
                         pass
 
 
-async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
-    tag = secrets.token_hex(4)
+async def connect_and_idle(
+    nodes, data, args, redis: PrivateRedis, *, pages: bool
+) -> tuple["Run", dict, float]:
+    """Connect every client of the shape, let the connects settle, then measure the same sockets
+    idle for as long as a step's sending takes: the background (heartbeats, presence, the access
+    watch) per second, subtracted from each step's figures. Returns ``(run, idle, connect_s)``."""
     run = Run(
         nodes,
         data["tokens"],
         data["rooms"],
         clients=args.clients,
         pages=pages,
-        tag=tag,
+        tag=secrets.token_hex(4),
         reads=not args.no_reads,
     )
     t0 = time.monotonic()
     await run.connect()
     connect_s = time.monotonic() - t0
     await asyncio.sleep(2)  # connects settle (presence, sidebars)
-    # The same sockets idle for as long as the sending will take: the background (heartbeats,
-    # presence, the access watch), subtracted from the sending window's figures below.
     idle_cpu0 = sum(n.cpu_seconds() or 0 for n in nodes)
     idle_pg0, idle_r0, idle_t0 = pg_counters(args.database_url), redis.commands(), time.monotonic()
     await asyncio.sleep(args.duration + READ_DEBOUNCE + 0.5)
@@ -295,6 +305,75 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
         "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s,
     }
+    return run, idle, connect_s
+
+
+async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
+    """One shape at one rate: connect, idle, one step, close."""
+    run, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
+    try:
+        return await step(nodes, run, args, redis, idle, rate=rate, connect_s=connect_s)
+    finally:
+        await run.close()
+
+
+RAMP_RATES = (2, 4, 6, 8, 10, 12, 15, 20, 25, 30)  # as ``python -m bench ramp`` (bench/scenarios.py)
+RAMP_MIN_DELIVERED_PCT = 99.9  # the ramp's pass rule (bench/scenarios.py): this much delivered ...
+RAMP_MAX_P99_MS = 100.0  # ... and p99 under this
+
+
+async def ramp(nodes, data, args, redis: PrivateRedis, *, pages: bool) -> dict:
+    """The ramp of ``python -m bench ramp`` on one shape: the same sockets (connected once) send
+    at each of ``args.ramp_rates`` messages per second per sender for ``args.duration`` seconds,
+    until a step fails the ramp's rule (>= 99.9 % delivered and p99 < 100 ms). Returns every
+    step's figures and the sustained rate: the highest passing step and its deliveries/s."""
+    run, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
+    steps = []
+    try:
+        for rate in args.ramp_rates:
+            run.reset(tag=secrets.token_hex(4))
+            result = await step(nodes, run, args, redis, idle, rate=rate, connect_s=connect_s)
+            result["passed"] = bool(
+                result["delivered_pct"] is not None
+                and result["delivered_pct"] >= RAMP_MIN_DELIVERED_PCT
+                and result["p99_ms"] is not None
+                and result["p99_ms"] < RAMP_MAX_P99_MS
+            )
+            log(
+                f"  {result['shape']} @ {rate:g}/s: {result['delivered_pct']} %, p99 {result['p99_ms']} ms, "
+                f"{result['deliveries_per_s']} deliveries/s, {'pass' if result['passed'] else 'FAIL'}"
+            )
+            steps.append(result)
+            if not result["passed"]:
+                break
+            await asyncio.sleep(1.0)  # late frames of this step must not land in the next one
+    finally:
+        await run.close()
+    passed = [r for r in steps if r["passed"]]
+    best = passed[-1] if passed else None
+    return {
+        "shape": "pages" if pages else "rooms",
+        "steps": steps,
+        "sustained_rate": best["rate"] if best else None,
+        "sustained_deliveries_per_s": best["deliveries_per_s"] if best else 0,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def step(
+    nodes, run: "Run", args, redis: PrivateRedis, idle: dict, *, rate: float, connect_s: float
+) -> dict:
+    """One send step on connected sockets: every sender at ``rate`` for ``args.duration`` s, the
+    drain, the last read reports; the per-message figures (see the module's docstring)."""
+    delays: list[float] = []
+
+    async def probe(interval: float = 0.01):  # how late a 10 ms sleep wakes in this loop (ms)
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(interval)
+            delays.append(max(0.0, (time.monotonic() - t - interval) * 1000.0))
+
+    prober = asyncio.ensure_future(probe())
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
     lg0 = psutil.Process().cpu_times()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
@@ -314,8 +393,9 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
     measured_s = time.monotonic() - started
     cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
     lg1 = psutil.Process().cpu_times()
+    prober.cancel()
+    delays.sort()
     pg1, r1 = pg_counters(args.database_url), redis.commands()
-    await run.close()
     redis_by_cmd = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
     lat = sorted(run.latencies)
 
@@ -323,7 +403,7 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
     return {
-        "shape": "pages" if pages else "rooms",
+        "shape": "pages" if run.pages else "rooms",
         "rate": rate,
         "reads": run.reads,
         "stored": stored,
@@ -359,6 +439,10 @@ async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: fl
         "activity_frames": run.activity_frames,
         "activity_unread": run.activity_unread,
         "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
+        "load_generator_loop_delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1)
+        if delays
+        else None,
+        "load_generator_loop_delay_max_ms": round(delays[-1], 1) if delays else None,
         "connect_s": round(connect_s, 1),
         "errors": run.errors,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
@@ -388,6 +472,13 @@ def table(results: list[dict]) -> str:
         ),
         ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
         ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
+        (
+            "load generator: CPU s, loop delay p99 / max (ms)",
+            lambda r: (
+                f"{r['load_generator_cpu_s']}, {r.get('load_generator_loop_delay_p99_ms')} / "
+                f"{r.get('load_generator_loop_delay_max_ms')}"
+            ),
+        ),
         ("load average", lambda r: " ".join(str(x) for x in r["load_avg"])),
         ("errors", lambda r: ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"),
     ]
@@ -405,6 +496,68 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ramp_table(results: list[dict]) -> str:
+    """One column per ramp, in the order run: the sustained rate and deliveries/s, the drop
+    against the mean of the ``rooms`` ramps, and the last passing step's per-message figures."""
+    base = [r["sustained_deliveries_per_s"] for r in results if r["shape"] == "rooms"]
+    base_mean = statistics.mean(base) if base else None
+
+    def last_pass(r):
+        passed = [s for s in r["steps"] if s["passed"]]
+        return passed[-1] if passed else None
+
+    def at_pass(fn):
+        return lambda r: "" if last_pass(r) is None else fn(last_pass(r))
+
+    rows = [
+        ("sustained rate (msg/s per room)", lambda r: f"{r['sustained_rate'] or 0:g}"),
+        ("sustained deliveries/s", lambda r: f"{r['sustained_deliveries_per_s']:,}"),
+        (
+            "drop against the rooms ramps' mean",
+            lambda r: (
+                "" if not base_mean else f"{100 * (1 - r['sustained_deliveries_per_s'] / base_mean):.1f} %"
+            ),
+        ),
+        (
+            "steps (rate: p99 ms)",
+            lambda r: ", ".join(
+                f"{s['rate']:g}: {s['p99_ms']}{'' if s['passed'] else ' FAIL'}" for s in r["steps"]
+            ),
+        ),
+        ("at that step: p50 / p99 (ms)", at_pass(lambda s: f"{s['p50_ms']} / {s['p99_ms']}")),
+        (
+            "first failing step: load generator loop delay p99 / max (ms)",
+            lambda r: next(
+                (
+                    f"{s['load_generator_loop_delay_p99_ms']} / {s['load_generator_loop_delay_max_ms']}"
+                    for s in r["steps"]
+                    if not s["passed"]
+                ),
+                "",
+            ),
+        ),
+        (
+            "node CPU per message (µs), idle subtracted",
+            at_pass(lambda s: f"{s['net_node_cpu_us_per_message']:,}"),
+        ),
+        (
+            "DB transactions per message, idle subtracted (raw)",
+            at_pass(lambda s: f"{s['net_db_transactions_per_message']} ({s['db_transactions_per_message']})"),
+        ),
+        (
+            "Redis commands per message, idle subtracted (raw)",
+            at_pass(lambda s: f"{s['net_redis_commands_per_message']} ({s['redis_commands_per_message']})"),
+        ),
+        ("read reports per message", at_pass(lambda s: f"{s['reads_per_message']}")),
+        ("load average at the end", lambda r: " ".join(str(x) for x in r["load_avg"])),
+    ]
+    head = "| measure | " + " | ".join(f"{r['shape']} ramp {i + 1}" for i, r in enumerate(results)) + " |"
+    lines = [head, "|---|" + "---|" * len(results)]
+    for name, fn in rows:
+        lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
+    return "\n".join(lines)
+
+
 async def main_async(args) -> list[dict]:
     folder = Path(tempfile.mkdtemp(prefix="bench-sidebar-"))
     redis = PrivateRedis(folder)
@@ -415,9 +568,18 @@ async def main_async(args) -> list[dict]:
         env = cluster.node_env(
             database_url=args.database_url, redis_url=redis.url, prefix=f"bench-{secrets.token_hex(3)}"
         )
-        nodes = cluster.start_nodes(args.nodes, env=env, log_dir=folder / "logs")
+        nodes = cluster.start_nodes(
+            args.nodes, env=env, log_dir=folder / "logs", product_dir=args.product_dir or cluster.REPO_DIR
+        )
         cluster.wait_healthy(nodes)
         results = []
+        if args.ramp:
+            for shape in args.shapes.split(","):  # in the order given: rooms,pages,rooms,pages alternates
+                log(f"ramp {shape}: {', '.join(f'{r:g}' for r in args.ramp_rates)} msg/s per sender")
+                result = await ramp(nodes, data, args, redis, pages=shape == "pages")
+                log(json.dumps({k: v for k, v in result.items() if k != "steps"}))
+                results.append(result)
+            return results
         for rate in args.rates:
             for pages in [
                 shape == "pages" for shape in args.shapes.split(",")
@@ -473,15 +635,29 @@ def main(argv=None) -> int:
     p.add_argument("--rooms-each", type=int, default=10)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--no-reads", action="store_true", help="page-like clients send no read reports")
-    p.add_argument("--shapes", default="rooms,pages", help="which shapes to run, in order, at each rate")
+    p.add_argument(
+        "--shapes",
+        default="rooms,pages",
+        help="which shapes to run, in order, at each rate (with --ramp: one ramp each, in order)",
+    )
+    p.add_argument(
+        "--ramp",
+        action="store_true",
+        help="ramp each shape as python -m bench ramp does (>= 99.9 %% delivered, p99 < 100 ms)",
+    )
+    p.add_argument("--ramp-rates", default=",".join(str(r) for r in RAMP_RATES))
+    p.add_argument(
+        "--product-dir", type=Path, default=None, help="run the nodes from this checkout (before/after)"
+    )
     p.add_argument(
         "--database-url", default=os.environ.get("BENCH_SIDEBAR_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
     p.add_argument("--out", type=Path, default=OUT_DIR)
     args = p.parse_args(argv)
     args.rates = [float(x) for x in args.rates.split(",")]
+    args.ramp_rates = [float(x) for x in args.ramp_rates.split(",")]
     results = asyncio.run(main_async(args))
-    print(table(results))
+    print(ramp_table(results) if args.ramp else table(results))
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"sidebar-{stamp}.json"

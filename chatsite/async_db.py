@@ -119,6 +119,12 @@ def remaining() -> float | None:
     return None if at is None else max(at - time.monotonic(), 0.0)
 
 
+async def fetchall(sql: str, params: dict) -> list:
+    """``fetchone``'s rules (a statement safe to run twice, the deadline, one retry on a fresh
+    connection when the first turned out dead, the same errors), returning every row."""
+    return await _run(sql, params, all_rows=True)
+
+
 async def fetchone(sql: str, params: dict):
     """Run one statement that is safe to run twice (its effect is idempotent, such as a send
     keyed by ``client_msg_id``) on a pooled connection and return its first row. Within a
@@ -126,6 +132,10 @@ async def fetchone(sql: str, params: dict):
     (``dbconn.connection_lost``) the statement is sent once more on a fresh one (the pool has been
     drained). Raises ``psycopg.Error`` / ``psycopg_pool.PoolTimeout``; an error raised by the
     retry carries ``chatsite_retried = True`` (the first attempt's outcome is unknown)."""
+    return await _run(sql, params, all_rows=False)
+
+
+async def _run(sql: str, params: dict, *, all_rows: bool):
     timeout = _pool_options()["timeout"]
     for attempt in (1, 2):
         left = remaining()
@@ -134,7 +144,7 @@ async def fetchone(sql: str, params: dict):
                 timeout=timeout if left is None else min(timeout, left)
             ) as conn:
                 cursor = await conn.execute(sql, params)
-                return await cursor.fetchone()
+                return await (cursor.fetchall() if all_rows else cursor.fetchone())
         except psycopg.Error as exc:
             if attempt == 2:
                 exc.chatsite_retried = True

@@ -93,6 +93,16 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     _closed_at = 0.0  # loop time at which _close_if_silent last closed the connection
     RECENT_MESSAGES = 4096  # room.message events remembered per shard, to drop repeats
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """``publish`` of each ``(channel, data)``, in order, in one pipeline: one round trip to
+        Redis for all of them (each still one PUBLISH command)."""
+        async with self._lock:
+            self._ensure_redis()
+            pipe = self._redis.pipeline(transaction=False)
+            for channel, data in messages:
+                pipe.publish(channel, data)
+            await pipe.execute()
+
     def __init__(self, host, channel_layer):
         super().__init__(host, channel_layer)
         self._recent: dict[tuple, None] = {}  # (group channel, seq), oldest first
@@ -187,6 +197,19 @@ class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
             self._last = (data, event)
         return event
 
+    async def group_send_many(self, events: list[tuple[str, dict]]) -> None:
+        """``group_send`` of each ``(group, event)``, in order; the PUBLISHes of one shard go in one
+        pipeline (``RedisShardConnection.publish_many``). For a burst of small events, such as a
+        tick's ``read.updated`` frames (``rooms.reads.ReadBatcher``)."""
+        by_shard: dict = {}
+        for group, event in events:
+            channel = self._get_group_channel_name(group)
+            by_shard.setdefault(self._get_shard(channel), []).append(
+                (channel, self.channel_layer.serialize(event))
+            )
+        for shard, messages in by_shard.items():
+            await shard.publish_many(messages)
+
     def attach(self, channel: str, sink) -> bool:
         """Deliver ``channel``'s events to ``sink(event)`` from now on (see the module's
         docstring). Returns False, changing nothing, when ``channel`` is not this loop's."""
@@ -213,3 +236,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     def attach(self, channel: str, sink) -> bool:
         """``RedisPubSubLoopLayer.attach`` on the running loop's layer."""
         return self._get_layer().attach(channel, sink)
+
+    async def group_send_many(self, events: list[tuple[str, dict]]) -> None:
+        """``RedisPubSubLoopLayer.group_send_many`` on the running loop's layer."""
+        await self._get_layer().group_send_many(events)

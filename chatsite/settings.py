@@ -166,6 +166,9 @@ MIDDLEWARE = [
     "rooms.middleware.ContentSecurityPolicyMiddleware",
     "rooms.middleware.permissions_policy_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After sessions and before CommonMiddleware (Django's documented place): the page language
+    # from the language cookie (the pages' switch, set_language), else Accept-Language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -189,6 +192,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "rooms.context_processors.server",
+                "rooms.i18n.context",
             ],
         },
     },
@@ -379,7 +383,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- I18N, static -----------------------------------------------------------------------------
-LANGUAGE_CODE = "en-us"
+# Every page in English or Korean: LocaleMiddleware picks the language cookie (the switch in the
+# pages' footer posts to Django's set_language view), else the browser's Accept-Language, else
+# LANGUAGE_CODE. The catalogs are locale/<lang>/LC_MESSAGES/django.po (templates, Python) and
+# djangojs.po (the page scripts, served by JavaScriptCatalog at /jsi18n/); the compiled .mo files
+# are committed beside them (docs/development.md: adding a string).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ko", "한국어")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+LANGUAGE_COOKIE_NAME = "chatsite_language"
+LANGUAGE_COOKIE_AGE = 365 * 86400  # seconds: a chosen language lasts a year (default: the session)
+LANGUAGE_COOKIE_SECURE = HTTPS
+LANGUAGE_COOKIE_SAMESITE = "Lax"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -15,6 +15,12 @@ urlpatterns = [
     path("admin/login/", login_throttle.throttled_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/", include("rooms.api_urls")),
+    # The language switch in every page's footer posts here (Django's set_language: the language
+    # cookie, then back to the page), and the page scripts' strings in the page's language
+    # (djangojs catalogs, cacheable by version: gettext, ngettext, interpolate for
+    # static/rooms/room/i18n.js).
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("jsi18n/", views.ScriptCatalogView.as_view(), name="javascript-catalog"),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     # Throttled per client address and per account (rooms/login_throttle.py).
     path("accounts/login/", login_throttle.throttled_login(auth_views.LoginView.as_view()), name="login"),

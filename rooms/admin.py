@@ -38,7 +38,7 @@ def _apply(modeladmin, request, items, verb: str, action) -> None:
             action(item)
             done += 1
         except services.ServiceError as exc:
-            modeladmin.message_user(request, f"{item}: {exc.detail}", messages.ERROR)
+            modeladmin.message_user(request, f"{item}: {exc.localized_detail()}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{done} {verb}.", messages.SUCCESS)
 
@@ -98,7 +98,7 @@ class RoomAdmin(admin.ModelAdmin):
         try:
             services.room_delete(room=obj, actor=request.user)
         except services.ServiceError as exc:  # a 403 page, not "deleted successfully" beside it
-            raise PermissionDenied(exc.detail) from None
+            raise PermissionDenied(exc.localized_detail()) from None
 
     def delete_queryset(self, request, queryset):
         _apply(
@@ -251,7 +251,7 @@ class MembershipAdmin(admin.ModelAdmin):
         try:
             services.member_remove(room=obj.room, actor=request.user, user=obj.user)
         except services.ServiceError as exc:  # the owner's: a 403 page, not "deleted successfully"
-            raise PermissionDenied(exc.detail) from None
+            raise PermissionDenied(exc.localized_detail()) from None
 
     def delete_queryset(self, request, queryset):
         self._each(request, queryset, "membership(s) deleted", services.member_remove)

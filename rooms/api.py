@@ -28,6 +28,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -98,7 +100,7 @@ SEQ_MAX = 2**63 - 1  # seq is a bigint; a larger number is refused (400), never 
 
 # The one body of every REST 404: an unknown path, room, message, member or user, or a private
 # room one is not in. It names no model and no value, so it never says what exists.
-NOT_FOUND_BODY = {"detail": "Not found.", "code": "not_found"}
+NOT_FOUND_BODY = {"detail": gettext_noop("Not found."), "code": "not_found"}
 
 
 def _example_message(**fields) -> dict:
@@ -137,7 +139,7 @@ def not_found(request, *args, **kwargs):
     view answers (``chatsite.urls``)."""
     from django.http import JsonResponse
 
-    return JsonResponse(NOT_FOUND_BODY, status=404)
+    return JsonResponse({**NOT_FOUND_BODY, "detail": gettext(NOT_FOUND_BODY["detail"])}, status=404)
 
 
 def exception_handler(exc, context):
@@ -164,18 +166,18 @@ def exception_handler(exc, context):
     if is_database_outage(exc):
         log_outage(context["request"], exc)
         return Response(
-            {"detail": UNAVAILABLE_DETAIL, "code": "unavailable"},
+            {"detail": gettext(UNAVAILABLE_DETAIL), "code": "unavailable"},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER)},
         )
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            {"detail": "The request body is too large.", "code": "too_large"},
+            {"detail": _("The request body is too large."), "code": "too_large"},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
         return Response(
-            {"detail": "The request has too many fields.", "code": "too_many_fields"},
+            {"detail": _("The request has too many fields."), "code": "too_many_fields"},
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, services.ServiceError) and exc.status == 404:
@@ -186,7 +188,9 @@ def exception_handler(exc, context):
         if isinstance(exc.extra.get("retry_after"), (int, float)):
             headers = {"Retry-After": str(max(0, math.ceil(exc.extra["retry_after"])))}
         return Response(
-            {"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status, headers=headers
+            {"detail": exc.localized_detail(), "code": exc.code, **exc.extra},
+            status=exc.status,
+            headers=headers,
         )
     elif isinstance(exc, DjangoValidationError):
         fields = getattr(exc, "message_dict", None) or {"non_field_errors": exc.messages}
@@ -202,7 +206,7 @@ def exception_handler(exc, context):
     if response is not None and response.status_code == status.HTTP_404_NOT_FOUND:
         # Django's Http404 (get_object_or_404: "No Message matches the given query."), DRF's
         # NotFound, a service's: one body that names no model.
-        response.data = dict(NOT_FOUND_BODY)
+        response.data = {**NOT_FOUND_BODY, "detail": gettext(NOT_FOUND_BODY["detail"])}
     return response
 
 
@@ -271,7 +275,7 @@ class TokenView(APIView):
         if attempt.retry_after is not None:
             login_throttle.refused("login")
             raise exceptions.Throttled(
-                wait=attempt.retry_after, detail="Too many failed log-ins for this account."
+                wait=attempt.retry_after, detail=gettext("Too many failed log-ins for this account.")
             )
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         if not serializer.is_valid():
@@ -279,7 +283,7 @@ class TokenView(APIView):
                 attempt.release()  # no password was checked: not a guess
             raise exceptions.ValidationError(serializer.errors)
         attempt.release()
-        token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
+        token, _created = Token.objects.get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key})
 
     @extend_schema(request=None, responses={204: None})
@@ -504,7 +508,7 @@ class HistoryQuery(serializers.Serializer):
 
     def validate(self, attrs):
         if "after_seq" in attrs and "before_seq" in attrs:
-            raise serializers.ValidationError("Give after_seq or before_seq, not both.")
+            raise serializers.ValidationError(_("Give after_seq or before_seq, not both."))
         return attrs
 
 
@@ -931,7 +935,7 @@ class MemberViewSet(RoomScoped, viewsets.GenericViewSet):
         else:
             user = get_user_model().objects.filter(username=username).first()
             if user is None:
-                raise exceptions.ValidationError({"username": ["No such user."]})
+                raise exceptions.ValidationError({"username": [_("No such user.")]})
             membership = self.run(
                 services.member_add, actor=request.user, user=user, role=data.validated_data["role"]
             )
@@ -1109,7 +1113,8 @@ class SearchQuery(serializers.Serializer):
         allow_blank=True,
         trim_whitespace=False,
         help_text=f"The search: whitespace-separated terms, every one a case-insensitive substring "
-        f"of the body. {search.QUERY_MIN_LENGTH}..{search.QUERY_MAX_LENGTH} characters.",
+        f"of the body. At most {search.QUERY_MAX_LENGTH} characters; some term of "
+        f"{search.QUERY_MIN_LENGTH}+ characters, or one Hangul, kana or CJK character.",
     )
     room = serializers.CharField(required=False, help_text="A room's slug: search only that room.")
     before = serializers.IntegerField(
@@ -1173,8 +1178,8 @@ class SearchView(APIView):
         "are never found. Paged by message id: the next page is `?before=` the answer's "
         "`next_before`. `highlights`: where the terms occur in the body, as `[start, end)` "
         "ranges of Unicode code points: escape the body and mark those ranges. 400 "
-        '`{"detail", "code"}` with code `query_empty`, `query_too_short` (one '
-        "character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
+        '`{"detail", "code"}` with code `query_empty`, `query_too_short` (no term '
+        "of 2+ characters, and none a single Hangul, kana or CJK character), `query_too_long` (over 200 characters) or `invalid_text`; 400 field errors "
         "for `before` or `limit` out of range. Throttled per user (`THROTTLE_SEARCH_RATE`).",
         examples=[
             OpenApiExample("Search for 대화", request_only=True, value={"q": "대화"}),
@@ -1270,7 +1275,7 @@ class AttachmentUploadView(APIView):
             raise attachments.TooLarge(f"A file is at most {limit // (1024 * 1024)} MB.", max_bytes=limit)
         upload = request.FILES.get("file")
         if upload is None:
-            raise exceptions.ValidationError({"file": ["Send the file in the multipart field `file`."]})
+            raise exceptions.ValidationError({"file": [_("Send the file in the multipart field `file`.")]})
         attachment = attachments.attachment_upload(room=room, user=request.user, upload=upload)
         return Response(AttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
 

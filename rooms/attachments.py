@@ -53,6 +53,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 from .models import Attachment, Membership, Message, Room
 from .services import NotFound, ServiceError, check_may_upload
@@ -183,9 +184,11 @@ def _clean_image(data: bytes, kind: str) -> tuple[bytes, bytes, str, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.format != fmt:
-                raise UnsupportedType("The image is not what its signature says.")
+                raise UnsupportedType(_("The image is not what its signature says."))
             if probe.width * probe.height > MAX_PIXELS:
-                raise UnsupportedType(f"Images are at most {MAX_PIXELS // 1_000_000} megapixels.")
+                raise UnsupportedType(
+                    _("Images are at most %(count)s megapixels."), params={"count": MAX_PIXELS // 1_000_000}
+                )
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -216,7 +219,9 @@ def _clean_image(data: bytes, kind: str) -> tuple[bytes, bytes, str, int, int]:
     except UnsupportedType:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UnsupportedType(f"The image could not be read ({type(exc).__name__}).") from None
+        raise UnsupportedType(
+            _("The image could not be read (%(error)s)."), params={"error": type(exc).__name__}
+        ) from None
     return out.getvalue(), thumb_out.getvalue(), thumb_ext, width, height
 
 
@@ -227,19 +232,25 @@ def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFil
     check_may_upload(room=room, user=user)
     limit = max_bytes()
     if upload.size is None or upload.size > limit:
-        raise TooLarge(f"A file is at most {limit // (1024 * 1024)} MB.", max_bytes=limit)
+        raise TooLarge(
+            _("A file is at most %(mb)s MB."), params={"mb": limit // (1024 * 1024)}, max_bytes=limit
+        )
     data = upload.read(limit + 1)
     if len(data) > limit:
-        raise TooLarge(f"A file is at most {limit // (1024 * 1024)} MB.", max_bytes=limit)
+        raise TooLarge(
+            _("A file is at most %(mb)s MB."), params={"mb": limit // (1024 * 1024)}, max_bytes=limit
+        )
     name = clean_name(upload.name)
     ext = PurePosixPath(name.lower()).suffix
     if ext in REFUSED_EXTENSIONS:
-        raise UnsupportedType("Files of this kind cannot be shared (HTML, SVG, scripts).")
+        raise UnsupportedType(_("Files of this kind cannot be shared (HTML, SVG, scripts)."))
     kind = sniff(data)
     if kind is None:
-        raise UnsupportedType("Only images (PNG, JPEG, GIF, WebP), PDF, ZIP and plain text can be shared.")
+        raise UnsupportedType(_("Only images (PNG, JPEG, GIF, WebP), PDF, ZIP and plain text can be shared."))
     if ext in CLAIMED and CLAIMED[ext] != kind:
-        raise UnsupportedType(f"The file's content is not what its name says ({ext}).")
+        raise UnsupportedType(
+            _("The file's content is not what its name says (%(ext)s)."), params={"ext": ext}
+        )
     width = height = None
     thumbnail_bytes = thumb_ext = None
     if kind in IMAGE_TYPES:
@@ -278,7 +289,9 @@ def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int
     if not ids:
         return []
     if len(ids) > MAX_PER_MESSAGE:
-        raise InvalidAttachment(f"A message carries at most {MAX_PER_MESSAGE} attachments.")
+        raise InvalidAttachment(
+            _("A message carries at most %(count)s attachments."), params={"count": MAX_PER_MESSAGE}
+        )
     found = {
         a.pk: a
         for a in Attachment.objects.select_for_update().filter(
@@ -287,7 +300,7 @@ def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int
     }
     if len(found) != len(ids):
         raise InvalidAttachment(
-            "An attachment is not one of your unsent uploads in this room.",
+            _("An attachment is not one of your unsent uploads in this room."),
             ids=[i for i in ids if i not in found],
         )
     Attachment.objects.filter(pk__in=ids).update(message=message)
@@ -349,15 +362,15 @@ def attachment_readable(*, user: AbstractBaseUser, attachment_id: int) -> Attach
         else None
     )
     if attachment is None or not user.is_authenticated:
-        raise NotFound("No such attachment.")
+        raise NotFound(_("No such attachment."))
     if attachment.message is None:
         if attachment.uploader_id != user.pk:
-            raise NotFound("No such attachment.")
+            raise NotFound(_("No such attachment."))
     elif attachment.message.deleted_at is not None:
-        raise NotFound("No such attachment.")
+        raise NotFound(_("No such attachment."))
     membership = Membership.objects.filter(room_id=attachment.room_id, user_id=user.pk).first()
     if membership is not None and membership.is_banned:
-        raise NotFound("No such attachment.")
+        raise NotFound(_("No such attachment."))
     if attachment.room.is_private and membership is None:
-        raise NotFound("No such attachment.")
+        raise NotFound(_("No such attachment."))
     return attachment

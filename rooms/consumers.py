@@ -87,13 +87,15 @@ server → every member, when a message is edited or deleted::
     {"type": "message.deleted", "id": int, "room": slug, "seq": int}
 
 client → server, the reader has seen the room up to ``seq`` (a page reports it debounced, not
-per frame; ``rooms.reads``): no answer, or an error frame (``missing_field``, ``invalid_field``,
-``not_found`` when not a member, ``rate_limited``: counted as a read frame, below)::
+per frame; ``rooms.reads``; written with the node's other reports of a 0.25 s tick, in one
+statement): no answer, or an error frame (``missing_field``, ``invalid_field``, ``rate_limited``:
+counted as a read frame, below; after the tick: ``not_found`` when not a member,
+``unavailable``)::
 
     {"type": "read", "seq": int}
 
 server → every socket of the user on every node, when a read report moved their marker (never
-backward; clamped to the room's last seq), so their other tabs clear their badges; and to each
+backward; clamped to the room's last seq; once per tick for a socket's reports), so their other tabs clear their badges; and to each
 member mentioned by ``@username`` in a message stored or edited (``rooms.mentions``)::
 
     {"type": "read.updated", "room": slug, "last_read_seq": int, "unread_count": int,
@@ -1100,22 +1102,42 @@ class RoomConsumer(SocketConsumer):
 
     async def read_report(self, seq: int) -> None:
         """``read``: ``{"type": "read", "seq": int}`` moves the user's read marker in this room
-        (``reads.read_report``: never backward, clamped to the room's last seq); every socket of
-        the user then gets ``read.updated`` through the layer, this one included (one statement
-        from the event loop: ``reads.read_report_async``). No answer of its own; ``not_found`` (an error frame, the socket kept: access events close it) when
-        the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``) when the
-        database cannot be used (report again later)."""
-        try:
-            await reads.read_report_async(room=self.room, user=self.scope["user"], seq=seq)
-        except ServiceError as exc:
-            raise FrameError(exc.code, exc.detail) from None
-        except DATABASE_ERRORS:
-            unavailable_log.warning(
-                "read", "read: database unavailable in room %s", self.room.pk, exc_info=True
-            )
-            raise FrameError(
-                "unavailable", "The read could not be stored now; report it again.", frame="read"
-            ) from None
+        (``reads.read_report``: never backward, clamped to the room's last seq). The report joins
+        this node's current tick (``reads.read_report_soon``: every report a node gets within
+        ``reads.READ_TICK``, 0.25 s, is written in one statement) and this returns at once, so the
+        socket's next frames do not wait for it; once the tick has committed, every socket of the
+        user (this one included) gets ``read.updated`` through the layer when the marker moved.
+        No answer of its own; ``not_found`` (an error frame, the socket kept: access events close
+        it) when the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``)
+        when the database cannot be used (report again later). Those two come after the tick,
+        possibly after answers to later frames."""
+        report = reads.read_report_soon(room=self.room, user=self.scope["user"], seq=seq)
+        report.add_done_callback(self._read_answered)
+
+    def _read_answered(self, report: asyncio.Future) -> None:
+        """A queued read report's outcome: nothing when it was written; else its error frame, sent
+        from a task of its own (kept in ``_pending_closes`` until it is done)."""
+        if report.cancelled():
+            return
+        exc = report.exception()
+        if exc is None or self.closing:
+            return
+        if isinstance(exc, ServiceError):
+            frame = {"type": "error", "code": exc.code, "detail": exc.detail}
+        elif isinstance(exc, DATABASE_ERRORS):
+            unavailable_log.warning("read", "read: database unavailable in room %s", self.room.pk)
+            frame = {
+                "type": "error",
+                "code": "unavailable",
+                "detail": "The read could not be stored now; report it again.",
+                "frame": "read",
+            }
+        else:
+            logger.error("unexpected error storing a read report in room %s", self.room.pk, exc_info=exc)
+            frame = {"type": "error", "code": "internal_error", "detail": "The read could not be stored."}
+        task = asyncio.ensure_future(self.send_json(frame))
+        _pending_closes.add(task)
+        task.add_done_callback(_pending_closes.discard)
 
     async def fetch(self, content: dict) -> None:
         """``fetch``: ``{"type": "fetch", "after_seq": int, "before_seq": int (optional)}``,

@@ -27,6 +27,7 @@ from functools import partial
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
 
 from . import events
 from .models import Membership, Room, UserSettings
@@ -101,21 +102,22 @@ def dm_open(*, user: AbstractBaseUser, username: str) -> DmResult:
     any nodes, give one room (the unique ``dm_key``: the loser's insert rolls back and it
     returns the winner's room). A refusal changes nothing."""
     if not isinstance(username, str) or not username:
-        raise UserNotFound("No such user.")
+        raise UserNotFound(_("No such user."))
     if username == user.get_username():
-        raise DmSelf("You cannot start a direct message with yourself.")
+        raise DmSelf(_("You cannot start a direct message with yourself."))
     other = get_user_model().objects.filter(username=username, is_active=True).first()
     if other is None:
-        raise UserNotFound("No such user.")
+        raise UserNotFound(_("No such user."))
     if other.pk == user.pk:
-        raise DmSelf("You cannot start a direct message with yourself.")
+        raise DmSelf(_("You cannot start a direct message with yourself."))
     key = dm_key(user.pk, other.pk)
     room = Room.objects.filter(dm_key=key).first()
     if room is not None:
         return DmResult(room=room, created=False)
     if dms_from(other.pk) == DmsFrom.SHARED_ROOMS and not share_a_room(user.pk, other.pk):
         raise DmsOff(
-            f"{other.get_username()} takes direct messages only from people who share a room with them."
+            _("%(username)s takes direct messages only from people who share a room with them."),
+            params={"username": other.get_username()},
         )
     low, high = sorted((user, other), key=lambda u: u.pk)
     room = Room(
@@ -201,5 +203,5 @@ def user_settings_update(*, user: AbstractBaseUser, **fields) -> UserSettings:
         raise ValueError(f"not a setting: {sorted(unknown)}")
     if "dms_from" in fields and fields["dms_from"] not in DmsFrom.values:
         raise ValueError(f"dms_from must be one of {DmsFrom.values}")
-    settings_row, _ = UserSettings.objects.update_or_create(user_id=user.pk, defaults=fields)
+    settings_row, _created = UserSettings.objects.update_or_create(user_id=user.pk, defaults=fields)
     return settings_row

@@ -392,6 +392,55 @@ def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool
     )
 
 
+def broadcast_read_updates(updates: list[tuple[int, str, dict]]) -> None:
+    """``broadcast_read_updated`` for each ``(user_id, room_slug, state)`` of one tick of read
+    reports (``rooms.reads.ReadBatcher``), called on the event loop after the tick's commit: the
+    events are queued in order with this loop's other publishes and handed to the layer at once,
+    as one pipeline of PUBLISHes (one Redis round trip, one command per user and room) when the
+    layer has ``group_send_many`` (``chatsite.layers``), else one ``group_send`` each."""
+    if not updates:
+        return
+    started = time.perf_counter()
+    items = [
+        (
+            user_group_name(user_id),
+            {
+                "type": USER_READ_UPDATED,
+                "text": encode_frame({"type": "read.updated", "room": slug, **state}),
+            },
+        )
+        for user_id, slug, state in updates
+    ]
+    task = asyncio.get_running_loop().create_task(_publish_many_in_order(get_channel_layer(), items, started))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+async def _publish_many_in_order(layer, items: list[tuple[str, dict]], started: float) -> None:
+    loop = asyncio.get_running_loop()
+    lock = _publish_locks.get(loop)
+    if lock is None:
+        lock = _publish_locks[loop] = asyncio.Lock()
+    send_many = getattr(layer, "group_send_many", None)
+    async with lock:
+        if send_many is not None:
+            try:
+                await send_many(items)
+            except Exception:
+                for group, event in items:
+                    _failed(group, event)
+                return
+        else:
+            for group, event in items:
+                try:
+                    await layer.group_send(group, event)
+                except Exception:
+                    _failed(group, event)
+    elapsed = time.perf_counter() - started
+    for _, event in items:
+        metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(elapsed)
+
+
 def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict) -> None:
     """``{"type": "mention", "room": slug, "message": {...}}`` to every socket of each of
     ``user_ids`` (members newly mentioned by ``@username``), one layer event per user; the frame

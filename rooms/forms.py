@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
+from django.utils.translation import gettext_lazy as _
 
 from . import profiles
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Room, normalize_slug, slug_from_name
@@ -14,13 +15,21 @@ class RoomCreateForm(forms.ModelForm):
         required=False,
         max_length=SLUG_MAX_LENGTH,
         allow_unicode=True,
-        help_text="Letters (any script), digits, - and _. Empty: made from the name (unguessable for a private room).",
+        label=_("Slug"),
+        help_text=_(
+            "Letters (any script), digits, - and _. Empty: made from the name (unguessable for a private room)."
+        ),
     )
 
     class Meta:
         model = Room
         fields = ["name", "slug", "description", "is_private"]
-        labels = {"is_private": "Private room"}
+        labels = {
+            "name": _("Name"),
+            "description": _("Description"),
+            "is_private": _("Private room"),
+        }
+        help_texts = {"is_private": _("Private rooms are visible to their members only.")}
 
     def clean(self):
         cleaned = super().clean()
@@ -30,7 +39,7 @@ class RoomCreateForm(forms.ModelForm):
             slug = slug_from_name(cleaned["name"])
             if not slug:
                 self.add_error(
-                    "slug", "Choose a slug: one cannot be made from this name (it has no letter or digit)."
+                    "slug", _("Choose a slug: one cannot be made from this name (it has no letter or digit).")
                 )
             elif Room.objects.filter(slug__iexact=slug).exists():
                 self.add_error("slug", SLUG_UNAVAILABLE)
@@ -53,19 +62,19 @@ class UserSettingsForm(forms.Form):
     display_name = forms.CharField(
         required=False,
         max_length=profiles.DISPLAY_NAME_MAX_LENGTH,
-        label="Display name",
-        help_text="Shown beside your messages instead of your username (which stays your @mention).",
+        label=_("Display name"),
+        help_text=_("Shown beside your messages instead of your username (which stays your @mention)."),
     )
     email = forms.EmailField(
         required=False,
         max_length=254,
-        label="E-mail address",  # Django's User.email
-        help_text="Only used to send you a link when you forget your password.",
+        label=_("E-mail address"),  # Django's User.email
+        help_text=_("Only used to send you a link when you forget your password."),
     )
     only_shared_rooms = forms.BooleanField(
         required=False,
-        label="Only people who share a room with me can start a direct message with me",
-        help_text="Direct messages you already have keep working.",
+        label=_("Only people who share a room with me can start a direct message with me"),
+        help_text=_("Direct messages you already have keep working."),
     )
 
     def __init__(self, *args, user, **kwargs):

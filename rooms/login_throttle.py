@@ -38,6 +38,7 @@ import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext, ngettext
 
 from chatsite.proxy import parse_address
 
@@ -134,8 +135,9 @@ def wait_text(seconds: float) -> str:
     """``"in 42 seconds"``, ``"in 14 minutes"``: the wait a refusal names (rounded up)."""
     seconds = max(1, math.ceil(seconds))
     if seconds < 120:
-        return f"in {seconds} second{'s' if seconds != 1 else ''}"
-    return f"in {math.ceil(seconds / 60)} minutes"
+        return ngettext("in %(count)s second", "in %(count)s seconds", seconds) % {"count": seconds}
+    minutes = math.ceil(seconds / 60)
+    return ngettext("in %(count)s minute", "in %(count)s minutes", minutes) % {"count": minutes}
 
 
 def refuse_with_form(response, form, message: str, retry_after: float):
@@ -170,14 +172,15 @@ def throttled_login(view):
         username = request.POST.get("username", "")
         retry_after = address_hit("login", request, settings.LOGIN_ADDRESS_RATE)
         if retry_after is not None:
-            message = f"Too many log-in attempts from your network. Try again {wait_text(retry_after)}."
+            message = gettext("Too many log-in attempts from your network. Try again %(wait)s.") % {
+                "wait": wait_text(retry_after)
+            }
             return _refused_login(view, request, args, kwargs, username, message, retry_after)
         attempt = AccountAttempt(username)
         if attempt.retry_after is not None:
-            message = (
-                f"Too many failed log-ins for this account. Try again {wait_text(attempt.retry_after)}"
-                " (the password was not checked)."
-            )
+            message = gettext(
+                "Too many failed log-ins for this account. Try again %(wait)s (the password was not checked)."
+            ) % {"wait": wait_text(attempt.retry_after)}
             return _refused_login(view, request, args, kwargs, username, message, attempt.retry_after)
         response = view(request, *args, **kwargs)
         if not _wrong_password(response):

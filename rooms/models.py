@@ -8,13 +8,14 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
 
 from .text import label_errors
 
 SLUG_MAX_LENGTH = 64
 # The one answer for a slug that cannot be had, whether a room the caller can see holds it, a
 # private room they cannot see, or it is reserved: it never confirms that a room exists.
-SLUG_UNAVAILABLE = "This slug is not available; choose another."
+SLUG_UNAVAILABLE = _("This slug is not available; choose another.")
 SLUG_UNAVAILABLE_CODE = "slug_unavailable"  # the ValidationError's code; REST's "code"
 # Slugs are unique regardless of case ("General" and "general" are one slug), and these are
 # reserved in any case: "new" (/rooms/new/ is the create-room page) and, for group rooms, the

@@ -15,6 +15,7 @@ from django.db import DataError, IntegrityError, ProgrammingError
 from django.db import Error as DjangoDatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.translation import get_language, gettext, gettext_noop
 from psycopg_pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _NOT_OUTAGES = (
     psycopg.DataError,
 )
 RETRY_AFTER = 5  # seconds, in Retry-After of a 503 for a database outage
-UNAVAILABLE_DETAIL = "The service cannot reach its database right now; try again shortly."
+UNAVAILABLE_DETAIL = gettext_noop("The service cannot reach its database right now; try again shortly.")
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -50,14 +51,15 @@ def unavailable_response(request) -> HttpResponse:
     any client that does not ask for HTML, a short HTML page (no template, nothing that could
     need the database) for browsers."""
     if "text/html" in request.headers.get("Accept", "") and not request.path.startswith("/api/"):
+        title = gettext("Service unavailable")
         response = HttpResponse(
-            "<!doctype html><title>Service unavailable</title><h1>Service unavailable</h1>"
-            f"<p>{UNAVAILABLE_DETAIL}</p>",
+            f"<!doctype html><html lang={get_language()}><title>{title}</title><h1>{title}</h1>"
+            f"<p>{gettext(UNAVAILABLE_DETAIL)}</p>",
             status=503,
             content_type="text/html; charset=utf-8",
         )
     else:
-        response = JsonResponse({"detail": UNAVAILABLE_DETAIL, "code": "unavailable"}, status=503)
+        response = JsonResponse({"detail": gettext(UNAVAILABLE_DETAIL), "code": "unavailable"}, status=503)
     response["Retry-After"] = str(RETRY_AFTER)
     return response
 

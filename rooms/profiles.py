@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
 
 from .text import label_errors
 
@@ -32,7 +33,9 @@ def clean_display_name(value: str, *, user: AbstractBaseUser | None = None) -> s
     another user's username in any case (``user``: the one choosing it)."""
     value = (value or "").strip()
     if len(value) > DISPLAY_NAME_MAX_LENGTH:
-        raise ValidationError(f"At most {DISPLAY_NAME_MAX_LENGTH} characters.", code="max_length")
+        raise ValidationError(
+            _("At most %(max)s characters."), code="max_length", params={"max": DISPLAY_NAME_MAX_LENGTH}
+        )
     errors = label_errors(value, what="display name")
     if errors:
         raise ValidationError(errors[0], code="invalid")
@@ -42,7 +45,7 @@ def clean_display_name(value: str, *, user: AbstractBaseUser | None = None) -> s
         and get_user_model().objects.filter(username__iexact=value).exclude(pk=user.pk).exists()
     ):
         raise ValidationError(
-            "That is another user's username; choose a name that is yours.", code="impersonation"
+            _("That is another user's username; choose a name that is yours."), code="impersonation"
         )
     return value
 
@@ -58,7 +61,7 @@ def clean_email(value: str, *, user: AbstractBaseUser | None = None) -> str:
     if user is not None:
         others = others.exclude(pk=user.pk)
     if others.exists():
-        raise ValidationError("Another account uses this e-mail address.", code="email_taken")
+        raise ValidationError(_("Another account uses this e-mail address."), code="email_taken")
     return value
 
 

@@ -44,6 +44,7 @@ from functools import partial
 import emoji as emoji_lib
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
 
 from . import events
 from .models import REACTION_EMOJI_MAX_LENGTH, Membership, Message, Reaction
@@ -211,5 +212,5 @@ def reaction_by_seq(*, room, seq: int, user: AbstractBaseUser, emoji, add: bool)
     emoji = normalize_emoji(emoji)
     message = Message.objects.filter(room=room, seq=seq).select_related("room").first()
     if message is None:
-        raise services.MessageNotFound("No message with this seq in the room.")
+        raise services.MessageNotFound(_("No message with this seq in the room."))
     return (reaction_add if add else reaction_remove)(message=message, user=user, emoji=emoji)

@@ -1,7 +1,8 @@
 """Read state: each member's ``Membership.last_read_seq`` in each room (writes and reads).
 
-The watermark design (Mattermost's ``LastViewedAt``, on our gapless ``seq``): one write per
-read report, none per delivered message. Zulip's row per recipient per message would cost a
+The watermark design (Mattermost's ``LastViewedAt``, on our gapless ``seq``): one row write per
+read report at most, none per delivered message; the room sockets' ``read`` frames a node gets
+within ``READ_TICK`` (0.25 s) are one statement (``ReadBatcher``). Zulip's row per recipient per message would cost a
 write per member for every message.
 
 - ``last_read_seq`` only moves forward, and never past the room's ``last_seq`` (a report
@@ -18,10 +19,13 @@ write per member for every message.
   moves the marker and, when it moved, sends ``{"type": "read.updated", "room": slug,
   "last_read_seq": int, "unread_count": int, "mention_count": int}`` to every socket of the user
   on every node after commit (``events.broadcast_read_updated``), so their other tabs clear
-  their badges. Events from two nodes may arrive out of order: keep the highest
+  their badges. A socket's ``read`` frame goes through ``read_report_soon``: written with the
+  node's other reports of the tick, one ``read.updated`` per user and room per tick. Events from two nodes may arrive out of order: keep the highest
   ``last_read_seq``.
 """
 
+import asyncio
+import weakref
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -135,62 +139,206 @@ def read_report(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
     return state
 
 
+READ_TICK = 0.25
+"""Seconds a node gathers the room sockets' read reports before writing them in one statement
+(``ReadBatcher``): at most this, plus the statement, between a ``read`` frame and its
+``read.updated``. 0.25 s: a quarter of the page's own 1 s debounce (``static/rooms/room/reads.js``),
+so the other tabs' badges still clear within about a second and a half of reading; measured in
+bench/RESULTS.md ("Read reports coalesced per tick", 2026-12-05)."""
+
+
 @lru_cache(maxsize=1)
-def _report_sql() -> str:
-    """``read_report`` in one statement (PostgreSQL): the marker moved forward (clamped to the
-    room's last seq) and the read state after it, as ``(moved, last_read_seq, unread_count,
-    mention_count)``; ``last_read_seq`` NULL when the user is not a (not banned) member."""
+def _batch_sql() -> str:
+    """Every read report a node gathered in one tick, in one statement (PostgreSQL). Parameters:
+    three arrays of equal length, ``rooms``, ``users``, ``seqs`` (a pair may repeat: its highest
+    seq counts). Each (room, user) pair's marker becomes ``max(last_read_seq, min(seq, room's
+    last_seq))``; the rows that move are locked in ``id`` order first, so two nodes writing
+    overlapping batches at once wait for each other instead of deadlocking. One row per pair:
+    ``(room_id, user_id, moved, last_read_seq, unread_count, mention_count)``, with
+    ``last_read_seq`` NULL when the user is not a (not banned) member of the room."""
     quote = connection.ops.quote_name
     room_t, member_t = quote(Room._meta.db_table), quote(Membership._meta.db_table)
     message_t, mention_t = quote(Message._meta.db_table), quote(Mention._meta.db_table)
     return f"""
-        WITH target AS (
-            SELECT LEAST(%(seq)s::bigint, r.last_seq) AS seq FROM {room_t} r WHERE r.id = %(room)s
+        WITH input AS (
+            SELECT i.room_id, i.user_id, max(i.seq) AS seq
+            FROM unnest(%(rooms)s::bigint[], %(users)s::bigint[], %(seqs)s::bigint[])
+                AS i(room_id, user_id, seq)
+            GROUP BY i.room_id, i.user_id
+        ), target AS (
+            SELECT m.id, LEAST(i.seq, r.last_seq) AS seq
+            FROM input i
+            JOIN {member_t} m ON m.room_id = i.room_id AND m.user_id = i.user_id AND m.banned_at IS NULL
+            JOIN {room_t} r ON r.id = i.room_id
+            WHERE m.last_read_seq < LEAST(i.seq, r.last_seq)
+            ORDER BY m.id
+            FOR UPDATE OF m
         ), moved AS (
-            UPDATE {member_t} m SET last_read_seq = (SELECT seq FROM target)
-            WHERE m.room_id = %(room)s AND m.user_id = %(user)s AND m.banned_at IS NULL
-              AND m.last_read_seq < (SELECT seq FROM target)
-            RETURNING m.last_read_seq
+            UPDATE {member_t} m SET last_read_seq = GREATEST(m.last_read_seq, t.seq)
+            FROM target t WHERE m.id = t.id AND m.last_read_seq < t.seq
+            RETURNING m.room_id, m.user_id, m.last_read_seq
         ), marker AS (
-            SELECT COALESCE(
-                (SELECT last_read_seq FROM moved),
-                (SELECT m.last_read_seq FROM {member_t} m
-                 WHERE m.room_id = %(room)s AND m.user_id = %(user)s AND m.banned_at IS NULL)
-            ) AS seq
+            SELECT i.room_id, i.user_id, mv.room_id IS NOT NULL AS moved,
+                COALESCE(mv.last_read_seq, m.last_read_seq) AS seq
+            FROM input i
+            LEFT JOIN {member_t} m
+                ON m.room_id = i.room_id AND m.user_id = i.user_id AND m.banned_at IS NULL
+            LEFT JOIN moved mv ON mv.room_id = i.room_id AND mv.user_id = i.user_id
         )
-        SELECT EXISTS (SELECT 1 FROM moved), (SELECT seq FROM marker),
+        SELECT k.room_id, k.user_id, k.moved, k.seq,
             (SELECT count(*) FROM {message_t} msg
-             WHERE msg.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker)
-               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM %(user)s),
+             WHERE msg.room_id = k.room_id AND msg.seq > k.seq
+               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM k.user_id),
             (SELECT count(*) FROM {message_t} msg
-             WHERE msg.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker) AND msg.mentions_room
-               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM %(user)s)
+             WHERE msg.room_id = k.room_id AND msg.seq > k.seq AND msg.mentions_room
+               AND msg.deleted_at IS NULL AND msg.author_id IS DISTINCT FROM k.user_id)
           + (SELECT count(*) FROM {mention_t} mn JOIN {message_t} msg ON msg.id = mn.message_id
-             WHERE mn.user_id = %(user)s AND mn.room_id = %(room)s AND msg.seq > (SELECT seq FROM marker)
+             WHERE mn.user_id = k.user_id AND mn.room_id = k.room_id AND msg.seq > k.seq
                AND msg.deleted_at IS NULL AND NOT msg.mentions_room)
+        FROM marker k
     """
 
 
-async def read_report_async(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
-    """``read_report`` for a socket's ``read`` frame, from the event loop: one statement on the
-    loop's own pool (``chatsite.async_db``, no hop to the node's database thread; measured in
-    bench/RESULTS.md, "Sidebar"), then ``read.updated`` broadcast when the marker moved. The same
-    rules and answers; ``services.NotFound`` for a non-member. Without PostgreSQL: ``read_report``
-    on the database thread. Database errors propagate (``psycopg.Error``, ``PoolTimeout``);
-    the whole step ends within ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s (``async_db.deadline``)."""
-    from channels.db import database_sync_to_async
+@dataclass
+class _Pending:
+    room_slug: str
+    seq: int
+    waiters: list
 
+
+class ReadBatcher:
+    """A node's read reports, gathered per tick and written together (group commit, as the sends'
+    in ``rooms.services``): the first report after a quiet spell starts a ``READ_TICK`` timer;
+    when it fires, every report gathered is written in one statement (``_batch_sql``) on the
+    event loop's pool (``chatsite.async_db``), and reports that arrive while it runs go into the
+    next statement, sent as soon as it returns. So a node writes at most one read statement at a
+    time, however many reports it gets: N reports of one tick cost one statement instead of N,
+    and one user's many reports of one room in a tick one row.
+
+    After the statement (autocommit: it has committed), each pair whose marker moved gets one
+    ``read.updated`` to every socket of the user on every node, with the state after the whole
+    tick; a pair that did not move sends nothing. The tick's events go to Redis together, one
+    pipeline of PUBLISHes (``events.broadcast_read_updates``): one round trip per tick, not one
+    per report, so they hold this node's message broadcasts (queued behind them) for one. One per event
+    loop (``for_loop``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.pending: dict[tuple[int, int], _Pending] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.writing: asyncio.Task | None = None
+        self.statements = 0  # batches written (for tests and the bench)
+
+    def add(self, *, room: Room, user_id: int, seq: int) -> asyncio.Future:
+        """Queue a report; returns a future of ``(moved: bool, ReadState)`` after the tick's
+        commit, or raising ``services.NotFound`` (not a member: nothing changed) or the
+        database's error (``psycopg.Error``, ``PoolTimeout``: nothing known to be changed)."""
+        waiter = self.loop.create_future()
+        key = (room.pk, user_id)
+        entry = self.pending.get(key)
+        if entry is None:
+            self.pending[key] = _Pending(room.slug, seq, [waiter])
+        else:
+            entry.seq = max(entry.seq, seq)
+            entry.waiters.append(waiter)
+        if self.timer is None and self.writing is None:
+            self.timer = self.loop.call_later(READ_TICK, self._tick)
+        return waiter
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.writing is None:
+            self.writing = self.loop.create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, {}
+                await self._write(batch)
+        finally:
+            self.writing = None
+
+    async def _write(self, batch: dict[tuple[int, int], _Pending]) -> None:
+        from chatsite import async_db
+
+        from .services import NotFound
+
+        keys = list(batch)
+        params = {
+            "rooms": [room_id for room_id, _ in keys],
+            "users": [user_id for _, user_id in keys],
+            "seqs": [batch[key].seq for key in keys],
+        }
+        try:
+            self.statements += 1
+            with async_db.deadline():
+                rows = await async_db.fetchall(_batch_sql(), params)
+        except Exception as exc:  # the database's error, for every report of the tick
+            for entry in batch.values():
+                for waiter in entry.waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+            return
+        by_key = {(row[0], row[1]): row for row in rows}
+        updates = []
+        for key, entry in batch.items():
+            row = by_key.get(key)
+            if row is None or row[3] is None:
+                outcome = NotFound("You are not a member of this room.")
+            else:
+                state = ReadState(int(row[3]), int(row[4]), int(row[5]))
+                outcome = (bool(row[2]), state)
+                if row[2]:
+                    updates.append((key[1], entry.room_slug, state.as_dict()))
+            for waiter in entry.waiters:
+                if waiter.done():  # cancelled by its caller
+                    continue
+                if isinstance(outcome, Exception):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+        events.broadcast_read_updates(updates)
+
+    @classmethod
+    def for_loop(cls) -> "ReadBatcher":
+        """The running event loop's batcher (made on first use)."""
+        loop = asyncio.get_running_loop()
+        batcher = _batchers.get(loop)
+        if batcher is None:
+            batcher = _batchers[loop] = cls(loop)
+        return batcher
+
+
+_batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher]" = weakref.WeakKeyDictionary()
+
+
+def read_report_soon(*, room: Room, user: AbstractBaseUser, seq: int) -> asyncio.Future:
+    """``read_report`` for a socket's ``read`` frame, from the event loop, without waiting for
+    it: the report joins this node's current tick (``ReadBatcher``, ``READ_TICK``) and the
+    returned future gives ``(moved, ReadState)`` once the tick's one statement has committed and
+    its ``read.updated`` frames are on their way; or raises ``services.NotFound`` (not a (not
+    banned) member: nothing changed, nothing sent) or a database error (``psycopg.Error``,
+    ``PoolTimeout``; the statement ends within ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s,
+    ``async_db.deadline``). The same rules as ``read_report`` (never backward, clamped to the
+    room's last seq). Without PostgreSQL: ``read_report`` on the database thread, one per
+    report. ``seq``: 0..2**63 - 1 (validated by the caller)."""
     from chatsite import async_db
 
-    from .services import NotFound
+    if async_db.available():
+        return ReadBatcher.for_loop().add(room=room, user_id=user.pk, seq=seq)
+    from channels.db import database_sync_to_async
 
-    if not async_db.available():
-        return await database_sync_to_async(read_report)(room=room, user=user, seq=seq)
-    with async_db.deadline():
-        row = await async_db.fetchone(_report_sql(), {"room": room.pk, "user": user.pk, "seq": seq})
-    if row is None or row[1] is None:
-        raise NotFound("You are not a member of this room.")
-    state = ReadState(int(row[1]), int(row[2]), int(row[3]))
-    if row[0]:
-        events.broadcast_read_updated(user_id=user.pk, room_slug=room.slug, state=state.as_dict())
+    async def on_thread():
+        before = read_state(room=room, user=user)
+        state = read_report(room=room, user=user, seq=seq)
+        return state.last_read_seq != before.last_read_seq, state
+
+    return asyncio.ensure_future(database_sync_to_async(on_thread)())
+
+
+async def read_report_async(*, room: Room, user: AbstractBaseUser, seq: int) -> ReadState:
+    """``read_report_soon``, waited for: the read state after the tick that wrote the report
+    (which may include other reports of the same user and room in that tick: it is the marker's
+    state, never behind ``seq`` clamped). Raises as ``read_report_soon``."""
+    _, state = await read_report_soon(room=room, user=user, seq=seq)
     return state

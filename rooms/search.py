@@ -26,7 +26,8 @@ them with ``<mark>`` around escaped text; an API client does the same. No HTML c
 
 **Errors** (``QueryError``, REST 400 ``{"detail", "code"}``): ``query_empty`` (``q`` missing or
 only whitespace), ``query_too_long`` (over ``QUERY_MAX_LENGTH``, 200 characters), ``query_too_short``
-(one character: a single character matches nearly every message and no index serves it);
+(no term of 2+ characters and none a single Hangul, kana or CJK character: "a", "a b"; one
+Latin letter matches nearly every message and no index serves it, while "밥" is a word);
 ``invalid_text`` (NUL or a lone surrogate).
 
 **The SQL, and why** (EXPLAIN ANALYZE on ``python -m bench search``'s 1,000,000 messages in
@@ -38,12 +39,15 @@ with ``@``)::
     WHERE room_id = ANY(ARRAY(SELECT room_id FROM rooms_membership
                               WHERE user_id = :user AND banned_at IS NULL))
       AND deleted_at IS NULL
+      [AND message_search_grams(body) @> ARRAY[lower('ok')]]  -- only if no term has 3+ chars
       AND body ILIKE '%term1%' AND body LIKE '%용어%' ...   -- every term, a substring;
                                                             -- LIKE for terms without case
       [AND id < :before]
     ORDER BY id DESC LIMIT :limit + 1
 
-- One GIN index, ``message_body_trgm_idx`` (``body gin_trgm_ops`` WHERE ``deleted_at IS NULL``:
+(or, for one term whose gram is common, the per-room walk below, then the page's messages by id).
+
+- A GIN index, ``message_body_trgm_idx`` (``body gin_trgm_ops`` WHERE ``deleted_at IS NULL``:
   only current bodies of live messages; migration ``0006_message_search``). pg_trgm's trigrams
   answer ``ILIKE '%…%'`` in any script (Hangul, kana and kanji are alphanumeric to it under the
   database's UTF-8 locale), for every term of 3 characters or more.
@@ -57,25 +61,43 @@ with ``@``)::
   "deploy" took 17.5 ms against 3.9 ms with the trigram condition alone, which already finds
   every whole word. Not keeping it also spares a second GIN update on every send (28 MB per
   million messages).
-- Terms of 1–2 characters (common in Korean: "대화", "회의") have no trigram. The planner then
-  either walks the primary key backwards from the newest message, filtering (fast when the
-  term is common: "대화" 1.6 ms), or reads the user's rooms through the ``room_id`` index and
-  filters (when it expects few matches: about 20,000 rows here, 33–80 ms on the loaded 2-core
-  machine). The cost is bounded by the size of the user's rooms, not the table's; a user in
-  rooms of millions of messages searching two-character words is the known slow case (a bigram
-  index would serve it: measured at 75 MB and 97 s to build per million messages, and not
-  faster here, because rechecking the table's rows dominated).
+- Terms of 1–2 characters (common in Korean: "회의", "밥"; English "ok") have no trigram.
+  Without an index for them the planner walked the primary key backwards over every room,
+  filtering (``서버 점검``: 1,000,000 rows, 218 ms), or read all of the user's rooms (20,000
+  rows, 30–80 ms). A second GIN index, ``message_body_grams_idx`` (migration
+  ``0010_message_search_grams``), indexes ``message_search_grams(body)``: every two-character
+  substring of ``lower(body)`` and every character from U+1100 (so a one-character Korean word
+  is found inside "밥을", "비빔밥"). When no term has 3 characters, the statement adds
+  ``message_search_grams(body) @> ARRAY[lower(term)]`` for one of its terms of 2 characters (or
+  a one-character CJK term; ``_index_gram``); ``ILIKE``/``LIKE`` stay as the exact check, so what is found is
+  unchanged (a substring, in any script). The planner ANDs the grams bitmap with the rooms'
+  (``커피``: 44,649 candidates in all rooms, 923 rows read, 9.6 ms; ``서버 점검``: 1,210
+  rows read, 13 ms). A very common gram costs its posting list (``대화``: 195,538 rows in all
+  rooms, 11 ms of the 19 ms). So a one-term query whose gram is common (in at least
+  ``COMMON_GRAM_SHARE``, 8 %, of live messages by ``pg_stats.most_common_elems`` of the grams
+  index, which ANALYZE keeps) walks each of the user's rooms (at most ``WALK_MAX_ROOMS``, 50)
+  newest first through ``message_room_live_id_idx`` (``(room_id, id)`` of live messages),
+  ``LATERAL``, every room stopping at ``limit + 1`` matches (``_walk_sql``), then loads those
+  messages by id: about ``21 / share`` rows per room ("대화": 4–10 ms against 42–108 ms on
+  the loaded machine). Costs: 92 MB and about 90 s to build per million messages, and about
+  35 µs per send or edit to compute the grams (bench/RESULTS.md, 2026-12-05 "search2"). Tried
+  and not kept: walking each of the user's rooms newest first (a ``(room_id, id)`` index,
+  ``LATERAL`` per room, a scan budget): 2–3 µs per row read, so a rare term still read the
+  rooms' 10,000–20,000 newest rows (19–77 ms); a ``generate_series`` grams function (340 µs
+  per body).
 - Newest first by ``id`` with ``id < before`` as the cursor: stable under concurrent sends
   (new messages get larger ids and never shift older pages).
 """
 
 import re
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext_lazy as _
 
 from .mentions import attach as attach_mentions
 from .models import Membership, Message, Room
@@ -95,7 +117,59 @@ INDEXES = [
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_trgm_idx ON rooms_message "
         "USING gin (body gin_trgm_ops) WHERE deleted_at IS NULL",
     ),
+    (
+        "message_body_grams_idx",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_body_grams_idx ON rooms_message "
+        "USING gin (message_search_grams(body)) WHERE deleted_at IS NULL",
+    ),
+    (
+        "message_room_live_id_idx",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS message_room_live_id_idx ON rooms_message "
+        "USING btree (room_id, id) WHERE deleted_at IS NULL",
+    ),
 ]
+TRIGRAM_LENGTH = 3
+# A one-term query whose gram is in at least this share of live messages (ANALYZE's
+# most_common_elems of message_body_grams_idx) walks each room newest first instead of reading
+# the gram's posting list. Measured crossover on the bench (EXPLAIN ANALYZE, loaded machine):
+# "대화" (19.9 %) walk 4-10 ms, index 42-108 ms; "배포" (8.5 %) walk 24-35 ms, index 32-47 ms;
+# "커피" (4.6 %) walk 41-58 ms, index 19-30 ms. See "The SQL, and why".
+COMMON_GRAM_SHARE = 0.08
+# The walk reads about 21 / share rows per room: only for users in at most this many rooms.
+WALK_MAX_ROOMS = 50
+GRAM_SHARES_TTL = 600.0  # seconds a node keeps the gram shares it read from pg_stats
+_gram_shares: tuple[float, dict[str, float]] = (0.0, {})
+
+
+def is_cjk(char: str) -> bool:
+    """Whether one character is Hangul, kana or a CJK ideograph (and their compatibility and
+    half-width forms): a one-character search term of these is a word ("밥", "茶"), and
+    ``message_search_grams`` indexes each of them alone (it keeps every character from U+1100)."""
+    cp = ord(char)
+    return (
+        0x1100 <= cp <= 0x11FF  # Hangul Jamo
+        or 0x3040 <= cp <= 0x30FF  # hiragana, katakana
+        or 0x3130 <= cp <= 0x318F  # Hangul compatibility Jamo
+        or 0x3400 <= cp <= 0x9FFF  # CJK ideographs (extension A and unified)
+        or 0xAC00 <= cp <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= cp <= 0xFAFF  # CJK compatibility ideographs
+        or 0xFF66 <= cp <= 0xFFDC  # half-width katakana and Hangul
+        or 0x20000 <= cp <= 0x3FFFF  # CJK ideographs, supplementary planes
+    )
+
+
+def _index_gram(terms: list[str]) -> str | None:
+    """The term whose gram the statement looks up in ``message_body_grams_idx``, or None when a
+    term has 3+ characters (the trigram index serves the query) or none is indexed: the first
+    term of 2 characters, else the first one-character CJK term. One term only: with two,
+    the planner multiplies their default selectivities (0.5 % each), expects 25 rows of a
+    million and skips ANDing the rooms' bitmap ("서버 점검": 7,999 heap blocks, 23–34 ms,
+    against 1,005–1,210 blocks, 10–13 ms, with one)."""
+    if any(len(t) >= TRIGRAM_LENGTH for t in terms):
+        return None
+    pairs = [t for t in terms if len(t) == 2]
+    singles = [t for t in terms if len(t) == 1 and is_cjk(t)]
+    return (pairs or singles or [None])[0]
 
 
 class QueryError(ServiceError):
@@ -104,8 +178,8 @@ class QueryError(ServiceError):
 
     status = 400
 
-    def __init__(self, detail: str, code: str):
-        super().__init__(detail)
+    def __init__(self, detail, code: str, params: dict | None = None):
+        super().__init__(detail, params=params)
         self.code = code
 
 
@@ -120,18 +194,28 @@ class SearchPage:
 
 def parse_query(q: str | None) -> list[str]:
     """The terms of ``q`` (split on whitespace, duplicates dropped, case-insensitively), or
-    ``QueryError``."""
+    ``QueryError``: ``query_too_short`` when no term has 2 characters or more and none is one
+    CJK character (``is_cjk``): "a", "a b" are refused, "밥", "ok", "a ok" are searched."""
     if q is None or not q.strip():
-        raise QueryError("Type something to search for.", "query_empty")
+        raise QueryError(_("Type something to search for."), "query_empty")
     if len(q) > QUERY_MAX_LENGTH:
-        raise QueryError(f"A search is at most {QUERY_MAX_LENGTH} characters.", "query_too_long")
+        raise QueryError(
+            _("A search is at most %(max)s characters."), "query_too_long", {"max": QUERY_MAX_LENGTH}
+        )
     if "\x00" in q or any(0xD800 <= ord(c) <= 0xDFFF for c in q):
-        raise QueryError("The search is not valid text.", "invalid_text")
-    if len(q.strip()) < QUERY_MIN_LENGTH:
-        raise QueryError(f"A search is at least {QUERY_MIN_LENGTH} characters.", "query_too_short")
+        raise QueryError(_("The search is not valid text."), "invalid_text")
     terms: dict[str, str] = {}
     for term in q.split():
         terms.setdefault(term.casefold(), term)
+    if not any(len(t) >= QUERY_MIN_LENGTH or is_cjk(t) for t in terms.values()):
+        raise QueryError(
+            _(
+                "A search needs a word of at least %(min)s characters "
+                "(one is enough in Korean, Japanese or Chinese)."
+            ),
+            "query_too_short",
+            {"min": QUERY_MIN_LENGTH},
+        )
     return list(terms.values())
 
 
@@ -140,8 +224,34 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
+def gram_share(gram: str) -> float:
+    """The share (0..1) of live messages whose grams hold ``gram``, from PostgreSQL's statistics
+    of ``message_body_grams_idx`` (``pg_stats.most_common_elems``, kept by ANALYZE); 0.0 for a
+    gram not among them (rarer than the least common listed one) or before any ANALYZE. Read
+    once per node every ``GRAM_SHARES_TTL`` seconds."""
+    global _gram_shares
+    read_at, shares = _gram_shares
+    if time.monotonic() - read_at > GRAM_SHARES_TTL:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT unnest(most_common_elems::text::text[]), unnest(most_common_elem_freqs) "
+                "FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'message_body_grams_idx'"
+            )
+            shares = {gram: share for gram, share in cur.fetchall() if gram is not None}
+        _gram_shares = (time.monotonic(), shares)
+    return shares.get(gram.lower(), 0.0)
+
+
 def _has_case(term: str) -> bool:
     return term.lower() != term or term.upper() != term
+
+
+def _text_sql(terms: list[str]) -> tuple[str, list[str]]:
+    """The exact check: every term a substring of ``"rooms_message"."body"`` (SQL, params)."""
+    sql = " AND ".join(
+        '"rooms_message"."body" ILIKE %s' if _has_case(t) else '"rooms_message"."body" LIKE %s' for t in terms
+    )
+    return sql, [_like_pattern(t) for t in terms]
 
 
 def _match(terms: list[str]) -> Q:
@@ -155,10 +265,14 @@ def _match(terms: list[str]) -> Q:
         for term in terms:
             q &= Q(body__icontains=term)
         return q
-    sql = " AND ".join(
-        '"rooms_message"."body" ILIKE %s' if _has_case(t) else '"rooms_message"."body" LIKE %s' for t in terms
-    )
-    return Q(RawSQL(f"({sql})", [_like_pattern(t) for t in terms], output_field=BooleanField()))
+    sql, params = _text_sql(terms)
+    gram = _index_gram(terms)
+    if gram is not None:
+        # No term has a trigram: the grams index finds the candidates of one term (see "The
+        # SQL, and why"); lower() in SQL, as message_search_grams lower-cases the body.
+        sql = f'message_search_grams("rooms_message"."body") @> ARRAY[lower(%s)]::text[] AND {sql}'
+        params = [gram, *params]
+    return Q(RawSQL(f"({sql})", params, output_field=BooleanField()))
 
 
 def readable_room(*, user: AbstractBaseUser, slug: str) -> Room:
@@ -199,6 +313,38 @@ def _queryset(*, user: AbstractBaseUser, terms: list[str], room: Room | None, be
     return qs.select_related("author", "room").order_by("-pk")[: limit + 1]
 
 
+def _walk_rooms(*, user: AbstractBaseUser, terms: list[str], room: Room | None) -> list[int] | None:
+    """The rooms to walk newest first (``_walk_sql``), or None for the one statement: a walk
+    only for one term whose gram is common (``COMMON_GRAM_SHARE``) and at most
+    ``WALK_MAX_ROOMS`` rooms (the user's, not banned; or the one ``room``)."""
+    if connection.vendor != "postgresql" or len(terms) != 1:
+        return None
+    gram = _index_gram(terms)
+    if gram is None or gram_share(gram) < COMMON_GRAM_SHARE:
+        return None
+    if room is not None:
+        return [room.pk]
+    rooms = list(
+        Membership.objects.filter(user_id=user.pk, banned_at__isnull=True).values_list("room_id", flat=True)
+    )
+    return rooms if len(rooms) <= WALK_MAX_ROOMS else None
+
+
+def _walk_sql(*, rooms: list[int], terms: list[str], before: int | None, limit: int) -> tuple[str, list]:
+    """The ids of a page, newest first, by walking each room's ``message_room_live_id_idx``
+    backwards (``LATERAL``), each stopping at ``limit + 1`` matches; the merged top
+    ``limit + 1`` are the page's (every message a room's walk skipped is older than its own
+    ``limit + 1`` matches)."""
+    text, params = _text_sql(terms)
+    cursor = 'AND "rooms_message"."id" < %s' if before is not None else ""
+    sql = (
+        'SELECT x.id FROM unnest(%s::bigint[]) AS r(room_id) CROSS JOIN LATERAL (SELECT "rooms_message"."id" '
+        'FROM "rooms_message" WHERE "rooms_message"."room_id" = r.room_id AND "rooms_message"."deleted_at" IS NULL '
+        f'AND {text} {cursor} ORDER BY "rooms_message"."id" DESC LIMIT %s) x ORDER BY x.id DESC LIMIT %s'
+    )
+    return sql, [rooms, *params, *([before] if before is not None else []), limit + 1, limit + 1]
+
+
 def page_sql(
     *,
     user: AbstractBaseUser,
@@ -207,7 +353,11 @@ def page_sql(
     room: Room | None = None,
     before: int | None = None,
 ) -> tuple[str, tuple]:
-    """The page's one SQL statement and its parameters (for EXPLAIN: the bench, the tests)."""
+    """The page's first SQL statement and its parameters (for EXPLAIN: the bench, the tests):
+    the walk's (``_walk_sql``) when it applies, else the one statement that reads the page."""
+    rooms = _walk_rooms(user=user, terms=terms, room=room)
+    if rooms is not None:
+        return _walk_sql(rooms=rooms, terms=terms, before=before, limit=limit)
     qs = _queryset(user=user, terms=terms, room=room, before=before, limit=limit)
     return qs.query.get_compiler(using=qs.db).as_sql()
 
@@ -237,12 +387,19 @@ def search_messages(
     limit: int = DEFAULT_LIMIT,
 ) -> SearchPage:
     """A page of ``user``'s search for ``q`` (see the module docstring): one SQL statement finds
-    the page; one more loads the page's attachments, and one its mentions when a found body has
+    the page (two for a walk: the ids, then their messages); one more loads the page's attachments, and one its mentions when a found body has
     ``@``. Raises ``QueryError``. ``room``: from ``readable_room`` (the caller checks it);
     ``before``: a message id; ``limit``: 1..50."""
     terms = parse_query(q)
     limit = max(1, min(int(limit), MAX_LIMIT))
-    found = list(_queryset(user=user, terms=terms, room=room, before=before, limit=limit))
+    rooms = _walk_rooms(user=user, terms=terms, room=room)
+    if rooms is None:
+        found = list(_queryset(user=user, terms=terms, room=room, before=before, limit=limit))
+    else:
+        with connection.cursor() as cur:
+            cur.execute(*_walk_sql(rooms=rooms, terms=terms, before=before, limit=limit))
+            ids = [row[0] for row in cur.fetchall()]
+        found = list(Message.objects.filter(pk__in=ids).select_related("author", "room").order_by("-pk"))
     from .attachments import attach as attach_attachments
 
     page = attach_attachments(attach_mentions(found[:limit]))

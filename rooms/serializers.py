@@ -28,6 +28,7 @@ files sent with it (``rooms.attachments``; none for a deleted message).
 """
 
 from django.core.validators import ProhibitNullCharactersValidator
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -232,7 +233,7 @@ def validate_not_blank(value: str) -> str:
     U+1D159). A body with anything visible besides them is kept exactly as sent. Raises
     ``ValidationError`` with code ``blank`` (the ``empty_body`` frame, a REST 400)."""
     if _NOTHING_VISIBLE.fullmatch(value):
-        raise serializers.ValidationError("The message body is empty.", code="blank")
+        raise serializers.ValidationError(_("The message body is empty."), code="blank")
     return value
 
 
@@ -243,12 +244,12 @@ def validate_text(value: str) -> str:
     escape ``"\\ud83d"`` or a NUL character.
     """
     if "\x00" in value:
-        raise serializers.ValidationError("Text may not contain NUL characters.", code="invalid_text")
+        raise serializers.ValidationError(_("Text may not contain NUL characters."), code="invalid_text")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise serializers.ValidationError(
-            "Text is not valid Unicode (lone surrogate).", code="invalid_text"
+            _("Text is not valid Unicode (lone surrogate)."), code="invalid_text"
         ) from None
     return value
 
@@ -275,7 +276,7 @@ class AttachmentIdsField(serializers.Field):
             or len(data) > 10
             or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)
         ):
-            raise serializers.ValidationError("A list of at most 10 attachment ids.", code="invalid")
+            raise serializers.ValidationError(_("A list of at most 10 attachment ids."), code="invalid")
         return data
 
     def to_representation(self, value):
@@ -315,7 +316,7 @@ class MessageSendFrame(serializers.Serializer):
 
     def validate_client_msg_id(self, value: str) -> str:
         if not value.strip():
-            raise serializers.ValidationError("client_msg_id is blank.", code="blank")
+            raise serializers.ValidationError(_("client_msg_id is blank."), code="blank")
         return value
 
 
@@ -510,10 +511,10 @@ class MuteSerializer(serializers.Serializer):
         from django.utils import timezone
 
         if ("until" in attrs) == ("minutes" in attrs):
-            raise serializers.ValidationError("Give either until or minutes.")
+            raise serializers.ValidationError(_("Give either until or minutes."))
         until = attrs.get("until") or timezone.now() + timedelta(minutes=attrs["minutes"])
         if until <= timezone.now():
-            raise serializers.ValidationError({"until": ["Must be in the future."]})
+            raise serializers.ValidationError({"until": [_("Must be in the future.")]})
         return {"until": until}
 
 
@@ -542,7 +543,7 @@ class ReadReportSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict) and isinstance(data.get("seq"), (bool, float)):
-            raise serializers.ValidationError({"seq": ["A whole number is required."]})
+            raise serializers.ValidationError({"seq": [_("A whole number is required.")]})
         return super().to_internal_value(data)
 
 

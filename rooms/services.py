@@ -26,7 +26,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import Error as DjangoDatabaseError
 from django.db import IntegrityError, connection, connections, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _
 from psycopg_pool import PoolTimeout
 from rest_framework.authtoken.models import Token
 
@@ -51,15 +52,31 @@ Role = Membership.Role
 
 
 class ServiceError(Exception):
-    """A refused operation. ``code``: machine-readable; ``status``: the HTTP status to answer."""
+    """A refused operation. ``code``: machine-readable, an English identifier in every language;
+    ``status``: the HTTP status to answer.
+
+    ``detail``: a sentence for people, marked for translation (``gettext_lazy``) with named
+    ``params`` (``"%(until)s"``); ``detail`` reads it in English (sockets' error frames, whose
+    ``code`` the page translates, and logs), ``localized_detail()`` in the active language
+    (the API's answers, in the request's language: ``rooms.api.exception_handler``)."""
 
     code = "forbidden"
     status = 403
 
-    def __init__(self, detail: str, **extra):
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(self, detail, *, params: dict | None = None, **extra):
+        self.message = detail
+        self.params = params or {}
         self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def detail(self) -> str:
+        with translation.override("en"):
+            return self.localized_detail()
+
+    def localized_detail(self) -> str:
+        text = str(self.message)
+        return text % self.params if self.params else text
 
 
 class NotFound(ServiceError):
@@ -106,7 +123,9 @@ class RateLimited(ServiceError):
 
     def __init__(self, retry_after: float):
         wait = math.ceil(round(retry_after * 10, 6)) / 10  # round: 0.3 * 10 is 3.0000000000000004
-        super().__init__(f"Too many messages; wait {wait:.1f} s.", retry_after=retry_after)
+        super().__init__(
+            _("Too many messages; wait %(wait)s s."), params={"wait": f"{wait:.1f}"}, retry_after=retry_after
+        )
 
 
 class Archived(ServiceError):
@@ -159,7 +178,7 @@ def _require_moderator(room: Room, actor: AbstractBaseUser) -> Membership | None
         return membership
     if is_site_moderator(actor):
         return membership
-    raise Forbidden("Only the room's owner or a moderator may do this.")
+    raise Forbidden(_("Only the room's owner or a moderator may do this."))
 
 
 def room_access(*, room: Room, user: AbstractBaseUser) -> Membership | None:
@@ -170,10 +189,10 @@ def room_access(*, room: Room, user: AbstractBaseUser) -> Membership | None:
     membership = _membership(room, user)
     if membership is not None and membership.is_banned:
         if room.is_private:
-            raise NotFound("No such room.")
-        raise Banned("You are banned from this room.")
+            raise NotFound(_("No such room."))
+        raise Banned(_("You are banned from this room."))
     if room.is_private and membership is None:
-        raise NotFound("No such room.")
+        raise NotFound(_("No such room."))
     return membership
 
 
@@ -197,7 +216,7 @@ def _next_seq(room_id: int) -> int:
         row = cursor.fetchone()
     if row is None:
         if Room.objects.filter(pk=room_id).exists():
-            raise Archived("The room is archived: it keeps its history but takes no new messages.")
+            raise Archived(_("The room is archived: it keeps its history but takes no new messages."))
         raise Room.DoesNotExist(f"room {room_id} does not exist")
     return row[0]
 
@@ -227,7 +246,7 @@ def _check_may_send(room: Room, author: AbstractBaseUser) -> Membership | None:
     membership = room_access(room=room, user=author)
     if membership is not None and membership.muted_now():
         until = _iso(membership.muted_until)
-        raise Muted(f"You are muted in this room until {until}.", until=until)
+        raise Muted(_("You are muted in this room until %(until)s."), params={"until": until}, until=until)
     return membership
 
 
@@ -236,7 +255,7 @@ def check_may_upload(*, room: Room, user: AbstractBaseUser) -> None:
     ``Banned``, ``Muted`` as ``message_post``, ``Archived`` for an archived room."""
     _check_may_send(room, user)
     if room.is_archived:
-        raise Archived("The room is archived: it keeps its history but takes no new messages.")
+        raise Archived(_("The room is archived: it keeps its history but takes no new messages."))
 
 
 def _iso(moment: datetime) -> str:
@@ -249,7 +268,7 @@ def _check_same_send(sent: Message, body: str) -> None:
     ``Conflict`` rather than silently answered with the other message."""
     if sent.body != body and sent.edited_at is None and sent.deleted_at is None:
         raise Conflict(
-            "This client_msg_id was already used for a different message; use a new id.",
+            _("This client_msg_id was already used for a different message; use a new id."),
             id=sent.pk,
             seq=sent.seq,
         )
@@ -551,8 +570,10 @@ def message_post(
                 parent = replies.find_parent(room_id=room.pk, seq=reply_to)
                 if parent is None or parent.deleted_at is not None:
                     raise ReplyNotFound(
-                        f"No message {reply_to} to reply to in this room"
-                        + (" (it was deleted)." if parent is not None else ".")
+                        _("No message %(seq)s to reply to in this room (it was deleted).")
+                        if parent is not None
+                        else _("No message %(seq)s to reply to in this room."),
+                        params={"seq": reply_to},
                     )
             seq = _next_seq(room.pk)
             parsed = mentions.parse(body)
@@ -578,7 +599,7 @@ def message_post(
             else:
                 message.attachment_list = []
             if membership is None:  # a public room's visitor becomes a member by speaking
-                _, joined = Membership.objects.get_or_create(
+                _membership, joined = Membership.objects.get_or_create(
                     room=room, user=author, defaults={"last_read_seq": seq}
                 )
                 if joined:
@@ -629,7 +650,7 @@ def _message_post_checked(
     attachments: list[int] | tuple = (),
 ) -> PostResult:
     if not credentials_valid(user=author, token_key=token_key):
-        raise Unauthenticated("The credentials of this socket are no longer valid.")
+        raise Unauthenticated(_("The credentials of this socket are no longer valid."))
     try:
         return message_post(
             room=room,
@@ -640,7 +661,7 @@ def _message_post_checked(
             attachments=attachments,
         )
     except Room.DoesNotExist:
-        raise NotFound("The room no longer exists.") from None
+        raise NotFound(_("The room no longer exists.")) from None
 
 
 # Sends of one room on this node go through the statement one at a time (the room's row lock in
@@ -839,11 +860,11 @@ def check_may_edit(message: Message, actor: AbstractBaseUser) -> None:
     room, as a send does). Moderators, of the room or the site, delete; they never rewrite what
     someone else wrote (``Forbidden``)."""
     if message.author_id != actor.pk:
-        raise Forbidden("Only the author may edit a message; moderators delete instead.")
+        raise Forbidden(_("Only the author may edit a message; moderators delete instead."))
     if message.deleted_at is not None:
-        raise Conflict("The message was deleted.")
+        raise Conflict(_("The message was deleted."))
     if message.room.is_archived:
-        raise Archived("The room is archived.")
+        raise Archived(_("The room is archived."))
     _check_may_send(message.room, actor)
 
 
@@ -905,9 +926,9 @@ def _check_may_delete(message: Message, actor: AbstractBaseUser) -> None:
     acting = _require_moderator(message.room, actor)
     author = Membership.objects.filter(room=message.room, user_id=message.author_id).first()
     if author is not None and author.role == Role.OWNER:
-        raise Forbidden("Only the owner or a site moderator may delete the owner's messages.")
+        raise Forbidden(_("Only the owner or a site moderator may delete the owner's messages."))
     if author is not None and author.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
-        raise Forbidden("Only the owner may delete a moderator's messages.")
+        raise Forbidden(_("Only the owner may delete a moderator's messages."))
 
 
 def message_delete(*, message: Message, actor: AbstractBaseUser) -> Message:
@@ -989,7 +1010,7 @@ def room_create(
     except ValidationError as exc:
         errors = exc.error_dict  # ValidationErrors, with their codes (``slug_unavailable``)
     if not slug and "name" not in errors:  # a wrong name is the error to fix first
-        errors["slug"] = ["Choose a slug: one cannot be made from this name (it has no letter or digit)."]
+        errors["slug"] = [_("Choose a slug: one cannot be made from this name (it has no letter or digit).")]
     if errors:
         raise ValidationError(errors)
     try:
@@ -1015,16 +1036,16 @@ def room_update(*, room: Room, actor: AbstractBaseUser, **fields) -> Room:
     moderator may not overrule the owner). Raises ``Forbidden`` otherwise and ``Archived`` for
     an archived room. Made private, the room's sockets of non-members close with 4404 on every
     node (``room_save``). A direct message cannot be changed (``Forbidden``)."""
-    _refuse_in_dm(room, "A direct message cannot be renamed, described or made public.")
+    _refuse_in_dm(room, _("A direct message cannot be renamed, described or made public."))
     acting = _require_moderator(room, actor)
     if (
         "is_private" in fields
         and fields["is_private"] != room.is_private
         and not _is_owner_or_site(acting, actor)
     ):
-        raise Forbidden("Only the owner may make the room private or public.")
+        raise Forbidden(_("Only the owner may make the room private or public."))
     if room.is_archived:
-        raise Archived("The room is archived.")
+        raise Archived(_("The room is archived."))
     unknown = set(fields) - set(ROOM_EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
@@ -1039,9 +1060,9 @@ def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
     moderator): history kept, no new messages; every open socket in it gets
     ``{"type": "room.archived"}`` and is closed with 4410 on every node. Idempotent. Not a
     direct message (``Forbidden``)."""
-    _refuse_in_dm(room, "A direct message cannot be archived.")
+    _refuse_in_dm(room, _("A direct message cannot be archived."))
     if not _is_owner_or_site(_require_moderator(room, actor), actor):
-        raise Forbidden("Only the owner may archive the room.")
+        raise Forbidden(_("Only the owner may archive the room."))
     with transaction.atomic():
         updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(archived_at=timezone.now())
         if updated:
@@ -1080,7 +1101,7 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
         membership.created = False
         return membership
     if room.is_archived:
-        raise Archived("The room is archived.")
+        raise Archived(_("The room is archived."))
     # Every room socket's connect comes here (a join storm: once per socket), almost always for
     # a member already: one SELECT, outside a transaction. Only a new member costs more.
     try:
@@ -1097,7 +1118,7 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
                 # their user sockets list the room (rooms.user_consumer)
                 transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
     if membership.is_banned:
-        raise Banned("You are banned from this room.")
+        raise Banned(_("You are banned from this room."))
     membership.created = created
     return membership
 
@@ -1113,16 +1134,20 @@ def member_leave(*, room: Room, user: AbstractBaseUser) -> None:
     muted member of a public room: they could join again at once, and the mute, kept on the
     membership, would be gone (a private room's member is only let back in by a moderator).
     Nobody leaves a direct message (``Forbidden``: a left DM could never be joined again)."""
-    _refuse_in_dm(room, "You cannot leave a direct message.")
+    _refuse_in_dm(room, _("You cannot leave a direct message."))
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
         if membership is None or membership.is_banned:
             return
         if membership.role == Role.OWNER:
-            raise Conflict("The owner cannot leave the room.")
+            raise Conflict(_("The owner cannot leave the room."))
         if not room.is_private and membership.muted_now():
             until = _iso(membership.muted_until)
-            raise Muted(f"You are muted in this room until {until}; you can leave once it ends.", until=until)
+            raise Muted(
+                _("You are muted in this room until %(until)s; you can leave once it ends."),
+                params={"until": until},
+                until=until,
+            )
         membership.delete()
         transaction.on_commit(
             partial(
@@ -1147,14 +1172,14 @@ def member_add(
     joins it any more). A refusal changes nothing. A direct
     message takes no third member (``Forbidden``). The membership's ``created`` attribute says
     whether this call made it (REST: 201, else 200)."""
-    _refuse_in_dm(room, "A direct message has exactly two members; start a group room to add more.")
+    _refuse_in_dm(room, _("A direct message has exactly two members; start a group room to add more."))
     acting = _require_moderator(room, actor)
     if room.is_archived:
-        raise Archived("The room is archived: no one joins it any more.")
+        raise Archived(_("The room is archived: no one joins it any more."))
     if role not in (Role.MEMBER, Role.MODERATOR):
-        raise Forbidden("Members can be added as member or moderator.")
+        raise Forbidden(_("Members can be added as member or moderator."))
     if role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
-        raise Forbidden("Only the owner may add moderators.")
+        raise Forbidden(_("Only the owner may add moderators."))
     with transaction.atomic():
         membership, created = Membership.objects.select_for_update().get_or_create(
             room=room, user=user, defaults={"role": role, "last_read_seq": _last_seq(room)}
@@ -1165,12 +1190,12 @@ def member_add(
             transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
             return membership
         if membership.is_banned:
-            raise Conflict("The user is banned from this room; unban them first.")
+            raise Conflict(_("The user is banned from this room; unban them first."))
         if membership.role == role:
             return membership
         _check_may_act_on(acting, actor, membership)
         if not _is_owner_or_site(acting, actor):
-            raise Forbidden("Only the owner may change roles.")
+            raise Forbidden(_("Only the owner may change roles."))
         membership.role = role
         membership.save(update_fields=["role"])
         _announce_member(room, membership, user)
@@ -1186,7 +1211,7 @@ def _target(room: Room, user: AbstractBaseUser) -> Membership:
     change racing the action cannot slip between its check and its write)."""
     membership = Membership.objects.select_for_update().filter(room=room, user=user).first()
     if membership is None:
-        raise NotFound("No such member.")
+        raise NotFound(_("No such member."))
     return membership
 
 
@@ -1196,21 +1221,21 @@ def _check_may_act_on(acting: Membership | None, actor: AbstractBaseUser, target
     even a site moderator (site staff archive the room instead); only the owner or a site
     moderator acts on a moderator; nobody acts on themselves. Raises ``Forbidden``."""
     if target.role == Role.OWNER:
-        raise Forbidden("The owner cannot be muted, banned, removed or have their role changed.")
+        raise Forbidden(_("The owner cannot be muted, banned, removed or have their role changed."))
     if target.role == Role.MODERATOR and not _is_owner_or_site(acting, actor):
-        raise Forbidden("Only the owner may act on a moderator.")
+        raise Forbidden(_("Only the owner may act on a moderator."))
     if target.user_id == actor.pk:
-        raise Forbidden("You cannot act on yourself.")
+        raise Forbidden(_("You cannot act on yourself."))
 
 
 def member_set_role(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser, role: str) -> Membership:
     """Make a member a ``moderator`` or a ``member`` again (the owner only; not in a DM)."""
-    _refuse_in_dm(room, "Members of a direct message have no roles to change.")
+    _refuse_in_dm(room, _("Members of a direct message have no roles to change."))
     acting = _require_moderator(room, actor)
     if not _is_owner_or_site(acting, actor):
-        raise Forbidden("Only the owner may change roles.")
+        raise Forbidden(_("Only the owner may change roles."))
     if role not in (Role.MEMBER, Role.MODERATOR):
-        raise Forbidden("The role must be member or moderator.")
+        raise Forbidden(_("The role must be member or moderator."))
     with transaction.atomic():
         target = _target(room, user)
         _check_may_act_on(acting, actor, target)
@@ -1226,7 +1251,7 @@ def member_mute(
     """Mute a member until ``until`` (None: unmute). Their sends are refused with ``muted`` on
     every node from the next send on. Owner or moderator; only the owner may mute a moderator.
     Not in a direct message (``Forbidden``)."""
-    _refuse_in_dm(room, "No one is muted in a direct message.")
+    _refuse_in_dm(room, _("No one is muted in a direct message."))
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = _target(room, user)
@@ -1242,10 +1267,10 @@ def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -
     with 4403 on every node at once. Works on non-members of a public room too (the ban row
     keeps them out). Owner or moderator; only the owner may ban a moderator. Idempotent. Not in
     a direct message (``Forbidden``)."""
-    _refuse_in_dm(room, "No one is banned from a direct message.")
+    _refuse_in_dm(room, _("No one is banned from a direct message."))
     acting = _require_moderator(room, actor)
     with transaction.atomic():
-        target, _ = Membership.objects.select_for_update().get_or_create(room=room, user=user)
+        target, _created = Membership.objects.select_for_update().get_or_create(room=room, user=user)
         _check_may_act_on(acting, actor, target)
         if target.banned_at is None:
             target.banned_at = timezone.now()
@@ -1260,7 +1285,7 @@ def member_ban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -
 def member_unban(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser) -> None:
     """Lift a ban: the user is no longer a member (they join a public room again, or are added
     to a private one). Owner or moderator. Not in a direct message (``Forbidden``)."""
-    _refuse_in_dm(room, "No one is banned from a direct message.")
+    _refuse_in_dm(room, _("No one is banned from a direct message."))
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = _target(room, user)
@@ -1289,7 +1314,7 @@ def token_revoke(*, user: AbstractBaseUser) -> bool:
     from rest_framework.authtoken.models import Token
 
     with transaction.atomic():
-        deleted, _ = Token.objects.filter(user=user).delete()
+        deleted, _by_model = Token.objects.filter(user=user).delete()
         if deleted:
             transaction.on_commit(partial(events.broadcast_token_revoked, user_id=user.pk))
     return bool(deleted)
@@ -1307,7 +1332,7 @@ def room_save(*, room: Room, update_fields: list[str] | None = None) -> Room:
     message stays private (``Forbidden``). Every save of an existing room sends ``room.updated``
     (its slug, name, description and privacy) to the room's sockets on every node."""
     if room.kind == Room.Kind.DM and not room.is_private:
-        raise Forbidden("A direct message cannot be made public.")
+        raise Forbidden(_("A direct message cannot be made public."))
     with transaction.atomic():
         was_private = None
         if room.pk is not None:
@@ -1336,7 +1361,7 @@ def room_delete(*, room: Room, actor: AbstractBaseUser) -> None:
     moderator). Every open socket in it closes with 4404 on every node."""
     acting = _membership(room, actor)
     if not _is_owner_or_site(acting, actor):
-        raise Forbidden("Only the owner or a site moderator may delete a room.")
+        raise Forbidden(_("Only the owner or a site moderator may delete a room."))
     room_id = room.pk
     with transaction.atomic():
         room.delete()
@@ -1349,7 +1374,7 @@ def member_remove(*, room: Room, actor: AbstractBaseUser, user: AbstractBaseUser
     node: 4404 in a private room, 4000 in a public one (which they may join again). Deleting a
     banned member's row lifts the ban, as ``member_unban`` does. Idempotent. Not in a direct
     message (``Forbidden``; delete the whole conversation instead)."""
-    _refuse_in_dm(room, "A member of a direct message cannot be removed; delete the conversation instead.")
+    _refuse_in_dm(room, _("A member of a direct message cannot be removed; delete the conversation instead."))
     acting = _require_moderator(room, actor)
     with transaction.atomic():
         target = Membership.objects.select_for_update().filter(room=room, user=user).first()

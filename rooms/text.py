@@ -4,6 +4,7 @@ store. ``rooms.serializers`` applies them to message bodies (DRF errors, frame c
 page and admin all refuse with the same texts)."""
 
 import regex
+from django.utils.translation import gettext, gettext_lazy
 
 # Characters that show nothing on their own. From Unicode's character properties (the ``regex``
 # module's tables): White_Space; Default_Ignorable_Code_Point (DerivedCoreProperties.txt: zero
@@ -44,18 +45,30 @@ def is_valid_text(value) -> bool:
     return True
 
 
+# ``what`` of label_errors, in the active language (the sentences are translated whole around it).
+LABEL_NAMES = {
+    "name": gettext_lazy("name"),
+    "description": gettext_lazy("description"),
+    "display name": gettext_lazy("display name"),
+}
+
+
 def label_errors(value: str, *, what: str, lines: bool = False) -> list[str]:
     """The errors of a name-like text (a room's name; with ``lines``, its description, where
     line breaks and tabs are allowed): NUL or a lone surrogate, a control character, nothing
     visible. Empty list: fine. An empty ``value`` is left to the field's own ``blank`` rule."""
     if not isinstance(value, str):
         return []
+    params = {"what": LABEL_NAMES.get(what, what)}
     if not is_valid_text(value):
-        return [f"The {what} may not contain NUL characters or lone surrogates."]
+        return [gettext("The %(what)s may not contain NUL characters or lone surrogates.") % params]
     if (_CONTROL_BUT_LINES if lines else _CONTROL).search(value):
-        return [f"The {what} may not contain control characters."]
+        return [gettext("The %(what)s may not contain control characters.") % params]
     if _BIDI_CONTROLS.search(value):
-        return [f"The {what} may not contain text-direction controls (U+202A-202E, U+2066-2069)."]
+        return [
+            gettext("The %(what)s may not contain text-direction controls (U+202A-202E, U+2066-2069).")
+            % params
+        ]
     if value and not has_visible(value):
-        return [f"The {what} has nothing visible (only spaces or invisible characters)."]
+        return [gettext("The %(what)s has nothing visible (only spaces or invisible characters).") % params]
     return []

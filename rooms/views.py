@@ -14,10 +14,14 @@ from django.db import IntegrityError, connection, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse, reverse_lazy
+from django.utils import translation
+from django.utils.cache import patch_cache_control
+from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import CreateView, DetailView, FormView, ListView, TemplateView
+from django.views.i18n import JavaScriptCatalog
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from psycopg_pool import PoolTimeout
@@ -25,7 +29,7 @@ from psycopg_pool import PoolTimeout
 from chatsite import dbconn
 from chatsite.proxy import parse_address
 
-from . import dms, login_throttle, metrics, profiles, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
+from . import dms, i18n, login_throttle, metrics, profiles, search, selectors, services  # noqa: F401 (metrics: registered before /metrics is read)
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
@@ -190,7 +194,8 @@ class SearchView(LoginRequiredMixin, TemplateView):
             ctx.update(
                 search_q=request.GET.get("q", ""),
                 room=None,
-                error=f"Too many searches. Try again {login_throttle.wait_text(retry_after)}.",
+                error=_("Too many searches. Try again %(wait)s.")
+                % {"wait": login_throttle.wait_text(retry_after)},
             )
             response = self.render_to_response(ctx, status=429)
             response["Retry-After"] = str(max(1, math.ceil(retry_after)))
@@ -222,7 +227,7 @@ class SearchView(LoginRequiredMixin, TemplateView):
                 user=self.request.user, q=q, room=ctx["room"], before=before, limit=limit
             )
         except search.QueryError as exc:
-            ctx["error"] = exc.detail
+            ctx["error"] = exc.localized_detail()
             return ctx
         ctx["results"] = [
             {"message": m, "pieces": search.marked(m.body, m.highlights), "dm_with": None}
@@ -304,7 +309,7 @@ class DmOpenView(LoginRequiredMixin, View):
         try:
             result = dms.dm_open(user=request.user, username=name)
         except services.ServiceError as exc:
-            flash.error(request, exc.detail)
+            flash.error(request, exc.localized_detail())
             if username is not None and not isinstance(exc, dms.UserNotFound):
                 return redirect("rooms:profile", username=username)
             return redirect("rooms:list")
@@ -338,7 +343,7 @@ class SettingsView(LoginRequiredMixin, FormView):
             )
             choice = dms.DmsFrom.SHARED_ROOMS if data["only_shared_rooms"] else dms.DmsFrom.ANYONE
             dms.user_settings_update(user=self.request.user, dms_from=choice)
-        flash.success(self.request, "Settings saved.")
+        flash.success(self.request, _("Settings saved."))
         return redirect("rooms:settings")
 
 
@@ -357,7 +362,9 @@ class SignupView(FormView):
             return super().post(request, *args, **kwargs)
         login_throttle.refused("signup")
         form = self.get_form_class()(initial={"username": request.POST.get("username", "")})
-        message = f"Too many sign-ups from your network. Try again {login_throttle.wait_text(retry_after)}."
+        message = _("Too many sign-ups from your network. Try again %(wait)s.") % {
+            "wait": login_throttle.wait_text(retry_after)
+        }
         return login_throttle.refuse_with_form(
             self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
         )
@@ -367,7 +374,7 @@ class SignupView(FormView):
             with transaction.atomic():
                 user = form.save()
         except IntegrityError:  # the same username taken a moment after the form checked
-            form.add_error("username", "A user with that username already exists.")
+            form.add_error("username", _("A user with that username already exists."))
             return self.form_invalid(form)
         login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)
@@ -386,9 +393,9 @@ class PasswordResetView(auth_views.PasswordResetView):
             return super().post(request, *args, **kwargs)
         login_throttle.refused("password_reset")
         form = self.get_form_class()(initial={"email": request.POST.get("email", "")})
-        message = (
-            f"Too many reset requests from your network. Try again {login_throttle.wait_text(retry_after)}."
-        )
+        message = _("Too many reset requests from your network. Try again %(wait)s.") % {
+            "wait": login_throttle.wait_text(retry_after)
+        }
         return login_throttle.refuse_with_form(
             self.render_to_response(self.get_context_data(form=form)), form, message, retry_after
         )
@@ -499,7 +506,7 @@ def metrics_allowed(request) -> bool:
     ``TRUSTED_PROXIES`` that is the address it forwarded (``chatsite.proxy``), otherwise the peer."""
     token = settings.METRICS_TOKEN
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        scheme, _space, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return True
     if settings.METRICS_ALLOW:
@@ -554,10 +561,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         if attempt.retry_after is not None:
             login_throttle.refused("login")
             form = self.get_form_class()(request.user)
-            message = (
-                f"Too many wrong passwords for this account. Try again "
-                f"{login_throttle.wait_text(attempt.retry_after)} (the password was not checked)."
-            )
+            message = _(
+                "Too many wrong passwords for this account. Try again %(wait)s (the password was not checked)."
+            ) % {"wait": login_throttle.wait_text(attempt.retry_after)}
             return login_throttle.refuse_with_form(
                 self.render_to_response(self.get_context_data(form=form)), form, message, attempt.retry_after
             )
@@ -584,3 +590,28 @@ def page_not_found(request, exception=None):
     from django.views import defaults
 
     return defaults.page_not_found(request, exception)
+
+
+class ScriptCatalogView(JavaScriptCatalog):
+    """``GET /jsi18n/?lang=<code>&v=<version>``: the page scripts' strings (the ``djangojs``
+    catalogs of ``LOCALE_PATHS``, none of the installed apps') as Django's JavaScriptCatalog
+    script, in the language ``lang`` names (one of ``LANGUAGES``; otherwise the request's).
+    ``base.html`` builds the URL from the page's own language and ``i18n.script_catalog_version``
+    (a hash of the compiled catalogs), so one URL always answers the same text: with the current
+    version it may be cached for a year (``immutable``), and a deploy with other strings has
+    another URL. Any other ``v`` is answered uncached."""
+
+    packages = ["rooms"]  # an app without a locale/ of its own: LOCALE_PATHS only
+
+    def get(self, request, *args, **kwargs):
+        lang = request.GET.get("lang", "")
+        if lang in dict(settings.LANGUAGES):
+            with translation.override(lang):
+                response = super().get(request, *args, **kwargs)
+        else:
+            response = super().get(request, *args, **kwargs)
+        if request.GET.get("v") == i18n.script_catalog_version():
+            patch_cache_control(response, public=True, max_age=365 * 86400, immutable=True)
+        else:
+            patch_cache_control(response, no_cache=True)
+        return response

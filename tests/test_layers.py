@@ -41,6 +41,21 @@ async def test_attached_channels_get_group_events_in_order_decoded_once_per_node
     assert all(x is y for x, y in zip(got_a, got_b))
 
 
+async def test_group_send_many_reaches_each_groups_members_in_order_in_one_pipeline(layer):
+    """``group_send_many`` (a tick's ``read.updated`` events, ``rooms.events.broadcast_read_updates``):
+    every event reaches its own group's members, in the order given, and none another group's."""
+    a, b, c = await layer.new_channel(), await layer.new_channel(), await layer.new_channel()
+    got = {a: [], b: [], c: []}
+    for channel, group in ((a, "user.1"), (b, "user.2"), (c, "user.1")):
+        assert layer.attach(channel, got[channel].append)
+        await layer.group_add(group, channel)
+    events = [(f"user.{1 + n % 2}", {"type": "user.read_updated", "n": n}) for n in range(10)]
+    await layer.group_send_many(events)
+    await _wait_for(lambda: len(got[a]) == 5 and len(got[b]) == 5 and len(got[c]) == 5)
+    assert [e["n"] for e in got[a]] == [0, 2, 4, 6, 8] == [e["n"] for e in got[c]]
+    assert [e["n"] for e in got[b]] == [1, 3, 5, 7, 9]
+
+
 async def test_events_queued_before_attach_are_handed_over_first(layer):
     channel = await layer.new_channel()
     await layer.group_add("room.2", channel)

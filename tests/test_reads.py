@@ -313,6 +313,67 @@ async def test_a_message_sent_over_the_socket_is_read_by_its_sender(joined, room
     assert await database_sync_to_async(reads.read_state)(room=room, user=user) == reads.ReadState(2, 0, 0)
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_many_reports_of_one_tick_are_one_statement_one_marker_and_one_read_updated(
+    room, user, other_user
+):
+    """Reports a node gets within ``READ_TICK`` are written together (``reads.ReadBatcher``): one
+    statement for all of them; one user's reports of one room end at their highest seq, clamped
+    to the room's last seq, never backward; one ``read.updated`` for that user and room, with the
+    state after the tick; a non-member's report in the same tick is refused alone."""
+    from chatsite import async_db
+
+    carol, dave = [await database_sync_to_async(factories.make_user)(name) for name in ("carol", "dave")]
+
+    def world():
+        services.member_join(room=room, user=other_user)
+        services.member_join(room=room, user=carol)
+        for i in range(6):
+            post(room, user, f"m{i}")
+
+    await database_sync_to_async(world)()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.user_group_name(other_user.pk), channel)
+    batcher = reads.ReadBatcher.for_loop()
+    try:
+        before = batcher.statements
+        reports = [
+            reads.read_report_soon(room=room, user=other_user, seq=seq) for seq in (2, 5, 3, 1, 4, 2**63 - 1)
+        ] + [
+            reads.read_report_soon(room=room, user=carol, seq=3),
+            reads.read_report_soon(room=room, user=dave, seq=3),
+        ]
+        outcomes = await asyncio.gather(*reports, return_exceptions=True)
+        assert batcher.statements == before + 1
+        bobs = outcomes[:6]
+        assert all(o == (True, reads.ReadState(6, 0, 0)) for o in bobs), bobs  # clamped to seq 6
+        assert outcomes[6] == (True, reads.ReadState(3, 3, 0))
+        assert isinstance(outcomes[7], services.NotFound)
+        event = await asyncio.wait_for(layer.receive(channel), 5)
+        assert json.loads(event["text"]) == {
+            "type": "read.updated",
+            "room": "lobby",
+            "last_read_seq": 6,
+            "unread_count": 0,
+            "mention_count": 0,
+        }
+        with pytest.raises(TimeoutError):  # one event for the tick, not one per report
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+        # Backward in a later tick: nothing moves, nothing is sent.
+        assert await reads.read_report_soon(room=room, user=other_user, seq=2) == (
+            False,
+            reads.ReadState(6, 0, 0),
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+        assert await database_sync_to_async(marker)(room, other_user) == 6
+        assert await database_sync_to_async(Membership.objects.filter(user=dave).exists)() is False
+    finally:
+        await layer.group_discard(events.user_group_name(other_user.pk), channel)
+        await async_db.aclose()
+
+
 # --- real nodes -----------------------------------------------------------------------------------
 
 
@@ -402,3 +463,50 @@ async def test_the_sockets_one_statement_report_answers_as_the_service(room, use
             await reads.read_report_async(room=room, user=dave, seq=3)
     finally:
         await async_db.aclose()
+
+
+@pytest.mark.multinode
+@pytest.mark.django_db(transaction=True)
+async def test_two_tabs_on_two_nodes_reporting_at_once_end_at_the_highest_marker_each_tick_coalesced(
+    two_nodes,
+):
+    """Bob's two tabs, one room socket on each node, report at the same moment: tab 1 five
+    reports in one burst (one tick on node 1), tab 2 one lower report (node 2). The marker ends
+    at the highest seq, never moves back, and each tab hears of the other's reading: tab 2 gets
+    ``read.updated`` with 5. Node 1 wrote its burst as one tick: no tab ever gets a
+    ``read.updated`` for 1, 3 or 4, the burst's intermediate seqs."""
+    from tests.nodes import Client
+
+    def setup():
+        alice, bob = factories.make_user("alice"), factories.make_user("bob")
+        room = factories.make_room(created_by=alice, slug="r1")
+        services.member_join(room=room, user=bob)
+        for i in range(6):
+            post(room, alice, f"m{i}")
+        return room, bob, factories.token_for(bob)
+
+    room, bob, token = await database_sync_to_async(setup)()
+    node1, node2 = two_nodes
+    tab1 = await Client(node1, "r1", token).connect()
+    tab2 = await Client(node2, "r1", token).connect()
+
+    async def burst():
+        for seq in (1, 3, 5, 4, 3):
+            await tab1._socket.send(json.dumps({"type": "read", "seq": seq}))
+
+    await asyncio.gather(burst(), tab2._socket.send(json.dumps({"type": "read", "seq": 2})))
+
+    def read_updates(client):
+        return [f["last_read_seq"] for f in client.frames if f["type"] == "read.updated"]
+
+    assert await tab2.wait_for(lambda c: 5 in read_updates(c)), tab2.frames
+    assert await tab1.wait_for(lambda c: 5 in read_updates(c)), tab1.frames
+    await asyncio.sleep(1)  # any late frame of either node's tick
+    assert await database_sync_to_async(marker)(room, bob) == 5
+    for tab in (tab1, tab2):
+        seen = read_updates(tab)
+        assert not {1, 3, 4} & set(seen), seen
+        assert set(seen) <= {2, 5} and seen.count(5) == 1, seen
+        assert not [f for f in tab.frames if f["type"] == "error"], tab.frames
+    await tab1.close()
+    await tab2.close()

@@ -2,8 +2,9 @@
  * chatsite sidebar: every room and direct message of the signed-in user, with unread and
  * mention badges kept live over one WebSocket per page (/ws/user/, rooms/user_consumer.py),
  * whichever node serves it. Included on every signed-in page by templates/base.html as an ES
- * module (<script type="module">; it imports nothing, and the room page's modules do not import
- * it: the two pages' scripts meet only through the server). No dependencies.
+ * module (<script type="module">; it imports only room/i18n.js, its strings in the page's
+ * language, and the room page's modules do not import it: the two pages' scripts meet only
+ * through the server). No dependencies.
  *
  * Frame contract (docs/protocol.md, "Sidebar and unread state"):
  *   server → client {"type":"sidebar","server_id","rooms":[{slug,name,kind,dm_with,last_seq,
@@ -31,6 +32,8 @@
  * mention while this tab is hidden shows a notification; tabs of one browser share its tag, so
  * the browser shows it once.
  */
+import { gettext, interpolate, ngettext } from "./room/i18n.js";
+
 const aside = document.getElementById("sidebar");
 if (aside && "WebSocket" in window) start(aside);
 
@@ -95,10 +98,11 @@ function start(aside) {
     name.textContent = room.kind === "dm" ? room.name : "#\u2009" + room.name;
     a.appendChild(name);
     if (mentions > 0) {
-      a.appendChild(badge("sidebar__mentions", "@" + mentions, mentions + (mentions === 1 ? " mention" : " mentions")));
+      const label = interpolate(ngettext("%(count)s mention", "%(count)s mentions", mentions), { count: mentions });
+      a.appendChild(badge("sidebar__mentions", "@" + mentions, label));
     }
     if (unread > 0) {
-      a.appendChild(badge("sidebar__unread", String(unread), unread + " unread"));
+      a.appendChild(badge("sidebar__unread", String(unread), interpolate(gettext("%(count)s unread"), { count: unread })));
     }
     li.appendChild(a);
     return li;
@@ -107,7 +111,7 @@ function start(aside) {
   function render() {
     const groups = [[], []];
     for (const room of rooms.values()) groups[room.kind === "dm" ? 1 : 0].push(item(room));
-    for (const [list, items, empty] of [[roomsList, groups[0], "No rooms yet"], [dmsList, groups[1], "No direct messages yet"]]) {
+    for (const [list, items, empty] of [[roomsList, groups[0], gettext("No rooms yet")], [dmsList, groups[1], gettext("No direct messages yet")]]) {
       if (!list) continue;
       if (!items.length) {
         const li = document.createElement("li");
@@ -215,7 +219,7 @@ function start(aside) {
     retryTimer = null;
     if (stopped) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    setStatus(attempt ? "reconnecting" : "connecting", attempt ? "reconnecting…" : "connecting…");
+    setStatus(attempt ? "reconnecting" : "connecting", attempt ? gettext("reconnecting…") : gettext("connecting…"));
     const ws = new WebSocket(scheme + location.host + socketPath);
     socket = ws;
     ws.onmessage = function (event) { if (socket === ws) onFrame(event); };
@@ -224,14 +228,14 @@ function start(aside) {
       socket = null;
       if (event.code === 4401) {
         stopped = true;
-        setStatus("stopped", "signed out");
+        setStatus("stopped", gettext("signed out"));
         return;
       }
       attempt += 1;
       // 1012: the node is stopping; another one answers at once. Otherwise back off, with jitter.
       const delay = event.code === 1012 ? 100 + Math.random() * 400
         : Math.min(30000, 500 * Math.pow(2, Math.min(attempt, 6))) * (0.5 + Math.random() / 2);
-      setStatus("reconnecting", "reconnecting…");
+      setStatus("reconnecting", gettext("reconnecting…"));
       retryTimer = setTimeout(connect, delay);
     };
   }
@@ -264,7 +268,7 @@ function start(aside) {
     }
     notifyButton.hidden = false;
     const on = notifyEnabled();
-    notifyButton.textContent = on ? "Mention notifications: on" : "Notify me of mentions";
+    notifyButton.textContent = on ? gettext("Mention notifications: on") : gettext("Notify me of mentions");
     notifyButton.setAttribute("aria-pressed", on ? "true" : "false");
   }
 
@@ -287,7 +291,8 @@ function start(aside) {
     if (!document.hidden || !notifyEnabled() || !message || (message.author && message.author.id === me)) return;
     const where = room.kind === "dm" ? room.name : "#" + room.name;
     try {
-      const n = new Notification((message.author ? message.author.username : "Someone") + " mentioned you in " + where, {
+      const who = message.author ? message.author.username : gettext("Someone");
+      const n = new Notification(interpolate(gettext("%(who)s mentioned you in %(where)s"), { who, where }), {
         body: String(message.body || "").slice(0, 200),
         tag: "mention-" + room.slug + "-" + message.seq,
       });

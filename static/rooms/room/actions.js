@@ -8,6 +8,7 @@ import { actionButton, characterCount, element } from "./dom.js";
 import { registerMessagePart, when } from "./hooks.js";
 import { apiRequest } from "./http.js";
 import { applyMessageState, bodySource, isValidMessage } from "./render.js";
+import { gettext, interpolate } from "./i18n.js";
 
 // --- editing and deleting (REST; the result comes back live for everyone) -------------------
 
@@ -28,10 +29,10 @@ export function renderMessageActions(li) {
   if (li.dataset.deleted || !li.dataset.id || state.banned) return;
   const mine = Number(li.dataset.authorId) === config.user.id;
   if (mine && !state.archived && !li.querySelector(".message__editor")) {
-    actions.append(actionButton("Edit", () => openEditor(li), "Edit this message"));
+    actions.append(actionButton(gettext("Edit"), () => openEditor(li), gettext("Edit this message")));
   }
   if (mine || canModerate()) {
-    const button = actionButton("Delete", () => deleteMessage(li), "Delete this message");
+    const button = actionButton(gettext("Delete"), () => deleteMessage(li), gettext("Delete this message"));
     button.classList.add("link-button--danger");
     actions.append(button);
   }
@@ -69,11 +70,11 @@ export function openEditor(li) {
   const textarea = element("textarea", "message__edit-input");
   textarea.value = bodySource(li); // the Markdown source, not the shown text
   textarea.rows = Math.min(8, Math.max(2, textarea.value.split("\n").length));
-  textarea.setAttribute("aria-label", "Edit message");
-  const save = element("button", "button button--small", "Save");
+  textarea.setAttribute("aria-label", gettext("Edit message"));
+  const save = element("button", "button button--small", gettext("Save"));
   save.type = "submit";
   const buttons = element("div", "message__editor-buttons");
-  buttons.append(save, actionButton("Cancel", () => closeEditor(li)));
+  buttons.append(save, actionButton(gettext("Cancel"), () => closeEditor(li)));
   form.append(textarea, buttons);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -111,12 +112,12 @@ export async function saveEdit(li, form) {
   const save = form.querySelector("button[type=submit]");
   const body = textarea.value;
   if (!body.trim()) {
-    setMessageError(li, "Write a message first (or delete it).");
+    setMessageError(li, gettext("Write a message first (or delete it)."));
     return;
   }
   const count = characterCount(body);
   if (count > BODY_MAX_LENGTH) {
-    setMessageError(li, `The message is ${count} characters long; the limit is ${BODY_MAX_LENGTH}.`);
+    setMessageError(li, interpolate(gettext("The message is %(count)s characters long; the limit is %(limit)s."), { count, limit: BODY_MAX_LENGTH }));
     return;
   }
   if (body === bodySource(li)) {
@@ -139,8 +140,10 @@ export async function saveEdit(li, form) {
 
 export async function deleteMessage(li) {
   const mine = Number(li.dataset.authorId) === config.user.id;
-  const question = mine ? "Delete your message?" : "Delete this message for everyone?";
-  if (!window.confirm(question + " Everyone will see “message deleted” in its place.")) return;
+  const question = mine
+    ? gettext("Delete your message? Everyone will see “message deleted” in its place.")
+    : gettext("Delete this message for everyone? Everyone will see “message deleted” in its place.");
+  if (!window.confirm(question)) return;
   setMessageError(li, null);
   try {
     await apiRequest("DELETE", messageUrl(li));

@@ -17,6 +17,7 @@ import { actionButton, element } from "./dom.js";
 import { registerMessagePart } from "./hooks.js";
 import { csrfToken } from "./http.js";
 import { showFormError } from "./status.js";
+import { gettext, interpolate, pageLanguage, pgettext } from "./i18n.js";
 
 const uploadUrl = `/api/rooms/${encodeURIComponent(config.slug)}/attachments/`;
 const pending = []; // {file, name, status: "uploading" | "ready" | "failed", id, error, el}
@@ -28,9 +29,10 @@ const input = document.getElementById("message-body");
 
 export function formatSize(bytes) {
   if (!Number.isFinite(bytes)) return "";
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(bytes < 10 * 1024 ? 1 : 0)} KB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+  const number = (value, digits) => value.toLocaleString(pageLanguage, { maximumFractionDigits: digits });
+  if (bytes < 1024) return `${number(bytes, 0)} B`;
+  if (bytes < 1024 * 1024) return `${number(bytes / 1024, bytes < 10 * 1024 ? 1 : 0)} KB`;
+  return `${number(bytes / (1024 * 1024), 1)} MB`;
 }
 
 // --- in messages -----------------------------------------------------------------------------
@@ -106,8 +108,8 @@ function renderChip(item) {
   chip.replaceChildren(
     element("span", "attachment-chip__name", item.name),
     element("span", "attachment-chip__state",
-      item.status === "uploading" ? "uploading…" : item.status === "failed" ? item.error : formatSize(item.size)),
-    actionButton("Remove", () => removeItem(item), `Remove ${item.name}`),
+      item.status === "uploading" ? gettext("uploading…") : item.status === "failed" ? item.error : formatSize(item.size)),
+    actionButton(pgettext("attachment", "Remove"), () => removeItem(item), interpolate(gettext("Remove %(name)s"), { name: item.name })),
   );
   return chip;
 }
@@ -134,7 +136,7 @@ async function upload(file) {
     });
     const data = await response.json().catch(() => null);
     if (!response.ok || !data || !Number.isInteger(data.id)) {
-      throw new Error((data && data.detail) || `The upload failed (${response.status}).`);
+      throw new Error((data && data.detail) || interpolate(gettext("The upload failed (%(status)s)."), { status: response.status }));
     }
     item.id = data.id;
     item.name = data.name;
@@ -142,7 +144,7 @@ async function upload(file) {
     item.status = "ready";
   } catch (err) {
     item.status = "failed";
-    item.error = err.message || "The upload failed.";
+    item.error = err.message || gettext("The upload failed.");
     showFormError(`${item.name}: ${item.error}`);
   }
   if (pending.includes(item)) renderChip(item);

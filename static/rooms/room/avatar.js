@@ -10,6 +10,8 @@
  *   rename and neighbouring ids differ clearly.
  */
 
+import { gettext } from "./i18n.js";
+
 const GOLDEN_ANGLE = 137.508;
 
 function graphemes(text) {
@@ -40,5 +42,5 @@ export function avatarOf(user) {
 }
 
 export function nameOf(user) {
-  return (user && (user.display_name || "").trim()) || (user && user.username) || "unknown";
+  return (user && (user.display_name || "").trim()) || (user && user.username) || gettext("unknown");
 }

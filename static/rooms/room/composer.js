@@ -11,6 +11,7 @@ import { enqueue } from "./outbox.js";
 import { clearReplyTarget } from "./replies.js";
 import { noteTyping } from "./presence.js";
 import { clearFormError, showFormError } from "./status.js";
+import { gettext, interpolate } from "./i18n.js";
 
 export function updateCharCount() {
   const count = characterCount(els.input.value);
@@ -26,19 +27,19 @@ export function autoGrow() {
 export function onSubmit(event) {
   event.preventDefault();
   if (uploadsInFlight()) {
-    showFormError("Wait until the files are uploaded.");
+    showFormError(gettext("Wait until the files are uploaded."));
     return;
   }
   const attachments = pendingIds();
   let body = els.input.value;
   if (!body.trim() && attachments.length) body = pendingNames().join("\n"); // a file alone: its name says it
   if (!body.trim()) {
-    showFormError("Write a message first.");
+    showFormError(gettext("Write a message first."));
     return;
   }
   const count = characterCount(body);
   if (count > BODY_MAX_LENGTH) {
-    showFormError(`The message is ${count} characters long; the limit is ${BODY_MAX_LENGTH}.`);
+    showFormError(interpolate(gettext("The message is %(count)s characters long; the limit is %(limit)s."), { count, limit: BODY_MAX_LENGTH }));
     return;
   }
   clearFormError();

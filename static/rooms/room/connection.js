@@ -22,6 +22,7 @@ import { actionButton, element } from "./dom.js";
 import { dispatch, emit, on } from "./hooks.js";
 import { backoffDelay } from "./seq.js";
 import { setStatus } from "./status.js";
+import { gettext, interpolate } from "./i18n.js";
 
 // --- connection ----------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ export function connect() {
   if (state.stopped) return;
   clearReconnectTimers();
   if (state.socket) state.socket.close(); // a stale one; its events are ignored from now on
-  setStatus("connecting", "connecting…");
+  setStatus("connecting", gettext("connecting…"));
   emit("connecting");
   const socket = new WebSocket(socketUrl());
   state.socket = socket;
@@ -76,7 +77,7 @@ export function onHello(frame) {
   state.attempt = 0;
   state.sessionRenewedAt = null; // signed in with the renewed cookie: a later 4401 is a sign-out
   els.status.dataset.serverId = frame.server_id || ""; // for operators' tools; shown to staff only
-  setStatus("connected", config.show_node_names ? `connected to ${frame.server_id}` : "connected");
+  setStatus("connected", config.show_node_names ? interpolate(gettext("connected to %(node)s"), { node: frame.server_id }) : gettext("connected"));
   const reconnect = state.everConnected;
   state.everConnected = true;
   // presence.js notes "not known yet", sync.js repairs gaps, outbox.js resends what is unacked
@@ -97,7 +98,7 @@ export function onClose(event) {
   if (event.code === CLOSE_SESSION_RENEWED) state.sessionRenewedAt = Date.now();
   const renewing = state.sessionRenewedAt !== null && Date.now() - state.sessionRenewedAt < SESSION_RENEWAL_GRACE_MS;
   if (renewing && (event.code === CLOSE_SESSION_RENEWED || event.code === CLOSE_UNAUTHENTICATED)) {
-    if (!state.stopped) scheduleReconnect("session renewed");
+    if (!state.stopped) scheduleReconnect(gettext("session renewed"));
     return;
   }
   const reason = {
@@ -125,24 +126,24 @@ export function stop(reason) {
   clearReconnectTimers();
   clearTimeout(state.catchUp.retryTimer);
   els.fieldset.disabled = true;
-  const rooms = element("a", "", "All rooms");
+  const rooms = element("a", "", gettext("All rooms"));
   rooms.href = urls.rooms;
   if (reason === "signed-out") {
-    const login = element("a", "", "Log in");
+    const login = element("a", "", gettext("Log in"));
     login.href = `${urls.login}?next=${encodeURIComponent(location.pathname)}`;
-    setStatus("stopped", "You are not signed in. ", login, " to keep chatting.");
+    setStatus("stopped", gettext("You are not signed in."), " ", login);
   } else if (reason === "left") {
-    setStatus("stopped", "You left this room (perhaps in another tab). ", actionButton("Rejoin", rejoin));
+    setStatus("stopped", gettext("You left this room (perhaps in another tab)."), " ", actionButton(gettext("Rejoin"), rejoin));
   } else if (reason === "banned") {
     state.banned = true;
-    setStatus("stopped", "You are banned from this room. ", rooms);
+    setStatus("stopped", gettext("You are banned from this room."), " ", rooms);
   } else if (reason === "archived") {
     state.archived = true;
     els.banner.hidden = false;
-    els.input.placeholder = "This room is archived: no new messages";
-    setStatus("stopped", "archived");
+    els.input.placeholder = gettext("This room is archived: no new messages");
+    setStatus("stopped", gettext("archived"));
   } else {
-    setStatus("stopped", "This room does not exist (any more). ", rooms);
+    setStatus("stopped", gettext("This room does not exist (any more)."), " ", rooms);
   }
   // presence.js empties the list, outbox.js fails what cannot be sent, actions.js hides controls
   emit("stopped", { reason });
@@ -169,10 +170,11 @@ export function scheduleReconnect(why) {
   const countdown = element("span");
   const showCountdown = () => {
     const seconds = Math.max(1, Math.ceil((reconnectAt - Date.now()) / 1000));
-    countdown.textContent = `${why ? why + ": " : ""}reconnecting in ${seconds} s…`;
+    const waiting = interpolate(gettext("reconnecting in %(seconds)s s…"), { seconds });
+    countdown.textContent = why ? interpolate(gettext("%(why)s: %(waiting)s"), { why, waiting }) : waiting;
   };
   showCountdown();
-  setStatus("waiting", countdown, " ", actionButton("Reconnect now", connect));
+  setStatus("waiting", countdown, " ", actionButton(gettext("Reconnect now"), connect));
   state.countdownTimer = setInterval(showCountdown, 1000);
 }
 

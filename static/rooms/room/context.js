@@ -6,6 +6,8 @@
  * gives).
  */
 
+import { gettext } from "./i18n.js";
+
 export const BODY_MAX_LENGTH = 4000; // characters (code points), as the server counts
 export const CHAR_COUNT_FROM = 3500; // show the counter from this length on
 export const HISTORY_PAGE_SIZE = 200;
@@ -24,9 +26,9 @@ export const CLOSE_TOO_SLOW = 4008; // we read too slowly: reconnect with backof
 export const CLOSE_UNAVAILABLE = 4503; // the node cannot reach its database or Redis: backoff
 export const CLOSE_TOO_MANY_SOCKETS = 4429; // over the per-user socket cap: backoff until a slot frees
 export const RETRY_CLOSE_LABELS = {
-  [CLOSE_TOO_SLOW]: "connection too slow",
-  [CLOSE_TOO_MANY_SOCKETS]: "too many open tabs or connections",
-  [CLOSE_UNAVAILABLE]: "server unavailable",
+  [CLOSE_TOO_SLOW]: gettext("connection too slow"),
+  [CLOSE_TOO_MANY_SOCKETS]: gettext("too many open tabs or connections"),
+  [CLOSE_UNAVAILABLE]: gettext("server unavailable"),
 };
 // The server relays one typing frame per socket every 2 s and drops the rest; a little over 2 s
 // here, so network jitter does not make it drop one of ours (and the others' hint flicker).

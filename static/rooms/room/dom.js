@@ -5,6 +5,7 @@
 
 import { config } from "./context.js";
 import { isoMicros } from "./seq.js";
+import { pageLanguage } from "./i18n.js";
 
 // --- small helpers -------------------------------------------------------------------------
 
@@ -78,9 +79,10 @@ export function characterCount(text) {
 
 // --- time ----------------------------------------------------------------------------------
 
-export const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-export const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-export const fullDate = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+// In the page's language (<html lang>: "14:32" / "오후 2:32"), in the reader's time zone.
+export const timeOnly = new Intl.DateTimeFormat(pageLanguage, { hour: "2-digit", minute: "2-digit" });
+export const dateAndTime = new Intl.DateTimeFormat(pageLanguage, { dateStyle: "medium", timeStyle: "short" });
+export const fullDate = new Intl.DateTimeFormat(pageLanguage, { dateStyle: "full", timeStyle: "long" });
 
 // A message's time: "14:32" (its day is on the date divider above it), the full date and time
 // as the tooltip.

@@ -5,6 +5,7 @@
  */
 
 import { HISTORY_PAGE_SIZE, HISTORY_TIMEOUT_MS, urls } from "./context.js";
+import { gettext, interpolate } from "./i18n.js";
 
 // the cookie cannot be read (CSRF_COOKIE_HTTPONLY, CSRF_USE_SESSIONS).
 export function csrfToken() {
@@ -30,7 +31,7 @@ export async function apiRequest(method, url, data) {
   try {
     response = await fetch(url, options);
   } catch (err) {
-    throw new Error("Could not reach the server; try again.");
+    throw new Error(gettext("Could not reach the server; try again."));
   }
   let payload = null;
   if (response.status !== 204) {
@@ -53,7 +54,7 @@ export function errorText(payload, status) {
       if (typeof first === "string") return field === "non_field_errors" ? first : `${field}: ${first}`;
     }
   }
-  return `The server answered ${status}; try again.`;
+  return interpolate(gettext("The server answered %(status)s; try again."), { status });
 }
 
 export async function fetchHistoryPage(afterSeq, beforeSeq, limit = HISTORY_PAGE_SIZE) {

@@ -25,17 +25,23 @@ import { actionButton, element, formatLocal } from "./dom.js";
 import { on, when } from "./hooks.js";
 import { apiRequest } from "./http.js";
 import { clearNotice, showNotice } from "./status.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 const PAGE_SIZE = 100;
 // Mute durations offered, in minutes (the REST route takes any {"minutes"} or {"until"}).
 const MUTE_CHOICES = [
-  [10, "10 minutes"],
-  [60, "1 hour"],
-  [8 * 60, "8 hours"],
-  [24 * 60, "1 day"],
-  [7 * 24 * 60, "1 week"],
+  [10, gettext("10 minutes")],
+  [60, gettext("1 hour")],
+  [8 * 60, gettext("8 hours")],
+  [24 * 60, gettext("1 day")],
+  [7 * 24 * 60, gettext("1 week")],
 ];
 const ROLE_ORDER = { owner: 0, moderator: 1, member: 2 };
+const ROLE_LABELS = { owner: gettext("owner"), moderator: gettext("moderator"), member: gettext("member") };
+
+export function roleLabel(role) {
+  return ROLE_LABELS[role] || role;
+}
 
 const panel = {
   root: document.getElementById("members"),
@@ -145,9 +151,9 @@ function sortedMembers() {
 }
 
 function notesOf(member) {
-  if (member.banned) return "banned";
+  if (member.banned) return gettext("banned");
   if (member.muted_until && new Date(member.muted_until) > new Date()) {
-    return `muted until ${formatLocal(member.muted_until)}`;
+    return interpolate(gettext("muted until %(time)s"), { time: formatLocal(member.muted_until) });
   }
   return "";
 }
@@ -158,13 +164,13 @@ function memberElement(member) {
   const name = element("span", "member__name");
   name.append(avatarElement(member.user), nameOf(member.user));
   if (member.user.display_name) name.append(" ", element("span", "member__username", `@${member.user.username}`));
-  if (member.role !== "member") name.append(element("span", "member__role", member.role));
-  if (member.user.id === config.user.id) name.append(" ", element("span", "presence__you", "(you)"));
+  if (member.role !== "member") name.append(element("span", "member__role", roleLabel(member.role)));
+  if (member.user.id === config.user.id) name.append(" ", element("span", "presence__you", gettext("(you)")));
   li.append(name);
   if (mayActOn(member)) {
     const menu = element("details", "member__menu");
     const summary = element("summary", "", "⋯");
-    summary.setAttribute("aria-label", `Actions for ${member.user.username}`);
+    summary.setAttribute("aria-label", interpolate(gettext("Actions for %(username)s"), { username: member.user.username }));
     menu.append(summary, actionsFor(member));
     li.append(menu);
   } else {
@@ -178,42 +184,45 @@ function actionsFor(member) {
   const box = element("div", "member__actions");
   const who = member.user.username;
   if (member.banned) {
-    const back = config.is_private ? `add ${who} again to let them back in` : `${who} may join again`;
-    box.append(actionButton("Unban", () => act("DELETE", memberUrl(who, "ban/"), `${who} is no longer banned: ${back}.`)));
+    const done = config.is_private
+      ? gettext("%(who)s is no longer banned: add %(who)s again to let them back in.")
+      : gettext("%(who)s is no longer banned: %(who)s may join again.");
+    box.append(actionButton(gettext("Unban"), () => act("DELETE", memberUrl(who, "ban/"), interpolate(done, { who }))));
     return box;
   }
   if (isOwnerOrSite()) {
     if (member.role === "member") {
-      box.append(actionButton("Make moderator",
-        () => act("PATCH", memberUrl(who), `${who} is now a moderator.`, { role: "moderator" })));
+      box.append(actionButton(gettext("Make moderator"),
+        () => act("PATCH", memberUrl(who), interpolate(gettext("%(who)s is now a moderator."), { who }), { role: "moderator" })));
     } else if (member.role === "moderator") {
-      box.append(actionButton("Make member",
-        () => act("PATCH", memberUrl(who), `${who} is no longer a moderator.`, { role: "member" })));
+      box.append(actionButton(gettext("Make member"),
+        () => act("PATCH", memberUrl(who), interpolate(gettext("%(who)s is no longer a moderator."), { who }), { role: "member" })));
     }
   }
   const muted = member.muted_until && new Date(member.muted_until) > new Date();
   if (muted) {
-    box.append(actionButton("Unmute", () => act("DELETE", memberUrl(who, "mute/"), `${who} may send again.`)));
+    box.append(actionButton(gettext("Unmute"), () => act("DELETE", memberUrl(who, "mute/"), interpolate(gettext("%(who)s may send again."), { who }))));
   } else {
     const select = element("select");
-    select.setAttribute("aria-label", `Mute ${who} for`);
-    select.append(new Option("Mute for…", ""));
+    select.setAttribute("aria-label", interpolate(gettext("Mute %(who)s for"), { who }));
+    select.append(new Option(gettext("Mute for…"), ""));
     for (const [minutes, label] of MUTE_CHOICES) select.append(new Option(label, String(minutes)));
     select.addEventListener("change", () => {
       const minutes = Number(select.value);
       if (!minutes) return;
-      act("POST", memberUrl(who, "mute/"), `${who} is muted.`, { minutes });
+      act("POST", memberUrl(who, "mute/"), interpolate(gettext("%(who)s is muted."), { who }), { minutes });
     });
     box.append(select);
   }
-  const remove = actionButton("Remove", () => {
-    if (window.confirm(`Remove ${who} from #${config.slug}?`)) {
-      act("DELETE", memberUrl(who), `${who} was removed.`);
+  const remove = actionButton(gettext("Remove"), () => {
+    if (window.confirm(interpolate(gettext("Remove %(who)s from #%(room)s?"), { who, room: config.slug }))) {
+      act("DELETE", memberUrl(who), interpolate(gettext("%(who)s was removed."), { who }));
     }
   });
-  const ban = actionButton("Ban", () => {
-    if (window.confirm(`Ban ${who} from #${config.slug}? They are removed and cannot come back until unbanned.`)) {
-      act("POST", memberUrl(who, "ban/"), `${who} is banned.`);
+  const ban = actionButton(gettext("Ban"), () => {
+    const question = gettext("Ban %(who)s from #%(room)s? They are removed and cannot come back until unbanned.");
+    if (window.confirm(interpolate(question, { who, room: config.slug }))) {
+      act("POST", memberUrl(who, "ban/"), interpolate(gettext("%(who)s is banned."), { who }));
     }
   });
   remove.classList.add("link-button--danger");
@@ -247,7 +256,7 @@ function renderControls() {
   const mutedHere = !config.is_private && members.mutedUntil !== null && members.mutedUntil > new Date();
   panel.leave.hidden = config.role === null || config.role === "owner" || state.stopped || mutedHere;
   const shownRole = config.role === "owner" || config.role === "moderator" ? config.role : "";
-  panel.roleBadge.textContent = shownRole;
+  panel.roleBadge.textContent = roleLabel(shownRole);
   panel.roleBadge.hidden = !shownRole;
 }
 
@@ -274,7 +283,7 @@ async function onInvite(event) {
     const member = await apiRequest("POST", config.urls.members, { username });
     upsert(member);
     panel.inviteInput.value = "";
-    setStatus(`${member.user.username} is a member of #${config.slug}.`);
+    setStatus(interpolate(gettext("%(who)s is a member of #%(room)s."), { who: member.user.username, room: config.slug }));
   } catch (err) {
     setStatus(err.message, true);
   }
@@ -288,25 +297,28 @@ async function onSaveSettings(event) {
   try {
     const room = await apiRequest("PATCH", config.urls.room, body);
     applyRoom(room);
-    setStatus("Room settings saved.");
+    setStatus(gettext("Room settings saved."));
   } catch (err) {
     setStatus(err.message, true);
   }
 }
 
 async function onArchive() {
-  if (!window.confirm(`Archive #${config.slug}? Its history stays readable; nobody can send to it again.`)) return;
+  const question = gettext("Archive #%(room)s? Its history stays readable; nobody can send to it again.");
+  if (!window.confirm(interpolate(question, { room: config.slug }))) return;
   try {
     await apiRequest("DELETE", config.urls.room);
-    setStatus("The room is archived."); // room.archived and the close 4410 follow on every page
+    setStatus(gettext("The room is archived.")); // room.archived and the close 4410 follow on every page
   } catch (err) {
     setStatus(err.message, true);
   }
 }
 
 async function onLeave() {
-  const note = config.is_private ? " It is private: only a moderator can add you again." : "";
-  if (!window.confirm(`Leave #${config.slug}?${note}`)) return;
+  const question = config.is_private
+    ? gettext("Leave #%(room)s? It is private: only a moderator can add you again.")
+    : gettext("Leave #%(room)s?");
+  if (!window.confirm(interpolate(question, { room: config.slug }))) return;
   try {
     await apiRequest("DELETE", memberUrl("me"));
     window.location.assign(config.urls.rooms_page);
@@ -345,13 +357,17 @@ function applyMute() {
   const muted = until !== null && until > new Date();
   if (muted) {
     els.fieldset.disabled = true;
-    els.input.placeholder = `You are muted until ${formatLocal(until.toISOString())}`;
-    showNotice("muted", `You are muted in this room until ${formatLocal(until.toISOString())}.`);
+    els.input.placeholder = interpolate(gettext("You are muted until %(time)s"), { time: formatLocal(until.toISOString()) });
+    els.input.dataset.mutedPlaceholder = els.input.placeholder;
+    showNotice("muted", interpolate(gettext("You are muted in this room until %(time)s."), { time: formatLocal(until.toISOString()) }));
     // setTimeout's limit is about 24.8 days; a longer mute is checked again then
     members.muteTimer = setTimeout(applyMute, Math.min(until - new Date() + 500, 2 ** 31 - 1));
   } else {
     clearNotice("muted");
-    if (els.input.placeholder.startsWith("You are muted")) els.input.placeholder = "Write a message…";
+    if (els.input.dataset.mutedPlaceholder && els.input.placeholder === els.input.dataset.mutedPlaceholder) {
+      els.input.placeholder = gettext("Write a message…");
+    }
+    delete els.input.dataset.mutedPlaceholder;
     if (!state.stopped && state.helloReceived) els.fieldset.disabled = false;
   }
 }

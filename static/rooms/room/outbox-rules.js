@@ -1,4 +1,5 @@
 import { backoffDelay } from "./seq.js";
+import { gettext, interpolate } from "./i18n.js";
 
 /*
  * chatsite room page: the pure outbox rules (no DOM, no socket, no timers), tested under Node by
@@ -30,14 +31,14 @@ export const RETRY_BY_HAND_CODES = new Set(["internal_error"]);
 export const MIN_RATE_LIMIT_WAIT_MS = 100;
 
 export const OUTBOX_LABELS = {
-  sending: "sending…",
-  retrying: "not stored yet, retrying…",
-  failed: "not sent",
-  sent: "sent",
+  sending: gettext("sending…"),
+  retrying: gettext("not stored yet, retrying…"),
+  failed: gettext("not sent"),
+  sent: gettext("sent"),
 };
 
 export function statusLabel(status, reason) {
-  return OUTBOX_LABELS[status] + (reason ? ` (${reason})` : "");
+  return reason ? interpolate(gettext("%(status)s (%(reason)s)"), { status: OUTBOX_LABELS[status], reason }) : OUTBOX_LABELS[status];
 }
 
 export function errorPlan(frame, entry, random = Math.random) {
@@ -50,7 +51,7 @@ export function errorPlan(frame, entry, random = Math.random) {
   if (frame.code === "rate_limited") {
     const seconds = Number(frame.retry_after);
     const wait = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : backoffDelay(entry.retries + 1, random);
-    return { action: "retry", waitMs: Math.max(MIN_RATE_LIMIT_WAIT_MS, wait), label: "rate limited" };
+    return { action: "retry", waitMs: Math.max(MIN_RATE_LIMIT_WAIT_MS, wait), label: gettext("rate limited") };
   }
   if (RETRY_LATER_CODES.has(frame.code)) {
     return { action: "retry-later", waitMs: backoffDelay(entry.retries + 1, random) };

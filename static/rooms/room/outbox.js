@@ -13,6 +13,8 @@ import { errorPlan, parseSavedOutbox, savedOutbox, statusLabel } from "./outbox-
 import { scrollToBottom } from "./render.js";
 import { showFormError } from "./status.js";
 import { requestCatchUp } from "./sync.js";
+import { errorReason, errorText } from "./errors.js";
+import { gettext, interpolate } from "./i18n.js";
 
 // --- outbox --------------------------------------------------------------------------------
 
@@ -39,10 +41,10 @@ export function setEntryStatus(entry, status, reason) {
   const actions = entry.el.querySelector(".message__actions");
   actions.replaceChildren();
   if (status === "failed") {
-    if (entry.retryByHand) actions.append(actionButton("Retry", () => retryEntry(entry)));
+    if (entry.retryByHand) actions.append(actionButton(gettext("Retry"), () => retryEntry(entry)));
     actions.append(
-      actionButton("Edit", () => editEntry(entry)),
-      actionButton("Discard", () => discardEntry(entry))
+      actionButton(gettext("Edit"), () => editEntry(entry)),
+      actionButton(gettext("Discard"), () => discardEntry(entry))
     );
   }
 }
@@ -157,7 +159,7 @@ export function onAck(frame) {
 }
 
 export function onErrorFrame(frame) {
-  const text = `${frame.code}: ${frame.detail}`;
+  const text = errorText(frame);
   const entry = frame.client_msg_id ? state.outbox.get(frame.client_msg_id) : null;
   const plan = errorPlan(frame, entry);
   switch (plan.action) {
@@ -169,11 +171,13 @@ export function onErrorFrame(frame) {
       // Not stored; sending again cannot work before `until`: failed, with Edit / Discard.
       if (entry) {
         entry.retryByHand = false;
-        setEntryStatus(entry, "failed", "muted");
+        setEntryStatus(entry, "failed", gettext("muted"));
         saveOutbox();
       }
       showFormError(
-        typeof frame.until === "string" ? `You are muted until ${formatLocal(frame.until)}.` : frame.detail
+        typeof frame.until === "string"
+          ? interpolate(gettext("You are muted until %(time)s."), { time: formatLocal(frame.until) })
+          : errorText(frame)
       );
       return;
     case "ignore":
@@ -191,7 +195,8 @@ export function onErrorFrame(frame) {
       setEntryStatus(entry, "retrying", plan.label);
       clearTimeout(entry.retryTimer);
       entry.retryTimer = setTimeout(() => sendEntry(entry), plan.waitMs);
-      showFormError(`Sending too fast; retrying in ${Math.max(1, Math.ceil(plan.waitMs / 1000))} s.`, true);
+      const seconds = Math.max(1, Math.ceil(plan.waitMs / 1000));
+      showFormError(interpolate(gettext("Sending too fast; retrying in %(seconds)s s."), { seconds }), true);
       return;
     case "retry-later":
       // Not stored: keep it, resend with the same id after a pause (and after any reconnect).
@@ -202,7 +207,7 @@ export function onErrorFrame(frame) {
       return;
     default:
       entry.retryByHand = plan.retryByHand;
-      setEntryStatus(entry, "failed", frame.code);
+      setEntryStatus(entry, "failed", errorReason(frame.code));
       saveOutbox();
       showFormError(text);
   }
@@ -213,7 +218,7 @@ on("error", onErrorFrame);
 when("hello", resendOutbox);
 // Sends that can never succeed here (banned, archived, no such room) stay, marked not sent.
 when("stopped", ({ reason }) => {
-  const label = { banned: "banned", archived: "room archived", "not-found": "no such room" }[reason];
+  const label = { banned: gettext("banned"), archived: gettext("room archived"), "not-found": gettext("no such room") }[reason];
   if (!label) return;
   for (const entry of state.outbox.values()) {
     if (entry.status === "failed") continue;

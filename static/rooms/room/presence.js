@@ -9,6 +9,7 @@ import { config, els, state, TYPING_SEND_INTERVAL_MS, TYPING_SHOW_MS } from "./c
 import { element } from "./dom.js";
 import { on, when } from "./hooks.js";
 import { applyDiff, applyPage, displayName, emptyRoster, fromSnapshot, isUser, startPaging, stopPaging, visible } from "./roster.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 // --- who is online, who is typing ----------------------------------------------------------
 // The list's state lives in roster.js (pure); here it is fed the frames and drawn: "Online (N)",
@@ -84,7 +85,7 @@ export function presenceNotLive(note, clear) {
     state.online = state.roster.members;
   }
   stopPaging(state.roster);
-  els.presenceNote.textContent = ` · ${note}`;
+  els.presenceNote.textContent = ` · ${note}`; // `note` is translated by the caller
   clearTyping();
   renderPresence();
 }
@@ -96,21 +97,21 @@ export function renderPresence() {
     const li = element("li", "presence__member");
     li.dataset.userId = String(member.id);
     li.append(element("span", "presence__name", member.username));
-    if (member.id === config.user.id) li.append(element("span", "presence__you", "(you)"));
+    if (member.id === config.user.id) li.append(element("span", "presence__you", gettext("(you)")));
     return li;
   });
   if (hidden > 0 || roster.paging || (roster.expanded && !roster.complete)) {
     const li = element("li", "presence__more");
     if (roster.paging) {
-      li.append(element("span", "", `Loading ${roster.paging.size} of ${roster.count}…`));
+      li.append(element("span", "", interpolate(gettext("Loading %(done)s of %(count)s…"), { done: roster.paging.size, count: roster.count })));
     } else if (state.presenceLive) {
-      if (hidden > 0) li.append(element("span", "", `and ${hidden} more `));
-      const button = element("button", "presence__show-all", hidden > 0 ? "Show all" : "Refresh list");
+      if (hidden > 0) li.append(element("span", "", interpolate(ngettext("and %(n)s more", "and %(n)s more", hidden), { n: hidden }) + " "));
+      const button = element("button", "presence__show-all", hidden > 0 ? gettext("Show all") : gettext("Refresh list"));
       button.type = "button";
       button.addEventListener("click", showAll);
       li.append(button);
     } else if (hidden > 0) {
-      li.append(element("span", "", `and ${hidden} more`));
+      li.append(element("span", "", interpolate(ngettext("and %(n)s more", "and %(n)s more", hidden), { n: hidden })));
     }
     items.push(li);
   }
@@ -149,9 +150,9 @@ export function clearTyping() {
 export function renderTyping() {
   const names = Array.from(state.typists.values(), (typist) => typist.username);
   let text = "";
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = `${names.length} people are typing…`;
+  if (names.length === 1) text = interpolate(gettext("%(name)s is typing…"), { name: names[0] });
+  else if (names.length === 2) text = interpolate(gettext("%(first)s and %(second)s are typing…"), { first: names[0], second: names[1] });
+  else if (names.length > 2) text = interpolate(ngettext("%(count)s person is typing…", "%(count)s people are typing…", names.length), { count: names.length });
   els.typingHint.textContent = text;
 }
 
@@ -176,9 +177,9 @@ on("typing", onTyping);
 on("message", (frame) => {
   if (frame.message && frame.message.author) stopTyping(frame.message.author.id);
 });
-when("connecting", () => presenceNotLive("not connected", false));
-when("disconnected", () => presenceNotLive("not connected", false));
-when("stopped", () => presenceNotLive("not connected", true));
+when("connecting", () => presenceNotLive(gettext("not connected"), false));
+when("disconnected", () => presenceNotLive(gettext("not connected"), false));
+when("stopped", () => presenceNotLive(gettext("not connected"), true));
 when("hello", () => {
-  if (!state.presenceLive) els.presenceNote.textContent = " · not known yet"; // until presence
+  if (!state.presenceLive) els.presenceNote.textContent = ` · ${gettext("not known yet")}`; // until presence
 });

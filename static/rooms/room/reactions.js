@@ -17,6 +17,7 @@ import { send } from "./connection.js";
 import { on, registerMessagePart } from "./hooks.js";
 import { apiRequest } from "./http.js";
 import { showNotice } from "./status.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 export const COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀", "✅", "🔥"];
 
@@ -45,8 +46,10 @@ export function renderReactions(li, reactions) {
     chip.dataset.emoji = reaction.emoji;
     chip.setAttribute("aria-pressed", mine ? "true" : "false");
     const names = users.map((u) => u.username).join(", ");
-    const more = reaction.count > users.length ? ` and ${reaction.count - users.length} more` : "";
-    chip.title = `${names}${more} reacted with ${reaction.emoji}`;
+    const others = reaction.count - users.length;
+    chip.title = others > 0
+      ? interpolate(ngettext("%(names)s and %(count)s other reacted with %(emoji)s", "%(names)s and %(count)s others reacted with %(emoji)s", others), { names, count: others, emoji: reaction.emoji })
+      : interpolate(gettext("%(names)s reacted with %(emoji)s"), { names, emoji: reaction.emoji });
     chip.append(element("span", "reaction__emoji", reaction.emoji), element("span", "reaction__count", String(reaction.count)));
     chip.addEventListener("click", () => toggle(li, seq, reaction.emoji, !mine));
     chips.append(chip);
@@ -57,8 +60,8 @@ export function renderReactions(li, reactions) {
 function pickerButton(li, seq) {
   const button = element("button", "reaction reaction--add", "☺+");
   button.type = "button";
-  button.title = "Add a reaction";
-  button.setAttribute("aria-label", "Add a reaction");
+  button.title = gettext("Add a reaction");
+  button.setAttribute("aria-label", gettext("Add a reaction"));
   button.addEventListener("click", () => openPicker(li, seq, button));
   return button;
 }
@@ -73,7 +76,7 @@ export function openPicker(li, seq, anchor) {
   if (open) return; // the button toggles it
   const picker = element("div", "reaction-picker");
   picker.setAttribute("role", "dialog");
-  picker.setAttribute("aria-label", "Pick a reaction");
+  picker.setAttribute("aria-label", gettext("Pick a reaction"));
   for (const emoji of COMMON_EMOJI) {
     const choice = element("button", "reaction-picker__choice", emoji);
     choice.type = "button";
@@ -85,8 +88,8 @@ export function openPicker(li, seq, anchor) {
   }
   const form = element("form", "reaction-picker__form");
   const input = element("input", "reaction-picker__input");
-  input.placeholder = "any emoji";
-  input.setAttribute("aria-label", "Any emoji");
+  input.placeholder = gettext("any emoji");
+  input.setAttribute("aria-label", gettext("Any emoji"));
   input.maxLength = 32;
   form.append(input);
   form.addEventListener("submit", (event) => {

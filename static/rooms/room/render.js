@@ -13,6 +13,7 @@ import { fetchHistoryPage } from "./http.js";
 import { isNewer, versionOf } from "./seq.js";
 import { clearNotice, showNotice } from "./status.js";
 import * as Timeline from "./timeline.js";
+import { gettext, interpolate, ngettext, pageLanguage } from "./i18n.js";
 
 // --- scrolling -----------------------------------------------------------------------------
 
@@ -71,7 +72,7 @@ export function buildMessageElement(message) {
     time,
   );
   // Node names are for operators: staff (or SHOW_NODE_NAMES=1) see them, other users do not.
-  if (config.show_node_names) meta.append(element("span", "message__via", "via " + message.server_id));
+  if (config.show_node_names) meta.append(element("span", "message__via", interpolate(gettext("via %(node)s"), { node: message.server_id })));
   const body = element("div", "message__body");
   fillBody(body, li, message);
   li.append(meta, body);
@@ -87,11 +88,11 @@ export function markEdited(li, editedAt) {
   li.dataset.editedAt = editedAt;
   let mark = li.querySelector(".message__edited");
   if (!mark) {
-    mark = element("span", "message__edited", "(edited)");
+    mark = element("span", "message__edited", gettext("(edited)"));
     li.querySelector(".message__time").after(mark);
   }
   const date = new Date(editedAt);
-  mark.title = "edited " + (Number.isNaN(date.getTime()) ? editedAt : fullDate.format(date));
+  mark.title = interpolate(gettext("edited %(time)s"), { time: Number.isNaN(date.getTime()) ? editedAt : fullDate.format(date) });
 }
 
 // The message keeps its place; its body is replaced by a muted "message deleted".
@@ -103,7 +104,7 @@ export function markDeleted(li) {
   if (mark) mark.remove();
   const body = li.querySelector(".message__body");
   body.classList.add("message__body--deleted");
-  body.textContent = "message deleted";
+  body.textContent = gettext("message deleted");
   body.hidden = false;
 }
 
@@ -233,7 +234,7 @@ export const LANDING_MAX_PAGES = 10; // first unread further back than this: lan
 export const LANDING_CONTEXT = 5; // read messages shown above the "New messages" divider
 export const SEQ_LANDING_PAGE_SIZE = 200; // landing at a search result: pages of the API's largest size
 export const SEQ_LANDING_MAX_PAGES = 25; // … up to 5,000 messages back; further: the oldest loaded
-export const dayFormat = new Intl.DateTimeFormat(undefined, {
+export const dayFormat = new Intl.DateTimeFormat(pageLanguage, {
   weekday: "long", year: "numeric", month: "long", day: "numeric",
 });
 export const dividers = new Map(); // "day:<key>" | "new" → <li class="divider">
@@ -299,7 +300,7 @@ export function decorate() {
     li.classList.toggle("message--continued", !entry.groupStart);
     let anchor = li;
     if (entry.newDivider) {
-      const el = dividerElement("new", "New messages", "new");
+      const el = dividerElement("new", gettext("New messages"), "new");
       wanted.add("new");
       if (anchor.previousElementSibling !== el) anchor.before(el);
       anchor = el;
@@ -344,7 +345,7 @@ export function renderHistoryTop() {
   const older = state.older;
   els.loadOlder.hidden = !older.hasMore;
   els.loadOlder.disabled = older.loading;
-  els.loadOlder.textContent = older.loading ? "Loading older messages…" : "Load older messages";
+  els.loadOlder.textContent = older.loading ? gettext("Loading older messages…") : gettext("Load older messages");
   els.historyStart.hidden = older.hasMore || state.seqs.length === 0;
 }
 
@@ -371,11 +372,13 @@ export async function loadOlder({ keepPlace = true, limit = OLDER_PAGE_SIZE } = 
     restoreAnchor(anchor);
     added = messages.length;
     older.failedAt = 0;
-    els.historyStatus.textContent = added ? `${added} older messages loaded` : "";
+    els.historyStatus.textContent = added
+      ? interpolate(ngettext("%(count)s older message loaded", "%(count)s older messages loaded", added), { count: added })
+      : "";
     clearNotice("older");
   } catch (err) {
     older.failedAt = Date.now();
-    showNotice("older", "Could not load older messages; scroll up or press the button to try again.");
+    showNotice("older", gettext("Could not load older messages; scroll up or press the button to try again."));
   } finally {
     older.loading = false;
     older.updates.clear();
@@ -412,7 +415,7 @@ export function renderJump() {
   if (!away) state.unseenBelow = 0;
   els.jump.hidden = !away;
   const count = state.unseenBelow;
-  els.jumpCount.textContent = count ? ` (${count} new)` : "";
+  els.jumpCount.textContent = count ? ` ${interpolate(ngettext("(%(count)s new)", "(%(count)s new)", count), { count })}` : "";
 }
 
 export function jumpToLatest() {
@@ -478,7 +481,7 @@ export async function landAtSeq(seq) {
     els.log.scrollTop += rect.top - logRect.top - Math.max(8, (logRect.height - rect.height) / 2);
   } else if (state.landing) {
     els.log.scrollTop = 0;
-    showNotice("landing", "That message is further back than the page loaded; scroll up to load older messages.");
+    showNotice("landing", gettext("That message is further back than the page loaded; scroll up to load older messages."));
   }
   state.landing = false;
   renderJump();

@@ -18,6 +18,7 @@ import { on, registerMessagePart } from "./hooks.js";
 import { apiRequest } from "./http.js";
 import { loadOlder } from "./render.js";
 import { showNotice } from "./status.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 export const JUMP_MAX_PAGES = 40; // older pages (50 each) loaded at most to reach a quoted parent
 const HIGHLIGHT_MS = 2000;
@@ -25,12 +26,12 @@ const HIGHLIGHT_MS = 2000;
 // --- the quote of a reply's parent -----------------------------------------------------------
 
 function nameOf(user) {
-  return (user && (user.display_name || user.username)) || "unknown";
+  return (user && (user.display_name || user.username)) || gettext("unknown");
 }
 
 function quoteText(parent) {
   const author = nameOf(parent.author);
-  return parent.deleted ? `${author}: message deleted` : `${author}: ${parent.excerpt}`;
+  return parent.deleted ? interpolate(gettext("%(author)s: message deleted"), { author }) : `${author}: ${parent.excerpt}`;
 }
 
 function renderQuote(li, message) {
@@ -49,7 +50,7 @@ function renderQuote(li, message) {
   quote.dataset.seq = String(message.reply_to);
   li.dataset.replyTo = String(message.reply_to);
   quote.classList.toggle("reply-quote--deleted", Boolean(message.parent.deleted));
-  quote.title = `Go to the message this answers (#${message.reply_to})`;
+  quote.title = interpolate(gettext("Go to the message this answers (#%(seq)s)"), { seq: message.reply_to });
   quote.replaceChildren(element("span", "reply-quote__mark", "↪ "), element("span", "reply-quote__text", quoteText(message.parent)));
 }
 
@@ -59,7 +60,7 @@ function markQuotesDeleted(seq) {
     quote.classList.add("reply-quote--deleted");
     const text = quote.querySelector(".reply-quote__text");
     const author = text.textContent.split(":")[0];
-    text.textContent = `${author}: message deleted`;
+    text.textContent = interpolate(gettext("%(author)s: message deleted"), { author });
   }
 }
 
@@ -82,7 +83,7 @@ export async function jumpTo(seq) {
     }
   }
   if (!li) {
-    showNotice("reply", `Message #${seq} could not be loaded here.`);
+    showNotice("reply", interpolate(gettext("Message #%(seq)s could not be loaded here."), { seq }));
     return;
   }
   li.scrollIntoView({ block: "center" });
@@ -113,10 +114,10 @@ export function setReplyTarget(li) {
     excerpt: (body ? body.textContent : "").slice(0, 120),
   };
   const target = replyBar();
-  const cancel = actionButton("×", clearReplyTarget, "Cancel the reply");
+  const cancel = actionButton("×", clearReplyTarget, gettext("Cancel the reply"));
   cancel.classList.add("reply-bar__cancel");
   target.replaceChildren(
-    element("span", "reply-bar__label", "Replying to "),
+    element("span", "reply-bar__label", gettext("Replying to") + " "),
     element("span", "reply-bar__quote", `${state.replyTo.author}: ${state.replyTo.excerpt}`),
     cancel,
   );
@@ -142,7 +143,7 @@ function renderReplyButton(li) {
     return;
   }
   if (!button) {
-    button = actionButton("Reply", () => setReplyTarget(li), "Reply to this message");
+    button = actionButton(gettext("Reply"), () => setReplyTarget(li), gettext("Reply to this message"));
     button.classList.add("reply-button");
     meta.append(button);
   }
@@ -164,7 +165,7 @@ function renderReplyCount(li, count) {
     link.addEventListener("click", () => openThread(li));
     li.append(link);
   }
-  link.textContent = count === 1 ? "1 reply" : `${count} replies`;
+  link.textContent = interpolate(ngettext("%(count)s reply", "%(count)s replies", count), { count });
 }
 
 let panel = null;
@@ -177,7 +178,7 @@ function threadItem(message) {
     element("span", "message__time", formatLocal(message.created_at)),
   );
   const body = element("div", "message__body message__body--html");
-  if (message.deleted) body.textContent = "message deleted";
+  if (message.deleted) body.textContent = gettext("message deleted");
   else setSafeHtml(body, message.body_html || "");
   item.append(meta, body);
   return item;
@@ -188,7 +189,7 @@ export async function openThread(li) {
   state.thread = { id: li.dataset.id, seq: Number(li.dataset.seq) };
   if (!panel) {
     panel = element("aside", "thread");
-    panel.setAttribute("aria-label", "Thread");
+    panel.setAttribute("aria-label", gettext("Thread"));
     document.querySelector(".chat__body").append(panel);
   }
   panel.hidden = false;
@@ -215,16 +216,16 @@ export async function refreshThread() {
   }
   if (state.thread !== thread) return; // closed or another opened meanwhile
   const header = element("div", "thread__header");
-  header.append(element("h2", "thread__title", "Thread"), actionButton("Close", closeThread, "Close the thread"));
+  header.append(element("h2", "thread__title", gettext("Thread")), actionButton(gettext("Close"), closeThread, gettext("Close the thread")));
   const list = element("ol", "thread__list");
   for (const reply of page.results || []) list.append(threadItem(reply));
-  const replyHere = actionButton("Reply", () => {
+  const replyHere = actionButton(gettext("Reply"), () => {
     const li = state.shown.get(thread.seq);
     if (li) setReplyTarget(li);
-  }, "Reply to this thread");
+  }, gettext("Reply to this thread"));
   panel.replaceChildren(header, element("ol", "thread__list thread__parent"), list, replyHere);
   panel.querySelector(".thread__parent").append(threadItem(page.parent));
-  if (page.has_more) panel.append(element("p", "thread__more", "Older replies than these 200 are in the room's history."));
+  if (page.has_more) panel.append(element("p", "thread__more", gettext("Older replies than these 200 are in the room's history.")));
 }
 
 // --- wiring ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
 } from "./render.js";
 import { catchUpVerdict, flushPlan, isNewer, liveAction } from "./seq.js";
 import { clearNotice, showNotice } from "./status.js";
+import { gettext } from "./i18n.js";
 
 // --- live messages and gap repair ----------------------------------------------------------
 
@@ -120,7 +121,7 @@ export async function catchUp() {
     clearNotice("catch-up");
   } catch (err) {
     run.again = false;
-    showNotice("catch-up", "Could not load missed messages; trying again shortly.");
+    showNotice("catch-up", gettext("Could not load missed messages; trying again shortly."));
     if (!state.stopped) run.retryTimer = setTimeout(requestCatchUp, CATCH_UP_RETRY_MS);
   } finally {
     run.running = false;

@@ -16,6 +16,8 @@
  *   the reader's own (null when none).
  */
 
+import { gettext } from "./i18n.js";
+
 
 export const GROUP_WINDOW_MS = 5 * 60 * 1000; // one author's messages closer than this form a group
 
@@ -62,9 +64,9 @@ export function localDayKey(date) {
 export function dayLabel(date, now, format) {
   const day = localDayKey(date);
   const today = new Date(now);
-  if (day === localDayKey(today)) return "Today";
+  if (day === localDayKey(today)) return gettext("Today");
   const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1, 12);
-  if (day === localDayKey(yesterday)) return "Yesterday";
+  if (day === localDayKey(yesterday)) return gettext("Yesterday");
   return format ? format(new Date(date)) : day;
 }
 
