@@ -81,6 +81,9 @@ def parse_args(argv):
         default=cluster.REPO_DIR,
         help="checkout whose chatsite the nodes run (default: this one)",
     )
+    p.add_argument(
+        "--connect-concurrency", type=int, help="handshakes in flight at once (default: the scenario's, 50)"
+    )
     p.add_argument("--lg-procs", type=int, help="load-generator processes (default 1, 2 above 200 clients)")
     p.add_argument(
         "--drain", type=float, default=10.0, help="max seconds to wait for deliveries after sending"
@@ -134,6 +137,7 @@ def main(argv=None) -> int:
         rate=args.rate,
         duration=args.duration,
         payload_bytes=args.payload_bytes,
+        connect_concurrency=args.connect_concurrency,
         ramp_stop_after=args.ramp_stop_after,
         modes=tuple(args.modes.split(",")) if args.modes else None,
         ramp_rates=tuple(float(x) for x in args.ramp_rates.split(",")) if args.ramp_rates else None,

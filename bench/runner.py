@@ -185,7 +185,13 @@ def run_mode(
             for i in range(scenario.clients)
         ]
         procs = lg_procs or default_lg_procs(scenario.clients)
-        lg = LoadGenerator(clients=clients, procs=procs, tag=tag, connect_timeout=connect_timeout)
+        lg = LoadGenerator(
+            clients=clients,
+            procs=procs,
+            tag=tag,
+            connect_timeout=connect_timeout,
+            connect_concurrency=scenario.connect_concurrency,
+        )
         log(
             f"[{mode}] load generator: {procs} process(es), pids {lg.pids}; connecting {scenario.clients} clients"
         )

@@ -319,6 +319,10 @@ REST_FRAMEWORK = {
 PRESENCE_TTL = env.float("PRESENCE_TTL", default=30)
 PRESENCE_HEARTBEAT = env.float("PRESENCE_HEARTBEAT", default=10)
 PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node collects changes per diff
+# Names a presence frame on join and a presence.diff carry at most (the rest: presence.list pages
+# of up to PRESENCE_PAGE_MAX); why 50: rooms/presence.py names_limit().
+PRESENCE_NAMES = env.int("PRESENCE_NAMES", default=50)
+PRESENCE_PAGE_MAX = env.int("PRESENCE_PAGE_MAX", default=200)
 # Seconds between two checks of every open socket's access on a node (rooms/access.py): the
 # bound for closing a socket whose access ended behind the services' back (a shell update).
 ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)

@@ -30,11 +30,21 @@ the room's last seq for ``?after_seq``), as ``message`` frames in seq order, the
 ``{"type": "resumed", "last_seq": int}``; nothing is sent twice (``RoomConsumer.resume``). Over
 1,000 missing: ``{"type": "resync", "latest_seq": int}`` instead (reload through the REST history).
 
-server → client after ``hello``, the room's online members (a user with two tabs once), then
-changes from any node::
+server → client after ``hello``, the room's online members (a user with two tabs once): how
+many, and the first ``PRESENCE_NAMES`` (50) in name order with the cursor of the rest (``next``,
+null when ``online`` is all of them); then changes from any node, at most one diff per node per
+second (one per 5 s when only the count changed), naming at most ``PRESENCE_NAMES`` joins and
+leaves (``partial``: some were left unnamed; ``rooms.presence.Announcer``)::
 
-    {"type": "presence", "online": [{"id": int, "username": str}, ...]}
-    {"type": "presence.diff", "joins": [{...}], "leaves": [{...}]}
+    {"type": "presence", "count": int, "online": [{"id": int, "username": str}, ...], "next": str | null}
+    {"type": "presence.diff", "joins": [{...}], "leaves": [{...}], "count": int, "partial": bool}
+
+client → server, the next page of the online list (``after``: a ``next`` cursor, absent or null
+for the first page; ``limit``: 1 to ``PRESENCE_PAGE_MAX`` (200), default 200; counted as a read
+frame), answered with::
+
+    {"type": "presence.list", "after": str | null, "limit": int}
+    {"type": "presence.page", "count": int, "online": [{...}, ...], "next": str | null}
 
 client → server, relayed to the others as ``{"type": "typing", "user": {"id", "username"}}``,
 never stored, at most one every 2 s per socket and per user in a room (over all of the user's
@@ -122,7 +132,8 @@ server → every member, when a message's reply count changed (a reply stored, o
 
 More error codes: ``muted`` (with ``until``), ``banned``, ``archived``, ``not_found``,
 ``invalid_emoji`` and ``message_not_found`` (reactions), ``reply_not_found`` (a send's
-``reply_to``); the socket stays open.
+``reply_to``), ``unavailable`` with ``"frame": "presence.list"`` (Redis unreachable); the socket
+stays open.
 
 Close codes (refusals are sent right after accept, so browsers see the code):
 4000 you left the room (or a moderator deleted your membership of a public room); 4001 your
@@ -150,6 +161,7 @@ presence, groups, the open-socket gauge, the access watch.
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -170,6 +182,7 @@ from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 
 from chatsite import dbconn
+from chatsite.queues import LightQueue
 
 from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
 from .auth import refuse_unstarted
@@ -270,6 +283,45 @@ def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MAX:
         raise FrameError("invalid_field", f"{name} must be a whole number from 0 to {SEQ_MAX}.", field=name)
     return value
+
+
+PRESENCE_CURSOR_MAX = 400  # characters of a presence.list cursor: a username (150) and an id, with room
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be sent to Redis as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _presence_list_fields(content: dict) -> tuple[str | None, int]:
+    """``presence.list``'s ``(after, limit)``; ``FrameError`` ``invalid_field`` (with ``field``
+    and ``"frame": "presence.list"``) when ``after`` is not null or a string of at most
+    ``PRESENCE_CURSOR_MAX`` characters without a lone surrogate, or ``limit`` not a whole
+    number from 1 to ``PRESENCE_PAGE_MAX``."""
+    after = content.get("after")
+    if after is not None and (
+        not isinstance(after, str) or len(after) > PRESENCE_CURSOR_MAX or not _encodable(after)
+    ):
+        raise FrameError(
+            "invalid_field",
+            f"after must be null or a cursor (a string of at most {PRESENCE_CURSOR_MAX} characters).",
+            field="after",
+            frame="presence.list",
+        )
+    most = presence.page_max()
+    limit = content.get("limit", most)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise FrameError(
+            "invalid_field",
+            f"limit must be a whole number from 1 to {most}.",
+            field="limit",
+            frame="presence.list",
+        )
+    return after, limit
 
 
 def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tuple[int, str]] | None, int]:
@@ -388,7 +440,7 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None,
     ``expose``, when given, is called once with a function ``enqueue(event)`` that puts an event
     of the consumer's own at the end of the inbox (a timer's work, done in order with the rest)."""
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue = asyncio.Queue()
+    inbox = LightQueue()  # not asyncio.Queue: 3 KB less per socket (chatsite.queues)
     busy = True  # an event is being dispatched, or the loop has stopped
 
     def push(event) -> None:
@@ -636,6 +688,23 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         else:
             metrics.frame_received(frame_type)
 
+    def read_counted(self, **extra):
+        """For a read frame that does not touch the database (``presence.list``): counted
+        against ``WS_READ_RATE`` as ``read_turn`` does (``rate_limited`` over it), without a turn
+        on the database thread (``extra``: fields of the error frame, e.g. ``frame``). A context
+        manager, for symmetry with ``read_turn``."""
+        user_id = self.scope["user"].pk
+        retry_after = limits.read_hit(user_id)
+        if retry_after is not None:
+            metrics.RATE_LIMITED.labels(scope="ws_read").inc()
+            raise FrameError(
+                "rate_limited",
+                f"Too many reads; try again in {retry_after} s.",
+                retry_after=retry_after,
+                **extra,
+            )
+        return contextlib.nullcontext()
+
     def read_turn(self):
         """For a read frame (``fetch``, ``resume``, ``read``): count it against ``WS_READ_RATE`` (per user,
         decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
@@ -877,6 +946,10 @@ class RoomConsumer(SocketConsumer):
                 raise FrameError(exc.code, str(exc), field="emoji", frame=frame_type, seq=seq) from None
             async with self.read_turn():
                 await self.react(frame_type, seq, emoji)
+        elif frame_type == "presence.list":
+            after, limit = _presence_list_fields(content)
+            with self.read_counted(frame="presence.list"):
+                await self.presence_list(after, limit)
         elif frame_type == "typing":
             if limits.typing_allowed(self.scope["user"].pk, self.room.pk):  # per user; typing(): per socket
                 await self.typing()
@@ -1110,9 +1183,10 @@ class RoomConsumer(SocketConsumer):
 
     async def presence_join(self) -> None:
         """After ``hello``: record this socket in the presence store, tell the room if its user
-        just came online (``presence.diff``), and send the socket the whole list:
-        ``{"type": "presence", "online": [{"id", "username"}, ...]}``. Best effort: without
-        Redis the chat goes on with no presence frames."""
+        just came online (``presence.diff``), and send the socket the first page of the list:
+        ``{"type": "presence", "count": int, "online": [{"id", "username"}, ...], "next": str |
+        null}`` (at most ``PRESENCE_NAMES``; one Redis script with the join, O(page) whatever
+        the room's size). Best effort: without Redis the chat goes on with no presence frames."""
         me = self._me()
         store = presence.store()
         # In the heartbeat first: if the store cannot be reached now, the next refresh records
@@ -1120,14 +1194,33 @@ class RoomConsumer(SocketConsumer):
         presence.heartbeat_for_loop().add(self.channel_name, self.room.pk, me["id"], me["username"])
         self.present = True
         try:
-            came_online = await store.join(self.room.pk, me["id"], me["username"], self.channel_name)
+            came_online, (count, online, cursor) = await store.join(
+                self.room.pk, me["id"], me["username"], self.channel_name, presence.names_limit()
+            )
             if came_online:
                 presence.announce(self.room.pk, joins=[me])
-            online = await store.online(self.room.pk)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
             return
-        await self.send_json({"type": "presence", "online": online})
+        await self.send_json({"type": "presence", "count": count, "online": online, "next": cursor})
+
+    async def presence_list(self, after: str | None, limit: int) -> None:
+        """``presence.list``: ``{"type": "presence.list", "after": str | null, "limit": int}``,
+        answered with ``{"type": "presence.page", "count": int, "online": [{"id", "username"},
+        ...], "next": str | null}``: up to ``limit`` online users after the cursor ``after`` (a
+        ``next`` of a ``presence`` or ``presence.page`` frame), in name order; following ``next``
+        until null gives every user online exactly once (users coming and going meanwhile
+        excepted: diffs tell those). A cursor that names nobody is no error: the page starts
+        after where it would sort. One Redis script, O(log n + limit). ``unavailable`` (with
+        ``"frame": "presence.list"``) when Redis cannot be reached."""
+        try:
+            count, online, cursor = await presence.store().page(self.room.pk, after, limit)
+        except UNAVAILABLE_ERRORS:
+            unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
+            raise FrameError(
+                "unavailable", "The online list could not be read now; ask again.", frame="presence.list"
+            ) from None
+        await self.send_json({"type": "presence.page", "count": count, "online": online, "next": cursor})
 
     async def presence_leave(self) -> None:
         me = self._me()
@@ -1192,16 +1285,22 @@ class RoomConsumer(SocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     def deliver_now(self, event: dict) -> bool:
-        """A ``room.message`` event for an idle consumer, handled at once in the node's Pub/Sub
-        read (``dispatch_in_order``'s ``deliver_now``): the same as ``room_message``, with the
-        frame written by ``chatsite.serve``'s synchronous ``send_text_now`` instead of through
-        channels' ``send`` and daphne's reply coroutine. Returns False for any other event, and
-        when the socket is not open, so the usual path handles it.
+        """A ``room.message`` or ``room.presence`` event for an idle consumer, handled at once in
+        the node's Pub/Sub read (``dispatch_in_order``'s ``deliver_now``): the same as
+        ``room_message`` / ``room_presence``, with the frame written by ``chatsite.serve``'s
+        synchronous ``send_text_now`` instead of through channels' ``send`` and daphne's reply
+        coroutine. Returns False for any other event, and when the socket is not open, so the
+        usual path handles it. (A presence diff goes to every socket of a room once per node per
+        batch: in a join storm of 10,000 that is 10,000 frames a second on each node.)
 
-        Measured: bench/RESULTS.md, fifth pass."""
-        if event.get("type") != events.ROOM_MESSAGE:
+        Measured: bench/RESULTS.md, fifth pass (messages) and "Large rooms" (diffs)."""
+        kind = event.get("type")
+        if kind == events.ROOM_MESSAGE:
+            if self.closing or event["seq"] <= self.replayed_upto:
+                return True
+        elif kind != events.ROOM_PRESENCE:
             return False
-        if self.closing or event["seq"] <= self.replayed_upto:
+        elif self.closing:
             return True
         try:
             if not self.send_text_now(event["text"]):
@@ -1214,15 +1313,16 @@ class RoomConsumer(SocketConsumer):
             # <UVPoll closed=True>" once the client aborted) gets nothing more: it is closed with
             # 1011 if it still can be, and cleaned up when its disconnect comes.
             unexpected_log.log(
-                logging.ERROR, "deliver", "could not send a message frame; closing the socket", exc_info=True
+                logging.ERROR, "deliver", "could not send a frame; closing the socket", exc_info=True
             )
             if not self.closing:
                 task = asyncio.get_running_loop().create_task(self.close_after_error(CLOSE_INTERNAL_ERROR))
                 _pending_closes.add(task)
                 task.add_done_callback(_pending_closes.discard)
             return True
-        self._sent_live(event["seq"])
-        metrics.SENT_BY_EVENT[events.ROOM_MESSAGE].inc()
+        if kind == events.ROOM_MESSAGE:
+            self._sent_live(event["seq"])
+        metrics.SENT_BY_EVENT[kind].inc()
         return True
 
     async def room_message_updated(self, event: dict) -> None:

@@ -332,12 +332,19 @@ def broadcast_user_sessions_changed(*, user_id: int, renewed: str | None = None)
     return _group_send(user_group_name(user_id), event, time.perf_counter())
 
 
-async def presence_changed(*, room_id: int, joins: list[dict], leaves: list[dict]) -> None:
+async def presence_changed(
+    *, room_id: int, joins: list[dict], leaves: list[dict], count: int | None = None, partial: bool = False
+) -> None:
     """From async code (the consumer, the presence heartbeat): tell the room's sockets who came
     online and who went offline: ``{"type": "presence.diff", "joins": [{"id", "username"}],
-    "leaves": [{"id", "username"}]}`` (one batch of ``rooms.presence.announce``). Layer errors
-    propagate (presence is best effort)."""
+    "leaves": [{"id", "username"}], "count": int, "partial": bool}`` (one batch of
+    ``rooms.presence.announce``; ``count``: users online in the room when it went out; ``partial``:
+    some changes were left unnamed, see ``rooms.presence.Announcer``). Layer errors propagate
+    (presence is best effort)."""
     frame = {"type": "presence.diff", "joins": joins, "leaves": leaves}
+    if count is not None:
+        frame["count"] = count
+        frame["partial"] = partial
     await get_channel_layer().group_send(
         room_group_name(room_id), {"type": ROOM_PRESENCE, "text": encode_frame(frame)}
     )

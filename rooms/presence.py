@@ -9,12 +9,22 @@ sets per room (every node sees the same), without it a dict in this process (one
 - ``<prefix>:presence:<room id>:u:<user id>``: that user's connections (``conn`` = the socket's
   channel name), score = expiry.
 - ``<prefix>:presence:<room id>:names``: user id → username, for the online list.
+- ``<prefix>:presence:<room id>:byname``: the same users in name order (score 0, member
+  ``username NUL user id``), so a page of the online list is one ``ZRANGEBYLEX`` from a cursor:
+  O(log n + page), never O(room). An entry whose user has expired but is not yet swept is
+  skipped by the page script (checked against ``users``) and removed by the sweep.
 
 Each connection expires ``PRESENCE_TTL`` seconds (default 30) after its last heartbeat; every
 node refreshes its own connections every ``PRESENCE_HEARTBEAT`` seconds (default 10) and sweeps
 the rooms it has members in, announcing users whose last connection expired. So a node that dies
 takes its users offline within TTL + heartbeat (40 s by default) without any call from it; each
 expired user is announced once, by whichever node removed it (the removal is one Lua script).
+
+A page of the online list (``page``; ``join`` returns the first one) is ``(count, members,
+next)``: ``count`` the users online now (``ZCOUNT``, O(log n)), ``members`` at most ``limit``
+``{"id", "username"}`` in name order (codepoint order of the username, then the id's digits),
+``next`` the cursor after the last (an opaque string: ``username NUL id``) or None when there is
+no more. ``PRESENCE_NAMES`` (default 50) is how many a join and a diff carry.
 
 The async functions are called by ``rooms.consumers.RoomConsumer``; ``online_now`` (sync) by the
 REST view. Every function raises ``redis.exceptions.RedisError`` / ``OSError`` when Redis cannot be
@@ -30,49 +40,116 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 # Lua scripts: each runs atomically in Redis, so concurrent nodes agree on joins and leaves.
-_JOIN = """
-local users, conns, names = KEYS[1], KEYS[2], KEYS[3]
+# ``_NAMED`` keeps the name-ordered set in step with ``names`` (a renamed user's old entry goes).
+_NAMED = """
+local function named(names, byname, uid, name)
+  local old = redis.call('HGET', names, uid)
+  if old and old ~= name then redis.call('ZREM', byname, old .. '\\0' .. uid) end
+  redis.call('HSET', names, uid, name)
+  redis.call('ZADD', byname, 0, name .. '\\0' .. uid)
+end
+local function unnamed(names, byname, uid)
+  local old = redis.call('HGET', names, uid)
+  if old then redis.call('ZREM', byname, old .. '\\0' .. uid) end
+end
+"""
+# A page: ``{count, next or '', key, key, ...}`` (keys ``username NUL id``), online users only.
+# Scans at most 4 × limit + 100 entries (expired ones not yet swept are skipped), so a call is
+# bounded whatever the room's size; ``next`` then lets the client go on.
+_PAGE = """
+local function page(users, byname, now, after, limit)
+  local count = redis.call('ZCOUNT', users, '(' .. now, '+inf')
+  local out, start, scanned, budget = {}, '-', 0, limit * 4 + 100
+  if after ~= '' then start = '(' .. after end
+  local last = nil
+  while #out < limit and scanned < budget do
+    local batch = redis.call('ZRANGEBYLEX', byname, start, '+', 'LIMIT', 0, limit - #out)
+    if #batch == 0 then break end
+    for _, key in ipairs(batch) do
+      local uid = string.match(key, '%z(%d+)$')
+      local score = uid and redis.call('ZSCORE', users, uid)
+      if score and tonumber(score) > now then table.insert(out, key) end
+    end
+    scanned = scanned + #batch
+    last = batch[#batch]
+    start = '(' .. last
+  end
+  local nxt = ''
+  if last and #redis.call('ZRANGEBYLEX', byname, '(' .. last, '+', 'LIMIT', 0, 1) > 0 then nxt = last end
+  local result = {count, nxt}
+  for _, key in ipairs(out) do table.insert(result, key) end
+  return result
+end
+"""
+_JOIN = (
+    _NAMED
+    + _PAGE
+    + """
+local users, conns, names, byname = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local uid, conn, exp, now, name = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local was = redis.call('ZSCORE', users, uid)
 redis.call('ZADD', conns, exp, conn)
 redis.call('ZADD', users, 'GT', exp, uid)
-redis.call('HSET', names, uid, name)
-if (not was) or tonumber(was) <= now then return 1 else return 0 end
+named(names, byname, uid, name)
+local result = page(users, byname, now, '', tonumber(ARGV[6]))
+if (not was) or tonumber(was) <= now then table.insert(result, 1, 1) else table.insert(result, 1, 0) end
+return result
 """
-_LEAVE = """
-local users, conns = KEYS[1], KEYS[2]
+)
+_PAGE_ONLY = (
+    _PAGE
+    + """
+return page(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
+"""
+)
+_LEAVE = (
+    _NAMED
+    + """
+local users, conns, names, byname = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local uid, conn, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 redis.call('ZREM', conns, conn)
 redis.call('ZREMRANGEBYSCORE', conns, '-inf', now)
 if redis.call('ZCARD', conns) == 0 then
   redis.call('DEL', conns)
+  unnamed(names, byname, uid)
   return redis.call('ZREM', users, uid)
 end
 return 0
 """
-_REFRESH = """
+)
+_REFRESH = (
+    _NAMED
+    + """
 local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local back = {}
-for i = 1, #KEYS, 3 do
-  local users, conns, names = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local uid, conn, name = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 1, #KEYS, 4 do
+  local users, conns, names, byname = KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]
+  local j = (i - 1) / 4 * 3 + 3
+  local uid, conn, name = ARGV[j], ARGV[j + 1], ARGV[j + 2]
   local was = redis.call('ZSCORE', users, uid)
   redis.call('ZADD', conns, exp, conn)
   redis.call('ZADD', users, 'GT', exp, uid)
-  if name ~= '' then redis.call('HSET', names, uid, name) end
-  if (not was) or tonumber(was) <= now then table.insert(back, (i - 1) / 3) end
+  if name ~= '' then named(names, byname, uid, name) end
+  if (not was) or tonumber(was) <= now then table.insert(back, (i - 1) / 4) end
 end
 return back
 """
-_SWEEP = """
-local users, now = KEYS[1], tonumber(ARGV[1])
+)
+_SWEEP = (
+    _NAMED
+    + """
+local users, names, byname, now = KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', users, '-inf', now)
 local gone = {}
 for _, uid in ipairs(expired) do
-  if redis.call('ZREM', users, uid) == 1 then table.insert(gone, uid) end
+  if redis.call('ZREM', users, uid) == 1 then
+    table.insert(gone, uid)
+    unnamed(names, byname, uid)
+  end
 end
 return gone
 """
+)
 
 
 def ttl() -> float:
@@ -83,10 +160,56 @@ def heartbeat() -> float:
     return float(getattr(settings, "PRESENCE_HEARTBEAT", 10))
 
 
+def names_limit() -> int:
+    """``PRESENCE_NAMES`` (default 50): the most names a ``presence`` frame on join and a
+    ``presence.diff`` carry. Why 50: a sidebar list a person reads at a glance is a few dozen
+    names, and 50 names of up to 150 characters keep each such frame a few KB, so a join storm
+    into a room of S costs O(S) presence bytes per socket-second, not O(S) per frame."""
+    return int(getattr(settings, "PRESENCE_NAMES", 50))
+
+
+def page_max() -> int:
+    """``PRESENCE_PAGE_MAX`` (default 200): the most names one ``presence.list`` answer carries."""
+    return int(getattr(settings, "PRESENCE_PAGE_MAX", 200))
+
+
 def _keys(room_id: int, user_id: int | None = None) -> tuple[str, ...]:
+    """``(users, conns, names, byname)`` keys of ``room_id`` (``conns`` None without a user)."""
     base = f"{settings.CHANNEL_LAYER_PREFIX}:presence:{int(room_id)}"
     conns = f"{base}:u:{int(user_id)}" if user_id is not None else None
-    return f"{base}:users", conns, f"{base}:names"
+    return f"{base}:users", conns, f"{base}:names", f"{base}:byname"
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _page_result(raw) -> tuple[int, list[dict], str | None]:
+    """``{count, next or '', key, ...}`` from the page script → ``(count, members, next)``."""
+    count, nxt, keys = int(raw[0]), _text(raw[1]), raw[2:]
+    members = []
+    for key in keys:
+        name, _, uid = _text(key).rpartition("\0")
+        members.append({"id": int(uid), "username": name})
+    return count, members, (nxt or None)
+
+
+_shas: dict[str, str] = {}
+
+
+async def _script(client, script: str, numkeys: int, *args):
+    """Run a Lua script by its SHA1 (``EVALSHA``: the text crosses the wire once per Redis
+    server, not on every join), loading it when Redis does not know it yet."""
+    from redis.exceptions import NoScriptError
+
+    sha = _shas.get(script)
+    if sha is not None:
+        try:
+            return await client.evalsha(sha, numkeys, *args)
+        except NoScriptError:
+            pass
+    _shas[script] = await client.script_load(script)
+    return await client.evalsha(_shas[script], numkeys, *args)
 
 
 class RedisStore:
@@ -97,18 +220,43 @@ class RedisStore:
 
         return loop_client()
 
-    async def join(self, room_id: int, user_id: int, username: str, conn: str) -> bool:
-        users, conns, names = _keys(room_id, user_id)
+    async def join(
+        self, room_id: int, user_id: int, username: str, conn: str, limit: int = 0
+    ) -> tuple[bool, tuple[int, list[dict], str | None]]:
+        """Record ``conn`` of ``user_id`` online in ``room_id``; returns ``(came_online, page)``:
+        whether the user was offline before, and the first page of the online list (at most
+        ``limit`` names; see the module's docstring). One script: O(log n + limit)."""
+        users, conns, names, byname = _keys(room_id, user_id)
         now = time.time()
-        return bool(
-            await self._client().eval(
-                _JOIN, 3, users, conns, names, user_id, conn, now + ttl(), now, username
-            )
+        raw = await _script(
+            self._client(),
+            _JOIN,
+            4,
+            users,
+            conns,
+            names,
+            byname,
+            user_id,
+            conn,
+            now + ttl(),
+            now,
+            username,
+            limit,
         )
+        return bool(int(raw[0])), _page_result(raw[1:])
+
+    async def page(self, room_id: int, after: str | None, limit: int) -> tuple[int, list[dict], str | None]:
+        """A page of the online list of ``room_id``: ``(count, members, next)`` after the cursor
+        ``after`` (None: from the start). One script: O(log n + limit)."""
+        users, _, _, byname = _keys(room_id)
+        raw = await _script(self._client(), _PAGE_ONLY, 2, users, byname, time.time(), after or "", limit)
+        return _page_result(raw)
 
     async def leave(self, room_id: int, user_id: int, conn: str) -> bool:
-        users, conns, _ = _keys(room_id, user_id)
-        return bool(await self._client().eval(_LEAVE, 2, users, conns, user_id, conn, time.time()))
+        users, conns, names, byname = _keys(room_id, user_id)
+        return bool(
+            await _script(self._client(), _LEAVE, 4, users, conns, names, byname, user_id, conn, time.time())
+        )
 
     async def refresh(self, entries: list[tuple[int, int, str, str]]) -> list[int]:
         """Extend ``(room id, user id, conn, username)`` connections by the TTL (one script);
@@ -121,34 +269,33 @@ class RedisStore:
         for room_id, user_id, conn, username in entries:
             keys.extend(_keys(room_id, user_id))
             args.extend([user_id, conn, username])
-        return [int(i) for i in await self._client().eval(_REFRESH, len(keys), *keys, *args)]
+        return [int(i) for i in await _script(self._client(), _REFRESH, len(keys), *keys, *args)]
 
     async def sweep(self, room_id: int) -> list[int]:
-        users, _, _ = _keys(room_id)
-        gone = await self._client().eval(_SWEEP, 1, users, time.time())
+        users, _, names, byname = _keys(room_id)
+        gone = await _script(self._client(), _SWEEP, 3, users, names, byname, time.time())
         return [int(uid) for uid in gone]
 
-    async def online(self, room_id: int) -> list[dict]:
-        users, _, names = _keys(room_id)
-        ids = await self._client().zrangebyscore(users, time.time(), "+inf")
-        return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
-
     async def named(self, room_id: int, ids: list[int]) -> list[dict]:
-        _, _, names = _keys(room_id)
+        _, _, names, _ = _keys(room_id)
         return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
 
-    async def online_among(self, room_id: int, ids: list[int]) -> set[int]:
-        """Which of ``ids`` are online in ``room_id`` now (one ``ZMSCORE``)."""
-        if not ids:
-            return set()
-        users, _, _ = _keys(room_id)
+    async def online_among(self, room_id: int, ids: list[int]) -> tuple[set[int], int]:
+        """Which of ``ids`` are online in ``room_id`` now, and how many users are online in all
+        (one ``ZMSCORE`` and one ``ZCOUNT``, pipelined)."""
+        users, _, _, _ = _keys(room_id)
         now = time.time()
-        scores = await self._client().zmscore(users, ids)
-        return {uid for uid, score in zip(ids, scores) if score is not None and score > now}
+        async with self._client().pipeline(transaction=False) as pipe:
+            if ids:
+                pipe.zmscore(users, ids)
+            pipe.zcount(users, f"({now}", "+inf")
+            replies = await pipe.execute()
+        scores, count = (replies[0], replies[1]) if ids else ([], replies[0])
+        return {uid for uid, score in zip(ids, scores) if score is not None and score > now}, int(count)
 
     def online_now(self, room_id: int) -> list[dict]:
         """Sync, for views: the online list, read with a short-lived client."""
-        users, _, names = _keys(room_id)
+        users, _, names, _ = _keys(room_id)
         _, client = settings.REDIS.sync_clients(timeout=2)[0]
         try:
             ids = client.zrangebyscore(users, time.time(), "+inf")
@@ -170,13 +317,21 @@ class MemoryStore:
             del conns[conn]
         return conns
 
-    async def join(self, room_id, user_id, username, conn) -> bool:
+    async def join(self, room_id, user_id, username, conn, limit=0):
         now = time.time()
         conns = self._live(room_id, user_id, now)
         was_online = bool(conns)
         self.conns.setdefault((room_id, user_id), conns)[conn] = now + ttl()
         self.names[user_id] = username
-        return not was_online
+        return not was_online, await self.page(room_id, None, limit)
+
+    async def page(self, room_id, after, limit):
+        members = self.online_now(room_id)
+        keys = [member_key(m) for m in members]
+        start = 0 if after is None else next((i for i, k in enumerate(keys) if k > after), len(keys))
+        chosen = members[start : start + limit]
+        more = start + limit < len(members)
+        return len(members), chosen, (keys[start + limit - 1] if more and chosen else None)
 
     async def leave(self, room_id, user_id, conn) -> bool:
         conns = self._live(room_id, user_id, time.time())
@@ -206,21 +361,19 @@ class MemoryStore:
                 gone.append(user_id)
         return gone
 
-    async def online(self, room_id) -> list[dict]:
-        return self.online_now(room_id)
-
     async def named(self, room_id, ids) -> list[dict]:
         return _with_names(ids, [self.names.get(u, "") for u in ids])
 
-    async def online_among(self, room_id, ids) -> set[int]:
+    async def online_among(self, room_id, ids) -> tuple[set[int], int]:
         now = time.time()
-        return {u for u in ids if self._live(room_id, u, now)}
+        return {u for u in ids if self._live(room_id, u, now)}, len(self.online_now(room_id))
 
     def online_now(self, room_id) -> list[dict]:
         now = time.time()
         ids = [u for (r, u) in list(self.conns) if r == room_id and self._live(r, u, now)]
         return sorted(
-            ({"id": u, "username": self.names.get(u, "")} for u in ids), key=lambda m: m["username"]
+            ({"id": u, "username": self.names.get(u, "")} for u in ids),
+            key=member_key,
         )
 
 
@@ -260,11 +413,23 @@ class Announcer:
     the changes themselves made such a user blink offline, or stay shown offline while connected,
     or (with leave and join cancelling out within one batch) stay shown online after they had
     gone; announcing the state, each node's last batch for a user says the truth. If the store
-    cannot be read, each user's last change goes out instead."""
+    cannot be read, each user's last change goes out instead.
+
+    Bounded: a diff names at most ``PRESENCE_NAMES`` joins and as many leaves, and in a room with
+    more users online than that, only those whose name falls in the first ``PRESENCE_NAMES`` of
+    the online list (what a page shows without "show all"; one page read per batch). It carries
+    ``count`` (users online) and ``partial: true`` when it left some change unnamed. A diff that
+    would name nobody (only the count changed, in a room over ``PRESENCE_NAMES``) goes out at
+    most once per ``COUNT_EVERY`` (5) seconds per room from each node, the last count always
+    (held back, then sent). So a join storm into a room of S costs each socket a few small diffs
+    (one per node per 5 s, and one per second only while the first names change), not the S
+    names, and its bytes grow with S, not S squared."""
 
     def __init__(self):
         self.pending: dict[int, dict[int, tuple[dict, bool]]] = {}  # room → user id → (user, joined)
         self.task = None
+        self.quiet_until: dict[int, float] = {}  # room → loop time before which no count-only diff
+        self.count_due: set[int] = set()  # rooms whose count-only diff waits for quiet_until
 
     def add(self, room_id: int, *, joins=(), leaves=()) -> None:
         changes = self.pending.setdefault(room_id, {})
@@ -278,23 +443,68 @@ class Announcer:
     async def _run(self) -> None:
         from . import events
 
-        while self.pending:
+        loop = asyncio.get_running_loop()
+        while self.pending or self.count_due:
             await asyncio.sleep(batch())
             pending, self.pending = self.pending, {}
+            now = loop.time()
+            for room_id in list(self.count_due):  # a count held back is sent once it may be
+                if room_id not in pending and now >= self.quiet_until.get(room_id, 0):
+                    pending[room_id] = {}
+            for room_id, quiet in list(self.quiet_until.items()):
+                if quiet < now and room_id not in self.count_due:
+                    del self.quiet_until[room_id]
             for room_id, changes in pending.items():
+                count, edge = None, None
                 try:
-                    online = await store().online_among(room_id, list(changes))
+                    online, count = await store().online_among(room_id, list(changes))
                     states = [(user, uid in online) for uid, (user, _) in changes.items()]
+                    if count > names_limit():  # only the first page's names are worth sending
+                        _, first, _ = await store().page(room_id, None, names_limit())
+                        edge = member_key(first[-1]) if first else ""
                 except Exception:  # the store is out of reach: each user's last change
                     logger.warning("presence batch for room %s not checked", room_id, exc_info=True)
                     states = list(changes.values())
                 joins = [user for user, is_online in states if is_online]
                 leaves = [user for user, is_online in states if not is_online]
-                if joins or leaves:
-                    try:
-                        await events.presence_changed(room_id=room_id, joins=joins, leaves=leaves)
-                    except Exception:
-                        logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
+                if not (joins or leaves or room_id in self.count_due):
+                    continue
+                named_joins, named_leaves = _bounded(joins, edge), _bounded(leaves, edge)
+                partial = len(named_joins) < len(joins) or len(named_leaves) < len(leaves)
+                if not (named_joins or named_leaves) and count is not None and count > names_limit():
+                    # Only the count changed: at most one such diff per COUNT_EVERY seconds.
+                    if now < self.quiet_until.get(room_id, 0):
+                        self.count_due.add(room_id)
+                        continue
+                    self.quiet_until[room_id] = now + COUNT_EVERY
+                    partial = True
+                self.count_due.discard(room_id)
+                try:
+                    await events.presence_changed(
+                        room_id=room_id,
+                        joins=named_joins,
+                        leaves=named_leaves,
+                        count=count,
+                        partial=partial,
+                    )
+                except Exception:
+                    logger.warning("presence diff for room %s not sent", room_id, exc_info=True)
+
+
+COUNT_EVERY = 5.0  # seconds between two diffs of a large room that would carry only its count
+
+
+def member_key(user: dict) -> str:
+    """Where ``user`` (``{"id", "username"}``) sorts in the online list: ``username NUL id``,
+    the ``byname`` member and the ``presence.list`` cursor."""
+    return f"{user['username']}\0{user['id']}"
+
+
+def _bounded(users: list[dict], edge: str | None) -> list[dict]:
+    """The users a diff names: those sorting up to ``edge`` (None: all), the first
+    ``PRESENCE_NAMES`` of them in list order."""
+    keyed = sorted((member_key(u), u) for u in users if edge is None or member_key(u) <= edge)
+    return [u for _, u in keyed[: names_limit()]]
 
 
 def batch() -> float:

@@ -1102,15 +1102,21 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
         return membership
     if room.is_archived:
         raise Archived(_("The room is archived."))
-    # A new member has read what came before (rooms.reads): the backlog is not shown as unread.
-    with transaction.atomic():
-        membership, created = Membership.objects.get_or_create(
-            room=room, user=user, defaults={"last_read_seq": _last_seq(room)}
-        )
-        if created:
-            _announce_member(room, membership, user)
-            # their user sockets list the room (rooms.user_consumer)
-            transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
+    # Every room socket's connect comes here (a join storm: once per socket), almost always for
+    # a member already: one SELECT, outside a transaction. Only a new member costs more.
+    try:
+        membership, created = Membership.objects.get(room=room, user=user), False
+    except Membership.DoesNotExist:
+        # A new member has read what came before (rooms.reads): the backlog is not shown as
+        # unread (the default is read only when the row is made).
+        with transaction.atomic():
+            membership, created = Membership.objects.get_or_create(
+                room=room, user=user, defaults={"last_read_seq": lambda: _last_seq(room)}
+            )
+            if created:
+                _announce_member(room, membership, user)
+                # their user sockets list the room (rooms.user_consumer)
+                transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
     if membership.is_banned:
         raise Banned(_("You are banned from this room."))
     membership.created = created

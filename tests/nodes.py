@@ -208,6 +208,10 @@ class Client:
             json.dumps({"type": "message.send", "body": body, "client_msg_id": client_msg_id})
         )
 
+    async def send_frame(self, frame) -> None:
+        """Send ``frame`` as it is: a dict as JSON, a str or bytes untouched."""
+        await self._socket.send(json.dumps(frame) if isinstance(frame, dict) else frame)
+
     async def wait_for(self, predicate, timeout: float = 10.0) -> bool:
         """Wait until ``predicate(self)`` holds; False after ``timeout`` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout

@@ -241,7 +241,7 @@ async def test_a_close_the_store_had_lost_track_of_is_still_announced(ws, room, 
     alice = await member(ws, room, user)
     bob = await member(ws, room, other_user)
     assert await sees_online(alice, {"alice", "bob"})
-    users, conns, _ = presence._keys(room.pk, other_user.pk)
+    users, conns, _, _ = presence._keys(room.pk, other_user.pk)
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     await asyncio.to_thread(
         lambda: (client.zrem(users, other_user.pk), client.delete(conns))
@@ -264,7 +264,7 @@ async def test_users_the_store_lost_are_announced_again_by_the_next_heartbeat(
     bob1 = await member(ws, room, other_user)
     bob2 = await member(ws, room, other_user)
     assert await sees_online(alice, {"alice", "bob"})
-    users, conns, names = presence._keys(room.pk, other_user.pk)
+    users, conns, names, _ = presence._keys(room.pk, other_user.pk)
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     await asyncio.to_thread(
         lambda: (client.zrem(users, other_user.pk), client.delete(conns), client.hdel(names, other_user.pk))

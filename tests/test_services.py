@@ -476,3 +476,16 @@ def test_slugs_are_unique_regardless_of_case_and_dm_is_reserved_for_direct_messa
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Room.objects.create(name="x", slug="GENERAL")
+
+
+def test_joining_a_public_room_again_is_one_query_and_a_new_member_has_read_the_backlog(
+    room, user, other_user, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    """Every room socket's connect calls member_join (a join storm: once per socket)."""
+    services.message_post(room=room, author=user, body="before", client_msg_id="b1")
+    with django_capture_on_commit_callbacks() as callbacks:
+        membership = services.member_join(room=room, user=other_user)
+    assert membership.created and membership.last_read_seq == 1 and len(callbacks) == 2
+    with django_assert_num_queries(1), django_capture_on_commit_callbacks() as callbacks:
+        again = services.member_join(room=room, user=other_user)
+    assert not again.created and again.pk == membership.pk and callbacks == []

@@ -59,3 +59,8 @@ test("status labels", () => {
   assert.equal(O.statusLabel("sending"), "sending…");
   assert.equal(O.statusLabel("failed", "muted"), "not sent (muted)");
 });
+
+test("an error answering the online list's paging is presence.js's, not the composer's", () => {
+  assert.deepEqual(O.errorPlan({ code: "rate_limited", frame: "presence.list", retry_after: 1 }, null), { action: "ignore" });
+  assert.deepEqual(O.errorPlan({ code: "invalid_field", frame: "presence.list" }, null), { action: "ignore" });
+});

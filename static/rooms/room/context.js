@@ -97,8 +97,9 @@ export const state = {
   outbox: new Map(), // client_msg_id → {id, body, el, status, retries, retryTimer}
   ackedAwaitingMessage: new Map(), // seq → outbox <li> whose ack came before the message
   deletedAhead: new Set(), // seqs above lastSeq deleted before their message was shown
-  online: new Map(), // user id → username: who is online in the room
-  presenceLive: false, // `online` comes from this socket's presence frame (diffs apply to it)
+  roster: { members: new Map(), count: 0, complete: true, expanded: false, paging: null }, // roster.js
+  online: new Map(), // user id → username: the online users we know (roster.members)
+  presenceLive: false, // the roster comes from this socket's presence frame (diffs apply to it)
   typists: new Map(), // user id → {username, timer}: whose typing frame came in the last 4 s
   typingSentAt: 0, // Date.now() of our last typing frame
   typingText: "", // the composer's text when we last looked (typing is sent on a change only)

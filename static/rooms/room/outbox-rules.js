@@ -46,6 +46,7 @@ export function errorPlan(frame, entry, random = Math.random) {
   if (stopReason) return { action: "stop", reason: stopReason };
   if (frame.code === "muted") return { action: "muted" };
   if (frame.code === "unavailable" && frame.frame === "resume") return { action: "reconnect" };
+  if (frame.frame === "presence.list") return { action: "ignore" }; // presence.js's own (Show all)
   if (!entry) return { action: "show" };
   if (frame.code === "rate_limited") {
     const seconds = Number(frame.retry_after);

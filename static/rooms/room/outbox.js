@@ -180,6 +180,8 @@ export function onErrorFrame(frame) {
           : errorText(frame)
       );
       return;
+    case "ignore":
+      return;
     case "reconnect":
       // The replay asked with ?after_seq could not be read now (database unavailable): no
       // "resumed" will come, so reconnect with backoff, which asks for the replay again.

@@ -1,47 +1,78 @@
 /*
- * chatsite room page: who is online (presence, presence.diff) and who is typing (typing frames,
- * sent at most once every 2.1 s while the composer's text changes).
+ * chatsite room page: who is online (presence, presence.diff, presence.page: "N online", the first
+ * names, "Show all") and who is typing (typing frames, sent at most once every 2.1 s while the
+ * composer's text changes).
  */
 
 import { sendFrame } from "./connection.js";
 import { config, els, state, TYPING_SEND_INTERVAL_MS, TYPING_SHOW_MS } from "./context.js";
 import { element } from "./dom.js";
 import { on, when } from "./hooks.js";
+import { applyDiff, applyPage, displayName, emptyRoster, fromSnapshot, isUser, startPaging, stopPaging, visible } from "./roster.js";
 import { gettext, interpolate, ngettext } from "./i18n.js";
 
 // --- who is online, who is typing ----------------------------------------------------------
+// The list's state lives in roster.js (pure); here it is fed the frames and drawn: "Online (N)",
+// the first SHOWN_NAMES names, and "Show all" paging the rest through presence.list.
 
-export function isUser(user) {
-  return user !== null && typeof user === "object" && Number.isInteger(user.id) && typeof user.username === "string";
+export { isUser, displayName };
+
+let pageRetry = null; // the timer of a presence.list resent after rate_limited
+let pageAsked = null; // the presence.list frame last sent (resent as it was after rate_limited)
+
+function askPage(frame) {
+  pageAsked = frame;
+  if (!sendFrame(frame)) stopPaging(state.roster);
 }
 
-export function displayName(user) {
-  return user.username || interpolate(gettext("user %(id)s"), { id: user.id });
-}
-
-// {"type":"presence","online":[…]}: the whole list (after every hello): replaces ours.
+// {"type":"presence","count":N,"online":[first names],"next":…} (after every hello): replaces ours.
 export function onPresence(frame) {
   if (!Array.isArray(frame.online)) return;
-  state.online.clear();
-  for (const user of frame.online) {
-    if (isUser(user)) state.online.set(user.id, displayName(user));
-  }
+  clearTimeout(pageRetry);
+  state.roster = fromSnapshot(frame);
+  state.online = state.roster.members;
   state.presenceLive = true;
   renderPresence();
 }
 
-// {"type":"presence.diff","joins":[…],"leaves":[…]}: applied to the list of this socket's
-// presence frame (before it, or without one, there is nothing up to date to apply it to).
+// {"type":"presence.diff",…}: applied to the list of this socket's presence frame (before it,
+// or without one, there is nothing up to date to apply it to).
 export function onPresenceDiff(frame) {
   if (!state.presenceLive) return;
-  for (const user of Array.isArray(frame.joins) ? frame.joins : []) {
-    if (isUser(user)) state.online.set(user.id, displayName(user));
+  for (const id of applyDiff(state.roster, frame)) stopTyping(id);
+  state.online = state.roster.members;
+  renderPresence();
+}
+
+// {"type":"presence.page",…}: one page of a "Show all"; asks for the next until none is left.
+export function onPresencePage(frame) {
+  const next = applyPage(state.roster, frame);
+  state.online = state.roster.members;
+  if (next) askPage(next);
+  renderPresence();
+}
+
+export function showAll() {
+  if (!state.presenceLive || state.roster.paging) return;
+  askPage(startPaging(state.roster));
+  renderPresence();
+}
+
+// An error answering presence.list: retried after `retry_after` when rate limited, else given up.
+function onPresenceError(frame) {
+  if (frame.frame !== "presence.list" || !state.roster.paging) return;
+  const roster = state.roster;
+  if (frame.code === "rate_limited" || frame.code === "unavailable") {
+    const wait = Math.max(0.2, Number(frame.retry_after) || 1) * 1000;
+    pageRetry = setTimeout(() => {
+      if (state.roster === roster && roster.paging && pageAsked) {
+        askPage(pageAsked); // the same page again: the cursor still holds
+        renderPresence();
+      }
+    }, wait);
+    return;
   }
-  for (const user of Array.isArray(frame.leaves) ? frame.leaves : []) {
-    if (!isUser(user)) continue;
-    state.online.delete(user.id);
-    stopTyping(user.id);
-  }
+  stopPaging(roster);
   renderPresence();
 }
 
@@ -49,25 +80,43 @@ export function onPresenceDiff(frame) {
 // when the page stops for good; typing hints end (their end would not reach us).
 export function presenceNotLive(note, clear) {
   state.presenceLive = false;
-  if (clear) state.online.clear();
+  if (clear) {
+    state.roster = emptyRoster();
+    state.online = state.roster.members;
+  }
+  stopPaging(state.roster);
   els.presenceNote.textContent = ` · ${note}`; // `note` is translated by the caller
   clearTyping();
   renderPresence();
 }
 
 export function renderPresence() {
-  const members = Array.from(state.online, ([id, username]) => ({ id, username }));
-  members.sort((a, b) => a.username.localeCompare(b.username) || a.id - b.id);
-  els.presenceList.replaceChildren(
-    ...members.map((member) => {
-      const li = element("li", "presence__member");
-      li.dataset.userId = String(member.id);
-      li.append(element("span", "presence__name", member.username));
-      if (member.id === config.user.id) li.append(element("span", "presence__you", gettext("(you)")));
-      return li;
-    })
-  );
-  els.presenceCount.textContent = String(members.length);
+  const roster = state.roster;
+  const { members, hidden } = visible(roster);
+  const items = members.map((member) => {
+    const li = element("li", "presence__member");
+    li.dataset.userId = String(member.id);
+    li.append(element("span", "presence__name", member.username));
+    if (member.id === config.user.id) li.append(element("span", "presence__you", gettext("(you)")));
+    return li;
+  });
+  if (hidden > 0 || roster.paging || (roster.expanded && !roster.complete)) {
+    const li = element("li", "presence__more");
+    if (roster.paging) {
+      li.append(element("span", "", interpolate(gettext("Loading %(done)s of %(count)s…"), { done: roster.paging.size, count: roster.count })));
+    } else if (state.presenceLive) {
+      if (hidden > 0) li.append(element("span", "", interpolate(ngettext("and %(n)s more", "and %(n)s more", hidden), { n: hidden }) + " "));
+      const button = element("button", "presence__show-all", hidden > 0 ? gettext("Show all") : gettext("Refresh list"));
+      button.type = "button";
+      button.addEventListener("click", showAll);
+      li.append(button);
+    } else if (hidden > 0) {
+      li.append(element("span", "", interpolate(ngettext("and %(n)s more", "and %(n)s more", hidden), { n: hidden })));
+    }
+    items.push(li);
+  }
+  els.presenceList.replaceChildren(...items);
+  els.presenceCount.textContent = String(roster.count);
   els.presence.classList.toggle("presence--stale", !state.presenceLive);
 }
 
@@ -121,6 +170,8 @@ export function noteTyping() {
 
 on("presence", onPresence);
 on("presence.diff", onPresenceDiff);
+on("presence.page", onPresencePage);
+on("error", onPresenceError);
 on("typing", onTyping);
 // their message is here: they are no longer typing it
 on("message", (frame) => {
