@@ -15,6 +15,8 @@ import time
 BODIES = {
     "plain, 12 chars": "hello world!",
     "plain, 80 chars": "Sure, I can look at it after lunch; the build broke on the migration step again.",
+    "bench message (JSON)": '{"b": "ab12cd", "p": "ramp-6", "s": 12, "k": 3, "t": 12345.6789, "x": ""}',
+    "plain with a dot-word": "ok.Thanks, the release notes are in the wiki now",
     "bold, code, link": "**ship it** after `make test` passes, see https://example.com/pr/42 for details",
     "@mention + URL": "@alice can you check https://example.com/issue/7 and ping @room?",
     "quote + list, 6 lines": "> the build is red\n\n- migrations\n- the *flaky* test\n- ~~docs~~\n1. fix",

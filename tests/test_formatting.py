@@ -210,3 +210,81 @@ def test_the_data_migration_renders_messages_stored_before_formatting(room, user
     migration.render_stored_messages(global_apps, None)
     assert Message.objects.get(pk=kept.pk).body_html == "<p><strong>old</strong></p>"
     assert Message.objects.get(pk=gone.pk).body_html == ""
+
+
+# --- the plain-line fast path (``formatting.is_plain``): the same HTML as the parser's ---------
+
+PLAIN_LINES = [
+    "hello world!",
+    "Sure, I can look at it after lunch; the build broke on the migration step again.",
+    '{"b": "ab12cd", "p": "ramp-6", "s": 12, "k": 3, "t": 12345.6789, "x": "xxxx"}',
+    "오늘 회의는 3시에 대화방에서 해요.",
+    "well-known (c) 2026 -- 50% off? #general | a = b",
+    "emoji 😀👩‍👩‍👧 and RTL שלום and\u00a0a no-break space",
+    "ok.3 and 12.5 and end.",
+]
+NOT_PLAIN_LINES = [
+    "see example.com",
+    "http://x.org/a",
+    "//localhost/x",
+    "mailto:a@b.c",
+    "- item",
+    "+ item",
+    "1. item",
+    "12) item",
+    "> quote",
+    "**bold**",
+    "a_b_",
+    "`code`",
+    "~~x~~",
+    "[x](y)",
+    "<b>",
+    "a &amp; b",
+    "@alice hi",
+    "two\nlines",
+    " leading",
+    "trailing ",
+    "tab\there",
+    "docs.python.org",
+]
+
+
+@pytest.mark.parametrize("body", PLAIN_LINES)
+def test_a_plain_line_skips_the_parser_with_the_parsers_html(body):
+    assert formatting.is_plain(body)
+    assert render(body) == formatting.render_markdown(body, formatting.mentions.parse(body))
+
+
+@pytest.mark.parametrize("body", NOT_PLAIN_LINES)
+def test_markup_links_mentions_markers_and_breaks_take_the_parser(body):
+    assert not formatting.is_plain(body)
+
+
+# Pieces that open, close or trick every construct of the subset and linkify-it's link finder.
+_PIECES = [
+    "a", "Z", "1", "12", "123456789", " ", "  ", ".", ",", ":", ";", "/", "//", "-", "--", "+", "*",
+    "_", "~", "~~", "`", "```", "[", "]", "(", ")", "<", ">", "&", "#", "!", "@", "\n", "\n\n",
+    "\t", "\r", "\x00", "\x7f", "\u00a0", "\u3000", "\u200b", '"', "'", "=", "|", "{", "}", "\\",
+    "1.", "1)", "😀", "한국", "대화", ".com", ".org", ".한국", ".io", "www", "www.", "http", "https",
+    "http://", "ftp:", "mailto:", "example", "localhost", "xn--p1ai", "\u3002", "\uff0e", "\uff61",
+    "&amp;", "&nbsp;", "&#65;", "room", "alice", "192.168.0.1", "a@b", ":8000",
+]
+
+
+def test_the_fast_path_gives_the_parsers_html_for_generated_bodies():
+    """Fails if ``is_plain`` lets through any body whose parser output differs (checked over
+    thousands of bodies built from the pieces above and arbitrary text)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    bodies = st.one_of(
+        st.lists(st.sampled_from(_PIECES), max_size=12).map("".join),
+        st.text(max_size=40),
+    )
+
+    @settings(max_examples=4000, deadline=None, database=None)
+    @given(bodies)
+    def check(body):
+        assert render(body) == formatting.render_markdown(body, formatting.mentions.parse(body))
+
+    check()
