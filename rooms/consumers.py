@@ -285,7 +285,7 @@ def _seq_field(content: dict, name: str, *, required: bool) -> int | None:
     return value
 
 
-PRESENCE_CURSOR_MAX = 400  # characters of a presence.list cursor: a username (150) and an id, with room
+PRESENCE_CURSOR_MAX = presence.CURSOR_MAX  # characters of a presence.list cursor
 
 
 def _encodable(text: str) -> bool:

@@ -168,6 +168,10 @@ def names_limit() -> int:
     return int(getattr(settings, "PRESENCE_NAMES", 50))
 
 
+CURSOR_MAX = 400
+"""Characters of a presence page cursor (``next``/``after``): a username (150) and an id, with room."""
+
+
 def page_max() -> int:
     """``PRESENCE_PAGE_MAX`` (default 200): the most names one ``presence.list`` answer carries."""
     return int(getattr(settings, "PRESENCE_PAGE_MAX", 200))
@@ -293,6 +297,16 @@ class RedisStore:
         scores, count = (replies[0], replies[1]) if ids else ([], replies[0])
         return {uid for uid, score in zip(ids, scores) if score is not None and score > now}, int(count)
 
+    def page_now(self, room_id: int, after: str | None, limit: int) -> tuple[int, list[dict], str | None]:
+        """Sync, for views: ``page`` (the same script, O(log n + limit)) with a short-lived
+        client. Raises redis-py's ``RedisError`` when Redis cannot be reached (2 s)."""
+        users, _, _, byname = _keys(room_id)
+        _, client = settings.REDIS.sync_clients(timeout=2)[0]
+        try:
+            return _page_result(client.eval(_PAGE_ONLY, 2, users, byname, time.time(), after or "", limit))
+        finally:
+            client.close()
+
     def online_now(self, room_id: int) -> list[dict]:
         """Sync, for views: the online list, read with a short-lived client."""
         users, _, names, _ = _keys(room_id)
@@ -326,6 +340,9 @@ class MemoryStore:
         return not was_online, await self.page(room_id, None, limit)
 
     async def page(self, room_id, after, limit):
+        return self.page_now(room_id, after, limit)
+
+    def page_now(self, room_id, after, limit):
         members = self.online_now(room_id)
         keys = [member_key(m) for m in members]
         start = 0 if after is None else next((i for i, k in enumerate(keys) if k > after), len(keys))

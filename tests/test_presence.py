@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -158,6 +159,35 @@ async def test_typing_is_relayed_to_others_only_never_stored_and_rate_limited(ws
     assert await database_sync_to_async(Message.objects.count)() == 0
     await alice.close()
     await bob.close()
+
+
+async def test_the_rest_online_list_is_a_count_and_pages_by_cursor(ws, room, user, other_user):
+    """``GET .../presence/``: ``count``, a page in name order and ``next``; each page one
+    script whatever the room's size; a bad limit or cursor is a 400 with field errors."""
+    third = await database_sync_to_async(factories.make_user)("carol")
+    conns = [await member(ws, room, u) for u in (user, other_user, third)]
+    assert await sees_online(conns[0], {"alice", "bob", "carol"})
+    api = _api(user)
+    get = lambda query: database_sync_to_async(lambda: api.get(f"/api/rooms/lobby/presence/{query}"))()  # noqa: E731
+    whole = await get("")
+    assert whole.status_code == 200
+    assert whole.data["count"] == 3 and whole.data["next"] is None
+    assert names(whole.data["online"]) == ["alice", "bob", "carol"]
+    seen, query = [], "?limit=1"
+    for _ in range(5):
+        page = await get(query)
+        assert page.status_code == 200 and page.data["count"] == 3 and len(page.data["online"]) == 1
+        seen += [u["username"] for u in page.data["online"]]
+        if page.data["next"] is None:
+            break
+        query = "?" + urlencode({"limit": 1, "after": page.data["next"]})
+    assert seen == ["alice", "bob", "carol"]  # name order, each once
+    for bad in ("?limit=0", "?limit=201", "?limit=x", "?" + urlencode({"after": "x" * 401})):
+        response = await get(bad)
+        assert response.status_code == 400, bad
+        assert set(response.data) <= {"limit", "after"}, response.data
+    for conn in conns:
+        await conn.close()
 
 
 async def test_presence_of_a_private_room_is_404_for_outsiders(user, other_user):
