@@ -118,6 +118,7 @@ def pg_counters(database_url: str) -> dict[str, int]:
 class Client:
     def __init__(self, index: int, node, room: str, token: str):
         self.index, self.node, self.room, self.token = index, node, room, token
+        self.tab = secrets.token_hex(8)  # pages: the tab id of both sockets (static/rooms/room/tab.js)
         self.room_ws = self.user_ws = None
         self.newest = 0
         self.reported = 0
@@ -164,7 +165,7 @@ class Run:
             async with sem:
                 try:
                     c.room_ws = await connect(
-                        f"{c.node.url}/ws/rooms/{c.room}/",
+                        f"{c.node.url}/ws/rooms/{c.room}/" + (f"?tab={c.tab}" if self.pages else ""),
                         additional_headers=headers,
                         compression=None,
                         ping_interval=None,
@@ -177,7 +178,7 @@ class Run:
                             (c.index + 1) % len(self.nodes)
                         ]  # another node than the room page's
                         c.user_ws = await connect(
-                            f"{other.url}/ws/user/",
+                            f"{other.url}/ws/user/?tab={c.tab}",  # the page's two sockets: one tab
                             additional_headers=headers,
                             compression=None,
                             ping_interval=None,
