@@ -118,6 +118,7 @@ def pg_counters(database_url: str) -> dict[str, int]:
 class Client:
     def __init__(self, index: int, node, room: str, token: str):
         self.index, self.node, self.room, self.token = index, node, room, token
+        self.tab = secrets.token_hex(8)  # pages: the tab id of both sockets (static/rooms/room/tab.js)
         self.room_ws = self.user_ws = None
         self.newest = 0
         self.reported = 0
@@ -137,6 +138,8 @@ class Run:
         self.activity_frames = 0
         self.activity_unread = 0
         self.reads_sent = 0
+        self.read_updated_room = self.read_updated_user = 0
+        self.sidebar_frames = 0
         self.errors: dict[str, int] = {}
         self.sending = False
 
@@ -146,6 +149,7 @@ class Run:
         self.tag = tag
         self.latencies, self.deliveries, self.reads_sent = [], 0, 0
         self.activity_frames = self.activity_unread = 0
+        self.read_updated_room = self.read_updated_user = self.sidebar_frames = 0
         self.errors = {}
 
     def error(self, kind: str) -> None:
@@ -161,7 +165,7 @@ class Run:
             async with sem:
                 try:
                     c.room_ws = await connect(
-                        f"{c.node.url}/ws/rooms/{c.room}/",
+                        f"{c.node.url}/ws/rooms/{c.room}/" + (f"?tab={c.tab}" if self.pages else ""),
                         additional_headers=headers,
                         compression=None,
                         ping_interval=None,
@@ -174,7 +178,7 @@ class Run:
                             (c.index + 1) % len(self.nodes)
                         ]  # another node than the room page's
                         c.user_ws = await connect(
-                            f"{other.url}/ws/user/",
+                            f"{other.url}/ws/user/?tab={c.tab}",  # the page's two sockets: one tab
                             additional_headers=headers,
                             compression=None,
                             ping_interval=None,
@@ -202,6 +206,8 @@ class Run:
                     if isinstance(body, dict) and body.get("b") == self.tag:
                         self.deliveries += 1
                         self.latencies.append(time.monotonic() - body["t"])
+                elif frame.get("type") == "read.updated":
+                    self.read_updated_room += 1
                 elif frame.get("type") == "error":
                     self.error(f"error {frame.get('code')}")
         except Exception:
@@ -214,6 +220,10 @@ class Run:
                 if frame.get("type") == "room.activity":
                     self.activity_frames += 1
                     self.activity_unread += sum(e.get("unread_added", 0) for e in frame.get("rooms", ()))
+                elif frame.get("type") == "read.updated":
+                    self.read_updated_user += 1
+                elif frame.get("type") == "sidebar":
+                    self.sidebar_frames += 1
         except Exception:
             pass
 
@@ -438,6 +448,9 @@ async def step(
         "reads_per_message": round(run.reads_sent / stored, 2),
         "activity_frames": run.activity_frames,
         "activity_unread": run.activity_unread,
+        "read_updated_frames_room": run.read_updated_room,
+        "read_updated_frames_user": run.read_updated_user,
+        "sidebar_snapshots": run.sidebar_frames,
         "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
         "load_generator_loop_delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1)
         if delays
@@ -472,6 +485,11 @@ def table(results: list[dict]) -> str:
         ),
         ("of which PUBLISH", lambda r: f"{r['redis_by_command_per_message'].get('publish', 0)}"),
         ("sidebar frames (room.activity)", lambda r: f"{r['activity_frames']:,}"),
+        (
+            "read.updated frames: room sockets / user sockets",
+            lambda r: f"{r.get('read_updated_frames_room', 0):,} / {r.get('read_updated_frames_user', 0):,}",
+        ),
+        ("fresh sidebar snapshots during the step", lambda r: f"{r.get('sidebar_snapshots', 0):,}"),
         (
             "load generator: CPU s, loop delay p99 / max (ms)",
             lambda r: (

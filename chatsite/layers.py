@@ -40,6 +40,7 @@ version and ``tests/test_layers.py`` fails if they change.
 
 import asyncio
 import logging
+import uuid
 
 from channels_redis import pubsub
 
@@ -210,6 +211,21 @@ class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
         for shard, messages in by_shard.items():
             await shard.publish_many(messages)
 
+    async def new_local_channel(self, prefix: str, sink) -> str:
+        """A channel of this node only, with ``sink`` attached from the start: it can be added to
+        groups (their events reach ``sink``) but has no Redis subscription of its own, so nothing
+        can be sent to it by name (``rooms.activity``'s hub: one per followed room). Returns its
+        name; ``delete_local_channel`` removes it."""
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        queue = _ChannelQueue(self)
+        queue.sink = sink
+        self.channels[channel] = queue
+        return channel
+
+    async def delete_local_channel(self, channel: str) -> None:
+        """Forget a ``new_local_channel`` (discard it from its groups first)."""
+        self.channels.pop(channel, None)
+
     def attach(self, channel: str, sink) -> bool:
         """Deliver ``channel``'s events to ``sink(event)`` from now on (see the module's
         docstring). Returns False, changing nothing, when ``channel`` is not this loop's."""
@@ -236,6 +252,14 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     def attach(self, channel: str, sink) -> bool:
         """``RedisPubSubLoopLayer.attach`` on the running loop's layer."""
         return self._get_layer().attach(channel, sink)
+
+    async def new_local_channel(self, prefix: str, sink) -> str:
+        """``RedisPubSubLoopLayer.new_local_channel`` on the running loop's layer."""
+        return await self._get_layer().new_local_channel(prefix, sink)
+
+    async def delete_local_channel(self, channel: str) -> None:
+        """``RedisPubSubLoopLayer.delete_local_channel`` on the running loop's layer."""
+        await self._get_layer().delete_local_channel(channel)
 
     async def group_send_many(self, events: list[tuple[str, dict]]) -> None:
         """``RedisPubSubLoopLayer.group_send_many`` on the running loop's layer."""

@@ -165,6 +165,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 
 import psycopg
@@ -389,6 +390,23 @@ def _query_after_seq(scope) -> int | None:
     )
 
 
+TAB_RE = re.compile(r"[A-Za-z0-9_-]{8,32}")
+
+
+def query_tab(scope) -> str | None:
+    """``?tab=<id>`` on a socket URL: the page's random tab id (8 to 32 of ``A-Z a-z 0-9 _ -``),
+    the same on the page's room socket and user socket. A ``read.updated`` caused by a ``read``
+    frame of that tab is not sent back to that tab's sockets (the page updated itself). Anything
+    else (absent, too long, other characters) is ignored: None, and the socket gets every
+    ``read.updated``."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get("tab")
+    if values and TAB_RE.fullmatch(values[-1]):
+        return values[-1]
+    return None
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -497,6 +515,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     session_key = None  # a session socket's session (rooms.access checks it still exists) ...
     session_hash = None  # ... and its auth hash (still the user's password's), else None
     socket_slot = None  # this socket's place in its user's WS_MAX_SOCKETS_PER_USER (rooms.limits)
+    tab = None  # the page's tab id (``?tab=``, ``query_tab``), or None
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` (the channel layer's channel, ``base_send``), with
@@ -764,8 +783,10 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def user_read_updated(self, event: dict) -> None:
         """``user.read_updated`` / ``user.mention`` (``events.broadcast_read_updated``,
-        ``events.broadcast_mention``): forwards the ``read.updated`` / ``mention`` frame."""
-        if not self.closing:
+        ``events.broadcast_mention``): forwards the ``read.updated`` / ``mention`` frame; not a
+        ``read.updated`` whose ``tab`` (the tab whose report moved the marker) is this socket's
+        own tab (``query_tab``): that page already shows it."""
+        if not self.closing and (event.get("tab") is None or event.get("tab") != self.tab):
             await self.send(text_data=event["text"])
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
@@ -799,6 +820,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         ``WS_MAX_SOCKETS_PER_USER`` taken (``rooms.limits``, one Redis script, before any
         database work); or None after refusing the socket with 4401 (not signed in) or 4429
         (too many sockets)."""
+        self.tab = query_tab(self.scope)
         user = self.scope.get("user")
         if isinstance(user, LazyObject):  # channels' session user: every attribute read of the
             user = self.scope["user"] = user._wrapped  # lazy proxy costs a call, on every frame
@@ -1106,12 +1128,13 @@ class RoomConsumer(SocketConsumer):
         this node's current tick (``reads.read_report_soon``: every report a node gets within
         ``reads.READ_TICK``, 0.25 s, is written in one statement) and this returns at once, so the
         socket's next frames do not wait for it; once the tick has committed, every socket of the
-        user (this one included) gets ``read.updated`` through the layer when the marker moved.
+        user gets ``read.updated`` through the layer when the marker moved, except the sockets
+        of this socket's own tab (``?tab=``, ``query_tab``), whose page updated itself.
         No answer of its own; ``not_found`` (an error frame, the socket kept: access events close
         it) when the user is not a member of the room; ``unavailable`` (with ``"frame": "read"``)
         when the database cannot be used (report again later). Those two come after the tick,
         possibly after answers to later frames."""
-        report = reads.read_report_soon(room=self.room, user=self.scope["user"], seq=seq)
+        report = reads.read_report_soon(room=self.room, user=self.scope["user"], seq=seq, tab=self.tab)
         report.add_done_callback(self._read_answered)
 
     def _read_answered(self, report: asyncio.Future) -> None:

@@ -41,8 +41,9 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
 - ``user.dm_created``: ``{"type": "user.dm_created", "text": str}`` to ``user.<id>`` of each of
   a new direct message's two users; ``text`` is the ``{"type": "dm.created", "room": {...room
   shape as that user sees it...}}`` frame, forwarded to every socket of that user.
-- ``user.read_updated``: ``{"type": "user.read_updated", "text": str}`` to ``user.<id>``; the
-  ``read.updated`` frame (``rooms.reads``), forwarded to every socket of that user.
+- ``user.read_updated``: ``{"type": "user.read_updated", "text": str, "tab": str (optional)}``
+  to ``user.<id>``; the ``read.updated`` frame (``rooms.reads``), forwarded to every socket of
+  that user but those of ``tab``, the page whose report moved the marker (``?tab=``).
 - ``user.mention``: ``{"type": "user.mention", "text": str}`` to ``user.<id>``; the ``mention``
   frame (``rooms.mentions``), one event per mentioned user, forwarded to every socket of theirs.
 - ``user.rooms_changed``: ``{"type": "user.rooms_changed"}`` to ``user.<id>``: the user's set of
@@ -392,25 +393,26 @@ def broadcast_read_updated(*, user_id: int, room_slug: str, state: dict) -> bool
     )
 
 
-def broadcast_read_updates(updates: list[tuple[int, str, dict]]) -> None:
-    """``broadcast_read_updated`` for each ``(user_id, room_slug, state)`` of one tick of read
-    reports (``rooms.reads.ReadBatcher``), called on the event loop after the tick's commit: the
+def broadcast_read_updates(updates: list[tuple[int, str, dict, str | None]]) -> None:
+    """``broadcast_read_updated`` for each ``(user_id, room_slug, state, tab)`` of one tick of
+    read reports (``rooms.reads.ReadBatcher``); with a ``tab`` (the page whose report moved the
+    marker) the layer event carries ``"tab": str`` and that tab's sockets skip it. Called on the
+    event loop after the tick's commit: the
     events are queued in order with this loop's other publishes and handed to the layer at once,
     as one pipeline of PUBLISHes (one Redis round trip, one command per user and room) when the
     layer has ``group_send_many`` (``chatsite.layers``), else one ``group_send`` each."""
     if not updates:
         return
     started = time.perf_counter()
-    items = [
-        (
-            user_group_name(user_id),
-            {
-                "type": USER_READ_UPDATED,
-                "text": encode_frame({"type": "read.updated", "room": slug, **state}),
-            },
-        )
-        for user_id, slug, state in updates
-    ]
+    items = []
+    for user_id, slug, state, tab in updates:
+        event = {
+            "type": USER_READ_UPDATED,
+            "text": encode_frame({"type": "read.updated", "room": slug, **state}),
+        }
+        if tab is not None:
+            event["tab"] = tab
+        items.append((user_group_name(user_id), event))
     task = asyncio.get_running_loop().create_task(_publish_many_in_order(get_channel_layer(), items, started))
     _pending.add(task)
     task.add_done_callback(_pending.discard)

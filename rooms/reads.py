@@ -204,6 +204,7 @@ class _Pending:
     room_slug: str
     seq: int
     waiters: list
+    tab: str | None  # the tab of every report of the pair in this tick, else None
 
 
 class ReadBatcher:
@@ -229,18 +230,21 @@ class ReadBatcher:
         self.writing: asyncio.Task | None = None
         self.statements = 0  # batches written (for tests and the bench)
 
-    def add(self, *, room: Room, user_id: int, seq: int) -> asyncio.Future:
-        """Queue a report; returns a future of ``(moved: bool, ReadState)`` after the tick's
-        commit, or raising ``services.NotFound`` (not a member: nothing changed) or the
-        database's error (``psycopg.Error``, ``PoolTimeout``: nothing known to be changed)."""
+    def add(self, *, room: Room, user_id: int, seq: int, tab: str | None = None) -> asyncio.Future:
+        """Queue a report (``tab``: the reporting page's tab id, ``consumers.query_tab``); returns
+        a future of ``(moved: bool, ReadState)`` after the tick's commit, or raising
+        ``services.NotFound`` (not a member: nothing changed) or the database's error
+        (``psycopg.Error``, ``PoolTimeout``: nothing known to be changed)."""
         waiter = self.loop.create_future()
         key = (room.pk, user_id)
         entry = self.pending.get(key)
         if entry is None:
-            self.pending[key] = _Pending(room.slug, seq, [waiter])
+            self.pending[key] = _Pending(room.slug, seq, [waiter], tab)
         else:
             entry.seq = max(entry.seq, seq)
             entry.waiters.append(waiter)
+            if entry.tab != tab:  # two tabs reported the pair in one tick: both get the event
+                entry.tab = None
         if self.timer is None and self.writing is None:
             self.timer = self.loop.call_later(READ_TICK, self._tick)
         return waiter
@@ -289,7 +293,7 @@ class ReadBatcher:
                 state = ReadState(int(row[3]), int(row[4]), int(row[5]))
                 outcome = (bool(row[2]), state)
                 if row[2]:
-                    updates.append((key[1], entry.room_slug, state.as_dict()))
+                    updates.append((key[1], entry.room_slug, state.as_dict(), entry.tab))
             for waiter in entry.waiters:
                 if waiter.done():  # cancelled by its caller
                     continue
@@ -312,7 +316,9 @@ class ReadBatcher:
 _batchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher]" = weakref.WeakKeyDictionary()
 
 
-def read_report_soon(*, room: Room, user: AbstractBaseUser, seq: int) -> asyncio.Future:
+def read_report_soon(
+    *, room: Room, user: AbstractBaseUser, seq: int, tab: str | None = None
+) -> asyncio.Future:
     """``read_report`` for a socket's ``read`` frame, from the event loop, without waiting for
     it: the report joins this node's current tick (``ReadBatcher``, ``READ_TICK``) and the
     returned future gives ``(moved, ReadState)`` once the tick's one statement has committed and
@@ -320,12 +326,14 @@ def read_report_soon(*, room: Room, user: AbstractBaseUser, seq: int) -> asyncio
     banned) member: nothing changed, nothing sent) or a database error (``psycopg.Error``,
     ``PoolTimeout``; the statement ends within ``DATABASE_STATEMENT_TIMEOUT`` + 0.25 s,
     ``async_db.deadline``). The same rules as ``read_report`` (never backward, clamped to the
-    room's last seq). Without PostgreSQL: ``read_report`` on the database thread, one per
-    report. ``seq``: 0..2**63 - 1 (validated by the caller)."""
+    room's last seq). ``tab``: the reporting page's tab id (``consumers.query_tab``): the
+    ``read.updated`` carries it and that tab's sockets skip it (the page updated itself).
+    Without PostgreSQL: ``read_report`` on the database thread, one per report (every socket
+    gets its ``read.updated``). ``seq``: 0..2**63 - 1 (validated by the caller)."""
     from chatsite import async_db
 
     if async_db.available():
-        return ReadBatcher.for_loop().add(room=room, user_id=user.pk, seq=seq)
+        return ReadBatcher.for_loop().add(room=room, user_id=user.pk, seq=seq, tab=tab)
     from channels.db import database_sync_to_async
 
     async def on_thread():

@@ -1,15 +1,16 @@
 """The user socket: one WebSocket per page at ``/ws/user/`` that keeps the sidebar live for all
 of the user's rooms and direct messages (``rooms.sidebar``), whichever node they are on.
 
-How (measured in bench/RESULTS.md, "Sidebar"): the socket joins the user's group
-(``user.<id>``) and the channel-layer group of every room of the user (``room.<id>``, the group
-the room sockets are in). A message then costs what it cost before: one PUBLISH to the room's
-group, received once by each node that has a member socket, room or user (the Pub/Sub layer's
-group_send is one Redis command per group, not per member: ``channels_redis.pubsub``); no
-database write or Redis command per member. On each node, each user socket adds the event to
-a per-room tally (a dict update, in the node's Pub/Sub read while the socket is idle:
-``deliver_now``) and sends one ``room.activity`` frame for all its rooms at most every
-``ACTIVITY_BATCH`` seconds. The alternative, a per-member event sent to every member's user group, would cost one
+How (measured in bench/RESULTS.md, "Sidebar" and "Room activity hub"): the socket joins the
+user's group (``user.<id>``) and follows each of the user's rooms in its node's activity hub
+(``rooms.activity``): one channel per node per room in the room's group (``room.<id>``, the group
+the room sockets are in), however many user sockets of the node follow it. A message then costs
+what it cost before: one PUBLISH to the room's group, received once by each node that has a
+member socket (the Pub/Sub layer's group_send is one Redis command per group, not per member:
+``channels_redis.pubsub``), recorded once by the node's hub; no database write or Redis command
+per member, and no work per user socket per message. Every ``ACTIVITY_BATCH`` seconds the hub
+wakes the followers of the rooms that changed, and each sends one ``room.activity`` frame for all
+its rooms. The alternative, a per-member event sent to every member's user group, would cost one
 PUBLISH per member (1,000 in a room of 1,000).
 
 Frames are JSON text. server → client, on connect and again whenever the set of rooms changes::
@@ -24,7 +25,8 @@ then live, from any node::
      "read_seq": int (only when the user's own message moved their marker)}, ...]}
         messages were stored in the rooms listed: at most one frame every ``ACTIVITY_BATCH``
         seconds (1), one entry per room, counting the messages since the last frame or
-        snapshot (never one the snapshot counted). For each entry: the client sets ``last_seq``; with
+        snapshot (never one the snapshot counted; when the node no longer remembers
+        every message since, a fresh ``sidebar`` comes instead). For each entry: the client sets ``last_seq``; with
         ``read_seq`` (the user wrote a message there: everything up to it is read) it sets
         ``last_read_seq`` to it and ``unread_count`` to 0 first; then it adds ``unread_added``
         (messages of others, after ``read_seq`` if given). Pending activity is always sent
@@ -68,7 +70,7 @@ import logging
 
 from django.conf import settings
 
-from . import access, events, metrics, services
+from . import access, activity, events, metrics, services
 from .consumers import (
     _CLOSING_ERRORS,
     CLOSE_UNAUTHENTICATED,
@@ -85,8 +87,8 @@ from .sidebar import Sidebar, sidebar_for
 logger = logging.getLogger(__name__)
 
 NO_ROOM = 0  # the room id of the user-only access key: no room has it, so its verdict is "not_found"
-ACTIVITY_BATCH = 1.0  # seconds: a user socket sends at most one room.activity frame this often
-FLUSH = "sidebar.flush"  # the socket's own event: send the pending activity (``UserConsumer.enqueue``)
+ACTIVITY_BATCH = activity.ACTIVITY_BATCH  # seconds: at most one room.activity frame per socket this often
+FLUSH = activity.FLUSH  # the hub's tick to a follower: send the activity of your rooms
 
 
 def _room_ids(*, user, token_key: str | None) -> list[int] | None:
@@ -105,18 +107,20 @@ class UserConsumer(SocketConsumer):
     open_gauge = metrics.USER_SOCKETS
     rooms: dict = {}  # room id → slug: the rooms whose events are forwarded (the last sidebar's)
     known_seq: dict = {}  # slug → highest seq counted (the snapshot's last_seq, then activity)
-    room_groups: dict = {}  # room id → group name, joined
-    pending: dict = {}  # slug → [last_seq, unread_added, read_seq]: activity not sent yet
-    flush_handle = None  # the timer that enqueues the next flush
+    followed: dict = {}  # room id → None: the rooms this socket follows in the node's hub
+    user_id = None  # the hub's follower interface (rooms.activity): whose sockets these are
+    quiet = False  # sending a sidebar or activity itself: no activity goes first
 
     async def connect(self) -> None:
         """Called on the handshake: accepts a signed-in user under their socket cap, joins their
-        group and their rooms' groups (before reading, so every later message arrives live),
-        then sends ``sidebar``; otherwise accepts and closes with 4401, 4429 or 4503."""
+        group and follows their rooms in the node's hub (``rooms.activity``; before reading, so
+        every later message is counted), then sends ``sidebar``; otherwise accepts and closes
+        with 4401, 4429 or 4503."""
         user = await self.admit()
         if user is None:
             return
-        self.room_groups = {}
+        self.followed = {}
+        self.user_id = user.pk
         try:
             self.user_group = events.user_group_name(user.pk)
             await asyncio.wait_for(
@@ -128,8 +132,9 @@ class UserConsumer(SocketConsumer):
                 return
             await asyncio.wait_for(self.join_rooms(ids), LAYER_JOIN_TIMEOUT)
             snapshot = await self.db(sidebar_for, user=user, bounded=False)
-            # the groups match the sidebar (an archived room's is left; a room joined meanwhile
-            # is joined, and its user.rooms_changed, heard from the start, brings a fresh count)
+            # the rooms followed match the sidebar (an archived room's is left; a room joined
+            # meanwhile is followed, and its user.rooms_changed, heard from the start, brings a
+            # fresh count)
             await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning(
@@ -141,45 +146,52 @@ class UserConsumer(SocketConsumer):
         await self.send_sidebar(snapshot)
 
     async def join_rooms(self, room_ids) -> bool:
-        """Join the groups of ``room_ids`` this socket is not in yet, and leave those of rooms
-        not among them; returns whether any was joined."""
+        """Follow (``rooms.activity``) the rooms of ``room_ids`` this socket does not follow yet,
+        and stop following those not among them; returns whether any was followed."""
+        hub = activity.hub()
         wanted = set(room_ids)
         joined = False
-        for room_id in sorted(wanted - set(self.room_groups)):
-            group = events.room_group_name(room_id)
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.room_groups[room_id] = group
-            joined = True
-        for room_id in sorted(set(self.room_groups) - wanted):
-            group = self.room_groups.pop(room_id)
+        for room_id in sorted(wanted - set(self.followed)):
+            self.followed[room_id] = None
             try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except UNAVAILABLE_ERRORS:
-                pass
+                await hub.follow(room_id, self)
+            except BaseException:
+                self.followed.pop(room_id, None)
+                raise
+            joined = True
+        for room_id in sorted(set(self.followed) - wanted):
+            del self.followed[room_id]
+            hub.unfollow(room_id, self)
         return joined
 
     async def send_sidebar(self, snapshot: Sidebar) -> None:
-        """Send ``sidebar``: the state from here on. Pending activity is dropped (every event
-        received so far was committed before the snapshot was read, so it counts it)."""
-        self.pending = {}
+        """Send ``sidebar``: the state from here on (every message the hub received so far was
+        committed before the snapshot was read, so it counts it: activity starts after its
+        ``last_seq``)."""
         self.rooms = snapshot.room_ids
         self.known_seq = {room["slug"]: room["last_seq"] for room in snapshot.rooms}
-        await self.send_json({"type": "sidebar", "server_id": settings.SERVER_ID, "rooms": snapshot.rooms})
+        self.quiet = True
+        try:
+            await self.send_json(
+                {"type": "sidebar", "server_id": settings.SERVER_ID, "rooms": snapshot.rooms}
+            )
+        finally:
+            self.quiet = False
 
     async def refresh(self) -> None:
-        """Read the sidebar again, match the room groups to it and send it. Nothing of a room
+        """Read the sidebar again, match the rooms followed to it and send it. Nothing of a room
         that left is forwarded from here on (its events queued meanwhile are checked against the
         new rooms). The database or Redis unreachable: the socket closes with 4503 (the client
         reconnects and gets a fresh snapshot)."""
         if self.closing:
             return
-        self.rooms, self.known_seq, self.pending = {}, {}, {}  # until the new sidebar: nothing of any room
+        self.rooms, self.known_seq = {}, {}  # until the new sidebar: nothing of any room
         user = self.scope["user"]
         try:
             snapshot = await self.db(sidebar_for, user=user)
             if await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT):
-                # A message committed between the read and the join would be missing from the
-                # counts: read once more now that every new room's events arrive live.
+                # A message committed between the read and the follow would be missing from the
+                # counts: read once more now that every new room's events reach the hub.
                 snapshot = await self.db(sidebar_for, user=user)
                 await asyncio.wait_for(self.join_rooms(snapshot.room_ids), LAYER_JOIN_TIMEOUT)
         except UNAVAILABLE_ERRORS:
@@ -194,10 +206,12 @@ class UserConsumer(SocketConsumer):
         if not self.closing:
             await self.send_sidebar(snapshot)
 
-    def pop_groups(self) -> list[str]:
-        groups = super().pop_groups() + list(self.room_groups.values())
-        self.room_groups = {}
-        return groups
+    def unfollow_all(self) -> None:
+        if self.followed:
+            hub = activity.hub()
+            for room_id in self.followed:
+                hub.unfollow(room_id, self)
+            self.followed = {}
 
     # --- client → server ---------------------------------------------------------------------
 
@@ -211,88 +225,63 @@ class UserConsumer(SocketConsumer):
 
     # --- channel layer → client ----------------------------------------------------------------
 
-    def note_message(self, event: dict) -> None:
-        """Count a ``room.message`` event of one of this socket's rooms into the pending
-        activity (ignored: another room, a seq already counted, an event without the sidebar's
-        fields), and make sure a flush follows within ``ACTIVITY_BATCH`` seconds."""
-        slug = event.get("room")
-        known = self.known_seq.get(slug)
-        seq = event["seq"]
-        if known is None or seq <= known or self.closing:
-            return
-        self.known_seq[slug] = seq
-        entry = self.pending.get(slug)
-        if entry is None:
-            entry = self.pending[slug] = [seq, 0, 0]
-        entry[0] = max(entry[0], seq)
-        if event.get("author_id") == self.scope["user"].pk:
-            entry[1], entry[2] = 0, seq  # the user's own message: their marker is there now
-        else:
-            entry[1] += 1
-        if self.flush_handle is None and self.enqueue is not None:
-            self.flush_handle = asyncio.get_running_loop().call_later(
-                ACTIVITY_BATCH, self.enqueue, {"type": FLUSH}
-            )
-
-    async def room_message(self, event: dict) -> None:
-        self.note_message(event)
-        if self.enqueue is None:  # no inbox of our own to time a flush with: send at once
-            await self.flush_activity()
-
-    def deliver_now(self, event: dict) -> bool:
-        """The fast path of ``dispatch_in_order`` (while this socket is idle, in the node's
-        Pub/Sub read): a ``room.message`` is counted without waking the socket's loop, and a
-        room's typing, presence and edit events are dropped there. Other events take the usual
-        path."""
-        kind = event.get("type")
-        if kind == events.ROOM_MESSAGE:
-            self.note_message(event)
-            return True
-        return kind in (
-            events.ROOM_TYPING,
-            events.ROOM_PRESENCE,
-            events.ROOM_MESSAGE_UPDATED,
-            events.ROOM_MEMBER_UPDATED,
-        )
-
-    def fast_path(self):
-        return self.deliver_now  # it writes nothing: no need of chatsite.serve's send_text_now
-
     async def sidebar_flush(self, event: dict) -> None:
-        self.flush_handle = None
+        """The hub's tick (``rooms.activity``): a room of this socket changed."""
         await self.flush_activity()
 
     async def flush_activity(self) -> None:
-        """Send the pending activity as one ``room.activity`` frame, before any other frame."""
-        if not self.pending:
+        """Send the activity of this socket's rooms since what it counted (the hub's state: at
+        most one entry per room) as one ``room.activity`` frame, before any other frame. When the
+        hub's log no longer reaches back to what a room counted, a fresh ``sidebar`` is sent
+        instead (``refresh``)."""
+        if self.closing or not self.rooms:
             return
-        pending, self.pending = self.pending, {}
-        if self.closing:
-            return
+        hub = activity.hub()
+        user_id, known = self.user_id, self.known_seq
         rooms = []
-        for slug, (last_seq, unread_added, read_seq) in pending.items():
+        for room_id, slug in self.rooms.items():
+            since = known.get(slug)
+            if since is None:
+                continue
+            found = hub.entry(room_id, since, user_id)
+            if found is None:
+                continue
+            if found is activity.GAP:
+                self.quiet = True
+                try:
+                    await self.refresh()
+                finally:
+                    self.quiet = False
+                return
+            last_seq, unread_added, read_seq = found
+            known[slug] = last_seq
             entry = {"room": slug, "last_seq": last_seq, "unread_added": unread_added}
             if read_seq:
                 entry["read_seq"] = read_seq
             rooms.append(entry)
-        await super().send_json({"type": "room.activity", "rooms": rooms})
+        if not rooms:
+            return
+        self.quiet = True
+        try:
+            await super().send_json({"type": "room.activity", "rooms": rooms})
+        finally:
+            self.quiet = False
 
     async def send_json(self, content: dict, close: bool = False) -> None:
-        """Every frame but ``sidebar`` goes after the pending activity (so that the client applies
-        a ``read.updated`` after the messages it counts)."""
-        if content.get("type") != "sidebar":
+        """Every frame but ``sidebar`` (and ``room.activity`` itself) goes after the activity not
+        sent yet (so that the client applies a ``read.updated`` after the messages it counts)."""
+        if not self.quiet:
             await self.flush_activity()
         await super().send_json(content, close=close)
 
     async def send(self, text_data=None, bytes_data=None, close=False) -> None:
-        if text_data is not None and self.pending:
+        """As ``send_json``, for the frames forwarded ready-encoded."""
+        if text_data is not None and not self.quiet:
             await self.flush_activity()
         await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def cleanup(self) -> None:
-        if self.flush_handle is not None:
-            self.flush_handle.cancel()
-            self.flush_handle = None
+        self.unfollow_all()
         await super().cleanup()
 
     async def room_message_deleted(self, event: dict) -> None:

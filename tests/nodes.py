@@ -162,9 +162,10 @@ def cluster(count: int, *, redis_url: str, database_url: str, prefix: str, extra
 class Client:
     """A token-authenticated WebSocket client of one node, reading frames in the background."""
 
-    def __init__(self, node: Node, room: str, token: str, name: str = ""):
+    def __init__(self, node: Node, room: str, token: str, name: str = "", query: str = ""):
         self.node = node
         self.room = room
+        self.query = query  # appended to the socket URL: "?tab=..."
         self.token = token
         self.name = name
         self.hello: dict | None = None
@@ -178,7 +179,7 @@ class Client:
 
     async def connect(self) -> "Client":
         self._socket = await websockets.connect(
-            f"{self.node.ws}/ws/rooms/{self.room}/",
+            f"{self.node.ws}/ws/rooms/{self.room}/{self.query}",
             additional_headers={"Authorization": f"Token {self.token}"},
             open_timeout=10,
         )

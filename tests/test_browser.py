@@ -24,6 +24,7 @@ flushes the database. Screenshots are saved under each test's ``tmp_path``.
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -348,6 +349,8 @@ def test_two_users_on_two_nodes_then_through_the_balancer_see_each_other_within_
         for _ in range(15):  # round-robin: a reload lands elsewhere after a few tries
             if bob_node != alice_node:
                 break
+            # a page load is a fixed number of requests: one more shifts the round-robin
+            bob.evaluate("() => fetch('/healthz').then(r => r.status)")
             bob.reload()
             bob_node = connected_to(bob)
         assert bob_node != alice_node
@@ -477,7 +480,7 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
         assert shown(page) == expected  # each once, in seq order; its own send stored once
         assert history_reads == []  # the missed messages came by the resume, not the REST API
         sockets = page.evaluate("() => window.__sockets")
-        assert sockets[-1]["url"].endswith("/ws/rooms/out/?after_seq=1"), sockets[-1]
+        assert re.search(r"/ws/rooms/out/\?after_seq=1&tab=[0-9a-f]{24}$", sockets[-1]["url"]), sockets[-1]
         print(
             f"\nSIGKILL: node-1 back (healthy) {healthy_at - killed_at:.2f} s after the kill; page connected"
             f" {connected_at - healthy_at:.2f} s later (backoff), {connected_at - killed_at:.2f} s in all;"

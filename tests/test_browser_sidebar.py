@@ -123,6 +123,13 @@ def test_a_message_on_node_1_raises_the_badge_on_node_2_and_reading_on_node_3_cl
     wait_badges(room_page, "lobby", (0, 0), timeout=15_000)
     wait_badges(listing, "lobby", (0, 0), timeout=15_000)
     assert badges(listing, "random") == (1, 0)
+    # the reading tab's own sockets get no read.updated for its report (?tab=): its sidebar was
+    # told by the page itself, so its state (shown again when the tab is hidden) is read too
+    room_page.wait_for_function(
+        "() => { const r = window.ChatSidebar.room('lobby');"
+        " return r && r.last_read_seq === 2 && r.unread_count === 0 && r.mention_count === 0; }",
+        timeout=15_000,
+    )
     screenshot(room_page, tmp_path, "room-page-with-sidebar")
     context.close()
 

@@ -270,6 +270,53 @@ async def test_a_read_frame_is_answered_by_nothing_and_every_socket_of_the_user_
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_the_reporting_tabs_own_sockets_get_no_read_updated_and_the_users_other_sockets_do(
+    ws, room, user, other_user
+):
+    """A page opens its room socket and its user socket with one ``?tab=``: the read.updated its
+    own report causes is not sent back to either (the page updated itself); another tab's sockets
+    and a socket without a tab get it. A malformed tab is ignored (that socket gets everything)."""
+    await database_sync_to_async(
+        lambda: (
+            services.member_join(room=room, user=other_user),
+            [post(room, user, f"m{i}") for i in range(3)],
+        )
+    )()
+    tab_a_room = await ws("/ws/rooms/lobby/?tab=tabA12345", user=other_user)
+    tab_a_user = await ws("/ws/user/?tab=tabA12345", user=other_user)
+    tab_b_user = await ws("/ws/user/?tab=tabB12345", user=other_user)
+    no_tab_room = await ws("/ws/rooms/lobby/", user=other_user)
+    bad_tab_room = await ws("/ws/rooms/lobby/?tab=tab%21A123", user=other_user)
+    for conn, first in (
+        (tab_a_room, "hello"),
+        (tab_a_user, "sidebar"),
+        (tab_b_user, "sidebar"),
+        (no_tab_room, "hello"),
+        (bad_tab_room, "hello"),
+    ):
+        assert await conn.connect()
+        await conn.receive_type(first)
+    await tab_a_room.send({"type": "read", "seq": 2})
+    expected = {
+        "type": "read.updated",
+        "room": "lobby",
+        "last_read_seq": 2,
+        "unread_count": 1,
+        "mention_count": 0,
+    }
+    assert await tab_b_user.receive() == expected
+    assert await no_tab_room.receive() == expected
+    assert await bad_tab_room.receive() == expected
+    assert await tab_a_room.nothing_more(0.3) and await tab_a_user.nothing_more(0.1)
+    await bad_tab_room.send({"type": "read", "seq": 3})  # its tab was ignored: everyone hears it
+    for conn in (tab_a_room, tab_a_user, bad_tab_room):
+        assert (await conn.receive_type("read.updated"))["last_read_seq"] == 3
+    assert await database_sync_to_async(marker)(room, other_user) == 3
+    for conn in (tab_a_room, tab_a_user, tab_b_user, no_tab_room, bad_tab_room):
+        await conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -419,6 +466,50 @@ async def test_a_read_report_on_node1_reaches_the_users_socket_on_node2_as_read_
     }
     assert await socket.wait_for(lambda c: expected in c.frames), socket.frames
     await socket.close()
+
+
+@pytest.mark.multinode
+@pytest.mark.django_db(transaction=True)
+async def test_a_tabs_report_skips_its_own_sockets_and_reaches_another_tab_on_another_node(two_nodes):
+    """Tab A (room socket and user socket on node 1, one ``?tab=``) reads: tab A hears nothing
+    back, bob's tab B on node 2 gets ``read.updated`` on its user socket."""
+    import websockets
+
+    from tests.nodes import Client
+
+    def setup():
+        alice, bob = factories.make_user("alice"), factories.make_user("bob")
+        room = factories.make_room(created_by=alice, slug="r0")
+        services.member_join(room=room, user=bob)
+        for i in range(4):
+            post(room, alice, f"m{i}")
+        return factories.token_for(bob)
+
+    token = await database_sync_to_async(setup)()
+    node1, node2 = two_nodes
+    headers = {"Authorization": f"Token {token}"}
+    tab_a = await Client(node1, "r0", token, query="?tab=tabA12345").connect()
+    users = {}
+    for name, node in (("tabA12345", node1), ("tabB12345", node2)):
+        users[name] = await websockets.connect(
+            f"{node.ws}/ws/user/?tab={name}", additional_headers=headers, open_timeout=10
+        )
+        assert json.loads(await asyncio.wait_for(users[name].recv(), 10))["type"] == "sidebar"
+    await tab_a.send_frame({"type": "read", "seq": 3})
+    frame = json.loads(await asyncio.wait_for(users["tabB12345"].recv(), 10))
+    assert frame == {
+        "type": "read.updated",
+        "room": "r0",
+        "last_read_seq": 3,
+        "unread_count": 1,
+        "mention_count": 0,
+    }
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(users["tabA12345"].recv(), 1.0)
+    assert not [f for f in tab_a.frames if f["type"] == "read.updated"], tab_a.frames
+    await tab_a.close()
+    for socket in users.values():
+        await socket.close()
 
 
 @pytest.mark.django_db

@@ -3,8 +3,8 @@
  * mention badges kept live over one WebSocket per page (/ws/user/, rooms/user_consumer.py),
  * whichever node serves it. Included on every signed-in page by templates/base.html as an ES
  * module (<script type="module">; it imports only room/i18n.js, its strings in the page's
- * language, and the room page's modules do not import it: the two pages' scripts meet only
- * through the server). No dependencies.
+ * language, and room/tab.js, the page's tab id; the room page's modules do not import it: the
+ * two scripts meet through the server and the window event "chatsite:read"). No dependencies.
  *
  * Frame contract (docs/protocol.md, "Sidebar and unread state"):
  *   server → client {"type":"sidebar","server_id","rooms":[{slug,name,kind,dm_with,last_seq,
@@ -15,6 +15,9 @@
  *                    with read_seq the user's own message moved their marker there first
  *   server → client {"type":"message.deleted","id","room","seq","author_id"}
  *   server → client {"type":"read.updated","room","last_read_seq","unread_count","mention_count"}
+ *                    (a report of another tab or device: the socket is opened with ?tab=<this
+ *                    page's id>, room/tab.js, and this page's own reports come as the window
+ *                    event "chatsite:read" from room/reads.js instead)
  *   server → client {"type":"mention","room","message":{…}}
  *   server → client {"type":"dm.created","room":{…}}   (a sidebar frame follows)
  *   server → client {"type":"room.updated","room":{slug,name,description,is_private}}  renamed
@@ -33,6 +36,7 @@
  * the browser shows it once.
  */
 import { gettext, interpolate, ngettext } from "./room/i18n.js";
+import { READ_EVENT, tabId } from "./room/tab.js";
 
 const aside = document.getElementById("sidebar");
 if (aside && "WebSocket" in window) start(aside);
@@ -182,6 +186,26 @@ function start(aside) {
       if (seen) for (const seq of seen) if (seq <= frame.last_read_seq) seen.delete(seq);
       render();
     },
+    // This page's own read report (room/reads.js; the server echoes no read.updated to this
+    // tab): its counts cover the messages the page has shown, up to `upto`; what this sidebar
+    // counted beyond is added (messages, and the mentions it saw there).
+    "chatsite:read": function (detail) {
+      const room = rooms.get(detail.room);
+      if (!room || !Number.isInteger(detail.last_read_seq) || detail.last_read_seq <= room.last_read_seq) return;
+      room.last_read_seq = detail.last_read_seq;
+      const beyond = Math.max(0, room.last_seq - Math.max(detail.upto || 0, detail.last_read_seq));
+      const seen = mentionSeqs.get(detail.room);
+      let mentionsBeyond = 0;
+      if (seen) {
+        for (const seq of seen) {
+          if (seq <= detail.last_read_seq) seen.delete(seq);
+          else if (seq > detail.upto) mentionsBeyond += 1;
+        }
+      }
+      room.unread_count = (detail.unread_count || 0) + Math.min(beyond, room.unread_count);
+      room.mention_count = (detail.mention_count || 0) + mentionsBeyond;
+      render();
+    },
     "room.updated": function (frame) {
       const room = frame.room && rooms.get(frame.room.slug);
       if (!room || room.kind === "dm" || typeof frame.room.name !== "string") return;
@@ -220,7 +244,7 @@ function start(aside) {
     if (stopped) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     setStatus(attempt ? "reconnecting" : "connecting", attempt ? gettext("reconnecting…") : gettext("connecting…"));
-    const ws = new WebSocket(scheme + location.host + socketPath);
+    const ws = new WebSocket(scheme + location.host + socketPath + "?tab=" + tabId);
     socket = ws;
     ws.onmessage = function (event) { if (socket === ws) onFrame(event); };
     ws.onclose = function (event) {
@@ -248,6 +272,9 @@ function start(aside) {
     }
   }
   window.addEventListener("online", soon);
+  window.addEventListener(READ_EVENT, function (event) {
+    if (event.detail) handlers["chatsite:read"](event.detail);
+  });
   document.addEventListener("visibilitychange", function () {
     render(); // the current room's badges show only while the tab is hidden
     if (!document.hidden) soon();

@@ -1,5 +1,6 @@
 /*
- * chatsite room page: the socket: connect with ?after_seq=<lastSeq> (resume), hello / resumed /
+ * chatsite room page: the socket: connect with ?after_seq=<lastSeq> (resume) and ?tab=<id>
+ * (tab.js: this tab's read reports are not echoed back to it), hello / resumed /
  * resync, close codes, reconnect with backoff, stop; send(frame) for every module; frames go to
  * hooks.js handlers.
  */
@@ -23,6 +24,7 @@ import { dispatch, emit, on } from "./hooks.js";
 import { backoffDelay } from "./seq.js";
 import { setStatus } from "./status.js";
 import { gettext, interpolate } from "./i18n.js";
+import { tabId } from "./tab.js";
 
 // --- connection ----------------------------------------------------------------------------
 
@@ -30,7 +32,7 @@ import { gettext, interpolate } from "./i18n.js";
 // replays what came since, then says "resumed", so nothing is missed while we were away.
 export function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  return `${scheme}${location.host}${config.ws_path}?after_seq=${state.lastSeq}`;
+  return `${scheme}${location.host}${config.ws_path}?after_seq=${state.lastSeq}&tab=${tabId}`;
 }
 
 export function connect() {

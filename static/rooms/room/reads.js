@@ -8,8 +8,10 @@
  *   message: each report is a database write and a read.updated to every socket of the user);
  *   never for a seq already reported or already read (the server keeps the marker from moving
  *   backward anyway).
- * - read.updated for this room (the server's answer to any tab's report, through the user's
- *   group): one that goes beyond what this tab reported came from another tab or device, so the
+ * - After each report the page's own sidebar is told at once (the "chatsite:read" event on
+ *   window, tab.js): the server sends this tab's sockets no read.updated for its own reports.
+ * - read.updated for this room (the server's answer to another tab's or device's report, through
+ *   the user's group): one that goes beyond what this tab reported came from elsewhere, so the
  *   "New messages" divider moves to it (and goes once nothing unread is left); this tab's own
  *   reports leave the divider where the reader found it.
  * - A message that mentions the reader (@username, or @room) by someone else is highlighted
@@ -22,6 +24,7 @@ import { config, els, state } from "./context.js";
 import { on, registerMessagePart, when } from "./hooks.js";
 import { send } from "./connection.js";
 import { decorate } from "./render.js";
+import { READ_EVENT } from "./tab.js";
 
 export const READ_DEBOUNCE_MS = 1000;
 export const READ_MAX_WAIT_MS = 5000;
@@ -53,7 +56,25 @@ function report() {
   if (document.hidden || !config.user || state.stopped) return;
   const seq = newestSeqInView();
   if (seq <= Math.max(reads.reported, reads.marker)) return;
-  if (send({ type: "read", seq })) reads.reported = seq; // not live yet: the next hello reports
+  if (!send({ type: "read", seq })) return; // not live yet: the next hello reports
+  reads.reported = seq;
+  tellSidebar(seq);
+}
+
+// This tab's sockets get no read.updated for its own report (tab.js): the page's sidebar is
+// told here, with the counts after `seq` among the messages shown (up to state.lastSeq; the
+// sidebar adds what it counted beyond).
+function tellSidebar(seq) {
+  let unread = 0;
+  let mentions = 0;
+  for (let i = state.seqs.length - 1; i >= 0 && state.seqs[i] > seq; i--) {
+    const li = state.shown.get(state.seqs[i]);
+    if (!li || li.dataset.deleted || Number(li.dataset.authorId) === me) continue;
+    unread += 1;
+    if (li.classList.contains("message--mention")) mentions += 1;
+  }
+  const detail = { room: config.slug, last_read_seq: seq, unread_count: unread, mention_count: mentions, upto: state.lastSeq };
+  window.dispatchEvent(new CustomEvent(READ_EVENT, { detail }));
 }
 
 export function scheduleReport() {
