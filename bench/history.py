@@ -54,6 +54,7 @@ def parse_args(argv):
     p.add_argument("--body-pool", type=int, default=200_000, help="distinct bodies the messages draw from")
     p.add_argument("--samples", type=int, default=500, help="rooms drawn at random for each timing")
     p.add_argument("--limit", type=int, default=50, help="history page size (the route's default)")
+    p.add_argument("--sends", type=int, default=1000, help="messages to post after the reads (0: none)")
     p.add_argument("--seed", type=int, default=16)
     p.add_argument("--min-free-gb", type=float, default=20.0, help="refuse to load below this free disk")
     p.add_argument("--reload", action="store_true", help="load the data again even if present")
@@ -185,7 +186,47 @@ def measure(args) -> dict:
                     cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + q["sql"])
                     print(q["sql"][:300])
                     print("\n".join("    " + row[0] for row in cur.fetchall()))
+    if args.sends:
+        result[f"send ({args.sends} x services.message_post)"] = measure_sends(args, user, rooms, rng)
     return result
+
+
+def measure_sends(args, user, rooms, rng) -> dict:
+    """``--sends`` messages posted by the member through ``rooms.services.message_post`` (the
+    product's one-statement store, its broadcast on commit into the in-memory layer here) to
+    rooms drawn at random: the time of each in ms, its statements, and the blocks it read and hit
+    (the table's and each index's pages: the unique ``(room_id, seq)``, the search GIN indexes'
+    pending lists and their clean-ups). The sent messages stay (each room's ``seq`` goes on from
+    them). WAL is not counted: the server's WAL position is shared by every database on it."""
+    import uuid
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rooms import services
+
+    from .search import bodies
+
+    texts = bodies(args.sends, rng)
+    ms, cpu, statements = [], [], []
+
+    blocks_before = _blocks()
+    for _ in range(args.sends):
+        room = rng.choice(rooms)
+        with CaptureQueriesContext(connection) as queries:
+            t, c = time.perf_counter(), time.thread_time()
+            services.message_post(room=room, author=user, body=next(texts), client_msg_id=uuid.uuid4().hex)
+            ms.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1e6)
+        statements.append(len(queries))
+    blocks_after = _blocks()
+    return {
+        "ms": ms,
+        "cpu_us": cpu,
+        "statements": statements,
+        "blocks_read": blocks_after[0] - blocks_before[0],
+        "blocks_hit": blocks_after[1] - blocks_before[1],
+    }
 
 
 def main(argv=None) -> int:
