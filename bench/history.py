@@ -156,7 +156,7 @@ def measure(args) -> dict:
         f"resume of {RESUME} (rooms.consumers._replay)": resume,
     }
     result = {}
-    for k, (name, read) in enumerate(reads.items()):
+    for k, (name, read) in enumerate(reads.items() if per else ()):  # --samples 0: sends only
         sample = rooms[k * per : (k + 1) * per]
         ms, cpu, statements = [], [], []
         blocks_before = _blocks()
