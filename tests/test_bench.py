@@ -329,16 +329,16 @@ def test_the_history_bench_loads_a_tiny_shape_with_copy_and_times_pages_and_resu
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "bench", "history", "--database-url", f"{base}/{name}"]
     cmd += ["--messages", "3000", "--rooms", "12", "--user-rooms", "9", "--body-pool", "300"]
-    cmd += ["--samples", "3", "--limit", "20"]
+    cmd += ["--samples", "3", "--limit", "20", "--sends", "5"]
     try:
         first = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert first.returncode == 0, first.stderr[-3000:]
         assert "loading messages=3000 rooms=12" in first.stderr
         assert re.search(r"message_room_seq_unique: \d+ MB", first.stderr)
         assert re.search(r"message_body_grams_idx: \d+ MB", first.stderr)
-        for read in ("history page, newest", "before_seq at a random depth", "resume of 1000"):
+        for read in ("history page, newest", "before_seq at a random depth", "resume of 1000", "send (5 x"):
             assert re.search(
-                rf"\| [^|]*{re.escape(read)}[^|]* \| 3 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", first.stdout
+                rf"\| [^|]*{re.escape(read)}[^|]* \| [35] \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", first.stdout
             )
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert again.returncode == 0 and "reusing the loaded data" in again.stderr
@@ -348,7 +348,7 @@ def test_the_history_bench_loads_a_tiny_shape_with_copy_and_times_pages_and_resu
             # Gapless seq per room, last_seq stored, every body rendered (the product's shape).
             assert conn.execute(
                 "SELECT count(*), count(DISTINCT room_id), bool_and(body_html <> '') FROM rooms_message"
-            ).fetchone() == (3000, 12, True)
+            ).fetchone() == (3000 + 2 * 5, 12, True)  # two runs sent 5 each
             assert conn.execute(
                 "SELECT count(*) FROM rooms_room r WHERE kind = 'room' AND slug LIKE 'sb-%' AND last_seq <> "
                 "(SELECT count(*) FROM rooms_message m WHERE m.room_id = r.id AND m.seq <= r.last_seq)"
