@@ -440,12 +440,10 @@ def bodies(n: int, rng: random.Random):
             yield text[0].upper() + text[1:] + rng.choice([".", "", "!", "?"])
 
 
-def setup_django(database_url: str) -> None:
+def setup_django(database_url: str, what: str = "a million messages") -> None:
     name = database_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
     if name.startswith("test_") or name in ("chatsite", "postgres", "template0", "template1"):
-        raise SystemExit(
-            f"refusing to load a million messages into {name!r}: give the bench its own database"
-        )
+        raise SystemExit(f"refusing to load {what} into {name!r}: give the bench its own database")
     # No pool and no statement time limit: the load's COPY and index builds take minutes.
     os.environ.update(
         {
@@ -474,16 +472,33 @@ def shape(args) -> str:
     return f"messages={args.messages} rooms={args.rooms} user_rooms={args.user_rooms} seed={args.seed}"
 
 
-def loaded_shape() -> str | None:
+def loaded_shape(mark_slug: str = "search-bench-shape") -> str | None:
     from rooms.models import Room
 
-    room = Room.objects.filter(slug="search-bench-shape").first()
+    room = Room.objects.filter(slug=mark_slug).first()
     return room.description if room else None
 
 
-def load(args) -> None:
+def load(
+    args,
+    *,
+    member: str = SEARCHER,
+    mark_slug: str = "search-bench-shape",
+    mark: str | None = None,
+    body_pool: int = 0,
+    html: bool = False,
+) -> None:
     """Empty the bench database's chat tables and load users, rooms, memberships and messages
-    with COPY (the search indexes dropped during the load and built again after it)."""
+    with COPY (the search indexes dropped during the load and built again after it).
+
+    ``args``: ``messages``, ``rooms``, ``user_rooms`` (the rooms ``member`` is in: every
+    ``rooms // user_rooms``-th one), ``seed``. ``body_pool``: 0 makes every body afresh; N > 0
+    draws the bodies from N made once (a 10-million load's time goes to the text otherwise).
+    ``html``: store ``body_html`` rendered by ``rooms.formatting.render``, as the product does.
+    The room ``mark_slug`` (description ``mark``, default ``shape(args)``) is written last: the
+    sign that the shape is fully loaded (``loaded_shape``)."""
+    from array import array
+
     from django.db import connection
 
     from rooms.search import INDEXES
@@ -492,9 +507,16 @@ def load(args) -> None:
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     span = dt.timedelta(days=365)
+    if body_pool:
+        pool = list(bodies(body_pool, rng))
+    if html:
+        from rooms.formatting import render
+
+        rendered = [render(b) for b in pool] if body_pool else None
     with connection.cursor() as django_cursor:
         cur = django_cursor.cursor  # psycopg's own cursor: COPY
         cur.execute("SET statement_timeout = 0")  # the product's DATABASE_STATEMENT_TIMEOUT is for requests
+        cur.execute("SET maintenance_work_mem = '512MB'")  # the index builds after the COPY
         cur.execute(
             "TRUNCATE rooms_mention, rooms_message, rooms_membership, rooms_room, rooms_sendwindow "
             "RESTART IDENTITY CASCADE"
@@ -508,17 +530,18 @@ def load(args) -> None:
             "COPY auth_user (id, password, is_superuser, username, first_name, last_name, email, "
             "is_staff, is_active, date_joined) FROM STDIN"
         ) as copy:
-            copy.write_row((1, "!", False, SEARCHER, "", "", "", False, True, now - span))
+            copy.write_row((1, "!", False, member, "", "", "", False, True, now - span))
             for i in range(2, n_users + 1):
                 copy.write_row((i, "!", False, f"search-bench-{i}", "", "", "", False, True, now - span))
-        # Rooms: room k has authors k*5 .. k*5+9 (modulo the users); the searcher is in every
-        # (rooms // user_rooms)-th room.
+        # Rooms: room k has authors k*5 .. k*5+9 (modulo the users); the member is in every
+        # (rooms // user_rooms)-th room. Each message's room drawn at random (ids follow time,
+        # rooms interleave); 4 bytes a message.
         per_room = [0] * (args.rooms + 1)
-        room_of = []
-        for _ in range(args.messages):
+        room_of = array("I", bytes(4 * args.messages))
+        for i in range(args.messages):
             r = rng.randrange(args.rooms) + 1
             per_room[r] += 1
-            room_of.append((r, per_room[r]))
+            room_of[i] = r
         with cur.copy(
             "COPY rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) FROM STDIN"
         ) as copy:
@@ -526,30 +549,53 @@ def load(args) -> None:
                 private = r % 4 == 0
                 copy.write_row((r, f"sb-{r}", f"Room {r}", "", now - span, per_room[r], private, "room"))
         step = max(1, args.rooms // args.user_rooms)
-        searcher_rooms = [1 + i * step for i in range(args.user_rooms)]
-
-        def authors(r: int) -> list[int]:
-            return [2 + ((r * 5 + j) % (n_users - 1)) for j in range(AUTHORS_PER_ROOM)]
+        member_rooms = [1 + i * step for i in range(args.user_rooms)]
+        room_authors = [
+            [2 + ((r * 5 + j) % (n_users - 1)) for j in range(AUTHORS_PER_ROOM)]
+            for r in range(args.rooms + 1)
+        ]
 
         with cur.copy(
             "COPY rooms_membership (room_id, user_id, role, joined_at, last_read_seq) FROM STDIN"
         ) as copy:
             for r in range(1, args.rooms + 1):
-                for j, uid in enumerate(authors(r)):
+                for j, uid in enumerate(room_authors[r]):
                     copy.write_row((r, uid, "owner" if j == 0 else "member", now - span, per_room[r]))
-            for r in searcher_rooms:
+            for r in member_rooms:
                 copy.write_row((r, 1, "member", now - span, per_room[r]))
         log(f"  users, rooms, memberships: {time.perf_counter() - started:.1f} s")
+        seq_of = [0] * (args.rooms + 1)
+        fresh = None if body_pool else bodies(args.messages, rng)
         with cur.copy(
-            "COPY rooms_message (id, room_id, seq, author_id, body, client_msg_id, server_id, "
-            "created_at, mentions_room) FROM STDIN"
+            "COPY rooms_message (id, room_id, seq, author_id, body, body_html, client_msg_id, "
+            "server_id, created_at, mentions_room) FROM STDIN"
         ) as copy:
-            for i, body in enumerate(bodies(args.messages, rng)):
-                r, seq = room_of[i]
+            for i in range(args.messages):
+                r = room_of[i]
+                seq_of[r] += 1
+                if body_pool:
+                    k = rng.randrange(body_pool)
+                    body, body_html = pool[k], (rendered[k] if html else "")
+                else:
+                    body = next(fresh)
+                    body_html = render(body) if html else ""
                 created = now - span + span * (i / args.messages)
                 copy.write_row(
-                    (i + 1, r, seq, rng.choice(authors(r)), body, f"b{i}", "bench", created, False)
+                    (
+                        i + 1,
+                        r,
+                        seq_of[r],
+                        rng.choice(room_authors[r]),
+                        body,
+                        body_html,
+                        f"b{i}",
+                        "bench",
+                        created,
+                        False,
+                    )
                 )
+                if i and i % 1_000_000 == 0:
+                    log(f"  {i} messages: {time.perf_counter() - started:.1f} s")
         cur.execute("SELECT setval(pg_get_serial_sequence('rooms_message', 'id'), %s)", [args.messages + 1])
         cur.execute("SELECT setval(pg_get_serial_sequence('rooms_room', 'id'), %s)", [args.rooms + 2])
         cur.execute("SELECT setval(pg_get_serial_sequence('auth_user', 'id'), %s)", [n_users + 1])
@@ -566,8 +612,8 @@ def load(args) -> None:
         # Last: the mark that this shape is fully loaded (a load cut short is loaded again).
         cur.execute(
             "INSERT INTO rooms_room (id, slug, name, description, created_at, last_seq, is_private, kind) "
-            "VALUES (%s, 'search-bench-shape', 'bench shape', %s, now(), 0, TRUE, 'room')",
-            [args.rooms + 1, shape(args)],
+            "VALUES (%s, %s, 'bench shape', %s, now(), 0, TRUE, 'room')",
+            [args.rooms + 1, mark_slug, mark if mark is not None else shape(args)],
         )
     log(f"  loaded in {time.perf_counter() - started:.1f} s")
 

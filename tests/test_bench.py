@@ -314,3 +314,64 @@ def test_ctrl_c_stops_every_process_the_tool_started(bench_database, tmp_path):
     for pid in pids:
         gone = not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert gone, f"process {pid} survived Ctrl-C"
+
+
+# --- history over many stored messages (bench/history.py) -----------------------------------------
+
+
+def test_the_history_bench_loads_a_tiny_shape_with_copy_and_times_pages_and_resumes():
+    """``python -m bench history`` on 3,000 messages: its own database, the table's sizes after
+    the load, then the three reads with percentiles and counts; run again, it reuses the data."""
+    import uuid
+
+    base = database_url_for_tests().rsplit("/", 1)[0]
+    name = f"chatsite_history_bench_test_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "bench", "history", "--database-url", f"{base}/{name}"]
+    cmd += ["--messages", "3000", "--rooms", "12", "--user-rooms", "9", "--body-pool", "300"]
+    cmd += ["--samples", "3", "--limit", "20", "--sends", "5"]
+    try:
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "loading messages=3000 rooms=12" in first.stderr
+        assert re.search(r"message_room_seq_unique: \d+ MB", first.stderr)
+        assert re.search(r"message_body_grams_idx: \d+ MB", first.stderr)
+        for read in ("history page, newest", "before_seq at a random depth", "resume of 1000", "send (5 x"):
+            assert re.search(
+                rf"\| [^|]*{re.escape(read)}[^|]* \| [35] \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", first.stdout
+            )
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        assert again.returncode == 0 and "reusing the loaded data" in again.stderr
+        import psycopg
+
+        with psycopg.connect(f"{base}/{name}") as conn:
+            # Gapless seq per room, last_seq stored, every body rendered (the product's shape).
+            assert conn.execute(
+                "SELECT count(*), count(DISTINCT room_id), bool_and(body_html <> '') FROM rooms_message"
+            ).fetchone() == (3000 + 2 * 5, 12, True)  # two runs sent 5 each
+            assert conn.execute(
+                "SELECT count(*) FROM rooms_room r WHERE kind = 'room' AND slug LIKE 'sb-%' AND last_seq <> "
+                "(SELECT count(*) FROM rooms_message m WHERE m.room_id = r.id AND m.seq <= r.last_seq)"
+            ).fetchone() == (0,)
+    finally:
+        import psycopg
+
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_the_history_bench_refuses_a_test_database_and_a_full_disk():
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    base = database_url_for_tests().rsplit("/", 1)[0]
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench", "history", "--database-url", f"{base}/test_x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert refused.returncode != 0 and "its own database" in refused.stderr
+    from bench.history import check_disk
+
+    with pytest.raises(SystemExit, match=r"GB free on /work \(df -h /work\); the load needs at least"):
+        check_disk(10**9)
