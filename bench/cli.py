@@ -130,6 +130,10 @@ def main(argv=None) -> int:
         from . import history
 
         return history.main(argv[1:])
+    if argv[:1] == ["reconnect-storm"]:  # a node stopped under its members (bench/reconnect.py)
+        from . import reconnect
+
+        return reconnect.main(argv[1:])
     args = parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: the finally blocks stop every process started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

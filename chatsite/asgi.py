@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatsite import redis_config  # noqa: E402
+from chatsite.handshakes import HandshakeLimit  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
 from rooms.auth import OriginValidator, TokenAuthMiddleware, UnavailableGuard, WebSocketAuthStack  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
@@ -26,8 +27,13 @@ application = TrustedProxyMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": OriginValidator(
-                UnavailableGuard(WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))
+            # HandshakeLimit first: over WS_HANDSHAKES_IN_FLIGHT, close 1013 before any work.
+            "websocket": HandshakeLimit(
+                OriginValidator(
+                    UnavailableGuard(
+                        WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                    )
+                )
             ),
         }
     )

@@ -361,6 +361,11 @@ WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 WS_READ_RATE = env.str("WS_READ_RATE", default="10/s")
 WS_READS_IN_FLIGHT = env.int("WS_READS_IN_FLIGHT", default=2)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
+# WebSocket handshakes one node works on at once (chatsite/handshakes.py); one more is closed with
+# 1013 (try again later) before any database work, so a reconnect storm cannot queue handshakes
+# past daphne's 5 s handshake timeout. "0" (the default) turns it off: with 50 it did not
+# bring a 3,000-member storm back in time on its own (bench/RESULTS.md, reconnect storm).
+WS_HANDSHAKES_IN_FLIGHT = env.int("WS_HANDSHAKES_IN_FLIGHT", default=0)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",

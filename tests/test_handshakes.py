@@ -1,0 +1,104 @@
+"""chatsite.handshakes: at most WS_HANDSHAKES_IN_FLIGHT WebSocket handshakes in flight per node;
+one more is closed with 1013 before any work, and a slot frees when a handshake ends."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chatsite import asgi
+from chatsite.handshakes import CLOSE_TRY_AGAIN_LATER, HandshakeLimit
+from rooms import metrics
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _limit():
+    """The HandshakeLimit in chatsite.asgi's websocket route."""
+    router = asgi.application.app if hasattr(asgi.application, "app") else asgi.application
+    app = router.application_mapping["websocket"]
+    assert isinstance(app, HandshakeLimit)
+    return app
+
+
+def _refused():
+    return metrics.RATE_LIMITED.labels(scope="ws_handshakes")._value.get()
+
+
+async def test_a_handshake_over_the_bound_is_closed_1013_and_a_freed_slot_admits_again(
+    ws, room, user, settings
+):
+    settings.WS_HANDSHAKES_IN_FLIGHT = 2
+    limit = _limit()
+    key = await database_sync_to_async(factories.token_for)(user)
+    path = f"/ws/rooms/{room.slug}/"
+    limit.in_flight += 2  # two handshakes of other clients, still being worked on
+    try:
+        before = _refused()
+        conn = await ws(path, token=key, origin=None)
+        assert await conn.connect()
+        assert await conn.close_code() == CLOSE_TRY_AGAIN_LATER
+        assert _refused() == before + 1
+    finally:
+        limit.in_flight -= 2
+    conn = await ws(path, token=key, origin=None)
+    assert await conn.connect()
+    assert (await conn.receive_type("hello"))["room"] == room.slug
+    assert limit.in_flight == 0  # accepted: no longer in flight
+
+
+async def test_refused_and_finished_handshakes_free_their_slot(ws, room, user, settings):
+    settings.WS_HANDSHAKES_IN_FLIGHT = 1
+    limit = _limit()
+    conn = await ws("/ws/rooms/no-such-room/", user=user)
+    assert await conn.connect()
+    assert await conn.close_code() == 4404
+    assert limit.in_flight == 0
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    assert limit.in_flight == 0
+
+
+async def test_zero_turns_the_bound_off(ws, room, user, settings):
+    settings.WS_HANDSHAKES_IN_FLIGHT = 0
+    limit = _limit()
+    limit.in_flight += 1000
+    try:
+        conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+        assert await conn.connect()
+        await conn.receive_type("hello")
+    finally:
+        limit.in_flight -= 1000
+
+
+async def test_handshakes_held_in_flight_count_until_accepted():
+    """With an application that holds its handshakes, the one over the bound is refused while
+    the others are waiting, and they are all admitted once released."""
+    from django.test import override_settings
+
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await release.wait()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    limit = HandshakeLimit(slow_app)
+    with override_settings(WS_HANDSHAKES_IN_FLIGHT=2):
+        held = [WebsocketCommunicator(limit, "/ws/x/") for _ in range(2)]
+        tasks = [asyncio.ensure_future(c.connect(timeout=5)) for c in held]
+        await asyncio.sleep(0.1)
+        assert limit.in_flight == 2
+        extra = WebsocketCommunicator(limit, "/ws/x/")
+        assert (await extra.connect())[0]
+        closed = await extra.receive_output()
+        assert closed == {"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER}
+        release.set()
+        assert all(ok for ok, _ in await asyncio.gather(*tasks))
+        assert limit.in_flight == 0
+        for c in held:
+            await c.disconnect()
