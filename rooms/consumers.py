@@ -724,17 +724,23 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             )
         return contextlib.nullcontext()
 
-    def read_turn(self):
+    def read_turn(self, frame: str, **extra):
         """For a read frame (``fetch``, ``resume``, ``read``): count it against ``WS_READ_RATE`` (per user,
-        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` over it (nothing
-        is read; the socket stays open), else the user's turn on the database thread
-        (``limits.read_turn``: at most ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
+        decided on this node), raising ``FrameError`` ``rate_limited`` with ``retry_after`` and
+        ``frame`` (the refused frame's type) and ``extra`` (a reaction's ``seq``) over it (nothing is
+        read; the socket stays open), else
+        the user's turn on the database thread (``limits.read_turn``: at most
+        ``WS_READS_IN_FLIGHT`` reads of a user at once)."""
         user_id = self.scope["user"].pk
         retry_after = limits.read_hit(user_id)
         if retry_after is not None:
             metrics.RATE_LIMITED.labels(scope="ws_read").inc()
             raise FrameError(
-                "rate_limited", f"Too many reads; try again in {retry_after} s.", retry_after=retry_after
+                "rate_limited",
+                f"Too many reads; try again in {retry_after} s.",
+                retry_after=retry_after,
+                frame=frame,
+                **extra,
             )
         return limits.read_turn(user_id)
 
@@ -949,14 +955,14 @@ class RoomConsumer(SocketConsumer):
         if frame_type == "message.send":
             await self.message_send(content)
         elif frame_type == "resume":
-            async with self.read_turn():
+            async with self.read_turn(frame_type):
                 await self.resume(_seq_field(content, "after_seq", required=True), upto=self.hello_seq)
         elif frame_type == "fetch":
-            async with self.read_turn():
+            async with self.read_turn(frame_type):
                 await self.fetch(content)
         elif frame_type == "read":
             seq = _seq_field(content, "seq", required=True)
-            async with self.read_turn():
+            async with self.read_turn(frame_type):
                 await self.read_report(seq)
         elif frame_type in ("reaction.add", "reaction.remove"):
             seq = _seq_field(content, "seq", required=True)
@@ -966,7 +972,7 @@ class RoomConsumer(SocketConsumer):
                 emoji = reactions.normalize_emoji(content["emoji"])
             except reactions.InvalidEmoji as exc:
                 raise FrameError(exc.code, str(exc), field="emoji", frame=frame_type, seq=seq) from None
-            async with self.read_turn():
+            async with self.read_turn(frame_type, seq=seq):
                 await self.react(frame_type, seq, emoji)
         elif frame_type == "presence.list":
             after, limit = _presence_list_fields(content)
@@ -1157,7 +1163,12 @@ class RoomConsumer(SocketConsumer):
             }
         else:
             logger.error("unexpected error storing a read report in room %s", self.room.pk, exc_info=exc)
-            frame = {"type": "error", "code": "internal_error", "detail": "The read could not be stored."}
+            frame = {
+                "type": "error",
+                "code": "internal_error",
+                "detail": "The read could not be stored.",
+                "frame": "read",
+            }
         task = asyncio.ensure_future(self.send_json(frame))
         _pending_closes.add(task)
         task.add_done_callback(_pending_closes.discard)

@@ -19,7 +19,7 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from rooms import limits
+from rooms import limits, services
 from rooms.models import Message, Room
 from tests import factories
 from tests.nodes import TEST_SECRET_KEY, database_url_for_tests, start_node, wait_healthy
@@ -62,6 +62,31 @@ async def test_reads_over_ws_read_rate_are_answered_rate_limited_per_user_and_th
     assert (await two.receive_type("ack"))["seq"] == 1
     for conn in (one, two, alice):
         await conn.close()
+
+
+async def test_refused_read_frames_name_their_frame_so_the_page_can_ask_again(ws, room, user, settings):
+    """Over WS_READ_RATE a ``read`` report, a ``fetch`` and a ``resume`` are each answered
+    ``rate_limited`` with ``"frame"`` (the page's reads.js reports again after ``retry_after``);
+    the refused read moves nothing."""
+    from rooms.models import Membership
+
+    settings.WS_READ_RATE = "1/h"
+    await database_sync_to_async(services.message_post)(room=room, author=user, body="x", client_msg_id="m1")
+    await Membership.objects.filter(room=room, user=user).aupdate(last_read_seq=0)
+    conn = await joined_socket(ws, room, user)
+    await conn.send({"type": "fetch", "after_seq": 0})  # the one read of the hour
+    await conn.receive_type("history")
+    for frame in (
+        {"type": "read", "seq": 1},
+        {"type": "fetch", "after_seq": 0},
+        {"type": "resume", "after_seq": 0},
+    ):
+        await conn.send(frame)
+        error = await conn.receive_type("error")
+        assert error["code"] == "rate_limited" and error["frame"] == frame["type"], error
+        assert 0 < error["retry_after"] <= 3600
+    assert (await Membership.objects.aget(room=room, user=user)).last_read_seq == 0
+    await conn.close()
 
 
 async def test_typing_from_several_sockets_of_one_user_is_relayed_once_per_interval(

@@ -63,4 +63,9 @@ test("status labels", () => {
 test("an error answering the online list's paging is presence.js's, not the composer's", () => {
   assert.deepEqual(O.errorPlan({ code: "rate_limited", frame: "presence.list", retry_after: 1 }, null), { action: "ignore" });
   assert.deepEqual(O.errorPlan({ code: "invalid_field", frame: "presence.list" }, null), { action: "ignore" });
+  // A refused read report is reads.js's to send again, not a send's error line.
+  for (const code of ["unavailable", "internal_error", "rate_limited"]) {
+    assert.deepEqual(O.errorPlan({ code, frame: "read", retry_after: 1 }, null), { action: "ignore" });
+  }
+  assert.deepEqual(O.errorPlan({ code: "not_found", frame: "read" }, null), { action: "stop", reason: "not-found" });
 });

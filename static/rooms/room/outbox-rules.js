@@ -12,6 +12,8 @@ import { gettext, interpolate } from "./i18n.js";
  *                                      the page stops; the text stays, not sent
  *     {action: "muted"}                not stored; cannot succeed before `until`: failed by hand
  *     {action: "reconnect"}            unavailable answering the resume: reconnect with backoff
+ *     {action: "ignore"}               about a presence.list or a read report: presence.js and
+ *                                      reads.js handle their own
  *     {action: "show"}                 about no send of ours: shown in the form's error line
  *     {action: "retry", waitMs, label} rate_limited: resend the same client_msg_id after
  *                                      retry_after s (never sooner than 100 ms), else backoff
@@ -47,6 +49,7 @@ export function errorPlan(frame, entry, random = Math.random) {
   if (frame.code === "muted") return { action: "muted" };
   if (frame.code === "unavailable" && frame.frame === "resume") return { action: "reconnect" };
   if (frame.frame === "presence.list") return { action: "ignore" }; // presence.js's own (Show all)
+  if (frame.frame === "read") return { action: "ignore" }; // reads.js's own (reported again)
   if (!entry) return { action: "show" };
   if (frame.code === "rate_limited") {
     const seconds = Number(frame.retry_after);

@@ -8,6 +8,10 @@
  *   message: each report is a database write and a read.updated to every socket of the user);
  *   never for a seq already reported or already read (the server keeps the marker from moving
  *   backward anyway).
+ * - A report the server could not store (an error frame with "frame": "read": unavailable,
+ *   internal_error, rate_limited) is sent again: after retry_after, else after the reconnect
+ *   backoff (seq.js), growing with each refusal in a row; a new hello starts the count again.
+ *   not_found closes the socket (outbox-rules.js: stop).
  * - After each report the page's own sidebar is told at once (the "chatsite:read" event on
  *   window, tab.js): the server sends this tab's sockets no read.updated for its own reports.
  * - read.updated for this room (the server's answer to another tab's or device's report, through
@@ -25,6 +29,7 @@ import { on, registerMessagePart, when } from "./hooks.js";
 import { send } from "./connection.js";
 import { decorate } from "./render.js";
 import { READ_EVENT } from "./tab.js";
+import { backoffDelay } from "./seq.js";
 
 export const READ_DEBOUNCE_MS = 1000;
 export const READ_MAX_WAIT_MS = 5000;
@@ -36,7 +41,12 @@ const reads = {
   marker: Number.isInteger(config.last_read_seq) ? config.last_read_seq : 0, // the server's, as known
   timer: null,
   firstAt: 0, // Date.now() of the first event the pending report waits for
+  refusals: 0, // reports refused in a row (error frames with "frame": "read") since the last hello
+  retryTimer: null,
 };
+
+// The codes after which the same report can succeed later (docs/protocol.md, error frames).
+const REPORT_AGAIN = new Set(["unavailable", "internal_error", "rate_limited"]);
 
 // The newest shown message some of which is in the log's view, or 0.
 export function newestSeqInView() {
@@ -94,8 +104,23 @@ on("read.updated", (frame) => {
   }
 });
 
+// A report that was not stored: forget that it was sent, and report again after a pause (the
+// newest seq in view then, which may be higher).
+on("error", (frame) => {
+  if (frame.frame !== "read" || !REPORT_AGAIN.has(frame.code)) return;
+  reads.reported = 0;
+  reads.refusals += 1;
+  const seconds = Number(frame.retry_after);
+  const wait = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : backoffDelay(reads.refusals);
+  clearTimeout(reads.retryTimer);
+  reads.retryTimer = setTimeout(scheduleReport, wait);
+});
+
 on("message", scheduleReport);
-when("hello", scheduleReport);
+when("hello", () => {
+  reads.refusals = 0;
+  scheduleReport();
+});
 els.log.addEventListener("scroll", scheduleReport, { passive: true });
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) scheduleReport();
