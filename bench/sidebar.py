@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import random
 import secrets
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ from .cli import OUT_DIR, machine
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/chatsite_bench_sidebar"
 READ_DEBOUNCE = 1.0  # seconds after the last new message, as static/rooms/room/reads.js ...
-READ_MAX_WAIT = 5.0  # ... and at the latest this long after the first one
+READ_MAX_WAIT = 5.0  # ... and at the latest 0.8-1.2 times this long after the first one
 
 
 def log(msg: str) -> None:
@@ -125,6 +126,7 @@ class Client:
         self.tasks = []
         self.timer = None
         self.first_at = 0.0
+        self.max_wait = READ_MAX_WAIT
 
 
 class Run:
@@ -228,8 +230,8 @@ class Run:
             pass
 
     def saw_message(self, c: Client) -> None:
-        """The page's read debounce: READ_DEBOUNCE after the newest message, READ_MAX_WAIT at the
-        latest after the first one not yet reported."""
+        """The page's read debounce: READ_DEBOUNCE after the newest message, READ_MAX_WAIT (times
+        0.8-1.2, drawn each time) at the latest after the first one not yet reported."""
         if not self.pages or not self.reads:
             return
         loop = asyncio.get_running_loop()
@@ -238,9 +240,8 @@ class Run:
             c.timer.cancel()
         else:
             c.first_at = now
-        c.timer = loop.call_later(
-            max(0.0, min(READ_DEBOUNCE, c.first_at + READ_MAX_WAIT - now)), self.report, c
-        )
+            c.max_wait = READ_MAX_WAIT * random.uniform(0.8, 1.2)
+        c.timer = loop.call_later(max(0.0, min(READ_DEBOUNCE, c.first_at + c.max_wait - now)), self.report, c)
 
     def report(self, c: Client) -> None:
         c.timer = None

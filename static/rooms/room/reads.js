@@ -4,8 +4,12 @@
  * - Read reports: {"type":"read","seq":N} on the room socket, for the newest message actually in
  *   view (some of it on screen), only while the tab is visible, debounced: READ_DEBOUNCE_MS
  *   after the last scroll, new message, return to the tab or (re)connect, and at the latest
- *   READ_MAX_WAIT_MS after the first of them (a busy room is reported every 5 s, not at each
+ *   READ_MAX_WAIT_MS after the first of them (a busy room is reported every 4-6 s, not at each
  *   message: each report is a database write and a read.updated to every socket of the user);
+ *   the wait is drawn between 0.8 and 1.2 times READ_MAX_WAIT_MS each time, because with a
+ *   fixed one every member of a busy room reports in the same moment: the first message after
+ *   a report starts the wait, and they all get that message at once (bench/RESULTS.md, "The
+ *   page-like shape's latency");
  *   never for a seq already reported or already read (the server keeps the marker from moving
  *   backward anyway).
  * - A report the server could not store (an error frame with "frame": "read": unavailable,
@@ -41,6 +45,7 @@ const reads = {
   marker: Number.isInteger(config.last_read_seq) ? config.last_read_seq : 0, // the server's, as known
   timer: null,
   firstAt: 0, // Date.now() of the first event the pending report waits for
+  maxWait: READ_MAX_WAIT_MS, // this report's longest wait (ms), drawn at firstAt
   refusals: 0, // reports refused in a row (error frames with "frame": "read") since the last hello
   retryTimer: null,
 };
@@ -91,8 +96,11 @@ export function scheduleReport() {
   if (document.hidden) return;
   const now = Date.now();
   if (reads.timer !== null) clearTimeout(reads.timer);
-  else reads.firstAt = now;
-  reads.timer = setTimeout(report, Math.max(0, Math.min(READ_DEBOUNCE_MS, reads.firstAt + READ_MAX_WAIT_MS - now)));
+  else {
+    reads.firstAt = now;
+    reads.maxWait = READ_MAX_WAIT_MS * (0.8 + 0.4 * Math.random());
+  }
+  reads.timer = setTimeout(report, Math.max(0, Math.min(READ_DEBOUNCE_MS, reads.firstAt + reads.maxWait - now)));
 }
 
 on("read.updated", (frame) => {
