@@ -21,15 +21,9 @@ room the hub keeps:
   above ``base`` (the seq before the first one received, then the last one dropped off the
   log's end).
 
-One node-wide timer runs while rooms change. Each follower has a slot, one of ``TICK_SLOTS``
-(10), given in turn as followers arrive; the timer fires every ``ACTIVITY_BATCH / TICK_SLOTS``
-seconds (0.1) and each firing wakes, once (one ``sidebar.flush`` in its inbox), the followers of
-one slot whose rooms changed since that slot's last firing. So each follower is woken at most
-once every ``ACTIVITY_BATCH`` seconds (1), between 0.1 and 1 s after a change of its rooms, and a
-node wakes a tenth of its followers at a time instead of all of them at once (with one timer
-for all, every user socket of a node sent its frame in the same moment once a second, and the
-messages arriving then waited behind them: bench/RESULTS.md, "The page-like shape's latency").
-That socket sends one ``room.activity`` frame computed from the hub's state against the
+One node-wide timer runs while rooms change: every ``ACTIVITY_BATCH`` seconds (1) it wakes each
+follower of a room that changed since the last tick, once (one ``sidebar.flush`` in its inbox),
+and that socket sends one ``room.activity`` frame computed from the hub's state against the
 seqs it has already counted (``entry``; the same semantics as before: ``unread_added`` counts
 others' messages, after the user's own newest one, whose seq comes as ``read_seq``). When the
 log no longer reaches back to what a socket counted (``GAP``), that socket reads and sends a
@@ -55,10 +49,7 @@ from . import events
 
 logger = logging.getLogger(__name__)
 
-ACTIVITY_BATCH = 1.0  # seconds: a user socket sends at most one room.activity this often
-TICK_SLOTS = (
-    10  # followers woken per firing: one slot of them; the timer fires every ACTIVITY_BATCH / TICK_SLOTS
-)
+ACTIVITY_BATCH = 1.0  # seconds: the hub's tick; a user socket sends at most one room.activity per tick
 LOG_SIZE = 256  # messages remembered per room (about 20 s of a room at 12 msg/s)
 FLUSH = "sidebar.flush"  # the event a follower gets in its inbox at a tick: send your activity
 GAP = object()  # ``entry``'s answer when the log does not reach back: send a fresh sidebar
@@ -76,25 +67,11 @@ FORWARDED = frozenset(
 class _Room:
     """One followed room on this node."""
 
-    __slots__ = (
-        "room_id",
-        "followers",
-        "by_slot",
-        "marked",
-        "channel",
-        "pump",
-        "lock",
-        "last",
-        "base",
-        "log",
-        "cache",
-    )
+    __slots__ = ("room_id", "followers", "channel", "pump", "lock", "last", "base", "log", "cache")
 
-    def __init__(self, room_id: int, slots: int):
+    def __init__(self, room_id: int):
         self.room_id = room_id
-        self.followers: dict = {}  # follower → its slot (insertion-ordered)
-        self.by_slot: list[dict] = [{} for _ in range(slots)]  # slot → {follower: None}
-        self.marked = -1  # the hub's firing count when this room was last marked changed
+        self.followers: dict = {}  # follower → None (insertion-ordered set)
         self.channel: str | None = None  # the hub's channel in the room's group, once subscribed
         self.pump: asyncio.Task | None = None  # the receive loop, on a layer without ``attach``
         self.lock = asyncio.Lock()
@@ -160,14 +137,10 @@ class ActivityHub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.slots = TICK_SLOTS
         self.rooms: dict[int, _Room] = {}
-        self.changed: list[dict[_Room, None]] = [{} for _ in range(self.slots)]  # per slot
-        self.slot_of: dict = {}  # follower → [its slot, rooms it follows here]
-        self.next_slot = 0
+        self.changed: dict[_Room, None] = {}
         self.timer: asyncio.TimerHandle | None = None
-        self.fired = 0  # timer firings (the slot of a firing is fired % slots)
-        self.ticks = 0  # firings that woke at least one follower (for tests and the bench)
+        self.ticks = 0  # ticks run (for tests and the bench)
         self.received = 0  # room events received by the hub's channels (for tests and the bench)
 
     # --- following ---------------------------------------------------------------------------
@@ -178,8 +151,8 @@ class ActivityHub:
         error (Redis unreachable: the follower is not recorded)."""
         room = self.rooms.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = _Room(room_id, self.slots)
-        self._add(room, follower)
+            room = self.rooms[room_id] = _Room(room_id)
+        room.followers[follower] = None
         if room.channel is not None:
             return
         try:
@@ -187,40 +160,16 @@ class ActivityHub:
                 if room.channel is None:
                     await self._subscribe(room)
         except BaseException:
-            self._remove(room, follower)
+            room.followers.pop(follower, None)
             if not room.followers and room.channel is None and self.rooms.get(room_id) is room:
                 del self.rooms[room_id]
             raise
-
-    def _add(self, room: _Room, follower) -> None:
-        if follower in room.followers:
-            return
-        held = self.slot_of.get(follower)
-        if held is None:
-            held = self.slot_of[follower] = [self.next_slot, 0]
-            self.next_slot = (self.next_slot + 1) % self.slots
-        held[1] += 1
-        room.followers[follower] = held[0]
-        room.by_slot[held[0]][follower] = None
-
-    def _remove(self, room: _Room, follower) -> bool:
-        """Whether ``follower`` was following ``room`` (and no longer is)."""
-        slot = room.followers.pop(follower, None)
-        if slot is None:
-            return False
-        room.by_slot[slot].pop(follower, None)
-        held = self.slot_of.get(follower)
-        if held is not None:
-            held[1] -= 1
-            if held[1] <= 0:
-                del self.slot_of[follower]
-        return True
 
     def unfollow(self, room_id: int, follower) -> None:
         """``follower`` no longer follows ``room_id``; the last follower's leaving discards the
         hub's channel from the room's group (in a task of its own: layer errors are logged)."""
         room = self.rooms.get(room_id)
-        if room is None or not self._remove(room, follower):
+        if room is None or room.followers.pop(follower, 1) is not None:
             return
         if not room.followers:
             task = self.loop.create_task(self._release(room))
@@ -262,8 +211,7 @@ class ActivityHub:
             await self._drop_channel(layer, room, channel)
             if not room.followers and self.rooms.get(room.room_id) is room:
                 del self.rooms[room.room_id]
-                for changed in self.changed:
-                    changed.pop(room, None)
+                self.changed.pop(room, None)
 
     async def _drop_channel(self, layer, room: _Room, channel: str) -> None:
         if room.pump is not None:
@@ -289,12 +237,9 @@ class ActivityHub:
         if kind == events.ROOM_MESSAGE:
             seq = event.get("seq")
             if isinstance(seq, int) and room.record(seq, event.get("author_id")):
-                if room.marked != self.fired:  # once per firing is enough: every slot waits for it
-                    room.marked = self.fired
-                    for changed in self.changed:
-                        changed[room] = None
+                self.changed[room] = None
                 if self.timer is None:
-                    self.timer = self.loop.call_later(ACTIVITY_BATCH / self.slots, self._tick)
+                    self.timer = self.loop.call_later(ACTIVITY_BATCH, self._tick)
             return
         if kind in FORWARDED:
             targets = list(room.followers)
@@ -307,24 +252,18 @@ class ActivityHub:
                 follower.enqueue(event)
 
     def _tick(self) -> None:
-        """Every ``ACTIVITY_BATCH / TICK_SLOTS`` seconds while rooms change: one ``sidebar.flush``
-        to each follower of this firing's slot that follows a room changed since the slot's last
-        firing. Stops when no slot has a changed room left."""
+        """Every ``ACTIVITY_BATCH`` seconds while rooms change: one ``sidebar.flush`` to each
+        follower of a room that changed."""
         self.timer = None
-        slot = self.fired % self.slots
-        self.fired += 1
-        changed, self.changed[slot] = self.changed[slot], {}
+        self.ticks += 1
+        changed, self.changed = self.changed, {}
         woken: dict = {}
         for room in changed:
-            woken.update(room.by_slot[slot])
-        if woken:
-            self.ticks += 1
+            woken.update(room.followers)
         flush = {"type": FLUSH}
         for follower in woken:
             if not follower.closing and follower.enqueue is not None:
                 follower.enqueue(flush)
-        if any(self.changed):
-            self.timer = self.loop.call_later(ACTIVITY_BATCH / self.slots, self._tick)
 
     def entry(self, room_id: int, since: int, user_id: int):
         """``_Room.entry`` of ``room_id`` (None when the hub does not follow it)."""

@@ -123,7 +123,6 @@ async def test_when_the_log_no_longer_reaches_back_a_fresh_sidebar_comes_instead
     ws, room, user, members, monkeypatch
 ):
     monkeypatch.setattr(activity, "LOG_SIZE", 2)
-    monkeypatch.setattr(activity, "TICK_SLOTS", 1)  # one firing a second: the five posts land before it
     conn = await open_user_socket(ws, members[0])
     for body in ("1", "2", "3", "4", "5"):  # within one tick: the log keeps 4 and 5 only
         await apost(room, user, body)
@@ -149,33 +148,3 @@ async def test_typing_presence_and_edits_stop_at_the_hub(ws, room, user, members
     assert await conn.nothing_more(timeout=0.5)
     assert hub.received >= received + 3
     await conn.close()
-
-
-async def test_followers_are_woken_a_slot_at_a_time_each_once_per_batch(ws, room, user, members, settings):
-    """Ten user sockets on one node follow the room: one message wakes them over ten firings
-    of the hub's timer (a tenth at a time, not all at once), each exactly once; a burst of
-    messages within a second still gives each one frame in that second."""
-    more = [await database_sync_to_async(factories.make_user)(f"extra{i}") for i in range(5)]
-    for person in more:
-        await database_sync_to_async(services.member_join)(room=room, user=person)
-    people = members + more
-    conns = [await open_user_socket(ws, person) for person in people]
-    hub = activity.hub()
-    slots = {hub.slot_of[f][0] for f in hub.rooms[room.pk].followers}
-    assert len(slots) == activity.TICK_SLOTS == 10
-    ticks = hub.ticks
-    await apost(room, user, "one")
-    for conn in conns:
-        assert (await conn.receive_type("room.activity"))["rooms"][0]["last_seq"] == 1
-    assert hub.ticks - ticks == 10  # ten firings woke someone: one slot each
-    for conn in conns:
-        assert await conn.nothing_more(timeout=0.3)
-    for body in ("2", "3", "4", "5"):  # a burst: each follower sends one frame for all of it
-        await apost(room, user, body)
-    for conn in conns:
-        (entry,) = (await conn.receive_type("room.activity"))["rooms"]
-        if entry["last_seq"] < 5:  # its slot fired during the burst: the rest one batch later
-            (entry,) = (await conn.receive_type("room.activity"))["rooms"]
-        assert entry["last_seq"] == 5
-    for conn in conns:
-        await conn.close()
