@@ -119,10 +119,10 @@ def store_edit(*, message: Message) -> list[int]:
     return new
 
 
-def attach(messages: list[Message]) -> list[Message]:
-    """Load the mentions of ``messages`` for their wire shape (``message.mention_list``), in
-    one query, and none when no body has ``@`` (a deleted message shows none)."""
-    ids = [m.pk for m in messages if m.deleted_at is None and "@" in m.body]
+def by_message(ids: list[int]) -> dict[int, list[dict]]:
+    """``{message id: [{"id", "username"}, ...]}`` (by user id) for the messages ``ids`` that
+    mention someone, in one query (none for an empty ``ids``); a message without mentions is
+    absent. The caller leaves out deleted messages and bodies without ``@``."""
     found: dict[int, list[dict]] = {}
     if ids:
         rows = (
@@ -132,6 +132,13 @@ def attach(messages: list[Message]) -> list[Message]:
         )
         for message_id, user_id, username in rows:
             found.setdefault(message_id, []).append({"id": user_id, "username": username})
+    return found
+
+
+def attach(messages: list[Message]) -> list[Message]:
+    """Load the mentions of ``messages`` for their wire shape (``message.mention_list``), in
+    one query, and none when no body has ``@`` (a deleted message shows none)."""
+    found = by_message([m.pk for m in messages if m.deleted_at is None and "@" in m.body])
     for message in messages:
         message.mention_list = found.get(message.pk, [])
     return messages
