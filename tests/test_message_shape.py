@@ -80,9 +80,7 @@ def full_room(room, user, other_user):
     post(room, user, "answer to a reacted one", reply_to=reacted.seq)
     files = [upload(room, user, "pic.png", png()), upload(room, user, "notes.txt", b"some notes\n")]
     post(room, user, "two files", attachments=files)
-    deleted = post(
-        room, user, "gone @bob @room", attachments=[upload(room, user, "gone.txt", b"gone\n")]
-    )
+    deleted = post(room, user, "gone @bob @room", attachments=[upload(room, user, "gone.txt", b"gone\n")])
     reactions.reaction_add(message=deleted, user=other_user, emoji="👍")
     post(room, other_user, "reply to soon-deleted", reply_to=deleted.seq)
     services.message_delete(message=deleted, actor=user)
