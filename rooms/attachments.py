@@ -57,6 +57,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .models import Attachment, Membership, Message, Room
 from .services import NotFound, ServiceError, check_may_upload
+from .sqlutil import with_ids
 
 MAX_PER_MESSAGE = 10
 MAX_PIXELS = 40_000_000  # decoded image size limit (Pillow's bomb check uses its own, larger one)
@@ -317,7 +318,7 @@ def by_message(ids: list[int]) -> dict[int, list[Attachment]]:
     caller leaves out deleted messages; ``attachment_data`` gives each one's shape."""
     found: dict[int, list[Attachment]] = {}
     if ids:
-        for attachment in Attachment.objects.filter(message_id__in=ids).order_by("id"):
+        for attachment in with_ids(Attachment.objects.all(), "message", ids).order_by("id"):
             found.setdefault(attachment.message_id, []).append(attachment)
     return found
 

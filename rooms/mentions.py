@@ -33,6 +33,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 
 from .models import Membership, Mention, Message
+from .sqlutil import with_ids
 
 USERNAME_MAX_LENGTH = 150
 ROOM_MENTION = "room"
@@ -126,7 +127,7 @@ def by_message(ids: list[int]) -> dict[int, list[dict]]:
     found: dict[int, list[dict]] = {}
     if ids:
         rows = (
-            Mention.objects.filter(message_id__in=ids)
+            with_ids(Mention.objects.all(), "message", ids)
             .order_by("message_id", "user_id")
             .values_list("message_id", "user_id", "user__username")
         )

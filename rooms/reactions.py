@@ -48,6 +48,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import events
 from .models import REACTION_EMOJI_MAX_LENGTH, Membership, Message, Reaction
+from .sqlutil import with_ids
 
 # Reactions read for one message at most (their users): a message with more shows the first ones.
 USERS_SHOWN = 100
@@ -116,7 +117,7 @@ def by_message(ids: list[int]) -> dict[int, list[dict]]:
     if not ids:
         return {}
     rows = (
-        Reaction.objects.filter(message_id__in=ids)
+        with_ids(Reaction.objects.all(), "message", ids)
         .order_by("id")
         .values_list("message_id", "emoji", "user_id", "user__username")
     )
