@@ -14,7 +14,8 @@ random (so the caches are not all warm: the first read of a room is cold for its
 previous run read them), it times in ms:
 
 - a history page: ``GET /api/rooms/<slug>/messages/`` through the route's own view
-  (``MessageViewSet.list``: the query, ``MessageSerializer``, the JSON rendering), the newest page
+  (``MessageViewSet.list``: the query, the message shapes (``rooms.message_shape``), the JSON
+  rendering), the newest page
   and a ``before_seq`` page at a random depth of the room;
 - a resume of 1,000 messages: ``rooms.consumers._replay`` (the consumer's own replay: one
   database hop, the messages and the encoded ``message`` frames) from ``after_seq = last_seq -

@@ -663,19 +663,21 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         query = HistoryQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data["limit"]
+        # The message shapes come from rooms.message_shape (MessageSerializer's output exactly,
+        # without its per-field cost): the schema above still names MessageSerializer.
         if "after_seq" in query.validated_data:
-            page = selectors.room_messages_after(
+            page = selectors.room_messages_after_data(
                 room=room, after_seq=query.validated_data["after_seq"], limit=limit + 1
             )
             has_more = len(page) > limit
             page = page[:limit]
         else:
-            page = selectors.room_history(
+            page = selectors.room_history_data(
                 room=room, before_seq=query.validated_data.get("before_seq"), limit=limit + 1
             )
             has_more = len(page) > limit
             page = page[-limit:] if page else page
-        return Response({"results": MessageSerializer(page, many=True).data, "has_more": has_more})
+        return Response({"results": page, "has_more": has_more})
 
     @extend_schema(
         request=MessageCreateSerializer,
@@ -842,17 +844,11 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         parent = self.get_object()
         query = ThreadQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page, has_more = replies.thread_replies(
+        page, has_more = replies.thread_replies_data(
             parent=parent, after_seq=query.validated_data["after_seq"], limit=query.validated_data["limit"]
         )
         selectors.attach([parent])
-        return Response(
-            {
-                "parent": MessageSerializer(parent).data,
-                "results": MessageSerializer(page, many=True).data,
-                "has_more": has_more,
-            }
-        )
+        return Response({"parent": MessageSerializer(parent).data, "results": page, "has_more": has_more})
 
     @extend_schema(
         methods=["POST"],

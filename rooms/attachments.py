@@ -57,6 +57,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .models import Attachment, Membership, Message, Room
 from .services import NotFound, ServiceError, check_may_upload
+from .sqlutil import with_ids
 
 MAX_PER_MESSAGE = 10
 MAX_PIXELS = 40_000_000  # decoded image size limit (Pillow's bomb check uses its own, larger one)
@@ -311,14 +312,21 @@ def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int
     return claimed
 
 
+def by_message(ids: list[int]) -> dict[int, list[Attachment]]:
+    """``{message id: [Attachment, ...]}`` (by id) for the messages ``ids`` that carry files,
+    in one query (none for an empty ``ids``); a message without attachments is absent. The
+    caller leaves out deleted messages; ``attachment_data`` gives each one's shape."""
+    found: dict[int, list[Attachment]] = {}
+    if ids:
+        for attachment in with_ids(Attachment.objects.all(), "message", ids).order_by("id"):
+            found.setdefault(attachment.message_id, []).append(attachment)
+    return found
+
+
 def attach(messages: list[Message]) -> list[Message]:
     """Load the attachments of ``messages`` for their wire shape (``message.attachment_list``),
     in one query (none for deleted messages)."""
-    ids = [m.pk for m in messages if m.deleted_at is None]
-    found: dict[int, list[Attachment]] = {}
-    if ids:
-        for attachment in Attachment.objects.filter(message_id__in=ids).order_by("id"):
-            found.setdefault(attachment.message_id, []).append(attachment)
+    found = by_message([m.pk for m in messages if m.deleted_at is None])
     for message in messages:
         message.attachment_list = found.get(message.pk, [])
     return messages

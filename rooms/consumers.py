@@ -189,7 +189,7 @@ from . import access, events, limits, metrics, presence, ratelimit, reactions, r
 from .auth import refuse_unstarted
 from .logutil import RateLimitedLogger
 from .models import Room
-from .serializers import MessageSendFrame, MessageSerializer, is_valid_text
+from .serializers import MessageSendFrame, is_valid_text
 from .services import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -334,14 +334,13 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     last_seq = selectors.room_last_seq(room_id=room.pk)
     if upto is not None:
         last_seq = min(last_seq, upto)
-    messages = selectors.room_messages_after(
+    data = selectors.room_messages_after_data(
         room=room, after_seq=after_seq, limit=RESUME_MAX + 1, before_seq=last_seq + 1
     )
-    if len(messages) > RESUME_MAX:
+    if len(data) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
-    data = MessageSerializer(messages, many=True).data
     frames = [(m["seq"], events.encode_frame(events.message_frame(m))) for m in data]
-    return frames, (messages[-1].seq if messages else last_seq)
+    return frames, (data[-1]["seq"] if data else last_seq)
 
 
 def _read_checked(read, key: access.Key, **kwargs):
@@ -367,10 +366,10 @@ def _react_checked(*, room, user, token_key: str | None, seq: int, emoji: str, a
 
 
 def _fetch(*, room, after_seq: int, before_seq: int | None) -> tuple[list[dict], bool]:
-    qs = selectors.room_messages_after(
+    data = selectors.room_messages_after_data(
         room=room, after_seq=after_seq, limit=FETCH_MAX + 1, before_seq=before_seq
     )
-    return MessageSerializer(qs[:FETCH_MAX], many=True).data, len(qs) > FETCH_MAX
+    return data[:FETCH_MAX], len(data) > FETCH_MAX
 
 
 def _query_after_seq(scope) -> int | None:

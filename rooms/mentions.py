@@ -33,6 +33,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 
 from .models import Membership, Mention, Message
+from .sqlutil import with_ids
 
 USERNAME_MAX_LENGTH = 150
 ROOM_MENTION = "room"
@@ -119,19 +120,26 @@ def store_edit(*, message: Message) -> list[int]:
     return new
 
 
-def attach(messages: list[Message]) -> list[Message]:
-    """Load the mentions of ``messages`` for their wire shape (``message.mention_list``), in
-    one query, and none when no body has ``@`` (a deleted message shows none)."""
-    ids = [m.pk for m in messages if m.deleted_at is None and "@" in m.body]
+def by_message(ids: list[int]) -> dict[int, list[dict]]:
+    """``{message id: [{"id", "username"}, ...]}`` (by user id) for the messages ``ids`` that
+    mention someone, in one query (none for an empty ``ids``); a message without mentions is
+    absent. The caller leaves out deleted messages and bodies without ``@``."""
     found: dict[int, list[dict]] = {}
     if ids:
         rows = (
-            Mention.objects.filter(message_id__in=ids)
+            with_ids(Mention.objects.all(), "message", ids)
             .order_by("message_id", "user_id")
             .values_list("message_id", "user_id", "user__username")
         )
         for message_id, user_id, username in rows:
             found.setdefault(message_id, []).append({"id": user_id, "username": username})
+    return found
+
+
+def attach(messages: list[Message]) -> list[Message]:
+    """Load the mentions of ``messages`` for their wire shape (``message.mention_list``), in
+    one query, and none when no body has ``@`` (a deleted message shows none)."""
+    found = by_message([m.pk for m in messages if m.deleted_at is None and "@" in m.body])
     for message in messages:
         message.mention_list = found.get(message.pk, [])
     return messages

@@ -48,6 +48,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import events
 from .models import REACTION_EMOJI_MAX_LENGTH, Membership, Message, Reaction
+from .sqlutil import with_ids
 
 # Reactions read for one message at most (their users): a message with more shows the first ones.
 USERS_SHOWN = 100
@@ -109,18 +110,24 @@ def _group(rows) -> dict[int, list[dict]]:
     return {message_id: list(per_emoji.values()) for message_id, per_emoji in found.items()}
 
 
+def by_message(ids: list[int]) -> dict[int, list[dict]]:
+    """``{message id: [{"emoji", "count", "users"}, ...]}`` (the wire shape) for the messages
+    ``ids`` that have reactions, in one query whatever their number (none for an empty
+    ``ids``); a message without reactions is absent. The caller leaves out deleted messages."""
+    if not ids:
+        return {}
+    rows = (
+        with_ids(Reaction.objects.all(), "message", ids)
+        .order_by("id")
+        .values_list("message_id", "emoji", "user_id", "user__username")
+    )
+    return _group(rows)
+
+
 def attach(messages: list[Message]) -> list[Message]:
     """Load the reactions of ``messages`` (``message.reaction_list``) in one query for the
     whole list, whatever its length; deleted messages show none."""
-    ids = [m.pk for m in messages if m.deleted_at is None]
-    found: dict[int, list[dict]] = {}
-    if ids:
-        rows = (
-            Reaction.objects.filter(message_id__in=ids)
-            .order_by("id")
-            .values_list("message_id", "emoji", "user_id", "user__username")
-        )
-        found = _group(rows)
+    found = by_message([m.pk for m in messages if m.deleted_at is None])
     for message in messages:
         message.reaction_list = found.get(message.pk, [])
     return messages

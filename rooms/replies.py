@@ -136,3 +136,16 @@ def thread_replies(
     )
     page = list(qs[: limit + 1])
     return attach(page[:limit]), len(page) > limit
+
+
+def thread_replies_data(
+    *, parent: Message, after_seq: int = 0, limit: int = THREAD_DEFAULT_LIMIT
+) -> tuple[list[dict], bool]:
+    """``thread_replies`` in the wire shape (``rooms.message_shape``: exactly
+    ``MessageSerializer(..., many=True).data``): the replies to ``parent`` with ``seq >
+    after_seq``, oldest first, up to ``limit``, and whether there are more. At most 4 queries."""
+    from .message_shape import messages_data
+
+    qs = Message.objects.filter(reply_to=parent, seq__gt=after_seq).order_by("seq")
+    page = messages_data(qs[: limit + 1])
+    return page[:limit], len(page) > limit

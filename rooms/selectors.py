@@ -4,6 +4,7 @@ import re
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from . import message_shape
 from .mentions import attach as attach_mentions
 from .models import SLUG_MAX_LENGTH, Membership, Message, Room, normalize_slug
 from .reactions import attach as attach_reactions
@@ -87,3 +88,26 @@ def room_messages_after(
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
     return attach(list(qs.order_by("seq")[:limit]))
+
+
+def room_history_data(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[dict]:
+    """``room_history``'s messages in their wire shape (``rooms.message_shape``: exactly
+    ``MessageSerializer(..., many=True).data``, without model instances): up to ``limit``
+    messages with ``seq < before_seq`` (all when None), the newest ones, oldest first. At most
+    4 queries whatever ``limit``."""
+    qs = Message.objects.filter(room=room)
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
+    return message_shape.messages_data(qs.order_by("-seq")[:limit])[::-1]
+
+
+def room_messages_after_data(
+    *, room: Room, after_seq: int, limit: int, before_seq: int | None = None
+) -> list[dict]:
+    """``room_messages_after``'s messages in their wire shape (``rooms.message_shape``): up to
+    ``limit`` messages with ``seq > after_seq`` (and ``< before_seq`` when given), oldest
+    first. At most 4 queries whatever ``limit``."""
+    qs = Message.objects.filter(room=room, seq__gt=after_seq)
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
+    return message_shape.messages_data(qs.order_by("seq")[:limit])

@@ -1,7 +1,8 @@
 """Wire shapes. One *output* shape per noun; *input* serializers per operation.
 
 ``MessageSerializer`` is the only shape a message has anywhere: live ``message`` frames, the
-room page's initial history and (later) REST history all use it::
+room page's initial history and REST history all carry it (lists of messages are built by
+``rooms.message_shape`` and single broadcasts by ``message_data``, both checked against it)::
 
     {"id": int, "room": str (slug), "seq": int,
      "author": {"id": int, "username": str, "display_name": str},
@@ -180,7 +181,7 @@ def message_data(message: Message) -> dict:
     """``MessageSerializer(message).data`` as a plain dict (the same keys, order and values, so
     the same JSON text), built without DRF's per-field machinery: the hot path for every stored
     message's broadcast. Needs ``room`` and ``author`` loaded. ``MessageSerializer`` stays the
-    shape's definition (REST, history, the schema)."""
+    shape's definition (single messages over REST, the schema); lists: ``rooms.message_shape``."""
     deleted = message.deleted_at is not None
     author = message.author
     return {

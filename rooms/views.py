@@ -33,7 +33,6 @@ from . import dms, i18n, login_throttle, metrics, profiles, search, selectors, s
 from .context_processors import show_node_names
 from .forms import RoomCreateForm, SignupForm, UserSettingsForm
 from .models import Membership, Room
-from .serializers import MessageSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +120,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        history = selectors.room_history(room=self.object, limit=HISTORY_ON_PAGE)
-        ctx["history"] = MessageSerializer(history, many=True).data
+        ctx["history"] = selectors.room_history_data(room=self.object, limit=HISTORY_ON_PAGE)
         membership = Membership.objects.filter(room=self.object, user_id=self.request.user.pk).first()
         # The caller's place in the room: role (None until a public room's visitor joins; they
         # join when the socket connects), and whether they may delete others' messages.
