@@ -1261,16 +1261,12 @@ class SearchView(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         room = search.readable_room(user=request.user, slug=data["room"]) if "room" in data else None
-        page = search.search_messages(
+        # SearchResultSerializer's output exactly, built in a fixed number of queries by
+        # rooms.message_shape (search_results_data); the schema above still names the serializer.
+        results, next_before = search.search_results_data(
             user=request.user, q=data.get("q"), room=room, before=data.get("before"), limit=data["limit"]
         )
-        return Response(
-            {
-                "results": SearchResultSerializer(page.results, many=True).data,
-                "has_more": page.next_before is not None,
-                "next_before": page.next_before,
-            }
-        )
+        return Response({"results": results, "has_more": next_before is not None, "next_before": next_before})
 
 
 # --- attachments ----------------------------------------------------------------------------------

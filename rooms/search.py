@@ -32,8 +32,9 @@ Latin letter matches nearly every message and no index serves it, while "밥" is
 
 **The SQL, and why** (EXPLAIN ANALYZE on ``python -m bench search``'s 1,000,000 messages in
 1,000 rooms, one user in 20 of them; figures in bench/RESULTS.md). One statement per page
-(``page_sql``; then one loads the page's attachments, and one the mentions of found bodies
-with ``@``)::
+(``page_sql``; then, for ``GET /api/search/`` (``search_results_data``, the message shape of
+``rooms.message_shape``), one each loads the page's reactions and attachments, and one the
+mentions of found bodies with ``@``; the search page loads the attachments and mentions)::
 
     SELECT message.*, author.*, room.* FROM rooms_message JOIN auth_user JOIN rooms_room
     WHERE room_id = ANY(ARRAY(SELECT room_id FROM rooms_membership
@@ -99,6 +100,7 @@ from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
 
+from . import message_shape
 from .mentions import attach as attach_mentions
 from .models import Membership, Message, Room
 from .services import NotFound, ServiceError
@@ -378,6 +380,19 @@ def highlights(body: str, terms: list[str]) -> list[list[int]]:
     return merged
 
 
+def _found(*, user: AbstractBaseUser, terms: list[str], room: Room | None, before: int | None, limit: int):
+    """The page's messages (up to ``limit + 1``, newest first) as a ``Message`` queryset, not yet
+    run: the one statement (``_queryset``), or, for a walk, the walk's ids (its statement runs
+    here, after ``_walk_rooms``' membership read) and then their messages by id."""
+    rooms = _walk_rooms(user=user, terms=terms, room=room)
+    if rooms is None:
+        return _queryset(user=user, terms=terms, room=room, before=before, limit=limit)
+    with connection.cursor() as cur:
+        cur.execute(*_walk_sql(rooms=rooms, terms=terms, before=before, limit=limit))
+        ids = [row[0] for row in cur.fetchall()]
+    return Message.objects.filter(pk__in=ids).select_related("author", "room").order_by("-pk")
+
+
 def search_messages(
     *,
     user: AbstractBaseUser,
@@ -386,26 +401,53 @@ def search_messages(
     before: int | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> SearchPage:
-    """A page of ``user``'s search for ``q`` (see the module docstring): one SQL statement finds
-    the page (two for a walk: the ids, then their messages); one more loads the page's attachments, and one its mentions when a found body has
-    ``@``. Raises ``QueryError``. ``room``: from ``readable_room`` (the caller checks it);
-    ``before``: a message id; ``limit``: 1..50."""
+    """A page of ``user``'s search for ``q`` (see the module docstring) as ``Message``
+    instances, for the search page: one SQL statement finds the page (two for a walk: the ids,
+    then their messages); one more loads the page's attachments, and one its mentions when a
+    found body has ``@`` (reactions and parents are not loaded: the API's shape comes from
+    ``search_results_data``). Raises ``QueryError``. ``room``: from ``readable_room`` (the
+    caller checks it); ``before``: a message id; ``limit``: 1..50."""
     terms = parse_query(q)
     limit = max(1, min(int(limit), MAX_LIMIT))
-    rooms = _walk_rooms(user=user, terms=terms, room=room)
-    if rooms is None:
-        found = list(_queryset(user=user, terms=terms, room=room, before=before, limit=limit))
-    else:
-        with connection.cursor() as cur:
-            cur.execute(*_walk_sql(rooms=rooms, terms=terms, before=before, limit=limit))
-            ids = [row[0] for row in cur.fetchall()]
-        found = list(Message.objects.filter(pk__in=ids).select_related("author", "room").order_by("-pk"))
+    found = list(_found(user=user, terms=terms, room=room, before=before, limit=limit))
     from .attachments import attach as attach_attachments
 
     page = attach_attachments(attach_mentions(found[:limit]))
     for message in page:
         message.highlights = highlights(message.body, terms)
     return SearchPage(results=page, next_before=page[-1].pk if len(found) > limit else None)
+
+
+_BODY = message_shape.COLUMNS.index("body")
+
+
+def search_results_data(
+    *,
+    user: AbstractBaseUser,
+    q: str | None,
+    room: Room | None = None,
+    before: int | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> tuple[list[dict], int | None]:
+    """``search_messages``' page in the wire shape of ``GET /api/search/``: ``(results,
+    next_before)``, ``results`` exactly ``SearchResultSerializer(page.results, many=True).data``
+    (``[{"room": slug, "message": {...the message shape...}, "highlights": [[start, end],
+    ...]}, ...]``, newest first; the message shapes from ``rooms.message_shape``), ``next_before``
+    the cursor of the next page or None. The same messages, found by the same statement (the
+    same authorization). Queries, whatever ``limit``: the page's statement reading the shape's
+    columns (a walk: the user's rooms, the walk's ids, then the page by id), then one each for
+    reactions and attachments and one for mentions when a found body has ``@``: 3 or 4 (5 or 6
+    for a walk). Raises ``QueryError``; arguments as ``search_messages``."""
+    terms = parse_query(q)
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    found = _found(user=user, terms=terms, room=room, before=before, limit=limit)
+    rows = list(found.values_list(*message_shape.COLUMNS))
+    page = rows[:limit]
+    results = [
+        {"room": shape["room"], "message": shape, "highlights": highlights(row[_BODY], terms)}
+        for row, shape in zip(page, message_shape.rows_data(page), strict=True)
+    ]
+    return results, page[-1][0] if len(rows) > limit else None
 
 
 def marked(body: str, spans: list[list[int]]) -> list[tuple[str, bool]]:
