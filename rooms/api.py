@@ -1149,12 +1149,14 @@ class MentionsView(APIView):
     def get(self, request):
         query = MentionsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page, has_more = mentions.mentions_for(
+        # MentionSerializer's output exactly, built in a fixed number of queries by
+        # rooms.message_shape (mentions_for_data); the schema above still names the serializer.
+        results, has_more = mentions.mentions_for_data(
             user=request.user,
             before_id=query.validated_data.get("before_id"),
             limit=query.validated_data["limit"],
         )
-        return Response({"results": MentionSerializer(page, many=True).data, "has_more": has_more})
+        return Response({"results": results, "has_more": has_more})
 
 
 # --- search ---------------------------------------------------------------------------------------

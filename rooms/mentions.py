@@ -21,7 +21,7 @@ Each newly mentioned member gets ``{"type": "mention", "room": slug, "message": 
 their user group after commit (``events.broadcast_mention``: one layer event per mentioned
 user, never one per room member).
 
-Reading: ``mentions_for`` (``GET /api/mentions/``), newest first, paged by message id, only in
+Reading: ``mentions_for_data`` (``GET /api/mentions/``; ``mentions_for`` as instances), newest first, paged by message id, only in
 rooms the user may still read, deleted messages left out.
 """
 
@@ -161,26 +161,54 @@ MENTIONS_DEFAULT_LIMIT = 50
 MENTIONS_MAX_LIMIT = 200
 
 
+def _readable_mentions(*, user: AbstractBaseUser, before_id: int | None):
+    """``user``'s ``Mention`` rows, newest first by message id, ``message_id < before_id`` (all
+    when None), only of live messages in rooms the user can read now: a public room they are not
+    banned from, a private room they are a member of (not banned). The one definition of
+    what ``mentions_for`` and ``mentions_for_data`` may show."""
+    membership = Membership.objects.filter(room=OuterRef("message__room"), user_id=user.pk)
+    qs = (
+        Mention.objects.filter(user_id=user.pk, message__deleted_at__isnull=True)
+        .filter(Q(message__room__is_private=False) | Exists(membership.filter(banned_at__isnull=True)))
+        .exclude(Exists(membership.filter(banned_at__isnull=False)))
+        .order_by("-message_id")
+    )
+    if before_id is not None:
+        qs = qs.filter(message_id__lt=before_id)
+    return qs
+
+
 def mentions_for(
     *, user: AbstractBaseUser, before_id: int | None = None, limit: int = MENTIONS_DEFAULT_LIMIT
 ) -> tuple[list[Message], bool]:
     """``user``'s mentions (by ``@username`` only), newest first: up to ``limit`` messages with
     ``id < before_id`` (all when None), and whether there are more. Only in rooms the user can
     read now (authorised on the way out: a public room they are not banned from, a private room
-    they are a member of), deleted messages left out. Messages come with author, room,
-    mentions and reactions loaded."""
-    membership = Membership.objects.filter(room=OuterRef("message__room"), user_id=user.pk)
-    qs = (
-        Mention.objects.filter(user_id=user.pk, message__deleted_at__isnull=True)
-        .filter(Q(message__room__is_private=False) | Exists(membership.filter(banned_at__isnull=True)))
-        .exclude(Exists(membership.filter(banned_at__isnull=False)))
-        .select_related("message__author", "message__room", "message__reply_to__author")
-        .order_by("-message_id")
+    they are a member of), deleted messages left out. Messages come with author, room, parent,
+    mentions, reactions and attachments loaded (4 queries at most), for ``MessageSerializer``;
+    ``GET /api/mentions/`` uses ``mentions_for_data``."""
+    qs = _readable_mentions(user=user, before_id=before_id).select_related(
+        "message__author", "message__room", "message__reply_to__author"
     )
-    if before_id is not None:
-        qs = qs.filter(message_id__lt=before_id)
     from .attachments import attach as attach_attachments
     from .reactions import attach as attach_reactions
 
     page = [mention.message for mention in qs[: limit + 1]]
     return attach_attachments(attach_reactions(attach(page[:limit]))), len(page) > limit
+
+
+def mentions_for_data(
+    *, user: AbstractBaseUser, before_id: int | None = None, limit: int = MENTIONS_DEFAULT_LIMIT
+) -> tuple[list[dict], bool]:
+    """``mentions_for``'s page in the wire shape of ``GET /api/mentions/``: ``(results,
+    has_more)``, ``results`` exactly ``MentionSerializer(messages, many=True).data``
+    (``[{"room": slug, "message": {...the message shape...}}, ...]``, newest first; the shapes
+    from ``rooms.message_shape``). The same rows (``_readable_mentions``: the same
+    authorization). Queries, whatever ``limit``: one for the page's rows (the mention joined to
+    its message and what the shape reads), then one each for reactions, attachments and
+    mentions: 4 (1 for an empty page)."""
+    from .message_shape import COLUMNS, rows_data
+
+    qs = _readable_mentions(user=user, before_id=before_id)
+    rows = list(qs.values_list(*(f"message__{column}" for column in COLUMNS))[: limit + 1])
+    return [{"room": shape["room"], "message": shape} for shape in rows_data(rows[:limit])], len(rows) > limit
