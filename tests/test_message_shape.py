@@ -3,8 +3,10 @@ the shape's definition: a room holding every feature (edited, deleted, mentions 
 reactions by several people, replies to live and deleted parents, an image and a file, Markdown
 and links, display names, a long parent) gives the same dicts and the same JSON text on every
 path that now uses it: REST history (newest, ``before_seq``, ``after_seq``), the socket's
-resume frames and fetch, the thread route and the room page; in UTC and in another time zone;
-in a fixed number of queries."""
+resume frames and fetch, the thread route and the room page, and the two lists of results, ``GET /api/search/`` and
+``GET /api/mentions/`` (compared with their serializers, ``SearchResultSerializer`` and
+``MentionSerializer``, over ``rooms.search.search_messages`` and ``rooms.mentions.mentions_for``);
+in UTC and in another time zone; in a fixed number of queries."""
 
 import io
 import json
@@ -17,9 +19,20 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from rooms import attachments, consumers, events, message_shape, reactions, replies, selectors, services
+from rooms import (
+    attachments,
+    consumers,
+    events,
+    mentions,
+    message_shape,
+    reactions,
+    replies,
+    search,
+    selectors,
+    services,
+)
 from rooms.models import Message
-from rooms.serializers import MessageSerializer
+from rooms.serializers import MentionSerializer, MessageSerializer, SearchResultSerializer
 from tests import factories
 
 
@@ -105,10 +118,10 @@ def api(user) -> APIClient:
     return client
 
 
-@pytest.mark.django_db
-def test_the_room_holds_every_feature(full_room):
-    shapes = expected(full_room)
-    assert any(m["edited_at"] for m in shapes) and any(m["deleted"] for m in shapes)
+def assert_every_feature(shapes: list[dict], *, deleted: bool = True) -> None:
+    """``shapes`` hold every feature of ``full_room`` (a deleted message only if ``deleted``:
+    search and mentions never list one)."""
+    assert any(m["edited_at"] for m in shapes) and any(m["deleted"] for m in shapes) == deleted
     assert any(m["mentions"] for m in shapes) and any(m["mentions_room"] for m in shapes)
     assert any(len(m["reactions"]) > 1 and m["reactions"][0]["count"] == 2 for m in shapes)
     assert any(m["parent"] and m["parent"]["deleted"] for m in shapes)
@@ -118,6 +131,11 @@ def test_the_room_holds_every_feature(full_room):
     assert {a["content_type"] for a in files} == {"image/png", "text/plain"}
     assert any(a["thumbnail_url"] and a["width"] == 30 for a in files)
     assert any("<strong>" in m["body_html"] and "<a " in m["body_html"] for m in shapes)
+
+
+@pytest.mark.django_db
+def test_the_room_holds_every_feature(full_room):
+    assert_every_feature(expected(full_room))
 
 
 @pytest.mark.django_db
@@ -225,3 +243,145 @@ def test_an_empty_room_has_an_empty_history(room, user):
     assert selectors.room_history_data(room=room) == []
     assert consumers._replay(room=room, after_seq=0) == ([], 0)
     assert api(user).get(f"/api/rooms/{room.slug}/messages/").json() == {"results": [], "has_more": False}
+
+
+# --- search and mentions ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bob_mentioned(full_room, user, other_user):
+    """``full_room`` plus messages mentioning bob (``other_user``) with every feature: an
+    answer to a live parent and one to a parent deleted since, ``@room``, formatting and
+    reactions by three people, two files, an edit that added the mention; one deleted (never
+    listed) and one in a private room bob has left (never listed either)."""
+    carol = full_room.memberships.get(user__username="carol").user
+    gone = post(full_room, carol, "a parent soon gone")
+    post(full_room, user, "@bob see the gone one", reply_to=gone.seq)
+    post(full_room, user, "@bob, an answer", reply_to=1)
+    loud = post(full_room, carol, "@room and @bob: **bold** _it_ https://example.com/x `code`")
+    for who, emoji in ((user, "👍"), (other_user, "👍"), (carol, "🎉")):
+        reactions.reaction_add(message=loud, user=who, emoji=emoji)
+    files = [upload(full_room, user, "pic.png", png()), upload(full_room, user, "notes.txt", b"notes\n")]
+    post(full_room, user, "@bob files", attachments=files)
+    draft = post(full_room, user, "a draft")
+    services.message_edit(message=draft, actor=user, body="a draft, @bob")
+    services.message_delete(message=post(full_room, user, "@bob soon deleted"), actor=user)
+    services.message_delete(message=gone, actor=carol)
+    secret = factories.make_room(created_by=user, slug="secret", is_private=True)
+    services.member_add(room=secret, actor=user, user=other_user)
+    post(secret, user, "@bob a secret")
+    services.member_remove(room=secret, actor=user, user=other_user)
+    return full_room
+
+
+def old_search_json(user, **params) -> bytes:
+    """``GET /api/search/``'s body as the serializer made it: ``SearchResultSerializer`` over
+    ``search_messages``'s instances."""
+    page = search.search_messages(user=user, **params)
+    return JSONRenderer().render(
+        {
+            "results": SearchResultSerializer(page.results, many=True).data,
+            "has_more": page.next_before is not None,
+            "next_before": page.next_before,
+        }
+    )
+
+
+def old_mentions_json(user, **params) -> bytes:
+    """``GET /api/mentions/``'s body as the serializer made it: ``MentionSerializer`` over
+    ``mentions_for``'s instances."""
+    page, has_more = mentions.mentions_for(user=user, **params)
+    return JSONRenderer().render({"results": MentionSerializer(page, many=True).data, "has_more": has_more})
+
+
+SEARCHES = [
+    {"q": "@bob"},
+    {"q": "answer"},
+    {"q": "react"},
+    {"q": "일반"},
+    {"q": "bold"},
+    {"q": "files"},
+    {"q": "thought"},
+    {"q": "an", "limit": 3},
+]
+
+
+@pytest.fixture
+def fresh_throttle():
+    from django.core.cache import cache
+
+    cache.clear()  # the search throttle's counts (60/min per user) from earlier tests
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("walk", [False, True], ids=["one-statement", "walk"])
+def test_a_search_page_is_the_serializers_json(bob_mentioned, user, walk, monkeypatch, fresh_throttle):
+    if walk:  # a common gram: each room walked newest first, then the page loaded by id
+        monkeypatch.setattr(search, "gram_share", lambda gram: 1.0)
+    shapes = []
+    for params in SEARCHES:
+        response = api(user).get("/api/search/", params)
+        assert response.status_code == 200
+        old = {"limit": search.DEFAULT_LIMIT, **params}
+        assert response.content == old_search_json(user, **old), params
+        body = response.json()
+        shapes += [r["message"] for r in body["results"]]
+        if body["next_before"] is not None:
+            older = api(user).get("/api/search/", {**params, "before": body["next_before"]})
+            assert older.content == old_search_json(user, **old, before=body["next_before"])
+            assert older.json()["results"]
+    assert_every_feature(shapes, deleted=False)
+
+
+@pytest.mark.django_db
+def test_a_search_leaves_out_a_room_the_user_may_not_read(bob_mentioned, other_user, fresh_throttle):
+    response = api(other_user).get("/api/search/", {"q": "@bob"})
+    assert response.content == old_search_json(other_user, q="@bob")
+    assert "secret" not in {r["room"] for r in response.json()["results"]} and response.json()["results"]
+
+
+@pytest.mark.django_db
+def test_a_mentions_page_is_the_serializers_json(bob_mentioned, other_user):
+    response = api(other_user).get("/api/mentions/")
+    assert response.status_code == 200
+    assert response.content == old_mentions_json(other_user)
+    results = response.json()["results"]
+    assert "secret" not in {r["room"] for r in results} and len(results) == 6
+    assert_every_feature([r["message"] for r in results], deleted=False)
+    first = api(other_user).get("/api/mentions/", {"limit": 2})
+    assert first.content == old_mentions_json(other_user, limit=2) and first.json()["has_more"]
+    before_id = first.json()["results"][-1]["message"]["id"]
+    rest = api(other_user).get("/api/mentions/", {"limit": 2, "before_id": before_id})
+    assert rest.content == old_mentions_json(other_user, limit=2, before_id=before_id)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("walk", [False, True], ids=["one-statement", "walk"])
+def test_search_and_mentions_take_as_many_queries_for_20_results_as_for_2(
+    bob_mentioned, user, other_user, walk, monkeypatch, fresh_throttle
+):
+    carol = bob_mentioned.memberships.get(user__username="carol").user
+    parents = sorted(
+        set(
+            Message.objects.filter(room=bob_mentioned, reply_to__deleted_at__isnull=True)
+            .exclude(reply_to=None)
+            .values_list("reply_to__seq", flat=True)
+        )
+    )
+    for i in range(20):  # each an answer with reactions by two people
+        more = post(bob_mentioned, carol, f"@bob more {i}", reply_to=parents[i % len(parents)])
+        for who, emoji in ((user, "👍"), (other_user, "🎉")):
+            reactions.reaction_add(message=more, user=who, emoji=emoji)
+    if walk:
+        monkeypatch.setattr(search, "gram_share", lambda gram: 1.0)
+
+    def count(path, **params):
+        with CaptureQueriesContext(connection) as queries:
+            response = api(other_user).get(path, params)
+        assert response.status_code == 200 and len(response.json()["results"]) == params["limit"]
+        return len(queries)
+
+    query = {"q": "@b"} if walk else {"q": "@bob"}  # "@b": no trigram, a gram to walk by
+    assert count("/api/search/", **query, limit=20) == count("/api/search/", **query, limit=2)
+    assert count("/api/search/", **query, limit=20) <= (6 if walk else 4)
+    assert count("/api/mentions/", limit=20) == count("/api/mentions/", limit=2) <= 4
