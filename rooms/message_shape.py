@@ -1,5 +1,7 @@
 """The message shape for a list of messages, built from rows: the read path of REST history,
-the socket's resume and fetch, threads and the room page's first history.
+the socket's resume and fetch, threads, the room page's first history, and the messages of
+``GET /api/search/`` (``rooms.search.search_results_data``) and ``GET /api/mentions/``
+(``rooms.mentions.mentions_for_data``), which read ``COLUMNS`` in their own statements.
 
 ``messages_data(queryset)`` returns exactly ``MessageSerializer(messages, many=True).data``
 (the same keys in the same order, the same values, so the same JSON text; see

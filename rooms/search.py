@@ -437,7 +437,8 @@ def search_results_data(
     same authorization). Queries, whatever ``limit``: the page's statement reading the shape's
     columns (a walk: the user's rooms, the walk's ids, then the page by id), then one each for
     reactions and attachments and one for mentions when a found body has ``@``: 3 or 4 (5 or 6
-    for a walk). Raises ``QueryError``; arguments as ``search_messages``."""
+    for a walk; a query without a trigram may add one read of ``pg_stats``, once per node every
+    ``GRAM_SHARES_TTL``). Raises ``QueryError``; arguments as ``search_messages``."""
     terms = parse_query(q)
     limit = max(1, min(int(limit), MAX_LIMIT))
     found = _found(user=user, terms=terms, room=room, before=before, limit=limit)
