@@ -418,9 +418,6 @@ def search_messages(
     return SearchPage(results=page, next_before=page[-1].pk if len(found) > limit else None)
 
 
-_BODY = message_shape.COLUMNS.index("body")
-
-
 def search_results_data(
     *,
     user: AbstractBaseUser,
@@ -444,9 +441,11 @@ def search_results_data(
     found = _found(user=user, terms=terms, room=room, before=before, limit=limit)
     rows = list(found.values_list(*message_shape.COLUMNS))
     page = rows[:limit]
+    # Highlights from the shape's body: a message deleted between a walk's two statements
+    # shows as deleted, with nothing of its text, not even where the terms were.
     results = [
-        {"room": shape["room"], "message": shape, "highlights": highlights(row[_BODY], terms)}
-        for row, shape in zip(page, message_shape.rows_data(page), strict=True)
+        {"room": shape["room"], "message": shape, "highlights": highlights(shape["body"], terms)}
+        for shape in message_shape.rows_data(page)
     ]
     return results, page[-1][0] if len(rows) > limit else None
 
