@@ -251,3 +251,15 @@ async def joined(ws, room, user):
 
 def new_client_msg_id() -> str:
     return str(uuid.uuid4())
+
+
+@pytest.fixture
+def media_in_tmp(settings, tmp_path):
+    """The default storage (uploads, thumbnails) in this test's own folder."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }

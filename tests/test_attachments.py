@@ -15,15 +15,8 @@ from tests import factories
 
 
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    """Uploads into this test's own folder."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
+def media(media_in_tmp, settings, tmp_path):
+    """Uploads into this test's own folder (conftest's ``media_in_tmp``)."""
     settings.ATTACHMENT_MAX_BYTES = 200_000
     return tmp_path
 

@@ -37,15 +37,8 @@ from tests import factories
 
 
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    """Uploads into this test's own folder."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
+def media(media_in_tmp, tmp_path):
+    """Uploads into this test's own folder (conftest's ``media_in_tmp``)."""
     return tmp_path
 
 
