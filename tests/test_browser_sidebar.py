@@ -258,3 +258,81 @@ def test_mentions_are_highlighted_notified_in_a_hidden_tab_and_another_tab_moves
     tab_a.wait_for_function("() => document.querySelectorAll('li.divider--new').length === 0", timeout=15_000)
     wait_badges(tab_a, "team", (0, 0), timeout=15_000)
     context.close()
+
+
+def until(predicate, page, timeout_s: float = 30.0) -> None:
+    """Wait (polling every 0.2 s) until ``predicate()``; fails after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.2)):
+        if predicate():
+            return
+        page.wait_for_timeout(200)
+    assert predicate()
+
+
+# A tab the test hides and shows (window.__hidden, then a visibilitychange).
+HIDDEN_WHEN_TOLD = """
+(() => {
+  window.__hidden = false;
+  Object.defineProperty(document, "hidden", { get: () => window.__hidden });
+  Object.defineProperty(document, "visibilityState", { get: () => (window.__hidden ? "hidden" : "visible") });
+})();
+"""
+SET_HIDDEN = (
+    "(hidden) => { window.__hidden = hidden; document.dispatchEvent(new Event('visibilitychange')); }"
+)
+
+
+def test_a_read_report_refused_while_postgresql_is_silent_is_sent_again_and_stored(stack, browser):
+    """kate's room page is on a node whose PostgreSQL connections go through a proxy. It reads
+    message 1 (the node's pool connection is open), is hidden, message 2 comes; the proxy then
+    swallows everything on the open connections (``TcpProxy.blackhole``) and the tab is shown
+    again: its read report is answered ``unavailable`` ("frame": "read"), and the page sends it
+    again, over a fresh connection, until the marker is stored (before, the refused report was
+    never sent again)."""
+    from urllib.parse import urlsplit
+
+    from rooms.models import Membership
+    from tests.nodes import TcpProxy
+
+    base, nodes = stack
+    tokens = orm(make_people, "ivan", "kate", rooms={"desk": "ivan"})
+    post(nodes[1], tokens["ivan"], "desk", "one")
+
+    def marker():
+        return Membership.objects.get(room__slug="desk", user__username="kate").last_read_seq
+
+    node = nodes[0]
+    db = urlsplit(node.env["DATABASE_URL"])
+    proxy = TcpProxy((db.hostname, db.port or 5432))
+    userinfo = db.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    node.stop()
+    env = {**node.env, "DATABASE_URL": db._replace(netloc=netloc).geturl()}
+    proxied = start_node(node.server_id, env=env, log_dir=node.log_path.parent, port=node.port)
+    nodes[0] = proxied
+    context = browser.new_context()
+    try:
+        wait_healthy(proxied)
+        sign_in(context, proxied.http, "kate").close()
+        page = context.new_page()
+        page.add_init_script(HIDDEN_WHEN_TOLD)
+        page.goto(f"{proxied.http}/rooms/desk/")
+        connected_to(page)
+        wait_live(page)
+        until(lambda: orm(marker) == 1, page)
+        page.evaluate(SET_HIDDEN, True)
+        post(nodes[1], tokens["ivan"], "desk", "two")
+        page.wait_for_function("() => !!document.querySelector('#message-list li[data-seq=\"2\"]')")
+        page.wait_for_timeout(1500)  # hidden: no report
+        assert orm(marker) == 1
+        proxy.blackhole()
+        page.evaluate(SET_HIDDEN, False)
+        until(lambda: orm(marker) == 2, page)  # the refusal takes ~2 s, the backoff ~1 s
+        assert "read: database unavailable" in proxied.log_path.read_text()  # it was refused once
+    finally:
+        context.close()
+        proxied.stop()
+        restarted = start_node(node.server_id, env=node.env, log_dir=node.log_path.parent, port=node.port)
+        nodes[0] = restarted
+        wait_healthy(restarted)
+        proxy.close()
