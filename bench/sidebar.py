@@ -14,8 +14,13 @@ and rows written (``pg_stat_database`` of the bench's own database: each autocom
 one transaction), Redis commands (``INFO commandstats`` of a redis-server of its own, so no other
 client is counted; background work such as heartbeats included), and the delivery figures.
 
+The clients run in ``--lg-procs`` (2) load-generator processes (spawn, uvloop; client ``i`` in
+process ``i % N``, as ``bench.loadgen``): in one process the page clients' read reports, all
+sent in a few moments, held its loop 170-190 ms behind at 8 msg/s (bench/RESULTS.md, "The
+page-like shape's latency"), and the generator's own lag was measured as delivery latency.
+
     .venv/bin/python -m bench.sidebar [--rates 1,2,4] [--duration 8] [--clients 1000 --rooms 50
-        --rooms-each 10 --nodes 3] [--database-url postgres://postgres@127.0.0.1:5432/chatsite_bench_sidebar]
+        --rooms-each 10 --nodes 3] [--lg-procs 2] [--database-url postgres://postgres@127.0.0.1:5432/chatsite_bench_sidebar]
 
 Prints a Markdown table (bench/RESULTS.md, "Sidebar") and writes the JSON to bench/out/.
 """
@@ -118,8 +123,8 @@ def pg_counters(database_url: str) -> dict[str, int]:
 
 
 class Client:
-    def __init__(self, index: int, node, room: str, token: str):
-        self.index, self.node, self.room, self.token = index, node, room, token
+    def __init__(self, index: int, url: str, user_url: str, room: str, token: str):
+        self.index, self.url, self.user_url, self.room, self.token = index, url, user_url, room, token
         self.tab = secrets.token_hex(8)  # pages: the tab id of both sockets (static/rooms/room/tab.js)
         self.room_ws = self.user_ws = None
         self.newest = 0
@@ -131,11 +136,12 @@ class Client:
 
 
 class Run:
-    def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, tag: str, reads: bool = True):
-        self.nodes, self.pages, self.tag, self.reads = nodes, pages, tag, reads
-        self.clients = [
-            Client(i, nodes[i % len(nodes)], rooms[i % len(rooms)], tokens[i]) for i in range(clients)
-        ]
+    """One load-generator process's clients (``Shard``): ``specs`` are ``(index, room node URL,
+    user-socket node URL, room slug, API token)``, ``index`` global over all processes."""
+
+    def __init__(self, specs, *, pages: bool, tag: str, reads: bool = True):
+        self.pages, self.tag, self.reads = pages, tag, reads
+        self.clients = [Client(*spec) for spec in specs]
         self.latencies: list[float] = []
         self.deliveries = 0
         self.activity_frames = 0
@@ -170,7 +176,7 @@ class Run:
             async with sem:
                 try:
                     c.room_ws = await connect(
-                        f"{c.node.url}/ws/rooms/{c.room}/" + (f"?tab={c.tab}" if self.pages else ""),
+                        f"{c.url}/ws/rooms/{c.room}/" + (f"?tab={c.tab}" if self.pages else ""),
                         additional_headers=headers,
                         compression=None,
                         ping_interval=None,
@@ -179,11 +185,8 @@ class Run:
                     assert json.loads(await c.room_ws.recv())["type"] == "hello"
                     c.tasks.append(asyncio.ensure_future(self.read_room(c)))
                     if self.pages:
-                        other = self.nodes[
-                            (c.index + 1) % len(self.nodes)
-                        ]  # another node than the room page's
-                        c.user_ws = await connect(
-                            f"{other.url}/ws/user/?tab={c.tab}",  # the page's two sockets: one tab
+                        c.user_ws = await connect(  # on another node than the room socket's
+                            f"{c.user_url}/ws/user/?tab={c.tab}",  # the page's two sockets: one tab
                             additional_headers=headers,
                             compression=None,
                             ping_interval=None,
@@ -271,12 +274,15 @@ class Run:
                 asyncio.ensure_future(c.room_ws.send(json.dumps({"type": "read", "seq": c.newest})))
             )
 
-    async def send(self, senders: int, rate: float, duration: float) -> int:
-        """Sender j (client j) sends ``rate`` messages a second for ``duration`` seconds."""
+    async def send(self, senders: int, rate: float, duration: float, start_at: float) -> int:
+        """Client j (global index) for j < ``senders`` sends ``rate`` messages a second for
+        ``duration`` seconds from ``start_at`` (``time.monotonic()``, one clock for every process
+        of the machine), the senders spread evenly over a period. Returns the messages each
+        sender sends."""
         count = int(rate * duration)
 
         async def sender(c: Client):
-            start = time.monotonic() + (c.index % senders) / senders / rate
+            start = start_at + (c.index % senders) / senders / rate
             for k in range(count):
                 delay = start + k / rate - time.monotonic()
                 if delay > 0:
@@ -288,8 +294,21 @@ class Run:
                     )
                 )
 
-        await asyncio.gather(*(sender(c) for c in self.clients[:senders] if c.room_ws is not None))
-        return count * senders
+        await asyncio.gather(
+            *(sender(c) for c in self.clients if c.index < senders and c.room_ws is not None)
+        )
+        return count
+
+    def counters(self) -> dict:
+        return {
+            "reads_sent": self.reads_sent,
+            "activity_frames": self.activity_frames,
+            "activity_unread": self.activity_unread,
+            "read_updated_room": self.read_updated_room,
+            "read_updated_user": self.read_updated_user,
+            "sidebar_frames": self.sidebar_frames,
+            "errors": dict(self.errors),
+        }
 
     async def close(self) -> None:
         if self.reporter_task is not None:
@@ -305,24 +324,174 @@ class Run:
                         pass
 
 
+class Shard:
+    """One load-generator process (``shard_main``): a ``Run`` of its clients, driven by the parent
+    (``Shards``) over a Pipe. Parent → shard, each answered once:
+
+    - ``("connect",)`` → ``("connected", {"errors": {...}})``;
+    - ``("step", tag, rate, duration, senders, start_at)``: send, then wait until this shard's
+      room sockets received every message of the step (``count × its clients``), or nothing came
+      for 1.5 s, or 10 s after the sending → ``("stepped", {"deliveries", "latencies" (s),
+      "drained_at" (monotonic), "count"})``; its loop-delay probe runs on until ``counters``;
+    - ``("counters",)`` → ``("counters", {reads_sent, activity_frames, ..., "errors",
+      "loop_delays_ms": [...]})``;
+    - ``("close",)`` → ``("closed",)``, then the process exits (also when the parent is gone)."""
+
+    def __init__(self, conn, spec: dict):
+        self.conn = conn
+        self.run = Run(spec["clients"], pages=spec["pages"], tag="", reads=spec["reads"])
+        self.delays: list[float] = []
+        self.prober = None
+
+    async def probe(self, interval: float = 0.01) -> None:
+        """How late a 10 ms sleep wakes in this loop (ms): the generator's own lag."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(interval)
+            self.delays.append(max(0.0, (time.monotonic() - t - interval) * 1000.0))
+
+    async def step(self, tag: str, rate: float, duration: float, senders: int, start_at: float) -> dict:
+        run = self.run
+        run.reset(tag=tag)
+        self.delays = []
+        self.prober = asyncio.ensure_future(self.probe())
+        count = await run.send(senders, rate, duration, start_at)
+        expected = count * len(run.clients)  # one sender per room: every client's room sends `count`
+        deadline = time.monotonic() + 10
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline and run.deliveries < expected:
+            if run.deliveries != last:
+                last, quiet_since = run.deliveries, time.monotonic()
+            elif time.monotonic() - quiet_since > 1.5:
+                break
+            await asyncio.sleep(0.1)
+        return {
+            "deliveries": run.deliveries,
+            "latencies": run.latencies,
+            "drained_at": time.monotonic(),
+            "count": count,
+        }
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                cmd = await loop.run_in_executor(None, self.conn.recv)
+            except (EOFError, OSError):  # the parent is gone: never outlive it
+                cmd = ("close",)
+            if cmd[0] == "connect":
+                await self.run.connect()
+                self.conn.send(("connected", {"errors": dict(self.run.errors)}))
+            elif cmd[0] == "step":
+                self.conn.send(("stepped", await self.step(*cmd[1:])))
+            elif cmd[0] == "counters":
+                if self.prober is not None:
+                    self.prober.cancel()
+                    self.prober = None
+                self.conn.send(("counters", {**self.run.counters(), "loop_delays_ms": self.delays}))
+            else:
+                await self.run.close()
+                try:
+                    self.conn.send(("closed",))
+                except OSError:
+                    pass
+                return
+
+
+def shard_main(conn, spec: dict) -> None:
+    """Entry point of a load-generator process (spawned): ignores SIGINT, the parent stops it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # uvloop, as bench.loadgen's workers (both shapes alike)
+        import uvloop
+    except ImportError:
+        asyncio.run(Shard(conn, spec).serve())
+    else:
+        uvloop.run(Shard(conn, spec).serve())
+
+
+class Shards:
+    """The parent's side of the load generator: ``procs`` processes (multiprocessing, spawn),
+    client ``i`` in process ``i % procs`` (as ``bench.loadgen``), so that the generator's own
+    loop (the read reports' bursts above all) is not what fails a step. Client ``i``'s room socket
+    is on node ``i % nodes``, its user socket (pages) on node ``(i + 1) % nodes``."""
+
+    def __init__(self, nodes, tokens, rooms, *, clients: int, pages: bool, reads: bool, procs: int):
+        import multiprocessing
+
+        self.pages, self.reads = pages, reads
+        self.connect_errors: dict[str, int] = {}
+        urls = [n.url for n in nodes]
+        specs = [
+            (i, urls[i % len(urls)], urls[(i + 1) % len(urls)], rooms[i % len(rooms)], tokens[i])
+            for i in range(clients)
+        ]
+        procs = max(1, procs)
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for w in range(procs):
+            parent, child = ctx.Pipe()
+            spec = {"clients": [c for c in specs if c[0] % procs == w], "pages": pages, "reads": reads}
+            proc = ctx.Process(target=shard_main, args=(child, spec), name=f"bench-sidebar-{w}", daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self._ps = [psutil.Process(p.pid) for p in self.procs]
+
+    async def call(self, *cmd) -> list:
+        """Sends ``cmd`` to every process; their answers' payloads, in process order."""
+        for conn in self.conns:
+            conn.send(cmd)
+        answers = await asyncio.gather(*(asyncio.to_thread(conn.recv) for conn in self.conns))
+        return [a[1] if len(a) > 1 else None for a in answers]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self._ps:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.call("close"), 15)
+        except (TimeoutError, EOFError, OSError):
+            pass
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+
+
 async def connect_and_idle(
     nodes, data, args, redis: PrivateRedis, *, pages: bool
-) -> tuple["Run", dict, float]:
-    """Connect every client of the shape, let the connects settle, then measure the same sockets
-    idle for as long as a step's sending takes: the background (heartbeats, presence, the access
-    watch) per second, subtracted from each step's figures. Returns ``(run, idle, connect_s)``."""
-    run = Run(
+) -> tuple["Shards", dict, float]:
+    """Connect every client of the shape (``args.lg_procs`` generator processes), let the
+    connects settle, then measure the same sockets idle for as long as a step's sending takes:
+    the background (heartbeats, presence, the access watch) per second, subtracted from each
+    step's figures. Returns ``(shards, idle, connect_s)``."""
+    shards = Shards(
         nodes,
         data["tokens"],
         data["rooms"],
         clients=args.clients,
         pages=pages,
-        tag=secrets.token_hex(4),
         reads=not args.no_reads,
+        procs=args.lg_procs,
     )
     t0 = time.monotonic()
-    await run.connect()
+    answers = await shards.call("connect")
     connect_s = time.monotonic() - t0
+    for a in answers:
+        for k, v in a["errors"].items():
+            shards.connect_errors[k] = shards.connect_errors.get(k, 0) + v
+    if shards.connect_errors:
+        log(f"connect errors: {shards.connect_errors}")
     await asyncio.sleep(2)  # connects settle (presence, sidebars)
     idle_cpu0 = sum(n.cpu_seconds() or 0 for n in nodes)
     idle_pg0, idle_r0, idle_t0 = pg_counters(args.database_url), redis.commands(), time.monotonic()
@@ -335,16 +504,16 @@ async def connect_and_idle(
         "rows": (idle_pg1["rows_written"] - idle_pg0["rows_written"]) / idle_s,
         "redis": (sum(idle_r1.values()) - sum(idle_r0.values())) / idle_s,
     }
-    return run, idle, connect_s
+    return shards, idle, connect_s
 
 
 async def phase(nodes, data, args, redis: PrivateRedis, *, pages: bool, rate: float) -> dict:
     """One shape at one rate: connect, idle, one step, close."""
-    run, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
+    shards, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
     try:
-        return await step(nodes, run, args, redis, idle, rate=rate, connect_s=connect_s)
+        return await step(nodes, shards, args, redis, idle, rate=rate, connect_s=connect_s)
     finally:
-        await run.close()
+        await shards.close()
 
 
 RAMP_RATES = (2, 4, 6, 8, 10, 12, 15, 20, 25, 30)  # as ``python -m bench ramp`` (bench/scenarios.py)
@@ -357,12 +526,11 @@ async def ramp(nodes, data, args, redis: PrivateRedis, *, pages: bool) -> dict:
     at each of ``args.ramp_rates`` messages per second per sender for ``args.duration`` seconds,
     until a step fails the ramp's rule (>= 99.9 % delivered and p99 < 100 ms). Returns every
     step's figures and the sustained rate: the highest passing step and its deliveries/s."""
-    run, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
+    shards, idle, connect_s = await connect_and_idle(nodes, data, args, redis, pages=pages)
     steps = []
     try:
         for rate in args.ramp_rates:
-            run.reset(tag=secrets.token_hex(4))
-            result = await step(nodes, run, args, redis, idle, rate=rate, connect_s=connect_s)
+            result = await step(nodes, shards, args, redis, idle, rate=rate, connect_s=connect_s)
             result["passed"] = bool(
                 result["delivered_pct"] is not None
                 and result["delivered_pct"] >= RAMP_MIN_DELIVERED_PCT
@@ -378,7 +546,7 @@ async def ramp(nodes, data, args, redis: PrivateRedis, *, pages: bool) -> dict:
                 break
             await asyncio.sleep(1.0)  # late frames of this step must not land in the next one
     finally:
-        await run.close()
+        await shards.close()
     passed = [r for r in steps if r["passed"]]
     best = passed[-1] if passed else None
     return {
@@ -391,56 +559,59 @@ async def ramp(nodes, data, args, redis: PrivateRedis, *, pages: bool) -> dict:
 
 
 async def step(
-    nodes, run: "Run", args, redis: PrivateRedis, idle: dict, *, rate: float, connect_s: float
+    nodes, shards: "Shards", args, redis: PrivateRedis, idle: dict, *, rate: float, connect_s: float
 ) -> dict:
-    """One send step on connected sockets: every sender at ``rate`` for ``args.duration`` s, the
-    drain, the last read reports; the per-message figures (see the module's docstring)."""
-    delays: list[float] = []
-
-    async def probe(interval: float = 0.01):  # how late a 10 ms sleep wakes in this loop (ms)
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(interval)
-            delays.append(max(0.0, (time.monotonic() - t - interval) * 1000.0))
-
-    prober = asyncio.ensure_future(probe())
+    """One send step on connected sockets (a fresh tag: deliveries of earlier steps are not
+    counted): every sender at ``rate`` for ``args.duration`` s, the drain, the last read reports;
+    the per-message figures (see the module's docstring)."""
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
-    lg0 = psutil.Process().cpu_times()
+    lg0 = shards.cpu_seconds()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
     started = time.monotonic()
-    stored = await run.send(args.rooms, rate, args.duration)
+    answers = await shards.call(
+        "step", secrets.token_hex(4), rate, args.duration, args.rooms, started + 0.2
+    )  # one sender per room: clients 0 .. rooms-1
+    stored = answers[0]["count"] * args.rooms
     expected = stored * (args.clients // args.rooms)
-    deadline = time.monotonic() + 10
-    last, quiet_since = -1, time.monotonic()
-    while time.monotonic() < deadline and run.deliveries < expected:
-        if run.deliveries != last:
-            last, quiet_since = run.deliveries, time.monotonic()
-        elif time.monotonic() - quiet_since > 1.5:
-            break
-        await asyncio.sleep(0.1)
-    window = time.monotonic() - started
+    deliveries = sum(a["deliveries"] for a in answers)
+    window = max(a["drained_at"] for a in answers) - started
     await asyncio.sleep(READ_DEBOUNCE + 0.5)  # the last read reports and activity batches
+    counters = await shards.call("counters")
     measured_s = time.monotonic() - started
     cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
-    lg1 = psutil.Process().cpu_times()
-    prober.cancel()
-    delays.sort()
+    lg_cpu = shards.cpu_seconds() - lg0
     pg1, r1 = pg_counters(args.database_url), redis.commands()
     redis_by_cmd = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
-    lat = sorted(run.latencies)
+    lat = sorted(x for a in answers for x in a["latencies"])
+    total = {
+        k: sum(c[k] for c in counters)
+        for k in (
+            "reads_sent",
+            "activity_frames",
+            "activity_unread",
+            "read_updated_room",
+            "read_updated_user",
+            "sidebar_frames",
+        )
+    }
+    errors: dict[str, int] = {}
+    for c in counters:
+        for k, v in c["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    delays = [sorted(c["loop_delays_ms"]) for c in counters if c["loop_delays_ms"]]
 
     def pct(p):
         return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000, 1) if lat else None
 
     return {
-        "shape": "pages" if run.pages else "rooms",
+        "shape": "pages" if shards.pages else "rooms",
         "rate": rate,
-        "reads": run.reads,
+        "reads": shards.reads,
         "stored": stored,
         "expected": expected,
-        "delivered": run.deliveries,
-        "delivered_pct": round(100 * run.deliveries / expected, 2) if expected else None,
-        "deliveries_per_s": round(run.deliveries / window),
+        "delivered": deliveries,
+        "delivered_pct": round(100 * deliveries / expected, 2) if expected else None,
+        "deliveries_per_s": round(deliveries / window),
         "window_s": round(window, 2),
         "p50_ms": pct(50),
         "p99_ms": pct(99),
@@ -457,27 +628,28 @@ async def step(
             (sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2
         ),
         "idle_per_s": {k: round(v, 3) for k, v in idle.items()},
-        "node_cpu_us_per_delivery": round(cpu / run.deliveries * 1e6) if run.deliveries else None,
+        "node_cpu_us_per_delivery": round(cpu / deliveries * 1e6) if deliveries else None,
         "db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"]) / stored, 2),
         "db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"]) / stored, 2),
         "redis_commands_per_message": round(sum(redis_by_cmd.values()) / stored, 2),
         "redis_by_command_per_message": {
             k: round(v / stored, 2) for k, v in sorted(redis_by_cmd.items(), key=lambda kv: -kv[1]) if v
         },
-        "reads_sent": run.reads_sent,
-        "reads_per_message": round(run.reads_sent / stored, 2),
-        "activity_frames": run.activity_frames,
-        "activity_unread": run.activity_unread,
-        "read_updated_frames_room": run.read_updated_room,
-        "read_updated_frames_user": run.read_updated_user,
-        "sidebar_snapshots": run.sidebar_frames,
-        "load_generator_cpu_s": round((lg1.user + lg1.system) - (lg0.user + lg0.system), 2),
-        "load_generator_loop_delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1)
-        if delays
-        else None,
-        "load_generator_loop_delay_max_ms": round(delays[-1], 1) if delays else None,
+        "reads_sent": total["reads_sent"],
+        "reads_per_message": round(total["reads_sent"] / stored, 2),
+        "activity_frames": total["activity_frames"],
+        "activity_unread": total["activity_unread"],
+        "read_updated_frames_room": total["read_updated_room"],
+        "read_updated_frames_user": total["read_updated_user"],
+        "sidebar_snapshots": total["sidebar_frames"],
+        "load_generator_cpu_s": round(lg_cpu, 2),
+        "load_generator_procs": len(shards.procs),
+        "load_generator_loop_delay_p99_ms": max(
+            (round(d[int(0.99 * (len(d) - 1))], 1) for d in delays), default=None
+        ),  # the worst process's p99
+        "load_generator_loop_delay_max_ms": max((round(d[-1], 1) for d in delays), default=None),
         "connect_s": round(connect_s, 1),
-        "errors": run.errors,
+        "errors": errors,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -673,6 +845,9 @@ def main(argv=None) -> int:
     p.add_argument("--rooms-each", type=int, default=10)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--no-reads", action="store_true", help="page-like clients send no read reports")
+    p.add_argument(
+        "--lg-procs", type=int, default=2, help="load-generator processes (client i in process i %% N)"
+    )
     p.add_argument(
         "--shapes",
         default="rooms,pages",
