@@ -148,3 +148,42 @@ async def test_typing_presence_and_edits_stop_at_the_hub(ws, room, user, members
     assert await conn.nothing_more(timeout=0.5)
     assert hub.received >= received + 3
     await conn.close()
+
+
+async def test_a_tick_wakes_its_followers_a_chunk_at_a_time_each_once_in_order(monkeypatch):
+    """A tick does not wake all of a node's user sockets in one moment (each sends its frame at
+    once, and a burst of them held room messages back): ``WAKE_CHUNK`` at once, the next ones
+    ``WAKE_STEP`` later, in at most ``WAKE_STEPS`` steps however many follow."""
+    monkeypatch.setattr(activity, "WAKE_CHUNK", 10)
+    monkeypatch.setattr(activity, "WAKE_STEP", 0.01)
+    monkeypatch.setattr(activity, "WAKE_STEPS", 4)
+    loop = asyncio.get_running_loop()
+    woken = []
+
+    class Follower:
+        user_id, closing = 1, False
+
+        def enqueue(self, event):
+            woken.append((loop.time(), self, event["type"]))
+
+    async def tick(n: int) -> list:
+        woken.clear()
+        hub, room = activity.ActivityHub(loop), activity._Room(1)
+        followers = [Follower() for _ in range(n)]
+        room.followers.update(dict.fromkeys(followers))
+        room.record(1, 2)
+        hub.changed[room] = None
+        hub._tick()
+        return followers
+
+    followers = await tick(35)
+    assert len(woken) == 10  # the first chunk at once, the others later
+    assert await wait_for(lambda: len(woken) == 35)
+    assert [f for _, f, _ in woken] == followers  # each once, in order
+    assert {kind for _, _, kind in woken} == {activity.FLUSH}
+    assert woken[-1][0] - woken[0][0] >= 3 * 0.01 * 0.9  # 4 chunks, 3 steps apart
+
+    await tick(100)  # more followers: bigger chunks, still 4 steps
+    assert await wait_for(lambda: len(woken) == 100)
+    times = [t for t, _, _ in woken]
+    assert sum(1 for a, b in zip(times, times[1:]) if b - a > 0.005) == 3  # 4 chunks of 25
