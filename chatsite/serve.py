@@ -63,6 +63,7 @@ import os
 import struct
 import sys
 import termios
+import time
 import types
 
 logger = logging.getLogger("chatsite.serve")
@@ -416,12 +417,27 @@ def tune_gc() -> None:
     ``python -m bench seed-50rooms --rate 8`` a node's loop stalled 114-173 ms in each full
     collection, which set the p99 latency; with these settings no full collection ran while
     messages were sent (bench/RESULTS.md, fifth pass). Cyclic garbage is still collected; only
-    the start-up objects are exempt."""
+    the start-up objects are exempt.
+
+    Each collection's pause is observed in ``chatsite_gc_pause_seconds`` (by generation), so an
+    operator sees them in /metrics."""
     import gc
 
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    from rooms import metrics
+
+    pauses = {g: metrics.GC_PAUSE.labels(generation=str(g)) for g in range(3)}
+    started = [0.0]
+
+    def timed(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
 
 
 def reason_phrases() -> None:

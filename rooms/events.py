@@ -132,12 +132,91 @@ def _calling_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-# One lock per event loop: the layer gets this node's events in the order they were committed
-# (Redis Pub/Sub keeps the order of one publisher's publishes, not of concurrent ones).
-_publish_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = (
-    weakref.WeakKeyDictionary()
-)
 _pending: set = set()  # handed-over publishes not finished yet (strong references)
+
+
+class _Publisher:
+    """A loop's publishes, handed to the layer in the order they were committed (Redis Pub/Sub
+    keeps the order of one publisher's publishes, not of concurrent ones): one batch in flight at
+    a time, and every event queued while it is in flight goes out in the next batch, as one
+    pipeline of PUBLISHes (one Redis round trip) when the layer has ``group_send_many``
+    (``chatsite.layers``).
+
+    Why (bench/RESULTS.md, "Publishes pipelined"): a node used to send its publishes one round
+    trip at a time behind a lock. When its loop was busy (a burst of read reports and their
+    ``read.updated``, the sidebar's tick), each round trip waited for the loop, the publishes
+    queued behind one another, and 15 % of the messages reached the layer 0.1-0.5 s after their
+    commit (``chatsite_fanout_latency_seconds``, bench.sidebar's page-like clients at 5 msg/s).
+    Batched, a queue drains in one round trip however long it grew."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: list = []  # (layer, group, event, started or None, future)
+        self.task: asyncio.Task | None = None
+
+    def put(self, layer, items, started: float | None) -> asyncio.Future:
+        """Queue ``items`` (``[(group, event), ...]``); returns a future done once the layer
+        took them (or refused them: logged and counted by ``_failed``; the future never
+        raises)."""
+        done = self.loop.create_future()
+        for i, (group, event) in enumerate(items):
+            self.queue.append((layer, group, event, started, done if i == len(items) - 1 else None))
+        if self.task is None:
+            self.task = self.loop.create_task(self._drain())
+        return done
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                start = 0
+                while start < len(batch):  # runs of one layer (there is one, but be exact)
+                    layer = batch[start][0]
+                    end = start
+                    while end < len(batch) and batch[end][0] is layer:
+                        end += 1
+                    await self._send(layer, batch[start:end])
+                    start = end
+        finally:
+            self.task = None
+
+    @staticmethod
+    async def _send(layer, run: list) -> None:
+        send_many = getattr(layer, "group_send_many", None)
+        if send_many is not None and len(run) > 1:
+            try:
+                await send_many([(group, event) for _, group, event, _, _ in run])
+            except Exception:
+                for _, group, event, _, _ in run:
+                    _failed(group, event)
+                run = [item[:3] + (None, item[4]) for item in run]  # nothing to observe
+        else:
+            sent = []
+            for item in run:
+                try:
+                    await layer.group_send(item[1], item[2])
+                except Exception:
+                    _failed(item[1], item[2])
+                    item = item[:3] + (None, item[4])
+                sent.append(item)
+            run = sent
+        now = time.perf_counter()
+        for _, _, event, started, done in run:
+            if started is not None:
+                metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(now - started)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+
+_publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher]" = weakref.WeakKeyDictionary()
+
+
+def _publisher() -> _Publisher:
+    loop = asyncio.get_running_loop()
+    found = _publishers.get(loop)
+    if found is None:
+        found = _publishers[loop] = _Publisher(loop)
+    return found
 
 
 def _failed(group: str, event: dict) -> None:
@@ -149,18 +228,9 @@ def _failed(group: str, event: dict) -> None:
 
 
 async def _publish_in_order(layer, group: str, event: dict, started: float | None) -> None:
-    loop = asyncio.get_running_loop()
-    lock = _publish_locks.get(loop)
-    if lock is None:
-        lock = _publish_locks[loop] = asyncio.Lock()
-    async with lock:
-        try:
-            await layer.group_send(group, event)
-        except Exception:
-            _failed(group, event)
-            return
-    if started is not None:
-        metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(time.perf_counter() - started)
+    """Queue ``event`` on this loop's ``_Publisher``; returns once the layer took it (or refused
+    it: logged and counted)."""
+    await _publisher().put(layer, [(group, event)], started)
 
 
 def _group_send(group: str, event: dict, started: float | None = None) -> bool:
@@ -419,28 +489,7 @@ def broadcast_read_updates(updates: list[tuple[int, str, dict, str | None]]) -> 
 
 
 async def _publish_many_in_order(layer, items: list[tuple[str, dict]], started: float) -> None:
-    loop = asyncio.get_running_loop()
-    lock = _publish_locks.get(loop)
-    if lock is None:
-        lock = _publish_locks[loop] = asyncio.Lock()
-    send_many = getattr(layer, "group_send_many", None)
-    async with lock:
-        if send_many is not None:
-            try:
-                await send_many(items)
-            except Exception:
-                for group, event in items:
-                    _failed(group, event)
-                return
-        else:
-            for group, event in items:
-                try:
-                    await layer.group_send(group, event)
-                except Exception:
-                    _failed(group, event)
-    elapsed = time.perf_counter() - started
-    for _, event in items:
-        metrics.FANOUT_LATENCY.labels(event=event["type"]).observe(elapsed)
+    await _publisher().put(layer, items, started)
 
 
 def broadcast_mention(*, user_ids: list[int], room_slug: str, message_data: dict) -> None:

@@ -240,3 +240,35 @@ async def test_a_room_message_published_twice_reaches_a_node_once(layer):
     await _wait_for(lambda: len(got) >= 5)
     await asyncio.sleep(0.2)
     assert [e["text"] for e in got] == ["a", "b", "p", "p", "c"]
+
+
+async def test_a_loops_publishes_queued_together_go_out_in_one_pipeline_in_commit_order(layer):
+    """``rooms.events``' publisher: the events a node queues while a publish is in flight go
+    to Redis in one ``group_send_many`` (one round trip), in the order they were queued; a
+    publish alone goes by ``group_send``. Each caller's wait ends once its event was taken."""
+    from rooms import events
+
+    a = await layer.new_channel()
+    got = []
+    assert layer.attach(a, got.append)
+    await layer.group_add("room.9", a)
+    pipelines = []
+    send_many = layer.group_send_many
+
+    async def counted(items):
+        pipelines.append(len(items))
+        await send_many(items)
+
+    layer.group_send_many = counted
+    await events._publish_in_order(layer, "room.9", {"type": "room.message", "seq": 0}, None)
+    assert pipelines == []  # alone: one group_send
+    waits = [
+        asyncio.ensure_future(
+            events._publish_in_order(layer, "room.9", {"type": "room.message", "seq": n}, None)
+        )
+        for n in range(1, 31)
+    ]
+    await asyncio.wait_for(asyncio.gather(*waits), 5)
+    assert sum(pipelines) == 30 and len(pipelines) <= 2, pipelines  # not 30 round trips
+    await _wait_for(lambda: len(got) == 31)
+    assert [e["seq"] for e in got] == list(range(31))
