@@ -96,9 +96,31 @@ class PrivateRedis:
             name.removeprefix("cmdstat_"): v["calls"] for name, v in self.client.info("commandstats").items()
         }
 
+    def cpu_seconds(self) -> float:
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of the machine has used (``/proc/stat``: all but idle and
+    iowait): nodes, load generator, PostgreSQL, Redis and anything else running."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def process_cpu_seconds(name: str) -> float:
+    """CPU seconds used so far by the live processes called ``name`` (``postgres``: the
+    server's backends, among them the nodes' pooled connections; a process that ended between
+    two readings is missed)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == name and proc.info["cpu_times"] is not None:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
 
 
 def pg_counters(database_url: str) -> dict[str, int]:
@@ -565,6 +587,8 @@ async def step(
     counted): every sender at ``rate`` for ``args.duration`` s, the drain, the last read reports;
     the per-message figures (see the module's docstring)."""
     cpu0 = [n.cpu_seconds() or 0 for n in nodes]
+    machine0 = machine_busy_seconds()
+    pg_cpu0, redis_cpu0 = process_cpu_seconds("postgres"), redis.cpu_seconds()
     lg0 = shards.cpu_seconds()
     pg0, r0 = pg_counters(args.database_url), redis.commands()
     started = time.monotonic()
@@ -580,6 +604,9 @@ async def step(
     measured_s = time.monotonic() - started
     cpu = sum((n.cpu_seconds() or 0) - c for n, c in zip(nodes, cpu0))
     lg_cpu = shards.cpu_seconds() - lg0
+    machine_cpu = machine_busy_seconds() - machine0
+    pg_cpu = process_cpu_seconds("postgres") - pg_cpu0
+    redis_cpu = redis.cpu_seconds() - redis_cpu0
     pg1, r1 = pg_counters(args.database_url), redis.commands()
     redis_by_cmd = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
     lat = sorted(x for a in answers for x in a["latencies"])
@@ -628,6 +655,11 @@ async def step(
             (sum(redis_by_cmd.values()) - idle["redis"] * measured_s) / stored, 2
         ),
         "idle_per_s": {k: round(v, 3) for k, v in idle.items()},
+        "machine_cpu_us_per_message": round(machine_cpu / stored * 1e6) if stored else None,
+        "machine_busy_cores": round(machine_cpu / measured_s, 2),
+        "postgres_cpu_us_per_message": round(pg_cpu / stored * 1e6) if stored else None,
+        "redis_cpu_us_per_message": round(redis_cpu / stored * 1e6) if stored else None,
+        "load_generator_cpu_us_per_message": round(lg_cpu / stored * 1e6) if stored else None,
         "node_cpu_us_per_delivery": round(cpu / deliveries * 1e6) if deliveries else None,
         "db_transactions_per_message": round((pg1["transactions"] - pg0["transactions"]) / stored, 2),
         "db_rows_written_per_message": round((pg1["rows_written"] - pg0["rows_written"]) / stored, 2),
@@ -662,6 +694,17 @@ def table(results: list[dict]) -> str:
         ("node CPU per message (µs), idle subtracted", lambda r: f"{r['net_node_cpu_us_per_message']:,}"),
         ("node CPU per message (µs), raw", lambda r: f"{r['node_cpu_us_per_message']:,}"),
         ("node CPU per delivery (µs)", lambda r: f"{r['node_cpu_us_per_delivery']}"),
+        (
+            "machine CPU per message (µs, every process), busy cores",
+            lambda r: f"{r.get('machine_cpu_us_per_message', 0):,}, {r.get('machine_busy_cores')}",
+        ),
+        (
+            "CPU per message (µs): PostgreSQL / Redis / load generator",
+            lambda r: (
+                f"{r.get('postgres_cpu_us_per_message', 0):,} / {r.get('redis_cpu_us_per_message', 0):,} / "
+                f"{r.get('load_generator_cpu_us_per_message', 0):,}"
+            ),
+        ),
         (
             "DB transactions per message, idle subtracted (raw)",
             lambda r: f"{r['net_db_transactions_per_message']} ({r['db_transactions_per_message']})",
@@ -749,6 +792,10 @@ def ramp_table(results: list[dict]) -> str:
         (
             "node CPU per message (µs), idle subtracted",
             at_pass(lambda s: f"{s['net_node_cpu_us_per_message']:,}"),
+        ),
+        (
+            "machine CPU per message (µs, every process), busy cores",
+            at_pass(lambda s: f"{s.get('machine_cpu_us_per_message', 0):,}, {s.get('machine_busy_cores')}"),
         ),
         (
             "DB transactions per message, idle subtracted (raw)",

@@ -230,7 +230,10 @@ class Message(models.Model):
     ``rooms.formatting`` (sanitised), made once when stored and again at each edit.
     """
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: ``message_room_seq_unique`` (room_id, seq) leads with the room and
+    # serves every lookup by room; a second index cost a write per message and drew the planner
+    # to scan a whole room for a range by seq (``rooms.reads._count``).
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.PositiveBigIntegerField(editable=False)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="messages")
     body = models.TextField(max_length=BODY_MAX_LENGTH)

@@ -601,3 +601,45 @@ async def test_two_tabs_on_two_nodes_reporting_at_once_end_at_the_highest_marker
         assert not [f for f in tab.frames if f["type"] == "error"], tab.frames
     await tab1.close()
     await tab2.close()
+
+
+def test_unread_counts_read_the_seq_index_after_the_marker_not_every_live_message(busy, other_user):
+    """The counts behind a read report and a room list (``reads._batch_sql``,
+    ``reads.with_read_state``) scan the room's ``(room_id, seq)`` range after the marker. With
+    ``deleted_at IS NULL`` in their WHERE clause PostgreSQL took the search's partial index
+    ``message_room_live_id_idx`` (``(room_id, id)`` of live messages) and read every live
+    message of the room for each count."""
+    from django.db import connection
+
+    from rooms.models import Room
+
+    room = busy
+    author = Message.objects.filter(room=room).first().author
+    Message.objects.bulk_create(  # a room of 3,005 messages, its statistics known to the planner
+        Message(room=room, seq=seq, author=author, body="x", client_msg_id=f"bulk-{seq}", server_id="t")
+        for seq in range(6, 3006)
+    )
+    for n in range(40):  # and 40 rooms of 100 beside it, as a real table holds many rooms
+        other = factories.make_room(created_by=author, slug=f"side-{n}")
+        Message.objects.bulk_create(
+            Message(room=other, seq=seq, author=author, body="x", client_msg_id=f"s-{seq}", server_id="t")
+            for seq in range(1, 101)
+        )
+    Room.objects.filter(pk=room.pk).update(last_seq=3005)
+    room.refresh_from_db()
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE rooms_message")
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")  # one room in the table: it would be read whole
+        cur.execute(
+            "EXPLAIN " + reads._batch_sql(),
+            {"rooms": [room.pk], "users": [other_user.pk], "seqs": [room.last_seq - 1]},
+        )
+        batch_plan = "\n".join(row[0] for row in cur.fetchall())
+        listing = reads.with_read_state(Room.objects.filter(pk=room.pk), other_user).values_list(
+            "my_unread_count", "my_mention_count"
+        )
+        list_plan = listing.explain()
+    for plan in (batch_plan, list_plan):
+        assert "Index Cond: (room_id = i.room_id)\n" not in plan + "\n", plan  # a whole room's scan
+        assert "message_room_seq_unique" in plan, plan
