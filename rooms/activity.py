@@ -22,8 +22,7 @@ room the hub keeps:
   log's end).
 
 One node-wide timer runs while rooms change: every ``ACTIVITY_BATCH`` seconds (1) it wakes each
-follower of a room that changed since the last tick, once (one ``sidebar.flush`` in its inbox;
-``WAKE_CHUNK`` of them every ``WAKE_STEP`` seconds, not all in one moment),
+follower of a room that changed since the last tick, once (one ``sidebar.flush`` in its inbox),
 and that socket sends one ``room.activity`` frame computed from the hub's state against the
 seqs it has already counted (``entry``; the same semantics as before: ``unread_added`` counts
 others' messages, after the user's own newest one, whose seq comes as ``read_seq``). When the
@@ -53,9 +52,6 @@ logger = logging.getLogger(__name__)
 ACTIVITY_BATCH = 1.0  # seconds: the hub's tick; a user socket sends at most one room.activity per tick
 LOG_SIZE = 256  # messages remembered per room (about 20 s of a room at 12 msg/s)
 FLUSH = "sidebar.flush"  # the event a follower gets in its inbox at a tick: send your activity
-WAKE_CHUNK = 25  # followers woken at once at a tick, at least (``ActivityHub._wake``) ...
-WAKE_STEP = 0.01  # ... seconds apart ...
-WAKE_STEPS = 40  # ... in at most this many steps (0.4 s), the chunk growing with the followers
 GAP = object()  # ``entry``'s answer when the log does not reach back: send a fresh sidebar
 
 FORWARDED = frozenset(
@@ -264,24 +260,10 @@ class ActivityHub:
         woken: dict = {}
         for room in changed:
             woken.update(room.followers)
-        followers = list(woken)
-        self._wake(followers, max(WAKE_CHUNK, -(-len(followers) // WAKE_STEPS)))
-
-    def _wake(self, followers: list, chunk: int) -> None:
-        """One ``sidebar.flush`` to the first ``chunk`` of ``followers``, the rest ``WAKE_STEP``
-        seconds later. Why: each woken socket sends its ``room.activity`` at once, and all of a
-        node's user sockets woken in one moment (333 a node in bench.sidebar's 1,000 pages)
-        held its loop 40-100 ms away from the room messages behind them, once a second: the
-        page-like bench's p99 came from these bursts (bench/RESULTS.md, "The activity tick
-        spread"). Spread, a tick's frames go out within 0.4 s, between the messages; a follower
-        still sends at most one frame per tick (its frame counts what the hub holds when it is
-        woken)."""
         flush = {"type": FLUSH}
-        for follower in followers[:chunk]:
+        for follower in woken:
             if not follower.closing and follower.enqueue is not None:
                 follower.enqueue(flush)
-        if len(followers) > chunk:
-            self.loop.call_later(WAKE_STEP, self._wake, followers[chunk:], chunk)
 
     def entry(self, room_id: int, since: int, user_id: int):
         """``_Room.entry`` of ``room_id`` (None when the hub does not follow it)."""
