@@ -3,8 +3,7 @@ answer to a plain query (the route's own parser, ``rooms.api.plain_history_query
 statement for the room's visibility and the page) and to any other query (``HistoryQuery``)
 must be the bytes, statuses and error bodies the route gave through ``HistoryQuery`` and the
 room's lookup before the page. The expected bodies are literals or built by
-``MessageSerializer`` over model instances, never by the code under test; these tests pass on
-the route as it was before the one-statement path (main ``fa248d5``) too."""
+``MessageSerializer`` over model instances, never by the code under test."""
 
 import json
 import unicodedata
