@@ -572,6 +572,36 @@ class HistoryQuery(serializers.Serializer):
         return attrs
 
 
+def plain_history_query(params) -> tuple[int | None, int | None, int] | None:
+    """``(after_seq, before_seq, limit)`` read from the history route's query ``params`` (a
+    ``QueryDict``) without ``HistoryQuery``, when the query is plain: each of the three absent,
+    empty or ASCII digits (the last value of a repeated one, as DRF reads it), in range
+    (``after_seq`` 0..2**63-1, ``before_seq`` 1..2**63-1, ``limit`` 1..200, default 50), and not
+    both seqs; other parameters ignored. These are exactly the queries ``HistoryQuery`` accepts
+    with those values. None for anything else: ``HistoryQuery`` then gives the answer (its
+    400s with field errors, or the values of what it also accepts: ``+5``, `` 5``, ``5.0``)."""
+    values = []
+    for name, low, high in (
+        ("after_seq", 0, SEQ_MAX),
+        ("before_seq", 1, SEQ_MAX),
+        ("limit", 1, HISTORY_MAX_LIMIT),
+    ):
+        text = params.get(name)
+        if not text:  # absent or empty: left out, as HistoryQuery does
+            values.append(None)
+            continue
+        if len(text) > 19 or not (text.isascii() and text.isdigit()):
+            return None
+        value = int(text)
+        if not low <= value <= high:
+            return None
+        values.append(value)
+    after_seq, before_seq, limit = values
+    if after_seq is not None and before_seq is not None:
+        return None
+    return after_seq, before_seq, HISTORY_DEFAULT_LIMIT if limit is None else limit
+
+
 @extend_schema_serializer(many=False)  # one page object, though answered by a list action
 class HistoryPage(serializers.Serializer):
     """A page of history: ``{"results": [message, ...], "has_more": bool}`` (paged by seq, not
@@ -613,11 +643,16 @@ class ThreadPage(serializers.Serializer):
 
 class RoomScoped:
     """For viewsets under ``/api/rooms/<room_slug>/``: the room is resolved first, so an unknown
-    or invisible room answers 404 before any other check (400, 403) can hint at it."""
+    or invisible room answers 404 before any other check (400, 403) can hint at it. Actions
+    named in ``room_checked_by_action`` check it themselves, in the statement that reads their
+    data, and answer 404 before anything else in the same way."""
+
+    room_checked_by_action: tuple[str, ...] = ()
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        self.room()  # 404 for an unknown or invisible room before any other answer
+        if self.action not in self.room_checked_by_action:
+            self.room()  # 404 for an unknown or invisible room before any other answer
 
     def room(self) -> Room:
         if not hasattr(self, "_room"):
@@ -642,6 +677,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     throttle_scope = "send"
     pagination_class = None  # history pages by seq (HistoryQuery, HistoryPage), not limit/offset
+    room_checked_by_action = ("list",)  # one statement for the room's visibility and the page
 
     def get_throttles(self):
         return [FailOpenScopedThrottle()] if self.action in ("create", "reactions") else []
@@ -659,24 +695,26 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
         "(after the last for `after_seq`, before the first otherwise). Oldest first.",
     )
     def list(self, request, room_slug=None):
-        room = self.room()
-        query = HistoryQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        limit = query.validated_data["limit"]
+        # The room is not looked up before (room_checked_by_action): its visibility and the page
+        # are one statement (selectors.room_history_page_data). A query that is not plain goes
+        # through HistoryQuery, after the room's check, so its 400s come after the 404.
+        query = plain_history_query(request.query_params)
+        if query is None:
+            self.room()
+            checked = HistoryQuery(data=request.query_params)
+            checked.is_valid(raise_exception=True)
+            data = checked.validated_data
+            query = (data.get("after_seq"), data.get("before_seq"), data["limit"])
+        after_seq, before_seq, limit = query
         # The message shapes come from rooms.message_shape (MessageSerializer's output exactly,
         # without its per-field cost): the schema above still names MessageSerializer.
-        if "after_seq" in query.validated_data:
-            page = selectors.room_messages_after_data(
-                room=room, after_seq=query.validated_data["after_seq"], limit=limit + 1
-            )
-            has_more = len(page) > limit
-            page = page[:limit]
-        else:
-            page = selectors.room_history_data(
-                room=room, before_seq=query.validated_data.get("before_seq"), limit=limit + 1
-            )
-            has_more = len(page) > limit
-            page = page[-limit:] if page else page
+        page = selectors.room_history_page_data(
+            slug=room_slug, user=request.user, after_seq=after_seq, before_seq=before_seq, limit=limit + 1
+        )
+        if page is None:
+            raise exceptions.NotFound()
+        has_more = len(page) > limit
+        page = page[:limit] if after_seq is not None else page[-limit:]
         return Response({"results": page, "has_more": has_more})
 
     @extend_schema(

@@ -345,19 +345,33 @@ def attachments_of(message: Message) -> list[dict]:
 
 
 def attachment_data(attachment: Attachment) -> dict:
-    url = reverse("api:attachment", args=[attachment.pk, attachment.name])
-    thumbnail_url = (
-        reverse("api:attachment-thumbnail", args=[attachment.pk]) if attachment.thumbnail else None
+    """The attachment's shape in a message (see the module's docstring)."""
+    return attachment_shape(
+        attachment.pk,
+        attachment.name,
+        attachment.size,
+        attachment.content_type,
+        attachment.thumbnail,
+        attachment.width,
+        attachment.height,
     )
+
+
+def attachment_shape(
+    pk: int, name: str, size: int, content_type: str, thumbnail: str, width: int | None, height: int | None
+) -> dict:
+    """``attachment_data`` from the row's columns (``thumbnail``: the storage name, "" for none;
+    ``size`` in bytes, ``width`` / ``height`` in pixels or None), for readers of rows
+    (``rooms.message_shape.room_list_data``)."""
     return {
-        "id": attachment.pk,
-        "name": attachment.name,
-        "size": attachment.size,
-        "content_type": attachment.content_type,
-        "url": url,
-        "thumbnail_url": thumbnail_url,
-        "width": attachment.width,
-        "height": attachment.height,
+        "id": pk,
+        "name": name,
+        "size": size,
+        "content_type": content_type,
+        "url": reverse("api:attachment", args=[pk, name]),
+        "thumbnail_url": reverse("api:attachment-thumbnail", args=[pk]) if thumbnail else None,
+        "width": width,
+        "height": height,
     }
 
 

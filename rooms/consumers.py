@@ -329,17 +329,17 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     """Sync, one database hop: ``(seq, encoded message frame)`` for the messages after
     ``after_seq`` (up to ``upto`` when given) and the seq they reach; ``(None, latest_seq)`` when
     more than ``RESUME_MAX`` are missing."""
-    # Read before the replay: every seq up to it is committed (commits follow seq order), so it
-    # is a safe seam even when the client claims more than the room has.
-    last_seq = selectors.room_last_seq(room_id=room.pk)
+    # The room's last_seq is read with (or before) the replay: every seq up to it is committed
+    # (commits follow seq order), so it is a safe seam even when the client claims more than the
+    # room has.
+    last_seq, data = selectors.room_replay_data(
+        room_id=room.pk, after_seq=after_seq, limit=RESUME_MAX + 1, upto=upto
+    )
     if upto is not None:
         last_seq = min(last_seq, upto)
-    data = selectors.room_messages_after_data(
-        room=room, after_seq=after_seq, limit=RESUME_MAX + 1, before_seq=last_seq + 1
-    )
     if len(data) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
-    frames = [(m["seq"], events.encode_frame(events.message_frame(m))) for m in data]
+    frames = [(m["seq"], events.encode_message_frame(m)) for m in data]
     return frames, (data[-1]["seq"] if data else last_seq)
 
 

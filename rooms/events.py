@@ -114,9 +114,20 @@ def message_frame(message_data: dict) -> dict:
     return {"type": "message", "message": message_data}
 
 
+# One encoder for every frame: ``json.dumps`` with arguments builds a new one on each call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_frame(frame: dict) -> str:
-    """Frames are compact JSON text; non-ASCII is sent as UTF-8, not as escapes."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    """Frames are compact JSON text; non-ASCII is sent as UTF-8, not as escapes (the text of
+    ``json.dumps(frame, ensure_ascii=False, separators=(",", ":"))``)."""
+    return _encode(frame)
+
+
+def encode_message_frame(message_data: dict) -> str:
+    """``encode_frame(message_frame(message_data))``, the text of a stored message's live frame
+    (a resume encodes up to 1,000 of them)."""
+    return '{"type":"message","message":' + _encode(message_data) + "}"
 
 
 def _calling_loop() -> asyncio.AbstractEventLoop | None:

@@ -95,9 +95,10 @@ def reactions_of(message: Message) -> list[dict]:
     return message.reaction_list
 
 
-def _group(rows) -> dict[int, list[dict]]:
-    """``{message id: [{"emoji", "count", "users"}]}`` from rows ``(message_id, emoji, user_id,
-    username)`` ordered by reaction id."""
+def group_rows(rows) -> dict[int, list[dict]]:
+    """``{message id: [{"emoji", "count", "users"}]}`` (the wire shape) from rows
+    ``(message_id, emoji, user_id, username)``, each message's in reaction id order: emoji in
+    the order each was first added, at most ``USERS_SHOWN`` users each."""
     found: dict[int, dict[str, dict]] = {}
     for message_id, emoji, user_id, username in rows:
         per_emoji = found.setdefault(message_id, {})
@@ -121,7 +122,7 @@ def by_message(ids: list[int]) -> dict[int, list[dict]]:
         .order_by("id")
         .values_list("message_id", "emoji", "user_id", "user__username")
     )
-    return _group(rows)
+    return group_rows(rows)
 
 
 def attach(messages: list[Message]) -> list[Message]:

@@ -2,6 +2,7 @@
 
 import re
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from . import message_shape
@@ -90,11 +91,21 @@ def room_messages_after(
     return attach(list(qs.order_by("seq")[:limit]))
 
 
+def _one_statement() -> bool:
+    """Whether the lists below are read in one statement (``message_shape.room_list_data``:
+    PostgreSQL), rather than through the ORM and ``message_shape.messages_data`` (SQLite)."""
+    return connection.vendor == "postgresql"
+
+
 def room_history_data(*, room: Room, before_seq: int | None = None, limit: int = 50) -> list[dict]:
     """``room_history``'s messages in their wire shape (``rooms.message_shape``: exactly
     ``MessageSerializer(..., many=True).data``, without model instances): up to ``limit``
-    messages with ``seq < before_seq`` (all when None), the newest ones, oldest first. At most
-    4 queries whatever ``limit``."""
+    messages with ``seq < before_seq`` (all when None), the newest ones, oldest first. One
+    statement on PostgreSQL (``message_shape.room_list_data``), else at most 4 queries
+    whatever ``limit``."""
+    if _one_statement():
+        found = message_shape.room_list_data(room_id=room.pk, before_seq=before_seq, limit=limit)
+        return found[1] if found is not None else []
     qs = Message.objects.filter(room=room)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
@@ -106,8 +117,63 @@ def room_messages_after_data(
 ) -> list[dict]:
     """``room_messages_after``'s messages in their wire shape (``rooms.message_shape``): up to
     ``limit`` messages with ``seq > after_seq`` (and ``< before_seq`` when given), oldest
-    first. At most 4 queries whatever ``limit``."""
+    first. One statement on PostgreSQL, else at most 4 queries whatever ``limit``."""
+    if _one_statement():
+        found = message_shape.room_list_data(
+            room_id=room.pk, after_seq=after_seq, before_seq=before_seq, limit=limit
+        )
+        return found[1] if found is not None else []
     qs = Message.objects.filter(room=room, seq__gt=after_seq)
     if before_seq is not None:
         qs = qs.filter(seq__lt=before_seq)
     return message_shape.messages_data(qs.order_by("seq")[:limit])
+
+
+def room_replay_data(
+    *, room_id: int, after_seq: int, limit: int, upto: int | None = None
+) -> tuple[int, list[dict]]:
+    """A resume's read: ``(last_seq, messages)``, the room's highest stored ``seq`` (0 when
+    there is no such room) and up to ``limit`` messages after ``after_seq`` up to it (and up to
+    ``upto`` when given), oldest first, in their wire shape. On PostgreSQL one statement (one
+    snapshot: every seq up to ``last_seq`` is there); elsewhere ``room_last_seq`` first, then the
+    messages."""
+    if _one_statement():
+        found = message_shape.room_list_data(
+            room_id=room_id,
+            after_seq=after_seq,
+            through_seq=upto,
+            upto_last_seq=True,
+            limit=limit,
+        )
+        return found if found is not None else (0, [])
+    last_seq = room_last_seq(room_id=room_id)
+    bound = last_seq if upto is None else min(last_seq, upto)
+    qs = Message.objects.filter(room_id=room_id, seq__gt=after_seq, seq__lte=bound)
+    return last_seq, message_shape.messages_data(qs.order_by("seq")[:limit])
+
+
+def room_history_page_data(
+    *, slug: str, user, limit: int, after_seq: int | None = None, before_seq: int | None = None
+) -> list[dict] | None:
+    """A page of REST history for ``user``, checking where the data leaves: None when the room
+    with this slug does not exist or ``user`` may not see it (``room_visible``'s rule; the caller
+    answers 404), else up to ``limit`` messages in their wire shape, oldest first: the oldest
+    ones with ``seq > after_seq`` when given, else the newest ones (``seq < before_seq`` when
+    given). On PostgreSQL the room's visibility and the page are one statement
+    (``message_shape.room_list_data``)."""
+    if not isinstance(slug, str):
+        return None
+    slug = normalize_slug(slug)
+    if not _SLUG_RE.fullmatch(slug):
+        return None
+    if _one_statement():
+        found = message_shape.room_list_data(
+            slug=slug, user_id=user.pk, after_seq=after_seq, before_seq=before_seq, limit=limit
+        )
+        return found[1] if found is not None else None
+    room = room_visible(slug=slug, user=user)
+    if room is None:
+        return None
+    if after_seq is not None:
+        return room_messages_after_data(room=room, after_seq=after_seq, limit=limit)
+    return room_history_data(room=room, before_seq=before_seq, limit=limit)
