@@ -1,6 +1,6 @@
 """Who may still read a room: the check behind every read of an open socket.
 
-A socket is allowed in at the handshake (``rooms.consumers._join``); afterwards access can end in
+A socket is allowed in at the handshake (``rooms.consumers._enter``); afterwards access can end in
 many ways: the user deactivated or deleted, their API token revoked, the session the socket was
 opened with ended (logged out, expired, deleted) or no longer valid (the user's password changed
 since: Django's session auth hash), their membership deleted or banned, the room made private

@@ -19,15 +19,18 @@ Origin: a browser page cannot set that header on a WebSocket, so it cannot be us
 cross-site hijacking.
 """
 
+import copy
 import logging
+import time
 from urllib.parse import urlsplit
 
-from channels.auth import AuthMiddleware
+from channels.auth import AuthMiddleware, get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
 
 from . import metrics
@@ -42,14 +45,100 @@ def _header(scope, name: bytes) -> bytes | None:
     return None
 
 
+class CredentialCache:
+    """Per node: who a credential (an API token key, a session key) belonged to when it was last
+    looked up, for at most ``ttl`` seconds and ``size`` credentials (the oldest go first), so
+    that a client reconnecting to this node (a page's second socket, a native client after a
+    restart) costs its handshake no lookup.
+
+    Why a revoked credential still cannot get in: this cache only says who the socket claims to
+    be. Before any socket is accepted, its consumer checks the same credential again in SQL, in
+    the hop it needs anyway: ``RoomConsumer`` in ``rooms.consumers._enter`` (``rooms.access``:
+    user active, token still the user's, session row present and unexpired, its auth hash
+    still the password's) and ``UserConsumer`` in ``rooms.user_consumer._room_ids`` (the same
+    statement), and refuses it with 4401 before anything else; the other paths only refuse. A
+    revocation therefore takes effect on the next handshake, whether it hit the cache or not.
+    Only credentials that were valid are kept (an unknown key is looked up every time), and
+    each hit gets its own copy of the user, so no socket sees another's changes."""
+
+    def __init__(self, *, ttl: float = 60.0, size: int = 10_000):
+        self.ttl = ttl
+        self.size = size
+        self.entries: dict[str, tuple[float, object, object]] = {}
+
+    def get(self, key: str) -> tuple[object, object] | None:
+        """``(a copy of the user, the extra value stored)`` for ``key``, or None (unknown, or
+        looked up over ``ttl`` seconds ago)."""
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        if time.monotonic() - found[0] > self.ttl:
+            self.entries.pop(key, None)
+            return None
+        return copy.copy(found[1]), found[2]
+
+    def put(self, key: str, user, extra=None) -> None:
+        """Remember ``user`` (signed in, active) for ``key`` with ``extra`` (a session's auth hash)."""
+        self.entries.pop(key, None)
+        self.entries[key] = (time.monotonic(), copy.copy(user), extra)
+        while len(self.entries) > self.size:
+            self.entries.pop(next(iter(self.entries)))
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        self.entries.clear()
+
+
+token_users = CredentialCache()  # API token key -> user
+session_users = CredentialCache()  # session key -> (user, the session's auth hash)
+
+
+def _token_user_sql() -> tuple[str, list[str]]:
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    user_model = get_user_model()
+    fields = user_model._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"u.{quote(f.column)}" for f in fields)
+    sql = (
+        f"SELECT {columns} FROM {quote(Token._meta.db_table)} t"
+        f" JOIN {quote(user_model._meta.db_table)} u ON u.{quote(user_model._meta.pk.column)} = t.user_id"
+        " WHERE t.key = %(key)s AND u.is_active"
+    )
+    return sql, [f.attname for f in fields]
+
+
 @database_sync_to_async
-def _user_for_token(key: str):
+def _user_for_token_orm(key: str):
     from rest_framework.authtoken.models import Token
 
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
     return token.user
+
+
+async def _user_for_token(key: str):
+    """The active user whose API token is ``key``, or ``AnonymousUser``: from ``token_users``,
+    else one statement sent from the event loop (``chatsite.async_db``: no hop on the node's one
+    database thread; a hop elsewhere than PostgreSQL). Raises ``psycopg.Error`` /
+    ``psycopg_pool.PoolTimeout`` (Django's ``DatabaseError`` off PostgreSQL) when the database
+    cannot be reached."""
+    from chatsite import async_db
+
+    found = token_users.get(key)
+    if found is not None:
+        return found[0]
+    if not async_db.available():
+        user = await _user_for_token_orm(key)
+    else:
+        sql, attnames = _token_user_sql()
+        row = await async_db.fetchone(sql, {"key": key})
+        user = AnonymousUser() if row is None else get_user_model().from_db("default", attnames, row)
+    if user.is_authenticated:
+        token_users.put(key, user)
+    return user
 
 
 class WebSocketSessionMiddleware(SessionMiddleware):
@@ -63,10 +152,46 @@ class WebSocketSessionMiddleware(SessionMiddleware):
         return await self.inner(wrapper.scope, receive, send)
 
 
+class WebSocketAuthMiddleware(AuthMiddleware):
+    """channels' ``AuthMiddleware`` (the session's user in ``scope["user"]``) with fewer hops on
+    the node's database thread per handshake:
+
+    - a handshake with an ``Authorization`` header: no session lookup at all (the token alone
+      decides: ``TokenAuthMiddleware`` sets the user);
+    - no session cookie: anonymous without a hop;
+    - a session key looked up on this node less than ``session_users.ttl`` seconds ago: the user
+      and the session's auth hash from ``session_users`` (``CredentialCache``: why that cannot let
+      an ended session in), the hash put in ``scope[SESSION_HASH_SCOPE_KEY]`` for the consumer;
+    - otherwise channels' ``get_user`` (one hop: the session row and the user row, the auth
+      hash verified), remembered when it found a user."""
+
+    async def resolve_scope(self, scope):
+        session = scope["session"]
+        key = session.session_key
+        if _header(scope, b"authorization") is not None or not key:
+            scope["user"]._wrapped = AnonymousUser()
+            return
+        found = session_users.get(key)
+        if found is not None:
+            scope["user"]._wrapped, scope[SESSION_HASH_SCOPE_KEY] = found
+            return
+        user = await get_user(scope)
+        scope["user"]._wrapped = user
+        if user.is_authenticated:
+            auth_hash = session.get(HASH_SESSION_KEY)  # loaded by get_user: no query
+            session_users.put(key, user, auth_hash)
+            scope[SESSION_HASH_SCOPE_KEY] = auth_hash
+
+
+# Scope entry: the session auth hash (``_auth_user_hash``) the session held when its user was
+# resolved (``WebSocketAuthMiddleware``); ``SocketConsumer`` checks it against the password.
+SESSION_HASH_SCOPE_KEY = "chatsite.session_hash"
+
+
 def WebSocketAuthStack(inner):
-    """``channels.auth.AuthMiddlewareStack`` with ``WebSocketSessionMiddleware``: the session
-    cookie's user in ``scope["user"]``."""
-    return CookieMiddleware(WebSocketSessionMiddleware(AuthMiddleware(inner)))
+    """``channels.auth.AuthMiddlewareStack`` with ``WebSocketSessionMiddleware`` and
+    ``WebSocketAuthMiddleware``: the session cookie's user in ``scope["user"]``."""
+    return CookieMiddleware(WebSocketSessionMiddleware(WebSocketAuthMiddleware(inner)))
 
 
 class TokenAuthMiddleware:
@@ -179,6 +304,7 @@ class UnavailableGuard:
 
     async def __call__(self, scope, receive, send):
         from django.db import DatabaseError
+        from psycopg import Error as PsycopgError
         from psycopg_pool import PoolTimeout
 
         started = False
@@ -190,7 +316,7 @@ class UnavailableGuard:
 
         try:
             return await self.app(scope, receive, tracking_send)
-        except (DatabaseError, PoolTimeout):
+        except (DatabaseError, PsycopgError, PoolTimeout):
             if started:
                 raise
             logger.warning("refusing a socket: the database cannot be reached for authentication")

@@ -147,7 +147,8 @@ private room deleted); 4410 the room is archived; 4429 too many sockets: the use
 the newest is refused: reconnect with backoff); 4503 the node cannot reach its database or
 Redis right now (reconnect with backoff, to any node; also when such an error escapes a
 handler); 1011 an unexpected error escaped a handler (logged; reconnect with backoff). Sent by
-``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect at once), 4008 too
+``chatsite.serve``, not this consumer: 1012 the node is stopping (reconnect soon: the room page
+waits 0-2 s, drawn, so a node's members do not all arrive at once), 4008 too
 slow (resume), 1009 a frame over 64 KiB.
 
 Access (``rooms.access``) is checked at connect, again once the socket is in its groups, with
@@ -167,6 +168,7 @@ import json
 import logging
 import re
 import time
+import typing
 
 import psycopg
 from channels.consumer import get_handler_name
@@ -186,7 +188,7 @@ from chatsite import dbconn
 from chatsite.queues import LightQueue
 
 from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
-from .auth import refuse_unstarted
+from .auth import SESSION_HASH_SCOPE_KEY, refuse_unstarted
 from .logutil import RateLimitedLogger
 from .models import Room
 from .serializers import MessageSendFrame, is_valid_text
@@ -343,6 +345,19 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     return frames, (data[-1]["seq"] if data else last_seq)
 
 
+def _replay_upto(*, room, after_seq: int, last_seq: int) -> tuple[list[tuple[int, str]] | None, int]:
+    """Sync, no hop of its own (called inside one): ``_replay`` for a ``last_seq`` already read
+    (a seam: every seq up to it is committed); over ``RESUME_MAX`` missing, ``(None, the room's
+    last seq now)``."""
+    data = selectors.room_messages_after_data(
+        room=room, after_seq=after_seq, limit=RESUME_MAX + 1, before_seq=last_seq + 1
+    )
+    if len(data) > RESUME_MAX:
+        return None, selectors.room_last_seq(room_id=room.pk)
+    frames = [(m["seq"], events.encode_message_frame(m)) for m in data]
+    return frames, (data[-1]["seq"] if data else last_seq)
+
+
 def _read_checked(read, key: access.Key, **kwargs):
     """Sync, one database hop: the socket's access (``rooms.access``, ``reading=True``), then
     ``read(**kwargs)`` when it is still allowed. Returns ``(verdict, None)`` when refused,
@@ -414,22 +429,117 @@ def _refuse_constant(name: str):
 _JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _join(*, slug: str, user) -> tuple:
-    """Sync, one database hop: find the room, check ``user`` may be in it (joining a public
-    room as a member). Returns ``(room, None)`` or ``(None, close_code)``."""
+class RoomIds:
+    """This node's slug → room id map, so that a socket can join its room's group before its one
+    database hop (``_enter``): a group name needs the room's id, and the group join must come
+    before the ``last_seq`` read (no message may fall between the two).
+
+    Why it is safe: it is only a hint. ``_enter`` reads the room by its slug again in the hop and
+    answers ``moved`` when the id differs (a room deleted and a new one made with its slug; slugs
+    do not change otherwise), and every access rule is decided there, from the database. A stale
+    entry costs one more hop, never a wrong answer. At most ``size`` slugs (the least recently
+    used go first); a slug with no room is not kept."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self.ids: dict[str, int] = {}
+
+    def get(self, slug: str) -> int | None:
+        """The room id last seen for ``slug`` (None: not known on this node)."""
+        room_id = self.ids.pop(slug, None)
+        if room_id is not None:
+            self.ids[slug] = room_id  # most recently used last
+        return room_id
+
+    def clear(self) -> None:
+        """Forget every slug (tests)."""
+        self.ids.clear()
+
+    def put(self, slug: str, room_id: int | None) -> None:
+        """Remember ``room_id`` for ``slug`` (None: forget the slug)."""
+        self.ids.pop(slug, None)
+        if room_id is None:
+            return
+        self.ids[slug] = room_id
+        while len(self.ids) > self.size:
+            self.ids.pop(next(iter(self.ids)))
+
+
+room_ids = RoomIds()
+
+
+def _room_id(*, slug: str) -> int | None:
+    """Sync, one database hop (a slug this node has not seen): the id of the room with this slug,
+    or None when there is none."""
+    room = selectors.room_get(slug=slug)
+    return None if room is None else room.pk
+
+
+def _join_refusal(*, private: bool, archived: bool, member: bool, banned: bool) -> int | None:
+    """The close code the join rules give (``services.member_join`` and, for an archived room,
+    ``services.room_access``), from one ``rooms.access`` row, or None. A private room one is not
+    in, or is banned from, is no room (4404); a public room's banned member gets 4403; then an
+    archived room 4410 (only those who may read it learn that it is archived)."""
+    if private and (not member or banned):
+        return CLOSE_NOT_FOUND
+    if banned:
+        return CLOSE_BANNED
+    if archived:
+        return CLOSE_ARCHIVED
+    return None
+
+
+class Entry(typing.NamedTuple):
+    """What ``_enter`` found: ``room`` and ``last_seq`` (for ``hello``) and ``replay`` (``_replay``'s
+    ``(frames, latest)``, None without ``after_seq``) when the socket may come in; else
+    ``close_code`` (4401, 4403, 4404, 4410), or ``moved_to`` (the slug's room has another id
+    than the group joined: join that one's group and enter again)."""
+
+    room: Room | None = None
+    last_seq: int = 0
+    replay: tuple | None = None
+    close_code: int | None = None
+    moved_to: int | None = None
+
+
+def _enter(*, slug: str, room_id: int, user, credentials: tuple, after_seq: int | None) -> Entry:
+    """Sync, ONE database hop for a socket already in the group of room ``room_id``: the room
+    read by ``slug`` (and checked to be ``room_id``), the socket's access (``rooms.access``, one
+    statement: user active, token or session still valid, room, membership, ban, archive, and
+    the room's ``last_seq``), the join of a public room by a non-member
+    (``services.member_join``, only then), and with ``after_seq`` the replay of the messages
+    ``after_seq < seq <= last_seq`` (``_replay_upto``: the frames a ``resume`` sends).
+
+    Called by ``RoomConsumer.connect`` after the group join, so ``last_seq`` is a seam: every
+    message up to it is replayed and every later one arrives live. ``credentials``: the socket's
+    ``(token, session key, session auth hash)`` (``SocketConsumer.credentials``); they are checked
+    first, so a credential revoked since the auth middleware looked it up (even in its per-node
+    cache) gets 4401, before the room is told or joined. Database errors propagate."""
     room = selectors.room_get(slug=slug)
     if room is None:
-        return None, CLOSE_NOT_FOUND
-    try:
-        if room.is_archived:
-            # Seen first as everywhere else: a private room one is not in is no room (4404),
-            # archived or not; only those who may read it learn it is archived (4410).
-            services.room_access(room=room, user=user)
-            raise services.Archived("The room is archived.")
-        services.member_join(room=room, user=user)
-    except ServiceError as exc:
-        return None, _CLOSING_ERRORS.get(exc.code, CLOSE_NOT_FOUND)
-    return room, None
+        return Entry(close_code=CLOSE_NOT_FOUND)
+    if room.pk != room_id:
+        return Entry(moved_to=room.pk)
+    key = access._full((room.pk, user.pk, *credentials))
+    row = access._rows([key])[0]
+    verdict = access._judge(row, key, reading=False, memo={})
+    if verdict == "unauthenticated":
+        return Entry(close_code=CLOSE_UNAUTHENTICATED)
+    if not row[2]:  # deleted since room_get
+        return Entry(close_code=CLOSE_NOT_FOUND)
+    refusal = _join_refusal(private=row[3], archived=row[4], member=row[5], banned=row[6])
+    if refusal is None and verdict is not None:
+        refusal = _CLOSING_ERRORS[verdict]
+    if refusal is not None:
+        return Entry(close_code=refusal)
+    if not row[5]:  # a public room's new member: joined now (a row, an event on commit)
+        try:
+            services.member_join(room=room, user=user)
+        except ServiceError as exc:
+            return Entry(close_code=_CLOSING_ERRORS.get(exc.code, CLOSE_NOT_FOUND))
+    last_seq = row[7]
+    replay = None if after_seq is None else _replay_upto(room=room, after_seq=after_seq, last_seq=last_seq)
+    return Entry(room=room, last_seq=last_seq, replay=replay)
 
 
 async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None, expose=None) -> None:
@@ -598,8 +708,12 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         """A session socket keeps its session's key and auth hash (``_auth_user_hash``, which
         channels' ``get_user`` just verified against the user's password) for ``rooms.access``:
         the socket lives while that session exists and the user's password is unchanged. The
-        session's data is already loaded by the user lookup; if not, it is read on a thread."""
-        if hasattr(session, "_session_cache"):
+        hash comes from the auth middleware (``rooms.auth.SESSION_HASH_SCOPE_KEY``: also when it
+        took the user from its per-node cache, the session itself then unread) or from the
+        session's data, loaded by the user lookup; failing both, it is read on a thread."""
+        if SESSION_HASH_SCOPE_KEY in self.scope:
+            found = self.scope[SESSION_HASH_SCOPE_KEY]
+        elif hasattr(session, "_session_cache"):
             found = session.get(HASH_SESSION_KEY)
         else:
             found = await database_sync_to_async(session.get)(HASH_SESSION_KEY)
@@ -888,58 +1002,85 @@ class RoomConsumer(SocketConsumer):
 
     async def connect(self) -> None:
         """Called on the handshake. Accepts signed-in users under their socket cap into a room they
-        may be in (joining a public room as a member) and sends ``hello``; otherwise accepts and
-        closes at once with 4401, 4429, 4403, 4404 or 4410."""
+        may be in (joining a public room as a member) and sends ``hello`` (then, with
+        ``?after_seq=N``, the replay and ``resumed``, as a ``resume`` frame would); otherwise
+        accepts and closes at once with 4401, 4429, 4403, 4404, 4410, or 4503 when the database
+        or Redis cannot be reached.
+
+        Database hops (the node's one database thread; ``tests/test_connect_hops.py`` counts
+        them): one, ``_enter`` (access, ``last_seq`` and the replay together), once this node
+        knows the room's id for the slug (``room_ids``); one more, ``_room_id``, the first time.
+        Order: the socket cap (Redis), then the groups (Redis), then ``_enter``: the groups are
+        joined before ``last_seq`` is read, so no message falls between the replay and the live
+        frames."""
         user = await self.admit()
         if user is None:
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
-            room, close_code = await self.db(_join, slug=slug, user=user, bounded=False)
-            if room is None:
-                await self.refuse(close_code)
-                return
-            self.room = room
-            self.group = events.room_group_name(room.pk)
-            self.user_group = events.user_group_name(user.pk)
-            # Join the group before reading last_seq: every later message then arrives live.
-            await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            # One statement, once the socket is in its groups: its access checked again (a change
-            # committed between _join and the group join sent its event before this socket could
-            # hear it) and the room's last_seq for hello.
-            refused, last_seq = await self.db(
-                functools.partial(access.verdict_and_last_seq, self.access_key()), bounded=False
-            )
+            after_seq, bad_after_seq = _query_after_seq(self.scope), None
+        except FrameError as exc:
+            after_seq, bad_after_seq = None, exc
+        try:
+            entry = await self._enter(user, slug, after_seq)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning(
                 "connect", "refusing a socket: database or Redis unreachable", exc_info=True
             )
             await self.refuse(CLOSE_UNAVAILABLE)
             return
-        if refused is not None:
-            await self.refuse(_CLOSING_ERRORS[refused])
+        if entry.close_code is not None:
+            await self.refuse(entry.close_code)
             return
+        room = self.room = entry.room
         await self.accept_counted()  # gauge and access watch until clean-up
-        self.hello_seq = last_seq
+        self.hello_seq = entry.last_seq
         await self.send_json(
-            {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": last_seq}
+            {"type": "hello", "server_id": settings.SERVER_ID, "room": room.slug, "last_seq": entry.last_seq}
         )
-        try:
-            after_seq = _query_after_seq(self.scope)
-        except FrameError as exc:
+        if bad_after_seq is not None:
+            exc = bad_after_seq
             await self.send_json({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra})
-            after_seq = None
-        if after_seq is not None:
-            async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
-                try:
-                    await self.resume(after_seq)
-                except FrameError as exc:  # unavailable: the socket stays; the client sends resume
-                    await self.send_json(
-                        {"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra}
-                    )
-            if self.closing:  # its access ended meanwhile: refused, and never shown online
-                return
+        if entry.replay is not None:
+            await self.send_replay(*entry.replay)
         await self.presence_join()
+
+    async def _enter(self, user, slug: str, after_seq: int | None) -> Entry:
+        """The handshake's database and group work (``connect``): the room's id (``room_ids``, or
+        one hop), the groups joined (``LAYER_JOIN_TIMEOUT``), then ``_enter`` in one hop (inside
+        the user's read turn when it replays, as a ``resume`` frame). Sets ``group`` and
+        ``user_group`` (left by clean-up whatever happens). Raises ``UNAVAILABLE_ERRORS``."""
+        room_id = room_ids.get(slug)
+        if room_id is None:
+            room_id = await self.db(_room_id, slug=slug, bounded=False)
+            if room_id is None:
+                return Entry(close_code=CLOSE_NOT_FOUND)
+        self.user_group = events.user_group_name(user.pk)
+        for _ in range(3):  # a slug's room replaced since this node saw it: follow it (twice at most)
+            if self.group != events.room_group_name(room_id):
+                if self.group is not None:
+                    await self.channel_layer.group_discard(self.group, self.channel_name)
+                self.group = events.room_group_name(room_id)
+                await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
+            enter = functools.partial(
+                _enter,
+                slug=slug,
+                room_id=room_id,
+                user=user,
+                credentials=self.credentials(),
+                after_seq=after_seq,
+            )
+            if after_seq is None:
+                entry = await self.db(enter, bounded=False)
+            else:
+                async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
+                    entry = await self.db(enter, bounded=False)
+            if entry.moved_to is None:
+                room_ids.put(slug, room_id if entry.room is not None else None)
+                return entry
+            room_id = entry.moved_to
+            room_ids.put(slug, room_id)
+        raise TimeoutError(f"the room of slug {slug!r} keeps changing")
 
     async def _join_groups(self) -> None:
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -1041,9 +1182,10 @@ class RoomConsumer(SocketConsumer):
     async def resume(self, after_seq: int, upto: int | None = None) -> None:
         """``resume``: replay the stored messages with ``after_seq < seq <= K`` as ``message``
         frames in seq order, then ``{"type": "resumed", "last_seq": K}``; every message after K
-        arrives live. K is the room's last seq now (``?after_seq=N`` at connect, ``upto`` None),
-        or the ``last_seq`` of this socket's ``hello`` (the ``resume`` frame: ``upto``), because
-        the messages after that one may already have reached the client live before its frame.
+        arrives live. K is the ``last_seq`` of this socket's ``hello`` (the ``resume`` frame
+        passes it as ``upto``; None: the room's last seq now), because the messages after that
+        one may already have reached the client live before its frame. ``?after_seq=N`` at
+        connect replays the same frames without a hop of its own (``_enter``, ``send_replay``).
         Frames are never sent twice: live copies of replayed seqs are dropped, and replayed seqs
         that already went out live are skipped. More than ``RESUME_MAX`` (1,000) missing:
         ``{"type": "resync", "latest_seq": K}`` instead, and the client reloads through the
@@ -1062,7 +1204,13 @@ class RoomConsumer(SocketConsumer):
         if refused is not None:
             await self.access_lost(refused, answer=True)
             return
-        frames, latest = replay
+        await self.send_replay(*replay)
+
+    async def send_replay(self, frames: list[tuple[int, str]] | None, latest: int) -> None:
+        """Send a replay (``_replay``'s result): each ``message`` frame whose seq did not already go
+        out live, in seq order, then ``{"type": "resumed", "last_seq": latest}``; or, when
+        ``frames`` is None (over ``RESUME_MAX`` missing), ``{"type": "resync", "latest_seq":
+        latest}``. Live copies of the replayed seqs are dropped from here on."""
         if frames is None:
             await self.send_json({"type": "resync", "latest_seq": latest})
             return

@@ -70,7 +70,7 @@ import logging
 
 from django.conf import settings
 
-from . import access, activity, events, metrics, services
+from . import access, activity, events, metrics
 from .consumers import (
     _CLOSING_ERRORS,
     CLOSE_UNAUTHENTICATED,
@@ -91,10 +91,13 @@ ACTIVITY_BATCH = activity.ACTIVITY_BATCH  # seconds: at most one room.activity f
 FLUSH = activity.FLUSH  # the hub's tick to a follower: send the activity of your rooms
 
 
-def _room_ids(*, user, token_key: str | None) -> list[int] | None:
+def _room_ids(*, user, credentials: tuple) -> list[int] | None:
     """Sync, one hop: the ids of ``user``'s rooms (not banned), or None when the socket's
-    credentials are no longer valid (inactive user, revoked token)."""
-    if not services.credentials_valid(user=user, token_key=token_key):
+    credentials (``SocketConsumer.credentials``: token, session key, session auth hash) are no
+    longer valid: inactive user, revoked token, session ended or its auth hash no longer the
+    password's (``rooms.access``, one statement). Checked here from the database because the
+    auth middleware may have taken the user from its per-node cache (``rooms.auth``)."""
+    if access.verdicts([(NO_ROOM, user.pk, *credentials)])[0] == "unauthenticated":
         return None
     return list(
         Membership.objects.filter(user_id=user.pk, banned_at__isnull=True).values_list("room_id", flat=True)
@@ -126,7 +129,7 @@ class UserConsumer(SocketConsumer):
             await asyncio.wait_for(
                 self.channel_layer.group_add(self.user_group, self.channel_name), LAYER_JOIN_TIMEOUT
             )
-            ids = await self.db(_room_ids, user=user, token_key=self.scope.get("auth_token"), bounded=False)
+            ids = await self.db(_room_ids, user=user, credentials=self.credentials(), bounded=False)
             if ids is None:
                 await self.refuse(CLOSE_UNAUTHENTICATED)
                 return

@@ -100,6 +100,18 @@ def _english_after_each_test():
     translation.deactivate()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_node_caches():
+    """Every test starts with this process's per-node handshake caches empty (``rooms.auth``'s
+    credential caches, ``rooms.consumers.room_ids``): the database is emptied between tests, so
+    what they remember belongs to another test's rows."""
+    from rooms import auth, consumers
+
+    for cache in (auth.token_users, auth.session_users, consumers.room_ids):
+        cache.clear()
+    yield
+
+
 @pytest.fixture
 def user(db):
     return factories.make_user("alice")
