@@ -43,7 +43,7 @@ done
 # One unreported warm-up run at 2 msg/s per sender (pools fill, statements get prepared), as
 # python -m bench ramp's first steps do.
 for rate in warmup "$@"; do
-  psql -q "$DB" -c "TRUNCATE rooms_message"
+  psql -q "$DB" -c "TRUNCATE rooms_message CASCADE"
   NODE_PATH="$PEER_ROOT/lg/node_modules" timeout 300 node "$PEERS/loadgen.js" --proto chatsite \
     --urls ws://127.0.0.1:8711,ws://127.0.0.1:8712,ws://127.0.0.1:8713 --tokens "$OUT/tokens.json" \
     --clients 1000 --rooms 50 --senders 50 --rate "${rate/warmup/2}" --duration "$DURATION" --drain-ms 10000 --hard-timeout-s 240 \
