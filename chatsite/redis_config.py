@@ -27,6 +27,7 @@ TLS, Sentinel mixed with listed hosts, ...) raises ``ImproperlyConfigured`` when
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
@@ -167,21 +168,69 @@ class RedisConfig:
         ]
 
 
-def async_client(config: RedisConfig, timeout: float = CONNECT_TIMEOUT):
+# The loop client's pool (``async_client``): at most this many connections per event loop (a
+# node), a caller waiting at most LOOP_POOL_WAIT seconds for one to free. Why 8: the per-socket
+# and per-frame commands go through ``chatsite.redis_batch`` (one round trip in flight: one
+# connection), and the rest are a node's periodic tasks, each one command at a time (the socket
+# count and presence heartbeats, the presence batch): 4 in use at most, twice that for headroom.
+# Unbounded, 333 sockets closing at once opened 333 connections to Redis at the same moment and
+# their connects timed out. Why 1 s: below the 2 s (CONNECT_TIMEOUT) the presence calls allow,
+# above the 0.5 s of the socket cap and rate counts (ratelimit.SHARED_TIMEOUT), which give up
+# first by their own timeout; past it redis-py raises ConnectionError("No connection available.").
+LOOP_MAX_CONNECTIONS = 8
+LOOP_POOL_WAIT = 1.0
+
+
+def async_client(
+    config: RedisConfig,
+    timeout: float = CONNECT_TIMEOUT,
+    *,
+    max_connections: int = LOOP_MAX_CONNECTIONS,
+    pool_wait: float = LOOP_POOL_WAIT,
+    name: str | None = None,
+):
     """A ``redis.asyncio`` client on the first host (or the Sentinel master) for stores other
-    than the layer (presence), with ``timeout`` seconds to connect and for each reply. Bound to
-    the event loop that first uses it."""
+    than the layer (presence, the socket cap, rate counts), with ``timeout`` seconds to connect
+    and for each reply, and a blocking pool of at most ``max_connections`` connections (a
+    command waits up to ``pool_wait`` seconds for one, then raises redis-py's
+    ``ConnectionError``). ``name``: the connections' ``CLIENT SETNAME`` (seen in ``CLIENT
+    LIST``). Bound to the event loop that first uses it."""
     import redis.asyncio as aioredis
     import redis.asyncio.sentinel
 
     kwargs = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if name:
+        kwargs["client_name"] = name
+    pool = {"max_connections": max_connections, "timeout": pool_wait}
     if config.mode == "sentinel":
         sentinel = redis.asyncio.sentinel.Sentinel(
             config.sentinels, sentinel_kwargs={**config.sentinel_kwargs, **kwargs}
         )
-        return sentinel.master_for(config.master_name, **config.master_kwargs, **kwargs)
+        return sentinel.master_for(
+            config.master_name,
+            connection_pool_class=_blocking_sentinel_pool(),
+            **config.master_kwargs,
+            **kwargs,
+            **pool,
+        )
     url = config.urls[0]
-    return aioredis.Redis.from_url(url, **config._url_tls_kwargs(url), **kwargs)
+    return aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool.from_url(url, **config._url_tls_kwargs(url), **kwargs, **pool)
+    )
+
+
+@functools.cache
+def _blocking_sentinel_pool():
+    import redis.asyncio
+    import redis.asyncio.sentinel
+
+    class BlockingSentinelPool(
+        redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+    ):
+        """redis-py's Sentinel pool (asks the sentinels for the master, follows a failover) with
+        the blocking pool's bound: at most ``max_connections``, a caller waiting ``timeout`` s."""
+
+    return BlockingSentinelPool
 
 
 _loop_clients: dict = {}  # event loop -> redis.asyncio client
@@ -189,8 +238,9 @@ _loop_clients: dict = {}  # event loop -> redis.asyncio client
 
 def loop_client():
     """This event loop's ``async_client(settings.REDIS)``, made on first use (a redis.asyncio
-    client is bound to the loop that made it). Clients of closed loops (finished tests) are
-    dropped. Call only when ``settings.REDIS`` is set."""
+    client is bound to the loop that made it), its connections named ``chatsite-<SERVER_ID>``.
+    Clients of closed loops (finished tests) are dropped. Call only when ``settings.REDIS`` is
+    set."""
     import asyncio
 
     from django.conf import settings
@@ -200,8 +250,17 @@ def loop_client():
     if client is None:
         for other in [other for other in _loop_clients if other.is_closed()]:
             _loop_clients.pop(other, None)
-        client = _loop_clients[loop] = async_client(settings.REDIS)
+        client = _loop_clients[loop] = async_client(settings.REDIS, name=client_name())
     return client
+
+
+def client_name() -> str:
+    """The loop client's connection name: ``chatsite-<SERVER_ID>``, with the characters Redis
+    refuses in a name (spaces, newlines) replaced by ``_``."""
+    from django.conf import settings
+
+    server = "".join(c if c.isprintable() and not c.isspace() else "_" for c in str(settings.SERVER_ID))
+    return f"chatsite-{server}"
 
 
 class SentinelCachePool(redis.sentinel.SentinelConnectionPool):

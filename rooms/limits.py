@@ -48,7 +48,10 @@ each node refreshes its own sockets every ``PRESENCE_HEARTBEAT`` seconds and a s
 within the TTL; a closed socket frees its slot at once (``Slot.release``, from ``disconnect``).
 Redis failing or not answering within ``ratelimit.SHARED_TIMEOUT`` admits the socket (logged),
 and so do the next ``ratelimit.SHARED_PAUSE`` seconds without asking: the cap must not stop
-people talking (the heartbeat records the sockets when Redis is back).
+people talking (the heartbeat records the sockets when Redis is back). A socket's admit script and
+its release's ``ZREM`` go out batched with the node's other sockets' commands
+(``chatsite.redis_batch``), so many sockets opening or closing at once cost a few round trips on
+one connection, not a connection each.
 Without Redis (one node) the sockets are counted in this process.
 """
 
@@ -61,6 +64,8 @@ import weakref
 from contextlib import asynccontextmanager
 
 from django.conf import settings
+
+from chatsite import redis_batch
 
 from . import presence, ratelimit
 
@@ -124,11 +129,10 @@ class _ReadWindow:
         count, self.unsynced = self.unsynced, 0
         key = f"{settings.CHANNEL_LAYER_PREFIX}:{window.key}"
         try:
-            async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
-                async with _client().pipeline(transaction=False) as pipe:
-                    pipe.incrby(key, count)
-                    pipe.expire(key, window.seconds + 1)
-                    total, _ = await pipe.execute()
+            total, _ = await redis_batch.batch().calls(
+                [("INCRBY", key, count), ("EXPIRE", key, window.seconds + 1)],
+                timeout=ratelimit.SHARED_TIMEOUT,
+            )
         except Exception:  # the shared count misses these; this node's own still holds
             _reads_paused_until = time.monotonic() + ratelimit.SHARED_PAUSE
             logger.warning("shared read count unavailable for %.0f s", ratelimit.SHARED_PAUSE, exc_info=True)
@@ -281,6 +285,7 @@ for i = 1, #KEYS do
 end
 return #KEYS
 """
+_ADMIT_SCRIPT = redis_batch.Script(_ADMIT)
 
 
 def _key(user_id: int) -> str:
@@ -309,12 +314,16 @@ async def _redis_admit(user_id: int, conn: str, cap: int) -> bool:
         return True
     now = time.time()
     try:
-        async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
-            return bool(
-                await _client().eval(
-                    _ADMIT, 1, _key(user_id), conn, now, now + presence.ttl(), cap, _key_ttl()
-                )
+        # Batched with this node's other sockets' commands (chatsite.redis_batch): a storm of
+        # connects is a few round trips on one connection, not a connection per socket.
+        return bool(
+            await redis_batch.batch().script(
+                _ADMIT_SCRIPT,
+                [_key(user_id)],
+                [conn, now, now + presence.ttl(), cap, _key_ttl()],
+                timeout=ratelimit.SHARED_TIMEOUT,
             )
+        )
     except Exception:
         _paused_until = time.monotonic() + ratelimit.SHARED_PAUSE
         logger.warning(
@@ -333,8 +342,8 @@ async def _redis_refresh(entries: list[tuple[int, str]]) -> None:
 
 
 async def _redis_release(user_id: int, conn: str) -> None:
-    async with asyncio.timeout(ratelimit.SHARED_TIMEOUT):
-        await _client().zrem(_key(user_id), conn)
+    # Batched (chatsite.redis_batch); past the timeout the ZREM still goes out with its batch.
+    await redis_batch.batch().call("ZREM", _key(user_id), conn, timeout=ratelimit.SHARED_TIMEOUT)
 
 
 class Slot:

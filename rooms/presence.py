@@ -28,7 +28,12 @@ no more. ``PRESENCE_NAMES`` (default 50) is how many a join and a diff carry.
 
 The async functions are called by ``rooms.consumers.RoomConsumer``; ``online_now`` (sync) by the
 REST view. Every function raises ``redis.exceptions.RedisError`` / ``OSError`` when Redis cannot be
-reached; callers treat presence as best effort (chat goes on without it).
+reached (``TimeoutError``, an ``OSError``, when no answer came within ``CALL_TIMEOUT``); callers
+treat presence as best effort (chat goes on without it). A socket's join and leave and a
+``presence.list`` page go out batched with the node's other sockets' commands
+(``chatsite.redis_batch``: one pipeline per round trip), so a join storm or a mass disconnect
+is a few round trips on one connection; the heartbeat's refresh and sweeps, one script per tick,
+use the loop client directly.
 """
 
 import asyncio
@@ -36,6 +41,9 @@ import logging
 import time
 
 from django.conf import settings
+
+from chatsite import redis_batch
+from chatsite.redis_config import CONNECT_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +159,11 @@ return gone
 """
 )
 
+_JOIN_SCRIPT, _PAGE_SCRIPT, _LEAVE_SCRIPT = (redis_batch.Script(s) for s in (_JOIN, _PAGE_ONLY, _LEAVE))
+# Seconds a batched join, leave or page waits for its answer, the round trip in flight before
+# it included (chatsite.redis_batch): the 2 s each of these had as its own connection's timeout.
+CALL_TIMEOUT = CONNECT_TIMEOUT
+
 
 def ttl() -> float:
     return float(getattr(settings, "PRESENCE_TTL", 30))
@@ -230,22 +243,12 @@ class RedisStore:
         """Record ``conn`` of ``user_id`` online in ``room_id``; returns ``(came_online, page)``:
         whether the user was offline before, and the first page of the online list (at most
         ``limit`` names; see the module's docstring). One script: O(log n + limit)."""
-        users, conns, names, byname = _keys(room_id, user_id)
         now = time.time()
-        raw = await _script(
-            self._client(),
-            _JOIN,
-            4,
-            users,
-            conns,
-            names,
-            byname,
-            user_id,
-            conn,
-            now + ttl(),
-            now,
-            username,
-            limit,
+        raw = await redis_batch.batch().script(
+            _JOIN_SCRIPT,
+            _keys(room_id, user_id),
+            [user_id, conn, now + ttl(), now, username, limit],
+            timeout=CALL_TIMEOUT,
         )
         return bool(int(raw[0])), _page_result(raw[1:])
 
@@ -253,13 +256,18 @@ class RedisStore:
         """A page of the online list of ``room_id``: ``(count, members, next)`` after the cursor
         ``after`` (None: from the start). One script: O(log n + limit)."""
         users, _, _, byname = _keys(room_id)
-        raw = await _script(self._client(), _PAGE_ONLY, 2, users, byname, time.time(), after or "", limit)
+        raw = await redis_batch.batch().script(
+            _PAGE_SCRIPT, [users, byname], [time.time(), after or "", limit], timeout=CALL_TIMEOUT
+        )
         return _page_result(raw)
 
     async def leave(self, room_id: int, user_id: int, conn: str) -> bool:
-        users, conns, names, byname = _keys(room_id, user_id)
+        """Remove ``conn`` of ``user_id`` from ``room_id``; whether that was the user's last
+        connection there (then they are offline). One script."""
         return bool(
-            await _script(self._client(), _LEAVE, 4, users, conns, names, byname, user_id, conn, time.time())
+            await redis_batch.batch().script(
+                _LEAVE_SCRIPT, _keys(room_id, user_id), [user_id, conn, time.time()], timeout=CALL_TIMEOUT
+            )
         )
 
     async def refresh(self, entries: list[tuple[int, int, str, str]]) -> list[int]:

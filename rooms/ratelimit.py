@@ -1,7 +1,6 @@
 """Per-user rate limits shared by every node: fixed-window counters in the Django cache (Redis
 with ``REDIS_URL``; per process with the in-memory default)."""
 
-import asyncio
 import logging
 import time
 
@@ -68,7 +67,8 @@ class Window:
 
 async def ahit(key: str, rate: str) -> float | None:
     """``hit`` for async code (a consumer), without a thread hop: with Redis (``settings.REDIS``)
-    one pipelined round trip from the event loop (``SET NX EX`` then ``INCR`` on the same key
+    two commands in the loop's next batched round trip (``chatsite.redis_batch``: ``SET NX EX``
+    then ``INCR`` on the same key
     ``hit`` uses); without it, the in-process cache as ``hit``. Same answer: None when within
     ``rate``, else seconds until the window ends. Redis failing or not answering within
     ``SHARED_TIMEOUT`` allows the event (logged) and pauses the shared count for
@@ -78,19 +78,18 @@ async def ahit(key: str, rate: str) -> float | None:
         return None
     if not settings.REDIS:
         return hit(key, rate)
-    from chatsite.redis_config import loop_client
+    from chatsite import redis_batch
 
     global _shared_paused_until
     if time.monotonic() < _shared_paused_until:
         return None
     window = Window(key, *parsed)
     cache_key = cache.make_key(window.key)
-    try:
-        async with asyncio.timeout(SHARED_TIMEOUT):
-            async with loop_client().pipeline(transaction=False) as pipe:
-                pipe.set(cache_key, 0, ex=window.seconds + 1, nx=True)
-                pipe.incr(cache_key)
-                _, count = await pipe.execute()
+    try:  # batched with the node's other sends and sockets (chatsite.redis_batch)
+        _, count = await redis_batch.batch().calls(
+            [("SET", cache_key, 0, "EX", window.seconds + 1, "NX"), ("INCR", cache_key)],
+            timeout=SHARED_TIMEOUT,
+        )
     except Exception:
         _shared_paused_until = time.monotonic() + SHARED_PAUSE
         logger.warning("rate limit store unavailable; sends allowed for %.0f s", SHARED_PAUSE, exc_info=True)
