@@ -341,9 +341,10 @@ async def _redis_refresh(entries: list[tuple[int, str]]) -> None:
     )
 
 
-async def _redis_release(user_id: int, conn: str) -> None:
-    # Batched (chatsite.redis_batch); past the timeout the ZREM still goes out with its batch.
-    await redis_batch.batch().call("ZREM", _key(user_id), conn, timeout=ratelimit.SHARED_TIMEOUT)
+def _redis_release(user_id: int, conn: str) -> None:
+    # Sent with the loop's next batch, not awaited (chatsite.redis_batch.Batch.send): a
+    # disconnect does not wait for Redis, and a failure is logged there; the slot then expires.
+    redis_batch.batch().send("ZREM", _key(user_id), conn)
 
 
 class Slot:
@@ -366,7 +367,7 @@ class Slot:
             node.forget_if_idle(self.user_id)
         if settings.REDIS and max_sockets() > 0:
             try:
-                await _redis_release(self.user_id, self.conn)
+                _redis_release(self.user_id, self.conn)
             except Exception:
                 logger.warning(
                     "socket count store unavailable; a slot of user %s expires within the TTL",

@@ -57,6 +57,16 @@ class NewConnections:
         return [c for cid, c in _client_ids(self.watcher).items() if cid not in self.before]
 
 
+async def _drained(timeout: float = 5.0) -> None:
+    """Until this loop's batch has nothing queued or in flight."""
+    from chatsite import redis_batch
+
+    batch = redis_batch.batch()
+    async with asyncio.timeout(timeout):
+        while batch.task is not None or batch.queue:
+            await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 def unpaused(monkeypatch):
     """No pause left over from an earlier test's Redis failure: every admit asks Redis."""
@@ -87,7 +97,8 @@ async def test_500_concurrent_admits_then_releases_on_one_loop_use_a_handful_of_
     assert {sync.zcard(limits._key(u)) for u in users} == {3}
     assert await limits.admit_socket(users[0], _Consumer("one-more")) is None  # still full
 
-    await asyncio.gather(*(slot.release() for slot in admitted))
+    await asyncio.gather(*(slot.release() for slot in admitted))  # sent, not awaited (Batch.send)
+    await _drained()
     assert {sync.zcard(limits._key(u)) for u in users} == {0}
     opened = connections.now()
     print(f"REDIS BATCH 500 admits + 300 releases at once: {len(opened)} Redis connection(s) opened")
@@ -176,6 +187,42 @@ async def test_a_round_trip_that_cannot_reach_redis_fails_each_of_its_callers_wi
     assert all(isinstance(r, RedisConnectionError) for r in replies), replies
     assert len({id(r) for r in replies}) == 20
     assert batch.round_trips == 1
+    await client.aclose()
+
+
+async def test_sent_commands_do_not_hold_their_caller_and_failures_are_one_warning(caplog):
+    """``Batch.send`` (a disconnect's ZREM) returns at once whatever Redis does; its commands go
+    out with the next round trip; against a Redis that refuses connections, 50 failed sends make
+    one warning with their count, not one traceback each."""
+    import logging
+
+    from chatsite import redis_batch
+
+    prefix = f"rb-send-{uuid.uuid4().hex[:8]}"
+    sync = _sync_client()
+    sync.zadd(f"{prefix}:z", {f"m{i}": i for i in range(50)})
+    batch = redis_batch.batch()
+    for i in range(50):
+        batch.send("ZREM", f"{prefix}:z", f"m{i}")
+    assert sync.zcard(f"{prefix}:z") == 50  # nothing awaited yet: queued for the next round trip
+    await _drained()
+    assert sync.zcard(f"{prefix}:z") == 0
+
+    port = _free_port()
+    config = redis_config.from_env({"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    client = redis_config.async_client(config, timeout=0.5)
+    dead = redis_batch.Batch(client, asyncio.get_running_loop())
+    redis_batch._send_failures.update(count=0, logged_at=-redis_batch.SEND_FAILURE_LOG_EVERY)
+    with caplog.at_level(logging.WARNING, logger="chatsite.redis_batch"):
+        for i in range(50):
+            dead.send("ZREM", f"{prefix}:z", f"m{i}")
+        async with asyncio.timeout(5):
+            while dead.task is not None or dead.queue:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the futures' done callbacks
+    warnings = [r for r in caplog.records if r.name == "chatsite.redis_batch"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert redis_batch._send_failures["count"] == 49  # the rest counted for the next warning
     await client.aclose()
 
 
