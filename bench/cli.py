@@ -34,6 +34,7 @@ def prepare(
     rooms: int,
     product_dir: Path,
     migrate: bool = True,
+    memberships: str = "as-is",
     timeout: float = 300,
 ) -> dict:
     """Create/migrate the database and the users, tokens and rooms (``bench.prepare`` in a
@@ -48,6 +49,7 @@ def prepare(
         "PYTHONPATH": os.pathsep.join([str(product_dir), str(cluster.REPO_DIR)]),
     }
     cmd = [sys.executable, "-m", "bench.prepare", "--users", str(users), "--rooms", str(rooms)]
+    cmd += ["--memberships", memberships]
     if not migrate:
         cmd.append("--no-migrate")
     r = subprocess.run(cmd, cwd=product_dir, env=env, capture_output=True, text=True, timeout=timeout)
@@ -85,6 +87,15 @@ def parse_args(argv):
         "--connect-concurrency", type=int, help="handshakes in flight at once (default: the scenario's, 50)"
     )
     p.add_argument("--lg-procs", type=int, help="load-generator processes (default 1, 2 above 200 clients)")
+    p.add_argument(
+        "--memberships",
+        choices=["as-is", "all", "none"],
+        default="as-is",
+        help="before connecting: all = every user already a member of its room (members coming back, "
+        "the usual storm); none = no user a member (each connect joins the public room as a new member, "
+        "announced to the room with member.updated); as-is = what the database holds (a reused database "
+        "keeps the joins of earlier runs)",
+    )
     p.add_argument(
         "--drain", type=float, default=10.0, help="max seconds to wait for deliveries after sending"
     )
@@ -172,7 +183,11 @@ def main(argv=None) -> int:
     )
     try:
         data = prepare(
-            database_url=args.database_url, users=scn.clients, rooms=scn.rooms, product_dir=args.product_dir
+            database_url=args.database_url,
+            users=scn.clients,
+            rooms=scn.rooms,
+            product_dir=args.product_dir,
+            memberships=args.memberships,
         )
         log(f"  database {args.database_url}: {scn.clients} users with tokens, {scn.rooms} rooms ready")
         runs = {}

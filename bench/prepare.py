@@ -41,7 +41,7 @@ def ensure_database(url: str) -> bool:
         return True
 
 
-def make_data(*, users: int, rooms: int, rooms_each: int = 1) -> dict:
+def make_data(*, users: int, rooms: int, rooms_each: int = 1, memberships: str = "as-is") -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
@@ -71,7 +71,13 @@ def make_data(*, users: int, rooms: int, rooms_each: int = 1) -> dict:
     for slug in slugs:
         if slug not in present:
             services.room_create(name=f"bench {slug}", slug=slug, created_by=owner)
-    if rooms_each > 1:  # user i is a member of rooms i % R .. (i % R + rooms_each - 1) % R
+    if memberships == "none":  # every connect is a new member's join (member.updated to the room)
+        from rooms.models import Membership
+
+        Membership.objects.filter(room__slug__in=slugs, user_id__in=by_name.values()).delete()
+    if (
+        rooms_each > 1 or memberships == "all"
+    ):  # user i is a member of rooms i % R .. (i % R + rooms_each - 1) % R
         from rooms.models import Membership
 
         room_ids = dict(Room.objects.filter(slug__in=slugs).values_list("slug", "pk"))
@@ -96,6 +102,13 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--rooms", type=int, required=True)
     parser.add_argument("--rooms-each", type=int, default=1, help="rooms each user is a member of")
+    parser.add_argument(
+        "--memberships",
+        choices=["as-is", "all", "none"],
+        default="as-is",
+        help="all: every user a member of its rooms before connecting (members coming back); none: no "
+        "user a member (each connect joins the public room as a new member); as-is: what the database holds",
+    )
     parser.add_argument("--no-migrate", action="store_true")
     args = parser.parse_args(argv)
     url = os.environ.get("DATABASE_URL", "")
@@ -110,7 +123,9 @@ def main(argv=None) -> int:
     django.setup()
     if not args.no_migrate:
         call_command("migrate", interactive=False, verbosity=0, stdout=sys.stderr)
-    data = make_data(users=args.users, rooms=args.rooms, rooms_each=args.rooms_each)
+    data = make_data(
+        users=args.users, rooms=args.rooms, rooms_each=args.rooms_each, memberships=args.memberships
+    )
     data["database_created"] = created
     json.dump(data, sys.stdout)
     return 0
