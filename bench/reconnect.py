@@ -10,7 +10,8 @@ client on node-1 for an even ``r``, its first client elsewhere for an odd one) s
 (the default) runs the whole shape twice, on fresh nodes.
 
 The clients do what the room page does (``static/rooms/room/connection.js``): on a close with
-1012 (node restarting) they reconnect at once, the first time; on any other close (1006 after a
+1012 (node restarting) they reconnect after a wait drawn from 0 to ``--restart-spread`` seconds
+(2, the page's ``restartDelay``; 0: at once, as the page did before), the first time; on any other close (1006 after a
 SIGKILL, a refused TCP connect, a handshake timeout, 4503, 4429) they wait 1 s, 2 s, 4 s ...
 (capped at 30 s) with ±20 % jitter. There is no balancer in the bench, so a client picks one of
 the other nodes at random (``--urls``-style list; the stopped node stays in the list, as behind
@@ -237,11 +238,14 @@ class Worker:
             self.count(f"close_{code}")
             if code in STOP_CODES:
                 return
-            # As the page: 1012 the first time -> at once; otherwise backoff with jitter.
+            # As the page: 1012 the first time -> within --restart-spread; otherwise backoff with jitter.
             while not self.stopping:
                 attempt += 1
                 c.attempts += 1
-                delay = 0.0 if (code == SERVICE_RESTART and attempt == 1) else backoff_delay(attempt)
+                if code == SERVICE_RESTART and attempt == 1:  # seq.js restartDelay
+                    delay = random.random() * self.cfg["restart_spread"]
+                else:
+                    delay = backoff_delay(attempt)
                 await asyncio.sleep(delay)
                 c.node = random.choice([n for n in range(len(self.urls)) if n != c.node])
                 if await self.open(c, resume=True):
@@ -457,6 +461,7 @@ def run_once(args, sig: str, data: dict, log_dir: Path) -> dict:
                 "connect_concurrency": max(1, args.connect_concurrency // n_procs),
                 "connect_timeout": args.connect_timeout,
                 "final_wait": args.final_wait,
+                "restart_spread": args.restart_spread,
             }
             p = ctx.Process(target=worker_main, args=(child, cfg), daemon=True, name=f"bench-reconnect-{w}")
             p.start()
@@ -626,6 +631,12 @@ def parse_args(argv):
     p.add_argument("--final-wait", type=float, default=15.0, help="max seconds for the last seqs to arrive")
     p.add_argument("--connect-concurrency", type=int, default=100, help="initial handshakes in flight")
     p.add_argument("--connect-timeout", type=float, default=10.0)
+    p.add_argument(
+        "--restart-spread",
+        type=float,
+        default=2.0,
+        help="seconds over which the first reconnect after 1012 is drawn (the page's 2; 0: at once)",
+    )
     p.add_argument("--lg-procs", type=int, default=2)
     p.add_argument(
         "--database-url", default=os.environ.get("BENCH_RECONNECT_DATABASE_URL", DEFAULT_DATABASE_URL)

@@ -1,7 +1,7 @@
 """A bound on the WebSocket handshakes one node works on at once (``WS_HANDSHAKES_IN_FLIGHT``).
 
 Why: when a node stops, its members all reconnect to the other nodes within a second (the room
-page reconnects at once on 1012, and after 1 s ±20 % on a dropped connection). A handshake costs
+page reconnects within 0-2 s on 1012, and after 1 s ±20 % on a dropped connection). A handshake costs
 a node several database hops on its one database thread (the token, the room and membership,
 the access check and ``last_seq``) and a few Redis calls. Unbounded, thousands of them queue
 behind each other past daphne's 5 s handshake timeout: daphne drops the client ("did not receive

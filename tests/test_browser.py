@@ -10,7 +10,7 @@ for Python, against real daphne nodes behind the real nginx balancer (tests/test
 - Outbox and resume: the page's node is SIGKILLed, a message typed meanwhile stays "sending…",
   others post over REST on another node; the node comes back on its port and the page resumes
   (``?after_seq=``), shows every message once in seq order and delivers its own once. Then
-  through the balancer, SIGTERM (close 1012): the page reconnects at once to another node.
+  through the balancer, SIGTERM (close 1012): the page reconnects within 2 s to another node.
 - Gap repair: a message stored whose broadcast reached no node, then a live one: the page reads
   the gap from the history API and shows both in order.
 - Rate limit: a burst over ``WS_SEND_RATE`` is answered ``rate_limited``; the page keeps those
@@ -488,7 +488,7 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
         )
         screenshot(page, tmp_path, "resumed-after-node-restart")
 
-        # --- SIGTERM through the balancer: close 1012, reconnect at once to another node. ---
+        # --- SIGTERM through the balancer: close 1012, reconnect within 0-2 s to another node. ---
         page.goto(f"{balancer}/rooms/out/")
         before = connected_to(page)
         doomed = next(n for n in nodes if n.server_id == before)
@@ -505,7 +505,7 @@ def test_outbox_and_resume_across_a_killed_node_then_1012_through_the_balancer(s
             f"SIGTERM {before}: page on {now_on} {reconnect_s:.2f} s after the signal"
             f" (close 1012 → new socket open: {in_browser_ms} ms in the browser)"
         )
-        assert in_browser_ms < 500
+        assert in_browser_ms < 2500  # seq.js restartDelay: drawn from 0 to 2 s, no backoff
         doomed.process.wait(10)
         post(nodes[(nodes.index(doomed) + 1) % 3], tokens["bob"], "out", "bob after 1012")
         wait_shown(page, "bob after 1012")

@@ -92,3 +92,13 @@ test("backoff doubles from 1 s to a 30 s cap with ±20 % jitter", () => {
   assert.equal(S.backoffDelay(20, () => 0.999999), 30000); // the cap holds with jitter
   assert.equal(S.backoffDelay(0, () => 0.5), 1000);
 });
+
+test("the first reconnect after 1012 is drawn from 0 to 2 s, so a stopped node's members spread out", () => {
+  assert.equal(S.restartDelay(() => 0), 0);
+  assert.equal(S.restartDelay(() => 0.5), 1000);
+  assert.equal(S.restartDelay(() => 0.999999), 1999);
+  assert.equal(S.restartDelay(() => 1), 2000); // never beyond the spread
+  const drawn = Array.from({ length: 1000 }, () => S.restartDelay());
+  assert.ok(drawn.every((ms) => ms >= 0 && ms <= S.RESTART_SPREAD_MS));
+  assert.ok(Math.min(...drawn) < 200 && Math.max(...drawn) > 1800, "spread over the whole window");
+});

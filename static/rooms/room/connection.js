@@ -21,7 +21,7 @@ import {
 } from "./context.js";
 import { actionButton, element } from "./dom.js";
 import { dispatch, emit, on } from "./hooks.js";
-import { backoffDelay } from "./seq.js";
+import { backoffDelay, restartDelay } from "./seq.js";
 import { setStatus } from "./status.js";
 import { gettext, interpolate } from "./i18n.js";
 import { tabId } from "./tab.js";
@@ -113,10 +113,13 @@ export function onClose(event) {
   if (reason) stop(reason);
   else if (state.stopped) return;
   else if (event.code === CLOSE_SERVICE_RESTART && state.attempt === 0) {
-    // Node restarting: the same URL reaches another node through the balancer. Once only:
-    // if that fails too, the next close waits with backoff as usual.
+    // Node restarting: the same URL reaches another node through the balancer, after a wait
+    // drawn from 0 to 2 s (seq.js restartDelay: every member of the node got this close at the
+    // same instant). Once only: if that fails too, the next close waits with backoff as usual.
     state.attempt += 1;
-    connect();
+    clearReconnectTimers();
+    setStatus("connecting", gettext("reconnecting…"));
+    state.reconnectTimer = setTimeout(connect, restartDelay());
   } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);
 }
 

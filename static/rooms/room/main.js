@@ -49,7 +49,7 @@
  *                    sidebar's, static/rooms/sidebar.js: ignored here)
  *   close 4000: you left the room (a "Rejoin" button reconnects) · 4401: not signed in ·
  *   4403: banned · 4404: no such room · 4410: archived (none of these is retried by itself)
- *   close 1012: the node is restarting: reconnect at once (the balancer picks another node);
+ *   close 1012: the node is restarting: reconnect after 0-2 s, drawn (the balancer picks another node);
  *   4001: this session changed its password: reconnect with backoff (a 4401 within 15 s after
  *   it is retried too: the new cookie may not have arrived yet);
  *   4008: too slow a reader · 4429: this user has too many sockets open (other tabs) · 4503:

@@ -17,10 +17,16 @@
  * - backoffDelay(attempt, random): reconnect and resend delays in ms: 1 s, 2 s, 4 s … capped at
  *   30 s, each with ±20 % jitter so clients do not come back in step (`random` is Math.random
  *   by default; tests pass their own).
+ * - restartDelay(random): the wait before the first reconnect after close 1012 (the node is
+ *   stopping), in ms: drawn from 0 to RESTART_SPREAD_MS (2 s), so that the thousands of
+ *   members of a stopped node reach the other nodes spread over 2 s, not in one instant
+ *   (each handshake costs the node that takes it a database hop: bench/RESULTS.md,
+ *   "Reconnect storm"); one reader waits 1 s on average.
  */
 
 export const BACKOFF_BASE_MS = 1000;
 export const BACKOFF_MAX_MS = 30000;
+export const RESTART_SPREAD_MS = 2000;
 
 export function liveAction(seq, { lastSeq, shown, catchingUp }) {
   if (shown) return "ignore";
@@ -75,4 +81,8 @@ export function backoffDelay(attempt, random = Math.random) {
   const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, attempt - 1));
   const jittered = base * (0.8 + random() * 0.4);
   return Math.min(BACKOFF_MAX_MS, Math.round(jittered));
+}
+
+export function restartDelay(random = Math.random) {
+  return Math.min(RESTART_SPREAD_MS, Math.floor(random() * RESTART_SPREAD_MS));
 }
