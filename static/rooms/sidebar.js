@@ -21,7 +21,7 @@
  *   server → client {"type":"mention","room","message":{…}}
  *   server → client {"type":"dm.created","room":{…}}   (a sidebar frame follows)
  *   server → client {"type":"room.updated","room":{slug,name,description,is_private}}  renamed
- *   close 4401: signed out (stop) · 1012: node restarting (reconnect at once) · anything else
+ *   close 4401: signed out (stop) · 1012: node restarting (reconnect within 0-2 s, drawn) · anything else
  *   (4429, 4503, 1006, 1011 …): reconnect with backoff. Every (re)connect starts with a fresh
  *   snapshot: the state is counts, not a log, so nothing is resumed.
  *
@@ -36,6 +36,7 @@
  * the browser shows it once.
  */
 import { gettext, interpolate, ngettext } from "./room/i18n.js";
+import { restartDelay } from "./room/seq.js";
 import { READ_EVENT, tabId } from "./room/tab.js";
 
 const aside = document.getElementById("sidebar");
@@ -256,8 +257,10 @@ function start(aside) {
         return;
       }
       attempt += 1;
-      // 1012: the node is stopping; another one answers at once. Otherwise back off, with jitter.
-      const delay = event.code === 1012 ? 100 + Math.random() * 400
+      // 1012: the node is stopping; another one answers, after a wait drawn from 0 to 2 s as the
+      // room page's (seq.js restartDelay: a stopped node's users do not all come back in one
+      // instant). Otherwise back off, with jitter.
+      const delay = event.code === 1012 ? restartDelay()
         : Math.min(30000, 500 * Math.pow(2, Math.min(attempt, 6))) * (0.5 + Math.random() / 2);
       setStatus("reconnecting", gettext("reconnecting…"));
       retryTimer = setTimeout(connect, delay);
