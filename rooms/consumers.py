@@ -991,6 +991,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         return {"id": user.pk, "username": user.get_username()}
 
 
+# Layer events a consumer forwards unchanged with no state of its own to update: written at once
+# from the node's Pub/Sub read when the consumer is idle (RoomConsumer.deliver_now).
+_FAST_FORWARDED = frozenset({events.ROOM_PRESENCE, events.ROOM_MEMBER_UPDATED, events.ROOM_UPDATED})
+
+
 class RoomConsumer(SocketConsumer):
     """A member's socket in one room. Joins the room's channel-layer group on connect and leaves
     it on disconnect; a ``message.send`` is stored by ``services.message_post_async`` (one
@@ -1466,20 +1471,24 @@ class RoomConsumer(SocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     def deliver_now(self, event: dict) -> bool:
-        """A ``room.message`` or ``room.presence`` event for an idle consumer, handled at once in
+        """A ``room.message``, ``room.presence``, ``room.member_updated`` or ``room.updated`` event for an idle consumer, handled at once in
         the node's Pub/Sub read (``dispatch_in_order``'s ``deliver_now``): the same as
         ``room_message`` / ``room_presence``, with the frame written by ``chatsite.serve``'s
         synchronous ``send_text_now`` instead of through channels' ``send`` and daphne's reply
         coroutine. Returns False for any other event, and when the socket is not open, so the
         usual path handles it. (A presence diff goes to every socket of a room once per node per
         batch: in a join storm of 10,000 that is 10,000 frames a second on each node.)
+        ``member.updated`` and ``room.updated`` (``_FAST_FORWARDED``) are forwarded the same way:
+        a new member of a public room is announced to everyone in it, so n new members joining
+        together cost about n²/2 frames (3,000 new members: 118 s to join through the slow
+        path, bench/RESULTS.md, issue 16's final pass).
 
         Measured: bench/RESULTS.md, fifth pass (messages) and "Large rooms" (diffs)."""
         kind = event.get("type")
         if kind == events.ROOM_MESSAGE:
             if self.closing or event["seq"] <= self.replayed_upto:
                 return True
-        elif kind != events.ROOM_PRESENCE:
+        elif kind not in _FAST_FORWARDED:
             return False
         elif self.closing:
             return True
