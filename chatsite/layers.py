@@ -41,6 +41,7 @@ version and ``tests/test_layers.py`` fails if they change.
 import asyncio
 import logging
 import uuid
+from collections import Counter
 
 from channels_redis import pubsub
 
@@ -80,6 +81,11 @@ class _ChannelQueue(LightQueue):
         self.sink = sink
 
 
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class RedisShardConnection(pubsub.RedisSingleShardConnection):
     """channels-redis's connection to one Redis shard (a publishing client and one Pub/Sub
     subscriber connection), whose receive loop also closes a subscriber connection that went
@@ -94,10 +100,16 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     _closed_at = 0.0  # loop time at which _close_if_silent last closed the connection
     RECENT_MESSAGES = 4096  # room.message events remembered per shard, to drop repeats
 
+    async def publish(self, channel, message) -> None:
+        """channels-redis's ``publish``, under the publishes' own lock (see ``__init__``)."""
+        async with self._publish_lock:
+            self._ensure_redis()
+            await self._redis.publish(channel, message)
+
     async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
         """``publish`` of each ``(channel, data)``, in order, in one pipeline: one round trip to
         Redis for all of them (each still one PUBLISH command)."""
-        async with self._lock:
+        async with self._publish_lock:
             self._ensure_redis()
             pipe = self._redis.pipeline(transaction=False)
             for channel, data in messages:
@@ -107,6 +119,92 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     def __init__(self, host, channel_layer):
         super().__init__(host, channel_layer)
         self._recent: dict[tuple, None] = {}  # (group channel, seq), oldest first
+        # Publishes wait for their reply under a lock of their own, not the subscriptions' one
+        # (channels-redis holds one lock for both): a SUBSCRIBE is only written to the
+        # subscriber connection, yet in a reconnect storm each handshake's three (its channel,
+        # its room's group, its user's group) queued behind every presence and message
+        # publish's round trip, past the handshake's 2 s limit (LAYER_JOIN_TIMEOUT: 1,370
+        # sockets refused with 4503 in ``python -m bench reconnect-storm --signal kill``).
+        # Publishes still go one at a time, in order.
+        self._publish_lock = asyncio.Lock()
+        # (Un)subscriptions queued while one is in flight go together (``_change``).
+        self._changes: list[tuple[bool, str, asyncio.Future]] = []
+        self._changing: Counter = Counter()  # channel -> its changes queued or in flight
+        self._change_task: asyncio.Task | None = None
+
+    async def subscribe(self, channel) -> None:
+        """channels-redis's ``subscribe``, queued with the others (``_change``); at once when the
+        channel is subscribed and no change of it is queued or in flight (``group_add`` calls
+        this for every member of a group the node is already in)."""
+        if channel in self._subscribed_to and not self._changing[channel]:
+            return
+        await self._change(True, channel)
+
+    async def unsubscribe(self, channel) -> None:
+        """channels-redis's ``unsubscribe``, queued with the others (``_change``)."""
+        if channel not in self._subscribed_to and not self._changing[channel]:
+            return
+        await self._change(False, channel)
+
+    async def _change(self, subscribe: bool, channel: str) -> None:
+        """Queue one (un)subscription and wait until it is sent. channels-redis sends each under
+        the shard's lock, one per handoff of that lock, and a busy loop hands the lock on once
+        per turn: in a reconnect storm 1,500 handshakes (three subscriptions each) waited for
+        one another past the handshake's 2 s limit (``LAYER_JOIN_TIMEOUT``). Here every change
+        queued while one round is being sent goes in the next round: one ``SUBSCRIBE`` and one
+        ``UNSUBSCRIBE`` with all their channels, the last change of a channel deciding. Errors
+        (Redis unreachable) are raised to every caller of that round. A caller that is cancelled
+        stops waiting; its change is still sent."""
+        future = asyncio.get_running_loop().create_future()
+        self._changes.append((subscribe, channel, future))
+        future.add_done_callback(_retrieved)  # a caller cancelled meanwhile leaves it unread
+        self._changing[channel] += 1
+        if self._change_task is None:
+            self._change_task = asyncio.ensure_future(self._send_changes())
+        await asyncio.shield(future)
+
+    async def _send_changes(self) -> None:
+        try:
+            while self._changes:
+                async with self._lock:
+                    changes, self._changes = self._changes, []
+                    last: dict[str, bool] = {}
+                    for subscribe, channel, _ in changes:
+                        last[channel] = subscribe
+                    add = [c for c, on in last.items() if on and c not in self._subscribed_to]
+                    drop = [c for c, on in last.items() if not on and c in self._subscribed_to]
+                    error = None
+                    try:
+                        if add or drop:
+                            self._ensure_redis()
+                            self._ensure_receiver()
+                        if add:
+                            await self._pubsub.subscribe(*add)
+                            self._subscribed_to.update(add)
+                        if drop:
+                            await self._pubsub.unsubscribe(*drop)
+                            self._subscribed_to.difference_update(drop)
+                    except Exception as exc:
+                        error = exc
+                    finally:
+                        for _, channel, _ in changes:
+                            self._changing[channel] -= 1
+                            if not self._changing[channel]:
+                                del self._changing[channel]
+                for _, _, future in changes:
+                    if future.done():
+                        continue
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+        finally:
+            self._change_task = None
+
+    async def flush(self) -> None:
+        """channels-redis's ``flush``, once no publish is in flight."""
+        async with self._publish_lock:
+            await super().flush()
 
     def _receive_message(self, message):
         """channels-redis's, minus repeats of a ``room.message`` (same group, same ``seq``)

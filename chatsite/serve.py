@@ -27,6 +27,8 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
 - Light application queues: each connection's queue of events for its application is a
   ``chatsite.queues.LightQueue`` instead of daphne's ``asyncio.Queue`` (3 KB less per idle
   socket; ``light_application_queues``).
+- Handshake debug text: autobahn's pretty-printed settings for its per-connection debug line are
+  made only when that line is written (``lazy_handshake_debug``).
 - Status lines: a 429 reads ``429 Too Many Requests``, not Twisted's ``429 Unknown Status``
   (``reason_phrases``).
 - Event loop: uvloop's (``EVENT_LOOP=uvloop``, the default) or the standard library's
@@ -60,6 +62,7 @@ import fcntl
 import functools
 import logging
 import os
+import pprint
 import struct
 import sys
 import termios
@@ -455,6 +458,31 @@ def reason_phrases() -> None:
         http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
 
 
+class _LazyPformat:
+    """``pprint.pformat(value)``, computed only when formatted (a debug line actually written)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pprint.pformat(self.value), spec)
+
+    __str__ = __repr__ = lambda self: pprint.pformat(self.value)
+
+
+def lazy_handshake_debug() -> None:
+    """autobahn pretty-prints its protocol's 30-odd settings for a debug line on every new
+    connection (``WebSocketProtocol._connectionMade``), whether debug logging is on or not:
+    2.5 % of a node's CPU during a handshake storm (py-spy ``--gil``, ``python -m
+    bench.handshakes``). The text is now made only when that line is written."""
+    from autobahn.websocket import protocol
+
+    if getattr(protocol.pformat, "__name__", "") != "_LazyPformat":
+        protocol.pformat = _LazyPformat
+
+
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
@@ -481,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     from chatsite.asgi import application
 
     reason_phrases()
+    lazy_handshake_debug()
 
     max_bytes = int(_env_float("WS_MAX_MESSAGE_BYTES", 65536))
     grace = _env_float("SHUTDOWN_GRACE", 1.0)

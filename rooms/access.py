@@ -1,6 +1,6 @@
 """Who may still read a room: the check behind every read of an open socket.
 
-A socket is allowed in at the handshake (``rooms.consumers._enter``); afterwards access can end in
+A socket is allowed in at the handshake (``rooms.entry``); afterwards access can end in
 many ways: the user deactivated or deleted, their API token revoked, the session the socket was
 opened with ended (logged out, expired, deleted) or no longer valid (the user's password changed
 since: Django's session auth hash), their membership deleted or banned, the room made private
@@ -113,8 +113,11 @@ def _sessions_in_table() -> bool:
     return settings.SESSION_ENGINE in DB_SESSION_ENGINES
 
 
-def _sql() -> str:
+def _sql(room_columns: tuple[str, ...] = ()) -> str:
+    """The statement of ``_rows`` (and, with ``room_columns``, those columns of the room after
+    the access columns: ``rooms.entry``)."""
     quote = connection.ops.quote_name
+    extra = "".join(f", r.{quote(column)}" for column in room_columns)
     user_t, token_t = quote(get_user_model()._meta.db_table), quote(Token._meta.db_table)
     room_t, member_t = quote(Room._meta.db_table), quote(Membership._meta.db_table)
     # A session socket's session row must exist and not be expired (when sessions are rows).
@@ -130,7 +133,7 @@ def _sql() -> str:
                r.id IS NOT NULL, r.is_private IS TRUE, r.archived_at IS NOT NULL,
                m.id IS NOT NULL, m.banned_at IS NOT NULL, COALESCE(r.last_seq, 0),
                v.session IS NULL OR {session},
-               CASE WHEN v.session IS NULL THEN NULL ELSE u.password END
+               CASE WHEN v.session IS NULL THEN NULL ELSE u.password END{extra}
         FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY
              AS v(room_id, user_id, token, session, i)
         LEFT JOIN {user_t} u ON u.id = v.user_id
@@ -168,11 +171,8 @@ def _rows(keys: list[Key]) -> list[tuple]:
     if not keys:
         return []
     if connection.vendor == "postgresql":
-        params = [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]]
-        if _sessions_in_table():
-            params.insert(0, timezone.now())
         with connection.cursor() as cursor:
-            cursor.execute(_sql(), params)
+            cursor.execute(_sql(), _params(keys))
             rows = cursor.fetchall()
     else:
         rows = []
@@ -199,6 +199,33 @@ def _rows(keys: list[Key]) -> list[tuple]:
             row[:8] + (key[3] is None or _session_exists(key[3]),) + row[9:] for row, key in zip(rows, keys)
         ]
     return rows
+
+
+def _params(keys: list[Key]) -> list:
+    """``_sql``'s parameters for ``keys`` (PostgreSQL)."""
+    params = [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]]
+    if _sessions_in_table():
+        params.insert(0, timezone.now())
+    return params
+
+
+async def rows_async(keys: list[Key], room_columns: tuple[str, ...] = ()) -> list[tuple]:
+    """``_rows`` as one statement sent from the event loop (``chatsite.async_db``; PostgreSQL
+    with sessions in the table or no session in ``keys``: the caller checks ``async_ready``),
+    each row followed by the room's ``room_columns`` (None when there is no such room). Raises
+    ``psycopg.Error`` / ``psycopg_pool.PoolTimeout``."""
+    from chatsite import async_db
+
+    if not keys:
+        return []
+    return await async_db.fetchall(_sql(room_columns), _params(keys))
+
+
+def async_ready(key: Key) -> bool:
+    """Whether ``rows_async`` can judge ``key``: PostgreSQL, and the session (if any) a row."""
+    from chatsite import async_db
+
+    return async_db.available() and (key[3] is None or _sessions_in_table())
 
 
 def _session_exists(session_key: str) -> bool:

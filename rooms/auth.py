@@ -53,7 +53,7 @@ class CredentialCache:
 
     Why a revoked credential still cannot get in: this cache only says who the socket claims to
     be. Before any socket is accepted, its consumer checks the same credential again in SQL, in
-    the hop it needs anyway: ``RoomConsumer`` in ``rooms.consumers._enter`` (``rooms.access``:
+    the statement it needs anyway: ``RoomConsumer`` in ``rooms.entry`` (``rooms.access``:
     user active, token still the user's, session row present and unexpired, its auth hash
     still the password's) and ``UserConsumer`` in ``rooms.user_consumer._room_ids`` (the same
     statement), and refuses it with 4401 before anything else; the other paths only refuse. A
@@ -102,11 +102,11 @@ def _token_user_sql() -> tuple[str, list[str]]:
     quote = connection.ops.quote_name
     columns = ", ".join(f"u.{quote(f.column)}" for f in fields)
     sql = (
-        f"SELECT {columns} FROM {quote(Token._meta.db_table)} t"
+        f"SELECT t.key, {columns} FROM {quote(Token._meta.db_table)} t"
         f" JOIN {quote(user_model._meta.db_table)} u ON u.{quote(user_model._meta.pk.column)} = t.user_id"
-        " WHERE t.key = %(key)s AND u.is_active"
+        " WHERE t.key = ANY(%(keys)s) AND u.is_active"
     )
-    return sql, [f.attname for f in fields]
+    return sql, ["key"] + [f.attname for f in fields]
 
 
 @database_sync_to_async
@@ -119,13 +119,36 @@ def _user_for_token_orm(key: str):
     return token.user
 
 
+# Seconds a handshake's token lookup may wait for its statement (queued behind the other
+# handshakes of a storm, ``chatsite.db_batch``): well under daphne's 5 s handshake timeout, so
+# that the socket still gets its 4503 when the database is gone.
+TOKEN_TIMEOUT = 2.0
+
+
+async def _users_for_tokens(keys: list[str]) -> list:
+    """The active user of each API token key in ``keys``, or ``AnonymousUser`` (one statement
+    from the event loop for all of them: ``chatsite.db_batch``)."""
+    from chatsite import async_db
+
+    sql, attnames = _token_user_sql()
+    rows = await async_db.fetchall(sql, {"keys": list(dict.fromkeys(keys))})
+    model = get_user_model()
+    found = {row[0]: row for row in rows}
+    users = []
+    for key in keys:
+        row = found.get(key)
+        users.append(AnonymousUser() if row is None else model.from_db("default", attnames[1:], row[1:]))
+    return users
+
+
 async def _user_for_token(key: str):
     """The active user whose API token is ``key``, or ``AnonymousUser``: from ``token_users``,
     else one statement sent from the event loop (``chatsite.async_db``: no hop on the node's one
-    database thread; a hop elsewhere than PostgreSQL). Raises ``psycopg.Error`` /
+    database thread; a hop elsewhere than PostgreSQL), shared with the other handshakes queued on
+    the loop meanwhile (``chatsite.db_batch``; ``TimeoutError`` past ``TOKEN_TIMEOUT``). Raises ``psycopg.Error`` /
     ``psycopg_pool.PoolTimeout`` (Django's ``DatabaseError`` off PostgreSQL) when the database
     cannot be reached."""
-    from chatsite import async_db
+    from chatsite import async_db, db_batch
 
     found = token_users.get(key)
     if found is not None:
@@ -133,9 +156,7 @@ async def _user_for_token(key: str):
     if not async_db.available():
         user = await _user_for_token_orm(key)
     else:
-        sql, attnames = _token_user_sql()
-        row = await async_db.fetchone(sql, {"key": key})
-        user = AnonymousUser() if row is None else get_user_model().from_db("default", attnames, row)
+        user = await db_batch.batcher("rooms.auth.tokens", _users_for_tokens).call(key, timeout=TOKEN_TIMEOUT)
     if user.is_authenticated:
         token_users.put(key, user)
     return user
@@ -316,7 +337,7 @@ class UnavailableGuard:
 
         try:
             return await self.app(scope, receive, tracking_send)
-        except (DatabaseError, PsycopgError, PoolTimeout):
+        except (DatabaseError, PsycopgError, PoolTimeout, TimeoutError):  # TimeoutError: db_batch's wait
             if started:
                 raise
             logger.warning("refusing a socket: the database cannot be reached for authentication")

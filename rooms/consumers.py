@@ -168,7 +168,6 @@ import json
 import logging
 import re
 import time
-import typing
 
 import psycopg
 from channels.consumer import get_handler_name
@@ -189,6 +188,17 @@ from chatsite.queues import LightQueue
 
 from . import access, events, limits, metrics, presence, ratelimit, reactions, reads, selectors, services
 from .auth import SESSION_HASH_SCOPE_KEY, refuse_unstarted
+from .entry import (
+    CLOSE_ARCHIVED,
+    CLOSE_BANNED,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    CLOSING_ERRORS,
+    RESUME_MAX,
+    Entry,
+    enter,
+    enter_async,
+)
 from .logutil import RateLimitedLogger
 from .models import Room
 from .serializers import MessageSendFrame, is_valid_text
@@ -201,10 +211,6 @@ unexpected_log = RateLimitedLogger(logger, interval=10.0)
 
 CLOSE_LEFT = 4000
 CLOSE_SESSION_RENEWED = 4001  # the session changed its password and got a new key: reconnect
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_BANNED = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_ARCHIVED = 4410
 CLOSE_TOO_MANY_SOCKETS = 4429  # over WS_MAX_SOCKETS_PER_USER (rooms.limits): retry with backoff
 CLOSE_UNAVAILABLE = 4503  # the database or Redis cannot be reached: reconnect with backoff
 CLOSE_INTERNAL_ERROR = 1011  # a genuinely unexpected error in the consumer (logged): reconnect
@@ -224,6 +230,10 @@ UNAVAILABLE_ERRORS = DATABASE_ERRORS + (RedisError, OSError)  # OSError: Timeout
 # groups) may take together: under daphne's 5 s handshake timeout, so that a Redis that hangs
 # gets the socket a 4503 close rather than a handshake dropped without an answer (1006).
 LAYER_JOIN_TIMEOUT = 2.0
+# Seconds a handshake's access row may wait for its statement from the event loop (queued behind
+# the other handshakes of a storm, ``rooms.entry.enter_async``): under daphne's 5 s handshake
+# timeout, past the channel-layer steps' own limit, so that the socket still gets its 4503.
+ENTRY_TIMEOUT = 2.5
 # Seconds a database hop of a socket (fetch, resume) may take beyond one statement's
 # client-side limit (chatsite.dbconn.client_timeout) before it is answered as unavailable.
 DB_HOP_MARGIN = 0.25
@@ -231,12 +241,7 @@ DB_HOP_MARGIN = 0.25
 CLEANUP_TIMEOUT = 5.0
 
 # Service refusals that end the socket, and the close code they end it with.
-_CLOSING_ERRORS = {
-    "banned": CLOSE_BANNED,
-    "not_found": CLOSE_NOT_FOUND,
-    "archived": CLOSE_ARCHIVED,
-    "unauthenticated": CLOSE_UNAUTHENTICATED,
-}
+_CLOSING_ERRORS = CLOSING_ERRORS
 
 # DRF validation codes → our error codes, per field.
 _FIELD_CODES = {
@@ -273,7 +278,6 @@ SEND_TEXT_SCOPE_KEY = "chatsite.send_text"
 SEQ_MAX = 2**63 - 1  # PostgreSQL bigint
 TYPING_INTERVAL = 2.0  # seconds between relayed typing hints of one socket
 TYPING_DROP_BYTES = 64 * 1024  # a client with more unread than this gets no typing hints
-RESUME_MAX = 1000  # messages a resume replays; more means resync through the history API
 FETCH_MAX = 200  # messages per fetch frame (the history API's page limit)
 
 
@@ -339,19 +343,6 @@ def _replay(*, room, after_seq: int, upto: int | None = None) -> tuple[list[tupl
     )
     if upto is not None:
         last_seq = min(last_seq, upto)
-    if len(data) > RESUME_MAX:
-        return None, selectors.room_last_seq(room_id=room.pk)
-    frames = [(m["seq"], events.encode_message_frame(m)) for m in data]
-    return frames, (data[-1]["seq"] if data else last_seq)
-
-
-def _replay_upto(*, room, after_seq: int, last_seq: int) -> tuple[list[tuple[int, str]] | None, int]:
-    """Sync, no hop of its own (called inside one): ``_replay`` for a ``last_seq`` already read
-    (a seam: every seq up to it is committed); over ``RESUME_MAX`` missing, ``(None, the room's
-    last seq now)``."""
-    data = selectors.room_messages_after_data(
-        room=room, after_seq=after_seq, limit=RESUME_MAX + 1, before_seq=last_seq + 1
-    )
     if len(data) > RESUME_MAX:
         return None, selectors.room_last_seq(room_id=room.pk)
     frames = [(m["seq"], events.encode_message_frame(m)) for m in data]
@@ -431,11 +422,12 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 class RoomIds:
     """This node's slug → room id map, so that a socket can join its room's group before its one
-    database hop (``_enter``): a group name needs the room's id, and the group join must come
-    before the ``last_seq`` read (no message may fall between the two).
+    database read (``rooms.entry``): a group name needs the room's id, and the group join must
+    come before the ``last_seq`` read (no message may fall between the two).
 
-    Why it is safe: it is only a hint. ``_enter`` reads the room by its slug again in the hop and
-    answers ``moved`` when the id differs (a room deleted and a new one made with its slug; slugs
+    Why it is safe: it is only a hint. ``rooms.entry`` reads the room with the access row and
+    checks its slug (``enter_async``), or reads it by its slug (``enter``) and answers
+    ``moved`` when the id differs (a room deleted and a new one made with its slug; slugs
     do not change otherwise), and every access rule is decided there, from the database. A stale
     entry costs one more hop, never a wrong answer. At most ``size`` slugs (the least recently
     used go first); a slug with no room is not kept."""
@@ -473,73 +465,6 @@ def _room_id(*, slug: str) -> int | None:
     or None when there is none."""
     room = selectors.room_get(slug=slug)
     return None if room is None else room.pk
-
-
-def _join_refusal(*, private: bool, archived: bool, member: bool, banned: bool) -> int | None:
-    """The close code the join rules give (``services.member_join`` and, for an archived room,
-    ``services.room_access``), from one ``rooms.access`` row, or None. A private room one is not
-    in, or is banned from, is no room (4404); a public room's banned member gets 4403; then an
-    archived room 4410 (only those who may read it learn that it is archived)."""
-    if private and (not member or banned):
-        return CLOSE_NOT_FOUND
-    if banned:
-        return CLOSE_BANNED
-    if archived:
-        return CLOSE_ARCHIVED
-    return None
-
-
-class Entry(typing.NamedTuple):
-    """What ``_enter`` found: ``room`` and ``last_seq`` (for ``hello``) and ``replay`` (``_replay``'s
-    ``(frames, latest)``, None without ``after_seq``) when the socket may come in; else
-    ``close_code`` (4401, 4403, 4404, 4410), or ``moved_to`` (the slug's room has another id
-    than the group joined: join that one's group and enter again)."""
-
-    room: Room | None = None
-    last_seq: int = 0
-    replay: tuple | None = None
-    close_code: int | None = None
-    moved_to: int | None = None
-
-
-def _enter(*, slug: str, room_id: int, user, credentials: tuple, after_seq: int | None) -> Entry:
-    """Sync, ONE database hop for a socket already in the group of room ``room_id``: the room
-    read by ``slug`` (and checked to be ``room_id``), the socket's access (``rooms.access``, one
-    statement: user active, token or session still valid, room, membership, ban, archive, and
-    the room's ``last_seq``), the join of a public room by a non-member
-    (``services.member_join``, only then), and with ``after_seq`` the replay of the messages
-    ``after_seq < seq <= last_seq`` (``_replay_upto``: the frames a ``resume`` sends).
-
-    Called by ``RoomConsumer.connect`` after the group join, so ``last_seq`` is a seam: every
-    message up to it is replayed and every later one arrives live. ``credentials``: the socket's
-    ``(token, session key, session auth hash)`` (``SocketConsumer.credentials``); they are checked
-    first, so a credential revoked since the auth middleware looked it up (even in its per-node
-    cache) gets 4401, before the room is told or joined. Database errors propagate."""
-    room = selectors.room_get(slug=slug)
-    if room is None:
-        return Entry(close_code=CLOSE_NOT_FOUND)
-    if room.pk != room_id:
-        return Entry(moved_to=room.pk)
-    key = access._full((room.pk, user.pk, *credentials))
-    row = access._rows([key])[0]
-    verdict = access._judge(row, key, reading=False, memo={})
-    if verdict == "unauthenticated":
-        return Entry(close_code=CLOSE_UNAUTHENTICATED)
-    if not row[2]:  # deleted since room_get
-        return Entry(close_code=CLOSE_NOT_FOUND)
-    refusal = _join_refusal(private=row[3], archived=row[4], member=row[5], banned=row[6])
-    if refusal is None and verdict is not None:
-        refusal = _CLOSING_ERRORS[verdict]
-    if refusal is not None:
-        return Entry(close_code=refusal)
-    if not row[5]:  # a public room's new member: joined now (a row, an event on commit)
-        try:
-            services.member_join(room=room, user=user)
-        except ServiceError as exc:
-            return Entry(close_code=_CLOSING_ERRORS.get(exc.code, CLOSE_NOT_FOUND))
-    last_seq = row[7]
-    replay = None if after_seq is None else _replay_upto(room=room, after_seq=after_seq, last_seq=last_seq)
-    return Entry(room=room, last_seq=last_seq, replay=replay)
 
 
 async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None, expose=None) -> None:
@@ -1012,10 +937,14 @@ class RoomConsumer(SocketConsumer):
         accepts and closes at once with 4401, 4429, 4403, 4404, 4410, or 4503 when the database
         or Redis cannot be reached.
 
-        Database hops (the node's one database thread; ``tests/test_connect_hops.py`` counts
-        them): one, ``_enter`` (access, ``last_seq`` and the replay together), once this node
-        knows the room's id for the slug (``room_ids``); one more, ``_room_id``, the first time.
-        Order: the socket cap (Redis), then the groups (Redis), then ``_enter``: the groups are
+        Database work (``tests/test_connect_hops.py`` counts it): a member's socket, once this
+        node knows the room's id for the slug (``room_ids``), costs no hop on the node's one
+        database thread: ``rooms.entry.enter_async`` reads its access, the room and
+        ``last_seq`` in a statement shared with the handshakes queued meanwhile, then the
+        replay in one more. A new member of a public room (the join is a write) and the cases
+        that fast path leaves (a replaced room) cost one hop, ``rooms.entry.enter``; the room's
+        id costs one more, ``_room_id``, the first time.
+        Order: the socket cap (Redis), then the groups (Redis), then the entry: the groups are
         joined before ``last_seq`` is read, so no message falls between the replay and the live
         frames."""
         user = await self.admit()
@@ -1052,8 +981,9 @@ class RoomConsumer(SocketConsumer):
 
     async def _enter(self, user, slug: str, after_seq: int | None) -> Entry:
         """The handshake's database and group work (``connect``): the room's id (``room_ids``, or
-        one hop), the groups joined (``LAYER_JOIN_TIMEOUT``), then ``_enter`` in one hop (inside
-        the user's read turn when it replays, as a ``resume`` frame). Sets ``group`` and
+        one hop), the groups joined (``LAYER_JOIN_TIMEOUT``), then ``rooms.entry.enter_async``
+        from the event loop, or ``rooms.entry.enter`` in one hop when that cannot decide alone
+        (inside the user's read turn when it replays, as a ``resume`` frame). Sets ``group`` and
         ``user_group`` (left by clean-up whatever happens). Raises ``UNAVAILABLE_ERRORS``."""
         room_id = room_ids.get(slug)
         if room_id is None:
@@ -1067,19 +997,19 @@ class RoomConsumer(SocketConsumer):
                     await self.channel_layer.group_discard(self.group, self.channel_name)
                 self.group = events.room_group_name(room_id)
                 await asyncio.wait_for(self._join_groups(), LAYER_JOIN_TIMEOUT)
-            enter = functools.partial(
-                _enter,
-                slug=slug,
-                room_id=room_id,
-                user=user,
-                credentials=self.credentials(),
-                after_seq=after_seq,
-            )
-            if after_seq is None:
-                entry = await self.db(enter, bounded=False)
-            else:
-                async with limits.read_turn(user.pk):  # not counted against WS_READ_RATE
-                    entry = await self.db(enter, bounded=False)
+            kwargs = {
+                "slug": slug,
+                "room_id": room_id,
+                "user": user,
+                "credentials": self.credentials(),
+                "after_seq": after_seq,
+            }
+            async with (  # a replay is a read: not counted against WS_READ_RATE, but in turn
+                limits.read_turn(user.pk) if after_seq is not None else contextlib.nullcontext()
+            ):
+                entry = await enter_async(**kwargs, timeout=ENTRY_TIMEOUT)
+                if entry is None:
+                    entry = await self.db(enter, bounded=False, **kwargs)
             if entry.moved_to is None:
                 room_ids.put(slug, room_id if entry.room is not None else None)
                 return entry
@@ -1190,7 +1120,7 @@ class RoomConsumer(SocketConsumer):
         arrives live. K is the ``last_seq`` of this socket's ``hello`` (the ``resume`` frame
         passes it as ``upto``; None: the room's last seq now), because the messages after that
         one may already have reached the client live before its frame. ``?after_seq=N`` at
-        connect replays the same frames without a hop of its own (``_enter``, ``send_replay``).
+        connect replays the same frames without a hop of its own (``rooms.entry``, ``send_replay``).
         Frames are never sent twice: live copies of replayed seqs are dropped, and replayed seqs
         that already went out live are skipped. More than ``RESUME_MAX`` (1,000) missing:
         ``{"type": "resync", "latest_seq": K}`` instead, and the client reloads through the

@@ -302,6 +302,43 @@ def room_list_data(
     see it). Raises nothing of its own (database errors pass through)."""
     from django.db import connection
 
+    sql, params, utc_text = _list_query(
+        limit=limit,
+        room_id=room_id,
+        slug=slug,
+        user_id=user_id,
+        after_seq=after_seq,
+        before_seq=before_seq,
+        through_seq=through_seq,
+        upto_last_seq=upto_last_seq,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return _list_result(rows, utc_text)
+
+
+async def room_list_data_async(**kwargs) -> tuple[int, list[dict]] | None:
+    """``room_list_data`` (the same arguments, the same result) as one statement sent from the
+    event loop (``chatsite.async_db``: PostgreSQL only). Raises ``psycopg.Error`` /
+    ``psycopg_pool.PoolTimeout``."""
+    from chatsite import async_db
+
+    sql, params, utc_text = _list_query(**kwargs)
+    return _list_result(await async_db.fetchall(sql, params), utc_text)
+
+
+def _list_query(
+    *,
+    limit: int,
+    room_id: int | None = None,
+    slug: str | None = None,
+    user_id: int | None = None,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    through_seq: int | None = None,
+    upto_last_seq: bool = False,
+) -> tuple[str, dict, bool]:
     utc_text = _utc_output()
     sql = _list_sql(
         by_slug=slug is not None,
@@ -321,9 +358,10 @@ def room_list_data(
         "before": before_seq,
         "through": through_seq,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    return sql, params, utc_text
+
+
+def _list_result(rows: list[tuple], utc_text: bool) -> tuple[int, list[dict]] | None:
     if not rows:
         return None
     last_seq = rows[0][-1]

@@ -5,9 +5,13 @@ save hops cannot let a revoked credential in.
 
 Before (main at fa248d5) a token socket resuming with ``?after_seq=`` cost 5 hops (the session
 lookup with no session, the token, ``_join``, the access check with ``last_seq``, the replay);
-a session socket 4. Now: one (``_enter``) once the node knows the room and the credential,
+a session socket 4. Then one (``_enter``) once the node knows the room and the credential,
 the credential's lookup (a session: one hop; a token: one statement from the event loop, no
-hop) and the room's id (one hop) the first time.
+hop) and the room's id (one hop) the first time. Now a member's socket costs no hop once the node
+knows the room and the credential: its access row and room come from one statement sent from the
+event loop (shared with the handshakes queued meanwhile, ``rooms.entry.enter_async``), its
+replay from one more; a new member of a public room still costs one hop (``enter``: the join is
+a write with its event).
 """
 
 import asyncio
@@ -87,7 +91,7 @@ async def resume_counted(ws, hops, path, **auth) -> list[dict]:
     return frames
 
 
-async def test_a_token_socket_resuming_with_after_seq_costs_one_hop_once_the_node_knows_room_and_token(
+async def test_a_token_socket_resuming_with_after_seq_costs_no_hop_once_the_node_knows_room_and_token(
     ws, hops, room, user, other_user
 ):
     await post(room, user, 5)
@@ -96,9 +100,10 @@ async def test_a_token_socket_resuming_with_after_seq_costs_one_hop_once_the_nod
 
     frames = await resume_counted(ws, hops, path, token=token, origin=None)
     assert [f.get("message", {}).get("seq") for f in frames[1:-1]] == [3, 4, 5]
-    # first time on this node: the room's id (one hop) and the token (from the event loop)
-    assert hops.hops == ["_room_id", "_enter"], hops.hops
-    assert hops.loop_statements == 1
+    # first time on this node: the room's id (one hop), the token and the access row (from the
+    # event loop), and as bob is not yet a member, the join on the thread (one hop)
+    assert hops.hops == ["_room_id", "enter"], hops.hops
+    assert hops.loop_statements == 2
 
     await post(room, user, 3, start=5)
     frames = await resume_counted(ws, hops, f"/ws/rooms/{room.slug}/?after_seq=5", token=token, origin=None)
@@ -106,29 +111,28 @@ async def test_a_token_socket_resuming_with_after_seq_costs_one_hop_once_the_nod
     assert [f["type"] for f in frames] == ["hello", "message", "message", "message", "resumed"]
     assert [f["message"]["seq"] for f in frames[1:4]] == [6, 7, 8]
     assert frames[-1] == {"type": "resumed", "last_seq": 8}
-    # access, last_seq and the replay in one hop; the token and the room id known
-    assert hops.hops == ["_enter"], hops.hops
-    assert hops.loop_statements == 0
-    # the room, the access statement, and the replay's messages (with their mentions,
-    # reactions and attachments: rooms.message_shape)
-    assert hops.statements <= 6, hops.statements
+    # a member now, the token and the room id known: no hop; the access row with the room, then
+    # the replay's messages (with their mentions, reactions and attachments: rooms.message_shape)
+    assert hops.hops == [], hops.hops
+    assert hops.loop_statements == 2
 
 
-async def test_a_session_socket_resuming_costs_one_hop_once_the_node_knows_its_session(
+async def test_a_session_socket_resuming_costs_no_hop_once_the_node_knows_its_session(
     ws, hops, room, user, other_user
 ):
     await post(room, user, 3)
     key = await database_sync_to_async(factories.session_key_for)(other_user)
     cookie = f"sessionid={key}"
     await resume_counted(ws, hops, f"/ws/rooms/{room.slug}/?after_seq=0", cookie=cookie)
-    assert hops.hops == ["get_user", "_room_id", "_enter"], hops.hops
+    assert hops.hops == ["get_user", "_room_id", "enter"], hops.hops
 
     frames = await resume_counted(ws, hops, f"/ws/rooms/{room.slug}/?after_seq=1", cookie=cookie)
     assert [f["type"] for f in frames] == ["hello", "message", "message", "resumed"]
-    assert hops.hops == ["_enter"], hops.hops
+    assert hops.hops == [], hops.hops
+    assert hops.loop_statements == 2
 
 
-async def test_a_socket_without_after_seq_costs_one_hop_too(ws, hops, room, user, other_user):
+async def test_a_socket_without_after_seq_costs_one_statement_and_no_hop(ws, hops, room, user, other_user):
     token = await database_sync_to_async(factories.token_for)(other_user)
     first = await ws(f"/ws/rooms/{room.slug}/", token=token, origin=None)
     assert await first.connect()
@@ -139,7 +143,8 @@ async def test_a_socket_without_after_seq_costs_one_hop_too(ws, hops, room, user
     assert await again.connect()
     assert (await again.receive_type("hello"))["last_seq"] == 0
     hops.stop()
-    assert hops.hops == ["_enter"], hops.hops
+    assert hops.hops == [], hops.hops
+    assert hops.loop_statements == 1
     await again.close()
 
 
@@ -238,3 +243,48 @@ async def test_a_room_replaced_under_its_slug_is_followed_not_confused(ws, room,
     assert (await conn.receive_type("message"))["message"]["seq"] == 1  # the new room's group
     await conn.close()
     await asyncio.sleep(0)
+
+
+async def test_a_storm_of_member_handshakes_shares_its_statements_and_costs_no_hop(ws, hops, room, user):
+    """40 members of a room come back at once (a stopped node's members reconnecting): each gets
+    its ``hello``, none costs a hop on the database thread, and their token lookups and access
+    rows are read in a few shared statements rather than one each (``chatsite.db_batch``)."""
+    from chatsite import db_batch
+    from rooms import services
+
+    def members():
+        tokens = []
+        for i in range(40):
+            member = factories.make_user(f"member{i}")
+            services.member_join(room=room, user=member)
+            tokens.append(factories.token_for(member))
+        return tokens
+
+    tokens = await database_sync_to_async(members)()
+    await post(room, user, 3)
+    # the node has seen the room (another socket is in it), not these tokens
+    assert await connect_code(ws, f"/ws/rooms/{room.slug}/", token=tokens[0], origin=None) == "hello"
+    conns = [await ws(f"/ws/rooms/{room.slug}/?after_seq=1", token=t, origin=None) for t in tokens[1:]]
+    hops.start()
+    assert all(await asyncio.gather(*(c.connect() for c in conns)))
+    hellos = await asyncio.gather(*(c.receive_type("hello") for c in conns))
+
+    async def replayed(conn) -> list:
+        frames = [await conn.receive()]
+        while frames[-1]["type"] != "resumed":
+            frames.append(await conn.receive())
+        return [f["message"]["seq"] for f in frames[:-1]] + [frames[-1]]
+
+    replays = await asyncio.gather(*(replayed(c) for c in conns))
+    hops.stop()
+    assert {h["last_seq"] for h in hellos} == {3}
+    assert all(r == [2, 3, {"type": "resumed", "last_seq": 3}] for r in replays), replays[:3]
+    assert hops.hops == [], hops.hops
+    loop_batchers = db_batch._batchers[asyncio.get_running_loop()]
+    tokens_read, entries_read = loop_batchers["rooms.auth.tokens"], loop_batchers["rooms.entry"]
+    assert tokens_read.items == 40 and tokens_read.statements <= 5, vars(tokens_read)
+    assert entries_read.items == 40 and entries_read.statements <= 5, vars(entries_read)
+    # 39 replays of one statement each, and the shared ones
+    assert hops.loop_statements == 39 + tokens_read.statements - 1 + entries_read.statements - 1
+    for c in conns:
+        await c.close()

@@ -102,3 +102,22 @@ async def test_handshakes_held_in_flight_count_until_accepted():
         assert limit.in_flight == 0
         for c in held:
             await c.disconnect()
+
+
+def test_autobahns_per_connection_debug_text_is_made_only_when_written():
+    """``chatsite.serve.lazy_handshake_debug``: the same text when formatted, none made otherwise."""
+    import pprint
+
+    from autobahn.websocket import protocol
+
+    from chatsite import serve
+
+    original = protocol.pformat
+    try:
+        serve.lazy_handshake_debug()
+        settings = [("autoPingInterval", 20, "Factory"), ("maxMessagePayloadSize", 65536, "Factory")]
+        lazy = protocol.pformat(settings)
+        assert not isinstance(lazy, str)
+        assert f"\n{lazy}" == "\n" + pprint.pformat(settings)  # txaio formats it so
+    finally:
+        protocol.pformat = original

@@ -272,3 +272,71 @@ async def test_a_loops_publishes_queued_together_go_out_in_one_pipeline_in_commi
     assert sum(pipelines) == 30 and len(pipelines) <= 2, pipelines  # not 30 round trips
     await _wait_for(lambda: len(got) == 31)
     assert [e["seq"] for e in got] == list(range(31))
+
+
+async def _server_channels(layer) -> set[str]:
+    """The channels of ``layer``'s prefix that Redis has a subscriber for (``PUBSUB CHANNELS``)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        return {c.decode() for c in await client.pubsub_channels(f"{layer.prefix}*")}
+    finally:
+        await client.aclose()
+
+
+async def test_a_storm_of_group_adds_is_subscribed_in_a_few_rounds_and_every_member_gets_events(layer):
+    """300 sockets arriving at once (a stopped node's members: a channel each, their room's group
+    and their user's group): their subscriptions go out in a few ``SUBSCRIBE`` rounds, not one
+    lock handoff each, and each member then gets its groups' events."""
+    loop_layer = layer._get_layer()
+    shard = loop_layer._shards[0]
+    rounds = []
+    subscribe = None
+
+    async def arrive(i):
+        channel = await layer.new_channel()
+        got = []
+        layer.attach(channel, got.append)
+        await asyncio.gather(layer.group_add(f"room.{i % 3}", channel), layer.group_add(f"user.{i}", channel))
+        return got
+
+    first = await arrive(0)  # opens the subscriber connection
+    subscribe = shard._pubsub.subscribe
+
+    async def counted(*channels):
+        rounds.append(len(channels))
+        return await subscribe(*channels)
+
+    shard._pubsub.subscribe = counted
+    inboxes = [first] + list(await asyncio.gather(*(arrive(i) for i in range(1, 300))))
+    assert sum(rounds) == 299 + 299 + 2  # each new channel, each user group, rooms 1 and 2
+    assert len(rounds) <= 10, rounds
+    for r in range(3):
+        await layer.group_send(f"room.{r}", {"type": "room.message", "seq": 1})
+    await layer.group_send("user.7", {"type": "user.notice", "n": 7})
+    await _wait_for(lambda: all(len(got) == (2 if i == 7 else 1) for i, got in enumerate(inboxes)))
+    assert inboxes[7][1] == {"type": "user.notice", "n": 7}
+
+
+async def test_the_last_change_of_a_channel_decides_whatever_was_in_flight(layer):
+    """A group left while its subscription was queued ends unsubscribed; a group joined again
+    while its unsubscription was in flight ends subscribed and delivering (no member left deaf)."""
+    loop_layer = layer._get_layer()
+    a, b = await layer.new_channel(), await layer.new_channel()
+    got = []
+    layer.attach(b, got.append)
+    group_channel = loop_layer._get_group_channel_name("room.9")
+
+    await asyncio.gather(layer.group_add("room.8", a), layer.group_discard("room.8", a))
+    assert loop_layer._get_group_channel_name("room.8") not in await _server_channels(layer)
+
+    await layer.group_add("room.9", a)
+    assert group_channel in await _server_channels(layer)
+    leaving = asyncio.ensure_future(layer.group_discard("room.9", a))  # the last member leaves ...
+    await asyncio.sleep(0)
+    await layer.group_add("room.9", b)  # ... and another comes before that is sent
+    await leaving
+    assert group_channel in await _server_channels(layer)
+    await layer.group_send("room.9", {"type": "room.message", "seq": 5})
+    await _wait_for(lambda: got == [{"type": "room.message", "seq": 5}])
