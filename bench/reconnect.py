@@ -17,7 +17,9 @@ SIGKILL, a refused TCP connect, a handshake timeout, 4503, 4429) they wait 1 s, 
 the other nodes at random (``--urls``-style list; the stopped node stays in the list, as behind
 a balancer that has not noticed yet). They reconnect with ``?after_seq=<highest seq held with no
 gap before it>`` and are *back* when ``resumed`` arrives. A sender keeps its unacked messages
-(by ``client_msg_id``) and sends them again after each ``resumed``; the server stores each once.
+(by ``client_msg_id``) and sends them again after each ``resumed``, and after ``retry_after`` (or
+1 s) when a send is answered ``unavailable`` or ``rate_limited``, as the page's outbox does; the
+server stores each once.
 
 Figures: time from the signal until every member of node-1 is back (and p50 / p99 of each
 client's time back), reconnect attempts, what each close and failed attempt was (close codes,
@@ -212,6 +214,13 @@ class Worker:
                         c.hold(m["seq"], key)
                 elif kind == "error":
                     self.count(f"error_frame_{frame.get('code')}")
+                    text = c.outbox.get(frame.get("client_msg_id"))
+                    if text is not None and frame.get("code") in ("unavailable", "rate_limited"):
+                        # Not stored: as the page (outbox.js "retry"/"retry-later"), send it
+                        # again with the same id after retry_after, or after a pause.
+                        asyncio.get_running_loop().call_later(
+                            float(frame.get("retry_after") or 1.0), self.resend, c, frame["client_msg_id"]
+                        )
             code = c.ws.close_code
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else 1006
@@ -220,6 +229,20 @@ class Worker:
             code = 1006
         c.ws = None
         return code or 1006
+
+    def resend(self, c: Client, client_msg_id: str) -> None:
+        """Send an unacked message again on the client's socket now, if it has one (else the
+        next ``resumed`` sends it)."""
+        text = c.outbox.get(client_msg_id)
+        if text is not None and c.ws is not None and not self.stopping:
+            asyncio.ensure_future(self._send_quietly(c.ws, text))
+
+    @staticmethod
+    async def _send_quietly(ws, text: str) -> None:
+        try:
+            await ws.send(text)
+        except Exception:  # closed meanwhile: the next resumed sends it
+            pass
 
     async def life(self, c: Client, start_sem: asyncio.Semaphore) -> None:
         """The client's whole run: connect, then reconnect after every close, until stopped."""
