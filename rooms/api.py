@@ -437,7 +437,7 @@ class RoomViewSet(viewsets.GenericViewSet):
         query = PresenceQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         try:
-            count, online, after = presence.store().page_now(
+            count, online, after, _ = presence.store().page_now(
                 room.pk, query.validated_data.get("after") or None, query.validated_data["limit"]
             )
         except RedisError:

@@ -1301,8 +1301,8 @@ class RoomConsumer(SocketConsumer):
         """After ``hello``: record this socket in the presence store, tell the room if its user
         just came online (``presence.diff``), and send the socket the first page of the list:
         ``{"type": "presence", "count": int, "online": [{"id", "username"}, ...], "next": str |
-        null}`` (at most ``PRESENCE_NAMES``; one Redis script with the join, O(page) whatever
-        the room's size). Best effort: without Redis the chat goes on with no presence frames."""
+        null, "v": int}`` (at most ``PRESENCE_NAMES``; ``v``: ``rooms.presence.Page``; one Redis
+        script with the join, O(page) whatever the room's size). Best effort: without Redis the chat goes on with no presence frames."""
         me = self._me()
         store = presence.store()
         # In the heartbeat first: if the store cannot be reached now, the next refresh records
@@ -1310,7 +1310,7 @@ class RoomConsumer(SocketConsumer):
         presence.heartbeat_for_loop().add(self.channel_name, self.room.pk, me["id"], me["username"])
         self.present = True
         try:
-            came_online, (count, online, cursor) = await store.join(
+            came_online, (count, online, cursor, version) = await store.join(
                 self.room.pk, me["id"], me["username"], self.channel_name, presence.names_limit()
             )
             if came_online:
@@ -1318,25 +1318,29 @@ class RoomConsumer(SocketConsumer):
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
             return
-        await self.send_json({"type": "presence", "count": count, "online": online, "next": cursor})
+        await self.send_json(
+            {"type": "presence", "count": count, "online": online, "next": cursor, "v": version}
+        )
 
     async def presence_list(self, after: str | None, limit: int) -> None:
         """``presence.list``: ``{"type": "presence.list", "after": str | null, "limit": int}``,
         answered with ``{"type": "presence.page", "count": int, "online": [{"id", "username"},
-        ...], "next": str | null}``: up to ``limit`` online users after the cursor ``after`` (a
+        ...], "next": str | null, "v": int}``: up to ``limit`` online users after the cursor ``after`` (a
         ``next`` of a ``presence`` or ``presence.page`` frame), in name order; following ``next``
         until null gives every user online exactly once (users coming and going meanwhile
         excepted: diffs tell those). A cursor that names nobody is no error: the page starts
         after where it would sort. One Redis script, O(log n + limit). ``unavailable`` (with
         ``"frame": "presence.list"``) when Redis cannot be reached."""
         try:
-            count, online, cursor = await presence.store().page(self.room.pk, after, limit)
+            count, online, cursor, version = await presence.store().page(self.room.pk, after, limit)
         except UNAVAILABLE_ERRORS:
             unavailable_log.warning("presence", "presence store unreachable", exc_info=True)
             raise FrameError(
                 "unavailable", "The online list could not be read now; ask again.", frame="presence.list"
             ) from None
-        await self.send_json({"type": "presence.page", "count": count, "online": online, "next": cursor})
+        await self.send_json(
+            {"type": "presence.page", "count": count, "online": online, "next": cursor, "v": version}
+        )
 
     async def presence_leave(self) -> None:
         me = self._me()

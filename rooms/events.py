@@ -415,18 +415,27 @@ def broadcast_user_sessions_changed(*, user_id: int, renewed: str | None = None)
 
 
 async def presence_changed(
-    *, room_id: int, joins: list[dict], leaves: list[dict], count: int | None = None, partial: bool = False
+    *,
+    room_id: int,
+    joins: list[dict],
+    leaves: list[dict],
+    count: int | None = None,
+    partial: bool = False,
+    v: int | None = None,
 ) -> None:
     """From async code (the consumer, the presence heartbeat): tell the room's sockets who came
     online and who went offline: ``{"type": "presence.diff", "joins": [{"id", "username"}],
     "leaves": [{"id", "username"}], "count": int, "partial": bool}`` (one batch of
     ``rooms.presence.announce``; ``count``: users online in the room when it went out; ``partial``:
-    some changes were left unnamed, see ``rooms.presence.Announcer``). Layer errors propagate
-    (presence is best effort)."""
+    some changes were left unnamed, see ``rooms.presence.Announcer``; ``v``: the room's presence
+    version when the state was read, ``rooms.presence.Page``). Layer errors propagate (presence
+    is best effort)."""
     frame = {"type": "presence.diff", "joins": joins, "leaves": leaves}
     if count is not None:
         frame["count"] = count
         frame["partial"] = partial
+    if v is not None:
+        frame["v"] = v
     await get_channel_layer().group_send(
         room_group_name(room_id), {"type": ROOM_PRESENCE, "text": encode_frame(frame)}
     )

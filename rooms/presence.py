@@ -39,6 +39,7 @@ use the loop client directly.
 import asyncio
 import logging
 import time
+import typing
 
 from django.conf import settings
 
@@ -65,8 +66,10 @@ end
 # Scans at most 4 × limit + 100 entries (expired ones not yet swept are skipped), so a call is
 # bounded whatever the room's size; ``next`` then lets the client go on.
 _PAGE = """
-local function page(users, byname, now, after, limit)
+local function page(users, byname, now, after, limit, vkey)
   local count = redis.call('ZCOUNT', users, '(' .. now, '+inf')
+  local version = redis.call('INCR', vkey)
+  redis.call('EXPIRE', vkey, 86400)
   local out, start, scanned, budget = {}, '-', 0, limit * 4 + 100
   if after ~= '' then start = '(' .. after end
   local last = nil
@@ -84,7 +87,7 @@ local function page(users, byname, now, after, limit)
   end
   local nxt = ''
   if last and #redis.call('ZRANGEBYLEX', byname, '(' .. last, '+', 'LIMIT', 0, 1) > 0 then nxt = last end
-  local result = {count, nxt}
+  local result = {count, nxt, version}
   for _, key in ipairs(out) do table.insert(result, key) end
   return result
 end
@@ -99,7 +102,7 @@ local was = redis.call('ZSCORE', users, uid)
 redis.call('ZADD', conns, exp, conn)
 redis.call('ZADD', users, 'GT', exp, uid)
 named(names, byname, uid, name)
-local result = page(users, byname, now, '', tonumber(ARGV[6]))
+local result = page(users, byname, now, '', tonumber(ARGV[6]), KEYS[5])
 if (not was) or tonumber(was) <= now then table.insert(result, 1, 1) else table.insert(result, 1, 0) end
 return result
 """
@@ -107,7 +110,7 @@ return result
 _PAGE_ONLY = (
     _PAGE
     + """
-return page(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
+return page(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), KEYS[3])
 """
 )
 _LEAVE = (
@@ -159,7 +162,22 @@ return gone
 """
 )
 
-_JOIN_SCRIPT, _PAGE_SCRIPT, _LEAVE_SCRIPT = (redis_batch.Script(s) for s in (_JOIN, _PAGE_ONLY, _LEAVE))
+# Which of ARGV[2..] are online, how many are, and the room's presence version, read at once.
+_AMONG = """
+local users, vkey, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local online = {}
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', users, ARGV[i])
+  if score and tonumber(score) > now then table.insert(online, ARGV[i]) end
+end
+local version = redis.call('INCR', vkey)
+redis.call('EXPIRE', vkey, 86400)
+return {redis.call('ZCOUNT', users, '(' .. now, '+inf'), version, online}
+"""
+
+_JOIN_SCRIPT, _PAGE_SCRIPT, _LEAVE_SCRIPT, _AMONG_SCRIPT = (
+    redis_batch.Script(s) for s in (_JOIN, _PAGE_ONLY, _LEAVE, _AMONG)
+)
 # Seconds a batched join, leave or page waits for its answer, the round trip in flight before
 # it included (chatsite.redis_batch): the 2 s each of these had as its own connection's timeout.
 CALL_TIMEOUT = CONNECT_TIMEOUT
@@ -201,14 +219,38 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _page_result(raw) -> tuple[int, list[dict], str | None]:
-    """``{count, next or '', key, ...}`` from the page script → ``(count, members, next)``."""
-    count, nxt, keys = int(raw[0]), _text(raw[1]), raw[2:]
+def _version_key(room_id: int) -> str:
+    """The room's presence version: a counter every read of the online state increments
+    (``page``, ``online_among``), so that the reads of all nodes are ordered (see ``Page``)."""
+    return f"{settings.CHANNEL_LAYER_PREFIX}:presence:{int(room_id)}:v"
+
+
+class Page(typing.NamedTuple):
+    """A page of a room's online list: ``count`` users online, ``members`` (``{"id",
+    "username"}``, in name order), ``next`` (the cursor of the following page, or None) and
+    ``v``, the room's presence version when it was read.
+
+    Why ``v``: each node reads the online state when it sends a frame (a page, a diff), and the
+    frames of two nodes reach a socket in any order, so a state read earlier could arrive later
+    and undo a newer one (seen: a page showing two names under "Online (1)"). Every read
+    increments the room's counter in the same script, so ``v`` orders the reads of all nodes;
+    the page (static/rooms/room/roster.js) keeps, per user and for the count, the state of the
+    highest ``v`` it has seen."""
+
+    count: int
+    members: list[dict]
+    next: str | None
+    v: int
+
+
+def _page_result(raw) -> Page:
+    """``{count, next or '', version, key, ...}`` from the page script → a ``Page``."""
+    count, nxt, version, keys = int(raw[0]), _text(raw[1]), int(raw[2]), raw[3:]
     members = []
     for key in keys:
         name, _, uid = _text(key).rpartition("\0")
         members.append({"id": int(uid), "username": name})
-    return count, members, (nxt or None)
+    return Page(count, members, (nxt or None), version)
 
 
 _shas: dict[str, str] = {}
@@ -246,7 +288,7 @@ class RedisStore:
         now = time.time()
         raw = await redis_batch.batch().script(
             _JOIN_SCRIPT,
-            _keys(room_id, user_id),
+            [*_keys(room_id, user_id), _version_key(room_id)],
             [user_id, conn, now + ttl(), now, username, limit],
             timeout=CALL_TIMEOUT,
         )
@@ -257,7 +299,10 @@ class RedisStore:
         ``after`` (None: from the start). One script: O(log n + limit)."""
         users, _, _, byname = _keys(room_id)
         raw = await redis_batch.batch().script(
-            _PAGE_SCRIPT, [users, byname], [time.time(), after or "", limit], timeout=CALL_TIMEOUT
+            _PAGE_SCRIPT,
+            [users, byname, _version_key(room_id)],
+            [time.time(), after or "", limit],
+            timeout=CALL_TIMEOUT,
         )
         return _page_result(raw)
 
@@ -292,18 +337,14 @@ class RedisStore:
         _, _, names, _ = _keys(room_id)
         return _with_names(ids, await self._client().hmget(names, ids) if ids else [])
 
-    async def online_among(self, room_id: int, ids: list[int]) -> tuple[set[int], int]:
-        """Which of ``ids`` are online in ``room_id`` now, and how many users are online in all
-        (one ``ZMSCORE`` and one ``ZCOUNT``, pipelined)."""
+    async def online_among(self, room_id: int, ids: list[int]) -> tuple[set[int], int, int]:
+        """Which of ``ids`` are online in ``room_id`` now, how many users are online in all, and
+        the room's presence version (``Page``), read at once (one script, O(len(ids) + log n))."""
         users, _, _, _ = _keys(room_id)
-        now = time.time()
-        async with self._client().pipeline(transaction=False) as pipe:
-            if ids:
-                pipe.zmscore(users, ids)
-            pipe.zcount(users, f"({now}", "+inf")
-            replies = await pipe.execute()
-        scores, count = (replies[0], replies[1]) if ids else ([], replies[0])
-        return {uid for uid, score in zip(ids, scores) if score is not None and score > now}, int(count)
+        count, version, online = await redis_batch.batch().script(
+            _AMONG_SCRIPT, [users, _version_key(room_id)], [time.time(), *ids], timeout=CALL_TIMEOUT
+        )
+        return {int(uid) for uid in online}, int(count), int(version)
 
     def page_now(self, room_id: int, after: str | None, limit: int) -> tuple[int, list[dict], str | None]:
         """Sync, for views: ``page`` (the same script, O(log n + limit)) with a short-lived
@@ -311,7 +352,11 @@ class RedisStore:
         users, _, _, byname = _keys(room_id)
         _, client = settings.REDIS.sync_clients(timeout=2)[0]
         try:
-            return _page_result(client.eval(_PAGE_ONLY, 2, users, byname, time.time(), after or "", limit))
+            return _page_result(
+                client.eval(
+                    _PAGE_ONLY, 3, users, byname, _version_key(room_id), time.time(), after or "", limit
+                )
+            )
         finally:
             client.close()
 
@@ -332,6 +377,11 @@ class MemoryStore:
     def __init__(self):
         self.conns: dict[tuple[int, int], dict[str, float]] = {}  # (room, user) → conn → expiry
         self.names: dict[int, str] = {}
+        self.versions: dict[int, int] = {}  # room → presence version (``Page``)
+
+    def _version(self, room_id: int) -> int:
+        self.versions[room_id] = self.versions.get(room_id, 0) + 1
+        return self.versions[room_id]
 
     def _live(self, room_id: int, user_id: int, now: float) -> dict[str, float]:
         conns = self.conns.get((room_id, user_id), {})
@@ -356,7 +406,12 @@ class MemoryStore:
         start = 0 if after is None else next((i for i, k in enumerate(keys) if k > after), len(keys))
         chosen = members[start : start + limit]
         more = start + limit < len(members)
-        return len(members), chosen, (keys[start + limit - 1] if more and chosen else None)
+        return Page(
+            len(members),
+            chosen,
+            (keys[start + limit - 1] if more and chosen else None),
+            self._version(room_id),
+        )
 
     async def leave(self, room_id, user_id, conn) -> bool:
         conns = self._live(room_id, user_id, time.time())
@@ -389,9 +444,10 @@ class MemoryStore:
     async def named(self, room_id, ids) -> list[dict]:
         return _with_names(ids, [self.names.get(u, "") for u in ids])
 
-    async def online_among(self, room_id, ids) -> tuple[set[int], int]:
+    async def online_among(self, room_id, ids) -> tuple[set[int], int, int]:
         now = time.time()
-        return {u for u in ids if self._live(room_id, u, now)}, len(self.online_now(room_id))
+        online = {u for u in ids if self._live(room_id, u, now)}
+        return online, len(self.online_now(room_id)), self._version(room_id)
 
     def online_now(self, room_id) -> list[dict]:
         now = time.time()
@@ -480,12 +536,12 @@ class Announcer:
                 if quiet < now and room_id not in self.count_due:
                     del self.quiet_until[room_id]
             for room_id, changes in pending.items():
-                count, edge = None, None
+                count, edge, version = None, None, None
                 try:
-                    online, count = await store().online_among(room_id, list(changes))
+                    online, count, version = await store().online_among(room_id, list(changes))
                     states = [(user, uid in online) for uid, (user, _) in changes.items()]
                     if count > names_limit():  # only the first page's names are worth sending
-                        _, first, _ = await store().page(room_id, None, names_limit())
+                        first = (await store().page(room_id, None, names_limit())).members
                         edge = member_key(first[-1]) if first else ""
                 except Exception:  # the store is out of reach: each user's last change
                     logger.warning("presence batch for room %s not checked", room_id, exc_info=True)
@@ -511,6 +567,7 @@ class Announcer:
                         leaves=named_leaves,
                         count=count,
                         partial=partial,
+                        v=version,
                     )
                 except Exception:
                     logger.warning("presence diff for room %s not sent", room_id, exc_info=True)

@@ -67,3 +67,27 @@ test("show all pages with the cursor until next is null, then shows everyone onc
   assert.equal(R.applyPage(fresh, { online: [u(7, "q")], next: null }), null);
   assert.deepEqual(names(fresh), ["a"]);
 });
+
+test("a diff read before the state we hold (its v) changes nothing it is older for", () => {
+  // node-1 read alice online at v 10 (snapshot); node-2 read bob online at v 12, node-1 read
+  // alice's own change at v 11 while bob was between two sockets (count 1): v 11 arrives last.
+  const roster = R.fromSnapshot({ type: "presence", count: 1, online: [u(1, "alice")], next: null, v: 10 });
+  R.applyDiff(roster, { joins: [u(2, "bob")], leaves: [], count: 2, partial: false, v: 12 });
+  R.applyDiff(roster, { joins: [u(1, "alice")], leaves: [u(2, "bob")], count: 1, partial: false, v: 11 });
+  assert.deepEqual(names(roster), ["alice", "bob"]);
+  assert.equal(roster.count, 2);
+  assert.equal(roster.complete, true);
+  // a newer one applies: bob really left at v 13
+  R.applyDiff(roster, { joins: [], leaves: [u(2, "bob")], count: 1, partial: false, v: 13 });
+  assert.deepEqual(names(roster), ["alice"]);
+  assert.equal(roster.count, 1);
+  // older than the snapshot: nothing
+  const fresh = R.fromSnapshot({ type: "presence", count: 1, online: [u(1, "alice")], next: null, v: 20 });
+  R.applyDiff(fresh, { joins: [u(2, "bob")], leaves: [u(1, "alice")], count: 5, partial: false, v: 19 });
+  assert.deepEqual(names(fresh), ["alice"]);
+  assert.equal(fresh.count, 1);
+  // a page's count only when newer
+  R.startPaging(fresh);
+  R.applyPage(fresh, { type: "presence.page", count: 7, online: [u(1, "alice")], next: null, v: 18 });
+  assert.equal(fresh.count, 1);
+});

@@ -10,6 +10,15 @@
  *   complete  whether `members` is all of them (no page left unread, no change left unnamed)
  *   expanded  whether the reader asked to see all (else the first SHOWN_NAMES are drawn)
  *   paging    null, or the Map a "show all" is filling page by page
+ *   v         the room's presence version (`v`) of `count`, 0 when unknown
+ *   base      the `v` of the last snapshot: what it said of everyone is at least that new
+ *   seen      Map user id → the `v` of the last state applied for that user
+ *
+ * Order: each node reads the online state when it sends a frame, and two nodes' frames reach us
+ * in any order, so an older read can arrive after a newer one. Every read on the server bumps the
+ * room's counter `v` (rooms.presence.Page), so a diff's join or leave is applied only when its
+ * `v` is newer than what we hold for that user (and than the snapshot), and a count only when
+ * newer than our count. Frames without `v` (an older server) are applied as they come.
  */
 
 export const SHOWN_NAMES = 50; // names drawn before "Show all" (the server's PRESENCE_NAMES)
@@ -24,7 +33,11 @@ export function displayName(user) {
 }
 
 export function emptyRoster() {
-  return { members: new Map(), count: 0, complete: true, expanded: false, paging: null };
+  return { members: new Map(), count: 0, complete: true, expanded: false, paging: null, v: 0, base: 0, seen: new Map() };
+}
+
+function version(frame) {
+  return Number.isInteger(frame.v) ? frame.v : null;
 }
 
 function users(list) {
@@ -38,20 +51,35 @@ export function fromSnapshot(frame) {
   for (const user of users(frame.online)) roster.members.set(user.id, displayName(user));
   roster.count = Number.isInteger(frame.count) ? frame.count : roster.members.size;
   roster.complete = !frame.next && roster.members.size >= roster.count;
+  roster.v = roster.base = version(frame) ?? 0;
   return roster;
 }
 
 // {"type":"presence.diff","joins":[…],"leaves":[…],"count":N,"partial":bool}: applied in place.
 // Returns the user ids that left (their typing hints end).
+// A diff older than what we hold (its `v`) changes nothing it is older for.
 export function applyDiff(roster, frame) {
   const left = [];
+  const v = version(frame);
   const targets = roster.paging ? [roster.members, roster.paging] : [roster.members];
-  for (const user of users(frame.joins)) for (const map of targets) map.set(user.id, displayName(user));
+  const newer = (user) => {
+    if (v === null) return true;
+    if (v <= Math.max(roster.base, roster.seen.get(user.id) ?? 0)) return false;
+    roster.seen.set(user.id, v);
+    return true;
+  };
+  for (const user of users(frame.joins)) {
+    if (newer(user)) for (const map of targets) map.set(user.id, displayName(user));
+  }
   for (const user of users(frame.leaves)) {
+    if (!newer(user)) continue;
     for (const map of targets) map.delete(user.id);
     left.push(user.id);
   }
-  roster.count = Number.isInteger(frame.count) ? frame.count : roster.members.size;
+  if (v === null || v > roster.v) {
+    roster.count = Number.isInteger(frame.count) ? frame.count : roster.members.size;
+    if (v !== null) roster.v = v;
+  }
   if (frame.partial === true || roster.members.size !== roster.count) roster.complete = false;
   return left;
 }
@@ -67,7 +95,11 @@ export function startPaging(roster) {
 export function applyPage(roster, frame) {
   if (!roster.paging) return null; // a page nobody asked for (paging was reset by a new hello)
   for (const user of users(frame.online)) roster.paging.set(user.id, displayName(user));
-  if (Number.isInteger(frame.count)) roster.count = frame.count;
+  const v = version(frame);
+  if (Number.isInteger(frame.count) && (v === null || v > roster.v)) {
+    roster.count = frame.count;
+    if (v !== null) roster.v = v;
+  }
   if (typeof frame.next === "string" && frame.next) {
     return { type: "presence.list", after: frame.next, limit: PAGE_LIMIT };
   }
