@@ -369,6 +369,7 @@ def broadcast_member_removed(
     text = None
     if room_slug is not None and user is not None:
         text = encode_frame({"type": "member.removed", "room": room_slug, "user": user, "reason": reason})
+        _on_loop(_member_drop, room_id, user_id)  # before the removal is queued (``_MemberUpdates``)
     event = {"type": ROOM_MEMBER_REMOVED, "user_id": user_id, "reason": reason, "text": text}
     return _group_send(room_group_name(room_id), event, started)
 
@@ -376,12 +377,131 @@ def broadcast_member_removed(
 def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> bool:
     """``{"type": "member.updated", "room": slug, "member": {...}}`` to the room: ``member`` is
     the member shape of ``GET /api/rooms/<slug>/members/`` (``rooms.serializers.MembershipSerializer``),
-    after a join or an add, a role change, a mute or unmute, or a ban."""
+    after a join or an add, a role change, a mute or unmute, or a ban.
+
+    In a running server the changes of one room are paced (``_MemberUpdates``): the first goes
+    out at once; those that follow within ``MEMBER_UPDATES_WINDOW`` seconds go together at its
+    end, one ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
+    ``member.updated`` when only one is left), each member's latest state once. Elsewhere
+    (management commands, plain threads) each is sent at once."""
     started = time.perf_counter()
-    frame = {"type": "member.updated", "room": room_slug, "member": member}
-    return _group_send(
-        room_group_name(room_id), {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}, started
-    )
+    if _on_loop(_member_update, room_id, room_slug, member, started):
+        return True
+    return _group_send(room_group_name(room_id), _member_updated_event(room_slug, [member]), started)
+
+
+# Seconds a room's member changes are held after one went out (``_MemberUpdates``). Each change
+# goes to every socket in the room: a storm of n new members was n^2/2 frames, and 3,000 took
+# 68.6 s to join (python -m bench join-storm --clients 3000 --memberships none, 2026-12-06),
+# most of the nodes' time spent writing member.updated frames. Held, a node sends a room at
+# most 1 / 0.2 s = 5 such frames a second; a lone change is not delayed.
+MEMBER_UPDATES_WINDOW = 0.2
+
+
+def _member_updated_event(room_slug: str, members: list[dict]) -> dict:
+    if len(members) == 1:
+        frame = {"type": "member.updated", "room": room_slug, "member": members[0]}
+    else:
+        frame = {"type": "members.updated", "room": room_slug, "members": members}
+    return {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}
+
+
+def _on_loop(callback, *args) -> bool:
+    """Run ``callback(loop, *args)`` on the running server's event loop: now when called on it,
+    else queued from its ``sync_to_async`` thread in call order (the order a thread's
+    ``_group_send`` calls keep too). False, and nothing run, without such a loop."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        callback(running, *args)
+        return True
+    loop = _calling_loop()
+    if loop is not None:
+        try:
+            loop.call_soon_threadsafe(callback, loop, *args)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+    return False
+
+
+class _MemberUpdates:
+    """One loop's pacing of ``member.updated`` per room. A change to a room with no window open
+    is published at once and opens a window of ``MEMBER_UPDATES_WINDOW`` seconds; changes during
+    the window are held (a member's later state replaces their earlier one) and published
+    together when it ends, which opens the next window; a window that ends with nothing held
+    closes. A removal (``member.removed``: left, removed, unbanned) drops the member's held
+    change, published after it would have put the row back (``drop``); a ban's own
+    ``room.member_removed`` (no frame) does not. Across nodes nothing is ordered, as before: a
+    change held on one node may reach a page after a removal sent meanwhile by another (the page
+    reads the members again when its socket reconnects)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.rooms: dict[int, dict] = {}  # room id -> {"slug", "held": {user id: member}, "started"}
+
+    def update(self, room_id: int, room_slug: str, member: dict, started: float) -> None:
+        window = self.rooms.get(room_id)
+        if window is None:
+            self._open(room_id, room_slug)
+            self._publish(room_id, room_slug, [member], started)
+            return
+        held = window["held"]
+        held.pop(member["user"]["id"], None)  # the latest state, in the order of the last changes
+        held[member["user"]["id"]] = member
+        window["slug"] = room_slug
+        if window["started"] is None:
+            window["started"] = started
+
+    def drop(self, room_id: int, user_id: int) -> None:
+        window = self.rooms.get(room_id)
+        if window is not None:
+            window["held"].pop(user_id, None)
+
+    def _open(self, room_id: int, room_slug: str) -> None:
+        self.rooms[room_id] = {"slug": room_slug, "held": {}, "started": None}
+        self.loop.call_later(MEMBER_UPDATES_WINDOW, self._close, room_id)
+
+    def _close(self, room_id: int) -> None:
+        window = self.rooms.pop(room_id, None)
+        if window is None or not window["held"]:
+            return
+        self._open(room_id, window["slug"])
+        self._publish(room_id, window["slug"], list(window["held"].values()), window["started"])
+
+    def _publish(self, room_id: int, room_slug: str, members: list[dict], started: float | None) -> None:
+        # As a task, as ``_group_send`` queues from the loop: a task's publish waits one turn,
+        # so a put from here would overtake the tasks of events committed earlier.
+        event = _member_updated_event(room_slug, members)
+        task = self.loop.create_task(
+            _publish_in_order(get_channel_layer(), room_group_name(room_id), event, started)
+        )
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+_member_updates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _MemberUpdates]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _member_updates_of(loop: asyncio.AbstractEventLoop) -> _MemberUpdates:
+    found = _member_updates.get(loop)
+    if found is None:
+        found = _member_updates[loop] = _MemberUpdates(loop)
+    return found
+
+
+def _member_update(loop, room_id: int, room_slug: str, member: dict, started: float) -> None:
+    _member_updates_of(loop).update(room_id, room_slug, member, started)
+
+
+def _member_drop(loop, room_id: int, user_id: int) -> None:
+    updates = _member_updates.get(loop)
+    if updates is not None:
+        updates.drop(room_id, user_id)
 
 
 def broadcast_room_updated(*, room_id: int, room: dict) -> bool:

@@ -4,11 +4,14 @@ the pages and admin call them), and a refused action changes nothing and sends n
 sockets on the real Redis layer and PostgreSQL; tests/test_browser_members.py drives the same from
 the room page on real nodes."""
 
+from datetime import timedelta
+
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from rooms import services
+from rooms import events, services
 from rooms.models import Membership
 from tests import factories
 
@@ -30,6 +33,18 @@ async def watch(ws, room, user, **kwargs):
     assert await conn.connect()
     await conn.receive_type("hello")
     return conn
+
+
+async def member_change(conn, who) -> dict:
+    """The next state of member ``who`` that ``conn`` is sent: a ``member.updated``, or its entry
+    in a ``members.updated`` (changes that came within a pacing window, ``rooms.events``);
+    earlier changes of others in between are passed over."""
+    while True:
+        frame = await conn.receive()
+        assert frame["type"] in ("member.updated", "members.updated"), frame
+        for member in frame.get("members") or [frame.get("member")]:
+            if member["user"]["id"] == who.pk:
+                return member
 
 
 @pytest.fixture
@@ -143,7 +158,7 @@ async def test_a_member_cannot_remove_another_and_nothing_changes(ws, room, user
     assert await sync(Membership.objects.filter(room=room, user=third).exists)()
     # nor anyone the owner: not even a moderator removes the owner
     await sync(services.member_set_role)(room=room, actor=user, user=other_user, role="moderator")
-    await owner.receive_type("member.updated")
+    assert (await member_change(owner, other_user))["role"] == "moderator"
     response = await sync(lambda: rest(other_user).delete(f"/api/rooms/lobby/members/{user.username}/"))()
     assert response.status_code == 403
     assert await owner.nothing_more(0.3)
@@ -193,3 +208,48 @@ async def test_renaming_the_room_sends_room_updated_to_its_sockets(ws, room, use
     assert refused.status_code == 403
     assert await member.nothing_more(0.3)
     await member.close()
+
+
+async def test_a_burst_of_joins_reaches_the_room_as_one_paced_frame_each_member_once(ws, room, user):
+    """A room's first member change goes out at once; those that follow within
+    ``MEMBER_UPDATES_WINDOW`` go together at its end as one ``members.updated`` (a storm of n
+    joins was n^2/2 frames), each member's latest state once."""
+    people = [await sync(factories.make_user)(f"burst{i}") for i in range(6)]
+    owner = await watch(ws, room, user)
+    await sync(services.member_join)(room=room, user=people[0])
+    first = await owner.receive_type("member.updated", timeout=1)
+    assert first["member"]["user"]["id"] == people[0].pk
+    for person in people[1:]:
+        await sync(services.member_join)(room=room, user=person)
+    # the last one changes again in the window: only its latest state is sent
+    await sync(services.member_set_role)(room=room, actor=user, user=people[-1], role="moderator")
+    batch = await owner.receive_type("members.updated", timeout=1)
+    assert batch["room"] == "lobby"
+    assert [m["user"]["id"] for m in batch["members"]] == [p.pk for p in people[1:]]
+    assert batch["members"][-1]["role"] == "moderator"
+    assert all(m["role"] == "member" for m in batch["members"][:-1])
+    listed = await sync(lambda: rest(user).get("/api/rooms/lobby/members/?limit=100").data)()
+    rows = {row["user"]["id"]: row for row in (listed["results"] if isinstance(listed, dict) else listed)}
+    assert batch["members"] == [rows[p.pk] for p in people[1:]]  # the member shape of GET .../members/
+    assert await owner.nothing_more(events.MEMBER_UPDATES_WINDOW + 0.3)
+    # the window closed with nothing held: the next change is sent at once again, alone
+    until = timezone.now() + timedelta(minutes=5)
+    await sync(services.member_mute)(room=room, actor=user, user=people[0], until=until)
+    frame = await owner.receive_type("member.updated", timeout=events.MEMBER_UPDATES_WINDOW / 2)
+    assert frame["member"]["user"]["id"] == people[0].pk and frame["member"]["muted_until"]
+    await owner.close()
+
+
+async def test_a_member_who_joins_and_leaves_within_the_window_is_not_put_back(ws, room, user):
+    """The join is held (another change opened the window), the leave is sent at once: the held
+    join is dropped, so no page gets the row back after its ``member.removed``."""
+    opener, passer = [await sync(factories.make_user)(name) for name in ("opener", "passer")]
+    owner = await watch(ws, room, user)
+    await sync(services.member_join)(room=room, user=opener)
+    await sync(services.member_join)(room=room, user=passer)
+    await sync(services.member_leave)(room=room, user=passer)
+    assert (await owner.receive_type("member.updated", timeout=1))["member"]["user"]["id"] == opener.pk
+    removed = await owner.receive_type("member.removed", timeout=1)
+    assert removed["user"]["id"] == passer.pk and removed["reason"] == "left"
+    assert await owner.nothing_more(events.MEMBER_UPDATES_WINDOW + 0.3)
+    await owner.close()

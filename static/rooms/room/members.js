@@ -6,9 +6,10 @@
  * owner or moderator renames and describes the room, the owner makes it private or public and
  * archives it; a member leaves. A refusal is shown as the server's `detail` and changes nothing.
  *
- * Live, from the room socket (docs/protocol.md): member.updated {room, member} upserts a row
- * (a member shape of GET <members>), member.removed {room, user, reason} drops it, room.updated
- * {room: {slug, name, description, is_private}} redraws the header and the settings. The
+ * Live, from the room socket (docs/protocol.md): member.updated {room, member} (or
+ * members.updated {room, members}) upserts a row (a member shape of GET <members>),
+ * member.removed {room, user, reason} drops it, room.updated {room: {slug, name, description,
+ * is_private}} redraws the header and the settings. The
  * reader's own row drives the page: a mute disables the composer until it ends ("You are muted
  * until …"), a role change shows or hides the moderation controls at once. After a reconnect
  * the list is read again (changes made while away do not come as frames).
@@ -266,7 +267,7 @@ async function act(method, url, done, body) {
   setStatus("…");
   try {
     const member = await apiRequest(method, url, body);
-    if (member && member.user) upsert(member); // the frame may come first or after: same state
+    if (member && member.user) upsert([member]); // the frame may come first or after: same state
     setStatus(done);
   } catch (err) {
     setStatus(err.message, true);
@@ -281,7 +282,7 @@ async function onInvite(event) {
   setStatus("…");
   try {
     const member = await apiRequest("POST", config.urls.members, { username });
-    upsert(member);
+    upsert([member]);
     panel.inviteInput.value = "";
     setStatus(interpolate(gettext("%(who)s is a member of #%(room)s."), { who: member.user.username, room: config.slug }));
   } catch (err) {
@@ -330,10 +331,14 @@ async function onLeave() {
 
 // --- live frames -------------------------------------------------------------------------------
 
-function upsert(member) {
-  if (!members.byId.has(member.user.id) && members.total !== null) members.total += 1;
-  members.byId.set(member.user.id, member);
-  if (member.user.id === config.user.id) applyOwn(member);
+// member.updated carries one member, members.updated several (the room's changes in one pacing
+// window, docs/protocol.md): each replaces its row, then the panel renders once.
+function upsert(list) {
+  for (const member of list) {
+    if (!members.byId.has(member.user.id) && members.total !== null) members.total += 1;
+    members.byId.set(member.user.id, member);
+    if (member.user.id === config.user.id) applyOwn(member);
+  }
   if (members.loaded) render();
   else renderControls();
 }
@@ -375,7 +380,7 @@ function applyMute() {
 async function readOwnMembership() {
   try {
     const member = await apiRequest("GET", memberUrl("me"));
-    if (member && member.user) upsert(member);
+    if (member && member.user) upsert([member]);
   } catch (err) {
     // not a member (yet): nothing to show
   }
@@ -396,7 +401,11 @@ function applyRoom(room) {
 
 if (panel.root) {
   on("member.updated", (frame) => {
-    if (frame.room === config.slug && frame.member && frame.member.user) upsert(frame.member);
+    if (frame.room === config.slug && frame.member && frame.member.user) upsert([frame.member]);
+  });
+  on("members.updated", (frame) => {
+    if (frame.room !== config.slug || !Array.isArray(frame.members)) return;
+    upsert(frame.members.filter((member) => member && member.user));
   });
   on("member.removed", (frame) => {
     if (frame.room !== config.slug || !frame.user) return;
