@@ -381,7 +381,7 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
 
     In a running server the changes of one room are paced (``_MemberUpdates``): the first goes
     out at once; those that follow within ``MEMBER_UPDATES_WINDOW`` seconds go together at its
-    end, one ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
+    end (while they keep coming, after windows twice as long each time, up to 2 s), one ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
     ``member.updated`` when only one is left), each member's latest state once. Elsewhere
     (management commands, plain threads) each is sent at once."""
     started = time.perf_counter()
@@ -394,8 +394,11 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
 # goes to every socket in the room: a storm of n new members was n^2/2 frames, and 3,000 took
 # 68.6 s to join (python -m bench join-storm --clients 3000 --memberships none, 2026-12-06),
 # most of the nodes' time spent writing member.updated frames. Held, a node sends a room at
-# most 1 / 0.2 s = 5 such frames a second; a lone change is not delayed.
+# most 1 / 0.2 s = 5 such frames a second; a lone change is not delayed. While changes keep
+# coming, each window is twice the last, up to MEMBER_UPDATES_WINDOW_MAX: at 10,000 new members
+# the 0.2 s windows still left 65 % of a node's time writing them (py-spy, 5,000 joined).
 MEMBER_UPDATES_WINDOW = 0.2
+MEMBER_UPDATES_WINDOW_MAX = 2.0
 
 
 def _member_updated_event(room_slug: str, members: list[dict]) -> dict:
@@ -431,8 +434,8 @@ class _MemberUpdates:
     """One loop's pacing of ``member.updated`` per room. A change to a room with no window open
     is published at once and opens a window of ``MEMBER_UPDATES_WINDOW`` seconds; changes during
     the window are held (a member's later state replaces their earlier one) and published
-    together when it ends, which opens the next window; a window that ends with nothing held
-    closes. A removal (``member.removed``: left, removed, unbanned) drops the member's held
+    together when it ends, which opens the next window, twice as long (at most
+    ``MEMBER_UPDATES_WINDOW_MAX``); a window that ends with nothing held closes. A removal (``member.removed``: left, removed, unbanned) drops the member's held
     change, published after it would have put the row back (``drop``); a ban's own
     ``room.member_removed`` (no frame) does not. Across nodes nothing is ordered, as before: a
     change held on one node may reach a page after a removal sent meanwhile by another (the page
@@ -460,15 +463,15 @@ class _MemberUpdates:
         if window is not None:
             window["held"].pop(user_id, None)
 
-    def _open(self, room_id: int, room_slug: str) -> None:
-        self.rooms[room_id] = {"slug": room_slug, "held": {}, "started": None}
-        self.loop.call_later(MEMBER_UPDATES_WINDOW, self._close, room_id)
+    def _open(self, room_id: int, room_slug: str, span: float = MEMBER_UPDATES_WINDOW) -> None:
+        self.rooms[room_id] = {"slug": room_slug, "held": {}, "started": None, "span": span}
+        self.loop.call_later(span, self._close, room_id)
 
     def _close(self, room_id: int) -> None:
         window = self.rooms.pop(room_id, None)
         if window is None or not window["held"]:
             return
-        self._open(room_id, window["slug"])
+        self._open(room_id, window["slug"], min(2 * window["span"], MEMBER_UPDATES_WINDOW_MAX))
         self._publish(room_id, window["slug"], list(window["held"].values()), window["started"])
 
     def _publish(self, room_id: int, room_slug: str, members: list[dict], started: float | None) -> None:
