@@ -231,3 +231,45 @@ def test_a_visitor_who_joins_by_opening_a_public_room_can_leave_it_without_a_rel
         assert orm(is_member, "lv-hall", "lv-bob")
     finally:
         context.close()
+
+
+def test_a_burst_of_new_members_on_another_node_all_show_in_the_owners_members_panel(
+    stack, browser, tmp_path
+):
+    """Six people open a public room's socket on node-3 at once, each joining it: node-3 sends
+    the first join at once and the rest together (``members.updated``, rooms.events); the
+    owner's members panel on node-1 lists every one of them and counts them, without a reload."""
+    import json
+    from contextlib import ExitStack
+
+    from websockets.sync.client import connect
+
+    _, nodes = stack
+    newcomers = [f"mb-new{i}" for i in range(6)]
+    tokens = orm(make_people, "mb-owner", *newcomers, rooms={})
+    orm(public_room, "mb-hall", "mb-owner")
+    node1, node3 = live_nodes(nodes)[0], live_nodes(nodes)[-1]
+    context = browser.new_context()
+    try:
+        owner = open_room(context, node1.http, "mb-hall", username="mb-owner")
+        open_members(owner)
+        owner.wait_for_function("() => document.getElementById('members-count').textContent === ' (1)'")
+        with ExitStack() as opened:
+            for name in newcomers:
+                ws = opened.enter_context(
+                    connect(
+                        f"{node3.ws}/ws/rooms/mb-hall/",
+                        additional_headers={"Authorization": f"Token {tokens[name]}"},
+                        open_timeout=10,
+                    )
+                )
+                assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            owner.wait_for_function(
+                "() => document.getElementById('members-count').textContent === ' (7)'", timeout=5_000
+            )
+            shown = owner.locator("#members-list .member__name").all_inner_texts()
+            assert all(any(name in text for text in shown) for name in newcomers), shown
+            screenshot(owner, tmp_path, "burst-of-members")
+        assert all(orm(is_member, "mb-hall", name) for name in newcomers)
+    finally:
+        context.close()
