@@ -483,6 +483,22 @@ def lazy_handshake_debug() -> None:
         protocol.pformat = _LazyPformat
 
 
+def shared_protocol_options(factory) -> None:
+    """Puts the factory's WebSocket settings (autobahn's ``CONFIG_ATTRS``: ping interval and
+    timeout, frame and message limits, handshake timeouts, 29 in all) on its protocol class,
+    once. autobahn copies each into every new connection's own ``__dict__`` unless the protocol
+    already has it (``WebSocketProtocol._connectionMade``); found on the class, nothing is copied.
+    Per idle socket that was most of the 3.3 KB its protocol's ``__dict__`` took, the largest
+    object per socket (``python -m bench.socket_memory --census``). Call after the last
+    ``setProtocolOptions``: later changes of the factory would not reach the class."""
+    protocol_class = factory.protocol
+    for name in protocol_class.CONFIG_ATTRS:
+        value = getattr(factory, name)
+        if isinstance(value, types.FunctionType):  # perMessageCompressionAccept: not a method
+            value = staticmethod(value)
+        setattr(protocol_class, name, value)
+
+
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
@@ -561,6 +577,7 @@ def main(argv: list[str] | None = None) -> None:
         server.ws_factory.protocol = server_close_codes(
             direct_writes(client_limit_only(server.ws_factory.protocol))
         )
+        shared_protocol_options(server.ws_factory)
 
     def graceful_stop():
         """Runs first in the reactor's "before shutdown" phase (before daphne cancels the
