@@ -146,7 +146,12 @@ def test_websocket_settings_live_on_the_protocol_class_not_in_each_connection():
     assert len(copied) == len(WebSocketServerProtocol.CONFIG_ATTRS)  # autobahn's own way
     protocol = connected(share=True)
     assert not set(protocol.CONFIG_ATTRS) & set(vars(protocol))
-    assert (protocol.autoPingInterval, protocol.maxMessagePayloadSize, protocol.failByDrop) == (7, 1234, False)
+    assert (protocol.autoPingInterval, protocol.maxMessagePayloadSize, protocol.failByDrop) == (
+        7,
+        1234,
+        False,
+    )
     # a function among them stays a plain function, not a method of the connection
     offers = ["an offer"]
-    assert protocol.perMessageCompressionAccept(offers) == connected(share=False).perMessageCompressionAccept(offers)
+    plain = connected(share=False)
+    assert protocol.perMessageCompressionAccept(offers) == plain.perMessageCompressionAccept(offers)
