@@ -259,26 +259,9 @@ def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     waited behind it). A layer error there is logged and counted as below. Elsewhere (management
     commands, plain threads) it waits for the layer and returns False after logging a layer
     error (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``)."""
-    layer = get_channel_layer()
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is not None:  # on the loop itself (``message_post_async``): queue it in order
-        task = running.create_task(_publish_in_order(layer, group, event, started))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+    if _on_loop(_queue_publish, group, event, started):
         return True
-    loop = _calling_loop()
-    if loop is not None:
-        try:
-            future = asyncio.run_coroutine_threadsafe(_publish_in_order(layer, group, event, started), loop)
-        except RuntimeError:  # the loop closed meanwhile: publish from here instead
-            pass
-        else:
-            _pending.add(future)
-            future.add_done_callback(_pending.discard)
-            return True
+    layer = get_channel_layer()
     try:
         async_to_sync(layer.group_send)(group, event)
     except Exception:
@@ -381,7 +364,8 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
 
     In a running server the changes of one room are paced (``_MemberUpdates``): the first goes
     out at once; those that follow within ``MEMBER_UPDATES_WINDOW`` seconds go together at its
-    end (while they keep coming, after windows twice as long each time, up to 2 s), one ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
+    end (while they keep coming, after windows twice as long each time, up to 2 s), as one
+    ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
     ``member.updated`` when only one is left), each member's latest state once. Elsewhere
     (management commands, plain threads) each is sent at once."""
     started = time.perf_counter()
@@ -407,6 +391,14 @@ def _member_updated_event(room_slug: str, members: list[dict]) -> dict:
     else:
         frame = {"type": "members.updated", "room": room_slug, "members": members}
     return {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}
+
+
+def _queue_publish(loop: asyncio.AbstractEventLoop, group: str, event: dict, started: float | None) -> None:
+    """On ``loop``: queue the publish as a task, in call order (a task's publish waits one turn,
+    so a direct ``_Publisher.put`` would overtake the tasks of events committed earlier)."""
+    task = loop.create_task(_publish_in_order(get_channel_layer(), group, event, started))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def _on_loop(callback, *args) -> bool:
@@ -435,8 +427,9 @@ class _MemberUpdates:
     is published at once and opens a window of ``MEMBER_UPDATES_WINDOW`` seconds; changes during
     the window are held (a member's later state replaces their earlier one) and published
     together when it ends, which opens the next window, twice as long (at most
-    ``MEMBER_UPDATES_WINDOW_MAX``); a window that ends with nothing held closes. A removal (``member.removed``: left, removed, unbanned) drops the member's held
-    change, published after it would have put the row back (``drop``); a ban's own
+    ``MEMBER_UPDATES_WINDOW_MAX``); a window that ends with nothing held closes. A removal
+    (``member.removed``: left, removed, unbanned) drops the member's held change, published
+    after it would have put the row back (``drop``); a ban's own
     ``room.member_removed`` (no frame) does not. Across nodes nothing is ordered, as before: a
     change held on one node may reach a page after a removal sent meanwhile by another (the page
     reads the members again when its socket reconnects)."""
@@ -474,15 +467,10 @@ class _MemberUpdates:
         # not the pacing (docs/metrics.md).
         self._publish(room_id, window["slug"], list(window["held"].values()), time.perf_counter())
 
-    def _publish(self, room_id: int, room_slug: str, members: list[dict], started: float | None) -> None:
-        # As a task, as ``_group_send`` queues from the loop: a task's publish waits one turn,
-        # so a put from here would overtake the tasks of events committed earlier.
-        event = _member_updated_event(room_slug, members)
-        task = self.loop.create_task(
-            _publish_in_order(get_channel_layer(), room_group_name(room_id), event, started)
+    def _publish(self, room_id: int, room_slug: str, members: list[dict], started: float) -> None:
+        _queue_publish(
+            self.loop, room_group_name(room_id), _member_updated_event(room_slug, members), started
         )
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
 
 
 _member_updates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _MemberUpdates]" = (
