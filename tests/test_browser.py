@@ -133,6 +133,18 @@ def make_people(*names: str, rooms: dict[str, str]) -> dict:
     return {name: factories.token_for(user) for name, user in users.items()}
 
 
+def token_socket(opened, url: str, token: str):
+    """A room socket at ``url`` (``ws://…/ws/rooms/<slug>/``) with API ``token``, entered into the
+    ``ExitStack`` ``opened`` (closed with it), its ``hello`` already read."""
+    from websockets.sync.client import connect
+
+    ws = opened.enter_context(
+        connect(url, additional_headers={"Authorization": f"Token {token}"}, open_timeout=10)
+    )
+    assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+    return ws
+
+
 def stored(slug: str) -> list[tuple[int, str]]:
     from rooms.models import Message
 

@@ -17,6 +17,7 @@ from tests.test_browser import (  # noqa: F401 (fixtures)
     orm,
     screenshot,
     stack,
+    token_socket,
     wait_shown,
 )
 from tests.test_cluster import needs_nginx
@@ -239,10 +240,7 @@ def test_a_burst_of_new_members_on_another_node_all_show_in_the_owners_members_p
     """Six people open a public room's socket on node-3 at once, each joining it: node-3 sends
     the first join at once and the rest together (``members.updated``, rooms.events); the
     owner's members panel on node-1 lists every one of them and counts them, without a reload."""
-    import json
     from contextlib import ExitStack
-
-    from websockets.sync.client import connect
 
     _, nodes = stack
     newcomers = [f"mb-new{i}" for i in range(6)]
@@ -256,14 +254,7 @@ def test_a_burst_of_new_members_on_another_node_all_show_in_the_owners_members_p
         owner.wait_for_function("() => document.getElementById('members-count').textContent === ' (1)'")
         with ExitStack() as opened:
             for name in newcomers:
-                ws = opened.enter_context(
-                    connect(
-                        f"{node3.ws}/ws/rooms/mb-hall/",
-                        additional_headers={"Authorization": f"Token {tokens[name]}"},
-                        open_timeout=10,
-                    )
-                )
-                assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+                token_socket(opened, f"{node3.ws}/ws/rooms/mb-hall/", tokens[name])
             owner.wait_for_function(
                 "() => document.getElementById('members-count').textContent === ' (7)'", timeout=5_000
             )

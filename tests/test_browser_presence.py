@@ -7,9 +7,8 @@ import json
 from contextlib import ExitStack
 
 import pytest
-from websockets.sync.client import connect
 
-from tests.test_browser import browser, make_people, open_room, orm, stack  # noqa: F401 (fixtures)
+from tests.test_browser import browser, make_people, open_room, orm, stack, token_socket  # noqa: F401 (fixtures)
 from tests.test_cluster import needs_nginx
 from tests.tools import CHROMIUM_REASON, HAVE_CHROMIUM
 
@@ -53,15 +52,7 @@ def test_a_large_room_shows_the_count_and_first_names_and_show_all_pages_the_res
     with ExitStack() as opened:
         sockets = []
         for i, name in enumerate(others):
-            ws = opened.enter_context(
-                connect(
-                    f"{nodes[i % 3].ws}/ws/rooms/big/",
-                    additional_headers={"Authorization": f"Token {tokens[name]}"},
-                    open_timeout=10,
-                )
-            )
-            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
-            sockets.append(ws)
+            sockets.append(token_socket(opened, f"{nodes[i % 3].ws}/ws/rooms/big/", tokens[name]))
         context = browser.new_context()
         page = open_room(context, base, "big", "viewer")
 
