@@ -259,9 +259,9 @@ def _group_send(group: str, event: dict, started: float | None = None) -> bool:
     waited behind it). A layer error there is logged and counted as below. Elsewhere (management
     commands, plain threads) it waits for the layer and returns False after logging a layer
     error (counted in ``broadcast_failures`` and ``chatsite_layer_errors_total``)."""
-    if _on_loop(_queue_publish, group, event, started):
+    layer = get_channel_layer()  # the caller's (settings may differ on the loop's thread)
+    if _on_loop(_queue_publish, layer, group, event, started):
         return True
-    layer = get_channel_layer()
     try:
         async_to_sync(layer.group_send)(group, event)
     except Exception:
@@ -369,7 +369,7 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
     ``member.updated`` when only one is left), each member's latest state once. Elsewhere
     (management commands, plain threads) each is sent at once."""
     started = time.perf_counter()
-    if _on_loop(_member_update, room_id, room_slug, member, started):
+    if _on_loop(_member_update, get_channel_layer(), room_id, room_slug, member, started):
         return True
     return _group_send(room_group_name(room_id), _member_updated_event(room_slug, [member]), started)
 
@@ -393,10 +393,13 @@ def _member_updated_event(room_slug: str, members: list[dict]) -> dict:
     return {"type": ROOM_MEMBER_UPDATED, "text": encode_frame(frame)}
 
 
-def _queue_publish(loop: asyncio.AbstractEventLoop, group: str, event: dict, started: float | None) -> None:
-    """On ``loop``: queue the publish as a task, in call order (a task's publish waits one turn,
-    so a direct ``_Publisher.put`` would overtake the tasks of events committed earlier)."""
-    task = loop.create_task(_publish_in_order(get_channel_layer(), group, event, started))
+def _queue_publish(
+    loop: asyncio.AbstractEventLoop, layer, group: str, event: dict, started: float | None
+) -> None:
+    """On ``loop``: queue the publish to ``layer`` (the caller's) as a task, in call order (a
+    task's publish waits one turn, so a direct ``_Publisher.put`` would overtake the tasks of
+    events committed earlier)."""
+    task = loop.create_task(_publish_in_order(layer, group, event, started))
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 
@@ -436,41 +439,42 @@ class _MemberUpdates:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.rooms: dict[int, dict] = {}  # room id -> {"slug", "held": {user id: member}, "span"}
+        # room id -> {"layer", "slug", "held": {user id: member}, "span"}
+        self.rooms: dict[int, dict] = {}
 
-    def update(self, room_id: int, room_slug: str, member: dict, started: float) -> None:
+    def update(self, layer, room_id: int, room_slug: str, member: dict, started: float) -> None:
         window = self.rooms.get(room_id)
         if window is None:
-            self._open(room_id, room_slug)
-            self._publish(room_id, room_slug, [member], started)
+            self._open(layer, room_id, room_slug)
+            self._publish(layer, room_id, room_slug, [member], started)
             return
         held = window["held"]
         held.pop(member["user"]["id"], None)  # the latest state, in the order of the last changes
         held[member["user"]["id"]] = member
-        window["slug"] = room_slug
+        window["slug"], window["layer"] = room_slug, layer
 
     def drop(self, room_id: int, user_id: int) -> None:
         window = self.rooms.get(room_id)
         if window is not None:
             window["held"].pop(user_id, None)
 
-    def _open(self, room_id: int, room_slug: str, span: float = MEMBER_UPDATES_WINDOW) -> None:
-        self.rooms[room_id] = {"slug": room_slug, "held": {}, "span": span}
+    def _open(self, layer, room_id: int, room_slug: str, span: float = MEMBER_UPDATES_WINDOW) -> None:
+        self.rooms[room_id] = {"layer": layer, "slug": room_slug, "held": {}, "span": span}
         self.loop.call_later(span, self._close, room_id)
 
     def _close(self, room_id: int) -> None:
         window = self.rooms.pop(room_id, None)
         if window is None or not window["held"]:
             return
-        self._open(room_id, window["slug"], min(2 * window["span"], MEMBER_UPDATES_WINDOW_MAX))
+        layer = window["layer"]
+        self._open(layer, room_id, window["slug"], min(2 * window["span"], MEMBER_UPDATES_WINDOW_MAX))
         # Timed from here: chatsite_fanout_latency_seconds measures the hand-off to the layer,
         # not the pacing (docs/metrics.md).
-        self._publish(room_id, window["slug"], list(window["held"].values()), time.perf_counter())
+        self._publish(layer, room_id, window["slug"], list(window["held"].values()), time.perf_counter())
 
-    def _publish(self, room_id: int, room_slug: str, members: list[dict], started: float) -> None:
-        _queue_publish(
-            self.loop, room_group_name(room_id), _member_updated_event(room_slug, members), started
-        )
+    def _publish(self, layer, room_id: int, room_slug: str, members: list[dict], started: float) -> None:
+        event = _member_updated_event(room_slug, members)
+        _queue_publish(self.loop, layer, room_group_name(room_id), event, started)
 
 
 _member_updates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _MemberUpdates]" = (
@@ -485,8 +489,8 @@ def _member_updates_of(loop: asyncio.AbstractEventLoop) -> _MemberUpdates:
     return found
 
 
-def _member_update(loop, room_id: int, room_slug: str, member: dict, started: float) -> None:
-    _member_updates_of(loop).update(room_id, room_slug, member, started)
+def _member_update(loop, layer, room_id: int, room_slug: str, member: dict, started: float) -> None:
+    _member_updates_of(loop).update(layer, room_id, room_slug, member, started)
 
 
 def _member_drop(loop, room_id: int, user_id: int) -> None:
