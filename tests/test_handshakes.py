@@ -155,3 +155,24 @@ def test_websocket_settings_live_on_the_protocol_class_not_in_each_connection():
     offers = ["an offer"]
     plain = connected(share=False)
     assert protocol.perMessageCompressionAccept(offers) == plain.perMessageCompressionAccept(offers)
+
+
+def test_an_open_sockets_protocol_lets_go_of_its_handshake_but_keeps_the_path_daphne_logs():
+    """``chatsite.serve.handshake_state_dropped``: once open, autobahn's handshake-only state is
+    gone and daphne's request is reduced to its path (read by its access log on close)."""
+    import types
+
+    from chatsite import serve
+
+    class Opened:  # as daphne's onOpen: logs the request's path
+        def onOpen(self):
+            self.logged = self.request.path
+
+    protocol = serve.handshake_state_dropped(Opened)()
+    for name in serve.HANDSHAKE_ONLY_STATE:
+        setattr(protocol, name, b"GET /ws/rooms/lobby/ HTTP/1.1")
+    protocol.request = types.SimpleNamespace(path="/ws/rooms/lobby/", headers={"host": "x"}, peer="tcp:1")
+    protocol.onOpen()
+    assert protocol.logged == "/ws/rooms/lobby/"
+    assert [name for name in serve.HANDSHAKE_ONLY_STATE if hasattr(protocol, name)] == []
+    assert protocol.request.path == "/ws/rooms/lobby/" and not hasattr(protocol.request, "headers")
