@@ -12,13 +12,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Django must be set up before the consumers (and their models) are imported.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatsite import redis_config  # noqa: E402
+from chatsite.asgi_chain import ProtocolTypeRouter, URLRouter  # noqa: E402
 from chatsite.handshakes import HandshakeLimit  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
-from rooms.auth import OriginValidator, TokenAuthMiddleware, UnavailableGuard, WebSocketAuthStack  # noqa: E402
+from rooms.auth import OriginValidator, SocketAuth  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 # Outermost: the client address and scheme from X-Forwarded-* headers, believed only from the
@@ -28,13 +28,10 @@ application = TrustedProxyMiddleware(
         {
             "http": django_asgi_app,
             # HandshakeLimit first: over WS_HANDSHAKES_IN_FLIGHT, close 1013 before any work.
-            "websocket": HandshakeLimit(
-                OriginValidator(
-                    UnavailableGuard(
-                        WebSocketAuthStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-                    )
-                )
-            ),
+            # Every wrapper down to SocketAuth returns its application's awaitable, and so do the
+            # router and the routes below it (chatsite.asgi_chain): an idle socket keeps two
+            # coroutine frames (SocketAuth's, its consumer's), not one per wrapper.
+            "websocket": HandshakeLimit(OriginValidator(SocketAuth(URLRouter(websocket_urlpatterns)))),
         }
     )
 )

@@ -31,14 +31,21 @@ class HandshakeLimit:
     in flight in this process (read per handshake, so tests may change it); others get close
     1013 (see the module docstring)."""
 
+    _asgi_single_callable = True  # chatsite.asgi_chain: returns the app's awaitable
+
     def __init__(self, app):
         self.app = app
         self.in_flight = 0
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
         limit = settings.WS_HANDSHAKES_IN_FLIGHT
         if scope["type"] != "websocket" or limit <= 0:
-            return await self.app(scope, receive, send)
+            return self.app(scope, receive, send)  # off: nothing of this stays under the socket
+        return self.limited(scope, receive, send, limit)
+
+    async def limited(self, scope, receive, send, limit: int):
+        """The socket's application with the bound: refused with 1013 over ``limit``; else
+        counted in flight until it accepts or closes the socket, or ends."""
         if self.in_flight >= limit:
             metrics.RATE_LIMITED.labels(scope="ws_handshakes").inc()
             message = await receive()

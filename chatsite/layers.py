@@ -39,6 +39,7 @@ version and ``tests/test_layers.py`` fails if they change.
 """
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -346,6 +347,13 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
             layer = self._layers[loop] = RedisPubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
             pubsub._wrap_close(self, loop)
             return layer
+
+    def receiver(self, channel: str):
+        """``receive(channel)`` as a callable bound to the running loop's layer: the same
+        coroutine (its clean-up on cancellation included) without channels-redis's proxy
+        coroutine (``_async_proxy``), which a consumer waiting on its channel keeps suspended for
+        the socket's life."""
+        return functools.partial(self._get_layer().receive, channel)
 
     def attach(self, channel: str, sink) -> bool:
         """``RedisPubSubLoopLayer.attach`` on the running loop's layer."""

@@ -115,16 +115,20 @@ def request_context_middleware(get_response):
 
 class SocketContext:
     """ASGI wrapper of a WebSocket consumer: sets ``socket_id``, ``user_id`` and ``room`` (the
-    route's ``slug``) for the consumer's whole life, which runs in this same task."""
+    route's ``slug``) for the consumer's whole life, which runs in this same task. Returns the
+    consumer's awaitable (``chatsite.asgi_chain``), so it must be called from inside the
+    socket's task: below an ``async`` wrapper (``rooms.auth.SocketAuth``), never first."""
+
+    _asgi_single_callable = True
 
     def __init__(self, app):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
         socket_id.set(scope.get("request_id") or new_id())
         user_id.set(_user_pk(scope.get("user")))
         room.set((scope.get("url_route") or {}).get("kwargs", {}).get("slug"))
-        return await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def json_formatter():

@@ -102,7 +102,9 @@ class TrustedProxyMiddleware:
                 break
         return None if found is None else str(found)
 
-    async def __call__(self, scope, receive, send):
+    _asgi_single_callable = True  # chatsite.asgi_chain: returns the app's awaitable
+
+    def __call__(self, scope, receive, send):
         scope_type = scope.get("type")
         client = scope.get("client")
         if (
@@ -125,4 +127,4 @@ class TrustedProxyMiddleware:
             ids = _header_values(scope, b"x-request-id")
             if ids and valid_request_id(ids[-1].strip()):
                 scope["request_id"] = ids[-1].strip()
-        return await self.app(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -2,7 +2,7 @@
 
 Who a socket belongs to:
 
-- Browsers: Django's session cookie (``WebSocketAuthStack``: channels' ``AuthMiddlewareStack``
+- Browsers: Django's session cookie (``SocketAuth``: what channels' ``AuthMiddlewareStack`` does
   without the per-frame session wrapper).
 - Scripts and native clients: the header ``Authorization: Token <key>`` with a DRF token
   (``rest_framework.authtoken``; ``python manage.py drf_create_token <username>`` makes one).
@@ -22,16 +22,17 @@ cross-site hijacking.
 import copy
 import logging
 import time
-from urllib.parse import urlsplit
+from importlib import import_module
+from urllib.parse import urlparse, urlsplit
 
-from channels.auth import AuthMiddleware, get_user
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
-from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 
 from . import metrics
 
@@ -162,69 +163,74 @@ async def _user_for_token(key: str):
     return user
 
 
-class WebSocketSessionMiddleware(SessionMiddleware):
-    """Channels' ``SessionMiddleware`` for sockets, without its wrapper around ``send``: that
-    wrapper only saves a modified session on HTTP responses, yet it runs (reading the session
-    twice) for every frame a socket is sent. Consumers here never change the session."""
-
-    async def __call__(self, scope, receive, send):
-        wrapper = InstanceSessionWrapper(scope, send)
-        await wrapper.resolve_session()
-        return await self.inner(wrapper.scope, receive, send)
-
-
-class WebSocketAuthMiddleware(AuthMiddleware):
-    """channels' ``AuthMiddleware`` (the session's user in ``scope["user"]``) with fewer hops on
-    the node's database thread per handshake:
-
-    - a handshake with an ``Authorization`` header: no session lookup at all (the token alone
-      decides: ``TokenAuthMiddleware`` sets the user);
-    - no session cookie: anonymous without a hop;
-    - a session key looked up on this node less than ``session_users.ttl`` seconds ago: the user
-      and the session's auth hash from ``session_users`` (``CredentialCache``: why that cannot let
-      an ended session in), the hash put in ``scope[SESSION_HASH_SCOPE_KEY]`` for the consumer;
-    - otherwise channels' ``get_user`` (one hop: the session row and the user row, the auth
-      hash verified), remembered when it found a user."""
-
-    async def resolve_scope(self, scope):
-        session = scope["session"]
-        key = session.session_key
-        if _header(scope, b"authorization") is not None or not key:
-            scope["user"]._wrapped = AnonymousUser()
-            return
-        found = session_users.get(key)
-        if found is not None:
-            scope["user"]._wrapped, scope[SESSION_HASH_SCOPE_KEY] = found
-            return
-        user = await get_user(scope)
-        scope["user"]._wrapped = user
-        if user.is_authenticated:
-            auth_hash = session.get(HASH_SESSION_KEY)  # loaded by get_user: no query
-            session_users.put(key, user, auth_hash)
-            scope[SESSION_HASH_SCOPE_KEY] = auth_hash
-
-
 # Scope entry: the session auth hash (``_auth_user_hash``) the session held when its user was
-# resolved (``WebSocketAuthMiddleware``); ``SocketConsumer`` checks it against the password.
+# resolved (``SocketAuth``); ``SocketConsumer`` checks it against the password.
 SESSION_HASH_SCOPE_KEY = "chatsite.session_hash"
 
-
-def WebSocketAuthStack(inner):
-    """``channels.auth.AuthMiddlewareStack`` with ``WebSocketSessionMiddleware`` and
-    ``WebSocketAuthMiddleware``: the session cookie's user in ``scope["user"]``."""
-    return CookieMiddleware(WebSocketSessionMiddleware(WebSocketAuthMiddleware(inner)))
+# What the database or its pool raises when it cannot be reached (TimeoutError: db_batch's wait).
+_UNREACHABLE = None
 
 
-class TokenAuthMiddleware:
-    """Sets ``scope["user"]`` from ``Authorization: Token <key>`` when that header is present
-    (anonymous when the key is unknown, malformed or its user inactive) and ``scope["auth_token"]``
-    to the key it accepted; otherwise leaves the session user that ``WebSocketAuthStack`` set.
-    Must sit inside ``WebSocketAuthStack``."""
+def _unreachable_errors() -> tuple:
+    global _UNREACHABLE
+    if _UNREACHABLE is None:
+        from django.db import DatabaseError
+        from psycopg import Error as PsycopgError
+        from psycopg_pool import PoolTimeout
+
+        _UNREACHABLE = (DatabaseError, PsycopgError, PoolTimeout, TimeoutError)
+    return _UNREACHABLE
+
+
+class SocketAuth:
+    """ASGI wrapper of the socket routes: who the socket belongs to, in one step.
+
+    It puts in a copy of the scope what channels' ``AuthMiddlewareStack`` and a token check
+    did as four middlewares (see the module docstring for the precedence):
+
+    - ``cookies``: the ``Cookie`` header parsed (Django's ``request.COOKIES`` format);
+    - ``session``: the session store for the session cookie (not read until used);
+    - ``user``: with an ``Authorization`` header, the user of ``Token <key>`` (``AnonymousUser``
+      when the key is unknown, malformed or its user inactive) and ``auth_token`` the key it
+      accepted (else None); without one, the session's user (``AnonymousUser`` without a session
+      cookie, no database hop), from ``session_users`` when this node looked the session up less
+      than its ``ttl`` ago, with its auth hash in ``scope[SESSION_HASH_SCOPE_KEY]``; else
+      channels' ``get_user`` (one hop: the session row and the user row, the auth hash checked).
+
+    When the database cannot be reached for that, the socket is accepted and closed with 4503
+    (try again later) instead of failing its handshake with a server error; past this step the
+    consumers answer their own (``rooms.consumers.SocketConsumer``).
+
+    The wrappers below it return their application's awaitable (``chatsite.asgi_chain``), so
+    this coroutine is the last frame between the socket's task and its consumer."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        try:
+            scope = await self.resolve(scope)
+        except _unreachable_errors():
+            logger.warning("refusing a socket: the database cannot be reached for authentication")
+            await refuse_unstarted(receive, send, 4503)
+            return None
+        inner = self.app(scope, receive, send)
+        del scope  # the consumer has its own copy: this frame holds none for the socket's life
+        return await inner
+
+    async def resolve(self, scope) -> dict:
+        """A copy of ``scope`` with ``cookies``, ``session``, ``user`` (and ``auth_token`` when an
+        ``Authorization`` header came). Raises what the database raises when it is unreachable."""
+        scope = dict(scope)
+        cookie = None
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie":
+                cookie = value
+                break
+        cookies = parse_cookie(cookie.decode("latin-1")) if cookie is not None else {}
+        scope["cookies"] = cookies
+        session = _session_store()(cookies.get(settings.SESSION_COOKIE_NAME))
+        scope["session"] = session
         raw = _header(scope, b"authorization")
         if raw is not None:
             scheme, _, key = raw.decode("latin-1").strip().partition(" ")
@@ -236,7 +242,27 @@ class TokenAuthMiddleware:
                     scope["auth_token"] = key
             else:
                 scope["user"] = AnonymousUser()
-        return await self.app(scope, receive, send)
+            return scope
+        key = session.session_key
+        if not key:
+            scope["user"] = AnonymousUser()
+            return scope
+        found = session_users.get(key)
+        if found is not None:
+            scope["user"], scope[SESSION_HASH_SCOPE_KEY] = found
+            return scope
+        user = await get_user(scope)
+        scope["user"] = user
+        if user.is_authenticated:
+            auth_hash = session.get(HASH_SESSION_KEY)  # loaded by get_user: no query
+            session_users.put(key, user, auth_hash)
+            scope[SESSION_HASH_SCOPE_KEY] = auth_hash
+        return scope
+
+
+def _session_store():
+    """The ``SessionStore`` class of ``SESSION_ENGINE`` (read each time: tests may change it)."""
+    return import_module(settings.SESSION_ENGINE).SessionStore
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -286,23 +312,41 @@ class OriginValidator:
     """Refuses (HTTP 403 at the handshake) a socket whose Origin is not its own origin or whose
     host is not allowed (see the module docstring); a handshake with an ``Authorization`` header
     and no ``Origin`` header passes (a native client). A present Origin is always checked. Each
-    refusal is counted in ``chatsite_ws_origin_refused_total``."""
+    refusal is counted in ``chatsite_ws_origin_refused_total``. Returns the application's (or
+    the refusal's) awaitable: ``chatsite.asgi_chain``."""
+
+    _asgi_single_callable = True
 
     def __init__(self, app):
         self.app = app
         # channels' AllowedHostsOriginValidator (its host list), counting refusals.
         self.checked = _CountedOriginValidator(app, AllowedHostsOriginValidator(app).allowed_origins)
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
         origin = _header(scope, b"origin")
         if origin is None and _header(scope, b"authorization") is not None:
-            return await self.app(scope, receive, send)
+            return self.app(scope, receive, send)
         if origin is not None and trusted_origin(origin):
-            return await self.app(scope, receive, send)
+            return self.app(scope, receive, send)
         if origin is not None and not same_origin(scope, origin):
             metrics.ORIGIN_REFUSED.inc()
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.checked(scope, receive, send)
+            return WebsocketDenier()(scope, receive, send)
+        if self.checked.valid_origin(_parsed_origin(scope)):
+            return self.app(scope, receive, send)
+        return WebsocketDenier()(scope, receive, send)
+
+
+def _parsed_origin(scope):
+    """The last ``Origin`` header parsed (``urlparse``), or None: what channels'
+    ``OriginValidator`` gives its ``valid_origin``."""
+    parsed = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            try:
+                parsed = urlparse(value.decode("latin1"))
+            except UnicodeDecodeError:
+                pass
+    return parsed
 
 
 async def refuse_unstarted(receive, send, close_code: int) -> None:
@@ -313,32 +357,3 @@ async def refuse_unstarted(receive, send, close_code: int) -> None:
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": close_code})
-
-
-class UnavailableGuard:
-    """Wraps the authentication middleware: when the session or token lookup cannot reach the
-    database, the socket is accepted and closed with 4503 (try again later) instead of failing
-    the handshake with a server error."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        from django.db import DatabaseError
-        from psycopg import Error as PsycopgError
-        from psycopg_pool import PoolTimeout
-
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            return await self.app(scope, receive, tracking_send)
-        except (DatabaseError, PsycopgError, PoolTimeout, TimeoutError):  # TimeoutError: db_batch's wait
-            if started:
-                raise
-            logger.warning("refusing a socket: the database cannot be reached for authentication")
-            await refuse_unstarted(receive, send, 4503)

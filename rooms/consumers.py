@@ -570,7 +570,11 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
                 unavailable_log.warning("connect", "refusing a socket: Redis unreachable", exc_info=True)
                 await refuse_unstarted(receive, send, CLOSE_UNAVAILABLE)
                 return
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            receiver = getattr(self.channel_layer, "receiver", None)  # chatsite.layers: no proxy
+            if receiver is not None:
+                self.channel_receive = receiver(self.channel_name)
+            else:
+                self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
             if hasattr(self.channel_layer, "attach"):  # chatsite.layers: events without a hop
                 attach = functools.partial(self.channel_layer.attach, self.channel_name)

@@ -376,10 +376,13 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
     """PostgreSQL cut off from one node (a TCP proxy in between is cut): a send gets an
     `unavailable` error frame within 2 s and nothing is broadcast; a fetch gets an `unavailable`
     error frame on a socket that stays open; the REST API answers 503 JSON with Retry-After;
-    /healthz is 503; once the database is back the next send works without restarting the node."""
+    /healthz is 503; a socket opened meanwhile with a token the node has not seen (its lookup
+    needs the database: ``rooms.auth.SocketAuth``) is closed with 4503, not refused with a 500;
+    once the database is back the next send works without restarting the node."""
+    import websockets
     from django.db import connection
 
-    room, tokens = await database_sync_to_async(people)(2)
+    room, tokens = await database_sync_to_async(people)(3)
     s = connection.settings_dict
     proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
     env = {
@@ -415,6 +418,15 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
             Http(node, tokens[0]).request, "GET", "/api/rooms/r0/messages/"
         )
         assert status == 503 and json.loads(raw)["code"] == "unavailable" and int(headers["Retry-After"]) > 0
+        async with websockets.connect(
+            f"{node.ws}/ws/rooms/r0/",
+            open_timeout=10,
+            additional_headers={"Authorization": f"Token {tokens[2]}"},
+        ) as newcomer:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(newcomer.recv(), 10)
+        assert newcomer.close_code == 4503
+        assert "the database cannot be reached for authentication" in node.log()
         await asyncio.sleep(0.5)
         assert len(watcher.messages) == 1 and sender.close_code is None  # nothing broadcast
 
