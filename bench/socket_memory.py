@@ -5,7 +5,8 @@ Starts one node (``chatsite.serve``, Redis layer, this checkout or ``--product-d
 does), waits until each has had its ``presence`` frame, and prints the node's RSS before and
 after: RSS per socket in KB (the figure of issue 16: 48 KB, target 30). With ``--census`` it
 also prints what the sockets added to the heap, by type (objects the garbage collector tracks,
-and their own sizes: ``sys.getsizeof``), biggest first: where the Python bytes go. (tracemalloc
+and their own sizes: ``sys.getsizeof``), biggest first: where the Python bytes go; then, for one
+socket, the attributes of its protocol, transport and consumer with what each holds. (tracemalloc
 was tried first: it slowed the node until its handshakes timed out.)
 
 Only loopback addresses; every loop is bounded (connects time out after 15 s each, the whole run
@@ -53,7 +54,9 @@ def _census() -> dict:
     for obj in objects:
         t = type(obj)
         name = f"{t.__module__}.{t.__qualname__}"
-        if t is type(_census.__code__) or name == "builtins.coroutine":
+        if isinstance(obj, type):
+            name = f"class {obj.__module__}.{obj.__qualname__}"
+        elif t is type(_census.__code__) or name == "builtins.coroutine":
             name = f"coroutine {getattr(obj, '__qualname__', '?')}"
         elif id(obj) in held_by:
             name = f"{name} in {held_by[id(obj)]}"
@@ -63,6 +66,37 @@ def _census() -> dict:
         acc[0] += 1
         acc[1] += sys.getsizeof(obj)
     return totals
+
+
+def _deep_size(obj, seen: set) -> int:
+    """``sys.getsizeof`` of ``obj`` and of what its dicts, lists, tuples and sets hold, each
+    object counted once in ``seen``: what letting go of ``obj`` could free, at most."""
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(_deep_size(v, seen) for v in obj)
+    return size
+
+
+def _attribute_sizes() -> dict:
+    """For one socket: ``{kind: [[bytes, attribute, type], ...]}`` of its WebSocket protocol, its
+    Twisted transport and its consumer, biggest first (``_deep_size`` of each attribute)."""
+    import gc
+
+    found = {}
+    for obj in gc.get_objects():
+        kind = type(obj).__qualname__
+        wanted = kind.endswith("WebSocketProtocol") or kind in ("RoomConsumer", "Server")
+        if wanted and kind not in found and hasattr(obj, "__dict__"):
+            found[kind] = sorted(
+                ([_deep_size(v, set()), k, type(v).__qualname__] for k, v in vars(obj).items()),
+                reverse=True,
+            )
+    return found
 
 
 def serve_traced() -> None:  # pragma: no cover - runs in the node's process
@@ -77,6 +111,7 @@ def serve_traced() -> None:  # pragma: no cover - runs in the node's process
         Path(os.environ["SOCKET_MEMORY_OUT"] + ".base").write_text("ok")
 
     def dump(*_):
+        Path(os.environ["SOCKET_MEMORY_OUT"] + ".attrs").write_text(json.dumps(_attribute_sizes()))
         now = _census()
         diff = {k: [v[0] - base.get(k, [0, 0])[0], v[1] - base.get(k, [0, 0])[1]] for k, v in now.items()}
         Path(os.environ["SOCKET_MEMORY_OUT"]).write_text(json.dumps(diff))
@@ -232,6 +267,10 @@ def main(argv=None) -> int:
             print(f"{'objects/socket':>14}  {'bytes/socket':>12}  type")
             for name, (n, size) in rows[:TOP]:
                 print(f"{n / count:14.2f}  {size / count:12.0f}  {name}")
+            for kind, attributes in json.loads(Path(f"{out}.attrs").read_text()).items():
+                print(f"\none socket's {kind}: its attributes, with what they hold (bytes, biggest first)")
+                for size, name, type_name in attributes[:12]:
+                    print(f"{size:14}  {name} ({type_name})")
     finally:
         node.stop()
     return 0
