@@ -5,6 +5,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -15,6 +16,15 @@ from tests import factories
 from tests.conftest import new_client_msg_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def clear_of_minute_end(margin: float = 10.0) -> None:
+    """Wait for the next minute when fewer than ``margin`` seconds are left of this one: the
+    ``/m`` rate limits count in fixed windows from the Unix epoch (``rooms.ratelimit``), so a
+    test whose sends straddle a minute's end would see its count start again."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        await asyncio.sleep(left + 0.1)
 
 
 async def send_and_collect(conn, body, client_msg_id=None):
@@ -574,6 +584,7 @@ async def test_sends_over_the_rate_limit_get_rate_limited_with_retry_after(
     ws, room, user, other_user, settings
 ):
     settings.WS_SEND_RATE = "3/m"
+    await clear_of_minute_end()
     sender = await ws(f"/ws/rooms/{room.slug}/", user=user)
     watcher = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
     for conn in (sender, watcher):
@@ -610,6 +621,7 @@ async def test_the_rate_limit_counts_a_users_sends_over_all_their_sockets(ws, ro
     """Each socket's own window lets its sends through; the shared counter (in PostgreSQL, the
     one every node uses) refuses the user's fourth send of the minute on the second socket."""
     settings.WS_SEND_RATE = "3/m"
+    await clear_of_minute_end()
     first = await ws(f"/ws/rooms/{room.slug}/", user=user)
     second = await ws(f"/ws/rooms/{room.slug}/", user=user)
     for conn in (first, second):
@@ -694,6 +706,7 @@ async def test_the_send_limit_is_counted_in_the_send_statement_without_a_redis_r
 
     monkeypatch.setattr(ratelimit, "ahit", no_redis)
     settings.WS_SEND_RATE = "2/m"
+    await clear_of_minute_end()
     first, second = (
         await ws(f"/ws/rooms/{room.slug}/", user=user),
         await ws(f"/ws/rooms/{room.slug}/", user=user),
@@ -726,6 +739,7 @@ async def test_message_bodies_never_appear_in_logs(ws, room, user, other_user, c
     caplog.set_level(logging.DEBUG)
     marker = "PRIVATE-WORDS-7f3a"
     settings.WS_SEND_RATE = "4/m"
+    await clear_of_minute_end()
     conn = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
     assert await conn.connect()
     await conn.receive_type("hello")
