@@ -59,13 +59,13 @@ are the truth, and a failed broadcast never undoes a stored change: it is logged
 """
 
 import asyncio
-import json
 import logging
 import os
 import threading
 import time
 import weakref
 
+import orjson
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
@@ -114,8 +114,12 @@ def message_frame(message_data: dict) -> dict:
     return {"type": "message", "message": message_data}
 
 
-# One encoder for every frame: ``json.dumps`` with arguments builds a new one on each call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+def _encode(value) -> str:
+    """``value`` as compact JSON text by orjson: the same text as ``json.dumps(value,
+    ensure_ascii=False, separators=(",", ":"))`` for what frames hold (dicts with string or int
+    keys, lists, tuples, strings, ints, bools, None), about 6 times faster (a resume of 1,000
+    messages: 11.4 -> 1.9 ms, bench/RESULTS.md). Raises ``TypeError`` for what is not JSON."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def encode_frame(frame: dict) -> str:

@@ -181,6 +181,27 @@ def test_the_resume_frames_are_the_serializers(full_room):
 
 
 @pytest.mark.django_db
+def test_frames_are_the_json_modules_compact_text_exactly(full_room):
+    """``events.encode_frame`` (orjson) gives the very text ``json.dumps(frame, ensure_ascii=False,
+    separators=(",", ":"))`` gave: every message of a room with every feature, and the awkward
+    strings (line and paragraph separators, control characters, quotes, emoji, Korean, int keys)."""
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    frames = [events.message_frame(m) for m in expected(full_room, seq__gt=0)]
+    frames.append(
+        {
+            "type": "error",
+            "text": 'a\u2028b\u2029c \x00\x1f\x7f "q" \\ </script> 😀 한국어',
+            "counts": {1: 2, "x": [True, False, None, 0.5, 12.0, -3, 2**63 - 1]},
+            "pair": (1, "2"),
+        }
+    )
+    for frame in frames:
+        assert events.encode_frame(frame) == compact(frame)
+    for m in expected(full_room, seq__gt=0):
+        assert events.encode_message_frame(m) == compact(events.message_frame(m))
+
+
+@pytest.mark.django_db
 def test_a_fetch_is_the_serializers_output(full_room):
     data, more = consumers._fetch(room=full_room, after_seq=1, before_seq=8)
     assert json.loads(JSONRenderer().render(data)) == expected(full_room, seq__gt=1, seq__lt=8)
