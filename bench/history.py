@@ -21,6 +21,11 @@ previous run read them), it times in ms:
   database hop, the messages and the encoded ``message`` frames) from ``after_seq = last_seq -
   1000``, the whole 1,000 timed as one.
 
+The reads run under the garbage collector's settings of a node (``--gc node``, the default:
+``chatsite.serve.tune_gc``, which freezes the start-up heap); ``--gc default`` keeps Python's,
+under which a full collection (60-75 ms here) fell in about one resume in 35 and made the p99
+(bench/RESULTS.md, session 16). The full collections seen during each read are counted.
+
 Prints p50 / p95 / p99 / max of each, and with ``--explain`` the ``EXPLAIN (ANALYZE, BUFFERS)`` of
 each read's SQL for one room.
 
@@ -61,7 +66,36 @@ def parse_args(argv):
     p.add_argument("--reload", action="store_true", help="load the data again even if present")
     p.add_argument("--load-only", action="store_true", help="load (or check the load), measure nothing")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS) of each read")
+    p.add_argument(
+        "--gc",
+        choices=("node", "default"),
+        default="node",
+        help="the garbage collector as a node runs it (chatsite.serve.tune_gc: the start-up heap "
+        "frozen, fewer collections), or Python's defaults (the passes before session 16)",
+    )
     return p.parse_args(argv)
+
+
+class Collections:
+    """The garbage collections of this process while ``on``: ``(generation, pause in ms)``."""
+
+    def __init__(self):
+        import gc
+
+        self.on = False
+        self.seen: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.on:
+            self.seen.append((info["generation"], (time.perf_counter() - self._started) * 1000))
+
+    def full(self) -> list[float]:
+        """The pauses (ms) of the full (generation 2) collections seen."""
+        return [ms for generation, ms in self.seen if generation == 2]
 
 
 def shape(args) -> str:
@@ -157,10 +191,12 @@ def measure(args) -> dict:
         f"resume of {RESUME} (rooms.consumers._replay)": resume,
     }
     result = {}
+    collections = Collections()
     for k, (name, read) in enumerate(reads.items() if per else ()):  # --samples 0: sends only
         sample = rooms[k * per : (k + 1) * per]
         ms, cpu, statements = [], [], []
         blocks_before = _blocks()
+        collections.seen, collections.on = [], True
         for room in sample:
             with CaptureQueriesContext(connection) as queries:
                 t, c = time.perf_counter(), time.thread_time()
@@ -168,8 +204,10 @@ def measure(args) -> dict:
                 ms.append((time.perf_counter() - t) * 1000)
                 cpu.append((time.thread_time() - c) * 1e6)
             statements.append(len(queries))
+        collections.on = False
         blocks_after = _blocks()
         result[name] = {
+            "full_gc_ms": collections.full(),
             "ms": ms,
             "cpu_us": cpu,
             "statements": statements,
@@ -211,6 +249,8 @@ def measure_sends(args, user, rooms, rng) -> dict:
     texts = bodies(args.sends, rng)
     ms, cpu, statements = [], [], []
 
+    collections = Collections()
+    collections.on = True
     blocks_before = _blocks()
     for _ in range(args.sends):
         room = rng.choice(rooms)
@@ -221,7 +261,9 @@ def measure_sends(args, user, rooms, rng) -> dict:
             cpu.append((time.thread_time() - c) * 1e6)
         statements.append(len(queries))
     blocks_after = _blocks()
+    collections.on = False
     return {
+        "full_gc_ms": collections.full(),
         "ms": ms,
         "cpu_us": cpu,
         "statements": statements,
@@ -249,22 +291,27 @@ def main(argv=None) -> int:
         log(f"reusing the loaded data ({current})")
     if args.load_only:
         return 0
+    if args.gc == "node":
+        from chatsite.serve import tune_gc
+
+        tune_gc()
     result = measure(args)
     print(
-        f"\n## history: {shape(args)}, page of {args.limit}, resume of {RESUME}, "
+        f"\n## history: {shape(args)}, page of {args.limit}, resume of {RESUME}, garbage collector: {args.gc}, "
         f"{args.samples} rooms drawn at random for each read\n"
     )
     print(
         "| read | runs | p50 ms | p95 ms | p99 ms | max ms | CPU µs (this process) | SQL statements "
-        "| blocks read outside shared_buffers |"
+        "| blocks read outside shared_buffers | full collections (longest ms) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in result.items():
         ms = r["ms"]
         print(
             f"| {name} | {len(ms)} | {percentile(ms, 50):.1f} | {percentile(ms, 95):.1f} | "
             f"{percentile(ms, 99):.1f} | {max(ms):.1f} | {statistics.median(r['cpu_us']):.0f} (median) | "
-            f"{max(r['statements'])} | {r['blocks_read'] / len(ms):.1f} per run ({r['blocks_hit'] / len(ms):.0f} hit) |"
+            f"{max(r['statements'])} | {r['blocks_read'] / len(ms):.1f} per run ({r['blocks_hit'] / len(ms):.0f} hit) | "
+            f"{len(r['full_gc_ms'])} ({max(r['full_gc_ms'], default=0):.0f}) |"
         )
     print(
         f"\nmachine: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
