@@ -323,6 +323,12 @@ PRESENCE_BATCH = env.float("PRESENCE_BATCH", default=1.0)  # seconds a node coll
 # of up to PRESENCE_PAGE_MAX); why 50: rooms/presence.py names_limit().
 PRESENCE_NAMES = env.int("PRESENCE_NAMES", default=50)
 PRESENCE_PAGE_MAX = env.int("PRESENCE_PAGE_MAX", default=200)
+# New members one pacing window of a room's member changes sends as rows; more go as their count
+# (members.joined; rooms/events.py _MemberUpdates). Each row goes to every socket in the room: at
+# 10,000 new members the windows' rows came to every member (n^2/2 rows in all; 159 s for the
+# storm, python -m bench join-storm --memberships none), where counts cost one small frame per
+# window. 100 is the members panel's page (static/rooms/room/members.js PAGE_SIZE).
+MEMBER_ROWS_MAX = env.int("MEMBER_ROWS_MAX", default=100)
 # Seconds between two checks of every open socket's access on a node (rooms/access.py): the
 # bound for closing a socket whose access ended behind the services' back (a shell update).
 ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)

@@ -922,7 +922,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
 # Layer events a consumer forwards unchanged with no state of its own to update: written at once
 # from the node's Pub/Sub read when the consumer is idle (RoomConsumer.deliver_now).
-_FAST_FORWARDED = frozenset({events.ROOM_PRESENCE, events.ROOM_MEMBER_UPDATED, events.ROOM_UPDATED})
+_FAST_FORWARDED = frozenset(
+    {events.ROOM_PRESENCE, events.ROOM_MEMBER_UPDATED, events.ROOM_MEMBERS_JOINED, events.ROOM_UPDATED}
+)
 
 
 class RoomConsumer(SocketConsumer):
@@ -1477,6 +1479,7 @@ class RoomConsumer(SocketConsumer):
             metrics.SENT_BY_EVENT[event["type"]].inc()
 
     room_updated = room_member_updated
+    room_members_joined = room_member_updated  # members.joined: a count of new members
 
     async def room_member_removed(self, event: dict) -> None:
         """A member was banned (close 4403), left (close 4000) or had their membership deleted by

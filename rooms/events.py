@@ -23,7 +23,11 @@ user, any room). Layer events (msgpack on the wire, JSON primitives only):
   forwarded to every other socket in the room.
 - ``room.member_updated``: ``{"type": "room.member_updated", "text": str}``; the
   ``member.updated`` frame (a member joined or was added, their role, mute or ban changed),
-  forwarded to every socket in the room.
+  or a ``members.updated`` frame (several, paced: ``_MemberUpdates``), forwarded to every socket
+  in the room.
+- ``room.members_joined``: ``{"type": "room.members_joined", "text": str}``; the
+  ``members.joined`` frame (more than ``settings.MEMBER_ROWS_MAX`` new members in one pacing window,
+  sent as their count), forwarded to every socket in the room.
 - ``room.updated``: ``{"type": "room.updated", "text": str}``; the ``room.updated`` frame (the
   room's name, description or privacy changed), forwarded to every socket in the room.
 - ``room.access_changed``: ``{"type": "room.access_changed"}`` (the room was made private or
@@ -68,6 +72,7 @@ import weakref
 import orjson
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from . import metrics
 
@@ -81,6 +86,7 @@ ROOM_REACTION_UPDATED = "room.reaction_updated"
 ROOM_THREAD_UPDATED = "room.thread_updated"
 ROOM_MEMBER_REMOVED = "room.member_removed"
 ROOM_MEMBER_UPDATED = "room.member_updated"
+ROOM_MEMBERS_JOINED = "room.members_joined"
 ROOM_UPDATED = "room.updated"
 USER_TOKEN_REVOKED = "user.token_revoked"
 ROOM_ACCESS_CHANGED = "room.access_changed"
@@ -361,7 +367,7 @@ def broadcast_member_removed(
     return _group_send(room_group_name(room_id), event, started)
 
 
-def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> bool:
+def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict, joined: bool = False) -> bool:
     """``{"type": "member.updated", "room": slug, "member": {...}}`` to the room: ``member`` is
     the member shape of ``GET /api/rooms/<slug>/members/`` (``rooms.serializers.MembershipSerializer``),
     after a join or an add, a role change, a mute or unmute, or a ban.
@@ -370,10 +376,14 @@ def broadcast_member_updated(*, room_id: int, room_slug: str, member: dict) -> b
     out at once; those that follow within ``MEMBER_UPDATES_WINDOW`` seconds go together at its
     end (while they keep coming, after windows twice as long each time, up to 2 s), as one
     ``{"type": "members.updated", "room": slug, "members": [{...}, ...]}`` (or a
-    ``member.updated`` when only one is left), each member's latest state once. Elsewhere
-    (management commands, plain threads) each is sent at once."""
+    ``member.updated`` when only one is left), each member's latest state once. ``joined``: the
+    change made the membership (a join, an add). A window holding more than
+    ``settings.MEMBER_ROWS_MAX`` (100) such new members with nothing else changed sends them as a
+    count instead,
+    ``{"type": "members.joined", "room": slug, "count": n}``, after the other changes' frame.
+    Elsewhere (management commands, plain threads) each is sent at once."""
     started = time.perf_counter()
-    if _on_loop(_member_update, get_channel_layer(), room_id, room_slug, member, started):
+    if _on_loop(_member_update, get_channel_layer(), room_id, room_slug, member, started, joined):
         return True
     return _group_send(room_group_name(room_id), _member_updated_event(room_slug, [member]), started)
 
@@ -434,7 +444,9 @@ class _MemberUpdates:
     is published at once and opens a window of ``MEMBER_UPDATES_WINDOW`` seconds; changes during
     the window are held (a member's later state replaces their earlier one) and published
     together when it ends, which opens the next window, twice as long (at most
-    ``MEMBER_UPDATES_WINDOW_MAX``); a window that ends with nothing held closes. A removal
+    ``MEMBER_UPDATES_WINDOW_MAX``); a window that ends with nothing held closes. A window's new
+    members beyond ``settings.MEMBER_ROWS_MAX`` go as their count (``members.joined``), so a join storm
+    costs each socket one small frame per window. A removal
     (``member.removed``: left, removed, unbanned) drops the member's held change, published
     after it would have put the row back (``drop``); a ban's own
     ``room.member_removed`` (no frame) does not. Across nodes nothing is ordered, as before: a
@@ -443,18 +455,23 @@ class _MemberUpdates:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        # room id -> {"layer", "slug", "held": {user id: member}, "span"}
+        # room id -> {"layer", "slug", "held": {user id: (member, joined)}, "span"}
         self.rooms: dict[int, dict] = {}
 
-    def update(self, layer, room_id: int, room_slug: str, member: dict, started: float) -> None:
+    def update(
+        self, layer, room_id: int, room_slug: str, member: dict, started: float, joined: bool = False
+    ) -> None:
         window = self.rooms.get(room_id)
         if window is None:
             self._open(layer, room_id, room_slug)
             self._publish(layer, room_id, room_slug, [member], started)
             return
         held = window["held"]
-        held.pop(member["user"]["id"], None)  # the latest state, in the order of the last changes
-        held[member["user"]["id"]] = member
+        user_id = member["user"]["id"]
+        # the latest state, in the order of the last changes; "joined" while every held change of
+        # the member was a join (joined, then muted: a row)
+        earlier = held.pop(user_id, None)
+        held[user_id] = (member, joined and (earlier is None or earlier[1]))
         window["slug"], window["layer"] = room_slug, layer
 
     def drop(self, room_id: int, user_id: int) -> None:
@@ -474,7 +491,18 @@ class _MemberUpdates:
         self._open(layer, room_id, window["slug"], min(2 * window["span"], MEMBER_UPDATES_WINDOW_MAX))
         # Timed from here: chatsite_fanout_latency_seconds measures the hand-off to the layer,
         # not the pacing (docs/metrics.md).
-        self._publish(layer, room_id, window["slug"], list(window["held"].values()), time.perf_counter())
+        started = time.perf_counter()
+        held = window["held"].values()
+        joined = [member for member, new in held if new]
+        if len(joined) <= settings.MEMBER_ROWS_MAX:
+            self._publish(layer, room_id, window["slug"], [member for member, _ in held], started)
+            return
+        changed = [member for member, new in held if not new]
+        if changed:
+            self._publish(layer, room_id, window["slug"], changed, started)
+        frame = {"type": "members.joined", "room": window["slug"], "count": len(joined)}
+        event = {"type": ROOM_MEMBERS_JOINED, "text": encode_frame(frame)}
+        _queue_publish(self.loop, layer, room_group_name(room_id), event, started)
 
     def _publish(self, layer, room_id: int, room_slug: str, members: list[dict], started: float) -> None:
         event = _member_updated_event(room_slug, members)
@@ -493,8 +521,10 @@ def _member_updates_of(loop: asyncio.AbstractEventLoop) -> _MemberUpdates:
     return found
 
 
-def _member_update(loop, layer, room_id: int, room_slug: str, member: dict, started: float) -> None:
-    _member_updates_of(loop).update(layer, room_id, room_slug, member, started)
+def _member_update(
+    loop, layer, room_id: int, room_slug: str, member: dict, started: float, joined: bool
+) -> None:
+    _member_updates_of(loop).update(layer, room_id, room_slug, member, started, joined)
 
 
 def _member_drop(loop, room_id: int, user_id: int) -> None:

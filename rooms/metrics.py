@@ -177,6 +177,7 @@ SENT_BY_EVENT = _SentByEvent(
         "room.thread_updated": FRAMES_SENT.labels(type="thread.updated"),
         "room.archived": FRAMES_SENT.labels(type="room.archived"),
         "room.member_updated": FRAMES_SENT.labels(type="member.updated"),
+        "room.members_joined": FRAMES_SENT.labels(type="members.joined"),
         "room.member_removed": FRAMES_SENT.labels(type="member.removed"),
         "room.updated": FRAMES_SENT.labels(type="room.updated"),
         "room.presence": FRAMES_SENT.labels(type="presence.diff"),

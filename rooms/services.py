@@ -1076,14 +1076,19 @@ def room_archive(*, room: Room, actor: AbstractBaseUser) -> Room:
 # --- members --------------------------------------------------------------------------------------
 
 
-def _announce_member(room: Room, membership: Membership, user: AbstractBaseUser) -> None:
+def _announce_member(
+    room: Room, membership: Membership, user: AbstractBaseUser, joined: bool = False
+) -> None:
     """On commit, the member's new state to everyone in the room, on every node
-    (``member.updated``, ``events.broadcast_member_updated``); serialised now, inside the
-    caller's transaction, so the frame is the state this write made."""
+    (``member.updated``, ``events.broadcast_member_updated``; ``joined``: this write made the
+    membership); serialised now, inside the caller's transaction, so the frame is the state
+    this write made."""
     membership.user = user  # the caller's user object: no query for the member shape
     data = MembershipSerializer(membership).data
     transaction.on_commit(
-        partial(events.broadcast_member_updated, room_id=room.pk, room_slug=room.slug, member=data)
+        partial(
+            events.broadcast_member_updated, room_id=room.pk, room_slug=room.slug, member=data, joined=joined
+        )
     )
 
 
@@ -1114,7 +1119,7 @@ def member_join(*, room: Room, user: AbstractBaseUser) -> Membership:
                 room=room, user=user, defaults={"last_read_seq": lambda: _last_seq(room)}
             )
             if created:
-                _announce_member(room, membership, user)
+                _announce_member(room, membership, user, joined=True)
                 # their user sockets list the room (rooms.user_consumer)
                 transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
     if membership.is_banned:
@@ -1186,7 +1191,7 @@ def member_add(
         )
         membership.created = created
         if created:
-            _announce_member(room, membership, user)
+            _announce_member(room, membership, user, joined=True)
             transaction.on_commit(partial(events.broadcast_rooms_changed, user_ids=[user.pk]))
             return membership
         if membership.is_banned:

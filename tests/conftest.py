@@ -131,7 +131,9 @@ class Connection:
     """A ``WebsocketCommunicator`` that decodes frames; always ``await close()`` it."""
 
     PRESENCE_TYPES = frozenset({"presence", "presence.diff"})
-    MEMBER_TYPES = frozenset({"member.updated", "members.updated", "member.removed", "room.updated"})
+    MEMBER_TYPES = frozenset(
+        {"member.updated", "members.updated", "members.joined", "member.removed", "room.updated"}
+    )
 
     def __init__(
         self, communicator: WebsocketCommunicator, keep_presence: bool = False, keep_members: bool = False

@@ -299,6 +299,7 @@ async def test_one_users_16_sockets_flooding_fetch_are_rate_limited_while_anothe
                         "presence.diff",
                         "member.updated",
                         "members.updated",
+                        "members.joined",
                         "member.removed",
                     ):
                         counts["other"] += 1

@@ -244,6 +244,38 @@ async def test_a_burst_of_joins_reaches_the_room_as_one_paced_frame_each_member_
     await owner.close()
 
 
+async def test_more_new_members_in_a_window_than_a_page_come_as_a_count_after_the_other_changes(
+    ws, room, user, settings
+):
+    """A window holding more than ``MEMBER_ROWS_MAX`` new members (2 here; 100 by default)
+    sends them as one ``members.joined`` count, after a ``members.updated`` of the window's other
+    changes: a member joined and then made moderator, a member muted. The count is what the
+    members list has grown by."""
+    settings.MEMBER_ROWS_MAX = 2
+    people = [await sync(factories.make_user)(f"storm{i}") for i in range(6)]
+    owner = await watch(ws, room, user)
+    listed = await sync(lambda: rest(user).get("/api/rooms/lobby/members/?limit=100").data["count"])()
+    await sync(services.member_join)(room=room, user=people[0])  # opens the window: a row at once
+    assert (await owner.receive_type("member.updated", timeout=1))["member"]["user"]["id"] == people[0].pk
+    for person in people[1:]:
+        await sync(services.member_join)(room=room, user=person)
+    await sync(services.member_set_role)(room=room, actor=user, user=people[5], role="moderator")
+    until = timezone.now() + timedelta(minutes=5)
+    await sync(services.member_mute)(room=room, actor=user, user=people[0], until=until)
+    changed = await owner.receive_type("members.updated", timeout=1)
+    assert [(m["user"]["id"], m["role"]) for m in changed["members"]] == [
+        (people[5].pk, "moderator"),
+        (people[0].pk, "member"),
+    ]
+    assert changed["members"][1]["muted_until"]
+    joined = await owner.receive_type("members.joined", timeout=1)
+    assert joined == {"type": "members.joined", "room": "lobby", "count": 4}
+    now = await sync(lambda: rest(user).get("/api/rooms/lobby/members/?limit=100").data["count"])()
+    assert now == listed + 6  # the row at once, the moderator's row, and the 4 counted
+    assert await owner.nothing_more(2 * events.MEMBER_UPDATES_WINDOW + 0.3)
+    await owner.close()
+
+
 async def test_a_member_who_joins_and_leaves_within_the_window_is_not_put_back(ws, room, user):
     """The join is held (another change opened the window), the leave is sent at once: the held
     join is dropped, so no page gets the row back after its ``member.removed``."""

@@ -8,6 +8,8 @@
  *
  * Live, from the room socket (docs/protocol.md): member.updated {room, member} (or
  * members.updated {room, members}) upserts a row (a member shape of GET <members>),
+ * members.joined {room, count} (a storm of new members, sent as their count) adds to the count
+ * and offers "Show more members", which reads the list again,
  * member.removed {room, user, reason} drops it, room.updated {room: {slug, name, description,
  * is_private}} redraws the header and the settings. The
  * reader's own row drives the page: a mute disables the composer until it ends ("You are muted
@@ -72,6 +74,7 @@ const members = {
   loaded: false,
   loading: null, // the running first read (a Promise)
   total: null, // the server's count
+  unlisted: 0, // new members announced only by count (members.joined) since the list was read
   mutedUntil: config.muted_until ? new Date(config.muted_until) : null,
   muteTimer: null,
 };
@@ -116,6 +119,7 @@ function loadMembers() {
   members.loading = (async () => {
     try {
       members.byId.clear();
+      members.unlisted = 0;
       await readPage(`${config.urls.members}?limit=${PAGE_SIZE}`);
       members.loaded = true;
       setStatus("");
@@ -130,7 +134,10 @@ function loadMembers() {
 }
 
 async function loadMore() {
-  if (!members.next) return;
+  if (!members.next) {
+    if (members.unlisted > 0) await loadMembers(); // who the counted new members are
+    return;
+  }
   panel.more.disabled = true;
   try {
     await readPage(members.next);
@@ -243,7 +250,7 @@ function render() {
   }));
   const shown = members.total ?? members.byId.size;
   panel.count.textContent = members.loaded ? ` (${shown})` : "";
-  panel.more.hidden = !members.next;
+  panel.more.hidden = !members.next && members.unlisted === 0;
   renderControls();
 }
 
@@ -406,6 +413,12 @@ if (panel.root) {
   on("members.updated", (frame) => {
     if (frame.room !== config.slug || !Array.isArray(frame.members)) return;
     upsert(frame.members.filter((member) => member && member.user));
+  });
+  on("members.joined", (frame) => {
+    if (frame.room !== config.slug || !Number.isInteger(frame.count) || frame.count < 1) return;
+    if (members.total !== null) members.total += frame.count;
+    members.unlisted += frame.count;
+    if (members.loaded) render();
   });
   on("member.removed", (frame) => {
     if (frame.room !== config.slug || !frame.user) return;
