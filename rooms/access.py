@@ -52,7 +52,11 @@ Key = tuple[int, int, str | None, str | None, str | None]
 
 # The session engines whose sessions are rows of django_session (checked in the one statement);
 # with another engine each session socket's session is looked up through the engine.
-DB_SESSION_ENGINES = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
+DB_SESSION_ENGINES = (
+    "chatsite.sessions",  # Django's db engine, checking the keys' shape
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+)
 _AUTH_HASH_SALT = "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash"
 
 

@@ -342,3 +342,39 @@ def test_the_recheck_of_3000_session_sockets_is_one_statement_and_its_time_is_pr
         timings[name] = (time.perf_counter() - started) * 1000
         assert found == [None] * 3000
     print("\naccess recheck of 3,000 sockets: " + ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items()))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.multinode
+async def test_a_session_cookie_not_of_djangos_shape_is_no_session_on_pages_and_sockets(nodes, setup):
+    """A session key with a NUL (``sessionid="abcdefgh\\000ijklmnop"``, decoded by the cookie
+    parser) or other text than letters and digits is no session (``chatsite.sessions``): a page
+    answers as to a visitor, not with a 500, and a socket is closed 4401 (not signed in), not
+    4503 as if the database were down. Found by a tester; real nodes and PostgreSQL."""
+    import urllib.request
+
+    import websockets
+
+    node = nodes[0]
+    for cookie in (
+        'sessionid="abcdefgh\\000ijklmnop"',
+        "sessionid=abc-def-ghi-jkl",
+        "sessionid=abcdefghij\u00e9",
+    ):
+        raw = cookie.encode("utf-8").decode("latin-1")
+
+        def page():
+            request = urllib.request.Request(f"{node.http}/", headers={"Cookie": raw})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+
+        assert await asyncio.to_thread(page) == 200, cookie
+        async with websockets.connect(
+            f"{node.ws}/ws/rooms/lobby/",
+            additional_headers={"Cookie": raw, "Origin": node.http},
+            open_timeout=10,
+        ) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4401, cookie
+    assert "cannot be reached" not in node.log()
