@@ -19,8 +19,10 @@ For an ``http`` or ``websocket`` scope whose ``scope["client"]`` host is a trust
   a plain one; other values are ignored. Django's ``request.is_secure()`` reads this scheme, so
   ``SECURE_PROXY_SSL_HEADER`` is not set (it would believe the header from any peer).
 
-Any other scope (``lifespan``, or a peer that is not a trusted proxy) passes through unchanged.
-The scope is copied, never changed in place.
+From a peer that is not a trusted proxy, ``scope["root_path"]`` is emptied: daphne takes it from a
+``Daphne-Root-Path`` request header, which only a proxy may set (the site is served at the root).
+Any other scope (``lifespan``, or such a peer's scope without a root path) passes through
+unchanged. The scope is copied, never changed in place.
 """
 
 import ipaddress
@@ -107,12 +109,18 @@ class TrustedProxyMiddleware:
     def __call__(self, scope, receive, send):
         scope_type = scope.get("type")
         client = scope.get("client")
-        if (
-            self.trusted
+        from_proxy = (
+            bool(self.trusted)
             and scope_type in _SECURE
-            and client
+            and bool(client)
             and self.is_trusted(parse_address(str(client[0])))
-        ):
+        )
+        if not from_proxy and scope_type in _SECURE and scope.get("root_path"):
+            # daphne takes root_path from a Daphne-Root-Path request header: a proxy's to send.
+            # From anyone else it would move Django's URLs under a path of their choosing (and a
+            # socket's route off every pattern, a 500): the site is served at the root.
+            scope = dict(scope, root_path="")
+        if from_proxy:
             scope = dict(scope)
             address = self.client_address(_header_values(scope, b"x-forwarded-for"))
             if address is not None:

@@ -238,7 +238,9 @@ def test_cluster_procfile_runs_the_procfile_web_command_per_node_and_nginx_in_th
 # --- the trusted-proxy middleware, on crafted scopes (BR-14) -------------------------------------
 
 
-async def _seen(trusted, scope_type="http", client=("127.0.0.1", 50000), headers=(), scheme=None):
+async def _seen(
+    trusted, scope_type="http", client=("127.0.0.1", 50000), headers=(), scheme=None, root_path=None
+):
     """The scope the wrapped app receives."""
     seen = {}
 
@@ -248,6 +250,8 @@ async def _seen(trusted, scope_type="http", client=("127.0.0.1", 50000), headers
     scope = {"type": scope_type, "client": client, "headers": [(k.encode(), v.encode()) for k, v in headers]}
     if scheme:
         scope["scheme"] = scheme
+    if root_path is not None:
+        scope["root_path"] = root_path
     original = dict(scope)
     await TrustedProxyMiddleware(app, trusted)(scope, None, None)
     assert scope == original, "the caller's scope was changed in place"
@@ -279,6 +283,18 @@ async def test_br_14_trusted_proxy_gives_the_right_most_untrusted_address():
     assert seen["client"] == ("198.51.100.20", 0)  # repeated headers, a port
     seen = await _seen("::1", client=("::1", 1), headers=[("x-forwarded-for", "[2001:db8::5]:443")])
     assert seen["client"] == ("2001:db8::5", 0)
+
+
+async def test_a_root_path_is_believed_only_from_a_trusted_proxy():
+    """daphne takes ``root_path`` from a ``Daphne-Root-Path`` request header: from a client it
+    would move Django's URLs (and a socket's route: a 500) under a path of its choosing."""
+    for scope_type in ("http", "websocket"):
+        seen = await _seen("127.0.0.1", scope_type=scope_type, client=("198.51.100.20", 4000), root_path="/x")
+        assert seen["root_path"] == "", scope_type
+        seen = await _seen("127.0.0.1", scope_type=scope_type, root_path="/chat")
+        assert seen["root_path"] == "/chat", scope_type  # the proxy's
+    seen = await _seen("", root_path="/x")  # trusting nobody
+    assert seen["root_path"] == ""
 
 
 async def test_br_14_no_usable_forwarded_for_leaves_the_proxy_address():
