@@ -55,6 +55,17 @@ def people(db):
     return make
 
 
+async def refused_close_code(node, headers: dict, path: str = "/ws/rooms/r0/") -> int:
+    """Open a socket on ``node`` with ``headers`` that the node accepts and then closes before
+    any frame: its close code."""
+    import websockets
+
+    async with websockets.connect(f"{node.ws}{path}", open_timeout=10, additional_headers=headers) as socket:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(socket.recv(), 10)
+    return socket.close_code
+
+
 async def stored_bodies(room) -> list[str]:
     return await database_sync_to_async(
         lambda: list(Message.objects.filter(room=room).order_by("seq").values_list("body", flat=True))
@@ -379,7 +390,6 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
     /healthz is 503; a socket opened meanwhile with a token the node has not seen (its lookup
     needs the database: ``rooms.auth.SocketAuth``) is closed with 4503, not refused with a 500;
     once the database is back the next send works without restarting the node."""
-    import websockets
     from django.db import connection
 
     room, tokens = await database_sync_to_async(people)(3)
@@ -418,14 +428,7 @@ async def test_postgresql_unreachable_answers_unavailable_fast_then_recovers(peo
             Http(node, tokens[0]).request, "GET", "/api/rooms/r0/messages/"
         )
         assert status == 503 and json.loads(raw)["code"] == "unavailable" and int(headers["Retry-After"]) > 0
-        async with websockets.connect(
-            f"{node.ws}/ws/rooms/r0/",
-            open_timeout=10,
-            additional_headers={"Authorization": f"Token {tokens[2]}"},
-        ) as newcomer:
-            with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(newcomer.recv(), 10)
-        assert newcomer.close_code == 4503
+        assert await refused_close_code(node, {"Authorization": f"Token {tokens[2]}"}) == 4503
         assert "the database cannot be reached for authentication" in node.log()
         await asyncio.sleep(0.5)
         assert len(watcher.messages) == 1 and sender.close_code is None  # nothing broadcast
@@ -605,7 +608,6 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
     """The node's Redis (our own redis-server) is killed: a new socket is accepted and closed with
     4503 (reconnect with backoff), as README's close codes say, instead of a handshake refused
     with HTTP 500; once Redis is back a new socket joins without restarting the node."""
-    import websockets
 
     room, tokens = await database_sync_to_async(people)(2)
     private = PrivateRedis(tmp_path)
@@ -616,14 +618,7 @@ async def test_a_socket_opened_while_redis_is_down_is_closed_4503_not_refused_wi
         private.kill()
         codes = []
         for _ in range(3):  # each attempt is refused the same way; the node keeps serving
-            async with websockets.connect(
-                f"{node.ws}/ws/rooms/r0/",
-                open_timeout=10,
-                additional_headers={"Authorization": f"Token {tokens[1]}"},
-            ) as socket:
-                with pytest.raises(websockets.ConnectionClosed):
-                    await asyncio.wait_for(socket.recv(), 10)
-                codes.append(socket.close_code)
+            codes.append(await refused_close_code(node, {"Authorization": f"Token {tokens[1]}"}))
         assert codes == [4503, 4503, 4503]
         private.start()
         second = await connect_when_possible(node, tokens[1], timeout=15)
