@@ -133,9 +133,16 @@ def direct_writes(protocol_class):
     ``remove_writer``; two ``epoll_ctl`` system calls and a callback per frame). What the kernel
     does not take at once goes to Twisted's buffer as before, so slow clients, back-pressure and
     ``pending_bytes`` are unchanged; TLS transports and frames sent while closing take Twisted's
-    path. Measured: bench/RESULTS.md, fifth pass."""
+    path. Measured: bench/RESULTS.md, fifth pass. It also reads without autobahn's debug line
+    per read (see ``dataReceived``)."""
 
     class DirectWrites(protocol_class):
+        def dataReceived(self, data: bytes) -> None:
+            # autobahn's own first formats a debug line per read (``hltype``/``hlval``, which
+            # colour text with click) whether or not debug logging is on: 4 % of a node's CPU
+            # under load in the 50-rooms shape (yappi, bench/RESULTS.md, session 17 pass).
+            self._dataReceived(data)
+
         def sendData(self, data, sync=False, chopsize=None):
             transport = self.transport
             if (
@@ -586,26 +593,33 @@ def main(argv: list[str] | None = None) -> None:
             # The consumer may ask how far behind its client is (to drop typing hints first).
             if scope.get("type") == "websocket":
                 scope[BACKLOG_SCOPE_KEY] = lambda: pending_bytes(protocol.transport)
-                scope[SEND_TEXT_SCOPE_KEY] = functools.partial(self.send_text_now, protocol)
+                # The connection's dict is bound here, so that a frame sent does not hash the
+                # protocol (daphne's ``__hash__`` is Python code) to find it again.
+                connection = self.connections.get(protocol)
+                if connection is not None:
+                    scope[SEND_TEXT_SCOPE_KEY] = functools.partial(self.send_text_now, protocol, connection)
             return super().create_application(protocol, scope)
 
         _prepared = (None, None)  # (text, autobahn PreparedMessage): the last frame framed
 
-        def send_text_now(self, protocol, text: str) -> bool:
+        def send_text_now(self, protocol, connection: dict, text: str) -> bool:
             """Send ``text`` as a text frame on an open socket, synchronously (what daphne's
             ``handle_reply`` coroutine does for ``websocket.send``, without a coroutine per
             frame). A text sent to many sockets in a row (a room's members on this node get the
             same ``str``) is encoded and framed once (autobahn's ``prepareMessage``). Returns
             False, sending nothing, when the socket is not open. Raises autobahn's
-            ``Disconnected`` if the peer has just gone."""
-            connection = self.connections.get(protocol)
-            if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
+            ``Disconnected`` if the peer has just gone. ``connection`` is daphne's dict of
+            ``protocol`` (bound at ``create_application``)."""
+            if "disconnected" in connection or protocol.state != protocol.STATE_OPEN:
                 return False
             last_text, prepared = self._prepared
             if text is not last_text:
                 prepared = self.ws_factory.prepareMessage(text.encode("utf-8"), isBinary=False)
                 self._prepared = (text, prepared)
-            protocol.sendPreparedMessage(prepared)
+            if protocol._perMessageCompress is None:  # autobahn's sendPreparedMessage, one call less
+                protocol.sendData(prepared.payloadHybi)
+            else:
+                protocol.sendPreparedMessage(prepared)
             return True
 
     server = ChatsiteServer(

@@ -201,7 +201,7 @@ from .entry import (
 )
 from .logutil import RateLimitedLogger
 from .models import Room
-from .serializers import MessageSendFrame, is_valid_text
+from .serializers import MessageSendFrame, is_valid_text, send_frame_accepted
 from .services import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -846,9 +846,23 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_json(self, content: dict, close: bool = False) -> None:
         """Every frame built here (``hello``, ``ack``, ``error``, ...) goes out through this one
-        method, counted by its ``type`` in ``chatsite_ws_frames_sent_total``."""
-        await super().send_json(content, close=close)
+        method, counted by its ``type`` in ``chatsite_ws_frames_sent_total``. On an open socket
+        under ``chatsite.serve`` the frame is written at once (``send_text_now``), not through
+        channels' ``send`` and daphne's reply coroutine; the order is the same, since that path
+        too has written the frame when its ``await`` returns."""
+        text = events.encode_frame(content)
+        if close or self.send_text_now is None or not self._written_now(text):
+            await self.send(text_data=text, close=close)
         metrics.FRAMES_SENT.labels(type=content["type"]).inc()
+
+    def _written_now(self, text: str) -> bool:
+        """Whether ``text`` was handled by ``send_text_now``: written, or dropped because the peer
+        has just gone (as ``send`` does). False: the socket is not open; nothing was sent."""
+        try:
+            return self.send_text_now(text)
+        except _PEER_GONE:
+            self.closing = True
+            return True
 
     deliver_now = None  # a subclass's synchronous fast path for layer events (``dispatch_in_order``)
     enqueue = None  # puts an event of this consumer's own at the end of its inbox (``dispatch_in_order``)
@@ -1073,7 +1087,7 @@ class RoomConsumer(SocketConsumer):
         # Echo the id only when it can be sent back (a lone surrogate cannot be encoded).
         extra = {"client_msg_id": client_msg_id} if is_valid_text(client_msg_id) else {}
         try:
-            validated = _SEND_FRAME.run_validation(content)
+            validated = send_frame_accepted(content) or _SEND_FRAME.run_validation(content)
         except ValidationError as exc:
             field, errors = next(iter(exc.detail.items()))
             error = errors[0]
@@ -1450,9 +1464,9 @@ class RoomConsumer(SocketConsumer):
                 _pending_closes.add(task)
                 task.add_done_callback(_pending_closes.discard)
             return True
-        if kind == events.ROOM_MESSAGE:
+        if kind == events.ROOM_MESSAGE and self.hello_seq is not None:
             self._sent_live(event["seq"])
-        metrics.SENT_BY_EVENT[kind].inc()
+        metrics.SENT_LIVE[kind] += 1
         return True
 
     async def room_message_updated(self, event: dict) -> None:

@@ -324,6 +324,41 @@ class MessageSendFrame(serializers.Serializer):
 MessageCreateSerializer = MessageSendFrame  # REST send body: the same fields and rules
 
 
+def send_frame_accepted(content: dict) -> dict | None:
+    """``MessageSendFrame().run_validation(content)`` for the usual frame, a plain send
+    (``body`` and ``client_msg_id`` only: no ``reply_to`` but null, no ``attachments``) that
+    passes every rule, without DRF's per-field machinery: ``{"body", "client_msg_id"}`` (and
+    ``reply_to: None`` when the frame has it), the same dict DRF answers. None for anything
+    else, valid or not: the caller then runs ``MessageSendFrame``, which says why (this never
+    refuses, so every error and its code still come from the serializer). The socket's hot path
+    (``message.send``); tests/test_message_shape.py holds both to the same answers."""
+    body = content.get("body")
+    client_msg_id = content.get("client_msg_id")
+    if (
+        type(body) is not str
+        or type(client_msg_id) is not str
+        or not 0 < len(body) <= BODY_MAX_LENGTH
+        or not 0 < len(client_msg_id) <= CLIENT_MSG_ID_MAX_LENGTH
+        or "attachments" in content
+        or "\x00" in body
+        or "\x00" in client_msg_id
+        or not client_msg_id.strip()
+        or _NOTHING_VISIBLE.fullmatch(body)
+    ):
+        return None
+    try:
+        body.encode("utf-8")
+        client_msg_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    validated = {"body": body, "client_msg_id": client_msg_id}
+    if "reply_to" in content:
+        if content["reply_to"] is not None:
+            return None
+        validated["reply_to"] = None
+    return validated
+
+
 class MessageEditSerializer(serializers.Serializer):
     """``PATCH`` of a message: the new ``body`` (same rules as sending)."""
 

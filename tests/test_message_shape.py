@@ -399,3 +399,55 @@ def test_search_and_mentions_take_as_many_queries_for_20_results_as_for_2(
     assert count("/api/search/", **query, limit=20) == count("/api/search/", **query, limit=2)
     assert count("/api/search/", **query, limit=20) <= (6 if walk else 4)
     assert count("/api/mentions/", limit=20) == count("/api/mentions/", limit=2) <= 4
+
+
+# Frames for the send frame's fast acceptance: plain sends it takes, and every kind it must leave
+# to the serializer (invalid ones, and valid ones with more than a plain send).
+SEND_FRAMES = [
+    {"body": "hello", "client_msg_id": "a"},
+    {"type": "message.send", "body": "  spaced  ", "client_msg_id": "b"},
+    {"body": "x" * 4000, "client_msg_id": "c" * 64},
+    {"body": "x" * 4001, "client_msg_id": "c"},
+    {"body": "x", "client_msg_id": "c" * 65},
+    {"body": "안녕하세요 👋", "client_msg_id": "한"},
+    {"body": "hello", "client_msg_id": "d", "reply_to": None},
+    {"body": "hello", "client_msg_id": "e", "reply_to": 3},
+    {"body": "hello", "client_msg_id": "f", "reply_to": "3"},
+    {"body": "hello", "client_msg_id": "g", "attachments": []},
+    {"body": "hello", "client_msg_id": "g", "attachments": [1]},
+    {"body": "", "client_msg_id": "h"},
+    {"body": "   \n\t", "client_msg_id": "i"},
+    {"body": "\u200b\u3164", "client_msg_id": "j"},
+    {"body": "a\x00b", "client_msg_id": "k"},
+    {"body": "ok", "client_msg_id": "k\x00"},
+    {"body": "\ud83d", "client_msg_id": "l"},
+    {"body": "ok", "client_msg_id": "\ud83d"},
+    {"body": "ok", "client_msg_id": ""},
+    {"body": "ok", "client_msg_id": "   "},
+    {"body": 5, "client_msg_id": "m"},
+    {"body": "ok", "client_msg_id": 5},
+    {"body": ["ok"], "client_msg_id": "n"},
+    {"body": None, "client_msg_id": "o"},
+    {"client_msg_id": "p"},
+    {"body": "ok"},
+    {},
+]
+
+
+@pytest.mark.parametrize("frame", SEND_FRAMES)
+def test_send_frame_fast_acceptance_answers_as_the_serializer_does(frame):
+    """``send_frame_accepted`` takes only what ``MessageSendFrame`` takes, with the same
+    validated data; all else it leaves to the serializer (None)."""
+    from rest_framework.exceptions import ValidationError
+
+    from rooms.serializers import MessageSendFrame, send_frame_accepted
+
+    fast = send_frame_accepted(frame)
+    try:
+        slow = dict(MessageSendFrame().run_validation(frame))
+    except ValidationError:
+        slow = None
+    if fast is not None:
+        assert fast == slow
+    plain = set(frame) <= {"type", "body", "client_msg_id", "reply_to"} and frame.get("reply_to") is None
+    assert (fast is not None) == (slow is not None and plain)

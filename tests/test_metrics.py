@@ -363,6 +363,16 @@ async def test_a_daphne_node_serves_its_own_metrics_to_the_token_or_allowed_addr
         )
         count = ("chatsite_fanout_latency_seconds_count", (("event", "room.message"),))
         assert during[count] == before.get(count, 0) + 1
+        # The live frame went out through the node's synchronous delivery (``deliver_now``),
+        # counted in rooms.metrics.SENT_LIVE and added to the counter at the scrape.
+        sent = ("chatsite_ws_frames_sent_total", (("type", "message"),))
+        assert during[sent] == before.get(sent, 0) + 1
+        other = await NodeClient(node, "metered", key).connect()
+        await client.send("to two sockets", "real-2")
+        assert await other.wait_for(lambda c: c.messages)
+        assert await client.wait_for(lambda c: "real-2" in c.acks and len(c.messages) == 2)
+        assert (await samples())[sent] == before.get(sent, 0) + 3
+        await other.close()
         await client.close()
         for _ in range(50):  # the node sees the close a moment later
             after = await samples()
