@@ -243,6 +243,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                         await self._close_if_silent()
                     else:
                         self._receive_message(message)
+                        await self._receive_buffered(connection)
                 else:
                     await asyncio.sleep(0.1)
             except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -250,6 +251,35 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
             except BaseException:
                 logger.exception("Unexpected exception in receive task")
                 await asyncio.sleep(1)
+
+    async def _receive_buffered(self, connection) -> None:
+        """Hand on the Pub/Sub replies already read from the socket and parsed by hiredis after
+        the one ``get_message`` returned, without a ``get_message`` each: redis-py's per-call
+        health check, retry wrapper and read timeout cost more than the message itself (about a
+        third of a node's Pub/Sub read under load, yappi, bench/RESULTS.md session 17 pass).
+        Each reply still goes through ``PubSub.handle_message`` (subscription counts, PONGs).
+        Stops at the first reply not yet complete; a reply that is not a Pub/Sub list (an error)
+        is raised, as ``get_message`` would raise it. Without hiredis (redis-py's own parser
+        keeps no such reader) nothing is done here."""
+        reader = getattr(getattr(connection, "_parser", None), "_reader", None)
+        if reader is None or not hasattr(reader, "gets"):
+            return
+        from redis._parsers.hiredis import NOT_ENOUGH_DATA  # what redis-py's reader answers for "not yet"
+
+        handle = self._pubsub.handle_message
+        while True:
+            response = reader.gets()
+            if response is NOT_ENOUGH_DATA:
+                return
+            if isinstance(response, BaseException):
+                raise response
+            if isinstance(response, list) and response and isinstance(response[0], BaseException):
+                raise response[0]
+            if not isinstance(response, (list, bytes)):
+                continue  # nothing a RESP2 subscriber is sent
+            message = await handle(response, ignore_subscribe_messages=True)
+            if message is not None:
+                self._receive_message(message)
 
     async def _close_if_silent(self) -> bool:
         """Close the subscriber connection if it has been silent too long (see the class);

@@ -340,3 +340,51 @@ async def test_the_last_change_of_a_channel_decides_whatever_was_in_flight(layer
     assert group_channel in await _server_channels(layer)
     await layer.group_send("room.9", {"type": "room.message", "seq": 5})
     await _wait_for(lambda: got == [{"type": "room.message", "seq": 5}])
+
+
+async def test_a_burst_read_at_once_is_handed_on_without_a_read_per_message_in_order(layer):
+    """Messages that arrive together (one pipeline of 300 PUBLISHes from another node) are handed
+    on from what hiredis has already parsed, not with one ``get_message`` each
+    (``RedisShardConnection._receive_buffered``): each member gets every event once, in order,
+    a group change in the middle of the burst still takes effect, and far fewer reads ran than
+    messages arrived."""
+    a, b = await layer.new_channel(), await layer.new_channel()
+    got_a, got_b = [], []
+    assert layer.attach(a, got_a.append) and layer.attach(b, got_b.append)
+    await layer.group_add("room.5", a)
+    await layer.group_add("room.5", b)
+    await layer.group_add("room.6", b)
+    other = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=layer.prefix)  # another node
+    try:
+        for _ in range(50):  # until both subscriptions are live
+            await other.group_send("room.5", {"type": "room.message", "seq": 0})
+            await other.group_send("room.6", {"type": "x", "n": 0})
+            await asyncio.sleep(0.05)
+            if got_a and any(e.get("n") == 0 for e in got_b):
+                break
+        got_a.clear(), got_b.clear()
+        shard = layer._get_layer()._shards[0]
+        reads = 0
+        get_message = shard._pubsub.get_message
+
+        async def counted(*args, **kwargs):
+            nonlocal reads
+            reads += 1
+            return await get_message(*args, **kwargs)
+
+        shard._pubsub.get_message = counted
+        events = [("room.5", {"type": "room.message", "seq": n}) for n in range(1, 301)]
+        events += [("room.6", {"type": "x", "n": 1})]
+        await other.group_send_many(events)
+        await _wait_for(lambda: len(got_a) == 300 and len(got_b) == 301)
+        assert [e["seq"] for e in got_a] == list(range(1, 301))
+        assert [e.get("seq", e.get("n")) for e in got_b] == list(range(1, 301)) + [1]
+        assert reads < 100, reads
+        await layer.group_discard("room.5", b)  # a subscription change read after the burst
+        await asyncio.sleep(0.2)
+        await other.group_send("room.5", {"type": "room.message", "seq": 301})
+        await _wait_for(lambda: len(got_a) == 301)
+        await asyncio.sleep(0.1)
+        assert len(got_b) == 301
+    finally:
+        await other.flush()
