@@ -13,7 +13,8 @@ pool. The same ``DATABASES["default"]`` settings are used (host, port, name, use
 ``sslmode`` and the other libpq ``OPTIONS``), so the test runner's test database is followed.
 Pool size and timeout come from ``DATABASE_POOL_MIN_SIZE`` / ``DATABASE_POOL_MAX_SIZE`` /
 ``DATABASE_POOL_TIMEOUT`` like Django's pool; connections are in autocommit, so one statement
-is one transaction.
+is one transaction, except in a group (``fetchone_grouped``: the sends that arrive while one is
+in flight, stored in one transaction and one round trip).
 
 A pool belongs to the event loop that opened it (one per process in a server; one per test in
 the test suite, closed by ``aclose()``).
@@ -30,6 +31,7 @@ import time
 
 import psycopg
 from django.conf import settings
+from psycopg_pool import PoolTimeout
 
 from chatsite import dbconn
 
@@ -151,6 +153,69 @@ async def _run(sql: str, params: dict, *, all_rows: bool):
                 raise
             if not dbconn.connection_lost(exc) or (remaining() is not None and remaining() < 0.05):
                 raise
+
+
+class GroupFailed(Exception):
+    """The transaction of a group of statements (``fetchone_grouped``) did not commit: nothing
+    of it is stored when ``unsure`` is False (PostgreSQL answered an error and rolled it back:
+    one statement's unique violation, a deadlock, the pool had no connection); with ``unsure``
+    True the connection failed or went silent, possibly after the COMMIT was sent."""
+
+    def __init__(self, unsure: bool):
+        super().__init__(
+            "the grouped statements' transaction did not commit" + (" (maybe)" if unsure else "")
+        )
+        self.unsure = unsure
+
+
+# Statements per group at most: one transaction holds the rows its statements lock (one room's
+# row per send) until it commits, so a group is kept short.
+GROUP_MAX = 32
+
+
+async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float | None):
+    """``fetchone(sql, params)``, grouped with the other calls made on this event loop while a
+    group was in flight (group commit, issue 16): a group of one is ``fetchone`` itself (the
+    same retry and errors); a larger group runs its statements in ``order`` (a room's id:
+    every group takes the rooms' rows in the same order, so groups of two nodes do not
+    deadlock) in one transaction, sent as one pipeline: one round trip and one commit for all.
+
+    Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
+    autocommit one by one against groups of 2 / 4 / 8 in one transaction: 275–310 against 235 /
+    160 / 140 µs.
+
+    Raises what ``fetchone`` raises for a group of one; for a larger group ``GroupFailed`` when
+    its transaction did not commit (the caller then runs its statement alone with ``fetchone``,
+    which gives it its own answer); ``TimeoutError`` past ``timeout`` seconds (None: no limit),
+    when the caller's statement may or may not have been sent."""
+    from chatsite import db_batch
+
+    group = db_batch.batcher("chatsite.async_db.grouped", _run_group)
+    if group.max_items != GROUP_MAX:
+        group.max_items = GROUP_MAX
+    return await group.call((sql, params, order), timeout=timeout)
+
+
+async def _run_group(items: list) -> list:
+    if len(items) == 1:
+        sql, params, _ = items[0]
+        return [await _run(sql, params, all_rows=False)]
+    ranked = sorted(range(len(items)), key=lambda i: items[i][2])
+    cursors: dict[int, object] = {}
+    try:
+        async with (await pool()).connection(timeout=_pool_options()["timeout"]) as conn:
+            async with conn.pipeline():
+                async with conn.transaction():
+                    for i in ranked:
+                        sql, params, _ = items[i]
+                        cursors[i] = await conn.execute(sql, params)
+            return [await cursors[i].fetchone() for i in range(len(items))]
+    except PoolTimeout:
+        raise GroupFailed(unsure=False) from None
+    except psycopg.Error as exc:
+        # An error PostgreSQL answered (it has a SQLSTATE) rolled the transaction back; one
+        # without (the connection lost, a wait past its limit) may have come after the COMMIT.
+        raise GroupFailed(unsure=getattr(exc, "sqlstate", None) is None) from exc
 
 
 async def aclose() -> None:

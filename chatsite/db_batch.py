@@ -22,6 +22,7 @@ up before its statement was sent is left out of it. Errors: an exception raised 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -33,6 +34,8 @@ MAX_BATCH = 500
 class Batcher:
     """Callers' items on one event loop, run ``MAX_BATCH`` at a time by ``run``, one statement in
     flight at a time. ``statements`` and ``items`` count what was run (tests, the bench)."""
+
+    max_items: int | None = None  # items per statement at most (None: MAX_BATCH)
 
     def __init__(self, run: Callable[[list], Awaitable[Sequence]]):
         self.run = run
@@ -48,14 +51,17 @@ class Batcher:
         future = loop.create_future()
         self.queue.append((item, future))
         if self.task is None:
-            self.task = loop.create_task(self._drain())
+            # A context of its own: the statements serve every caller queued, not the first one
+            # (whose database deadline, ``chatsite.dbconn``, or log context would otherwise apply).
+            self.task = loop.create_task(self._drain(), context=contextvars.Context())
         async with asyncio.timeout(timeout):  # cancels the future: its item is left out
             return await future
 
     async def _drain(self) -> None:
         try:
             while self.queue:
-                taken, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+                limit = self.max_items or MAX_BATCH
+                taken, self.queue = self.queue[:limit], self.queue[limit:]
                 live = [(item, future) for item, future in taken if not future.done()]
                 if not live:
                     continue

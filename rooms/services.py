@@ -776,7 +776,7 @@ async def message_post_async(
             await lock.acquire()
         try:
             try:
-                row = await async_db.fetchone(sql, params)
+                row = await _store(sql, params, room=room.pk, unsure_key=unsure_key)
             except (
                 psycopg.IntegrityError
             ) as exc:  # a retry of a stored client_msg_id: the fallback answers it
@@ -826,6 +826,22 @@ async def message_post_async(
         finally:
             lock.release()
     return PostResult(message=message, created=True)
+
+
+async def _store(sql: str, params: dict, *, room: int, unsure_key: tuple):
+    """The send's statement, grouped with the other sends of this node in flight at the same time
+    (``async_db.fetchone_grouped``: one transaction, in room order); a group that did not
+    commit is followed by this send's statement alone (``async_db.fetchone``), marked unsure
+    first when the group may have committed. Raises as ``async_db.fetchone`` does; the caller's
+    wait past its deadline is a ``psycopg.OperationalError`` (its statement may have been sent)."""
+    try:
+        return await async_db.fetchone_grouped(sql, params, order=room, timeout=async_db.remaining())
+    except async_db.GroupFailed as failed:
+        if failed.unsure:
+            _unsure_sends.add(unsure_key)
+    except TimeoutError:
+        raise psycopg.OperationalError("the send's grouped statement did not finish in time") from None
+    return await async_db.fetchone(sql, params)
 
 
 class _UnsureSends:

@@ -1,0 +1,124 @@
+"""Group commit of sends (``chatsite.async_db.fetchone_grouped``, issue 16): the sends a node has
+in hand while a statement is in flight are stored together, in one transaction, and each is
+still acked only after that commit, with a gapless ``seq`` per room and its broadcast in order."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+from chatsite import async_db, db_batch
+from rooms.models import Message
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOMS = 6
+SENDS = 5  # per room
+
+
+@pytest.fixture(autouse=True)
+def no_send_limit(settings):
+    settings.WS_SEND_RATE = "0"  # one user sends 30 messages at once here
+
+
+@pytest.fixture
+def rooms(user):
+    return [factories.make_room(created_by=user, slug=f"g{n}") for n in range(ROOMS)]
+
+
+@database_sync_to_async
+def stored(room):
+    return list(Message.objects.filter(room=room).order_by("seq").values_list("seq", "client_msg_id"))
+
+
+def grouped() -> db_batch.Batcher | None:
+    return db_batch._batchers.get(asyncio.get_running_loop(), {}).get("chatsite.async_db.grouped")
+
+
+async def open_all(ws, rooms, user):
+    sockets = []
+    for room in rooms:
+        conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+        assert await conn.connect()
+        await conn.receive_type("hello")
+        sockets.append(conn)
+    return sockets
+
+
+async def acks_and_messages(conn, count):
+    acks, messages = {}, []
+    while len(acks) < count or len(messages) < count:
+        frame = await conn.receive()
+        assert frame["type"] in ("ack", "message"), frame
+        if frame["type"] == "ack":
+            acks[frame["client_msg_id"]] = frame["seq"]
+        else:
+            messages.append(frame["message"])
+    return acks, messages
+
+
+async def test_sends_arriving_together_are_stored_in_groups_acked_in_seq_order_with_no_gap(ws, rooms, user):
+    sockets = await open_all(ws, rooms, user)
+    before = grouped()
+    statements, items = (before.statements, before.items) if before else (0, 0)
+    for n in range(SENDS):  # every socket's frames at once: the consumers' sends overlap
+        for r, conn in enumerate(sockets):
+            await conn.send({"type": "message.send", "body": f"m{n}", "client_msg_id": f"r{r}-{n}"})
+    for r, (room, conn) in enumerate(zip(rooms, sockets)):
+        acks, messages = await acks_and_messages(conn, SENDS)
+        assert await stored(room) == [(n + 1, f"r{r}-{n}") for n in range(SENDS)]
+        assert acks == {f"r{r}-{n}": n + 1 for n in range(SENDS)}
+        assert [m["seq"] for m in messages] == list(range(1, SENDS + 1))  # the broadcasts, in order
+    batcher = grouped()
+    assert batcher.items - items == ROOMS * SENDS
+    assert batcher.statements - statements < ROOMS * SENDS  # some went together
+
+
+async def test_a_group_holding_a_retry_of_a_stored_send_fails_and_each_send_is_answered_alone(
+    ws, rooms, user
+):
+    """A retried ``client_msg_id`` makes its group's transaction fail (unique violation): none of
+    the group is stored by it; each send then runs alone, so the retry gets its first ack and
+    every other send is stored once."""
+    sockets = await open_all(ws, rooms, user)
+    first = sockets[0]
+    await first.send({"type": "message.send", "body": "once", "client_msg_id": "dup"})
+    acks, _ = await acks_and_messages(first, 1)
+    assert acks == {"dup": 1}
+    # One send starts a statement; the retry and the others queue behind it and go as one group.
+    await sockets[1].send({"type": "message.send", "body": "lead", "client_msg_id": "lead"})
+    await first.send({"type": "message.send", "body": "once", "client_msg_id": "dup"})
+    for r, conn in enumerate(sockets[2:], start=2):
+        await conn.send({"type": "message.send", "body": "new", "client_msg_id": f"new-{r}"})
+    assert (await first.receive_type("ack"))["seq"] == 1
+    assert await stored(rooms[0]) == [(1, "dup")]
+    assert (await acks_and_messages(sockets[1], 1))[0] == {"lead": 1}
+    for r, conn in enumerate(sockets[2:], start=2):
+        assert (await acks_and_messages(conn, 1))[0] == {f"new-{r}": 1}
+        assert await stored(rooms[r]) == [(1, f"new-{r}")]
+
+
+async def test_a_group_runs_its_statements_in_one_transaction_in_room_order():
+    """``fetchone_grouped`` calls queued together: one transaction (the same ``txid_current()``
+    for all), run in ``order``; and a group whose transaction fails raises ``GroupFailed`` (not
+    unsure: PostgreSQL answered the error and rolled it back) to every caller in it."""
+    sql = "SELECT txid_current(), %(o)s::int, clock_timestamp()"
+    try:
+        together = await asyncio.gather(
+            *(async_db.fetchone_grouped(sql, {"o": o}, order=o, timeout=5) for o in (3, 1, 2))
+        )
+        assert len({row[0] for row in together}) == 1  # one transaction
+        assert [row[1] for row in sorted(together, key=lambda row: row[2])] == [1, 2, 3]
+        failing = await asyncio.gather(
+            *(async_db.fetchone_grouped(f"SELECT {n}/0", {}, order=n, timeout=5) for n in (2, 1)),
+            async_db.fetchone_grouped("SELECT 3", {}, order=3, timeout=5),
+            return_exceptions=True,
+        )
+        assert all(isinstance(f, async_db.GroupFailed) and not f.unsure for f in failing), failing
+        # A group of one is fetchone itself: its own error, as before.
+        with pytest.raises(Exception) as alone:
+            await async_db.fetchone_grouped("SELECT 1/0", {}, order=1, timeout=5)
+        assert type(alone.value).__name__ == "DivisionByZero"
+    finally:
+        await async_db.aclose()
