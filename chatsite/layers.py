@@ -209,12 +209,17 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
 
     def _receive_message(self, message):
         """channels-redis's, minus repeats of a ``room.message`` (same group, same ``seq``)
-        among the last ``RECENT_MESSAGES`` this shard received. A PUBLISH that timed out on a
+        among the last ``RECENT_MESSAGES`` this shard received, and with the event decoded once
+        and handed to each attached channel's sink directly. A PUBLISH that timed out on a
         hung Redis is retried on a new connection, and when Redis had taken the first one after
         all, every member got the message twice (seen with SIGSTOP for 5.6 s)."""
-        if message is not None and isinstance(message.get("data"), bytes):
+        if message is None:
+            return
+        data = message["data"]
+        event = None
+        if isinstance(data, bytes):
             try:
-                event = self.channel_layer.decode(message["data"])
+                event = self.channel_layer.decode(data)
             except Exception:
                 event = None  # delivered as it is; the channel's queue deals with it
             if isinstance(event, dict) and event.get("type") == "room.message" and "seq" in event:
@@ -225,7 +230,25 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                 recent[key] = None
                 if len(recent) > self.RECENT_MESSAGES:
                     del recent[next(iter(recent))]
-        super()._receive_message(message)
+        # channels-redis's fan-out, handing the decoded event straight to each attached
+        # channel's sink (one call per member on this node, not put_nowait and decode each).
+        name = message["channel"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        channels = self.channel_layer.channels
+        queue = channels.get(name)
+        if queue is not None:
+            queue.put_nowait(data)
+            return
+        for channel_name in self.channel_layer.groups.get(name, ()):
+            queue = channels.get(channel_name)
+            if queue is None:
+                continue
+            sink = getattr(queue, "sink", None)
+            if sink is not None and isinstance(event, dict):
+                sink(event)
+            else:
+                queue.put_nowait(data)
 
     async def _do_receiving(self):
         # channels-redis 4.3's loop, plus the Sentinel-aware reconnect and _close_if_silent.

@@ -110,22 +110,6 @@ def client_limit_only(protocol_class):
     return ClientLimitOnly
 
 
-def _nothing_buffered(transport) -> bool:
-    """Whether ``transport`` is a plain TCP connection (no TLS) that is open and has nothing
-    waiting in Twisted's write buffer: a frame written to its socket now keeps the byte order."""
-    try:
-        return (
-            not transport.TLS
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-            and transport._tempDataLen == 0
-            and len(transport.dataBuffer) == transport.offset
-        )
-    except AttributeError:  # another transport: leave it to Twisted
-        return False
-
-
 def direct_writes(protocol_class):
     """A subclass of daphne's WebSocket protocol that writes each frame to the socket at once when
     nothing is waiting before it, instead of buffering it and registering the socket for a
@@ -144,25 +128,37 @@ def direct_writes(protocol_class):
             self._dataReceived(data)
 
         def sendData(self, data, sync=False, chopsize=None):
-            transport = self.transport
-            if (
-                sync
-                or chopsize
-                or self.send_queue
-                or self.state != self.STATE_OPEN
-                or self.logOctets
-                or not _nothing_buffered(transport)
-            ):
+            if sync or chopsize or not self.write_now(data):
                 return super().sendData(data, sync, chopsize)
+
+        def write_now(self, data: bytes) -> bool:
+            """Write ``data`` (a whole frame) to the socket now if nothing waits before it;
+            what the kernel does not take goes to Twisted's buffer. False: nothing was written
+            (closing, TLS, something buffered, the connection gone): use ``sendData``.
+            ``send_text_now`` calls this directly for each delivery (one call, not three)."""
+            transport = self.transport
             try:
+                if (
+                    self.send_queue
+                    or self.state != self.STATE_OPEN
+                    or self.logOctets
+                    or transport.TLS
+                    or not transport.connected
+                    or transport.disconnecting
+                    or transport._writeDisconnected
+                    or transport._tempDataLen
+                    or len(transport.dataBuffer) != transport.offset
+                ):
+                    return False
                 sent = transport.socket.send(data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            except OSError:  # the connection is gone: Twisted's own path reports it
-                return super().sendData(data, sync, chopsize)
+            except (OSError, AttributeError):  # gone, or another transport: Twisted's own path
+                return False
             self.trafficStats.outgoingOctetsWireLevel += len(data)
             if sent < len(data):
                 transport.write(data[sent:])
+            return True
 
     DirectWrites.__name__ = DirectWrites.__qualname__ = f"DirectWrites{protocol_class.__name__}"
     return DirectWrites
@@ -616,8 +612,9 @@ def main(argv: list[str] | None = None) -> None:
             if text is not last_text:
                 prepared = self.ws_factory.prepareMessage(text.encode("utf-8"), isBinary=False)
                 self._prepared = (text, prepared)
-            if protocol._perMessageCompress is None:  # autobahn's sendPreparedMessage, one call less
-                protocol.sendData(prepared.payloadHybi)
+            if protocol._perMessageCompress is None:  # autobahn's sendPreparedMessage, calls fewer
+                if not protocol.write_now(prepared.payloadHybi):
+                    protocol.sendData(prepared.payloadHybi)
             else:
                 protocol.sendPreparedMessage(prepared)
             return True

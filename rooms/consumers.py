@@ -493,10 +493,11 @@ async def dispatch_in_order(sources, dispatch, *, attach=None, deliver_now=None,
     of the consumer's own at the end of the inbox (a timer's work, done in order with the rest)."""
     loop = asyncio.get_running_loop()
     inbox = LightQueue()  # not asyncio.Queue: 3 KB less per socket (chatsite.queues)
+    waiting = inbox._items  # empty exactly when the inbox is (LightQueue clears it when drained)
     busy = True  # an event is being dispatched, or the loop has stopped
 
     def push(event) -> None:
-        if not busy and inbox.empty() and deliver_now(event):
+        if not busy and not waiting and deliver_now(event):
             return
         inbox.put_nowait((event, None))
 
