@@ -171,6 +171,14 @@ class GroupFailed(Exception):
 # Statements per group at most: one transaction holds the rows its statements lock (one room's
 # row per send) until it commits, so a group is kept short.
 GROUP_MAX = 32
+# A group waits at most this long for any one row lock, then fails and each send runs alone.
+# Groups take rooms' rows in room order, but a send also locks its author's rate window (and
+# read markers are written by other statements), so two groups of two nodes holding the same
+# users' sends can deadlock; PostgreSQL would find that only after ``deadlock_timeout`` (1 s by
+# default), past most of a send's budget (DATABASE_STATEMENT_TIMEOUT + 0.25 s), and answer
+# those sends ``unavailable`` (seen in tests/test_group_commit.py before this limit).
+GROUP_LOCK_TIMEOUT_MS = 200
+_GROUP_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{GROUP_LOCK_TIMEOUT_MS}ms'"
 
 
 async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float | None):
@@ -206,6 +214,7 @@ async def _run_group(items: list) -> list:
         async with (await pool()).connection(timeout=_pool_options()["timeout"]) as conn:
             async with conn.pipeline():
                 async with conn.transaction():
+                    await conn.execute(_GROUP_LOCK_TIMEOUT)
                     for i in ranked:
                         sql, params, _ = items[i]
                         cursors[i] = await conn.execute(sql, params)
