@@ -201,6 +201,7 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     group = db_batch.batcher("chatsite.async_db.grouped", _run_group)
     if group.max_items != GROUP_MAX:
         group.max_items = GROUP_MAX
+        group.lead_alone = True  # a send with none in flight: the plain statement, in its task
     return await group.call((sql, params, order), timeout=timeout)
 
 

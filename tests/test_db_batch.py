@@ -89,3 +89,33 @@ async def test_each_event_loop_has_its_own_batcher_per_name():
     a = db_batch.batcher("test.a", run)
     assert db_batch.batcher("test.a", run) is a
     assert db_batch.batcher("test.b", run) is not a
+
+
+async def test_lead_alone_runs_a_lone_call_in_its_own_task_and_queues_the_next_ones(closing_pool):
+    """``lead_alone``: a call that finds the batcher idle runs its item in the caller's task (no
+    drain task); calls made while it is in flight go together in the next statement; its error
+    is its own."""
+    tasks = []
+
+    class Tasks(Recorded):
+        async def __call__(self, items):
+            tasks.append(asyncio.current_task())
+            return await super().__call__(items)
+
+    run = Tasks(
+        "SELECT x * x FROM unnest(%(items)s::int[]) WITH ORDINALITY AS v(x, i), pg_sleep(0.05) ORDER BY i"
+    )
+    batcher = db_batch.Batcher(run)
+    batcher.lead_alone = True
+    first = asyncio.ensure_future(batcher.call(3, timeout=5))
+    await asyncio.sleep(0.01)  # in flight, run by the first caller itself
+    rest = await asyncio.gather(*(batcher.call(i, timeout=5) for i in range(1, 6)))
+    assert await first == 9 and rest == [1, 4, 9, 16, 25]
+    assert run.lists == [[3], [1, 2, 3, 4, 5]]
+    assert tasks[0] is first  # the lone call ran in the caller's own task
+    assert tasks[1] is not first and batcher.task is None
+    assert batcher.statements == 2 and batcher.items == 6
+    run.sql = "SELECT 1 / 0"
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await batcher.call(1, timeout=5)
+    assert batcher.task is None  # idle again after the error

@@ -100,23 +100,28 @@ async def test_a_group_holding_a_retry_of_a_stored_send_fails_and_each_send_is_a
 
 
 async def test_a_group_runs_its_statements_in_one_transaction_in_room_order():
-    """``fetchone_grouped`` calls queued together: one transaction (the same ``txid_current()``
-    for all), run in ``order``; and a group whose transaction fails raises ``GroupFailed`` (not
-    unsure: PostgreSQL answered the error and rolled it back) to every caller in it."""
+    """``fetchone_grouped`` calls made while one is in flight (the first runs alone, in its own
+    task): they go as one transaction (the same ``txid_current()``), run in ``order``; a group
+    whose transaction fails raises ``GroupFailed`` (not unsure: PostgreSQL answered the error and
+    rolled it back) to every caller in it; a lone call's error is its own."""
     sql = "SELECT txid_current(), %(o)s::int, clock_timestamp()"
+    lead = "SELECT pg_sleep(0.05)"
     try:
-        together = await asyncio.gather(
-            *(async_db.fetchone_grouped(sql, {"o": o}, order=o, timeout=5) for o in (3, 1, 2))
+        results = await asyncio.gather(
+            async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+            *(async_db.fetchone_grouped(sql, {"o": o}, order=o, timeout=5) for o in (3, 1, 2)),
         )
+        together = results[1:]
         assert len({row[0] for row in together}) == 1  # one transaction
         assert [row[1] for row in sorted(together, key=lambda row: row[2])] == [1, 2, 3]
         failing = await asyncio.gather(
+            async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
             *(async_db.fetchone_grouped(f"SELECT {n}/0", {}, order=n, timeout=5) for n in (2, 1)),
             async_db.fetchone_grouped("SELECT 3", {}, order=3, timeout=5),
             return_exceptions=True,
         )
-        assert all(isinstance(f, async_db.GroupFailed) and not f.unsure for f in failing), failing
-        # A group of one is fetchone itself: its own error, as before.
+        assert not isinstance(failing[0], Exception), failing
+        assert all(isinstance(f, async_db.GroupFailed) and not f.unsure for f in failing[1:]), failing
         with pytest.raises(Exception) as alone:
             await async_db.fetchone_grouped("SELECT 1/0", {}, order=1, timeout=5)
         assert type(alone.value).__name__ == "DivisionByZero"
