@@ -31,6 +31,7 @@ import time
 
 import psycopg
 from django.conf import settings
+from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolTimeout
 
 from chatsite import dbconn
@@ -183,53 +184,93 @@ _GROUP_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{GROUP_LOCK_TIMEOUT_MS}ms'"
 
 async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float | None):
     """``fetchone(sql, params)``, grouped with the other calls made on this event loop while a
-    group was in flight (group commit, issue 16): a group of one is ``fetchone`` itself (the
-    same retry and errors); a larger group runs its statements in ``order`` (a room's id:
-    every group takes the rooms' rows in the same order, so groups of two nodes do not
-    deadlock) in one transaction, sent as one pipeline: one round trip and one commit for all.
+    statement was in flight (group commit, issue 16). A call that finds nothing in flight is
+    ``fetchone`` itself, in the caller's task (``Batcher.lead_alone``: the same retry and
+    errors). The calls that came meanwhile go together: their statements run in ``order`` (a
+    room's id: every group takes the rooms' rows in the same order) in one transaction, in two
+    round trips (``BEGIN``, the statements, a sync: every answer or the first error, with
+    nothing committed yet; then ``COMMIT``), one commit for all.
 
     Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
     autocommit one by one against groups of 2 / 4 / 8 in one transaction: 275–310 against 235 /
     160 / 140 µs.
 
-    Raises what ``fetchone`` raises for a group of one; for a larger group ``GroupFailed`` when
-    its transaction did not commit (the caller then runs its statement alone with ``fetchone``,
-    which gives it its own answer); ``TimeoutError`` past ``timeout`` seconds (None: no limit),
-    when the caller's statement may or may not have been sent."""
+    A group runs under the earliest of its callers' deadlines (``deadline()``), so no caller
+    gives up while its statement may still commit. Raises what ``fetchone`` raises for a call
+    run alone; for a group ``GroupFailed`` when its transaction did not commit (``unsure``:
+    the failure came once the ``COMMIT`` may have been sent, or the connection failed); then
+    the caller runs its statement alone, which gives it its own answer. ``TimeoutError`` past
+    ``timeout`` seconds (None: no limit): the statement may or may not have been sent."""
     from chatsite import db_batch
 
     group = db_batch.batcher("chatsite.async_db.grouped", _run_group)
     if group.max_items != GROUP_MAX:
         group.max_items = GROUP_MAX
         group.lead_alone = True  # a send with none in flight: the plain statement, in its task
-    return await group.call((sql, params, order), timeout=timeout)
+    return await group.call((sql, params, order, dbconn._deadline.get()), timeout=timeout)
 
 
 async def _run_group(items: list) -> list:
-    if len(items) == 1:
-        sql, params, _ = items[0]
-        return [await _run(sql, params, all_rows=False)]
+    deadlines = [item[3] for item in items if item[3] is not None]
+    token = dbconn._deadline.set(min(deadlines) if deadlines else None)
+    try:
+        if len(items) == 1:
+            sql, params, _, _ = items[0]
+            return [await _run(sql, params, all_rows=False)]
+        return await _run_together(items)
+    finally:
+        dbconn._deadline.reset(token)
+
+
+async def _run_together(items: list) -> list:
     ranked = sorted(range(len(items)), key=lambda i: items[i][2])
     cursors: dict[int, object] = {}
+    committing = False
+    timeout = _pool_options()["timeout"]
+    left = remaining()
     try:
-        async with (await pool()).connection(timeout=_pool_options()["timeout"]) as conn:
-            async with conn.pipeline():
-                async with conn.transaction():
+        async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
+            try:
+                async with conn.pipeline() as pipeline:
+                    await conn.execute("BEGIN")
                     await conn.execute(_GROUP_LOCK_TIMEOUT)
                     for i in ranked:
-                        sql, params, _ = items[i]
+                        sql, params, _, _ = items[i]
                         cursors[i] = await conn.execute(sql, params)
+                    await pipeline.sync()  # every statement's answer, or the first error
+                    committing = True
+                    await conn.execute("COMMIT")
+            except psycopg.Error:
+                if (
+                    not committing
+                    and not conn.closed
+                    and conn.info.transaction_status != TransactionStatus.IDLE
+                ):
+                    await conn.execute("ROLLBACK")  # an error before COMMIT: nothing is kept
+                raise
             return [await cursors[i].fetchone() for i in range(len(items))]
     except PoolTimeout:
         raise GroupFailed(unsure=False) from None
     except psycopg.Error as exc:
-        # An error PostgreSQL answered (it has a SQLSTATE) rolled the transaction back; one
-        # without (the connection lost, a wait past its limit) may have come after the COMMIT.
-        raise GroupFailed(unsure=getattr(exc, "sqlstate", None) is None) from exc
+        # Before the COMMIT was sent, an error PostgreSQL answered (it has a SQLSTATE) rolled
+        # the transaction back; from the COMMIT on, or without an answer (the connection lost,
+        # a wait past its limit), the group may have committed.
+        raise GroupFailed(unsure=committing or getattr(exc, "sqlstate", None) is None) from exc
 
 
 async def aclose() -> None:
-    """Close the running loop's pool, if it has one (tests call this at teardown)."""
-    pool = _pools.pop(asyncio.get_running_loop(), None)
+    """Close the running loop's pool, if it has one (tests call this at teardown), once the
+    loop's ``chatsite.db_batch`` statements in flight have ended (cancelled), so that none of
+    them opens a new pool afterwards."""
+    from chatsite import db_batch
+
+    loop = asyncio.get_running_loop()
+    for batcher in db_batch._batchers.pop(loop, {}).values():
+        task = batcher.task
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    pool = _pools.pop(loop, None)
     if pool is not None:
         await pool.close()

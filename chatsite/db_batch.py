@@ -40,9 +40,9 @@ class Batcher:
 
     max_items: int | None = None  # items per statement at most (None: MAX_BATCH)
     # With ``lead_alone``, a caller that finds nothing in flight and nothing queued runs its item
-    # at once in its own task (``run([item])``), not through the drain task: a lone statement
-    # costs no task switch more than a plain call; callers that come meanwhile queue, and their
-    # items go in the next statement once it is done.
+    # at once in its own task (``run([item])``, whose own limits apply, not ``timeout``), not
+    # through the drain task: a lone statement costs no task switch more than a plain call;
+    # callers that come meanwhile queue, and their items go in the next statement once it is done.
     lead_alone = False
 
     def __init__(self, run: Callable[[list], Awaitable[Sequence]]):
@@ -61,8 +61,10 @@ class Batcher:
             self.statements += 1
             self.items += 1
             try:
-                async with asyncio.timeout(timeout):
-                    return (await self.run([item]))[0]
+                # Not under ``timeout``: cancelling a statement mid-flight makes psycopg cancel it
+                # on the server and wait for that (seconds, on a silent connection); a lone run
+                # bounds its own waits (``chatsite.dbconn``'s deadline), as a plain call does.
+                return (await self.run([item]))[0]
             finally:
                 self.task = None
                 if self.queue:

@@ -839,9 +839,21 @@ async def _store(sql: str, params: dict, *, room: int, unsure_key: tuple):
     except async_db.GroupFailed as failed:
         if failed.unsure:
             _unsure_sends.add(unsure_key)
+        left = async_db.remaining()
+        if not failed.unsure and left is not None and left < _ALONE_MIN_TIME:
+            raise PoolTimeout("no time left to store the send alone after its group failed") from None
     except TimeoutError:
         raise psycopg.OperationalError("the send's grouped statement did not finish in time") from None
+    except asyncio.CancelledError:  # the socket's task ended: its statement may commit unseen
+        _unsure_sends.add(unsure_key)
+        raise
     return await async_db.fetchone(sql, params)
+
+
+# Seconds a send needs at least to run alone after its group failed: with less, a round trip
+# would be cut short, and the connection taken for dead (the pool drained); it is answered
+# ``unavailable`` (nothing stored) instead, and the client sends it again.
+_ALONE_MIN_TIME = 0.1
 
 
 class _UnsureSends:
