@@ -469,7 +469,10 @@ async def test_br24_sentinel_with_tls_follows_a_failover_during_traffic_and_hist
             stop.set()
             await sending
         print(f"\nBR-24: broadcasts resumed {failover_seconds:.1f} s after the master was killed")
-        assert failover_seconds < 20
+        # Sentinel's own time: about 2 s here when its first election wins; an election that
+        # fails (seen once on a loaded machine: 21.3 s) is tried again after failover-timeout
+        # (10 s) twice over.
+        assert failover_seconds < 30
         with replica.client() as c:
             assert c.info("replication")["role"] == "master"  # the sentinels promoted the replica
         # Every send was stored (acked), and what the receiver missed live is in history.
