@@ -14,7 +14,7 @@ pool. The same ``DATABASES["default"]`` settings are used (host, port, name, use
 Pool size and timeout come from ``DATABASE_POOL_MIN_SIZE`` / ``DATABASE_POOL_MAX_SIZE`` /
 ``DATABASE_POOL_TIMEOUT`` like Django's pool; connections are in autocommit, so one statement
 is one transaction, except in a group (``fetchone_grouped``: the sends that arrive while one is
-in flight, stored in one transaction and one round trip).
+in flight, stored in one transaction, in two round trips).
 
 A pool belongs to the event loop that opened it (one per process in a server; one per test in
 the test suite, closed by ``aclose()``).
@@ -203,10 +203,8 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     ``timeout`` seconds (None: no limit): the statement may or may not have been sent."""
     from chatsite import db_batch
 
-    group = db_batch.batcher("chatsite.async_db.grouped", _run_group)
-    if group.max_items != GROUP_MAX:
-        group.max_items = GROUP_MAX
-        group.lead_alone = True  # a send with none in flight: the plain statement, in its task
+    # lead_alone: a send with none in flight runs the plain statement, in its own task.
+    group = db_batch.batcher("chatsite.async_db.grouped", _run_group, max_items=GROUP_MAX, lead_alone=True)
     return await group.call((sql, params, order, dbconn._deadline.get()), timeout=timeout)
 
 

@@ -38,15 +38,23 @@ class Batcher:
     """Callers' items on one event loop, run ``MAX_BATCH`` at a time by ``run``, one statement in
     flight at a time. ``statements`` and ``items`` count what was run (tests, the bench)."""
 
-    max_items: int | None = None  # items per statement at most (None: MAX_BATCH)
+    max_items: int | None  # items per statement at most (None: MAX_BATCH)
     # With ``lead_alone``, a caller that finds nothing in flight and nothing queued runs its item
     # at once in its own task (``run([item])``, whose own limits apply, not ``timeout``), not
     # through the drain task: a lone statement costs no task switch more than a plain call;
     # callers that come meanwhile queue, and their items go in the next statement once it is done.
-    lead_alone = False
+    lead_alone: bool
 
-    def __init__(self, run: Callable[[list], Awaitable[Sequence]]):
+    def __init__(
+        self,
+        run: Callable[[list], Awaitable[Sequence]],
+        *,
+        max_items: int | None = None,
+        lead_alone: bool = False,
+    ):
         self.run = run
+        self.max_items = max_items
+        self.lead_alone = lead_alone
         self.queue: list[tuple[object, asyncio.Future]] = []
         self.task: asyncio.Task | object | None = None
         self.statements = 0
@@ -105,13 +113,14 @@ class Batcher:
 _batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {name: Batcher}
 
 
-def batcher(name: str, run: Callable[[list], Awaitable[Sequence]]) -> Batcher:
-    """This event loop's ``Batcher`` called ``name`` (made with ``run`` on first use)."""
+def batcher(name: str, run: Callable[[list], Awaitable[Sequence]], **options) -> Batcher:
+    """This event loop's ``Batcher`` called ``name`` (made with ``run`` and ``options``, the
+    ``Batcher`` keywords, on first use)."""
     loop = asyncio.get_running_loop()
     mine = _batchers.get(loop)
     if mine is None:
         mine = _batchers[loop] = {}
     found = mine.get(name)
     if found is None:
-        found = mine[name] = Batcher(run)
+        found = mine[name] = Batcher(run, **options)
     return found
