@@ -95,7 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gaps", default="0,0.01,0.1", help="seconds of pause before each timing")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=40, help="timings per gap and round")
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_IDLE_DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_IDLE_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
     args = parser.parse_args(argv)
     gaps = [float(g) for g in args.gaps.split(",")]
 
@@ -137,7 +139,11 @@ def main(argv=None) -> int:
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"idle-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"started": started, "args": vars(args), "machine": machine(), "figures": figures}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"started": started, "args": vars(args), "machine": machine(), "figures": figures}, indent=2
+        )
+    )
     sys.stdout.flush()
     print(f"JSON: {out}", file=sys.stderr)
     return 0

@@ -361,6 +361,11 @@ PASSWORD_RESET_RATE = _window_rate("PASSWORD_RESET_RATE", "5/h")
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite <noreply@localhost>")
 
+# Characters of message bodies a node stores between two merges of the search indexes' GIN
+# pending lists, in a task of its own (rooms/search_index.py); 0 leaves them to PostgreSQL,
+# which then merges a full list inside a send.
+SEARCH_INDEX_CLEAN_CHARS = env.int("SEARCH_INDEX_CLEAN_CHARS", default=50_000)
+
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 # One user's share of a node (rooms/limits.py): read frames (fetch, resume) per user ("0" off;

@@ -145,6 +145,13 @@ RATE_LIMITED = Counter(
     ["scope"],
 )
 
+SEARCH_INDEX_CLEANUPS = Counter(
+    "chatsite_search_index_cleanups",
+    "Merges of the search indexes' GIN pending lists started by this node after its sends "
+    "(rooms.search_index), by outcome: cleaned, skipped (another node was merging), failed.",
+    ["outcome"],
+)
+
 ORIGIN_REFUSED = Counter(
     "chatsite_ws_origin_refused",
     "WebSocket handshakes refused (HTTP 403) for their Origin.",

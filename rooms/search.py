@@ -52,6 +52,9 @@ mentions of found bodies with ``@``; the search page loads the attachments and m
   only current bodies of live messages; migration ``0006_message_search``). pg_trgm's trigrams
   answer ``ILIKE '%…%'`` in any script (Hangul, kana and kanji are alphanumeric to it under the
   database's UTF-8 locale), for every term of 3 characters or more.
+- Both GIN indexes take a new body's keys into their pending lists (``fastupdate``); each node
+  merges the lists after its sends, off the send path (``rooms.search_index``), so no send
+  merges a full list itself and no search reads a long one.
 - The room filter is ``= ANY(ARRAY(subquery))``, not ``IN (subquery)``: with ``IN`` the planner
   hash-joins *after* fetching every match of the term in all 1,000 rooms ("deploy": 7,103
   rows, 6,000 heap blocks, 48 ms); with the array it ANDs the trigram bitmap with the

@@ -33,7 +33,7 @@ from rest_framework.authtoken.models import Token
 
 from chatsite import async_db, dbconn
 
-from . import access, events, formatting, mentions, ratelimit, reactions, replies
+from . import access, events, formatting, mentions, ratelimit, reactions, replies, search_index
 from .models import (
     SLUG_MAX_LENGTH,
     SLUG_UNAVAILABLE,
@@ -818,6 +818,7 @@ async def message_post_async(
             )
             data = message_data(message)
             events.broadcast_message(room_id=room.pk, seq=message.seq, message_data=data)
+            search_index.note_stored(len(body))  # its keys wait in the GIN pending lists
             _notify_thread(message, now=True)
             if message.mention_list:
                 events.broadcast_mention(

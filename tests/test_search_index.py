@@ -1,0 +1,182 @@
+"""The search indexes' pending lists merged by the node after its sends (``rooms.search_index``),
+not inside a send when a list fills up. Real PostgreSQL: ``gin_clean_pending_list`` run by the
+test itself says how many pending-list pages were still waiting (0 once the node merged them)."""
+
+import asyncio
+import logging
+import uuid
+
+import psycopg
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connection
+from prometheus_client import REGISTRY
+
+from rooms import search_index
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_send_limit(settings):
+    settings.WS_SEND_RATE = "0"
+
+
+@database_sync_to_async
+def pending_pages() -> int:
+    """Merges what is pending itself: the pages that were still waiting in both lists."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(gin_clean_pending_list(to_regclass(name))) FROM unnest(%s::text[]) AS name",
+            [list(search_index.GIN_INDEXES)],
+        )
+        return cursor.fetchone()[0]
+
+
+def cleanups(outcome: str) -> float:
+    return REGISTRY.get_sample_value("chatsite_search_index_cleanups_total", {"outcome": outcome}) or 0.0
+
+
+async def send_all(conn, bodies):
+    for body in bodies:
+        await conn.send({"type": "message.send", "body": body, "client_msg_id": uuid.uuid4().hex})
+        await conn.receive_type("ack")
+        await conn.receive_type("message")
+
+
+async def merge_started_by_sends():
+    state = search_index._loops.get(asyncio.get_running_loop())
+    assert state is not None and state.task is not None, "no merge was started"
+    await state.task
+    return state
+
+
+async def test_a_nodes_sends_leave_no_search_keys_pending_once_their_characters_reach_the_setting(
+    ws, user, room, settings
+):
+    settings.SEARCH_INDEX_CLEAN_CHARS = 30
+    await pending_pages()  # what earlier tests left
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    cleaned = cleanups("cleaned")
+    await send_all(conn, ["대화방에서 배포 준비", "deploy the release"])  # 11 + 18 characters: not yet
+    assert search_index._loops[asyncio.get_running_loop()].task is None
+    await send_all(conn, ["ok"])  # 31
+    await merge_started_by_sends()
+    assert cleanups("cleaned") == cleaned + 1
+    assert await pending_pages() == 0
+
+
+async def test_with_the_setting_at_zero_the_keys_stay_pending(ws, user, room, settings):
+    settings.SEARCH_INDEX_CLEAN_CHARS = 0
+    await pending_pages()
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    await send_all(conn, ["x" * 40, "y" * 40])
+    state = search_index._loops.get(asyncio.get_running_loop())
+    assert state is None or state.task is None
+    assert await pending_pages() >= 1  # the sends' keys were waiting: what the node merges
+
+
+async def test_a_merge_skips_while_another_session_merges():
+    from chatsite import async_db
+
+    other = await psycopg.AsyncConnection.connect(
+        dbname=connection.settings_dict["NAME"],
+        host=connection.settings_dict["HOST"] or None,
+        port=connection.settings_dict["PORT"] or None,
+        user=connection.settings_dict["USER"] or None,
+        autocommit=True,
+    )
+    try:
+        await other.execute("SELECT pg_advisory_lock(%s)", [search_index.LOCK_KEY])
+        assert await search_index.clean() is None
+        await other.execute("SELECT pg_advisory_unlock(%s)", [search_index.LOCK_KEY])
+        assert await search_index.clean() is not None
+    finally:
+        await other.close()
+        await async_db.aclose()
+
+
+async def test_a_failed_merge_is_counted_and_logged_and_the_sends_go_on(
+    ws, user, room, settings, monkeypatch, caplog
+):
+    settings.SEARCH_INDEX_CLEAN_CHARS = 5
+    monkeypatch.setattr(search_index, "_CLEAN_SQL", "SELECT gin_clean_pending_list('no_such_index')")
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    failed = cleanups("failed")
+    with caplog.at_level(logging.WARNING, logger="rooms.search_index"):
+        await send_all(conn, ["hello there"])
+        state = await merge_started_by_sends()
+    assert cleanups("failed") == failed + 1
+    assert not state.disabled  # tried again after the next characters
+    assert "search index upkeep failed" in caplog.text
+    await send_all(conn, ["still stored"])  # the socket and the sends are unaffected
+    await merge_started_by_sends()
+    assert cleanups("failed") == failed + 2
+    await pool_closed()
+
+
+async def pool_closed():
+    """Close this loop's pool and wait until its sessions have left PostgreSQL: psycopg_pool
+    finishes closing a connection returned after a failed transaction a moment later, and the
+    test database is dropped at the end of the run."""
+    from chatsite import async_db
+
+    @database_sync_to_async
+    def others():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            return cursor.fetchone()[0]
+
+    await async_db.aclose()
+    for _ in range(50):
+        if await others() == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def not_owner_role():
+    """A login role that owns nothing (PostgreSQL roles are the cluster's: dropped afterwards)."""
+    name = f"chatsite_not_owner_{uuid.uuid4().hex[:8]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{name}" LOGIN')
+    yield name
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+async def test_without_owning_the_indexes_the_upkeep_turns_itself_off_with_one_warning(
+    not_owner_role, settings, monkeypatch, caplog
+):
+    from chatsite import async_db
+
+    settings.SEARCH_INDEX_CLEAN_CHARS = 5
+    monkeypatch.setitem(settings.DATABASES["default"], "USER", not_owner_role)
+    await async_db.aclose()  # this loop's pool, if any, opened as the owner
+    failed = cleanups("failed")
+    try:
+        with caplog.at_level(logging.WARNING, logger="rooms.search_index"):
+            search_index.note_stored(10)
+            state = await merge_started_by_sends()
+            assert state.disabled
+            search_index.note_stored(10)  # off: no merge started
+            assert state.task.done()
+    finally:
+        await async_db.aclose()
+    assert cleanups("failed") == failed + 1
+    assert caplog.text.count("search index upkeep turned off") == 1
+
+
+def test_the_setting_defaults_to_50000_characters():
+    # about 600 KB of pending entries for the bench's bodies, well below the 4 MB lists hold
+    assert settings.SEARCH_INDEX_CLEAN_CHARS == 50_000
