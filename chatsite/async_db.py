@@ -40,6 +40,7 @@ from chatsite import dbconn
 _NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "client_encoding"}
 
 _pools: dict = {}  # event loop -> psycopg_pool.AsyncConnectionPool
+_background: dict = {}  # event loop -> set of tasks using its pool (``track``)
 
 
 def available() -> bool:
@@ -256,13 +257,30 @@ async def _run_together(items: list) -> list:
         raise GroupFailed(unsure=committing or getattr(exc, "sqlstate", None) is None) from exc
 
 
+def track(task: asyncio.Task) -> asyncio.Task:
+    """Register a background task of the running loop that uses its pool (such as
+    ``rooms.search_index``'s merge), so that ``aclose()`` cancels it before closing the pool.
+    Returns ``task``."""
+    tasks = _background.setdefault(asyncio.get_running_loop(), set())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
 async def aclose() -> None:
     """Close the running loop's pool, if it has one (tests call this at teardown), once the
-    loop's ``chatsite.db_batch`` statements in flight have ended (cancelled), so that none of
-    them opens a new pool afterwards."""
+    loop's ``chatsite.db_batch`` statements in flight and its tracked background tasks
+    (``track``) have ended (cancelled), so that none of them opens a new pool afterwards."""
     from chatsite import db_batch
 
     loop = asyncio.get_running_loop()
+    for task in list(_background.pop(loop, ())):
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    for other in [other for other in _background if other.is_closed()]:
+        _background.pop(other, None)
     for batcher in db_batch._batchers.pop(loop, {}).values():
         task = batcher.task
         if isinstance(task, asyncio.Task) and not task.done():

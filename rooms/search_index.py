@@ -14,9 +14,12 @@ list too, so a long one slows every search as well.
 So each node merges the lists itself, in a task of its own, after every ``SEARCH_INDEX_CLEAN_CHARS``
 characters of message bodies it stored (default 50,000: about 600 KB of pending entries, well
 below the 4 MB at which a send would do it; the bench's bodies of about 100 characters add
-about 1.2 KB each): ``gin_clean_pending_list`` on both indexes, in one transaction that first
+about 1.2 KB each): ``gin_clean_pending_list`` on both indexes, in one statement that first
 takes a transaction-level advisory lock (``pg_try_advisory_xact_lock``), so that when another
 node is already merging this one skips instead of queueing behind it. ``0`` turns it off.
+Each node counts only its own sends, so the lists can hold up to the nodes' count times the
+setting between two merges: keep that product well under 4 MB (about 12 bytes of pending
+entries per character: 50,000 characters on up to 6 nodes).
 
 Only the event loop's sends (``rooms.services.message_post_async``) are counted: sends on the
 database thread (REST, the fallback paths) and edits are few, and the next count catches up.
@@ -46,10 +49,13 @@ GIN_INDEXES = ("message_body_trgm_idx", "message_body_grams_idx")
 # no other advisory lock of the application uses).
 LOCK_KEY = 0x63686174_73726368  # "chatsrch"
 
+# One autocommit statement: the lock is taken first and held to its end; the merge (an InitPlan,
+# run only when its CASE branch is reached) is skipped, NULL, when another session holds it.
 _CLEAN_SQL = (
-    "SELECT coalesce(sum(gin_clean_pending_list(index_oid)), 0)::bigint FROM "
+    "SELECT CASE WHEN pg_try_advisory_xact_lock(%(key)s) THEN (SELECT "
+    "coalesce(sum(gin_clean_pending_list(index_oid)), 0)::bigint FROM "
     "(SELECT to_regclass(name) AS index_oid FROM unnest(%(names)s::text[]) AS name) AS indexes "
-    "WHERE index_oid IS NOT NULL"
+    "WHERE index_oid IS NOT NULL) END"
 )
 
 
@@ -79,37 +85,35 @@ def note_stored(chars: int) -> None:
     """Called on the event loop after a send's statement committed, with the length of its body
     (characters). Starts a merge (``clean``, in a task of its own) once this loop's sends since
     the last one reach ``SEARCH_INDEX_CLEAN_CHARS``, unless one is still running. Never raises."""
-    every = settings.SEARCH_INDEX_CLEAN_CHARS
-    if every <= 0:
-        return
-    state = _state()
-    if state.disabled:
-        return
-    state.chars += chars
-    if state.chars < every or (state.task is not None and not state.task.done()):
-        return
-    state.chars = 0
-    # A context of its own: not the send's (its database deadline, its log context).
-    state.task = asyncio.get_running_loop().create_task(_clean_logged(state), context=contextvars.Context())
+    try:
+        every = settings.SEARCH_INDEX_CLEAN_CHARS
+        if every <= 0:
+            return
+        state = _state()
+        if state.disabled:
+            return
+        state.chars += chars
+        if state.chars < every or (state.task is not None and not state.task.done()):
+            return
+        state.chars = 0
+        # A context of its own: not the send's (its database deadline, its log context).
+        task = asyncio.get_running_loop().create_task(_clean_logged(state), context=contextvars.Context())
+        state.task = async_db.track(task)  # cancelled by async_db.aclose() before the pool closes
+    except Exception:  # the send is stored and broadcast: nothing here may turn it into an error
+        _failure_log.warning("note", "search index upkeep could not be started", exc_info=True)
 
 
 async def clean() -> int | None:
-    """Merge the pending lists of ``GIN_INDEXES`` into their indexes now, on a connection of the
-    loop's pool (``chatsite.async_db``). Returns the number of pending-list pages merged, or
-    None when another session holds the lock (it is merging them). An index that does not exist
-    is left out (a benchmark drops and rebuilds them around its COPY). Raises ``psycopg.Error``
+    """Merge the pending lists of ``GIN_INDEXES`` into their indexes now, in one statement on a
+    connection of the loop's pool (``chatsite.async_db.fetchone``: its time limit,
+    ``DATABASE_STATEMENT_TIMEOUT``, applies; a merge that runs into it merges nothing, and the
+    next one tries again). Returns the number of pending-list pages merged, or None when another
+    session holds the lock (it is merging them). An index that does not exist is left out (a
+    benchmark drops and rebuilds them around its COPY). Raises ``psycopg.Error``
     (``InsufficientPrivilege`` when this role does not own the indexes) and
     ``psycopg_pool.PoolTimeout``."""
-    pool = await async_db.pool()
-    async with pool.connection() as conn:
-        async with conn.transaction():
-            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%(key)s)", {"key": LOCK_KEY})
-            (locked,) = await cursor.fetchone()
-            if not locked:
-                return None
-            cursor = await conn.execute(_CLEAN_SQL, {"names": list(GIN_INDEXES)})
-            (pages,) = await cursor.fetchone()
-            return pages
+    (pages,) = await async_db.fetchone(_CLEAN_SQL, {"key": LOCK_KEY, "names": list(GIN_INDEXES)})
+    return pages
 
 
 async def _clean_logged(state: _Loop) -> None:

@@ -9,11 +9,11 @@ import uuid
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import connection
 from prometheus_client import REGISTRY
 
-from rooms import search_index
+from rooms import search, search_index
+from rooms.logutil import RateLimitedLogger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +69,17 @@ async def test_a_nodes_sends_leave_no_search_keys_pending_once_their_characters_
     assert await pending_pages() == 0
 
 
-async def test_with_the_setting_at_zero_the_keys_stay_pending(ws, user, room, settings):
+@pytest.fixture
+def no_autovacuum(db):
+    """Autovacuum also merges GIN pending lists: off on the messages table for the test."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE rooms_message SET (autovacuum_enabled = off)")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE rooms_message RESET (autovacuum_enabled)")
+
+
+async def test_with_the_setting_at_zero_the_keys_stay_pending(ws, user, room, settings, no_autovacuum):
     settings.SEARCH_INDEX_CLEAN_CHARS = 0
     await pending_pages()
     conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
@@ -81,24 +91,51 @@ async def test_with_the_setting_at_zero_the_keys_stay_pending(ws, user, room, se
     assert await pending_pages() >= 1  # the sends' keys were waiting: what the node merges
 
 
-async def test_a_merge_skips_while_another_session_merges():
+async def test_a_merge_skips_while_another_session_merges_and_merges_nothing(
+    ws, user, room, settings, no_autovacuum
+):
     from chatsite import async_db
 
-    other = await psycopg.AsyncConnection.connect(
-        dbname=connection.settings_dict["NAME"],
-        host=connection.settings_dict["HOST"] or None,
-        port=connection.settings_dict["PORT"] or None,
-        user=connection.settings_dict["USER"] or None,
-        autocommit=True,
-    )
+    settings.SEARCH_INDEX_CLEAN_CHARS = 0
+    conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
+    assert await conn.connect()
+    await conn.receive_type("hello")
+    other = await psycopg.AsyncConnection.connect(**async_db._conninfo_kwargs())
     try:
         await other.execute("SELECT pg_advisory_lock(%s)", [search_index.LOCK_KEY])
+        await send_all(conn, ["z" * 40])
         assert await search_index.clean() is None
         await other.execute("SELECT pg_advisory_unlock(%s)", [search_index.LOCK_KEY])
-        assert await search_index.clean() is not None
+        assert await pending_pages() >= 1  # the skipped merge left the keys where they were
+        await send_all(conn, ["w" * 40])
+        assert await search_index.clean() >= 1
+        assert await pending_pages() == 0
     finally:
         await other.close()
-        await async_db.aclose()
+
+
+async def test_the_merge_runs_outside_the_sends_deadline(settings, monkeypatch):
+    from chatsite import dbconn
+
+    settings.SEARCH_INDEX_CLEAN_CHARS = 5
+    seen = []
+
+    async def clean():
+        seen.append(dbconn._deadline.get())
+        return 0
+
+    monkeypatch.setattr(search_index, "clean", clean)
+    token = dbconn._deadline.set(123.0)  # as inside a send's async_db.deadline()
+    try:
+        search_index.note_stored(10)
+        search_index.note_stored(10)  # while the first runs: no second merge
+        state = search_index._loops[asyncio.get_running_loop()]
+        first = state.task
+    finally:
+        dbconn._deadline.reset(token)
+    await first
+    assert seen == [None]
+    assert state.task is first
 
 
 async def test_a_failed_merge_is_counted_and_logged_and_the_sends_go_on(
@@ -109,6 +146,7 @@ async def test_a_failed_merge_is_counted_and_logged_and_the_sends_go_on(
     conn = await ws(f"/ws/rooms/{room.slug}/", user=user)
     assert await conn.connect()
     await conn.receive_type("hello")
+    monkeypatch.setattr(search_index, "_failure_log", RateLimitedLogger(search_index.logger, 60.0))
     failed = cleanups("failed")
     with caplog.at_level(logging.WARNING, logger="rooms.search_index"):
         await send_all(conn, ["hello there"])
@@ -177,6 +215,6 @@ async def test_without_owning_the_indexes_the_upkeep_turns_itself_off_with_one_w
     assert caplog.text.count("search index upkeep turned off") == 1
 
 
-def test_the_setting_defaults_to_50000_characters():
-    # about 600 KB of pending entries for the bench's bodies, well below the 4 MB lists hold
-    assert settings.SEARCH_INDEX_CLEAN_CHARS == 50_000
+def test_the_upkeep_merges_the_gin_indexes_search_creates():
+    gin = [name for name, create in search.INDEXES if "USING gin" in create]
+    assert sorted(gin) == sorted(search_index.GIN_INDEXES)
