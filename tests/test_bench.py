@@ -375,3 +375,35 @@ def test_the_history_bench_refuses_a_test_database_and_a_full_disk():
 
     with pytest.raises(SystemExit, match=r"GB free on /work \(df -h /work\); the load needs at least"):
         check_disk(10**9)
+
+
+# --- what an idle machine adds to a send (bench/idle_cost.py) ------------------------------------
+
+
+def test_the_idle_cost_bench_times_select_1_and_stored_sends_after_each_pause():
+    """``python -m bench.idle_cost`` on its own database: a row per pause with both timings, and
+    every timed send really stored (20 to warm up, then rounds x pauses x n)."""
+    import uuid
+
+    import psycopg
+
+    base = database_url_for_tests().rsplit("/", 1)[0]
+    name = f"chatsite_idle_bench_test_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "bench.idle_cost", "--database-url", f"{base}/{name}"]
+    cmd += ["--gaps", "0,0.01", "--rounds", "1", "--n", "3"]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        for gap in ("0", "0.01"):
+            assert re.search(
+                rf"^\| {re.escape(gap)} \| [\d.]+ / [\d.]+ \| [\d.]+ / [\d.]+ \|$", run.stdout, re.M
+            )
+        with psycopg.connect(f"{base}/{name}") as conn:
+            assert conn.execute(
+                "SELECT count(*), max(m.seq) FROM rooms_message m JOIN rooms_room r ON r.id = m.room_id "
+                "WHERE r.slug = 'idle'"
+            ).fetchone() == (20 + 1 * 2 * 3, 20 + 1 * 2 * 3)
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
