@@ -34,7 +34,7 @@ from django.conf import settings
 from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolTimeout
 
-from chatsite import dbconn
+from chatsite import dbconn, loops
 
 # libpq connection parameters Django passes through from OPTIONS (the rest are Django's own).
 _NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "client_encoding"}
@@ -85,8 +85,7 @@ async def pool():
     if pool is None:
         from psycopg_pool import AsyncConnectionPool
 
-        for other in [other for other in _pools if other.is_closed()]:
-            _pools.pop(other, None)  # a finished test's loop: its sockets went with it
+        loops.drop_closed(_pools)  # finished tests' loops: their sockets went with them
         pool = AsyncConnectionPool(
             kwargs=_conninfo_kwargs(),
             open=False,
@@ -279,8 +278,7 @@ async def aclose() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    for other in [other for other in _background if other.is_closed()]:
-        _background.pop(other, None)
+    loops.drop_closed(_background)
     for batcher in db_batch._batchers.pop(loop, {}).values():
         task = batcher.task
         if isinstance(task, asyncio.Task) and not task.done():

@@ -241,17 +241,11 @@ def loop_client():
     client is bound to the loop that made it), its connections named ``chatsite-<SERVER_ID>``.
     Clients of closed loops (finished tests) are dropped. Call only when ``settings.REDIS`` is
     set."""
-    import asyncio
-
     from django.conf import settings
 
-    loop = asyncio.get_running_loop()
-    client = _loop_clients.get(loop)
-    if client is None:
-        for other in [other for other in _loop_clients if other.is_closed()]:
-            _loop_clients.pop(other, None)
-        client = _loop_clients[loop] = async_client(settings.REDIS, name=client_name())
-    return client
+    from chatsite import loops
+
+    return loops.for_running_loop(_loop_clients, lambda: async_client(settings.REDIS, name=client_name()))
 
 
 def client_name() -> str:

@@ -65,7 +65,7 @@ from contextlib import asynccontextmanager
 
 from django.conf import settings
 
-from chatsite import redis_batch
+from chatsite import loops, redis_batch
 
 from . import presence, ratelimit
 
@@ -214,13 +214,7 @@ _nodes: dict = {}
 
 
 def _node() -> _Node:
-    loop = asyncio.get_running_loop()
-    node = _nodes.get(loop)
-    if node is None:
-        for other in [other for other in _nodes if other.is_closed()]:  # finished tests' loops
-            _nodes.pop(other, None)
-        node = _nodes[loop] = _Node()
-    return node
+    return loops.for_running_loop(_nodes, _Node)
 
 
 # --- read frames -------------------------------------------------------------------------------

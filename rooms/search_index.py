@@ -36,7 +36,7 @@ import logging
 import psycopg
 from django.conf import settings
 
-from chatsite import async_db
+from chatsite import async_db, loops
 
 from . import metrics
 from .logutil import RateLimitedLogger
@@ -72,13 +72,7 @@ _loops: dict = {}
 
 
 def _state() -> _Loop:
-    loop = asyncio.get_running_loop()
-    state = _loops.get(loop)
-    if state is None:
-        for other in [other for other in _loops if other.is_closed()]:  # finished tests' loops
-            _loops.pop(other, None)
-        state = _loops[loop] = _Loop()
-    return state
+    return loops.for_running_loop(_loops, _Loop)
 
 
 def note_stored(chars: int) -> None:
