@@ -31,7 +31,7 @@ import time
 
 import psycopg
 from django.conf import settings
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg_pool import PoolTimeout
 
 from chatsite import dbconn, loops
@@ -160,7 +160,8 @@ class GroupFailed(Exception):
     """The transaction of a group of statements (``fetchone_grouped``) did not commit: nothing
     of it is stored when ``unsure`` is False (PostgreSQL answered an error and rolled it back:
     one statement's unique violation, a deadlock, the pool had no connection); with ``unsure``
-    True the connection failed or went silent, possibly after the COMMIT was sent."""
+    True the connection failed or went silent, or the error came once every statement had been
+    answered (with the commit, at the pipeline's sync): it may have committed."""
 
     def __init__(self, unsure: bool):
         super().__init__(
@@ -179,7 +180,9 @@ GROUP_MAX = 32
 # default), past most of a send's budget (DATABASE_STATEMENT_TIMEOUT + 0.25 s), and answer
 # those sends ``unavailable`` (seen in tests/test_group_commit.py before this limit).
 GROUP_LOCK_TIMEOUT_MS = 200
-_GROUP_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{GROUP_LOCK_TIMEOUT_MS}ms'"
+# A statement's answer that is not an error.
+_ANSWERED = (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK)
+_GROUP_LOCK_TIMEOUT = f"SELECT set_config('lock_timeout', '{GROUP_LOCK_TIMEOUT_MS}ms', true)"
 
 
 async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float | None):
@@ -187,9 +190,12 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     statement was in flight (group commit, issue 16). A call that finds nothing in flight is
     ``fetchone`` itself, in the caller's task (``Batcher.lead_alone``: the same retry and
     errors). The calls that came meanwhile go together: their statements run in ``order`` (a
-    room's id: every group takes the rooms' rows in the same order) in one transaction, in two
-    round trips (``BEGIN``, the statements, a sync: every answer or the first error, with
-    nothing committed yet; then ``COMMIT``), one commit for all.
+    room's id: every group takes the rooms' rows in the same order) in one transaction, in one
+    round trip: the lock limit, the statements and a sync, sent together in pipeline mode, which
+    PostgreSQL runs as one implicit transaction committed at the sync (every answer, or the first
+    error with nothing kept). Before: two round trips (``BEGIN``, the statements, a
+    sync; then ``COMMIT``); a group of 3 cost this process 700 against 840 µs of CPU and 750
+    against 870 µs of wall time (``bench/RESULTS.md``, session 20 pass).
 
     Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
     autocommit one by one against groups of 2 / 4 / 8 in one transaction: 275–310 against 235 /
@@ -223,37 +229,43 @@ async def _run_group(items: list) -> list:
 async def _run_together(items: list) -> list:
     ranked = sorted(range(len(items)), key=lambda i: items[i][2])
     cursors: dict[int, object] = {}
-    committing = False
     timeout = _pool_options()["timeout"]
     left = remaining()
     try:
         async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
             try:
+                # One implicit transaction: PostgreSQL runs a pipeline's statements up to its sync
+                # as one, committed at the sync, all rolled back at the first error (which skips
+                # the rest). The lock limit is the transaction's own (set_config's is_local).
                 async with conn.pipeline() as pipeline:
-                    await conn.execute("BEGIN")
                     await conn.execute(_GROUP_LOCK_TIMEOUT)
                     for i in ranked:
                         sql, params, _, _ = items[i]
                         cursors[i] = await conn.execute(sql, params)
-                    await pipeline.sync()  # every statement's answer, or the first error
-                    committing = True
-                    await conn.execute("COMMIT")
+                    await pipeline.sync()
             except psycopg.Error:
-                if (
-                    not committing
-                    and not conn.closed
-                    and conn.info.transaction_status != TransactionStatus.IDLE
-                ):
-                    await conn.execute("ROLLBACK")  # an error before COMMIT: nothing is kept
+                if not conn.closed:
+                    # A statement psycopg prepared in the failed group may be missing on the
+                    # server while psycopg's cache keeps its name ("prepared statement _pg3_0
+                    # does not exist" at its next use, seen in tests/test_group_commit.py):
+                    # both sides forget every prepared statement (psycopg clears its cache on
+                    # either command's answer). Only on a failed group.
+                    idle = conn.info.transaction_status == TransactionStatus.IDLE
+                    await conn.execute("DEALLOCATE ALL" if idle else "ROLLBACK")
                 raise
             return [await cursors[i].fetchone() for i in range(len(items))]
     except PoolTimeout:
         raise GroupFailed(unsure=False) from None
     except psycopg.Error as exc:
-        # Before the COMMIT was sent, an error PostgreSQL answered (it has a SQLSTATE) rolled
-        # the transaction back; from the COMMIT on, or without an answer (the connection lost,
-        # a wait past its limit), the group may have committed.
-        raise GroupFailed(unsure=committing or getattr(exc, "sqlstate", None) is None) from exc
+        # An error PostgreSQL answered (it has a SQLSTATE) while a statement ran rolled the
+        # transaction back. Once every statement had its answer, the error came with the commit
+        # at the sync (a fast shutdown's 57P01), and without an answer (the connection lost, a
+        # wait past its limit) the group may have committed.
+        answered = len(cursors) == len(items) and all(
+            cursor.pgresult is not None and cursor.pgresult.status in _ANSWERED
+            for cursor in cursors.values()
+        )
+        raise GroupFailed(unsure=answered or getattr(exc, "sqlstate", None) is None) from exc
 
 
 def track(task: asyncio.Task) -> asyncio.Task:

@@ -129,6 +129,41 @@ async def test_a_group_runs_its_statements_in_one_transaction_in_room_order():
         await async_db.aclose()
 
 
+async def test_a_group_is_one_round_trip_under_its_lock_limit_and_an_error_at_its_commit_is_unsure():
+    """A group's statements run under ``GROUP_LOCK_TIMEOUT_MS`` (the transaction's own setting:
+    the next statement on the pool has the server's default again). An error that comes once every
+    statement was answered came with the commit at the pipeline's sync (here a deferred unique
+    constraint, checked at commit): the callers are told ``unsure``, so none of them takes the
+    group's outcome for a rollback; nothing of the group was stored."""
+    lead = "SELECT pg_sleep(0.05)"
+    pool = await async_db.pool()
+    async with pool.connection() as conn:
+        await conn.execute("CREATE TABLE group_commit_deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    try:
+        limits = await asyncio.gather(
+            async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+            *(
+                async_db.fetchone_grouped("SELECT current_setting('lock_timeout')", {}, order=n, timeout=5)
+                for n in (1, 2)
+            ),
+        )
+        assert [row[0] for row in limits[1:]] == [f"{async_db.GROUP_LOCK_TIMEOUT_MS}ms"] * 2
+        alone = await async_db.fetchone("SELECT current_setting('lock_timeout')", {})
+        assert alone[0] != f"{async_db.GROUP_LOCK_TIMEOUT_MS}ms"
+        insert = "INSERT INTO group_commit_deferred VALUES (1) RETURNING id"
+        failing = await asyncio.gather(
+            async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+            *(async_db.fetchone_grouped(insert, {}, order=n, timeout=5) for n in (1, 2)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(f, async_db.GroupFailed) and f.unsure for f in failing[1:]), failing
+        assert await async_db.fetchone("SELECT count(*) FROM group_commit_deferred", {}) == (0,)
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute("DROP TABLE group_commit_deferred")
+        await async_db.aclose()
+
+
 @pytest.mark.multinode
 async def test_sends_of_the_same_users_in_the_same_rooms_on_two_nodes_all_land_once_in_order():
     """Two nodes grouping sends at once, over the same rooms and the same users (each user has a
