@@ -262,8 +262,7 @@ async def _run_together(items: list) -> list:
         # at the sync (a fast shutdown's 57P01), and without an answer (the connection lost, a
         # wait past its limit) the group may have committed.
         answered = len(cursors) == len(items) and all(
-            cursor.pgresult is not None and cursor.pgresult.status in _ANSWERED
-            for cursor in cursors.values()
+            cursor.pgresult is not None and cursor.pgresult.status in _ANSWERED for cursor in cursors.values()
         )
         raise GroupFailed(unsure=answered or getattr(exc, "sqlstate", None) is None) from exc
 
