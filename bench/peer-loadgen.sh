@@ -49,19 +49,43 @@ for i in 1 2 3; do
   for _ in $(seq 100); do curl -sf "127.0.0.1:871$i/healthz" > /dev/null && break; sleep 0.2; done
 done
 
+# CPU seconds of the local PostgreSQL's processes (ended backends counted in the postmaster's
+# children's time) and the wall clock, for its share of a core over each run; 0 when it is not
+# on this machine.
+pg_cpu() {
+  python3 - <<'PY'
+import os, time
+total, tick = 0, os.sysconf("SC_CLK_TCK")
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, rest = f.read().rsplit(")", 1)
+    except OSError:
+        continue
+    if head.split("(", 1)[1] != "postgres":
+        continue
+    fields = rest.split()
+    total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+print(total / tick, time.time())
+PY
+}
+
 # One unreported warm-up run at 2 msg/s per sender (pools fill, statements get prepared), as
 # python -m bench ramp's first steps do.
 for rate in warmup "$@"; do
   psql -q "$DB" -c "TRUNCATE rooms_message CASCADE"
+  pg_cpu > "$OUT/pg-before"
   NODE_PATH="$PEER_ROOT/lg/node_modules" timeout 300 node "$PEERS/loadgen.js" --proto chatsite \
     --urls ws://127.0.0.1:8711,ws://127.0.0.1:8712,ws://127.0.0.1:8713 --tokens "$OUT/tokens.json" \
     --clients "$CLIENTS" --rooms "$ROOMS" --senders "$SENDERS" --connect-concurrency "$CONNECT_CONCURRENCY" --rate "${rate/warmup/2}" --duration "$DURATION" --drain-ms 10000 --hard-timeout-s 240 \
     --pids "node1=${PIDS[0]},node2=${PIDS[1]},node3=${PIDS[2]}" --json "$OUT/rate-$rate.json" \
     --label "chatsite-rate$rate" > "$OUT/rate-$rate.log" 2>&1
+  pg_cpu > "$OUT/pg-after"
   [ "$rate" = warmup ] && continue
-  .venv/bin/python - "$OUT/rate-$rate.json" "$rate" "$P99_LIMIT_MS" <<'PY'
+  .venv/bin/python - "$OUT/rate-$rate.json" "$rate" "$P99_LIMIT_MS" "$OUT/pg-before" "$OUT/pg-after" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+(pg0, t0), (pg1, t1) = (map(float, open(f).read().split()) for f in sys.argv[4:6])
 cpu = r["cpu_send_phase"]
 nodes = sum(v for k, v in cpu.items() if k.startswith("node"))
 ok = r["delivery_rate_pct"] >= 99.9 and r["lat_p99_ms"] < float(sys.argv[3])
@@ -70,7 +94,8 @@ print(f"rate {sys.argv[2]}/s/sender: delivered {r['delivery_rate_pct']}% ({r['ac
       f"{r['expected_deliveries']}), {r['connected']} connected in {r['connect_all_ms'] / 1000:.1f} s, "
       f"{r['delivered_msgs_per_s']} deliveries/s, p50 {r['lat_p50_ms']} "
       f"p99 {r['lat_p99_ms']} ms, nodes {nodes:.0f}% of a core ({1e4 * nodes / r['delivered_msgs_per_s']:.0f} "
-      f"us/delivery), generator {cpu['loadgen_pct']}%, errors {errors or 'none'}: {'pass' if ok else 'FAIL'}")
+      f"us/delivery), generator {cpu['loadgen_pct']}%, PostgreSQL {100 * (pg1 - pg0) / (t1 - t0):.0f}% (whole run), "
+      f"errors {errors or 'none'}: {'pass' if ok else 'FAIL'}")
 PY
 done
 echo "JSON and node logs: $OUT"
