@@ -14,7 +14,7 @@ pool. The same ``DATABASES["default"]`` settings are used (host, port, name, use
 Pool size and timeout come from ``DATABASE_POOL_MIN_SIZE`` / ``DATABASE_POOL_MAX_SIZE`` /
 ``DATABASE_POOL_TIMEOUT`` like Django's pool; connections are in autocommit, so one statement
 is one transaction, except in a group (``fetchone_grouped``: the sends that arrive while one is
-in flight, stored in one transaction, in two round trips).
+in flight, stored in one transaction, in one round trip).
 
 A pool belongs to the event loop that opened it (one per process in a server; one per test in
 the test suite, closed by ``aclose()``).
@@ -31,7 +31,7 @@ import time
 
 import psycopg
 from django.conf import settings
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus
 from psycopg_pool import PoolTimeout
 
 from chatsite import dbconn, loops
@@ -161,7 +161,7 @@ class GroupFailed(Exception):
     of it is stored when ``unsure`` is False (PostgreSQL answered an error and rolled it back:
     one statement's unique violation, a deadlock, the pool had no connection); with ``unsure``
     True the connection failed or went silent, or the error came once every statement had been
-    answered (with the commit, at the pipeline's sync): it may have committed."""
+    answered (with the COMMIT): it may have committed."""
 
     def __init__(self, unsure: bool):
         super().__init__(
@@ -182,7 +182,7 @@ GROUP_MAX = 32
 GROUP_LOCK_TIMEOUT_MS = 200
 # A statement's answer that is not an error.
 _ANSWERED = (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK)
-_GROUP_LOCK_TIMEOUT = f"SELECT set_config('lock_timeout', '{GROUP_LOCK_TIMEOUT_MS}ms', true)"
+_GROUP_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{GROUP_LOCK_TIMEOUT_MS}ms'"
 
 
 async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float | None):
@@ -191,11 +191,11 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     ``fetchone`` itself, in the caller's task (``Batcher.lead_alone``: the same retry and
     errors). The calls that came meanwhile go together: their statements run in ``order`` (a
     room's id: every group takes the rooms' rows in the same order) in one transaction, in one
-    round trip: the lock limit, the statements and a sync, sent together in pipeline mode, which
-    PostgreSQL runs as one implicit transaction committed at the sync (every answer, or the first
-    error with nothing kept). Before: two round trips (``BEGIN``, the statements, a
-    sync; then ``COMMIT``); a group of 3 cost this process 700 against 840 µs of CPU and 750
-    against 870 µs of wall time (``bench/RESULTS.md``, session 20 pass).
+    round trip: ``BEGIN``, the statements and ``COMMIT`` sent together in pipeline mode, then a
+    sync (every answer, or the first error with ``COMMIT`` skipped and nothing kept). Before
+    session 20: two round trips (the statements and a sync, then ``COMMIT``); a group of 3 in
+    isolation cost this process about 700 against 840 µs of CPU (``bench/RESULTS.md``, session 20
+    pass).
 
     Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
     autocommit one by one against groups of 2 / 4 / 8 in one transaction: 275–310 against 235 /
@@ -234,33 +234,35 @@ async def _run_together(items: list) -> list:
     try:
         async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
             try:
-                # One implicit transaction: PostgreSQL runs a pipeline's statements up to its sync
-                # as one, committed at the sync, all rolled back at the first error (which skips
-                # the rest). The lock limit is the transaction's own (set_config's is_local).
+                # One round trip: BEGIN, the lock limit, the statements and COMMIT, then
+                # the sync. After an error PostgreSQL skips the rest up to the sync, COMMIT
+                # included. The explicit BEGIN keeps a group left half sent (a cancelled caller,
+                # a parameter psycopg could not send) from being committed by the sync that
+                # psycopg sends when the pipeline block ends.
                 async with conn.pipeline() as pipeline:
+                    await conn.execute("BEGIN")
                     await conn.execute(_GROUP_LOCK_TIMEOUT)
                     for i in ranked:
                         sql, params, _, _ = items[i]
                         cursors[i] = await conn.execute(sql, params)
+                    await conn.execute("COMMIT")
                     await pipeline.sync()
-            except psycopg.Error:
-                if not conn.closed:
-                    # A statement psycopg prepared in the failed group may be missing on the
-                    # server while psycopg's cache keeps its name ("prepared statement _pg3_0
-                    # does not exist" at its next use, seen in tests/test_group_commit.py):
-                    # both sides forget every prepared statement (psycopg clears its cache on
-                    # either command's answer). Only on a failed group.
-                    idle = conn.info.transaction_status == TransactionStatus.IDLE
-                    await conn.execute("DEALLOCATE ALL" if idle else "ROLLBACK")
+            except BaseException:
+                # Whatever failed, the connection goes: its transaction is rolled back with it,
+                # and psycopg's cache of prepared statements may name one the server never
+                # made (a Parse skipped after an error; "prepared statement _pg3_0 does not
+                # exist" at every later use, bench/RESULTS.md session 20 pass). Rare: a retry of
+                # a stored send, a lock waited on past GROUP_LOCK_TIMEOUT_MS.
+                await conn.close()
                 raise
             return [await cursors[i].fetchone() for i in range(len(items))]
     except PoolTimeout:
         raise GroupFailed(unsure=False) from None
     except psycopg.Error as exc:
         # An error PostgreSQL answered (it has a SQLSTATE) while a statement ran rolled the
-        # transaction back. Once every statement had its answer, the error came with the commit
-        # at the sync (a fast shutdown's 57P01), and without an answer (the connection lost, a
-        # wait past its limit) the group may have committed.
+        # transaction back (COMMIT was skipped). Once every statement had its answer, the error
+        # came with the COMMIT (a fast shutdown's 57P01); without an answer (the connection
+        # lost, a wait past its limit, an error in this process) the group may have committed.
         answered = len(cursors) == len(items) and all(
             cursor.pgresult is not None and cursor.pgresult.status in _ANSWERED for cursor in cursors.values()
         )

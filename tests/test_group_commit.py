@@ -148,8 +148,9 @@ async def test_a_group_is_one_round_trip_under_its_lock_limit_and_an_error_at_it
             ),
         )
         assert [row[0] for row in limits[1:]] == [f"{async_db.GROUP_LOCK_TIMEOUT_MS}ms"] * 2
-        alone = await async_db.fetchone("SELECT current_setting('lock_timeout')", {})
-        assert alone[0] != f"{async_db.GROUP_LOCK_TIMEOUT_MS}ms"
+        for _ in range(pool.max_size + 1):  # the pool hands its connections out in turn
+            alone = await async_db.fetchone("SELECT current_setting('lock_timeout')", {})
+            assert alone[0] != f"{async_db.GROUP_LOCK_TIMEOUT_MS}ms"
         insert = "INSERT INTO group_commit_deferred VALUES (1) RETURNING id"
         failing = await asyncio.gather(
             async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
@@ -161,6 +162,52 @@ async def test_a_group_is_one_round_trip_under_its_lock_limit_and_an_error_at_it
     finally:
         async with pool.connection() as conn:
             await conn.execute("DROP TABLE group_commit_deferred")
+        await async_db.aclose()
+
+
+async def test_a_failed_group_stores_nothing_even_half_sent_and_the_statements_after_it_run():
+    """A group that fails stores nothing: when PostgreSQL refuses one statement, and when this
+    process cannot send one (a parameter psycopg cannot adapt, after the first statement went):
+    the sync that ends the pipeline must not commit the half. And the statements after it run,
+    prepared ones included: psycopg prepares a statement at its sixth use, and a group that fails
+    must not leave it a name the server does not have (every later send then failed with
+    "prepared statement does not exist")."""
+    lead = "SELECT pg_sleep(0.05)"
+    insert = "INSERT INTO group_commit_failed VALUES (%(id)s) RETURNING id"
+    pool = await async_db.pool()
+    async with pool.connection() as conn:
+        await conn.execute("CREATE TABLE group_commit_failed (id int PRIMARY KEY)")
+    try:
+        for n in range(1, 4):  # groups that fail at a duplicate, psycopg preparing on the way
+            await async_db.fetchone(insert, {"id": -n})
+            failing = await asyncio.gather(
+                async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+                async_db.fetchone_grouped(insert, {"id": 100 + n}, order=1, timeout=5),
+                async_db.fetchone_grouped(insert, {"id": -n}, order=2, timeout=5),
+                async_db.fetchone_grouped(insert, {"id": 200 + n}, order=3, timeout=5),
+                return_exceptions=True,
+            )
+            assert all(isinstance(f, async_db.GroupFailed) and not f.unsure for f in failing[1:]), failing
+        half = await asyncio.gather(
+            async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+            async_db.fetchone_grouped(insert, {"id": 300}, order=1, timeout=5),
+            async_db.fetchone_grouped(insert, {"id": object()}, order=2, timeout=5),
+            return_exceptions=True,
+        )
+        assert all(isinstance(f, async_db.GroupFailed) for f in half[1:]), half
+        rows = await async_db.fetchall("SELECT id FROM group_commit_failed ORDER BY id", {})
+        assert [row[0] for row in rows] == [-3, -2, -1]
+        for n in range(8):  # alone and grouped, on the pool's connections, well past preparing
+            together = await asyncio.gather(
+                async_db.fetchone_grouped(lead, {}, order=0, timeout=5),
+                async_db.fetchone_grouped(insert, {"id": 400 + n}, order=1, timeout=5),
+                async_db.fetchone_grouped(insert, {"id": 500 + n}, order=2, timeout=5),
+            )
+            assert together[1:] == [(400 + n,), (500 + n,)]
+            assert await async_db.fetchone(insert, {"id": 600 + n}) == (600 + n,)
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute("DROP TABLE group_commit_failed")
         await async_db.aclose()
 
 
