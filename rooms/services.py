@@ -480,6 +480,19 @@ def _mention_params(parsed: "mentions.Parsed", params: dict) -> bool:
     return True
 
 
+_MESSAGE_FIELDS = [field.attname for field in Message._meta.concrete_fields]
+_MESSAGE_ROOM = Message._meta.get_field("room")
+_MESSAGE_AUTHOR = Message._meta.get_field("author")
+# What a stored send's Message holds besides its answer: the fields' own defaults.
+_NEW_MESSAGE_DEFAULTS = {
+    "edited_at": None,
+    "deleted_at": None,
+    "deleted_by_id": None,
+    "reply_to_id": None,
+    "reply_count": 0,
+}
+
+
 def _posted(
     row: dict,
     *,
@@ -493,19 +506,26 @@ def _posted(
 ) -> Message:
     """The ``Message`` stored by ``_post_sql``, from its answer ``row`` by column name
     (``_columns``): its mentions, and for a reply its parent's preview and new reply count."""
-    message = Message(
-        id=row["id"],
-        room=room,
-        author=author,
-        body=body,
-        client_msg_id=client_msg_id,
-        seq=row["seq"],
-        server_id=settings.SERVER_ID,
-        created_at=now,
-        mentions_room=parsed.room,
-        body_html=body_html,
-    )
+    values = {
+        **_NEW_MESSAGE_DEFAULTS,
+        "id": row["id"],
+        "room_id": room.pk,
+        "seq": row["seq"],
+        "author_id": author.pk,
+        "body": body,
+        "client_msg_id": client_msg_id,
+        "server_id": settings.SERVER_ID,
+        "created_at": now,
+        "mentions_room": parsed.room,
+        "body_html": body_html,
+    }
+    # Positional, in the model's field order: Django's __init__ takes 7 µs that way against
+    # 20-24 µs by keyword (a new field not given above is a KeyError here, not a wrong column).
+    message = Message(*[values[name] for name in _MESSAGE_FIELDS])
+    _MESSAGE_ROOM.set_cached_value(message, room)
+    _MESSAGE_AUTHOR.set_cached_value(message, author)
     message._state.adding = False
+    message._state.db = room._state.db  # as the keyword ``room=`` set it
     message.mention_list = json.loads(row["mentions"]) if row.get("mentions") else []
     if row.get("parent"):
         message.parent_preview = json.loads(row["parent"])
