@@ -193,8 +193,8 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     room's id: every group takes the rooms' rows in the same order) in one transaction, in one
     round trip: ``BEGIN``, the statements and ``COMMIT`` sent together in pipeline mode, then a
     sync (every answer, or the first error with ``COMMIT`` skipped and nothing kept). Before
-    session 20: two round trips (the statements and a sync, then ``COMMIT``); a group of 3 in
-    isolation cost this process about 700 against 840 µs of CPU (``bench/RESULTS.md``, session 20
+    session 20: two round trips (the statements and a sync, then ``COMMIT``), holding the rooms'
+    rows one round trip longer; the CPU per group is the same (``bench/RESULTS.md``, session 20
     pass).
 
     Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
