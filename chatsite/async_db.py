@@ -234,25 +234,27 @@ async def _run_together(items: list) -> list:
     try:
         async with (await pool()).connection(timeout=timeout if left is None else min(timeout, left)) as conn:
             try:
-                # One round trip: BEGIN, the lock limit, the statements and COMMIT, then
-                # the sync. After an error PostgreSQL skips the rest up to the sync, COMMIT
-                # included. The explicit BEGIN keeps a group left half sent (a cancelled caller,
-                # a parameter psycopg could not send) from being committed by the sync that
-                # psycopg sends when the pipeline block ends.
-                async with conn.pipeline() as pipeline:
+                # One round trip: BEGIN, the lock limit, the statements and COMMIT, then the sync
+                # that psycopg sends as the pipeline block ends (a sync of our own inside it
+                # would be a second round trip: the block's end sends another). After an error
+                # PostgreSQL skips the rest up to the sync, COMMIT included. The explicit BEGIN
+                # keeps a group left half sent (a cancelled caller, a parameter psycopg could not
+                # send) from being committed by that sync, which psycopg sends on an error too.
+                async with conn.pipeline():
                     await conn.execute("BEGIN")
                     await conn.execute(_GROUP_LOCK_TIMEOUT)
                     for i in ranked:
                         sql, params, _, _ = items[i]
                         cursors[i] = await conn.execute(sql, params)
                     await conn.execute("COMMIT")
-                    await pipeline.sync()
             except BaseException:
-                # Whatever failed, the connection goes: its transaction is rolled back with it,
-                # and psycopg's cache of prepared statements may name one the server never
-                # made (a Parse skipped after an error; "prepared statement _pg3_0 does not
-                # exist" at every later use, bench/RESULTS.md session 20 pass). Rare: a retry of
-                # a stored send, a lock waited on past GROUP_LOCK_TIMEOUT_MS.
+                # Whatever failed, the connection goes (the pool opens another): a transaction
+                # left open is rolled back with it (one whose COMMIT had reached the server may
+                # have committed: then this error has no SQLSTATE, and the group is unsure), and
+                # psycopg's cache of prepared statements may name one the server never made (a
+                # Parse skipped after an error; "prepared statement _pg3_0 does not exist" at
+                # every later use, bench/RESULTS.md session 20 pass). Rare: a retry of a stored
+                # send, a lock waited on past GROUP_LOCK_TIMEOUT_MS. The pool logs a warning.
                 await conn.close()
                 raise
             return [await cursors[i].fetchone() for i in range(len(items))]
