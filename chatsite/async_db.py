@@ -191,11 +191,11 @@ async def fetchone_grouped(sql: str, params: dict, *, order: int, timeout: float
     ``fetchone`` itself, in the caller's task (``Batcher.lead_alone``: the same retry and
     errors). The calls that came meanwhile go together: their statements run in ``order`` (a
     room's id: every group takes the rooms' rows in the same order) in one transaction, in one
-    round trip: ``BEGIN``, the statements and ``COMMIT`` sent together in pipeline mode, then a
-    sync (every answer, or the first error with ``COMMIT`` skipped and nothing kept). Before
-    session 20: two round trips (the statements and a sync, then ``COMMIT``), holding the rooms'
-    rows one round trip longer; the CPU per group is the same (``bench/RESULTS.md``, session 20
-    pass).
+    round trip: ``BEGIN``, the statements and ``COMMIT`` sent together in pipeline mode, then the
+    sync that ends the pipeline (every answer, or the first error with ``COMMIT`` skipped and
+    nothing kept). Before session 20: two round trips (the statements and a sync, then
+    ``COMMIT``), holding the rooms' rows across both; a group of 2 or 3 in isolation now costs
+    this process 14-35 % less CPU (``bench/RESULTS.md``, session 20 pass).
 
     Measured (``bench/RESULTS.md``, session 17 pass): PostgreSQL's CPU per send statement,
     autocommit one by one against groups of 2 / 4 / 8 in one transaction: 275–310 against 235 /
