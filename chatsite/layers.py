@@ -45,6 +45,9 @@ import uuid
 from collections import Counter
 
 from channels_redis import pubsub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .queues import LightQueue
 
@@ -82,6 +85,15 @@ class _ChannelQueue(LightQueue):
         self.sink = sink
 
 
+def _publish_command(channel, data: bytes) -> bytes:
+    """One PUBLISH in Redis's protocol (RESP): ``channel`` (str or bytes) and ``data`` (bytes)."""
+    if isinstance(channel, str):
+        channel = channel.encode()
+    if isinstance(data, str):
+        data = data.encode()
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(data), data)
+
+
 def _retrieved(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()
@@ -102,20 +114,79 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     RECENT_MESSAGES = 4096  # room.message events remembered per shard, to drop repeats
 
     async def publish(self, channel, message) -> None:
-        """channels-redis's ``publish``, under the publishes' own lock (see ``__init__``)."""
+        """channels-redis's ``publish``, under the publishes' own lock (see ``__init__``), on the
+        shard's held publishing connection (``_publish``)."""
         async with self._publish_lock:
             self._ensure_redis()
-            await self._redis.publish(channel, message)
+            await self._publish([(channel, message)])
 
     async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """``publish`` of each ``(channel, data)``, in order, in one pipeline: one round trip to
+        """``publish`` of each ``(channel, data)``, in order, in one write: one round trip to
         Redis for all of them (each still one PUBLISH command)."""
         async with self._publish_lock:
             self._ensure_redis()
-            pipe = self._redis.pipeline(transaction=False)
-            for channel, data in messages:
-                pipe.publish(channel, data)
-            await pipe.execute()
+            await self._publish(messages)
+
+    async def _publish(self, messages: list) -> None:
+        """PUBLISH each ``(channel, data)`` in order, in one round trip, on a connection of the
+        shard's pool that this shard holds for its publishes (taken after the first publish).
+
+        Why (issue 16, bench/RESULTS.md session 21 pass): redis-py's ``Redis.publish`` takes
+        the connection from the pool and gives it back, wraps the command in its retry and its
+        metrics, and encodes each argument on every call: 88-97 µs of CPU per PUBLISH against
+        35-45 µs written and read directly (``bench/RESULTS.md``), once per message sent.
+
+        Faults keep redis-py's behaviour: when the held connection fails (closed, reset, no
+        answer within the connection's ``socket_timeout``), it is closed and given back, and
+        the same PUBLISHes go once more through redis-py's ``publish`` / pipeline, with its
+        retries on a fresh connection (with Sentinel, at the current master). A PUBLISH that
+        Redis had taken before the connection failed may so reach subscribers twice, as with
+        redis-py's own retry; the receiving shards drop a repeated ``room.message``
+        (``_receive_message``). An error reply (``ResponseError``) is raised as redis-py
+        raises it, once every reply has been read."""
+        redis = self._redis
+        held = self._publisher
+        if held is None or held[0] is not redis:
+            if len(messages) == 1:
+                await redis.publish(*messages[0])
+            else:
+                pipe = redis.pipeline(transaction=False)
+                for channel, data in messages:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+            if self._publisher is None and self._redis is redis:
+                try:
+                    connection = await redis.connection_pool.get_connection()
+                except (OSError, RedisError):  # published all the same; the next one tries again
+                    return
+                if self._publisher is None and self._redis is redis:
+                    self._publisher = (redis, connection)
+                else:
+                    await redis.connection_pool.release(connection)
+            return
+        connection = held[1]
+        packed = b"".join(_publish_command(channel, data) for channel, data in messages)
+        error = None
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+            for _ in messages:
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:  # one command's error reply: read the others first
+                    error = error or exc
+        except (OSError, RedisConnectionError, RedisTimeoutError):
+            self._publisher = None
+            await connection.disconnect(nowait=True)
+            await redis.connection_pool.release(connection)
+            await self._publish(messages)  # redis-py's own path, with its retries
+            return
+        except BaseException:  # cancelled mid-round trip: the connection's state is unknown
+            self._publisher = None
+            await connection.disconnect(nowait=True)
+            await redis.connection_pool.release(connection)
+            raise
+        if error is not None:
+            raise error
 
     def __init__(self, host, channel_layer):
         super().__init__(host, channel_layer)
@@ -128,6 +199,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         # sockets refused with 4503 in ``python -m bench reconnect-storm --signal kill``).
         # Publishes still go one at a time, in order.
         self._publish_lock = asyncio.Lock()
+        self._publisher = None  # (the redis-py client, its connection held for publishes)
         # (Un)subscriptions queued while one is in flight go together (``_change``).
         self._changes: list[tuple[bool, str, asyncio.Future]] = []
         self._changing: Counter = Counter()  # channel -> its changes queued or in flight
@@ -205,6 +277,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
     async def flush(self) -> None:
         """channels-redis's ``flush``, once no publish is in flight."""
         async with self._publish_lock:
+            self._publisher = None  # closed with the client's pool
             await super().flush()
 
     def _receive_message(self, message):
@@ -213,9 +286,12 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         and handed to each attached channel's sink directly. A PUBLISH that timed out on a
         hung Redis is retried on a new connection, and when Redis had taken the first one after
         all, every member got the message twice (seen with SIGSTOP for 5.6 s)."""
-        if message is None:
-            return
-        data = message["data"]
+        if message is not None:
+            self._deliver(message["channel"], message["data"])
+
+    def _deliver(self, name, data) -> None:
+        """``_receive_message`` of a Pub/Sub message on channel ``name`` (bytes or str) carrying
+        ``data``."""
         event = None
         if isinstance(data, bytes):
             try:
@@ -223,7 +299,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
             except Exception:
                 event = None  # delivered as it is; the channel's queue deals with it
             if isinstance(event, dict) and event.get("type") == "room.message" and "seq" in event:
-                key = (message["channel"], event["seq"])
+                key = (name, event["seq"])
                 recent = self._recent
                 if key in recent:
                     return
@@ -232,7 +308,6 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                     del recent[next(iter(recent))]
         # channels-redis's fan-out, handing the decoded event straight to each attached
         # channel's sink (one call per member on this node, not put_nowait and decode each).
-        name = message["channel"]
         if isinstance(name, bytes):
             name = name.decode()
         channels = self.channel_layer.channels
@@ -261,12 +336,18 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                         # get_message, redis-py's health-check PING would reconnect first, at the
                         # connection's old address (a dead master after a failover), for ever.
                         await connection.connect()
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    if message is None:
+                    read = await self._read(connection)
+                    if read:
+                        await self._receive_buffered(connection)
+                    elif read is False:
                         await self._close_if_silent()
                     else:
-                        self._receive_message(message)
-                        await self._receive_buffered(connection)
+                        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                        if message is None:
+                            await self._close_if_silent()
+                        else:
+                            self._receive_message(message)
+                            await self._receive_buffered(connection)
                 else:
                     await asyncio.sleep(0.1)
             except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -275,12 +356,55 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                 logger.exception("Unexpected exception in receive task")
                 await asyncio.sleep(1)
 
+    async def _read(self, connection) -> bool | None:
+        """Wait up to 0.1 s for the subscriber connection's next bytes and hand them to its
+        hiredis reader, without ``PubSub.get_message``: True when bytes came (or a reply was
+        already waiting), for ``_receive_buffered`` to hand on; False when none came in time.
+        None, having read nothing, when the connection is not in a state to read this way (no
+        hiredis reader, not connected, a health-check PING due) or the read failed (the
+        connection is then closed): the caller's ``get_message`` does what redis-py does
+        (sends the PING, reconnects and subscribes again, raises).
+
+        Why (issue 16, bench/RESULTS.md session 21 pass): each ``get_message`` wraps its read in
+        redis-py's health check, retry and timeout, and builds a dict per message: 86-120 µs of
+        CPU per message read alone against 52 µs for the read itself, and every node reads
+        every message of the rooms it has members in. Any bytes read count as a reply for the
+        health check (``next_health_check``, as redis-py's ``read_response`` counts each)."""
+        parser = getattr(connection, "_parser", None)
+        reader = getattr(parser, "_reader", None)
+        stream = getattr(parser, "_stream", None)
+        if stream is None or not hasattr(reader, "has_data") or not connection.is_connected:
+            return None
+        loop = asyncio.get_running_loop()
+        interval = connection.health_check_interval
+        if interval and loop.time() > connection.next_health_check:
+            return None  # get_message sends the PING first
+        if reader.has_data():
+            return True
+        try:
+            async with asyncio.timeout(0.1):
+                data = await stream.read(65536)
+        except TimeoutError:
+            return False
+        except OSError:
+            await connection.disconnect(nowait=True)  # get_message reconnects and subscribes
+            return None
+        if not data:  # closed by Redis
+            await connection.disconnect(nowait=True)
+            return None
+        reader.feed(data)
+        if interval:
+            connection.next_health_check = loop.time() + interval
+        return True
+
     async def _receive_buffered(self, connection) -> None:
         """Hand on the Pub/Sub replies already read from the socket and parsed by hiredis after
         the one ``get_message`` returned, without a ``get_message`` each: redis-py's per-call
         health check, retry wrapper and read timeout cost more than the message itself (about a
         third of a node's Pub/Sub read under load, yappi, bench/RESULTS.md session 17 pass).
-        Each reply still goes through ``PubSub.handle_message`` (subscription counts, PONGs).
+        A published message (``[b"message", channel, data]``; channels-redis subscribes with no
+        handler) is handed on as it is; every other reply goes through
+        ``PubSub.handle_message`` (subscription counts, PONGs).
         Stops at the first reply not yet complete; a reply that is not a Pub/Sub list (an error)
         is raised, as ``get_message`` would raise it. Without hiredis (redis-py's own parser
         keeps no such reader) nothing is done here."""
@@ -300,6 +424,9 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                 raise response[0]
             if not isinstance(response, (list, bytes)):
                 continue  # nothing a RESP2 subscriber is sent
+            if isinstance(response, list) and len(response) == 3 and response[0] == b"message":
+                self._deliver(response[1], response[2])
+                continue
             message = await handle(response, ignore_subscribe_messages=True)
             if message is not None:
                 self._receive_message(message)

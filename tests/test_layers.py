@@ -388,3 +388,107 @@ async def test_a_burst_read_at_once_is_handed_on_without_a_read_per_message_in_o
         assert len(got_b) == 301
     finally:
         await other.flush()
+
+
+async def _kill_client(connection) -> None:
+    """Close one of this process's Redis connections from the server side (CLIENT KILL by its
+    address), as a Redis restart or a proxy reset would."""
+    import redis.asyncio as aioredis
+
+    host, port = connection._writer.get_extra_info("sockname")[:2]
+    admin = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        assert await admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") in (b"OK", "OK", True)
+    finally:
+        await admin.aclose()
+
+
+async def test_publishes_after_the_first_go_on_a_held_connection_and_survive_its_loss(layer):
+    """``RedisShardConnection._publish``: the first publish goes through redis-py's
+    ``Redis.publish``; the next ones are written on a connection the shard holds, with no call
+    of redis-py's command path. When Redis closes that connection, the next publish still
+    arrives (sent again through redis-py, with its retries) and a new connection is held."""
+    channel = await layer.new_channel()
+    got = []
+    assert layer.attach(channel, got.append)
+    await layer.group_add("room.7", channel)
+    await layer.group_send("room.7", {"type": "x", "n": 0})
+    await _wait_for(lambda: len(got) == 1)
+    shard = layer._get_layer()._shards[0]
+    assert shard._publisher is not None
+    held = shard._publisher[1]
+    calls = 0
+    publish = shard._redis.publish
+
+    async def counted(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return await publish(*args, **kwargs)
+
+    shard._redis.publish = counted
+    for n in range(1, 21):
+        await layer.group_send("room.7", {"type": "x", "n": n})
+    await layer.group_send_many([("room.7", {"type": "x", "n": n}) for n in range(21, 31)])
+    await _wait_for(lambda: len(got) == 31)
+    assert [e["n"] for e in got] == list(range(31))
+    assert calls == 0 and shard._publisher[1] is held
+
+    killed = held._writer.get_extra_info("sockname")
+    await _kill_client(held)
+    await layer.group_send("room.7", {"type": "x", "n": 31})
+    await _wait_for(lambda: len(got) == 32)
+    assert got[-1]["n"] == 31
+    assert calls == 1  # sent again through redis-py once the held connection failed
+    assert shard._publisher is not None  # a connection held again (the pool may reuse the object)
+    assert shard._publisher[1]._writer.get_extra_info("sockname") != killed
+    await layer.group_send("room.7", {"type": "x", "n": 32})
+    await _wait_for(lambda: len(got) == 33)
+    assert calls == 1
+
+
+async def test_messages_are_read_without_get_message_and_after_the_subscriber_connection_is_killed(layer):
+    """``RedisShardConnection._read``: messages arriving one at a time are read from the
+    subscriber's socket directly, not through redis-py's ``get_message`` (none is called while
+    they arrive). When Redis closes the subscriber connection, the shard reconnects and
+    subscribes again, and later messages arrive."""
+    channel = await layer.new_channel()
+    got = []
+    assert layer.attach(channel, got.append)
+    await layer.group_add("room.8", channel)
+    other = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=layer.prefix)  # another node
+    try:
+        for _ in range(50):  # until the subscription is live
+            await other.group_send("room.8", {"type": "x", "n": 0})
+            await asyncio.sleep(0.05)
+            if got:
+                break
+        shard = layer._get_layer()._shards[0]
+        reads = 0
+        get_message = shard._pubsub.get_message
+
+        async def counted(*args, **kwargs):
+            nonlocal reads
+            reads += 1
+            return await get_message(*args, **kwargs)
+
+        shard._pubsub.get_message = counted
+        got.clear()
+        for n in range(1, 31):
+            await other.group_send("room.8", {"type": "x", "n": n})
+            await _wait_for(lambda: len(got) == n)
+        assert [e["n"] for e in got] == list(range(1, 31))
+        assert reads == 0
+
+        await _kill_client(shard._pubsub.connection)
+        n = 30
+        for _ in range(100):  # publish until the new subscription is live
+            n += 1
+            await other.group_send("room.8", {"type": "x", "n": n})
+            await asyncio.sleep(0.05)
+            if got[-1]["n"] > 30:
+                break
+        assert got[-1]["n"] > 30, "nothing arrived after the subscriber connection was killed"
+        await other.group_send("room.8", {"type": "x", "n": n + 1})
+        await _wait_for(lambda: got[-1]["n"] == n + 1)
+    finally:
+        await other.flush()
