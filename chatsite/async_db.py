@@ -27,10 +27,14 @@ given turned out dead (PostgreSQL restarted, backends terminated).
 
 import asyncio
 import contextlib
+import functools
+import re
 import time
 
 import psycopg
 from django.conf import settings
+from psycopg import errors, generators
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq import ExecStatus
 from psycopg_pool import PoolTimeout
 
@@ -146,14 +150,80 @@ async def _run(sql: str, params: dict, *, all_rows: bool):
             async with (await pool()).connection(
                 timeout=timeout if left is None else min(timeout, left)
             ) as conn:
-                cursor = await conn.execute(sql, params)
-                return await (cursor.fetchall() if all_rows else cursor.fetchone())
+                return await _fetch_prepared(conn, sql, params, all_rows=all_rows)
         except psycopg.Error as exc:
             if attempt == 2:
                 exc.chatsite_retried = True
                 raise
             if not dbconn.connection_lost(exc) or (remaining() is not None and remaining() < 0.05):
                 raise
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """``sql`` with its ``%(name)s`` placeholders numbered as PostgreSQL's ``$1``, ``$2``, ...
+    (each name once, in order of first use) and those names. Raises ``ValueError`` for any
+    other ``%`` (the statements sent here use named placeholders only)."""
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    numbered = _PLACEHOLDER.sub(number, sql)
+    if "%" in numbered:
+        raise ValueError("only %(name)s placeholders are supported here")
+    return numbered.encode(), tuple(names)
+
+
+async def _fetch_prepared(conn, sql: str, params: dict, *, all_rows: bool):
+    """Run ``sql`` with ``params`` on ``conn`` (in autocommit) as a statement that this
+    connection prepared once under a name of ours (per statement text and parameter types),
+    and return its first row (None: no row) or, with ``all_rows``, every row; values are
+    adapted both ways by psycopg's own ``Transformer`` and the waits are the connection's own
+    (``dbconn.AsyncConnection.wait``: the deadline, a dead or silent connection).
+
+    Why (issue 16, bench/RESULTS.md session 21 pass): psycopg's ``execute`` and ``fetchone``
+    (a cursor, the query's conversion from named placeholders, its prepared-statement cache,
+    the result's bookkeeping) cost 166-184 µs of this process's CPU per send statement
+    against 102-117 µs for the same statement sent through psycopg's libpq layer, and every
+    message sent is one. Raises the ``psycopg.Error`` subclass PostgreSQL's error gives (a
+    unique violation is ``psycopg.errors.UniqueViolation``, an ``IntegrityError``)."""
+    try:
+        pg_sql, names = _statement(sql)
+    except ValueError:  # another placeholder style: psycopg's own path
+        cursor = await conn.execute(sql, params)
+        return await (cursor.fetchall() if all_rows else cursor.fetchone())
+    tx = Transformer(conn)
+    values = [params[name] for name in names]
+    dumped = tx.dump_sequence(values, [PyFormat.AUTO] * len(values))
+    prepared = getattr(conn, "_chatsite_prepared", None)
+    if prepared is None:
+        prepared = conn._chatsite_prepared = {}
+    key = (sql, tuple(tx.types))
+    name = prepared.get(key)
+    pgconn = conn.pgconn
+    if name is None:
+        name = b"chatsite_%d" % len(prepared)
+        pgconn.send_prepare(name, pg_sql, param_types=tx.types)
+        (result,) = await conn.wait(generators.execute(pgconn))
+        if result.status != ExecStatus.COMMAND_OK:
+            raise errors.error_from_result(result, encoding=conn.info.encoding)
+        prepared[key] = name
+    pgconn.send_query_prepared(name, dumped, param_formats=tx.formats)
+    (result,) = await conn.wait(generators.execute(pgconn))
+    if result.status == ExecStatus.COMMAND_OK:  # a statement that returns no rows
+        return [] if all_rows else None
+    if result.status != ExecStatus.TUPLES_OK:
+        raise errors.error_from_result(result, encoding=conn.info.encoding)
+    tx.set_pgresult(result)
+    if all_rows:
+        return tx.load_rows(0, result.ntuples, tuple)
+    return tx.load_row(0, tuple) if result.ntuples else None
 
 
 class GroupFailed(Exception):
