@@ -94,6 +94,15 @@ def _publish_command(channel, data: bytes) -> bytes:
     return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(data), data)
 
 
+def _still_current(pool, connection) -> bool:
+    """Whether ``connection`` is still one ``pool`` would hand out: with Sentinel
+    (``SentinelConnectionPool``), connected to the master address the pool last discovered."""
+    master = getattr(pool, "master_address", None)
+    if master is None or not getattr(pool, "is_master", False):
+        return True
+    return (connection.host, connection.port) == master
+
+
 def _retrieved(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()
@@ -165,6 +174,14 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                     await redis.connection_pool.release(connection)
             return
         connection = held[1]
+        if not _still_current(redis.connection_pool, connection):
+            # With Sentinel, a connection to a former master (the pool's master address moved):
+            # idle connections are closed by the pool then, a held one must be given back here.
+            self._publisher = None
+            await connection.disconnect(nowait=True)
+            await redis.connection_pool.release(connection)
+            await self._publish(messages)
+            return
         packed = b"".join(_publish_command(channel, data) for channel, data in messages)
         error = None
         try:
@@ -358,12 +375,14 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
 
     async def _read(self, connection) -> bool | None:
         """Wait up to 0.1 s for the subscriber connection's next bytes and hand them to its
-        hiredis reader, without ``PubSub.get_message``: True when bytes came (or a reply was
-        already waiting), for ``_receive_buffered`` to hand on; False when none came in time.
-        None, having read nothing, when the connection is not in a state to read this way (no
-        hiredis reader, not connected, a health-check PING due) or the read failed (the
-        connection is then closed): the caller's ``get_message`` does what redis-py does
-        (sends the PING, reconnects and subscribes again, raises).
+        hiredis reader, without ``PubSub.get_message``: True when bytes came, for
+        ``_receive_buffered`` to hand on (it stops at a reply not yet complete: hiredis's
+        ``has_data`` means unparsed bytes, not a whole reply, so it is never a reason not to
+        wait); False when none came in time, or when the read failed or the connection was
+        closed by Redis (then it is closed here, and the caller's next turn reconnects). None,
+        having read nothing, when the connection is not in a state to read this way (no
+        hiredis reader, not connected, a health-check PING due): the caller's ``get_message``
+        does what redis-py does (sends the PING, reconnects and subscribes again, raises).
 
         Why (issue 16, bench/RESULTS.md session 21 pass): each ``get_message`` wraps its read in
         redis-py's health check, retry and timeout, and builds a dict per message: 86-120 µs of
@@ -379,19 +398,22 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         interval = connection.health_check_interval
         if interval and loop.time() > connection.next_health_check:
             return None  # get_message sends the PING first
-        if reader.has_data():
-            return True
         try:
             async with asyncio.timeout(0.1):
                 data = await stream.read(65536)
         except TimeoutError:
-            return False
+            # Bytes left unparsed: a reply may still be complete in them (after a round that
+            # stopped at an error): hand them on.
+            return bool(reader.has_data())
         except OSError:
-            await connection.disconnect(nowait=True)  # get_message reconnects and subscribes
-            return None
-        if not data:  # closed by Redis
+            data = None
+        if parser._stream is not stream:  # reconnected meanwhile (a subscription round did)
+            return False
+        if not data:  # closed by Redis, or reset
+            # The next turn reconnects first, the way the pool connects (with Sentinel, at the
+            # current master), then subscribes again.
             await connection.disconnect(nowait=True)
-            return None
+            return False
         reader.feed(data)
         if interval:
             connection.next_health_check = loop.time() + interval

@@ -71,9 +71,35 @@ async def test_the_same_text_with_a_null_or_a_value_is_prepared_for_each_and_bot
         await async_db.aclose()
 
 
-def test_only_named_placeholders_are_numbered_and_others_are_refused():
+def test_only_named_placeholders_are_numbered_and_others_take_psycopgs_path():
     assert async_db._statement("SELECT %(a)s, %(b)s, %(a)s") == (b"SELECT $1, $2, $1", ("a", "b"))
-    with pytest.raises(ValueError):
-        async_db._statement("SELECT %s")
-    with pytest.raises(ValueError):
-        async_db._statement("SELECT 'a%%' || %(a)s")
+    assert async_db._statement("SELECT %s") is None
+    assert async_db._statement("SELECT 'a%%' || %(a)s") is None
+
+
+async def test_a_statement_with_other_placeholders_or_a_missing_parameter():
+    try:
+        assert await async_db.fetchone("SELECT %s::int + 1", [1]) == (2,)  # psycopg's own path
+        with pytest.raises(psycopg.ProgrammingError):
+            await async_db.fetchone("SELECT %(a)s::int", {"b": 1})
+    finally:
+        await async_db.aclose()
+
+
+async def test_a_prepared_statement_the_server_lost_is_prepared_again_and_answers():
+    """A statement of ours that the connection no longer has on the server (``DEALLOCATE``, as
+    a reset would) is prepared again under a new name and sent once more: the caller gets its
+    row, not 26000."""
+    sql = "SELECT %(n)s::int * 2"
+    try:
+        async with (await async_db.pool()).connection() as conn:
+            assert await async_db._fetch_prepared(conn, sql, {"n": 2}, all_rows=False) == (4,)
+            (before,) = conn._chatsite_prepared.values()
+            await conn.execute("DEALLOCATE ALL")
+            assert await async_db._fetch_prepared(conn, sql, {"n": 3}, all_rows=True) == [(6,)]
+            (after,) = conn._chatsite_prepared.values()
+            assert after != before
+            cursor = await conn.execute("SELECT name FROM pg_prepared_statements")
+            assert [row[0] for row in await cursor.fetchall()] == [after.decode()]
+    finally:
+        await async_db.aclose()

@@ -492,3 +492,51 @@ async def test_messages_are_read_without_get_message_and_after_the_subscriber_co
         await _wait_for(lambda: got[-1]["n"] == n + 1)
     finally:
         await other.flush()
+
+
+async def test_a_message_larger_than_one_read_arrives_whole_and_the_loop_keeps_turning():
+    """A message of 600 KB reaches the subscriber in several socket reads (64 KB each): it is
+    handed on whole, once, and while its bytes are only partly parsed the shard waits for the
+    rest instead of spinning (hiredis's ``has_data`` means unparsed bytes, not a whole reply):
+    the event loop keeps turning, measured by a 10 ms ticker's longest gap."""
+    prefix = f"chatsite-test-big-{uuid.uuid4().hex[:8]}"
+    host = {"address": REDIS_URL, "health_check_interval": 1}
+    layer = RedisPubSubChannelLayer(hosts=[host], prefix=prefix)
+    other = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=prefix)  # another node
+    loop = asyncio.get_running_loop()
+    gaps = []
+
+    async def ticker():
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+
+    tick = asyncio.ensure_future(ticker())
+    try:
+        channel = await layer.new_channel()
+        got = []
+        assert layer.attach(channel, got.append)
+        await layer.group_add("room.4", channel)
+        for _ in range(50):  # until the subscription is live
+            await other.group_send("room.4", {"type": "x", "n": 0})
+            await asyncio.sleep(0.05)
+            if got:
+                break
+        await asyncio.sleep(0.2)
+        gaps.clear(), got.clear()
+        body = "대화 " * 100_000  # 600 KB in UTF-8
+        for n in (1, 2, 3):
+            await other.group_send("room.4", {"type": "x", "n": n, "body": body})
+        try:
+            await _wait_for(lambda: len(got) == 3)
+        except AssertionError:
+            raise AssertionError(f"got {[e['n'] for e in got]}, max gap {max(gaps):.3f}") from None
+        await asyncio.sleep(0.3)
+        assert [e["n"] for e in got] == [1, 2, 3] and all(e["body"] == body for e in got)
+        assert max(gaps) < 0.5, max(gaps)
+    finally:
+        tick.cancel()
+        await layer.flush()
+        await other.flush()
