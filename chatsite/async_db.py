@@ -27,15 +27,10 @@ given turned out dead (PostgreSQL restarted, backends terminated).
 
 import asyncio
 import contextlib
-import functools
-import itertools
-import re
 import time
 
 import psycopg
 from django.conf import settings
-from psycopg import errors, generators
-from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq import ExecStatus
 from psycopg_pool import PoolTimeout
 
@@ -151,115 +146,14 @@ async def _run(sql: str, params: dict, *, all_rows: bool):
             async with (await pool()).connection(
                 timeout=timeout if left is None else min(timeout, left)
             ) as conn:
-                return await _fetch_prepared(conn, sql, params, all_rows=all_rows)
+                cursor = await conn.execute(sql, params)
+                return await (cursor.fetchall() if all_rows else cursor.fetchone())
         except psycopg.Error as exc:
             if attempt == 2:
                 exc.chatsite_retried = True
                 raise
             if not dbconn.connection_lost(exc) or (remaining() is not None and remaining() < 0.05):
                 raise
-
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_names = itertools.count(1)  # prepared statements' names: never reused within a process
-# A prepared statement of ours that the server no longer has (26000), whose plan no longer fits
-# a changed table (0A000, "cached plan must not change result type"), or a name taken (42P05):
-# the statement did not run; it is prepared again under a new name and sent once more.
-_STALE = {"26000", "0A000", "42P05"}
-
-
-@functools.lru_cache(maxsize=256)
-def _statement(sql: str) -> tuple[bytes, tuple[str, ...]] | None:
-    """``sql`` with its ``%(name)s`` placeholders numbered as PostgreSQL's ``$1``, ``$2``, ...
-    (each name once, in order of first use) and those names; None when ``sql`` has any other
-    ``%`` (``%s``, ``%%``): such a statement takes psycopg's own path."""
-    names: list[str] = []
-
-    def number(match: re.Match) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    numbered = _PLACEHOLDER.sub(number, sql)
-    if "%" in numbered:
-        return None
-    return numbered.encode(), tuple(names)
-
-
-async def _fetch_prepared(conn, sql: str, params: dict, *, all_rows: bool):
-    """Run ``sql`` with ``params`` on ``conn`` (in autocommit) as a statement that this
-    connection prepared once under a name of ours (per statement text and parameter types),
-    and return its first row (None: no row) or, with ``all_rows``, every row ([]: none, or a
-    statement that returns no rows). Values are adapted both ways by psycopg's own
-    ``Transformer``; the prepare, the statement and PostgreSQL's answer are all read inside the
-    connection's own wait (``dbconn.AsyncConnection.wait``: the deadline, a dead or silent
-    connection marked and its pool drained, as for psycopg's cursors).
-
-    Why (issue 16, bench/RESULTS.md session 21 pass): psycopg's ``execute`` and ``fetchone``
-    (a cursor, the query's conversion from named placeholders, its prepared-statement cache,
-    the result's bookkeeping) cost 166-184 µs of this process's CPU per send statement
-    against 102-117 µs for the same statement sent through psycopg's libpq layer, and every
-    message sent is one.
-
-    Raises the ``psycopg.Error`` subclass PostgreSQL's error gives (a unique violation is
-    ``psycopg.errors.UniqueViolation``, an ``IntegrityError``), ``psycopg.ProgrammingError``
-    for a parameter missing from ``params``. A statement with placeholders other than
-    ``%(name)s``, or a connection with ``prepare_threshold=None`` (never prepare), takes
-    psycopg's own path."""
-    statement = _statement(sql)
-    if statement is None or conn.prepare_threshold is None:
-        cursor = await conn.execute(sql, params)
-        return await (cursor.fetchall() if all_rows else cursor.fetchone())
-    pg_sql, names = statement
-    try:
-        values = [params[name] for name in names]
-    except KeyError as exc:
-        raise psycopg.ProgrammingError(f"query parameter missing: {exc.args[0]}") from None
-    tx = Transformer(conn)
-    dumped = tx.dump_sequence(values, [PyFormat.AUTO] * len(values))
-    prepared = getattr(conn, "_chatsite_prepared", None)
-    if prepared is None:
-        prepared = conn._chatsite_prepared = {}
-    key = (sql, tuple(tx.types))
-    for attempt in (1, 2):
-        name = prepared.get(key)
-        new = name is None
-        if new:
-            name = b"chatsite_%d" % next(_names)
-        run = _prepared_run(conn.pgconn, name, pg_sql if new else None, tx, dumped, conn.info.encoding)
-        try:
-            result = await conn.wait(run)
-        except psycopg.Error as exc:
-            if new or exc.sqlstate not in _STALE or attempt == 2:
-                raise  # (a new name that failed is simply never used again)
-            del prepared[key]
-            continue
-        if new:
-            prepared[key] = name
-        break
-    if result.status == ExecStatus.COMMAND_OK:  # a statement that returns no rows
-        return [] if all_rows else None
-    tx.set_pgresult(result)
-    if all_rows:
-        return tx.load_rows(0, result.ntuples, tuple)
-    return tx.load_row(0, tuple) if result.ntuples else None
-
-
-def _prepared_run(pgconn, name: bytes, pg_sql: bytes | None, tx, dumped, encoding: str):
-    """A generator for ``conn.wait``: prepare ``pg_sql`` as ``name`` first (None: already
-    prepared), run it with the dumped values and return its result; PostgreSQL's error is
-    raised here, inside the wait, as psycopg's cursors raise it."""
-    if pg_sql is not None:
-        pgconn.send_prepare(name, pg_sql, param_types=tx.types)
-        for result in (yield from generators.execute(pgconn)):
-            if result.status != ExecStatus.COMMAND_OK:
-                raise errors.error_from_result(result, encoding=encoding)
-    pgconn.send_query_prepared(name, dumped, param_formats=tx.formats)
-    results = yield from generators.execute(pgconn)
-    for result in results:
-        if result.status not in _ANSWERED:
-            raise errors.error_from_result(result, encoding=encoding)
-    return results[-1]
 
 
 class GroupFailed(Exception):
