@@ -184,6 +184,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
             return
         packed = b"".join(_publish_command(channel, data) for channel, data in messages)
         error = None
+        answered = 0
         try:
             await connection.send_packed_command(packed, check_health=False)
             for _ in messages:
@@ -191,11 +192,15 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                     await connection.read_response()
                 except ResponseError as exc:  # one command's error reply: read the others first
                     error = error or exc
+                answered += 1
         except (OSError, RedisConnectionError, RedisTimeoutError):
             self._publisher = None
             await connection.disconnect(nowait=True)
             await redis.connection_pool.release(connection)
-            await self._publish(messages)  # redis-py's own path, with its retries
+            # The ones Redis answered are published; the rest again through redis-py's own
+            # path, with its retries.
+            if messages[answered:]:
+                await self._publish(messages[answered:])
             return
         except BaseException:  # cancelled mid-round trip: the connection's state is unknown
             self._publisher = None
@@ -364,7 +369,8 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                             await self._close_if_silent()
                         else:
                             self._receive_message(message)
-                            await self._receive_buffered(connection)
+                        # replies read with it (after a PONG or a confirmation it kept to itself too)
+                        await self._receive_buffered(connection)
                 else:
                     await asyncio.sleep(0.1)
             except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -398,14 +404,15 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         interval = connection.health_check_interval
         if interval and loop.time() > connection.next_health_check:
             return None  # get_message sends the PING first
+        waited = asyncio.timeout(0.1)
         try:
-            async with asyncio.timeout(0.1):
+            async with waited:
                 data = await stream.read(65536)
-        except TimeoutError:
-            # Bytes left unparsed: a reply may still be complete in them (after a round that
-            # stopped at an error): hand them on.
-            return bool(reader.has_data())
-        except OSError:
+        except OSError:  # TimeoutError included: a socket's ETIMEDOUT is one too
+            if waited.expired():
+                # Bytes left unparsed: a reply may still be complete in them (after a round
+                # that stopped at an error): hand them on.
+                return bool(reader.has_data())
             data = None
         if parser._stream is not stream:  # reconnected meanwhile (a subscription round did)
             return False

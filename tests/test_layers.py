@@ -443,7 +443,27 @@ async def test_publishes_after_the_first_go_on_a_held_connection_and_survive_its
     assert shard._publisher[1]._writer.get_extra_info("sockname") != killed
     await layer.group_send("room.7", {"type": "x", "n": 32})
     await _wait_for(lambda: len(got) == 33)
+    await asyncio.sleep(0.2)
+    assert [e["n"] for e in got] == list(range(33))  # each once ("x" is not de-duplicated)
     assert calls == 1
+
+
+def test_a_held_publishing_connection_to_a_former_sentinel_master_is_not_current():
+    """``_still_current``: with a Sentinel pool (``is_master``, ``master_address``), a held
+    connection counts only while it is connected to the master address the pool last found;
+    with any other pool, always."""
+    from types import SimpleNamespace
+
+    from chatsite.layers import _still_current
+
+    connection = SimpleNamespace(host="10.0.0.1", port=6379)
+    plain = SimpleNamespace()
+    sentinel = SimpleNamespace(is_master=True, master_address=("10.0.0.1", 6379))
+    assert _still_current(plain, connection) and _still_current(sentinel, connection)
+    sentinel.master_address = ("10.0.0.2", 6379)  # failed over
+    assert not _still_current(sentinel, connection)
+    replica_pool = SimpleNamespace(is_master=False, master_address=("10.0.0.2", 6379))
+    assert _still_current(replica_pool, connection)
 
 
 async def test_messages_are_read_without_get_message_and_after_the_subscriber_connection_is_killed(layer):
