@@ -177,9 +177,7 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
         if not _still_current(redis.connection_pool, connection):
             # With Sentinel, a connection to a former master (the pool's master address moved):
             # idle connections are closed by the pool then, a held one must be given back here.
-            self._publisher = None
-            await connection.disconnect(nowait=True)
-            await redis.connection_pool.release(connection)
+            await self._give_back(redis, connection)
             await self._publish(messages)
             return
         packed = b"".join(_publish_command(channel, data) for channel, data in messages)
@@ -194,21 +192,24 @@ class RedisShardConnection(pubsub.RedisSingleShardConnection):
                     error = error or exc
                 answered += 1
         except (OSError, RedisConnectionError, RedisTimeoutError):
-            self._publisher = None
-            await connection.disconnect(nowait=True)
-            await redis.connection_pool.release(connection)
+            await self._give_back(redis, connection)
             # The ones Redis answered are published; the rest again through redis-py's own
             # path, with its retries.
             if messages[answered:]:
                 await self._publish(messages[answered:])
             return
         except BaseException:  # cancelled mid-round trip: the connection's state is unknown
-            self._publisher = None
-            await connection.disconnect(nowait=True)
-            await redis.connection_pool.release(connection)
+            await self._give_back(redis, connection)
             raise
         if error is not None:
             raise error
+
+    async def _give_back(self, redis, connection) -> None:
+        """Stop holding ``connection`` for publishes: close it and return it to ``redis``'s pool
+        (the next publish goes through redis-py and holds another)."""
+        self._publisher = None
+        await connection.disconnect(nowait=True)
+        await redis.connection_pool.release(connection)
 
     def __init__(self, host, channel_layer):
         super().__init__(host, channel_layer)
