@@ -284,6 +284,19 @@ def test_the_grams_function_holds_every_two_character_substring_and_each_cjk_cha
 
 
 @pytest.mark.django_db
+def test_the_grams_function_is_inlined_so_no_send_parses_its_body_again(user, room):
+    """Migration 0012: not ``STRICT``, so PostgreSQL puts its body in place of the call, in the
+    grams index's expression and in queries alike (a ``STRICT`` one is parsed and planned again
+    in every statement that stores a message). A NULL body still gives NULL."""
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN (VERBOSE) SELECT message_search_grams(body) FROM rooms_message")
+        plan = "\n".join(row[0] for row in cur.fetchall())
+        cur.execute("SELECT message_search_grams(NULL), message_search_grams('')")
+        assert cur.fetchone() == (None, ["", "", ""])
+    assert "string_to_array" in plan and "message_search_grams" not in plan, plan
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "params", [{"before": 0}, {"before": 2**63}, {"before": "x"}, {"limit": 0}, {"limit": 51}]
 )

@@ -1,0 +1,56 @@
+"""``message_search_grams(body)`` (migration 0010) without ``STRICT``, so that PostgreSQL inlines
+it: the same body, the same answer for every input, a third less database CPU per stored message.
+
+Why: PostgreSQL inlines a SQL function into the expression that calls it only when nothing
+changes by doing so, and a ``STRICT`` function whose body calls a function that is not strict
+(``string_to_array``: it treats a NULL delimiter specially) cannot be. The grams index then ran
+the function through ``fmgr_sql``, which parses, analyses and plans its body again in every
+statement that evaluates it: every send's ``INSERT`` (``perf`` on a backend: ``raw_parser`` under
+``fmgr_sql``). Inlined, the index expression is the body itself, built once per backend.
+
+Measured with the send statement of ``rooms.services._post_sql`` alone, autocommit, one
+connection, 2,000 statements per round, alternated (bench/RESULTS.md, issue 16, session 22
+pass): 725-805 µs of backend CPU per statement with ``STRICT``, 510-670 without.
+
+Nothing else changes: a NULL body (the column is ``NOT NULL``) still gives NULL
+(``string_to_array(NULL, ...)`` is NULL), so the index built by 0010 stays valid and is not
+rebuilt. The query's ``message_search_grams("rooms_message"."body") @> ARRAY[...]`` is inlined
+in the same way, so it still matches the index expression (``tests/test_search.py``).
+PostgreSQL only; SQLite has no such function.
+"""
+
+from django.db import migrations
+
+_BODY = (
+    "SELECT string_to_array("
+    "regexp_replace(lower(body), '(..)', E'\\\\1\\x1f', 'g') || E'\\x1f' || "
+    "regexp_replace(substr(lower(body), 2), '(..)', E'\\\\1\\x1f', 'g') || E'\\x1f' || "
+    "regexp_replace(regexp_replace(body, '[\\u0001-\\u10ff\\s]+', '', 'g'), '(.)', E'\\\\1\\x1f', 'g'), "
+    "E'\\x1f')"
+)
+_DEFINE = (
+    "CREATE OR REPLACE FUNCTION message_search_grams(body text) RETURNS text[] "
+    "LANGUAGE sql IMMUTABLE {strict}PARALLEL SAFE AS $$ " + _BODY + " $$"
+)
+
+
+class PostgresOnlySQL(migrations.RunSQL):
+    """``RunSQL`` that does nothing on another database."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("rooms", "0011_message_room_no_own_index"),
+    ]
+
+    operations = [
+        PostgresOnlySQL(_DEFINE.format(strict=""), _DEFINE.format(strict="STRICT ")),
+    ]
