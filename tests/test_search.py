@@ -286,14 +286,67 @@ def test_the_grams_function_holds_every_two_character_substring_and_each_cjk_cha
 @pytest.mark.django_db
 def test_the_grams_function_is_inlined_so_no_send_parses_its_body_again(user, room):
     """Migration 0012: not ``STRICT``, so PostgreSQL puts its body in place of the call, in the
-    grams index's expression and in queries alike (a ``STRICT`` one is parsed and planned again
-    in every statement that stores a message). A NULL body still gives NULL."""
+    grams index's expression and in queries alike: storing a message never calls the SQL
+    function (a ``STRICT`` one is called, and its body parsed and planned again, in every
+    statement that stores a message). A NULL body still gives NULL."""
     with connection.cursor() as cur:
+        cur.execute("SET LOCAL track_functions = 'all'")  # the test's transaction only
+        post(room, user, "회의는 세 시, ok?")
+        cur.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = 'message_search_grams'"
+        )
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT count(*) FROM rooms_message WHERE message_search_grams(body) @> ARRAY['회의']")
+        assert cur.fetchone() == (1,)
         cur.execute("EXPLAIN (VERBOSE) SELECT message_search_grams(body) FROM rooms_message")
         plan = "\n".join(row[0] for row in cur.fetchall())
         cur.execute("SELECT message_search_grams(NULL), message_search_grams('')")
         assert cur.fetchone() == (None, ["", "", ""])
     assert "string_to_array" in plan and "message_search_grams" not in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0012_makes_connections_already_open_reread_the_index_so_searches_keep_it(user, room):
+    """A connection open before the function was replaced kept the index's expression as the
+    plain call and no longer matched it (searches left the grams index); the migration's SQL
+    makes every session read it again, both ways."""
+    import importlib
+
+    import psycopg
+
+    inlined = importlib.import_module("rooms.migrations.0012_message_search_grams_inlined")
+    query = (
+        "EXPLAIN SELECT id FROM rooms_message WHERE deleted_at IS NULL "
+        "AND message_search_grams(body) @> ARRAY['ok']"
+    )
+    with (
+        psycopg.connect(database_url_for_tests(), autocommit=True) as admin,
+        psycopg.connect(database_url_for_tests(), autocommit=True) as open_before,
+    ):
+        admin.execute(  # enough rows that the grams index is the plan, as in a real table
+            "INSERT INTO rooms_message (room_id, seq, author_id, body, client_msg_id, server_id, created_at,"
+            " mentions_room, body_html, reply_count) SELECT %(room)s, n, %(user)s, 'message ' || n,"
+            " 'c' || n, 'test', now(), false, '', 0 FROM generate_series(1, 20000) AS n",
+            {"room": room.pk, "user": user.pk},
+        )
+        admin.execute("ANALYZE rooms_message")
+        open_before.execute("SET enable_seqscan = off")  # 20,000 rows: a scan would be as cheap
+
+        def uses_index() -> bool:
+            return "message_body_grams_idx" in " ".join(row[0] for row in open_before.execute(query))
+
+        try:
+            for backwards in (True, False):  # migrating back to STRICT, then forwards again
+                admin.execute(inlined._DEFINE.format(strict="STRICT " if backwards else ""))
+                admin.execute(inlined._REREAD_INDEX)
+                assert uses_index()  # its cached copy now holds this definition's expression
+                admin.execute(inlined._DEFINE.format(strict="" if backwards else "STRICT "))
+                assert not uses_index()  # replaced alone: the cached copy no longer matches
+                admin.execute(inlined._REREAD_INDEX)
+                assert uses_index()
+        finally:
+            admin.execute(inlined._DEFINE.format(strict=""))
+            admin.execute(inlined._REREAD_INDEX)
 
 
 @pytest.mark.django_db

@@ -17,7 +17,8 @@ room for a one-term query whose gram is common (``rooms.search``).
 
 from django.db import migrations
 
-# The same text as ``rooms.search.GRAMS_FUNCTION`` and ``rooms.search.INDEXES``.
+# The index: the same text as ``rooms.search.INDEXES``. The function is defined again, without
+# STRICT, by 0012.
 FUNCTION_SQL = (
     "CREATE OR REPLACE FUNCTION message_search_grams(body text) RETURNS text[] "
     "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ "
