@@ -84,7 +84,10 @@ mentions of found bodies with ``@``; the search page loads the attachments and m
   ``LATERAL``, every room stopping at ``limit + 1`` matches (``_walk_sql``), then loads those
   messages by id: about ``21 / share`` rows per room ("대화": 4–10 ms against 42–108 ms on
   the loaded machine). Costs: 92 MB and about 90 s to build per million messages, and about
-  35 µs per send or edit to compute the grams (bench/RESULTS.md, 2026-12-05 "search2"). Tried
+  35 µs per send or edit to compute the grams (bench/RESULTS.md, 2026-12-05 "search2"). The
+  function is not ``STRICT`` (migration 0012), so PostgreSQL inlines it; as a ``STRICT`` SQL
+  function it was parsed and planned again in every statement that stored a message, about
+  150 µs more of database CPU per send (bench/RESULTS.md, "Issue 16: session 22 pass"). Tried
   and not kept: walking each of the user's rooms newest first (a ``(room_id, id)`` index,
   ``LATERAL`` per room, a scan budget): 2–3 µs per row read, so a rare term still read the
   rooms' 10,000–20,000 newest rows (19–77 ms); a ``generate_series`` grams function (340 µs
