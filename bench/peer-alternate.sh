@@ -13,7 +13,8 @@
 # own the shared Redis) and then chatsite (bench/peer-loadgen.sh), swapping that order every other
 # round. ROUNDS (default 3), DURATION (seconds per step, default 10), PEERS and PEER_ROOT as for
 # bench/peer-loadgen.sh. Every step is bounded by those scripts' own time limits.
-# Output: one line per step as it ends, then the table; the logs and JSON in the printed folder.
+# Output: one line per step as it ends, then the table; the logs and every step's generator JSON
+# (sio-ROUND-rateR.json, chatsite-ROUND-rate-R.json, for python -m bench.compare) in the printed folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 \"SIO_RATES\" \"CHATSITE_RATES\"" >&2; exit 2; }
@@ -31,6 +32,10 @@ run_sio() {
   (cd "$PEERS_DIR" && FLUSH=0 STOP_AFTER=99 DURATION="$DURATION" timeout 1200 python3 run_throughput.py sio-redis $SIO_RATES) \
     > "$OUT/sio-$round.log" 2>&1 || true
   grep '^STEP' "$OUT/sio-$round.log" | sed "s/^/round $round: /" | tee -a "$OUT/steps.txt"
+  local rate  # the peers' script overwrites its JSON at every run: keep this round's
+  for rate in $SIO_RATES; do
+    cp "/tmp/peer/results/T-sio-redis-c1000-r50-rate$rate.json" "$OUT/sio-$round-rate$rate.json" 2>/dev/null || true
+  done
 }
 
 run_chatsite() {
@@ -39,6 +44,11 @@ run_chatsite() {
   PEERS="$PEERS_DIR" DURATION="$DURATION" timeout 1200 bench/peer-loadgen.sh $CHATSITE_RATES \
     > "$OUT/chatsite-$round.log" 2>&1 || true
   grep '^rate ' "$OUT/chatsite-$round.log" | sed "s/^/round $round: chatsite /" | tee -a "$OUT/steps.txt"
+  local dir  # and the generator's JSON of this round's chatsite steps beside them
+  dir=$(sed -n 's/^JSON and node logs: //p' "$OUT/chatsite-$round.log")
+  for json in "$dir"/rate-[0-9]*.json; do
+    [ -e "$json" ] && cp "$json" "$OUT/chatsite-$round-$(basename "$json")"
+  done
 }
 
 for round in $(seq "$ROUNDS"); do
