@@ -27,38 +27,21 @@ on it, which does not conflict with the inserts and reads of sends and searches)
 PostgreSQL only; SQLite has no such function.
 """
 
+import importlib
+
 from django.db import migrations
 
-_BODY = (
-    "SELECT string_to_array("
-    "regexp_replace(lower(body), '(..)', E'\\\\1\\x1f', 'g') || E'\\x1f' || "
-    "regexp_replace(substr(lower(body), 2), '(..)', E'\\\\1\\x1f', 'g') || E'\\x1f' || "
-    "regexp_replace(regexp_replace(body, '[\\u0001-\\u10ff\\s]+', '', 'g'), '(.)', E'\\\\1\\x1f', 'g'), "
-    "E'\\x1f')"
-)
-_DEFINE = (
-    "CREATE OR REPLACE FUNCTION message_search_grams(body text) RETURNS text[] "
-    "LANGUAGE sql IMMUTABLE {strict}PARALLEL SAFE AS $$ " + _BODY + " $$"
-)
-
+# 0010's own definition and its PostgreSQL-only RunSQL, not a copy of either: this migration
+# takes ``STRICT `` out of that text (``{strict}``: "" forwards, "STRICT " backwards).
+_FIRST = importlib.import_module("rooms.migrations.0010_message_search_grams")
+_DEFINE = _FIRST.FUNCTION_SQL[0].replace("STRICT ", "{strict}")
+PostgresOnlySQL = _FIRST.PostgresOnlySQL
 
 # Every session rereads the index's expression (see above); nothing when there is no such index.
 _REREAD_INDEX = (
     "DO $$ BEGIN IF to_regclass('message_body_grams_idx') IS NOT NULL THEN "
     "ALTER INDEX message_body_grams_idx RESET (fastupdate); END IF; END $$"
 )
-
-
-class PostgresOnlySQL(migrations.RunSQL):
-    """``RunSQL`` that does nothing on another database."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
 class Migration(migrations.Migration):
