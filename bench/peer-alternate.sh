@@ -13,7 +13,9 @@
 # own the shared Redis) and then chatsite (bench/peer-loadgen.sh), swapping that order every other
 # round. ROUNDS (default 3), DURATION (seconds per step, default 10), PEERS and PEER_ROOT as for
 # bench/peer-loadgen.sh. Every step is bounded by those scripts' own time limits.
-# Output: one line per step as it ends, then the table; the logs and every step's generator JSON
+# Output: one line per step as it ends, then the table (per server and step: rounds passed, the
+# median p99, and the median node CPU per delivery, the target's other half: run both servers at
+# the same rates to compare it, since it falls as the load rises); the logs and every step's generator JSON
 # (sio-ROUND-rateR.json, chatsite-ROUND-rate-R.json, for python -m bench.compare) in the printed folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,10 +57,21 @@ for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then run_sio "$round"; run_chatsite "$round"; else run_chatsite "$round"; run_sio "$round"; fi
 done
 
-.venv/bin/python - "$OUT/steps.txt" "$ROUNDS" <<'PY'
-import re, statistics, sys
+.venv/bin/python - "$OUT/steps.txt" "$ROUNDS" "$OUT" <<'PY'
+import glob, json, re, statistics, sys
 from collections import defaultdict
 rounds = int(sys.argv[2])
+# Node CPU per delivery (µs) of each run, from the generator's JSON: its send phase's CPU of the
+# server's node processes (percent of a core) over the deliveries per second it counted.
+cpu = defaultdict(list)  # (server, rate) -> [µs per delivery]
+for path in glob.glob(f"{sys.argv[3]}/*.json"):
+    m = re.search(r"/(sio|chatsite)-\d+-rate-?(\d+)\.json$", path)
+    if not m:
+        continue
+    r = json.load(open(path))
+    nodes = sum(v for k, v in (r.get("cpu_send_phase") or {}).items() if k.startswith("node"))
+    if nodes and r.get("delivered_msgs_per_s"):
+        cpu["socket.io" if m[1] == "sio" else "chatsite", int(m[2])].append(1e4 * nodes / r["delivered_msgs_per_s"])
 steps = defaultdict(list)  # (server, rate) -> [(passed, p99 ms)]
 for line in open(sys.argv[1]):
     m = re.search(r"STEP sio-redis rate=(\d+) ok=(\w+) .* p99=([\d.]+|None)", line)
@@ -68,11 +81,19 @@ for line in open(sys.argv[1]):
     m = re.search(r"chatsite rate (\d+)/s/sender: .* p99 ([\d.]+) ms.*: (pass|FAIL)", line)
     if m:
         steps["chatsite", int(m[1])].append((m[3] == "pass", float(m[2])))
-print(f"\n| server | msg/s per sender | deliveries/s | rounds passed | median p99 ms |\n|---|---|---|---|---|")
+print(
+    "\n| server | msg/s per sender | deliveries/s | rounds passed | median p99 ms | node CPU µs per delivery, median (range) |"
+    "\n|---|---|---|---|---|---|"
+)
 sustained = {}
 for (server, rate), runs in sorted(steps.items()):
     passed = sum(ok for ok, _ in runs)
-    print(f"| {server} | {rate} | {rate * 1000:,} | {passed} of {len(runs)} | {statistics.median(p for _, p in runs):.0f} |")
+    us = cpu.get((server, rate))
+    us_text = f"{statistics.median(us):.0f} ({min(us):.0f}–{max(us):.0f})" if us else "–"
+    print(
+        f"| {server} | {rate} | {rate * 1000:,} | {passed} of {len(runs)} "
+        f"| {statistics.median(p for _, p in runs):.0f} | {us_text} |"
+    )
     if len(runs) == rounds and 2 * passed >= rounds:  # run in every round, passed in half or more
         sustained[server] = max(sustained.get(server, 0), rate * 1000)
 for server in ("socket.io", "chatsite"):
