@@ -102,7 +102,32 @@ async def test_cancelling_receive_still_unsubscribes_an_attached_channel(layer):
         await receiving
     loop_layer = layer._get_layer()
     assert channel not in loop_layer.channels
-    assert channel not in loop_layer._shards[0]._subscribed_to
+    await _wait_for(lambda: channel not in loop_layer._shards[0]._subscribed_to)
+    assert channel not in await _server_channels(layer)
+
+
+async def test_a_receive_cancelled_again_while_it_cleans_up_unsubscribes_and_logs_no_error(layer, caplog):
+    """A consumer's ``receive`` cancelled twice in a row (its application ended as its socket
+    closed) still ends unsubscribed in Redis, with nothing logged above INFO (channels-redis
+    logged "Unexpected exception while cleaning-up channel" with a traceback for each)."""
+    loop_layer = layer._get_layer()
+    channels = [await layer.new_channel() for _ in range(20)]
+    assert set(channels) <= await _server_channels(layer)
+    receiving = [asyncio.create_task(layer.receive(channel)) for channel in channels]
+    await asyncio.sleep(0.05)
+    with caplog.at_level("INFO"):
+        for task in receiving:
+            task.cancel()
+        await asyncio.sleep(0)  # each is in its clean-up now
+        for task in receiving:
+            task.cancel()
+        for task in receiving:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await _wait_for(lambda: not set(channels) & loop_layer._shards[0]._subscribed_to)
+    assert not set(channels) & await _server_channels(layer)
+    assert not set(channels) & set(loop_layer.channels)
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
 
 
 async def test_an_undecodable_message_is_dropped_for_that_channel_only(layer):
