@@ -23,6 +23,7 @@ once (``connection_lost``) gets a fresh connection. A pool is drained once per e
 connection made after the last drain drains it again, an older one does not.
 """
 
+import contextlib
 import contextvars
 import logging
 import time
@@ -52,8 +53,29 @@ def client_timeout() -> float | None:
     return statement + CLIENT_MARGIN if statement > 0 else None
 
 
+# A limit of the current task's own for its round trips (``statement_limit``), in place of
+# ``client_timeout()``; 0 for none.
+_own_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "chatsite_db_own_limit", default=None
+)
+
+
+@contextlib.contextmanager
+def statement_limit(seconds: float):
+    """Within this block the current task's round trips wait up to ``seconds`` + ``CLIENT_MARGIN``
+    (``seconds`` 0: without a limit) instead of ``client_timeout()``: for a statement the caller
+    runs under ``SET LOCAL statement_timeout`` of the same ``seconds``, off any request's path
+    (``rooms.search_index.clean``). A ``deadline`` still shortens it."""
+    token = _own_limit.set(seconds + CLIENT_MARGIN if seconds > 0 else 0)
+    try:
+        yield
+    finally:
+        _own_limit.reset(token)
+
+
 def _timeout(given: float | None) -> float | None:
-    timeout = given if given is not None else client_timeout()
+    own = _own_limit.get()
+    timeout = given if given is not None else (client_timeout() if own is None else own or None)
     deadline = _deadline.get()
     if deadline is not None:
         left = max(deadline - time.monotonic(), 0.001)

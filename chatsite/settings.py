@@ -365,6 +365,9 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite <noreply@lo
 # pending lists, in a task of its own (rooms/search_index.py); 0 leaves them to PostgreSQL,
 # which then merges a full list inside a send.
 SEARCH_INDEX_CLEAN_CHARS = env.int("SEARCH_INDEX_CLEAN_CHARS", default=50_000)
+# Seconds a merge of the search indexes' pending lists may take (rooms/search_index.py): its own
+# limit, off the send path, not DATABASE_STATEMENT_TIMEOUT; 0: none.
+SEARCH_INDEX_CLEAN_TIMEOUT = env.float("SEARCH_INDEX_CLEAN_TIMEOUT", default=30.0)
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")

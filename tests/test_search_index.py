@@ -114,6 +114,32 @@ async def test_a_merge_skips_while_another_session_merges_and_merges_nothing(
         await other.close()
 
 
+# A stand-in for the merge that takes 0.6 s (PostgreSQL's pg_sleep), with the real one's parameters.
+_SLOW_MERGE_SQL = "SELECT 7 + 0 * %(key)s::bigint + 0 * cardinality(%(names)s::text[]) FROM pg_sleep(0.6)"
+
+
+async def test_a_merge_has_its_own_time_limit_not_the_statement_timeout_of_sends(settings, monkeypatch):
+    """On 10,000,000 messages a merge took 1.5 s, a send's whole limit: a merge cut short by
+    ``DATABASE_STATEMENT_TIMEOUT`` leaves a longer list for the next, and a list that reaches
+    4 MB is merged inside a send. The merge runs under ``SEARCH_INDEX_CLEAN_TIMEOUT``, on the
+    server and in the client's wait, and still ends at it."""
+    from chatsite import async_db
+
+    await async_db.aclose()  # this loop's pool is made again with the limit below
+    settings.DATABASE_STATEMENT_TIMEOUT = 0.2
+    monkeypatch.setattr(search_index, "_CLEAN_SQL", _SLOW_MERGE_SQL)
+    try:
+        settings.SEARCH_INDEX_CLEAN_TIMEOUT = 5
+        assert await search_index.clean() == 7  # 0.6 s: past the sends' 0.2 + 0.25 s
+        (statement_timeout,) = await async_db.fetchone("SHOW statement_timeout", {})
+        assert statement_timeout == "200ms"  # the connection went back to the pool with its own
+        settings.SEARCH_INDEX_CLEAN_TIMEOUT = 0.3
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await search_index.clean()
+    finally:
+        await pool_closed()
+
+
 async def test_the_merge_runs_outside_the_sends_deadline(settings, monkeypatch):
     from chatsite import dbconn
 
