@@ -49,9 +49,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rooms.logutil import RateLimitedLogger
+
 from .queues import LightQueue
 
 logger = logging.getLogger(__name__)
+_unsubscribe_log = RateLimitedLogger(logger, interval=60.0)
 
 
 class _ChannelQueue(LightQueue):
@@ -109,8 +112,16 @@ def _retrieved(future: asyncio.Future) -> None:
 
 
 def _log_unsubscribe_failure(channel: str, future: asyncio.Future) -> None:
+    # At most one line a minute: a round that failed fails every socket closing in it (a storm's
+    # end, thousands). The channel stays subscribed, as under channels-redis.
     if not future.cancelled() and future.exception() is not None:
-        logger.warning("could not unsubscribe channel %s: %r", channel, future.exception())
+        _unsubscribe_log.log(
+            logging.WARNING,
+            "unsubscribe",
+            "could not unsubscribe channel %s: %r",
+            channel,
+            future.exception(),
+        )
 
 
 class RedisShardConnection(pubsub.RedisSingleShardConnection):
@@ -536,6 +547,9 @@ class RedisPubSubLoopLayer(pubsub.RedisPubSubLoopLayer):
             await self._get_shard(channel).subscribe(channel)
         except BaseException:  # Redis unreachable: the channel does not exist (no queue left behind)
             self.channels.pop(channel, None)
+            # Cancelled (a handshake's time limit): the SUBSCRIBE is sent all the same; its
+            # UNSUBSCRIBE goes after it (nothing to do when it failed: nothing was subscribed).
+            self._get_shard(channel).unsubscribe_soon(channel)
             raise
 
     def decode(self, data: bytes) -> dict:

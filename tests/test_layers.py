@@ -130,6 +130,28 @@ async def test_a_receive_cancelled_again_while_it_cleans_up_unsubscribes_and_log
     assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
 
 
+async def test_a_channel_cancelled_while_subscribing_is_not_left_subscribed(layer):
+    """A handshake cut short by its time limit while its channel's SUBSCRIBE was queued: the
+    SUBSCRIBE is still sent, and an UNSUBSCRIBE after it (before, the channel stayed subscribed
+    in Redis for the node's lifetime, and again after every reconnect)."""
+    loop_layer = layer._get_layer()
+    await layer.new_channel()  # the shard's connections are up
+    before = await _server_channels(layer)
+    names = [f"{layer.prefix}specific.cut-short-{i}" for i in range(5)]
+    creating = [asyncio.create_task(loop_layer._subscribe_to_channel(name)) for name in names]
+    await asyncio.sleep(0)  # each has queued its SUBSCRIBE
+    shard = loop_layer._shards[0]
+    assert all(shard._changing[name] for name in names)
+    for task in creating:
+        task.cancel()
+    for task in creating:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _wait_for(lambda: not shard._changing and shard._change_task is None)
+    assert await _server_channels(layer) == before
+    assert set(loop_layer.channels) == before
+
+
 async def test_an_undecodable_message_is_dropped_for_that_channel_only(layer):
     channel = await layer.new_channel()
     got = []
