@@ -366,8 +366,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite <noreply@lo
 # which then merges a full list inside a send.
 SEARCH_INDEX_CLEAN_CHARS = env.int("SEARCH_INDEX_CLEAN_CHARS", default=50_000)
 # Seconds a merge of the search indexes' pending lists may take (rooms/search_index.py): its own
-# limit, off the send path, not DATABASE_STATEMENT_TIMEOUT; 0: none.
+# limit, off the send path, not DATABASE_STATEMENT_TIMEOUT. Always bounded: a merge that never
+# ends would hold a pooled connection and stop every later merge.
 SEARCH_INDEX_CLEAN_TIMEOUT = env.float("SEARCH_INDEX_CLEAN_TIMEOUT", default=30.0)
+if not SEARCH_INDEX_CLEAN_TIMEOUT >= 1:
+    raise ImproperlyConfigured(
+        f"SEARCH_INDEX_CLEAN_TIMEOUT must be at least 1 (seconds), not {SEARCH_INDEX_CLEAN_TIMEOUT}."
+    )
 
 # WebSocket sends per user, counted across all nodes (rooms/ratelimit.py); "0" turns it off.
 WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")

@@ -109,7 +109,7 @@ async def clean() -> int | None:
     benchmark drops and rebuilds them around its COPY). Raises ``psycopg.Error``
     (``InsufficientPrivilege`` when this role does not own the indexes, ``QueryCanceled`` past
     the limit) and ``psycopg_pool.PoolTimeout``."""
-    limit = max(settings.SEARCH_INDEX_CLEAN_TIMEOUT, 0)
+    limit = settings.SEARCH_INDEX_CLEAN_TIMEOUT  # > 0 (chatsite/settings.py)
     async with (await async_db.pool()).connection() as conn:
         with dbconn.statement_limit(limit):
             async with conn.transaction():
