@@ -12,8 +12,9 @@ message per node.
 decoded, and decoded once per node however many members it has (the members share the one
 dict: handlers must not change it). Order is kept: events reach the sink in the order Redis
 delivered them, as they would reach the queue. Everything else (``group_add``, ``group_send``,
-the clean-up when ``receive`` is cancelled at disconnect, sharding, Sentinel) is channels-redis's
-own, unchanged. A channel with no sink attached behaves exactly as under channels-redis.
+sharding, Sentinel) is channels-redis's own, unchanged, but for the clean-up when ``receive`` is
+cancelled at disconnect, which queues the channel's unsubscription instead of waiting for it
+(``RedisPubSubLoopLayer.receive``). A channel with no sink attached behaves as under channels-redis.
 
 Each Redis shard's receive loop is ours too (``RedisShardConnection``), channels-redis's plus
 three things:
