@@ -54,7 +54,7 @@ def client_timeout() -> float | None:
 
 
 # A limit of the current task's own for its round trips (``statement_limit``), in place of
-# ``client_timeout()``; 0 for none.
+# ``client_timeout()``.
 _own_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "chatsite_db_own_limit", default=None
 )
@@ -62,11 +62,11 @@ _own_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def statement_limit(seconds: float):
-    """Within this block the current task's round trips wait up to ``seconds`` + ``CLIENT_MARGIN``
-    (``seconds`` 0: without a limit) instead of ``client_timeout()``: for a statement the caller
-    runs under ``SET LOCAL statement_timeout`` of the same ``seconds``, off any request's path
+    """Within this block the current task's round trips wait up to ``seconds`` (> 0) +
+    ``CLIENT_MARGIN`` instead of ``client_timeout()``: for a statement the caller runs under
+    ``SET LOCAL statement_timeout`` of the same ``seconds``, off any request's path
     (``rooms.search_index.clean``). A ``deadline`` still shortens it."""
-    token = _own_limit.set(seconds + CLIENT_MARGIN if seconds > 0 else 0)
+    token = _own_limit.set(seconds + CLIENT_MARGIN)
     try:
         yield
     finally:
@@ -75,7 +75,7 @@ def statement_limit(seconds: float):
 
 def _timeout(given: float | None) -> float | None:
     own = _own_limit.get()
-    timeout = given if given is not None else (client_timeout() if own is None else own or None)
+    timeout = given if given is not None else (client_timeout() if own is None else own)
     deadline = _deadline.get()
     if deadline is not None:
         left = max(deadline - time.monotonic(), 0.001)
