@@ -346,7 +346,7 @@ def read_report_soon(
         return ReadBatcher.for_loop().add(room=room, user_id=user.pk, seq=seq, tab=tab)
     from channels.db import database_sync_to_async
 
-    async def on_thread():
+    def on_thread():
         before = read_state(room=room, user=user)
         state = read_report(room=room, user=user, seq=seq)
         return state.last_read_seq != before.last_read_seq, state
