@@ -48,6 +48,10 @@ What it adds to ``daphne chatsite.asgi:application`` (which still works, without
   so its close reaches the consumer as usual (``drop_connections_with_dead_polls``).
 - Close codes: a consumer may close a socket with 1011 (internal error), 1012 or 1013, which
   autobahn's ``sendClose`` refuses as application codes (``server_close_codes``).
+- Origin refusals: every handshake refused for its ``Origin`` answers HTTP 403, as
+  docs/protocol.md says: ``Origin: null`` (and ``file://`` pages, which autobahn reads as null)
+  reaches the application's check, and one autobahn cannot parse (a port that is not a number,
+  no host) or finds twice gets 403 instead of autobahn's 400 (``origin_refusals_forbidden``).
 - Graceful stop: on SIGTERM or SIGINT the node stops accepting connections, closes every open
   socket with 1012 (service restart) so clients resume on another node at once, waits
   ``SHUTDOWN_GRACE`` seconds (default 1) for the close frames to go out, then exits.
@@ -183,6 +187,39 @@ def server_close_codes(protocol_class):
 
     ServerCloseCodes.__name__ = ServerCloseCodes.__qualname__ = f"ServerCloseCodes{protocol_class.__name__}"
     return ServerCloseCodes
+
+
+# The reasons autobahn gives when it refuses a handshake for its Origin header before the
+# application sees it: an Origin it cannot parse (a port that is not a number, no host, no
+# scheme), more than one Origin header, or an Origin its allowed list refuses.
+ORIGIN_HANDSHAKE_FAILURES = (
+    "HTTP Origin header invalid",
+    "HTTP Origin header appears more than once",
+    "WebSocket connection denied: origin",
+)
+
+
+def origin_refusals_forbidden(protocol_class):
+    """A subclass of daphne's WebSocket protocol answering HTTP 403 (autobahn's own: 400) to a
+    handshake autobahn refuses for its Origin (``ORIGIN_HANDSHAKE_FAILURES``: ``Origin:
+    http://127.0.0.1:8000.evil.com``, ``Origin: nonsense``), as the application's Origin check
+    answers every other foreign Origin (``rooms.auth.OriginValidator``, docs/protocol.md), each
+    counted in ``chatsite_ws_origin_refused_total`` as those are. Other malformed handshakes
+    keep autobahn's 400."""
+
+    class OriginRefusalsForbidden(protocol_class):
+        def failHandshake(self, reason, code=400, responseHeaders=None):
+            if code == 400 and reason.startswith(ORIGIN_HANDSHAKE_FAILURES):
+                from rooms import metrics
+
+                code = 403
+                metrics.ORIGIN_REFUSED.inc()
+            return super().failHandshake(reason, code, responseHeaders)
+
+    OriginRefusalsForbidden.__name__ = OriginRefusalsForbidden.__qualname__ = (
+        f"OriginRefusalsForbidden{protocol_class.__name__}"
+    )
+    return OriginRefusalsForbidden
 
 
 # What autobahn keeps of a handshake that nothing reads once the socket is open: its
@@ -634,10 +671,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def refuse_oversize_with_a_close_frame():
         # autobahn drops the TCP connection on an oversize message unless failByDrop is off;
-        # off, the client gets close code 1009.
-        server.ws_factory.setProtocolOptions(failByDrop=False)
-        server.ws_factory.protocol = handshake_state_dropped(
-            server_close_codes(direct_writes(client_limit_only(server.ws_factory.protocol)))
+        # off, the client gets close code 1009. allowNullOrigin: setProtocolOptions resets it to
+        # False unless given (its default argument), which made autobahn answer "Origin: null"
+        # 400 itself; daphne's True lets it reach the application's Origin check (403).
+        server.ws_factory.setProtocolOptions(failByDrop=False, allowNullOrigin=True)
+        server.ws_factory.protocol = origin_refusals_forbidden(
+            handshake_state_dropped(
+                server_close_codes(direct_writes(client_limit_only(server.ws_factory.protocol)))
+            )
         )
         shared_protocol_options(server.ws_factory)
 

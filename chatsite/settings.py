@@ -293,7 +293,15 @@ REST_FRAMEWORK = {
     # Token first: a request without credentials then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # DRF's, refusing a missing CSRF token with 403 "code": "csrf_failed" (rooms/rest.py).
+        "rooms.rest.SessionAuthentication",
+    ],
+    # JSON (any body it cannot decode, too deeply nested included: 400 "code": "invalid_json",
+    # rooms/rest.py), and DRF's form and multipart parsers.
+    "DEFAULT_PARSER_CLASSES": [
+        "rooms.rest.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # drf-spectacular's, plus every error status an operation answers (rooms/openapi.py).

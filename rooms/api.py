@@ -6,8 +6,10 @@ Authentication: session (browsers; CSRF token required on unsafe methods) or
 body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-After``, 503) plus
 ``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
 ``conflict``, ``rate_limited``, ``too_large``, ``dms_off``; 400 ``dm_self`` and 404
-``not_found`` from ``POST /api/dms/``), or field errors ``{"field": [str, ...]}`` (400;
-errors of the whole input under ``non_field_errors``). Every status an operation answers is in
+``not_found`` from ``POST /api/dms/``; 400 ``invalid_json`` for a body that is not JSON or nests
+too deeply, 403 ``csrf_failed``: ``rooms.rest``), or field errors ``{"field": [str, ...]}`` (400;
+errors of the whole input under ``non_field_errors``). Every 429 carries ``"code":
+"rate_limited"`` and ``retry_after`` (seconds). Every status an operation answers is in
 the schema with its body (``rooms/openapi.py``); ``tests/test_schema.py`` fuzzes a real node
 against it. A private room a user is not a member of answers 404 on every route, exactly as a
 room that does not exist.
@@ -63,6 +65,7 @@ from . import (
     reactions,
     reads,
     replies,
+    rest,
     search,
     selectors,
     services,
@@ -158,6 +161,12 @@ def exception_handler(exc, context):
     DRF's throttles; a Django ``ValidationError`` without fields answers
     ``{"non_field_errors": [...]}``, the shape of every other 400 with field errors.
 
+    Every 429 answers ``{"detail": str, "code": "rate_limited", "retry_after": seconds}``: DRF's
+    throttles (``Throttled``; ``retry_after`` whole seconds, as ``Retry-After``) as the services'
+    own. A body that is not JSON, or nests too deeply (``rooms.rest.JSONParser``), answers 400
+    ``{"detail": str, "code": "invalid_json"}``; a session request without its CSRF token
+    (``rooms.rest.SessionAuthentication``), 403 ``{"detail": str, "code": "csrf_failed"}``.
+
     Every 404 answers ``NOT_FOUND_BODY``, ``{"detail": "Not found.", "code": "not_found"}``,
     whatever was not found (a room, a private room one is not in, a message, a member, a user):
     the body never names a model or says which part of the path was unknown.
@@ -209,6 +218,13 @@ def exception_handler(exc, context):
         # Django's Http404 (get_object_or_404: "No Message matches the given query."), DRF's
         # NotFound, a service's: one body that names no model.
         response.data = {**NOT_FOUND_BODY, "detail": gettext(NOT_FOUND_BODY["detail"])}
+    elif isinstance(exc, exceptions.Throttled):
+        # DRF's throttles and the per-account log-in limit: the body of rooms' own rate limits.
+        response.data = {"detail": response.data["detail"], "code": "rate_limited"}
+        if exc.wait is not None:
+            response.data["retry_after"] = exc.wait  # whole seconds, as Retry-After
+    elif isinstance(exc, rest.CODED_REFUSALS):
+        response.data = {"detail": response.data["detail"], "code": exc.default_code}
     return response
 
 
@@ -1337,9 +1353,10 @@ class AttachmentUploadView(APIView):
         description="Upload one file (multipart field `file`) into the room, under the rules of "
         "sending (403 `muted` / `banned`, 409 `archived`). Answers the attachment; it is shown to "
         "nobody until a message carries it (`attachments: [id]` in `message.send` or the REST "
-        "post). 413 `too_large` over `ATTACHMENT_MAX_BYTES` (10 MB); 415 `unsupported_type` "
-        "unless the *content* is PNG, JPEG, GIF, WebP, PDF, ZIP or plain text agreeing with the "
-        "name's extension (never HTML or SVG). Images are stored without EXIF and get a "
+        "post). 413 `too_large` over `ATTACHMENT_MAX_BYTES` (10 MB); 400 `empty_file` for an empty "
+        "file; 415 `unsupported_type` unless the *content* is PNG, JPEG, GIF, WebP, PDF, ZIP or "
+        "plain text and the name (as kept: without control or format characters) ends in an "
+        "extension of that type (never HTML or SVG). Images are stored without EXIF and get a "
         "thumbnail. Throttled per user (`THROTTLE_UPLOAD_RATE`).",
         examples=[
             OpenApiExample(

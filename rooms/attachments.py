@@ -6,11 +6,20 @@ member or public-room visitor, not banned, not muted, room not archived). Checke
 is stored:
 
 - size: at most ``ATTACHMENT_MAX_BYTES`` (default 10 MB): else ``TooLarge`` (413 ``too_large``);
+  nothing in it (no bytes, or only ASCII white space): ``EmptyFile`` (400 ``empty_file``);
 - type, read from the *content* (``sniff``: the file's signature; text must be UTF-8 with no
   control characters and no HTML/SVG/XML markup), never from the name or the declared type:
-  ``ALLOWED`` = PNG, JPEG, GIF, WebP, PDF, ZIP, plain text. Anything else, a name whose
-  extension says another type (``photo.png`` holding HTML), or a name ending in ``.html``,
-  ``.svg``, ``.js`` and the like: ``UnsupportedType`` (415 ``unsupported_type``);
+  ``ALLOWED`` = PNG, JPEG, GIF, WebP, PDF, ZIP, plain text. Anything else, or a name ending in
+  ``.html``, ``.svg``, ``.js`` and the like: ``UnsupportedType`` (415 ``unsupported_type``);
+- the name's extension, any case, checked on the *cleaned* name (``clean_name``), the one
+  stored, served and sent in ``Content-Disposition``: an image, PDF or ZIP must end in one of
+  its type's (``CLAIMED``: ``.png``; ``.jpg``/``.jpeg``; ``.gif``; ``.webp``; ``.pdf``;
+  ``.zip``), so ``evil`` U+202E ``gnp.exe`` (cleaned to ``evilgnp.exe``), ``noext`` and
+  ``.png`` (cleaned to ``png``) holding a PNG are refused; text may have any name but another
+  type's extension (``photo.png`` holding HTML) or a runnable one (``RUNNABLE_EXTENSIONS``:
+  ``run.bat``, ``setup.exe``), so ``README``, ``data.json`` and ``script.py`` are kept. Each
+  refusal is ``UnsupportedType`` (415): a file is never saved under a name its type does not
+  match;
 - images are decoded by Pillow (at most ``MAX_PIXELS``; a corrupt or oversized one is 415), turned
   upright by their EXIF orientation and saved again *without* EXIF or text chunks (no location
   ever leaves the server, the original included), and get a thumbnail (at most
@@ -23,8 +32,9 @@ text (``clean_name``). Nothing is stored when a check fails.
 **Sending** (``attachments_claim``, called by ``rooms.services`` in the message's transaction):
 a ``message.send`` frame or REST post carries ``"attachments": [id, ...]`` (at most
 ``MAX_PER_MESSAGE``); each must be the sender's own upload in that room, not yet in a message,
-else ``InvalidAttachment`` (400 / error frame ``invalid_attachment``) and the message is not
-stored.
+and given once, else ``InvalidAttachment`` (400 / error frame ``invalid_attachment``, with
+``ids``: the ids at fault) and the message is not stored (the uploads stay unsent, to be sent
+again).
 
 **Shape** (the message's ``attachments``, ``attachment_data``)::
 
@@ -89,6 +99,32 @@ CLAIMED = {
     ".csv": "text/plain",
     ".log": "text/plain",
 }
+# Names a text file may not have: the desktop runs them when opened (a downloaded run.bat).
+RUNNABLE_EXTENSIONS = {
+    ".exe",
+    ".com",
+    ".bat",
+    ".cmd",
+    ".scr",
+    ".pif",
+    ".cpl",
+    ".msi",
+    ".msc",
+    ".dll",
+    ".lnk",
+    ".reg",
+    ".vbs",
+    ".vbe",
+    ".jse",
+    ".wsf",
+    ".wsh",
+    ".ps1",
+    ".psm1",
+    ".jar",
+    ".app",
+    ".command",
+    ".desktop",
+}
 # Names never taken, whatever the content: a browser (or a careless client) could render them.
 REFUSED_EXTENSIONS = {
     ".html",
@@ -126,6 +162,10 @@ class UnsupportedType(ServiceError):
 
 class InvalidAttachment(ServiceError):
     code, status = "invalid_attachment", 400
+
+
+class EmptyFile(ServiceError):
+    code, status = "empty_file", 400
 
 
 def max_bytes() -> int:
@@ -228,8 +268,8 @@ def _clean_image(data: bytes, kind: str) -> tuple[bytes, bytes, str, int, int]:
 
 def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFile) -> Attachment:
     """Check and store one upload into ``room`` (see the module docstring); the new, unsent
-    ``Attachment``. Raises ``TooLarge``, ``UnsupportedType``, and the send rules' refusals
-    (``NotFound``, ``Banned``, ``Muted``, ``Archived``)."""
+    ``Attachment``. Raises ``TooLarge``, ``EmptyFile``, ``UnsupportedType``, and the send rules'
+    refusals (``NotFound``, ``Banned``, ``Muted``, ``Archived``)."""
     check_may_upload(room=room, user=user)
     limit = max_bytes()
     if upload.size is None or upload.size > limit:
@@ -242,15 +282,28 @@ def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFil
             _("A file is at most %(mb)s MB."), params={"mb": limit // (1024 * 1024)}, max_bytes=limit
         )
     name = clean_name(upload.name)
-    ext = PurePosixPath(name.lower()).suffix
+    ext = PurePosixPath(name.lower()).suffix  # of the name as stored and served, not as sent
     if ext in REFUSED_EXTENSIONS:
         raise UnsupportedType(_("Files of this kind cannot be shared (HTML, SVG, scripts)."))
+    if not data.strip():
+        raise EmptyFile(_("The file is empty."))
     kind = sniff(data)
     if kind is None:
         raise UnsupportedType(_("Only images (PNG, JPEG, GIF, WebP), PDF, ZIP and plain text can be shared."))
     if ext in CLAIMED and CLAIMED[ext] != kind:
         raise UnsupportedType(
             _("The file's content is not what its name says (%(ext)s)."), params={"ext": ext}
+        )
+    if ext in RUNNABLE_EXTENSIONS:  # text may have any other name (README, data.json, script.py)
+        raise UnsupportedType(
+            _("Files that run when opened (%(ext)s) cannot be shared."), params={"ext": ext}
+        )
+    if kind != "text/plain" and ext not in CLAIMED:  # no "photo.exe" shown inline as a PNG
+        raise UnsupportedType(
+            _(
+                "The file's name must end in an extension that matches its content (%(type)s: %(extensions)s)."
+            ),
+            params={"type": kind, "extensions": ", ".join(e for e, k in CLAIMED.items() if k == kind)},
         )
     width = height = None
     thumbnail_bytes = thumb_ext = None
@@ -283,12 +336,14 @@ def attachment_upload(*, room: Room, user: AbstractBaseUser, upload: UploadedFil
 
 def attachments_claim(*, message: Message, user: AbstractBaseUser, ids: list[int]) -> list[Attachment]:
     """Inside the sending transaction: give ``message`` the attachments ``ids`` (shown by id, as
-    history loads them),
-    each ``user``'s own unsent upload in the message's room; else ``InvalidAttachment`` (the
-    caller's transaction rolls back: no message)."""
-    ids = list(dict.fromkeys(ids))
+    history loads them), each ``user``'s own unsent upload in the message's room, each id once;
+    else ``InvalidAttachment`` with ``ids``: the ids at fault (the caller's transaction rolls
+    back: no message, and the uploads stay unsent)."""
     if not ids:
         return []
+    repeated = [i for i in dict.fromkeys(ids) if ids.count(i) > 1]
+    if repeated:
+        raise InvalidAttachment(_("Each attachment is given once in a message."), ids=repeated)
     if len(ids) > MAX_PER_MESSAGE:
         raise InvalidAttachment(
             _("A message carries at most %(count)s attachments."), params={"count": MAX_PER_MESSAGE}

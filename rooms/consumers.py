@@ -73,7 +73,8 @@ Error codes: ``invalid_json`` (text that is not JSON, or empty), ``binary_frame`
 (JSON that is not an object), ``missing_field``, ``invalid_field`` (wrong type, or a too-long
 ``client_msg_id``), ``unknown_type``, ``empty_body`` (nothing visible:
 ``serializers.validate_not_blank``),
-``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL),
+``body_too_long`` (over 4,000 characters), ``invalid_text`` (a lone surrogate or NUL; in
+``body`` any control character but tab and line breaks: ``serializers.validate_body_controls``),
 ``unavailable`` (the database could not be used: a send was not broadcast, send it again with
 the same ``client_msg_id``, which stores it once; a ``fetch``, ``resume`` or ``?after_seq`` has
 ``"frame": "fetch"`` or ``"resume"``, ask again; the socket stays open. A hung database is

@@ -14,6 +14,11 @@ The subset (markdown-it-py's CommonMark parser, with most block rules turned off
     a line break in the source is a line break (<br>)
     @username / @room: <span class="mention" data-user="alice">@alice</span>
 
+A bare URL's or an autolink's text is the URL as typed (no percent escape or punycode host
+decoded: ``http://xn--80ak6aa92e.com`` is not shown as the lookalike ``http://аррӏе.com``), and
+a host typed in a script that can pass for Latin letters is shown as the punycode host the
+link opens (``_link_text``; Korean, Chinese and Japanese hosts are shown as typed).
+
 Not in it: raw HTML (shown as the text typed), images (``![x](y)`` shows ``!`` and a link),
 headings (``# x`` stays a line of text: a chat line starting with ``#`` is far more often a
 channel name or a number than a title), horizontal rules, indented code blocks (four spaces of
@@ -37,6 +42,7 @@ import html
 import logging
 import re
 
+import mdurl
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -46,8 +52,10 @@ from . import mentions
 logger = logging.getLogger(__name__)
 
 # Bump when the output for the same source changes; a data migration then renders the stored
-# messages again (as 0006 did for every message stored before formatting existed).
-RENDER_VERSION = 1
+# messages again (as 0006 did for every message stored before formatting existed; 0013, for 2:
+# a link's text is the URL as typed, its host in punycode when typed in a script that can pass
+# for Latin letters).
+RENDER_VERSION = 2
 
 ALLOWED_TAGS = frozenset(
     {
@@ -73,6 +81,37 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": True, "breaks": True, 
 _md.enable(["strikethrough", "linkify"])
 _md.disable(["image", "heading", "lheading", "hr", "code", "reference", "html_block", "html_inline"])
 _md.linkify.set({"fuzzy_email": False})  # a@b.c stays text (``mailto:`` links by hand work)
+
+
+# A host's characters beyond ASCII that cannot pass for Latin letters: Hangul, Han and kana.
+# Chrome shows such hosts as typed too (its IDN policy allows Latin with Han and Hangul, or Han
+# and kana).
+_UNCONFUSABLE_HOST = re.compile(
+    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+"
+)
+
+
+def _link_text(url: str) -> str:
+    """The text of a bare URL's or an autolink's link: the URL as typed, except a host with
+    characters beyond ASCII that could pass for Latin letters (Cyrillic ``аррӏе.com``, Greek),
+    shown as the ASCII (punycode) host the link opens; a Korean, Chinese or Japanese host
+    (``한국.kr``) is shown as typed. markdown-it-py's own ``normalizeLinkText`` decodes instead:
+    ``http://xn--80ak6aa92e.com`` became the text ``http://аррӏе.com`` (read as apple.com), and
+    ``%E2%80%AE`` a right-to-left override. Browsers show punycode for a confusable host; with
+    no confusable tables here, every other script is shown as punycode, so the text never
+    impersonates the host."""
+    parsed = mdurl.parse(url, slashes_denote_host=True)
+    host = parsed.hostname
+    if not host or host.isascii() or _UNCONFUSABLE_HOST.sub("", host).isascii():
+        return url
+    shown = mdurl.parse(_md.normalizeLink(url), slashes_denote_host=True).hostname
+    at = url.find(host, url.find("@") + 1 if parsed.auth else 0)
+    if not shown or not shown.isascii() or at < 0:  # pragma: no cover - normalizeLink gives ASCII
+        return url
+    return url[:at] + shown + url[at + len(host) :]
+
+
+_md.normalizeLinkText = _link_text
 
 
 def _fence(renderer, tokens, idx, options, env) -> str:

@@ -117,7 +117,8 @@ class Room(models.Model):
         """Called by ``full_clean`` (the services, the create-room page's and admin's forms):
         a name and a description follow the rules of message bodies (``rooms.text``): no NUL or
         lone surrogate, no control character (a description may hold line breaks and tabs), not
-        only invisible characters. A slug that is new (a room created, or its slug changed in
+        only invisible characters; no text-direction control, and in a name no invisible
+        character among visible ones ("a\u200bb"; ``text.label_errors``). A slug that is new (a room created, or its slug changed in
         admin) answers ``SLUG_UNAVAILABLE`` (code ``slug_unavailable``) when it is reserved in any
         case (``new``; ``dm-…`` for a group room) or another room's slug differs from it only in
         case (the same slug exactly is ``validate_unique``'s, with the same answer)."""

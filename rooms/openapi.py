@@ -7,16 +7,19 @@ Error bodies (``rooms.api.exception_handler``):
   (``forbidden``, ``banned``, ``muted``, ``archived``, ``conflict``, ``rate_limited``,
   ``too_large``, ``too_many_fields``, ``unavailable``, ...) and may carry more fields
   (``until`` for ``muted``, ``retry_after`` for ``rate_limited``, ``id`` and ``seq`` for a
-  ``conflict`` over a reused ``client_msg_id``); DRF's own refusals (401, 403 CSRF, 406,
-  415, 429) send ``detail`` alone; every 404 is ``{"detail": "Not found.", "code": "not_found"}``.
+  ``conflict`` over a reused ``client_msg_id``); every 429 is ``rate_limited`` with
+  ``retry_after``, DRF's throttles' too; a session request without its CSRF token is 403
+  ``csrf_failed``; DRF's other refusals (401, 406, 415) send ``detail`` alone; every 404 is
+  ``{"detail": "Not found.", "code": "not_found"}``.
 - ``ValidationError`` (400): field errors ``{"<field>" | "non_field_errors": [str, ...]}``, or an
-  ``Error`` (``too_many_fields``).
+  ``Error`` (``too_many_fields``; ``invalid_json``: a body that is not JSON or nests too deeply).
 
 Which statuses each operation documents, besides the ones its view declares with
 ``extend_schema(responses=...)`` (a declared ``4xx: None`` gets its error body here):
 
 - 401 on every authenticated operation (``WWW-Authenticate: Token``);
-- 403 on every authenticated unsafe method (a session request without its CSRF token);
+- 403 on every authenticated unsafe method (a session request without its CSRF token:
+  ``csrf_failed``);
 - 404 on every operation with a path parameter (unknown room, message or member; a private
   room one is not in answers the same);
 - 400 on every operation: field errors of a body or query, or ``too_many_fields`` (a query
@@ -29,6 +32,7 @@ Which statuses each operation documents, besides the ones its view declares with
 - 503 on every operation: the database (or another service the answer needs) is unavailable.
 """
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiResponse
@@ -37,21 +41,28 @@ from rest_framework import serializers
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
-    "400": "Invalid input: field errors, or an `Error` (`too_many_fields`: over 1,000 query or "
-    "form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
+    "400": "Invalid input: field errors, or an `Error` (`invalid_json`: a body that is not JSON, or "
+    "nests too deeply; `too_many_fields`: over 1,000 query or form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
     "in any case, or reserved, with the `slug` field error beside it).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "
-    "request without its CSRF token.",
+    "request without its CSRF token (`csrf_failed`).",
     "404": 'Not found: always `{"detail": "Not found.", "code": "not_found"}`, for a room, message, '
     "member or user (a private room one is not in answers the same) or a path no route answers.",
     "409": "Conflicts with the current state (`code`: `archived`, `conflict`).",
     "406": "The `Accept` header does not allow JSON.",
     "413": "The request body is over the upload limit (`code`: `too_large`).",
     "415": "A request body of a media type the API does not read (send JSON).",
-    "429": "Too many requests (`Retry-After`: seconds to wait).",
+    "429": "Too many requests (`code`: `rate_limited`; `retry_after` and `Retry-After`: seconds to wait).",
     "503": "A service the answer needs (the database) is unavailable: try again later.",
 }
+
+
+class CsrfSessionScheme(SessionScheme):
+    """The session cookie (``cookieAuth``), as drf-spectacular documents DRF's session
+    authentication, for ours (``rooms.rest.SessionAuthentication``: 403 ``csrf_failed``)."""
+
+    target_class = "rooms.rest.SessionAuthentication"
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -38,7 +38,7 @@ from . import mentions as mentions_module
 from . import reactions as reactions_module
 from . import replies as replies_module
 from .models import BODY_MAX_LENGTH, CLIENT_MSG_ID_MAX_LENGTH, Membership, Message, Room, UserSettings
-from .text import NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: used by consumers)
+from .text import CONTROL_BUT_LINES_RE, NOTHING_VISIBLE, is_valid_text  # noqa: F401 (is_valid_text: consumers)
 
 
 class AuthorSerializer(serializers.Serializer):
@@ -238,6 +238,19 @@ def validate_not_blank(value: str) -> str:
     return value
 
 
+def validate_body_controls(value: str) -> str:
+    """Refuse a body with a control character (C0, DEL, C1: a bell, a terminal escape, U+0085)
+    other than tab, line feed and carriage return. Raises ``ValidationError`` with code
+    ``invalid_text`` (the ``invalid_text`` frame, a REST 400), as for NUL, which is one of them
+    and is refused first by ``validate_text``."""
+    if CONTROL_BUT_LINES_RE.search(value):
+        raise serializers.ValidationError(
+            _("The message body may not contain control characters (tabs and line breaks are fine)."),
+            code="invalid_text",
+        )
+    return value
+
+
 def validate_text(value: str) -> str:
     """Refuse text PostgreSQL cannot store or UTF-8 cannot encode.
 
@@ -268,16 +281,28 @@ class StrictIntegerField(serializers.IntegerField):
     {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, "maxItems": 10}
 )
 class AttachmentIdsField(serializers.Field):
-    """A list of at most 10 attachment ids (whole numbers 1..2**63-1, not booleans); one error
-    message for the field, whatever is wrong (the shape of every other field error)."""
+    """A list of at most 10 attachment ids (whole numbers 1..2**63-1, not booleans or floats);
+    one error for the field, code ``invalid`` whatever is wrong (the shape of every other field
+    error), its message saying what: not a list, over 10, an id not a whole number, or one out of
+    range. Repeated ids pass here: ``rooms.attachments.attachments_claim`` refuses them
+    (``invalid_attachment``)."""
 
     def to_internal_value(self, data):
-        if (
-            not isinstance(data, list)
-            or len(data) > 10
-            or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**63 for i in data)
-        ):
-            raise serializers.ValidationError(_("A list of at most 10 attachment ids."), code="invalid")
+        if not isinstance(data, list):
+            raise serializers.ValidationError(
+                _("Must be a list of attachment ids, such as [31, 32]."), code="invalid"
+            )
+        if len(data) > 10:
+            raise serializers.ValidationError(
+                _("A message carries at most %(count)s attachments.") % {"count": 10}, code="invalid"
+            )
+        if not all(type(i) is int for i in data):
+            raise serializers.ValidationError(_("Attachment ids must be whole numbers."), code="invalid")
+        if not all(1 <= i < 2**63 for i in data):
+            raise serializers.ValidationError(
+                _("Attachment ids must be whole numbers from 1 to %(max)s.") % {"max": 2**63 - 1},
+                code="invalid",
+            )
         return data
 
     def to_representation(self, value):
@@ -288,7 +313,8 @@ class MessageSendFrame(serializers.Serializer):
     """Input of ``{"type": "message.send", "body": str, "client_msg_id": str, "reply_to"?: int,
     "attachments"?: [int, ...]}``.
 
-    ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed).
+    ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed), no control
+    character but tab, line feed and carriage return (``invalid_text``).
     ``client_msg_id``: 1..64 characters chosen by the client, e.g. a UUID; a retry reuses it.
     ``reply_to``: optional (absent or null: none), the seq of the message of the same room this
     one answers (``rooms.replies``).
@@ -313,7 +339,7 @@ class MessageSendFrame(serializers.Serializer):
     )
 
     def validate_body(self, value: str) -> str:
-        return validate_not_blank(value)
+        return validate_body_controls(validate_not_blank(value))
 
     def validate_client_msg_id(self, value: str) -> str:
         if not value.strip():
@@ -340,7 +366,7 @@ def send_frame_accepted(content: dict) -> dict | None:
         or not 0 < len(body) <= BODY_MAX_LENGTH
         or not 0 < len(client_msg_id) <= CLIENT_MSG_ID_MAX_LENGTH
         or "attachments" in content
-        or "\x00" in body
+        or CONTROL_BUT_LINES_RE.search(body)
         or "\x00" in client_msg_id
         or not client_msg_id.strip()
         or _NOTHING_VISIBLE.fullmatch(body)
@@ -365,7 +391,7 @@ class MessageEditSerializer(serializers.Serializer):
     body = StrictCharField(trim_whitespace=False, max_length=BODY_MAX_LENGTH, validators=[validate_text])
 
     def validate_body(self, value: str) -> str:
-        return validate_not_blank(value)
+        return validate_body_controls(validate_not_blank(value))
 
 
 class RoomSerializer(serializers.ModelSerializer):

@@ -1,15 +1,18 @@
 """The REST API through DRF's APIClient against the real database (and Redis-backed throttles)."""
 
 import json
+import logging
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from rooms import services
+from rooms import dms, services
 from rooms.models import Membership, Message, Room
 from tests import factories
 
@@ -117,6 +120,35 @@ def test_logins_are_throttled_with_retry_after(user, rates):
     assert response.status_code == 429 and int(response["Retry-After"]) > 0 and response.data["detail"]
 
 
+def test_every_throttled_429_carries_code_rate_limited_and_retry_after(user, api, room, rates, settings):
+    """DRF's throttles (log-in per address, sends per user) and the per-account log-in limit
+    answer 429 as rooms' own rate limits do: ``{"detail", "code": "rate_limited",
+    "retry_after": seconds}`` with ``Retry-After`` (the same whole seconds)."""
+    rates(login="1/min", send="1/min")
+    settings.LOGIN_ACCOUNT_RATE = "1/h"
+    guessed = factories.make_user(f"guessed-{uuid.uuid4().hex[:12]}")  # its own account count
+    wrong = {"username": guessed.username, "password": "wrong"}
+
+    def fresh_client() -> APIClient:  # its own address count
+        return APIClient(REMOTE_ADDR=f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7")
+
+    refusals = []
+    by_address = fresh_client()
+    by_address.post("/api/auth/token/", {"username": f"nobody-{uuid.uuid4().hex}", "password": "x"})
+    refusals.append(by_address.post("/api/auth/token/", wrong))
+    assert fresh_client().post("/api/auth/token/", wrong).status_code == 400  # the account's one failure
+    refusals.append(fresh_client().post("/api/auth/token/", wrong))  # over the account's limit
+    api.post("/api/rooms/lobby/messages/", {"body": "one", "client_msg_id": "r1"}, format="json")
+    refusals.append(
+        api.post("/api/rooms/lobby/messages/", {"body": "two", "client_msg_id": "r2"}, format="json")
+    )
+    for response in refusals:
+        body = response.json()
+        assert response.status_code == 429 and body["code"] == "rate_limited" and body["detail"], body
+        assert body["retry_after"] == int(response["Retry-After"]) > 0, body
+    assert Message.objects.count() == 1
+
+
 def test_anonymous_requests_are_refused(room):
     client = APIClient()
     assert client.get("/api/rooms/").status_code in (401, 403)
@@ -129,6 +161,68 @@ def test_session_post_without_csrf_token_is_refused(user):
     response = client.post("/api/rooms/", {"name": "Sneaky"}, format="json")
     assert response.status_code == 403 and "CSRF" in response.data["detail"]
     assert not Room.objects.filter(name="Sneaky").exists()
+
+
+def test_session_writes_without_csrf_token_answer_403_csrf_failed_and_change_nothing(user, room):
+    """A session request of an unsafe method without its CSRF token, on any route: 403
+    ``{"detail", "code": "csrf_failed"}`` (docs/rest.md), nothing written."""
+    token = factories.token_for(user)
+    client = APIClient(enforce_csrf_checks=True)
+    client.login(username="alice", password=factories.PASSWORD)
+    for method, path, body in (
+        ("post", "/api/rooms/", {"name": "Sneaky"}),
+        ("post", "/api/rooms/lobby/messages/", {"body": "hi", "client_msg_id": "csrf1"}),
+        ("patch", "/api/me/settings/", {"dms_from": "shared_rooms"}),
+        ("delete", "/api/auth/token/", None),
+    ):
+        response = getattr(client, method)(path, body, format="json")
+        assert response.status_code == 403, path
+        assert response.json()["code"] == "csrf_failed" and "CSRF" in response.json()["detail"], path
+    assert not Room.objects.filter(name="Sneaky").exists() and not Message.objects.exists()
+    assert Token.objects.filter(key=token).exists()
+    assert dms.dms_from(user.pk) == "anyone"
+
+
+# --- malformed JSON bodies ------------------------------------------------------------------------
+
+DEEP_JSON = "[" * 3000 + "]" * 3000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{bad json",
+        DEEP_JSON,
+        '{"body": ' + DEEP_JSON + ', "client_msg_id": "deep"}',
+        '{"a": ' * 3000 + "1" + "}" * 3000,
+    ],
+    ids=["malformed", "deep-array", "deep-in-a-field", "deep-objects"],
+)
+@pytest.mark.parametrize(
+    ("method", "path", "signed_in"),
+    [
+        ("post", "/api/auth/token/", False),
+        ("post", "/api/rooms/", True),
+        ("post", "/api/dms/", True),
+        ("patch", "/api/me/settings/", True),
+        ("post", "/api/rooms/lobby/read/", True),
+        ("post", "/api/rooms/lobby/messages/", True),
+    ],
+)
+def test_a_json_body_that_cannot_be_decoded_or_nests_too_deep_is_400_invalid_json(
+    api, room, method, path, signed_in, body, caplog
+):
+    """Text that is not JSON, and JSON nested deeper than the decoder goes (3,000 arrays or
+    objects: Python's ``RecursionError``), answer 400 ``{"detail", "code": "invalid_json"}``
+    on every route, signed in or not; nothing is logged as an error and nothing changes."""
+    client = api if signed_in else APIClient()
+    before = (Room.objects.count(), Message.objects.count(), Membership.objects.count())
+    with caplog.at_level(logging.WARNING):
+        response = getattr(client, method)(path, body, content_type="application/json")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "invalid_json" and response.json()["detail"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (Room.objects.count(), Message.objects.count(), Membership.objects.count()) == before
 
 
 # --- rooms ----------------------------------------------------------------------------------------
@@ -352,6 +446,31 @@ def test_a_body_with_nothing_visible_is_refused_as_empty(api, room, char):
 )
 def test_a_body_with_something_visible_is_stored_exactly(api, room, body):
     response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "a"}, format="json")
+    assert response.status_code == 201 and Message.objects.get(room=room).body == body
+
+
+CONTROLS = ["bell \x07", "esc\x1b[2J", "back\x08space", "del\x7f", "nel\x85", "csi\x9b31m"]
+
+
+@pytest.mark.parametrize("body", CONTROLS, ids=["bell", "esc", "backspace", "del", "nel", "csi"])
+def test_a_body_with_a_control_character_is_refused_on_send_and_edit_and_nothing_changes(
+    api, room, user, body
+):
+    """C0 and C1 control characters (and DEL) are refused, code ``invalid_text``; tab, line
+    feed and carriage return are text."""
+    response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "c1"}, format="json")
+    assert response.status_code == 400 and response.data["body"][0].code == "invalid_text", response.data
+    assert not Message.objects.filter(room=room).exists()
+    message = services.message_post(room=room, author=user, body="before", client_msg_id="c2").message
+    response = api.patch(f"/api/rooms/lobby/messages/{message.pk}/", {"body": body}, format="json")
+    assert response.status_code == 400 and response.data["body"][0].code == "invalid_text", response.data
+    message.refresh_from_db()
+    assert (message.body, message.edited_at) == ("before", None)
+
+
+def test_a_body_keeps_tabs_and_line_breaks(api, room):
+    body = "col\tcol\r\nnext line\nlast"
+    response = api.post("/api/rooms/lobby/messages/", {"body": body, "client_msg_id": "t1"}, format="json")
     assert response.status_code == 201 and Message.objects.get(room=room).body == body
 
 
@@ -757,6 +876,7 @@ def test_a_private_room_made_without_a_slug_cannot_be_found_by_its_name(api, bob
     [
         ({"name": "\u200b\u200b"}, "name"),
         ({"name": "\u3164"}, "name"),
+        ({"name": "a\u200bb"}, "name"),
         ({"name": "bell\x07"}, "name"),
         ({"name": "a\nb", "slug": "ab"}, "name"),
         ({"name": "ok", "description": "\u200b"}, "description"),

@@ -175,7 +175,7 @@ def test_uploads_follow_the_rules_of_sending(user, other_user, room):
     services.member_join(room=room, user=other_user)
     services.member_ban(room=room, actor=user, user=other_user)
     assert upload(bob, "lobby", "a.txt", b"hello").json()["code"] == "banned"
-    assert upload(client_for(user), "lobby", "a.txt", b"").status_code == 415  # nothing in it
+    assert upload(client_for(user), "lobby", "a.txt", b"").json()["code"] == "empty_file"
     assert client_for(user).post("/api/rooms/lobby/attachments/", {}, format="multipart").status_code == 400
 
 
@@ -313,3 +313,159 @@ def test_a_retry_answers_a_message_whose_shape_needs_no_query(user, room):
     with CaptureQueriesContext(connection) as queries:
         assert message_data(again.message)["attachments"] == []
     assert len(queries) == 0
+
+
+# --- the tester's findings: duplicates, names that disagree with the content, empty files, ------
+# --- wrong types in ``attachments`` --------------------------------------------------------------
+
+
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 6), (10, 200, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_same_upload_twice_in_one_rest_message_is_refused_and_stays_usable(api, room, user):
+    from rooms.models import Message, Room
+
+    notes = upload(api, "lobby", "notes.txt", b"notes\n", "text/plain").json()
+    response = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "twice", "client_msg_id": "d-1", "attachments": [notes["id"], notes["id"]]},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_attachment" and response.json()["ids"] == [notes["id"]]
+    assert not Message.objects.filter(room=room).exists()
+    assert Room.objects.get(pk=room.pk).last_seq == 0
+    assert Attachment.objects.get(pk=notes["id"]).message_id is None
+    once = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "once", "client_msg_id": "d-2", "attachments": [notes["id"]]},
+        format="json",
+    )
+    assert once.status_code == 201, once.content
+    assert [a["id"] for a in once.json()["attachments"]] == [notes["id"]]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_same_upload_twice_in_a_socket_send_gets_an_invalid_attachment_frame(joined, user, room):
+    from channels.db import database_sync_to_async
+
+    from rooms.models import Message
+    from tests.conftest import new_client_msg_id
+
+    def make():
+        return attachments.attachment_upload(
+            room=room, user=user, upload=SimpleUploadedFile("a.txt", b"text body")
+        )
+
+    mine = await database_sync_to_async(make)()
+    await joined.send(
+        {
+            "type": "message.send",
+            "body": "twice",
+            "client_msg_id": new_client_msg_id(),
+            "attachments": [mine.pk, mine.pk],
+        }
+    )
+    error = await joined.receive_type("error")
+    assert error["code"] == "invalid_attachment" and error["ids"] == [mine.pk]
+    assert await joined.nothing_more()
+    assert not await Message.objects.filter(room=room).aexists()
+    await joined.send(
+        {
+            "type": "message.send",
+            "body": "once",
+            "client_msg_id": new_client_msg_id(),
+            "attachments": [mine.pk],
+        }
+    )
+    frames = [await joined.receive(), await joined.receive()]
+    message = next(f for f in frames if f["type"] == "message")
+    assert [a["id"] for a in message["message"]["attachments"]] == [mine.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("evil\u202egnp.exe", "png"),  # cleaned to evilgnp.exe
+        ("noext", "png"),
+        (".png", "png"),  # cleaned to "png": no extension
+        ("photo.png\u200b", "txt"),  # the invisible character goes, .png stays
+        ("run.bat", "txt"),  # text, but the desktop runs it when opened
+        ("evil\u202etxt.exe", "txt"),
+        ("Setup.EXE", "txt"),
+    ],
+)
+def test_a_name_whose_cleaned_extension_is_not_the_contents_is_refused(api, room, media, name, kind):
+    data = png_bytes() if kind == "png" else b"echo hello\n"
+    response = upload(api, "lobby", name, data, "image/png")
+    assert response.status_code == 415, response.content
+    assert response.json()["code"] == "unsupported_type"
+    assert not Attachment.objects.exists() and not any(media.rglob("*.*"))
+
+
+@pytest.mark.django_db
+def test_a_name_that_agrees_after_cleaning_is_kept_and_served_with_its_type(api, room):
+    body = upload(api, "lobby", "evil\u202egnp.PNG", png_bytes(), "image/png").json()
+    assert body["name"] == "evilgnp.PNG" and body["content_type"] == "image/png"
+    download = api.get(body["url"])
+    assert download["Content-Type"] == "image/png"
+    assert download["Content-Disposition"] == 'inline; filename="evilgnp.PNG"'
+    text = upload(api, "lobby", "readme.md", b"# notes\n", "text/markdown").json()
+    assert text["name"] == "readme.md" and text["content_type"] == "text/plain"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["README", "notes", "data.json", "script.py", "Makefile", "build.sh"])
+def test_text_may_have_any_name_that_is_not_another_types_or_runnable(api, room, name):
+    body = upload(api, "lobby", name, b'{"echo": "hello"}\n', "application/octet-stream").json()
+    assert body["name"] == name and body["content_type"] == "text/plain", body
+    download = api.get(body["url"])
+    assert download["Content-Type"].startswith("text/plain")
+    assert download["Content-Disposition"].startswith("attachment;")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("data", [b"", b"  \n\t\r\n"])
+def test_an_empty_file_is_refused_with_its_own_code(api, room, media, data):
+    response = upload(api, "lobby", "empty.txt", data, "text/plain")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "empty_file"
+    assert "empty" in response.json()["detail"]
+    assert not Attachment.objects.exists() and not any(media.rglob("*.*"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("1", "be a list of attachment ids"),
+        ({"id": 1}, "be a list of attachment ids"),
+        ([1e308], "whole numbers"),
+        ([1.0], "whole numbers"),
+        (["1"], "whole numbers"),
+        ([True], "whole numbers"),
+        ([0], "whole numbers from 1"),
+        ([2**63], "whole numbers from 1"),
+        (list(range(1, 12)), "carries at most 10"),
+    ],
+)
+def test_attachments_of_the_wrong_shape_get_a_message_saying_what_is_wrong(api, room, value, says):
+    from rooms.serializers import MessageSendFrame
+
+    frame = MessageSendFrame(data={"body": "x", "client_msg_id": "w", "attachments": value})
+    assert not frame.is_valid()
+    (error,) = frame.errors["attachments"]
+    assert says in str(error) and error.code == "invalid", str(error)
+    response = api.post(
+        "/api/rooms/lobby/messages/",
+        {"body": "x", "client_msg_id": "w", "attachments": value},
+        format="json",
+    )
+    assert response.status_code == 400 and says in str(response.json()), response.content

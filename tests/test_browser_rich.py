@@ -203,3 +203,61 @@ def test_a_reply_quote_jumps_to_an_old_parent_and_the_count_opens_the_thread(sta
     finally:
         ann_ctx.close()
         bob_ctx.close()
+
+
+# Where each character of a text shows: the left edge of its box, by its index in the element's
+# text (a Range over one character of the text node holding it).
+CHAR_LEFTS = """(sel) => {
+  const el = document.querySelector(sel);
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  const lefts = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      lefts.push([node.data[i], range.getBoundingClientRect().left]);
+    }
+  }
+  return lefts;
+}"""
+
+
+def test_a_text_direction_override_neither_turns_a_link_around_nor_leaks_past_it(browser):
+    """A right-to-left override typed before a bare URL does not show the URL backwards, and one
+    inside a link's text stops at the link's end: the page's style sheet isolates each link of a
+    rendered body (``unicode-bidi: isolate``), and the body as a whole (``plaintext``)."""
+    from pathlib import Path
+
+    from rooms.formatting import render
+
+    css = (Path(__file__).resolve().parent.parent / "static" / "rooms" / "style.css").read_text()
+    bodies = {
+        "before": "\u202eread https://good.example/ab",
+        "inside": "see https://good.example/\u202eab then after",
+    }
+    html = "".join(
+        f'<div id="{name}" class="message__body message__body--html">{render(body)}</div><p id="{name}-after">page text</p>'
+        for name, body in bodies.items()
+    )
+    page = browser.new_page()
+    try:
+        page.set_content(
+            f"<!doctype html><html lang='en'><head><style>{css}</style></head><body>{html}</body></html>"
+        )
+
+        def lefts(selector: str, text: str) -> list[float]:
+            shown = page.evaluate(CHAR_LEFTS, selector)
+            at = "".join(c for c, _ in shown).index(text)
+            return [x for _, x in shown[at : at + len(text)]]
+
+        for selector, text in [
+            ("#before a", "https://good.example/ab"),
+            ("#inside", "then after"),
+            ("#inside-after", "page text"),
+            ("#before-after", "page text"),
+        ]:
+            xs = lefts(selector, text)
+            assert xs == sorted(xs), (selector, text, xs)
+    finally:
+        page.close()

@@ -177,10 +177,18 @@ BAD_FRAMES = [
     ('{"type": "message.send", "body": "a\\u0000b", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "\\ud83d", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "ok", "client_msg_id": "\\udc00"}', "invalid_text"),
+    ('{"type": "message.send", "body": "bell \\u0007", "client_msg_id": "m1"}', "invalid_text"),
+    ('{"type": "message.send", "body": "nel \\u0085", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "ok", "client_msg_id": "   "}', "invalid_field"),
     ('{"type": "message.send", "body": "\\u200b\\u2060 ", "client_msg_id": "m1"}', "empty_body"),
     ('{"type": "message.send", "body": "\\u3164\\u2800", "client_msg_id": "m1"}', "empty_body"),
     ('{"type": "message.send", "body": NaN, "client_msg_id": "m1"}', "invalid_json"),
+    # Nested deeper than the decoder goes (a RecursionError): the same code as text that is not JSON.
+    ("[" * 3000 + "]" * 3000, "invalid_json"),
+    (
+        '{"type": "message.send", "body": %s, "client_msg_id": "m1"}' % ("[" * 3000 + "]" * 3000),
+        "invalid_json",
+    ),
 ]
 
 

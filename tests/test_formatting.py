@@ -212,6 +212,75 @@ def test_the_data_migration_renders_messages_stored_before_formatting(room, user
     assert Message.objects.get(pk=gone.pk).body_html == ""
 
 
+# --- link text: the URL as typed, never a lookalike ----------------------------------------------
+
+APPLE = "http://xn--80ak6aa92e.com"  # "аррӏе.com" in Cyrillic letters: reads as apple.com
+
+
+@pytest.mark.parametrize(
+    ("body", "html"),
+    [
+        (APPLE, f'<p><a href="{APPLE}" {LINK}>{APPLE}</a></p>'),
+        (f"<{APPLE}/x>", f'<p><a href="{APPLE}/x" {LINK}>{APPLE}/x</a></p>'),
+        ("see xn--80ak6aa92e.com ok", f'<p>see <a href="{APPLE}" {LINK}>xn--80ak6aa92e.com</a> ok</p>'),
+        (
+            "mailto:a@xn--80ak6aa92e.com",
+            f'<p><a href="mailto:a@xn--80ak6aa92e.com" {LINK}>mailto:a@xn--80ak6aa92e.com</a></p>',
+        ),
+        # A percent escape stays escaped: %E2%80%AE decoded would be a right-to-left override.
+        (
+            "https://example.com/%E2%80%AEexe.txt",
+            f'<p><a href="https://example.com/%E2%80%AEexe.txt" {LINK}>https://example.com/%E2%80%AEexe.txt</a></p>',
+        ),
+    ],
+)
+def test_a_bare_url_or_autolink_is_shown_as_typed_never_decoded_into_a_lookalike(body, html):
+    assert render(body) == html
+
+
+@pytest.mark.parametrize(
+    ("body", "html"),
+    [
+        ("http://аррӏе.com", f'<p><a href="{APPLE}" {LINK}>{APPLE}</a></p>'),
+        (
+            "<https://аррӏе.com/p?q=1>",
+            f'<p><a href="https://xn--80ak6aa92e.com/p?q=1" {LINK}>https://xn--80ak6aa92e.com/p?q=1</a></p>',
+        ),
+        ("x аррӏе.com/Path y", f'<p>x <a href="{APPLE}/Path" {LINK}>xn--80ak6aa92e.com/Path</a> y</p>'),
+    ],
+)
+def test_a_host_typed_in_another_script_is_shown_as_the_ascii_host_it_opens(body, html):
+    """A host with characters that can pass for Latin letters is shown as its punycode, the
+    host the link opens (what browsers show for a confusable host); the rest of the URL as
+    typed."""
+    assert render(body) == html
+
+
+@pytest.mark.parametrize("url", ["http://한국.kr/뉴스", "https://例え.jp", "http://中文abc.cn/x"])
+def test_a_korean_chinese_or_japanese_host_is_shown_as_typed(url):
+    """Hangul, Han and kana cannot pass for Latin letters: such a host is shown as typed, the
+    link opening its punycode."""
+    out = render(url)
+    assert f">{url}</a>" in out, out
+    assert 'href="http' in out and "xn--" in out.split('href="', 1)[1].split('"', 1)[0], out
+
+
+@pytest.mark.django_db
+def test_the_link_text_migration_renders_stored_links_again(room, user):
+    from importlib import import_module
+
+    from django.apps import apps as global_apps
+
+    migration = import_module("rooms.migrations.0013_message_body_html_link_text")
+    link = services.message_post(room=room, author=user, body=APPLE, client_msg_id="m1").message
+    plain = services.message_post(room=room, author=user, body="**old**", client_msg_id="m2").message
+    Message.objects.filter(pk=link.pk).update(body_html=f'<p><a href="{APPLE}">http://аррӏе.com</a></p>')
+    migration.render_links_again(global_apps, None)
+    assert Message.objects.get(pk=link.pk).body_html == f'<p><a href="{APPLE}" {LINK}>{APPLE}</a></p>'
+    assert Message.objects.get(pk=plain.pk).body_html == "<p><strong>old</strong></p>"
+    assert formatting.RENDER_VERSION == 2
+
+
 # --- the plain-line fast path (``formatting.is_plain``): the same HTML as the parser's ---------
 
 PLAIN_LINES = [

@@ -419,6 +419,8 @@ SEND_FRAMES = [
     {"body": "   \n\t", "client_msg_id": "i"},
     {"body": "\u200b\u3164", "client_msg_id": "j"},
     {"body": "a\x00b", "client_msg_id": "k"},
+    {"body": "bell \x07", "client_msg_id": "k"},
+    {"body": "tab\tand\r\nlines", "client_msg_id": "k"},
     {"body": "ok", "client_msg_id": "k\x00"},
     {"body": "\ud83d", "client_msg_id": "l"},
     {"body": "ok", "client_msg_id": "\ud83d"},

@@ -99,6 +99,7 @@ def test_a_display_name_may_not_be_another_users_username_nor_turn_text_around(u
     for bad, why in (
         (other_user.username.upper(), "choose a name that is yours"),
         ("\u202eecila", "text-direction"),
+        ("Ali\u200bce", "invisible characters"),
     ):
         response = settings_post(user, display_name=bad)
         assert response.status_code == 200 and why in response.content.decode(), bad

@@ -419,6 +419,15 @@ def test_a_slug_taken_by_a_concurrent_create_is_the_field_error_not_a_500(user, 
         ("name", "two\nlines"),
         ("name", "nul\x00"),
         ("name", "\ud83d"),
+        ("name", "a\u200bb"),
+        ("name", "a\u2060b"),
+        ("name", "ab\u00ad"),
+        ("name", "a\u3164b"),
+        ("name", "a\u200cb"),
+        ("name", "a\u200db"),
+        ("name", "Lobby\u200e"),
+        ("name", "x\ufe0fy"),
+        ("name", "Café ☕ \u200d"),
         ("description", "\u200b \u200c"),
         ("description", "bell\x07"),
         ("description", "esc\x1b[31m"),
@@ -438,9 +447,27 @@ def test_room_names_and_descriptions_follow_the_body_text_rules(user, room, fiel
 @pytest.mark.django_db
 def test_room_descriptions_keep_lines_and_names_keep_visible_text(user):
     room = services.room_create(
-        name="Café ☕ \u200d", slug="cafe", description="line one\n\tline two", created_by=user
+        name="Café ☕", slug="cafe", description="line one\n\tline two \u200b", created_by=user
     )
-    assert room.description == "line one\n\tline two" and room.name == "Café ☕ \u200d"
+    assert room.description == "line one\n\tline two \u200b" and room.name == "Café ☕"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f469\u200d\U0001f4bb devs",  # woman technologist: an emoji ZWJ sequence
+        "\U0001f3f3\ufe0f\u200d\U0001f308 pride",  # rainbow flag: VS16 then ZWJ
+        "\u2764\ufe0f fans",
+        "1\ufe0f\u20e3 first",  # keycap
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f scots",  # tag sequence
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ between joining letters
+        "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
+        "\u845b\U000e0100 ideograph",  # an ideographic variation sequence
+    ],
+)
+def test_a_room_name_keeps_the_joiners_and_selectors_its_script_or_emoji_needs(user, name):
+    assert services.room_create(name=name, slug="joined", created_by=user).name == name
 
 
 @pytest.mark.django_db

@@ -372,3 +372,63 @@ async def test_a_session_cookie_not_of_djangos_shape_is_no_session_on_pages_and_
         headers = {"Cookie": raw, "Origin": node.http}
         assert await refused_close_code(node, headers, "/ws/rooms/lobby/") == 4401, cookie
     assert "cannot be reached" not in node.log()
+
+
+def handshake_status(node, headers: list[tuple[str, str]], path: str = "/ws/rooms/lobby/") -> int:
+    """The HTTP status a real node answers a WebSocket handshake on ``path`` with ``headers``
+    (101 when it is accepted)."""
+    import socket
+
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{node.port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.multinode
+async def test_a_handshake_from_a_foreign_null_or_unparsable_origin_is_http_403(nodes, setup):
+    """docs/protocol.md: a handshake whose ``Origin`` is not the page's own is refused with
+    HTTP 403, with a session cookie or a token, whatever the Origin: another site, ``null`` (a
+    sandboxed frame; a ``file://`` page), one whose port is not a number
+    (``http://127.0.0.1:8031.evil.com``) or is out of range, one without a host, two Origin
+    headers; and a cookie handshake with no Origin. Found by a tester: autobahn answered 400
+    itself to ``null`` and to Origins it cannot parse (``chatsite.serve``). Real node, real
+    session cookie; the page's own Origin is still accepted (101)."""
+    node = nodes[0]
+    _, session = await page_login(node, "bob")
+    cookie = ("Cookie", f"sessionid={session}")
+    token = ("Authorization", f"Token {setup['bob']}")
+    assert await asyncio.to_thread(handshake_status, node, [cookie, ("Origin", node.http)]) == 101
+    origins = [
+        [("Origin", "null")],
+        [("Origin", "NULL")],
+        [("Origin", f"http://127.0.0.1:{node.port}.evil.com")],
+        [("Origin", "http://127.0.0.1:99999")],
+        [("Origin", "http://evil.example")],
+        [("Origin", "file:///tmp/page.html")],
+        [("Origin", "http://")],
+        [("Origin", "nonsense")],
+        [("Origin", node.http), ("Origin", node.http)],
+    ]
+    statuses = {}
+    for origin in origins:
+        for credentials in (cookie, token):
+            status = await asyncio.to_thread(handshake_status, node, [credentials, *origin])
+            statuses[str(origin), credentials[0]] = status
+    assert set(statuses.values()) == {403}, sorted(statuses.items())
+    assert await asyncio.to_thread(handshake_status, node, [cookie]) == 403

@@ -206,6 +206,7 @@ def test_a_private_room_made_on_the_page_without_a_slug_gets_an_unguessable_one(
         ({"name": "\u200b"}, "name"),
         ({"name": "\u3164\u3164"}, "name"),
         ({"name": "ding\x07"}, "name"),
+        ({"name": "zero\u200bwidth"}, "name"),
         ({"name": "Fine", "description": "\u2800"}, "description"),
         ({"name": "Fine", "description": "x\x1b[2J"}, "description"),
     ],
