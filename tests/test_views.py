@@ -1,5 +1,7 @@
 """Pages and /healthz, through Django's test client against the real database."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -124,6 +126,35 @@ def test_unknown_room_page_is_404(client, user):
     assert client.get(reverse("rooms:detail", args=["nope"])).status_code == 404
 
 
+def _unmasked(content: bytes) -> bytes:
+    """A page without its CSRF tokens' values (masked anew for every response)."""
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b'name="csrfmiddlewaretoken"', content)
+
+
+@pytest.mark.parametrize("language", ["en", "ko"])
+def test_a_missing_page_is_the_sites_own_404_page_naming_nothing(client, user, other_user, language):
+    """A page 404 has the site's header and a way back to the rooms, in the reader's language;
+    a private room one is not in gets the same page as a room that does not exist (its name
+    appears nowhere)."""
+    from django.conf import settings
+
+    services.room_create(name="Hidden plans", slug="secret", is_private=True, created_by=user)
+    client.force_login(other_user)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+    pages = [client.get("/rooms/secret/"), client.get("/rooms/nope/"), client.get("/no/such/page/")]
+    assert [page.status_code for page in pages] == [404, 404, 404]
+    # The same page but for the address itself (the language switch returns to it).
+    assert _unmasked(pages[0].content.replace(b"/rooms/secret/", b"/rooms/nope/")) == _unmasked(
+        pages[1].content
+    )
+    heading = "Page not found" if language == "en" else "페이지를 찾을 수 없습니다"
+    back = "Back to the rooms" if language == "en" else "방 목록으로 돌아가기"
+    for page in pages:
+        content = page.content.decode()
+        assert heading in content and back in content and 'class="site-header"' in content, content[:300]
+        assert "Hidden plans" not in content
+
+
 def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, monkeypatch):
     from django.contrib.auth.forms import UserCreationForm
 
@@ -227,7 +258,9 @@ def test_the_room_page_of_an_invisible_private_room_is_the_page_of_a_missing_roo
     client.force_login(user)
     hidden, missing = client.get("/rooms/hidden/"), client.get("/rooms/hiddem/")
     assert hidden.status_code == missing.status_code == 404
-    assert hidden.content.replace(b"hidden", b"hiddem") == missing.content
+    assert _unmasked(hidden.content.replace(b"/rooms/hidden/", b"/rooms/hiddem/")) == _unmasked(
+        missing.content
+    )
 
 
 def test_the_room_pages_edit_by_a_muted_author_is_refused_with_muted_and_until(
