@@ -220,9 +220,10 @@ def exception_handler(exc, context):
         response.data = {**NOT_FOUND_BODY, "detail": gettext(NOT_FOUND_BODY["detail"])}
     elif isinstance(exc, exceptions.Throttled):
         # DRF's throttles and the per-account log-in limit: the body of rooms' own rate limits.
-        response.data = {"detail": response.data["detail"], "code": "rate_limited"}
-        if exc.wait is not None:
-            response.data["retry_after"] = exc.wait  # whole seconds, as Retry-After
+        # No wait known (DRF's throttle after its rate was lowered): one second, header and body.
+        wait = exc.wait if exc.wait is not None else 1
+        response.data = {"detail": response.data["detail"], "code": "rate_limited", "retry_after": wait}
+        response["Retry-After"] = str(wait)  # whole seconds
     elif isinstance(exc, rest.CODED_REFUSALS):
         response.data = {"detail": response.data["detail"], "code": exc.default_code}
     return response

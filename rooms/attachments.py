@@ -94,6 +94,16 @@ CLAIMED = {
     ".webp": "image/webp",
     ".pdf": "application/pdf",
     ".zip": "application/zip",
+    # Formats that are ZIP files: office documents, OpenDocument, EPUB.
+    ".docx": "application/zip",
+    ".xlsx": "application/zip",
+    ".pptx": "application/zip",
+    ".odt": "application/zip",
+    ".ods": "application/zip",
+    ".odp": "application/zip",
+    ".epub": "application/zip",
+    ".jfif": "image/jpeg",  # what Windows browsers save many web images as
+    ".jpe": "image/jpeg",
     ".txt": "text/plain",
     ".md": "text/plain",
     ".csv": "text/plain",
@@ -124,6 +134,19 @@ RUNNABLE_EXTENSIONS = {
     ".app",
     ".command",
     ".desktop",
+    ".url",
+    ".scf",
+    ".rdp",
+    ".iqy",
+    ".inf",
+    ".sct",
+    ".wsc",
+    ".mht",
+    ".mhtml",
+    ".appref-ms",
+    ".pyw",
+    ".settingcontent-ms",
+    ".library-ms",
 }
 # Names never taken, whatever the content: a browser (or a careless client) could render them.
 REFUSED_EXTENSIONS = {
@@ -174,11 +197,14 @@ def max_bytes() -> int:
 
 def clean_name(name: str | None) -> str:
     """The uploader's file name as text: its last path part, NFC, without control or format
-    characters, at most ``NAME_MAX`` characters (the extension kept); ``"file"`` when nothing is
+    characters or white space and dots at either end, at most ``NAME_MAX`` characters (the extension kept); ``"file"`` when nothing is
     left. Shown escaped in pages and sent in ``Content-Disposition`` encoded by Django."""
     name = unicodedata.normalize("NFC", name or "")
     name = re.split(r"[\\/]", name)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip().strip(".")
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
+    # No white space or dot at either end, however mixed: Windows drops trailing ones as it
+    # saves ("run.bat . " is run.bat), so the extension checked must be the last one left.
+    name = re.sub(r"^[\s.]+|[\s.]+$", "", name)
     if len(name) > NAME_MAX:
         stem, dot, ext = name.rpartition(".")
         if dot and stem and len(ext) <= 20:

@@ -44,6 +44,7 @@ import re
 
 import mdurl
 import nh3
+import regex
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
@@ -83,32 +84,48 @@ _md.disable(["image", "heading", "lheading", "hr", "code", "reference", "html_bl
 _md.linkify.set({"fuzzy_email": False})  # a@b.c stays text (``mailto:`` links by hand work)
 
 
-# A host's characters beyond ASCII that cannot pass for Latin letters: Hangul, Han and kana.
-# Chrome shows such hosts as typed too (its IDN policy allows Latin with Han and Hangul, or Han
-# and kana).
-_UNCONFUSABLE_HOST = re.compile(
-    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+"
+# The characters beyond ASCII a host label may show as typed: Hangul syllables and compatibility
+# jamo (no fillers), Han, hiragana and katakana; and only in a label with no ASCII letter, since
+# Chrome's IDN checks turn Latin next to such lookalikes as 丨, 口 or ー ("paypa丨.com") into punycode.
+_CJK_LABEL = re.compile(
+    "[\u3041-\u309f\u30a1-\u30fa\u3131-\u318e\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a3\uf900-\ufaff0-9-]+"
 )
+# Characters a link's text shows percent-escaped, as in its href: text-direction and other format
+# characters (a right-to-left override turns "fdp.exe" into "exe.pdf"), white space and controls.
+_HIDDEN_IN_LINK = regex.compile(r"[\p{Cf}\p{Cc}\p{Z}]")
+
+
+def _shown_host(host: str) -> bool:
+    """Whether a host typed beyond ASCII may be shown as typed: each label all ASCII, or all
+    Korean, Chinese or Japanese (``_CJK_LABEL``)."""
+    return all(label.isascii() or _CJK_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def _link_text(url: str) -> str:
-    """The text of a bare URL's or an autolink's link: the URL as typed, except a host with
-    characters beyond ASCII that could pass for Latin letters (Cyrillic ``аррӏе.com``, Greek),
-    shown as the ASCII (punycode) host the link opens; a Korean, Chinese or Japanese host
-    (``한국.kr``) is shown as typed. markdown-it-py's own ``normalizeLinkText`` decodes instead:
-    ``http://xn--80ak6aa92e.com`` became the text ``http://аррӏе.com`` (read as apple.com), and
-    ``%E2%80%AE`` a right-to-left override. Browsers show punycode for a confusable host; with
-    no confusable tables here, every other script is shown as punycode, so the text never
-    impersonates the host."""
-    parsed = mdurl.parse(url, slashes_denote_host=True)
+    """The text of a bare URL's or an autolink's link: the URL as typed, except (1) a host with
+    characters beyond ASCII that could pass for Latin letters (Cyrillic ``аррӏе.com``, Greek, or
+    a Han lookalike beside Latin letters), shown as the ASCII (punycode) host the link opens,
+    whatever the scheme's case (``HTTP://``); a Korean, Chinese or Japanese host (``한국.kr``)
+    is shown as typed; (2) format, control and space characters, shown percent-escaped as in the
+    href (``http://example.com/`` U+202E ``fdp.exe`` would read ``.../exe.pdf``).
+    markdown-it-py's own ``normalizeLinkText`` decodes instead: ``http://xn--80ak6aa92e.com``
+    became the text ``http://аррӏе.com`` (read as apple.com), and ``%E2%80%AE`` a right-to-left
+    override. With no confusable tables here, every other script is shown as punycode, so the
+    text never impersonates the host."""
+    text = _HIDDEN_IN_LINK.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), url)
+    parsed = mdurl.parse(text, slashes_denote_host=True)
     host = parsed.hostname
-    if not host or host.isascii() or _UNCONFUSABLE_HOST.sub("", host).isascii():
-        return url
-    shown = mdurl.parse(_md.normalizeLink(url), slashes_denote_host=True).hostname
-    at = url.find(host, url.find("@") + 1 if parsed.auth else 0)
+    if not host or host.isascii() or _shown_host(host):
+        return text
+    # markdown-it-py punycodes a host only for a lower-case scheme (its RECODE_HOSTNAME_FOR).
+    scheme_end = text.find(":") + 1 if parsed.protocol else 0
+    shown = mdurl.parse(
+        _md.normalizeLink(text[:scheme_end].lower() + text[scheme_end:]), slashes_denote_host=True
+    ).hostname
+    at = text.find(host, text.find("@") + 1 if parsed.auth else 0)
     if not shown or not shown.isascii() or at < 0:  # pragma: no cover - normalizeLink gives ASCII
-        return url
-    return url[:at] + shown + url[at + len(host) :]
+        return text
+    return text[:at] + shown + text[at + len(host) :]
 
 
 _md.normalizeLinkText = _link_text

@@ -239,8 +239,9 @@ def validate_not_blank(value: str) -> str:
 
 
 def validate_body_controls(value: str) -> str:
-    """Refuse a body with a control character (C0, DEL, C1: a bell, a terminal escape, U+0085)
-    other than tab, line feed and carriage return. Raises ``ValidationError`` with code
+    """Refuse a body with a control character (C0, DEL, C1: a bell, a terminal escape, U+009B)
+    other than the ones that break lines or indent (tab, line feed, carriage return, vertical
+    tab, form feed, next line: ``text.CONTROL_BUT_LINES_RE``). Raises ``ValidationError`` with code
     ``invalid_text`` (the ``invalid_text`` frame, a REST 400), as for NUL, which is one of them
     and is refused first by ``validate_text``."""
     if CONTROL_BUT_LINES_RE.search(value):
@@ -314,7 +315,7 @@ class MessageSendFrame(serializers.Serializer):
     "attachments"?: [int, ...]}``.
 
     ``body``: 1..4,000 characters, not only whitespace (kept as sent, not trimmed), no control
-    character but tab, line feed and carriage return (``invalid_text``).
+    character but tab and line breaks (``invalid_text``; ``validate_body_controls``).
     ``client_msg_id``: 1..64 characters chosen by the client, e.g. a UUID; a retry reuses it.
     ``reply_to``: optional (absent or null: none), the seq of the message of the same room this
     one answers (``rooms.replies``).

@@ -26,9 +26,11 @@ NOTHING_VISIBLE = regex.compile(
 # browser's textarea sends CR LF) and tab, which a multi-line description may hold.
 _CONTROL = regex.compile(r"\p{Cc}")
 _CONTROL_BUT_LINES = regex.compile(r"[\p{Cc}--[\n\r\t]]", regex.V1)
-# The same as ``_CONTROL_BUT_LINES`` in ``re`` (faster, on every message send): C0 but tab, line
-# feed and carriage return; DEL; C1. Message bodies refuse them (``rooms.serializers``).
-CONTROL_BUT_LINES_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The controls a message body refuses (``rooms.serializers``), in ``re`` (faster, on every send):
+# C0, DEL and C1, but the ones that break lines or indent: tab, line feed, carriage return, and
+# the vertical tab, form feed and next line that text pasted from office programs or source
+# code holds (Unicode counts all three as line breaks).
+CONTROL_BUT_LINES_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 # Bidirectional embedding, override and isolate controls (U+202A-202E, U+2066-2069): in a name
 # they reverse or reorder the text after them ("alice" shown as "ecila"), a spoofing tool.
 _BIDI_CONTROLS = regex.compile(r"[\u202A-\u202E\u2066-\u2069]")

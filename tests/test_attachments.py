@@ -469,3 +469,48 @@ def test_attachments_of_the_wrong_shape_get_a_message_saying_what_is_wrong(api, 
         format="json",
     )
     assert response.status_code == 400 and says in str(response.json()), response.content
+
+
+def _zip_bytes() -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+    return out.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name", ["report.docx", "sheet.xlsx", "deck.pptx", "notes.odt", "book.epub", "x.zip"]
+)
+def test_documents_that_are_zip_files_keep_their_own_extension(api, room, name):
+    body = upload(api, "lobby", name, _zip_bytes()).json()
+    assert body["name"] == name and body["content_type"] == "application/zip", body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["photo.jfif", "photo.jpe", "photo.JPEG"])
+def test_a_jpeg_saved_by_a_browser_under_jfif_or_jpe_is_kept(api, room, name):
+    body = upload(api, "lobby", name, _jpeg_bytes()).json()
+    assert body["name"] == name and body["content_type"] == "image/jpeg", body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name",
+    ["run.bat . ", "run.bat. .", "run.bat\u3000", "link.url", "x.scf", "desk.rdp", "q.iqy", "tool.pyw"],
+)
+def test_a_runnable_name_is_refused_however_its_end_is_padded(api, room, media, name):
+    """Windows drops trailing dots and spaces as it saves: "run.bat . " lands as run.bat."""
+    response = upload(api, "lobby", name, b"start calc\n", "text/plain")
+    assert response.status_code == 415 and response.json()["code"] == "unsupported_type", response.content
+    assert not Attachment.objects.exists() and not any(media.rglob("*.*"))

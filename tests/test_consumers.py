@@ -178,7 +178,7 @@ BAD_FRAMES = [
     ('{"type": "message.send", "body": "\\ud83d", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "ok", "client_msg_id": "\\udc00"}', "invalid_text"),
     ('{"type": "message.send", "body": "bell \\u0007", "client_msg_id": "m1"}', "invalid_text"),
-    ('{"type": "message.send", "body": "nel \\u0085", "client_msg_id": "m1"}', "invalid_text"),
+    ('{"type": "message.send", "body": "pad \\u0080", "client_msg_id": "m1"}', "invalid_text"),
     ('{"type": "message.send", "body": "ok", "client_msg_id": "   "}', "invalid_field"),
     ('{"type": "message.send", "body": "\\u200b\\u2060 ", "client_msg_id": "m1"}', "empty_body"),
     ('{"type": "message.send", "body": "\\u3164\\u2800", "client_msg_id": "m1"}', "empty_body"),

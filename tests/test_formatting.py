@@ -256,7 +256,7 @@ def test_a_host_typed_in_another_script_is_shown_as_the_ascii_host_it_opens(body
     assert render(body) == html
 
 
-@pytest.mark.parametrize("url", ["http://한국.kr/뉴스", "https://例え.jp", "http://中文abc.cn/x"])
+@pytest.mark.parametrize("url", ["http://한국.kr/뉴스", "https://例え.jp", "http://中文.cn/x"])
 def test_a_korean_chinese_or_japanese_host_is_shown_as_typed(url):
     """Hangul, Han and kana cannot pass for Latin letters: such a host is shown as typed, the
     link opening its punycode."""
@@ -473,3 +473,25 @@ def test_the_plain_checks_find_what_their_one_pattern_forms_found():
         assert formatting.is_plain(body) == (not markup.search(body) and not link.search(body))
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("HTTP://аррӏе.com", "HTTP://xn--80ak6aa92e.com"),  # the scheme's case changed nothing
+        ("Http://аррӏе.com/x", "Http://xn--80ak6aa92e.com/x"),
+        ("<HTTPS://аррӏе.com>", "HTTPS://xn--80ak6aa92e.com"),
+        ("http://paypa丨.com", "http://xn--paypa-fn1h.com"),  # a Han lookalike beside Latin letters
+        ("http://g口口gle.com", "http://xn--ggle-ve1ga.com"),
+        ("http://apple.comーsecure.jp", "http://apple.xn--comsecure-nl5h.jp"),
+        ("http://example.com/\u202efdp.exe", "http://example.com/%E2%80%AEfdp.exe"),  # not "exe.pdf"
+        ("http://example.com/a\u200bb", "http://example.com/a%E2%80%8Bb"),
+    ],
+)
+def test_a_link_text_cannot_impersonate_its_target_by_case_lookalikes_or_direction(body, text):
+    """Found by a review of the first fix: an upper-case scheme skipped the punycode (markdown-it-py
+    punycodes only for a lower-case one), a Han or kana lookalike beside Latin letters passed
+    as a Korean, Chinese or Japanese host, and a right-to-left override inside the path turned
+    the text around."""
+    out = render(body)
+    assert f">{text}</a>" in out, out
