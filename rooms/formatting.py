@@ -14,10 +14,12 @@ The subset (markdown-it-py's CommonMark parser, with most block rules turned off
     a line break in the source is a line break (<br>)
     @username / @room: <span class="mention" data-user="alice">@alice</span>
 
-A bare URL's or an autolink's text is the URL as typed (no percent escape or punycode host
-decoded: ``http://xn--80ak6aa92e.com`` is not shown as the lookalike ``http://аррӏе.com``), and
-a host typed in a script that can pass for Latin letters is shown as the punycode host the
-link opens (``_link_text``; Korean, Chinese and Japanese hosts are shown as typed).
+A bare URL's or an autolink's text is the URL as typed (a punycode host is never decoded:
+``http://xn--80ak6aa92e.com`` is not shown as the lookalike ``http://аррӏе.com``), a host typed
+in a script that can pass for Latin letters is shown as the punycode host the link opens
+(Korean, Chinese and Japanese hosts are shown as typed), format, control and space characters
+are shown escaped (a right-to-left override cannot turn the text around), and escaped letters
+beyond ASCII are shown as letters (``/wiki/%ED%95%9C%EA%B5%AD`` as ``/wiki/한국``): ``_link_text``.
 
 Not in it: raw HTML (shown as the text typed), images (``![x](y)`` shows ``!`` and a link),
 headings (``# x`` stays a line of text: a chat line starting with ``#`` is far more often a
@@ -95,6 +97,25 @@ _CJK_LABEL = re.compile(
 _HIDDEN_IN_LINK = regex.compile(r"[\p{Cf}\p{Cc}\p{Z}]")
 
 
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _readable(url: str) -> str:
+    """``url`` with its percent-escaped UTF-8 letters beyond ASCII shown as letters
+    (``/wiki/%ED%95%9C%EA%B5%AD`` reads ``/wiki/한국``, as browsers show it); escapes of ASCII
+    (``%2F``, ``%20``) and bytes that are not UTF-8 stay as they are."""
+
+    def decode(match: re.Match) -> str:
+        escaped = match.group()
+        try:
+            text = bytes.fromhex(escaped.replace("%", "")).decode("utf-8")
+        except UnicodeDecodeError:
+            return escaped
+        return "".join(f"%{ord(c):02X}" if c.isascii() else c for c in text)
+
+    return _ESCAPES.sub(decode, url) if "%" in url else url
+
+
 def _shown_host(host: str) -> bool:
     """Whether a host typed beyond ASCII may be shown as typed: each label all ASCII, or all
     Korean, Chinese or Japanese (``_CJK_LABEL``)."""
@@ -107,12 +128,13 @@ def _link_text(url: str) -> str:
     a Han lookalike beside Latin letters), shown as the ASCII (punycode) host the link opens,
     whatever the scheme's case (``HTTP://``); a Korean, Chinese or Japanese host (``한국.kr``)
     is shown as typed; (2) format, control and space characters, shown percent-escaped as in the
-    href (``http://example.com/`` U+202E ``fdp.exe`` would read ``.../exe.pdf``).
+    href (``http://example.com/`` U+202E ``fdp.exe`` would read ``.../exe.pdf``), and other
+    escaped letters beyond ASCII shown as letters (``_readable``: ``/wiki/한국``).
     markdown-it-py's own ``normalizeLinkText`` decodes instead: ``http://xn--80ak6aa92e.com``
     became the text ``http://аррӏе.com`` (read as apple.com), and ``%E2%80%AE`` a right-to-left
     override. With no confusable tables here, every other script is shown as punycode, so the
     text never impersonates the host."""
-    text = _HIDDEN_IN_LINK.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), url)
+    text = _HIDDEN_IN_LINK.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), _readable(url))
     parsed = mdurl.parse(text, slashes_denote_host=True)
     host = parsed.hostname
     if not host or host.isascii() or _shown_host(host):

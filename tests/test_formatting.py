@@ -495,3 +495,19 @@ def test_a_link_text_cannot_impersonate_its_target_by_case_lookalikes_or_directi
     the text around."""
     out = render(body)
     assert f">{text}</a>" in out, out
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("https://ko.wikipedia.org/wiki/%ED%95%9C%EA%B5%AD", "https://ko.wikipedia.org/wiki/한국"),
+        ("http://x.com/a%20b%2Fc%3F", "http://x.com/a%20b%2Fc%3F"),  # escaped ASCII stays escaped
+        ("http://x.com/%FF%FE", "http://x.com/%FF%FE"),  # not UTF-8: as typed
+        ("http://x.com/%E2%80%AEfdp.exe", "http://x.com/%E2%80%AEfdp.exe"),  # a format character
+    ],
+)
+def test_escaped_letters_in_a_link_are_shown_as_letters_and_nothing_else_is(url, text):
+    """A Korean article's address, as a browser copies it, reads as Korean; escaped ASCII,
+    bytes that are not UTF-8 and format characters stay escaped."""
+    out = render(url)
+    assert f">{text}</a>" in out and f'href="{url}"' in out, out
