@@ -93,6 +93,33 @@ def collected_static_root() -> str:
     return _static_root
 
 
+def wait_for_quiet_database(database_url: str, *, quiet: float = 0.3, timeout: float = 5.0) -> None:
+    """Wait until no other session of the test database has been running a statement or held a
+    transaction open for ``quiet`` seconds (at most ``timeout``). For a test whose nodes keep
+    running after its browser closed: the pages' sockets close then, and the nodes' clean-up
+    (presence, read reports) ran beside pytest-django's flush, whose ``TRUNCATE`` of every
+    table then deadlocked with it (seen once in ``.ci/run``: "Database test_chatsite couldn't be
+    flushed")."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            ).fetchone()[0]
+            now = time.monotonic()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet:
+                return
+            time.sleep(0.05)
+
+
 def start_node(server_id: str, *, env: dict, log_dir: Path, port: int | None = None) -> Node:
     port = port or free_port()
     log_path = log_dir / f"{server_id}.log"

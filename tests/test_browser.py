@@ -34,7 +34,7 @@ import pytest
 from django.db import connections
 
 from tests import factories
-from tests.nodes import Http, database_url_for_tests, start_node, wait_healthy
+from tests.nodes import Http, database_url_for_tests, start_node, wait_for_quiet_database, wait_healthy
 from tests.test_cluster import balanced_cluster, needs_nginx
 from tests.tools import CHROMIUM, CHROMIUM_REASON, HAVE_CHROMIUM
 
@@ -101,7 +101,8 @@ def stack(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def browser(transactional_db):
-    """Debian's Chromium, headless; closed before the database is flushed."""
+    """Debian's Chromium, headless; closed before the database is flushed, and the flush waits
+    for the nodes' clean-up of its pages' sockets (``wait_for_quiet_database``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -110,6 +111,7 @@ def browser(transactional_db):
             yield chromium
         finally:
             chromium.close()
+    wait_for_quiet_database(database_url_for_tests())
 
 
 def make_people(*names: str, rooms: dict[str, str]) -> dict:

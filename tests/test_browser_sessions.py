@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tests import factories
-from tests.nodes import database_url_for_tests
+from tests.nodes import database_url_for_tests, wait_for_quiet_database
 from tests.test_browser import (
     CHROMIUM_ARGS,
     RECORD_SOCKETS,
@@ -55,6 +55,7 @@ def browser(transactional_db):
             yield chromium
         finally:
             chromium.close()
+    wait_for_quiet_database(database_url_for_tests())  # see tests.test_browser.browser
 
 
 def wait_signed_out(page, timeout: float = 10_000) -> None:
