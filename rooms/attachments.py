@@ -13,8 +13,9 @@ is stored:
   ``.html``, ``.svg``, ``.js`` and the like: ``UnsupportedType`` (415 ``unsupported_type``);
 - the name's extension, any case, checked on the *cleaned* name (``clean_name``), the one
   stored, served and sent in ``Content-Disposition``: an image, PDF or ZIP must end in one of
-  its type's (``CLAIMED``: ``.png``; ``.jpg``/``.jpeg``; ``.gif``; ``.webp``; ``.pdf``;
-  ``.zip``), so ``evil`` U+202E ``gnp.exe`` (cleaned to ``evilgnp.exe``), ``noext`` and
+  its type's (``CLAIMED``: ``.png``; ``.jpg``/``.jpeg``/``.jfif``/``.jpe``; ``.gif``;
+  ``.webp``; ``.pdf``; ``.zip`` and the formats that are ZIP files, ``.docx``, ``.xlsx``,
+  ``.pptx``, ``.odt``, ``.ods``, ``.odp``, ``.epub``), so ``evil`` U+202E ``gnp.exe`` (cleaned to ``evilgnp.exe``), ``noext`` and
   ``.png`` (cleaned to ``png``) holding a PNG are refused; text may have any name but another
   type's extension (``photo.png`` holding HTML) or a runnable one (``RUNNABLE_EXTENSIONS``:
   ``run.bat``, ``setup.exe``), so ``README``, ``data.json`` and ``script.py`` are kept. Each
@@ -197,8 +198,8 @@ def max_bytes() -> int:
 
 def clean_name(name: str | None) -> str:
     """The uploader's file name as text: its last path part, NFC, without control or format
-    characters or white space and dots at either end, at most ``NAME_MAX`` characters (the extension kept); ``"file"`` when nothing is
-    left. Shown escaped in pages and sent in ``Content-Disposition`` encoded by Django."""
+    characters or white space and dots at either end, at most ``NAME_MAX`` characters (the
+    extension kept); ``"file"`` when nothing is left. Shown escaped in pages and sent in ``Content-Disposition`` encoded by Django."""
     name = unicodedata.normalize("NFC", name or "")
     name = re.split(r"[\\/]", name)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
