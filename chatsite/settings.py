@@ -297,11 +297,12 @@ REST_FRAMEWORK = {
         "rooms.rest.SessionAuthentication",
     ],
     # JSON (any body it cannot decode, too deeply nested included: 400 "code": "invalid_json",
-    # rooms/rest.py), and DRF's form and multipart parsers.
+    # rooms/rest.py), DRF's form parser and multipart (a malformed body: 400 "code":
+    # "invalid_multipart").
     "DEFAULT_PARSER_CLASSES": [
         "rooms.rest.JSONParser",
         "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "rooms.rest.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # drf-spectacular's, plus every error status an operation answers (rooms/openapi.py).

@@ -7,7 +7,8 @@ body: ``{"detail": str}`` (401, 403, 404, 406, 409, 413, 415, 429 with ``Retry-A
 ``"code"`` for refusals by the rules (``muted``, ``banned``, ``archived``, ``forbidden``,
 ``conflict``, ``rate_limited``, ``too_large``, ``dms_off``; 400 ``dm_self`` and 404
 ``not_found`` from ``POST /api/dms/``; 400 ``invalid_json`` for a body that is not JSON or nests
-too deeply, 403 ``csrf_failed``: ``rooms.rest``), or field errors ``{"field": [str, ...]}`` (400;
+too deeply, 400 ``invalid_multipart`` for an upload body that cannot be parsed, 403
+``csrf_failed``: ``rooms.rest``), or field errors ``{"field": [str, ...]}`` (400;
 errors of the whole input under ``non_field_errors``). Every 429 carries ``"code":
 "rate_limited"`` and ``retry_after`` (seconds). Every status an operation answers is in
 the schema with its body (``rooms/openapi.py``); ``tests/test_schema.py`` fuzzes a real node
@@ -49,7 +50,6 @@ from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
@@ -164,8 +164,10 @@ def exception_handler(exc, context):
     Every 429 answers ``{"detail": str, "code": "rate_limited", "retry_after": seconds}``: DRF's
     throttles (``Throttled``; ``retry_after`` whole seconds, as ``Retry-After``) as the services'
     own. A body that is not JSON, or nests too deeply (``rooms.rest.JSONParser``), answers 400
-    ``{"detail": str, "code": "invalid_json"}``; a session request without its CSRF token
-    (``rooms.rest.SessionAuthentication``), 403 ``{"detail": str, "code": "csrf_failed"}``.
+    ``{"detail": str, "code": "invalid_json"}``, a multipart body that cannot be parsed
+    (``rooms.rest.MultiPartParser``) 400 ``"code": "invalid_multipart"``; a session request
+    without its CSRF token (``rooms.rest.SessionAuthentication``), 403 ``{"detail": str, "code":
+    "csrf_failed"}``.
 
     Every 404 answers ``NOT_FOUND_BODY``, ``{"detail": "Not found.", "code": "not_found"}``,
     whatever was not found (a room, a private room one is not in, a message, a member, a user):
@@ -1333,7 +1335,7 @@ class AttachmentUploadView(APIView):
     """``POST /api/rooms/<slug>/attachments/`` (multipart, field ``file``): upload a file into the
     room (``rooms.attachments.attachment_upload``); send it with a message's ``attachments``."""
 
-    parser_classes = [MultiPartParser]
+    parser_classes = [rest.MultiPartParser]
     throttle_classes = [FailOpenScopedThrottle]
     throttle_scope = "upload"
 

@@ -12,7 +12,8 @@ Error bodies (``rooms.api.exception_handler``):
   ``csrf_failed``; DRF's other refusals (401, 406, 415) send ``detail`` alone; every 404 is
   ``{"detail": "Not found.", "code": "not_found"}``.
 - ``ValidationError`` (400): field errors ``{"<field>" | "non_field_errors": [str, ...]}``, or an
-  ``Error`` (``too_many_fields``; ``invalid_json``: a body that is not JSON or nests too deeply).
+  ``Error`` (``too_many_fields``; ``invalid_json``: a body that is not JSON or nests too deeply;
+  ``invalid_multipart``: an upload's body that cannot be parsed).
 
 Which statuses each operation documents, besides the ones its view declares with
 ``extend_schema(responses=...)`` (a declared ``4xx: None`` gets its error body here):
@@ -42,7 +43,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: field errors, or an `Error` (`invalid_json`: a body that is not JSON, or "
-    "nests too deeply; `too_many_fields`: over 1,000 query or form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
+    "nests too deeply; `invalid_multipart`: an upload's multipart body that cannot be parsed; `too_many_fields`: over 1,000 query or form fields; `dm_self`: a direct message with yourself; `slug_unavailable`: a room's slug is taken, "
     "in any case, or reserved, with the `slug` field error beside it).",
     "401": "No credentials, or invalid ones (unknown or revoked token, deactivated user).",
     "403": "Refused by the rules (`code`: `forbidden`, `banned`, `muted`, `dms_off`, ...), or a session "

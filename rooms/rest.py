@@ -6,6 +6,9 @@ it in the body beside ``detail``).
   Python's decoder goes (thousands of ``[`` or ``{``: a ``RecursionError``, which would otherwise
   be an HTML 500 and a logged traceback), answer 400 ``{"detail": str, "code":
   "invalid_json"}``, the code the WebSocket gives a frame that is not JSON.
+- ``MultiPartParser``: a multipart body that cannot be parsed (no boundary, a cut-off or
+  malformed part: DRF's ``ParseError``) answers 400 ``{"detail": str, "code":
+  "invalid_multipart"}``.
 - ``SessionAuthentication``: a session request of an unsafe method without its CSRF token
   answers 403 ``{"detail": "CSRF Failed: ...", "code": "csrf_failed"}``.
 
@@ -21,6 +24,12 @@ class InvalidJSON(exceptions.ParseError):
     default_code = "invalid_json"
 
 
+class InvalidMultipart(exceptions.ParseError):
+    """400: the multipart body cannot be parsed."""
+
+    default_code = "invalid_multipart"
+
+
 class CsrfFailed(exceptions.PermissionDenied):
     """403: a session request of an unsafe method without its CSRF token."""
 
@@ -28,7 +37,7 @@ class CsrfFailed(exceptions.PermissionDenied):
 
 
 # Refusals whose ``default_code`` the exception handler adds to the body as ``code``.
-CODED_REFUSALS = (InvalidJSON, CsrfFailed)
+CODED_REFUSALS = (InvalidJSON, InvalidMultipart, CsrfFailed)
 
 
 class JSONParser(parsers.JSONParser):
@@ -42,6 +51,18 @@ class JSONParser(parsers.JSONParser):
             raise InvalidJSON(str(exc.detail)) from None
         except RecursionError:
             raise InvalidJSON("JSON parse error - the document is nested too deeply.") from None
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser; a body it cannot parse is ``InvalidMultipart`` (400
+    ``invalid_multipart``). Django's limits (``DATA_UPLOAD_MAX_NUMBER_FIELDS`` and ``_FILES``)
+    still raise their own errors, answered by ``rooms.api.exception_handler``."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except exceptions.ParseError as exc:
+            raise InvalidMultipart(str(exc.detail)) from None
 
 
 class SessionAuthentication(authentication.SessionAuthentication):

@@ -3,6 +3,7 @@ the stored image and its thumbnail, who may download (member, non-member 404, un
 deleted messages), the download's headers, and file names kept as text."""
 
 import io
+import logging
 
 import pytest
 from django.core.files.storage import default_storage
@@ -177,6 +178,27 @@ def test_uploads_follow_the_rules_of_sending(user, other_user, room):
     assert upload(bob, "lobby", "a.txt", b"hello").json()["code"] == "banned"
     assert upload(client_for(user), "lobby", "a.txt", b"").json()["code"] == "empty_file"
     assert client_for(user).post("/api/rooms/lobby/attachments/", {}, format="multipart").status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b"--x\r\n"),  # no boundary given
+        ("multipart/form-data; boundary=\u00e9", b"--\xc3\xa9\r\n"),  # a boundary that is not ASCII
+    ],
+)
+def test_a_multipart_body_that_cannot_be_parsed_is_400_invalid_multipart(
+    api, room, content_type, body, caplog
+):
+    """A malformed multipart upload answers 400 ``{"detail", "code": "invalid_multipart"}``
+    (rooms.rest.MultiPartParser), logs no error and stores nothing."""
+    with caplog.at_level(logging.WARNING):
+        response = api.generic("POST", "/api/rooms/lobby/attachments/", body, content_type=content_type)
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "invalid_multipart" and response.json()["detail"], response.json()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not Attachment.objects.exists()
 
 
 @pytest.mark.django_db
