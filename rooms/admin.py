@@ -26,6 +26,7 @@ from rest_framework.authtoken import admin as token_admin
 from rest_framework.authtoken.models import TokenProxy
 
 from . import services
+from .forms import AdminUserCreationForm, UserChangeForm
 from .models import Membership, Message, Room
 
 
@@ -308,7 +309,11 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class UserAdmin(auth_admin.UserAdmin):
     """Django's user admin, saving and deleting through ``rooms.services``: a user deactivated
-    here (or deleted) has every socket closed with 4401 on every node at once."""
+    here (or deleted) has every socket closed with 4401 on every node at once. Its forms refuse
+    a username with an invisible character, as sign-up does (``rooms.forms.UsernameRule``)."""
+
+    form = UserChangeForm
+    add_form = AdminUserCreationForm
 
     def save_model(self, request, obj, form, change):
         services.user_save(user=obj)

@@ -1,8 +1,9 @@
 from django import forms
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth import forms as auth_forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from . import profiles
+from . import profiles, text
 from .models import SLUG_MAX_LENGTH, SLUG_UNAVAILABLE, Room, normalize_slug, slug_from_name
 
 
@@ -50,8 +51,30 @@ class RoomCreateForm(forms.ModelForm):
             super().validate_unique()
 
 
-class SignupForm(UserCreationForm):
+class UsernameRule:
+    """A form mixin: the ``username`` field also refuses invisible characters
+    (``text.username_errors``), after the form's own checks (Django's validator; in a creation
+    form, a username taken in any case)."""
+
+    def clean_username(self):
+        clean = getattr(super(), "clean_username", None)
+        username = clean() if clean else self.cleaned_data.get("username")
+        errors = text.username_errors(username)
+        if errors:
+            raise ValidationError(errors, code="invalid")
+        return username
+
+
+class SignupForm(UsernameRule, auth_forms.UserCreationForm):
     """Sign-up: a username and a password typed twice (Django's password validators apply)."""
+
+
+class AdminUserCreationForm(UsernameRule, auth_forms.AdminUserCreationForm):
+    """The admin's add-user form (``rooms.admin.UserAdmin``), under the site's username rule."""
+
+
+class UserChangeForm(UsernameRule, auth_forms.UserChangeForm):
+    """The admin's change-user form (``rooms.admin.UserAdmin``), under the site's username rule."""
 
 
 class UserSettingsForm(forms.Form):

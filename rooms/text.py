@@ -57,6 +57,24 @@ _INVISIBLE_IN_NAME = regex.compile(
 )
 
 
+# Any default-ignorable character (Unicode's property, as in NOTHING_VISIBLE). A username is an
+# @mention and a URL: no script needs a joiner there, and Django's validator (``\w``) lets
+# through the ones that are letters, the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0
+# ("alice" + U+3164 shows as "alice").
+_INVISIBLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+
+
+def username_errors(value: str) -> list[str]:
+    """The errors of a username under the site's rule beside Django's validator: no invisible
+    (default-ignorable) character at all. Empty list: fine."""
+    if isinstance(value, str) and _INVISIBLE.search(value):
+        return [
+            gettext("The %(what)s may not contain invisible characters such as a zero-width space (U+200B).")
+            % {"what": LABEL_NAMES["username"]}
+        ]
+    return []
+
+
 def has_visible(value: str) -> bool:
     """Whether ``value`` has at least one character that shows something (``NOTHING_VISIBLE``)."""
     return not NOTHING_VISIBLE.fullmatch(value)
@@ -78,6 +96,7 @@ LABEL_NAMES = {
     "name": gettext_lazy("name"),
     "description": gettext_lazy("description"),
     "display name": gettext_lazy("display name"),
+    "username": gettext_lazy("username"),
 }
 
 

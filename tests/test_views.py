@@ -155,6 +155,58 @@ def test_a_missing_page_is_the_sites_own_404_page_naming_nothing(client, user, o
         assert "Hidden plans" not in content
 
 
+@pytest.mark.parametrize("username", ["alice\u3164", "\u115fbob", "car\u1160ol", "dave\uffa0"])
+def test_a_username_with_an_invisible_hangul_filler_is_refused_at_sign_up_and_in_admin(client, username):
+    """Django's username validator (``\\w``) admits the Hangul fillers, letters that show
+    nothing ("alice" + U+3164 looks like "alice"); sign-up and the admin's add and change forms
+    refuse them and create or rename nobody. A Korean username stays fine."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    answer = client.post(
+        reverse("signup"),
+        {"username": username, "password1": factories.PASSWORD, "password2": factories.PASSWORD},
+    )
+    assert answer.status_code == 200 and "invisible" in answer.context["form"].errors["username"][0]
+    admin = factories.make_user("root")
+    User.objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    added = client.post(
+        "/admin/auth/user/add/",
+        {
+            "username": username,
+            "usable_password": "true",
+            "password1": factories.PASSWORD,
+            "password2": factories.PASSWORD,
+        },
+    )
+    assert added.status_code == 200 and "invisible" in str(added.context["adminform"].form.errors["username"])
+    bob = factories.make_user("bob")
+    changed = client.post(
+        f"/admin/auth/user/{bob.pk}/change/",
+        {
+            "username": username,
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+    assert changed.status_code == 200 and "invisible" in str(
+        changed.context["adminform"].form.errors["username"]
+    )
+    assert sorted(User.objects.values_list("username", flat=True)) == ["bob", "root"]
+    korean = client.post(
+        "/admin/auth/user/add/",
+        {
+            "username": "한지민",
+            "usable_password": "true",
+            "password1": factories.PASSWORD,
+            "password2": factories.PASSWORD,
+        },
+    )
+    assert korean.status_code == 302 and User.objects.filter(username="한지민").exists()
+
+
 def test_sign_up_with_a_name_taken_meanwhile_is_a_form_error_not_a_500(client, monkeypatch):
     from django.contrib.auth.forms import UserCreationForm
 
