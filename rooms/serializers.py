@@ -224,6 +224,19 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A BooleanField that takes JSON ``true`` and ``false`` only, or in a form or multipart body
+    (text) ``"true"`` and ``"false"`` in any case. DRF's own would read ``"yes"``, ``"on"``,
+    ``1`` or ``"0"`` as a boolean; here they are 400 ``"\"yes\" is not a valid boolean."``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        if isinstance(data, str) and data.lower() in ("true", "false"):
+            return data.lower() == "true"
+        self.fail("invalid", input=data)
+
+
 _NOTHING_VISIBLE = NOTHING_VISIBLE  # the rule lives in rooms.text, shared with room names
 
 
@@ -506,7 +519,7 @@ class RoomCreateSerializer(serializers.Serializer):
         "Omitted: made from the name.",
     )
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
-    is_private = serializers.BooleanField(required=False, default=False)
+    is_private = StrictBooleanField(required=False, default=False)
 
 
 class RoomUpdateSerializer(serializers.Serializer):
@@ -514,7 +527,7 @@ class RoomUpdateSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
-    is_private = serializers.BooleanField(required=False)
+    is_private = StrictBooleanField(required=False)
 
 
 class DmOpenSerializer(serializers.Serializer):

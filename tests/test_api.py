@@ -873,6 +873,26 @@ def test_creating_a_room_over_a_private_slug_answers_exactly_as_over_any_unavail
     )
 
 
+@pytest.mark.parametrize("value", ["yes", "on", "1", 1, 0, "no", "", [], {}])
+def test_is_private_takes_a_boolean_only_and_a_refusal_changes_nothing(api, room, value):
+    """``is_private`` is JSON ``true``/``false`` (or, in a form body, the text ``true``/``false``):
+    DRF read ``"yes"``, ``"on"``, ``1`` as true. Anything else is 400 with the field's error, on
+    create and on update, and changes nothing."""
+    created = api.post("/api/rooms/", {"name": "Plans", "is_private": value}, format="json")
+    assert created.status_code == 400 and list(created.data) == ["is_private"], created.data
+    assert not Room.objects.filter(name="Plans").exists()
+    updated = api.patch("/api/rooms/lobby/", {"is_private": value, "name": "Renamed"}, format="json")
+    assert updated.status_code == 400 and list(updated.data) == ["is_private"], updated.data
+    room.refresh_from_db()
+    assert (room.is_private, room.name) == (False, "Lobby")
+
+
+def test_is_private_in_a_form_body_is_the_text_true_or_false(api, room):
+    """A multipart body carries text: ``true`` and ``false`` are read in any case."""
+    assert api.post("/api/rooms/", {"name": "Plans", "is_private": "True"}).data["is_private"] is True
+    assert api.patch("/api/rooms/lobby/", {"is_private": "FALSE"}).data["is_private"] is False
+
+
 def test_a_private_room_made_without_a_slug_cannot_be_found_by_its_name(api, bob_api):
     response = api.post("/api/rooms/", {"name": "Plans", "is_private": True}, format="json")
     assert (
