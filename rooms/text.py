@@ -40,18 +40,22 @@ _BIDI_CONTROLS = regex.compile(r"[\u202A-\u202E\u2066-\u2069]")
 # a second room or person that looks like the first. Except where a script or an emoji needs
 # one (the contexts of IDNA's ContextJ rules, RFC 5892, and of Unicode's emoji sequences): ZWJ
 # or ZWNJ after a virama; ZWNJ between joining letters (Persian "می‌خواهم"); ZWJ in an emoji ZWJ
-# sequence; VS15/VS16 after an emoji character (keycaps: "1\ufe0f\u20e3"); other variation
-# selectors after a Han ideograph or a Mongolian letter (with the Mongolian vowel separator);
-# tag characters in an emoji tag sequence (the flags of Scotland, Wales, England).
+# sequence; VS15/VS16 after an emoji character, after a digit, # or * only in a keycap
+# ("1\ufe0f\u20e3"; "1\ufe0f" alone shows as "1"); other variation selectors after a Han
+# ideograph or a Mongolian letter (with the Mongolian vowel separator); tag characters in a
+# whole emoji tag sequence, U+1F3F4 then tags then CANCEL TAG U+E007F (the flags of Scotland,
+# Wales, England; without its end it shows as a black flag with hidden text after it).
 _INVISIBLE_IN_NAME = regex.compile(
     r"""(?!
         (?<=\p{ccc=9}) [\u200C\u200D]
       | (?<=[\p{jt=D}\p{jt=L}]\p{jt=T}*) \u200C (?=\p{jt=T}*[\p{jt=D}\p{jt=R}])
       | (?<=[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]) \u200D (?=\p{Extended_Pictographic})
-      | (?<=\p{Emoji}) [\uFE0E\uFE0F]
+      | (?<=\p{Emoji}) (?<![0-9\#*]) [\uFE0E\uFE0F]
+      | (?<=[0-9\#*]) [\uFE0E\uFE0F] (?=\u20E3)
       | (?<=\p{Han}) [\uFE00-\uFE0F\U000E0100-\U000E01EF]
       | (?<=\p{Mongolian}) [\u180B-\u180F]
-      | (?<=[\U0001F3F4\U000E0020-\U000E007E]) [\U000E0020-\U000E007F]
+      | (?<=[\U0001F3F4\U000E0020-\U000E007E]) [\U000E0020-\U000E007E] (?=[\U000E0020-\U000E007E]*\U000E007F)
+      | (?<=\U0001F3F4[\U000E0020-\U000E007E]+) \U000E007F
     )\p{Default_Ignorable_Code_Point}""",
     regex.VERBOSE,
 )

@@ -427,6 +427,11 @@ def test_a_slug_taken_by_a_concurrent_create_is_the_field_error_not_a_500(user, 
         ("name", "a\u200db"),
         ("name", "Lobby\u200e"),
         ("name", "x\ufe0fy"),
+        ("name", "alice1\ufe0f"),  # a keycap's selector without the keycap: shows as "alice1"
+        ("name", "#\ufe0e room"),
+        ("name", "\U0001f3f4\U000e0067\U000e0062 flag"),  # a tag sequence without its end
+        ("name", "\U0001f3f4\U000e007f flag"),  # an end without tags
+        ("name", "a\U000e0067\U000e007f"),  # tags after no black flag
         ("name", "Café ☕ \u200d"),
         ("description", "\u200b \u200c"),
         ("description", "bell\x07"),
@@ -460,6 +465,8 @@ def test_room_descriptions_keep_lines_and_names_keep_visible_text(user):
         "\U0001f3f3\ufe0f\u200d\U0001f308 pride",  # rainbow flag: VS16 then ZWJ
         "\u2764\ufe0f fans",
         "1\ufe0f\u20e3 first",  # keycap
+        "#\ufe0f\u20e3 \u0023\ufe0e\u20e3 *\ufe0f\u20e3",  # keycaps of #, text style too, and *
+        "\u2122\ufe0f \u00a9\ufe0e marks",  # emoji and text presentation of other characters
         "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f scots",  # tag sequence
         "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ between joining letters
         "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
