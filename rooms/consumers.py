@@ -1317,7 +1317,7 @@ class RoomConsumer(SocketConsumer):
 
     present = False  # in the presence store (rooms.presence) until disconnect
     send_window = None  # this socket's own count against WS_SEND_RATE (rooms.ratelimit)
-    last_typing = 0.0
+    last_typing = float("-inf")  # time.monotonic() of the last relayed typing; none yet
 
     async def presence_join(self) -> None:
         """After ``hello``: record this socket in the presence store, tell the room if its user

@@ -146,7 +146,10 @@ COMMON_GRAM_SHARE = 0.08
 # The walk reads about 21 / share rows per room: only for users in at most this many rooms.
 WALK_MAX_ROOMS = 50
 GRAM_SHARES_TTL = 600.0  # seconds a node keeps the gram shares it read from pg_stats
-_gram_shares: tuple[float, dict[str, float]] = (0.0, {})
+# (read at, shares): never read yet. Not 0.0: time.monotonic() counts from the machine's start,
+# so on a machine up less than the TTL a node would not read pg_stats at all.
+NEVER_READ: tuple[float, dict[str, float]] = (float("-inf"), {})
+_gram_shares = NEVER_READ
 
 
 def is_cjk(char: str) -> bool:
