@@ -10,6 +10,7 @@ handler404 = "rooms.views.page_not_found"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
+    path("favicon.ico", views.favicon, name="favicon"),
     # The admin's own log-in page, throttled like the site's (before admin.site.urls, which
     # would answer it unthrottled).
     path("admin/login/", login_throttle.throttled_login(admin.site.login)),

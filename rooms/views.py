@@ -578,6 +578,17 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return response
 
 
+def favicon(request):
+    """``GET /favicon.ico``: a temporary redirect (302) to the site's icon, ``static/favicon.svg``
+    (hashed name under the manifest storage), for clients that ask the conventional path instead
+    of reading the pages' ``<link rel="icon">``."""
+    from django.templatetags.static import static
+
+    response = redirect(static("favicon.svg"))
+    patch_cache_control(response, max_age=86400, public=True)  # a day: the hashed name changes per deploy
+    return response
+
+
 def page_not_found(request, exception=None):
     """Django's ``handler404`` (``chatsite.urls``): under ``/api/`` the API's one JSON 404 body
     (``rooms.api.NOT_FOUND_BODY``), elsewhere Django's own 404 page."""

@@ -594,12 +594,13 @@ def test_pages_run_under_their_content_security_policy_without_a_violation_and_c
     and the watcher sees violations)."""
     base, _nodes = stack
     orm(make_people, "csp-ann", "csp-bob", rooms={"csp-room": "csp-ann"})
-    console_errors, page_errors = [], []
+    console_errors, page_errors, failed = [], [], []
     contexts = [browser.new_context(), browser.new_context()]
     for context in contexts:
         context.add_init_script(WATCH_CSP)
         context.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
         context.on("weberror", lambda e: page_errors.append(str(e.error)))
+        context.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
 
     def violations(page) -> list[str]:
         return page.evaluate("() => window.__csp")
@@ -637,9 +638,18 @@ def test_pages_run_under_their_content_security_policy_without_a_violation_and_c
     admin.goto(f"{base}/admin/login/")
     admin.wait_for_load_state("load")
     assert violations(admin) == [], "admin log-in page"
+    # Every page, the admin's too, names an icon, and /favicon.ico leads to the site's.
+    for page in (ann, docs, admin):
+        icon = page.evaluate("() => document.querySelector('link[rel=icon]')?.href")
+        assert icon and icon.startswith(f"{base}/static/"), (page.url, icon)
+        got = page.request.get(icon)  # the API docs keep Swagger UI's own (PNG)
+        assert got.status == 200 and got.headers["content-type"].startswith("image/"), icon
+    got = admin.request.get(f"{base}/favicon.ico")
+    assert got.status == 200 and got.headers["content-type"].startswith("image/svg+xml"), got.url
 
     refused = [e for e in console_errors if "Content Security Policy" in e or "Refused to" in e]
     assert refused == [] and page_errors == [], (refused, page_errors)
+    assert failed == [], failed  # no page asked for anything it could not have
 
     # The control: an inline script added to the room page does not run, and is reported.
     ran = ann.evaluate("""() => {
