@@ -80,6 +80,27 @@ class RedisConfig:
         )
         return f"<RedisConfig {self.mode} {where} tls={self.tls}>"
 
+    @property
+    def db(self) -> int:
+        """The database number the cache and presence keys live in (the first URL's, or the
+        Sentinel master's; 0 when the URL names none). Pub/Sub channels are not in any database:
+        ``default_prefix`` keeps deployments on other numbers apart on the channel layer too."""
+        if self.mode == "sentinel":
+            return int(self.master_kwargs.get("db", 0) or 0)
+        parts = urlsplit(self.urls[0])
+        query = parse_qs(parts.query)
+        path = parts.path.strip("/") if parts.scheme != "unix" else ""
+        value = path or (query.get("db") or ["0"])[0]
+        return int(value) if value.isdigit() else 0
+
+    def default_prefix(self) -> str:
+        """``CHANNEL_LAYER_PREFIX`` when the environment sets none: ``chatsite`` on database 0,
+        ``chatsite-db<N>`` on database N. Redis's database numbers keep keys apart but not
+        Pub/Sub channels, which are the server's: with one prefix for all, deployments sharing a
+        Redis server on different numbers got each other's live frames for rooms of the same id
+        (message bodies of private rooms included)."""
+        return "chatsite" if self.db == 0 else f"chatsite-db{self.db}"
+
     # --- what settings.py puts in CHANNEL_LAYERS and CACHES --------------------------------
 
     def channel_layer_hosts(self) -> list[dict]:

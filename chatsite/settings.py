@@ -251,7 +251,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # cannot work) and builds the layer's hosts, the cache and the health check from one place.
 REDIS = redis_config.from_env(env.ENVIRON)
 REDIS_URL = REDIS.url if REDIS else ""  # non-empty whenever Redis is on (Sentinel included)
-CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="chatsite")
+# The channel layer's channels and the cache's keys start with it. Default: "chatsite", or
+# "chatsite-db<N>" when REDIS_URL names database N (Pub/Sub channels ignore the database number:
+# redis_config.RedisConfig.default_prefix). Deployments sharing one Redis on one number need their
+# own.
+CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="") or (
+    REDIS.default_prefix() if REDIS else "chatsite"
+)
 if REDIS:
     CHANNEL_LAYERS = {
         "default": {

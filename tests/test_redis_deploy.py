@@ -294,6 +294,45 @@ async def _cross_node(nodes, tokens, body: str, timeout: float = 10.0) -> None:
         await b.close()
 
 
+# --- deployments sharing one Redis server ----------------------------------------------------
+
+
+async def test_deployments_on_other_database_numbers_of_one_redis_get_none_of_each_others_frames(
+    redis_dir, database_url, room_members
+):
+    """Two deployments on one Redis server, ``/1`` and ``/2``, neither setting
+    ``CHANNEL_LAYER_PREFIX``: Pub/Sub channels ignore the database number, and with one default
+    prefix a member's socket in one got the other's messages for the room of the same id. Each
+    now keeps its own (``chatsite-db<N>``): the same room, sent to on the other, stays silent,
+    while two nodes of one deployment still deliver to each other."""
+    server = await sync_to_async(start_redis)(redis_dir)
+    try:
+        await sync_to_async(server.wait_ready)()
+        members = await database_sync_to_async(room_members)(2)
+        tokens = [t for _, t in members]
+        url = f"redis://127.0.0.1:{server.port}"
+        with (
+            cluster(2, redis_url=f"{url}/1", database_url=database_url, prefix="") as one,
+            cluster(1, redis_url=f"{url}/2", database_url=database_url, prefix="") as other,
+        ):
+            for node in (*one, *other):  # the default prefix, whatever the test run's environment
+                assert node.env["CHANNEL_LAYER_PREFIX"] == ""
+            listener = await Client(other[0], "r0", tokens[1]).connect()
+            await _cross_node(one, tokens, "within one deployment")
+            sender = await Client(one[0], "r0", tokens[0]).connect()
+            await sender.send("for deployment one only", "iso-1")
+            assert await sender.wait_for(lambda c: len(c.acks) == 1, 10)
+            await asyncio.sleep(1.0)  # a frame across the layer takes milliseconds
+            assert [m["body"] for m in listener.messages] == [], listener.messages
+            channels = {c.decode() for c in server.client().pubsub_channels("*")}
+            assert any(c.startswith("chatsite-db1__") for c in channels), channels
+            assert any(c.startswith("chatsite-db2__") for c in channels), channels
+            await sender.close()
+            await listener.close()
+    finally:
+        server.stop()
+
+
 # --- BR-25: a managed TLS Redis -------------------------------------------------------------
 
 
@@ -633,6 +672,31 @@ def test_br11_a_configuration_that_cannot_work_is_refused_when_settings_load(env
     env = {k: (pki["ours"]["ca"] if v == "CA" else v) for k, v in env.items()}
     with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(").replace("'", "'")):
         redis_config.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env, prefix",
+    [
+        ({"REDIS_URL": "redis://a:6379"}, "chatsite"),
+        ({"REDIS_URL": "redis://a:6379/0"}, "chatsite"),
+        ({"REDIS_URL": "redis://a:6379/3"}, "chatsite-db3"),
+        ({"REDIS_URL": "redis://a:6379?db=4"}, "chatsite-db4"),
+        ({"REDIS_URL": "redis://a:6379/5,redis://b:6379/5"}, "chatsite-db5"),
+        ({"REDIS_URL": "unix:///run/redis.sock?db=6"}, "chatsite-db6"),
+        (
+            {
+                "REDIS_URL": "redis://mymaster/7",
+                "REDIS_SENTINELS": "s:26379",
+                "REDIS_SENTINEL_MASTER": "mymaster",
+            },
+            "chatsite-db7",
+        ),
+    ],
+)
+def test_the_default_layer_prefix_names_the_database_number(env, prefix):
+    """Pub/Sub channels are the Redis server's, not a database's: without CHANNEL_LAYER_PREFIX,
+    a deployment on database N prefixes its channels (and cache keys) ``chatsite-db<N>``."""
+    assert redis_config.from_env(env).default_prefix() == prefix
 
 
 def test_the_layer_cache_and_health_check_get_the_same_tls_and_sentinel_settings(pki):
