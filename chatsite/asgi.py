@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402
 from chatsite import redis_config  # noqa: E402
 from chatsite.asgi_chain import ProtocolTypeRouter, URLRouter  # noqa: E402
 from chatsite.handshakes import HandshakeLimit  # noqa: E402
+from chatsite.http_limits import HttpInFlightLimit  # noqa: E402
 from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
 from rooms.auth import OriginValidator, SocketAuth  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
@@ -26,7 +27,9 @@ from rooms.routing import websocket_urlpatterns  # noqa: E402
 application = TrustedProxyMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # HTTP_REQUESTS_IN_FLIGHT per client and per address (chatsite/http_limits.py): one
+            # client's burst cannot take the node's database connections from everyone else.
+            "http": HttpInFlightLimit(django_asgi_app),
             # HandshakeLimit first: over WS_HANDSHAKES_IN_FLIGHT, close 1013 before any work.
             # Every wrapper down to SocketAuth returns its application's awaitable, and so do the
             # router and the routes below it (chatsite.asgi_chain): an idle socket keeps two

@@ -397,6 +397,12 @@ WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 WS_READ_RATE = env.str("WS_READ_RATE", default="10/s")
 WS_READS_IN_FLIGHT = env.int("WS_READS_IN_FLIGHT", default=2)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
+# HTTP requests in flight on one node per client (its token, session or address) and per client
+# address (chatsite/http_limits.py): one more answers 429 at once, before any database work, so a
+# burst cannot hold the node's pooled connections (DATABASE_POOL_MAX_SIZE) from everyone else.
+# "0" turns one off.
+HTTP_REQUESTS_IN_FLIGHT = env.int("HTTP_REQUESTS_IN_FLIGHT", default=8)
+HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS = env.int("HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS", default=32)
 # WebSocket handshakes one node works on at once (chatsite/handshakes.py); one more is closed with
 # 1013 (try again later) before any database work, so a reconnect storm cannot queue handshakes
 # past daphne's 5 s handshake timeout. "0" (the default) turns it off: with 50 it did not

@@ -141,7 +141,8 @@ RATE_LIMITED = Counter(
     "chatsite_rate_limited",
     "Requests refused for their rate, by scope: REST sends (send), log-ins (login: token route and "
     "pages), sign-ups (signup) and password-reset requests (password_reset) answered 429, WebSocket sends (ws_send) and reads (ws_read) "
-    "answered rate_limited, and sockets over the per-user cap (ws_sockets) closed 4429.",
+    "answered rate_limited, sockets over the per-user cap (ws_sockets) closed 4429, and HTTP requests over a client's "
+    "requests in flight on a node (http_in_flight) answered 429.",
     ["scope"],
 )
 
