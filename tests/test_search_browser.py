@@ -87,3 +87,32 @@ def test_the_header_search_finds_a_korean_word_and_its_link_opens_the_room_at_th
         screenshot(page, tmp_path, "landed-at-search-result")
     finally:
         context.close()
+
+
+def test_server_printed_times_show_in_the_readers_time_zone_like_the_room_page(stack, browser, tmp_path):
+    """The search results page prints its times on the server (UTC); a reader in Seoul (UTC+9)
+    sees them in Seoul time, in the room page's format (static/rooms/localtime.js), and the
+    same message in the room page shows the same hour and minute."""
+    from zoneinfo import ZoneInfo
+
+    _base, nodes = stack
+    orm(make_people, "tz-ann", rooms={"tzroom": "tz-ann"})
+    stored = dt.datetime(2026, 3, 4, 22, 37, tzinfo=dt.UTC)  # 07:37 on 5 March in Seoul
+    orm(store_history, "tzroom", [("tz-ann", stored)], ["quarterly zebra report"])
+    seoul = stored.astimezone(ZoneInfo("Asia/Seoul"))
+    context = browser.new_context(timezone_id="Asia/Seoul", locale="en-US")
+    try:
+        page = open_room(context, nodes[1].http, "tzroom", username="tz-ann")
+        connected_to(page)
+        in_room = page.locator("#message-1 .message__time").text_content().replace("\u202f", " ")
+        assert in_room.startswith(f"{seoul:%I:%M}"), in_room  # the room page: 07:37 AM
+        page.goto(f"{nodes[1].http}/search/?q=zebra")
+        shown = page.locator(".search-result time")
+        shown.wait_for()
+        page.wait_for_function("() => document.querySelector('.search-result time').title !== ''")
+        text = shown.text_content().replace("\u202f", " ")
+        assert text == f"Mar 5, 2026, {seoul.hour % 12 or 12}:{seoul:%M} AM", text
+        assert "GMT+9" in shown.get_attribute("title") or "Korean" in shown.get_attribute("title")
+        screenshot(page, tmp_path, "search-times-in-seoul")
+    finally:
+        context.close()
