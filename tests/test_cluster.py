@@ -226,7 +226,11 @@ def test_cluster_procfile_runs_the_procfile_web_command_per_node_and_nginx_in_th
     web = procfile(BASE_DIR / "Procfile")["web"]
     for i in (1, 2, 3):
         expected = web.replace("0.0.0.0", "127.0.0.1").replace("${PORT:-8000}", f"${{NODE_PORT_{i}}}")
-        assert cluster_procfile[f"node-{i}"] == f"SERVER_ID=node-{i} exec {expected}"
+        # Under bin/restart-on-exit: a node killed or crashed is started again, not the cluster stopped.
+        assert (
+            cluster_procfile[f"node-{i}"]
+            == f"SERVER_ID=node-{i} exec python bin/restart-on-exit -- {expected}"
+        )
     # nginx starts only once every node answers /healthz: no 502 while the nodes start.
     assert cluster_procfile["balancer"] == (
         "exec python bin/wait-healthy 127.0.0.1:${NODE_PORT_1} 127.0.0.1:${NODE_PORT_2} "
@@ -410,6 +414,13 @@ def _port_closed(port: int) -> bool:
         return False
     except OSError:
         return True
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return _get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -815,8 +826,24 @@ def test_bin_cluster_never_answers_502_while_starting_serves_round_robin_and_sig
         admin.login_admin("clusteradmin", "cluster-admin-password")
         status, _, body = admin.request("GET", "/admin/")
         assert status == 200 and b"Site administration" in body, status
+        # One node killed (SIGKILL): the balancer keeps answering from the other two, the node is
+        # started again (bin/restart-on-exit) and serves, and the cluster keeps running.
+        killed = next(
+            pid
+            for pid, c in _processes_matching(*needles)
+            if f"--port {node_ports[1]}" in c and "python -m" in c and "restart-on-exit" not in c
+        )
+        os.kill(killed, signal.SIGKILL)
+        assert all(_get(balancer_port, "/healthz")[0] == 200 for _ in range(6)), log.read_text()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _healthy(node_ports[1]):
+            time.sleep(0.2)
+        assert _healthy(node_ports[1]) and honcho.poll() is None, log.read_text()
+        assert "was killed by signal 9; starting it again" in log.read_text()
         running = _processes_matching(*needles)
-        assert len([c for _, c in running if "chatsite.serve" in c]) == 3, running
+        assert len([c for _, c in running if "chatsite.serve" in c and "restart-on-exit" not in c]) == 3, (
+            running
+        )
         assert len([c for _, c in running if "nginx: master" in c]) == 1, running
         assert len([c for _, c in running if "nginx: worker" in c]) == 1, running
         honcho.send_signal(signal.SIGINT)  # Ctrl-C
