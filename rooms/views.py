@@ -99,7 +99,8 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
     """``GET /rooms/<slug>/``: the last 50 messages from the database, then live ones over
     ``/ws/rooms/<slug>/`` (``static/rooms/room/main.js``); older ones as the reader scrolls up.
 
-    ``room_config`` (json_script ``#room-config``): ``slug``, ``ws_path``, ``user`` {id,
+    ``room_config`` (json_script ``#room-config``): ``slug``, ``name`` (the room's name; a DM's is
+    the other person's display name, else username), ``ws_path``, ``user`` {id,
     username}, ``history`` (message shapes, oldest first), ``role``, ``can_moderate``,
     ``archived``, ``kind``, ``dm_with``, ``show_node_names``, ``is_private``, ``site_moderator``
     (bool), ``muted_until`` (ISO 8601 while the caller is muted, else null), ``urls`` {``room``,
@@ -114,8 +115,16 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
         if room is None:
             raise Http404("No such room.")
         self.dm_with = dms.dm_with(room, self.request.user)
-        if self.dm_with is not None:  # a DM is shown by the other person's name (never saved)
-            room.name = self.dm_with["username"]
+        if self.dm_with is not None:
+            # A DM is shown by the other person's name, display name if set, else username (never
+            # saved); its slug stays in the URL only.
+            display_name = (
+                get_user_model()
+                .objects.filter(pk=self.dm_with["id"])
+                .values_list("first_name", flat=True)
+                .first()
+            )
+            room.name = display_name or self.dm_with["username"]
         return room
 
     def get_context_data(self, **kwargs):
@@ -134,6 +143,7 @@ class RoomDetailView(LoginRequiredMixin, DetailView):
                 "username": self.request.user.get_username(),
                 "display_name": self.request.user.first_name,
             },
+            "name": self.object.name,  # what the page's texts call the room (the slug is the URL's)
             "history": ctx["history"],
             "role": ctx["my_role"],
             "can_moderate": ctx["can_moderate"],
@@ -212,6 +222,10 @@ class SearchView(LoginRequiredMixin, TemplateView):
                 ctx["room"] = search.readable_room(user=self.request.user, slug=params["room"])
             except services.NotFound:
                 raise Http404("No such room.") from None
+            # Named as people read it: a room by its name, a DM by the other person (never by
+            # its slug, nor a private room by its unguessable suffix).
+            partner = dms.dm_with(ctx["room"], self.request.user)
+            ctx["room_name"] = f"@{partner['username']}" if partner else ctx["room"].name
         if "q" not in params:
             return ctx
         before = params.get("before", "")

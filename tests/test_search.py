@@ -516,6 +516,32 @@ def test_the_results_page_never_shows_a_private_rooms_message_to_a_non_member(
 
 
 @pytest.mark.django_db
+def test_the_results_page_names_rooms_and_dms_as_people_read_them_never_by_slug(client, user, other_user):
+    """A private room's slug carries an unguessable suffix and a DM's is internal: the page's
+    heading, its help text and each result name the room (escaped) or the other person."""
+    from rooms import dms
+
+    secret = services.room_create(name="Plans <b>Q3</b>", is_private=True, created_by=user)
+    post(secret, user, "pomegranate plans")
+    dm = dms.dm_open(user=user, username=other_user.username).room
+    post(dm, user, "pomegranate for you")
+    client.force_login(user)
+    html = client.get(reverse("rooms:search"), {"q": "pomegranate"}).content.decode()
+    visible = re.sub(r'(href|value)="[^"]*"', "", html)  # the slugs stay in links only
+    assert secret.slug not in visible and dm.slug not in visible, visible
+    assert "Plans &lt;b&gt;Q3&lt;/b&gt;" in html and f"@{other_user.username}" in html
+    html = client.get(reverse("rooms:search"), {"q": "pomegranate", "room": secret.slug}).content.decode()
+    assert (
+        "Search in Plans &lt;b&gt;Q3&lt;/b&gt;" in html
+        and "here only in Plans &lt;b&gt;Q3&lt;/b&gt;." in html
+    )
+    html = client.get(reverse("rooms:search"), {"q": "pomegranate", "room": dm.slug}).content.decode()
+    assert f"Search in @{other_user.username}" in html and dm.slug not in re.sub(
+        r'(href|value)="[^"]*"', "", html
+    )
+
+
+@pytest.mark.django_db
 def test_the_results_page_pages_and_explains_a_refused_query(client, user, room):
     for i in range(3):
         post(room, user, f"quince {i}")

@@ -3,7 +3,7 @@
  * result comes back live for everyone as message.updated / message.deleted).
  */
 
-import { BODY_MAX_LENGTH, config, els, state, urls } from "./context.js";
+import { BODY_MAX_LENGTH, chat, config, els, state, urls } from "./context.js";
 import { actionButton, characterCount, element } from "./dom.js";
 import { registerMessagePart, when } from "./hooks.js";
 import { apiRequest } from "./http.js";
@@ -17,7 +17,8 @@ export function canModerate() {
 }
 
 // The small "Edit" / "Delete" controls of a shown message: Edit on your own, Delete on your own
-// and, for the room's owner and moderators, on every message. None on a deleted message.
+// and, for the room's owner and moderators, on every message. None on a deleted message, and
+// none once the page is read-only (banned, removed, left: the server would refuse them).
 export function renderMessageActions(li) {
   const meta = li.querySelector(".message__meta");
   let actions = meta.querySelector(".message__actions");
@@ -26,7 +27,7 @@ export function renderMessageActions(li) {
     meta.append(actions);
   }
   actions.replaceChildren();
-  if (li.dataset.deleted || !li.dataset.id || state.banned) return;
+  if (li.dataset.deleted || !li.dataset.id || state.banned || state.readOnly) return;
   const mine = Number(li.dataset.authorId) === config.user.id;
   if (mine && !state.archived && !li.querySelector(".message__editor")) {
     actions.append(actionButton(gettext("Edit"), () => openEditor(li), gettext("Edit this message")));
@@ -38,9 +39,12 @@ export function renderMessageActions(li) {
   }
 }
 
+let drawnReadOnly = false; // the controls were last drawn for a read-only page
+
 export function renderAllMessageActions() {
+  drawnReadOnly = state.readOnly;
   for (const li of state.shown.values()) {
-    if (state.archived || state.banned) closeEditor(li);
+    if (state.archived || state.banned || state.readOnly) closeEditor(li);
     renderMessageActions(li);
   }
 }
@@ -165,3 +169,17 @@ registerMessagePart((li, message) => {
   renderMessageActions(li);
 });
 when("stopped", renderAllMessageActions);
+when("hello", () => {
+  if (drawnReadOnly && !state.readOnly) renderAllMessageActions(); // rejoined after leaving
+});
+
+// A read-only page offers no reaction or reply (style.css hides "☺+", "Reply" and the thread's
+// "Reply"); the reaction chips stay as counts, and a click on one (or on anything hidden that
+// still has focus) does nothing instead of sending what the server would refuse.
+chat.addEventListener("click", (event) => {
+  if (!state.readOnly || !(event.target instanceof Element)) return;
+  if (event.target.closest(".reaction, .reply-button, .thread > .link-button")) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}, { capture: true });

@@ -7,6 +7,7 @@
 import { clearPending, pendingIds, pendingNames, uploadsInFlight } from "./attachments.js";
 import { BODY_MAX_LENGTH, CHAR_COUNT_FROM, els, state } from "./context.js";
 import { characterCount } from "./dom.js";
+import { when } from "./hooks.js";
 import { enqueue } from "./outbox.js";
 import { clearReplyTarget } from "./replies.js";
 import { noteTyping } from "./presence.js";
@@ -66,3 +67,7 @@ export function onInput() {
     clearFormError();
   }
 }
+
+// A stopped page sends nothing (connection.js disables the form and says why in its
+// placeholder): the reply it was composing is dropped with its bar.
+when("stopped", clearReplyTarget);

@@ -6,6 +6,7 @@
  */
 
 import {
+  chat,
   CLOSE_ARCHIVED,
   CLOSE_BANNED,
   CLOSE_LEFT,
@@ -123,14 +124,29 @@ export function onClose(event) {
   } else scheduleReconnect(RETRY_CLOSE_LABELS[event.code]);
 }
 
+// What the disabled composer says, per stop reason: why nothing can be sent from here.
+const STOPPED_PLACEHOLDERS = {
+  "signed-out": gettext("Log in again to write here"),
+  left: gettext("You left this room: rejoin to write here"),
+  banned: gettext("You are banned from this room"),
+  archived: gettext("This room is archived: no new messages"),
+  "not-found": gettext("This room is no longer open to you"),
+};
+const WRITE_PLACEHOLDER = gettext("Write a message…");
+
 // Ends the connection for good (until a reload, or "Rejoin" after leaving). Sends that can
-// never succeed here (banned, archived, no such room) stay in the outbox as not sent.
+// never succeed here (banned, archived, no such room) stay in the outbox as not sent. The page
+// turns read-only: the composer says why it is disabled, and the messages offer no action that
+// the server would refuse (.chat--read-only in style.css; actions.js drops edit and delete).
 export function stop(reason) {
   state.stopped = true;
   state.stopReason = reason;
   clearReconnectTimers();
   clearTimeout(state.catchUp.retryTimer);
   els.fieldset.disabled = true;
+  state.readOnly = true;
+  chat.classList.add("chat--read-only");
+  els.input.placeholder = STOPPED_PLACEHOLDERS[reason] || STOPPED_PLACEHOLDERS["not-found"];
   const rooms = element("a", "", gettext("All rooms"));
   rooms.href = urls.rooms;
   if (reason === "signed-out") {
@@ -145,7 +161,6 @@ export function stop(reason) {
   } else if (reason === "archived") {
     state.archived = true;
     els.banner.hidden = false;
-    els.input.placeholder = gettext("This room is archived: no new messages");
     setStatus("stopped", gettext("archived"));
   } else {
     setStatus("stopped", gettext("This room does not exist (any more)."), " ", rooms);
@@ -160,6 +175,9 @@ export function rejoin() {
   state.stopped = false;
   state.stopReason = null;
   state.attempt = 0;
+  state.readOnly = false;
+  chat.classList.remove("chat--read-only");
+  els.input.placeholder = WRITE_PLACEHOLDER;
   els.fieldset.disabled = false;
   connect();
 }

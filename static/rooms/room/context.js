@@ -1,6 +1,6 @@
 /*
  * chatsite room page: the page's shared context: the config (the json_script block #room-config:
- * slug, user, ws_path, role, can_moderate, archived, history, last_read_seq, show_node_names),
+ * slug, name (what the page's texts call the room: the slug is the URL's only), user, ws_path, role, can_moderate, archived, history, last_read_seq, show_node_names),
  * the URLs from .chat's data attributes, the page's elements, the shared state, and the
  * constants (ms unless named otherwise; the server's numbers are the ones docs/protocol.md
  * gives).
@@ -76,6 +76,9 @@ export const state = {
   stopReason: null,
   archived: Boolean(config.archived), // no new messages, no edits
   banned: false,
+  // stopped (banned, removed, left, signed out, archived): every action here would be refused,
+  // so none is offered (no reaction, reply, edit or delete) until a rejoin (connection.js)
+  readOnly: false,
   everConnected: false, // a hello was received before (the next one is a reconnect)
   attempt: 0, // reconnect attempts since the last hello
   sessionRenewedAt: null, // Date.now() of the last close 4001 (connection.js)

@@ -11,7 +11,8 @@
  * members.joined {room, count} (a storm of new members, sent as their count) adds to the count
  * and offers "Show more members", which reads the list again,
  * member.removed {room, user, reason} drops it, room.updated {room: {slug, name, description,
- * is_private}} redraws the header and the settings. The
+ * is_private}} redraws the header, the settings and every text that names the room (by its
+ * name: the slug is the URL's, shown small for a public room only). The
  * reader's own row drives the page: a mute disables the composer until it ends ("You are muted
  * until …"), a role change shows or hides the moderation controls at once. After a reconnect
  * the list is read again (changes made while away do not come as frames).
@@ -63,6 +64,8 @@ const panel = {
   archive: document.getElementById("archive-room"),
   leave: document.getElementById("leave-room"),
   heading: document.getElementById("room-name-text"),
+  slug: document.getElementById("room-slug"),
+  inviteLabel: document.getElementById("invite-label"),
   description: document.getElementById("room-description-text"),
   privateBadge: document.getElementById("room-private-badge"),
   roleBadge: document.getElementById("my-role-badge"),
@@ -91,7 +94,7 @@ function isOwnerOrSite() {
 // this only hides controls that would be refused): nobody acts on the owner or on themselves,
 // only the owner (or a site moderator) acts on a moderator.
 function mayActOn(member) {
-  if (!isModerator() || state.archived) return false;
+  if (!isModerator() || state.archived || state.readOnly) return false;
   if (member.role === "owner" || member.user.id === config.user.id) return false;
   return member.role !== "moderator" || isOwnerOrSite();
 }
@@ -223,13 +226,13 @@ function actionsFor(member) {
     box.append(select);
   }
   const remove = actionButton(gettext("Remove"), () => {
-    if (window.confirm(interpolate(gettext("Remove %(who)s from #%(room)s?"), { who, room: config.slug }))) {
+    if (window.confirm(interpolate(gettext("Remove %(who)s from %(room)s?"), { who, room: config.name }))) {
       act("DELETE", memberUrl(who), interpolate(gettext("%(who)s was removed."), { who }));
     }
   });
   const ban = actionButton(gettext("Ban"), () => {
-    const question = gettext("Ban %(who)s from #%(room)s? They are removed and cannot come back until unbanned.");
-    if (window.confirm(interpolate(question, { who, room: config.slug }))) {
+    const question = gettext("Ban %(who)s from %(room)s? They are removed and cannot come back until unbanned.");
+    if (window.confirm(interpolate(question, { who, room: config.name }))) {
       act("POST", memberUrl(who, "ban/"), interpolate(gettext("%(who)s is banned."), { who }));
     }
   });
@@ -256,10 +259,10 @@ function render() {
 
 // What the reader may do here, from their role (which may change live).
 function renderControls() {
-  panel.inviteForm.hidden = !isModerator() || state.archived;
-  panel.settings.hidden = !isModerator() || state.archived;
+  panel.inviteForm.hidden = !isModerator() || state.archived || state.readOnly;
+  panel.settings.hidden = !isModerator() || state.archived || state.readOnly;
   panel.privateLabel.hidden = !isOwnerOrSite();
-  panel.archive.hidden = !isOwnerOrSite() || state.archived;
+  panel.archive.hidden = !isOwnerOrSite() || state.archived || state.readOnly;
   // a muted member of a public room cannot leave until the mute ends (it would shed the mute)
   const mutedHere = !config.is_private && members.mutedUntil !== null && members.mutedUntil > new Date();
   panel.leave.hidden = config.role === null || config.role === "owner" || state.stopped || mutedHere;
@@ -291,7 +294,7 @@ async function onInvite(event) {
     const member = await apiRequest("POST", config.urls.members, { username });
     upsert([member]);
     panel.inviteInput.value = "";
-    setStatus(interpolate(gettext("%(who)s is a member of #%(room)s."), { who: member.user.username, room: config.slug }));
+    setStatus(interpolate(gettext("%(who)s is a member of %(room)s."), { who: member.user.username, room: config.name }));
   } catch (err) {
     setStatus(err.message, true);
   }
@@ -312,8 +315,8 @@ async function onSaveSettings(event) {
 }
 
 async function onArchive() {
-  const question = gettext("Archive #%(room)s? Its history stays readable; nobody can send to it again.");
-  if (!window.confirm(interpolate(question, { room: config.slug }))) return;
+  const question = gettext("Archive %(room)s? Its history stays readable; nobody can send to it again.");
+  if (!window.confirm(interpolate(question, { room: config.name }))) return;
   try {
     await apiRequest("DELETE", config.urls.room);
     setStatus(gettext("The room is archived.")); // room.archived and the close 4410 follow on every page
@@ -324,9 +327,9 @@ async function onArchive() {
 
 async function onLeave() {
   const question = config.is_private
-    ? gettext("Leave #%(room)s? It is private: only a moderator can add you again.")
-    : gettext("Leave #%(room)s?");
-  if (!window.confirm(interpolate(question, { room: config.slug }))) return;
+    ? gettext("Leave %(room)s? It is private: only a moderator can add you again.")
+    : gettext("Leave %(room)s?");
+  if (!window.confirm(interpolate(question, { room: config.name }))) return;
   try {
     await apiRequest("DELETE", memberUrl("me"));
     window.location.assign(config.urls.rooms_page);
@@ -393,14 +396,26 @@ async function readOwnMembership() {
   }
 }
 
+// Every text that names the room, from its name (text only: a name is user text). The slug is
+// shown small for a public room only (a private room's ends in a random suffix).
+function renderRoomName() {
+  panel.heading.textContent = config.name;
+  // base.html's title, after the sidebar's unread count "(N) " when it shows one
+  const unread = /^\(\d+\) /.exec(document.title);
+  document.title = `${unread ? unread[0] : ""}${config.name} · chatsite`;
+  if (panel.slug) panel.slug.hidden = Boolean(config.is_private);
+  if (panel.inviteLabel) panel.inviteLabel.textContent = interpolate(gettext("Add someone to %(room)s"), { room: config.name });
+  els.historyStart.textContent = interpolate(gettext("This is the start of %(room)s."), { room: config.name });
+}
+
 function applyRoom(room) {
   if (!room || room.slug !== config.slug) return;
-  panel.heading.textContent = room.name;
-  document.title = `${room.name} · chatsite`; // base.html's title
+  if (typeof room.name === "string" && room.name) config.name = room.name;
   panel.description.textContent = room.description || "";
   panel.description.hidden = !room.description;
   panel.privateBadge.hidden = !room.is_private;
   config.is_private = Boolean(room.is_private);
+  renderRoomName();
   if (document.activeElement !== panel.nameInput) panel.nameInput.value = room.name;
   if (document.activeElement !== panel.descriptionInput) panel.descriptionInput.value = room.description || "";
   panel.privateInput.checked = Boolean(room.is_private);
@@ -435,7 +450,14 @@ if (panel.root) {
     if (config.role === null) readOwnMembership();
     renderControls();
   });
-  when("stopped", renderControls);
+  when("stopped", () => {
+    // nothing is sent from a stopped page: the mute's notice and timer end with it (a rejoin's
+    // hello shows them again)
+    clearTimeout(members.muteTimer);
+    clearNotice("muted");
+    if (members.loaded) render(); // no member menus on a read-only page
+    else renderControls();
+  });
 
   panel.root.addEventListener("toggle", () => {
     if (panel.root.open && !members.loaded) loadMembers();
