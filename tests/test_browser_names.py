@@ -185,7 +185,14 @@ def test_a_private_room_shows_its_name_everywhere_and_a_rename_on_one_node_renam
         )
         assert bob.text_content("#history-start") == "This is the start of Plans <b>B</b>."
         assert bob.locator("#room-heading b, #history-start b").count() == 0
-        # (the tab's title is not checked: static/rooms/sidebar.js puts back the title it read at load)
+        # The tab's title follows too, and keeps the new name when the sidebar next counts unread
+        # messages (a message in the room: its room.activity re-renders the sidebar).
+        bob.wait_for_function("() => document.title.endsWith('Plans <b>B</b> · chatsite')", timeout=5_000)
+        ann.fill("#message-body", "after the rename")
+        ann.press("#message-body", "Enter")
+        bob.wait_for_function("() => document.body.innerText.includes('after the rename')", timeout=5_000)
+        bob.wait_for_timeout(500)  # the sidebar's render after the activity frame
+        assert bob.title().endswith("Plans <b>B</b> · chatsite"), bob.title()
         ann.wait_for_function(
             "() => document.getElementById('invite-label').textContent === 'Add someone to Plans <b>B</b>'",
             timeout=5_000,

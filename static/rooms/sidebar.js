@@ -52,7 +52,6 @@ function start(aside) {
   const statusEl = document.getElementById("sidebar-status");
   const notifyButton = document.getElementById("notify-optin");
   const NOTIFY_KEY = "chatsite.notify-mentions";
-  const baseTitle = document.title;
 
   /** slug → {slug,name,kind,dm_with,last_seq,last_read_seq,unread_count,mention_count} */
   let rooms = new Map();
@@ -128,6 +127,8 @@ function start(aside) {
     }
     let total = 0;
     for (const room of rooms.values()) total += room.unread_count;
+    // The page's own title (the room page renames it live on room.updated) after "(N) ".
+    const baseTitle = document.title.replace(/^\(\d+\) /, "");
     document.title = total > 0 ? "(" + total + ") " + baseTitle : baseTitle;
     aside.dataset.unreadTotal = String(total);
   }
