@@ -243,9 +243,10 @@ async def test_the_loop_client_has_a_bounded_pool_and_named_connections():
     connections = NewConnections()
     connections.start()
     await asyncio.gather(*(client.ping() for _ in range(100)))
-    opened = connections.now()
-    assert 1 <= len(opened) <= redis_config.LOOP_MAX_CONNECTIONS
-    assert {c["name"] for c in opened} == {f"chatsite-{settings.SERVER_ID}"}
+    # Only the loop client's (named) connections: this process's channel layer may open one of
+    # its own meanwhile (a fresh-clone run once counted 9).
+    opened = [c for c in connections.now() if c["name"] == f"chatsite-{settings.SERVER_ID}"]
+    assert 1 <= len(opened) <= redis_config.LOOP_MAX_CONNECTIONS, connections.now()
 
     sentinel = redis_config.from_env(
         {"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis:///0"}
