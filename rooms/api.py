@@ -798,7 +798,7 @@ class MessageViewSet(RoomScoped, viewsets.GenericViewSet):
                         "parent": {
                             "seq": 41,
                             "author": {"id": 7, "username": "alice"},
-                            "excerpt": "**hi** all, see https://example.com",
+                            "excerpt": "hi all, see https://example.com",
                             "deleted": False,
                         },
                         "reply_count": 0,

@@ -301,3 +301,26 @@ def render_markdown(body: str, parsed: "mentions.Parsed") -> str:
         logger.exception("rendering a message body failed; shown as text")
         rendered = "<p>" + html.escape(body).replace("\n", "<br>\n") + "</p>\n"
     return sanitize(rendered).strip()
+
+
+# A tag of ``render``'s output. That HTML is the sanitiser's serialisation, so every ``<`` and
+# ``>`` in text is escaped, and no attribute value holds a ``>`` (hrefs are percent-encoded by
+# the parser's normalizeLink, ``data-user`` is a username, the others are fixed words): each
+# ``<`` starts a tag and the next ``>`` ends it. Checked against nh3's own text extraction
+# (every tag removed, the text kept) on generated bodies: tests/test_replies.py.
+_TAG = re.compile(r"<[^>]*>")
+
+
+def plain_text(body_html: str) -> str:
+    """The text a reader sees in ``body_html`` (``render``'s output, as stored), without the
+    markup: a link is its text, code its content (no backticks), a mention ``@name``, entities
+    decoded (``&lt;`` is ``<``), and each run of white space, line and paragraph breaks
+    included, one space; trimmed. For previews that clients insert as text, never as HTML (a
+    reply's quote: ``rooms.replies``). Pure and cheap: 1-4 µs for a chat message, where nh3's
+    parser takes 5-25 µs for the same text (so ``_TAG``, not a parse: it is called for every
+    reply of every history page)."""
+    if "<" in body_html:
+        body_html = _TAG.sub("", body_html)
+    if "&" in body_html:
+        body_html = html.unescape(body_html)
+    return " ".join(body_html.split())

@@ -38,7 +38,7 @@ from rest_framework.settings import ISO_8601, api_settings
 
 from . import mentions as mentions_module
 from . import reactions as reactions_module
-from .replies import EXCERPT_LENGTH
+from .replies import excerpt
 
 # The columns one message's shape reads, in this order (the row's indexes below).
 COLUMNS = (
@@ -59,7 +59,7 @@ COLUMNS = (
     "reply_to__author_id",
     "reply_to__author__username",
     "reply_to__author__first_name",
-    "reply_to__body",
+    "reply_to__body_html",
     "reply_to__deleted_at",
     "reply_count",
 )
@@ -147,7 +147,7 @@ def _shapes(
         parent_author_id,
         parent_username,
         parent_display_name,
-        parent_body,
+        parent_body_html,
         parent_deleted_at,
         reply_count,
         *_,
@@ -164,7 +164,7 @@ def _shapes(
                     "username": parent_username,
                     "display_name": parent_display_name,
                 },
-                "excerpt": "" if parent_deleted else parent_body[:EXCERPT_LENGTH],
+                "excerpt": "" if parent_deleted else excerpt(parent_body_html),
                 "deleted": parent_deleted,
             }
         out.append(
@@ -248,7 +248,7 @@ def _list_sql(
         room = "r.id = %(room)s"
     return f"""SELECT m.id, r.slug, m.seq, m.author_id, a.username, a.first_name, m.body,
  {ts("m.created_at")}, m.server_id, {ts("m.edited_at")}, m.deleted_at, m.mentions_room, m.body_html,
- p.seq, p.author_id, pa.username, pa.first_name, p.body, p.deleted_at, m.reply_count,
+ p.seq, p.author_id, pa.username, pa.first_name, p.body_html, p.deleted_at, m.reply_count,
  CASE WHEN m.deleted_at IS NULL AND strpos(m.body, '@') > 0 THEN (
   SELECT json_agg(json_build_array(x.user_id, u.username) ORDER BY x.user_id)::text
   FROM {table(Mention)} x JOIN {user} u ON u.id = x.user_id WHERE x.message_id = m.id) END,

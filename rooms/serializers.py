@@ -67,7 +67,7 @@ class ReactionSerializer(serializers.Serializer):
 
 class ParentSerializer(serializers.Serializer):
     """A reply's preview of the message it answers: ``{"seq", "author": {"id", "username",
-    "display_name"}, "excerpt": str (the start of its body source, "" once deleted), "deleted":
+    "display_name"}, "excerpt": str (the start of its text as read, without Markdown: ``replies.excerpt``; "" once deleted), "deleted":
     bool}``."""
 
     seq = serializers.IntegerField(read_only=True)

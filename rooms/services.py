@@ -314,7 +314,8 @@ def _post_sql(
     ``%(reply_to)s`` not deleted, is locked and must exist (else no row: the step-by-step path
     says ``reply_not_found``); the message stores it as ``reply_to_id``, the parent's
     ``reply_count`` goes up by one, and two more columns answer its new ``reply_count`` and the
-    ``parent`` preview as JSON text. The answer's columns: ``_columns``."""
+    ``parent`` preview as JSON text, with the parent's ``body_html`` for its excerpt
+    (``replies.from_statement``). The answer's columns: ``_columns``."""
     quote = connections["default"].ops.quote_name
     room_t, member_t, message_t = (quote(m._meta.db_table) for m in (Room, Membership, Message))
     who, may, mentioned, answer, replied = "", "", "", "", ""
@@ -341,7 +342,7 @@ def _post_sql(
     if replying:
         user_t = quote(get_user_model()._meta.db_table)
         who += f"""p AS (
-            SELECT pm.id, pm.seq, pm.author_id, left(pm.body, {replies.EXCERPT_LENGTH}) AS excerpt
+            SELECT pm.id, pm.seq, pm.author_id, pm.body_html
             FROM {message_t} pm
             WHERE pm.room_id = %(room)s AND pm.seq = %(reply_to)s AND pm.deleted_at IS NULL FOR UPDATE
         ), """
@@ -367,7 +368,7 @@ def _post_sql(
         answer += f""", (SELECT reply_count FROM replied), (SELECT json_build_object(
                 'seq', p.seq, 'author', json_build_object('id', u.id, 'username', u.username,
                                                           'display_name', u.first_name),
-                'excerpt', p.excerpt, 'deleted', false)::text
+                'body_html', p.body_html, 'deleted', false)::text
             FROM p JOIN {user_t} u ON u.id = p.author_id WHERE EXISTS (SELECT 1 FROM msg))"""
     return f"""
         WITH {who}m AS (
@@ -528,7 +529,7 @@ def _posted(
     message._state.db = room._state.db or router.db_for_write(Message, instance=room)  # as ``room=`` did
     message.mention_list = json.loads(row["mentions"]) if row.get("mentions") else []
     if row.get("parent"):
-        message.parent_preview = json.loads(row["parent"])
+        message.parent_preview = replies.from_statement(json.loads(row["parent"]))
         message.parent_reply_count = row["reply_count"]
     message.reaction_list = []  # a new message has none (no query for its shape)
     message.attachment_list = []  # a send with attachments never takes the one statement

@@ -119,3 +119,79 @@ def test_files_picked_and_pasted_are_sent_and_shown_on_another_node_with_names_a
     finally:
         for context in (sender_context, reader_context, stranger_context):
             context.close()
+
+
+def gradient_png() -> bytes:
+    """A picture big enough that the server takes a while over it (checked, re-encoded without
+    EXIF, thumbnailed): a small file sent after it would be stored first if they went up side
+    by side."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((1600, 1600), 60).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+# In the message's <li>, the parts in page order: the body, the files, the reactions row.
+PARTS = """(li) => [...li.children].map((el) => el.className.split(" ")[0])
+  .filter((name) => ["message__body", "message__attachments", "reactions"].includes(name))"""
+
+
+def test_files_keep_the_order_attached_under_the_body_with_reactions_below_and_a_refusal_shows_once(
+    stack, browser, tmp_path
+):
+    _base, nodes = stack
+    orm(make_people, "ao-ann", "ao-bob", rooms={"ordered": "ao-ann"})
+    sender_context, reader_context = new_context(browser), new_context(browser)
+    try:
+        ann = open_room(sender_context, nodes[0].http, "ordered", username="ao-ann")
+        bob = open_room(reader_context, nodes[1].http, "ordered", username="ao-bob")
+
+        # A refused file: its reason once, on its chip (not again under the composer).
+        ann.set_input_files(
+            "#attachment-input",
+            files=[
+                {"name": "evil.html", "mimeType": "text/html", "buffer": b"<html><script>x</script></html>"}
+            ],
+        )
+        ann.wait_for_selector('.attachment-chip[data-status="failed"]', timeout=10_000)
+        reason = "Files of this kind cannot be shared (HTML, SVG, scripts)."
+        assert ann.locator('.attachment-chip[data-status="failed"]').inner_text().count(reason) == 1
+        assert ann.evaluate("() => document.body.innerText").count(reason) == 1
+        assert ann.locator('.attachment-chip[data-status="failed"] [role="alert"]').inner_text() == reason
+        ann.locator('.attachment-chip[data-status="failed"] button').click()
+
+        ann.set_input_files(
+            "#attachment-input",
+            files=[
+                {"name": "gradient.png", "mimeType": "image/png", "buffer": gradient_png()},
+                {"name": "report.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n% a report\n"},
+                {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"plain notes\n"},
+            ],
+        )
+        ann.wait_for_function(
+            "() => document.querySelectorAll('.attachment-chip[data-status=\"ready\"]').length === 3",
+            timeout=20_000,
+        )
+        chips = ann.locator(".attachment-chip__name").all_text_contents()
+        assert chips == ["gradient.png", "report.pdf", "notes.txt"]
+        ann.fill("#message-body", "three files")
+        ann.press("#message-body", "Enter")
+
+        expected = ["gradient.png", "report.pdf", "notes.txt"]
+        names = """(li) => [...li.querySelectorAll('.message__attachments > li')].map((item) =>
+          item.querySelector('img') ? item.querySelector('img').alt : item.querySelector('.attachment__name').textContent)"""
+        for page in (bob, ann):  # live on another node, and on the sender's page
+            page.wait_for_selector(".message__attachments .attachment__thumbnail", timeout=10_000)
+            li = page.locator("#message-list li[data-seq]", has_text="three files")
+            assert li.evaluate(names) == expected
+            assert li.evaluate(PARTS) == ["message__body", "message__attachments", "reactions"]
+        screenshot(bob, tmp_path, "attachments-in-order")
+        bob.reload()  # drawn by the server, then its parts: the same order
+        li = bob.locator("#message-list li[data-seq]", has_text="three files")
+        li.locator(".message__attachments").wait_for(timeout=10_000)
+        assert li.evaluate(names) == expected
+        assert li.evaluate(PARTS) == ["message__body", "message__attachments", "reactions"]
+    finally:
+        for context in (sender_context, reader_context):
+            context.close()

@@ -11,8 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from rooms import services
+from rooms import formatting, replies, services
+from rooms.message_shape import messages_data, room_list_data
 from rooms.models import Message
+from rooms.serializers import MessageSerializer, message_data
 from tests import factories
 from tests.conftest import new_client_msg_id
 
@@ -47,9 +49,139 @@ def test_a_reply_names_its_parent_and_counts_on_it(
     assert page[1]["parent"] == {
         "seq": parent.seq,
         "author": {"id": user.pk, "username": "alice", "display_name": ""},
-        "excerpt": "**the question**",
+        "excerpt": "the question",  # the text readers see, not the Markdown
         "deleted": False,
     }
+
+
+# A parent with every kind of markup a chat line has, and the text a reader sees of it.
+MARKDOWN_PARENT = (
+    "message was *edited*, **bold** ~~old~~\nsee [the docs](https://example.com/d) and `a < b` @bob"
+)
+PLAIN_PARENT = "message was edited, bold old see the docs and a < b @bob"
+
+
+@pytest.mark.parametrize(
+    "body, text",
+    [
+        ("message was *edited*", "message was edited"),
+        ("plain line, 10\u00a0kg", "plain line, 10 kg"),
+        ("[the docs](https://example.com/x) and <https://example.org>", "the docs and https://example.org"),
+        ("`x <b>y</b>` &amp; & <i>raw</i>", "x <b>y</b> & & <i>raw</i>"),  # as shown: &amp; is "&"
+        ("one\ntwo\n\nthree", "one two three"),
+        ("- a\n- b\n\n> quoted\n\n```\nx = 1\ny\n```", "a b quoted x = 1 y"),
+        ("hi @bob and @room!", "hi @bob and @room!"),
+    ],
+)
+def test_plain_text_is_what_a_reader_sees_of_the_rendered_body(body, text):
+    from rooms import mentions
+
+    html = formatting.render(body, mentions.Parsed(names=("bob",), room=True))
+    assert formatting.plain_text(html) == text
+    assert replies.excerpt(html) == text and replies.excerpt("") == ""
+
+
+def test_plain_text_is_nh3s_text_extraction_on_generated_bodies():
+    """``plain_text`` strips tags with a pattern (the cheap way); nh3, with no tag allowed, is
+    the parser it must agree with on everything ``render`` makes."""
+    import html as html_module
+    import random
+
+    import nh3
+
+    from rooms import mentions
+
+    pieces = [
+        "*em*",
+        "**strong**",
+        "~~gone~~",
+        "`a < b & c`",
+        "[link *x*](https://example.com/a?b=1&c=<d>)",
+        "<https://example.org/>",
+        "https://한국.kr/위키",
+        "@bob",
+        "@room",
+        "&amp;",
+        "&lt;tag&gt;",
+        "<i>",
+        "x>y",
+        '"quoted"',
+        "'q'",
+        "\n",
+        "\n\n",
+        "\n- item\n",
+        "\n> quote\n",
+        "\n```\ncode <b>\n```\n",
+        "\u00a0",
+        "1. one\n",
+        "e\u0301",
+        "😀",
+        "\\*",
+        "_u_",
+        "a_b_c",
+        "http://xn--80ak6aa92e.com",
+        "mailto:a@b.c",
+    ]
+    rng = random.Random(7)
+    for _ in range(400):
+        body = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        rendered = formatting.render(body, mentions.Parsed(names=("bob",), room=True))
+        parsed = html_module.unescape(nh3.clean(rendered, tags=set(), clean_content_tags=set()))
+        assert formatting.plain_text(rendered) == " ".join(parsed.split()), body
+
+
+def test_the_excerpt_is_cut_to_its_length_after_the_markup_is_gone():
+    words = " ".join(["word"] * 60)
+    html = formatting.render(f"**{words}**")
+    assert replies.excerpt(html) == words[: replies.EXCERPT_LENGTH]
+    assert len(replies.excerpt(html)) == replies.EXCERPT_LENGTH == 120
+
+
+@pytest.mark.django_db
+def test_the_excerpt_has_no_markdown_and_is_the_same_in_every_shape(room, user, other_user):
+    services.member_join(room=room, user=other_user)
+    parent = post(room, user, MARKDOWN_PARENT, client_msg_id="parent")
+    replies_sent = [post(room, other_user, "one-statement", reply_to=parent.seq)]  # PostgreSQL's send
+    vendor = connection.vendor
+    try:
+        connection.vendor = "sqlite"  # message_post's step-by-step branch, on the same PostgreSQL
+        replies_sent.append(post(room, other_user, "step-by-step", reply_to=parent.seq))
+    finally:
+        connection.vendor = vendor
+    expected = {
+        "seq": parent.seq,
+        "author": {"id": user.pk, "username": "alice", "display_name": ""},
+        "excerpt": PLAIN_PARENT,
+        "deleted": False,
+    }
+    live = [message_data(reply)["parent"] for reply in replies_sent]  # the broadcast frames' shape
+    history = room_list_data(limit=50, room_id=room.pk)[1]  # REST history and the socket's replay
+    rows = messages_data(Message.objects.filter(room=room).order_by("seq"))  # threads, search, SQLite
+    single = api(user).get(f"/api/rooms/{room.slug}/messages/{replies_sent[0].pk}/").json()["parent"]
+    serialized = MessageSerializer(Message.objects.get(pk=replies_sent[1].pk)).data["parent"]
+    thread = api(user).get(f"/api/rooms/{room.slug}/messages/{parent.pk}/replies/").json()["results"]
+    assert [m["parent"] for m in history[1:]] == [m["parent"] for m in rows[1:]] == [expected, expected]
+    assert live == [expected, expected] and single == serialized == expected
+    assert [m["parent"] for m in thread] == [expected, expected]
+
+
+@pytest.mark.django_db
+def test_an_edited_parents_excerpt_follows_its_body_and_a_deleted_one_is_empty(room, user, other_user):
+    parent = post(room, user, "message was *edited*")
+    reply = post(room, other_user, "yes", reply_to=parent.seq)
+
+    def excerpts():
+        page = room_list_data(limit=50, room_id=room.pk)[1]
+        listed = messages_data(Message.objects.filter(pk=reply.pk))
+        one = api(user).get(f"/api/rooms/{room.slug}/messages/{reply.pk}/").json()
+        return {page[-1]["parent"]["excerpt"], listed[0]["parent"]["excerpt"], one["parent"]["excerpt"]}
+
+    assert excerpts() == {"message was edited"}
+    services.message_edit(message=Message.objects.get(pk=parent.pk), actor=user, body="now **bold**")
+    assert excerpts() == {"now bold"}
+    services.message_delete(message=Message.objects.get(pk=parent.pk), actor=user)
+    assert excerpts() == {""}
+    assert room_list_data(limit=50, room_id=room.pk)[1][-1]["parent"]["deleted"] is True
 
 
 @pytest.mark.django_db
@@ -182,7 +314,7 @@ def test_a_history_page_with_replies_takes_a_fixed_number_of_queries(room, user)
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_socket_reply_is_broadcast_with_its_parent_and_thread_updated(ws, room, user, other_user):
-    parent = await database_sync_to_async(post)(room, user, "question")
+    parent = await database_sync_to_async(post)(room, user, "*question*")
     await database_sync_to_async(services.member_join)(room=room, user=other_user)
     alice = await ws(f"/ws/rooms/{room.slug}/", user=user)
     bob = await ws(f"/ws/rooms/{room.slug}/", user=other_user)
@@ -193,7 +325,7 @@ async def test_a_socket_reply_is_broadcast_with_its_parent_and_thread_updated(ws
     frames = [await bob.receive() for _ in range(3)]
     assert {f["type"] for f in frames} == {"ack", "message", "thread.updated"}
     message = next(f for f in frames if f["type"] == "message")["message"]
-    assert message["reply_to"] == parent.seq and message["parent"]["excerpt"] == "question"
+    assert message["reply_to"] == parent.seq and message["parent"]["excerpt"] == "question"  # not *question*
     seen_by_alice = [await alice.receive() for _ in range(2)]
     assert {"type": "thread.updated", "room": "lobby", "seq": parent.seq, "reply_count": 1} in seen_by_alice
     # refused: an error frame, the socket kept, nothing stored

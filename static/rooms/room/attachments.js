@@ -1,13 +1,17 @@
 /*
  * chatsite room page: attachments (rooms/attachments.py; docs/rest.md#attachments).
  *
- * - In a message: registerMessagePart draws message.attachments: images as their thumbnail
- *   (a link to the full image), other files as a download link with name and size. Names are
- *   text (textContent, the alt attribute), never markup.
+ * - In a message: registerMessagePart draws message.attachments, in the order the message gives
+ *   (the order they were attached), right under the body and above the reactions row: images as
+ *   their thumbnail (a link to the full image), other files as a download link with name and
+ *   size. Names are text (textContent, the alt attribute), never markup.
  * - In the composer: the "Attach" button, files dropped on the composer and files pasted into
- *   the text area are uploaded at once (POST /api/rooms/<slug>/attachments/, multipart), shown as
- *   chips (uploading, ready, failed: the server's reason) that can be removed; composer.js sends
- *   the ready ones' ids with the next message (message.send's attachments) and clears them.
+ *   the text area are uploaded one after the other, in the order they were attached (POST
+ *   /api/rooms/<slug>/attachments/, multipart), so their ids, the order the server shows them
+ *   in, follow that order; shown as chips (uploading, ready, failed: the server's reason, on the
+ *   chip only, announced as an alert) that can be removed (a queued one is then never sent);
+ *   composer.js sends the ready ones' ids with the next message (message.send's attachments)
+ *   and clears them.
  *   Pending uploads live in this page only (a reload forgets them; unsent uploads are shown to
  *   nobody).
  */
@@ -16,7 +20,6 @@ import { config } from "./context.js";
 import { actionButton, element } from "./dom.js";
 import { registerMessagePart } from "./hooks.js";
 import { csrfToken } from "./http.js";
-import { showFormError } from "./status.js";
 import { gettext, interpolate, pageLanguage, pgettext } from "./i18n.js";
 
 const uploadUrl = `/api/rooms/${encodeURIComponent(config.slug)}/attachments/`;
@@ -76,9 +79,13 @@ registerMessagePart((li, message) => {
   if (message.attachments.length === 0) return;
   const list = element("ul", "message__attachments");
   for (const attachment of message.attachments) list.append(attachmentElement(attachment));
-  const body = li.querySelector(".message__body");
+  const body = li.querySelector(":scope > .message__body");
   if (body) body.after(list);
   else li.append(list);
+  // The reactions row stays under everything, whichever part is drawn first: reactions.js fills
+  // the row it finds (".reactions"), so one is put after the files when there is none yet.
+  const reactions = li.querySelector(":scope > .reactions") || element("div", "reactions");
+  list.after(reactions);
 });
 
 // --- in the composer ----------------------------------------------------------------------------
@@ -105,10 +112,12 @@ function renderChip(item) {
   const chip = item.el || element("li", "attachment-chip");
   item.el = chip;
   chip.dataset.status = item.status;
+  const state = element("span", "attachment-chip__state",
+    item.status === "uploading" ? gettext("uploading…") : item.status === "failed" ? item.error : formatSize(item.size));
+  if (item.status === "failed") state.setAttribute("role", "alert"); // the one place the refusal is shown
   chip.replaceChildren(
     element("span", "attachment-chip__name", item.name),
-    element("span", "attachment-chip__state",
-      item.status === "uploading" ? gettext("uploading…") : item.status === "failed" ? item.error : formatSize(item.size)),
+    state,
     actionButton(pgettext("attachment", "Remove"), () => removeItem(item), interpolate(gettext("Remove %(name)s"), { name: item.name })),
   );
   return chip;
@@ -121,12 +130,24 @@ function removeItem(item) {
   if (chips && pending.length === 0) chips.hidden = true;
 }
 
-async function upload(file) {
+// One upload at a time, in the order the files were attached: the server numbers uploads as
+// they are stored and shows a message's files by that number, so uploads running side by side
+// (a small PDF overtaking a picture being thumbnailed) would reorder the sender's files.
+let queue = Promise.resolve();
+
+function upload(file) {
   const item = { file, name: file.name || "pasted-image.png", size: file.size, status: "uploading", id: null,
     error: "", el: null };
   pending.push(item);
   chips.append(renderChip(item));
   chips.hidden = false;
+  queue = queue.then(() => send(item));
+  return queue;
+}
+
+async function send(item) {
+  if (!pending.includes(item)) return; // removed (or sent without it) while it waited its turn
+  const file = item.file;
   const body = new FormData();
   body.append("file", file, item.name);
   try {
@@ -145,7 +166,6 @@ async function upload(file) {
   } catch (err) {
     item.status = "failed";
     item.error = err.message || gettext("The upload failed.");
-    showFormError(`${item.name}: ${item.error}`);
   }
   if (pending.includes(item)) renderChip(item);
 }

@@ -2,7 +2,8 @@
  * chatsite room page: replies and threads (rooms/replies.py).
  *
  * - A reply shows its parent as a quote above its body ("↪ alice: the start of it", or
- *   "message deleted"); clicking the quote jumps to the parent, loading older history down to
+ *   "message deleted"): parent.excerpt, the parent's text without Markdown made by the server,
+ *   put in as text; clicking the quote jumps to the parent, loading older history down to
  *   it (before_seq pages, as scroll-back does) when it is not shown yet, then highlights it.
  * - "Reply" on a message puts its quote above the composer (× cancels, Escape too); the next
  *   send carries "reply_to": its seq (outbox.js keeps it across resends and reloads).
@@ -27,6 +28,14 @@ const HIGHLIGHT_MS = 2000;
 
 function nameOf(user) {
   return (user && (user.display_name || user.username)) || gettext("unknown");
+}
+
+// The start of a shown body's text as the server makes a reply's parent.excerpt
+// (rooms.formatting.plain_text): no markup (textContent), white space and line breaks one space.
+export const EXCERPT_LENGTH = 120;
+
+export function plainExcerpt(text) {
+  return Array.from(text.replace(/\s+/g, " ").trim()).slice(0, EXCERPT_LENGTH).join("");
 }
 
 function quoteText(parent) {
@@ -111,7 +120,7 @@ export function setReplyTarget(li) {
   state.replyTo = {
     seq: Number(li.dataset.seq),
     author: author ? author.textContent : "",
-    excerpt: (body ? body.textContent : "").slice(0, 120),
+    excerpt: plainExcerpt(body ? body.textContent : ""),
   };
   const target = replyBar();
   const cancel = actionButton("×", clearReplyTarget, gettext("Cancel the reply"));
