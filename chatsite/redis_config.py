@@ -87,11 +87,9 @@ class RedisConfig:
         ``default_prefix`` keeps deployments on other numbers apart on the channel layer too."""
         if self.mode == "sentinel":
             return int(self.master_kwargs.get("db", 0) or 0)
-        parts = urlsplit(self.urls[0])
-        query = parse_qs(parts.query)
-        path = parts.path.strip("/") if parts.scheme != "unix" else ""
-        value = path or (query.get("db") or ["0"])[0]
-        return int(value) if value.isdigit() else 0
+        # As redis-py reads it (``?db=`` before the path, the path unquoted), so the prefix
+        # names the database the layer and the cache really use.
+        return int(redis.connection.parse_url(self.urls[0]).get("db", 0) or 0)
 
     def default_prefix(self) -> str:
         """``CHANNEL_LAYER_PREFIX`` when the environment sets none: ``chatsite`` on database 0,

@@ -295,6 +295,18 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "rooms:list"
 LOGOUT_REDIRECT_URL = "login"
 
+
+# A rate, checked at start-up: "<n>/<period>" with an optional multiple ("10/15m"); "0" turns it
+# off. The REST throttles below and the log-in pages' limits (further down) take it.
+def _window_rate(name: str, default: str) -> str:
+    value = env.str(name, default=default)
+    if value.strip().lower() not in ("", "0", "off"):
+        match = re.fullmatch(r"\s*\d+\s*/\s*(\d*)\s*[smhd][a-z]*\s*", value, re.IGNORECASE)
+        if match is None or int(match[1] or 1) == 0:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not like '20/min', '10/15m' or '0' (off)")
+    return value
+
+
 REST_FRAMEWORK = {
     # Token first: a request without credentials then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -325,10 +337,10 @@ REST_FRAMEWORK = {
     # a trusted balancer's X-Forwarded-For. (DRF's default would believe any X-Forwarded-For.)
     "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
-        "send": env.str("THROTTLE_SEND_RATE", default="120/min"),
-        "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
-        "search": env.str("THROTTLE_SEARCH_RATE", default="60/min"),
-        "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/min"),
+        "send": _window_rate("THROTTLE_SEND_RATE", "120/min"),
+        "login": _window_rate("THROTTLE_LOGIN_RATE", "10/min"),
+        "search": _window_rate("THROTTLE_SEARCH_RATE", "60/min"),
+        "upload": _window_rate("THROTTLE_UPLOAD_RATE", "30/min"),
     },
 }
 # Presence (rooms/presence.py): a connection expires PRESENCE_TTL seconds after its node's last
@@ -350,19 +362,9 @@ MEMBER_ROWS_MAX = env.int("MEMBER_ROWS_MAX", default=100)
 # bound for closing a socket whose access ended behind the services' back (a shell update).
 ACCESS_RECHECK = env.float("ACCESS_RECHECK", default=10)
 
-
 # Log-in pages, the token route's accounts and sign-up, counted across all nodes
 # (rooms/login_throttle.py): attempts per client address, failed log-ins per account, sign-ups per
-# client address. "<n>/<period>" with an optional multiple ("10/15m"); "0" turns one off.
-def _window_rate(name: str, default: str) -> str:
-    value = env.str(name, default=default)
-    if value.strip().lower() not in ("", "0", "off"):
-        match = re.fullmatch(r"\s*\d+\s*/\s*(\d*)\s*[smhd][a-z]*\s*", value, re.IGNORECASE)
-        if match is None or int(match[1] or 1) == 0:
-            raise ImproperlyConfigured(f"{name}: {value!r} is not like '20/min', '10/15m' or '0' (off)")
-    return value
-
-
+# client address (rates as _window_rate reads them).
 LOGIN_ADDRESS_RATE = _window_rate("LOGIN_ADDRESS_RATE", "20/min")
 LOGIN_ACCOUNT_RATE = _window_rate("LOGIN_ACCOUNT_RATE", "10/15m")
 SIGNUP_RATE = _window_rate("SIGNUP_RATE", "20/h")
@@ -397,12 +399,12 @@ WS_SEND_RATE = env.str("WS_SEND_RATE", default="20/s")
 WS_READ_RATE = env.str("WS_READ_RATE", default="10/s")
 WS_READS_IN_FLIGHT = env.int("WS_READS_IN_FLIGHT", default=2)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=32)
-# HTTP requests in flight on one node per client (its token, session or address) and per client
-# address (chatsite/http_limits.py): one more answers 429 at once, before any database work, so a
-# burst cannot hold the node's pooled connections (DATABASE_POOL_MAX_SIZE) from everyone else.
-# "0" turns one off.
+# HTTP requests running at once on one node per client (its token or session) and per client
+# address (chatsite/http_limits.py): more wait their turn in the event loop, holding no thread and
+# no database connection, so a burst cannot hold the node's pooled connections
+# (DATABASE_POOL_MAX_SIZE) from everyone else; too many waiting answer 429. "0" turns one off.
 HTTP_REQUESTS_IN_FLIGHT = env.int("HTTP_REQUESTS_IN_FLIGHT", default=8)
-HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS = env.int("HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS", default=32)
+HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS = env.int("HTTP_REQUESTS_IN_FLIGHT_PER_ADDRESS", default=16)
 # WebSocket handshakes one node works on at once (chatsite/handshakes.py); one more is closed with
 # 1013 (try again later) before any database work, so a reconnect storm cannot queue handshakes
 # past daphne's 5 s handshake timeout. "0" (the default) turns it off: with 50 it did not

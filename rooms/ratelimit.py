@@ -2,6 +2,7 @@
 with ``REDIS_URL``; per process with the in-memory default)."""
 
 import logging
+import re
 import time
 
 from django.conf import settings
@@ -20,16 +21,19 @@ SHARED_PAUSE = 1.0
 _shared_paused_until = 0.0
 
 
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])[a-z]*\s*", re.IGNORECASE)
+
+
 def parse_rate(rate: str) -> tuple[int, int] | None:
-    """``"20/s"`` → ``(20, 1)``; ``"100/min"`` → ``(100, 60)``; ``""`` or ``"0"`` → None (off).
-    Raises ``ValueError`` for anything else."""
-    if not rate or rate.strip() in ("0", "off"):
+    """``"20/s"`` → ``(20, 1)``; ``"100/min"`` → ``(100, 60)``; with a multiple, ``"10/15m"``
+    → ``(10, 900)``; ``""``, ``"0"`` or ``"off"`` → None (off). Raises ``ValueError`` for
+    anything else."""
+    if not rate or rate.strip().lower() in ("0", "off"):
         return None
-    count, _, period = rate.partition("/")
-    seconds = _PERIODS.get(period.strip()[:1].lower())
-    if not count.strip().isdigit() or seconds is None:
-        raise ValueError(f"rate {rate!r} is not like '20/s' or '100/min'")
-    return int(count), seconds
+    match = _RATE.fullmatch(rate)
+    if match is None or int(match[2] or 1) == 0:
+        raise ValueError(f"rate {rate!r} is not like '20/s', '100/min' or '10/15m'")
+    return int(match[1]), int(match[2] or 1) * _PERIODS[match[3].lower()]
 
 
 def hit(key: str, rate: str) -> float | None:

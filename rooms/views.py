@@ -599,7 +599,7 @@ def favicon(request):
     from django.templatetags.static import static
 
     response = redirect(static("favicon.svg"))
-    patch_cache_control(response, max_age=86400, public=True)  # a day: the hashed name changes per deploy
+    patch_cache_control(response, max_age=3600, public=True)  # an hour: the hashed name may change per deploy
     return response
 
 

@@ -522,6 +522,33 @@ def test_sends_are_throttled_with_retry_after(api, room, rates):
     assert Message.objects.count() == 3
 
 
+def test_a_throttle_rate_with_a_multiple_counts_in_its_window_and_a_bad_one_stops_start_up(api, room, rates):
+    """``THROTTLE_*_RATE`` takes what the log-in limits take (``"2/15m"``: 2 in 15 minutes);
+    a rate that cannot be read stops the settings from loading instead of failing later."""
+    import subprocess
+    import sys
+
+    rates(send="2/15m")
+    codes = [
+        api.post("/api/rooms/lobby/messages/", {"body": f"m{i}", "client_msg_id": f"w{i}"}, format="json")
+        for i in range(3)
+    ]
+    assert [c.status_code for c in codes] == [201, 201, 429]
+    assert 0 < codes[-1].data["retry_after"] <= 900
+    proc = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **__import__("os").environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "THROTTLE_SEND_RATE": "10/x",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "THROTTLE_SEND_RATE: '10/x' is not like" in proc.stderr, proc.stderr
+
+
 def test_author_edits_a_message_and_others_cannot(api, bob_api, room, user):
     message = services.message_post(room=room, author=user, body="tpyo", client_msg_id="e1").message
     assert (

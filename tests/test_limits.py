@@ -513,11 +513,11 @@ def test_a_burst_of_rest_sends_over_two_nodes_gets_the_throttles_limit_exactly(n
 
 
 def test_one_clients_burst_is_refused_beyond_its_requests_in_flight_and_others_are_served(node_env, tmp_path):
-    """One token's 80 requests at once on a node whose pool has 2 connections: beyond
-    ``HTTP_REQUESTS_IN_FLIGHT`` (2) they answer 429 at once (JSON, ``rate_limited``,
-    ``Retry-After: 1``) instead of queueing for the pool, and another user's requests made
-    during the burst are all served (before, past ``DATABASE_POOL_TIMEOUT`` they answered 503
-    ``unavailable``)."""
+    """One token's 80 requests at once on a node whose pool has 2 connections: 2 run at once
+    (``HTTP_REQUESTS_IN_FLIGHT``), 16 wait their turn, and the rest answer 429 at once (JSON,
+    ``rate_limited``, ``Retry-After: 1``) instead of queueing for the pool; another user's
+    requests made during the burst are all served (before, past ``DATABASE_POOL_TIMEOUT`` they
+    answered 503 ``unavailable``). Then 10 at once, within what may wait: all served."""
     import json as _json
     import threading
 
@@ -564,7 +564,65 @@ def test_one_clients_burst_is_refused_beyond_its_requests_in_flight_and_others_a
             "code": "rate_limited",
             "retry_after": 1,
         }
-        assert Http(node, token=flooder).request("GET", "/api/rooms/")[0] == 200  # the burst over
+        assert statuses.count(200) >= 18, sorted(statuses)  # the 2 running and the 16 waiting
+        # A page's parallel requests (HTTP/2: thumbnails) over the bound wait, none refused.
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: Http(node, token=flooder).request("GET", "/api/rooms/r0/messages/"), range(10)
+                )
+            )
+        assert [status for status, _, _ in answers] == [200] * 10
         assert "Traceback" not in node.log()
     finally:
         node.stop()
+
+
+def test_http_requests_are_keyed_by_credential_and_by_address_an_ipv6_one_by_its_64():
+    from chatsite.http_limits import client_keys
+
+    def scope(client, *headers):
+        return {"type": "http", "client": (client, 1234), "headers": list(headers)}
+
+    assert client_keys(scope("2001:db8:1:2:3::9")) == (None, "addr:2001:db8:1:2::/64")
+    assert client_keys(scope("2001:db8:1:2:ffff::1"))[1] == "addr:2001:db8:1:2::/64"
+    assert client_keys(scope("203.0.113.5", (b"authorization", b"Token abc"))) == (
+        "auth:Token abc",
+        "addr:203.0.113.5",
+    )
+    assert client_keys(scope("203.0.113.5", (b"cookie", b"csrftoken=x; sessionid=s1")))[0] == "session:s1"
+    assert client_keys(scope("203.0.113.5", (b"cookie", b"csrftoken=x")))[0] is None
+
+
+async def test_turns_run_the_bound_at_once_hand_over_in_order_and_leak_nothing_on_timeout_or_cancel():
+    """``_Turns(2)``: two run, the next ones wait in order; one that gives up (timeout) or whose
+    request is cancelled leaves the count as it was; releasing hands the turn to the next."""
+    from chatsite.http_limits import _Turns
+
+    turns = _Turns(2)
+    assert await turns.acquire(1) and await turns.acquire(1)
+    order = []
+
+    async def waiter(name, timeout):
+        got = await turns.acquire(timeout)
+        order.append((name, got))
+
+    late = asyncio.ensure_future(waiter("late", 0.05))  # gives up
+    first = asyncio.ensure_future(waiter("first", 5))
+    second = asyncio.ensure_future(waiter("second", 5))
+    cancelled = asyncio.ensure_future(waiter("cancelled", 5))
+    await asyncio.sleep(0.1)
+    assert late.done() and order == [("late", False)] and turns.users == 5
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert turns.users == 4 and turns.running == 2
+    turns.release()
+    await first
+    turns.release()
+    await second
+    assert order == [("late", False), ("first", True), ("second", True)]
+    assert (turns.running, turns.users) == (2, 2)
+    turns.release()
+    turns.release()
+    assert (turns.running, turns.users) == (0, 0)

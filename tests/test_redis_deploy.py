@@ -681,6 +681,8 @@ def test_br11_a_configuration_that_cannot_work_is_refused_when_settings_load(env
         ({"REDIS_URL": "redis://a:6379/0"}, "chatsite"),
         ({"REDIS_URL": "redis://a:6379/3"}, "chatsite-db3"),
         ({"REDIS_URL": "redis://a:6379?db=4"}, "chatsite-db4"),
+        ({"REDIS_URL": "redis://a:6379/0?db=3"}, "chatsite-db3"),  # redis-py: the query wins
+        ({"REDIS_URL": "redis://a:6379/%38"}, "chatsite-db8"),
         ({"REDIS_URL": "redis://a:6379/5,redis://b:6379/5"}, "chatsite-db5"),
         ({"REDIS_URL": "unix:///run/redis.sock?db=6"}, "chatsite-db6"),
         (

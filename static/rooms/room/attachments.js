@@ -141,7 +141,7 @@ function upload(file) {
   pending.push(item);
   chips.append(renderChip(item));
   chips.hidden = false;
-  queue = queue.then(() => send(item));
+  queue = queue.then(() => send(item)).catch(() => {}); // one failure never stalls the uploads after it
   return queue;
 }
 
