@@ -27,13 +27,14 @@ Refusals are counted in ``chatsite_rate_limited_total{scope="http_in_flight"}``.
 """
 
 import asyncio
-import ipaddress
 import json
 
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
+from chatsite.proxy import address_key
 from rooms import metrics
+from rooms.auth import _header
 
 RETRY_AFTER = 1  # second: requests in flight end within milliseconds to a second
 REFUSED_DETAIL = "Too many requests at once from this client; wait for the ones in flight."
@@ -42,23 +43,8 @@ QUEUE_WAIT = 10.0  # seconds a request may wait for its turn
 _UNCOUNTED = ("/healthz", "/metrics")
 
 
-def _header(scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value
-    return None
-
-
 def _address(scope) -> str:
-    from chatsite.proxy import parse_address
-
-    raw = (scope.get("client") or ("",))[0] or ""
-    address = parse_address(raw)
-    if address is None:
-        return raw
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
+    return address_key((scope.get("client") or ("",))[0] or "")
 
 
 def client_keys(scope) -> tuple[str | None, str]:

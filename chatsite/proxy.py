@@ -70,6 +70,18 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
+def address_key(raw: str) -> str:
+    """The client address that limits count by: ``raw`` (``REMOTE_ADDR``, an ASGI scope's
+    client) normalised, an IPv6 one as its /64 (one host holds a whole /64); ``raw`` itself
+    when it is not an address."""
+    address = parse_address(raw)
+    if address is None:
+        return raw
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def _header_values(scope, name: bytes) -> list[str]:
     """All comma-separated values of header ``name`` (repeated headers joined in order)."""
     values = []

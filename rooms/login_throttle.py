@@ -30,46 +30,31 @@ logged, as for the other throttles: a Redis outage must not lock everyone out.
 
 import functools
 import hashlib
-import ipaddress
 import logging
 import math
-import re
 import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext, ngettext
 
-from chatsite.proxy import parse_address
+from chatsite.proxy import address_key
 
-from .ratelimit import Window
+from .ratelimit import Window, parse_rate
 
 logger = logging.getLogger(__name__)
-
-RATE_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|m|h|d)[a-z]*\s*", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_window_rate(rate: str) -> tuple[int, int] | None:
     """``"20/min"`` → ``(20, 60)``; ``"10/15m"`` → ``(10, 900)``; ``""``, ``"0"`` or ``"off"`` →
-    None (no limit). ``ValueError`` for anything else (settings check it at start-up)."""
-    if not rate or rate.strip().lower() in ("0", "off"):
-        return None
-    match = RATE_PATTERN.fullmatch(rate)
-    if match is None or int(match[2] or 1) == 0:
-        raise ValueError(f"rate {rate!r} is not like '20/min', '10/15m' or '0' (off)")
-    return int(match[1]), int(match[2] or 1) * _UNIT_SECONDS[match[3].lower()]
+    None (no limit). ``ValueError`` for anything else (settings check it at start-up). The
+    rates of ``rooms.ratelimit.parse_rate``."""
+    return parse_rate(rate)
 
 
 def client_key(request) -> str:
     """The client address throttles count by: ``REMOTE_ADDR``, an IPv6 one as its /64."""
-    raw = request.META.get("REMOTE_ADDR") or ""
-    address = parse_address(raw)
-    if address is None:
-        return raw or "unknown"
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
+    return address_key(request.META.get("REMOTE_ADDR") or "") or "unknown"
 
 
 def account_key(username: str) -> str:
